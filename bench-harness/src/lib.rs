@@ -1,1 +1,6 @@
-//! placeholder
+//! The mdbus benchmark harness and command-line tool.
+//!
+//! `bench` holds the latency and throughput scenarios; the `mdbus` binary (`src/main.rs`)
+//! wires them, with the other subcommands, into one command-line entry point.
+
+pub mod bench;
