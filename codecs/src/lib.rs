@@ -1,2 +1,4 @@
 //! placeholder
 pub mod itch;
+pub mod moldudp64;
+pub mod soupbintcp;
