@@ -1,1 +1,149 @@
-//! Benchmark scenarios.
+//! Benchmark scenarios: `mdbus bench <scenario>`.
+//!
+//! - `ring`: one-way latency of small messages between two pinned threads, through the
+//!   physical floor (a cache-line ping-pong), the mdbus shared-memory ring, `rtrb` and
+//!   `crossbeam-channel`, all measured by the same loops in the same run (ping-pong RTT/2 or a
+//!   fixed-rate stream timed from each message's intended send time), then streaming throughput.
+//! - `compare`: per-system ratios between two `ring --json` reports.
+//!
+//! Timing uses the TSC (`quanta`) where it is invariant, latencies go into HdrHistograms, and
+//! every figure is reported beside the floor measured in the same run. See `BENCHMARKS.md`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+pub mod clock;
+pub mod compare;
+pub mod engine;
+pub mod host;
+pub mod plot;
+pub mod report;
+pub mod ring;
+pub mod shm;
+pub mod transport;
+
+pub use compare::{Comparison, compare};
+pub use report::{RingReport, SystemResult};
+pub use ring::{RingArgs, System};
+
+/// `mdbus bench`: run a benchmark scenario.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// The scenario.
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+/// The benchmark scenarios.
+#[derive(clap::Subcommand, Debug)]
+pub enum Scenario {
+    /// One-way latency and throughput of small messages between two pinned threads: the
+    /// floor, mdbus-shm, rtrb and crossbeam-channel, interleaved in rounds.
+    Ring(RingArgs),
+    /// Per-system ratios B/A (each percentile and throughput) of two `ring --json` reports.
+    Compare(CompareArgs),
+}
+
+/// `mdbus bench compare A.json B.json`.
+#[derive(clap::Args, Debug)]
+pub struct CompareArgs {
+    /// The baseline report.
+    pub a: PathBuf,
+    /// The report compared with it.
+    pub b: PathBuf,
+    /// Print the comparison as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What can go wrong in a benchmark.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A bad command-line value.
+    #[error("{0}")]
+    BadArg(String),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A report file given to `compare` is not a ring report.
+    #[error("{path}: not a ring report: {reason}")]
+    BadReport {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The ring under test could not be set up.
+    #[error("mdbus-shm setup in {path}: {reason}")]
+    ShmSetup {
+        /// The segment or folder.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A channel failed while being measured (lost, reordered or short messages, closed).
+    #[error("{system}: {reason}")]
+    Transfer {
+        /// The system under test.
+        system: String,
+        /// What happened.
+        reason: String,
+    },
+    /// A channel made no progress for too long.
+    #[error("no progress for {secs} s while {what}")]
+    Stalled {
+        /// What the thread was doing.
+        what: &'static str,
+        /// The limit.
+        secs: u64,
+    },
+    /// This thread stopped because its partner failed (the partner's error is reported).
+    #[error("stopped because the other thread failed")]
+    Aborted,
+    /// The chart could not be drawn.
+    #[error("{path}: cannot draw the chart: {reason}")]
+    Plot {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A bug in the harness.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Runs a scenario, printing its result on stdout.
+pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
+    let stdout = std::io::stdout();
+    let mut lock = stdout.lock();
+    run_to(args, &mut lock)
+}
+
+/// Runs a scenario, writing what would go to stdout into `out`.
+pub fn run_to(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
+    match &args.scenario {
+        Scenario::Ring(r) => ring::run(r, out),
+        Scenario::Compare(c) => {
+            let cmp = compare::compare(&c.a, &c.b)?;
+            let text = if c.json {
+                let mut t = serde_json::to_string(&cmp)
+                    .map_err(|e| BenchError::Internal(format!("cannot serialise: {e}")))?;
+                t.push('\n');
+                t
+            } else {
+                cmp.table()
+            };
+            out.write_all(text.as_bytes())
+                .map_err(|source| BenchError::Io {
+                    path: PathBuf::from("<stdout>"),
+                    source,
+                })
+        }
+    }
+}

@@ -1,0 +1,572 @@
+//! The `ring` scenario: one-way latency and throughput of small messages between two pinned
+//! threads, through the floor, the mdbus shared-memory ring, `rtrb` and `crossbeam-channel`,
+//! all driven by the same loops (see [`super::engine`]) and interleaved round-robin.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use super::clock::BenchClock;
+use super::engine::{self, Ctx};
+use super::report::{RingParams, RingReport, SystemResult};
+use super::shm::ShmEnv;
+use super::transport::{
+    FloorWord, HEADER_BYTES, MsgRx, MsgTx, crossbeam_channel, floor, rtrb_channel,
+};
+use super::{BenchError, host};
+
+/// A system the ring scenario measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum System {
+    /// Raw cache-line ping-pong: two `CachePadded<AtomicU64>`, the physical floor.
+    Floor,
+    /// The mdbus shared-memory ring, on a real memory-mapped segment.
+    #[value(name = "mdbus-shm")]
+    MdbusShm,
+    /// The `rtrb` wait-free SPSC ring (0.4).
+    Rtrb,
+    /// A bounded `crossbeam-channel`.
+    #[value(name = "crossbeam-channel")]
+    CrossbeamChannel,
+}
+
+impl System {
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Floor => "floor",
+            System::MdbusShm => "mdbus-shm",
+            System::Rtrb => "rtrb",
+            System::CrossbeamChannel => "crossbeam-channel",
+        }
+    }
+}
+
+/// Mode of the mdbus ring under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShmMode {
+    /// The producer waits for the (one) registered consumer, like `rtrb`: no message is lost.
+    Lossless,
+    /// The producer never waits; a lapped consumer is told how many records it lost.
+    Broadcast,
+}
+
+/// Message sizes the harness supports (bytes).
+pub const MSG_SIZES: [usize; 9] = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
+
+/// Latency samples per system when `--count` is not given (ping-pong mode).
+pub const DEFAULT_COUNT: u64 = 1_000_000;
+/// Throughput messages per system when `--throughput-count` is not given.
+pub const DEFAULT_THROUGHPUT_COUNT: u64 = 5_000_000;
+
+/// `mdbus bench ring`: one-way latency (ping-pong, or fixed rate) and throughput.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RingArgs {
+    /// Print exactly one JSON object on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Message size in bytes: 16, 32, 64, 128, 256, 512, 1024, 2048 or 4096.
+    #[arg(long, default_value_t = 64, value_parser = parse_msg_bytes)]
+    pub msg_bytes: usize,
+    /// Latency samples per system, over all rounds
+    /// [default: 1000000; fixed rate: 2 s worth of messages, at most 1000000].
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Untimed messages before each system's timed part of every round
+    /// [default: 10000; fixed rate: 50 ms worth, at most 10000].
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    /// Rounds: the systems run one after the other, round-robin, `count / rounds` samples each.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub rounds: u32,
+    /// The two cores to pin the threads to, e.g. `0,1`
+    /// [default: the first two cores this process may run on].
+    #[arg(long, value_delimiter = ',', num_args = 2)]
+    pub cores: Option<Vec<usize>>,
+    /// Fixed-rate one-way mode: messages per second; latency is measured from each message's
+    /// intended send time (no coordinated omission).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub rate: Option<u64>,
+    /// Messages per system in the throughput phase (0 skips it) [default: 5000000].
+    #[arg(long)]
+    pub throughput_count: Option<u64>,
+    /// Largest batch a throughput consumer takes in one poll.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub batch: u64,
+    /// Ring capacity in bytes (power of two); rtrb and crossbeam get capacity / msg-bytes slots.
+    #[arg(long, default_value_t = 65536, value_parser = parse_capacity)]
+    pub capacity: usize,
+    /// Systems to run, in the order of the first round.
+    #[arg(long, value_enum, value_delimiter = ',',
+          default_values_t = [System::Floor, System::MdbusShm, System::Rtrb, System::CrossbeamChannel])]
+    pub systems: Vec<System>,
+    /// Mode of the mdbus ring.
+    #[arg(long, value_enum, default_value_t = ShmMode::Lossless)]
+    pub shm_mode: ShmMode,
+    /// Folder for the ring segments [default: a fresh temporary folder under /dev/shm].
+    #[arg(long)]
+    pub shm_root: Option<PathBuf>,
+    /// Write one HdrHistogram percentile distribution (`<system>.hgrm`) per system here.
+    #[arg(long, value_name = "DIR")]
+    pub hgrm: Option<PathBuf>,
+    /// Write a latency-by-percentile chart (SVG) here.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// Give up when a channel shows no progress for this many seconds.
+    #[arg(long, default_value_t = 30)]
+    pub stall_secs: u64,
+}
+
+fn parse_msg_bytes(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if MSG_SIZES.contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("unsupported size {n}; one of {MSG_SIZES:?}"))
+    }
+}
+
+fn parse_capacity(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if n.is_power_of_two() && (4096..=(1 << 30)).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{n} is not a power of two between 4096 and 2^30"))
+    }
+}
+
+/// What was decided before anything runs.
+#[derive(Debug)]
+struct Plan {
+    msg_bytes: usize,
+    count: u64,
+    warmup: u64,
+    rounds: u32,
+    rate: Option<u64>,
+    interval_ticks: u64,
+    throughput_count: u64,
+    batch: usize,
+    capacity: usize,
+    slots: usize,
+    systems: Vec<System>,
+    shm_mode: ShmMode,
+}
+
+/// Splits `total` into `rounds` parts that add up to it.
+fn share(total: u64, rounds: u32, round: u32) -> u64 {
+    let r = u64::from(rounds);
+    total / r + u64::from(u64::from(round) < total % r)
+}
+
+/// The cores to use, whether to pin, whether to yield (one core), and notes.
+fn choose_cores(
+    requested: Option<&[usize]>,
+) -> Result<([usize; 2], bool, bool, Vec<String>), BenchError> {
+    let mut notes = Vec::new();
+    let allowed: Option<Vec<usize>> =
+        core_affinity::get_core_ids().map(|v| v.into_iter().map(|c| c.id).collect());
+    let cores = match (requested, &allowed) {
+        (Some(r), Some(a)) => {
+            if let Some(bad) = r.iter().find(|c| !a.contains(c)) {
+                return Err(BenchError::BadArg(format!(
+                    "--cores: core {bad} is not one this process may run on ({a:?})"
+                )));
+            }
+            [r[0], r[1]]
+        }
+        (Some(r), None) => [r[0], r[1]],
+        (None, Some(a)) if a.len() >= 2 => [a[0], a[1]],
+        (None, Some(a)) if a.len() == 1 => {
+            notes.push(format!(
+                "only core {} is available: both threads share it and yield instead of \
+                 spinning; latencies are scheduler latencies",
+                a[0]
+            ));
+            [a[0], a[0]]
+        }
+        (None, _) => {
+            notes.push("cannot read this process's CPU affinity: threads run unpinned".into());
+            return Ok(([0, 1], false, false, notes));
+        }
+    };
+    let yield_spin = cores[0] == cores[1];
+    if yield_spin && requested.is_some() {
+        notes.push(format!(
+            "both threads on core {}: they yield instead of spinning",
+            cores[0]
+        ));
+    }
+    Ok((cores, true, yield_spin, notes))
+}
+
+/// Runs the scenario and returns its report and the histograms (for `--hgrm` / `--plot`).
+pub fn measure(args: &RingArgs) -> Result<(RingReport, Vec<Histogram<u64>>), BenchError> {
+    if args.systems.is_empty() {
+        return Err(BenchError::BadArg("--systems: nothing to run".into()));
+    }
+    let mut systems = Vec::new();
+    for s in &args.systems {
+        if !systems.contains(s) {
+            systems.push(*s);
+        }
+    }
+    let (cores, pin, yield_spin, mut notes) = choose_cores(args.cores.as_deref())?;
+    let tsc = host::tsc_invariant();
+    if !tsc {
+        notes.push(
+            "no invariant TSC (constant_tsc + nonstop_tsc) in /proc/cpuinfo: timing with the \
+             OS monotonic clock (std::time::Instant), which costs more per reading"
+                .into(),
+        );
+    }
+    let clock = BenchClock::new(tsc);
+    let slots = (args.capacity / args.msg_bytes).max(2);
+    let (count, warmup, interval_ticks) = match args.rate {
+        None => (
+            args.count.unwrap_or(DEFAULT_COUNT),
+            args.warmup.unwrap_or(10_000),
+            0,
+        ),
+        Some(rate) => {
+            let tps = clock.ticks_per_sec();
+            let interval = (tps / rate as f64).round().max(1.0) as u64;
+            (
+                args.count.unwrap_or((rate * 2).min(DEFAULT_COUNT)),
+                args.warmup.unwrap_or((rate / 20).min(10_000)),
+                interval,
+            )
+        }
+    };
+    if count < u64::from(args.rounds) {
+        return Err(BenchError::BadArg(format!(
+            "--count {count} is smaller than --rounds {}",
+            args.rounds
+        )));
+    }
+    let plan = Plan {
+        msg_bytes: args.msg_bytes,
+        count,
+        warmup,
+        rounds: args.rounds,
+        rate: args.rate,
+        interval_ticks,
+        throughput_count: args.throughput_count.unwrap_or(DEFAULT_THROUGHPUT_COUNT),
+        batch: args.batch as usize,
+        capacity: args.capacity,
+        slots,
+        systems,
+        shm_mode: args.shm_mode,
+    };
+    let ctx = Ctx {
+        clock: &clock,
+        cores,
+        pin,
+        yield_spin,
+        stall: Duration::from_secs(args.stall_secs.max(1)),
+    };
+    let shm = if plan.systems.contains(&System::MdbusShm) {
+        Some(ShmEnv::new(
+            args.shm_root.as_deref(),
+            plan.capacity,
+            plan.msg_bytes,
+            plan.shm_mode,
+        )?)
+    } else {
+        None
+    };
+    let out = match plan.msg_bytes {
+        16 => run_sized::<16>(&ctx, &plan, shm.as_ref()),
+        32 => run_sized::<32>(&ctx, &plan, shm.as_ref()),
+        64 => run_sized::<64>(&ctx, &plan, shm.as_ref()),
+        128 => run_sized::<128>(&ctx, &plan, shm.as_ref()),
+        256 => run_sized::<256>(&ctx, &plan, shm.as_ref()),
+        512 => run_sized::<512>(&ctx, &plan, shm.as_ref()),
+        1024 => run_sized::<1024>(&ctx, &plan, shm.as_ref()),
+        2048 => run_sized::<2048>(&ctx, &plan, shm.as_ref()),
+        4096 => run_sized::<4096>(&ctx, &plan, shm.as_ref()),
+        n => Err(BenchError::BadArg(format!("unsupported --msg-bytes {n}"))),
+    }?;
+    let pinned = pin && out.all_pinned;
+    if pin && !out.all_pinned {
+        notes.push(format!(
+            "pinning to cores {cores:?} failed at least once: those runs were unpinned"
+        ));
+    }
+    let mut results = Vec::new();
+    for (i, s) in plan.systems.iter().enumerate() {
+        let mut r = SystemResult::from_histogram(s.name(), plan.msg_bytes, &out.hists[i]);
+        r.msgs_per_sec = out.throughput[i];
+        results.push(r);
+    }
+    if plan.throughput_count > 0 && plan.systems.contains(&System::Floor) {
+        notes.push("floor has no throughput figure: a single word cannot stream messages".into());
+    }
+    let mut report = RingReport {
+        scenario: "ring".into(),
+        results,
+        host: host::collect(&cores, pinned, clock.source()),
+        params: RingParams {
+            mode: if plan.rate.is_some() {
+                "fixed-rate"
+            } else {
+                "ping-pong"
+            }
+            .into(),
+            msg_bytes: plan.msg_bytes,
+            count: plan.count,
+            warmup: plan.warmup,
+            rounds: plan.rounds,
+            rate: plan.rate,
+            throughput_count: plan.throughput_count,
+            batch: plan.batch,
+            capacity_bytes: plan.capacity,
+            slots: plan.slots,
+            shm_mode: match plan.shm_mode {
+                ShmMode::Lossless => "lossless",
+                ShmMode::Broadcast => "broadcast",
+            }
+            .into(),
+            systems: plan.systems.iter().map(|s| s.name().to_string()).collect(),
+        },
+        notes,
+    };
+    report.fill_floor_ratios();
+    Ok((report, out.hists))
+}
+
+/// Histograms (latency) and throughputs, per system in plan order.
+struct Outcome {
+    hists: Vec<Histogram<u64>>,
+    throughput: Vec<Option<f64>>,
+    all_pinned: bool,
+}
+
+fn run_sized<const N: usize>(
+    ctx: &Ctx<'_>,
+    plan: &Plan,
+    shm: Option<&ShmEnv>,
+) -> Result<Outcome, BenchError> {
+    const { assert!(N >= HEADER_BYTES) };
+    let ns = plan.systems.len();
+    let mut hists = Vec::with_capacity(ns);
+    for _ in 0..ns {
+        hists.push(engine::new_histogram()?);
+    }
+    let mut all_pinned = true;
+    // Latency: every round runs every system once, starting one further along each round so
+    // that no system is always first after a pause.
+    for round in 0..plan.rounds {
+        let count = share(plan.count, plan.rounds, round);
+        for k in 0..ns {
+            let i = (k + round as usize) % ns;
+            let sys = plan.systems[i];
+            let pinned = latency::<N>(ctx, plan, shm, sys, count, &mut hists[i])?;
+            all_pinned &= pinned;
+        }
+    }
+    let mut totals = vec![(0u64, 0u64); ns];
+    if plan.throughput_count > 0 {
+        for round in 0..plan.rounds {
+            let count = share(plan.throughput_count, plan.rounds, round);
+            if count == 0 {
+                continue;
+            }
+            for k in 0..ns {
+                let i = (k + round as usize) % ns;
+                if let Some((m, t, pinned)) =
+                    throughput::<N>(ctx, plan, shm, plan.systems[i], count)?
+                {
+                    totals[i].0 += m;
+                    totals[i].1 += t;
+                    all_pinned &= pinned;
+                }
+            }
+        }
+    }
+    let throughput = totals
+        .iter()
+        .map(|&(m, t)| (m > 0 && t > 0).then(|| m as f64 * 1e9 / t as f64))
+        .collect();
+    Ok(Outcome {
+        hists,
+        throughput,
+        all_pinned,
+    })
+}
+
+/// Dispatches a latency run of `count` samples to the loop of the current mode.
+fn lat<PT: MsgTx, PR: MsgRx, QT: MsgTx, QR: MsgRx>(
+    ctx: &Ctx<'_>,
+    plan: &Plan,
+    name: &str,
+    ping: (PT, PR),
+    pong: impl FnOnce() -> Result<(QT, QR), BenchError>,
+    count: u64,
+    hist: &mut Histogram<u64>,
+) -> Result<bool, BenchError> {
+    match plan.rate {
+        None => engine::ping_pong(ctx, name, ping, pong()?, plan.warmup, count, hist),
+        Some(_) => engine::fixed_rate(
+            ctx,
+            name,
+            ping,
+            plan.warmup,
+            count,
+            plan.interval_ticks,
+            hist,
+        ),
+    }
+}
+
+fn latency<const N: usize>(
+    ctx: &Ctx<'_>,
+    plan: &Plan,
+    shm: Option<&ShmEnv>,
+    sys: System,
+    count: u64,
+    hist: &mut Histogram<u64>,
+) -> Result<bool, BenchError> {
+    let name = sys.name();
+    let fixed = plan.rate.is_some();
+    match sys {
+        System::Floor => {
+            let word = if fixed {
+                FloorWord::Stamp
+            } else {
+                FloorWord::Seq
+            };
+            let pong = || Ok(floor(word, fixed));
+            lat(ctx, plan, name, floor(word, fixed), pong, count, hist)
+        }
+        System::Rtrb => {
+            let pong = || Ok(rtrb_channel::<N>(plan.slots));
+            lat(
+                ctx,
+                plan,
+                name,
+                rtrb_channel::<N>(plan.slots),
+                pong,
+                count,
+                hist,
+            )
+        }
+        System::CrossbeamChannel => {
+            let pong = || Ok(crossbeam_channel::<N>(plan.slots));
+            lat(
+                ctx,
+                plan,
+                name,
+                crossbeam_channel::<N>(plan.slots),
+                pong,
+                count,
+                hist,
+            )
+        }
+        System::MdbusShm => {
+            let shm = shm.ok_or_else(|| BenchError::Internal("no shm environment".into()))?;
+            let ping = shm.channel::<N>()?;
+            lat(ctx, plan, name, ping, || shm.channel::<N>(), count, hist)
+        }
+    }
+}
+
+fn throughput<const N: usize>(
+    ctx: &Ctx<'_>,
+    plan: &Plan,
+    shm: Option<&ShmEnv>,
+    sys: System,
+    count: u64,
+) -> Result<Option<(u64, u64, bool)>, BenchError> {
+    let name = sys.name();
+    let b = plan.batch;
+    Ok(Some(match sys {
+        System::Floor => return Ok(None),
+        System::Rtrb => engine::throughput(ctx, name, rtrb_channel::<N>(plan.slots), count, b)?,
+        System::CrossbeamChannel => {
+            engine::throughput(ctx, name, crossbeam_channel::<N>(plan.slots), count, b)?
+        }
+        System::MdbusShm => {
+            let shm = shm.ok_or_else(|| BenchError::Internal("no shm environment".into()))?;
+            engine::throughput(ctx, name, shm.channel::<N>()?, count, b)?
+        }
+    }))
+}
+
+/// `mdbus bench ring`: measures, then writes the table or the JSON object to `out`, and the
+/// `.hgrm` files and the chart where asked.
+pub fn run(args: &RingArgs, out: &mut dyn Write) -> Result<(), BenchError> {
+    let (report, hists) = measure(args)?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BenchError::Io { path, source }
+    };
+    let mut written = Vec::new();
+    if let Some(dir) = &args.hgrm {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        for (r, h) in report.results.iter().zip(&hists) {
+            let path = dir.join(format!("{}.hgrm", r.name));
+            std::fs::write(&path, super::report::hgrm(h)).map_err(io(&path))?;
+            written.push(path);
+        }
+    }
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "one-way latency, {}-byte messages ({}), {}",
+            report.params.msg_bytes, report.params.mode, report.host.cpu_model
+        );
+        let series: Vec<(&str, &Histogram<u64>)> = report
+            .results
+            .iter()
+            .zip(&hists)
+            .map(|(r, h)| (r.name.as_str(), h))
+            .collect();
+        super::plot::write_svg(path, &title, &series)?;
+        written.push(path.clone());
+    }
+    let stdout_err = |source| BenchError::Io {
+        path: PathBuf::from("<stdout>"),
+        source,
+    };
+    if args.json {
+        let text = serde_json::to_string(&report)
+            .map_err(|e| BenchError::Internal(format!("cannot serialise the report: {e}")))?;
+        writeln!(out, "{text}").map_err(stdout_err)?;
+        for n in &report.notes {
+            eprintln!("note: {n}");
+        }
+        for p in &written {
+            eprintln!("wrote {}", p.display());
+        }
+    } else {
+        write!(out, "{}", report.table()).map_err(stdout_err)?;
+        for p in &written {
+            writeln!(out, "wrote {}", p.display()).map_err(stdout_err)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_add_up() {
+        for (total, rounds) in [(10u64, 3u32), (5, 5), (1_000_001, 7)] {
+            let s: u64 = (0..rounds).map(|r| share(total, rounds, r)).sum();
+            assert_eq!(s, total);
+        }
+    }
+
+    #[test]
+    fn sizes_and_capacities_are_checked() {
+        assert_eq!(parse_msg_bytes("64"), Ok(64));
+        assert!(parse_msg_bytes("65").is_err());
+        assert!(parse_msg_bytes("8").is_err());
+        assert_eq!(parse_capacity("65536"), Ok(65536));
+        assert!(parse_capacity("5000").is_err());
+        assert!(parse_capacity("2048").is_err());
+    }
+}
