@@ -1,4 +1,6 @@
 //! placeholder
+pub mod fb;
+mod generated;
 pub mod itch;
 pub mod moldudp64;
 pub mod soupbintcp;

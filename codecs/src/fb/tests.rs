@@ -1,0 +1,408 @@
+use core::fmt::Write as _;
+
+use super::*;
+
+/// A `fmt::Write` that discards, to walk every field through the generated `Debug`.
+struct Sink(usize);
+impl core::fmt::Write for Sink {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.0 += s.len();
+        Ok(())
+    }
+}
+
+fn header() -> HeaderFields {
+    HeaderFields {
+        seq: u64::MAX - 1,
+        exchange_ts_ns: u64::MAX - 2,
+        recv_ts_ns: u64::MAX - 3,
+        stock_locate: u16::MAX - 4,
+        tracking_number: u16::MAX - 5,
+    }
+}
+
+/// Either encoder.
+trait Enc {
+    fn enc<E: EventFields>(&mut self, h: &HeaderFields, e: &E) -> Vec<u8>;
+}
+impl Enc for Encoder {
+    fn enc<E: EventFields>(&mut self, h: &HeaderFields, e: &E) -> Vec<u8> {
+        self.encode(h, e).to_vec()
+    }
+}
+impl Enc for BufferEncoder<'_> {
+    fn enc<E: EventFields>(&mut self, h: &HeaderFields, e: &E) -> Vec<u8> {
+        self.encode(h, e).to_vec()
+    }
+}
+
+/// Encodes one event of every kind, every field non-default, and hands each to `check`.
+fn each_kind(enc: &mut impl Enc, mut check: impl FnMut(Event, &[u8])) {
+    let h = header();
+    let s = *b"ZZZZZZZZ";
+    let m = *b"MPID";
+    macro_rules! go {
+        ($f:expr) => {{
+            let f = $f;
+            let bytes = enc.enc(&h, &f);
+            check(event_of(&f), &bytes);
+        }};
+    }
+    fn event_of<E: EventFields>(_: &E) -> Event {
+        E::EVENT
+    }
+    go!(SystemEventFields {
+        event_code: SystemEventCode(255)
+    });
+    go!(StockDirectoryFields {
+        stock: s,
+        market_category: 1,
+        financial_status_indicator: 2,
+        round_lot_size: u32::MAX,
+        round_lots_only: 3,
+        issue_classification: 4,
+        issue_sub_type: *b"AB",
+        authenticity: 5,
+        short_sale_threshold_indicator: 6,
+        ipo_flag: 7,
+        luld_reference_price_tier: 8,
+        etp_flag: 9,
+        etp_leverage_factor: u32::MAX,
+        inverse_indicator: 10,
+    });
+    go!(StockTradingActionFields {
+        stock: s,
+        trading_state: TradingState::Halted,
+        reserved: 1,
+        reason: *b"LUDP"
+    });
+    go!(RegShoRestrictionFields {
+        stock: s,
+        reg_sho_action: b'1'
+    });
+    go!(MarketParticipantPositionFields {
+        mpid: m,
+        stock: s,
+        primary_market_maker: 1,
+        market_maker_mode: 2,
+        market_participant_state: 3
+    });
+    go!(MwcbDeclineLevelFields {
+        level1: u64::MAX,
+        level2: u64::MAX,
+        level3: u64::MAX
+    });
+    go!(MwcbStatusFields {
+        breached_level: b'3'
+    });
+    go!(IpoQuotingPeriodUpdateFields {
+        stock: s,
+        ipo_quotation_release_time: u32::MAX,
+        ipo_quotation_release_qualifier: 1,
+        ipo_price: u32::MAX
+    });
+    go!(LuldAuctionCollarFields {
+        stock: s,
+        auction_collar_reference_price: u32::MAX,
+        upper_auction_collar_price: u32::MAX,
+        lower_auction_collar_price: u32::MAX,
+        auction_collar_extension: u32::MAX
+    });
+    go!(OperationalHaltFields {
+        stock: s,
+        market_code: 1,
+        operational_halt_action: 2
+    });
+    go!(AddOrderFields {
+        order_reference_number: u64::MAX,
+        buy_sell_indicator: Side::Sell,
+        shares: u32::MAX,
+        stock: s,
+        price: u32::MAX
+    });
+    go!(AddOrderMpidFields {
+        order_reference_number: u64::MAX,
+        buy_sell_indicator: Side::Sell,
+        shares: u32::MAX,
+        stock: s,
+        price: u32::MAX,
+        attribution: m
+    });
+    go!(OrderExecutedFields {
+        order_reference_number: u64::MAX,
+        executed_shares: u32::MAX,
+        match_number: u64::MAX
+    });
+    go!(OrderExecutedWithPriceFields {
+        order_reference_number: u64::MAX,
+        executed_shares: u32::MAX,
+        match_number: u64::MAX,
+        printable: 1,
+        execution_price: u32::MAX
+    });
+    go!(OrderCancelFields {
+        order_reference_number: u64::MAX,
+        cancelled_shares: u32::MAX
+    });
+    go!(OrderDeleteFields {
+        order_reference_number: u64::MAX
+    });
+    go!(OrderReplaceFields {
+        original_order_reference_number: u64::MAX,
+        new_order_reference_number: u64::MAX,
+        shares: u32::MAX,
+        price: u32::MAX
+    });
+    go!(TradeFields {
+        order_reference_number: u64::MAX,
+        buy_sell_indicator: Side::Buy,
+        shares: u32::MAX,
+        stock: s,
+        price: u32::MAX,
+        match_number: u64::MAX
+    });
+    go!(CrossTradeFields {
+        shares: u64::MAX,
+        stock: s,
+        cross_price: u32::MAX,
+        match_number: u64::MAX,
+        cross_type: 1
+    });
+    go!(BrokenTradeFields {
+        match_number: u64::MAX
+    });
+    go!(NetOrderImbalanceIndicatorFields {
+        paired_shares: u64::MAX,
+        imbalance_shares: u64::MAX,
+        imbalance_direction: 1,
+        stock: s,
+        far_price: u32::MAX,
+        near_price: u32::MAX,
+        current_reference_price: u32::MAX,
+        cross_type: 2,
+        price_variation_indicator: 3
+    });
+    go!(RetailPriceImprovementIndicatorFields {
+        stock: s,
+        interest_flag: 1
+    });
+    go!(DirectListingPriceDiscoveryFields {
+        stock: s,
+        open_eligibility_status: 1,
+        minimum_allowable_price: u32::MAX,
+        maximum_allowable_price: u32::MAX,
+        near_execution_price: u32::MAX,
+        near_execution_time: u64::MAX,
+        lower_price_range_collar: u32::MAX,
+        upper_price_range_collar: u32::MAX
+    });
+    go!(HeartbeatFields);
+    go!(GapNoticeFields {
+        first_missing_seq: u64::MAX,
+        count: u64::MAX,
+        recoverable: true
+    });
+    go!(BboFields {
+        bid_price: i64::MIN,
+        bid_size: u64::MAX,
+        bid_orders: u32::MAX,
+        ask_price: i64::MAX,
+        ask_size: u64::MAX,
+        ask_orders: u32::MAX
+    });
+    go!(PriceLevelUpdateFields {
+        side: Side::Sell,
+        price: i64::MIN,
+        size: u64::MAX,
+        order_count: u32::MAX,
+        action: BookAction::Delete
+    });
+    go!(EndOfSessionFields);
+}
+
+#[test]
+fn every_kind_verifies_fits_and_keeps_its_header() {
+    let mut enc = Encoder::new();
+    let mut kinds = Vec::new();
+    each_kind(&mut enc, |event, bytes| {
+        assert!(
+            bytes.len() <= MAX_ENCODED_LEN,
+            "{event:?}: {} bytes",
+            bytes.len()
+        );
+        let env = read_verified(bytes).unwrap_or_else(|e| panic!("{event:?}: {e}"));
+        assert_eq!(env.event_type(), event);
+        let h = env.header();
+        assert_eq!(h.seq(), u64::MAX - 1);
+        assert_eq!(h.exchange_ts_ns(), u64::MAX - 2);
+        assert_eq!(h.recv_ts_ns(), u64::MAX - 3);
+        assert_eq!(h.stock_locate(), u16::MAX - 4);
+        assert_eq!(h.tracking_number(), u16::MAX - 5);
+        kinds.push(event);
+    });
+    // Every union member (tags 1..=MAX) was encoded exactly once, in union order.
+    let all: Vec<Event> = (1..=Event::ENUM_MAX).map(Event).collect();
+    assert_eq!(kinds, all);
+}
+
+#[test]
+fn buffer_encoder_builds_the_same_bytes() {
+    let mut owned = Encoder::new();
+    let mut expected = Vec::new();
+    each_kind(&mut owned, |_, bytes| expected.push(bytes.to_vec()));
+
+    let mut buf = vec![0xAA_u8; MAX_ENCODED_LEN + 3];
+    let mut in_buf = BufferEncoder::new(&mut buf).expect("large enough");
+    let mut got = Vec::new();
+    each_kind(&mut in_buf, |_, bytes| got.push(bytes.to_vec()));
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn buffer_encoder_places_the_message_at_the_end_of_the_buffer() {
+    let mut buf = [0u8; MAX_ENCODED_LEN];
+    let len = {
+        let mut enc = BufferEncoder::new(&mut buf).expect("large enough");
+        enc.order_delete(
+            &header(),
+            &OrderDeleteFields {
+                order_reference_number: 5,
+            },
+        )
+        .len()
+    };
+    let env = read_verified(&buf[MAX_ENCODED_LEN - len..]).expect("valid");
+    let d = env.event_as_order_delete().expect("delete");
+    assert_eq!(d.body().order_reference_number(), 5);
+}
+
+#[test]
+fn buffer_encoder_rejects_a_short_buffer() {
+    let mut buf = [0u8; MAX_ENCODED_LEN - 1];
+    assert_eq!(
+        BufferEncoder::new(&mut buf).err(),
+        Some(BufferTooSmall {
+            len: MAX_ENCODED_LEN - 1
+        })
+    );
+}
+
+#[test]
+fn encoded_envelope_reads_what_was_written() {
+    let mut enc = Encoder::new();
+    let msg = enc.add_order_mpid(
+        &header(),
+        &AddOrderMpidFields {
+            order_reference_number: 1,
+            buy_sell_indicator: Side::Buy,
+            shares: 2,
+            stock: *b"AAPL    ",
+            price: 3,
+            attribution: *b"GSCO",
+        },
+    );
+    let f = msg.envelope().event_as_add_order_mpid().expect("F").body();
+    assert_eq!(f.order_reference_number(), 1);
+    assert_eq!(f.buy_sell_indicator(), Side::Buy);
+    assert_eq!(f.shares(), 2);
+    assert_eq!(<[u8; 8]>::from(f.stock().chars()), *b"AAPL    ");
+    assert_eq!(f.price(), 3);
+    assert_eq!(<[u8; 4]>::from(f.attribution().chars()), *b"GSCO");
+    // The same bytes, read by the unsafe path.
+    // SAFETY: the bytes were built by our encoder and are borrowed unchanged.
+    let trusted = unsafe { read_trusted(msg.as_bytes()) };
+    assert_eq!(
+        trusted.event_as_add_order_mpid().map(|a| *a.body()),
+        Some(*f)
+    );
+}
+
+#[test]
+fn every_truncation_is_rejected() {
+    let mut enc = Encoder::new();
+    each_kind(&mut enc, |event, bytes| {
+        for len in 0..bytes.len() {
+            assert!(
+                read_verified(&bytes[..len]).is_err(),
+                "{event:?} cut to {len} bytes"
+            );
+        }
+    });
+}
+
+#[test]
+fn corrupted_bytes_never_panic_and_what_verifies_reads_fully() {
+    let mut enc = Encoder::new();
+    let mut rejected = 0usize;
+    each_kind(&mut enc, |_, bytes| {
+        let mut copy = bytes.to_vec();
+        for i in 0..copy.len() {
+            for flip in [0x01u8, 0x80, 0xFF] {
+                copy[i] ^= flip;
+                match read_verified(&copy) {
+                    Ok(env) => {
+                        let mut sink = Sink(0);
+                        write!(sink, "{env:?}").expect("sink never fails");
+                        assert!(sink.0 > 0);
+                    }
+                    Err(e) => {
+                        rejected += 1;
+                        assert!(!e.to_string().is_empty());
+                    }
+                }
+                copy[i] ^= flip;
+            }
+        }
+    });
+    // Offsets were hit: the verifier did reject something.
+    assert!(rejected > 0);
+}
+
+#[test]
+fn a_missing_header_is_rejected() {
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let ev = Heartbeat::create(&mut fbb, &HeartbeatArgs {}).as_union_value();
+    let start = fbb.start_table();
+    fbb.push_slot::<Event>(Envelope::VT_EVENT_TYPE, Event::Heartbeat, Event::NONE);
+    fbb.push_slot_always(Envelope::VT_EVENT, ev);
+    let root = fbb.end_table(start);
+    fbb.finish_minimal(root);
+    let err = read_verified(fbb.finished_data()).expect_err("no header");
+    assert!(
+        matches!(
+            err.detail(),
+            flatbuffers::InvalidFlatbuffer::MissingRequiredField { .. }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unknown_event_tag_verifies_and_reads_as_unknown() {
+    // What a reader sees when a newer writer appended a union member it does not know.
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let ev = Heartbeat::create(&mut fbb, &HeartbeatArgs {}).as_union_value();
+    let h = header().to_struct();
+    let root = Envelope::create(
+        &mut fbb,
+        &EnvelopeArgs {
+            header: Some(&h),
+            event_type: Event(200),
+            event: Some(ev),
+        },
+    );
+    fbb.finish_minimal(root);
+    let env = read_verified(fbb.finished_data()).expect("unknown tags are accepted");
+    assert_eq!(env.event_type(), Event(200));
+    assert_eq!(env.event_type().variant_name(), None);
+    assert!(env.event_as_heartbeat().is_none());
+    assert_eq!(env.header().seq(), u64::MAX - 1);
+}
+
+#[test]
+fn garbage_is_rejected_with_its_length() {
+    let err = read_verified(&[0xFF; 12]).expect_err("garbage");
+    assert_eq!(err.len(), 12);
+    assert!(err.to_string().contains("12 bytes"), "{err}");
+    assert!(read_verified(&[]).is_err());
+}
