@@ -4,3 +4,4 @@ mod generated;
 pub mod itch;
 pub mod moldudp64;
 pub mod soupbintcp;
+pub mod capture;
