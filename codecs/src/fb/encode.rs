@@ -136,6 +136,7 @@ impl<'b, A: Allocator + 'b> Core<'b, A> {
                 header: Some(&h),
                 event_type: E::EVENT,
                 event: Some(value),
+                flags: header.flags,
             },
         );
         fbb.finish_minimal(root);

@@ -8,10 +8,11 @@
 use flatbuffers::{Allocator, FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 
 use crate::generated as g;
-use crate::generated::{BookAction, Event, Side, SystemEventCode, TradingState};
+use crate::generated::{BookAction, EnvelopeFlags, Event, Side, SystemEventCode, TradingState};
 
-/// Fields of the envelope header that every event carries (see the schema's `Header`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// Fields of the envelope that every event carries: the schema's `Header` plus the envelope's
+/// delivery flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct HeaderFields {
     /// Sequence number of the source message.
     pub seq: u64,
@@ -23,7 +24,12 @@ pub struct HeaderFields {
     pub stock_locate: u16,
     /// ITCH tracking number; 0 for bus events.
     pub tracking_number: u16,
+    /// Delivery facts (retransmitted, replayed); empty for live data, and then not stored.
+    pub flags: EnvelopeFlags,
 }
+
+// `EnvelopeFlags` compares its bits, a total equality.
+impl Eq for HeaderFields {}
 
 impl HeaderFields {
     #[inline]

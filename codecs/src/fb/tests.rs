@@ -18,6 +18,7 @@ fn header() -> HeaderFields {
         recv_ts_ns: u64::MAX - 3,
         stock_locate: u16::MAX - 4,
         tracking_number: u16::MAX - 5,
+        flags: EnvelopeFlags::all(),
     }
 }
 
@@ -238,6 +239,7 @@ fn every_kind_verifies_fits_and_keeps_its_header() {
         assert_eq!(h.recv_ts_ns(), u64::MAX - 3);
         assert_eq!(h.stock_locate(), u16::MAX - 4);
         assert_eq!(h.tracking_number(), u16::MAX - 5);
+        assert_eq!(env.flags(), EnvelopeFlags::all());
         kinds.push(event);
     });
     // Every union member (tags 1..=MAX) was encoded exactly once, in union order.
@@ -389,6 +391,7 @@ fn an_unknown_event_tag_verifies_and_reads_as_unknown() {
             header: Some(&h),
             event_type: Event(200),
             event: Some(ev),
+            flags: EnvelopeFlags::empty(),
         },
     );
     fbb.finish_minimal(root);

@@ -601,6 +601,63 @@ impl<'a> ::flatbuffers::Verifiable for Event {
 impl ::flatbuffers::SimpleToVerifyInSlice for Event {}
 pub struct EventUnionTableOffset {}
 
+#[allow(non_upper_case_globals)]
+mod bitflags_envelope_flags {
+  ::flatbuffers::bitflags::bitflags! {
+    /// Delivery facts about one message (bit flags; new bits are appended, readers keep bits they
+    /// do not know).
+    #[derive(Default, Debug, Clone, Copy, PartialEq)]
+    pub struct EnvelopeFlags: u8 {
+      /// Delivered by gap recovery (a re-request): later than the live data around it.
+      const Retransmitted = 1;
+      /// Read from a capture file and replayed, not received live.
+      const Replayed = 2;
+    }
+  }
+}
+pub use self::bitflags_envelope_flags::EnvelopeFlags;
+
+impl<'a> ::flatbuffers::Follow<'a> for EnvelopeFlags {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self::from_bits_retain(b)
+  }
+}
+
+impl ::flatbuffers::Push for EnvelopeFlags {
+    type Output = EnvelopeFlags;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.bits()) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for EnvelopeFlags {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.bits().to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self::from_bits_retain(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for EnvelopeFlags {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for EnvelopeFlags {}
 /// A security symbol: 8 ASCII bytes, left-justified, space-padded (ITCH `Alpha(8)`).
 // struct Symbol, aligned to 1
 #[repr(transparent)]
@@ -7060,6 +7117,7 @@ impl<'a> Envelope<'a> {
   pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
   pub const VT_EVENT_TYPE: ::flatbuffers::VOffsetT = 6;
   pub const VT_EVENT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FLAGS: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -7073,6 +7131,7 @@ impl<'a> Envelope<'a> {
     let mut builder = EnvelopeBuilder::new(_fbb);
     if let Some(x) = args.event { builder.add_event(x); }
     if let Some(x) = args.header { builder.add_header(x); }
+    builder.add_flags(args.flags);
     builder.add_event_type(args.event_type);
     builder.finish()
   }
@@ -7099,6 +7158,14 @@ impl<'a> Envelope<'a> {
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Table<'a>>>(Envelope::VT_EVENT, None).unwrap()}
+  }
+  /// Delivery facts (added in v2). Not stored when empty, so it costs nothing on live data.
+  #[inline]
+  pub fn flags(&self) -> EnvelopeFlags {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<EnvelopeFlags>(Envelope::VT_FLAGS, Some(Default::default())).unwrap()}
   }
   #[inline]
   #[allow(non_snake_case)]
@@ -7534,6 +7601,7 @@ impl ::flatbuffers::Verifiable for Envelope<'_> {
           _ => Ok(()),
         }
      })?
+     .visit_field::<EnvelopeFlags>("flags", Self::VT_FLAGS, false)?
      .finish();
     Ok(())
   }
@@ -7542,6 +7610,7 @@ pub struct EnvelopeArgs<'a> {
     pub header: Option<&'a Header>,
     pub event_type: Event,
     pub event: Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>>,
+    pub flags: EnvelopeFlags,
 }
 impl<'a> Default for EnvelopeArgs<'a> {
   #[inline]
@@ -7550,6 +7619,7 @@ impl<'a> Default for EnvelopeArgs<'a> {
       header: None, // required field
       event_type: Event::NONE,
       event: None, // required field
+      flags: Default::default(),
     }
   }
 }
@@ -7570,6 +7640,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> EnvelopeBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_event(&mut self, event: ::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Envelope::VT_EVENT, event);
+  }
+  #[inline]
+  pub fn add_flags(&mut self, flags: EnvelopeFlags) {
+    self.fbb_.push_slot::<EnvelopeFlags>(Envelope::VT_FLAGS, flags, Default::default());
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> EnvelopeBuilder<'a, 'b, A> {
@@ -7795,6 +7869,7 @@ impl ::core::fmt::Debug for Envelope<'_> {
           ds.field("event", &x)
         },
       };
+      ds.field("flags", &self.flags());
       ds.finish()
   }
 }

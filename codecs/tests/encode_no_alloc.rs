@@ -1,0 +1,192 @@
+//! Proves the encode and read paths allocate nothing once warm: a counting global allocator
+//! (its own test binary, so no other test shares it) counts the allocations made by the
+//! measuring thread while 100,000 messages are encoded and read back.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use mdbus_codecs::fb::{self, BufferEncoder, Encoded, Encoder, EnvelopeFlags, HeaderFields};
+
+struct Counting;
+
+thread_local! {
+    /// Allocations made by this thread while counting is on (`None`: not counting).
+    static COUNT: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+fn note_allocation() {
+    // `try_with`: the allocator may run while this thread's locals are being torn down.
+    let _ = COUNT.try_with(|c| {
+        if let Some(n) = c.get() {
+            c.set(Some(n + 1));
+        }
+    });
+}
+
+// SAFETY: defers every operation to `System`, unchanged; it only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note_allocation();
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Runs `f` and returns how many allocations this thread made meanwhile.
+fn allocations_during(f: impl FnOnce()) -> u64 {
+    COUNT.with(|c| c.set(Some(0)));
+    f();
+    COUNT.with(|c| c.replace(None)).expect("counting was on")
+}
+
+const MESSAGES: u64 = 100_000;
+
+/// Encodes message `i` (cycling through several kinds, hot and cold) and folds a few bytes of
+/// what it read back into `acc`, so nothing is optimized away.
+fn encode_one(i: u64, encode: &mut dyn FnMut(u64, &HeaderFields) -> usize) -> usize {
+    let h = HeaderFields {
+        seq: i,
+        exchange_ts_ns: i * 3,
+        recv_ts_ns: i * 5,
+        stock_locate: (i % 7) as u16,
+        tracking_number: 0,
+        flags: if i.is_multiple_of(11) {
+            EnvelopeFlags::Replayed
+        } else {
+            EnvelopeFlags::empty()
+        },
+    };
+    encode(i, &h)
+}
+
+fn check(msg: Encoded<'_>, i: u64) -> usize {
+    let env = fb::read_verified(msg.as_bytes()).expect("valid");
+    assert_eq!(env.header().seq(), i);
+    msg.len()
+}
+
+macro_rules! encode_kinds {
+    ($enc:expr, $i:expr, $h:expr) => {{
+        let (i, h) = ($i, $h);
+        let msg = match i % 6 {
+            0 => $enc.add_order(
+                h,
+                &fb::AddOrderFields {
+                    order_reference_number: i,
+                    buy_sell_indicator: fb::Side::Buy,
+                    shares: 100,
+                    stock: *b"AAPL    ",
+                    price: 3_201_400,
+                },
+            ),
+            1 => $enc.order_executed(
+                h,
+                &fb::OrderExecutedFields {
+                    order_reference_number: i,
+                    executed_shares: 1,
+                    match_number: i,
+                },
+            ),
+            2 => $enc.order_delete(
+                h,
+                &fb::OrderDeleteFields {
+                    order_reference_number: i,
+                },
+            ),
+            3 => $enc.stock_directory(
+                h,
+                &fb::StockDirectoryFields {
+                    stock: *b"AAPL    ",
+                    round_lot_size: 100,
+                    ..Default::default()
+                },
+            ),
+            4 => $enc.gap_notice(
+                h,
+                &fb::GapNoticeFields {
+                    first_missing_seq: i,
+                    count: 2,
+                    recoverable: true,
+                },
+            ),
+            _ => $enc.price_level_update(
+                h,
+                &fb::PriceLevelUpdateFields {
+                    side: fb::Side::Sell,
+                    price: 3_203_000,
+                    size: 100,
+                    order_count: 1,
+                    action: fb::BookAction::Change,
+                },
+            ),
+        };
+        check(msg, i)
+    }};
+}
+
+#[test]
+fn encoding_and_verified_reading_allocate_nothing_after_warm_up() {
+    let mut enc = Encoder::new();
+    let mut total = 0usize;
+    let mut run = |from: u64, to: u64, total: &mut usize| {
+        for i in from..to {
+            *total += encode_one(i, &mut |i, h| encode_kinds!(enc, i, h));
+        }
+    };
+    run(0, 100, &mut total); // warm-up: the builder's bookkeeping vectors reach their size
+    let n = allocations_during(|| run(100, 100 + MESSAGES, &mut total));
+    assert_eq!(n, 0, "{n} allocations while encoding {MESSAGES} messages");
+    assert!(total > 0);
+}
+
+#[test]
+fn encoding_into_a_caller_buffer_allocates_nothing_after_warm_up() {
+    let mut buf = vec![0u8; fb::MAX_ENCODED_LEN];
+    let mut enc = BufferEncoder::new(&mut buf).expect("large enough");
+    let mut total = 0usize;
+    let mut run = |from: u64, to: u64, total: &mut usize| {
+        for i in from..to {
+            *total += encode_one(i, &mut |i, h| encode_kinds!(enc, i, h));
+        }
+    };
+    run(0, 100, &mut total);
+    let n = allocations_during(|| run(100, 100 + MESSAGES, &mut total));
+    assert_eq!(n, 0, "{n} allocations while encoding {MESSAGES} messages");
+    assert!(total > 0);
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    // The proof above means something only if the counter counts.
+    let n = allocations_during(|| {
+        let v: Vec<u64> = (0..10).collect();
+        std::hint::black_box(v);
+    });
+    assert!(n >= 1);
+    // And a cold encoder does allocate (its bookkeeping) on first use.
+    let n = allocations_during(|| {
+        let mut enc = Encoder::new();
+        std::hint::black_box(
+            enc.heartbeat(&HeaderFields::default(), &fb::HeartbeatFields)
+                .len(),
+        );
+    });
+    assert!(n >= 1);
+}
