@@ -225,6 +225,7 @@ pub fn ping_pong<PT: MsgTx, PR: MsgRx, QT: MsgTx, QR: MsgRx>(
 /// Fixed rate: thread 0 sends one message every `interval_ticks` (raw clock ticks) stamped with
 /// its intended send time; thread 1 records `receive time - intended time`. A stalled channel
 /// therefore shows in every message queued behind the stall (no coordinated omission).
+/// Returns (pinned, messages lost to overruns of a broadcast ring: never recorded).
 #[allow(clippy::too_many_arguments)]
 pub fn fixed_rate<T: MsgTx, R: MsgRx>(
     ctx: &Ctx<'_>,
@@ -234,7 +235,7 @@ pub fn fixed_rate<T: MsgTx, R: MsgRx>(
     count: u64,
     interval_ticks: u64,
     hist: &mut Histogram<u64>,
-) -> Result<bool, BenchError> {
+) -> Result<(bool, u64), BenchError> {
     let abort = AtomicBool::new(false);
     let barrier = Barrier::new(2);
     let total = warmup + count;
@@ -262,15 +263,25 @@ pub fn fixed_rate<T: MsgTx, R: MsgRx>(
         }
         Ok(())
     };
-    let receiver = || -> Result<(), BenchError> {
+    let receiver = || -> Result<u64, BenchError> {
         let mut spin = Spinner::new(&abort, ctx, "receiving at a fixed rate");
         barrier.wait();
-        for i in 0..total {
-            let m = loop {
-                if let Some(m) = rx.try_recv().map_err(|e| xfer(system, e))? {
-                    break m;
+        let mut i = 0u64;
+        let mut lost = 0u64;
+        while i < total {
+            let m = match rx.try_recv() {
+                Ok(Some(m)) => m,
+                Ok(None) => {
+                    spin.spin()?;
+                    continue;
                 }
-                spin.spin()?;
+                Err(XferError::Overrun { lost: n }) => {
+                    // The consumer has resynchronised; the skipped messages are counted.
+                    lost += n;
+                    i += n;
+                    continue;
+                }
+                Err(e) => return Err(xfer(system, e)),
             };
             let now = clock.now();
             spin.progressed();
@@ -283,10 +294,11 @@ pub fn fixed_rate<T: MsgTx, R: MsgRx>(
             if i >= warmup {
                 hist.saturating_record(clock.delta_ns(m.stamp, now));
             }
+            i += 1;
         }
-        Ok(())
+        Ok(lost)
     };
-    two_threads(ctx, &abort, sender, receiver).map(|(_, _, pinned)| pinned)
+    two_threads(ctx, &abort, sender, receiver).map(|(_, lost, pinned)| (pinned, lost))
 }
 
 /// Streaming throughput: thread 0 sends `count` messages as fast as the channel takes them,

@@ -35,6 +35,17 @@ pub fn percentile_label(x: f64) -> String {
     format!("{s}%")
 }
 
+/// A fixed colour per known system (the floor black), a palette colour for others.
+fn color_of(name: &str, i: usize) -> RGBAColor {
+    match name {
+        "floor" => BLACK.to_rgba(),
+        "mdbus-shm" => RGBColor(214, 39, 40).to_rgba(),
+        "rtrb" => RGBColor(31, 119, 180).to_rgba(),
+        "crossbeam-channel" => RGBColor(44, 160, 44).to_rgba(),
+        _ => Palette99::pick(i + 4).to_rgba(),
+    }
+}
+
 /// Writes the chart of `series` (name, histogram) to `path` as SVG.
 pub fn write_svg(
     path: &Path,
@@ -88,7 +99,7 @@ pub fn write_svg(
         .draw()
         .map_err(|e| err(e.to_string()))?;
     for (i, (name, h)) in series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let color = color_of(name, i);
         chart
             .draw_series(LineSeries::new(curve(h, x_end), color.stroke_width(2)))
             .map_err(|e| err(e.to_string()))?

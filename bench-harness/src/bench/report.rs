@@ -32,6 +32,8 @@ pub struct SystemResult {
     pub p9999_ns: u64,
     /// Largest sample, ns.
     pub max_ns: u64,
+    /// Fixed-rate mode: messages lost to overruns of a broadcast ring (never recorded).
+    pub lost: u64,
     /// Streaming throughput, messages per second (`null` where not measured).
     pub msgs_per_sec: Option<f64>,
     /// `p50_ns` divided by the floor's `p50_ns` from the same run.
@@ -62,6 +64,7 @@ impl SystemResult {
             p999_ns: q(0.999),
             p9999_ns: q(0.9999),
             max_ns: if h.is_empty() { 0 } else { h.max() },
+            lost: 0,
             msgs_per_sec: None,
             p50_vs_floor: None,
             p999_vs_floor: None,
@@ -92,7 +95,8 @@ pub struct RingParams {
     pub capacity_bytes: usize,
     /// Slots of the rtrb and crossbeam channels.
     pub slots: usize,
-    /// Mode of the mdbus-shm ring (`lossless` or `broadcast`).
+    /// Mode of the mdbus-shm ring in the latency phase (`lossless` or `broadcast`); the
+    /// throughput phase always uses a lossless ring, like rtrb and crossbeam.
     pub shm_mode: String,
     /// The systems, in the order of the first round.
     pub systems: Vec<String>,

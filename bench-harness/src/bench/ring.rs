@@ -298,6 +298,13 @@ pub fn measure(args: &RingArgs) -> Result<(RingReport, Vec<Histogram<u64>>), Ben
     for (i, s) in plan.systems.iter().enumerate() {
         let mut r = SystemResult::from_histogram(s.name(), plan.msg_bytes, &out.hists[i]);
         r.msgs_per_sec = out.throughput[i];
+        r.lost = out.lost[i];
+        if r.lost > 0 {
+            notes.push(format!(
+                "{}: {} messages lost to overruns (broadcast ring lapped; not in the histogram)",
+                r.name, r.lost
+            ));
+        }
         results.push(r);
     }
     if plan.throughput_count > 0 && plan.systems.contains(&System::Floor) {
@@ -340,6 +347,7 @@ pub fn measure(args: &RingArgs) -> Result<(RingReport, Vec<Histogram<u64>>), Ben
 struct Outcome {
     hists: Vec<Histogram<u64>>,
     throughput: Vec<Option<f64>>,
+    lost: Vec<u64>,
     all_pinned: bool,
 }
 
@@ -355,6 +363,7 @@ fn run_sized<const N: usize>(
         hists.push(engine::new_histogram()?);
     }
     let mut all_pinned = true;
+    let mut lost = vec![0u64; ns];
     // Latency: every round runs every system once, starting one further along each round so
     // that no system is always first after a pause.
     for round in 0..plan.rounds {
@@ -362,8 +371,9 @@ fn run_sized<const N: usize>(
         for k in 0..ns {
             let i = (k + round as usize) % ns;
             let sys = plan.systems[i];
-            let pinned = latency::<N>(ctx, plan, shm, sys, count, &mut hists[i])?;
+            let (pinned, l) = latency::<N>(ctx, plan, shm, sys, count, &mut hists[i])?;
             all_pinned &= pinned;
+            lost[i] += l;
         }
     }
     let mut totals = vec![(0u64, 0u64); ns];
@@ -392,11 +402,13 @@ fn run_sized<const N: usize>(
     Ok(Outcome {
         hists,
         throughput,
+        lost,
         all_pinned,
     })
 }
 
-/// Dispatches a latency run of `count` samples to the loop of the current mode.
+/// Dispatches a latency run of `count` samples to the loop of the current mode; returns
+/// (pinned, lost).
 fn lat<PT: MsgTx, PR: MsgRx, QT: MsgTx, QR: MsgRx>(
     ctx: &Ctx<'_>,
     plan: &Plan,
@@ -405,9 +417,10 @@ fn lat<PT: MsgTx, PR: MsgRx, QT: MsgTx, QR: MsgRx>(
     pong: impl FnOnce() -> Result<(QT, QR), BenchError>,
     count: u64,
     hist: &mut Histogram<u64>,
-) -> Result<bool, BenchError> {
+) -> Result<(bool, u64), BenchError> {
     match plan.rate {
-        None => engine::ping_pong(ctx, name, ping, pong()?, plan.warmup, count, hist),
+        None => engine::ping_pong(ctx, name, ping, pong()?, plan.warmup, count, hist)
+            .map(|pinned| (pinned, 0)),
         Some(_) => engine::fixed_rate(
             ctx,
             name,
@@ -427,7 +440,7 @@ fn latency<const N: usize>(
     sys: System,
     count: u64,
     hist: &mut Histogram<u64>,
-) -> Result<bool, BenchError> {
+) -> Result<(bool, u64), BenchError> {
     let name = sys.name();
     let fixed = plan.rate.is_some();
     match sys {
@@ -466,8 +479,16 @@ fn latency<const N: usize>(
         }
         System::MdbusShm => {
             let shm = shm.ok_or_else(|| BenchError::Internal("no shm environment".into()))?;
-            let ping = shm.channel::<N>()?;
-            lat(ctx, plan, name, ping, || shm.channel::<N>(), count, hist)
+            let ping = shm.channel::<N>(false)?;
+            lat(
+                ctx,
+                plan,
+                name,
+                ping,
+                || shm.channel::<N>(false),
+                count,
+                hist,
+            )
         }
     }
 }
@@ -489,7 +510,7 @@ fn throughput<const N: usize>(
         }
         System::MdbusShm => {
             let shm = shm.ok_or_else(|| BenchError::Internal("no shm environment".into()))?;
-            engine::throughput(ctx, name, shm.channel::<N>()?, count, b)?
+            engine::throughput(ctx, name, shm.channel::<N>(true)?, count, b)?
         }
     }))
 }

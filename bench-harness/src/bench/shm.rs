@@ -28,7 +28,10 @@ impl ShmEnv {
         Ok(ShmEnv)
     }
     /// Placeholder.
-    pub fn channel<const N: usize>(&self) -> Result<(MdbusTx, MdbusRx), BenchError> {
+    pub fn channel<const N: usize>(
+        &self,
+        _lossless: bool,
+    ) -> Result<(MdbusTx, MdbusRx), BenchError> {
         Err(BenchError::Internal(
             "mdbus-shm is not available yet".into(),
         ))
