@@ -22,13 +22,11 @@ fn bench(c: &mut Criterion) {
     g.bench_function("mdbus/view", |b| {
         b.iter(|| {
             let mut acc = 0u64;
-            for (_, m) in Stream::new(black_box(AAPL)) {
-                if let Ok(m) = m {
-                    acc = acc
-                        .wrapping_add(m.timestamp())
-                        .wrapping_add(u64::from(m.stock_locate()))
-                        .wrapping_add(u64::from(m.msg_type()));
-                }
+            for m in Stream::new(black_box(AAPL)).filter_map(|(_, m)| m.ok()) {
+                acc = acc
+                    .wrapping_add(m.timestamp())
+                    .wrapping_add(u64::from(m.stock_locate()))
+                    .wrapping_add(u64::from(m.msg_type()));
             }
             assert_ne!(acc, 0);
             acc
@@ -38,11 +36,9 @@ fn bench(c: &mut Criterion) {
     g.bench_function("mdbus/all_fields", |b| {
         b.iter(|| {
             let mut n = 0u64;
-            for (_, m) in Stream::new(black_box(AAPL)) {
-                if let Ok(m) = m {
-                    black_box(m.to_fields());
-                    n += 1;
-                }
+            for m in Stream::new(black_box(AAPL)).filter_map(|(_, m)| m.ok()) {
+                black_box(m.to_fields());
+                n += 1;
             }
             assert_eq!(n, MESSAGES);
             n
@@ -52,11 +48,9 @@ fn bench(c: &mut Criterion) {
     g.bench_function("itchy/parse", |b| {
         b.iter(|| {
             let mut n = 0u64;
-            for m in itchy::MessageStream::from_reader(black_box(AAPL)) {
-                if let Ok(m) = m {
-                    black_box(m);
-                    n += 1;
-                }
+            for m in itchy::MessageStream::from_reader(black_box(AAPL)).flatten() {
+                black_box(m);
+                n += 1;
             }
             assert_eq!(n, MESSAGES);
             n
