@@ -3,5 +3,6 @@ pub mod fb;
 mod generated;
 pub mod itch;
 pub mod moldudp64;
+pub mod normalize;
 pub mod soupbintcp;
 pub mod capture;

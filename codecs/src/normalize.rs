@@ -1,0 +1,327 @@
+//! Normalization: decoded ITCH 5.0 messages into normalized FlatBuffers envelopes.
+//!
+//! Lossless: every field of every ITCH message reaches the normalized event, byte for byte
+//! (alpha fields keep their padding, single-character codes their ASCII byte, prices their
+//! raw fixed-point value). The message type becomes the union tag; stock locate, tracking
+//! number and timestamp go to the envelope header beside the caller's sequence number and
+//! receive timestamp.
+//!
+//! ```
+//! use mdbus_codecs::fb::{self, Side};
+//! use mdbus_codecs::itch::{self, OrderDeleteFields};
+//! use mdbus_codecs::normalize::Normalizer;
+//!
+//! let wire = OrderDeleteFields {
+//!     stock_locate: 13,
+//!     tracking_number: 1,
+//!     timestamp: 34_200_000_000_000,
+//!     order_reference_number: 42,
+//! }
+//! .to_bytes()?;
+//! let mut norm = Normalizer::new();
+//! let msg = norm.normalize(&itch::decode(&wire)?, 1001, 1_580_394_600_000_000_000);
+//! let env = msg.envelope();
+//! assert_eq!(env.header().seq(), 1001);
+//! assert_eq!(env.header().exchange_ts_ns(), 34_200_000_000_000);
+//! assert_eq!(env.event_as_order_delete().map(|d| d.body().order_reference_number()), Some(42));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use crate::fb::{
+    self, Encoded, Encoder, EnvelopeFlags, EventFields, HeaderFields, Side, SystemEventCode,
+    TradingState,
+};
+use crate::itch::Message;
+
+/// Turns decoded ITCH messages into normalized envelopes with one reused [`Encoder`]: no
+/// allocation per message, nothing can fail (every ITCH 5.0 message has a normalized form).
+#[derive(Debug, Default)]
+pub struct Normalizer {
+    encoder: Encoder,
+    flags: EnvelopeFlags,
+}
+
+impl Normalizer {
+    /// A normalizer for live data (no envelope flags).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the delivery flags stamped on every following message (e.g.
+    /// [`EnvelopeFlags::Replayed`] when reading a capture, [`EnvelopeFlags::Retransmitted`]
+    /// while forwarding recovered messages).
+    pub fn set_flags(&mut self, flags: EnvelopeFlags) {
+        self.flags = flags;
+    }
+
+    /// The flags stamped on every message.
+    pub fn flags(&self) -> EnvelopeFlags {
+        self.flags
+    }
+
+    /// The encoder, to publish bus-level events (heartbeats, gap notices, book updates) with
+    /// the same buffer.
+    pub fn encoder(&mut self) -> &mut Encoder {
+        &mut self.encoder
+    }
+
+    /// Normalizes one ITCH message: `seq` is its source sequence number (MoldUDP64 sequence
+    /// number, or position in a capture), `recv_ts_ns` when it was received (ns since the Unix
+    /// epoch). The result borrows the normalizer until the next call.
+    #[inline]
+    pub fn normalize(&mut self, msg: &Message<'_>, seq: u64, recv_ts_ns: u64) -> Encoded<'_> {
+        let header = HeaderFields {
+            seq,
+            exchange_ts_ns: msg.timestamp(),
+            recv_ts_ns,
+            stock_locate: msg.stock_locate(),
+            tracking_number: msg.tracking_number(),
+            flags: self.flags,
+        };
+        let enc = &mut self.encoder;
+        match msg {
+            Message::SystemEvent(m) => put(
+                enc,
+                &header,
+                fb::SystemEventFields {
+                    event_code: SystemEventCode(m.event_code()),
+                },
+            ),
+            Message::StockDirectory(m) => put(
+                enc,
+                &header,
+                fb::StockDirectoryFields {
+                    stock: m.stock(),
+                    market_category: m.market_category(),
+                    financial_status_indicator: m.financial_status_indicator(),
+                    round_lot_size: m.round_lot_size(),
+                    round_lots_only: m.round_lots_only(),
+                    issue_classification: m.issue_classification(),
+                    issue_sub_type: m.issue_sub_type(),
+                    authenticity: m.authenticity(),
+                    short_sale_threshold_indicator: m.short_sale_threshold_indicator(),
+                    ipo_flag: m.ipo_flag(),
+                    luld_reference_price_tier: m.luld_reference_price_tier(),
+                    etp_flag: m.etp_flag(),
+                    etp_leverage_factor: m.etp_leverage_factor(),
+                    inverse_indicator: m.inverse_indicator(),
+                },
+            ),
+            Message::StockTradingAction(m) => put(
+                enc,
+                &header,
+                fb::StockTradingActionFields {
+                    stock: m.stock(),
+                    trading_state: TradingState(m.trading_state()),
+                    reserved: m.reserved(),
+                    reason: m.reason(),
+                },
+            ),
+            Message::RegShoRestriction(m) => put(
+                enc,
+                &header,
+                fb::RegShoRestrictionFields {
+                    stock: m.stock(),
+                    reg_sho_action: m.reg_sho_action(),
+                },
+            ),
+            Message::MarketParticipantPosition(m) => put(
+                enc,
+                &header,
+                fb::MarketParticipantPositionFields {
+                    mpid: m.mpid(),
+                    stock: m.stock(),
+                    primary_market_maker: m.primary_market_maker(),
+                    market_maker_mode: m.market_maker_mode(),
+                    market_participant_state: m.market_participant_state(),
+                },
+            ),
+            Message::MwcbDeclineLevel(m) => put(
+                enc,
+                &header,
+                fb::MwcbDeclineLevelFields {
+                    level1: m.level1().0,
+                    level2: m.level2().0,
+                    level3: m.level3().0,
+                },
+            ),
+            Message::MwcbStatus(m) => put(
+                enc,
+                &header,
+                fb::MwcbStatusFields {
+                    breached_level: m.breached_level(),
+                },
+            ),
+            Message::IpoQuotingPeriodUpdate(m) => put(
+                enc,
+                &header,
+                fb::IpoQuotingPeriodUpdateFields {
+                    stock: m.stock(),
+                    ipo_quotation_release_time: m.ipo_quotation_release_time(),
+                    ipo_quotation_release_qualifier: m.ipo_quotation_release_qualifier(),
+                    ipo_price: m.ipo_price().0,
+                },
+            ),
+            Message::LuldAuctionCollar(m) => put(
+                enc,
+                &header,
+                fb::LuldAuctionCollarFields {
+                    stock: m.stock(),
+                    auction_collar_reference_price: m.auction_collar_reference_price().0,
+                    upper_auction_collar_price: m.upper_auction_collar_price().0,
+                    lower_auction_collar_price: m.lower_auction_collar_price().0,
+                    auction_collar_extension: m.auction_collar_extension(),
+                },
+            ),
+            Message::OperationalHalt(m) => put(
+                enc,
+                &header,
+                fb::OperationalHaltFields {
+                    stock: m.stock(),
+                    market_code: m.market_code(),
+                    operational_halt_action: m.operational_halt_action(),
+                },
+            ),
+            Message::AddOrder(m) => put(
+                enc,
+                &header,
+                fb::AddOrderFields {
+                    order_reference_number: m.order_reference_number(),
+                    buy_sell_indicator: Side(m.buy_sell_indicator()),
+                    shares: m.shares(),
+                    stock: m.stock(),
+                    price: m.price().0,
+                },
+            ),
+            Message::AddOrderMpid(m) => put(
+                enc,
+                &header,
+                fb::AddOrderMpidFields {
+                    order_reference_number: m.order_reference_number(),
+                    buy_sell_indicator: Side(m.buy_sell_indicator()),
+                    shares: m.shares(),
+                    stock: m.stock(),
+                    price: m.price().0,
+                    attribution: m.attribution(),
+                },
+            ),
+            Message::OrderExecuted(m) => put(
+                enc,
+                &header,
+                fb::OrderExecutedFields {
+                    order_reference_number: m.order_reference_number(),
+                    executed_shares: m.executed_shares(),
+                    match_number: m.match_number(),
+                },
+            ),
+            Message::OrderExecutedWithPrice(m) => put(
+                enc,
+                &header,
+                fb::OrderExecutedWithPriceFields {
+                    order_reference_number: m.order_reference_number(),
+                    executed_shares: m.executed_shares(),
+                    match_number: m.match_number(),
+                    printable: m.printable(),
+                    execution_price: m.execution_price().0,
+                },
+            ),
+            Message::OrderCancel(m) => put(
+                enc,
+                &header,
+                fb::OrderCancelFields {
+                    order_reference_number: m.order_reference_number(),
+                    cancelled_shares: m.cancelled_shares(),
+                },
+            ),
+            Message::OrderDelete(m) => put(
+                enc,
+                &header,
+                fb::OrderDeleteFields {
+                    order_reference_number: m.order_reference_number(),
+                },
+            ),
+            Message::OrderReplace(m) => put(
+                enc,
+                &header,
+                fb::OrderReplaceFields {
+                    original_order_reference_number: m.original_order_reference_number(),
+                    new_order_reference_number: m.new_order_reference_number(),
+                    shares: m.shares(),
+                    price: m.price().0,
+                },
+            ),
+            Message::Trade(m) => put(
+                enc,
+                &header,
+                fb::TradeFields {
+                    order_reference_number: m.order_reference_number(),
+                    buy_sell_indicator: Side(m.buy_sell_indicator()),
+                    shares: m.shares(),
+                    stock: m.stock(),
+                    price: m.price().0,
+                    match_number: m.match_number(),
+                },
+            ),
+            Message::CrossTrade(m) => put(
+                enc,
+                &header,
+                fb::CrossTradeFields {
+                    shares: m.shares(),
+                    stock: m.stock(),
+                    cross_price: m.cross_price().0,
+                    match_number: m.match_number(),
+                    cross_type: m.cross_type(),
+                },
+            ),
+            Message::BrokenTrade(m) => put(
+                enc,
+                &header,
+                fb::BrokenTradeFields {
+                    match_number: m.match_number(),
+                },
+            ),
+            Message::NetOrderImbalanceIndicator(m) => put(
+                enc,
+                &header,
+                fb::NetOrderImbalanceIndicatorFields {
+                    paired_shares: m.paired_shares(),
+                    imbalance_shares: m.imbalance_shares(),
+                    imbalance_direction: m.imbalance_direction(),
+                    stock: m.stock(),
+                    far_price: m.far_price().0,
+                    near_price: m.near_price().0,
+                    current_reference_price: m.current_reference_price().0,
+                    cross_type: m.cross_type(),
+                    price_variation_indicator: m.price_variation_indicator(),
+                },
+            ),
+            Message::RetailPriceImprovementIndicator(m) => put(
+                enc,
+                &header,
+                fb::RetailPriceImprovementIndicatorFields {
+                    stock: m.stock(),
+                    interest_flag: m.interest_flag(),
+                },
+            ),
+            Message::DirectListingPriceDiscovery(m) => put(
+                enc,
+                &header,
+                fb::DirectListingPriceDiscoveryFields {
+                    stock: m.stock(),
+                    open_eligibility_status: m.open_eligibility_status(),
+                    minimum_allowable_price: m.minimum_allowable_price().0,
+                    maximum_allowable_price: m.maximum_allowable_price().0,
+                    near_execution_price: m.near_execution_price().0,
+                    near_execution_time: m.near_execution_time(),
+                    lower_price_range_collar: m.lower_price_range_collar().0,
+                    upper_price_range_collar: m.upper_price_range_collar().0,
+                },
+            ),
+        }
+    }
+}
+
+#[inline(always)]
+fn put<'e, E: EventFields>(enc: &'e mut Encoder, header: &HeaderFields, event: E) -> Encoded<'e> {
+    enc.encode(header, &event)
+}
