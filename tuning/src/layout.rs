@@ -256,8 +256,15 @@ impl fmt::Display for Layout {
         }
         if !self.sysctls.is_empty() {
             writeln!(f, "\nsysctls (/etc/sysctl.d/90-mdbus.conf):")?;
+            let w = self
+                .sysctls
+                .iter()
+                .map(|s| s.key.len() + s.value.len() + 3)
+                .max()
+                .unwrap_or(0);
             for s in &self.sysctls {
-                writeln!(f, "  {} = {}    # {}", s.key, s.value, s.why)?;
+                let setting = format!("{} = {}", s.key, s.value);
+                writeln!(f, "  {setting:<w$}  # {}", s.why)?;
             }
         }
         if !self.commands.is_empty() {

@@ -130,9 +130,9 @@ impl fmt::Display for Report {
             )?;
             if check.status != Status::Pass {
                 let pad = " ".repeat(8 + title_w);
-                writeln!(f, "{pad}why: {}", check.why)?;
+                write_wrapped(f, &pad, "why: ", &check.why)?;
                 if let Some(fix) = &check.fix {
-                    writeln!(f, "{pad}fix: {fix}")?;
+                    write_wrapped(f, &pad, "fix: ", fix)?;
                 }
             }
         }
@@ -146,6 +146,36 @@ impl fmt::Display for Report {
             self.worst().marker()
         )
     }
+}
+
+/// Lines of the table are wrapped to this width (the `found` column is not).
+const TABLE_WIDTH: usize = 100;
+
+/// Writes `label` + `text` indented by `pad`, wrapped at word boundaries to [`TABLE_WIDTH`];
+/// continuation lines align under the text.
+fn write_wrapped(f: &mut fmt::Formatter<'_>, pad: &str, label: &str, text: &str) -> fmt::Result {
+    let indent = pad.len() + label.len();
+    let width = TABLE_WIDTH.saturating_sub(indent).max(40);
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    lines.push(line);
+    for (i, line) in lines.iter().enumerate() {
+        if i == 0 {
+            writeln!(f, "{pad}{label}{line}")?;
+        } else {
+            writeln!(f, "{:indent$}{line}", "")?;
+        }
+    }
+    Ok(())
 }
 
 /// The ids of all checks, in report order.

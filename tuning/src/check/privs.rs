@@ -106,12 +106,15 @@ pub(super) fn realtime(ctx: &Ctx<'_>) -> Outcome {
     let Some(limit) = facts.rlimit(Resource::Rtprio) else {
         return Outcome::unknown(format!("{who}RLIMIT_RTPRIO unknown{throttle}"), fix);
     };
-    let found = format!("{who}RLIMIT_RTPRIO {}{throttle}", limit_text(&limit, false));
+    let found = format!("{who}RLIMIT_RTPRIO {}", limit_text(&limit, false));
     match limit.soft {
-        LimitValue::Unlimited => Outcome::pass(found),
-        LimitValue::Finite(n) if n > 0 => Outcome::pass(format!("{found}: SCHED_FIFO 1-{n}")),
-        LimitValue::Finite(_) => {
-            Outcome::warn(format!("{found}: no real-time priority allowed"), fix)
+        LimitValue::Unlimited => Outcome::pass(format!("{found}: SCHED_FIFO 1-99{throttle}")),
+        LimitValue::Finite(n) if n > 0 => {
+            Outcome::pass(format!("{found}: SCHED_FIFO 1-{n}{throttle}"))
         }
+        LimitValue::Finite(_) => Outcome::warn(
+            format!("{found}: no real-time priority allowed{throttle}"),
+            fix,
+        ),
     }
 }
