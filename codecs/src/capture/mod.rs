@@ -480,18 +480,22 @@ impl CaptureReader {
     }
 
     /// Makes sure `buf[start..]` holds at least `n` bytes; `false` when the file ends first.
+    /// The buffer grows only as data arrives, so a damaged length field cannot make it
+    /// allocate more than the file holds.
     fn ensure(&mut self, n: usize) -> Result<bool, CaptureError> {
         while self.end - self.start < n {
             if self.eof {
                 return Ok(false);
             }
-            if self.buf.len() - self.start < n || self.end == self.buf.len() {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.base += self.start as u64;
-                self.end -= self.start;
-                self.start = 0;
-                if self.buf.len() < n {
-                    self.buf.resize(n.next_power_of_two(), 0);
+            if self.end == self.buf.len() {
+                if self.start > 0 {
+                    self.buf.copy_within(self.start..self.end, 0);
+                    self.base += self.start as u64;
+                    self.end -= self.start;
+                    self.start = 0;
+                } else {
+                    let grown = (self.buf.len() * 2).min(n).max(self.buf.len() + 1);
+                    self.buf.resize(grown, 0);
                 }
             }
             match self.src.read(&mut self.buf[self.end..]) {
