@@ -110,7 +110,7 @@ impl TuneError {
     }
 }
 
-/// An error from [`plan`](crate::plan) or from parsing a role list.
+/// An error from [`plan`](crate::plan()) or from parsing a role list.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PlanError {

@@ -1,6 +1,6 @@
 //! The core layout file: which cpu each role's threads run on.
 //!
-//! Written by `mdbus tune plan` ([`plan`](crate::plan)), read by the bus, the feed handlers and
+//! Written by `mdbus tune plan` ([`plan`](crate::plan())), read by the bus, the feed handlers and
 //! the bench harness to pin their threads. A layout is TOML:
 //!
 //! ```toml
@@ -163,17 +163,65 @@ impl Layout {
         Self::from_toml_str(&text, &path.display().to_string())
     }
 
-    /// The layout as TOML text, with a header comment.
+    /// The layout as TOML text, with a header comment. Cpu lists stay on one line; lists of
+    /// sentences (warnings, notes, commands) get one line per item.
     pub fn to_toml(&self) -> String {
-        let body = match toml::to_string(self) {
-            Ok(body) => body,
-            // Every field is a plain string, number, list or map: serialisation cannot fail.
-            Err(e) => format!("# cannot serialise layout: {e}\n"),
+        #[derive(Serialize)]
+        struct Head<'a> {
+            version: u32,
+            housekeeping: &'a [usize],
+            isolated: &'a [usize],
+            kernel_cmdline: &'a str,
+        }
+        #[derive(Serialize)]
+        struct Lists<'a> {
+            warnings: &'a [String],
+            notes: &'a [String],
+            commands: &'a [String],
+        }
+        #[derive(Serialize)]
+        struct Tables<'a> {
+            runtime: &'a RuntimeSettings,
+            roles: &'a BTreeMap<String, RoleLayout>,
+            sysctls: &'a [Sysctl],
+        }
+        let head = Head {
+            version: self.version,
+            housekeeping: &self.housekeeping,
+            isolated: &self.isolated,
+            kernel_cmdline: &self.kernel_cmdline,
         };
-        format!(
+        let lists = Lists {
+            warnings: &self.warnings,
+            notes: &self.notes,
+            commands: &self.commands,
+        };
+        let tables = Tables {
+            runtime: &self.runtime,
+            roles: &self.roles,
+            sysctls: &self.sysctls,
+        };
+        // Plain strings, numbers, lists and maps: serialisation cannot fail, but an error
+        // still ends up visible in the text rather than as a panic.
+        let parts = [
+            toml::to_string(&head),
+            toml::to_string_pretty(&lists),
+            toml::to_string(&tables),
+        ];
+        let mut out = String::from(
             "# mdbus core layout (`mdbus tune plan`). Instance i of a role runs on cores[i].\n\
-             # Optional per role: priority = 1..99 (SCHED_FIFO).\n{body}"
-        )
+             # Optional per role: priority = 1..99 (SCHED_FIFO).\n",
+        );
+        for part in parts {
+            match part {
+                Ok(text) => out.push_str(&text),
+                Err(e) => out.push_str(&format!("# cannot serialise layout: {e}\n")),
+            }
+            if !out.ends_with("\n\n") {
+                out.push('\n');
+            }
+        }
+        out
     }
 
     /// Writes the layout to `path` as TOML.

@@ -10,7 +10,7 @@
 //!   Everything is read through a [`SysRoot`] (a root prefix plus a [`HostFacts`] provider for
 //!   limits, capabilities and file-system sizes), so the same code runs on a live host and on
 //!   fake trees in tests. A missing file is an `unknown` warning, never a panic.
-//! - **Plan** ([`plan`], `mdbus tune plan`): from the [`Topology`] and a list of [`Role`]s,
+//! - **Plan** ([`plan()`], `mdbus tune plan`): from the [`Topology`] and a list of [`Role`]s,
 //!   a [`Layout`] giving each latency-critical thread a whole physical core on one NUMA node,
 //!   keeping core 0 for the OS, plus the kernel command line and sysctls that isolate those
 //!   cores. Saved as TOML; the bus, feed handlers and bench read it to pin their threads.
@@ -46,6 +46,8 @@
 //! // ... hot loop ...
 //! # Ok(()) }
 //! ```
+
+#![warn(missing_docs)]
 
 pub mod check;
 pub mod cmdline;

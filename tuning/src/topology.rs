@@ -35,7 +35,7 @@ pub struct PhysicalCore {
     pub package: usize,
 }
 
-/// The cpu topology of a host, as [`plan`](crate::plan) needs it.
+/// The cpu topology of a host, as [`plan`](crate::plan()) needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topology {
     /// Online cpus, sorted by id.
