@@ -1,0 +1,131 @@
+//! Operator helpers over a directory of segments: listing and removing stale ones.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::config::Mode;
+use crate::error::SetupError;
+use crate::layout::{STATE_CLOSED, STATE_SUPERSEDED};
+use crate::segment::{read_header_snapshot, segment_alive};
+
+/// Temporary files of an interrupted `Producer::create` are removed once older than this.
+const STALE_TMP_AGE: Duration = Duration::from_secs(60);
+
+/// A segment found in a directory by [`list_segments`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// File name (the stream name).
+    pub name: String,
+    /// Full path.
+    pub path: PathBuf,
+    /// Pid of the producer that created it.
+    pub pid: u32,
+    /// A live producer holds the segment (its lock is held).
+    pub alive: bool,
+    /// Producer epoch.
+    pub epoch: u64,
+    /// File size in bytes.
+    pub size: u64,
+    /// Data capacity in bytes.
+    pub capacity: u64,
+    /// Largest payload.
+    pub max_msg_len: u32,
+    /// Broadcast or lossless.
+    pub mode: Mode,
+    /// The producer closed the stream cleanly.
+    pub closed: bool,
+    /// Another segment replaced this one (only visible through old open handles; listed files
+    /// are normally current).
+    pub superseded: bool,
+    /// Committed bytes so far (the producer's tail position).
+    pub tail: u64,
+    /// Creation time, nanoseconds since the Unix epoch.
+    pub created_unix_ns: u64,
+}
+
+fn io_err(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> SetupError {
+    let path = path.to_path_buf();
+    move |source| SetupError::Io { path, op, source }
+}
+
+fn open_ro(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).open(path)
+}
+
+/// Lists the valid segments in `root` (files that are not segments, and temporary files, are
+/// skipped), sorted by name.
+pub fn list_segments(root: &Path) -> Result<Vec<SegmentInfo>, SetupError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root).map_err(io_err(root, "read directory"))? {
+        let entry = entry.map_err(io_err(root, "read directory"))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let Ok(file) = open_ro(&path) else { continue };
+        let Ok(snap) = read_header_snapshot(&file, &path) else {
+            continue;
+        };
+        let alive = segment_alive(&file, &path)?;
+        out.push(SegmentInfo {
+            name,
+            pid: snap.info.producer_pid,
+            alive,
+            epoch: snap.info.epoch,
+            size: snap.file_len,
+            capacity: snap.info.capacity,
+            max_msg_len: snap.info.max_msg_len,
+            mode: snap.info.mode,
+            closed: snap.dynamic.state == STATE_CLOSED,
+            superseded: snap.dynamic.state == STATE_SUPERSEDED,
+            tail: snap.dynamic.tail,
+            created_unix_ns: snap.info.created_unix_ns,
+            path,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Removes the segments in `root` whose producer is gone (dead or closed: nobody holds the
+/// segment's lock), and temporary files left by interrupted creations. Never touches files
+/// that are not segments, nor segments with a live producer. Consumers that still map a
+/// removed segment keep reading it. Returns the removed paths.
+pub fn remove_stale(root: &Path) -> Result<Vec<PathBuf>, SetupError> {
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir(root).map_err(io_err(root, "read directory"))? {
+        let entry = entry.map_err(io_err(root, "read directory"))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let Ok(file) = open_ro(&path) else { continue };
+        let is_tmp = name.starts_with('.') && name.contains(".tmp.");
+        if is_tmp {
+            let old = file
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .is_some_and(|age| age > STALE_TMP_AGE);
+            if !old {
+                continue;
+            }
+        } else if name.starts_with('.') || read_header_snapshot(&file, &path).is_err() {
+            continue;
+        }
+        if crate::segment::lock_if_unowned(&file, &path)? {
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed.push(path),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&path, "remove")(e)),
+            }
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}

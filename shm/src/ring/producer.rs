@@ -1,0 +1,480 @@
+//! The write side: claim, commit, overwrite bookkeeping, back-pressure, liveness.
+
+use std::cell::Cell;
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+#[cfg(not(loom))]
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{ConsumerFactory, RingHandle, is_lossless};
+use crate::config::RingConfig;
+use crate::error::ClaimError;
+#[cfg(not(loom))]
+use crate::error::SetupError;
+use crate::layout::{
+    PADDING_FLAG, RECORD_HEADER_LEN, SLOT_ACTIVE, SLOT_FREE, STATE_CLOSED, padding_word,
+    record_size, record_word, slot_ctl, slot_generation, slot_pid, slot_state,
+};
+use crate::segment::{Segment, os};
+use crate::sync::{Ordering, fence};
+
+/// Heartbeat stamps closer together than this are skipped (keeps the heartbeat line quiet when
+/// `heartbeat()` is called from a tight idle loop).
+const HEARTBEAT_GRANULARITY_NS: u64 = 1_000_000;
+/// While back-pressured, blocking consumers are checked for liveness at most this often.
+const LIVENESS_CHECK_INTERVAL_NS: u64 = 1_000_000;
+
+/// The single writer of a ring. `Send`, not `Sync`.
+///
+/// Publishing is `claim` -> write the payload in place -> `commit` (or drop the [`Claim`] to
+/// abort). No allocation, lock or system call happens per message; the only shared-memory
+/// writes of a commit are the record header words and the tail line.
+///
+/// Dropping the producer marks the segment cleanly closed (consumers get
+/// [`PollError::Closed`](crate::PollError::Closed) once they have read everything) and keeps
+/// the file; a later `create` at the same path replaces it.
+pub struct Producer {
+    ring: RingHandle,
+    /// Next write position (end of the last committed record); only this producer writes it.
+    tail: u64,
+    /// Claims ending at or below this need no shared-memory check (rtrb-style cached bound:
+    /// `min(tail_intent, slowest registered consumer + capacity)`).
+    limit: u64,
+    /// Last announced `tail_intent`.
+    intent: u64,
+    /// Local copy of `head`.
+    head: u64,
+    seq: u64,
+    last_heartbeat: Cell<u64>,
+    next_liveness_check: u64,
+    reaped: u64,
+    cfg: RingConfig,
+    path: Option<PathBuf>,
+    /// The segment file's lock, on its own unmapped descriptor; closing it on drop (or death)
+    /// tells the next producer and `remove_stale` that this one is gone.
+    #[cfg(not(loom))]
+    _lock: Option<std::fs::File>,
+}
+
+impl fmt::Debug for Producer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer")
+            .field("path", &self.path)
+            .field("epoch", &self.ring.geo().epoch)
+            .field("mode", &self.cfg.mode)
+            .field("capacity", &self.cfg.capacity)
+            .field("tail", &self.tail)
+            .field("next_seq", &self.seq)
+            .finish()
+    }
+}
+
+impl Producer {
+    /// Creates the segment file at `path` (parent directories are created with mode `0700`)
+    /// and becomes its producer, with a fresh epoch.
+    ///
+    /// The file is built under a temporary name in the same directory, its header written
+    /// completely (the magic last), then renamed over `path` atomically. If `path` holds the
+    /// segment of a producer that is gone (dead or closed), it is replaced: consumers of the old
+    /// file keep their mapping, see [`ProducerStatus::Replaced`](crate::ProducerStatus) and get
+    /// [`PollError::NewEpoch`](crate::PollError::NewEpoch) once they have read it all.
+    ///
+    /// Errors: [`SetupError::InUse`] if a live producer owns `path`; [`SetupError::BadMagic`]
+    /// and friends if `path` holds something that is not a valid segment (it is never
+    /// clobbered); [`SetupError::BadConfig`]; [`SetupError::MlockFailed`]; [`SetupError::Io`].
+    #[cfg(not(loom))]
+    pub fn create(path: &Path, cfg: &RingConfig) -> Result<Producer, SetupError> {
+        cfg.validate()?;
+        let epoch = crate::segment::new_epoch();
+        let (seg, lock) = crate::segment::create_file(path, cfg, epoch)?;
+        let mut p = Producer::from_segment(seg, cfg.clone(), Some(path.to_path_buf()));
+        p._lock = Some(lock);
+        Ok(p)
+    }
+
+    pub(crate) fn from_segment(
+        seg: Arc<Segment>,
+        cfg: RingConfig,
+        path: Option<PathBuf>,
+    ) -> Producer {
+        let ring = RingHandle::new(seg);
+        let capacity = ring.geo().capacity;
+        let now = ring.hdr().heartbeat.heartbeat_ns.load(Ordering::Relaxed);
+        Producer {
+            ring,
+            tail: 0,
+            limit: capacity,
+            intent: capacity,
+            head: 0,
+            seq: 0,
+            last_heartbeat: Cell::new(now),
+            next_liveness_check: 0,
+            reaped: 0,
+            cfg,
+            path,
+            #[cfg(not(loom))]
+            _lock: None,
+        }
+    }
+
+    /// Reserves room for a record with a payload of exactly `len` bytes, in place in the ring.
+    ///
+    /// Write the payload through the returned [`Claim`] (its initial content is whatever the
+    /// ring held there), then [`commit`](Claim::commit) it. Dropping the claim publishes
+    /// nothing. Every `msg_type` value is available to the application.
+    ///
+    /// Errors: [`ClaimError::TooLarge`] if `len > max_msg_len`; in lossless mode
+    /// [`ClaimError::BackPressured`] while the slowest registered consumer is a full ring
+    /// behind (never blocks).
+    #[inline]
+    pub fn claim(&mut self, len: usize, msg_type: u32) -> Result<Claim<'_>, ClaimError> {
+        let geo = *self.ring.geo();
+        if len > geo.max_msg_len as usize {
+            return Err(ClaimError::TooLarge {
+                len,
+                max: geo.max_msg_len,
+            });
+        }
+        let size = record_size(len as u32);
+        let off = self.tail & geo.mask;
+        // A record never straddles the end of the region: pad to the end first.
+        let pad = if off + size > geo.capacity {
+            geo.capacity - off
+        } else {
+            0
+        };
+        let end = self.tail + pad + size;
+        if end > self.limit && !self.make_room(end) {
+            return Err(ClaimError::BackPressured);
+        }
+        #[cfg(not(loom))]
+        let buf = {
+            let payload_off = ((self.tail + pad) & geo.mask) as usize + RECORD_HEADER_LEN;
+            // SAFETY: `off + pad` is either `off` (record fits before the end) or 0, so
+            // `payload_off + len <= capacity`; the bytes lie at or beyond `tail`, which no
+            // reader that is not lapped reads; `make_room` allowed writing up to `end`; the
+            // `&mut self` borrow held by the claim makes it the only writer.
+            unsafe { self.ring.data().bytes_mut(payload_off, len) }.as_mut_ptr()
+        };
+        Ok(Claim {
+            #[cfg(not(loom))]
+            buf,
+            #[cfg(loom)]
+            buf: vec![0; len],
+            producer: self,
+            pad,
+            len: len as u32,
+            msg_type,
+        })
+    }
+
+    /// Copies `payload` into a new record and commits it; returns its sequence number.
+    #[inline]
+    pub fn publish(&mut self, msg_type: u32, payload: &[u8]) -> Result<u64, ClaimError> {
+        let mut claim = self.claim(payload.len(), msg_type)?;
+        claim.copy_from_slice(payload);
+        Ok(claim.commit())
+    }
+
+    /// Makes sure bytes below `end` may be written: announces a new `tail_intent` (and
+    /// `head`) when needed and, in lossless mode, respects the slowest registered consumer.
+    #[cold]
+    #[inline(never)]
+    fn make_room(&mut self, end: u64) -> bool {
+        let geo = *self.ring.geo();
+        let cap = geo.capacity;
+        let lossless = is_lossless(&geo);
+        if end > self.intent {
+            let mut new_intent = end.saturating_add(geo.step);
+            if lossless && let Some(min) = self.min_consumer_position(end) {
+                new_intent = new_intent.min(min.saturating_add(cap));
+                if new_intent < end {
+                    return false;
+                }
+            }
+            self.advance_head(new_intent - cap);
+            let hdr = self.ring.hdr();
+            // Pairs with the Acquire load of `head` in `Consumer::locate_oldest`.
+            hdr.head.value.store(self.head, Ordering::Release);
+            // Pairs with the Acquire load of `tail_intent` in `Consumer::intact` and
+            // `Consumer::register`.
+            hdr.intent.value.store(new_intent, Ordering::Release);
+            // Seqlock write side: every data write below comes after this fence, so a reader
+            // that sees one of them (then `fence(Acquire)`) sees this intent. It is SeqCst for
+            // the store->load handshake with registering consumers (their position store,
+            // `fence(SeqCst)`, intent load; our intent store, this fence, slot loads).
+            fence(Ordering::SeqCst);
+            self.intent = new_intent;
+            #[cfg(not(loom))]
+            self.heartbeat();
+        }
+        self.limit = if lossless {
+            match self.min_consumer_position(end) {
+                Some(min) => self.intent.min(min.saturating_add(cap)),
+                None => self.intent,
+            }
+        } else {
+            self.intent
+        };
+        end <= self.limit
+    }
+
+    /// Smallest position over active consumer slots, or `None` if none is active. A slot that
+    /// blocks a write up to `end` and whose process is gone is reaped (freed and counted).
+    fn min_consumer_position(&mut self, end: u64) -> Option<u64> {
+        let cap = self.ring.geo().capacity;
+        let mut min: Option<u64> = None;
+        let mut liveness_due: Option<bool> = None;
+        let mut reaped = 0;
+        for slot in self.ring.slots() {
+            // Pairs with the Release store of ACTIVE in `Consumer::register`: a slot seen
+            // active has its position in place.
+            let ctl = slot.ctl.load(Ordering::Acquire);
+            if slot_state(ctl) != SLOT_ACTIVE {
+                continue;
+            }
+            // Pairs with the consumer's Release store after consuming: its reads of the bytes
+            // below `pos` happen before we overwrite them.
+            let pos = slot.position.load(Ordering::Acquire);
+            if pos.saturating_add(cap) < end {
+                let due = *liveness_due.get_or_insert_with(|| {
+                    let now = os::monotonic_ns();
+                    let due = now >= self.next_liveness_check;
+                    if due {
+                        self.next_liveness_check = now + LIVENESS_CHECK_INTERVAL_NS;
+                    }
+                    due
+                });
+                if due && !os::pid_alive(slot_pid(ctl)) {
+                    let free = slot_ctl(SLOT_FREE, slot_generation(ctl), 0);
+                    if slot
+                        .ctl
+                        .compare_exchange(ctl, free, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        reaped += 1;
+                        continue;
+                    }
+                }
+            }
+            min = Some(min.map_or(pos, |m| m.min(pos)));
+        }
+        if reaped > 0 {
+            self.reaped += reaped;
+            self.ring
+                .hdr()
+                .control
+                .reaped_consumers
+                .fetch_add(reaped, Ordering::Relaxed);
+        }
+        min
+    }
+
+    /// Walks the record headers from `head` to the first record starting at or after
+    /// `threshold` (bounded by `tail`). These are the lines about to be overwritten, so the
+    /// walk also warms them.
+    fn advance_head(&mut self, threshold: u64) {
+        let geo = self.ring.geo();
+        let target = threshold.min(self.tail);
+        let mut h = self.head;
+        while h < target {
+            let len = self.ring.data().load(h) as u32;
+            let off = h & geo.mask;
+            let step = if len & PADDING_FLAG != 0 {
+                u64::from(len & !PADDING_FLAG)
+            } else if len <= geo.max_msg_len {
+                record_size(len)
+            } else {
+                0
+            };
+            if step == 0 || step % 8 != 0 || off + step > geo.capacity {
+                // Not our framing (something else wrote into the segment): stop walking.
+                h = target;
+                break;
+            }
+            h += step;
+        }
+        self.head = h.max(self.head);
+    }
+
+    /// Stamps the producer's liveness (`CLOCK_MONOTONIC`, vDSO, no system call). Call it from
+    /// idle loops; consumers judge liveness with
+    /// [`Consumer::producer_status`](crate::Consumer::producer_status). Stamps less than 1 ms
+    /// apart are skipped. The producer also stamps itself every `capacity / 8` bytes published.
+    pub fn heartbeat(&self) {
+        let now = os::monotonic_ns();
+        if now.wrapping_sub(self.last_heartbeat.get()) >= HEARTBEAT_GRANULARITY_NS {
+            self.last_heartbeat.set(now);
+            self.ring
+                .hdr()
+                .heartbeat
+                .heartbeat_ns
+                .store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// The epoch of this producer's segment (new on every producer start).
+    pub fn epoch(&self) -> u64 {
+        self.ring.geo().epoch
+    }
+
+    /// Sequence number the next committed record will get (records are numbered from 0 in
+    /// each epoch, +1 per record; padding is not numbered).
+    pub fn next_seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The configuration this ring was created with.
+    pub fn config(&self) -> &RingConfig {
+        &self.cfg
+    }
+
+    /// The segment file, or `None` for in-process rings.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.path.as_deref()
+    }
+
+    /// Makes consumers of this ring in this process (sharing this mapping).
+    pub fn consumer_factory(&self) -> ConsumerFactory {
+        ConsumerFactory::new(Arc::clone(self.ring.segment()), self.path.clone())
+    }
+
+    /// Number of registered (lossless) consumers right now.
+    pub fn active_consumers(&self) -> u32 {
+        self.ring
+            .slots()
+            .iter()
+            .filter(|s| slot_state(s.ctl.load(Ordering::Relaxed)) == SLOT_ACTIVE)
+            .count() as u32
+    }
+
+    /// Number of dead consumers' slots this producer has reaped.
+    pub fn reaped_consumers(&self) -> u64 {
+        self.reaped
+    }
+
+    /// Wakes sleeping consumers; called when one asked for it.
+    #[cold]
+    #[inline(never)]
+    fn wake(&self) {
+        let n = &self.ring.hdr().notify;
+        if n.wake_request.swap(0, Ordering::AcqRel) != 0 {
+            n.futex_word.fetch_add(1, Ordering::Release);
+            os::futex_wake_all(&n.futex_word);
+        }
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        let hdr = self.ring.hdr();
+        // Pairs with the Acquire load of `state` in the consumer's idle check: everything
+        // committed before is visible to a consumer that sees CLOSED.
+        hdr.control.state.store(STATE_CLOSED, Ordering::Release);
+        hdr.notify.wake_request.store(0, Ordering::Relaxed);
+        hdr.notify.futex_word.fetch_add(1, Ordering::Release);
+        os::futex_wake_all(&hdr.notify.futex_word);
+    }
+}
+
+/// Room for one record, claimed in place: `DerefMut<Target = [u8]>` of exactly the claimed
+/// length. [`commit`](Claim::commit) publishes it; dropping it (or [`abort`](Claim::abort))
+/// publishes nothing.
+#[must_use = "a claim publishes nothing unless committed"]
+pub struct Claim<'a> {
+    producer: &'a mut Producer,
+    pad: u64,
+    len: u32,
+    msg_type: u32,
+    #[cfg(not(loom))]
+    buf: *mut u8,
+    #[cfg(loom)]
+    buf: Vec<u8>,
+}
+
+impl fmt::Debug for Claim<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Claim")
+            .field("len", &self.len)
+            .field("msg_type", &self.msg_type)
+            .field("seq", &self.producer.seq)
+            .finish()
+    }
+}
+
+impl Claim<'_> {
+    /// Publishes the record and returns its sequence number. Writes the record header (and the
+    /// padding header when the record wrapped), then stores `tail` with `Release`.
+    #[inline]
+    pub fn commit(self) -> u64 {
+        let p = self.producer;
+        let data = p.ring.data();
+        let start = p.tail;
+        let rec = start + self.pad;
+        #[cfg(loom)]
+        data.write_from(rec + RECORD_HEADER_LEN as u64, &self.buf);
+        if self.pad != 0 {
+            data.store(start, padding_word(self.pad));
+        }
+        let seq = p.seq;
+        data.store(rec, record_word(self.len, self.msg_type));
+        data.store(rec + 8, seq);
+        let end = rec + record_size(self.len);
+        let hdr = p.ring.hdr();
+        // Pairs with the Acquire loads of `tail` in `Consumer::poll` and friends: the payload
+        // and header writes above are visible to a reader that sees this tail.
+        hdr.tail.tail.store(end, Ordering::Release);
+        // Pairs with the Acquire load of `latest` in `Consumer::locate_newest`.
+        hdr.tail.latest.store(rec, Ordering::Release);
+        p.tail = end;
+        p.seq = seq + 1;
+        if hdr.notify.wake_request.load(Ordering::Relaxed) != 0 {
+            p.wake();
+        }
+        seq
+    }
+
+    /// Drops the claim: nothing becomes visible, the room is reused by the next claim.
+    #[inline]
+    pub fn abort(self) {}
+
+    /// The sequence number this record will get if committed.
+    pub fn seq(&self) -> u64 {
+        self.producer.seq
+    }
+}
+
+impl Deref for Claim<'_> {
+    type Target = [u8];
+
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        #[cfg(not(loom))]
+        {
+            // SAFETY: `buf` and `len` describe the claimed bytes inside the data region
+            // (checked in `claim`), exclusively ours while the claim borrows the producer.
+            unsafe { std::slice::from_raw_parts(self.buf, self.len as usize) }
+        }
+        #[cfg(loom)]
+        {
+            &self.buf
+        }
+    }
+}
+
+impl DerefMut for Claim<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u8] {
+        #[cfg(not(loom))]
+        {
+            // SAFETY: as in `deref`; `&mut self` makes this the only borrow.
+            unsafe { std::slice::from_raw_parts_mut(self.buf, self.len as usize) }
+        }
+        #[cfg(loom)]
+        {
+            &mut self.buf
+        }
+    }
+}

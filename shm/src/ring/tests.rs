@@ -1,0 +1,485 @@
+//! Unit tests of the ring protocol on the in-process backend (miri-clean).
+
+use super::*;
+use crate::config::{ConsumerOptions, Resync, StartAt, WaitStrategy};
+use crate::error::{ClaimError, PollError};
+
+fn cfg(mode: Mode, capacity: usize) -> RingConfig {
+    RingConfig {
+        capacity,
+        max_msg_len: (capacity / 4 - 16) as u32,
+        mode,
+        max_consumers: 4,
+        ..RingConfig::default()
+    }
+}
+
+fn opts(start: StartAt, resync: Resync) -> ConsumerOptions {
+    ConsumerOptions {
+        start,
+        resync,
+        lossless: true,
+    }
+}
+
+/// Deterministic payload for a seq: length varies, bytes depend on seq and index.
+fn payload(seq: u64, max: usize) -> Vec<u8> {
+    let len = (seq as usize * 7 + 3) % (max + 1);
+    (0..len).map(|i| (seq as usize * 31 + i) as u8).collect()
+}
+
+/// Polls everything available, returning (seq, msg_type, payload) of validated records and
+/// the errors seen.
+type Delivered = Vec<(u64, u32, Vec<u8>)>;
+
+fn drain(c: &mut Consumer) -> (Delivered, Vec<PollError>) {
+    let mut got = Vec::new();
+    let mut errs = Vec::new();
+    loop {
+        let mut last = None;
+        match c.poll(|r| last = Some((r.seq(), r.msg_type(), r.payload().to_vec()))) {
+            Ok(true) => got.push(last.unwrap()),
+            Ok(false) | Err(PollError::Closed) => break,
+            Err(e) => errs.push(e),
+        }
+    }
+    (got, errs)
+}
+
+#[test]
+fn publish_then_poll_round_trips() {
+    let (mut p, f) = in_process(&cfg(Mode::Broadcast, 4096)).unwrap();
+    let mut c = f.consumer(&opts(StartAt::Oldest, Resync::Oldest)).unwrap();
+    assert_eq!(c.poll(|_| panic!("empty ring delivered")), Ok(false));
+    for seq in 0..10 {
+        assert_eq!(
+            p.publish(seq as u32 + 100, &payload(seq, 200)).unwrap(),
+            seq
+        );
+    }
+    let (got, errs) = drain(&mut c);
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(got.len(), 10);
+    for (i, (seq, ty, data)) in got.into_iter().enumerate() {
+        assert_eq!(seq, i as u64);
+        assert_eq!(ty, i as u32 + 100);
+        assert_eq!(data, payload(seq, 200));
+    }
+    assert_eq!(c.next_seq(), 10);
+    assert_eq!(c.lag(), 0);
+}
+
+#[test]
+fn claim_commit_abort_and_too_large() {
+    let (mut p, f) = in_process(&cfg(Mode::Broadcast, 4096)).unwrap();
+    let mut c = f.consumer(&opts(StartAt::Oldest, Resync::Oldest)).unwrap();
+    let max = p.config().max_msg_len as usize;
+    assert_eq!(
+        p.claim(max + 1, 0).unwrap_err(),
+        ClaimError::TooLarge {
+            len: max + 1,
+            max: max as u32
+        }
+    );
+    let mut claim = p.claim(3, 9).unwrap();
+    claim.copy_from_slice(b"abc");
+    claim.abort();
+    let mut claim = p.claim(4, 9).unwrap();
+    claim.copy_from_slice(b"zzzz");
+    drop(claim);
+    assert_eq!(c.poll(|_| panic!("aborted claim visible")), Ok(false));
+    let mut claim = p.claim(2, 5).unwrap();
+    assert_eq!(claim.seq(), 0);
+    claim.copy_from_slice(b"ok");
+    assert_eq!(claim.commit(), 0);
+    let (got, _) = drain(&mut c);
+    assert_eq!(got, vec![(0, 5, b"ok".to_vec())]);
+    // An empty payload is a valid record.
+    p.publish(1, &[]).unwrap();
+    let (got, _) = drain(&mut c);
+    assert_eq!(got, vec![(1, 1, Vec::new())]);
+}
+
+#[test]
+fn wrap_around_with_padding_is_invisible() {
+    let (mut p, f) = in_process(&cfg(Mode::Lossless, 4096)).unwrap();
+    let mut c = f.consumer(&opts(StartAt::Oldest, Resync::Oldest)).unwrap();
+    assert!(c.is_registered());
+    let mut next = 0u64;
+    // Many laps with awkward sizes, reading as we go: every wrap pads.
+    for seq in 0..2_000u64 {
+        let data = payload(seq, 1000);
+        loop {
+            match p.publish(7, &data) {
+                Ok(s) => {
+                    assert_eq!(s, seq);
+                    break;
+                }
+                Err(ClaimError::BackPressured) => {
+                    let (got, errs) = drain(&mut c);
+                    assert!(errs.is_empty());
+                    for (s, _, d) in got {
+                        assert_eq!(s, next);
+                        assert_eq!(d, payload(s, 1000));
+                        next += 1;
+                    }
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
+    let (got, errs) = drain(&mut c);
+    assert!(errs.is_empty());
+    for (s, _, d) in got {
+        assert_eq!(s, next);
+        assert_eq!(d, payload(s, 1000));
+        next += 1;
+    }
+    assert_eq!(next, 2_000);
+}
+
+#[test]
+fn broadcast_overrun_reports_exact_loss_resync_oldest() {
+    let (mut p, f) = in_process(&cfg(Mode::Broadcast, 4096)).unwrap();
+    let mut c = f.consumer(&opts(StartAt::Oldest, Resync::Oldest)).unwrap();
+    let total = 1_000u64;
+    for seq in 0..total {
+        p.publish(0, &seq.to_le_bytes()).unwrap();
+    }
+    let (got, errs) = drain(&mut c);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    let PollError::Overrun {
+        first_lost_seq,
+        lost,
+    } = errs[0]
+    else {
+        panic!("{errs:?}")
+    };
+    assert_eq!(first_lost_seq, 0);
+    assert!(lost > 0);
+    // Everything after the loss is delivered, in order, intact.
+    assert_eq!(got.first().unwrap().0, first_lost_seq + lost);
+    for w in got.windows(2) {
+        assert_eq!(w[1].0, w[0].0 + 1);
+    }
+    for (s, _, d) in &got {
+        assert_eq!(d.as_slice(), s.to_le_bytes());
+    }
+    assert_eq!(got.len() as u64 + lost, total);
+    assert_eq!(c.stats().lost, lost);
+    assert_eq!(c.stats().overruns, 1);
+}
+
+#[test]
+fn broadcast_overrun_resync_newest() {
+    let (mut p, f) = in_process(&cfg(Mode::Broadcast, 4096)).unwrap();
+    let mut c = f.consumer(&opts(StartAt::Oldest, Resync::Newest)).unwrap();
+    for seq in 0..1_000u64 {
+        p.publish(0, &seq.to_le_bytes()).unwrap();
+    }
+    let (got, errs) = drain(&mut c);
+    assert_eq!(
+        errs,
+        vec![PollError::Overrun {
+            first_lost_seq: 0,
+            lost: 999
+        }]
+    );
+    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), vec![999]);
+}
+
+#[test]
+// The callback's payload borrow and the producer's claim alias on purpose (that is the race
+// being tested); miri's borrow tracker rightly rejects it, so this one runs natively only.
+#[cfg_attr(miri, ignore)]
+fn overrun_during_callback_invalidates_the_delivery() {
+    // The producer laps the consumer while its callback runs: the poll must report the record
+    // the callback saw as lost.
+    let (mut p, f) = in_process(&cfg(Mode::Broadcast, 4096)).unwrap();
+    let mut c = f.consumer(&opts(StartAt::Oldest, Resync::Oldest)).unwrap();
+    p.publish(0, &[1; 32]).unwrap();
+    let mut saw = None;
+    let r = c.poll(|r| {
+        saw = Some(r.seq());
+        // Run the producer a full lap ahead without touching `r` afterwards.
+        for _ in 0..200 {
+            p.publish(0, &[2; 32]).unwrap();
+        }
+    });
+    assert_eq!(saw, Some(0));
+    let Err(PollError::Overrun {
+        first_lost_seq,
+        lost,
+    }) = r
+    else {
+        panic!("{r:?}")
+    };
+    assert_eq!(first_lost_seq, 0);
+    assert!(lost >= 1);
+    assert_eq!(c.next_seq(), lost);
+    let (got, errs) = drain(&mut c);
+    assert!(errs.is_empty());
+    assert_eq!(got.len() as u64 + lost, 201);
+}
+
+#[test]
+fn start_positions() {
+    let (mut p, f) = in_process(&cfg(Mode::Broadcast, 4096)).unwrap();
+    // Empty ring: every start delivers the first record.
+    for start in [StartAt::Oldest, StartAt::Newest, StartAt::Next] {
+        let c = f.consumer(&opts(start, Resync::Oldest)).unwrap();
+        assert_eq!(c.next_seq(), 0, "{start:?}");
+    }
+    for seq in 0..5u64 {
+        p.publish(0, &seq.to_le_bytes()).unwrap();
+    }
+    let mut oldest = f.consumer(&opts(StartAt::Oldest, Resync::Oldest)).unwrap();
+    let mut newest = f.consumer(&opts(StartAt::Newest, Resync::Oldest)).unwrap();
+    let mut next = f.consumer(&opts(StartAt::Next, Resync::Oldest)).unwrap();
+    p.publish(0, &5u64.to_le_bytes()).unwrap();
+    let seqs = |c: &mut Consumer| drain(c).0.into_iter().map(|g| g.0).collect::<Vec<_>>();
+    assert_eq!(seqs(&mut oldest), vec![0, 1, 2, 3, 4, 5]);
+    assert_eq!(seqs(&mut newest), vec![4, 5]);
+    assert_eq!(seqs(&mut next), vec![5]);
+    // After laps, Oldest starts at the oldest intact record.
+    for seq in 6..500u64 {
+        p.publish(0, &seq.to_le_bytes()).unwrap();
+    }
+    let mut late = f.consumer(&opts(StartAt::Oldest, Resync::Oldest)).unwrap();
+    let got = seqs(&mut late);
+    assert!(got[0] > 6 && *got.last().unwrap() == 499, "{got:?}");
+    assert_eq!(got.len() as u64, 500 - got[0]);
+}
+
+#[test]
+fn lossless_back_pressure_and_no_loss() {
+    let (mut p, f) = in_process(&cfg(Mode::Lossless, 4096)).unwrap();
+    let mut c = f.consumer(&opts(StartAt::Oldest, Resync::Oldest)).unwrap();
+    assert_eq!(p.active_consumers(), 1);
+    let mut published = 0u64;
+    while p.publish(0, &published.to_le_bytes()).is_ok() {
+        published += 1;
+    }
+    // 24-byte records in a 4096-byte ring: a full ring, nothing more.
+    assert_eq!(published, 4096 / 24);
+    assert_eq!(p.publish(0, &[0; 8]), Err(ClaimError::BackPressured));
+    let mut got = 0u64;
+    assert_eq!(
+        c.poll(|r| assert_eq!(r.payload(), 0u64.to_le_bytes())),
+        Ok(true)
+    );
+    got += 1;
+    // One record consumed: room for exactly one more.
+    assert!(p.publish(0, &published.to_le_bytes()).is_ok());
+    published += 1;
+    assert_eq!(p.publish(0, &[0; 8]), Err(ClaimError::BackPressured));
+    let (rest, errs) = drain(&mut c);
+    assert!(errs.is_empty());
+    for (s, _, d) in rest {
+        assert_eq!(s, got);
+        assert_eq!(d, got.to_le_bytes());
+        got += 1;
+    }
+    assert_eq!(got, published);
+    // Consumer gone: the producer is free again.
+    drop(c);
+    assert_eq!(p.active_consumers(), 0);
+    for seq in 0..1000u64 {
+        p.publish(0, &seq.to_le_bytes()).unwrap();
+    }
+}
+
+#[test]
+fn lossless_unregistered_reader_and_broadcast_like_without_consumers() {
+    let (mut p, f) = in_process(&cfg(Mode::Lossless, 4096)).unwrap();
+    let mut spy = f
+        .consumer(&ConsumerOptions {
+            lossless: false,
+            ..opts(StartAt::Oldest, Resync::Oldest)
+        })
+        .unwrap();
+    assert!(!spy.is_registered());
+    for seq in 0..1000u64 {
+        p.publish(0, &seq.to_le_bytes()).unwrap();
+    }
+    let (got, errs) = drain(&mut spy);
+    let [
+        PollError::Overrun {
+            first_lost_seq: 0,
+            lost,
+        },
+    ] = errs[..]
+    else {
+        panic!("{errs:?}")
+    };
+    assert_eq!(got.len() as u64 + lost, 1000);
+}
+
+#[test]
+fn dead_consumer_is_reaped() {
+    let (mut p, f) = in_process(&cfg(Mode::Lossless, 4096)).unwrap();
+    let c = f.consumer(&opts(StartAt::Oldest, Resync::Oldest)).unwrap();
+    // Pretend the consumer's process died.
+    c.test_set_slot_pid(u32::MAX);
+    let mut published = 0;
+    for seq in 0..1000u64 {
+        if p.publish(0, &seq.to_le_bytes()).is_ok() {
+            published += 1;
+        }
+    }
+    assert_eq!(published, 1000);
+    assert_eq!(p.reaped_consumers(), 1);
+    assert_eq!(p.active_consumers(), 0);
+}
+
+#[test]
+fn consumer_slots_run_out_and_come_back() {
+    let config = RingConfig {
+        max_consumers: 1,
+        ..cfg(Mode::Lossless, 4096)
+    };
+    let (_p, f) = in_process(&config).unwrap();
+    let first = f.consumer(&opts(StartAt::Next, Resync::Oldest)).unwrap();
+    let err = f
+        .consumer(&opts(StartAt::Next, Resync::Oldest))
+        .unwrap_err();
+    assert!(
+        matches!(err, SetupError::NoConsumerSlot { max: 1, .. }),
+        "{err}"
+    );
+    drop(first);
+    f.consumer(&opts(StartAt::Next, Resync::Oldest)).unwrap();
+}
+
+#[test]
+fn closed_after_everything_is_read() {
+    let (mut p, f) = in_process(&cfg(Mode::Broadcast, 4096)).unwrap();
+    let mut c = f.consumer(&opts(StartAt::Oldest, Resync::Oldest)).unwrap();
+    p.publish(3, b"last words").unwrap();
+    drop(p);
+    assert_eq!(
+        c.producer_status(std::time::Duration::from_secs(60)),
+        ProducerStatus::Closed
+    );
+    let mut seen = Vec::new();
+    assert_eq!(c.poll(|r| seen.extend_from_slice(r.payload())), Ok(true));
+    assert_eq!(seen, b"last words");
+    assert_eq!(c.poll(|_| {}), Err(PollError::Closed));
+    assert_eq!(c.poll(|_| {}), Err(PollError::Closed));
+    assert_eq!(
+        c.wait(&WaitStrategy::BusySpin, None),
+        Err(PollError::Closed)
+    );
+}
+
+#[test]
+fn poll_copy_and_batch() {
+    let (mut p, f) = in_process(&cfg(Mode::Broadcast, 4096)).unwrap();
+    let mut c = f.consumer(&opts(StartAt::Oldest, Resync::Oldest)).unwrap();
+    p.publish(1, b"0123456789").unwrap();
+    let mut small = [0u8; 4];
+    let info = c.poll_copy(&mut small).unwrap().unwrap();
+    assert_eq!(
+        info,
+        RecordInfo {
+            seq: 0,
+            msg_type: 1,
+            len: 10,
+            copied: 4
+        }
+    );
+    assert_eq!(&small, b"0123");
+    assert_eq!(c.poll_copy(&mut small), Ok(None));
+    for seq in 1..=10u64 {
+        p.publish(2, &seq.to_le_bytes()).unwrap();
+    }
+    let mut seqs = Vec::new();
+    assert_eq!(c.poll_batch(4, |r| seqs.push(r.seq())), Ok(4));
+    assert_eq!(c.poll_batch(100, |r| seqs.push(r.seq())), Ok(6));
+    assert_eq!(c.poll_batch(100, |r| seqs.push(r.seq())), Ok(0));
+    assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+}
+
+#[test]
+fn heartbeat_and_status() {
+    let (p, f) = in_process(&cfg(Mode::Broadcast, 4096)).unwrap();
+    let c = f.consumer(&ConsumerOptions::default()).unwrap();
+    p.heartbeat();
+    let pid = std::process::id();
+    assert_eq!(
+        c.producer_status(std::time::Duration::from_secs(3600)),
+        ProducerStatus::Alive { pid }
+    );
+    assert_eq!(
+        c.producer_status(std::time::Duration::ZERO),
+        ProducerStatus::Dead { pid }
+    );
+    assert_eq!(c.epoch(), p.epoch());
+    assert_ne!(p.epoch(), 0);
+}
+
+#[test]
+fn threads_lossless_every_record_arrives() {
+    let n: u64 = if cfg!(miri) { 300 } else { 100_000 };
+    let (mut p, f) = in_process(&cfg(Mode::Lossless, 4096)).unwrap();
+    let mut c = f.consumer(&opts(StartAt::Oldest, Resync::Oldest)).unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut next = 0u64;
+        while next < n {
+            match c.poll(|r| {
+                assert_eq!(r.seq(), next);
+                assert_eq!(r.payload(), payload(next, 300).as_slice());
+            }) {
+                Ok(true) => next += 1,
+                Ok(false) => std::thread::yield_now(),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        c.stats()
+    });
+    for seq in 0..n {
+        let data = payload(seq, 300);
+        while p.publish(seq as u32, &data).is_err() {
+            std::thread::yield_now();
+        }
+    }
+    let stats = reader.join().unwrap();
+    assert_eq!(stats.delivered, n);
+    assert_eq!(stats.lost, 0);
+}
+
+#[test]
+fn blocking_wait_wakes_up() {
+    let (mut p, f) = in_process(&cfg(Mode::Broadcast, 4096)).unwrap();
+    let mut c = f.consumer(&opts(StartAt::Next, Resync::Oldest)).unwrap();
+    // Nothing to read: times out.
+    assert_eq!(
+        c.wait(
+            &WaitStrategy::Blocking,
+            Some(std::time::Duration::from_millis(5))
+        ),
+        Ok(false)
+    );
+    assert_eq!(
+        c.wait(
+            &WaitStrategy::SpinThenYield { spins: 10 },
+            Some(std::time::Duration::from_millis(1))
+        ),
+        Ok(false)
+    );
+    let reader = std::thread::spawn(move || {
+        let mut got = 0;
+        while got < 3 {
+            assert_eq!(c.wait(&WaitStrategy::Blocking, None), Ok(true));
+            while c.poll(|_| {}).unwrap() {
+                got += 1;
+            }
+        }
+        got
+    });
+    for i in 0..3u64 {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        p.publish(0, &i.to_le_bytes()).unwrap();
+    }
+    assert_eq!(reader.join().unwrap(), 3);
+}
