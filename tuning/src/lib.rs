@@ -14,7 +14,7 @@
 //!   a [`Layout`] giving each latency-critical thread a whole physical core on one NUMA node,
 //!   keeping core 0 for the OS, plus the kernel command line and sysctls that isolate those
 //!   cores. Saved as TOML; the bus, feed handlers and bench read it to pin their threads.
-//! - **Runtime** ([`apply_role`] and the helpers under it): pin the calling thread, name it,
+//! - **Runtime** ([`apply_role`] and the functions under it): pin the calling thread, name it,
 //!   lock memory, prefault its stack, and optionally run it SCHED_FIFO, with a report of what
 //!   was applied and what was not.
 //!

@@ -1,4 +1,4 @@
-//! Runtime helpers every long-running role calls at thread start: pin, name, lock memory,
+//! Runtime functions every long-running role calls at thread start: pin, name, lock memory,
 //! prefault the stack, real-time priority; and [`apply_role`], which does the ones a
 //! [`Layout`] asks for and reports what it did.
 //!

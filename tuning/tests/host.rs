@@ -1,5 +1,5 @@
 //! On the machine running the tests: the real checks (smoke), the real topology, and the
-//! runtime helpers on real threads. Each runtime test runs in its own spawned thread so the
+//! runtime functions on real threads. Each runtime test runs in its own spawned thread so the
 //! settings it changes die with that thread.
 
 use std::collections::BTreeMap;
