@@ -28,23 +28,37 @@
 //! ```
 
 use crate::fb::{
-    self, Encoded, Encoder, EnvelopeFlags, EventFields, HeaderFields, Side, SystemEventCode,
-    TradingState,
+    self, EncodeEvent, Encoded, Encoder, EnvelopeFlags, EventFields, HeaderFields, Side,
+    SystemEventCode, TradingState,
 };
 use crate::itch::Message;
 
-/// Turns decoded ITCH messages into normalized envelopes with one reused [`Encoder`]: no
+/// Turns decoded ITCH messages into normalized envelopes with one reused encoder: no
 /// allocation per message, nothing can fail (every ITCH 5.0 message has a normalized form).
+///
+/// `E` is where messages are built: the default [`Encoder`] owns its buffer;
+/// [`with_encoder`](Normalizer::with_encoder) takes a [`BufferEncoder`](fb::BufferEncoder)
+/// to build into a caller's buffer.
 #[derive(Debug, Default)]
-pub struct Normalizer {
-    encoder: Encoder,
+pub struct Normalizer<E: EncodeEvent = Encoder> {
+    encoder: E,
     flags: EnvelopeFlags,
 }
 
 impl Normalizer {
-    /// A normalizer for live data (no envelope flags).
+    /// A normalizer for live data (no envelope flags) with its own [`Encoder`].
     pub fn new() -> Self {
         Self::default()
+    }
+}
+
+impl<E: EncodeEvent> Normalizer<E> {
+    /// A normalizer for live data that builds with `encoder`.
+    pub fn with_encoder(encoder: E) -> Self {
+        Normalizer {
+            encoder,
+            flags: EnvelopeFlags::empty(),
+        }
     }
 
     /// Sets the delivery flags stamped on every following message (e.g.
@@ -61,7 +75,7 @@ impl Normalizer {
 
     /// The encoder, to publish bus-level events (heartbeats, gap notices, book updates) with
     /// the same buffer.
-    pub fn encoder(&mut self) -> &mut Encoder {
+    pub fn encoder(&mut self) -> &mut E {
         &mut self.encoder
     }
 
@@ -322,6 +336,10 @@ impl Normalizer {
 }
 
 #[inline(always)]
-fn put<'e, E: EventFields>(enc: &'e mut Encoder, header: &HeaderFields, event: E) -> Encoded<'e> {
-    enc.encode(header, &event)
+fn put<'e, C: EncodeEvent, F: EventFields>(
+    enc: &'e mut C,
+    header: &HeaderFields,
+    event: F,
+) -> Encoded<'e> {
+    enc.encode_event(header, &event)
 }

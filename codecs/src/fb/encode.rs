@@ -146,6 +146,34 @@ impl<'b, A: Allocator + 'b> Core<'b, A> {
     }
 }
 
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// What [`Encoder`] and [`BufferEncoder`] have in common, for code generic over where the
+/// message is built (e.g. [`Normalizer`](crate::normalize::Normalizer)). Sealed: only this
+/// crate's encoders produce [`Encoded`] messages.
+pub trait EncodeEvent: sealed::Sealed {
+    /// Encodes one event of any kind with its header.
+    fn encode_event<E: EventFields>(&mut self, header: &HeaderFields, event: &E) -> Encoded<'_>;
+}
+
+impl sealed::Sealed for Encoder {}
+impl EncodeEvent for Encoder {
+    #[inline]
+    fn encode_event<E: EventFields>(&mut self, header: &HeaderFields, event: &E) -> Encoded<'_> {
+        self.core.encode(header, event)
+    }
+}
+
+impl sealed::Sealed for BufferEncoder<'_> {}
+impl EncodeEvent for BufferEncoder<'_> {
+    #[inline]
+    fn encode_event<E: EventFields>(&mut self, header: &HeaderFields, event: &E) -> Encoded<'_> {
+        self.core.encode(header, event)
+    }
+}
+
 /// The per-kind methods of both encoders.
 macro_rules! encode_methods {
     ($( $(#[$doc:meta])* $method:ident($fields:ty); )*) => {

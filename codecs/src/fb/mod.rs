@@ -48,7 +48,7 @@ use core::fmt;
 
 pub use crate::generated::*;
 pub use encode::{
-    BufferEncoder, BufferTooSmall, Encoded, Encoder, MAX_ENCODED_LEN, SliceAllocator,
+    BufferEncoder, BufferTooSmall, EncodeEvent, Encoded, Encoder, MAX_ENCODED_LEN, SliceAllocator,
 };
 pub use fields::*;
 

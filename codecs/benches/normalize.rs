@@ -1,0 +1,214 @@
+//! Normalization throughput on real data: the first 10,000 AAPL messages of 2020-01-30.
+//!
+//! Group `normalize_aapl_10k` (per ITCH message):
+//! * `itchy/parse`: the `itchy` crate parsing the bytes into its owned messages (baseline);
+//! * `mdbus/decode`: walking the length-prefixed stream into zero-copy views (context);
+//! * `mdbus/decode+normalize+encode`: decode, normalize, encode the FlatBuffers envelope with
+//!   the default [`Encoder`] (its own buffer);
+//! * `mdbus/decode+normalize+encode+copy`: the same plus copying each message out, as a
+//!   publisher copies it into a ring slot;
+//! * `mdbus/decode+normalize+encode_in_buffer`: the same with a [`BufferEncoder`] building
+//!   straight into a caller's buffer (`FlatBufferBuilder::new_in` with a slice allocator).
+//!
+//! Group `read_aapl_10k` (per normalized message, all fields of the event read):
+//! * `read_verified`: FlatBuffers verifier, then the typed view;
+//! * `read_trusted`: the typed view without verification.
+//!
+//! `cargo bench -p mdbus-codecs --bench normalize`
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use mdbus_codecs::fb::{self, BufferEncoder, Envelope, Event, MAX_ENCODED_LEN};
+use mdbus_codecs::itch::Stream;
+use mdbus_codecs::normalize::Normalizer;
+
+const AAPL: &[u8] = include_bytes!("../testdata/itch/aapl-2020-01-30-10k.itch");
+const MESSAGES: u64 = 10_000;
+
+fn normalize(c: &mut Criterion) {
+    let mut g = c.benchmark_group("normalize_aapl_10k");
+    g.throughput(Throughput::Elements(MESSAGES));
+
+    g.bench_function("itchy/parse", |b| {
+        b.iter(|| {
+            let mut n = 0u64;
+            for m in itchy::MessageStream::from_reader(black_box(AAPL)).flatten() {
+                black_box(m);
+                n += 1;
+            }
+            assert_eq!(n, MESSAGES);
+            n
+        })
+    });
+
+    g.bench_function("mdbus/decode", |b| {
+        b.iter(|| {
+            let mut acc = 0u64;
+            for (_, m) in Stream::new(black_box(AAPL)) {
+                let m = m.expect("valid sample");
+                acc = acc
+                    .wrapping_add(m.timestamp())
+                    .wrapping_add(u64::from(m.msg_type()));
+            }
+            acc
+        })
+    });
+
+    let mut norm = Normalizer::new();
+    g.bench_function("mdbus/decode+normalize+encode", |b| {
+        b.iter(|| {
+            let mut bytes = 0usize;
+            for (seq, (_, m)) in Stream::new(black_box(AAPL)).enumerate() {
+                let m = m.expect("valid sample");
+                bytes += black_box(norm.normalize(&m, seq as u64, 1)).len();
+            }
+            bytes
+        })
+    });
+
+    let mut slot = [0u8; MAX_ENCODED_LEN];
+    g.bench_function("mdbus/decode+normalize+encode+copy", |b| {
+        b.iter(|| {
+            let mut bytes = 0usize;
+            for (seq, (_, m)) in Stream::new(black_box(AAPL)).enumerate() {
+                let m = m.expect("valid sample");
+                let msg = norm.normalize(&m, seq as u64, 1);
+                slot[..msg.len()].copy_from_slice(&msg);
+                bytes += black_box(&slot)[0] as usize + msg.len();
+            }
+            bytes
+        })
+    });
+
+    let mut buf = vec![0u8; MAX_ENCODED_LEN];
+    let mut in_buf = Normalizer::with_encoder(BufferEncoder::new(&mut buf).expect("large enough"));
+    g.bench_function("mdbus/decode+normalize+encode_in_buffer", |b| {
+        b.iter(|| {
+            let mut bytes = 0usize;
+            for (seq, (_, m)) in Stream::new(black_box(AAPL)).enumerate() {
+                let m = m.expect("valid sample");
+                bytes += black_box(in_buf.normalize(&m, seq as u64, 1)).len();
+            }
+            bytes
+        })
+    });
+    g.finish();
+}
+
+/// Reads every field of the event (and the header), folding them into a checksum.
+#[inline]
+fn read_all(env: Envelope<'_>) -> u64 {
+    let h = env.header();
+    let mut acc = h.seq() ^ h.exchange_ts_ns() ^ h.recv_ts_ns();
+    acc ^= u64::from(h.stock_locate()) ^ u64::from(h.tracking_number());
+    let sym = |s: &fb::Symbol| u64::from_le_bytes(s.chars().into());
+    acc ^= match env.event_type() {
+        Event::AddOrder => env.event_as_add_order().map_or(0, |e| {
+            let b = e.body();
+            b.order_reference_number()
+                ^ u64::from(b.shares())
+                ^ u64::from(b.price())
+                ^ sym(b.stock())
+                ^ u64::from(b.buy_sell_indicator().0)
+        }),
+        Event::AddOrderMpid => env.event_as_add_order_mpid().map_or(0, |e| {
+            let b = e.body();
+            b.order_reference_number()
+                ^ u64::from(b.shares())
+                ^ u64::from(b.price())
+                ^ sym(b.stock())
+                ^ u64::from(u32::from_le_bytes(b.attribution().chars().into()))
+                ^ u64::from(b.buy_sell_indicator().0)
+        }),
+        Event::OrderDelete => env
+            .event_as_order_delete()
+            .map_or(0, |e| e.body().order_reference_number()),
+        Event::OrderExecuted => env.event_as_order_executed().map_or(0, |e| {
+            let b = e.body();
+            b.order_reference_number() ^ b.match_number() ^ u64::from(b.executed_shares())
+        }),
+        Event::OrderCancel => env.event_as_order_cancel().map_or(0, |e| {
+            let b = e.body();
+            b.order_reference_number() ^ u64::from(b.cancelled_shares())
+        }),
+        Event::OrderReplace => env.event_as_order_replace().map_or(0, |e| {
+            let b = e.body();
+            b.original_order_reference_number()
+                ^ b.new_order_reference_number()
+                ^ u64::from(b.shares())
+                ^ u64::from(b.price())
+        }),
+        Event::Trade => env.event_as_trade().map_or(0, |e| {
+            let b = e.body();
+            b.order_reference_number()
+                ^ b.match_number()
+                ^ u64::from(b.shares())
+                ^ u64::from(b.price())
+                ^ sym(b.stock())
+                ^ u64::from(b.buy_sell_indicator().0)
+        }),
+        Event::MarketParticipantPosition => {
+            env.event_as_market_participant_position().map_or(0, |e| {
+                sym(e.stock())
+                    ^ u64::from(u32::from_le_bytes(e.mpid().chars().into()))
+                    ^ u64::from(e.primary_market_maker())
+                    ^ u64::from(e.market_maker_mode())
+                    ^ u64::from(e.market_participant_state())
+            })
+        }
+        Event::StockDirectory => env.event_as_stock_directory().map_or(0, |e| {
+            sym(e.stock()) ^ u64::from(e.round_lot_size()) ^ u64::from(e.market_category())
+        }),
+        Event::StockTradingAction => env
+            .event_as_stock_trading_action()
+            .map_or(0, |e| sym(e.stock()) ^ u64::from(e.trading_state().0)),
+        Event::RegShoRestriction => env
+            .event_as_reg_sho_restriction()
+            .map_or(0, |e| sym(e.stock()) ^ u64::from(e.reg_sho_action())),
+        other => u64::from(other.0),
+    };
+    acc
+}
+
+fn read(c: &mut Criterion) {
+    // The normalized session, back to back, with each message's range.
+    let mut all = Vec::new();
+    let mut ranges = Vec::new();
+    let mut norm = Normalizer::new();
+    for (seq, (_, m)) in Stream::new(AAPL).enumerate() {
+        let msg = norm.normalize(&m.expect("valid sample"), seq as u64, 1);
+        ranges.push(all.len()..all.len() + msg.len());
+        all.extend_from_slice(&msg);
+    }
+    assert_eq!(ranges.len() as u64, MESSAGES);
+
+    let mut g = c.benchmark_group("read_aapl_10k");
+    g.throughput(Throughput::Elements(MESSAGES));
+    g.bench_function("read_verified", |b| {
+        b.iter(|| {
+            let mut acc = 0u64;
+            for r in &ranges {
+                let env = fb::read_verified(black_box(&all[r.clone()])).expect("valid");
+                acc ^= read_all(env);
+            }
+            acc
+        })
+    });
+    g.bench_function("read_trusted", |b| {
+        b.iter(|| {
+            let mut acc = 0u64;
+            for r in &ranges {
+                // SAFETY: every range holds one message our encoder built just above, and
+                // `all` is not modified while it is read.
+                let env = unsafe { fb::read_trusted(black_box(&all[r.clone()])) };
+                acc ^= read_all(env);
+            }
+            acc
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, normalize, read);
+criterion_main!(benches);
