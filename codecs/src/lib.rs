@@ -1,8 +1,8 @@
 //! placeholder
+pub mod capture;
 pub mod fb;
 mod generated;
 pub mod itch;
 pub mod moldudp64;
 pub mod normalize;
 pub mod soupbintcp;
-pub mod capture;
