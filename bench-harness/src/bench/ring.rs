@@ -57,9 +57,9 @@ pub enum ShmMode {
 pub const MSG_SIZES: [usize; 9] = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
 
 /// Latency samples per system when `--count` is not given (ping-pong mode).
-pub const DEFAULT_COUNT: u64 = 1_000_000;
+pub const DEFAULT_COUNT: u64 = 2_000_000;
 /// Throughput messages per system when `--throughput-count` is not given.
-pub const DEFAULT_THROUGHPUT_COUNT: u64 = 5_000_000;
+pub const DEFAULT_THROUGHPUT_COUNT: u64 = 10_000_000;
 
 /// `mdbus bench ring`: one-way latency (ping-pong, or fixed rate) and throughput.
 #[derive(clap::Args, Debug, Clone)]
@@ -71,7 +71,7 @@ pub struct RingArgs {
     #[arg(long, default_value_t = 64, value_parser = parse_msg_bytes)]
     pub msg_bytes: usize,
     /// Latency samples per system, over all rounds
-    /// [default: 1000000; fixed rate: 2 s worth of messages, at most 1000000].
+    /// [default: 2000000; fixed rate: 2 s worth of messages, at most 2000000].
     #[arg(long)]
     pub count: Option<u64>,
     /// Untimed messages before each system's timed part of every round
@@ -83,13 +83,13 @@ pub struct RingArgs {
     pub rounds: u32,
     /// The two cores to pin the threads to, e.g. `0,1`
     /// [default: the first two cores this process may run on].
-    #[arg(long, value_delimiter = ',', num_args = 2)]
-    pub cores: Option<Vec<usize>>,
+    #[arg(long, value_name = "A,B", value_parser = parse_cores)]
+    pub cores: Option<[usize; 2]>,
     /// Fixed-rate one-way mode: messages per second; latency is measured from each message's
     /// intended send time (no coordinated omission).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     pub rate: Option<u64>,
-    /// Messages per system in the throughput phase (0 skips it) [default: 5000000].
+    /// Messages per system in the throughput phase (0 skips it) [default: 10000000].
     #[arg(long)]
     pub throughput_count: Option<u64>,
     /// Largest batch a throughput consumer takes in one poll.
@@ -125,6 +125,14 @@ fn parse_msg_bytes(s: &str) -> Result<usize, String> {
         Ok(n)
     } else {
         Err(format!("unsupported size {n}; one of {MSG_SIZES:?}"))
+    }
+}
+
+fn parse_cores(s: &str) -> Result<[usize; 2], String> {
+    let mut it = s.split(',').map(|c| c.trim().parse::<usize>());
+    match (it.next(), it.next(), it.next()) {
+        (Some(Ok(a)), Some(Ok(b)), None) => Ok([a, b]),
+        _ => Err(format!("expected two core numbers as A,B, got {s:?}")),
     }
 }
 
@@ -212,7 +220,7 @@ pub fn measure(args: &RingArgs) -> Result<(RingReport, Vec<Histogram<u64>>), Ben
             systems.push(*s);
         }
     }
-    let (cores, pin, yield_spin, mut notes) = choose_cores(args.cores.as_deref())?;
+    let (cores, pin, yield_spin, mut notes) = choose_cores(args.cores.as_ref().map(|c| &c[..]))?;
     let tsc = host::tsc_invariant();
     if !tsc {
         notes.push(
@@ -586,6 +594,10 @@ mod tests {
         assert_eq!(parse_msg_bytes("64"), Ok(64));
         assert!(parse_msg_bytes("65").is_err());
         assert!(parse_msg_bytes("8").is_err());
+        assert_eq!(parse_cores("2,3"), Ok([2, 3]));
+        assert!(parse_cores("2").is_err());
+        assert!(parse_cores("1,2,3").is_err());
+        assert!(parse_cores("a,b").is_err());
         assert_eq!(parse_capacity("65536"), Ok(65536));
         assert!(parse_capacity("5000").is_err());
         assert!(parse_capacity("2048").is_err());

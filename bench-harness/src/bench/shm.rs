@@ -1,52 +1,189 @@
-//! The mdbus shared-memory ring as a benchmark channel (pending the ring's API).
+//! The mdbus shared-memory ring as a benchmark channel: a real segment file under a temporary
+//! folder (on `/dev/shm` where it exists), memory-mapped by a [`Producer`] and a [`Consumer`]
+//! exactly as two processes would map it, used here from two threads of one process.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mdbus_shm::{
+    ClaimError, Consumer, ConsumerOptions, Mode, PollError, Producer, Resync, RingConfig, StartAt,
+};
 
 use super::BenchError;
 use super::ring::ShmMode;
-use super::transport::{Msg, MsgRx, MsgTx, XferError};
+use super::transport::{Msg, MsgRx, MsgTx, XferError, decode, encode, filled};
 
-/// Placeholder environment.
-#[derive(Debug)]
-pub struct ShmEnv;
+/// The `msg_type` tag of the harness's records.
+const MSG_TYPE: u32 = 1;
 
-/// Placeholder sender.
+/// Where the benchmark's segments live, and how they are configured.
 #[derive(Debug)]
-pub struct MdbusTx;
-/// Placeholder receiver.
-#[derive(Debug)]
-pub struct MdbusRx;
+pub struct ShmEnv {
+    /// Removed (with everything in it) on drop, when the folder is ours.
+    _tmp: Option<tempfile::TempDir>,
+    root: PathBuf,
+    capacity: usize,
+    msg_bytes: usize,
+    mode: ShmMode,
+    next: AtomicU64,
+    /// Segment files made in a folder given by the user, removed on drop.
+    made: Mutex<Vec<PathBuf>>,
+}
+
+fn setup(path: &Path, e: impl std::fmt::Display) -> BenchError {
+    BenchError::ShmSetup {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
 
 impl ShmEnv {
-    /// Placeholder.
+    /// Segments go into `root`, or into a fresh temporary folder under `/dev/shm` (the system
+    /// temporary folder where there is no `/dev/shm`).
     pub fn new(
-        _root: Option<&Path>,
-        _cap: usize,
-        _len: usize,
-        _mode: ShmMode,
+        root: Option<&Path>,
+        capacity: usize,
+        msg_bytes: usize,
+        mode: ShmMode,
     ) -> Result<ShmEnv, BenchError> {
-        Ok(ShmEnv)
+        let (tmp, root) = match root {
+            Some(r) => {
+                std::fs::create_dir_all(r).map_err(|e| setup(r, e))?;
+                (None, r.to_path_buf())
+            }
+            None => {
+                let shm = Path::new("/dev/shm");
+                let base = if shm.is_dir() {
+                    shm.to_path_buf()
+                } else {
+                    std::env::temp_dir()
+                };
+                let t = tempfile::Builder::new()
+                    .prefix("mdbus-bench-")
+                    .tempdir_in(&base)
+                    .map_err(|e| setup(&base, e))?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        Ok(ShmEnv {
+            _tmp: tmp,
+            root,
+            capacity,
+            msg_bytes,
+            mode,
+            next: AtomicU64::new(0),
+            made: Mutex::new(Vec::new()),
+        })
     }
-    /// Placeholder.
+
+    /// A new segment (with a producer and one consumer starting at its oldest record), in the
+    /// configured mode, or lossless when `force_lossless` (the throughput phase).
     pub fn channel<const N: usize>(
         &self,
-        _lossless: bool,
-    ) -> Result<(MdbusTx, MdbusRx), BenchError> {
-        Err(BenchError::Internal(
-            "mdbus-shm is not available yet".into(),
-        ))
+        force_lossless: bool,
+    ) -> Result<(MdbusTx<N>, MdbusRx), BenchError> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .root
+            .join(format!("bench-{}-{n}.ring", std::process::id()));
+        let lossless = force_lossless || self.mode == ShmMode::Lossless;
+        let cfg = RingConfig {
+            capacity: self.capacity,
+            max_msg_len: self.msg_bytes as u32,
+            mode: if lossless {
+                Mode::Lossless
+            } else {
+                Mode::Broadcast
+            },
+            max_consumers: 1,
+            prefault: true,
+            ..RingConfig::default()
+        };
+        let p = Producer::create(&path, &cfg).map_err(|e| setup(&path, e))?;
+        if self._tmp.is_none()
+            && let Ok(mut made) = self.made.lock()
+        {
+            made.push(path.clone());
+        }
+        let opts = ConsumerOptions {
+            start: StartAt::Oldest,
+            resync: Resync::Oldest,
+            lossless,
+        };
+        let c = Consumer::open(&path, &opts).map_err(|e| setup(&path, e))?;
+        Ok((MdbusTx { p, buf: filled() }, MdbusRx { c }))
     }
 }
-impl MsgTx for MdbusTx {
-    fn try_send(&mut self, _m: Msg) -> Result<bool, XferError> {
-        Err(XferError::Closed)
+
+impl Drop for ShmEnv {
+    fn drop(&mut self) {
+        if let Ok(made) = self.made.lock() {
+            for p in made.iter() {
+                let _ = std::fs::remove_file(p);
+            }
+        }
     }
 }
+
+/// Sending half: a ring [`Producer`] publishing `N`-byte records.
+#[derive(Debug)]
+pub struct MdbusTx<const N: usize> {
+    p: Producer,
+    buf: [u8; N],
+}
+
+/// Receiving half: a ring [`Consumer`].
+#[derive(Debug)]
+pub struct MdbusRx {
+    c: Consumer,
+}
+
+impl<const N: usize> MsgTx for MdbusTx<N> {
+    #[inline]
+    fn try_send(&mut self, m: Msg) -> Result<bool, XferError> {
+        encode(&mut self.buf, m);
+        match self.p.publish(MSG_TYPE, &self.buf) {
+            Ok(_) => Ok(true),
+            Err(ClaimError::BackPressured) => Ok(false),
+            Err(ClaimError::TooLarge { .. }) => Err(XferError::TooLarge),
+        }
+    }
+}
+
+fn poll_err(e: PollError) -> XferError {
+    match e {
+        PollError::Overrun { lost, .. } => XferError::Overrun { lost },
+        PollError::NewEpoch { .. } => XferError::NewEpoch,
+        PollError::Closed => XferError::Closed,
+        _ => XferError::Corrupt,
+    }
+}
+
 impl MsgRx for MdbusRx {
+    #[inline]
     fn try_recv(&mut self) -> Result<Option<Msg>, XferError> {
-        Err(XferError::Closed)
+        let mut got: Result<Option<Msg>, XferError> = Ok(None);
+        self.c
+            .poll(|r| got = decode(r.payload()).map(Some))
+            .map_err(poll_err)?;
+        got
     }
-    fn recv_batch<F: FnMut(Msg)>(&mut self, _max: usize, _f: F) -> Result<usize, XferError> {
-        Err(XferError::Closed)
+
+    #[inline]
+    fn recv_batch<F: FnMut(Msg)>(&mut self, max: usize, mut f: F) -> Result<usize, XferError> {
+        let mut bad = None;
+        let n = self
+            .c
+            .poll_batch(max, |r| match decode(r.payload()) {
+                Ok(m) => f(m),
+                Err(e) => bad = Some(e),
+            })
+            .map_err(poll_err)?;
+        match bad {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
     }
 }

@@ -38,6 +38,8 @@ pub enum XferError {
     NewEpoch,
     /// A message was too large for the channel.
     TooLarge,
+    /// The channel reported a corrupt record.
+    Corrupt,
     /// A delivered payload was shorter than the harness header.
     ShortPayload {
         /// Its length.
@@ -52,6 +54,7 @@ impl std::fmt::Display for XferError {
             XferError::Closed => f.write_str("channel closed by the other side"),
             XferError::NewEpoch => f.write_str("segment replaced by a new producer"),
             XferError::TooLarge => f.write_str("message too large for the channel"),
+            XferError::Corrupt => f.write_str("the channel reported a corrupt record"),
             XferError::ShortPayload { len } => write!(
                 f,
                 "payload of {len} bytes is shorter than the {HEADER_BYTES}-byte harness header"
