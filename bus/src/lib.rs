@@ -1,1 +1,561 @@
-//! placeholder
+//! The mdbus API that trading strategies link against.
+//!
+//! A [`Bus`] is a named root directory (by default `/dev/shm/mdbus-<user>/`) holding one
+//! shared-memory ring per stream. A [`Publisher`] owns the write side of a stream, a
+//! [`Subscriber`] one read cursor; either can live in any process on the host. Reads are
+//! zero-copy: the callback borrows the record straight out of shared memory.
+//!
+//! ```
+//! use mdbus_bus::{Bus, StreamConfig, SubscribeOptions};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let bus = Bus::with_root(dir.path())?;
+//! let mut publisher = bus.publisher("aapl.trades", &StreamConfig::default())?;
+//! let mut subscriber = bus.subscriber("aapl.trades", &SubscribeOptions::default())?;
+//!
+//! // Zero-copy publish: claim space in the ring, write in place, commit.
+//! let mut claim = publisher.claim(8, 7).expect("fits and the stream is broadcast");
+//! claim.copy_from_slice(&42u64.to_le_bytes());
+//! claim.commit();
+//!
+//! // Zero-copy read: the callback borrows the record from shared memory.
+//! let mut seen = 0;
+//! subscriber.poll(|msg| {
+//!     assert_eq!(msg.msg_type(), 7);
+//!     seen = u64::from_le_bytes(msg.payload().try_into().unwrap());
+//! })?;
+//! assert_eq!(seen, 42);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Errors on the hot path ([`PublishError`], [`ReceiveError`]) are small `Copy` enums; setup
+//! errors ([`BusError`]) carry the stream name and path.
+
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use mdbus_shm::{
+    ClaimError as PublishError, Mode, PollError as ReceiveError, ProducerStatus, Resync,
+    RingConfig as StreamConfig, StartAt, WaitStrategy,
+};
+
+/// File-name suffix of a stream's segment under the bus root.
+pub const SEGMENT_SUFFIX: &str = ".ring";
+
+/// Longest stream name accepted.
+pub const MAX_STREAM_NAME: usize = 64;
+
+/// A setup error: opening a bus, creating a publisher or a subscriber.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The stream name is empty, too long, or holds characters other than
+    /// `[A-Za-z0-9._-]` (or starts with a dot).
+    #[error(
+        "invalid stream name {name:?}: use 1 to {MAX_STREAM_NAME} characters of [A-Za-z0-9._-], not starting with '.'"
+    )]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+    },
+    /// The bus root directory could not be created or read.
+    #[error("bus root {path}: {source}")]
+    Root {
+        /// The root directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The shared-memory segment of a stream could not be created or opened.
+    #[error("stream {stream:?}: {source}")]
+    Segment {
+        /// The stream name.
+        stream: String,
+        /// The underlying error, naming the segment path.
+        source: mdbus_shm::SetupError,
+    },
+}
+
+/// A named root under which streams live, one shared-memory segment per stream.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    root: PathBuf,
+}
+
+impl Bus {
+    /// Opens the default bus root, `/dev/shm/mdbus-<user>/`, creating it (mode 0700) if needed.
+    pub fn new() -> Result<Bus, BusError> {
+        Bus::with_root(mdbus_shm::default_root())
+    }
+
+    /// Opens a bus rooted at `root`, creating the directory (mode 0700) if needed. Any
+    /// directory works; a hugetlbfs mount gives huge-page-backed rings.
+    pub fn with_root(root: impl Into<PathBuf>) -> Result<Bus, BusError> {
+        let root = root.into();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&root)
+            .map_err(|source| BusError::Root {
+                path: root.clone(),
+                source,
+            })?;
+        Ok(Bus { root })
+    }
+
+    /// The root directory of this bus.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The segment path of stream `name`, after checking the name.
+    pub fn stream_path(&self, name: &str) -> Result<PathBuf, BusError> {
+        validate_name(name)?;
+        Ok(self.root.join(format!("{name}{SEGMENT_SUFFIX}")))
+    }
+
+    /// Creates the publisher of stream `name`: the one writer of that stream on this host.
+    ///
+    /// If a previous publisher of the stream died, its segment is replaced and subscribers
+    /// see a new epoch; if it is still alive, this fails with the pid that holds it.
+    pub fn publisher(&self, name: &str, config: &StreamConfig) -> Result<Publisher, BusError> {
+        let path = self.stream_path(name)?;
+        let inner =
+            mdbus_shm::Producer::create(&path, config).map_err(|source| BusError::Segment {
+                stream: name.to_owned(),
+                source,
+            })?;
+        Ok(Publisher {
+            inner,
+            name: name.to_owned(),
+            stats: PublisherStats::default(),
+        })
+    }
+
+    /// Subscribes to stream `name`. The stream's publisher must have created it.
+    pub fn subscriber(
+        &self,
+        name: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Subscriber, BusError> {
+        let path = self.stream_path(name)?;
+        let inner =
+            mdbus_shm::Consumer::open(&path, &options.to_consumer_options()).map_err(|source| {
+                BusError::Segment {
+                    stream: name.to_owned(),
+                    source,
+                }
+            })?;
+        Ok(Subscriber {
+            inner,
+            name: name.to_owned(),
+            stats: SubscriberStats::default(),
+        })
+    }
+
+    /// Lists the streams under this root, with their producers' state.
+    pub fn streams(&self) -> Result<Vec<StreamInfo>, BusError> {
+        let segments =
+            mdbus_shm::list_segments(&self.root).map_err(|source| BusError::Segment {
+                stream: String::from("*"),
+                source,
+            })?;
+        Ok(segments
+            .into_iter()
+            .filter_map(|segment| {
+                let file = segment.path.file_name()?.to_str()?;
+                let name = file.strip_suffix(SEGMENT_SUFFIX)?.to_owned();
+                Some(StreamInfo { name, segment })
+            })
+            .collect())
+    }
+
+    /// Removes the segments of streams whose producer is dead or closed; returns their paths.
+    pub fn remove_stale(&self) -> Result<Vec<PathBuf>, BusError> {
+        mdbus_shm::remove_stale(&self.root).map_err(|source| BusError::Segment {
+            stream: String::from("*"),
+            source,
+        })
+    }
+}
+
+/// One stream found under a bus root.
+#[derive(Debug, Clone)]
+pub struct StreamInfo {
+    /// The stream name.
+    pub name: String,
+    /// What its segment header says.
+    pub segment: mdbus_shm::SegmentInfo,
+}
+
+fn validate_name(name: &str) -> Result<(), BusError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_STREAM_NAME
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(BusError::InvalidName {
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// How a subscriber joins a stream and what it does when it falls too far behind.
+#[derive(Debug, Clone, Copy)]
+pub struct SubscribeOptions {
+    /// Where the first delivered record is: the oldest retained, the newest, or the next one.
+    pub start: StartAt,
+    /// Broadcast streams: where a lapped subscriber resumes after reporting its loss.
+    pub resync: Resync,
+    /// Lossless streams: take a consumer slot so the publisher waits for this subscriber.
+    pub lossless: bool,
+}
+
+impl Default for SubscribeOptions {
+    /// Join at the oldest retained record, resume at the oldest after an overrun, and take a
+    /// back-pressure slot when the stream is lossless.
+    fn default() -> Self {
+        SubscribeOptions {
+            start: StartAt::Oldest,
+            resync: Resync::Oldest,
+            lossless: true,
+        }
+    }
+}
+
+impl SubscribeOptions {
+    fn to_consumer_options(self) -> mdbus_shm::ConsumerOptions {
+        mdbus_shm::ConsumerOptions {
+            start: self.start,
+            resync: self.resync,
+            lossless: self.lossless,
+        }
+    }
+}
+
+/// Counters of a publisher, kept in-process (plain integers, no atomics on the hot path).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublisherStats {
+    /// Records committed.
+    pub published: u64,
+    /// Claims refused because a lossless subscriber had not caught up.
+    pub back_pressured: u64,
+    /// Claims refused because the message exceeded the stream's maximum.
+    pub too_large: u64,
+}
+
+impl PublisherStats {
+    #[cold]
+    fn count_error(&mut self, e: PublishError) {
+        match e {
+            PublishError::BackPressured => self.back_pressured += 1,
+            PublishError::TooLarge { .. } => self.too_large += 1,
+        }
+    }
+}
+
+/// The write side of one stream. `Send`, not `Sync`: one thread publishes.
+#[derive(Debug)]
+pub struct Publisher {
+    inner: mdbus_shm::Producer,
+    name: String,
+    stats: PublisherStats,
+}
+
+impl Publisher {
+    /// Reserves `len` bytes in the ring for a message of type `msg_type`; write into the
+    /// returned claim and `commit()` it. Dropping the claim publishes nothing.
+    #[inline]
+    pub fn claim(&mut self, len: usize, msg_type: u32) -> Result<Claim<'_>, PublishError> {
+        let Publisher { inner, stats, .. } = self;
+        match inner.claim(len, msg_type) {
+            Ok(inner) => Ok(Claim {
+                inner,
+                published: &mut stats.published,
+            }),
+            Err(e) => {
+                stats.count_error(e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Copies `payload` into the ring as one record; returns its sequence number.
+    #[inline]
+    pub fn publish(&mut self, msg_type: u32, payload: &[u8]) -> Result<u64, PublishError> {
+        match self.inner.publish(msg_type, payload) {
+            Ok(seq) => {
+                self.stats.published += 1;
+                Ok(seq)
+            }
+            Err(e) => {
+                self.stats.count_error(e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Stamps the liveness heartbeat; call it from idle loops (a clock read, no system call).
+    #[inline]
+    pub fn heartbeat(&self) {
+        self.inner.heartbeat();
+    }
+
+    /// The stream name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This publisher's epoch: new on every start, so subscribers can tell restarts apart.
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch()
+    }
+
+    /// Sequence number the next committed record will carry.
+    pub fn next_seq(&self) -> u64 {
+        self.inner.next_seq()
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> PublisherStats {
+        self.stats
+    }
+
+    /// The underlying ring producer, for what the bus does not wrap.
+    pub fn ring(&mut self) -> &mut mdbus_shm::Producer {
+        &mut self.inner
+    }
+}
+
+/// Space reserved in a stream's ring. Write the message in place (it dereferences to exactly
+/// the claimed bytes), then [`commit`](Claim::commit); dropping it publishes nothing.
+#[derive(Debug)]
+pub struct Claim<'a> {
+    inner: mdbus_shm::Claim<'a>,
+    published: &'a mut u64,
+}
+
+impl Claim<'_> {
+    /// Makes the message visible to subscribers; returns its sequence number.
+    #[inline]
+    pub fn commit(self) -> u64 {
+        *self.published += 1;
+        self.inner.commit()
+    }
+
+    /// Gives the space back without publishing anything (the same as dropping the claim).
+    pub fn abort(self) {
+        self.inner.abort();
+    }
+}
+
+impl std::ops::Deref for Claim<'_> {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Claim<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.inner
+    }
+}
+
+/// One message handed to a subscriber's callback, borrowed from shared memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    record: mdbus_shm::Record<'a>,
+}
+
+impl<'a> Message<'a> {
+    /// The message bytes, in place in the ring.
+    #[inline]
+    pub fn payload(&self) -> &'a [u8] {
+        self.record.payload()
+    }
+
+    /// The type tag the publisher gave the message.
+    #[inline]
+    pub fn msg_type(&self) -> u32 {
+        self.record.msg_type()
+    }
+
+    /// The stream sequence number: consecutive, so a jump is a loss.
+    #[inline]
+    pub fn seq(&self) -> u64 {
+        self.record.seq()
+    }
+}
+
+/// Counters of a subscriber, kept in-process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubscriberStats {
+    /// Messages handed to callbacks (including any later reported as overrun).
+    pub received: u64,
+    /// Times the publisher lapped this subscriber.
+    pub overruns: u64,
+    /// Messages lost to overruns, exactly.
+    pub lost: u64,
+}
+
+/// The read side of one stream: one cursor. `Send`, not `Sync`.
+#[derive(Debug)]
+pub struct Subscriber {
+    inner: mdbus_shm::Consumer,
+    name: String,
+    stats: SubscriberStats,
+}
+
+impl Subscriber {
+    /// Delivers at most one message to `f`. `Ok(true)`: one was delivered; `Ok(false)`:
+    /// nothing new.
+    ///
+    /// On a broadcast stream the view a callback gets is checked after the callback returns;
+    /// [`ReceiveError::Overrun`] means the publisher lapped this subscriber, possibly while
+    /// the callback ran: discard what that callback derived. The error says exactly which
+    /// sequence numbers were lost, and the next poll resumes per [`SubscribeOptions::resync`].
+    #[inline]
+    pub fn poll<F: FnMut(Message<'_>)>(&mut self, mut f: F) -> Result<bool, ReceiveError> {
+        let received = &mut self.stats.received;
+        let result = self.inner.poll(|record| {
+            *received += 1;
+            f(Message { record })
+        });
+        self.count(result)
+    }
+
+    /// Delivers up to `max` messages to `f`; returns how many.
+    #[inline]
+    pub fn poll_batch<F: FnMut(Message<'_>)>(
+        &mut self,
+        max: usize,
+        mut f: F,
+    ) -> Result<usize, ReceiveError> {
+        let received = &mut self.stats.received;
+        let result = self.inner.poll_batch(max, |record| {
+            *received += 1;
+            f(Message { record })
+        });
+        self.count(result)
+    }
+
+    #[inline]
+    fn count<T>(&mut self, result: Result<T, ReceiveError>) -> Result<T, ReceiveError> {
+        if let Err(ReceiveError::Overrun { lost, .. }) = result {
+            self.stats.overruns += 1;
+            self.stats.lost += lost;
+        }
+        result
+    }
+
+    /// Waits until a message is readable, using `strategy`, for at most `timeout` (forever if
+    /// `None`). Returns whether something is readable; consumes nothing.
+    pub fn wait(
+        &mut self,
+        strategy: &mut WaitStrategy,
+        timeout: Option<Duration>,
+    ) -> Result<bool, ReceiveError> {
+        self.inner.wait(strategy, timeout)
+    }
+
+    /// Whether the stream's publisher is alive, judged by its pid and heartbeat (a heartbeat
+    /// older than `timeout` counts as dead).
+    pub fn producer_status(&self, timeout: Duration) -> ProducerStatus {
+        self.inner.producer_status(timeout)
+    }
+
+    /// Sequence number of the next message this subscriber expects.
+    pub fn next_seq(&self) -> u64 {
+        self.inner.next_seq()
+    }
+
+    /// The publisher's epoch this subscriber is reading.
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch()
+    }
+
+    /// After [`ReceiveError::NewEpoch`] (the publisher restarted): map the new segment.
+    pub fn reopen(&mut self) -> Result<mdbus_shm::EpochChange, BusError> {
+        self.inner.reopen().map_err(|source| BusError::Segment {
+            stream: self.name.clone(),
+            source,
+        })
+    }
+
+    /// The stream name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> SubscriberStats {
+        self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_names_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(dir.path()).unwrap();
+        for bad in ["", ".hidden", "a/b", "../x", "sp ace", &"x".repeat(65)] {
+            assert!(
+                matches!(bus.stream_path(bad), Err(BusError::InvalidName { .. })),
+                "{bad:?} accepted"
+            );
+        }
+        let path = bus.stream_path("itch.AAPL-1_bbo").unwrap();
+        assert_eq!(path, dir.path().join("itch.AAPL-1_bbo.ring"));
+    }
+
+    #[test]
+    fn publish_and_poll_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(dir.path()).unwrap();
+        let mut publisher = bus.publisher("s", &StreamConfig::default()).unwrap();
+        let mut subscriber = bus.subscriber("s", &SubscribeOptions::default()).unwrap();
+        for i in 0..100u32 {
+            publisher.publish(1, &i.to_le_bytes()).unwrap();
+        }
+        let mut got = Vec::new();
+        while subscriber
+            .poll_batch(16, |m| {
+                got.push(u32::from_le_bytes(m.payload().try_into().unwrap()))
+            })
+            .unwrap()
+            > 0
+        {}
+        assert_eq!(got, (0..100).collect::<Vec<_>>());
+        assert_eq!(publisher.stats().published, 100);
+        assert_eq!(subscriber.stats().received, 100);
+        let too_big = vec![0u8; publisher.ring().config().max_msg_len as usize + 1];
+        assert!(matches!(
+            publisher.publish(1, &too_big),
+            Err(PublishError::TooLarge { .. })
+        ));
+        assert_eq!(publisher.stats().too_large, 1);
+    }
+
+    #[test]
+    fn a_stream_without_publisher_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(dir.path()).unwrap();
+        let err = bus
+            .subscriber("nobody", &SubscribeOptions::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("nobody"), "{err}");
+    }
+}
