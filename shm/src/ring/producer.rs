@@ -152,11 +152,23 @@ impl Producer {
         #[cfg(not(loom))]
         let buf = {
             let payload_off = ((self.tail + pad) & geo.mask) as usize + RECORD_HEADER_LEN;
+            // Miri only: write every payload word in full, plainly, before the caller does. The
+            // ring reuses bytes as header words (atomic) on one lap and payload (plain) on the
+            // next, which is sound (the accesses are ordered) but crashes miri's weak-memory
+            // emulation when a plain write covers only part of an earlier atomic word.
+            #[cfg(miri)]
+            {
+                let room = size as usize - RECORD_HEADER_LEN;
+                // SAFETY: the payload room up to the record's end lies inside the claimed
+                // record, exactly as for `bytes` below.
+                unsafe { self.ring.data().bytes_mut(payload_off, room) }.fill(0);
+            }
             // SAFETY: `off + pad` is either `off` (record fits before the end) or 0, so
             // `payload_off + len <= capacity`; the bytes lie at or beyond `tail`, which no
             // reader that is not lapped reads; `make_room` allowed writing up to `end`; the
             // `&mut self` borrow held by the claim makes it the only writer.
-            unsafe { self.ring.data().bytes_mut(payload_off, len) }.as_mut_ptr()
+            let bytes = unsafe { self.ring.data().bytes_mut(payload_off, len) };
+            bytes.as_mut_ptr()
         };
         Ok(Claim {
             #[cfg(not(loom))]

@@ -4,6 +4,11 @@ use super::*;
 use crate::config::{ConsumerOptions, Resync, StartAt, WaitStrategy};
 use crate::error::{ClaimError, PollError};
 
+/// Scales a record count down under miri (an interpreter, ~1000x slower).
+fn n(native: u64, miri: u64) -> u64 {
+    if cfg!(miri) { miri } else { native }
+}
+
 fn cfg(mode: Mode, capacity: usize) -> RingConfig {
     RingConfig {
         capacity,
@@ -106,9 +111,11 @@ fn wrap_around_with_padding_is_invisible() {
     let mut c = f.consumer(&opts(StartAt::Oldest, Resync::Oldest)).unwrap();
     assert!(c.is_registered());
     let mut next = 0u64;
+    let total = n(2_000, 150);
+    let max = n(1000, 250) as usize;
     // Many laps with awkward sizes, reading as we go: every wrap pads.
-    for seq in 0..2_000u64 {
-        let data = payload(seq, 1000);
+    for seq in 0..total {
+        let data = payload(seq, max);
         loop {
             match p.publish(7, &data) {
                 Ok(s) => {
@@ -120,7 +127,7 @@ fn wrap_around_with_padding_is_invisible() {
                     assert!(errs.is_empty());
                     for (s, _, d) in got {
                         assert_eq!(s, next);
-                        assert_eq!(d, payload(s, 1000));
+                        assert_eq!(d, payload(s, max));
                         next += 1;
                     }
                 }
@@ -132,17 +139,17 @@ fn wrap_around_with_padding_is_invisible() {
     assert!(errs.is_empty());
     for (s, _, d) in got {
         assert_eq!(s, next);
-        assert_eq!(d, payload(s, 1000));
+        assert_eq!(d, payload(s, max));
         next += 1;
     }
-    assert_eq!(next, 2_000);
+    assert_eq!(next, total);
 }
 
 #[test]
 fn broadcast_overrun_reports_exact_loss_resync_oldest() {
     let (mut p, f) = in_process(&cfg(Mode::Broadcast, 4096)).unwrap();
     let mut c = f.consumer(&opts(StartAt::Oldest, Resync::Oldest)).unwrap();
-    let total = 1_000u64;
+    let total = n(1_000, 400);
     for seq in 0..total {
         p.publish(0, &seq.to_le_bytes()).unwrap();
     }
@@ -242,13 +249,14 @@ fn start_positions() {
     assert_eq!(seqs(&mut newest), vec![4, 5]);
     assert_eq!(seqs(&mut next), vec![5]);
     // After laps, Oldest starts at the oldest intact record.
-    for seq in 6..500u64 {
+    let total = n(500, 400);
+    for seq in 6..total {
         p.publish(0, &seq.to_le_bytes()).unwrap();
     }
     let mut late = f.consumer(&opts(StartAt::Oldest, Resync::Oldest)).unwrap();
     let got = seqs(&mut late);
-    assert!(got[0] > 6 && *got.last().unwrap() == 499, "{got:?}");
-    assert_eq!(got.len() as u64, 500 - got[0]);
+    assert!(got[0] > 6 && *got.last().unwrap() == total - 1, "{got:?}");
+    assert_eq!(got.len() as u64, total - got[0]);
 }
 
 #[test]
@@ -284,7 +292,7 @@ fn lossless_back_pressure_and_no_loss() {
     // Consumer gone: the producer is free again.
     drop(c);
     assert_eq!(p.active_consumers(), 0);
-    for seq in 0..1000u64 {
+    for seq in 0..n(1000, 400) {
         p.publish(0, &seq.to_le_bytes()).unwrap();
     }
 }
@@ -299,7 +307,7 @@ fn lossless_unregistered_reader_and_broadcast_like_without_consumers() {
         })
         .unwrap();
     assert!(!spy.is_registered());
-    for seq in 0..1000u64 {
+    for seq in 0..n(1000, 400) {
         p.publish(0, &seq.to_le_bytes()).unwrap();
     }
     let (got, errs) = drain(&mut spy);
@@ -312,7 +320,7 @@ fn lossless_unregistered_reader_and_broadcast_like_without_consumers() {
     else {
         panic!("{errs:?}")
     };
-    assert_eq!(got.len() as u64 + lost, 1000);
+    assert_eq!(got.len() as u64 + lost, n(1000, 400));
 }
 
 #[test]
@@ -322,12 +330,12 @@ fn dead_consumer_is_reaped() {
     // Pretend the consumer's process died.
     c.test_set_slot_pid(u32::MAX);
     let mut published = 0;
-    for seq in 0..1000u64 {
+    for seq in 0..n(1000, 400) {
         if p.publish(0, &seq.to_le_bytes()).is_ok() {
             published += 1;
         }
     }
-    assert_eq!(published, 1000);
+    assert_eq!(published, n(1000, 400));
     assert_eq!(p.reaped_consumers(), 1);
     assert_eq!(p.active_consumers(), 0);
 }
@@ -420,7 +428,12 @@ fn heartbeat_and_status() {
 
 #[test]
 fn threads_lossless_every_record_arrives() {
-    let n: u64 = if cfg!(miri) { 300 } else { 100_000 };
+    let (n, max) = if cfg!(miri) {
+        (250, 60)
+    } else {
+        (100_000, 300)
+    };
+    let body = move |seq: u64| payload(seq, max);
     let (mut p, f) = in_process(&cfg(Mode::Lossless, 4096)).unwrap();
     let mut c = f.consumer(&opts(StartAt::Oldest, Resync::Oldest)).unwrap();
     let reader = std::thread::spawn(move || {
@@ -428,7 +441,7 @@ fn threads_lossless_every_record_arrives() {
         while next < n {
             match c.poll(|r| {
                 assert_eq!(r.seq(), next);
-                assert_eq!(r.payload(), payload(next, 300).as_slice());
+                assert_eq!(r.payload(), body(next).as_slice());
             }) {
                 Ok(true) => next += 1,
                 Ok(false) => std::thread::yield_now(),
@@ -438,7 +451,7 @@ fn threads_lossless_every_record_arrives() {
         c.stats()
     });
     for seq in 0..n {
-        let data = payload(seq, 300);
+        let data = body(seq);
         while p.publish(seq as u32, &data).is_err() {
             std::thread::yield_now();
         }
