@@ -2,13 +2,14 @@
 //!
 //! Group `normalize_aapl_10k` (per ITCH message):
 //! * `itchy/parse`: the `itchy` crate parsing the bytes into its owned messages (baseline);
-//! * `mdbus/decode`: walking the length-prefixed stream into zero-copy views (context);
+//! * `mdbus/decode`: splitting the length-prefixed records (`itch::frame_at`) and decoding each
+//!   into its zero-copy view (context: the part of the pipeline before normalization);
 //! * `mdbus/decode+normalize+encode`: decode, normalize, encode the FlatBuffers envelope with
-//!   the default [`Encoder`] (its own buffer);
+//!   the default path of [`Encoder`] (frames for hot-path kinds);
 //! * `mdbus/decode+normalize+encode+copy`: the same plus copying each message out, as a
 //!   publisher copies it into a ring slot;
-//! * `mdbus/decode+normalize+encode_in_buffer`: the same with a [`BufferEncoder`] building
-//!   straight into a caller's buffer (`FlatBufferBuilder::new_in` with a slice allocator).
+//! * `mdbus/decode+normalize+encode_with_builder`: the same with every kind built by the
+//!   reused `FlatBufferBuilder` (the baseline the frames replace on the hot path).
 //!
 //! Group `read_aapl_10k` (per normalized message, all fields of the event read):
 //! * `read_verified`: FlatBuffers verifier, then the typed view;
@@ -19,12 +20,26 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use mdbus_codecs::fb::{self, BufferEncoder, Envelope, Event, MAX_ENCODED_LEN};
-use mdbus_codecs::itch::Stream;
+use mdbus_codecs::fb::{self, Envelope, Event, MAX_ENCODED_LEN};
+use mdbus_codecs::itch::{self, Message};
 use mdbus_codecs::normalize::Normalizer;
 
 const AAPL: &[u8] = include_bytes!("../testdata/itch/aapl-2020-01-30-10k.itch");
 const MESSAGES: u64 = 10_000;
+
+/// Walks the length-prefixed records with `frame_at` and decodes each, as a feed handler
+/// decodes the message blocks of a MoldUDP64 packet; `f` gets the message and its 0-based
+/// position.
+#[inline(always)]
+fn each_message(buf: &[u8], mut f: impl FnMut(u64, &Message<'_>)) {
+    let (mut offset, mut seq) = (0, 0);
+    while offset < buf.len() {
+        let (bytes, next) = itch::frame_at(buf, offset).expect("valid sample");
+        f(seq, &itch::decode(bytes).expect("valid sample"));
+        offset = next;
+        seq += 1;
+    }
+}
 
 fn normalize(c: &mut Criterion) {
     let mut g = c.benchmark_group("normalize_aapl_10k");
@@ -45,12 +60,11 @@ fn normalize(c: &mut Criterion) {
     g.bench_function("mdbus/decode", |b| {
         b.iter(|| {
             let mut acc = 0u64;
-            for (_, m) in Stream::new(black_box(AAPL)) {
-                let m = m.expect("valid sample");
+            each_message(black_box(AAPL), |_, m| {
                 acc = acc
                     .wrapping_add(m.timestamp())
                     .wrapping_add(u64::from(m.msg_type()));
-            }
+            });
             acc
         })
     });
@@ -59,10 +73,9 @@ fn normalize(c: &mut Criterion) {
     g.bench_function("mdbus/decode+normalize+encode", |b| {
         b.iter(|| {
             let mut bytes = 0usize;
-            for (seq, (_, m)) in Stream::new(black_box(AAPL)).enumerate() {
-                let m = m.expect("valid sample");
-                bytes += black_box(norm.normalize(&m, seq as u64, 1)).len();
-            }
+            each_message(black_box(AAPL), |seq, m| {
+                bytes += black_box(norm.normalize(m, seq, 1)).len();
+            });
             bytes
         })
     });
@@ -71,25 +84,21 @@ fn normalize(c: &mut Criterion) {
     g.bench_function("mdbus/decode+normalize+encode+copy", |b| {
         b.iter(|| {
             let mut bytes = 0usize;
-            for (seq, (_, m)) in Stream::new(black_box(AAPL)).enumerate() {
-                let m = m.expect("valid sample");
-                let msg = norm.normalize(&m, seq as u64, 1);
+            each_message(black_box(AAPL), |seq, m| {
+                let msg = norm.normalize(m, seq, 1);
                 slot[..msg.len()].copy_from_slice(&msg);
-                bytes += black_box(&slot)[0] as usize + msg.len();
-            }
+                bytes += usize::from(black_box(&slot)[0]) + msg.len();
+            });
             bytes
         })
     });
 
-    let mut buf = vec![0u8; MAX_ENCODED_LEN];
-    let mut in_buf = Normalizer::with_encoder(BufferEncoder::new(&mut buf).expect("large enough"));
-    g.bench_function("mdbus/decode+normalize+encode_in_buffer", |b| {
+    g.bench_function("mdbus/decode+normalize+encode_with_builder", |b| {
         b.iter(|| {
             let mut bytes = 0usize;
-            for (seq, (_, m)) in Stream::new(black_box(AAPL)).enumerate() {
-                let m = m.expect("valid sample");
-                bytes += black_box(in_buf.normalize(&m, seq as u64, 1)).len();
-            }
+            each_message(black_box(AAPL), |seq, m| {
+                bytes += black_box(norm.normalize_with_builder(m, seq, 1)).len();
+            });
             bytes
         })
     });
@@ -176,11 +185,11 @@ fn read(c: &mut Criterion) {
     let mut all = Vec::new();
     let mut ranges = Vec::new();
     let mut norm = Normalizer::new();
-    for (seq, (_, m)) in Stream::new(AAPL).enumerate() {
-        let msg = norm.normalize(&m.expect("valid sample"), seq as u64, 1);
+    each_message(AAPL, |seq, m| {
+        let msg = norm.normalize(m, seq, 1);
         ranges.push(all.len()..all.len() + msg.len());
         all.extend_from_slice(&msg);
-    }
+    });
     assert_eq!(ranges.len() as u64, MESSAGES);
 
     let mut g = c.benchmark_group("read_aapl_10k");

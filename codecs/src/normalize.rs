@@ -28,37 +28,23 @@
 //! ```
 
 use crate::fb::{
-    self, EncodeEvent, Encoded, Encoder, EnvelopeFlags, EventFields, HeaderFields, Side,
-    SystemEventCode, TradingState,
+    self, Encoded, Encoder, EnvelopeFlags, EventFields, HeaderFields, Side, SystemEventCode,
+    TradingState,
 };
 use crate::itch::Message;
 
-/// Turns decoded ITCH messages into normalized envelopes with one reused encoder: no
+/// Turns decoded ITCH messages into normalized envelopes with one reused [`Encoder`]: no
 /// allocation per message, nothing can fail (every ITCH 5.0 message has a normalized form).
-///
-/// `E` is where messages are built: the default [`Encoder`] owns its buffer;
-/// [`with_encoder`](Normalizer::with_encoder) takes a [`BufferEncoder`](fb::BufferEncoder)
-/// to build into a caller's buffer.
 #[derive(Debug, Default)]
-pub struct Normalizer<E: EncodeEvent = Encoder> {
-    encoder: E,
+pub struct Normalizer {
+    encoder: Encoder,
     flags: EnvelopeFlags,
 }
 
 impl Normalizer {
-    /// A normalizer for live data (no envelope flags) with its own [`Encoder`].
+    /// A normalizer for live data (no envelope flags).
     pub fn new() -> Self {
         Self::default()
-    }
-}
-
-impl<E: EncodeEvent> Normalizer<E> {
-    /// A normalizer for live data that builds with `encoder`.
-    pub fn with_encoder(encoder: E) -> Self {
-        Normalizer {
-            encoder,
-            flags: EnvelopeFlags::empty(),
-        }
     }
 
     /// Sets the delivery flags stamped on every following message (e.g.
@@ -74,8 +60,8 @@ impl<E: EncodeEvent> Normalizer<E> {
     }
 
     /// The encoder, to publish bus-level events (heartbeats, gap notices, book updates) with
-    /// the same buffer.
-    pub fn encoder(&mut self) -> &mut E {
+    /// the same buffers.
+    pub fn encoder(&mut self) -> &mut Encoder {
         &mut self.encoder
     }
 
@@ -84,26 +70,54 @@ impl<E: EncodeEvent> Normalizer<E> {
     /// epoch). The result borrows the normalizer until the next call.
     #[inline]
     pub fn normalize(&mut self, msg: &Message<'_>, seq: u64, recv_ts_ns: u64) -> Encoded<'_> {
-        let header = HeaderFields {
-            seq,
-            exchange_ts_ns: msg.timestamp(),
-            recv_ts_ns,
-            stock_locate: msg.stock_locate(),
-            tracking_number: msg.tracking_number(),
-            flags: self.flags,
-        };
+        self.normalize_via::<Fastest>(msg, seq, recv_ts_ns)
+    }
+
+    /// [`normalize`](Self::normalize) with every kind encoded through the FlatBuffers builder
+    /// ([`Encoder::encode_with_builder`]): the baseline the default path is measured against.
+    pub fn normalize_with_builder(
+        &mut self,
+        msg: &Message<'_>,
+        seq: u64,
+        recv_ts_ns: u64,
+    ) -> Encoded<'_> {
+        self.normalize_via::<Builder>(msg, seq, recv_ts_ns)
+    }
+
+    #[inline(always)]
+    fn normalize_via<P: Path>(
+        &mut self,
+        msg: &Message<'_>,
+        seq: u64,
+        recv_ts_ns: u64,
+    ) -> Encoded<'_> {
+        // The header is read from each arm's own view (fixed offsets), not through
+        // `Message`'s accessors, which would dispatch on the type again for every field.
+        let flags = self.flags;
+        macro_rules! header {
+            ($m:expr) => {
+                &HeaderFields {
+                    seq,
+                    exchange_ts_ns: $m.timestamp(),
+                    recv_ts_ns,
+                    stock_locate: $m.stock_locate(),
+                    tracking_number: $m.tracking_number(),
+                    flags,
+                }
+            };
+        }
         let enc = &mut self.encoder;
         match msg {
-            Message::SystemEvent(m) => put(
+            Message::SystemEvent(m) => P::put(
                 enc,
-                &header,
+                header!(m),
                 fb::SystemEventFields {
                     event_code: SystemEventCode(m.event_code()),
                 },
             ),
-            Message::StockDirectory(m) => put(
+            Message::StockDirectory(m) => P::put(
                 enc,
-                &header,
+                header!(m),
                 fb::StockDirectoryFields {
                     stock: m.stock(),
                     market_category: m.market_category(),
@@ -121,9 +135,9 @@ impl<E: EncodeEvent> Normalizer<E> {
                     inverse_indicator: m.inverse_indicator(),
                 },
             ),
-            Message::StockTradingAction(m) => put(
+            Message::StockTradingAction(m) => P::put(
                 enc,
-                &header,
+                header!(m),
                 fb::StockTradingActionFields {
                     stock: m.stock(),
                     trading_state: TradingState(m.trading_state()),
@@ -131,17 +145,17 @@ impl<E: EncodeEvent> Normalizer<E> {
                     reason: m.reason(),
                 },
             ),
-            Message::RegShoRestriction(m) => put(
+            Message::RegShoRestriction(m) => P::put(
                 enc,
-                &header,
+                header!(m),
                 fb::RegShoRestrictionFields {
                     stock: m.stock(),
                     reg_sho_action: m.reg_sho_action(),
                 },
             ),
-            Message::MarketParticipantPosition(m) => put(
+            Message::MarketParticipantPosition(m) => P::put(
                 enc,
-                &header,
+                header!(m),
                 fb::MarketParticipantPositionFields {
                     mpid: m.mpid(),
                     stock: m.stock(),
@@ -150,25 +164,25 @@ impl<E: EncodeEvent> Normalizer<E> {
                     market_participant_state: m.market_participant_state(),
                 },
             ),
-            Message::MwcbDeclineLevel(m) => put(
+            Message::MwcbDeclineLevel(m) => P::put(
                 enc,
-                &header,
+                header!(m),
                 fb::MwcbDeclineLevelFields {
                     level1: m.level1().0,
                     level2: m.level2().0,
                     level3: m.level3().0,
                 },
             ),
-            Message::MwcbStatus(m) => put(
+            Message::MwcbStatus(m) => P::put(
                 enc,
-                &header,
+                header!(m),
                 fb::MwcbStatusFields {
                     breached_level: m.breached_level(),
                 },
             ),
-            Message::IpoQuotingPeriodUpdate(m) => put(
+            Message::IpoQuotingPeriodUpdate(m) => P::put(
                 enc,
-                &header,
+                header!(m),
                 fb::IpoQuotingPeriodUpdateFields {
                     stock: m.stock(),
                     ipo_quotation_release_time: m.ipo_quotation_release_time(),
@@ -176,9 +190,9 @@ impl<E: EncodeEvent> Normalizer<E> {
                     ipo_price: m.ipo_price().0,
                 },
             ),
-            Message::LuldAuctionCollar(m) => put(
+            Message::LuldAuctionCollar(m) => P::put(
                 enc,
-                &header,
+                header!(m),
                 fb::LuldAuctionCollarFields {
                     stock: m.stock(),
                     auction_collar_reference_price: m.auction_collar_reference_price().0,
@@ -187,18 +201,18 @@ impl<E: EncodeEvent> Normalizer<E> {
                     auction_collar_extension: m.auction_collar_extension(),
                 },
             ),
-            Message::OperationalHalt(m) => put(
+            Message::OperationalHalt(m) => P::put(
                 enc,
-                &header,
+                header!(m),
                 fb::OperationalHaltFields {
                     stock: m.stock(),
                     market_code: m.market_code(),
                     operational_halt_action: m.operational_halt_action(),
                 },
             ),
-            Message::AddOrder(m) => put(
+            Message::AddOrder(m) => P::put(
                 enc,
-                &header,
+                header!(m),
                 fb::AddOrderFields {
                     order_reference_number: m.order_reference_number(),
                     buy_sell_indicator: Side(m.buy_sell_indicator()),
@@ -207,9 +221,9 @@ impl<E: EncodeEvent> Normalizer<E> {
                     price: m.price().0,
                 },
             ),
-            Message::AddOrderMpid(m) => put(
+            Message::AddOrderMpid(m) => P::put(
                 enc,
-                &header,
+                header!(m),
                 fb::AddOrderMpidFields {
                     order_reference_number: m.order_reference_number(),
                     buy_sell_indicator: Side(m.buy_sell_indicator()),
@@ -219,18 +233,18 @@ impl<E: EncodeEvent> Normalizer<E> {
                     attribution: m.attribution(),
                 },
             ),
-            Message::OrderExecuted(m) => put(
+            Message::OrderExecuted(m) => P::put(
                 enc,
-                &header,
+                header!(m),
                 fb::OrderExecutedFields {
                     order_reference_number: m.order_reference_number(),
                     executed_shares: m.executed_shares(),
                     match_number: m.match_number(),
                 },
             ),
-            Message::OrderExecutedWithPrice(m) => put(
+            Message::OrderExecutedWithPrice(m) => P::put(
                 enc,
-                &header,
+                header!(m),
                 fb::OrderExecutedWithPriceFields {
                     order_reference_number: m.order_reference_number(),
                     executed_shares: m.executed_shares(),
@@ -239,24 +253,24 @@ impl<E: EncodeEvent> Normalizer<E> {
                     execution_price: m.execution_price().0,
                 },
             ),
-            Message::OrderCancel(m) => put(
+            Message::OrderCancel(m) => P::put(
                 enc,
-                &header,
+                header!(m),
                 fb::OrderCancelFields {
                     order_reference_number: m.order_reference_number(),
                     cancelled_shares: m.cancelled_shares(),
                 },
             ),
-            Message::OrderDelete(m) => put(
+            Message::OrderDelete(m) => P::put(
                 enc,
-                &header,
+                header!(m),
                 fb::OrderDeleteFields {
                     order_reference_number: m.order_reference_number(),
                 },
             ),
-            Message::OrderReplace(m) => put(
+            Message::OrderReplace(m) => P::put(
                 enc,
-                &header,
+                header!(m),
                 fb::OrderReplaceFields {
                     original_order_reference_number: m.original_order_reference_number(),
                     new_order_reference_number: m.new_order_reference_number(),
@@ -264,9 +278,9 @@ impl<E: EncodeEvent> Normalizer<E> {
                     price: m.price().0,
                 },
             ),
-            Message::Trade(m) => put(
+            Message::Trade(m) => P::put(
                 enc,
-                &header,
+                header!(m),
                 fb::TradeFields {
                     order_reference_number: m.order_reference_number(),
                     buy_sell_indicator: Side(m.buy_sell_indicator()),
@@ -276,9 +290,9 @@ impl<E: EncodeEvent> Normalizer<E> {
                     match_number: m.match_number(),
                 },
             ),
-            Message::CrossTrade(m) => put(
+            Message::CrossTrade(m) => P::put(
                 enc,
-                &header,
+                header!(m),
                 fb::CrossTradeFields {
                     shares: m.shares(),
                     stock: m.stock(),
@@ -287,16 +301,16 @@ impl<E: EncodeEvent> Normalizer<E> {
                     cross_type: m.cross_type(),
                 },
             ),
-            Message::BrokenTrade(m) => put(
+            Message::BrokenTrade(m) => P::put(
                 enc,
-                &header,
+                header!(m),
                 fb::BrokenTradeFields {
                     match_number: m.match_number(),
                 },
             ),
-            Message::NetOrderImbalanceIndicator(m) => put(
+            Message::NetOrderImbalanceIndicator(m) => P::put(
                 enc,
-                &header,
+                header!(m),
                 fb::NetOrderImbalanceIndicatorFields {
                     paired_shares: m.paired_shares(),
                     imbalance_shares: m.imbalance_shares(),
@@ -309,17 +323,17 @@ impl<E: EncodeEvent> Normalizer<E> {
                     price_variation_indicator: m.price_variation_indicator(),
                 },
             ),
-            Message::RetailPriceImprovementIndicator(m) => put(
+            Message::RetailPriceImprovementIndicator(m) => P::put(
                 enc,
-                &header,
+                header!(m),
                 fb::RetailPriceImprovementIndicatorFields {
                     stock: m.stock(),
                     interest_flag: m.interest_flag(),
                 },
             ),
-            Message::DirectListingPriceDiscovery(m) => put(
+            Message::DirectListingPriceDiscovery(m) => P::put(
                 enc,
-                &header,
+                header!(m),
                 fb::DirectListingPriceDiscoveryFields {
                     stock: m.stock(),
                     open_eligibility_status: m.open_eligibility_status(),
@@ -335,11 +349,37 @@ impl<E: EncodeEvent> Normalizer<E> {
     }
 }
 
-#[inline(always)]
-fn put<'e, C: EncodeEvent, F: EventFields>(
-    enc: &'e mut C,
-    header: &HeaderFields,
-    event: F,
-) -> Encoded<'e> {
-    enc.encode_event(header, &event)
+/// How an event reaches the encoder.
+trait Path {
+    fn put<'e, E: EventFields>(
+        enc: &'e mut Encoder,
+        header: &HeaderFields,
+        event: E,
+    ) -> Encoded<'e>;
+}
+
+/// [`Encoder::encode`]: frames for hot-path kinds, the builder for the rest.
+enum Fastest {}
+impl Path for Fastest {
+    #[inline(always)]
+    fn put<'e, E: EventFields>(
+        enc: &'e mut Encoder,
+        header: &HeaderFields,
+        event: E,
+    ) -> Encoded<'e> {
+        enc.encode(header, &event)
+    }
+}
+
+/// [`Encoder::encode_with_builder`] for every kind.
+enum Builder {}
+impl Path for Builder {
+    #[inline(always)]
+    fn put<'e, E: EventFields>(
+        enc: &'e mut Encoder,
+        header: &HeaderFields,
+        event: E,
+    ) -> Encoded<'e> {
+        enc.encode_with_builder(header, &event)
+    }
 }

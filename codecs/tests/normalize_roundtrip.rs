@@ -545,6 +545,10 @@ fn every_itch_type_is_normalized_losslessly() {
         let env = fb::read_verified(&out).expect("normalized message verifies");
         assert_lossless(&msg, &env, seq, recv);
         assert_eq!(env.flags(), EnvelopeFlags::empty());
+        // The builder path (the reference of the hot-path frames) reads the same.
+        let built = norm.normalize_with_builder(&msg, seq, recv).to_vec();
+        let env = fb::read_verified(&built).expect("normalized message verifies");
+        assert_lossless(&msg, &env, seq, recv);
         types.push(msg.msg_type());
     }
     // All 23 types, each once.

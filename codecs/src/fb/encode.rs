@@ -1,9 +1,9 @@
 //! The allocation-free encoder of normalized messages.
 
 use core::fmt;
-use core::ops::{Deref, DerefMut};
+use core::ops::Deref;
 
-use flatbuffers::{Allocator, DefaultAllocator, FlatBufferBuilder};
+use flatbuffers::FlatBufferBuilder;
 
 use super::fields::*;
 use crate::generated as g;
@@ -11,8 +11,7 @@ use crate::generated as g;
 /// Upper bound of the encoded length of any event of the schema, in bytes.
 ///
 /// Every event is fixed-size (no strings, no vectors), so this bound holds for all values;
-/// `tests` encode each kind with every field set and check it. Size a caller buffer for
-/// [`BufferEncoder::new`] or a ring slot with it.
+/// the unit tests encode each kind with every field set and check it. Size ring slots with it.
 pub const MAX_ENCODED_LEN: usize = 256;
 
 /// Bytes of one finished normalized message, built by an [`Encoder`] of this crate.
@@ -36,11 +35,17 @@ impl<'a> Encoded<'a> {
     /// Typed view of the message, without verification.
     #[inline]
     pub fn envelope(&self) -> g::Envelope<'a> {
-        // SAFETY: `Encoded` is only created by `Encoder::encode`, from the finished buffer of a
-        // builder that wrote exactly one `Envelope` with its required header, a union tag and a
-        // table of that tag's type (the sealed `EventFields` impls of this crate), all with
-        // the generated code of the schema this reader was generated from. Such bytes are a
-        // valid `Envelope`, and the shared borrow keeps them unchanged while the view lives.
+        // SAFETY: `Encoded` is only created by `Encoder`, from bytes that are a valid `Envelope`
+        // of this crate's schema:
+        // * the builder path: a `FlatBufferBuilder` wrote one `Envelope` with its required
+        //   header and a union tag paired with a table of that tag's type (the sealed
+        //   `EventFields` impls of this crate, which call the generated builders);
+        // * the frame path: bytes the builder wrote the same way, verified once at `Encoder`
+        //   construction, in which only the header struct, the flags byte and the body struct
+        //   are overwritten, in place, at ranges taken from that verified frame. Every field in
+        //   those ranges is an integer, a byte array or an open enum (a `u8` newtype), so any
+        //   bytes written there are valid values; no offset, vtable or tag changes.
+        // The shared borrow keeps the bytes unchanged while the view lives.
         unsafe { g::root_as_envelope_unchecked(self.bytes) }
     }
 }
@@ -69,62 +74,33 @@ impl fmt::Debug for Encoded<'_> {
     }
 }
 
-/// A [`flatbuffers::Allocator`] over a caller's buffer: the encoder builds each message
-/// straight into it (at its end, FlatBuffers builds back to front). It never grows; the
-/// encoder checks at construction that it holds [`MAX_ENCODED_LEN`] bytes.
-#[derive(Debug)]
-pub struct SliceAllocator<'buf> {
-    buf: &'buf mut [u8],
+/// Length of the `Header` struct.
+const HEADER_LEN: usize = core::mem::size_of::<g::Header>();
+
+/// Number of hot-path kinds (those with a struct body, encoded through frames).
+const HOT_KINDS: usize = 12;
+
+/// A finished message of one hot-path kind, built once by the FlatBuffers builder with every
+/// field stored (`force_defaults`), and where its variable parts lie: encoding a message of
+/// that kind overwrites the header struct, the flags byte and the body struct in place.
+#[derive(Clone)]
+struct Frame {
+    buf: [u8; MAX_ENCODED_LEN],
+    len: usize,
+    header_at: usize,
+    flags_at: usize,
+    body_at: usize,
+    body_len: usize,
 }
 
-impl Deref for SliceAllocator<'_> {
-    type Target = [u8];
+/// The FlatBuffers builder, reused from message to message.
+struct Core {
+    fbb: FlatBufferBuilder<'static>,
+}
+
+impl Core {
     #[inline]
-    fn deref(&self) -> &[u8] {
-        self.buf
-    }
-}
-
-impl DerefMut for SliceAllocator<'_> {
-    #[inline]
-    fn deref_mut(&mut self) -> &mut [u8] {
-        self.buf
-    }
-}
-
-/// The caller's buffer is full: a message did not fit (cannot happen for buffers of at least
-/// [`MAX_ENCODED_LEN`] bytes, which [`BufferEncoder::new`] demands).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("caller buffer of {len} bytes is too small for a normalized message")]
-pub struct BufferTooSmall {
-    /// Length of the buffer offered.
-    pub len: usize,
-}
-
-// SAFETY: `len` returns the length of the slice `Deref` exposes, and `grow_downwards` never
-// changes the buffer: it reports failure, which the trait allows (the builder then stops).
-unsafe impl Allocator for SliceAllocator<'_> {
-    type Error = BufferTooSmall;
-
-    fn grow_downwards(&mut self) -> Result<(), Self::Error> {
-        Err(BufferTooSmall {
-            len: self.buf.len(),
-        })
-    }
-
-    fn len(&self) -> usize {
-        self.buf.len()
-    }
-}
-
-/// The builder both encoders share.
-struct Core<'b, A: Allocator + 'b> {
-    fbb: FlatBufferBuilder<'b, A>,
-}
-
-impl<'b, A: Allocator + 'b> Core<'b, A> {
-    #[inline]
-    fn encode<E: EventFields>(&mut self, header: &HeaderFields, event: &E) -> Encoded<'_> {
+    fn encode<E: EventFields>(&mut self, header: &HeaderFields, event: &E) -> &[u8] {
         let fbb = &mut self.fbb;
         // Clears only the bytes the previous message used; keeps every buffer's capacity.
         fbb.reset();
@@ -140,127 +116,62 @@ impl<'b, A: Allocator + 'b> Core<'b, A> {
             },
         );
         fbb.finish_minimal(root);
-        Encoded {
-            bytes: fbb.finished_data(),
-        }
+        fbb.finished_data()
+    }
+
+    /// The builder's encoding with every scalar stored, even at its default.
+    fn encode_all_fields<E: EventFields>(&mut self, header: &HeaderFields, event: &E) -> &[u8] {
+        self.fbb.force_defaults(true);
+        self.encode(header, event);
+        self.fbb.force_defaults(false);
+        self.fbb.finished_data()
+    }
+
+    /// Builds the frame of hot-path kind `E`, which must be the `frames.len()`-th.
+    fn push_frame<E: EventFields + Default>(&mut self, frames: &mut Vec<Frame>) {
+        assert_eq!(E::FRAME, Some(frames.len()), "{:?}: frame index", E::EVENT);
+        let bytes = self.encode_all_fields(&HeaderFields::default(), &E::default());
+        let env = super::read_verified(bytes).expect("the builder writes valid envelopes");
+        let base = bytes.as_ptr().addr();
+        let header_at = core::ptr::from_ref(env.header()).addr() - base;
+        let flags_slot = env._tab.vtable().get(g::Envelope::VT_FLAGS);
+        assert_ne!(flags_slot, 0, "flags are stored when defaults are forced");
+        let flags_at = env._tab.loc() + usize::from(flags_slot);
+        let body = E::locate_body(env).expect("a hot-path kind has a body");
+        let body_at = body.as_ptr().addr() - base;
+        let len = bytes.len();
+        assert!(
+            len <= MAX_ENCODED_LEN
+                && header_at + HEADER_LEN <= len
+                && flags_at < len
+                && body_at + body.len() <= len,
+            "{:?}: frame layout out of bounds",
+            E::EVENT
+        );
+        let mut frame = Frame {
+            buf: [0; MAX_ENCODED_LEN],
+            len,
+            header_at,
+            flags_at,
+            body_at,
+            body_len: body.len(),
+        };
+        frame.buf[..len].copy_from_slice(bytes);
+        frames.push(frame);
     }
 }
 
-mod sealed {
-    pub trait Sealed {}
-}
-
-/// What [`Encoder`] and [`BufferEncoder`] have in common, for code generic over where the
-/// message is built (e.g. [`Normalizer`](crate::normalize::Normalizer)). Sealed: only this
-/// crate's encoders produce [`Encoded`] messages.
-pub trait EncodeEvent: sealed::Sealed {
-    /// Encodes one event of any kind with its header.
-    fn encode_event<E: EventFields>(&mut self, header: &HeaderFields, event: &E) -> Encoded<'_>;
-}
-
-impl sealed::Sealed for Encoder {}
-impl EncodeEvent for Encoder {
-    #[inline]
-    fn encode_event<E: EventFields>(&mut self, header: &HeaderFields, event: &E) -> Encoded<'_> {
-        self.core.encode(header, event)
-    }
-}
-
-impl sealed::Sealed for BufferEncoder<'_> {}
-impl EncodeEvent for BufferEncoder<'_> {
-    #[inline]
-    fn encode_event<E: EventFields>(&mut self, header: &HeaderFields, event: &E) -> Encoded<'_> {
-        self.core.encode(header, event)
-    }
-}
-
-/// The per-kind methods of both encoders.
-macro_rules! encode_methods {
-    ($( $(#[$doc:meta])* $method:ident($fields:ty); )*) => {
-        /// Encodes one event of any kind with its header; the per-kind methods call this.
-        #[inline]
-        pub fn encode<E: EventFields>(&mut self, header: &HeaderFields, event: &E) -> Encoded<'_> {
-            self.core.encode(header, event)
-        }
-
-        $(
-            $(#[$doc])*
-            #[inline]
-            pub fn $method(&mut self, header: &HeaderFields, fields: &$fields) -> Encoded<'_> {
-                self.core.encode(header, fields)
-            }
-        )*
-    };
-}
-
-macro_rules! all_encode_methods {
-    () => {
-        encode_methods! {
-            /// Encodes an ITCH `S` System Event.
-            system_event(SystemEventFields);
-            /// Encodes an ITCH `R` Stock Directory.
-            stock_directory(StockDirectoryFields);
-            /// Encodes an ITCH `H` Stock Trading Action.
-            stock_trading_action(StockTradingActionFields);
-            /// Encodes an ITCH `Y` Reg SHO restriction.
-            reg_sho_restriction(RegShoRestrictionFields);
-            /// Encodes an ITCH `L` Market Participant Position.
-            market_participant_position(MarketParticipantPositionFields);
-            /// Encodes an ITCH `V` MWCB Decline Level.
-            mwcb_decline_level(MwcbDeclineLevelFields);
-            /// Encodes an ITCH `W` MWCB Status.
-            mwcb_status(MwcbStatusFields);
-            /// Encodes an ITCH `K` IPO Quoting Period Update.
-            ipo_quoting_period_update(IpoQuotingPeriodUpdateFields);
-            /// Encodes an ITCH `J` LULD Auction Collar.
-            luld_auction_collar(LuldAuctionCollarFields);
-            /// Encodes an ITCH `h` Operational Halt.
-            operational_halt(OperationalHaltFields);
-            /// Encodes an ITCH `A` Add Order.
-            add_order(AddOrderFields);
-            /// Encodes an ITCH `F` Add Order with MPID attribution.
-            add_order_mpid(AddOrderMpidFields);
-            /// Encodes an ITCH `E` Order Executed.
-            order_executed(OrderExecutedFields);
-            /// Encodes an ITCH `C` Order Executed With Price.
-            order_executed_with_price(OrderExecutedWithPriceFields);
-            /// Encodes an ITCH `X` Order Cancel.
-            order_cancel(OrderCancelFields);
-            /// Encodes an ITCH `D` Order Delete.
-            order_delete(OrderDeleteFields);
-            /// Encodes an ITCH `U` Order Replace.
-            order_replace(OrderReplaceFields);
-            /// Encodes an ITCH `P` Trade.
-            trade(TradeFields);
-            /// Encodes an ITCH `Q` Cross Trade.
-            cross_trade(CrossTradeFields);
-            /// Encodes an ITCH `B` Broken Trade.
-            broken_trade(BrokenTradeFields);
-            /// Encodes an ITCH `I` Net Order Imbalance Indicator.
-            net_order_imbalance_indicator(NetOrderImbalanceIndicatorFields);
-            /// Encodes an ITCH `N` Retail Price Improvement Indicator.
-            retail_price_improvement_indicator(RetailPriceImprovementIndicatorFields);
-            /// Encodes an ITCH `O` Direct Listing with Capital Raise price discovery.
-            direct_listing_price_discovery(DirectListingPriceDiscoveryFields);
-            /// Encodes a heartbeat.
-            heartbeat(HeartbeatFields);
-            /// Encodes a gap notice.
-            gap_notice(GapNoticeFields);
-            /// Encodes a best bid and offer.
-            bbo(BboFields);
-            /// Encodes a price-level change.
-            price_level_update(PriceLevelUpdateFields);
-            /// Encodes an end of session.
-            end_of_session(EndOfSessionFields);
-        }
-    };
-}
-
-/// Encodes normalized events into FlatBuffers `Envelope`s, reusing one builder and its own
-/// buffer: after the first message (warm-up) encoding allocates nothing.
+/// Encodes normalized events into FlatBuffers `Envelope`s without allocating per message.
+///
+/// Two paths, chosen per kind at compile time, give the same typed reads:
+/// * **hot-path kinds** (order flow, trades, book updates: a table holding one struct body)
+///   use a frame: at construction the FlatBuffers builder writes one message of the kind,
+///   and each encode overwrites its header struct, flags byte and body struct in place (a
+///   few stores; the builder's vtable bookkeeping is done once, not per message);
+/// * **other kinds** (reference, status and session events) go through the reused
+///   `FlatBufferBuilder`, reset between messages.
 ///
 /// Each method returns the finished message, borrowed from the encoder until the next call.
-/// [`BufferEncoder`] does the same into a caller's buffer.
 ///
 /// ```
 /// use mdbus_codecs::fb::{self, AddOrderFields, Encoder, HeaderFields, Side};
@@ -280,7 +191,8 @@ macro_rules! all_encode_methods {
 /// # Ok::<(), fb::InvalidMessage>(())
 /// ```
 pub struct Encoder {
-    core: Core<'static, DefaultAllocator>,
+    core: Core,
+    frames: Box<[Frame]>,
 }
 
 impl fmt::Debug for Encoder {
@@ -295,47 +207,147 @@ impl Default for Encoder {
     }
 }
 
+macro_rules! encode_methods {
+    ($( $(#[$doc:meta])* $method:ident($fields:ty); )*) => {
+        $(
+            $(#[$doc])*
+            #[inline]
+            pub fn $method(&mut self, header: &HeaderFields, fields: &$fields) -> Encoded<'_> {
+                self.encode(header, fields)
+            }
+        )*
+    };
+}
+
 impl Encoder {
-    /// An encoder owning a buffer of [`MAX_ENCODED_LEN`] bytes (allocated once, here).
+    /// An encoder with its builder buffer and the frames of the hot-path kinds (allocated
+    /// once, here).
     pub fn new() -> Self {
+        let mut core = Core {
+            fbb: FlatBufferBuilder::with_capacity(MAX_ENCODED_LEN),
+        };
+        let mut frames = Vec::with_capacity(HOT_KINDS);
+        core.push_frame::<AddOrderFields>(&mut frames);
+        core.push_frame::<AddOrderMpidFields>(&mut frames);
+        core.push_frame::<OrderExecutedFields>(&mut frames);
+        core.push_frame::<OrderExecutedWithPriceFields>(&mut frames);
+        core.push_frame::<OrderCancelFields>(&mut frames);
+        core.push_frame::<OrderDeleteFields>(&mut frames);
+        core.push_frame::<OrderReplaceFields>(&mut frames);
+        core.push_frame::<TradeFields>(&mut frames);
+        core.push_frame::<CrossTradeFields>(&mut frames);
+        core.push_frame::<BrokenTradeFields>(&mut frames);
+        core.push_frame::<BboFields>(&mut frames);
+        core.push_frame::<PriceLevelUpdateFields>(&mut frames);
+        assert_eq!(frames.len(), HOT_KINDS);
+        // Warm the builder for the other kinds: its bookkeeping vectors reach their size.
+        core.encode(&HeaderFields::default(), &StockDirectoryFields::default());
         Encoder {
-            core: Core {
-                fbb: FlatBufferBuilder::with_capacity(MAX_ENCODED_LEN),
-            },
+            core,
+            frames: frames.into_boxed_slice(),
         }
     }
 
-    all_encode_methods!();
-}
-
-/// An [`Encoder`] that builds every message straight into a caller's buffer (through
-/// [`SliceAllocator`]) instead of its own: the finished message is the tail of that buffer.
-pub struct BufferEncoder<'buf> {
-    core: Core<'buf, SliceAllocator<'buf>>,
-}
-
-impl fmt::Debug for BufferEncoder<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BufferEncoder").finish_non_exhaustive()
-    }
-}
-
-impl<'buf> BufferEncoder<'buf> {
-    /// An encoder that builds into `buf`, which it zeroes here (the builder relies on zeroed
-    /// space). Each message occupies the end of `buf`.
-    ///
-    /// Fails if `buf` is shorter than [`MAX_ENCODED_LEN`], so that no message can outgrow it.
-    pub fn new(buf: &'buf mut [u8]) -> Result<Self, BufferTooSmall> {
-        if buf.len() < MAX_ENCODED_LEN {
-            return Err(BufferTooSmall { len: buf.len() });
+    /// Encodes one event of any kind with its header; the per-kind methods call this.
+    // Always inlined: the frame path is a few stores, and inlining lets the compiler write
+    // the header and body straight from registers (a call would pass them through memory).
+    #[inline(always)]
+    pub fn encode<E: EventFields>(&mut self, header: &HeaderFields, event: &E) -> Encoded<'_> {
+        match E::FRAME {
+            Some(i) => {
+                let f = &mut self.frames[i];
+                f.buf[f.header_at..f.header_at + HEADER_LEN].copy_from_slice(&header.to_struct().0);
+                f.buf[f.flags_at] = header.flags.bits();
+                event.write_body(&mut f.buf[f.body_at..f.body_at + f.body_len]);
+                Encoded {
+                    bytes: &f.buf[..f.len],
+                }
+            }
+            None => self.encode_with_builder(header, event),
         }
-        buf.fill(0);
-        Ok(BufferEncoder {
-            core: Core {
-                fbb: FlatBufferBuilder::new_in(SliceAllocator { buf }),
-            },
-        })
     }
 
-    all_encode_methods!();
+    /// Encodes any kind through the FlatBuffers builder, hot-path kinds included: the
+    /// reference the frames are tested against, and the baseline they are measured against.
+    /// Slower than [`encode`](Self::encode); same reads.
+    #[inline(never)]
+    pub fn encode_with_builder<E: EventFields>(
+        &mut self,
+        header: &HeaderFields,
+        event: &E,
+    ) -> Encoded<'_> {
+        Encoded {
+            bytes: self.core.encode(header, event),
+        }
+    }
+
+    /// The builder's encoding with every field stored: byte for byte what the frame path
+    /// must produce (tests only).
+    #[cfg(test)]
+    pub(crate) fn encode_all_fields<E: EventFields>(
+        &mut self,
+        header: &HeaderFields,
+        event: &E,
+    ) -> &[u8] {
+        self.core.encode_all_fields(header, event)
+    }
+
+    encode_methods! {
+        /// Encodes an ITCH `S` System Event.
+        system_event(SystemEventFields);
+        /// Encodes an ITCH `R` Stock Directory.
+        stock_directory(StockDirectoryFields);
+        /// Encodes an ITCH `H` Stock Trading Action.
+        stock_trading_action(StockTradingActionFields);
+        /// Encodes an ITCH `Y` Reg SHO restriction.
+        reg_sho_restriction(RegShoRestrictionFields);
+        /// Encodes an ITCH `L` Market Participant Position.
+        market_participant_position(MarketParticipantPositionFields);
+        /// Encodes an ITCH `V` MWCB Decline Level.
+        mwcb_decline_level(MwcbDeclineLevelFields);
+        /// Encodes an ITCH `W` MWCB Status.
+        mwcb_status(MwcbStatusFields);
+        /// Encodes an ITCH `K` IPO Quoting Period Update.
+        ipo_quoting_period_update(IpoQuotingPeriodUpdateFields);
+        /// Encodes an ITCH `J` LULD Auction Collar.
+        luld_auction_collar(LuldAuctionCollarFields);
+        /// Encodes an ITCH `h` Operational Halt.
+        operational_halt(OperationalHaltFields);
+        /// Encodes an ITCH `A` Add Order.
+        add_order(AddOrderFields);
+        /// Encodes an ITCH `F` Add Order with MPID attribution.
+        add_order_mpid(AddOrderMpidFields);
+        /// Encodes an ITCH `E` Order Executed.
+        order_executed(OrderExecutedFields);
+        /// Encodes an ITCH `C` Order Executed With Price.
+        order_executed_with_price(OrderExecutedWithPriceFields);
+        /// Encodes an ITCH `X` Order Cancel.
+        order_cancel(OrderCancelFields);
+        /// Encodes an ITCH `D` Order Delete.
+        order_delete(OrderDeleteFields);
+        /// Encodes an ITCH `U` Order Replace.
+        order_replace(OrderReplaceFields);
+        /// Encodes an ITCH `P` Trade.
+        trade(TradeFields);
+        /// Encodes an ITCH `Q` Cross Trade.
+        cross_trade(CrossTradeFields);
+        /// Encodes an ITCH `B` Broken Trade.
+        broken_trade(BrokenTradeFields);
+        /// Encodes an ITCH `I` Net Order Imbalance Indicator.
+        net_order_imbalance_indicator(NetOrderImbalanceIndicatorFields);
+        /// Encodes an ITCH `N` Retail Price Improvement Indicator.
+        retail_price_improvement_indicator(RetailPriceImprovementIndicatorFields);
+        /// Encodes an ITCH `O` Direct Listing with Capital Raise price discovery.
+        direct_listing_price_discovery(DirectListingPriceDiscoveryFields);
+        /// Encodes a heartbeat.
+        heartbeat(HeartbeatFields);
+        /// Encodes a gap notice.
+        gap_notice(GapNoticeFields);
+        /// Encodes a best bid and offer.
+        bbo(BboFields);
+        /// Encodes a price-level change.
+        price_level_update(PriceLevelUpdateFields);
+        /// Encodes an end of session.
+        end_of_session(EndOfSessionFields);
+    }
 }

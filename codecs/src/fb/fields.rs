@@ -57,28 +57,64 @@ pub trait EventFields: sealed::Sealed + Copy {
     /// The union tag of this kind of event.
     const EVENT: Event;
 
+    /// For hot-path kinds (a table holding one struct body): the index of the kind's frame in
+    /// the encoder. `None` for kinds always built by the builder.
+    #[doc(hidden)]
+    const FRAME: Option<usize> = None;
+
     /// Builds the event's table into `fbb` (no allocation once `fbb` is warm).
     #[doc(hidden)]
     fn build<'b, A: Allocator + 'b>(
         &self,
         fbb: &mut FlatBufferBuilder<'b, A>,
     ) -> WIPOffset<UnionWIPOffset>;
+
+    /// Hot-path kinds: writes the body struct's bytes into `dst` (exactly the body's length).
+    #[doc(hidden)]
+    #[inline]
+    fn write_body(&self, _dst: &mut [u8]) {}
+
+    /// Hot-path kinds: the bytes of the body struct of a message of this kind.
+    #[doc(hidden)]
+    #[inline]
+    fn locate_body(_env: g::Envelope<'_>) -> Option<&[u8]> {
+        None
+    }
 }
 
-/// Implements `EventFields` for a hot-path event: a table holding one struct `body`.
+/// Implements `EventFields` for a hot-path event: a table holding one struct `body`, encoded
+/// through frame number `$frame` of the encoder.
 macro_rules! body_event {
-    ($fields:ident => $table:ident, $args:ident, |$s:ident| $body:expr) => {
+    (
+        $fields:ident => $table:ident, $args:ident, $body_ty:ident, $as:ident, $frame:expr,
+        |$s:ident| $body:expr
+    ) => {
         impl sealed::Sealed for $fields {}
         impl EventFields for $fields {
             const EVENT: Event = Event::$table;
+            const FRAME: Option<usize> = Some($frame);
             #[inline]
             fn build<'b, A: Allocator + 'b>(
                 &self,
                 fbb: &mut FlatBufferBuilder<'b, A>,
             ) -> WIPOffset<UnionWIPOffset> {
-                let $s = self;
-                let body = $body;
+                let body = self.body();
                 g::$table::create(fbb, &g::$args { body: Some(&body) }).as_union_value()
+            }
+            #[inline]
+            fn write_body(&self, dst: &mut [u8]) {
+                dst.copy_from_slice(&self.body().0);
+            }
+            #[inline]
+            fn locate_body(env: g::Envelope<'_>) -> Option<&[u8]> {
+                env.$as().map(|t| &t.body().0[..])
+            }
+        }
+        impl $fields {
+            #[inline]
+            fn body(&self) -> g::$body_ty {
+                let $s = self;
+                $body
             }
         }
     };
@@ -428,7 +464,9 @@ pub struct AddOrderFields {
     /// Display price, Price(4).
     pub price: u32,
 }
-body_event!(AddOrderFields => AddOrder, AddOrderArgs, |s| g::AddOrderBody::new(
+body_event!(
+    AddOrderFields => AddOrder, AddOrderArgs, AddOrderBody, event_as_add_order, 0,
+    |s| g::AddOrderBody::new(
     s.order_reference_number,
     s.shares,
     s.price,
@@ -452,7 +490,9 @@ pub struct AddOrderMpidFields {
     /// Attribution MPID (four ASCII bytes).
     pub attribution: [u8; 4],
 }
-body_event!(AddOrderMpidFields => AddOrderMpid, AddOrderMpidArgs, |s| g::AddOrderMpidBody::new(
+body_event!(
+    AddOrderMpidFields => AddOrderMpid, AddOrderMpidArgs, AddOrderMpidBody, event_as_add_order_mpid, 1,
+    |s| g::AddOrderMpidBody::new(
     s.order_reference_number,
     s.shares,
     s.price,
@@ -471,7 +511,9 @@ pub struct OrderExecutedFields {
     /// Match number.
     pub match_number: u64,
 }
-body_event!(OrderExecutedFields => OrderExecuted, OrderExecutedArgs, |s| g::OrderExecutedBody::new(
+body_event!(
+    OrderExecutedFields => OrderExecuted, OrderExecutedArgs, OrderExecutedBody, event_as_order_executed, 2,
+    |s| g::OrderExecutedBody::new(
     s.order_reference_number,
     s.match_number,
     s.executed_shares,
@@ -492,8 +534,7 @@ pub struct OrderExecutedWithPriceFields {
     pub execution_price: u32,
 }
 body_event!(
-    OrderExecutedWithPriceFields => OrderExecutedWithPrice,
-    OrderExecutedWithPriceArgs,
+    OrderExecutedWithPriceFields => OrderExecutedWithPrice, OrderExecutedWithPriceArgs, OrderExecutedWithPriceBody, event_as_order_executed_with_price, 3,
     |s| g::OrderExecutedWithPriceBody::new(
         s.order_reference_number,
         s.match_number,
@@ -511,7 +552,9 @@ pub struct OrderCancelFields {
     /// Shares removed.
     pub cancelled_shares: u32,
 }
-body_event!(OrderCancelFields => OrderCancel, OrderCancelArgs, |s| g::OrderCancelBody::new(
+body_event!(
+    OrderCancelFields => OrderCancel, OrderCancelArgs, OrderCancelBody, event_as_order_cancel, 4,
+    |s| g::OrderCancelBody::new(
     s.order_reference_number,
     s.cancelled_shares,
 ));
@@ -522,7 +565,9 @@ pub struct OrderDeleteFields {
     /// Order reference number.
     pub order_reference_number: u64,
 }
-body_event!(OrderDeleteFields => OrderDelete, OrderDeleteArgs, |s| g::OrderDeleteBody::new(
+body_event!(
+    OrderDeleteFields => OrderDelete, OrderDeleteArgs, OrderDeleteBody, event_as_order_delete, 5,
+    |s| g::OrderDeleteBody::new(
     s.order_reference_number,
 ));
 
@@ -538,7 +583,9 @@ pub struct OrderReplaceFields {
     /// Display price of the new order, Price(4).
     pub price: u32,
 }
-body_event!(OrderReplaceFields => OrderReplace, OrderReplaceArgs, |s| g::OrderReplaceBody::new(
+body_event!(
+    OrderReplaceFields => OrderReplace, OrderReplaceArgs, OrderReplaceBody, event_as_order_replace, 6,
+    |s| g::OrderReplaceBody::new(
     s.original_order_reference_number,
     s.new_order_reference_number,
     s.shares,
@@ -561,7 +608,9 @@ pub struct TradeFields {
     /// Match number.
     pub match_number: u64,
 }
-body_event!(TradeFields => Trade, TradeArgs, |s| g::TradeBody::new(
+body_event!(
+    TradeFields => Trade, TradeArgs, TradeBody, event_as_trade, 7,
+    |s| g::TradeBody::new(
     s.order_reference_number,
     s.match_number,
     s.shares,
@@ -584,7 +633,9 @@ pub struct CrossTradeFields {
     /// Cross type (ASCII).
     pub cross_type: u8,
 }
-body_event!(CrossTradeFields => CrossTrade, CrossTradeArgs, |s| g::CrossTradeBody::new(
+body_event!(
+    CrossTradeFields => CrossTrade, CrossTradeArgs, CrossTradeBody, event_as_cross_trade, 8,
+    |s| g::CrossTradeBody::new(
     s.shares,
     s.match_number,
     s.cross_price,
@@ -598,7 +649,9 @@ pub struct BrokenTradeFields {
     /// Match number of the broken execution.
     pub match_number: u64,
 }
-body_event!(BrokenTradeFields => BrokenTrade, BrokenTradeArgs, |s| g::BrokenTradeBody::new(
+body_event!(
+    BrokenTradeFields => BrokenTrade, BrokenTradeArgs, BrokenTradeBody, event_as_broken_trade, 9,
+    |s| g::BrokenTradeBody::new(
     s.match_number,
 ));
 
@@ -770,7 +823,9 @@ pub struct BboFields {
     /// Orders at the best ask.
     pub ask_orders: u32,
 }
-body_event!(BboFields => Bbo, BboArgs, |s| g::BboBody::new(
+body_event!(
+    BboFields => Bbo, BboArgs, BboBody, event_as_bbo, 10,
+    |s| g::BboBody::new(
     s.bid_price,
     s.bid_size,
     s.ask_price,
@@ -793,7 +848,9 @@ pub struct PriceLevelUpdateFields {
     /// What happened to the level.
     pub action: BookAction,
 }
-body_event!(PriceLevelUpdateFields => PriceLevelUpdate, PriceLevelUpdateArgs, |s| {
+body_event!(
+    PriceLevelUpdateFields => PriceLevelUpdate, PriceLevelUpdateArgs, PriceLevelBody, event_as_price_level_update, 11,
+    |s| {
     g::PriceLevelBody::new(s.price, s.size, s.order_count, s.side, s.action)
 });
 

@@ -4,8 +4,10 @@
 //! [`Header`] (source sequence number, exchange and receive timestamps, stock locate, tracking
 //! number) and one event of the union [`Event`]. The generated types are re-exported here.
 //!
-//! * **Write** with an [`Encoder`] (one reused builder, no allocation per message): one method
-//!   per event kind taking a plain `*Fields` value, returning the finished [`Encoded`] bytes.
+//! * **Write** with an [`Encoder`] (no allocation per message): one method per event kind
+//!   taking a plain `*Fields` value, returning the finished [`Encoded`] bytes. Hot-path kinds
+//!   are written into a prebuilt frame (a few stores), the others by a reused
+//!   `FlatBufferBuilder`.
 //! * **Read untrusted bytes** (anything from the network, a file, another user) with
 //!   [`read_verified`]: the FlatBuffers verifier checks every offset first, so a malformed
 //!   message is an [`InvalidMessage`], never undefined behaviour.
@@ -47,9 +49,7 @@ mod fields;
 use core::fmt;
 
 pub use crate::generated::*;
-pub use encode::{
-    BufferEncoder, BufferTooSmall, EncodeEvent, Encoded, Encoder, MAX_ENCODED_LEN, SliceAllocator,
-};
+pub use encode::{Encoded, Encoder, MAX_ENCODED_LEN};
 pub use fields::*;
 
 /// Denominator of Price(4) fields: `raw / PRICE4_SCALE` is the price (3_201_400 is 320.14).

@@ -22,18 +22,28 @@ fn header() -> HeaderFields {
     }
 }
 
-/// Either encoder.
+/// One way of encoding.
 trait Enc {
     fn enc<E: EventFields>(&mut self, h: &HeaderFields, e: &E) -> Vec<u8>;
 }
+/// The default path (frames for hot-path kinds).
 impl Enc for Encoder {
     fn enc<E: EventFields>(&mut self, h: &HeaderFields, e: &E) -> Vec<u8> {
         self.encode(h, e).to_vec()
     }
 }
-impl Enc for BufferEncoder<'_> {
+/// The builder for every kind.
+struct ViaBuilder(Encoder);
+impl Enc for ViaBuilder {
     fn enc<E: EventFields>(&mut self, h: &HeaderFields, e: &E) -> Vec<u8> {
-        self.encode(h, e).to_vec()
+        self.0.encode_with_builder(h, e).to_vec()
+    }
+}
+/// The builder with every field stored: what frames must equal byte for byte.
+struct AllFields(Encoder);
+impl Enc for AllFields {
+    fn enc<E: EventFields>(&mut self, h: &HeaderFields, e: &E) -> Vec<u8> {
+        self.0.encode_all_fields(h, e).to_vec()
     }
 }
 
@@ -248,45 +258,96 @@ fn every_kind_verifies_fits_and_keeps_its_header() {
 }
 
 #[test]
-fn buffer_encoder_builds_the_same_bytes() {
-    let mut owned = Encoder::new();
-    let mut expected = Vec::new();
-    each_kind(&mut owned, |_, bytes| expected.push(bytes.to_vec()));
-
-    let mut buf = vec![0xAA_u8; MAX_ENCODED_LEN + 3];
-    let mut in_buf = BufferEncoder::new(&mut buf).expect("large enough");
-    let mut got = Vec::new();
-    each_kind(&mut in_buf, |_, bytes| got.push(bytes.to_vec()));
-    assert_eq!(got, expected);
+fn frames_write_exactly_what_the_builder_writes_with_every_field_stored() {
+    let mut frames = Vec::new();
+    let mut kinds = Vec::new();
+    each_kind(&mut Encoder::new(), |e, bytes| {
+        frames.push(bytes.to_vec());
+        kinds.push(e);
+    });
+    let mut reference = Vec::new();
+    each_kind(&mut AllFields(Encoder::new()), |_, bytes| {
+        reference.push(bytes.to_vec())
+    });
+    let mut hot = 0;
+    for ((kind, got), want) in kinds.iter().zip(&frames).zip(&reference) {
+        if is_hot(*kind) {
+            assert_eq!(got, want, "{kind:?}");
+            hot += 1;
+        }
+    }
+    assert_eq!(hot, 12);
 }
 
 #[test]
-fn buffer_encoder_places_the_message_at_the_end_of_the_buffer() {
-    let mut buf = [0u8; MAX_ENCODED_LEN];
-    let len = {
-        let mut enc = BufferEncoder::new(&mut buf).expect("large enough");
-        enc.order_delete(
-            &header(),
-            &OrderDeleteFields {
-                order_reference_number: 5,
-            },
-        )
-        .len()
+fn frames_and_builder_read_the_same() {
+    let mut frames = Vec::new();
+    each_kind(&mut Encoder::new(), |_, bytes| frames.push(bytes.to_vec()));
+    let mut built = Vec::new();
+    each_kind(&mut ViaBuilder(Encoder::new()), |_, bytes| {
+        built.push(bytes.to_vec())
+    });
+    for (f, b) in frames.iter().zip(&built) {
+        let (f, b) = (
+            read_verified(f).expect("frame"),
+            read_verified(b).expect("builder"),
+        );
+        assert_eq!(format!("{f:?}"), format!("{b:?}"));
+    }
+}
+
+/// Hot-path kinds: the union members whose table holds one struct body.
+fn is_hot(e: Event) -> bool {
+    matches!(
+        e,
+        Event::AddOrder
+            | Event::AddOrderMpid
+            | Event::OrderExecuted
+            | Event::OrderExecutedWithPrice
+            | Event::OrderCancel
+            | Event::OrderDelete
+            | Event::OrderReplace
+            | Event::Trade
+            | Event::CrossTrade
+            | Event::BrokenTrade
+            | Event::Bbo
+            | Event::PriceLevelUpdate
+    )
+}
+
+#[test]
+fn a_frame_reused_with_other_values_keeps_nothing_of_the_previous_message() {
+    // Encode a message with every bit set, then one with every bit clear: the second must
+    // equal a fresh encoder's output (no byte of the first survives in a frame).
+    let mut reused = Encoder::new();
+    let ones = HeaderFields {
+        seq: u64::MAX,
+        exchange_ts_ns: u64::MAX,
+        recv_ts_ns: u64::MAX,
+        stock_locate: u16::MAX,
+        tracking_number: u16::MAX,
+        flags: EnvelopeFlags::from_bits_retain(0xFF),
     };
-    let env = read_verified(&buf[MAX_ENCODED_LEN - len..]).expect("valid");
-    let d = env.event_as_order_delete().expect("delete");
-    assert_eq!(d.body().order_reference_number(), 5);
-}
-
-#[test]
-fn buffer_encoder_rejects_a_short_buffer() {
-    let mut buf = [0u8; MAX_ENCODED_LEN - 1];
-    assert_eq!(
-        BufferEncoder::new(&mut buf).err(),
-        Some(BufferTooSmall {
-            len: MAX_ENCODED_LEN - 1
-        })
-    );
+    let full = TradeFields {
+        order_reference_number: u64::MAX,
+        buy_sell_indicator: Side(0xFF),
+        shares: u32::MAX,
+        stock: [0xFF; 8],
+        price: u32::MAX,
+        match_number: u64::MAX,
+    };
+    let _ = reused.trade(&ones, &full);
+    let zero = reused
+        .trade(&HeaderFields::default(), &TradeFields::default())
+        .to_vec();
+    let fresh = Encoder::new()
+        .trade(&HeaderFields::default(), &TradeFields::default())
+        .to_vec();
+    assert_eq!(zero, fresh);
+    let env = read_verified(&zero).expect("valid");
+    assert_eq!(env.flags(), EnvelopeFlags::empty());
+    assert_eq!(env.header().seq(), 0);
+    assert_eq!(env.event_as_trade().expect("trade").body().shares(), 0);
 }
 
 #[test]
