@@ -43,6 +43,12 @@ pub use mdbus_shm::{
     RingConfig as StreamConfig, StartAt, WaitStrategy,
 };
 
+/// The normalized message schema: FlatBuffers envelopes, their typed views and the encoder.
+pub use mdbus_codecs::fb as schema;
+
+/// Record type tag of a normalized FlatBuffers envelope on a bus stream.
+pub const ENVELOPE_MSG_TYPE: u32 = 1;
+
 /// File-name suffix of a stream's segment under the bus root.
 pub const SEGMENT_SUFFIX: &str = ".ring";
 
@@ -149,10 +155,17 @@ impl Bus {
                     source,
                 }
             })?;
+        let scratch = if inner.mode() == Mode::Broadcast {
+            vec![0u8; inner.max_msg_len() as usize].into_boxed_slice()
+        } else {
+            Box::default()
+        };
         Ok(Subscriber {
             inner,
             name: name.to_owned(),
             stats: SubscriberStats::default(),
+            trust: options.trust,
+            scratch,
         })
     }
 
@@ -216,16 +229,54 @@ pub struct SubscribeOptions {
     pub resync: Resync,
     /// Lossless streams: take a consumer slot so the publisher waits for this subscriber.
     pub lossless: bool,
+    /// Whether [`Subscriber::poll_event`] verifies each envelope (the default) or trusts the
+    /// publisher.
+    pub trust: Trust,
+}
+
+/// How far a subscriber trusts what the stream's publisher wrote, for typed reads.
+///
+/// FlatBuffers views follow offsets found in the message; on malformed bytes an unverified
+/// view reads out of bounds. [`Trust::VERIFY`] runs the verifier on every envelope: safe for
+/// any input, the right choice for anything that came off a network or from another user.
+/// [`Trust::publisher`] skips it: several times faster, and sound only because the caller
+/// promises, in an `unsafe` call made once at setup, that the publisher writes nothing but
+/// envelopes built by [`schema::Encoder`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trust {
+    trusted: bool,
+}
+
+impl Trust {
+    /// Verify every envelope before handing it out; invalid ones are counted and skipped.
+    pub const VERIFY: Trust = Trust { trusted: false };
+
+    /// Skip verification.
+    ///
+    /// # Safety
+    /// Every record of type [`ENVELOPE_MSG_TYPE`] on the stream must be a complete envelope
+    /// built by [`schema::Encoder`] (of this schema version or a later one): in practice, the
+    /// stream's publisher is an mdbus feed handler, book builder or receiver of this
+    /// workspace, running as the same user (segments are created mode 0600).
+    pub const unsafe fn publisher() -> Trust {
+        Trust { trusted: true }
+    }
+
+    /// Whether verification is skipped.
+    pub const fn is_trusted(self) -> bool {
+        self.trusted
+    }
 }
 
 impl Default for SubscribeOptions {
-    /// Join at the oldest retained record, resume at the oldest after an overrun, and take a
-    /// back-pressure slot when the stream is lossless.
+    /// Join at the oldest retained record, resume at the oldest after an overrun, take a
+    /// back-pressure slot when the stream is lossless, and verify typed reads.
     fn default() -> Self {
         SubscribeOptions {
             start: StartAt::Oldest,
             resync: Resync::Oldest,
             lossless: true,
+            trust: Trust::VERIFY,
         }
     }
 }
@@ -300,6 +351,13 @@ impl Publisher {
                 Err(e)
             }
         }
+    }
+
+    /// Publishes a normalized envelope (the bytes of a [`schema::Encoded`]) as one record of
+    /// type [`ENVELOPE_MSG_TYPE`]; returns its sequence number.
+    #[inline]
+    pub fn publish_envelope(&mut self, envelope: &[u8]) -> Result<u64, PublishError> {
+        self.publish(ENVELOPE_MSG_TYPE, envelope)
     }
 
     /// Stamps the liveness heartbeat; call it from idle loops (a clock read, no system call).
@@ -397,15 +455,42 @@ impl<'a> Message<'a> {
     }
 }
 
+/// A normalized envelope handed to [`Subscriber::poll_event`]'s callback: a typed
+/// FlatBuffers view, borrowed (from shared memory, or from the subscriber's copy).
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'a> {
+    envelope: schema::Envelope<'a>,
+    seq: u64,
+}
+
+impl<'a> Event<'a> {
+    /// The typed view: header (source sequence, timestamps, locate) and the event union.
+    #[inline]
+    pub fn envelope(&self) -> schema::Envelope<'a> {
+        self.envelope
+    }
+
+    /// The bus stream's sequence number of this record.
+    #[inline]
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
 /// Counters of a subscriber, kept in-process.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SubscriberStats {
-    /// Messages handed to callbacks (including any later reported as overrun).
+    /// Messages handed to callbacks (including any later reported as overrun; in typed
+    /// reads, envelopes delivered).
     pub received: u64,
     /// Times the publisher lapped this subscriber.
     pub overruns: u64,
     /// Messages lost to overruns, exactly.
     pub lost: u64,
+    /// Typed reads: records that failed verification (counted, skipped).
+    pub invalid: u64,
+    /// Typed reads: records of another type than [`ENVELOPE_MSG_TYPE`] (counted, skipped).
+    pub foreign: u64,
 }
 
 /// The read side of one stream: one cursor. `Send`, not `Sync`.
@@ -414,6 +499,10 @@ pub struct Subscriber {
     inner: mdbus_shm::Consumer,
     name: String,
     stats: SubscriberStats,
+    trust: Trust,
+    /// Typed reads of a broadcast stream copy each record here first (sized once, at
+    /// subscription, to the stream's maximum message length).
+    scratch: Box<[u8]>,
 }
 
 impl Subscriber {
@@ -456,6 +545,87 @@ impl Subscriber {
             self.stats.lost += lost;
         }
         result
+    }
+
+    /// Delivers at most one normalized envelope, as a typed FlatBuffers view, to `f`.
+    ///
+    /// On a lossless stream the view reads the record in place (zero-copy: the publisher
+    /// cannot overwrite a record this subscriber has not consumed). On a broadcast stream a
+    /// lapping publisher could rewrite the bytes under a view, and a FlatBuffers view over
+    /// changing bytes can read out of bounds; so the record is first copied out (envelopes
+    /// are 72 to 256 bytes), the copy checked against an overrun, and the view made over the
+    /// copy. Then, per [`SubscribeOptions::trust`], the envelope is verified (the default: one
+    /// that fails is counted in [`SubscriberStats::invalid`] and skipped) or trusted.
+    ///
+    /// Records of other types are counted in [`SubscriberStats::foreign`] and skipped.
+    /// Returns `Ok(true)` when a record was consumed (delivered or skipped).
+    #[inline]
+    pub fn poll_event<F: FnMut(Event<'_>)>(&mut self, mut f: F) -> Result<bool, ReceiveError> {
+        let stats = &mut self.stats;
+        let trusted = self.trust.is_trusted();
+        let result = if self.inner.mode() == Mode::Lossless {
+            self.inner.poll(|record| {
+                if record.msg_type() != ENVELOPE_MSG_TYPE {
+                    stats.foreign += 1;
+                    return;
+                }
+                let envelope = if trusted {
+                    // SAFETY: the subscriber was created with `Trust::publisher()`, whose
+                    // contract is that envelope records are built by `schema::Encoder`; the
+                    // stream is lossless, so the publisher does not overwrite this record
+                    // before this consumer's position moves past it, after `f` returns.
+                    unsafe { schema::read_trusted(record.payload()) }
+                } else {
+                    match schema::read_verified(record.payload()) {
+                        Ok(envelope) => envelope,
+                        Err(_) => {
+                            stats.invalid += 1;
+                            return;
+                        }
+                    }
+                };
+                stats.received += 1;
+                f(Event {
+                    envelope,
+                    seq: record.seq(),
+                });
+            })
+        } else {
+            match self.inner.poll_copy(&mut self.scratch) {
+                Ok(None) => Ok(false),
+                Ok(Some(info)) if info.msg_type != ENVELOPE_MSG_TYPE => {
+                    stats.foreign += 1;
+                    Ok(true)
+                }
+                Ok(Some(info)) => {
+                    // `scratch` holds `max_msg_len` bytes, so the whole record was copied.
+                    let bytes = &self.scratch[..info.copied];
+                    let envelope = if trusted {
+                        // SAFETY: the subscriber was created with `Trust::publisher()`
+                        // (envelope records are built by `schema::Encoder`); `poll_copy`
+                        // returned the bytes only after checking that no overrun touched them,
+                        // and `scratch` is ours alone, so they cannot change under the view.
+                        unsafe { schema::read_trusted(bytes) }
+                    } else {
+                        match schema::read_verified(bytes) {
+                            Ok(envelope) => envelope,
+                            Err(_) => {
+                                stats.invalid += 1;
+                                return self.count(Ok(true));
+                            }
+                        }
+                    };
+                    stats.received += 1;
+                    f(Event {
+                        envelope,
+                        seq: info.seq,
+                    });
+                    Ok(true)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        self.count(result)
     }
 
     /// Waits until a message is readable, using `strategy`, for at most `timeout` (forever if
