@@ -1,0 +1,738 @@
+//! Order book builder: L3 orders -> price levels -> best bid and offer, for every instrument of
+//! a feed, in storage sized once by configuration.
+//!
+//! Feed it [`OrderEvent`]s (from ITCH with [`OrderEvent::from_itch`], or from any other
+//! source), one at a time, with [`BookBuilder::apply`]; it calls back with a
+//! [`BookUpdate::Level`] for each price level that changed and a [`BookUpdate::Bbo`] when the
+//! top of an instrument's book changed. Query the books with [`BookBuilder::bbo`],
+//! [`BookBuilder::levels`], [`BookBuilder::resting_orders`] and [`BookBuilder::order`]; sum a
+//! replay up with [`BookBuilder::summary`].
+//!
+//! # Semantics
+//! * `Add` rests a new order; an `Add` whose reference is already live is counted
+//!   (`duplicate_adds`) and ignored. An order (or replacement) of 0 shares never rests
+//!   (`empty_orders`).
+//! * `Execute`, `ExecuteWithPrice` and `Cancel` take shares off the order; an order reduced to 0
+//!   shares leaves the book. Taking more shares than the order has removes it and is counted
+//!   (`overfills`). `Delete` removes the order.
+//! * `Replace` removes the old order and rests a new one on the same instrument and side, at the
+//!   new reference, price and shares. If the new reference is already live, the old order is
+//!   still removed, nothing is added, and `duplicate_adds` counts it.
+//! * An `Execute`, `ExecuteWithPrice`, `Cancel`, `Delete` or `Replace` naming an order that is
+//!   not live, or that is live on another instrument than the event names, is an unknown
+//!   reference: counted (per instrument and in total), no book changes.
+//! * `Execute`, `ExecuteWithPrice` (printable or not) and `Trade` are prints: each adds its
+//!   shares to the instrument's `executed_shares` and one to its `prints`, whether or not the
+//!   order it names is known.
+//! * After every event that changed a book, a book whose best bid is above its best ask is
+//!   counted as `crossed`, one whose best bid equals its best ask as `locked`; both are data,
+//!   not errors.
+//!
+//! # Memory
+//! Everything is allocated and written when the builder is made ([`BookBuilder::new`]); no
+//! event allocates afterwards, with one documented exception: a side of a book that outgrows
+//! `levels_per_side_hint` levels grows its `Vec` (counted in `level_growths`), because dropping
+//! price levels would make the book wrong.
+//!
+//! | part | bytes |
+//! |---|---|
+//! | order table | 24 per slot, `max_orders * 4/3 + 1` slots: 32 per order of capacity |
+//! | locate index | 65,536 x 4 = 256 KiB |
+//! | per instrument | `size_of::<Book>()` (about 130) + 2 x `levels_per_side_hint` x 16 |
+//!
+//! So 10,000,000 orders cost 320 MB; 8,000 instruments with 128 levels a side cost 8,000 x
+//! (130 + 4,096) = 34 MB; [`BookConfig::nasdaq_day`] (10 M orders, 12,000 instruments, 128
+//! levels) is about 371 MB in all ([`BookConfig::memory_bytes`] computes it for any
+//! configuration).
+//!
+//! ```
+//! use mdbus_feed_handlers::book::{BookBuilder, BookConfig, BookUpdate, OrderEvent, Side};
+//!
+//! let mut b = BookBuilder::new(BookConfig { max_orders: 1024, max_instruments: 16, levels_per_side_hint: 32 })?;
+//! let mut updates = Vec::new();
+//! b.apply(&OrderEvent::Add { locate: 13, order_ref: 1, side: Side::Bid, price: 3_201_400, shares: 100 },
+//!         &mut |u| updates.push(u));
+//! b.apply(&OrderEvent::Execute { locate: 13, order_ref: 1, shares: 75 }, &mut |u| updates.push(u));
+//! let bbo = b.bbo(13).expect("book for locate 13");
+//! assert_eq!((bbo.bid_price, bbo.bid_size, bbo.ask_price), (Some(3_201_400), 25, None));
+//! assert!(matches!(updates.last(), Some(BookUpdate::Bbo(_))));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod event;
+mod levels;
+mod orders;
+mod summary;
+
+#[cfg(test)]
+mod tests;
+
+pub use event::{InvalidReason, OrderEvent, Side};
+pub use levels::{LEVEL_BYTES, Level};
+pub use orders::{ORDER_SLOT_BYTES, Order};
+pub use summary::{BookSummary, BookSummaryEntry, TypeCounts};
+
+use levels::{Ladder, Touched};
+use orders::{Insert, OrderTable};
+use serde::Serialize;
+
+/// Number of distinct stock locates (a `u16`).
+pub const LOCATES: usize = 1 << 16;
+
+/// Sizes of the builder's preallocated storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BookConfig {
+    /// Live orders held at once, across all instruments; one more is refused and counted
+    /// (`capacity_exhausted`).
+    pub max_orders: usize,
+    /// Instruments (distinct locates) with a book, 1 to 65,536; books are handed out to
+    /// locates in order of first appearance, and an event for a locate beyond them is counted
+    /// (`instruments_exhausted`).
+    pub max_instruments: usize,
+    /// Price levels reserved per side of each book; a side may outgrow it (counted in
+    /// `level_growths`, one allocation each time).
+    pub levels_per_side_hint: usize,
+}
+
+impl BookConfig {
+    /// A full Nasdaq TotalView day: about 8,000 instruments (room for 12,000) and several
+    /// million live orders at peak (room for 10 million), 128 levels reserved per side.
+    pub const fn nasdaq_day() -> Self {
+        Self {
+            max_orders: 10_000_000,
+            max_instruments: 12_000,
+            levels_per_side_hint: 128,
+        }
+    }
+
+    /// Bytes the builder preallocates for this configuration.
+    pub const fn memory_bytes(&self) -> usize {
+        let orders = OrderTable::slots_for(self.max_orders).saturating_mul(ORDER_SLOT_BYTES);
+        let per_book = self
+            .levels_per_side_hint
+            .saturating_mul(2 * LEVEL_BYTES)
+            .saturating_add(size_of::<Book>());
+        orders
+            .saturating_add(LOCATES * size_of::<u32>())
+            .saturating_add(self.max_instruments.saturating_mul(per_book))
+    }
+}
+
+impl Default for BookConfig {
+    fn default() -> Self {
+        Self::nasdaq_day()
+    }
+}
+
+/// Why a [`BookBuilder`] could not be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BookConfigError {
+    /// `max_orders` is 0.
+    #[error("book config: max_orders must be at least 1")]
+    NoOrders,
+    /// `max_instruments` is 0 or above 65,536.
+    #[error("book config: max_instruments must be 1 to 65536, got {0}")]
+    Instruments(usize),
+    /// The storage could not be allocated.
+    #[error("book config: cannot allocate {bytes} bytes of book storage")]
+    OutOfMemory {
+        /// Bytes the configuration needs ([`BookConfig::memory_bytes`]).
+        bytes: usize,
+    },
+}
+
+/// What happened to a level in a [`BookUpdate::Level`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LevelAction {
+    /// The price level appeared.
+    New,
+    /// Its shares or order count changed.
+    Change,
+    /// It is gone (shares and orders are 0).
+    Delete,
+}
+
+/// Best bid and offer of one instrument. A missing side has no price and size 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Bbo {
+    /// Instrument.
+    pub locate: u16,
+    /// Best bid price (1e-4).
+    pub bid_price: Option<u32>,
+    /// Shares at the best bid.
+    pub bid_size: u64,
+    /// Best ask price (1e-4).
+    pub ask_price: Option<u32>,
+    /// Shares at the best ask.
+    pub ask_size: u64,
+}
+
+/// What the builder publishes after an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BookUpdate {
+    /// A price level changed (its state after the event).
+    Level {
+        /// Instrument.
+        locate: u16,
+        /// Side.
+        side: Side,
+        /// Price (1e-4).
+        price: u32,
+        /// Shares now at the level (0 for [`LevelAction::Delete`]).
+        shares: u64,
+        /// Orders now at the level (0 for [`LevelAction::Delete`]).
+        orders: u32,
+        /// What happened.
+        action: LevelAction,
+    },
+    /// The top of the book changed; sent after the event's level updates.
+    Bbo(Bbo),
+}
+
+/// What [`BookBuilder::apply`] made of one event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Applied (for a `Trade`: recorded as a print).
+    Applied,
+    /// The named order is not live on that instrument; only print statistics changed.
+    UnknownRef,
+    /// An `Add` (or the new side of a `Replace`) named a live reference.
+    DuplicateAdd,
+    /// The order table is full; the order was not added.
+    CapacityExhausted,
+    /// No book left for a new instrument; the event was dropped.
+    InstrumentsExhausted,
+    /// An order of 0 shares: nothing rests.
+    EmptyOrder,
+    /// An [`OrderEvent::Invalid`]: counted, nothing changed.
+    Invalid,
+}
+
+/// Totals over all instruments; every anomaly the builder meets is counted here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct BookCounters {
+    /// Events applied.
+    pub events: u64,
+    /// Events naming an order that is not live (on the instrument named).
+    pub unknown_refs: u64,
+    /// Adds (or replacements) whose reference was already live.
+    pub duplicate_adds: u64,
+    /// Orders refused because `max_orders` orders were live.
+    pub capacity_exhausted: u64,
+    /// Events dropped because every book was taken by other instruments.
+    pub instruments_exhausted: u64,
+    /// Events after which a book was crossed (best bid above best ask).
+    pub crossed: u64,
+    /// Events after which a book was locked (best bid equal to best ask).
+    pub locked: u64,
+    /// Executions or cancels of more shares than the order had (the order was removed).
+    pub overfills: u64,
+    /// Adds or replacements of 0 shares.
+    pub empty_orders: u64,
+    /// [`OrderEvent::Invalid`] events.
+    pub invalid: u64,
+    /// Times a side outgrew `levels_per_side_hint` and allocated.
+    pub level_growths: u64,
+    /// Order table and ladders disagreed (never expected; a bug if not 0).
+    pub inconsistencies: u64,
+}
+
+/// Statistics of one instrument's book.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BookStats {
+    /// Orders resting now.
+    pub resting_orders: u64,
+    /// Shares of every execution and trade print.
+    pub executed_shares: u64,
+    /// Execution and trade messages.
+    pub prints: u64,
+    /// Events naming an order not live on this instrument.
+    pub unknown_refs: u64,
+    /// Events after which the book was crossed.
+    pub crossed: u64,
+    /// Events after which the book was locked.
+    pub locked: u64,
+}
+
+/// One instrument's book.
+#[derive(Debug)]
+struct Book {
+    bids: Ladder,
+    asks: Ladder,
+    stats: BookStats,
+    /// The top last published.
+    top: Top,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Top {
+    bid: Option<(u32, u64)>,
+    ask: Option<(u32, u64)>,
+}
+
+impl Book {
+    fn new(levels: usize) -> Option<Self> {
+        Some(Self {
+            bids: Ladder::new(Side::Bid, levels)?,
+            asks: Ladder::new(Side::Ask, levels)?,
+            stats: BookStats::default(),
+            top: Top::default(),
+        })
+    }
+
+    #[inline]
+    fn ladder(&mut self, side: Side) -> &mut Ladder {
+        match side {
+            Side::Bid => &mut self.bids,
+            Side::Ask => &mut self.asks,
+        }
+    }
+
+    #[inline]
+    fn current_top(&self) -> Top {
+        Top {
+            bid: self.bids.best().map(|l| (l.price, l.shares)),
+            ask: self.asks.best().map(|l| (l.price, l.shares)),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.bids.clear();
+        self.asks.clear();
+        self.stats = BookStats::default();
+        self.top = Top::default();
+    }
+}
+
+const NO_BOOK: u32 = u32::MAX;
+
+/// Order books of every instrument of a feed, in storage preallocated from a [`BookConfig`].
+#[derive(Debug)]
+pub struct BookBuilder {
+    config: BookConfig,
+    orders: OrderTable,
+    /// Book index of each locate, or `NO_BOOK`.
+    index: Box<[u32]>,
+    /// Every book, made up front; the first `used` are assigned.
+    books: Box<[Book]>,
+    used: usize,
+    counters: BookCounters,
+}
+
+impl BookBuilder {
+    /// Allocates and writes all storage for `config` now.
+    pub fn new(config: BookConfig) -> Result<Self, BookConfigError> {
+        if config.max_orders == 0 {
+            return Err(BookConfigError::NoOrders);
+        }
+        if config.max_instruments == 0 || config.max_instruments > LOCATES {
+            return Err(BookConfigError::Instruments(config.max_instruments));
+        }
+        let oom = BookConfigError::OutOfMemory {
+            bytes: config.memory_bytes(),
+        };
+        let orders = OrderTable::new(config.max_orders).ok_or(oom)?;
+        let mut books = Vec::new();
+        books
+            .try_reserve_exact(config.max_instruments)
+            .map_err(|_| oom)?;
+        for _ in 0..config.max_instruments {
+            books.push(Book::new(config.levels_per_side_hint).ok_or(oom)?);
+        }
+        Ok(Self {
+            config,
+            orders,
+            index: vec![NO_BOOK; LOCATES].into_boxed_slice(),
+            books: books.into_boxed_slice(),
+            used: 0,
+            counters: BookCounters::default(),
+        })
+    }
+
+    /// The configuration the builder was made with.
+    pub fn config(&self) -> &BookConfig {
+        &self.config
+    }
+
+    /// Bytes of storage held now (the preallocation plus any growth of the level ladders).
+    pub fn memory_bytes(&self) -> usize {
+        self.orders.bytes()
+            + self.index.len() * size_of::<u32>()
+            + self
+                .books
+                .iter()
+                .map(|b| size_of::<Book>() + (b.bids.capacity() + b.asks.capacity()) * LEVEL_BYTES)
+                .sum::<usize>()
+    }
+
+    /// Counters over all instruments.
+    pub fn counters(&self) -> &BookCounters {
+        &self.counters
+    }
+
+    /// Live orders over all instruments.
+    pub fn live_orders(&self) -> usize {
+        self.orders.len()
+    }
+
+    /// Forgets every order and book (a new session), keeping the storage.
+    pub fn reset(&mut self) {
+        self.orders.clear();
+        for b in &mut self.books[..self.used] {
+            b.clear();
+        }
+        self.index.fill(NO_BOOK);
+        self.used = 0;
+        self.counters = BookCounters::default();
+    }
+
+    #[inline]
+    fn book(&self, locate: u16) -> Option<&Book> {
+        match self.index[usize::from(locate)] {
+            NO_BOOK => None,
+            i => Some(&self.books[i as usize]),
+        }
+    }
+
+    /// Best bid and offer of `locate`; `None` if no event has named it.
+    pub fn bbo(&self, locate: u16) -> Option<Bbo> {
+        let top = self.book(locate)?.current_top();
+        Some(bbo_of(locate, top))
+    }
+
+    /// Price levels of one side of `locate`, best first (empty if no event has named it).
+    pub fn levels(&self, locate: u16, side: Side) -> impl Iterator<Item = Level> + '_ {
+        self.book(locate)
+            .map(|b| match side {
+                Side::Bid => &b.bids,
+                Side::Ask => &b.asks,
+            })
+            .into_iter()
+            .flat_map(Ladder::iter)
+    }
+
+    /// Number of price levels on one side of `locate`.
+    pub fn depth(&self, locate: u16, side: Side) -> usize {
+        self.book(locate).map_or(0, |b| match side {
+            Side::Bid => b.bids.len(),
+            Side::Ask => b.asks.len(),
+        })
+    }
+
+    /// Orders resting on `locate`'s book.
+    pub fn resting_orders(&self, locate: u16) -> usize {
+        self.book(locate)
+            .map_or(0, |b| b.stats.resting_orders as usize)
+    }
+
+    /// Statistics of `locate`'s book; `None` if no event has named it.
+    pub fn stats(&self, locate: u16) -> Option<BookStats> {
+        self.book(locate).map(|b| b.stats)
+    }
+
+    /// The live order `order_ref`.
+    pub fn order(&self, order_ref: u64) -> Option<&Order> {
+        self.orders.get(order_ref)
+    }
+
+    /// Locates that have a book, ascending.
+    pub fn locates(&self) -> impl Iterator<Item = u16> + '_ {
+        self.index
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| **i != NO_BOOK)
+            .map(|(l, _)| l as u16)
+    }
+
+    /// Applies one event, calling `out` with each level it changed and then, if the top of the
+    /// book changed, the new best bid and offer. Never allocates (see the module docs for the
+    /// one counted exception), never panics on any event sequence.
+    #[inline]
+    pub fn apply(&mut self, ev: &OrderEvent, out: &mut impl FnMut(BookUpdate)) -> Outcome {
+        self.counters.events += 1;
+        match *ev {
+            OrderEvent::Add {
+                locate,
+                order_ref,
+                side,
+                price,
+                shares,
+            } => self.add(locate, order_ref, side, price, shares, out),
+            OrderEvent::Execute {
+                locate,
+                order_ref,
+                shares,
+            }
+            | OrderEvent::ExecuteWithPrice {
+                locate,
+                order_ref,
+                shares,
+                ..
+            } => {
+                let Some(b) = self.book_index(locate) else {
+                    return Outcome::InstrumentsExhausted;
+                };
+                let st = &mut self.books[b].stats;
+                st.executed_shares += u64::from(shares);
+                st.prints += 1;
+                self.reduce(locate, order_ref, Some(shares), out)
+            }
+            OrderEvent::Cancel {
+                locate,
+                order_ref,
+                shares,
+            } => self.reduce(locate, order_ref, Some(shares), out),
+            OrderEvent::Delete { locate, order_ref } => self.reduce(locate, order_ref, None, out),
+            OrderEvent::Replace {
+                locate,
+                old_ref,
+                new_ref,
+                shares,
+                price,
+            } => self.replace(locate, old_ref, new_ref, shares, price, out),
+            OrderEvent::Trade { locate, shares, .. } => {
+                let Some(b) = self.book_index(locate) else {
+                    return Outcome::InstrumentsExhausted;
+                };
+                let st = &mut self.books[b].stats;
+                st.executed_shares += u64::from(shares);
+                st.prints += 1;
+                Outcome::Applied
+            }
+            OrderEvent::Invalid { .. } => {
+                self.counters.invalid += 1;
+                Outcome::Invalid
+            }
+        }
+    }
+
+    /// The book of `locate`, handed out now if it has none; `None` (counted) when all books
+    /// are taken.
+    #[inline]
+    fn book_index(&mut self, locate: u16) -> Option<usize> {
+        let slot = &mut self.index[usize::from(locate)];
+        if *slot != NO_BOOK {
+            return Some(*slot as usize);
+        }
+        if self.used == self.books.len() {
+            self.counters.instruments_exhausted += 1;
+            return None;
+        }
+        *slot = self.used as u32;
+        self.used += 1;
+        Some(self.used - 1)
+    }
+
+    fn add(
+        &mut self,
+        locate: u16,
+        order_ref: u64,
+        side: Side,
+        price: u32,
+        shares: u32,
+        out: &mut impl FnMut(BookUpdate),
+    ) -> Outcome {
+        let Some(b) = self.book_index(locate) else {
+            return Outcome::InstrumentsExhausted;
+        };
+        if shares == 0 {
+            self.counters.empty_orders += 1;
+            return Outcome::EmptyOrder;
+        }
+        let order = Order {
+            order_ref,
+            price,
+            shares,
+            locate,
+            side,
+        };
+        match self.orders.insert(order) {
+            Insert::Inserted => {}
+            Insert::Duplicate => {
+                self.counters.duplicate_adds += 1;
+                return Outcome::DuplicateAdd;
+            }
+            Insert::Full => {
+                self.counters.capacity_exhausted += 1;
+                return Outcome::CapacityExhausted;
+            }
+        }
+        let book = &mut self.books[b];
+        let (t, grew) = book.ladder(side).add(price, shares);
+        self.counters.level_growths += u64::from(grew);
+        book.stats.resting_orders += 1;
+        emit_level(locate, side, t, out);
+        self.after_change(b, locate, out);
+        Outcome::Applied
+    }
+
+    /// Execute, cancel (`shares` given) or delete (`None`) an order.
+    fn reduce(
+        &mut self,
+        locate: u16,
+        order_ref: u64,
+        shares: Option<u32>,
+        out: &mut impl FnMut(BookUpdate),
+    ) -> Outcome {
+        let Some(slot) = self.live_on(locate, order_ref) else {
+            return self.unknown(locate);
+        };
+        let o = self.orders.at_mut(slot);
+        let (side, price, had) = (o.side, o.price, o.shares);
+        let taken = shares.map_or(had, |s| s.min(had));
+        if shares.is_some_and(|s| s > had) {
+            self.counters.overfills += 1;
+        }
+        // The order leaves the book once it has no shares left.
+        let gone = taken == had;
+        if gone {
+            self.orders.remove_at(slot);
+        } else {
+            o.shares -= taken;
+        }
+        let b = self.index[usize::from(locate)] as usize;
+        let book = &mut self.books[b];
+        if gone {
+            book.stats.resting_orders -= 1;
+        }
+        if taken == 0 && !gone {
+            return Outcome::Applied;
+        }
+        match book.ladder(side).reduce(price, taken, u32::from(gone)) {
+            Some(t) => emit_level(locate, side, t, out),
+            None => self.counters.inconsistencies += 1,
+        }
+        self.after_change(b, locate, out);
+        Outcome::Applied
+    }
+
+    fn replace(
+        &mut self,
+        locate: u16,
+        old_ref: u64,
+        new_ref: u64,
+        shares: u32,
+        price: u32,
+        out: &mut impl FnMut(BookUpdate),
+    ) -> Outcome {
+        let Some(slot) = self.live_on(locate, old_ref) else {
+            return self.unknown(locate);
+        };
+        let old = *self.orders.at(slot);
+        let duplicate = new_ref != old_ref && self.orders.find(new_ref).is_some();
+        self.orders.remove_at(slot);
+        let b = self.index[usize::from(locate)] as usize;
+        let side = old.side;
+        let outcome = if duplicate {
+            self.counters.duplicate_adds += 1;
+            Outcome::DuplicateAdd
+        } else if shares == 0 {
+            self.counters.empty_orders += 1;
+            Outcome::EmptyOrder
+        } else {
+            // Cannot fail: a slot was just freed and `new_ref` is not live.
+            let ins = self.orders.insert(Order {
+                order_ref: new_ref,
+                price,
+                shares,
+                locate,
+                side,
+            });
+            debug_assert_eq!(ins, Insert::Inserted);
+            Outcome::Applied
+        };
+        let book = &mut self.books[b];
+        let ladder = book.ladder(side);
+        if outcome == Outcome::Applied && price == old.price {
+            match ladder.resize(price, old.shares, shares) {
+                Some(t) if shares != old.shares => emit_level(locate, side, t, out),
+                Some(_) => {}
+                None => self.counters.inconsistencies += 1,
+            }
+        } else {
+            match ladder.reduce(old.price, old.shares, 1) {
+                Some(t) => emit_level(locate, side, t, out),
+                None => self.counters.inconsistencies += 1,
+            }
+            if outcome == Outcome::Applied {
+                let (t, grew) = book.ladder(side).add(price, shares);
+                self.counters.level_growths += u64::from(grew);
+                emit_level(locate, side, t, out);
+            } else {
+                book.stats.resting_orders -= 1;
+            }
+        }
+        self.after_change(b, locate, out);
+        outcome
+    }
+
+    /// Slot of `order_ref` if it is live on `locate`.
+    #[inline]
+    fn live_on(&self, locate: u16, order_ref: u64) -> Option<usize> {
+        self.orders
+            .find(order_ref)
+            .filter(|&i| self.orders.at(i).locate == locate)
+    }
+
+    #[inline]
+    fn unknown(&mut self, locate: u16) -> Outcome {
+        self.counters.unknown_refs += 1;
+        match self.book_index(locate) {
+            Some(b) => {
+                self.books[b].stats.unknown_refs += 1;
+                Outcome::UnknownRef
+            }
+            None => Outcome::InstrumentsExhausted,
+        }
+    }
+
+    /// Counts a crossed or locked top and publishes the top if it changed.
+    #[inline]
+    fn after_change(&mut self, b: usize, locate: u16, out: &mut impl FnMut(BookUpdate)) {
+        let book = &mut self.books[b];
+        let top = book.current_top();
+        if let (Some((bid, _)), Some((ask, _))) = (top.bid, top.ask) {
+            if bid > ask {
+                book.stats.crossed += 1;
+                self.counters.crossed += 1;
+            } else if bid == ask {
+                book.stats.locked += 1;
+                self.counters.locked += 1;
+            }
+        }
+        if top != book.top {
+            book.top = top;
+            out(BookUpdate::Bbo(bbo_of(locate, top)));
+        }
+    }
+}
+
+#[inline]
+fn bbo_of(locate: u16, top: Top) -> Bbo {
+    Bbo {
+        locate,
+        bid_price: top.bid.map(|(p, _)| p),
+        bid_size: top.bid.map_or(0, |(_, s)| s),
+        ask_price: top.ask.map(|(p, _)| p),
+        ask_size: top.ask.map_or(0, |(_, s)| s),
+    }
+}
+
+#[inline]
+fn emit_level(locate: u16, side: Side, t: Touched, out: &mut impl FnMut(BookUpdate)) {
+    let (shares, orders, action) = if t.removed {
+        (0, 0, LevelAction::Delete)
+    } else if t.created {
+        (t.level.shares, t.level.orders, LevelAction::New)
+    } else {
+        (t.level.shares, t.level.orders, LevelAction::Change)
+    };
+    out(BookUpdate::Level {
+        locate,
+        side,
+        price: t.level.price,
+        shares,
+        orders,
+        action,
+    });
+}
