@@ -56,3 +56,8 @@ fn soupbintcp_decode() {
 fn capture_read() {
     run("capture_read", entries::capture_read);
 }
+
+#[test]
+fn fb_verify() {
+    run("fb_verify", entries::fb_verify);
+}

@@ -9,7 +9,7 @@ use std::io::Cursor;
 
 use mdbus_codecs::capture::{CaptureReader, Record};
 use mdbus_codecs::itch::{self, DecodeError, Stream};
-use mdbus_codecs::{moldudp64, soupbintcp};
+use mdbus_codecs::{fb, moldudp64, soupbintcp};
 
 /// Decodes `data` as one ITCH message and as a length-prefixed stream. A message that decodes
 /// re-encodes to exactly its own bytes.
@@ -106,4 +106,49 @@ pub fn capture_read(data: &[u8]) {
         }
     }
     let _ = reader.stats();
+}
+
+/// Hashes what a formatter writes without storing it (no allocation per input): FNV-1a.
+struct Fnv(u64);
+
+impl std::fmt::Write for Fnv {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        for b in s.bytes() {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        Ok(())
+    }
+}
+
+fn render(env: &fb::Envelope<'_>) -> u64 {
+    use std::fmt::Write;
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    write!(h, "{env:?}").expect("hashing never fails");
+    h.0
+}
+
+/// The verifier path of the normalized schema: `fb::read_verified` rejects or accepts without
+/// panicking, and whatever it accepts is readable in full (every field of the header and of
+/// the event, through the generated `Debug`, which walks them all) and reads the same through
+/// the unverified `read_trusted`.
+pub fn fb_verify(data: &[u8]) {
+    let Ok(env) = fb::read_verified(data) else {
+        return;
+    };
+    let verified = render(&env);
+    let h = env.header();
+    let _ = (
+        h.seq(),
+        h.exchange_ts_ns(),
+        h.recv_ts_ns(),
+        h.stock_locate(),
+        h.tracking_number(),
+    );
+    let _ = env.flags();
+    if let Some(name) = env.event_type().variant_name() {
+        assert!(!name.is_empty());
+    }
+    // SAFETY: `data` passed `read_verified` just above and is borrowed unchanged.
+    let trusted = unsafe { fb::read_trusted(data) };
+    assert_eq!(render(&trusted), verified);
 }
