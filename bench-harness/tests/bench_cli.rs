@@ -75,6 +75,11 @@ fn ring_json_has_every_system_and_key() {
         let max = r["max_ns"].as_u64().unwrap();
         assert!(p50 <= p99 && p99 <= max, "{name}: percentiles out of order");
         assert!(r.get("msgs_per_sec").is_some(), "{name}: msgs_per_sec key");
+        assert_eq!(
+            r["round_p50_ns"].as_array().unwrap().len(),
+            3,
+            "{name}: one median per round"
+        );
         if name == "floor" {
             assert!(r["msgs_per_sec"].is_null());
         } else {

@@ -32,6 +32,9 @@ pub struct SystemResult {
     pub p9999_ns: u64,
     /// Largest sample, ns.
     pub max_ns: u64,
+    /// The median of each round's samples, in round order (shows drift, e.g. a virtual CPU
+    /// moved to another physical core, which the interleaving spreads over all systems).
+    pub round_p50_ns: Vec<u64>,
     /// Fixed-rate mode: messages lost to overruns of a broadcast ring (never recorded).
     pub lost: u64,
     /// Streaming throughput, messages per second (`null` where not measured).
@@ -64,6 +67,7 @@ impl SystemResult {
             p999_ns: q(0.999),
             p9999_ns: q(0.9999),
             max_ns: if h.is_empty() { 0 } else { h.max() },
+            round_p50_ns: Vec::new(),
             lost: 0,
             msgs_per_sec: None,
             p50_vs_floor: None,

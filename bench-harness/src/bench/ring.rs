@@ -79,7 +79,7 @@ pub struct RingArgs {
     #[arg(long)]
     pub warmup: Option<u64>,
     /// Rounds: the systems run one after the other, round-robin, `count / rounds` samples each.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub rounds: u32,
     /// The two cores to pin the threads to, e.g. `0,1`
     /// [default: the first two cores this process may run on].
@@ -307,6 +307,7 @@ pub fn measure(args: &RingArgs) -> Result<(RingReport, Vec<Histogram<u64>>), Ben
         let mut r = SystemResult::from_histogram(s.name(), plan.msg_bytes, &out.hists[i]);
         r.msgs_per_sec = out.throughput[i];
         r.lost = out.lost[i];
+        r.round_p50_ns = out.round_p50[i].clone();
         if r.lost > 0 {
             notes.push(format!(
                 "{}: {} messages lost to overruns (broadcast ring lapped; not in the histogram)",
@@ -356,6 +357,7 @@ struct Outcome {
     hists: Vec<Histogram<u64>>,
     throughput: Vec<Option<f64>>,
     lost: Vec<u64>,
+    round_p50: Vec<Vec<u64>>,
     all_pinned: bool,
 }
 
@@ -372,6 +374,8 @@ fn run_sized<const N: usize>(
     }
     let mut all_pinned = true;
     let mut lost = vec![0u64; ns];
+    let mut round_p50 = vec![Vec::with_capacity(plan.rounds as usize); ns];
+    let mut chunk = engine::new_histogram()?;
     // Latency: every round runs every system once, starting one further along each round so
     // that no system is always first after a pause.
     for round in 0..plan.rounds {
@@ -379,9 +383,18 @@ fn run_sized<const N: usize>(
         for k in 0..ns {
             let i = (k + round as usize) % ns;
             let sys = plan.systems[i];
-            let (pinned, l) = latency::<N>(ctx, plan, shm, sys, count, &mut hists[i])?;
+            chunk.reset();
+            let (pinned, l) = latency::<N>(ctx, plan, shm, sys, count, &mut chunk)?;
             all_pinned &= pinned;
             lost[i] += l;
+            round_p50[i].push(if chunk.is_empty() {
+                0
+            } else {
+                chunk.value_at_quantile(0.5)
+            });
+            hists[i]
+                .add(&chunk)
+                .map_err(|e| BenchError::Internal(format!("histogram add: {e:?}")))?;
         }
     }
     let mut totals = vec![(0u64, 0u64); ns];
@@ -411,6 +424,7 @@ fn run_sized<const N: usize>(
         hists,
         throughput,
         lost,
+        round_p50,
         all_pinned,
     })
 }
