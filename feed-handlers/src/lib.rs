@@ -1,2 +1,4 @@
 //! placeholder
 pub mod book;
+pub mod live;
+pub mod pipeline;

@@ -1,0 +1,588 @@
+//! The step shared by the live handler and replay: decode an ITCH message, normalize it into a
+//! FlatBuffers envelope, publish it on the bus.
+//!
+//! A [`FeedPipeline`] owns one [`Normalizer`] (one reused encoder) and the bus
+//! [`Publisher`]s of its streams: one stream for the whole feed, or several partitioned by
+//! stock-locate range ([`FeedPipeline::partitioned`]). Per message it decodes (zero copy),
+//! encodes into the normalizer's reused buffer and copies the finished envelope into the ring
+//! with [`Publisher::publish_envelope`]: one copy of at most
+//! [`MAX_ENCODED_LEN`](mdbus_codecs::fb::MAX_ENCODED_LEN) bytes, and no allocation, lock or
+//! system call. (The encoder does not build into a caller's buffer of a length known in
+//! advance, which a ring claim needs, so the envelope is copied rather than encoded in place.)
+//!
+//! Nothing is lost silently: besides the normalized messages a stream carries
+//! * **gap notices** ([`FeedPipeline::on_gap`]) for source messages that are missing, with
+//!   `recoverable` saying whether they are still on their way (being re-requested) or lost;
+//!   a message that does not decode is published as a lost one-message gap, since
+//!   subscribers will never see it;
+//! * an **end of session** event ([`FeedPipeline::on_end_of_session`]).
+//!
+//! ```
+//! use mdbus_bus::{Bus, StreamConfig, SubscribeOptions};
+//! use mdbus_codecs::itch::OrderDeleteFields;
+//! use mdbus_feed_handlers::pipeline::FeedPipeline;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let bus = Bus::with_root(dir.path())?;
+//! let mut pipeline = FeedPipeline::new(&bus, "itch", &StreamConfig::default())?;
+//! let mut sub = bus.subscriber("itch", &SubscribeOptions::default())?;
+//!
+//! let wire = OrderDeleteFields { stock_locate: 13, tracking_number: 0, timestamp: 1, order_reference_number: 42 }
+//!     .to_bytes()?;
+//! pipeline.on_message(7, &wire, 1_580_394_600_000_000_000)?;
+//! pipeline.on_gap(8, 3, true, 1_580_394_600_000_000_001)?;
+//!
+//! let mut seqs = Vec::new();
+//! while sub.poll_event(|e| seqs.push(e.envelope().header().seq()))? {}
+//! assert_eq!(seqs, [7, 8]);
+//! assert_eq!(pipeline.stats().gap_notices, 1);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::ops::RangeInclusive;
+
+use mdbus_bus::{Bus, BusError, PublishError, Publisher, StreamConfig};
+use mdbus_codecs::fb::{
+    EndOfSessionFields, EnvelopeFlags, GapNoticeFields, HeaderFields, HeartbeatFields,
+};
+use mdbus_codecs::itch::{self, DecodeError};
+use mdbus_codecs::normalize::Normalizer;
+
+/// Why one message was not published. Small and `Copy`; counted in [`PipelineStats`] too, so
+/// callers may ignore it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PipelineError {
+    /// The source message is not valid ITCH 5.0 (published as a lost one-message gap).
+    #[error("source message {seq}: {error}")]
+    Decode {
+        /// Its source sequence number.
+        seq: u64,
+        /// What the decoder found.
+        error: DecodeError,
+    },
+    /// A stream refused the envelope (a lossless subscriber is a full ring behind, or the
+    /// stream's records are too small).
+    #[error("publishing source message {seq}: {error}")]
+    Publish {
+        /// Source sequence number of what was being published.
+        seq: u64,
+        /// What the ring said.
+        error: PublishError,
+    },
+}
+
+/// A [`FeedPipeline`] that cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineSetupError {
+    /// A stream could not be created.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// The partitions are empty, more than 255, or overlap.
+    #[error("bad partitions: {0}")]
+    Partitions(String),
+}
+
+/// One stream of a partitioned feed: the instruments whose stock locate lies in `locates`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Partition {
+    /// The bus stream name.
+    pub stream: String,
+    /// Stock locates published on it.
+    pub locates: RangeInclusive<u16>,
+}
+
+/// Counters of a [`FeedPipeline`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipelineStats {
+    /// Source messages handed to [`FeedPipeline::on_message`].
+    pub messages: u64,
+    /// Records published, on all streams (gap notices and end of session included).
+    pub published: u64,
+    /// Source messages that did not decode.
+    pub decode_errors: u64,
+    /// Records a stream refused.
+    pub publish_errors: u64,
+    /// Gap notices published (once per notice, whatever the number of streams).
+    pub gap_notices: u64,
+    /// Source messages announced lost by gap notices (`recoverable: false`).
+    pub lost: u64,
+    /// Messages whose stock locate lies in no partition (published on the first).
+    pub unrouted: u64,
+}
+
+/// Sentinel of the routing table: the locate lies in no partition.
+const NO_ROUTE: u8 = u8::MAX;
+
+/// Decode -> normalize -> publish, shared by the live handler and replay. See the
+/// [module docs](self).
+#[derive(Debug)]
+pub struct FeedPipeline {
+    normalizer: Normalizer,
+    publishers: Vec<Publisher>,
+    /// Stock locate -> index into `publishers`; empty for a single stream.
+    route: Box<[u8]>,
+    /// Exchange timestamp of the latest message, stamped on bus events.
+    last_exchange_ts: u64,
+    stats: PipelineStats,
+}
+
+impl FeedPipeline {
+    /// A pipeline publishing the whole feed on stream `stream`.
+    pub fn new(bus: &Bus, stream: &str, config: &StreamConfig) -> Result<Self, PipelineSetupError> {
+        let publisher = bus.publisher(stream, config)?;
+        Ok(Self::from_parts(vec![publisher], Box::default()))
+    }
+
+    /// A pipeline publishing each partition's instruments on its own stream. Market-wide
+    /// messages (stock locate 0: system events, MWCB levels) and gap notices go to every
+    /// stream; a locate outside every range goes to the first partition and is counted in
+    /// [`PipelineStats::unrouted`].
+    pub fn partitioned(
+        bus: &Bus,
+        partitions: &[Partition],
+        config: &StreamConfig,
+    ) -> Result<Self, PipelineSetupError> {
+        if partitions.is_empty() || partitions.len() >= usize::from(NO_ROUTE) {
+            return Err(PipelineSetupError::Partitions(format!(
+                "{} partitions given, 1 to {} allowed",
+                partitions.len(),
+                NO_ROUTE - 1
+            )));
+        }
+        let mut route = vec![NO_ROUTE; 1 << 16].into_boxed_slice();
+        for (i, p) in partitions.iter().enumerate() {
+            for locate in p.locates.clone() {
+                let slot = &mut route[usize::from(locate)];
+                if *slot != NO_ROUTE {
+                    return Err(PipelineSetupError::Partitions(format!(
+                        "stock locate {locate} is in both {:?} and {:?}",
+                        partitions[usize::from(*slot)].stream,
+                        p.stream
+                    )));
+                }
+                // `i` < 255, checked above.
+                *slot = i as u8;
+            }
+        }
+        let publishers = partitions
+            .iter()
+            .map(|p| bus.publisher(&p.stream, config))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::from_parts(publishers, route))
+    }
+
+    fn from_parts(publishers: Vec<Publisher>, route: Box<[u8]>) -> Self {
+        FeedPipeline {
+            normalizer: Normalizer::new(),
+            publishers,
+            route,
+            last_exchange_ts: 0,
+            stats: PipelineStats::default(),
+        }
+    }
+
+    /// Sets the delivery flags stamped on every following envelope (e.g.
+    /// [`EnvelopeFlags::Replayed`] for a capture).
+    pub fn set_flags(&mut self, flags: EnvelopeFlags) {
+        self.normalizer.set_flags(flags);
+    }
+
+    /// The publishers, in partition order.
+    pub fn publishers(&self) -> &[Publisher] {
+        &self.publishers
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> PipelineStats {
+        self.stats
+    }
+
+    /// Stamps the liveness heartbeat of every stream (a clock read, no system call); call it
+    /// from idle loops.
+    pub fn heartbeat(&self) {
+        for p in &self.publishers {
+            p.heartbeat();
+        }
+    }
+
+    /// Decodes, normalizes and publishes source message `seq` (the MoldUDP64 sequence number
+    /// or the position in a capture), received at `recv_ts_ns` (ns since the Unix epoch).
+    ///
+    /// A message that does not decode is counted and published as a lost one-message gap;
+    /// either way the pipeline goes on with the next message.
+    #[inline]
+    pub fn on_message(
+        &mut self,
+        seq: u64,
+        msg: &[u8],
+        recv_ts_ns: u64,
+    ) -> Result<(), PipelineError> {
+        self.stats.messages += 1;
+        let decoded = match itch::decode(msg) {
+            Ok(m) => m,
+            Err(error) => return self.undecodable(seq, error, recv_ts_ns),
+        };
+        let locate = decoded.stock_locate();
+        self.last_exchange_ts = decoded.timestamp();
+        let target = if self.route.is_empty() {
+            Target::One(0)
+        } else if locate == 0 {
+            Target::All
+        } else {
+            match self.route[usize::from(locate)] {
+                NO_ROUTE => {
+                    self.stats.unrouted += 1;
+                    Target::One(0)
+                }
+                i => Target::One(usize::from(i)),
+            }
+        };
+        let encoded = self.normalizer.normalize(&decoded, seq, recv_ts_ns);
+        publish(
+            &mut self.publishers,
+            &mut self.stats,
+            target,
+            seq,
+            encoded.as_bytes(),
+        )
+    }
+
+    #[cold]
+    fn undecodable(
+        &mut self,
+        seq: u64,
+        error: DecodeError,
+        recv_ts_ns: u64,
+    ) -> Result<(), PipelineError> {
+        self.stats.decode_errors += 1;
+        // Subscribers will never see it: say so on the stream.
+        self.on_gap(seq, 1, false, recv_ts_ns)?;
+        Err(PipelineError::Decode { seq, error })
+    }
+
+    /// Publishes a gap notice on every stream: source messages `first .. first + count` are
+    /// missing; `recoverable` says whether they are being re-requested (and may still come)
+    /// or are lost. The envelope's header carries `first` as its sequence number,
+    /// `recv_ts_ns`, stock locate 0, and the exchange timestamp of the latest message seen.
+    pub fn on_gap(
+        &mut self,
+        first: u64,
+        count: u64,
+        recoverable: bool,
+        recv_ts_ns: u64,
+    ) -> Result<(), PipelineError> {
+        self.stats.gap_notices += 1;
+        if !recoverable {
+            self.stats.lost += count;
+        }
+        let header = self.bus_header(first, recv_ts_ns);
+        let encoded = self.normalizer.encoder().gap_notice(
+            &header,
+            &GapNoticeFields {
+                first_missing_seq: first,
+                count,
+                recoverable,
+            },
+        );
+        publish(
+            &mut self.publishers,
+            &mut self.stats,
+            Target::All,
+            first,
+            encoded.as_bytes(),
+        )
+    }
+
+    /// Publishes an end-of-session event on every stream; `next_seq` is one past the last
+    /// source message.
+    pub fn on_end_of_session(
+        &mut self,
+        next_seq: u64,
+        recv_ts_ns: u64,
+    ) -> Result<(), PipelineError> {
+        let header = self.bus_header(next_seq, recv_ts_ns);
+        let encoded = self
+            .normalizer
+            .encoder()
+            .end_of_session(&header, &EndOfSessionFields);
+        publish(
+            &mut self.publishers,
+            &mut self.stats,
+            Target::All,
+            next_seq,
+            encoded.as_bytes(),
+        )
+    }
+
+    /// Publishes a heartbeat event on every stream (for subscribers that watch the data, not
+    /// only the liveness stamp); `next_seq` is the next source message expected.
+    pub fn on_heartbeat(&mut self, next_seq: u64, recv_ts_ns: u64) -> Result<(), PipelineError> {
+        let header = self.bus_header(next_seq, recv_ts_ns);
+        let encoded = self
+            .normalizer
+            .encoder()
+            .heartbeat(&header, &HeartbeatFields);
+        publish(
+            &mut self.publishers,
+            &mut self.stats,
+            Target::All,
+            next_seq,
+            encoded.as_bytes(),
+        )
+    }
+
+    fn bus_header(&self, seq: u64, recv_ts_ns: u64) -> HeaderFields {
+        HeaderFields {
+            seq,
+            exchange_ts_ns: self.last_exchange_ts,
+            recv_ts_ns,
+            stock_locate: 0,
+            tracking_number: 0,
+            flags: self.normalizer.flags(),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Target {
+    One(usize),
+    All,
+}
+
+/// Copies `envelope` into the target stream(s); the first refusal is returned, every one
+/// counted.
+#[inline]
+fn publish(
+    publishers: &mut [Publisher],
+    stats: &mut PipelineStats,
+    target: Target,
+    seq: u64,
+    envelope: &[u8],
+) -> Result<(), PipelineError> {
+    let mut result = Ok(());
+    let mut one = |p: &mut Publisher| match p.publish_envelope(envelope) {
+        Ok(_) => stats.published += 1,
+        Err(error) => {
+            stats.publish_errors += 1;
+            if result.is_ok() {
+                result = Err(PipelineError::Publish { seq, error });
+            }
+        }
+    };
+    match target {
+        Target::One(i) => one(&mut publishers[i]),
+        Target::All => publishers.iter_mut().for_each(one),
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mdbus_bus::{ENVELOPE_MSG_TYPE, SubscribeOptions, Subscriber};
+    use mdbus_codecs::fb::{self, Event};
+    use mdbus_codecs::itch::{OrderDeleteFields, SystemEventFields};
+
+    fn delete(locate: u16, order: u64) -> Vec<u8> {
+        OrderDeleteFields {
+            stock_locate: locate,
+            tracking_number: 0,
+            timestamp: 1000 + order,
+            order_reference_number: order,
+        }
+        .to_bytes()
+        .unwrap()
+        .to_vec()
+    }
+
+    /// (source seq, event type, stock locate) of every record.
+    fn drain(sub: &mut Subscriber) -> Vec<(u64, Event, u16)> {
+        let mut out = Vec::new();
+        while sub
+            .poll(|m| {
+                assert_eq!(m.msg_type(), ENVELOPE_MSG_TYPE);
+                let env = fb::read_verified(m.payload()).unwrap();
+                out.push((
+                    env.header().seq(),
+                    env.event_type(),
+                    env.header().stock_locate(),
+                ));
+            })
+            .unwrap()
+        {}
+        out
+    }
+
+    #[test]
+    fn publishes_messages_gaps_and_end_on_one_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(dir.path()).unwrap();
+        let mut p = FeedPipeline::new(&bus, "feed", &StreamConfig::default()).unwrap();
+        let mut sub = bus
+            .subscriber("feed", &SubscribeOptions::default())
+            .unwrap();
+        p.on_message(1, &delete(13, 1), 5).unwrap();
+        p.on_gap(2, 3, false, 6).unwrap();
+        // Not ITCH: counted, published as a lost message, reported.
+        assert_eq!(
+            p.on_message(5, b"?junk", 7),
+            Err(PipelineError::Decode {
+                seq: 5,
+                error: DecodeError::UnknownType {
+                    msg_type: b'?',
+                    len: 5
+                }
+            })
+        );
+        p.on_message(6, &delete(13, 6), 8).unwrap();
+        p.on_end_of_session(7, 9).unwrap();
+        assert_eq!(
+            drain(&mut sub),
+            [
+                (1, Event::OrderDelete, 13),
+                (2, Event::GapNotice, 0),
+                (5, Event::GapNotice, 0),
+                (6, Event::OrderDelete, 13),
+                (7, Event::EndOfSession, 0),
+            ]
+        );
+        let s = p.stats();
+        assert_eq!(
+            (
+                s.messages,
+                s.published,
+                s.decode_errors,
+                s.gap_notices,
+                s.lost
+            ),
+            (3, 5, 1, 2, 4)
+        );
+    }
+
+    #[test]
+    fn gap_notice_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(dir.path()).unwrap();
+        let mut p = FeedPipeline::new(&bus, "feed", &StreamConfig::default()).unwrap();
+        let mut sub = bus
+            .subscriber("feed", &SubscribeOptions::default())
+            .unwrap();
+        p.on_message(10, &delete(13, 10), 5).unwrap();
+        p.on_gap(11, 4, true, 99).unwrap();
+        let mut notices = Vec::new();
+        while sub
+            .poll_event(|e| {
+                if let Some(g) = e.envelope().event_as_gap_notice() {
+                    let h = e.envelope().header();
+                    notices.push((
+                        g.first_missing_seq(),
+                        g.count(),
+                        g.recoverable(),
+                        h.recv_ts_ns(),
+                        h.exchange_ts_ns(),
+                    ));
+                }
+            })
+            .unwrap()
+        {}
+        assert_eq!(notices, [(11, 4, true, 99, 1010)]);
+    }
+
+    #[test]
+    fn partitions_route_by_locate() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(dir.path()).unwrap();
+        let parts = [
+            Partition {
+                stream: "low".into(),
+                locates: 1..=100,
+            },
+            Partition {
+                stream: "high".into(),
+                locates: 101..=200,
+            },
+        ];
+        let mut p = FeedPipeline::partitioned(&bus, &parts, &StreamConfig::default()).unwrap();
+        let mut low = bus.subscriber("low", &SubscribeOptions::default()).unwrap();
+        let mut high = bus
+            .subscriber("high", &SubscribeOptions::default())
+            .unwrap();
+        let system = SystemEventFields {
+            stock_locate: 0,
+            tracking_number: 0,
+            timestamp: 1,
+            event_code: b'O',
+        }
+        .to_bytes()
+        .unwrap()
+        .to_vec();
+        p.on_message(1, &system, 0).unwrap();
+        p.on_message(2, &delete(13, 2), 0).unwrap();
+        p.on_message(3, &delete(150, 3), 0).unwrap();
+        p.on_message(4, &delete(999, 4), 0).unwrap();
+        p.on_gap(5, 1, false, 0).unwrap();
+        assert_eq!(
+            drain(&mut low),
+            [
+                (1, Event::SystemEvent, 0),
+                (2, Event::OrderDelete, 13),
+                (4, Event::OrderDelete, 999),
+                (5, Event::GapNotice, 0),
+            ]
+        );
+        assert_eq!(
+            drain(&mut high),
+            [
+                (1, Event::SystemEvent, 0),
+                (3, Event::OrderDelete, 150),
+                (5, Event::GapNotice, 0),
+            ]
+        );
+        assert_eq!(p.stats().unrouted, 1);
+        assert_eq!(p.stats().gap_notices, 1);
+        assert_eq!(p.publishers().len(), 2);
+    }
+
+    #[test]
+    fn bad_partitions_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(dir.path()).unwrap();
+        let overlap = [
+            Partition {
+                stream: "a".into(),
+                locates: 1..=10,
+            },
+            Partition {
+                stream: "b".into(),
+                locates: 10..=20,
+            },
+        ];
+        let err = FeedPipeline::partitioned(&bus, &overlap, &StreamConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("stock locate 10"), "{err}");
+        assert!(FeedPipeline::partitioned(&bus, &[], &StreamConfig::default()).is_err());
+    }
+
+    #[test]
+    fn refusals_are_counted_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(dir.path()).unwrap();
+        let config = StreamConfig {
+            max_msg_len: 64, // smaller than any envelope
+            capacity: 4096,
+            ..StreamConfig::default()
+        };
+        let mut p = FeedPipeline::new(&bus, "tiny", &config).unwrap();
+        let err = p.on_message(1, &delete(13, 1), 0).unwrap_err();
+        assert!(matches!(
+            err,
+            PipelineError::Publish {
+                seq: 1,
+                error: PublishError::TooLarge { .. }
+            }
+        ));
+        assert_eq!(p.stats().publish_errors, 1);
+        assert_eq!(p.stats().published, 0);
+    }
+}
