@@ -11,11 +11,12 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use live_common::*;
 use mdbus_bus::Bus;
 use mdbus_codecs::moldudp64::{PacketBuilder, Session};
-use mdbus_codecs::sequencer::{LateJoin, SequencerConfig};
+use mdbus_codecs::sequencer::{Backoff, LateJoin, SequencerConfig};
 use mdbus_feed_handlers::live::{Idle, LineConfig, LiveFeed, LiveFeedConfig};
 use mdbus_feed_handlers::pipeline::FeedPipeline;
 
@@ -143,6 +144,12 @@ fn multicast_lines_a_and_b_with_ssm_and_recovery_across_namespaces() {
         sequencer: SequencerConfig {
             session: Some(SESSION),
             late_join: LateJoin::FromSequence(1),
+            // Patient (seconds), so a loaded test machine does not turn delay into loss.
+            max_retries: 8,
+            backoff: Backoff {
+                factor: 2,
+                max: Duration::from_millis(500),
+            },
             ..SequencerConfig::default()
         },
         ..LiveFeedConfig::new(GROUP_A)

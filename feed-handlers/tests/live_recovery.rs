@@ -7,10 +7,11 @@ mod live_common;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use live_common::*;
 use mdbus_bus::Bus;
-use mdbus_codecs::sequencer::{LateJoin, SequencerConfig};
+use mdbus_codecs::sequencer::{Backoff, LateJoin, SequencerConfig};
 use mdbus_feed_handlers::live::{Idle, LiveFeed, LiveFeedConfig, LiveStats};
 use mdbus_feed_handlers::pipeline::FeedPipeline;
 
@@ -44,6 +45,12 @@ fn run(drop: impl Fn(usize) -> bool + Send + 'static, store_capacity: usize) -> 
         sequencer: SequencerConfig {
             session: Some(SESSION),
             late_join: LateJoin::FromSequence(1),
+            // Patient (seconds), so a loaded test machine does not turn delay into loss.
+            max_retries: 8,
+            backoff: Backoff {
+                factor: 2,
+                max: Duration::from_millis(500),
+            },
             ..SequencerConfig::default()
         },
         ..LiveFeedConfig::new(SocketAddrV4::new(LOCALHOST, 0))

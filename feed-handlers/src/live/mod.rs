@@ -16,6 +16,10 @@
 //! Per packet the loop makes the `recv` call and two clock reads (vDSO, no system call); per
 //! message nothing but the pipeline's work. It allocates nothing after setup.
 //!
+//! Each envelope's receive timestamp is the wall-clock time the datagram that released it
+//! arrived: its own packet for a message in order, the packet that filled the gap for one
+//! held in the reorder store.
+//!
 //! ```no_run
 //! use std::net::{Ipv4Addr, SocketAddrV4};
 //! use std::sync::atomic::AtomicBool;
@@ -325,22 +329,23 @@ impl LiveFeed {
                 }
             }
             let now = mono();
+            // Timers and re-requests only when one is due (the sequencer says when).
             if seq.next_deadline().is_some_and(|d| d <= now) {
                 let sink = Sink {
                     pipeline: &mut *pipeline,
                     recv_ts_ns: wall_ns(),
                 };
                 seq.handle_timeout(now, sink);
-            }
-            while let Some(r) = seq.poll_request(now) {
-                let Some(recovery) = &self.recovery else {
-                    break;
-                };
-                // A 20-byte buffer always holds a request.
-                if r.encode(&mut request).is_ok() && recovery.send(&request).is_ok() {
-                    stats.requests_sent += 1;
-                } else {
-                    stats.request_errors += 1;
+                while let Some(r) = seq.poll_request(now) {
+                    let Some(recovery) = &self.recovery else {
+                        break;
+                    };
+                    // A 20-byte buffer always holds a request.
+                    if r.encode(&mut request).is_ok() && recovery.send(&request).is_ok() {
+                        stats.requests_sent += 1;
+                    } else {
+                        stats.request_errors += 1;
+                    }
                 }
             }
             while let Some(event) = seq.poll_event() {
