@@ -1,4 +1,7 @@
 //! placeholder
 pub mod book;
+pub mod bookstream;
+pub mod record;
 pub mod live;
 pub mod pipeline;
+pub mod replay;

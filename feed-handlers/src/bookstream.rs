@@ -1,0 +1,986 @@
+//! The order book as a bus service: reads a feed's normalized stream, keeps every instrument's
+//! book with a [`BookBuilder`], and publishes what changed.
+//!
+//! ```text
+//!   <feed>          normalized ITCH envelopes (AddOrder, OrderExecuted, ..., GapNotice)
+//!      |
+//!  BookService ---> <feed>.book    Bbo, PriceLevelUpdate, StockDirectory, GapNotice, EndOfSession
+//!              \--> <feed>.trades  Trade (E, C, P with the price resolved), CrossTrade,
+//!                                  BrokenTrade, GapNotice, EndOfSession
+//! ```
+//!
+//! * **Headers.** Every published event carries the header of the source message it came
+//!   from: source sequence number, exchange timestamp, *receive timestamp*, stock locate,
+//!   tracking number and delivery flags. A strategy therefore measures tick-to-strategy
+//!   latency end to end by comparing its own clock with `recv_ts_ns`.
+//! * **Book stream.** After each source message that changed a book: one `PriceLevelUpdate`
+//!   per level touched, then one `Bbo` if the top of the book changed (with the order counts
+//!   at the best levels). Stock directory (`R`) messages are forwarded so that subscribers can
+//!   name instruments.
+//! * **Trade stream.** Prints with their price resolved, as the schema's `Trade` (non-cross)
+//!   event: `E` takes the resting order's display price and side; `C` its execution price and
+//!   the resting order's side (non-printable `C` executions are counted, not published: they
+//!   do not count toward volume); `P` its own price and side. `order_reference_number` is the
+//!   resting order (0 when the source had none), `match_number` the exchange's. The
+//!   `buy_sell_indicator` is the side of the *resting* order, as in ITCH: a resting buy
+//!   filled means the aggressor sold. An `E` naming an order the book does not hold has no
+//!   price to give: it is counted ([`BookServiceStats::unpriced_prints`]), not published.
+//!   Crosses (`Q`) and broken trades (`B`) are forwarded as they are.
+//! * **Loss.** A `GapNotice` on the input is forwarded to both outputs (the book may be wrong
+//!   from there on; the notice says which instrument, 0 for all). Records lost on the input
+//!   ring itself (the service was lapped) become a `GapNotice` with `recoverable: false` and
+//!   locate 0. `EndOfSession` is forwarded to both outputs, and ends [`BookService::run`].
+//!
+//! Nothing here allocates per message: the builder's storage, the encoder and the update
+//! buffer are made once, in [`BookService::new`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use mdbus_bus::schema::{self as fb, Encoder, Envelope, HeaderFields};
+use mdbus_bus::{
+    Bus, BusError, Mode, PublishError, Publisher, ReceiveError, StreamConfig, Subscriber,
+    WaitStrategy,
+};
+
+use crate::book::{
+    BookBuilder, BookConfig, BookConfigError, BookSummary, BookUpdate, LevelAction, OrderEvent,
+    Outcome, Side, TypeCounts,
+};
+
+/// Suffix of the book stream of a feed: `<feed>.book`.
+pub const BOOK_SUFFIX: &str = ".book";
+/// Suffix of the trade stream of a feed: `<feed>.trades`.
+pub const TRADES_SUFFIX: &str = ".trades";
+
+/// The name of the book stream of `feed`.
+pub fn book_stream_name(feed: &str) -> String {
+    format!("{feed}{BOOK_SUFFIX}")
+}
+
+/// The name of the trade stream of `feed`.
+pub fn trades_stream_name(feed: &str) -> String {
+    format!("{feed}{TRADES_SUFFIX}")
+}
+
+/// The ITCH message type letter a normalized event came from; `None` for bus-level events
+/// (heartbeats, gap notices, book updates, end of session) and unknown (newer) kinds.
+#[inline]
+pub fn itch_type_of(event: fb::Event) -> Option<u8> {
+    let t = match event {
+        fb::Event::SystemEvent => b'S',
+        fb::Event::StockDirectory => b'R',
+        fb::Event::StockTradingAction => b'H',
+        fb::Event::RegShoRestriction => b'Y',
+        fb::Event::MarketParticipantPosition => b'L',
+        fb::Event::MwcbDeclineLevel => b'V',
+        fb::Event::MwcbStatus => b'W',
+        fb::Event::IpoQuotingPeriodUpdate => b'K',
+        fb::Event::LuldAuctionCollar => b'J',
+        fb::Event::OperationalHalt => b'h',
+        fb::Event::AddOrder => b'A',
+        fb::Event::AddOrderMpid => b'F',
+        fb::Event::OrderExecuted => b'E',
+        fb::Event::OrderExecutedWithPrice => b'C',
+        fb::Event::OrderCancel => b'X',
+        fb::Event::OrderDelete => b'D',
+        fb::Event::OrderReplace => b'U',
+        fb::Event::Trade => b'P',
+        fb::Event::CrossTrade => b'Q',
+        fb::Event::BrokenTrade => b'B',
+        fb::Event::NetOrderImbalanceIndicator => b'I',
+        fb::Event::RetailPriceImprovementIndicator => b'N',
+        fb::Event::DirectListingPriceDiscovery => b'O',
+        _ => return None,
+    };
+    Some(t)
+}
+
+/// The book event a normalized envelope carries (the twin of [`OrderEvent::from_itch`] for the
+/// bus side), or `None` for events that neither change a book nor print.
+#[inline]
+pub fn order_event_from_envelope(env: &Envelope<'_>) -> Option<OrderEvent> {
+    let locate = env.header().stock_locate();
+    let add = |order_ref: u64, side: fb::Side, price: u32, shares: u32| match side {
+        fb::Side::Buy => OrderEvent::Add {
+            locate,
+            order_ref,
+            side: Side::Bid,
+            price,
+            shares,
+        },
+        fb::Side::Sell => OrderEvent::Add {
+            locate,
+            order_ref,
+            side: Side::Ask,
+            price,
+            shares,
+        },
+        other => OrderEvent::Invalid {
+            locate,
+            order_ref,
+            reason: crate::book::InvalidReason::BadSide(other.0),
+        },
+    };
+    let ev = match env.event_type() {
+        fb::Event::AddOrder => {
+            let b = env.event_as_add_order()?.body();
+            add(
+                b.order_reference_number(),
+                b.buy_sell_indicator(),
+                b.price(),
+                b.shares(),
+            )
+        }
+        fb::Event::AddOrderMpid => {
+            let b = env.event_as_add_order_mpid()?.body();
+            add(
+                b.order_reference_number(),
+                b.buy_sell_indicator(),
+                b.price(),
+                b.shares(),
+            )
+        }
+        fb::Event::OrderExecuted => {
+            let b = env.event_as_order_executed()?.body();
+            OrderEvent::Execute {
+                locate,
+                order_ref: b.order_reference_number(),
+                shares: b.executed_shares(),
+            }
+        }
+        fb::Event::OrderExecutedWithPrice => {
+            let b = env.event_as_order_executed_with_price()?.body();
+            OrderEvent::ExecuteWithPrice {
+                locate,
+                order_ref: b.order_reference_number(),
+                shares: b.executed_shares(),
+                price: b.execution_price(),
+                printable: b.printable() == b'Y',
+            }
+        }
+        fb::Event::OrderCancel => {
+            let b = env.event_as_order_cancel()?.body();
+            OrderEvent::Cancel {
+                locate,
+                order_ref: b.order_reference_number(),
+                shares: b.cancelled_shares(),
+            }
+        }
+        fb::Event::OrderDelete => {
+            let b = env.event_as_order_delete()?.body();
+            OrderEvent::Delete {
+                locate,
+                order_ref: b.order_reference_number(),
+            }
+        }
+        fb::Event::OrderReplace => {
+            let b = env.event_as_order_replace()?.body();
+            OrderEvent::Replace {
+                locate,
+                old_ref: b.original_order_reference_number(),
+                new_ref: b.new_order_reference_number(),
+                shares: b.shares(),
+                price: b.price(),
+            }
+        }
+        fb::Event::Trade => {
+            let b = env.event_as_trade()?.body();
+            OrderEvent::Trade {
+                locate,
+                shares: b.shares(),
+                price: b.price(),
+            }
+        }
+        _ => return None,
+    };
+    Some(ev)
+}
+
+/// The header fields of an envelope, to stamp on events derived from it.
+#[inline]
+pub fn header_of(env: &Envelope<'_>) -> HeaderFields {
+    let h = env.header();
+    HeaderFields {
+        seq: h.seq(),
+        exchange_ts_ns: h.exchange_ts_ns(),
+        recv_ts_ns: h.recv_ts_ns(),
+        stock_locate: h.stock_locate(),
+        tracking_number: h.tracking_number(),
+        flags: env.flags(),
+    }
+}
+
+/// Configuration of a [`BookService`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BookServiceConfig {
+    /// Storage of the book builder.
+    pub book: BookConfig,
+    /// Ring of the `<feed>.book` and `<feed>.trades` streams.
+    pub output: StreamConfig,
+    /// Publish `PriceLevelUpdate` events (set false for a BBO-only book stream).
+    pub publish_levels: bool,
+}
+
+impl Default for BookServiceConfig {
+    /// A full Nasdaq day ([`BookConfig::nasdaq_day`]), lossless 4 MiB output rings of 512-byte
+    /// messages, levels published.
+    fn default() -> Self {
+        BookServiceConfig {
+            book: BookConfig::nasdaq_day(),
+            output: output_ring(),
+            publish_levels: true,
+        }
+    }
+}
+
+/// The default ring of the book and trade streams: lossless (a slow strategy holds the book
+/// service back rather than losing updates), 4 MiB, envelopes of at most 512 bytes.
+pub fn output_ring() -> StreamConfig {
+    StreamConfig {
+        capacity: 4 << 20,
+        max_msg_len: 512,
+        mode: Mode::Lossless,
+        ..StreamConfig::default()
+    }
+}
+
+/// Why a [`BookService`] could not be set up or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BookServiceError {
+    /// The book storage could not be made.
+    #[error(transparent)]
+    Book(#[from] BookConfigError),
+    /// A stream could not be opened.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// An output stream refused a message that can never fit (its `max_msg_len` is too small).
+    #[error("stream {stream:?}: {source}")]
+    Publish {
+        /// The output stream.
+        stream: String,
+        /// What the ring said.
+        source: PublishError,
+    },
+    /// The input stream reported a corrupt record; the service stopped.
+    #[error("stream {stream:?}: {source}")]
+    Input {
+        /// The input stream.
+        stream: String,
+        /// What the ring said.
+        source: ReceiveError,
+    },
+}
+
+/// Counters of a [`BookService`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BookServiceStats {
+    /// Envelopes read from the input stream.
+    pub received: u64,
+    /// Of those, ITCH-derived messages (the `messages` of the summary).
+    pub messages: u64,
+    /// Book events applied (adds, executions, cancels, deletes, replaces, trades).
+    pub book_events: u64,
+    /// `PriceLevelUpdate` events published.
+    pub levels_published: u64,
+    /// `Bbo` events published.
+    pub bbos_published: u64,
+    /// `Trade` events published.
+    pub trades_published: u64,
+    /// Crosses and broken trades forwarded.
+    pub crosses_forwarded: u64,
+    /// Executions that print but could not be priced (the resting order is unknown).
+    pub unpriced_prints: u64,
+    /// Non-printable `C` executions (applied to the book, not published as trades).
+    pub non_printable: u64,
+    /// Unrecoverable gap notices met on the input.
+    pub gaps: u64,
+    /// Times the service was lapped on the input ring.
+    pub overruns: u64,
+    /// Input records lost to those overruns.
+    pub lost: u64,
+    /// Publish attempts refused because a lossless subscriber was a full ring behind (each
+    /// was retried until it went through).
+    pub back_pressured: u64,
+    /// The input's `EndOfSession` was seen.
+    pub ended: bool,
+}
+
+/// What [`BookService::handle`] made of one input envelope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// Keep going.
+    Continue,
+    /// The input's session ended (forwarded to both outputs).
+    EndOfSession,
+}
+
+/// How to publish: the two output streams.
+#[derive(Debug)]
+struct Outputs {
+    book: Publisher,
+    trades: Publisher,
+    back_pressured: u64,
+    /// Set when an output refuses a message for good (too large).
+    failed: Option<(String, PublishError)>,
+}
+
+#[derive(Clone, Copy)]
+enum To {
+    Book,
+    Trades,
+}
+
+impl Outputs {
+    /// Publishes `bytes`, retrying (spin, then yield) while a lossless subscriber holds the
+    /// stream back.
+    #[inline]
+    fn publish(&mut self, to: To, bytes: &[u8]) {
+        let p = match to {
+            To::Book => &mut self.book,
+            To::Trades => &mut self.trades,
+        };
+        let mut spins = 0u32;
+        loop {
+            match p.publish_envelope(bytes) {
+                Ok(_) => return,
+                Err(PublishError::BackPressured) => {
+                    self.back_pressured += 1;
+                    spins += 1;
+                    if spins < 64 {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+                Err(e) => {
+                    if self.failed.is_none() {
+                        self.failed = Some((p.name().to_owned(), e));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The book builder as a bus service; see the [module docs](self).
+#[derive(Debug)]
+pub struct BookService {
+    builder: BookBuilder,
+    encoder: Encoder,
+    out: Outputs,
+    /// Symbol of every locate, from stock directory messages (spaces until seen).
+    symbols: Box<[[u8; 8]]>,
+    /// Updates of the event being applied (at most three: two levels and a BBO).
+    updates: Vec<BookUpdate>,
+    counts: TypeCounts,
+    stats: BookServiceStats,
+    publish_levels: bool,
+    input_name: String,
+    /// Source sequence number of the last input message, for overrun gap notices.
+    last_seq: u64,
+}
+
+impl BookService {
+    /// Creates the book storage and the publishers of `<feed>.book` and `<feed>.trades` on
+    /// `bus`. Subscribe to the input (`feed`) yourself and hand it to [`run`](Self::run) or
+    /// feed envelopes to [`handle`](Self::handle).
+    pub fn new(
+        bus: &Bus,
+        feed: &str,
+        config: &BookServiceConfig,
+    ) -> Result<BookService, BookServiceError> {
+        let builder = BookBuilder::new(config.book)?;
+        let book = bus.publisher(&book_stream_name(feed), &config.output)?;
+        let trades = bus.publisher(&trades_stream_name(feed), &config.output)?;
+        Ok(BookService {
+            builder,
+            encoder: Encoder::new(),
+            out: Outputs {
+                book,
+                trades,
+                back_pressured: 0,
+                failed: None,
+            },
+            symbols: vec![*b"        "; 1 << 16].into_boxed_slice(),
+            updates: Vec::with_capacity(8),
+            counts: TypeCounts::new(),
+            stats: BookServiceStats::default(),
+            publish_levels: config.publish_levels,
+            input_name: feed.to_owned(),
+            last_seq: 0,
+        })
+    }
+
+    /// The book builder (query books, counters).
+    pub fn builder(&self) -> &BookBuilder {
+        &self.builder
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> BookServiceStats {
+        BookServiceStats {
+            back_pressured: self.out.back_pressured,
+            ..self.stats
+        }
+    }
+
+    /// Messages seen per ITCH type letter.
+    pub fn counts(&self) -> &TypeCounts {
+        &self.counts
+    }
+
+    /// The symbol of `locate` from the stock directory (space-padded), if one was seen.
+    pub fn symbol(&self, locate: u16) -> Option<[u8; 8]> {
+        let s = self.symbols[usize::from(locate)];
+        (s != *b"        ").then_some(s)
+    }
+
+    /// The `--book-summary` object of everything handled so far.
+    pub fn summary(&self) -> BookSummary {
+        self.builder
+            .summary(&self.counts, self.stats.messages, self.stats.gaps)
+    }
+
+    /// Applies one input envelope and publishes what it changed.
+    #[inline]
+    pub fn handle(&mut self, env: &Envelope<'_>) -> Handled {
+        self.stats.received += 1;
+        let event = env.event_type();
+        if let Some(t) = itch_type_of(event) {
+            self.stats.messages += 1;
+            self.counts.record(t);
+        }
+        let header = header_of(env);
+        self.last_seq = header.seq;
+        match event {
+            fb::Event::StockDirectory => {
+                if let Some(d) = env.event_as_stock_directory() {
+                    self.symbols[usize::from(header.stock_locate)] = d.stock().0;
+                    let fields = fb::StockDirectoryFields {
+                        stock: d.stock().0,
+                        market_category: d.market_category(),
+                        financial_status_indicator: d.financial_status_indicator(),
+                        round_lot_size: d.round_lot_size(),
+                        round_lots_only: d.round_lots_only(),
+                        issue_classification: d.issue_classification(),
+                        issue_sub_type: d.issue_sub_type().0,
+                        authenticity: d.authenticity(),
+                        short_sale_threshold_indicator: d.short_sale_threshold_indicator(),
+                        ipo_flag: d.ipo_flag(),
+                        luld_reference_price_tier: d.luld_reference_price_tier(),
+                        etp_flag: d.etp_flag(),
+                        etp_leverage_factor: d.etp_leverage_factor(),
+                        inverse_indicator: d.inverse_indicator(),
+                    };
+                    let msg = self.encoder.stock_directory(&header, &fields);
+                    self.out.publish(To::Book, &msg);
+                }
+            }
+            fb::Event::CrossTrade => {
+                if let Some(c) = env.event_as_cross_trade() {
+                    let b = c.body();
+                    let fields = fb::CrossTradeFields {
+                        shares: b.shares(),
+                        stock: b.stock().0,
+                        cross_price: b.cross_price(),
+                        match_number: b.match_number(),
+                        cross_type: b.cross_type(),
+                    };
+                    let msg = self.encoder.cross_trade(&header, &fields);
+                    self.out.publish(To::Trades, &msg);
+                    self.stats.crosses_forwarded += 1;
+                }
+            }
+            fb::Event::BrokenTrade => {
+                if let Some(b) = env.event_as_broken_trade() {
+                    let fields = fb::BrokenTradeFields {
+                        match_number: b.body().match_number(),
+                    };
+                    let msg = self.encoder.broken_trade(&header, &fields);
+                    self.out.publish(To::Trades, &msg);
+                    self.stats.crosses_forwarded += 1;
+                }
+            }
+            fb::Event::GapNotice => {
+                if let Some(g) = env.event_as_gap_notice() {
+                    let fields = fb::GapNoticeFields {
+                        first_missing_seq: g.first_missing_seq(),
+                        count: g.count(),
+                        recoverable: g.recoverable(),
+                    };
+                    if !fields.recoverable {
+                        self.stats.gaps += 1;
+                    }
+                    self.forward_gap(&header, &fields);
+                }
+            }
+            fb::Event::EndOfSession => {
+                let msg = self
+                    .encoder
+                    .end_of_session(&header, &fb::EndOfSessionFields);
+                self.out.publish(To::Book, &msg);
+                let msg = self
+                    .encoder
+                    .end_of_session(&header, &fb::EndOfSessionFields);
+                self.out.publish(To::Trades, &msg);
+                self.stats.ended = true;
+                return Handled::EndOfSession;
+            }
+            _ => {
+                if let Some(ev) = order_event_from_envelope(env) {
+                    self.apply(&header, env, &ev);
+                }
+            }
+        }
+        Handled::Continue
+    }
+
+    fn forward_gap(&mut self, header: &HeaderFields, fields: &fb::GapNoticeFields) {
+        let msg = self.encoder.gap_notice(header, fields);
+        self.out.publish(To::Book, &msg);
+        let msg = self.encoder.gap_notice(header, fields);
+        self.out.publish(To::Trades, &msg);
+    }
+
+    /// Records that `lost` input records never reached the service (it was lapped): the books
+    /// may be wrong, and both outputs get an unrecoverable gap notice for every instrument.
+    pub fn input_lost(&mut self, lost: u64) {
+        self.stats.overruns += 1;
+        self.stats.lost += lost;
+        self.stats.gaps += 1;
+        let header = HeaderFields {
+            seq: self.last_seq,
+            ..HeaderFields::default()
+        };
+        let fields = fb::GapNoticeFields {
+            first_missing_seq: self.last_seq + 1,
+            count: lost,
+            recoverable: false,
+        };
+        self.forward_gap(&header, &fields);
+    }
+
+    /// Applies one book event: publishes the levels and BBO it changed, then the trade print.
+    #[inline]
+    fn apply(&mut self, header: &HeaderFields, env: &Envelope<'_>, ev: &OrderEvent) {
+        self.stats.book_events += 1;
+        // The resting order an execution names, looked up before the execution may remove it.
+        let resting = match *ev {
+            OrderEvent::Execute {
+                locate, order_ref, ..
+            }
+            | OrderEvent::ExecuteWithPrice {
+                locate, order_ref, ..
+            } => self
+                .builder
+                .order(order_ref)
+                .filter(|o| o.locate == locate)
+                .map(|o| (o.price, o.side)),
+            _ => None,
+        };
+        self.updates.clear();
+        let updates = &mut self.updates;
+        let outcome = self.builder.apply(ev, &mut |u| updates.push(u));
+        let _: Outcome = outcome;
+        for i in 0..self.updates.len() {
+            let u = self.updates[i];
+            self.publish_update(header, u);
+        }
+        self.publish_trade(header, env, ev, resting);
+    }
+
+    #[inline]
+    fn publish_update(&mut self, header: &HeaderFields, u: BookUpdate) {
+        match u {
+            BookUpdate::Level {
+                side,
+                price,
+                shares,
+                orders,
+                action,
+                ..
+            } => {
+                if !self.publish_levels {
+                    return;
+                }
+                let fields = fb::PriceLevelUpdateFields {
+                    side: fb_side(side),
+                    price: i64::from(price),
+                    size: shares,
+                    order_count: orders,
+                    action: match action {
+                        LevelAction::New => fb::BookAction::New,
+                        LevelAction::Change => fb::BookAction::Change,
+                        LevelAction::Delete => fb::BookAction::Delete,
+                    },
+                };
+                let msg = self.encoder.price_level_update(header, &fields);
+                self.out.publish(To::Book, &msg);
+                self.stats.levels_published += 1;
+            }
+            BookUpdate::Bbo(bbo) => {
+                let orders = |side| {
+                    self.builder
+                        .levels(bbo.locate, side)
+                        .next()
+                        .map_or(0, |l| l.orders)
+                };
+                let fields = fb::BboFields {
+                    bid_price: bbo.bid_price.map_or(0, i64::from),
+                    bid_size: bbo.bid_size,
+                    bid_orders: orders(Side::Bid),
+                    ask_price: bbo.ask_price.map_or(0, i64::from),
+                    ask_size: bbo.ask_size,
+                    ask_orders: orders(Side::Ask),
+                };
+                let msg = self.encoder.bbo(header, &fields);
+                self.out.publish(To::Book, &msg);
+                self.stats.bbos_published += 1;
+            }
+        }
+    }
+
+    #[inline]
+    fn publish_trade(
+        &mut self,
+        header: &HeaderFields,
+        env: &Envelope<'_>,
+        ev: &OrderEvent,
+        resting: Option<(u32, Side)>,
+    ) {
+        let locate = ev.locate();
+        let fields = match *ev {
+            OrderEvent::Execute {
+                order_ref, shares, ..
+            } => {
+                let Some((price, side)) = resting else {
+                    self.stats.unpriced_prints += 1;
+                    return;
+                };
+                fb::TradeFields {
+                    order_reference_number: order_ref,
+                    buy_sell_indicator: fb_side(side),
+                    shares,
+                    stock: self.symbols[usize::from(locate)],
+                    price,
+                    match_number: env
+                        .event_as_order_executed()
+                        .map_or(0, |e| e.body().match_number()),
+                }
+            }
+            OrderEvent::ExecuteWithPrice {
+                order_ref,
+                shares,
+                price,
+                printable,
+                ..
+            } => {
+                if !printable {
+                    self.stats.non_printable += 1;
+                    return;
+                }
+                fb::TradeFields {
+                    order_reference_number: order_ref,
+                    buy_sell_indicator: resting.map_or(fb::Side::Unknown, |(_, s)| fb_side(s)),
+                    shares,
+                    stock: self.symbols[usize::from(locate)],
+                    price,
+                    match_number: env
+                        .event_as_order_executed_with_price()
+                        .map_or(0, |e| e.body().match_number()),
+                }
+            }
+            OrderEvent::Trade { .. } => {
+                let Some(t) = env.event_as_trade() else {
+                    return;
+                };
+                let b = t.body();
+                fb::TradeFields {
+                    order_reference_number: b.order_reference_number(),
+                    buy_sell_indicator: b.buy_sell_indicator(),
+                    shares: b.shares(),
+                    stock: b.stock().0,
+                    price: b.price(),
+                    match_number: b.match_number(),
+                }
+            }
+            _ => return,
+        };
+        let msg = self.encoder.trade(header, &fields);
+        self.out.publish(To::Trades, &msg);
+        self.stats.trades_published += 1;
+    }
+
+    /// Reads `input` until its session ends (`EndOfSession`), its publisher closes the stream,
+    /// or `stop` is set, waiting with `wait` when there is nothing to read. Returns the
+    /// counters.
+    pub fn run(
+        &mut self,
+        input: &mut Subscriber,
+        mut wait: WaitStrategy,
+        stop: &AtomicBool,
+    ) -> Result<BookServiceStats, BookServiceError> {
+        loop {
+            let mut handled = Handled::Continue;
+            match input.poll_event(|ev| handled = self.handle(&ev.envelope())) {
+                Ok(true) => {}
+                Ok(false) => {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    self.out.book.heartbeat();
+                    self.out.trades.heartbeat();
+                    // A bounded wait, so that `stop` is seen.
+                    let _ = input.wait(&mut wait, Some(Duration::from_millis(10)));
+                }
+                Err(ReceiveError::Overrun { lost, .. }) => self.input_lost(lost),
+                Err(ReceiveError::Closed) => break,
+                Err(ReceiveError::NewEpoch { .. }) => {
+                    input.reopen()?;
+                }
+                Err(source) => {
+                    return Err(BookServiceError::Input {
+                        stream: self.input_name.clone(),
+                        source,
+                    });
+                }
+            }
+            if let Some((stream, source)) = self.out.failed.take() {
+                return Err(BookServiceError::Publish { stream, source });
+            }
+            if handled == Handled::EndOfSession {
+                break;
+            }
+        }
+        Ok(self.stats())
+    }
+}
+
+#[inline]
+fn fb_side(side: Side) -> fb::Side {
+    match side {
+        Side::Bid => fb::Side::Buy,
+        Side::Ask => fb::Side::Sell,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mdbus_bus::SubscribeOptions;
+    use mdbus_codecs::itch;
+    use mdbus_codecs::normalize::Normalizer;
+
+    fn small() -> BookServiceConfig {
+        BookServiceConfig {
+            book: BookConfig {
+                max_orders: 1024,
+                max_instruments: 16,
+                levels_per_side_hint: 16,
+            },
+            output: output_ring(),
+            publish_levels: true,
+        }
+    }
+
+    fn add(locate: u16, order_ref: u64, side: u8, price: u32, shares: u32) -> itch::MessageFields {
+        itch::MessageFields::AddOrder(itch::AddOrderFields {
+            stock_locate: locate,
+            tracking_number: 0,
+            timestamp: 1,
+            order_reference_number: order_ref,
+            buy_sell_indicator: side,
+            shares,
+            stock: *b"AAPL    ",
+            price: itch::Price4(price),
+        })
+    }
+
+    /// Normalizes `msgs` (seq from 1, recv_ts 1000 + seq) and hands each to the service.
+    fn feed(svc: &mut BookService, msgs: &[itch::MessageFields]) {
+        let mut norm = Normalizer::new();
+        let mut buf = [0u8; 64];
+        for (i, m) in msgs.iter().enumerate() {
+            let n = m.encode(&mut buf).unwrap();
+            let msg = itch::decode(&buf[..n]).unwrap();
+            let seq = i as u64 + 1;
+            let enc = norm.normalize(&msg, seq, 1000 + seq);
+            svc.handle(&enc.envelope());
+        }
+    }
+
+    fn drain(sub: &mut Subscriber) -> Vec<(fb::Event, HeaderFields, Vec<u8>)> {
+        let mut out = Vec::new();
+        while sub
+            .poll_event(|e| {
+                let env = e.envelope();
+                out.push((env.event_type(), header_of(&env), env._tab.buf().to_vec()))
+            })
+            .unwrap()
+        {}
+        out
+    }
+
+    #[test]
+    fn trades_get_the_resting_price_and_books_publish_levels_and_bbo() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(dir.path()).unwrap();
+        let mut svc = BookService::new(&bus, "t", &small()).unwrap();
+        let opts = SubscribeOptions::default();
+        let mut book = bus.subscriber("t.book", &opts).unwrap();
+        let mut trades = bus.subscriber("t.trades", &opts).unwrap();
+        let exec = itch::MessageFields::OrderExecuted(itch::OrderExecutedFields {
+            stock_locate: 13,
+            tracking_number: 0,
+            timestamp: 2,
+            order_reference_number: 7,
+            executed_shares: 40,
+            match_number: 99,
+        });
+        let exec_unknown = itch::MessageFields::OrderExecuted(itch::OrderExecutedFields {
+            stock_locate: 13,
+            tracking_number: 0,
+            timestamp: 3,
+            order_reference_number: 12345,
+            executed_shares: 1,
+            match_number: 100,
+        });
+        feed(
+            &mut svc,
+            &[
+                add(13, 7, b'B', 3_201_400, 100),
+                add(13, 8, b'S', 3_203_000, 50),
+                exec,
+                exec_unknown,
+            ],
+        );
+        let got = drain(&mut book);
+        let kinds: Vec<_> = got.iter().map(|g| g.0).collect();
+        assert_eq!(
+            kinds,
+            [
+                fb::Event::PriceLevelUpdate,
+                fb::Event::Bbo,
+                fb::Event::PriceLevelUpdate,
+                fb::Event::Bbo,
+                fb::Event::PriceLevelUpdate,
+                fb::Event::Bbo,
+            ]
+        );
+        // The last BBO came from message 3 and carries its header.
+        let (_, h, bytes) = &got[5];
+        assert_eq!((h.seq, h.recv_ts_ns, h.stock_locate), (3, 1003, 13));
+        let env = fb::read_verified(bytes).unwrap();
+        let b = env.event_as_bbo().unwrap().body();
+        assert_eq!(
+            (b.bid_price(), b.bid_size(), b.bid_orders()),
+            (3_201_400, 60, 1)
+        );
+        assert_eq!(
+            (b.ask_price(), b.ask_size(), b.ask_orders()),
+            (3_203_000, 50, 1)
+        );
+
+        let t = drain(&mut trades);
+        assert_eq!(t.len(), 1, "the unknown order's execution has no price");
+        let env = fb::read_verified(&t[0].2).unwrap();
+        let tb = env.event_as_trade().unwrap().body();
+        assert_eq!(
+            (
+                tb.price(),
+                tb.shares(),
+                tb.match_number(),
+                tb.buy_sell_indicator()
+            ),
+            (3_201_400, 40, 99, fb::Side::Buy)
+        );
+        assert_eq!(&tb.stock().0, b"        ", "no stock directory seen");
+        assert_eq!(svc.stats().unpriced_prints, 1);
+        assert_eq!(svc.stats().trades_published, 1);
+        let s = svc.summary();
+        assert_eq!(s.messages, 4);
+        assert_eq!(s.book(13).unwrap().prints, 2);
+    }
+
+    #[test]
+    fn execution_with_price_and_hidden_trades_and_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(dir.path()).unwrap();
+        let mut svc = BookService::new(&bus, "t", &small()).unwrap();
+        let opts = SubscribeOptions::default();
+        let mut book = bus.subscriber("t.book", &opts).unwrap();
+        let mut trades = bus.subscriber("t.trades", &opts).unwrap();
+        let c = |printable, m| {
+            itch::MessageFields::OrderExecutedWithPrice(itch::OrderExecutedWithPriceFields {
+                stock_locate: 13,
+                tracking_number: 0,
+                timestamp: 2,
+                order_reference_number: 7,
+                executed_shares: 10,
+                match_number: m,
+                printable,
+                execution_price: itch::Price4(3_200_000),
+            })
+        };
+        let p = itch::MessageFields::Trade(itch::TradeFields {
+            stock_locate: 13,
+            tracking_number: 0,
+            timestamp: 3,
+            order_reference_number: 0,
+            buy_sell_indicator: b'S',
+            shares: 300,
+            stock: *b"AAPL    ",
+            price: itch::Price4(3_202_000),
+            match_number: 5,
+        });
+        feed(
+            &mut svc,
+            &[add(13, 7, b'S', 3_203_000, 100), c(b'Y', 1), c(b'N', 2), p],
+        );
+        let t = drain(&mut trades);
+        let prices: Vec<_> = t
+            .iter()
+            .map(|(_, _, b)| {
+                let env = fb::read_verified(b).unwrap();
+                let tb = env.event_as_trade().unwrap().body();
+                (tb.price(), tb.shares(), tb.buy_sell_indicator())
+            })
+            .collect();
+        assert_eq!(
+            prices,
+            [
+                (3_200_000, 10, fb::Side::Sell),
+                (3_202_000, 300, fb::Side::Sell)
+            ]
+        );
+        assert_eq!(svc.stats().non_printable, 1);
+        // The book lost 20 shares to the two executions.
+        assert_eq!(svc.builder().bbo(13).unwrap().ask_size, 80);
+
+        svc.input_lost(3);
+        let g = drain(&mut book);
+        let (kind, _, bytes) = g.last().unwrap();
+        assert_eq!(*kind, fb::Event::GapNotice);
+        let env = fb::read_verified(bytes).unwrap();
+        let gn = env.event_as_gap_notice().unwrap();
+        assert_eq!(
+            (gn.first_missing_seq(), gn.count(), gn.recoverable()),
+            (5, 3, false)
+        );
+        assert_eq!(svc.summary().gaps, 1);
+    }
+
+    #[test]
+    fn type_letters_cover_every_itch_kind() {
+        let letters: Vec<u8> = (0..=u8::MAX)
+            .filter_map(|t| itch_type_of(fb::Event(t)))
+            .collect();
+        let mut sorted = letters.clone();
+        sorted.sort_unstable();
+        let mut expected = itch::MESSAGE_TYPES.to_vec();
+        expected.sort_unstable();
+        assert_eq!(sorted, expected);
+    }
+}

@@ -1,0 +1,702 @@
+//! Recordings of bus streams: a small file format, its writer and reader, and the recorder
+//! loop behind `mdbus record`. `mdbus replay` recognises a recording by its magic and
+//! republishes its envelopes.
+//!
+//! # Format (version 1, all integers little-endian)
+//!
+//! ```text
+//!  file header (header_len bytes, a multiple of 8)
+//!  0         8         10           12         16                 24         26
+//!  +---------+---------+------------+----------+------------------+----------+-----------+---------+
+//!  | magic   | version | header_len | reserved | started_unix_ns  | name_len | name      | padding |
+//!  | MDBUSREC| u16 = 1 | u16        | u32 = 0  | u64              | u16      | name_len  | zeroes  |
+//!  +---------+---------+------------+----------+------------------+----------+-----------+---------+
+//!
+//!  then records, back to back, until the end of the file
+//!  0        4          8          16         24
+//!  +--------+----------+----------+----------+----------------+
+//!  | len    | msg_type | seq      | ts_ns    | payload        |
+//!  | u32    | u32      | u64      | u64      | len bytes      |
+//!  +--------+----------+----------+----------+----------------+
+//! ```
+//!
+//! `seq` is the record's sequence number on the bus stream (consecutive; a jump is a loss the
+//! recorder suffered), `msg_type` its type tag ([`mdbus_bus::ENVELOPE_MSG_TYPE`] for normalized
+//! envelopes), `ts_ns` when the recorder read it (ns since the Unix epoch): replaying at
+//! recorded pace follows it. A reader skips header bytes past the fields it knows
+//! (`header_len`), so later versions can append header fields.
+//!
+//! A file that ends inside a record (the recorder was killed) is reported as
+//! [`RecordError::Truncated`] with the record's offset, after every complete record before it.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mdbus_bus::{ENVELOPE_MSG_TYPE, ProducerStatus, ReceiveError, Subscriber, WaitStrategy};
+
+/// The first eight bytes of every recording.
+pub const MAGIC: [u8; 8] = *b"MDBUSREC";
+/// The format version this code writes (and the highest it reads).
+pub const VERSION: u16 = 1;
+/// Length of a record's header (before the payload).
+pub const RECORD_HEADER_LEN: usize = 24;
+/// Largest payload accepted when reading; a larger length field means a damaged file.
+pub const MAX_RECORD_PAYLOAD: u32 = 16 << 20;
+/// Fixed part of the file header (before the stream name).
+const FIXED_HEADER_LEN: usize = 26;
+/// Longest stream name stored.
+const MAX_NAME: usize = 1024;
+
+/// Nanoseconds since the Unix epoch now (0 if the clock is before 1970).
+pub fn unix_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// What a recording's file header says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordingHeader {
+    /// Format version.
+    pub version: u16,
+    /// Name of the recorded stream.
+    pub stream: String,
+    /// When recording started, ns since the Unix epoch.
+    pub started_unix_ns: u64,
+    /// Length of the file header; the first record starts here.
+    pub header_len: u16,
+}
+
+/// Why a recording could not be written or read. Names the file and, where it applies, the
+/// offset.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// Opening, reading or writing the file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file does not start with [`MAGIC`].
+    #[error("{}: not an mdbus recording (no MDBUSREC magic)", path.display())]
+    BadMagic {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file was written by a newer, unknown format version.
+    #[error("{}: recording format version {version} is newer than this reader ({VERSION})", path.display())]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version found.
+        version: u16,
+    },
+    /// The file header or a record header is damaged.
+    #[error("{}: malformed recording at offset {offset}: {reason}", path.display())]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// Offset of the header or record.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The file ends inside a record; every record before it was delivered.
+    #[error("{}: truncated record at offset {offset}: needs {needed} bytes, {available} left", path.display())]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Offset of the record.
+        offset: u64,
+        /// Bytes the record needs.
+        needed: u64,
+        /// Bytes left in the file.
+        available: u64,
+    },
+    /// The recorded stream could not be read.
+    #[error("stream {stream:?}: {source}")]
+    Stream {
+        /// The stream.
+        stream: String,
+        /// What the ring said.
+        source: ReceiveError,
+    },
+}
+
+/// Whether the file at `path` starts with the recording magic.
+pub fn is_recording(path: impl AsRef<Path>) -> Result<bool, RecordError> {
+    let path = path.as_ref();
+    let io_err = |source| RecordError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = File::open(path).map_err(io_err)?;
+    let mut head = [0u8; 8];
+    let n = read_full(&mut f, &mut head).map_err(io_err)?;
+    Ok(n == 8 && head == MAGIC)
+}
+
+/// Reads until `buf` is full or the source ends; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Writes a recording: the file header at creation, then one record per
+/// [`write`](Self::write), buffered (no system call per record).
+#[derive(Debug)]
+pub struct RecordWriter<W: Write> {
+    out: BufWriter<W>,
+    records: u64,
+    bytes: u64,
+}
+
+impl RecordWriter<File> {
+    /// Creates (or truncates) the file at `path` and writes the header.
+    pub fn create(path: impl AsRef<Path>, stream: &str) -> Result<Self, RecordError> {
+        let path = path.as_ref();
+        let io_err = |source| RecordError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let f = File::create(path).map_err(io_err)?;
+        RecordWriter::new(f, stream, unix_now_ns()).map_err(io_err)
+    }
+}
+
+impl<W: Write> RecordWriter<W> {
+    /// Starts a recording of `stream` into `out`, writing the file header.
+    pub fn new(out: W, stream: &str, started_unix_ns: u64) -> io::Result<Self> {
+        let name = stream.as_bytes();
+        if name.len() > MAX_NAME {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("stream name of {} bytes (at most {MAX_NAME})", name.len()),
+            ));
+        }
+        let header_len = (FIXED_HEADER_LEN + name.len()).next_multiple_of(8);
+        let mut h = Vec::with_capacity(header_len);
+        h.extend_from_slice(&MAGIC);
+        h.extend_from_slice(&VERSION.to_le_bytes());
+        h.extend_from_slice(&(header_len as u16).to_le_bytes());
+        h.extend_from_slice(&0u32.to_le_bytes());
+        h.extend_from_slice(&started_unix_ns.to_le_bytes());
+        h.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        h.extend_from_slice(name);
+        h.resize(header_len, 0);
+        let mut out = BufWriter::with_capacity(1 << 20, out);
+        out.write_all(&h)?;
+        Ok(RecordWriter {
+            out,
+            records: 0,
+            bytes: header_len as u64,
+        })
+    }
+
+    /// Appends one record.
+    #[inline]
+    pub fn write(&mut self, seq: u64, msg_type: u32, ts_ns: u64, payload: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(payload.len())
+            .ok()
+            .filter(|&l| l <= MAX_RECORD_PAYLOAD)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("record of {} bytes is too large", payload.len()),
+                )
+            })?;
+        let mut h = [0u8; RECORD_HEADER_LEN];
+        h[0..4].copy_from_slice(&len.to_le_bytes());
+        h[4..8].copy_from_slice(&msg_type.to_le_bytes());
+        h[8..16].copy_from_slice(&seq.to_le_bytes());
+        h[16..24].copy_from_slice(&ts_ns.to_le_bytes());
+        self.out.write_all(&h)?;
+        self.out.write_all(payload)?;
+        self.records += 1;
+        self.bytes += (RECORD_HEADER_LEN + payload.len()) as u64;
+        Ok(())
+    }
+
+    /// Records written.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Bytes written (header included).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Flushes buffered records to the underlying writer.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    /// Flushes and returns the underlying writer.
+    pub fn finish(self) -> io::Result<W> {
+        self.out
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)
+    }
+}
+
+/// One record read back, borrowing the reader's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recorded<'a> {
+    /// File offset of the record.
+    pub offset: u64,
+    /// Bus stream sequence number.
+    pub seq: u64,
+    /// Type tag.
+    pub msg_type: u32,
+    /// When it was recorded, ns since the Unix epoch.
+    pub ts_ns: u64,
+    /// The message bytes.
+    pub payload: &'a [u8],
+}
+
+impl Recorded<'_> {
+    /// Whether the record is a normalized envelope.
+    pub fn is_envelope(&self) -> bool {
+        self.msg_type == ENVELOPE_MSG_TYPE
+    }
+}
+
+/// Streaming reader of a recording (one buffer, reused; no allocation per record).
+pub struct RecordReader {
+    path: PathBuf,
+    src: BufReader<Box<dyn Read + Send>>,
+    header: RecordingHeader,
+    offset: u64,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl std::fmt::Debug for RecordReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordReader")
+            .field("path", &self.path)
+            .field("header", &self.header)
+            .field("offset", &self.offset)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RecordReader {
+    /// Opens a recording and reads its header.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, RecordError> {
+        let path = path.as_ref();
+        let f = File::open(path).map_err(|source| RecordError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        RecordReader::from_reader(path, f)
+    }
+
+    /// Reads a recording from any byte source (`path` names it in errors).
+    pub fn from_reader(
+        path: impl Into<PathBuf>,
+        reader: impl Read + Send + 'static,
+    ) -> Result<Self, RecordError> {
+        let path = path.into();
+        let mut src = BufReader::with_capacity(1 << 20, Box::new(reader) as Box<dyn Read + Send>);
+        let io_err = |source| RecordError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut fixed = [0u8; FIXED_HEADER_LEN];
+        let n = read_full(&mut src, &mut fixed).map_err(io_err)?;
+        if n < 8 || fixed[..8] != MAGIC {
+            return Err(RecordError::BadMagic { path });
+        }
+        if n < FIXED_HEADER_LEN {
+            return Err(RecordError::Truncated {
+                path,
+                offset: 0,
+                needed: FIXED_HEADER_LEN as u64,
+                available: n as u64,
+            });
+        }
+        let u16_at = |i: usize| u16::from_le_bytes([fixed[i], fixed[i + 1]]);
+        let version = u16_at(8);
+        let header_len = u16_at(10);
+        let started_unix_ns = u64::from_le_bytes(fixed[16..24].try_into().unwrap_or_default());
+        let name_len = usize::from(u16_at(24));
+        if version == 0 || version > VERSION {
+            return Err(RecordError::UnsupportedVersion { path, version });
+        }
+        if usize::from(header_len) < FIXED_HEADER_LEN + name_len {
+            return Err(RecordError::Malformed {
+                path,
+                offset: 0,
+                reason: format!(
+                    "header length {header_len} cannot hold a stream name of {name_len} bytes"
+                ),
+            });
+        }
+        let mut rest = vec![0u8; usize::from(header_len) - FIXED_HEADER_LEN];
+        let n = read_full(&mut src, &mut rest).map_err(io_err)?;
+        if n < rest.len() {
+            return Err(RecordError::Truncated {
+                path,
+                offset: 0,
+                needed: u64::from(header_len),
+                available: (FIXED_HEADER_LEN + n) as u64,
+            });
+        }
+        let stream = String::from_utf8_lossy(&rest[..name_len]).into_owned();
+        Ok(RecordReader {
+            path,
+            src,
+            header: RecordingHeader {
+                version,
+                stream,
+                started_unix_ns,
+                header_len,
+            },
+            offset: u64::from(header_len),
+            buf: Vec::with_capacity(4096),
+            done: false,
+        })
+    }
+
+    /// The file header.
+    pub fn header(&self) -> &RecordingHeader {
+        &self.header
+    }
+
+    /// The file's name as given.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// File offset of the next record.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The next record, `None` at the end of the file. After an error (a truncated or damaged
+    /// record, an I/O error) the next call returns `None`.
+    pub fn next_record(&mut self) -> Option<Result<Recorded<'_>, RecordError>> {
+        if self.done {
+            return None;
+        }
+        match self.step() {
+            Ok(Some(h)) => Some(Ok(Recorded {
+                offset: h.offset,
+                seq: h.seq,
+                msg_type: h.msg_type,
+                ts_ns: h.ts_ns,
+                payload: &self.buf,
+            })),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+
+    fn step(&mut self) -> Result<Option<RecordHead>, RecordError> {
+        let offset = self.offset;
+        let io_err = |source| RecordError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut h = [0u8; RECORD_HEADER_LEN];
+        let n = read_full(&mut self.src, &mut h).map_err(io_err)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if n < RECORD_HEADER_LEN {
+            return Err(RecordError::Truncated {
+                path: self.path.clone(),
+                offset,
+                needed: RECORD_HEADER_LEN as u64,
+                available: n as u64,
+            });
+        }
+        let word = |i: usize| u64::from_le_bytes(h[i..i + 8].try_into().unwrap_or_default());
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+        let msg_type = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+        if len > MAX_RECORD_PAYLOAD {
+            return Err(RecordError::Malformed {
+                path: self.path.clone(),
+                offset,
+                reason: format!("record length {len} exceeds {MAX_RECORD_PAYLOAD}"),
+            });
+        }
+        let len = len as usize;
+        self.buf.resize(len, 0);
+        let n = read_full(&mut self.src, &mut self.buf).map_err(|source| RecordError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        if n < len {
+            return Err(RecordError::Truncated {
+                path: self.path.clone(),
+                offset,
+                needed: (RECORD_HEADER_LEN + len) as u64,
+                available: (RECORD_HEADER_LEN + n) as u64,
+            });
+        }
+        self.offset += (RECORD_HEADER_LEN + len) as u64;
+        Ok(Some(RecordHead {
+            offset,
+            seq: word(8),
+            msg_type,
+            ts_ns: word(16),
+        }))
+    }
+}
+
+struct RecordHead {
+    offset: u64,
+    seq: u64,
+    msg_type: u32,
+    ts_ns: u64,
+}
+
+/// When [`record_stream`] stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordOptions {
+    /// Stop after the stream's `EndOfSession` envelope (recorded).
+    pub until_end_of_session: bool,
+    /// Stop after this many records.
+    pub max_records: Option<u64>,
+    /// Stop after this long.
+    pub max_duration: Option<Duration>,
+    /// How the recorder waits for data.
+    pub wait: WaitStrategy,
+}
+
+impl Default for RecordOptions {
+    /// Until the end of the session or the stream's close, however long; blocking waits.
+    fn default() -> Self {
+        RecordOptions {
+            until_end_of_session: true,
+            max_records: None,
+            max_duration: None,
+            wait: WaitStrategy::Blocking,
+        }
+    }
+}
+
+/// Why [`record_stream`] stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum StopReason {
+    /// The stream's `EndOfSession` envelope was recorded.
+    EndOfSession,
+    /// The publisher closed the stream and everything was recorded.
+    Closed,
+    /// The publisher died (its process is gone or its heartbeat stopped).
+    PublisherDead,
+    /// `max_records` were recorded.
+    Count,
+    /// `max_duration` passed.
+    Duration,
+    /// The caller's stop flag was set.
+    Stopped,
+}
+
+/// What [`record_stream`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RecordStats {
+    /// Records written.
+    pub records: u64,
+    /// Bytes written, file header included.
+    pub bytes: u64,
+    /// Times the recorder was lapped by the publisher (broadcast streams).
+    pub overruns: u64,
+    /// Records lost to those overruns (the replay sees them as a sequence gap).
+    pub lost: u64,
+    /// Why recording stopped.
+    pub stop: StopReason,
+}
+
+/// Records `sub` into `writer` until a stop condition of `options` or `stop` is met, then
+/// flushes. Each record is copied out of the ring and checked against an overrun before it is
+/// written, so a record the publisher overwrote mid-read is never recorded.
+pub fn record_stream<W: Write>(
+    sub: &mut Subscriber,
+    writer: &mut RecordWriter<W>,
+    path: &Path,
+    options: &RecordOptions,
+    stop: &AtomicBool,
+) -> Result<RecordStats, RecordError> {
+    let io_err = |source| RecordError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let started = Instant::now();
+    let mut wait = options.wait;
+    let mut scratch: Vec<u8> = Vec::with_capacity(64 << 10);
+    let mut overruns = 0;
+    let mut lost = 0;
+    let reason = loop {
+        if options
+            .max_records
+            .is_some_and(|max| writer.records() >= max)
+        {
+            break StopReason::Count;
+        }
+        let mut head = (0u64, 0u32);
+        match sub.poll(|m| {
+            scratch.clear();
+            scratch.extend_from_slice(m.payload());
+            head = (m.seq(), m.msg_type());
+        }) {
+            Ok(true) => {
+                let (seq, msg_type) = head;
+                writer
+                    .write(seq, msg_type, unix_now_ns(), &scratch)
+                    .map_err(io_err)?;
+                if options.until_end_of_session
+                    && msg_type == ENVELOPE_MSG_TYPE
+                    && mdbus_bus::schema::read_verified(&scratch)
+                        .is_ok_and(|e| e.event_type() == mdbus_bus::schema::Event::EndOfSession)
+                {
+                    break StopReason::EndOfSession;
+                }
+            }
+            Ok(false) => {
+                if stop.load(Ordering::Relaxed) {
+                    break StopReason::Stopped;
+                }
+                if options.max_duration.is_some_and(|d| started.elapsed() >= d) {
+                    break StopReason::Duration;
+                }
+                if let ProducerStatus::Dead { .. } = sub.producer_status(Duration::from_secs(5)) {
+                    break StopReason::PublisherDead;
+                }
+                let _ = sub.wait(&mut wait, Some(Duration::from_millis(50)));
+            }
+            Err(ReceiveError::Overrun { lost: n, .. }) => {
+                overruns += 1;
+                lost += n;
+            }
+            Err(ReceiveError::Closed) => break StopReason::Closed,
+            Err(ReceiveError::NewEpoch { .. }) => {
+                sub.reopen().map_err(|e| RecordError::Malformed {
+                    path: path.to_owned(),
+                    offset: writer.bytes(),
+                    reason: format!("cannot follow the restarted publisher: {e}"),
+                })?;
+            }
+            Err(source) => {
+                writer.flush().map_err(io_err)?;
+                return Err(RecordError::Stream {
+                    stream: sub.name().to_owned(),
+                    source,
+                });
+            }
+        }
+    };
+    writer.flush().map_err(io_err)?;
+    Ok(RecordStats {
+        records: writer.records(),
+        bytes: writer.bytes(),
+        overruns,
+        lost,
+        stop: reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<u8> {
+        let mut w = RecordWriter::new(Vec::new(), "feed.x", 42).unwrap();
+        for i in 0..5u64 {
+            let payload = vec![i as u8; i as usize * 3];
+            w.write(100 + i, 1, 1_000 + i, &payload).unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = sample();
+        let mut r = RecordReader::from_reader("mem", io::Cursor::new(bytes)).unwrap();
+        assert_eq!(r.header().stream, "feed.x");
+        assert_eq!(r.header().started_unix_ns, 42);
+        assert_eq!(r.header().header_len % 8, 0);
+        let mut seen = Vec::new();
+        while let Some(rec) = r.next_record() {
+            let rec = rec.unwrap();
+            seen.push((rec.seq, rec.ts_ns, rec.payload.to_vec()));
+        }
+        assert_eq!(seen.len(), 5);
+        assert_eq!(seen[4], (104, 1_004, vec![4u8; 12]));
+    }
+
+    #[test]
+    fn truncated_tail_names_its_offset_and_keeps_what_came_before() {
+        let bytes = sample();
+        for cut in 1..30 {
+            let short = bytes[..bytes.len() - cut].to_vec();
+            let mut r = RecordReader::from_reader("cut.rec", io::Cursor::new(short)).unwrap();
+            let mut good = 0;
+            let mut err = None;
+            while let Some(rec) = r.next_record() {
+                match rec {
+                    Ok(_) => good += 1,
+                    Err(e) => err = Some(e),
+                }
+            }
+            // The last record (seq 104) is 24 + 12 = 36 bytes long.
+            assert_eq!(good, 4, "cut {cut}");
+            match err {
+                Some(RecordError::Truncated {
+                    offset,
+                    needed,
+                    available,
+                    ..
+                }) => {
+                    assert_eq!(offset as usize, bytes.len() - 36, "cut {cut}");
+                    assert_eq!(available as usize, 36 - cut);
+                    assert!(needed > available);
+                }
+                other => panic!("cut {cut}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_files_are_clear_errors() {
+        let e = RecordReader::from_reader("x", io::Cursor::new(b"hello world".to_vec()));
+        assert!(matches!(e, Err(RecordError::BadMagic { .. })));
+        let mut bytes = sample();
+        bytes[8] = 9; // version 9
+        let e = RecordReader::from_reader("x", io::Cursor::new(bytes)).unwrap_err();
+        assert!(e.to_string().contains("version 9"), "{e}");
+        let mut bytes = sample();
+        let first = usize::from(u16::from_le_bytes([bytes[10], bytes[11]]));
+        bytes[first + 3] = 0x7f; // a huge length
+        let mut r = RecordReader::from_reader("x", io::Cursor::new(bytes)).unwrap();
+        let e = r.next_record().unwrap().unwrap_err();
+        assert!(
+            matches!(e, RecordError::Malformed { offset, .. } if offset as usize == first),
+            "{e}"
+        );
+        assert!(r.next_record().is_none());
+    }
+}

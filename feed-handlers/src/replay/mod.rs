@@ -1,0 +1,1109 @@
+//! Replay of captured sessions through the same path as live data.
+//!
+//! A [`Replayer`] reads one source and publishes it on one bus stream:
+//!
+//! * a **length-prefixed ITCH file** (Nasdaq's format): each message goes through the
+//!   [`FeedPipeline`] (decode -> normalize -> publish) as source message `n`, its 1-based
+//!   position in the file;
+//! * a **pcap or pcapng of MoldUDP64 datagrams**: each datagram (optionally only those sent to
+//!   one multicast group and/or port) goes through the MoldUDP64 [`Sequencer`] (no
+//!   retransmission server: a sequence jump is declared lost at once) and then the
+//!   [`FeedPipeline`]. Jumps in the sequence numbers are **gaps**: the pipeline publishes a
+//!   `GapNotice` in place and the report counts them; nothing stops. Messages before the
+//!   first packet of a capture that starts mid-session are a late join, reported apart;
+//! * an **mdbus recording** ([`crate::record`], told by its magic): its records are
+//!   republished byte for byte (envelopes keep their headers), with a `GapNotice` where the
+//!   recorder lost records.
+//!
+//! Every envelope of an ITCH source carries the `Replayed` flag, its source sequence number,
+//! its exchange timestamp and a receive timestamp: by default the moment the replayer decoded
+//! it ([`Stamp::Now`], a TSC reading anchored to the Unix epoch, see [`StampClock`]), or the
+//! capture's own timestamp ([`Stamp::Source`]). The stream ends with an `EndOfSession` event
+//! (the source's, or one the replayer adds when the file ends), and the publisher then closes
+//! the stream.
+//!
+//! Options: the [`Speed`] (as fast as possible, a multiple of the recorded pace, or a fixed
+//! rate), a window of exchange time ([`ReplayOptions::from`], [`ReplayOptions::to`]; the day's
+//! stock directory messages are always replayed so subscribers can name instruments), a set of
+//! symbols (resolved to stock locates by the stock directory messages; market-wide messages,
+//! locate 0, always pass), and an end-of-replay [`BookSummary`] computed from exactly the
+//! messages published.
+//!
+//! Bad input never panics: a message that does not decode is published as a lost one-message
+//! gap and counted; a file that ends inside a record is reported with the record's offset
+//! ([`ReplayReport::truncated`]) after everything before it was published.
+
+mod pace;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use mdbus_bus::schema::{self as fb, Encoder, EnvelopeFlags, HeaderFields};
+use mdbus_bus::{Bus, BusError, PublishError, Publisher, StreamConfig};
+use mdbus_codecs::capture::{
+    self, CaptureError, CaptureFormat, CaptureReader, CaptureStats, Record,
+};
+use mdbus_codecs::itch::{self, Message};
+use mdbus_codecs::sequencer::{
+    ConfigError, Deliver, Event as SeqEvent, LateJoin, Line, Sequencer, SequencerConfig,
+};
+use serde::Serialize;
+
+pub use pace::{BadSpeed, BadTime, Pacer, Speed, StampClock, TimeOfDay};
+
+use crate::book::{BookBuilder, BookConfig, BookConfigError, BookSummary, OrderEvent, TypeCounts};
+use crate::bookstream::{itch_type_of, order_event_from_envelope};
+use crate::pipeline::{FeedPipeline, PipelineError, PipelineSetupError};
+use crate::record::{RecordError, RecordReader, is_recording};
+
+/// Most warnings kept in a report (the rest are counted).
+const MAX_WARNINGS: usize = 20;
+/// Records between two progress calls.
+const PROGRESS_EVERY: u64 = 16_384;
+
+/// Where the receive timestamp of replayed envelopes comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Stamp {
+    /// When the replayer decoded the message (as a live feed handler stamps arrival).
+    #[default]
+    Now,
+    /// The capture's timestamp of the datagram (pcap, pcapng); ITCH files have none and get
+    /// [`Stamp::Now`].
+    Source,
+}
+
+/// What to replay and how.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplayOptions {
+    /// How fast.
+    pub speed: Speed,
+    /// Replay messages stamped at or after this exchange time only.
+    pub from: Option<TimeOfDay>,
+    /// Stop at the first message stamped after this exchange time.
+    pub to: Option<TimeOfDay>,
+    /// Replay only these symbols (empty: all).
+    pub symbols: Vec<String>,
+    /// pcap/pcapng: only datagrams sent to this IPv4 address (multicast group).
+    pub group: Option<Ipv4Addr>,
+    /// pcap/pcapng: only datagrams sent to this UDP port.
+    pub port: Option<u16>,
+    /// Receive timestamps.
+    pub stamp: Stamp,
+    /// Build books from the published messages and return a [`BookSummary`].
+    pub book_summary: Option<BookConfig>,
+}
+
+impl Default for ReplayOptions {
+    /// Everything, at full speed, stamped now, no summary.
+    fn default() -> Self {
+        ReplayOptions {
+            speed: Speed::Max,
+            from: None,
+            to: None,
+            symbols: Vec::new(),
+            group: None,
+            port: None,
+            stamp: Stamp::Now,
+            book_summary: None,
+        }
+    }
+}
+
+/// Books sized for replays of a file: 1 M live orders, 12,000 instruments (about 32 MB plus
+/// 16 KB per instrument seen... all preallocated: see [`BookConfig::memory_bytes`]).
+pub fn replay_book_config() -> BookConfig {
+    BookConfig {
+        max_orders: 1 << 20,
+        max_instruments: 12_000,
+        levels_per_side_hint: 64,
+    }
+}
+
+/// The ring a replay publishes into by default: broadcast (a replay never waits for
+/// subscribers), 16 MiB, envelopes of at most 512 bytes.
+pub fn replay_ring() -> StreamConfig {
+    StreamConfig {
+        capacity: 16 << 20,
+        max_msg_len: 512,
+        ..StreamConfig::default()
+    }
+}
+
+/// Where a replay reads from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A file: ITCH, pcap, pcapng or an mdbus recording.
+    Path(PathBuf),
+    /// Bytes in memory (an ITCH file, pcap or pcapng), named `name` in reports and errors.
+    Bytes {
+        /// Name for messages.
+        name: String,
+        /// The bytes.
+        bytes: &'static [u8],
+    },
+}
+
+impl Source {
+    /// The source's name as reported.
+    pub fn name(&self) -> String {
+        match self {
+            Source::Path(p) => p.display().to_string(),
+            Source::Bytes { name, .. } => name.clone(),
+        }
+    }
+}
+
+/// A replay that cannot start, or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The capture could not be opened or read.
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    /// The recording could not be opened or read.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// The output stream could not be made.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineSetupError),
+    /// The output stream could not be made.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// The summary's books could not be made.
+    #[error(transparent)]
+    Book(#[from] BookConfigError),
+    /// The sequencer could not be made.
+    #[error("sequencer: {0}")]
+    Sequencer(#[from] ConfigError),
+    /// An option is not usable.
+    #[error("{0}")]
+    Option(String),
+    /// The output stream refused a message for good (too large for its ring).
+    #[error("stream {stream:?}: publishing source message {seq}: {error}")]
+    Publish {
+        /// The stream.
+        stream: String,
+        /// Source sequence number.
+        seq: u64,
+        /// What the ring said.
+        error: PublishError,
+    },
+}
+
+/// Where a file ended inside a record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Truncation {
+    /// File offset of the incomplete record.
+    pub offset: u64,
+    /// The full error message.
+    pub detail: String,
+}
+
+/// What a replay did.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReplayReport {
+    /// The source, as named.
+    pub source: String,
+    /// `itch`, `pcap`, `pcapng` or `recording`.
+    pub format: &'static str,
+    /// The output stream.
+    pub stream: String,
+    /// The speed, as given.
+    pub speed: String,
+    /// Records read from the file: ITCH messages, UDP datagrams or recorded records.
+    pub records: u64,
+    /// Source messages handed on by the reader or the sequencer, before filters.
+    pub messages: u64,
+    /// Messages published (after the window and symbol filters).
+    pub published: u64,
+    /// Messages dropped by the window and symbol filters.
+    pub filtered: u64,
+    /// Datagrams skipped by the group/port filter.
+    pub datagrams_filtered: u64,
+    /// Gaps: sequence jumps declared lost (published as gap notices).
+    pub gaps: u64,
+    /// Source messages in those gaps.
+    pub gap_messages: u64,
+    /// A capture that starts mid-session: the first sequence number replayed.
+    pub late_join_first_seq: Option<u64>,
+    /// Messages that did not decode (published as lost one-message gaps).
+    pub decode_errors: u64,
+    /// Recordings: envelopes that failed verification (skipped).
+    pub invalid_envelopes: u64,
+    /// MoldUDP64 packets of another session than the first (use `group`/`port` to choose).
+    pub foreign_session_packets: u64,
+    /// MoldUDP64 packets too short or damaged.
+    pub malformed_packets: u64,
+    /// Publish attempts a lossless subscriber held back (each retried).
+    pub back_pressured: u64,
+    /// The file ended inside a record.
+    pub truncated: Option<Truncation>,
+    /// Non-fatal problems met (the first few).
+    pub warnings: Vec<String>,
+    /// Symbols asked for that no stock directory message named.
+    pub unresolved_symbols: Vec<String>,
+    /// Wall time of the replay, ns.
+    pub elapsed_ns: u64,
+    /// Paced replays: the latest a message was released behind its schedule, ns.
+    pub max_behind_ns: u64,
+    /// The books built from the published messages, when asked for.
+    #[serde(skip)]
+    pub summary: Option<BookSummary>,
+}
+
+impl ReplayReport {
+    /// Messages published per second of wall time.
+    pub fn rate(&self) -> f64 {
+        if self.elapsed_ns == 0 {
+            0.0
+        } else {
+            self.published as f64 * 1e9 / self.elapsed_ns as f64
+        }
+    }
+}
+
+/// Progress of a running replay, handed to the progress callback every few thousand records
+/// and at the end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes of the source read so far.
+    pub offset: u64,
+    /// Messages published so far.
+    pub published: u64,
+}
+
+/// Resolves symbols to stock locates from stock directory messages.
+#[derive(Debug)]
+struct SymbolFilter {
+    wanted: Vec<([u8; 8], String, bool)>,
+    allowed: Box<[u64]>,
+}
+
+impl SymbolFilter {
+    fn new(symbols: &[String]) -> Result<Option<SymbolFilter>, ReplayError> {
+        if symbols.is_empty() {
+            return Ok(None);
+        }
+        let mut wanted = Vec::new();
+        for s in symbols {
+            let t = s.trim().to_ascii_uppercase();
+            if t.is_empty() || t.len() > 8 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ReplayError::Option(format!(
+                    "bad symbol {s:?}: 1 to 8 printable ASCII characters"
+                )));
+            }
+            let mut padded = *b"        ";
+            padded[..t.len()].copy_from_slice(t.as_bytes());
+            wanted.push((padded, t, false));
+        }
+        Ok(Some(SymbolFilter {
+            wanted,
+            allowed: vec![0u64; (1 << 16) / 64].into_boxed_slice(),
+        }))
+    }
+
+    #[inline]
+    fn directory(&mut self, locate: u16, stock: &[u8; 8]) {
+        for w in &mut self.wanted {
+            if &w.0 == stock {
+                w.2 = true;
+                self.allowed[usize::from(locate) / 64] |= 1 << (locate % 64);
+            }
+        }
+    }
+
+    #[inline]
+    fn allows(&self, locate: u16) -> bool {
+        locate == 0 || self.allowed[usize::from(locate) / 64] & (1 << (locate % 64)) != 0
+    }
+
+    fn unresolved(&self) -> Vec<String> {
+        self.wanted
+            .iter()
+            .filter(|w| !w.2)
+            .map(|w| w.1.clone())
+            .collect()
+    }
+}
+
+/// What the filters decided for one message.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Publish,
+    /// Publish, but outside the window (a stock directory message): not paced.
+    PublishUnpaced,
+    Skip,
+    /// Past the end of the window: stop reading.
+    Stop,
+}
+
+/// The filters, books and counters shared by every source kind.
+#[derive(Debug)]
+struct Core {
+    options: ReplayOptions,
+    symbols: Option<SymbolFilter>,
+    pacer: Pacer,
+    clock: StampClock,
+    book: Option<(BookBuilder, TypeCounts)>,
+    report: ReplayReport,
+    stop: bool,
+    ended: bool,
+    /// Source sequence number after the last message handled.
+    next_seq: u64,
+}
+
+impl Core {
+    fn warn(&mut self, w: String) {
+        if self.report.warnings.len() < MAX_WARNINGS {
+            self.report.warnings.push(w);
+        }
+    }
+
+    /// Window and symbol filters for a message with these facts.
+    #[inline]
+    fn verdict(&mut self, locate: u16, exchange_ts: u64, directory: Option<&[u8; 8]>) -> Verdict {
+        if let (Some(f), Some(stock)) = (self.symbols.as_mut(), directory) {
+            f.directory(locate, stock);
+        }
+        if self.symbols.as_ref().is_some_and(|f| !f.allows(locate)) {
+            return Verdict::Skip;
+        }
+        let before = self.options.from.is_some_and(|f| exchange_ts < f.0);
+        let after = self.options.to.is_some_and(|t| exchange_ts > t.0);
+        match (directory.is_some(), before || after) {
+            (_, false) => Verdict::Publish,
+            (true, true) => Verdict::PublishUnpaced,
+            (false, true) if after => Verdict::Stop,
+            (false, true) => Verdict::Skip,
+        }
+    }
+
+    #[inline]
+    fn recv_ts(&self, capture_ts: Option<u64>) -> u64 {
+        match (self.options.stamp, capture_ts) {
+            (Stamp::Source, Some(ts)) => ts,
+            _ => self.clock.now_unix_ns(),
+        }
+    }
+}
+
+/// Publishes decoded ITCH through the pipeline, retrying while a lossless subscriber holds
+/// the stream back.
+#[derive(Debug)]
+struct ItchOut {
+    pipeline: FeedPipeline,
+    stream: String,
+}
+
+impl ItchOut {
+    #[inline]
+    fn message(
+        &mut self,
+        core: &mut Core,
+        seq: u64,
+        bytes: &[u8],
+        capture_ts: Option<u64>,
+    ) -> Result<(), ReplayError> {
+        core.report.messages += 1;
+        core.next_seq = seq + 1;
+        let msg = match itch::decode(bytes) {
+            Ok(m) => m,
+            Err(_) => {
+                // The pipeline publishes it as a lost one-message gap and counts it.
+                core.report.decode_errors += 1;
+                let recv = core.recv_ts(capture_ts);
+                return self.retry(core, seq, |p| p.on_message(seq, bytes, recv));
+            }
+        };
+        let directory = match &msg {
+            Message::StockDirectory(d) => Some(d.stock()),
+            _ => None,
+        };
+        let pace_ts = capture_ts.unwrap_or(msg.timestamp());
+        match core.verdict(msg.stock_locate(), msg.timestamp(), directory.as_ref()) {
+            Verdict::Skip => {
+                core.report.filtered += 1;
+                return Ok(());
+            }
+            Verdict::Stop => {
+                core.report.filtered += 1;
+                core.stop = true;
+                return Ok(());
+            }
+            Verdict::Publish => core.pacer.wait(pace_ts),
+            Verdict::PublishUnpaced => {}
+        }
+        let recv = core.recv_ts(capture_ts);
+        self.retry(core, seq, |p| p.on_message(seq, bytes, recv))?;
+        core.report.published += 1;
+        if let Some((builder, counts)) = &mut core.book {
+            counts.record(msg.msg_type());
+            if let Some(ev) = OrderEvent::from_itch(&msg) {
+                builder.apply(&ev, &mut |_| {});
+            }
+        }
+        Ok(())
+    }
+
+    fn gap(
+        &mut self,
+        core: &mut Core,
+        first: u64,
+        count: u64,
+        capture_ts: Option<u64>,
+    ) -> Result<(), ReplayError> {
+        core.report.gaps += 1;
+        core.report.gap_messages += count;
+        let recv = core.recv_ts(capture_ts);
+        self.retry(core, first, |p| p.on_gap(first, count, false, recv))
+    }
+
+    fn end(&mut self, core: &mut Core, next_seq: u64) -> Result<(), ReplayError> {
+        if core.ended {
+            return Ok(());
+        }
+        core.ended = true;
+        let recv = core.recv_ts(None);
+        self.retry(core, next_seq, |p| p.on_end_of_session(next_seq, recv))
+    }
+
+    #[inline]
+    fn retry(
+        &mut self,
+        core: &mut Core,
+        seq: u64,
+        mut f: impl FnMut(&mut FeedPipeline) -> Result<(), PipelineError>,
+    ) -> Result<(), ReplayError> {
+        let mut spins = 0u32;
+        loop {
+            match f(&mut self.pipeline) {
+                Ok(()) | Err(PipelineError::Decode { .. }) => return Ok(()),
+                Err(PipelineError::Publish {
+                    error: PublishError::BackPressured,
+                    ..
+                }) => {
+                    core.report.back_pressured += 1;
+                    spins += 1;
+                    if spins < 64 {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+                Err(PipelineError::Publish { error, .. }) => {
+                    return Err(ReplayError::Publish {
+                        stream: self.stream.clone(),
+                        seq,
+                        error,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The sequencer's sink: messages and lost ranges in order, into the pipeline.
+struct SeqSink<'a> {
+    out: &'a mut ItchOut,
+    core: &'a mut Core,
+    capture_ts: u64,
+    error: &'a mut Option<ReplayError>,
+}
+
+impl Deliver for SeqSink<'_> {
+    #[inline]
+    fn message(&mut self, seq: u64, msg: &[u8]) {
+        if self.core.stop || self.error.is_some() {
+            return;
+        }
+        if let Err(e) = self.out.message(self.core, seq, msg, Some(self.capture_ts)) {
+            *self.error = Some(e);
+        }
+    }
+
+    fn gap(&mut self, first: u64, count: u64) {
+        if self.core.stop || self.error.is_some() {
+            return;
+        }
+        if let Err(e) = self.out.gap(self.core, first, count, Some(self.capture_ts)) {
+            *self.error = Some(e);
+        }
+    }
+}
+
+/// Republishes recorded records as they are.
+#[derive(Debug)]
+struct RawOut {
+    publisher: Publisher,
+    encoder: Encoder,
+}
+
+/// Publishes one record, retrying while a lossless subscriber holds the stream back.
+fn publish_raw(
+    publisher: &mut Publisher,
+    core: &mut Core,
+    msg_type: u32,
+    bytes: &[u8],
+    seq: u64,
+) -> Result<(), ReplayError> {
+    let mut spins = 0u32;
+    loop {
+        match publisher.publish(msg_type, bytes) {
+            Ok(_) => return Ok(()),
+            Err(PublishError::BackPressured) => {
+                core.report.back_pressured += 1;
+                spins += 1;
+                if spins < 64 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            Err(error) => {
+                return Err(ReplayError::Publish {
+                    stream: publisher.name().to_owned(),
+                    seq,
+                    error,
+                });
+            }
+        }
+    }
+}
+
+impl RawOut {
+    fn publish(
+        &mut self,
+        core: &mut Core,
+        msg_type: u32,
+        bytes: &[u8],
+        seq: u64,
+    ) -> Result<(), ReplayError> {
+        publish_raw(&mut self.publisher, core, msg_type, bytes, seq)
+    }
+
+    /// Publishes a gap notice (`gap`) or the end of the session (`None`).
+    fn bus_event(
+        &mut self,
+        core: &mut Core,
+        header: &HeaderFields,
+        gap: Option<fb::GapNoticeFields>,
+    ) -> Result<(), ReplayError> {
+        let RawOut { publisher, encoder } = self;
+        let msg = match gap {
+            Some(g) => encoder.gap_notice(header, &g),
+            None => encoder.end_of_session(header, &fb::EndOfSessionFields),
+        };
+        publish_raw(
+            publisher,
+            core,
+            mdbus_bus::ENVELOPE_MSG_TYPE,
+            &msg,
+            header.seq,
+        )
+    }
+}
+
+enum Input {
+    Capture(CaptureReader),
+    Recording(RecordReader),
+}
+
+enum Output {
+    Itch(ItchOut),
+    Raw(RawOut),
+}
+
+/// A replay, opened and ready to run; see the [module docs](self).
+///
+/// [`open`](Replayer::open) reads the source's first bytes and creates the output stream, so
+/// subscribers can join (lossless ones must) before [`run`](Replayer::run) publishes anything.
+pub struct Replayer {
+    input: Input,
+    output: Output,
+    core: Core,
+}
+
+impl std::fmt::Debug for Replayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replayer")
+            .field("source", &self.core.report.source)
+            .field("format", &self.core.report.format)
+            .field("stream", &self.core.report.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replayer {
+    /// Opens `source` and creates stream `stream` on `bus` with `ring`.
+    pub fn open(
+        source: &Source,
+        bus: &Bus,
+        stream: &str,
+        ring: &StreamConfig,
+        options: ReplayOptions,
+    ) -> Result<Replayer, ReplayError> {
+        let symbols = SymbolFilter::new(&options.symbols)?;
+        if let (Some(f), Some(t)) = (options.from, options.to)
+            && f > t
+        {
+            return Err(ReplayError::Option(format!(
+                "the window is empty: --from {f} is after --to {t}"
+            )));
+        }
+        let input = match source {
+            Source::Path(p) if is_recording(p)? => Input::Recording(RecordReader::open(p)?),
+            Source::Path(p) => Input::Capture(capture::open_capture(p)?),
+            Source::Bytes { name, bytes } => Input::Capture(CaptureReader::from_reader(
+                name,
+                std::io::Cursor::new(*bytes),
+            )?),
+        };
+        let format = match &input {
+            Input::Recording(_) => "recording",
+            Input::Capture(c) => match c.format() {
+                CaptureFormat::ItchLengthPrefixed => "itch",
+                CaptureFormat::Pcap { .. } => "pcap",
+                CaptureFormat::PcapNg => "pcapng",
+            },
+        };
+        if matches!(input, Input::Capture(ref c) if c.format() == CaptureFormat::ItchLengthPrefixed)
+            && (options.group.is_some() || options.port.is_some())
+        {
+            return Err(ReplayError::Option(
+                "--group and --port select datagrams of a pcap or pcapng file; this is an ITCH file"
+                    .into(),
+            ));
+        }
+        let output = match input {
+            Input::Recording(_) => Output::Raw(RawOut {
+                publisher: bus.publisher(stream, ring)?,
+                encoder: Encoder::new(),
+            }),
+            Input::Capture(_) => {
+                let mut pipeline = FeedPipeline::new(bus, stream, ring)?;
+                pipeline.set_flags(EnvelopeFlags::Replayed);
+                Output::Itch(ItchOut {
+                    pipeline,
+                    stream: stream.to_owned(),
+                })
+            }
+        };
+        let book = match options.book_summary {
+            Some(config) => Some((BookBuilder::new(config)?, TypeCounts::new())),
+            None => None,
+        };
+        let clock = StampClock::new();
+        let report = ReplayReport {
+            source: source.name(),
+            format,
+            stream: stream.to_owned(),
+            speed: options.speed.to_string(),
+            records: 0,
+            messages: 0,
+            published: 0,
+            filtered: 0,
+            datagrams_filtered: 0,
+            gaps: 0,
+            gap_messages: 0,
+            late_join_first_seq: None,
+            decode_errors: 0,
+            invalid_envelopes: 0,
+            foreign_session_packets: 0,
+            malformed_packets: 0,
+            back_pressured: 0,
+            truncated: None,
+            warnings: Vec::new(),
+            unresolved_symbols: Vec::new(),
+            elapsed_ns: 0,
+            max_behind_ns: 0,
+            summary: None,
+        };
+        Ok(Replayer {
+            input,
+            output,
+            core: Core {
+                pacer: Pacer::new(options.speed, clock.clone()),
+                clock,
+                symbols,
+                options,
+                book,
+                report,
+                stop: false,
+                ended: false,
+                next_seq: 1,
+            },
+        })
+    }
+
+    /// Stamps receive timestamps (and paces) with `clock` instead of a clock of its own; hand
+    /// a clone to the subscribers that measure latency against those stamps.
+    pub fn with_clock(mut self, clock: StampClock) -> Replayer {
+        self.core.pacer = Pacer::new(self.core.options.speed, clock.clone());
+        self.core.clock = clock;
+        self
+    }
+
+    /// `itch`, `pcap`, `pcapng` or `recording`.
+    pub fn format(&self) -> &'static str {
+        self.core.report.format
+    }
+
+    /// Replays the whole source (or up to the window's end), then publishes the end of the
+    /// session and closes the stream. `progress` is called every few thousand records.
+    pub fn run(self, progress: &mut dyn FnMut(Progress)) -> Result<ReplayReport, ReplayError> {
+        let Replayer {
+            input,
+            output,
+            mut core,
+        } = self;
+        let started = Instant::now();
+        match (input, output) {
+            (Input::Capture(mut reader), Output::Itch(mut out)) => {
+                if reader.format() == CaptureFormat::ItchLengthPrefixed {
+                    run_itch(&mut reader, &mut out, &mut core, progress)?;
+                } else {
+                    run_pcap(&mut reader, &mut out, &mut core, progress)?;
+                }
+                let next = core.next_seq;
+                out.end(&mut core, next)?;
+                note_capture_stats(&mut core, reader.stats());
+                progress(Progress {
+                    offset: reader.offset(),
+                    published: core.report.published,
+                });
+            }
+            (Input::Recording(mut reader), Output::Raw(mut out)) => {
+                run_recording(&mut reader, &mut out, &mut core, progress)?;
+                if !core.ended {
+                    let header = HeaderFields {
+                        seq: core.next_seq,
+                        recv_ts_ns: core.clock.now_unix_ns(),
+                        ..HeaderFields::default()
+                    };
+                    out.bus_event(&mut core, &header, None)?;
+                }
+                progress(Progress {
+                    offset: reader.offset(),
+                    published: core.report.published,
+                });
+            }
+            _ => {
+                return Err(ReplayError::Option(
+                    "internal: source and output disagree".into(),
+                ));
+            }
+        }
+        core.report.elapsed_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        core.report.max_behind_ns = core.pacer.max_behind_ns();
+        core.report.unresolved_symbols = core
+            .symbols
+            .as_ref()
+            .map(SymbolFilter::unresolved)
+            .unwrap_or_default();
+        if let Some((builder, counts)) = &core.book {
+            core.report.summary =
+                Some(builder.summary(counts, core.report.published, core.report.gaps));
+        }
+        Ok(core.report)
+    }
+}
+
+fn note_capture_stats(core: &mut Core, s: CaptureStats) {
+    let skipped = [
+        (s.skipped_non_ipv4, "frames that are not IPv4"),
+        (s.skipped_non_udp, "IPv4 packets that are not UDP"),
+        (s.ipv4_fragments, "IPv4 fragments"),
+        (s.malformed_frames, "malformed frames"),
+        (
+            s.unsupported_link_type,
+            "frames of an unsupported link type",
+        ),
+    ];
+    for (n, what) in skipped {
+        if n > 0 {
+            core.warn(format!("skipped {n} {what}"));
+        }
+    }
+}
+
+/// A capture error met while reading: truncation and damage are noted and reading goes on
+/// where the reader can; an I/O error stops the replay.
+fn capture_error(core: &mut Core, e: CaptureError) -> Result<(), ReplayError> {
+    match e {
+        CaptureError::Truncated { offset, .. } => {
+            core.report.truncated = Some(Truncation {
+                offset,
+                detail: e.to_string(),
+            });
+            Ok(())
+        }
+        CaptureError::Malformed { .. } => {
+            core.warn(e.to_string());
+            Ok(())
+        }
+        other => Err(other.into()),
+    }
+}
+
+fn run_itch(
+    reader: &mut CaptureReader,
+    out: &mut ItchOut,
+    core: &mut Core,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(), ReplayError> {
+    let mut seq = 0u64;
+    while let Some(rec) = reader.next_record() {
+        match rec {
+            Ok(Record::Itch(m)) => {
+                seq += 1;
+                core.report.records += 1;
+                out.message(core, seq, m.message, None)?;
+                if core.stop {
+                    break;
+                }
+                if seq.is_multiple_of(PROGRESS_EVERY) {
+                    progress(Progress {
+                        offset: m.offset,
+                        published: core.report.published,
+                    });
+                }
+            }
+            Ok(Record::Udp(_)) => {}
+            Err(e) => capture_error(core, e)?,
+        }
+    }
+    Ok(())
+}
+
+fn run_pcap(
+    reader: &mut CaptureReader,
+    out: &mut ItchOut,
+    core: &mut Core,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(), ReplayError> {
+    let mut seqr = Sequencer::new(SequencerConfig {
+        nak_delay: std::time::Duration::ZERO,
+        max_outstanding_requests: 0,
+        late_join: LateJoin::LiveEdge,
+        ..SequencerConfig::default()
+    })?;
+    let (group, port) = (core.options.group, core.options.port);
+    let mut error = None;
+    while let Some(rec) = reader.next_datagram() {
+        let d = match rec {
+            Ok(d) => d,
+            Err(e) => {
+                capture_error(core, e)?;
+                continue;
+            }
+        };
+        core.report.records += 1;
+        if group.is_some_and(|g| *d.dst.ip() != g) || port.is_some_and(|p| d.dst.port() != p) {
+            core.report.datagrams_filtered += 1;
+            continue;
+        }
+        let ts = d.ts_ns;
+        seqr.handle_packet(
+            ts,
+            Line::A,
+            d.payload,
+            SeqSink {
+                out: &mut *out,
+                core: &mut *core,
+                capture_ts: ts,
+                error: &mut error,
+            },
+        );
+        // No retransmission server: a missing range is lost at once.
+        seqr.handle_timeout(
+            ts,
+            SeqSink {
+                out: &mut *out,
+                core: &mut *core,
+                capture_ts: ts,
+                error: &mut error,
+            },
+        );
+        if let Some(e) = error.take() {
+            return Err(e);
+        }
+        while let Some(ev) = seqr.poll_event() {
+            match ev {
+                SeqEvent::LateJoin { first_seq } => {
+                    core.report.late_join_first_seq = Some(first_seq)
+                }
+                SeqEvent::EndOfSession { next_seq } => {
+                    core.next_seq = next_seq;
+                    out.end(core, next_seq)?;
+                }
+                SeqEvent::SessionStarted { .. }
+                | SeqEvent::Gap { .. }
+                | SeqEvent::Recovered { .. } => {}
+            }
+        }
+        if core.stop {
+            break;
+        }
+        if core.report.records.is_multiple_of(PROGRESS_EVERY) {
+            progress(Progress {
+                offset: reader.offset(),
+                published: core.report.published,
+            });
+        }
+    }
+    let st = seqr.stats();
+    core.report.foreign_session_packets = st.foreign_session;
+    core.report.malformed_packets = st.malformed;
+    if st.foreign_session > 0 {
+        let w = format!(
+            "{} datagrams belong to other MoldUDP64 sessions than {} (choose a feed with --group/--port)",
+            st.foreign_session,
+            seqr.session().map_or_else(String::new, |s| s.to_string())
+        );
+        core.warn(w);
+    }
+    if core.next_seq < seqr.next_seq() {
+        core.next_seq = seqr.next_seq();
+    }
+    Ok(())
+}
+
+fn run_recording(
+    reader: &mut RecordReader,
+    out: &mut RawOut,
+    core: &mut Core,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(), ReplayError> {
+    let mut last_bus_seq: Option<u64> = None;
+    // Copy of the record being handled (the reader's buffer is borrowed by `rec`).
+    let mut scratch: Vec<u8> = Vec::with_capacity(1024);
+    loop {
+        let rec = match reader.next_record() {
+            None => break,
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                if let RecordError::Truncated { offset, .. } = &e {
+                    core.report.truncated = Some(Truncation {
+                        offset: *offset,
+                        detail: e.to_string(),
+                    });
+                    break;
+                }
+                return Err(e.into());
+            }
+        };
+        core.report.records += 1;
+        let (bus_seq, msg_type, ts, offset) = (rec.seq, rec.msg_type, rec.ts_ns, rec.offset);
+        scratch.clear();
+        scratch.extend_from_slice(rec.payload);
+        if let Some(prev) = last_bus_seq
+            && bus_seq > prev + 1
+        {
+            // The recorder lost records: say so on the stream.
+            let lost = bus_seq - prev - 1;
+            core.report.gaps += 1;
+            core.report.gap_messages += lost;
+            let header = HeaderFields {
+                seq: core.next_seq,
+                recv_ts_ns: core.clock.now_unix_ns(),
+                ..HeaderFields::default()
+            };
+            let fields = fb::GapNoticeFields {
+                first_missing_seq: core.next_seq,
+                count: lost,
+                recoverable: false,
+            };
+            out.bus_event(core, &header, Some(fields))?;
+        }
+        last_bus_seq = Some(bus_seq);
+        if msg_type != mdbus_bus::ENVELOPE_MSG_TYPE {
+            out.publish(core, msg_type, &scratch, core.next_seq)?;
+            continue;
+        }
+        let Ok(env) = fb::read_verified(&scratch) else {
+            core.report.invalid_envelopes += 1;
+            let w = format!(
+                "{}: record at offset {offset} is not a valid envelope (skipped)",
+                reader.path().display(),
+            );
+            core.warn(w);
+            continue;
+        };
+        let h = env.header();
+        let event = env.event_type();
+        let source_msg = itch_type_of(event).is_some();
+        if source_msg {
+            core.report.messages += 1;
+            core.next_seq = h.seq() + 1;
+        }
+        let directory = env.event_as_stock_directory().map(|d| d.stock().0);
+        let verdict = if source_msg {
+            core.verdict(h.stock_locate(), h.exchange_ts_ns(), directory.as_ref())
+        } else {
+            Verdict::Publish
+        };
+        match verdict {
+            Verdict::Skip => {
+                core.report.filtered += 1;
+                continue;
+            }
+            Verdict::Stop => {
+                core.report.filtered += 1;
+                break;
+            }
+            Verdict::Publish => core.pacer.wait(ts),
+            Verdict::PublishUnpaced => {}
+        }
+        let gap = env
+            .event_as_gap_notice()
+            .filter(|g| !g.recoverable())
+            .map(|g| g.count());
+        let end = event == fb::Event::EndOfSession;
+        let book_event = if source_msg {
+            order_event_from_envelope(&env)
+        } else {
+            None
+        };
+        let letter = itch_type_of(event);
+        out.publish(core, msg_type, &scratch, core.next_seq)?;
+        if let Some(n) = gap {
+            core.report.gaps += 1;
+            core.report.gap_messages += n;
+        }
+        if source_msg {
+            core.report.published += 1;
+        }
+        if let (Some((builder, counts)), Some(t)) = (&mut core.book, letter) {
+            counts.record(t);
+            if let Some(ev) = book_event {
+                builder.apply(&ev, &mut |_| {});
+            }
+        }
+        if end {
+            core.ended = true;
+        }
+        if core.report.records.is_multiple_of(PROGRESS_EVERY) {
+            progress(Progress {
+                offset: reader.offset(),
+                published: core.report.published,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` names a file a replay can read (a recording, ITCH, pcap or pcapng), judged
+/// by its first bytes.
+pub fn probe(path: &Path) -> Result<&'static str, ReplayError> {
+    if is_recording(path)? {
+        return Ok("recording");
+    }
+    Ok(match capture::open_capture(path)?.format() {
+        CaptureFormat::ItchLengthPrefixed => "itch",
+        CaptureFormat::Pcap { .. } => "pcap",
+        CaptureFormat::PcapNg => "pcapng",
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,306 @@
+use super::*;
+use mdbus_bus::{ReceiveError, SubscribeOptions, Subscriber};
+use mdbus_codecs::itch::{MessageFields, Price4};
+use mdbus_codecs::moldudp64::{PacketBuilder, Session};
+
+const H: u64 = 3_600_000_000_000;
+const M: u64 = 60_000_000_000;
+
+fn directory(locate: u16, stock: &[u8; 8]) -> MessageFields {
+    MessageFields::StockDirectory(itch::StockDirectoryFields {
+        stock_locate: locate,
+        tracking_number: 0,
+        timestamp: 3 * H,
+        stock: *stock,
+        market_category: b'Q',
+        financial_status_indicator: b'N',
+        round_lot_size: 100,
+        round_lots_only: b'N',
+        issue_classification: b'C',
+        issue_sub_type: *b"Z ",
+        authenticity: b'P',
+        short_sale_threshold_indicator: b'N',
+        ipo_flag: b'N',
+        luld_reference_price_tier: b'1',
+        etp_flag: b'N',
+        etp_leverage_factor: 0,
+        inverse_indicator: b'N',
+    })
+}
+
+fn add(locate: u16, order: u64, ts: u64) -> MessageFields {
+    MessageFields::AddOrder(itch::AddOrderFields {
+        stock_locate: locate,
+        tracking_number: 0,
+        timestamp: ts,
+        order_reference_number: order,
+        buy_sell_indicator: b'B',
+        shares: 100,
+        stock: *b"AAPL    ",
+        price: Price4(1_000_000 + order as u32),
+    })
+}
+
+fn wire(m: &MessageFields) -> Vec<u8> {
+    let mut buf = [0u8; 64];
+    let n = m.encode(&mut buf).unwrap();
+    buf[..n].to_vec()
+}
+
+fn itch_file(msgs: &[MessageFields]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for m in msgs {
+        let w = wire(m);
+        out.extend_from_slice(&(w.len() as u16).to_be_bytes());
+        out.extend_from_slice(&w);
+    }
+    out
+}
+
+fn leak(bytes: Vec<u8>) -> Source {
+    Source::Bytes {
+        name: "test".into(),
+        bytes: Box::leak(bytes.into_boxed_slice()),
+    }
+}
+
+/// (source seq, event, locate, flags) of every envelope until the stream closes.
+fn drain(sub: &mut Subscriber) -> Vec<(u64, fb::Event, u16, EnvelopeFlags)> {
+    let mut out = Vec::new();
+    loop {
+        match sub.poll_event(|e| {
+            let env = e.envelope();
+            out.push((
+                env.header().seq(),
+                env.event_type(),
+                env.header().stock_locate(),
+                env.flags(),
+            ));
+        }) {
+            Ok(_) => {}
+            Err(ReceiveError::Closed) => return out,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+fn replay(
+    source: Source,
+    options: ReplayOptions,
+) -> (ReplayReport, Vec<(u64, fb::Event, u16, EnvelopeFlags)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::with_root(dir.path()).unwrap();
+    let r = Replayer::open(&source, &bus, "feed", &replay_ring(), options).unwrap();
+    let mut sub = bus
+        .subscriber("feed", &SubscribeOptions::default())
+        .unwrap();
+    let report = r.run(&mut |_| {}).unwrap();
+    (report, drain(&mut sub))
+}
+
+#[test]
+fn window_and_symbol_filters() {
+    let msgs = [
+        directory(13, b"AAPL    "),
+        directory(14, b"MSFT    "),
+        add(13, 1, 9 * H + 29 * M),
+        add(14, 2, 9 * H + 31 * M),
+        add(13, 3, 9 * H + 31 * M),
+        add(13, 4, 10 * H + M),
+        add(13, 5, 10 * H + 2 * M),
+    ];
+    let options = ReplayOptions {
+        from: Some("09:30".parse().unwrap()),
+        to: Some("10:00".parse().unwrap()),
+        symbols: vec!["aapl".into(), "ZZZZ".into()],
+        book_summary: Some(BookConfig {
+            max_orders: 64,
+            max_instruments: 4,
+            levels_per_side_hint: 4,
+        }),
+        ..ReplayOptions::default()
+    };
+    let (report, got) = replay(leak(itch_file(&msgs)), options);
+    let replayed = EnvelopeFlags::Replayed;
+    assert_eq!(
+        got,
+        [
+            (1, fb::Event::StockDirectory, 13, replayed),
+            (5, fb::Event::AddOrder, 13, replayed),
+            (7, fb::Event::EndOfSession, 0, replayed),
+        ]
+    );
+    assert_eq!(report.published, 2);
+    // MSFT's directory, order 1 (before), order 2 (MSFT), order 4 (after: the replay stops).
+    assert_eq!(report.filtered, 4);
+    assert_eq!(report.records, 6, "reading stopped at the window's end");
+    assert_eq!(report.unresolved_symbols, ["ZZZZ"]);
+    let summary = report.summary.unwrap();
+    assert_eq!(summary.messages, 2);
+    assert_eq!(summary.book(13).unwrap().resting_orders, 1);
+}
+
+#[test]
+fn a_truncated_itch_file_keeps_what_came_before() {
+    let mut bytes = itch_file(&[add(13, 1, 1), add(13, 2, 2), add(13, 3, 3)]);
+    let last = bytes.len() - 38; // 2-byte prefix + 36-byte add order
+    bytes.truncate(bytes.len() - 5);
+    let (report, got) = replay(leak(bytes), ReplayOptions::default());
+    assert_eq!(report.published, 2);
+    let t = report.truncated.expect("reported");
+    assert_eq!(t.offset, last as u64);
+    assert!(t.detail.contains(&format!("offset {last}")), "{}", t.detail);
+    assert_eq!(got.len(), 3, "two messages and the end of the session");
+}
+
+#[test]
+fn undecodable_messages_are_lost_gaps_not_errors() {
+    let mut bytes = itch_file(&[add(13, 1, 1)]);
+    // A record of the right length for an `A` whose type byte is unknown.
+    let mut junk = wire(&add(13, 2, 2));
+    junk[0] = b'!';
+    bytes.extend_from_slice(&(junk.len() as u16).to_be_bytes());
+    bytes.extend_from_slice(&junk);
+    bytes.extend_from_slice(&itch_file(&[add(13, 3, 3)]));
+    // Starting with a good record, the file is recognised as ITCH.
+    let (report, got) = replay(leak(bytes), ReplayOptions::default());
+    assert_eq!(report.decode_errors, 1);
+    let kinds: Vec<_> = got.iter().map(|g| (g.0, g.1)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (1, fb::Event::AddOrder),
+            (2, fb::Event::GapNotice),
+            (3, fb::Event::AddOrder),
+            (4, fb::Event::EndOfSession),
+        ]
+    );
+}
+
+/// A classic pcap (microseconds, little-endian, Ethernet) of UDP datagrams.
+fn pcap(datagrams: &[([u8; 4], u16, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&65_535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    for (i, (dst, port, payload)) in datagrams.iter().enumerate() {
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&[1, 0, 0x5e, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00]);
+        let total = (20 + 8 + payload.len()) as u16;
+        frame.extend_from_slice(&[0x45, 0]);
+        frame.extend_from_slice(&total.to_be_bytes());
+        frame.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1]);
+        frame.extend_from_slice(dst);
+        frame.extend_from_slice(&1000u16.to_be_bytes());
+        frame.extend_from_slice(&port.to_be_bytes());
+        frame.extend_from_slice(&(8 + payload.len() as u16).to_be_bytes());
+        frame.extend_from_slice(&[0, 0]);
+        frame.extend_from_slice(payload);
+        out.extend_from_slice(&(1_600_000_000 + i as u32).to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&frame);
+    }
+    out
+}
+
+fn mold(session: &[u8; 10], seq: u64, msgs: &[MessageFields]) -> Vec<u8> {
+    let mut buf = vec![0u8; 1400];
+    let mut b = PacketBuilder::new(&mut buf, Session(*session), seq).unwrap();
+    for m in msgs {
+        b.push(&wire(m)).unwrap();
+    }
+    let n = b.finish();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn pcap_sequence_jumps_are_gaps_and_other_feeds_are_filtered() {
+    let group = [233, 54, 12, 111];
+    let bytes = pcap(&[
+        (
+            group,
+            26477,
+            mold(b"SESSION001", 10, &[add(13, 1, 1), add(13, 2, 2)]),
+        ),
+        (group, 26400, mold(b"OTHERFEED1", 1, &[add(99, 1, 1)])),
+        (group, 26477, mold(b"SESSION001", 15, &[add(13, 3, 3)])),
+    ]);
+    let options = ReplayOptions {
+        port: Some(26477),
+        stamp: Stamp::Source,
+        ..ReplayOptions::default()
+    };
+    let (report, got) = replay(leak(bytes.clone()), options);
+    assert_eq!(report.format, "pcap");
+    assert_eq!((report.gaps, report.gap_messages), (1, 3));
+    assert_eq!(report.late_join_first_seq, Some(10));
+    assert_eq!(report.datagrams_filtered, 1);
+    let kinds: Vec<_> = got.iter().map(|g| (g.0, g.1)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (10, fb::Event::AddOrder),
+            (11, fb::Event::AddOrder),
+            (12, fb::Event::GapNotice),
+            (15, fb::Event::AddOrder),
+            (16, fb::Event::EndOfSession),
+        ]
+    );
+
+    // Without the port filter the other session's packet is counted and named in a warning.
+    let (report, _) = replay(leak(bytes), ReplayOptions::default());
+    assert_eq!(report.foreign_session_packets, 1);
+    assert!(report.warnings.iter().any(|w| w.contains("--group/--port")));
+}
+
+#[test]
+fn source_stamps_come_from_the_capture() {
+    let bytes = pcap(&[([233, 0, 0, 1], 1, mold(b"SESSION001", 1, &[add(13, 1, 1)]))]);
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::with_root(dir.path()).unwrap();
+    let options = ReplayOptions {
+        stamp: Stamp::Source,
+        ..ReplayOptions::default()
+    };
+    let r = Replayer::open(&leak(bytes), &bus, "feed", &replay_ring(), options).unwrap();
+    let mut sub = bus
+        .subscriber("feed", &SubscribeOptions::default())
+        .unwrap();
+    r.run(&mut |_| {}).unwrap();
+    let mut stamps = Vec::new();
+    while let Ok(true) = sub.poll_event(|e| stamps.push(e.envelope().header().recv_ts_ns())) {}
+    assert_eq!(stamps[0], 1_600_000_000_000_000_000);
+}
+
+#[test]
+fn bad_options_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::with_root(dir.path()).unwrap();
+    let src = leak(itch_file(&[add(13, 1, 1)]));
+    let open = |o: ReplayOptions| Replayer::open(&src, &bus, "f", &replay_ring(), o).map(|_| ());
+    let e = open(ReplayOptions {
+        port: Some(1),
+        ..ReplayOptions::default()
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("ITCH file"), "{e}");
+    let e = open(ReplayOptions {
+        symbols: vec!["TOOLONGSYM".into()],
+        ..ReplayOptions::default()
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("TOOLONGSYM"), "{e}");
+    let e = open(ReplayOptions {
+        from: Some("10:00".parse().unwrap()),
+        to: Some("09:00".parse().unwrap()),
+        ..ReplayOptions::default()
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("empty"), "{e}");
+}

@@ -1,0 +1,385 @@
+//! Replay of real Nasdaq data end to end: ITCH file and pcaps -> sequencer -> decoder ->
+//! publisher -> bus stream -> book service; recordings round-trip; truncated files keep what
+//! came before.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use mdbus_bus::schema as fb;
+use mdbus_bus::{Bus, ReceiveError, SubscribeOptions, Subscriber, WaitStrategy};
+use mdbus_feed_handlers::book::BookSummary;
+use mdbus_feed_handlers::bookstream::{BookService, BookServiceConfig};
+use mdbus_feed_handlers::record::{RecordOptions, RecordWriter, record_stream};
+use mdbus_feed_handlers::replay::{
+    ReplayOptions, ReplayReport, Replayer, Source, replay_book_config, replay_ring,
+};
+
+fn testdata(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../codecs/testdata")
+        .join(rel)
+}
+
+fn aapl() -> PathBuf {
+    testdata("itch/aapl-2020-01-30-10k.itch")
+}
+
+const AAPL_COUNTS: [(&str, u64); 11] = [
+    ("A", 4758),
+    ("D", 4083),
+    ("E", 849),
+    ("P", 240),
+    ("L", 52),
+    ("U", 7),
+    ("X", 6),
+    ("F", 2),
+    ("R", 1),
+    ("H", 1),
+    ("Y", 1),
+];
+
+/// The reference reading of the AAPL file, checked on the summary's JSON.
+fn assert_reference(summary: &BookSummary) {
+    let v: serde_json::Value = serde_json::from_str(&summary.to_json()).expect("JSON");
+    assert_eq!(v["messages"], 10_000);
+    assert_eq!(v["gaps"], 0);
+    for (letter, n) in AAPL_COUNTS {
+        assert_eq!(v["counts"][letter], n, "count of {letter}");
+    }
+    let book = &v["books"]["13"];
+    assert_eq!(book["best_bid"], 3_201_400);
+    assert_eq!(book["bid_size"], 25);
+    assert_eq!(book["best_ask"], 3_203_000);
+    assert_eq!(book["ask_size"], 100);
+    assert_eq!(book["resting_orders"], 215);
+    assert_eq!(book["executed_shares"], 81_556);
+    assert_eq!(book["prints"], 1_089);
+    assert_eq!(v["books"].as_object().map(|o| o.len()), Some(1));
+}
+
+fn summary_options() -> ReplayOptions {
+    ReplayOptions {
+        book_summary: Some(replay_book_config()),
+        ..ReplayOptions::default()
+    }
+}
+
+/// Every record of a stream, as (type, bytes), until its publisher closes it.
+fn drain_raw(sub: &mut Subscriber) -> Vec<(u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    loop {
+        match sub.poll(|m| out.push((m.msg_type(), m.payload().to_vec()))) {
+            Ok(_) => {}
+            Err(ReceiveError::Closed) => return out,
+            Err(e) => panic!("{}: {e}", sub.name()),
+        }
+    }
+}
+
+fn replay_path(
+    bus: &Bus,
+    path: &Path,
+    stream: &str,
+    options: ReplayOptions,
+) -> (ReplayReport, Subscriber) {
+    let r = Replayer::open(
+        &Source::Path(path.to_owned()),
+        bus,
+        stream,
+        &replay_ring(),
+        options,
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let sub = bus
+        .subscriber(stream, &SubscribeOptions::default())
+        .expect("subscribe");
+    let report = r
+        .run(&mut |_| {})
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (report, sub)
+}
+
+#[test]
+fn aapl_replays_through_the_bus_and_the_book_service_rebuilds_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::with_root(dir.path()).unwrap();
+    let (report, mut sub) = replay_path(&bus, &aapl(), "itch", summary_options());
+    assert_eq!(report.format, "itch");
+    assert_eq!(
+        (report.records, report.published, report.gaps),
+        (10_000, 10_000, 0)
+    );
+    assert!(report.truncated.is_none() && report.warnings.is_empty());
+    let replayed = report.summary.as_ref().expect("summary asked for");
+    assert_reference(replayed);
+
+    // The book service, reading the stream the replay published, agrees.
+    let mut svc = BookService::new(
+        &bus,
+        "itch",
+        &BookServiceConfig {
+            book: replay_book_config(),
+            ..BookServiceConfig::default()
+        },
+    )
+    .unwrap();
+    let mut trades = bus
+        .subscriber("itch.trades", &SubscribeOptions::default())
+        .unwrap();
+    let stats = svc
+        .run(&mut sub, WaitStrategy::BusySpin, &AtomicBool::new(false))
+        .unwrap();
+    assert!(stats.ended);
+    assert_eq!(stats.messages, 10_000);
+    let from_bus = svc.summary();
+    assert_reference(&from_bus);
+    assert_eq!(from_bus.to_json(), replayed.to_json());
+
+    // Every print reached the trade stream with a price.
+    drop(svc);
+    let mut shares = 0u64;
+    let mut n = 0u64;
+    loop {
+        match trades.poll_event(|e| {
+            if let Some(t) = e.envelope().event_as_trade() {
+                let b = t.body();
+                assert!(
+                    b.price() > 3_000_000 && b.price() < 3_400_000,
+                    "{}",
+                    b.price()
+                );
+                shares += u64::from(b.shares());
+                n += 1;
+            }
+        }) {
+            Ok(_) => {}
+            Err(ReceiveError::Closed) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((n, shares), (1_089, 81_556));
+    assert_eq!(stats.unpriced_prints, 0);
+}
+
+/// (sequence number of the first message, message count) of each packet of a pcap.
+fn packets(path: &Path) -> Vec<(u64, u64)> {
+    let mut r = mdbus_codecs::capture::open_capture(path).unwrap();
+    let mut out = Vec::new();
+    while let Some(d) = r.next_datagram() {
+        let d = d.unwrap();
+        let p = mdbus_codecs::moldudp64::Packet::parse(d.payload).unwrap();
+        out.push((p.sequence_number(), u64::from(p.message_count())));
+    }
+    out
+}
+
+/// (gaps, missing messages) between consecutive packets sorted by sequence number.
+fn expected_gaps(mut pkts: Vec<(u64, u64)>) -> (u64, u64) {
+    pkts.sort_unstable();
+    let mut gaps = (0, 0);
+    for w in pkts.windows(2) {
+        let next = w[0].0 + w[0].1;
+        if w[1].0 > next {
+            gaps.0 += 1;
+            gaps.1 += w[1].0 - next;
+        }
+    }
+    gaps
+}
+
+fn nasdaq_pcaps() -> Vec<PathBuf> {
+    let dir = testdata("pcap/Nasdaq.Equities.TotalView.Itch.v5.0");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 8, "{}", dir.display());
+    files
+}
+
+#[test]
+fn nasdaq_pcaps_replay_and_their_sequence_jumps_are_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::with_root(dir.path()).unwrap();
+    let mut total_gaps = 0;
+    for (i, path) in nasdaq_pcaps().iter().enumerate() {
+        let pkts = packets(path);
+        let (gaps, missing) = expected_gaps(pkts.clone());
+        let stream = format!("pcap{i}");
+        let (report, mut sub) = replay_path(&bus, path, &stream, summary_options());
+        let name = path.display();
+        assert_eq!(report.format, "pcap", "{name}");
+        assert_eq!(
+            (report.gaps, report.gap_messages),
+            (gaps, missing),
+            "{name}"
+        );
+        assert_eq!(report.late_join_first_seq, Some(pkts[0].0), "{name}");
+        let messages: u64 = pkts.iter().map(|p| p.1).sum();
+        assert_eq!(
+            (report.messages, report.published),
+            (messages, messages),
+            "{name}"
+        );
+        assert_eq!(report.decode_errors, 0, "{name}");
+        assert_eq!(
+            report.summary.as_ref().map(|s| s.gaps),
+            Some(gaps),
+            "{name}"
+        );
+        // On the stream: every message, a gap notice in each jump, the end of the session.
+        let records = drain_raw(&mut sub);
+        let notices = records
+            .iter()
+            .filter(|(_, b)| {
+                fb::read_verified(b)
+                    .unwrap()
+                    .event_as_gap_notice()
+                    .is_some_and(|g| !g.recoverable())
+            })
+            .count() as u64;
+        assert_eq!(notices, gaps, "{name}");
+        assert_eq!(records.len() as u64, messages + gaps + 1, "{name}");
+        total_gaps += gaps;
+    }
+    // Multiple.Packets.pcap: two packets of one session, 4,244,620 messages apart.
+    assert_eq!(total_gaps, 1);
+}
+
+/// Writes one pcap holding the packets of all the Nasdaq pcaps, sorted by sequence number.
+fn merged_pcap(out: &Path) -> Vec<(u64, u64)> {
+    let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut header = Vec::new();
+    for path in nasdaq_pcaps() {
+        let bytes = std::fs::read(&path).unwrap();
+        header = bytes[..24].to_vec();
+        let little =
+            bytes[..4] == [0x4d, 0x3c, 0xb2, 0xa1] || bytes[..4] == [0xd4, 0xc3, 0xb2, 0xa1];
+        assert!(little, "{}: little-endian pcap expected", path.display());
+        let mut off = 24;
+        let mut seqs = packets(&path).into_iter();
+        while off + 16 <= bytes.len() {
+            let incl = u32::from_le_bytes(bytes[off + 8..off + 12].try_into().unwrap()) as usize;
+            let rec = bytes[off..off + 16 + incl].to_vec();
+            records.push((seqs.next().unwrap().0, rec));
+            off += 16 + incl;
+        }
+    }
+    records.sort_by_key(|r| r.0);
+    let mut file = header;
+    for (_, r) in &records {
+        file.extend_from_slice(r);
+    }
+    std::fs::write(out, file).unwrap();
+    nasdaq_pcaps().iter().flat_map(|p| packets(p)).collect()
+}
+
+#[test]
+fn a_session_spread_over_the_nasdaq_pcaps_reports_each_jump_as_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("merged.pcap");
+    let pkts = merged_pcap(&path);
+    let (gaps, missing) = expected_gaps(pkts.clone());
+    assert_eq!(gaps, 7, "the files hold 9 packets, two of them adjacent");
+    let bus = Bus::with_root(dir.path().join("bus")).unwrap();
+    let (report, _sub) = replay_path(&bus, &path, "merged", ReplayOptions::default());
+    assert_eq!((report.gaps, report.gap_messages), (gaps, missing));
+    assert_eq!(report.published, pkts.iter().map(|p| p.1).sum::<u64>());
+}
+
+#[test]
+fn record_then_replay_reproduces_the_same_envelopes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::with_root(dir.path().join("bus")).unwrap();
+    let file = dir.path().join("itch.mdbrec");
+    // Replay the AAPL file; a reader and the recorder subscribe before it starts.
+    let r = Replayer::open(
+        &Source::Path(aapl()),
+        &bus,
+        "live",
+        &replay_ring(),
+        ReplayOptions::default(),
+    )
+    .unwrap();
+    let mut original = bus
+        .subscriber("live", &SubscribeOptions::default())
+        .unwrap();
+    let mut rec_sub = bus
+        .subscriber("live", &SubscribeOptions::default())
+        .unwrap();
+    r.run(&mut |_| {}).unwrap();
+    let mut writer = RecordWriter::create(&file, "live").unwrap();
+    let stats = record_stream(
+        &mut rec_sub,
+        &mut writer,
+        &file,
+        &RecordOptions::default(),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    drop(writer);
+    assert_eq!(
+        stats.records, 10_001,
+        "10,000 messages and the end of the session"
+    );
+    assert_eq!(stats.lost, 0);
+    let original = drain_raw(&mut original);
+    assert_eq!(original.len(), 10_001);
+
+    // Replaying the recording republishes the same envelopes, byte for byte.
+    let (report, mut again) = replay_path(&bus, &file, "again", summary_options());
+    assert_eq!(report.format, "recording");
+    assert_eq!(report.published, 10_000);
+    assert_reference(report.summary.as_ref().unwrap());
+    assert_eq!(drain_raw(&mut again), original);
+
+    // A recording cut short keeps the records before the cut and names its offset.
+    let bytes = std::fs::read(&file).unwrap();
+    let cut = dir.path().join("cut.mdbrec");
+    std::fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();
+    let (report, mut again) = replay_path(&bus, &cut, "cut", ReplayOptions::default());
+    let t = report.truncated.expect("truncation reported");
+    let last_len = original.last().unwrap().1.len() as u64 + 24;
+    assert_eq!(t.offset, bytes.len() as u64 - last_len);
+    assert!(
+        t.detail.contains(&format!("offset {}", t.offset)),
+        "{}",
+        t.detail
+    );
+    let got = drain_raw(&mut again);
+    assert_eq!(&got[..10_000], &original[..10_000]);
+    assert_eq!(got.len(), 10_001, "the replay adds the end of the session");
+}
+
+#[test]
+fn a_truncated_itch_file_reports_the_offset_and_keeps_what_came_before() {
+    let bytes = std::fs::read(aapl()).unwrap();
+    // Offset of the last record.
+    let mut last = 0;
+    let mut off = 0;
+    while off < bytes.len() {
+        last = off;
+        off += 2 + usize::from(u16::from_be_bytes([bytes[off], bytes[off + 1]]));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.itch");
+    std::fs::write(&path, &bytes[..bytes.len() - 7]).unwrap();
+    let bus = Bus::with_root(dir.path().join("bus")).unwrap();
+    let (report, mut sub) = replay_path(&bus, &path, "cut", summary_options());
+    let t = report.truncated.expect("truncation reported");
+    assert_eq!(t.offset, last as u64);
+    assert!(
+        t.detail.contains("cut.itch") && t.detail.contains(&last.to_string()),
+        "{}",
+        t.detail
+    );
+    assert_eq!(report.published, 9_999);
+    assert_eq!(report.summary.unwrap().messages, 9_999);
+    assert_eq!(
+        drain_raw(&mut sub).len(),
+        10_000,
+        "9,999 messages and the end of the session"
+    );
+}
