@@ -53,9 +53,11 @@ impl Data {
         }
         #[cfg(loom)]
         {
-            // SAFETY: `off / 8 < capacity / 8`, the length of the word array, which lives as
-            // long as the owning `RingHandle`.
-            unsafe { self.words.add(off / 8).as_ref() }
+            // SAFETY: `off / 8 < capacity / 8`, the length of the word array.
+            let p = unsafe { self.words.add(off / 8) };
+            // SAFETY: an initialised element of the word array, which lives as long as the
+            // owning `RingHandle`.
+            unsafe { p.as_ref() }
         }
     }
 
