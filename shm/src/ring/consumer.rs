@@ -510,7 +510,9 @@ impl Consumer {
     fn poll_inner<F: FnOnce(Record<'_>)>(&mut self, f: F) -> Result<bool, PollError> {
         let cap = self.ring.geo().capacity;
         let mask = self.ring.geo().mask;
-        let (pos, word) = loop {
+        // Find the next record whose header is plausible; `continue` after a resync that lost
+        // nothing (only padding was overwritten).
+        let (pos, word, seq, size) = loop {
             if self.cursor == self.cached_tail {
                 // Pairs with the Release store of `tail` in `Claim::commit`.
                 self.cached_tail = self.ring.hdr().tail.tail.load(Ordering::Acquire);
@@ -523,38 +525,48 @@ impl Consumer {
             }
             // Lapped before reading: the bytes at the cursor are certainly overwritten.
             if self.cached_tail.wrapping_sub(self.cursor) > cap {
-                return Err(self.overrun());
+                match self.overrun() {
+                    Some(e) => return Err(e),
+                    None => continue,
+                }
             }
             let pos = self.cursor;
             let word = self.ring.data().load(pos);
             let len = word as u32;
-            if len & PADDING_FLAG == 0 {
-                break (pos, word);
+            if len & PADDING_FLAG != 0 {
+                let pad = u64::from(len & !PADDING_FLAG);
+                if self.validate && !self.intact(pos) {
+                    match self.overrun() {
+                        Some(e) => return Err(e),
+                        None => continue,
+                    }
+                }
+                if pad != cap - (pos & mask) || pos + pad >= self.cached_tail {
+                    return Err(self.corrupt(pos));
+                }
+                self.cursor = pos + pad;
+                continue;
             }
-            let pad = u64::from(len & !PADDING_FLAG);
-            if self.validate && !self.intact(pos) {
-                return Err(self.overrun());
-            }
-            if pad != cap - (pos & mask) || pos + pad >= self.cached_tail {
+            let seq = self.ring.data().load(pos + 8);
+            let size = record_size(len);
+            if len > self.ring.geo().max_msg_len
+                || (pos & mask) + size > cap
+                || pos + size > self.cached_tail
+                || seq != self.expected
+            {
+                if self.validate && !self.intact(pos) {
+                    match self.overrun() {
+                        Some(e) => return Err(e),
+                        None => continue,
+                    }
+                }
                 return Err(self.corrupt(pos));
             }
-            self.cursor = pos + pad;
+            break (pos, word, seq, size);
         };
         let len = word as u32;
         let msg_type = (word >> 32) as u32;
-        let seq = self.ring.data().load(pos + 8);
         let off = pos & mask;
-        let size = record_size(len);
-        if len > self.ring.geo().max_msg_len
-            || off + size > cap
-            || pos + size > self.cached_tail
-            || seq != self.expected
-        {
-            if self.validate && !self.intact(pos) {
-                return Err(self.overrun());
-            }
-            return Err(self.corrupt(pos));
-        }
         #[cfg(not(loom))]
         {
             // SAFETY: `off + 16 + len <= off + size <= capacity` was checked above. The bytes
@@ -585,7 +597,12 @@ impl Consumer {
             });
         }
         if self.validate && !self.intact(pos) {
-            return Err(self.overrun());
+            // The record the callback saw is gone, so the resync lands past it: `lost >= 1`.
+            let first_lost_seq = self.expected;
+            return Err(self.overrun().unwrap_or(PollError::Overrun {
+                first_lost_seq,
+                lost: 0,
+            }));
         }
         self.cursor = pos + size;
         self.expected = seq + 1;
@@ -622,16 +639,24 @@ impl Consumer {
         }))
     }
 
-    /// Lapped: resynchronise per `Resync` and count exactly what was lost.
+    /// Lapped: resynchronise per `Resync` and count exactly what was lost. `None` if nothing
+    /// was lost after all (the overwritten bytes were padding and the next record is intact):
+    /// the consumer continues from there.
     #[cold]
     #[inline(never)]
-    fn overrun(&mut self) -> PollError {
+    fn overrun(&mut self) -> Option<PollError> {
         let first_lost_seq = self.expected;
-        let found = match self.opts.resync {
-            Resync::Oldest => self.locate_oldest(),
-            Resync::Newest => self.locate_newest().map(|(pos, seq, _)| (pos, seq)),
+        let oldest = self.locate_oldest();
+        let found = match (oldest, self.opts.resync) {
+            (Ok((pos, seq)), _) if seq == first_lost_seq => {
+                self.set_position(pos, seq);
+                return None;
+            }
+            (Ok(found), Resync::Oldest) => Ok(found),
+            (Err(p), Resync::Oldest) => Err(p),
+            (_, Resync::Newest) => self.locate_newest().map(|(pos, seq, _)| (pos, seq)),
         };
-        match found {
+        Some(match found {
             Ok((pos, seq)) => {
                 let lost = seq.saturating_sub(first_lost_seq);
                 self.set_position(pos, seq);
@@ -643,7 +668,7 @@ impl Consumer {
                 }
             }
             Err(p) => self.corrupt(p),
-        }
+        })
     }
 
     /// Not a record although not overwritten: report it and jump to the newest record.
