@@ -4,3 +4,5 @@
 //! wires them, with the other subcommands, into one command-line entry point.
 
 pub mod bench;
+pub mod demo;
+pub mod replay_cmd;

@@ -33,6 +33,14 @@ enum Command {
     Tune(TuneCommand),
     /// List the streams of a bus root, or remove those whose publisher is gone.
     Streams(StreamsArgs),
+    /// Replay a captured session (ITCH file, pcap/pcapng of MoldUDP64, or a recording) onto a
+    /// bus stream, e.g. `mdbus replay --book-summary codecs/testdata/itch/aapl-2020-01-30-10k.itch`.
+    Replay(mdbus_bench_harness::replay_cmd::ReplayArgs),
+    /// Record a bus stream to a file that `mdbus replay` plays back.
+    Record(mdbus_bench_harness::replay_cmd::RecordArgs),
+    /// Run a real Nasdaq session through feed handler, book builder and strategy, each on its
+    /// own core, and show what happened and the tick-to-strategy latency.
+    Demo(mdbus_bench_harness::demo::DemoArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -85,6 +93,19 @@ fn main() -> ExitCode {
             .map_err(|e| Box::new(e) as Box<dyn Error>),
         Command::Tune(command) => tune(command),
         Command::Streams(args) => streams(args),
+        Command::Replay(args) => {
+            mdbus_bench_harness::replay_cmd::run_replay(args, &mut std::io::stdout().lock())
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(|e| Box::new(e) as Box<dyn Error>)
+        }
+        Command::Record(args) => {
+            mdbus_bench_harness::replay_cmd::run_record(args, &mut std::io::stdout().lock())
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(|e| Box::new(e) as Box<dyn Error>)
+        }
+        Command::Demo(args) => mdbus_bench_harness::demo::run(args, &mut std::io::stdout().lock())
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| Box::new(e) as Box<dyn Error>),
     };
     match result {
         Ok(code) => code,

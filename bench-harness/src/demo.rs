@@ -1,0 +1,770 @@
+//! `mdbus demo`: a real Nasdaq session through the whole pipeline, in one command.
+//!
+//! ```text
+//!  bundled AAPL ITCH file --> feed handler --shm "demo.itch"--> book builder --shm "demo.itch.book",
+//!  (or --file)                (replay, paced)                   (BookService)  "demo.itch.trades"--> strategy
+//! ```
+//!
+//! Three threads, each pinned to a cpu (with fewer than three cpus the feed handler and the
+//! strategy share one, and every wait spins briefly and then yields the cpu), connected by
+//! lossless shared-memory streams under a temporary bus root that is removed at the end. The
+//! strategy is the example strategy's logic (`bus/examples/strategy/signals.rs`). Each
+//! message is stamped with the TSC when the feed handler decodes it; the strategy stamps its
+//! callback with the same clock, and the difference goes into an HdrHistogram: the
+//! tick-to-strategy latency, through two rings and the book builder.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use mdbus_bus::{
+    Bus, Mode, ReceiveError, StreamConfig, SubscribeOptions, Subscriber, Trust, WaitStrategy,
+};
+use mdbus_feed_handlers::book::{BookConfig, BookSummary, BookSummaryEntry};
+use mdbus_feed_handlers::bookstream::{
+    BookService, BookServiceConfig, BookServiceStats, book_stream_name, output_ring,
+    trades_stream_name,
+};
+use mdbus_feed_handlers::replay::{
+    ReplayOptions, ReplayReport, Replayer, Source, Speed, StampClock,
+};
+use serde::Serialize;
+
+#[allow(dead_code)]
+#[path = "../../bus/examples/strategy/signals.rs"]
+mod signals;
+
+/// The bundled session: the first 10,000 messages of AAPL (stock locate 13) on Nasdaq
+/// TotalView-ITCH 5.0, 2020-01-30 (see `codecs/testdata/README.md`).
+pub const BUNDLED_SESSION: &[u8] =
+    include_bytes!("../../codecs/testdata/itch/aapl-2020-01-30-10k.itch");
+
+const BUNDLED_NAME: &str = "AAPL, Nasdaq TotalView-ITCH 5.0, 2020-01-30, first 10,000 messages";
+
+/// The feed stream's name; the book service adds `.book` and `.trades`.
+const FEED: &str = "demo.itch";
+
+/// The reference reading of the bundled session: (locate, bid, bid size, ask, ask size,
+/// resting orders, executed shares, prints).
+const REFERENCE: (u16, u32, u64, u32, u64, u64, u64, u64) =
+    (13, 3_201_400, 25, 3_203_000, 100, 215, 81_556, 1_089);
+
+/// `mdbus demo`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Messages per second the feed handler releases (0: as fast as it can). A fixed rate
+    /// spreads the 10,000 messages out, so the latency distribution is not that of a burst.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rate: u64,
+    /// Replay this file (ITCH, pcap or pcapng) instead of the bundled AAPL session.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Cpus for the feed handler, book builder and strategy, comma separated; with fewer
+    /// than three, the strategy shares the feed handler's [default: the first cpus this
+    /// process may use].
+    #[arg(long, value_delimiter = ',')]
+    pub cpus: Vec<usize>,
+    /// Signal lines shown.
+    #[arg(long, default_value_t = 6)]
+    pub show_signals: usize,
+    /// Print one JSON object instead of the text report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What can go wrong in the demo.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The replay failed.
+    #[error(transparent)]
+    Replay(#[from] mdbus_feed_handlers::replay::ReplayError),
+    /// The book service failed.
+    #[error(transparent)]
+    Book(#[from] mdbus_feed_handlers::bookstream::BookServiceError),
+    /// A stream could not be opened.
+    #[error(transparent)]
+    Bus(#[from] mdbus_bus::BusError),
+    /// A stream failed while the strategy read it.
+    #[error("strategy reading {stream:?}: {source}")]
+    Strategy {
+        /// The stream.
+        stream: String,
+        /// What the ring said.
+        source: ReceiveError,
+    },
+    /// The temporary bus root could not be made, or the output written.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A bad argument.
+    #[error("{0}")]
+    BadArg(String),
+    /// A thread panicked or could not start (a bug or an exhausted host).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Where each stage ran.
+#[derive(Clone, Debug, Serialize)]
+pub struct Placement {
+    /// Cpu of the feed handler thread.
+    pub feed_cpu: usize,
+    /// Cpu of the book builder thread.
+    pub book_cpu: usize,
+    /// Cpu of the strategy thread.
+    pub strategy_cpu: usize,
+    /// Whether every thread was pinned.
+    pub pinned: bool,
+    /// Whether two stages shared a cpu (waits then spin, then yield).
+    pub shared: bool,
+}
+
+/// The tick-to-strategy latency distribution, ns.
+#[derive(Clone, Debug, Serialize)]
+pub struct LatencySummary {
+    /// Events measured (BBO updates and trades reaching the strategy).
+    pub samples: u64,
+    /// Smallest.
+    pub min_ns: u64,
+    /// Median.
+    pub p50_ns: u64,
+    /// 99th percentile.
+    pub p99_ns: u64,
+    /// 99.9th percentile.
+    pub p999_ns: u64,
+    /// Largest.
+    pub max_ns: u64,
+    /// Mean.
+    pub mean_ns: f64,
+}
+
+impl LatencySummary {
+    fn of(h: &Histogram<u64>) -> LatencySummary {
+        let q = |x: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(x)
+            }
+        };
+        LatencySummary {
+            samples: h.len(),
+            min_ns: if h.is_empty() { 0 } else { h.min() },
+            p50_ns: q(0.5),
+            p99_ns: q(0.99),
+            p999_ns: q(0.999),
+            max_ns: if h.is_empty() { 0 } else { h.max() },
+            mean_ns: if h.is_empty() { 0.0 } else { h.mean() },
+        }
+    }
+}
+
+/// One signal the strategy emitted.
+#[derive(Clone, Debug, Serialize)]
+pub struct SignalLine {
+    /// Exchange time, `HH:MM:SS.mmm`.
+    pub time: String,
+    /// Symbol.
+    pub symbol: String,
+    /// `LONG`, `SHORT` or `FLAT`.
+    pub stance: &'static str,
+    /// Microprice.
+    pub microprice: f64,
+    /// Mid.
+    pub mid: f64,
+    /// Trade flow, signed shares.
+    pub flow: f64,
+}
+
+/// What the strategy thread saw.
+#[derive(Clone, Debug, Serialize)]
+pub struct StrategySummary {
+    /// BBO updates read.
+    pub bbo_updates: u64,
+    /// Trades read.
+    pub trades: u64,
+    /// Signals emitted.
+    pub signals: u64,
+    /// Unrecoverable gaps met.
+    pub gaps: u64,
+    /// The first signals.
+    pub first_signals: Vec<SignalLine>,
+    /// Final microprice of the instrument shown, if two-sided.
+    pub microprice: Option<f64>,
+    /// Final trade flow of the instrument shown.
+    pub flow: f64,
+}
+
+/// The whole demo's result (`--json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct DemoReport {
+    /// What was replayed.
+    pub source: String,
+    /// Target rate, msgs/s (0: as fast as possible).
+    pub rate: u64,
+    /// Where the stages ran.
+    pub placement: Placement,
+    /// The feed handler's replay report.
+    pub feed: ReplayReport,
+    /// The book builder's counters.
+    pub book: BookServiceStats,
+    /// The strategy's view.
+    pub strategy: StrategySummary,
+    /// The most active instrument's final book: locate, symbol and its summary entry.
+    pub final_book: Option<(u16, String, BookSummaryEntry)>,
+    /// Bundled session only: whether the final book equals the reference reading.
+    pub matches_reference: Option<bool>,
+    /// Tick-to-strategy latency.
+    pub latency: LatencySummary,
+    /// The clock that stamped the messages (`tsc` or `monotonic`).
+    pub clock: String,
+}
+
+/// Runs the demo and writes its report to `out`.
+pub fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), DemoError> {
+    let report = execute(args)?;
+    if args.json {
+        let text = serde_json::to_string(&report)
+            .map_err(|e| DemoError::Internal(format!("cannot serialise: {e}")))?;
+        writeln!(out, "{text}")?;
+    } else {
+        out.write_all(render(&report, args.show_signals).as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Cpu plan: (feed, book, strategy, shared).
+fn placement(args: &DemoArgs) -> Result<(usize, usize, usize, bool), DemoError> {
+    let cpus = if args.cpus.is_empty() {
+        let avail = mdbus_tuning::current_affinity()
+            .map_err(|e| DemoError::Internal(format!("cannot read the cpu affinity: {e}")))?;
+        avail.into_iter().take(3).collect::<Vec<_>>()
+    } else {
+        args.cpus.clone()
+    };
+    match cpus.as_slice() {
+        [] => Err(DemoError::BadArg("no cpu to run on".into())),
+        [a] => Ok((*a, *a, *a, true)),
+        [a, b] => Ok((*a, *b, *a, true)),
+        [a, b, c, ..] => Ok((*a, *b, *c, a == b || b == c || a == c)),
+    }
+}
+
+/// A temporary bus root, in shared memory when `/dev/shm` exists.
+fn temp_root() -> std::io::Result<tempfile::TempDir> {
+    let shm = std::path::Path::new("/dev/shm");
+    let b = {
+        let mut b = tempfile::Builder::new();
+        b.prefix("mdbus-demo-");
+        b
+    };
+    if shm.is_dir()
+        && let Ok(d) = b.tempdir_in(shm)
+    {
+        return Ok(d);
+    }
+    b.tempdir()
+}
+
+fn pin(cpu: usize) -> bool {
+    mdbus_tuning::pin_current_thread(cpu).is_ok()
+}
+
+/// Runs the three stages and gathers what they report.
+pub fn execute(args: &DemoArgs) -> Result<DemoReport, DemoError> {
+    let (feed_cpu, book_cpu, strategy_cpu, shared) = placement(args)?;
+    let root = temp_root()?;
+    let bus = Bus::with_root(root.path())?;
+    let clock = StampClock::new();
+
+    let source = match &args.file {
+        Some(p) => Source::Path(p.clone()),
+        None => Source::Bytes {
+            name: BUNDLED_NAME.into(),
+            bytes: BUNDLED_SESSION,
+        },
+    };
+    let options = ReplayOptions {
+        speed: if args.rate == 0 {
+            Speed::Max
+        } else {
+            Speed::Rate(args.rate)
+        },
+        ..ReplayOptions::default()
+    };
+    let feed_ring = StreamConfig {
+        capacity: 16 << 20,
+        max_msg_len: 512,
+        mode: Mode::Lossless,
+        // No page fault on the hot path.
+        prefault: true,
+        ..StreamConfig::default()
+    };
+    let replayer =
+        Replayer::open(&source, &bus, FEED, &feed_ring, options)?.with_clock(clock.clone());
+    let book_config = BookServiceConfig {
+        book: BookConfig {
+            max_orders: 1 << 20,
+            max_instruments: 12_000,
+            levels_per_side_hint: 64,
+        },
+        output: StreamConfig {
+            prefault: true,
+            ..output_ring()
+        },
+        publish_levels: true,
+    };
+    let mut service = BookService::new(&bus, FEED, &book_config)?;
+    // SAFETY: every stream of this bus root is written by this process's feed pipeline and
+    // book service, which publish nothing but envelopes built by `schema::Encoder`.
+    let trust = unsafe { Trust::publisher() };
+    let options = SubscribeOptions {
+        trust,
+        ..SubscribeOptions::default()
+    };
+    // Every subscriber joins before anything is published (lossless slots).
+    let mut book_input = bus.subscriber(FEED, &options)?;
+    let book_sub = bus.subscriber(&book_stream_name(FEED), &options)?;
+    let trades_sub = bus.subscriber(&trades_stream_name(FEED), &options)?;
+
+    let wait = if shared {
+        WaitStrategy::SpinThenYield { spins: 100 }
+    } else {
+        WaitStrategy::BusySpin
+    };
+    let show = args.show_signals;
+    let stop = AtomicBool::new(false);
+    let (feed, book, strategy) = std::thread::scope(|s| {
+        let spawn_err =
+            |e: std::io::Error| DemoError::Internal(format!("cannot start a thread: {e}"));
+        let strategy_clock = clock.clone();
+        let strategy = std::thread::Builder::new()
+            .name("demo-strategy".into())
+            .spawn_scoped(s, move || {
+                let pinned = pin(strategy_cpu);
+                run_strategy(book_sub, trades_sub, &strategy_clock, wait, show).map(|r| (r, pinned))
+            })
+            .map_err(spawn_err)?;
+        let stop = &stop;
+        let book = std::thread::Builder::new()
+            .name("demo-book".into())
+            .spawn_scoped(s, move || {
+                let pinned = pin(book_cpu);
+                let stats = service.run(&mut book_input, wait, stop)?;
+                let summary = service.summary();
+                let symbols: Vec<(u16, String)> = summary
+                    .books
+                    .iter()
+                    .map(|(l, _)| (*l, symbol_text(service.symbol(*l))))
+                    .collect();
+                Ok::<_, DemoError>((stats, summary, symbols, pinned))
+            })
+            .map_err(spawn_err)?;
+        let feed = std::thread::Builder::new()
+            .name("demo-feed".into())
+            .spawn_scoped(s, move || {
+                let pinned = pin(feed_cpu);
+                replayer.run(&mut |_| {}).map(|r| (r, pinned))
+            })
+            .map_err(spawn_err)?;
+        let join = |what: &str| DemoError::Internal(format!("the {what} thread panicked"));
+        let feed = feed.join().map_err(|_| join("feed handler"));
+        let book = book.join().map_err(|_| join("book builder"));
+        let strategy = strategy.join().map_err(|_| join("strategy"));
+        Ok::<_, DemoError>((feed, book, strategy))
+    })?;
+    let (feed, feed_pinned) = feed??;
+    let (book_stats, summary, symbols, book_pinned) = book??;
+    let ((strategy_state, first_signals, histogram), strategy_pinned) = strategy??;
+    drop(bus);
+    root.close()?;
+
+    let final_book = most_active(&summary).map(|(locate, entry)| {
+        let symbol = symbols
+            .iter()
+            .find(|(l, _)| *l == locate)
+            .map_or_else(String::new, |(_, s)| s.clone());
+        (locate, symbol, entry)
+    });
+    let strategy = summarize(
+        &strategy_state,
+        &first_signals,
+        final_book.as_ref().map(|b| b.0),
+    );
+    let matches_reference = args.file.is_none().then(|| {
+        final_book.as_ref().is_some_and(|(l, _, e)| {
+            let r = REFERENCE;
+            (*l, e.best_bid, e.bid_size, e.best_ask, e.ask_size)
+                == (r.0, Some(r.1), r.2, Some(r.3), r.4)
+                && (e.resting_orders, e.executed_shares, e.prints) == (r.5, r.6, r.7)
+        })
+    });
+    Ok(DemoReport {
+        source: match &args.file {
+            Some(p) => p.display().to_string(),
+            None => BUNDLED_NAME.into(),
+        },
+        rate: args.rate,
+        placement: Placement {
+            feed_cpu,
+            book_cpu,
+            strategy_cpu,
+            pinned: feed_pinned && book_pinned && strategy_pinned,
+            shared,
+        },
+        feed,
+        book: book_stats,
+        strategy,
+        final_book,
+        matches_reference,
+        latency: LatencySummary::of(&histogram),
+        clock: if quanta_is_tsc() { "tsc" } else { "monotonic" }.into(),
+    })
+}
+
+fn quanta_is_tsc() -> bool {
+    crate::bench::host::tsc_invariant()
+}
+
+fn symbol_text(s: Option<[u8; 8]>) -> String {
+    s.map(|s| String::from_utf8_lossy(&s).trim_end().to_owned())
+        .unwrap_or_default()
+}
+
+/// The instrument with the most prints (then the most resting orders).
+fn most_active(summary: &BookSummary) -> Option<(u16, BookSummaryEntry)> {
+    summary
+        .books
+        .iter()
+        .max_by_key(|(l, e)| (e.prints, e.resting_orders, std::cmp::Reverse(*l)))
+        .map(|(l, e)| (*l, *e))
+}
+
+/// What the strategy thread hands back: its state, the first signals, the latency histogram.
+type StrategyResult = (signals::Strategy, Vec<signals::Signal>, Histogram<u64>);
+
+/// The strategy's summary, with the final view of `locate`.
+fn summarize(
+    strategy: &signals::Strategy,
+    first: &[signals::Signal],
+    locate: Option<u16>,
+) -> StrategySummary {
+    let st = strategy.stats();
+    StrategySummary {
+        bbo_updates: st.bbo_updates,
+        trades: st.trades,
+        signals: st.signals,
+        gaps: st.gaps,
+        first_signals: first
+            .iter()
+            .map(|s| SignalLine {
+                time: signals::time_of_day(s.exchange_ts_ns).to_string(),
+                symbol: strategy.symbol(s.locate).to_owned(),
+                stance: s.stance.as_str(),
+                microprice: s.microprice,
+                mid: s.mid,
+                flow: s.flow,
+            })
+            .collect(),
+        microprice: locate.and_then(|l| strategy.quote(l).microprice()),
+        flow: locate.map_or(0.0, |l| strategy.flow(l)),
+    }
+}
+
+/// The strategy thread: reads BBO and trade events zero-copy, runs the example strategy's
+/// logic, and records each event's tick-to-strategy latency.
+fn run_strategy(
+    book: Subscriber,
+    trades: Subscriber,
+    clock: &StampClock,
+    mut wait: WaitStrategy,
+    show: usize,
+) -> Result<StrategyResult, DemoError> {
+    let mut strategy = signals::Strategy::new(signals::Params::default());
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
+        .map_err(|e| DemoError::Internal(format!("histogram: {e}")))?;
+    let mut first: Vec<signals::Signal> = Vec::with_capacity(show);
+    // Book (0) and trades (1): merged in source order, preferring the stream whose last
+    // event is older, so a trade is seen beside the quotes of its time.
+    let mut subs = [book, trades];
+    let mut done = [false; 2];
+    let mut last_seq = [0u64; 2];
+    while !(done[0] && done[1]) {
+        let preferred = if done[1] || (!done[0] && last_seq[0] <= last_seq[1]) {
+            0
+        } else {
+            1
+        };
+        let mut got = false;
+        for k in [preferred, 1 - preferred] {
+            if done[k] {
+                continue;
+            }
+            let r = subs[k].poll_event(|e| {
+                let env = e.envelope();
+                let kind = env.event_type();
+                last_seq[k] = env.header().seq();
+                if kind == mdbus_bus::schema::Event::EndOfSession {
+                    done[k] = true;
+                    return;
+                }
+                let signal = if k == 0 {
+                    strategy.on_book_event(&env)
+                } else {
+                    strategy.on_trade_event(&env)
+                };
+                if matches!(
+                    kind,
+                    mdbus_bus::schema::Event::Bbo | mdbus_bus::schema::Event::Trade
+                ) {
+                    let now = clock.unix_ns_of(clock.raw());
+                    let latency = now.saturating_sub(env.header().recv_ts_ns());
+                    hist.saturating_record(latency.max(1));
+                }
+                if let Some(s) = signal
+                    && first.len() < show
+                {
+                    first.push(s);
+                }
+            });
+            match r {
+                Ok(true) => {
+                    got = true;
+                    break;
+                }
+                Ok(false) => {}
+                Err(ReceiveError::Closed) => done[k] = true,
+                Err(source) => {
+                    return Err(DemoError::Strategy {
+                        stream: subs[k].name().to_owned(),
+                        source,
+                    });
+                }
+            }
+        }
+        if !(got || done[0] && done[1]) {
+            let k = if done[0] { 1 } else { 0 };
+            let _ = subs[k].wait(&mut wait, Some(Duration::from_millis(1)));
+        }
+    }
+    Ok((strategy, first, hist))
+}
+
+/// Groups digits by thousands: 81556 -> "81,556".
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A duration in ns as `850 ns`, `12.3 us` or `4.56 ms`.
+fn duration(ns: u64) -> String {
+    if ns < 1_000 {
+        format!("{ns} ns")
+    } else if ns < 1_000_000 {
+        format!("{:.1} us", ns as f64 / 1e3)
+    } else {
+        format!("{:.2} ms", ns as f64 / 1e6)
+    }
+}
+
+fn price(p: Option<u32>) -> String {
+    p.map_or_else(
+        || "-".into(),
+        |p| format!("{}.{:04}", p / 10_000, p % 10_000),
+    )
+}
+
+/// The text report: one screen.
+pub fn render(r: &DemoReport, show: usize) -> String {
+    let mut s = String::new();
+    let p = &r.placement;
+    let f = &r.feed;
+    let b = &r.book;
+    let st = &r.strategy;
+    let pace = if r.rate == 0 {
+        "as fast as possible".to_owned()
+    } else {
+        format!("paced at {} msgs/s", thousands(r.rate))
+    };
+    let _ = writeln!(s, "mdbus demo: {}", r.source);
+    let _ = writeln!(
+        s,
+        "  feed handler [cpu {}] --shm {FEED}--> book builder [cpu {}] --shm {FEED}.book/.trades--> strategy [cpu {}]",
+        p.feed_cpu, p.book_cpu, p.strategy_cpu
+    );
+    if p.shared || !p.pinned {
+        let _ = writeln!(
+            s,
+            "  ({}{})",
+            if p.shared {
+                "stages share a cpu: waits spin, then yield"
+            } else {
+                ""
+            },
+            if p.pinned {
+                ""
+            } else if p.shared {
+                "; not every thread could be pinned"
+            } else {
+                "not every thread could be pinned"
+            }
+        );
+    }
+    let _ = writeln!(s);
+    let secs = f.elapsed_ns as f64 / 1e9;
+    let _ = writeln!(
+        s,
+        "feed handler  {} messages decoded, normalized and published in {} ({:.2} M msgs/s, {pace}), {} gaps",
+        thousands(f.published),
+        duration(f.elapsed_ns),
+        if secs > 0.0 {
+            f.published as f64 / secs / 1e6
+        } else {
+            0.0
+        },
+        f.gaps
+    );
+    let _ = writeln!(
+        s,
+        "book builder  {} messages -> {} BBO changes, {} price-level updates, {} priced trades",
+        thousands(b.messages),
+        thousands(b.bbos_published),
+        thousands(b.levels_published),
+        thousands(b.trades_published)
+    );
+    let _ = writeln!(
+        s,
+        "strategy      {} BBO updates and {} trades read, {} signals",
+        thousands(st.bbo_updates),
+        thousands(st.trades),
+        thousands(st.signals)
+    );
+    let _ = writeln!(s);
+    match &r.final_book {
+        Some((locate, symbol, e)) => {
+            let name = if symbol.is_empty() {
+                format!("locate {locate}")
+            } else {
+                format!("{symbol} (locate {locate})")
+            };
+            let _ = writeln!(s, "final book, {name}");
+            let _ = writeln!(
+                s,
+                "  bid {} x {}   ask {} x {}   {} resting orders   {} shares executed in {} prints",
+                price(e.best_bid),
+                thousands(e.bid_size),
+                price(e.best_ask),
+                thousands(e.ask_size),
+                thousands(e.resting_orders),
+                thousands(e.executed_shares),
+                thousands(e.prints)
+            );
+            let _ = writeln!(
+                s,
+                "  strategy view: microprice {}, trade flow {:+.0} shares{}",
+                st.microprice
+                    .map_or_else(|| "-".into(), |m| format!("{m:.4}")),
+                st.flow,
+                match r.matches_reference {
+                    Some(true) => "; book matches the reference reading of this session",
+                    Some(false) => "; BOOK DIFFERS FROM THE REFERENCE READING",
+                    None => "",
+                }
+            );
+        }
+        None => {
+            let _ = writeln!(s, "final book: no instrument had orders or prints");
+        }
+    }
+    if st.first_signals.is_empty() {
+        let _ = writeln!(s, "signals: none");
+    } else {
+        let _ = writeln!(
+            s,
+            "signals (first {} of {}; microprice vs mid and trade flow agree):",
+            st.first_signals.len().min(show),
+            thousands(st.signals)
+        );
+        for l in st.first_signals.iter().take(show) {
+            let _ = writeln!(
+                s,
+                "  {} {:<6} {:<5} micro {:.4}  mid {:.4}  flow {:+.0}",
+                l.time, l.symbol, l.stance, l.microprice, l.mid, l.flow
+            );
+        }
+    }
+    let _ = writeln!(s);
+    let l = &r.latency;
+    let _ = writeln!(
+        s,
+        "tick-to-strategy latency: ITCH message decoded -> strategy callback, through both rings and the book",
+    );
+    let _ = writeln!(
+        s,
+        "  ({} samples, {} clock)   p50 {}   p99 {}   p99.9 {}   max {}",
+        thousands(l.samples),
+        r.clock,
+        duration(l.p50_ns),
+        duration(l.p99_ns),
+        duration(l.p999_ns),
+        duration(l.max_ns)
+    );
+    for w in &f.warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
+    if let Some(t) = &f.truncated {
+        let _ = writeln!(s, "warning: {}", t.detail);
+    }
+    s
+}
+
+use std::fmt::Write as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(81_556), "81,556");
+        assert_eq!(thousands(1_000_000), "1,000,000");
+        assert_eq!(duration(850), "850 ns");
+        assert_eq!(duration(12_345), "12.3 us");
+        assert_eq!(duration(4_560_000), "4.56 ms");
+        assert_eq!(price(Some(3_201_400)), "320.1400");
+        assert_eq!(price(None), "-");
+    }
+
+    #[test]
+    fn cpu_plans() {
+        let args = |cpus: Vec<usize>| DemoArgs {
+            rate: 0,
+            file: None,
+            cpus,
+            show_signals: 0,
+            json: false,
+        };
+        assert_eq!(placement(&args(vec![3])).unwrap(), (3, 3, 3, true));
+        assert_eq!(placement(&args(vec![0, 1])).unwrap(), (0, 1, 0, true));
+        assert_eq!(placement(&args(vec![0, 1, 2])).unwrap(), (0, 1, 2, false));
+    }
+
+    #[test]
+    fn the_bundled_session_is_the_test_file() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../codecs/testdata/itch/aapl-2020-01-30-10k.itch"
+        );
+        assert_eq!(std::fs::read(path).unwrap(), BUNDLED_SESSION);
+    }
+}

@@ -1,0 +1,401 @@
+//! `mdbus replay` and `mdbus record`: command-line glue over
+//! [`mdbus_feed_handlers::replay`], [`mdbus_feed_handlers::bookstream`] and
+//! [`mdbus_feed_handlers::record`].
+
+use std::io::{IsTerminal, Write};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mdbus_bus::{Bus, Mode, SubscribeOptions, WaitStrategy};
+use mdbus_feed_handlers::bookstream::{
+    BookService, BookServiceConfig, BookServiceStats, book_stream_name, trades_stream_name,
+};
+use mdbus_feed_handlers::record::{
+    RecordError, RecordOptions, RecordStats, RecordWriter, record_stream,
+};
+use mdbus_feed_handlers::replay::{
+    ReplayError, ReplayOptions, ReplayReport, Replayer, Source, Speed, Stamp, TimeOfDay,
+    replay_book_config, replay_ring,
+};
+
+/// `mdbus replay`: play a captured session onto a bus stream.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ReplayArgs {
+    /// The capture: a length-prefixed ITCH 5.0 file, a pcap or pcapng of MoldUDP64 datagrams,
+    /// or a recording made by `mdbus record`.
+    pub file: PathBuf,
+    /// How fast: `max`, a multiple of the recorded pace (`1x`, `10x`, `0.5x`; exchange
+    /// timestamps of ITCH files, capture timestamps of pcaps), or a fixed rate (`500000/s`).
+    #[arg(long, default_value = "max")]
+    pub speed: Speed,
+    /// Replay messages stamped at or after this exchange time (HH:MM[:SS[.fraction]]).
+    #[arg(long)]
+    pub from: Option<TimeOfDay>,
+    /// Stop at the first message stamped after this exchange time.
+    #[arg(long)]
+    pub to: Option<TimeOfDay>,
+    /// Only these symbols (repeat, or separate with commas); resolved to stock locates by the
+    /// file's stock directory messages.
+    #[arg(long = "symbol", value_delimiter = ',')]
+    pub symbols: Vec<String>,
+    /// pcap/pcapng: only datagrams sent to this multicast group (IPv4).
+    #[arg(long)]
+    pub group: Option<Ipv4Addr>,
+    /// pcap/pcapng: only datagrams sent to this UDP port.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// The stream to publish on; the book service adds `<feed>.book` and `<feed>.trades`.
+    #[arg(long, default_value = "itch")]
+    pub feed: String,
+    /// Bus root directory [default: /dev/shm/mdbus-<user>/].
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Size of the feed stream's ring, MiB (a power of two).
+    #[arg(long, default_value_t = 16)]
+    pub ring_mb: usize,
+    /// Make the feed stream lossless: the replay waits for its slowest subscriber.
+    #[arg(long)]
+    pub lossless: bool,
+    /// Also run the book service: BBO and price levels on `<feed>.book`, priced trades on
+    /// `<feed>.trades` (makes the feed stream lossless).
+    #[arg(long)]
+    pub book: bool,
+    /// Print the end-of-replay book summary as one JSON object on stdout.
+    #[arg(long)]
+    pub book_summary: bool,
+    /// Stamp envelopes with the capture's timestamps (pcap, pcapng) instead of the replay
+    /// time.
+    #[arg(long)]
+    pub capture_time: bool,
+    /// Print the replay report as one JSON object on stdout (with the book summary under
+    /// `book_summary` when asked for).
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar (it is drawn only when stderr is a terminal anyway).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// `mdbus record`: record a bus stream to a file that `mdbus replay` plays back.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RecordArgs {
+    /// The stream to record.
+    #[arg(long)]
+    pub stream: String,
+    /// The file to write (replaced if it exists).
+    pub file: PathBuf,
+    /// Bus root directory [default: /dev/shm/mdbus-<user>/].
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Stop after this many records.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Keep recording after the stream's end-of-session event (until the stream closes, a
+    /// limit, or Ctrl-C).
+    #[arg(long)]
+    pub keep_going: bool,
+    /// How long to wait for the stream to appear, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub wait_secs: f64,
+    /// Print the result as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What can go wrong in `mdbus replay` or `mdbus record`.
+#[derive(Debug, thiserror::Error)]
+pub enum CmdError {
+    /// The replay failed.
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+    /// Recording failed.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// A bus stream could not be opened.
+    #[error(transparent)]
+    Bus(#[from] mdbus_bus::BusError),
+    /// The book service failed.
+    #[error(transparent)]
+    Book(#[from] mdbus_feed_handlers::bookstream::BookServiceError),
+    /// A bad argument.
+    #[error("{0}")]
+    BadArg(String),
+    /// Writing the output failed.
+    #[error("writing the output: {0}")]
+    Output(#[from] std::io::Error),
+    /// A thread panicked (a bug).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn open_bus(root: Option<&Path>) -> Result<Bus, CmdError> {
+    Ok(match root {
+        Some(r) => Bus::with_root(r)?,
+        None => Bus::new()?,
+    })
+}
+
+/// Runs `mdbus replay`, writing its stdout to `out` and its report and warnings to stderr.
+pub fn run_replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<(), CmdError> {
+    if !args.ring_mb.is_power_of_two() || args.ring_mb > 1024 {
+        return Err(CmdError::BadArg(format!(
+            "--ring-mb {}: a power of two up to 1024",
+            args.ring_mb
+        )));
+    }
+    let bus = open_bus(args.root.as_deref())?;
+    let mut ring = replay_ring();
+    ring.capacity = args.ring_mb << 20;
+    if args.lossless || args.book {
+        ring.mode = Mode::Lossless;
+    }
+    let options = ReplayOptions {
+        speed: args.speed,
+        from: args.from,
+        to: args.to,
+        symbols: args.symbols.clone(),
+        group: args.group,
+        port: args.port,
+        stamp: if args.capture_time {
+            Stamp::Source
+        } else {
+            Stamp::Now
+        },
+        book_summary: args.book_summary.then(replay_book_config),
+    };
+    let source = Source::Path(args.file.clone());
+    let replayer = Replayer::open(&source, &bus, &args.feed, &ring, options)?;
+
+    // The book service subscribes before anything is published.
+    let stop = Arc::new(AtomicBool::new(false));
+    let service = if args.book {
+        let config = BookServiceConfig {
+            book: replay_book_config(),
+            ..BookServiceConfig::default()
+        };
+        let mut svc = BookService::new(&bus, &args.feed, &config)?;
+        let mut input = bus.subscriber(&args.feed, &SubscribeOptions::default())?;
+        let stop = Arc::clone(&stop);
+        Some(
+            std::thread::Builder::new()
+                .name("mdbus-book".into())
+                .spawn(move || {
+                    svc.run(
+                        &mut input,
+                        WaitStrategy::SpinThenYield { spins: 1000 },
+                        &stop,
+                    )
+                })
+                .map_err(|e| CmdError::Internal(format!("cannot start the book thread: {e}")))?,
+        )
+    } else {
+        None
+    };
+
+    let size = std::fs::metadata(&args.file).map_or(0, |m| m.len());
+    let bar = (!args.no_progress && std::io::stderr().is_terminal() && size > (16 << 20))
+        .then(|| progress_bar(size));
+    let result = replayer.run(&mut |p| {
+        if let Some(b) = &bar {
+            b.set_position(p.offset);
+            b.set_message(format!("{} messages", p.published));
+        }
+    });
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    // The replayer closed the feed stream; the service ends when it has read everything.
+    let book_stats = match service {
+        Some(handle) => {
+            if result.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            let stats = handle
+                .join()
+                .map_err(|_| CmdError::Internal("the book thread panicked".into()))??;
+            Some(stats)
+        }
+        None => None,
+    };
+    let report = result?;
+    print_report(&report, book_stats.as_ref(), &args.feed);
+    if args.json {
+        let mut v = serde_json::to_value(&report)
+            .map_err(|e| CmdError::Internal(format!("cannot serialise the report: {e}")))?;
+        if let (Some(s), Some(obj)) = (&report.summary, v.as_object_mut()) {
+            let summary: serde_json::Value = serde_json::from_str(&s.to_json())
+                .map_err(|e| CmdError::Internal(format!("summary: {e}")))?;
+            obj.insert("book_summary".into(), summary);
+        }
+        if let (Some(b), Some(obj)) = (&book_stats, v.as_object_mut()) {
+            obj.insert(
+                "book_service".into(),
+                serde_json::to_value(b).unwrap_or_default(),
+            );
+        }
+        writeln!(out, "{v}")?;
+    } else if let Some(s) = &report.summary {
+        writeln!(out, "{}", s.to_json())?;
+    }
+    Ok(())
+}
+
+fn progress_bar(size: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(size),
+        indicatif::ProgressDrawTarget::stderr_with_hz(4),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:40} {bytes}/{total_bytes} {msg} (eta {eta})",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// The human-readable report, on stderr (stdout carries JSON only).
+fn print_report(r: &ReplayReport, book: Option<&BookServiceStats>, feed: &str) {
+    let secs = r.elapsed_ns as f64 / 1e9;
+    eprintln!(
+        "replayed {} ({}) onto stream {:?}: {} messages published in {:.3} s ({:.0} msgs/s, speed {})",
+        r.source,
+        r.format,
+        r.stream,
+        r.published,
+        secs,
+        r.rate(),
+        r.speed
+    );
+    if r.filtered > 0 || r.datagrams_filtered > 0 {
+        eprintln!(
+            "  filtered: {} messages (window, symbols), {} datagrams (group, port)",
+            r.filtered, r.datagrams_filtered
+        );
+    }
+    if r.gaps > 0 || r.late_join_first_seq.is_some() {
+        eprintln!(
+            "  gaps: {} ({} messages missing){}",
+            r.gaps,
+            r.gap_messages,
+            r.late_join_first_seq.map_or_else(String::new, |s| format!(
+                "; the capture starts mid-session at sequence number {s}"
+            ))
+        );
+    }
+    if r.decode_errors > 0 || r.invalid_envelopes > 0 || r.malformed_packets > 0 {
+        eprintln!(
+            "  bad input: {} undecodable messages, {} invalid envelopes, {} malformed packets",
+            r.decode_errors, r.invalid_envelopes, r.malformed_packets
+        );
+    }
+    if let Some(b) = book {
+        eprintln!(
+            "  book service: {} BBO and {} level updates on {:?}, {} trades on {:?}",
+            b.bbos_published,
+            b.levels_published,
+            book_stream_name(feed),
+            b.trades_published,
+            trades_stream_name(feed)
+        );
+    }
+    for s in &r.unresolved_symbols {
+        eprintln!("  warning: no stock directory message names {s:?}");
+    }
+    for w in &r.warnings {
+        eprintln!("  warning: {w}");
+    }
+    if let Some(t) = &r.truncated {
+        eprintln!(
+            "  warning: {} (everything before offset {} was replayed)",
+            t.detail, t.offset
+        );
+    }
+}
+
+/// Set by SIGINT/SIGTERM while `mdbus record` runs.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// Runs `mdbus record`, writing its stdout to `out`.
+pub fn run_record(args: &RecordArgs, out: &mut dyn Write) -> Result<(), CmdError> {
+    let bus = open_bus(args.root.as_deref())?;
+    let max_duration = match args.duration {
+        Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d)),
+        Some(d) => {
+            return Err(CmdError::BadArg(format!(
+                "--duration {d}: a positive number of seconds"
+            )));
+        }
+        None => None,
+    };
+    let deadline = Instant::now() + Duration::from_secs_f64(args.wait_secs.clamp(0.0, 3600.0));
+    let mut sub = loop {
+        match bus.subscriber(&args.stream, &SubscribeOptions::default()) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() >= deadline => return Err(e.into()),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: `on_signal` only stores to an atomic, which is async-signal-safe; installing
+        // it for SIGINT or SIGTERM has no other effect on this process.
+        unsafe {
+            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+        }
+    }
+    let mut writer = RecordWriter::create(&args.file, &args.stream)?;
+    let options = RecordOptions {
+        until_end_of_session: !args.keep_going,
+        max_records: args.count,
+        max_duration,
+        wait: WaitStrategy::Blocking,
+    };
+    let stats = record_stream(&mut sub, &mut writer, &args.file, &options, &INTERRUPTED)?;
+    writer.finish().map_err(|source| RecordError::Io {
+        path: args.file.clone(),
+        source,
+    })?;
+    report_record(args, &stats, out)
+}
+
+fn report_record(args: &RecordArgs, s: &RecordStats, out: &mut dyn Write) -> Result<(), CmdError> {
+    if args.json {
+        let v = serde_json::json!({
+            "stream": args.stream,
+            "file": args.file.display().to_string(),
+            "records": s.records,
+            "bytes": s.bytes,
+            "overruns": s.overruns,
+            "lost": s.lost,
+            "stop": format!("{:?}", s.stop),
+        });
+        writeln!(out, "{v}")?;
+    } else {
+        writeln!(
+            out,
+            "recorded {} records ({} bytes) of stream {:?} to {} (stopped: {:?})",
+            s.records,
+            s.bytes,
+            args.stream,
+            args.file.display(),
+            s.stop
+        )?;
+    }
+    if s.lost > 0 {
+        eprintln!(
+            "warning: the recorder was lapped {} times and lost {} records (a replay reports them as gaps)",
+            s.overruns, s.lost
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! Runs the built `mdbus` binary: `demo` (text and JSON), `replay --book-summary` on the real
+//! AAPL session, and a `replay` -> `record` -> `replay` round trip. No timing is asserted.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn mdbus(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mdbus"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run mdbus {args:?}: {e}"))
+}
+
+/// Runs mdbus and returns its stdout, failing with its stderr if it failed.
+fn ok(args: &[&str]) -> String {
+    let out = mdbus(args);
+    assert!(
+        out.status.success(),
+        "mdbus {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn aapl() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../codecs/testdata/itch/aapl-2020-01-30-10k.itch")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// The reference reading of the AAPL session, on a `--book-summary` object.
+fn assert_reference(v: &Value) {
+    assert_eq!(v["messages"], 10_000, "{v}");
+    assert_eq!(v["gaps"], 0);
+    assert_eq!(v["counts"]["A"], 4_758);
+    assert_eq!(v["counts"]["E"], 849);
+    assert_eq!(v["counts"]["P"], 240);
+    let b = &v["books"]["13"];
+    assert_eq!(b["best_bid"], 3_201_400);
+    assert_eq!(b["bid_size"], 25);
+    assert_eq!(b["best_ask"], 3_203_000);
+    assert_eq!(b["ask_size"], 100);
+    assert_eq!(b["resting_orders"], 215);
+    assert_eq!(b["executed_shares"], 81_556);
+    assert_eq!(b["prints"], 1_089);
+}
+
+#[test]
+fn demo_shows_the_final_book_and_the_latency_percentiles() {
+    let text = ok(&["demo", "--rate", "500000"]);
+    for needle in [
+        "AAPL (locate 13)",
+        "bid 320.1400 x 25",
+        "ask 320.3000 x 100",
+        "215 resting orders",
+        "81,556 shares executed in 1,089 prints",
+        "matches the reference",
+        "tick-to-strategy latency",
+        "p50 ",
+        "p99 ",
+        "p99.9 ",
+        "max ",
+    ] {
+        assert!(text.contains(needle), "no {needle:?} in:\n{text}");
+    }
+    assert!(text.lines().count() <= 24, "more than a screen:\n{text}");
+}
+
+#[test]
+fn demo_json_carries_every_stage() {
+    let v: Value = serde_json::from_str(&ok(&["demo", "--rate", "0", "--json"])).expect("JSON");
+    assert_eq!(v["feed"]["published"], 10_000);
+    assert_eq!(v["book"]["messages"], 10_000);
+    assert_eq!(v["book"]["trades_published"], 1_089);
+    assert_eq!(v["matches_reference"], true);
+    assert_eq!(v["final_book"][0], 13);
+    assert_eq!(v["final_book"][1], "AAPL");
+    let bbo = v["book"]["bbos_published"].as_u64().unwrap();
+    assert_eq!(v["strategy"]["bbo_updates"], bbo);
+    assert_eq!(v["strategy"]["trades"], 1_089);
+    // One latency sample per BBO update and trade the strategy read.
+    assert_eq!(v["latency"]["samples"].as_u64(), Some(bbo + 1_089));
+    let l = &v["latency"];
+    let p = |k: &str| l[k].as_u64().unwrap_or_else(|| panic!("{k} in {l}"));
+    assert!(p("min_ns") <= p("p50_ns") && p("p50_ns") <= p("p99_ns"));
+    assert!(p("p99_ns") <= p("p999_ns") && p("p999_ns") <= p("max_ns"));
+}
+
+#[test]
+fn replay_book_summary_matches_the_reference() {
+    let root = tempfile::tempdir().unwrap();
+    let out = ok(&[
+        "replay",
+        "--root",
+        s(root.path()),
+        "--book-summary",
+        s(&aapl()),
+    ]);
+    assert_eq!(out.lines().count(), 1, "one JSON object:\n{out}");
+    assert_reference(&serde_json::from_str(&out).expect("JSON"));
+}
+
+#[test]
+fn replay_record_replay_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("bus");
+    let rec = dir.path().join("aapl.mdbrec");
+    // The stream outlives its publisher: its ring retains the whole session for the recorder.
+    ok(&[
+        "replay",
+        "--root",
+        s(&root),
+        "--feed",
+        "aapl",
+        "--book",
+        s(&aapl()),
+    ]);
+    let line = ok(&[
+        "record",
+        "--root",
+        s(&root),
+        "--stream",
+        "aapl",
+        "--json",
+        s(&rec),
+    ]);
+    let v: Value = serde_json::from_str(&line).expect("JSON");
+    assert_eq!(v["records"], 10_001, "{v}");
+    assert_eq!(v["stop"], "EndOfSession");
+    let out = ok(&[
+        "replay",
+        "--root",
+        s(&root),
+        "--feed",
+        "again",
+        "--json",
+        "--book-summary",
+        s(&rec),
+    ]);
+    let v: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["format"], "recording");
+    assert_eq!(v["published"], 10_000);
+    assert_reference(&v["book_summary"]);
+}
+
+#[test]
+fn replay_filters_and_reports_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = s(dir.path());
+    // The session's messages are stamped 03:07 to 07:59 (exchange time).
+    let out = ok(&[
+        "replay",
+        "--root",
+        root,
+        "--json",
+        "--from",
+        "04:00",
+        "--to",
+        "05:00",
+        "--symbol",
+        "AAPL",
+        s(&aapl()),
+    ]);
+    let v: Value = serde_json::from_str(&out).expect("JSON");
+    let published = v["published"].as_u64().unwrap();
+    assert!(published > 0 && published < 10_000, "{v}");
+    assert_eq!(v["unresolved_symbols"].as_array().map(Vec::len), Some(0));
+
+    let missing = dir.path().join("missing.itch");
+    let out = mdbus(&["replay", "--root", root, s(&missing)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing.itch"), "{err}");
+
+    let bad = mdbus(&["replay", "--root", root, "--speed", "fast", s(&aapl())]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("fast"));
+
+    // A truncated file: the offset is reported, the rest replayed, the exit is clean.
+    let bytes = std::fs::read(aapl()).unwrap();
+    let cut = dir.path().join("cut.itch");
+    std::fs::write(&cut, &bytes[..bytes.len() - 3]).unwrap();
+    let out = mdbus(&["replay", "--root", root, "--json", s(&cut)]);
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["published"], 9_999);
+    assert!(v["truncated"]["offset"].as_u64().is_some(), "{v}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("truncated record at offset"));
+}

@@ -1,0 +1,262 @@
+//! A small, complete strategy: subscribes to a feed's book stream (`<feed>.book`: best bid and
+//! offer) and trade stream (`<feed>.trades`), keeps a microprice and a trade-flow signal per
+//! instrument (the logic is in `strategy/signals.rs`), and prints a line whenever its stance
+//! in an instrument changes. Typed views are read zero-copy from shared memory with
+//! `Subscriber::poll_event`; nothing is allocated per message.
+//!
+//! Start a feed with its book service, then the strategy (any order; it waits for the streams,
+//! and reads what they retain from the start):
+//!
+//! ```text
+//! cargo run --release --bin mdbus -- replay --book --feed itch codecs/testdata/itch/aapl-2020-01-30-10k.itch
+//! cargo run --release -p mdbus-bus --example strategy -- --feed itch
+//! ```
+//!
+//! Options: `--feed NAME` (default `itch`), `--root DIR` (bus root, default
+//! `/dev/shm/mdbus-<user>/`), `--wait spin|yield|block` (default `yield`: spin a little, then
+//! yield the core), `--trusted` (skip envelope verification: see `Trust::publisher`),
+//! `--quiet` (no line per signal).
+
+#[path = "strategy/signals.rs"]
+mod signals;
+
+use std::error::Error;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mdbus_bus::schema::{self as fb, Envelope};
+use mdbus_bus::{Bus, ReceiveError, SubscribeOptions, Subscriber, Trust, WaitStrategy};
+use signals::{Params, Signal, Strategy, time_of_day};
+
+struct Args {
+    feed: String,
+    root: Option<PathBuf>,
+    wait: WaitStrategy,
+    trusted: bool,
+    quiet: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        feed: "itch".into(),
+        root: None,
+        wait: WaitStrategy::SpinThenYield { spins: 1000 },
+        trusted: false,
+        quiet: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--feed" => args.feed = value()?,
+            "--root" => args.root = Some(value()?.into()),
+            "--wait" => {
+                args.wait = match value()?.as_str() {
+                    "spin" => WaitStrategy::BusySpin,
+                    "yield" => WaitStrategy::SpinThenYield { spins: 1000 },
+                    "block" => WaitStrategy::Blocking,
+                    other => return Err(format!("--wait {other}: use spin, yield or block")),
+                }
+            }
+            "--trusted" => args.trusted = true,
+            "--quiet" => args.quiet = true,
+            "-h" | "--help" => {
+                return Err(
+                    "usage: strategy [--feed NAME] [--root DIR] [--wait spin|yield|block] [--trusted] [--quiet]"
+                        .into(),
+                );
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+    Ok(args)
+}
+
+/// Subscribes to `stream`, waiting up to 30 s for its publisher to create it.
+fn subscribe(
+    bus: &Bus,
+    stream: &str,
+    options: &SubscribeOptions,
+) -> Result<Subscriber, Box<dyn Error>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match bus.subscriber(stream, options) {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() > deadline => return Err(e.into()),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Time from the feed handler's receive stamp to the strategy's callback, on the system clock
+/// (count, sum, max: no allocation).
+#[derive(Default)]
+struct Latency {
+    count: u64,
+    sum_ns: u64,
+    max_ns: u64,
+}
+
+impl Latency {
+    fn record(&mut self, recv_ts_ns: u64) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let ns = now.saturating_sub(recv_ts_ns);
+        self.count += 1;
+        self.sum_ns += ns;
+        self.max_ns = self.max_ns.max(ns);
+    }
+}
+
+fn print_signal(strategy: &Strategy, s: &Signal) {
+    println!(
+        "{} {:<6} {:<5} micro {:>10.4}  mid {:>10.4}  flow {:>+8.0}",
+        time_of_day(s.exchange_ts_ns),
+        strategy.symbol(s.locate),
+        s.stance.as_str(),
+        s.microprice,
+        s.mid,
+        s.flow,
+    );
+}
+
+/// Reads one stream's next event into the strategy; `Ok(false)` when nothing was there.
+fn step(
+    sub: &mut Subscriber,
+    done: &mut bool,
+    last_seq: &mut u64,
+    latency: &mut Latency,
+    mut handle: impl FnMut(&Envelope<'_>),
+) -> Result<bool, ReceiveError> {
+    if *done {
+        return Ok(false);
+    }
+    match sub.poll_event(|e| {
+        let env = e.envelope();
+        *last_seq = env.header().seq();
+        match env.event_type() {
+            fb::Event::Bbo | fb::Event::Trade => latency.record(env.header().recv_ts_ns()),
+            fb::Event::EndOfSession => *done = true,
+            _ => {}
+        }
+        handle(&env);
+    }) {
+        Ok(got) => Ok(got),
+        // The publisher closed the stream and everything was read.
+        Err(ReceiveError::Closed) => {
+            *done = true;
+            Ok(false)
+        }
+        Err(ReceiveError::Overrun { lost, .. }) => {
+            eprintln!("{}: lapped, {lost} messages lost", sub.name());
+            Ok(true)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let args = parse_args()?;
+    let bus = match &args.root {
+        Some(root) => Bus::with_root(root)?,
+        None => Bus::new()?,
+    };
+    let trust = if args.trusted {
+        // SAFETY: the book and trade streams are published by mdbus's book service, which
+        // writes nothing but envelopes built by `schema::Encoder`, as the same user.
+        unsafe { Trust::publisher() }
+    } else {
+        Trust::VERIFY
+    };
+    let options = SubscribeOptions {
+        trust,
+        ..SubscribeOptions::default()
+    };
+    let mut book = subscribe(&bus, &format!("{}.book", args.feed), &options)?;
+    let mut trades = subscribe(&bus, &format!("{}.trades", args.feed), &options)?;
+    eprintln!("strategy: reading {} and {}", book.name(), trades.name());
+
+    let mut strategy = Strategy::new(Params::default());
+    let mut latency = Latency::default();
+    let (mut book_done, mut trades_done) = (false, false);
+    // Source sequence number of the last event read from each stream: the streams are merged
+    // in source order by reading first from the one that is behind.
+    let (mut book_seq, mut trades_seq) = (0u64, 0u64);
+    let mut wait = args.wait;
+    let quiet = args.quiet;
+    while !(book_done && trades_done) {
+        let book_first = trades_done || (!book_done && book_seq <= trades_seq);
+        let mut got = false;
+        for read_book in [book_first, !book_first] {
+            got = if read_book {
+                step(
+                    &mut book,
+                    &mut book_done,
+                    &mut book_seq,
+                    &mut latency,
+                    |env| {
+                        if let Some(s) = strategy.on_book_event(env)
+                            && !quiet
+                        {
+                            print_signal(&strategy, &s);
+                        }
+                    },
+                )?
+            } else {
+                step(
+                    &mut trades,
+                    &mut trades_done,
+                    &mut trades_seq,
+                    &mut latency,
+                    |env| {
+                        if let Some(s) = strategy.on_trade_event(env)
+                            && !quiet
+                        {
+                            print_signal(&strategy, &s);
+                        }
+                    },
+                )?
+            };
+            if got {
+                break;
+            }
+        }
+        if !got {
+            // Nothing on either stream: wait on one still open (briefly, then look at both).
+            let idle = if book_done { &mut trades } else { &mut book };
+            let _ = idle.wait(&mut wait, Some(Duration::from_millis(1)));
+        }
+    }
+
+    let st = strategy.stats();
+    println!(
+        "{} BBO updates, {} trades, {} signals, {} gaps",
+        st.bbo_updates, st.trades, st.signals, st.gaps
+    );
+    for locate in 0..=u16::MAX {
+        let q = strategy.quote(locate);
+        if let Some(micro) = q.microprice() {
+            println!(
+                "{:<6} bid {:.4} x {}  ask {:.4} x {}  micro {:.4}  flow {:+.0}  stance {}",
+                strategy.symbol(locate),
+                q.bid as f64 / signals::PRICE_SCALE,
+                q.bid_size,
+                q.ask as f64 / signals::PRICE_SCALE,
+                q.ask_size,
+                micro,
+                strategy.flow(locate),
+                strategy.stance(locate).as_str()
+            );
+        }
+    }
+    if latency.count > 0 {
+        println!(
+            "receive -> strategy (system clock; meaningful when reading live): mean {:.1} us, max {:.1} us over {} events",
+            latency.sum_ns as f64 / latency.count as f64 / 1e3,
+            latency.max_ns as f64 / 1e3,
+            latency.count
+        );
+    }
+    Ok(())
+}
