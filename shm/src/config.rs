@@ -19,8 +19,9 @@ pub const MAX_CAPACITY: usize = 1 << 40;
 /// What the producer does when the ring is full. Fixed per segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mode {
-    /// The producer never waits: it overwrites the oldest records. Consumers that fall more than
-    /// about half the capacity behind are lapped and told exactly how many records they lost
+    /// The producer never waits: it overwrites the oldest records. A consumer that falls more
+    /// than `capacity - capacity/8 - 2 * largest record` bytes behind (about 7/8 of the ring
+    /// with small records) may be lapped; it is told exactly how many records it lost
     /// ([`PollError::Overrun`](crate::PollError::Overrun)).
     Broadcast,
     /// Registered consumers (one slot each) are never overwritten: when the slowest one is a

@@ -165,7 +165,8 @@ enum Locate {
 /// seen.
 ///
 /// **Broadcast mode** (and unregistered readers of a lossless ring): the producer never waits,
-/// so a consumer that falls behind by more than roughly half the capacity is lapped. Every
+/// so a consumer that falls behind by more than `capacity - capacity/8 - 2 * largest record`
+/// bytes may be lapped. Every
 /// read is validated after the fact; a lapped consumer gets [`PollError::Overrun`] with the
 /// exact number of records lost (from sequence numbers) and continues per its [`Resync`]. The
 /// callback's view is speculative (see [`Record`]); keep consumer lag well below the capacity.
@@ -275,6 +276,8 @@ impl Consumer {
         for pass in 0..2 {
             for i in 0..self.ring.slots().len() {
                 let slot = &self.ring.slots()[i];
+                // Pairs with the Release CAS that freed the slot (`Consumer::drop`, or the
+                // producer's reaping in `min_consumer_position`).
                 let ctl = slot.ctl.load(Ordering::Acquire);
                 let takeable =
                     slot_state(ctl) == SLOT_FREE || (pass == 1 && !os::pid_alive(slot_pid(ctl)));
@@ -316,6 +319,7 @@ impl Consumer {
                     // slot loads): either it sees our position from now on, or we see its
                     // intent here.
                     fence(Ordering::SeqCst);
+                    // Pairs with the Release store of `tail_intent` in `Producer::make_room`.
                     let intent = self.ring.hdr().intent.value.load(Ordering::Acquire);
                     if intent <= pos.saturating_add(cap) {
                         break;
@@ -621,7 +625,8 @@ impl Consumer {
         if state == STATE_LIVE {
             return Some(Ok(false));
         }
-        // Everything committed before the state change is visible now: one last look.
+        // Everything committed before the state change is visible now: one last look (pairs
+        // with the Release store of `tail` in `Claim::commit`).
         let tail = hdr.tail.tail.load(Ordering::Acquire);
         if tail != self.cursor {
             self.cached_tail = tail;
@@ -683,7 +688,8 @@ impl Consumer {
                 self.set_position(pos + size.max(8), seq + 1);
             }
             Err(_) => {
-                // No usable record at all: wait at the tail.
+                // No usable record at all: wait at the tail (Acquire pairs with the Release
+                // store of `tail` in `Claim::commit`).
                 let tail = self.ring.hdr().tail.tail.load(Ordering::Acquire);
                 self.set_position(tail, self.expected);
             }
@@ -864,6 +870,7 @@ impl Consumer {
     /// Bytes between this consumer and the producer's committed tail (records are at least
     /// 16 bytes, so `lag() / 16` bounds the records behind).
     pub fn lag(&self) -> u64 {
+        // Pairs with the Release store of `tail` in `Claim::commit`.
         self.ring
             .hdr()
             .tail

@@ -261,6 +261,9 @@ impl Producer {
                 });
                 if due && !os::pid_alive(slot_pid(ctl)) {
                     let free = slot_ctl(SLOT_FREE, slot_generation(ctl), 0);
+                    // AcqRel: Acquire pairs with the Release store of ACTIVE in
+                    // `Consumer::register`; Release pairs with the Acquire load of `ctl` by the
+                    // next consumer that takes the slot.
                     if slot
                         .ctl
                         .compare_exchange(ctl, free, Ordering::AcqRel, Ordering::Relaxed)
