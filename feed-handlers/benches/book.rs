@@ -4,10 +4,10 @@
 //! * `apply`: the pre-decoded events applied to a book sized for the sample (reset, untimed,
 //!   between passes).
 //! * `decode+apply`: from the raw length-prefixed bytes: decode, convert, apply.
-//! * `apply/nasdaq_day_table`: the events applied to a builder sized for a full Nasdaq day
-//!   (`BookConfig::nasdaq_day`, 10 million orders); each pass shifts the order references so
-//!   its orders are new, and the orders every pass leaves resting pile up, so the order table
-//!   holds hundreds of thousands to millions of live orders spread over 320 MB, as in a day.
+//! * `book_synthetic_market/apply/nasdaq_day_config`: a builder sized for a full Nasdaq day
+//!   (`BookConfig::nasdaq_day`: 10 million orders, 12,000 instruments) holding 3 million live
+//!   orders over 8,000 instruments, fed a generated whole-market flow (see [`Market`]) in
+//!   batches of 10,000 events (generated untimed, applied timed).
 //!
 //! Throughput is in messages (book events) per second. At the end the process's peak resident
 //! memory (`VmHWM`) is printed beside the preallocated sizes.
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group};
 use mdbus_codecs::itch::Stream;
-use mdbus_feed_handlers::book::{BookBuilder, BookConfig, BookUpdate, OrderEvent};
+use mdbus_feed_handlers::book::{BookBuilder, BookConfig, BookUpdate, OrderEvent, Side};
 
 const AAPL: &[u8] = include_bytes!("../../codecs/testdata/itch/aapl-2020-01-30-10k.itch");
 
@@ -47,26 +47,6 @@ fn sink(acc: &mut u64) -> impl FnMut(BookUpdate) + '_ {
             BookUpdate::Bbo(x) => x.bid_size ^ x.ask_size,
         })
     }
-}
-
-fn with_refs_shifted(ev: &OrderEvent, by: u64) -> OrderEvent {
-    let mut ev = *ev;
-    match &mut ev {
-        OrderEvent::Add { order_ref, .. }
-        | OrderEvent::Execute { order_ref, .. }
-        | OrderEvent::ExecuteWithPrice { order_ref, .. }
-        | OrderEvent::Cancel { order_ref, .. }
-        | OrderEvent::Delete { order_ref, .. }
-        | OrderEvent::Invalid { order_ref, .. } => *order_ref += by,
-        OrderEvent::Replace {
-            old_ref, new_ref, ..
-        } => {
-            *old_ref += by;
-            *new_ref += by;
-        }
-        OrderEvent::Trade { .. } => {}
-    }
-    ev
 }
 
 fn bench(c: &mut Criterion) {
@@ -112,34 +92,204 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    g.bench_function("apply/nasdaq_day_table", |b| {
-        let mut book = BookBuilder::new(BookConfig::nasdaq_day()).expect("config");
-        let mut pass = 0u64;
+    g.finish();
+}
+
+/// Instruments in the synthetic market.
+const INSTRUMENTS: u64 = 8_000;
+/// Live orders the synthetic market holds at steady state.
+const LIVE: usize = 3_000_000;
+/// Events timed per pass.
+const BATCH: usize = 10_000;
+
+/// A live order of the synthetic market.
+#[derive(Clone, Copy)]
+struct Live {
+    order_ref: u64,
+    locate: u16,
+    side: Side,
+    shares: u32,
+}
+
+/// A whole-market order flow in the shape of a Nasdaq day: 8,000 instruments, half the flow on
+/// the 100 busiest, references rising by one per new order across the market, millions of
+/// orders resting, most cancellations hitting young orders, prices a few ticks off each
+/// instrument's mid with a tail of deep orders.
+struct Market {
+    rng: u64,
+    next_ref: u64,
+    live: Vec<Live>,
+}
+
+impl Market {
+    fn new() -> Self {
+        Self {
+            rng: 0x9E37_79B9_7F4A_7C15,
+            next_ref: 1,
+            live: Vec::with_capacity(LIVE + BATCH),
+        }
+    }
+
+    fn rand(&mut self) -> u64 {
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11
+    }
+
+    fn add(&mut self) -> OrderEvent {
+        let r = self.rand();
+        let locate = if r & 1 == 0 {
+            1 + (r >> 1) % 100
+        } else {
+            1 + (r >> 1) % INSTRUMENTS
+        } as u16;
+        let mid = 100_000 + u32::from(locate) * 613 % 5_000_000;
+        let r = self.rand();
+        let ticks = if r.is_multiple_of(10) {
+            (r >> 8) % 200
+        } else {
+            (r >> 8) % 8
+        } as u32;
+        let off = 100 * (1 + ticks);
+        let (side, price) = if r & 0x80 == 0 {
+            (Side::Bid, mid - off)
+        } else {
+            (Side::Ask, mid + off)
+        };
+        let shares = 100 * (1 + (r >> 20) % 5) as u32;
+        let order_ref = self.next_ref;
+        self.next_ref += 1;
+        self.live.push(Live {
+            order_ref,
+            locate,
+            side,
+            shares,
+        });
+        OrderEvent::Add {
+            locate,
+            order_ref,
+            side,
+            price,
+            shares,
+        }
+    }
+
+    fn next(&mut self) -> OrderEvent {
+        let r = self.rand();
+        let add_per_mille = if self.live.len() < LIVE { 600 } else { 450 };
+        if self.live.is_empty() || r % 1000 < add_per_mille {
+            return self.add();
+        }
+        let n = self.live.len() as u64;
+        let r = self.rand();
+        // Nine in ten cancellations and executions hit one of the 2,048 youngest orders.
+        let back = if !r.is_multiple_of(10) {
+            (r >> 4) % n.min(2_048)
+        } else {
+            (r >> 4) % n
+        };
+        let i = (n - 1 - back) as usize;
+        let o = self.live[i];
+        let kind = (r >> 32) % 100;
+        if kind < 70 {
+            self.live.swap_remove(i);
+            OrderEvent::Delete {
+                locate: o.locate,
+                order_ref: o.order_ref,
+            }
+        } else if kind < 85 {
+            let shares = if kind & 1 == 0 {
+                o.shares
+            } else {
+                o.shares / 2
+            };
+            if shares == o.shares {
+                self.live.swap_remove(i);
+            } else {
+                self.live[i].shares -= shares;
+            }
+            OrderEvent::Execute {
+                locate: o.locate,
+                order_ref: o.order_ref,
+                shares,
+            }
+        } else if kind < 90 {
+            let shares = o.shares / 2;
+            self.live[i].shares -= shares;
+            OrderEvent::Cancel {
+                locate: o.locate,
+                order_ref: o.order_ref,
+                shares,
+            }
+        } else {
+            let new_ref = self.next_ref;
+            self.next_ref += 1;
+            self.live[i].order_ref = new_ref;
+            let mid = 100_000 + u32::from(o.locate) * 613 % 5_000_000;
+            let price = match o.side {
+                Side::Bid => mid - 100,
+                Side::Ask => mid + 100,
+            };
+            OrderEvent::Replace {
+                locate: o.locate,
+                old_ref: o.order_ref,
+                new_ref,
+                shares: o.shares,
+                price,
+            }
+        }
+    }
+}
+
+fn bench_market(c: &mut Criterion) {
+    let mut g = c.benchmark_group("book_synthetic_market");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    // Made on first use (not at all when the bench is filtered out), then kept: the closure
+    // runs for the warm-up and again for the measurement.
+    let mut state: Option<(BookBuilder, Market)> = None;
+    g.bench_function("apply/nasdaq_day_config", |b| {
+        let (book, market) = state.get_or_insert_with(|| {
+            let mut book = BookBuilder::new(BookConfig::nasdaq_day()).expect("config");
+            let mut market = Market::new();
+            while market.live.len() < LIVE {
+                let ev = market.add();
+                book.apply(&ev, &mut |_| {});
+            }
+            (book, market)
+        });
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut acc = 0u64;
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
-            let mut acc = 0u64;
             for _ in 0..iters {
-                pass += 1;
-                // Sample references stay below 2^40; each pass gets its own range.
-                let shift = pass << 40;
+                batch.clear();
+                batch.extend((0..BATCH).map(|_| market.next()));
                 let t = Instant::now();
-                for ev in black_box(&evs) {
-                    book.apply(&with_refs_shifted(ev, shift), &mut sink(&mut acc));
+                for ev in black_box(&batch) {
+                    book.apply(ev, &mut sink(&mut acc));
                 }
                 total += t.elapsed();
             }
-            black_box(acc);
             total
         });
-        let c = book.counters();
-        println!(
-            "nasdaq_day_table: {} passes, {} live orders at the end, {} refused (capacity)",
-            pass,
-            book.live_orders(),
-            c.capacity_exhausted
-        );
+        black_box(acc);
     });
     g.finish();
+    if let Some((book, _)) = &state {
+        let c = book.counters();
+        println!(
+            "synthetic market: {} live orders, {} books, {} unknown refs, {} refused, \
+             {} level growths, {:.1} MB held",
+            book.live_orders(),
+            book.locates().count(),
+            c.unknown_refs,
+            c.capacity_exhausted,
+            c.level_growths,
+            book.memory_bytes() as f64 / 1e6
+        );
+    }
 }
 
 /// `VmHWM` (peak resident set) and `VmRSS` of this process, from `/proc/self/status`.
@@ -153,7 +303,7 @@ fn rss() -> Option<(String, String)> {
     Some((field("VmHWM:")?, field("VmRSS:")?))
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, bench, bench_market);
 
 fn main() {
     benches();

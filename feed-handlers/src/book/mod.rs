@@ -36,7 +36,7 @@
 //!
 //! | part | bytes |
 //! |---|---|
-//! | order table | 24 per slot, `max_orders * 4/3 + 1` slots: 32 per order of capacity |
+//! | order table | 24 per slot, `max_orders * 4/3 + 1` slots rounded up to 64: 32 per order of capacity |
 //! | locate index | 65,536 x 4 = 256 KiB |
 //! | per instrument | `size_of::<Book>()` (about 130) + 2 x `levels_per_side_hint` x 16 |
 //!
@@ -78,6 +78,10 @@ use serde::Serialize;
 
 /// Number of distinct stock locates (a `u16`).
 pub const LOCATES: usize = 1 << 16;
+
+/// Most updates one event publishes: a replace to another price changes two levels, then the
+/// top (an add or a reduction publishes at most a level and the top).
+pub const MAX_UPDATES_PER_EVENT: usize = 3;
 
 /// Sizes of the builder's preallocated storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,15 +3,23 @@
 //!
 //! * Entries are the [`Order`]s themselves (24 bytes), stored inline: a lookup touches one
 //!   cache line in the common case and there is no second indirection into a slab.
-//! * Linear probing from `home(ref)`; the home slot is the high half of `ref * φ·2^64` scaled
-//!   onto the table length (multiply-shift, any length). Nasdaq references rise roughly by one
-//!   per order across the whole market, and the golden-ratio multiply spreads such runs evenly.
-//! * Deletion shifts later entries of the probe run back into the hole (no tombstones), so the
-//!   table never degrades and never needs an in-place rehash: no latency cliff in mid-session,
-//!   unlike general-purpose maps that rehash when tombstones pile up.
-//! * The table has `max_orders * 4 / 3 + 1` slots, so its load never exceeds 3/4 and a probe
-//!   always ends at an empty slot. An order with 0 shares leaves the book, so `shares == 0`
-//!   marks an empty slot.
+//! * Home slots keep neighbours together: Nasdaq hands out references in rising order across
+//!   the whole market, and most orders are cancelled or filled young, so the orders being
+//!   touched at any moment are mostly the latest few thousand references. A reference's home
+//!   is its block of 64 consecutive references (1,536 bytes), placed by a golden-ratio
+//!   multiply-shift hash of the block number, plus its offset in the block. The hot orders thus
+//!   fill a few dense blocks that stay in cache, while blocks spread evenly over the table and
+//!   strides in the references cannot pile onto one slot. Measured on a generated whole-market
+//!   flow with 3 million live orders (the `book` bench), this is about 1.5 times the throughput
+//!   of hashing each reference on its own; a plain `reference % slots` was 5 times slower, its
+//!   runs of consecutive live references making each deletion scan a whole run.
+//! * Linear probing from the home slot. Deletion shifts later entries of the probe run back
+//!   into the hole (no tombstones), so the table never degrades and never needs an in-place
+//!   rehash: no latency cliff in mid-session, unlike general-purpose maps that rehash when
+//!   tombstones pile up.
+//! * The table has `max_orders * 4 / 3 + 1` slots rounded up to whole blocks, so its load never
+//!   exceeds 3/4 and a probe always ends at an empty slot. An order with 0 shares leaves the
+//!   book, so `shares == 0` marks an empty slot.
 
 use super::Side;
 
@@ -45,6 +53,10 @@ const EMPTY: Order = Order {
 /// 2^64 / φ, odd: multiplying by it spreads consecutive keys evenly over the high bits.
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
+/// References per block: consecutive references share a block of slots.
+const BLOCK_BITS: u32 = 6;
+const BLOCK: usize = 1 << BLOCK_BITS;
+
 /// What [`OrderTable::insert`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Insert {
@@ -65,9 +77,10 @@ pub(crate) struct OrderTable {
 }
 
 impl OrderTable {
-    /// Slots needed to hold `max` orders at a load of at most 3/4.
+    /// Slots needed to hold `max` orders at a load of at most 3/4, in whole blocks.
     pub(crate) const fn slots_for(max: usize) -> usize {
-        max.saturating_add(max / 3).saturating_add(1)
+        let n = max.saturating_add(max / 3).saturating_add(1);
+        n.div_ceil(BLOCK).saturating_mul(BLOCK)
     }
 
     /// A table for up to `max` live orders, every slot allocated and written now. `None` when
@@ -95,10 +108,14 @@ impl OrderTable {
         self.slots.len() * ORDER_SLOT_BYTES
     }
 
+    /// Home slot: the block's place (hash of the block number scaled onto the number of
+    /// blocks) plus the offset within the block.
     #[inline]
     fn home(&self, order_ref: u64) -> usize {
-        let h = order_ref.wrapping_mul(GOLDEN);
-        ((u128::from(h) * self.slots.len() as u128) >> 64) as usize
+        let blocks = (self.slots.len() >> BLOCK_BITS) as u128;
+        let h = (order_ref >> BLOCK_BITS).wrapping_mul(GOLDEN);
+        let block = ((u128::from(h) * blocks) >> 64) as usize;
+        (block << BLOCK_BITS) | (order_ref as usize & (BLOCK - 1))
     }
 
     #[inline]
@@ -211,28 +228,43 @@ mod tests {
     #[test]
     fn insert_find_remove_with_collisions() {
         let mut t = OrderTable::new(8).expect("alloc");
-        assert_eq!(t.slots.len(), 11);
-        for r in 1..=8 {
-            assert_eq!(t.insert(order(r, r as u32)), Insert::Inserted);
+        assert_eq!(t.slots.len(), 64);
+        // References 64 apart share their offset in the block, and a one-block table has one
+        // place for every block: all eight collide on one home slot, the last wrapping round.
+        let key = |k: u64| k * 64 + 63;
+        for k in 1..=8 {
+            assert_eq!(t.home(key(k)), 63);
+            assert_eq!(t.insert(order(key(k), k as u32)), Insert::Inserted);
         }
-        assert_eq!(t.insert(order(99, 1)), Insert::Full);
-        assert_eq!(t.insert(order(3, 1)), Insert::Duplicate);
-        for r in 1..=8 {
-            assert_eq!(t.get(r).map(|o| o.shares), Some(r as u32));
+        assert_eq!(t.insert(order(1, 1)), Insert::Full);
+        assert_eq!(t.insert(order(key(3), 1)), Insert::Duplicate);
+        for k in 1..=8 {
+            assert_eq!(t.get(key(k)).map(|o| o.shares), Some(k as u32));
         }
-        // Remove in an order that breaks probe runs, checking the rest stays reachable.
-        for (k, r) in [5u64, 1, 8, 2, 7].into_iter().enumerate() {
-            let i = t.find(r).expect("live");
+        // Remove in an order that breaks the probe run, checking the rest stays reachable.
+        for (n, k) in [5u64, 1, 8, 2, 7].into_iter().enumerate() {
+            let i = t.find(key(k)).expect("live");
             t.remove_at(i);
-            assert_eq!(t.len(), 8 - k - 1);
-            assert!(t.get(r).is_none());
+            assert_eq!(t.len(), 8 - n - 1);
+            assert!(t.get(key(k)).is_none());
         }
-        for r in [3u64, 4, 6] {
-            assert_eq!(t.get(r).map(|o| o.shares), Some(r as u32));
+        for k in [3u64, 4, 6] {
+            assert_eq!(t.get(key(k)).map(|o| o.shares), Some(k as u32));
         }
         t.clear();
         assert_eq!(t.len(), 0);
-        assert!(t.get(3).is_none());
+        assert!(t.get(key(3)).is_none());
+    }
+
+    #[test]
+    fn consecutive_references_share_a_block() {
+        let t = OrderTable::new(10_000).expect("alloc");
+        assert_eq!(t.slots.len() % BLOCK, 0);
+        let base = 1_000 * 64;
+        for r in base..base + 64 {
+            assert_eq!(t.home(r), t.home(base) + (r - base) as usize);
+        }
+        assert!(t.home(base + 64) < t.slots.len());
     }
 
     #[test]
@@ -246,7 +278,7 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let r = x % 150;
+            let r = x % 300;
             if x & (1 << 40) == 0 {
                 let got = t.insert(order(r, 1 + (x % 7) as u32));
                 let want = if m.contains_key(&r) {

@@ -1109,7 +1109,12 @@ proptest! {
         let mut model = Model { max_orders, ..Model::default() };
         let mut mirror = Mirror::default();
         for ev in &events {
-            b.apply(ev, &mut |u| mirror.apply(u));
+            let mut n = 0;
+            b.apply(ev, &mut |u| {
+                n += 1;
+                mirror.apply(u);
+            });
+            prop_assert!(n <= MAX_UPDATES_PER_EVENT);
             model.apply(ev);
             for &l in &LOCATES_UNDER_TEST {
                 for side in [Side::Bid, Side::Ask] {
