@@ -13,6 +13,11 @@
 //! memory (`VmHWM`) is printed beside the preallocated sizes.
 //!
 //! `cargo bench -p mdbus-feed-handlers --bench book -- --warm-up-time 1 --measurement-time 3`
+//!
+//! One run on a shared 2-core AMD EPYC virtual machine under other load (figures for
+//! comparison within a run, not absolute): `apply` 20.5 M events/s (49 ns each),
+//! `decode+apply` 11.8 M/s, the synthetic market at full-day size 3.5 M/s with 3.3 M live
+//! orders; peak RSS 424 MB, of which the `nasdaq_day` builder is 371 MB.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -38,10 +38,10 @@
 //! |---|---|
 //! | order table | 24 per slot, `max_orders * 4/3 + 1` slots rounded up to 64: 32 per order of capacity |
 //! | locate index | 65,536 x 4 = 256 KiB |
-//! | per instrument | `size_of::<Book>()` (about 130) + 2 x `levels_per_side_hint` x 16 |
+//! | per instrument | `size_of::<Book>()` (160) + 2 x `levels_per_side_hint` x 16 |
 //!
 //! So 10,000,000 orders cost 320 MB; 8,000 instruments with 128 levels a side cost 8,000 x
-//! (130 + 4,096) = 34 MB; [`BookConfig::nasdaq_day`] (10 M orders, 12,000 instruments, 128
+//! (160 + 4,096) = 34 MB; [`BookConfig::nasdaq_day`] (10 M orders, 12,000 instruments, 128
 //! levels) is about 371 MB in all ([`BookConfig::memory_bytes`] computes it for any
 //! configuration).
 //!
