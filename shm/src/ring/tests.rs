@@ -496,3 +496,12 @@ fn blocking_wait_wakes_up() {
     }
     assert_eq!(reader.join().unwrap(), 3);
 }
+
+#[test]
+fn handles_are_send_and_factories_shareable() {
+    fn send<T: Send>() {}
+    fn shareable<T: Send + Sync + Clone>() {}
+    send::<Producer>();
+    send::<Consumer>();
+    shareable::<ConsumerFactory>();
+}
