@@ -16,7 +16,11 @@ fn add_order(encoder: &mut Encoder, i: u64) -> Vec<u8> {
     };
     let body = AddOrderFields {
         order_reference_number: 500 + i,
-        buy_sell_indicator: if i.is_multiple_of(2) { Side::Buy } else { Side::Sell },
+        buy_sell_indicator: if i.is_multiple_of(2) {
+            Side::Buy
+        } else {
+            Side::Sell
+        },
         shares: 100 + i as u32,
         stock: *b"AAPL    ",
         price: 3_201_400 + i as u32,

@@ -1,7 +1,17 @@
-//! placeholder
+//! Feed handlers: exchange market data in, normalized bus streams out.
+//!
+//! - [`live`]: Nasdaq TotalView-ITCH 5.0 over MoldUDP64 multicast, with gap recovery
+//!   (re-requests), A/B line arbitration, and a pinned receive-decode-publish loop.
+//! - [`replay`]: captured sessions (ITCH files, pcap/pcapng of MoldUDP64, recordings) through
+//!   the same sequencer, decoder and publisher, at full speed or at recorded pace.
+//! - [`pipeline`]: the decode -> normalize -> publish step both share.
+//! - [`book`]: the order book builder (L3 orders -> price levels -> BBO) in preallocated
+//!   storage; [`bookstream`] runs it as a bus service publishing BBO, levels and trades.
+//! - [`record`]: records a bus stream to a file that replay plays back.
+
 pub mod book;
 pub mod bookstream;
-pub mod record;
 pub mod live;
 pub mod pipeline;
+pub mod record;
 pub mod replay;
