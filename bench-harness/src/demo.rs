@@ -5,8 +5,8 @@
 //!  (or --file)                (replay, paced)                   (BookService)  "demo.itch.trades"--> strategy
 //! ```
 //!
-//! Three threads, each pinned to a cpu (with fewer than three cpus the feed handler and the
-//! strategy share one, and every wait spins briefly and then yields the cpu), connected by
+//! Three threads, each pinned to a cpu (with two cpus the book builder and the strategy share
+//! one, and every wait spins briefly and then yields the cpu), connected by
 //! lossless shared-memory streams under a temporary bus root that is removed at the end. The
 //! strategy is the example strategy's logic (`bus/examples/strategy/signals.rs`). Each
 //! message is stamped with the TSC when the feed handler decodes it; the strategy stamps its
@@ -61,9 +61,8 @@ pub struct DemoArgs {
     /// Replay this file (ITCH, pcap or pcapng) instead of the bundled AAPL session.
     #[arg(long)]
     pub file: Option<PathBuf>,
-    /// Cpus for the feed handler, book builder and strategy, comma separated; with fewer
-    /// than three, the strategy shares the feed handler's [default: the first cpus this
-    /// process may use].
+    /// Cpus for the feed handler, book builder and strategy, comma separated; with two, the
+    /// strategy shares the book builder's [default: the first cpus this process may use].
     #[arg(long, value_delimiter = ',')]
     pub cpus: Vec<usize>,
     /// Signal lines shown.
@@ -234,19 +233,24 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), DemoError> {
     Ok(())
 }
 
-/// Cpu plan: (feed, book, strategy, shared).
-fn placement(args: &DemoArgs) -> Result<(usize, usize, usize, bool), DemoError> {
-    let cpus = if args.cpus.is_empty() {
+/// Cpu plan for the requested cpus (the first this process may use when none): (feed, book,
+/// strategy, whether two stages share a cpu). With two cpus the feed handler keeps one and the
+/// two consumers share the other: the book builder runs until its input is drained or its
+/// outputs are full, then the strategy drains them, so the pair switches rarely (sharing the
+/// feed handler's cpu instead makes the paced feed and the strategy trade the cpu every few
+/// messages).
+pub(crate) fn plan_cpus(requested: &[usize]) -> Result<(usize, usize, usize, bool), DemoError> {
+    let cpus = if requested.is_empty() {
         let avail = mdbus_tuning::current_affinity()
             .map_err(|e| DemoError::Internal(format!("cannot read the cpu affinity: {e}")))?;
         avail.into_iter().take(3).collect::<Vec<_>>()
     } else {
-        args.cpus.clone()
+        requested.to_vec()
     };
     match cpus.as_slice() {
         [] => Err(DemoError::BadArg("no cpu to run on".into())),
         [a] => Ok((*a, *a, *a, true)),
-        [a, b] => Ok((*a, *b, *a, true)),
+        [a, b] => Ok((*a, *b, *b, true)),
         [a, b, c, ..] => Ok((*a, *b, *c, a == b || b == c || a == c)),
     }
 }
@@ -273,113 +277,37 @@ fn pin(cpu: usize) -> bool {
 
 /// Runs the three stages and gathers what they report.
 pub fn execute(args: &DemoArgs) -> Result<DemoReport, DemoError> {
-    let (feed_cpu, book_cpu, strategy_cpu, shared) = placement(args)?;
-    let root = temp_root()?;
-    let bus = Bus::with_root(root.path())?;
-    let clock = StampClock::new();
-
-    let source = match &args.file {
-        Some(p) => Source::Path(p.clone()),
-        None => Source::Bytes {
+    let cpus = plan_cpus(&args.cpus)?;
+    let (feed_cpu, book_cpu, strategy_cpu, shared) = cpus;
+    let input = match &args.file {
+        Some(p) => Input::Source(Source::Path(p.clone())),
+        None => Input::Source(Source::Bytes {
             name: BUNDLED_NAME.into(),
             bytes: BUNDLED_SESSION,
-        },
+        }),
     };
-    let options = ReplayOptions {
-        speed: if args.rate == 0 {
-            Speed::Max
-        } else {
-            Speed::Rate(args.rate)
-        },
-        ..ReplayOptions::default()
-    };
-    let feed_ring = StreamConfig {
-        capacity: 16 << 20,
-        max_msg_len: 512,
-        mode: Mode::Lossless,
-        // No page fault on the hot path.
-        prefault: true,
-        ..StreamConfig::default()
-    };
-    let replayer =
-        Replayer::open(&source, &bus, FEED, &feed_ring, options)?.with_clock(clock.clone());
-    let book_config = BookServiceConfig {
-        book: BookConfig {
-            max_orders: 1 << 20,
-            max_instruments: 12_000,
-            levels_per_side_hint: 64,
-        },
-        output: StreamConfig {
-            prefault: true,
-            ..output_ring()
-        },
-        publish_levels: true,
-    };
-    let mut service = BookService::new(&bus, FEED, &book_config)?;
-    // SAFETY: every stream of this bus root is written by this process's feed pipeline and
-    // book service, which publish nothing but envelopes built by `schema::Encoder`.
-    let trust = unsafe { Trust::publisher() };
-    let options = SubscribeOptions {
-        trust,
-        ..SubscribeOptions::default()
-    };
-    // Every subscriber joins before anything is published (lossless slots).
-    let mut book_input = bus.subscriber(FEED, &options)?;
-    let book_sub = bus.subscriber(&book_stream_name(FEED), &options)?;
-    let trades_sub = bus.subscriber(&trades_stream_name(FEED), &options)?;
-
-    let wait = if shared {
-        WaitStrategy::SpinThenYield { spins: 100 }
+    let speed = if args.rate == 0 {
+        Speed::Max
     } else {
-        WaitStrategy::BusySpin
+        Speed::Rate(args.rate)
     };
-    let show = args.show_signals;
-    let stop = AtomicBool::new(false);
-    let (feed, book, strategy) = std::thread::scope(|s| {
-        let spawn_err =
-            |e: std::io::Error| DemoError::Internal(format!("cannot start a thread: {e}"));
-        let strategy_clock = clock.clone();
-        let strategy = std::thread::Builder::new()
-            .name("demo-strategy".into())
-            .spawn_scoped(s, move || {
-                let pinned = pin(strategy_cpu);
-                run_strategy(book_sub, trades_sub, &strategy_clock, wait, show).map(|r| (r, pinned))
-            })
-            .map_err(spawn_err)?;
-        let stop = &stop;
-        let book = std::thread::Builder::new()
-            .name("demo-book".into())
-            .spawn_scoped(s, move || {
-                let pinned = pin(book_cpu);
-                let stats = service.run(&mut book_input, wait, stop)?;
-                let summary = service.summary();
-                let symbols: Vec<(u16, String)> = summary
-                    .books
-                    .iter()
-                    .map(|(l, _)| (*l, symbol_text(service.symbol(*l))))
-                    .collect();
-                Ok::<_, DemoError>((stats, summary, symbols, pinned))
-            })
-            .map_err(spawn_err)?;
-        let feed = std::thread::Builder::new()
-            .name("demo-feed".into())
-            .spawn_scoped(s, move || {
-                let pinned = pin(feed_cpu);
-                replayer.run(&mut |_| {}).map(|r| (r, pinned))
-            })
-            .map_err(spawn_err)?;
-        let join = |what: &str| DemoError::Internal(format!("the {what} thread panicked"));
-        let feed = feed.join().map_err(|_| join("feed handler"));
-        let book = book.join().map_err(|_| join("book builder"));
-        let strategy = strategy.join().map_err(|_| join("strategy"));
-        Ok::<_, DemoError>((feed, book, strategy))
-    })?;
-    let (feed, feed_pinned) = feed??;
-    let (book_stats, summary, symbols, book_pinned) = book??;
-    let ((strategy_state, first_signals, histogram), strategy_pinned) = strategy??;
-    drop(bus);
-    root.close()?;
-
+    let book = BookConfig {
+        max_orders: 1 << 20,
+        max_instruments: 12_000,
+        levels_per_side_hint: 64,
+    };
+    let run = run_pipeline(input, speed, book, cpus, args.show_signals)?;
+    let PipelineRun {
+        feed,
+        book: book_stats,
+        summary,
+        symbols,
+        strategy: strategy_state,
+        first_signals,
+        latency: histogram,
+        pinned,
+        ..
+    } = run;
     let final_book = most_active(&summary).map(|(locate, entry)| {
         let symbol = symbols
             .iter()
@@ -410,7 +338,7 @@ pub fn execute(args: &DemoArgs) -> Result<DemoReport, DemoError> {
             feed_cpu,
             book_cpu,
             strategy_cpu,
-            pinned: feed_pinned && book_pinned && strategy_pinned,
+            pinned,
             shared,
         },
         feed,
@@ -420,6 +348,155 @@ pub fn execute(args: &DemoArgs) -> Result<DemoReport, DemoError> {
         matches_reference,
         latency: LatencySummary::of(&histogram),
         clock: if quanta_is_tsc() { "tsc" } else { "monotonic" }.into(),
+    })
+}
+
+/// Where the feed handler reads from.
+pub(crate) enum Input {
+    /// A file or bundled bytes.
+    Source(Source),
+    /// Any byte source (an ITCH file, pcap or pcapng), with its name.
+    Reader(String, Box<dyn std::io::Read + Send>),
+}
+
+/// What one run of the three-stage pipeline produced.
+pub(crate) struct PipelineRun {
+    /// The feed handler's report.
+    pub feed: ReplayReport,
+    /// The book service's counters.
+    pub book: BookServiceStats,
+    /// The books at the end.
+    pub summary: BookSummary,
+    /// Symbols of the locates in `summary`.
+    pub symbols: Vec<(u16, String)>,
+    /// The strategy's final state.
+    pub strategy: signals::Strategy,
+    /// Its first signals.
+    pub first_signals: Vec<signals::Signal>,
+    /// Tick-to-strategy latency of every BBO update and trade, ns.
+    pub latency: Histogram<u64>,
+    /// From the feed handler's first read to the strategy's last callback, ns.
+    pub elapsed_ns: u64,
+    /// Whether every thread was pinned.
+    pub pinned: bool,
+}
+
+/// Runs feed handler -> book builder -> strategy, each on its thread and cpu
+/// (`(feed, book, strategy, shared)`), over lossless rings under a temporary bus root.
+pub(crate) fn run_pipeline(
+    input: Input,
+    speed: Speed,
+    book: BookConfig,
+    (feed_cpu, book_cpu, strategy_cpu, shared): (usize, usize, usize, bool),
+    show: usize,
+) -> Result<PipelineRun, DemoError> {
+    let root = temp_root()?;
+    let bus = Bus::with_root(root.path())?;
+    let clock = StampClock::new();
+    let options = ReplayOptions {
+        speed,
+        ..ReplayOptions::default()
+    };
+    let feed_ring = StreamConfig {
+        capacity: 16 << 20,
+        max_msg_len: 512,
+        mode: Mode::Lossless,
+        // No page fault on the hot path.
+        prefault: true,
+        ..StreamConfig::default()
+    };
+    let replayer = match input {
+        Input::Source(source) => Replayer::open(&source, &bus, FEED, &feed_ring, options)?,
+        Input::Reader(name, reader) => {
+            Replayer::from_reader(&name, reader, &bus, FEED, &feed_ring, options)?
+        }
+    }
+    .with_clock(clock.clone());
+    let book_config = BookServiceConfig {
+        book,
+        output: StreamConfig {
+            prefault: true,
+            ..output_ring()
+        },
+        publish_levels: true,
+    };
+    let mut service = BookService::new(&bus, FEED, &book_config)?;
+    // SAFETY: every stream of this bus root is written by this process's feed pipeline and
+    // book service, which publish nothing but envelopes built by `schema::Encoder`.
+    let trust = unsafe { Trust::publisher() };
+    let options = SubscribeOptions {
+        trust,
+        ..SubscribeOptions::default()
+    };
+    // Every subscriber joins before anything is published (lossless slots).
+    let mut book_input = bus.subscriber(FEED, &options)?;
+    let book_sub = bus.subscriber(&book_stream_name(FEED), &options)?;
+    let trades_sub = bus.subscriber(&trades_stream_name(FEED), &options)?;
+
+    // On a shared cpu, spinning only delays the thread that would produce the data.
+    let wait = if shared {
+        WaitStrategy::SpinThenYield { spins: 10 }
+    } else {
+        WaitStrategy::BusySpin
+    };
+    let stop = AtomicBool::new(false);
+    let (feed, book, strategy) = std::thread::scope(|s| {
+        let spawn_err =
+            |e: std::io::Error| DemoError::Internal(format!("cannot start a thread: {e}"));
+        let strategy_clock = clock.clone();
+        let strategy = std::thread::Builder::new()
+            .name("mdbus-strategy".into())
+            .spawn_scoped(s, move || {
+                let pinned = pin(strategy_cpu);
+                let r = run_strategy(book_sub, trades_sub, &strategy_clock, wait, show);
+                r.map(|r| (r, strategy_clock.raw(), pinned))
+            })
+            .map_err(spawn_err)?;
+        let stop = &stop;
+        let book = std::thread::Builder::new()
+            .name("mdbus-book".into())
+            .spawn_scoped(s, move || {
+                let pinned = pin(book_cpu);
+                let stats = service.run(&mut book_input, wait, stop)?;
+                let summary = service.summary();
+                let symbols: Vec<(u16, String)> = summary
+                    .books
+                    .iter()
+                    .map(|(l, _)| (*l, symbol_text(service.symbol(*l))))
+                    .collect();
+                Ok::<_, DemoError>((stats, summary, symbols, pinned))
+            })
+            .map_err(spawn_err)?;
+        let feed_clock = clock.clone();
+        let feed = std::thread::Builder::new()
+            .name("mdbus-feed".into())
+            .spawn_scoped(s, move || {
+                let pinned = pin(feed_cpu);
+                let start = feed_clock.raw();
+                replayer.run(&mut |_| {}).map(|r| (r, start, pinned))
+            })
+            .map_err(spawn_err)?;
+        let join = |what: &str| DemoError::Internal(format!("the {what} thread panicked"));
+        let feed = feed.join().map_err(|_| join("feed handler"));
+        let book = book.join().map_err(|_| join("book builder"));
+        let strategy = strategy.join().map_err(|_| join("strategy"));
+        Ok::<_, DemoError>((feed, book, strategy))
+    })?;
+    let (feed, start, feed_pinned) = feed??;
+    let (book_stats, summary, symbols, book_pinned) = book??;
+    let ((strategy, first_signals, latency), end, strategy_pinned) = strategy??;
+    drop(bus);
+    root.close()?;
+    Ok(PipelineRun {
+        feed,
+        book: book_stats,
+        summary,
+        symbols,
+        strategy,
+        first_signals,
+        latency,
+        elapsed_ns: clock.delta_ns(start, end),
+        pinned: feed_pinned && book_pinned && strategy_pinned,
     })
 }
 
@@ -747,16 +824,10 @@ mod tests {
 
     #[test]
     fn cpu_plans() {
-        let args = |cpus: Vec<usize>| DemoArgs {
-            rate: 0,
-            file: None,
-            cpus,
-            show_signals: 0,
-            json: false,
-        };
-        assert_eq!(placement(&args(vec![3])).unwrap(), (3, 3, 3, true));
-        assert_eq!(placement(&args(vec![0, 1])).unwrap(), (0, 1, 0, true));
-        assert_eq!(placement(&args(vec![0, 1, 2])).unwrap(), (0, 1, 2, false));
+        assert_eq!(plan_cpus(&[3]).unwrap(), (3, 3, 3, true));
+        assert_eq!(plan_cpus(&[0, 1]).unwrap(), (0, 1, 1, true));
+        assert_eq!(plan_cpus(&[0, 1, 2]).unwrap(), (0, 1, 2, false));
+        assert!(plan_cpus(&[]).is_ok(), "the affinity mask is never empty");
     }
 
     #[test]

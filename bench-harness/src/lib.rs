@@ -6,3 +6,4 @@
 pub mod bench;
 pub mod demo;
 pub mod replay_cmd;
+pub mod bench_replay;

@@ -396,7 +396,7 @@ impl BookService {
         let trades = bus.publisher(&trades_stream_name(feed), &config.output)?;
         Ok(BookService {
             builder,
-            encoder: Encoder::new(),
+            encoder: warm_encoder(),
             out: Outputs {
                 book,
                 trades,
@@ -756,6 +756,49 @@ impl BookService {
         }
         Ok(self.stats())
     }
+}
+
+/// An encoder whose builder path (reference and session events) has already encoded each kind
+/// the service forwards, with every field set, so that none of them allocates later.
+fn warm_encoder() -> Encoder {
+    let mut e = Encoder::new();
+    let h = HeaderFields {
+        seq: 1,
+        exchange_ts_ns: 1,
+        recv_ts_ns: 1,
+        stock_locate: 1,
+        tracking_number: 1,
+        flags: fb::EnvelopeFlags::Replayed,
+    };
+    let _ = e.stock_directory(
+        &h,
+        &fb::StockDirectoryFields {
+            stock: *b"WARMUP  ",
+            market_category: 1,
+            financial_status_indicator: 1,
+            round_lot_size: 1,
+            round_lots_only: 1,
+            issue_classification: 1,
+            issue_sub_type: *b"ZZ",
+            authenticity: 1,
+            short_sale_threshold_indicator: 1,
+            ipo_flag: 1,
+            luld_reference_price_tier: 1,
+            etp_flag: 1,
+            etp_leverage_factor: 1,
+            inverse_indicator: 1,
+        },
+    );
+    let _ = e.gap_notice(
+        &h,
+        &fb::GapNoticeFields {
+            first_missing_seq: 1,
+            count: 1,
+            recoverable: true,
+        },
+    );
+    let _ = e.end_of_session(&h, &fb::EndOfSessionFields);
+    e
 }
 
 #[inline]

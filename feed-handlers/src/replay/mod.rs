@@ -110,8 +110,8 @@ impl Default for ReplayOptions {
     }
 }
 
-/// Books sized for replays of a file: 1 M live orders, 12,000 instruments (about 32 MB plus
-/// 16 KB per instrument seen... all preallocated: see [`BookConfig::memory_bytes`]).
+/// Books sized for replays of a file: 1 M live orders, 12,000 instruments, 64 levels reserved
+/// per side (about 60 MB, all preallocated: see [`BookConfig::memory_bytes`]).
 pub fn replay_book_config() -> BookConfig {
     BookConfig {
         max_orders: 1 << 20,
@@ -642,14 +642,6 @@ impl Replayer {
         ring: &StreamConfig,
         options: ReplayOptions,
     ) -> Result<Replayer, ReplayError> {
-        let symbols = SymbolFilter::new(&options.symbols)?;
-        if let (Some(f), Some(t)) = (options.from, options.to)
-            && f > t
-        {
-            return Err(ReplayError::Option(format!(
-                "the window is empty: --from {f} is after --to {t}"
-            )));
-        }
         let input = match source {
             Source::Path(p) if is_recording(p)? => Input::Recording(RecordReader::open(p)?),
             Source::Path(p) => Input::Capture(capture::open_capture(p)?),
@@ -658,6 +650,25 @@ impl Replayer {
                 std::io::Cursor::new(*bytes),
             )?),
         };
+        Replayer::with_input(input, source.name(), bus, stream, ring, options)
+    }
+
+    fn with_input(
+        input: Input,
+        source_name: String,
+        bus: &Bus,
+        stream: &str,
+        ring: &StreamConfig,
+        options: ReplayOptions,
+    ) -> Result<Replayer, ReplayError> {
+        let symbols = SymbolFilter::new(&options.symbols)?;
+        if let (Some(f), Some(t)) = (options.from, options.to)
+            && f > t
+        {
+            return Err(ReplayError::Option(format!(
+                "the window is empty: --from {f} is after --to {t}"
+            )));
+        }
         let format = match &input {
             Input::Recording(_) => "recording",
             Input::Capture(c) => match c.format() {
@@ -694,7 +705,7 @@ impl Replayer {
         };
         let clock = StampClock::new();
         let report = ReplayReport {
-            source: source.name(),
+            source: source_name,
             format,
             stream: stream.to_owned(),
             speed: options.speed.to_string(),
@@ -733,6 +744,27 @@ impl Replayer {
                 next_seq: 1,
             },
         })
+    }
+
+    /// Opens a capture (ITCH, pcap or pcapng) read from any byte source, named `name` in
+    /// reports and errors, and creates stream `stream` on `bus` with `ring`.
+    pub fn from_reader(
+        name: &str,
+        reader: impl std::io::Read + Send + 'static,
+        bus: &Bus,
+        stream: &str,
+        ring: &StreamConfig,
+        options: ReplayOptions,
+    ) -> Result<Replayer, ReplayError> {
+        let reader = CaptureReader::from_reader(name, reader)?;
+        Replayer::with_input(
+            Input::Capture(reader),
+            name.to_owned(),
+            bus,
+            stream,
+            ring,
+            options,
+        )
     }
 
     /// Stamps receive timestamps (and paces) with `clock` instead of a clock of its own; hand

@@ -1,0 +1,575 @@
+//! `mdbus bench replay`: the whole pipeline on real data, beside parse-only baselines.
+//!
+//! The bundled AAPL session (10,000 ITCH messages) is played repeatedly, each pass with its
+//! order reference numbers shifted by `pass << 40` and the source sequence numbers running on,
+//! and closed by Order Delete messages for the 215 orders the session leaves resting: the
+//! books stay consistent (a pass only touches its own orders) and start every pass empty.
+//!
+//! Systems, all over the same bytes in the same run:
+//! * `itchy-parse`: the `itchy` crate parsing the bytes into its messages (parse only);
+//! * `mdbus-decode`: mdbus's zero-copy ITCH decoder over the bytes (parse only);
+//! * `mdbus-feed`: the feed handler alone: capture reader, decode, normalize, publish into a
+//!   ring nobody reads (one thread);
+//! * `mdbus-pipeline`: file bytes to strategy callback: feed handler -> ring -> book builder ->
+//!   two rings -> the example strategy, three pinned threads. Its throughput is messages over
+//!   the time from the first byte read to the last callback; its latency percentiles come from
+//!   a second, paced run (`--rate`), each sample from the TSC stamp taken when a message was
+//!   decoded to the strategy's callback for the BBO update or trade it caused.
+//!
+//! The report is the ring scenario's JSON document (`scenario: "replay"`), plus
+//! `peak_rss_bytes` (VmHWM from `/proc/self/status`).
+
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use mdbus_codecs::itch::{self, Stream};
+use mdbus_feed_handlers::book::BookConfig;
+use mdbus_feed_handlers::replay::{ReplayOptions, Replayer, Speed, replay_ring};
+
+use crate::bench::report::{RingParams, RingReport, SystemResult};
+use crate::bench::{BenchError, host};
+use crate::demo::{BUNDLED_SESSION, DemoError, Input, plan_cpus, run_pipeline};
+
+/// Messages in one pass of the bundled session.
+const PASS_MESSAGES: u64 = 10_000;
+/// Order references of pass `k` are shifted by `k << REF_SHIFT`.
+const REF_SHIFT: u32 = 40;
+
+/// `mdbus bench replay`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ReplayBenchArgs {
+    /// Messages in the throughput runs (rounded up to whole passes of 10,000).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub messages: u64,
+    /// Messages per second in the latency run.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rate: u64,
+    /// Messages in the latency run (rounded up to whole passes).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub latency_messages: u64,
+    /// Cpus for the feed handler, book builder and strategy (see `mdbus demo --cpus`).
+    #[arg(long, value_delimiter = ',')]
+    pub cpus: Vec<usize>,
+    /// Print the JSON report instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The session's ITCH bytes, pass after pass, order references rewritten.
+///
+/// Each pass ends with an Order Delete for every order the session leaves resting, so every
+/// pass starts from empty books and the live orders stay those of one session.
+#[derive(Debug)]
+pub struct RepeatedSession {
+    /// One pass: the session and the closing deletes.
+    base: Vec<u8>,
+    /// Offsets (into `base`) of every order reference field.
+    refs: Vec<usize>,
+    /// Messages in one pass.
+    messages: u64,
+    passes: u64,
+    pass: u64,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl RepeatedSession {
+    /// `passes` passes of the length-prefixed ITCH bytes `session`.
+    pub fn new(session: &[u8], passes: u64) -> RepeatedSession {
+        let mut base = session.to_vec();
+        // Live orders at the end of the session: reference -> (locate, shares).
+        let mut live: std::collections::BTreeMap<u64, (u16, u32)> = Default::default();
+        let mut last_ts = 0;
+        let mut messages = 0u64;
+        for (_, msg) in Stream::new(session) {
+            let Ok(msg) = msg else { continue };
+            messages += 1;
+            last_ts = msg.timestamp();
+            let mut reduce = |r: u64, n: Option<u32>| {
+                if let Some((_, shares)) = live.get_mut(&r) {
+                    match n {
+                        Some(n) if n < *shares => *shares -= n,
+                        _ => {
+                            live.remove(&r);
+                        }
+                    }
+                }
+            };
+            match msg {
+                itch::Message::AddOrder(m) => {
+                    live.insert(m.order_reference_number(), (m.stock_locate(), m.shares()));
+                }
+                itch::Message::AddOrderMpid(m) => {
+                    live.insert(m.order_reference_number(), (m.stock_locate(), m.shares()));
+                }
+                itch::Message::OrderExecuted(m) => {
+                    reduce(m.order_reference_number(), Some(m.executed_shares()))
+                }
+                itch::Message::OrderExecutedWithPrice(m) => {
+                    reduce(m.order_reference_number(), Some(m.executed_shares()))
+                }
+                itch::Message::OrderCancel(m) => {
+                    reduce(m.order_reference_number(), Some(m.cancelled_shares()))
+                }
+                itch::Message::OrderDelete(m) => reduce(m.order_reference_number(), None),
+                itch::Message::OrderReplace(m) => {
+                    let old = live.remove(&m.original_order_reference_number());
+                    if let Some((locate, _)) = old {
+                        live.insert(m.new_order_reference_number(), (locate, m.shares()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut frame = [0u8; 64];
+        for (&order_reference_number, &(stock_locate, _)) in &live {
+            let delete = itch::MessageFields::OrderDelete(itch::OrderDeleteFields {
+                stock_locate,
+                tracking_number: 0,
+                timestamp: last_ts,
+                order_reference_number,
+            });
+            if let Ok(n) = itch::write_framed(&delete, &mut frame) {
+                base.extend_from_slice(&frame[..n]);
+                messages += 1;
+            }
+        }
+        let mut refs = Vec::new();
+        for (offset, msg) in Stream::new(&base) {
+            let Ok(msg) = msg else { continue };
+            let at = offset + 2 + itch::HEADER_LEN;
+            match msg.msg_type() {
+                b'A' | b'F' | b'E' | b'C' | b'X' | b'D' | b'P' => refs.push(at),
+                b'U' => refs.extend([at, at + 8]),
+                _ => {}
+            }
+        }
+        RepeatedSession {
+            buf: Vec::with_capacity(base.len()),
+            base,
+            refs,
+            messages,
+            passes,
+            pass: 0,
+            pos: 0,
+        }
+    }
+
+    /// Messages in one pass (the session and its closing deletes).
+    pub fn pass_messages(&self) -> u64 {
+        self.messages
+    }
+
+    /// Messages in all the passes.
+    pub fn total_messages(&self) -> u64 {
+        self.messages * self.passes
+    }
+
+    fn next_pass(&mut self) -> bool {
+        if self.pass == self.passes {
+            return false;
+        }
+        self.buf.clear();
+        self.buf.extend_from_slice(&self.base);
+        let shift = self.pass << REF_SHIFT;
+        for &at in &self.refs {
+            let field = &mut self.buf[at..at + 8];
+            let v = u64::from_be_bytes(field.try_into().unwrap_or_default());
+            field.copy_from_slice(&v.wrapping_add(shift).to_be_bytes());
+        }
+        self.pass += 1;
+        self.pos = 0;
+        true
+    }
+}
+
+impl Read for RepeatedSession {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.buf.len() && !self.next_pass() {
+            return Ok(0);
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn passes(messages: u64) -> u64 {
+    messages.div_ceil(PASS_MESSAGES).max(1)
+}
+
+/// Books for the repeated session: each pass starts from empty books, so the live orders
+/// are those of one session (a few hundred).
+fn books() -> BookConfig {
+    BookConfig {
+        max_orders: 1 << 16,
+        max_instruments: 16,
+        levels_per_side_hint: 256,
+    }
+}
+
+fn rate_result(name: &str, messages: u64, secs: f64) -> Result<SystemResult, BenchError> {
+    let empty = hdrhistogram::Histogram::<u64>::new(3)
+        .map_err(|e| BenchError::Internal(format!("histogram: {e}")))?;
+    let mut r =
+        SystemResult::from_histogram(name, BUNDLED_SESSION.len() / PASS_MESSAGES as usize, &empty);
+    r.msgs_per_sec = Some(messages as f64 / secs.max(1e-9));
+    Ok(r)
+}
+
+fn internal(e: DemoError) -> BenchError {
+    BenchError::Internal(e.to_string())
+}
+
+/// Peak resident set size of this process, bytes (`VmHWM`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Runs the scenario and returns the report (with `peak_rss_bytes` beside it).
+pub fn measure(args: &ReplayBenchArgs) -> Result<(RingReport, Option<u64>), BenchError> {
+    let cpus = plan_cpus(&args.cpus).map_err(internal)?;
+    let n = passes(args.messages);
+    let total = RepeatedSession::new(BUNDLED_SESSION, n).total_messages();
+    let mut results = Vec::new();
+    let mut notes = vec![format!(
+        "the bundled AAPL session played {n} times ({total} messages), order references shifted by pass << {REF_SHIFT}, each pass closed by deletes of its resting orders"
+    )];
+
+    // Parse-only baselines over the same bytes (one pass, parsed n times).
+    let mut one_pass = Vec::new();
+    RepeatedSession::new(BUNDLED_SESSION, 1)
+        .read_to_end(&mut one_pass)
+        .map_err(|e| BenchError::Internal(format!("session bytes: {e}")))?;
+    let one_pass = one_pass.as_slice();
+    let t = Instant::now();
+    let mut parsed = 0u64;
+    for _ in 0..n {
+        for m in itchy::MessageStream::from_reader(black_box(one_pass)).flatten() {
+            black_box(m);
+            parsed += 1;
+        }
+    }
+    results.push(rate_result(
+        "itchy-parse",
+        parsed,
+        t.elapsed().as_secs_f64(),
+    )?);
+    let t = Instant::now();
+    let mut decoded = 0u64;
+    for _ in 0..n {
+        for (_, m) in Stream::new(black_box(one_pass)) {
+            if let Ok(m) = m {
+                black_box(m);
+                decoded += 1;
+            }
+        }
+    }
+    results.push(rate_result(
+        "mdbus-decode",
+        decoded,
+        t.elapsed().as_secs_f64(),
+    )?);
+
+    // The feed handler alone, into a ring nobody reads.
+    let dir = tempfile::tempdir().map_err(|source| BenchError::Io {
+        path: PathBuf::from("<temp dir>"),
+        source,
+    })?;
+    let bus =
+        mdbus_bus::Bus::with_root(dir.path()).map_err(|e| BenchError::Internal(e.to_string()))?;
+    let replayer = Replayer::from_reader(
+        "aapl (repeated)",
+        RepeatedSession::new(BUNDLED_SESSION, n),
+        &bus,
+        "feed-only",
+        &replay_ring(),
+        ReplayOptions::default(),
+    )
+    .map_err(|e| BenchError::Internal(e.to_string()))?;
+    let report = replayer
+        .run(&mut |_| {})
+        .map_err(|e| BenchError::Internal(e.to_string()))?;
+    results.push(rate_result(
+        "mdbus-feed",
+        report.published,
+        report.elapsed_ns as f64 / 1e9,
+    )?);
+    drop(bus);
+
+    // The pipeline, as fast as it goes.
+    let run = run_pipeline(
+        Input::Reader(
+            "aapl (repeated)".into(),
+            Box::new(RepeatedSession::new(BUNDLED_SESSION, n)),
+        ),
+        Speed::Max,
+        books(),
+        cpus,
+        0,
+    )
+    .map_err(internal)?;
+    if run.feed.published != total || run.book.messages != total {
+        return Err(BenchError::Transfer {
+            system: "mdbus-pipeline".into(),
+            reason: format!(
+                "{total} messages sent, {} published, {} reached the book builder",
+                run.feed.published, run.book.messages
+            ),
+        });
+    }
+    let counters = run.summary.counters;
+    if counters.unknown_refs != 0 || counters.duplicate_adds != 0 {
+        notes.push(format!(
+            "books inconsistent: {} unknown references, {} duplicate adds",
+            counters.unknown_refs, counters.duplicate_adds
+        ));
+    }
+    let throughput = total as f64 / (run.elapsed_ns as f64 / 1e9).max(1e-9);
+    let pinned = run.pinned;
+
+    // The pipeline at a fixed rate, for the latency distribution.
+    let ln = passes(args.latency_messages);
+    let speed = if args.rate == 0 {
+        Speed::Max
+    } else {
+        Speed::Rate(args.rate)
+    };
+    let paced = run_pipeline(
+        Input::Reader(
+            "aapl (repeated)".into(),
+            Box::new(RepeatedSession::new(BUNDLED_SESSION, ln)),
+        ),
+        speed,
+        books(),
+        cpus,
+        0,
+    )
+    .map_err(internal)?;
+    let mut pipeline = SystemResult::from_histogram(
+        "mdbus-pipeline",
+        BUNDLED_SESSION.len() / PASS_MESSAGES as usize,
+        &paced.latency,
+    );
+    pipeline.msgs_per_sec = Some(throughput);
+    results.push(pipeline);
+    if paced.feed.max_behind_ns > 1_000_000 {
+        notes.push(format!(
+            "the paced feed fell up to {:.1} ms behind its schedule (latency measured from the decode stamp)",
+            paced.feed.max_behind_ns as f64 / 1e6
+        ));
+    }
+    let (feed_cpu, book_cpu, strategy_cpu, shared) = cpus;
+    if shared {
+        notes.push(format!(
+            "stages share cpus (feed {feed_cpu}, book {book_cpu}, strategy {strategy_cpu}): waits spin, then yield"
+        ));
+    }
+    if !pinned {
+        notes.push("not every thread could be pinned".into());
+    }
+    let itchy = results[0].msgs_per_sec.unwrap_or(0.0);
+    notes.push(format!(
+        "pipeline / itchy parse-only throughput: {:.2}",
+        throughput / itchy.max(1.0)
+    ));
+    let rss = peak_rss_bytes();
+    if let Some(b) = rss {
+        notes.push(format!(
+            "peak RSS {:.1} MiB (VmHWM)",
+            b as f64 / (1 << 20) as f64
+        ));
+    }
+    let clock = if host::tsc_invariant() {
+        "tsc"
+    } else {
+        "monotonic"
+    };
+    let report = RingReport {
+        scenario: "replay".into(),
+        results,
+        host: host::collect(&[feed_cpu, book_cpu, strategy_cpu], pinned, clock),
+        params: RingParams {
+            mode: "pipeline".into(),
+            msg_bytes: BUNDLED_SESSION.len() / PASS_MESSAGES as usize,
+            count: paced.latency.len(),
+            warmup: 0,
+            rounds: 1,
+            rate: (args.rate > 0).then_some(args.rate),
+            throughput_count: total,
+            batch: 1,
+            capacity_bytes: 16 << 20,
+            slots: 0,
+            shm_mode: "lossless".into(),
+            systems: vec![
+                "itchy-parse".into(),
+                "mdbus-decode".into(),
+                "mdbus-feed".into(),
+                "mdbus-pipeline".into(),
+            ],
+        },
+        notes,
+    };
+    Ok((report, rss))
+}
+
+/// Runs `mdbus bench replay`, writing the table or the JSON document to `out`.
+pub fn run(args: &ReplayBenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
+    let (report, rss) = measure(args)?;
+    let io = |source| BenchError::Io {
+        path: PathBuf::from("<stdout>"),
+        source,
+    };
+    if args.json {
+        let mut v = serde_json::to_value(&report)
+            .map_err(|e| BenchError::Internal(format!("cannot serialise: {e}")))?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("peak_rss_bytes".into(), serde_json::json!(rss));
+        }
+        writeln!(out, "{v}").map_err(io)?;
+    } else {
+        out.write_all(table(&report, rss).as_bytes()).map_err(io)?;
+    }
+    Ok(())
+}
+
+fn rate(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".into(), |r| format!("{:.2} M", r / 1e6))
+}
+
+fn ns(x: u64) -> String {
+    if x >= 1_000_000 {
+        format!("{:.2} ms", x as f64 / 1e6)
+    } else if x >= 1_000 {
+        format!("{:.1} us", x as f64 / 1e3)
+    } else {
+        format!("{x} ns")
+    }
+}
+
+/// The readable report.
+pub fn table(r: &RingReport, rss: Option<u64>) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let p = &r.params;
+    let _ = writeln!(
+        s,
+        "replay: {} messages, file bytes -> strategy callback; latency from the decode stamp to the callback, paced at {} msgs/s",
+        p.throughput_count,
+        p.rate.map_or_else(|| "max".into(), |x| x.to_string())
+    );
+    let h = &r.host;
+    let _ = writeln!(
+        s,
+        "host: {} | {} cpus | cpus used {:?} | clock {}",
+        h.cpu_model, h.cpus_available, h.cores_used, h.clock
+    );
+    let _ = writeln!(
+        s,
+        "{:<16} {:>10} {:>9} {:>10} {:>10} {:>10} {:>10}",
+        "system", "msgs/s", "samples", "p50", "p99", "p99.9", "max"
+    );
+    for x in &r.results {
+        let lat = |v: u64| if x.count == 0 { "-".into() } else { ns(v) };
+        let _ = writeln!(
+            s,
+            "{:<16} {:>10} {:>9} {:>10} {:>10} {:>10} {:>10}",
+            x.name,
+            rate(x.msgs_per_sec),
+            x.count,
+            lat(x.p50_ns),
+            lat(x.p99_ns),
+            lat(x.p999_ns),
+            lat(x.max_ns)
+        );
+    }
+    for n in &r.notes {
+        let _ = writeln!(s, "note: {n}");
+    }
+    if rss.is_none() {
+        let _ = writeln!(s, "note: peak RSS unavailable (no /proc/self/status)");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mdbus_feed_handlers::book::{BookBuilder, OrderEvent};
+
+    #[test]
+    fn repeated_passes_keep_the_books_consistent() {
+        let session = RepeatedSession::new(BUNDLED_SESSION, 3);
+        // The session leaves 215 orders resting: each pass deletes them at its end.
+        assert_eq!(session.pass_messages(), 10_000 + 215);
+        let total = session.total_messages();
+        let mut bytes = Vec::new();
+        let mut session = session;
+        session.read_to_end(&mut bytes).unwrap();
+        let mut b = BookBuilder::new(books()).unwrap();
+        let mut n = 0;
+        let mut most_live = 0;
+        for (_, m) in Stream::new(&bytes) {
+            let m = m.unwrap();
+            n += 1;
+            if let Some(ev) = OrderEvent::from_itch(&m) {
+                b.apply(&ev, &mut |_| {});
+            }
+            most_live = most_live.max(b.live_orders());
+        }
+        assert_eq!(n, total);
+        let c = b.counters();
+        assert_eq!((c.unknown_refs, c.duplicate_adds), (0, 0));
+        assert_eq!(b.resting_orders(13), 0);
+        assert_eq!(b.stats(13).unwrap().prints, 3 * 1_089);
+        assert!(most_live < books().max_orders);
+    }
+
+    #[test]
+    fn tiny_run_reports_every_system() {
+        let args = ReplayBenchArgs {
+            messages: 20_000,
+            rate: 200_000,
+            latency_messages: 10_000,
+            cpus: Vec::new(),
+            json: true,
+        };
+        let mut out = Vec::new();
+        run(&args, &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["scenario"], "replay");
+        let names: Vec<&str> = v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "itchy-parse",
+                "mdbus-decode",
+                "mdbus-feed",
+                "mdbus-pipeline"
+            ]
+        );
+        let p = &v["results"][3];
+        assert!(p["count"].as_u64().unwrap() > 0);
+        assert!(p["msgs_per_sec"].as_f64().unwrap() > 0.0);
+        assert!(p["p50_ns"].as_u64().unwrap() <= p["max_ns"].as_u64().unwrap());
+        assert!(v["peak_rss_bytes"].as_u64().unwrap() > 0);
+        assert!(
+            !v["notes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n.as_str().unwrap().contains("inconsistent"))
+        );
+    }
+}
