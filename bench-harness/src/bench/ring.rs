@@ -102,7 +102,8 @@ pub struct RingArgs {
     #[arg(long, value_enum, value_delimiter = ',',
           default_values_t = [System::Floor, System::MdbusShm, System::Rtrb, System::CrossbeamChannel])]
     pub systems: Vec<System>,
-    /// Mode of the mdbus ring.
+    /// Mode of the mdbus ring in the latency phase (the throughput phase always uses a lossless
+    /// ring, like rtrb and crossbeam).
     #[arg(long, value_enum, default_value_t = ShmMode::Lossless)]
     pub shm_mode: ShmMode,
     /// Folder for the ring segments [default: a fresh temporary folder under /dev/shm].
