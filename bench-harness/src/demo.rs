@@ -395,6 +395,8 @@ pub(crate) fn run_pipeline(
     let clock = StampClock::new();
     let options = ReplayOptions {
         speed,
+        // The feed handler has a cpu to itself unless there is only one.
+        spin_pacing: feed_cpu != book_cpu && feed_cpu != strategy_cpu,
         ..ReplayOptions::default()
     };
     let feed_ring = StreamConfig {

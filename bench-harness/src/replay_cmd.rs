@@ -168,6 +168,7 @@ pub fn run_replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<(), CmdError
             Stamp::Now
         },
         book_summary: args.book_summary.then(replay_book_config),
+        spin_pacing: false,
     };
     let source = Source::Path(args.file.clone());
     let replayer = Replayer::open(&source, &bus, &args.feed, &ring, options)?;

@@ -92,6 +92,9 @@ pub struct ReplayOptions {
     pub stamp: Stamp,
     /// Build books from the published messages and return a [`BookSummary`].
     pub book_summary: Option<BookConfig>,
+    /// Paced replays: spin while early instead of yielding the core (for a replay thread
+    /// alone on its core; see [`Pacer::spin_only`]).
+    pub spin_pacing: bool,
 }
 
 impl Default for ReplayOptions {
@@ -106,6 +109,7 @@ impl Default for ReplayOptions {
             port: None,
             stamp: Stamp::Now,
             book_summary: None,
+            spin_pacing: false,
         }
     }
 }
@@ -733,7 +737,7 @@ impl Replayer {
             input,
             output,
             core: Core {
-                pacer: Pacer::new(options.speed, clock.clone()),
+                pacer: pacer(&options, clock.clone()),
                 clock,
                 symbols,
                 options,
@@ -770,7 +774,7 @@ impl Replayer {
     /// Stamps receive timestamps (and paces) with `clock` instead of a clock of its own; hand
     /// a clone to the subscribers that measure latency against those stamps.
     pub fn with_clock(mut self, clock: StampClock) -> Replayer {
-        self.core.pacer = Pacer::new(self.core.options.speed, clock.clone());
+        self.core.pacer = pacer(&self.core.options, clock.clone());
         self.core.clock = clock;
         self
     }
@@ -837,6 +841,15 @@ impl Replayer {
                 Some(builder.summary(counts, core.report.published, core.report.gaps));
         }
         Ok(core.report)
+    }
+}
+
+fn pacer(options: &ReplayOptions, clock: StampClock) -> Pacer {
+    let p = Pacer::new(options.speed, clock);
+    if options.spin_pacing {
+        p.spin_only()
+    } else {
+        p
     }
 }
 

@@ -187,8 +187,10 @@ impl StampClock {
 }
 
 /// Releases messages at a [`Speed`]: each call to [`wait`](Pacer::wait) returns when the
-/// message it names is due. Sleeps when the next message is far, then spins, yielding the
-/// core between checks so a thread sharing the core still runs.
+/// message it names is due. Sleeps when the next message is far, then spins; by default it
+/// yields the core between checks so a thread sharing the core still runs, or, on a core of
+/// its own ([`spin_only`](Pacer::spin_only)), spins without yielding (a yield may hand the
+/// core to another process for a whole time slice).
 #[derive(Debug)]
 pub struct Pacer {
     speed: Speed,
@@ -198,6 +200,8 @@ pub struct Pacer {
     released: u64,
     /// Largest lateness seen, ns (how far behind schedule a message was released).
     max_behind_ns: u64,
+    /// Yield the core while early (after a few spins).
+    yield_when_early: bool,
 }
 
 impl Pacer {
@@ -209,7 +213,14 @@ impl Pacer {
             origin: None,
             released: 0,
             max_behind_ns: 0,
+            yield_when_early: true,
         }
+    }
+
+    /// Never yields while early: for a thread alone on its core.
+    pub fn spin_only(mut self) -> Pacer {
+        self.yield_when_early = false;
+        self
     }
 
     /// The speed.
@@ -250,8 +261,8 @@ impl Pacer {
             let left = offset_ns - elapsed;
             if left > 2_000_000 {
                 std::thread::sleep(std::time::Duration::from_nanos(left - 1_000_000));
-            } else if spins < 100 {
-                spins += 1;
+            } else if spins < 100 || !self.yield_when_early {
+                spins = spins.saturating_add(1);
                 std::hint::spin_loop();
             } else {
                 std::thread::yield_now();
