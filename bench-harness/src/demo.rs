@@ -442,14 +442,23 @@ pub(crate) fn run_pipeline(
         WaitStrategy::BusySpin
     };
     let stop = AtomicBool::new(false);
+    // Each stage pins itself and then waits for the others: the feed handler starts only when
+    // both consumers are running, so no latency sample includes a thread's start-up.
+    let ready = StartGate::default();
+    let ready = &ready;
     let (feed, book, strategy) = std::thread::scope(|s| {
-        let spawn_err =
-            |e: std::io::Error| DemoError::Internal(format!("cannot start a thread: {e}"));
+        let spawn_err = |e: std::io::Error| {
+            // Release the stages already waiting: without a feed they find their inputs
+            // closed and end.
+            ready.open();
+            DemoError::Internal(format!("cannot start a thread: {e}"))
+        };
         let strategy_clock = clock.clone();
         let strategy = std::thread::Builder::new()
             .name("mdbus-strategy".into())
             .spawn_scoped(s, move || {
                 let pinned = pin(strategy_cpu);
+                ready.arrive_and_wait(3);
                 let r = run_strategy(book_sub, trades_sub, &strategy_clock, wait, show);
                 r.map(|r| (r, strategy_clock.raw(), pinned))
             })
@@ -459,6 +468,7 @@ pub(crate) fn run_pipeline(
             .name("mdbus-book".into())
             .spawn_scoped(s, move || {
                 let pinned = pin(book_cpu);
+                ready.arrive_and_wait(3);
                 let stats = service.run(&mut book_input, wait, stop)?;
                 let summary = service.summary();
                 let symbols: Vec<(u16, String)> = summary
@@ -474,6 +484,7 @@ pub(crate) fn run_pipeline(
             .name("mdbus-feed".into())
             .spawn_scoped(s, move || {
                 let pinned = pin(feed_cpu);
+                ready.arrive_and_wait(3);
                 let start = feed_clock.raw();
                 replayer.run(&mut |_| {}).map(|r| (r, start, pinned))
             })
@@ -500,6 +511,29 @@ pub(crate) fn run_pipeline(
         elapsed_ns: clock.delta_ns(start, end),
         pinned: feed_pinned && book_pinned && strategy_pinned,
     })
+}
+
+/// Holds each stage until all have arrived (or the gate is opened because one could not
+/// start), so that the feed handler publishes only once its consumers are running.
+#[derive(Default)]
+struct StartGate {
+    arrived: std::sync::atomic::AtomicUsize,
+    opened: AtomicBool,
+}
+
+impl StartGate {
+    fn arrive_and_wait(&self, stages: usize) {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        self.arrived.fetch_add(1, AcqRel);
+        while self.arrived.load(Acquire) < stages && !self.opened.load(Acquire) {
+            std::thread::yield_now();
+        }
+    }
+
+    fn open(&self) {
+        self.opened
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 fn quanta_is_tsc() -> bool {
