@@ -10,6 +10,9 @@
 //! * `mdbus-decode`: mdbus's zero-copy ITCH decoder over the bytes (parse only);
 //! * `mdbus-feed`: the feed handler alone: capture reader, decode, normalize, publish into a
 //!   ring nobody reads (one thread);
+//! * `mdbus-feed+book`: decode, normalize and the book service in one thread (its BBO, level
+//!   and trade envelopes published into rings nobody reads): the pipeline's work without its
+//!   hand-offs between threads;
 //! * `mdbus-pipeline`: file bytes to strategy callback: feed handler -> ring -> book builder ->
 //!   two rings -> the example strategy, three pinned threads. Its throughput is messages over
 //!   the time from the first byte read to the last callback; its latency percentiles come from
@@ -24,8 +27,11 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
+use mdbus_bus::StreamConfig;
 use mdbus_codecs::itch::{self, Stream};
+use mdbus_codecs::normalize::Normalizer;
 use mdbus_feed_handlers::book::BookConfig;
+use mdbus_feed_handlers::bookstream::{BookService, BookServiceConfig, output_ring};
 use mdbus_feed_handlers::replay::{ReplayOptions, Replayer, Speed, replay_ring};
 
 use crate::bench::report::{RingParams, RingReport, SystemResult};
@@ -167,6 +173,11 @@ impl RepeatedSession {
         self.messages * self.passes
     }
 
+    /// The next pass's bytes, `None` after the last (for readers that take slices).
+    pub fn next_pass_bytes(&mut self) -> Option<&[u8]> {
+        self.next_pass().then_some(self.buf.as_slice())
+    }
+
     fn next_pass(&mut self) -> bool {
         if self.pass == self.passes {
             return false;
@@ -303,6 +314,40 @@ pub fn measure(args: &ReplayBenchArgs) -> Result<(RingReport, Option<u64>), Benc
     )?);
     drop(bus);
 
+    // Decode, normalize and the book service in one thread: the pipeline's work without its
+    // hand-offs (the book service publishes into rings nobody reads).
+    let solo = dir.path().join("solo");
+    let bus = mdbus_bus::Bus::with_root(&solo).map_err(|e| BenchError::Internal(e.to_string()))?;
+    let config = BookServiceConfig {
+        book: books(),
+        output: StreamConfig {
+            prefault: true,
+            ..output_ring()
+        },
+        publish_levels: true,
+    };
+    let mut svc =
+        BookService::new(&bus, "solo", &config).map_err(|e| BenchError::Internal(e.to_string()))?;
+    let mut norm = Normalizer::new();
+    let mut session = RepeatedSession::new(BUNDLED_SESSION, n);
+    let t = Instant::now();
+    let mut seq = 0u64;
+    while let Some(bytes) = session.next_pass_bytes() {
+        for (_, m) in Stream::new(bytes) {
+            let Ok(m) = m else { continue };
+            seq += 1;
+            let env = norm.normalize(&m, seq, 0);
+            svc.handle(&env.envelope());
+        }
+    }
+    results.push(rate_result(
+        "mdbus-feed+book",
+        seq,
+        t.elapsed().as_secs_f64(),
+    )?);
+    drop(svc);
+    drop(bus);
+
     // The pipeline, as fast as it goes.
     let run = run_pipeline(
         Input::Reader(
@@ -411,6 +456,7 @@ pub fn measure(args: &ReplayBenchArgs) -> Result<(RingReport, Option<u64>), Benc
                 "itchy-parse".into(),
                 "mdbus-decode".into(),
                 "mdbus-feed".into(),
+                "mdbus-feed+book".into(),
                 "mdbus-pipeline".into(),
             ],
         },
@@ -556,10 +602,11 @@ mod tests {
                 "itchy-parse",
                 "mdbus-decode",
                 "mdbus-feed",
+                "mdbus-feed+book",
                 "mdbus-pipeline"
             ]
         );
-        let p = &v["results"][3];
+        let p = &v["results"][4];
         assert!(p["count"].as_u64().unwrap() > 0);
         assert!(p["msgs_per_sec"].as_f64().unwrap() > 0.0);
         assert!(p["p50_ns"].as_u64().unwrap() <= p["max_ns"].as_u64().unwrap());

@@ -612,9 +612,12 @@ enum Input {
     Recording(RecordReader),
 }
 
+// One value per replay, made once and never moved on the hot path: no point boxing the
+// pipeline (a pointer chase per message) to shrink it.
+#[allow(clippy::large_enum_variant)]
 enum Output {
     Itch(ItchOut),
-    Raw(RawOut),
+    Raw(Box<RawOut>),
 }
 
 /// A replay, opened and ready to run; see the [module docs](self).
@@ -690,10 +693,10 @@ impl Replayer {
             ));
         }
         let output = match input {
-            Input::Recording(_) => Output::Raw(RawOut {
+            Input::Recording(_) => Output::Raw(Box::new(RawOut {
                 publisher: bus.publisher(stream, ring)?,
                 encoder: Encoder::new(),
-            }),
+            })),
             Input::Capture(_) => {
                 let mut pipeline = FeedPipeline::new(bus, stream, ring)?;
                 pipeline.set_flags(EnvelopeFlags::Replayed);
