@@ -14,8 +14,8 @@ use crate::error::ClaimError;
 #[cfg(not(loom))]
 use crate::error::SetupError;
 use crate::layout::{
-    PADDING_FLAG, RECORD_HEADER_LEN, SLOT_ACTIVE, SLOT_FREE, STATE_CLOSED, padding_word,
-    record_size, record_word, slot_ctl, slot_generation, slot_pid, slot_state,
+    RECORD_HEADER_LEN, SLOT_ACTIVE, SLOT_FREE, STATE_CLOSED, padding_word, record_size,
+    record_word, slot_ctl, slot_generation, slot_pid, slot_state,
 };
 use crate::segment::{Segment, os};
 use crate::sync::{Ordering, fence};
@@ -25,6 +25,10 @@ use crate::sync::{Ordering, fence};
 const HEARTBEAT_GRANULARITY_NS: u64 = 1_000_000;
 /// While back-pressured, blocking consumers are checked for liveness at most this often.
 const LIVENESS_CHECK_INTERVAL_NS: u64 = 1_000_000;
+/// Number of head marks per lap: the ring is cut into this many equal spans
+/// (`capacity / HEAD_MARKS` bytes, the mark granularity), and `tail_intent` only ever moves to
+/// a span boundary in broadcast mode.
+const HEAD_MARKS: usize = 32;
 
 /// The single writer of a ring. `Send`, not `Sync`.
 ///
@@ -46,6 +50,14 @@ pub struct Producer {
     intent: u64,
     /// Local copy of `head`.
     head: u64,
+    /// `head_marks[(b >> mark_shift) % HEAD_MARKS]`: the first record (or padding) start at or
+    /// after the mark boundary `b` (a multiple of `1 << mark_shift`), for the boundaries of the
+    /// last lap. Filled at commit, read when `head` moves, so no record headers are walked.
+    head_marks: [u64; HEAD_MARKS],
+    /// The next boundary no commit has reached yet (always `> tail`).
+    next_mark: u64,
+    /// log2 of the mark granularity `capacity / HEAD_MARKS`.
+    mark_shift: u32,
     seq: u64,
     last_heartbeat: Cell<u64>,
     next_liveness_check: u64,
@@ -101,6 +113,9 @@ impl Producer {
     ) -> Producer {
         let ring = RingHandle::new(seg);
         let capacity = ring.geo().capacity;
+        // `capacity >= MIN_CAPACITY >= 64`, so the granularity is at least 2 bytes and at most
+        // `step / 4`.
+        let mark_shift = capacity.trailing_zeros() - HEAD_MARKS.trailing_zeros();
         let now = ring.hdr().heartbeat.heartbeat_ns.load(Ordering::Relaxed);
         Producer {
             ring,
@@ -108,6 +123,9 @@ impl Producer {
             limit: capacity,
             intent: capacity,
             head: 0,
+            head_marks: [0; HEAD_MARKS],
+            next_mark: 1 << mark_shift,
+            mark_shift,
             seq: 0,
             last_heartbeat: Cell::new(now),
             next_liveness_check: 0,
@@ -199,14 +217,16 @@ impl Producer {
         let cap = geo.capacity;
         let lossless = is_lossless(&geo);
         if end > self.intent {
-            let mut new_intent = end.saturating_add(geo.step);
+            // A mark boundary in `(end + step - capacity / HEAD_MARKS, end + step]`, so the new
+            // head is a mark lookup.
+            let mut new_intent = end.saturating_add(geo.step) & !((1u64 << self.mark_shift) - 1);
             if lossless && let Some(min) = self.min_consumer_position(end) {
                 new_intent = new_intent.min(min.saturating_add(cap));
                 if new_intent < end {
                     return false;
                 }
             }
-            self.advance_head(new_intent - cap);
+            self.head = self.head.max(self.head_from_marks(new_intent - cap));
             let hdr = self.ring.hdr();
             // Pairs with the Acquire load of `head` in `Consumer::locate_oldest`.
             hdr.head.value.store(self.head, Ordering::Release);
@@ -287,31 +307,36 @@ impl Producer {
         min
     }
 
-    /// Walks the record headers from `head` to the first record starting at or after
-    /// `threshold` (bounded by `tail`). These are the lines about to be overwritten, so the
-    /// walk also warms them.
-    fn advance_head(&mut self, threshold: u64) {
-        let geo = self.ring.geo();
-        let target = threshold.min(self.tail);
-        let mut h = self.head;
-        while h < target {
-            let len = self.ring.data().load(h) as u32;
-            let off = h & geo.mask;
-            let step = if len & PADDING_FLAG != 0 {
-                u64::from(len & !PADDING_FLAG)
-            } else if len <= geo.max_msg_len {
-                record_size(len)
-            } else {
-                0
-            };
-            if step == 0 || step % 8 != 0 || off + step > geo.capacity {
-                // Not our framing (something else wrote into the segment): stop walking.
-                h = target;
-                break;
-            }
-            h += step;
+    /// The first record start at or after `threshold` (`tail` if none), from the marks: exact
+    /// when `threshold` is a mark boundary (always in broadcast mode); otherwise (a lossless
+    /// intent bounded by a slow consumer) the first start at or after the next boundary, which
+    /// may leave out up to `capacity / HEAD_MARKS` bytes of records that are still intact.
+    fn head_from_marks(&self, threshold: u64) -> u64 {
+        let g = 1u64 << self.mark_shift;
+        let b = threshold.div_ceil(g) * g;
+        if b > self.tail {
+            return self.tail;
         }
-        self.head = h.max(self.head);
+        // Fresh: the entry for `b` was written by the commit that first reached `b` (`b <=
+        // tail`), and would only be overwritten by one reaching `b + capacity`, beyond `tail`
+        // since `threshold + capacity` is the intent about to be announced, which bounds every
+        // committed end.
+        self.head_marks[((b >> self.mark_shift) as usize) % HEAD_MARKS]
+    }
+
+    /// Records the mark boundaries up to `end` reached by the commit of a record at `rec`
+    /// (after padding starting at the old tail): boundaries up to `rec` map to `rec`, the
+    /// others to `end`, the start of the next record.
+    #[cold]
+    #[inline(never)]
+    fn record_marks(&mut self, rec: u64, end: u64) {
+        let g = 1u64 << self.mark_shift;
+        while self.next_mark <= end {
+            let b = self.next_mark;
+            self.head_marks[((b >> self.mark_shift) as usize) % HEAD_MARKS] =
+                if b <= rec { rec } else { end };
+            self.next_mark = b + g;
+        }
     }
 
     /// Stamps the producer's liveness (`CLOCK_MONOTONIC`, vDSO, no system call). Call it from
@@ -447,6 +472,9 @@ impl Claim<'_> {
         p.seq = seq + 1;
         if hdr.notify.wake_request.load(Ordering::Relaxed) != 0 {
             p.wake();
+        }
+        if end >= p.next_mark {
+            p.record_marks(rec, end);
         }
         seq
     }
