@@ -48,6 +48,11 @@ pub struct Producer {
     limit: u64,
     /// Last announced `tail_intent`.
     intent: u64,
+    /// Lossless mode: the slowest registered consumer's position at the last slot scan (`None`:
+    /// no active slot then). Positions only grow and a consumer joins at or above
+    /// `tail_intent - capacity`, so the slots are scanned again only when this bound blocks a
+    /// claim, plus once after every intent announcement (the join handshake's load side).
+    slowest: Option<u64>,
     /// Local copy of `head`.
     head: u64,
     /// `head_marks[(b >> mark_shift) % HEAD_MARKS]`: the first record (or padding) start at or
@@ -122,6 +127,7 @@ impl Producer {
             tail: 0,
             limit: capacity,
             intent: capacity,
+            slowest: None,
             head: 0,
             head_marks: [0; HEAD_MARKS],
             next_mark: 1 << mark_shift,
@@ -220,10 +226,15 @@ impl Producer {
             // A mark boundary in `(end + step - capacity / HEAD_MARKS, end + step]`, so the new
             // head is a mark lookup.
             let mut new_intent = end.saturating_add(geo.step) & !((1u64 << self.mark_shift) - 1);
-            if lossless && let Some(min) = self.min_consumer_position(end) {
-                new_intent = new_intent.min(min.saturating_add(cap));
-                if new_intent < end {
-                    return false;
+            if lossless {
+                if self.slowest.is_some_and(|m| end > m.saturating_add(cap)) {
+                    self.slowest = self.min_consumer_position(end);
+                }
+                if let Some(min) = self.slowest {
+                    new_intent = new_intent.min(min.saturating_add(cap));
+                    if new_intent < end {
+                        return false;
+                    }
                 }
             }
             self.head = self.head.max(self.head_from_marks(new_intent - cap));
@@ -241,14 +252,18 @@ impl Producer {
             self.intent = new_intent;
             #[cfg(not(loom))]
             self.heartbeat();
-        }
-        self.limit = if lossless {
-            match self.min_consumer_position(end) {
-                Some(min) => self.intent.min(min.saturating_add(cap)),
-                None => self.intent,
+            if lossless {
+                // After the fence: a consumer that registered against the previous intent is
+                // seen here.
+                self.slowest = self.min_consumer_position(end);
             }
-        } else {
-            self.intent
+        } else if lossless {
+            // `end <= intent` but `end > limit`: the cached slowest position blocks the claim.
+            self.slowest = self.min_consumer_position(end);
+        }
+        self.limit = match self.slowest {
+            Some(min) if lossless => self.intent.min(min.saturating_add(cap)),
+            _ => self.intent,
         };
         end <= self.limit
     }
