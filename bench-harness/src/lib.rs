@@ -4,6 +4,6 @@
 //! wires them, with the other subcommands, into one command-line entry point.
 
 pub mod bench;
+pub mod bench_replay;
 pub mod demo;
 pub mod replay_cmd;
-pub mod bench_replay;
