@@ -40,6 +40,9 @@ pub enum Scenario {
     /// One-way latency and throughput of small messages between two pinned threads: the
     /// floor, mdbus-shm, rtrb and crossbeam-channel, interleaved in rounds.
     Ring(RingArgs),
+    /// End-to-end replay of the real AAPL session (decode, normalize, publish, book,
+    /// strategy): throughput and tick-to-strategy latency, beside itchy's parse-only rate.
+    Replay(crate::bench_replay::ReplayBenchArgs),
     /// Per-system ratios B/A (each percentile and throughput) of two `ring --json` reports.
     Compare(CompareArgs),
 }
@@ -129,6 +132,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
 pub fn run_to(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
     match &args.scenario {
         Scenario::Ring(r) => ring::run(r, out),
+        Scenario::Replay(r) => crate::bench_replay::run(r, out),
         Scenario::Compare(c) => {
             let cmp = compare::compare(&c.a, &c.b)?;
             let text = if c.json {
