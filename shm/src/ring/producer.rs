@@ -210,7 +210,7 @@ impl Producer {
     #[inline]
     pub fn publish(&mut self, msg_type: u32, payload: &[u8]) -> Result<u64, ClaimError> {
         let mut claim = self.claim(payload.len(), msg_type)?;
-        claim.copy_from_slice(payload);
+        copy_payload(&mut claim, payload);
         Ok(claim.commit())
     }
 
@@ -434,6 +434,37 @@ impl Drop for Producer {
     }
 }
 
+/// `dst.copy_from_slice(src)` (equal lengths), inline for payloads up to 64 bytes: two
+/// possibly overlapping fixed-size copies instead of a `memmove` call.
+#[inline(always)]
+fn copy_payload(dst: &mut [u8], src: &[u8]) {
+    #[inline(always)]
+    fn ends<const K: usize>(dst: &mut [u8], src: &[u8]) {
+        let n = src.len();
+        let head: [u8; K] = src[..K].try_into().unwrap_or([0; K]);
+        let tail: [u8; K] = src[n - K..].try_into().unwrap_or([0; K]);
+        dst[..K].copy_from_slice(&head);
+        dst[n - K..].copy_from_slice(&tail);
+    }
+    let n = src.len();
+    debug_assert_eq!(dst.len(), n);
+    if n > 64 || dst.len() != n {
+        dst.copy_from_slice(src);
+    } else if n >= 32 {
+        ends::<32>(dst, src);
+    } else if n >= 16 {
+        ends::<16>(dst, src);
+    } else if n >= 8 {
+        ends::<8>(dst, src);
+    } else if n >= 4 {
+        ends::<4>(dst, src);
+    } else {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
+        }
+    }
+}
+
 /// Room for one record, claimed in place: `DerefMut<Target = [u8]>` of exactly the claimed
 /// length. [`commit`](Claim::commit) publishes it; dropping it (or [`abort`](Claim::abort))
 /// publishes nothing.
@@ -533,6 +564,24 @@ impl DerefMut for Claim<'_> {
         #[cfg(loom)]
         {
             &mut self.buf
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod copy_tests {
+    use super::copy_payload;
+
+    #[test]
+    fn copy_payload_matches_copy_from_slice_for_every_small_length() {
+        for n in 0..=80usize {
+            let src: Vec<u8> = (0..n)
+                .map(|i| (i as u8).wrapping_mul(7).wrapping_add(1))
+                .collect();
+            let mut dst = vec![0xAAu8; n + 8];
+            copy_payload(&mut dst[..n], &src);
+            assert_eq!(&dst[..n], &src[..], "length {n}");
+            assert!(dst[n..].iter().all(|&b| b == 0xAA), "wrote past length {n}");
         }
     }
 }
