@@ -570,9 +570,9 @@ impl Consumer {
         };
         let len = word as u32;
         let msg_type = (word >> 32) as u32;
-        let off = pos & mask;
         #[cfg(not(loom))]
         {
+            let off = pos & mask;
             // SAFETY: `off + 16 + len <= off + size <= capacity` was checked above. The bytes
             // were committed before the `tail` we acquired; in broadcast mode a lapping
             // producer may be rewriting them, which the `intact` check below detects.
