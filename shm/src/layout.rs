@@ -19,8 +19,8 @@ compile_error!("mdbus-shm lays out segments as little-endian words; big-endian i
 /// little-endian `u64`. Written last, with `Release`, when a segment is created.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MDBUSRNG");
 /// Layout version of this build. Segments of any other version are refused
-/// ([`SetupError::UnsupportedVersion`]).
-pub const LAYOUT_VERSION: u32 = 1;
+/// ([`SetupError::UnsupportedVersion`]). Version 2: record markers (`seq_marker`).
+pub const LAYOUT_VERSION: u32 = 2;
 /// Size of one header line. Every line that some party writes is on its own line of this size
 /// (two 64-byte cache lines, so the adjacent-line prefetcher cannot couple them).
 pub const LINE: usize = 128;
@@ -33,13 +33,15 @@ pub const SLOT_SIZE: usize = LINE;
 pub const DATA_ALIGN: usize = 4096;
 /// Upper bound on [`RingConfig::max_consumers`](crate::RingConfig::max_consumers).
 pub const MAX_CONSUMER_SLOTS: u32 = 1024;
-/// Bytes of the record header: `len: u32`, `msg_type: u32`, `seq: u64`.
+/// Bytes of the record header: `len: u32`, `msg_type: u32`, `marker: u64` (the sequence number,
+/// encoded by `seq_marker`).
 pub const RECORD_HEADER_LEN: usize = 16;
 /// Records start on multiples of this (so the payload is 8-byte aligned too).
 pub const RECORD_ALIGN: usize = 8;
 /// Bit 31 of a record's `len` word marks a padding record: the remaining bits give the number
 /// of bytes from the padding record's start to the end of the data region. Padding is never
-/// delivered and carries no sequence number; only its first 8 bytes are written.
+/// delivered; when it is 16 bytes or more its second word holds the marker of the record that
+/// follows it ([`seq_marker`]).
 pub const PADDING_FLAG: u32 = 1 << 31;
 /// Value of [`TailLine::latest`] before the first commit.
 pub(crate) const NO_RECORD: u64 = u64::MAX;
@@ -363,6 +365,26 @@ pub(crate) const fn record_size(len: u32) -> u64 {
 #[inline]
 pub(crate) const fn record_word(len: u32, msg_type: u32) -> u64 {
     len as u64 | ((msg_type as u64) << 32)
+}
+
+/// Second word of a record (and of a padding record of 16 bytes or more): the visibility
+/// marker, written last by `commit` with `Release`. `(seq + 1) << 1` (so zeroed memory never
+/// matches), plus [`MARK_NEXT_UNCLEARED`] when the producer could not clear the next record's
+/// marker word (it lay beyond the bytes it may write). A padding record carries the marker of
+/// the record that follows it.
+#[inline]
+pub(crate) const fn seq_marker(seq: u64, next_uncleared: bool) -> u64 {
+    ((seq + 1) << 1) | next_uncleared as u64
+}
+
+/// Low bit of a marker: the word 8 bytes past this record's end was not cleared, so a reader
+/// there must not trust the marker it finds and goes through `tail` instead.
+pub(crate) const MARK_NEXT_UNCLEARED: u64 = 1;
+
+/// The sequence number a marker stands for (`None` for a zero word: never written).
+#[inline]
+pub(crate) const fn marker_seq(marker: u64) -> Option<u64> {
+    (marker >> 1).checked_sub(1)
 }
 
 /// First word of a padding record of `pad` bytes.

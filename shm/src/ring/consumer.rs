@@ -12,8 +12,9 @@ use super::RingHandle;
 use crate::config::{ConsumerOptions, Mode, Resync, StartAt, WaitStrategy};
 use crate::error::{PollError, SetupError};
 use crate::layout::{
-    NO_RECORD, PADDING_FLAG, RECORD_HEADER_LEN, SLOT_ACTIVE, SLOT_CLAIMED, SLOT_FREE, STATE_CLOSED,
-    STATE_LIVE, STATE_SUPERSEDED, record_size, slot_ctl, slot_generation, slot_pid, slot_state,
+    MARK_NEXT_UNCLEARED, NO_RECORD, PADDING_FLAG, RECORD_HEADER_LEN, SLOT_ACTIVE, SLOT_CLAIMED,
+    SLOT_FREE, STATE_CLOSED, STATE_LIVE, STATE_SUPERSEDED, marker_seq, record_size, slot_ctl,
+    slot_generation, slot_pid, slot_state,
 };
 use crate::segment::{Segment, os};
 use crate::sync::{Ordering, fence, spin_loop, yield_now};
@@ -160,9 +161,9 @@ enum Locate {
 /// A reader of a ring. `Send`, not `Sync`.
 ///
 /// Reads are zero-copy ([`poll`](Consumer::poll) hands a [`Record`] borrowed from the ring to a
-/// callback), never allocate, lock or make a system call per message, and only touch bytes
-/// below the producer's committed `tail`, so a record cut short by a producer crash is never
-/// seen.
+/// callback), never allocate, lock or make a system call per message, and only deliver records
+/// whose marker (written last by the producer) or the committed `tail` shows them complete, so
+/// a record cut short by a producer crash is never seen.
 ///
 /// **Broadcast mode** (and unregistered readers of a lossless ring): the producer never waits,
 /// so a consumer that falls behind by more than `capacity - capacity/8 - 2 * largest record`
@@ -182,8 +183,12 @@ pub struct Consumer {
     cursor: u64,
     /// Seq of the next record to deliver.
     expected: u64,
-    /// Last `tail` seen (rtrb-style: reloaded only when the cursor catches up with it).
+    /// Last `tail` seen (reloaded on the slow path only, when the cursor catches up with it;
+    /// the fast path may leave the cursor ahead of it).
     cached_tail: u64,
+    /// The marker word at the cursor may be stale (after a join or resync, or after a record
+    /// whose commit could not clear it): read the next record through `tail` instead.
+    slow_next: bool,
     /// Validate reads against `tail_intent` (false only for registered lossless consumers).
     validate: bool,
     /// Registered slot index (`usize::MAX` if none) and the `ctl` word we own there.
@@ -233,6 +238,7 @@ impl Consumer {
             cursor: 0,
             expected: 0,
             cached_tail: 0,
+            slow_next: true,
             validate: !register,
             slot_index: usize::MAX,
             slot_ctl: 0,
@@ -254,8 +260,9 @@ impl Consumer {
     fn set_position(&mut self, pos: u64, seq: u64) {
         self.cursor = pos;
         self.expected = seq;
-        // Forces a reload of `tail` on the next poll.
+        // Forces a reload of `tail` on the next poll, through the slow path.
         self.cached_tail = pos;
+        self.slow_next = true;
     }
 
     fn corrupt_setup(&self, pos: u64) -> SetupError {
@@ -385,9 +392,10 @@ impl Consumer {
             rec = pos + pad;
             len = data.load(rec) as u32;
         }
-        let seq = data.load(rec + 8);
+        let seq = marker_seq(data.load(rec + 8));
         let size = record_size(len & !PADDING_FLAG);
         framing_ok = framing_ok
+            && seq.is_some()
             && rec < tail
             && len & PADDING_FLAG == 0
             && len <= geo.max_msg_len
@@ -401,7 +409,7 @@ impl Consumer {
         }
         Locate::Found {
             pos: rec,
-            seq,
+            seq: seq.unwrap_or(0),
             size,
         }
     }
@@ -517,10 +525,38 @@ impl Consumer {
         // Find the next record whose header is plausible; `continue` after a resync that lost
         // nothing (only padding was overwritten).
         let (pos, word, seq, size) = loop {
-            if self.cursor == self.cached_tail {
+            let pos = self.cursor;
+            // Fast path: the marker word of the record at the cursor (one cache line, no look
+            // at `tail`). Not for the last 8 bytes of the region (room for a padding word
+            // only), nor when the word there may be stale.
+            if !self.slow_next && (pos & mask) + RECORD_HEADER_LEN as u64 <= cap {
+                // Pairs with the Release stores of the marker in `Claim::commit`: the header's
+                // first word and the payload, written before, are visible.
+                let marker = self.ring.data().load_acquire(pos + 8);
+                if marker_seq(marker) == Some(self.expected) {
+                    let word = self.ring.data().load(pos);
+                    let len = word as u32;
+                    if len & PADDING_FLAG != 0 {
+                        if u64::from(len & !PADDING_FLAG) == cap - (pos & mask) {
+                            // The record after the padding was published before it.
+                            self.cursor = pos + cap - (pos & mask);
+                            continue;
+                        }
+                    } else {
+                        let size = record_size(len);
+                        if len <= self.ring.geo().max_msg_len && (pos & mask) + size <= cap {
+                            self.slow_next = marker & MARK_NEXT_UNCLEARED != 0;
+                            break (pos, word, self.expected, size);
+                        }
+                    }
+                }
+                // Not written yet (zero or an older marker), lapped (a newer one) or not a
+                // header: the slow path below tells which.
+            }
+            if self.cursor >= self.cached_tail {
                 // Pairs with the Release store of `tail` in `Claim::commit`.
                 self.cached_tail = self.ring.hdr().tail.tail.load(Ordering::Acquire);
-                if self.cursor == self.cached_tail {
+                if self.cursor >= self.cached_tail {
                     match self.idle() {
                         Some(r) => return r,
                         None => continue,
@@ -534,7 +570,6 @@ impl Consumer {
                     None => continue,
                 }
             }
-            let pos = self.cursor;
             let word = self.ring.data().load(pos);
             let len = word as u32;
             if len & PADDING_FLAG != 0 {
@@ -551,12 +586,12 @@ impl Consumer {
                 self.cursor = pos + pad;
                 continue;
             }
-            let seq = self.ring.data().load(pos + 8);
+            let marker = self.ring.data().load(pos + 8);
             let size = record_size(len);
             if len > self.ring.geo().max_msg_len
                 || (pos & mask) + size > cap
                 || pos + size > self.cached_tail
-                || seq != self.expected
+                || marker_seq(marker) != Some(self.expected)
             {
                 if self.validate && !self.intact(pos) {
                     match self.overrun() {
@@ -566,7 +601,8 @@ impl Consumer {
                 }
                 return Err(self.corrupt(pos));
             }
-            break (pos, word, seq, size);
+            self.slow_next = marker & MARK_NEXT_UNCLEARED != 0;
+            break (pos, word, self.expected, size);
         };
         let len = word as u32;
         let msg_type = (word >> 32) as u32;
@@ -628,7 +664,7 @@ impl Consumer {
         // Everything committed before the state change is visible now: one last look (pairs
         // with the Release store of `tail` in `Claim::commit`).
         let tail = hdr.tail.tail.load(Ordering::Acquire);
-        if tail != self.cursor {
+        if tail > self.cursor {
             self.cached_tail = tail;
             return None;
         }
@@ -711,12 +747,12 @@ impl Consumer {
     /// Whether something is readable (or an end-of-stream / replacement to report).
     #[inline]
     fn readable(&mut self) -> Result<bool, PollError> {
-        if self.cursor != self.cached_tail {
+        if self.cursor < self.cached_tail {
             return Ok(true);
         }
         // Pairs with the Release store of `tail` in `Claim::commit`.
         self.cached_tail = self.ring.hdr().tail.tail.load(Ordering::Acquire);
-        if self.cursor != self.cached_tail {
+        if self.cursor < self.cached_tail {
             return Ok(true);
         }
         match self.idle() {

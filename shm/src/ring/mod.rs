@@ -67,6 +67,18 @@ impl Data {
         self.word(pos).load(Ordering::Relaxed)
     }
 
+    /// Acquire load of the word at `pos` (a record's marker).
+    #[inline]
+    pub(crate) fn load_acquire(&self, pos: u64) -> u64 {
+        self.word(pos).load(Ordering::Acquire)
+    }
+
+    /// Release store of the word at `pos` (a record's marker).
+    #[inline]
+    pub(crate) fn store_release(&self, pos: u64, value: u64) {
+        self.word(pos).store(value, Ordering::Release)
+    }
+
     /// Relaxed store of the word at `pos`.
     #[inline]
     pub(crate) fn store(&self, pos: u64, value: u64) {

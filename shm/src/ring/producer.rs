@@ -15,7 +15,7 @@ use crate::error::ClaimError;
 use crate::error::SetupError;
 use crate::layout::{
     RECORD_HEADER_LEN, SLOT_ACTIVE, SLOT_FREE, STATE_CLOSED, padding_word, record_size,
-    record_word, slot_ctl, slot_generation, slot_pid, slot_state,
+    record_word, seq_marker, slot_ctl, slot_generation, slot_pid, slot_state,
 };
 use crate::segment::{Segment, os};
 use crate::sync::{Ordering, fence};
@@ -34,7 +34,8 @@ const HEAD_MARKS: usize = 32;
 ///
 /// Publishing is `claim` -> write the payload in place -> `commit` (or drop the [`Claim`] to
 /// abort). No allocation, lock or system call happens per message; the only shared-memory
-/// writes of a commit are the record header words and the tail line.
+/// writes of a commit are the record header words (the marker last), the cleared marker word
+/// of the next record and the tail line.
 ///
 /// Dropping the producer marks the segment cleanly closed (consumers get
 /// [`PollError::Closed`](crate::PollError::Closed) once they have read everything) and keeps
@@ -491,8 +492,9 @@ impl fmt::Debug for Claim<'_> {
 }
 
 impl Claim<'_> {
-    /// Publishes the record and returns its sequence number. Writes the record header (and the
-    /// padding header when the record wrapped), then stores `tail` with `Release`.
+    /// Publishes the record and returns its sequence number. Clears the next record's marker
+    /// word, writes the record header (its marker last, `Release`; then the padding header when
+    /// the record wrapped), then stores `tail` with `Release`.
     #[inline]
     pub fn commit(self) -> u64 {
         let p = self.producer;
@@ -501,16 +503,34 @@ impl Claim<'_> {
         let rec = start + self.pad;
         #[cfg(loom)]
         data.write_from(rec + RECORD_HEADER_LEN as u64, &self.buf);
+        let seq = p.seq;
+        let end = rec + record_size(self.len);
+        // Clear the marker word of the record that will follow (8 bytes past `end`) when it
+        // lies within the bytes we may write, so a reader that reaches `end` through this
+        // record's marker finds zero there until the next commit, never a stale word of an
+        // earlier lap (which could be payload). Otherwise the marker says so and that reader
+        // goes through `tail`.
+        let cleared = end + RECORD_HEADER_LEN as u64 <= p.limit;
+        if cleared {
+            data.store(end + 8, 0);
+        }
+        data.store(rec, record_word(self.len, self.msg_type));
+        // Pairs with the Acquire load of the marker in `Consumer::poll_inner`: the payload,
+        // the first header word and the cleared word above are visible to a reader that sees
+        // this marker.
+        data.store_release(rec + 8, seq_marker(seq, !cleared));
         if self.pad != 0 {
             data.store(start, padding_word(self.pad));
+            if self.pad >= RECORD_HEADER_LEN as u64 {
+                // Pairs with the same Acquire load: a reader that sees the padding's marker
+                // sees the record after it (marker included) too.
+                data.store_release(start + 8, seq_marker(seq, false));
+            }
         }
-        let seq = p.seq;
-        data.store(rec, record_word(self.len, self.msg_type));
-        data.store(rec + 8, seq);
-        let end = rec + record_size(self.len);
         let hdr = p.ring.hdr();
-        // Pairs with the Acquire loads of `tail` in `Consumer::poll` and friends: the payload
-        // and header writes above are visible to a reader that sees this tail.
+        // Pairs with the Acquire loads of `tail` in `Consumer::poll_inner` (slow path),
+        // `readable`, `idle`, `lag` and the locate functions: the payload and header writes
+        // above are visible to a reader that sees this tail.
         hdr.tail.tail.store(end, Ordering::Release);
         // Pairs with the Acquire load of `latest` in `Consumer::locate_newest`.
         hdr.tail.latest.store(rec, Ordering::Release);

@@ -505,3 +505,39 @@ fn handles_are_send_and_factories_shareable() {
     send::<Consumer>();
     shareable::<ConsumerFactory>();
 }
+
+#[test]
+fn stale_payload_that_looks_like_a_marker_is_not_delivered() {
+    use crate::layout::seq_marker;
+    // Lap one: 64 records of 64 bytes whose payload words sit where the headers of lap two's
+    // 24-byte records will be, holding exactly the markers those records will carry.
+    let (mut p, f) = in_process(&cfg(Mode::Lossless, 4096)).unwrap();
+    let mut c = f.consumer(&opts(StartAt::Oldest, Resync::Oldest)).unwrap();
+    for i in 0..64u64 {
+        let mut body = [0u8; 48];
+        for (j, w) in body.chunks_exact_mut(8).enumerate() {
+            let off = i * 64 + 16 + 8 * j as u64;
+            if off >= 8 && (off - 8).is_multiple_of(24) {
+                let seq = 64 + (off - 8) / 24;
+                w.copy_from_slice(&seq_marker(seq, false).to_le_bytes());
+            }
+        }
+        assert_eq!(p.publish(1, &body), Ok(i));
+        assert_eq!(c.poll(|r| assert_eq!(r.seq(), i)), Ok(true));
+    }
+    assert_eq!(c.poll(|_| panic!("nothing was published")), Ok(false));
+    // Lap two: each record is delivered once it is committed, and nothing before.
+    for seq in 64..n(230, 100) {
+        assert_eq!(p.publish(2, &seq.to_le_bytes()), Ok(seq));
+        let mut got = None;
+        assert_eq!(
+            c.poll(|r| got = Some((r.seq(), r.payload().to_vec()))),
+            Ok(true)
+        );
+        assert_eq!(got, Some((seq, seq.to_le_bytes().to_vec())));
+        assert_eq!(
+            c.poll(|r| panic!("stale bytes delivered as record {}", r.seq())),
+            Ok(false)
+        );
+    }
+}
