@@ -216,6 +216,10 @@ pub struct DemoReport {
     pub matches_reference: Option<bool>,
     /// Tick-to-strategy latency.
     pub latency: LatencySummary,
+    /// The floor measured in the same run: a raw cache-line ping-pong (one-way = RTT/2)
+    /// between the feed handler's cpu and the strategy's, the least any hand-off between
+    /// those two cpus can cost. `None` when both stages run on one cpu.
+    pub floor: Option<LatencySummary>,
     /// The clock that stamped the messages (`tsc` or `monotonic`).
     pub clock: String,
 }
@@ -347,6 +351,7 @@ pub fn execute(args: &DemoArgs) -> Result<DemoReport, DemoError> {
         final_book,
         matches_reference,
         latency: LatencySummary::of(&histogram),
+        floor: measure_floor(feed_cpu, strategy_cpu, pinned)?,
         clock: if quanta_is_tsc() { "tsc" } else { "monotonic" }.into(),
     })
 }
@@ -534,6 +539,46 @@ impl StartGate {
         self.opened
             .store(true, std::sync::atomic::Ordering::Release);
     }
+}
+
+/// Samples of the floor: enough for a stable p99.9, a fraction of a second on any host.
+const FLOOR_SAMPLES: u64 = 200_000;
+
+/// The cache-line ping-pong floor between the feed handler's cpu and the strategy's, with the
+/// bench harness's own floor (`mdbus bench ring` reports the same system). `None` when the two
+/// stages share a cpu: a hand-off there is a context switch, not a cache-line transfer.
+fn measure_floor(
+    feed_cpu: usize,
+    strategy_cpu: usize,
+    pin: bool,
+) -> Result<Option<LatencySummary>, DemoError> {
+    use crate::bench::clock::BenchClock;
+    use crate::bench::engine::{Ctx, new_histogram, ping_pong};
+    use crate::bench::transport::{FloorWord, floor};
+    if feed_cpu == strategy_cpu {
+        return Ok(None);
+    }
+    let internal = |e: crate::bench::BenchError| DemoError::Internal(format!("floor: {e}"));
+    let clock = BenchClock::new(quanta_is_tsc());
+    let ctx = Ctx {
+        clock: &clock,
+        cores: [feed_cpu, strategy_cpu],
+        pin,
+        yield_spin: false,
+        stall: Duration::from_secs(10),
+    };
+    let mut hist = new_histogram().map_err(internal)?;
+    ping_pong(
+        &ctx,
+        "floor",
+        floor(FloorWord::Seq, false),
+        floor(FloorWord::Seq, false),
+        FLOOR_SAMPLES / 10,
+        FLOOR_SAMPLES,
+        &mut hist,
+    )
+    .map_err(internal)?;
+    Ok(Some(LatencySummary::of(&hist)))
 }
 
 fn quanta_is_tsc() -> bool {
@@ -830,6 +875,18 @@ pub fn render(r: &DemoReport, show: usize) -> String {
         duration(l.p999_ns),
         duration(l.max_ns)
     );
+    if let Some(fl) = &r.floor {
+        let _ = writeln!(
+            s,
+            "  floor, cache-line ping-pong cpu {} <-> cpu {} in this run: p50 {}   p99 {}   p99.9 {}   max {}",
+            r.placement.feed_cpu,
+            r.placement.strategy_cpu,
+            duration(fl.p50_ns),
+            duration(fl.p99_ns),
+            duration(fl.p999_ns),
+            duration(fl.max_ns)
+        );
+    }
     for w in &f.warnings {
         let _ = writeln!(s, "warning: {w}");
     }

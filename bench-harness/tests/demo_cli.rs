@@ -89,6 +89,14 @@ fn demo_json_carries_every_stage() {
     let p = |k: &str| l[k].as_u64().unwrap_or_else(|| panic!("{k} in {l}"));
     assert!(p("min_ns") <= p("p50_ns") && p("p50_ns") <= p("p99_ns"));
     assert!(p("p99_ns") <= p("p999_ns") && p("p999_ns") <= p("max_ns"));
+    // The floor beside it, measured in the same run between the feed's and strategy's cpus.
+    let placement = &v["placement"];
+    if placement["feed_cpu"] == placement["strategy_cpu"] {
+        assert!(v["floor"].is_null(), "{v}");
+    } else {
+        assert_eq!(v["floor"]["samples"], 200_000, "{v}");
+        assert!(v["floor"]["p50_ns"].as_u64().unwrap() <= v["floor"]["max_ns"].as_u64().unwrap());
+    }
 }
 
 #[test]
