@@ -1,68 +1,16 @@
 //! Publishing and polling allocate nothing after setup: a counting global allocator watches a
 //! million messages through in-process and file-backed rings, in one thread and in two.
 //! (Its own test binary, without the libtest harness, so nothing else allocates meanwhile.)
-//! Only threads doing ring work count: each arms itself for the span of that work, so the
-//! runtime's own bookkeeping (a thread starting or ending) is not charged to the ring.
+//! Counting is per thread: each thread doing ring work (producer and consumer alike) measures
+//! the span of that work and the counts are summed, so the runtime's own bookkeeping (a thread
+//! starting or ending) is not charged to the ring.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use mdbus_shm::{
     ClaimError, Consumer, ConsumerOptions, Mode, Producer, Resync, RingConfig, StartAt, in_process,
 };
-
-struct Counting;
-
-static ARMED: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// Whether this thread is doing the ring work being measured.
-    static THREAD_ARMED: Cell<bool> = const { Cell::new(false) };
-}
-
-fn arm_this_thread(on: bool) {
-    THREAD_ARMED.with(|a| a.set(on));
-}
-
-fn count() {
-    if ARMED.load(Ordering::Relaxed) && THREAD_ARMED.try_with(Cell::get).unwrap_or(false) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every method forwards to the system allocator unchanged; counting has no effect on
-// the memory handed out.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        count();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 const MESSAGES: u64 = 1_000_000;
 
@@ -83,15 +31,12 @@ fn opts() -> ConsumerOptions {
     }
 }
 
-/// Runs `f` with the counter armed and returns how many allocations it made.
+/// Runs `f` on this thread and returns how many allocations and frees this thread made meanwhile.
 fn allocations_in(f: impl FnOnce()) -> usize {
-    ALLOCATIONS.store(0, Ordering::SeqCst);
-    ARMED.store(true, Ordering::SeqCst);
-    arm_this_thread(true);
-    f();
-    arm_this_thread(false);
-    ARMED.store(false, Ordering::SeqCst);
-    ALLOCATIONS.load(Ordering::SeqCst)
+    let info = allocation_counter::measure(f);
+    // Every free is counted too: frees = allocations - net live allocations.
+    let frees = info.count_total as i64 - info.count_current;
+    (info.count_total as i64 + frees) as usize
 }
 
 /// One thread, interleaved: batches of claim/commit and `publish`, then `poll_batch`, `poll`
@@ -170,18 +115,18 @@ fn main() {
         while !go2.load(Ordering::Acquire) {
             std::hint::spin_loop();
         }
-        arm_this_thread(true);
-        let mut next = 0u64;
-        while next < MESSAGES {
-            match c.poll(|r| assert_eq!(r.seq(), next)) {
-                Ok(true) => next += 1,
-                Ok(false) => std::hint::spin_loop(),
-                Err(e) => panic!("{e:?}"),
+        let n = allocations_in(|| {
+            let mut next = 0u64;
+            while next < MESSAGES {
+                match c.poll(|r| assert_eq!(r.seq(), next)) {
+                    Ok(true) => next += 1,
+                    Ok(false) => std::hint::spin_loop(),
+                    Err(e) => panic!("{e:?}"),
+                }
             }
-        }
-        arm_this_thread(false);
+        });
         done2.store(true, Ordering::Release);
-        c
+        (c, n)
     });
     while !ready.load(Ordering::Acquire) {
         std::hint::spin_loop();
@@ -202,7 +147,8 @@ fn main() {
             std::hint::spin_loop();
         }
     });
-    let c = reader.join().unwrap();
+    let (c, reader_n) = reader.join().unwrap();
+    let n = n + reader_n;
     assert_eq!(n, 0, "two threads: {n} allocations");
     assert_eq!(c.stats().delivered, MESSAGES);
     println!("in-process lossless, two threads: {MESSAGES} messages, 0 allocations");
