@@ -2,60 +2,13 @@
 //! (its own test binary, so no other test shares it) counts the allocations made by the
 //! measuring thread while 100,000 messages are encoded and read back.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use mdbus_codecs::fb::{self, Encoded, Encoder, EnvelopeFlags, HeaderFields};
 use mdbus_codecs::itch;
 use mdbus_codecs::normalize::Normalizer;
 
-struct Counting;
-
-thread_local! {
-    /// Allocations made by this thread while counting is on (`None`: not counting).
-    static COUNT: Cell<Option<u64>> = const { Cell::new(None) };
-}
-
-fn note_allocation() {
-    // `try_with`: the allocator may run while this thread's locals are being torn down.
-    let _ = COUNT.try_with(|c| {
-        if let Some(n) = c.get() {
-            c.set(Some(n + 1));
-        }
-    });
-}
-
-// SAFETY: defers every operation to `System`, unchanged; it only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        // SAFETY: same contract as ours, passed through.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        // SAFETY: same contract as ours, passed through.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_allocation();
-        // SAFETY: same contract as ours, passed through.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours, passed through.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
 /// Runs `f` and returns how many allocations this thread made meanwhile.
 fn allocations_during(f: impl FnOnce()) -> u64 {
-    COUNT.with(|c| c.set(Some(0)));
-    f();
-    COUNT.with(|c| c.replace(None)).expect("counting was on")
+    allocation_counter::measure(f).count_total
 }
 
 const MESSAGES: u64 = 100_000;
