@@ -63,8 +63,12 @@ pub struct DemoArgs {
     pub file: Option<PathBuf>,
     /// Cpus for the feed handler, book builder and strategy, comma separated; with two, the
     /// strategy shares the book builder's [default: the first cpus this process may use].
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with = "layout")]
     pub cpus: Vec<usize>,
+    /// Take the cpus from a core layout written by `mdbus tune plan --out FILE`: the first
+    /// core of its `feed_handler`, `book_builder` and `strategy` roles.
+    #[arg(long)]
+    pub layout: Option<PathBuf>,
     /// Signal lines shown.
     #[arg(long, default_value_t = 6)]
     pub show_signals: usize,
@@ -259,6 +263,24 @@ pub(crate) fn plan_cpus(requested: &[usize]) -> Result<(usize, usize, usize, boo
     }
 }
 
+/// The feed handler's, book builder's and strategy's cpus from a `tune plan` layout file.
+fn layout_cpus(path: &std::path::Path) -> Result<Vec<usize>, DemoError> {
+    let layout =
+        mdbus_tuning::Layout::load(path).map_err(|e| DemoError::BadArg(format!("layout: {e}")))?;
+    ["feed_handler", "book_builder", "strategy"]
+        .iter()
+        .map(|role| {
+            layout.core_for(role, 0).ok_or_else(|| {
+                DemoError::BadArg(format!(
+                    "layout {}: no core for role {role:?} (plan it with `mdbus tune plan --roles \
+                     feed_handler,book_builder,strategy --out FILE`)",
+                    path.display()
+                ))
+            })
+        })
+        .collect()
+}
+
 /// A temporary bus root, in shared memory when `/dev/shm` exists.
 fn temp_root() -> std::io::Result<tempfile::TempDir> {
     let shm = std::path::Path::new("/dev/shm");
@@ -281,7 +303,10 @@ fn pin(cpu: usize) -> bool {
 
 /// Runs the three stages and gathers what they report.
 pub fn execute(args: &DemoArgs) -> Result<DemoReport, DemoError> {
-    let cpus = plan_cpus(&args.cpus)?;
+    let cpus = match &args.layout {
+        Some(path) => plan_cpus(&layout_cpus(path)?)?,
+        None => plan_cpus(&args.cpus)?,
+    };
     let (feed_cpu, book_cpu, strategy_cpu, shared) = cpus;
     let input = match &args.file {
         Some(p) => Input::Source(Source::Path(p.clone())),

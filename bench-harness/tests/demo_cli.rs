@@ -200,3 +200,60 @@ fn replay_filters_and_reports_bad_input() {
     assert!(v["truncated"]["offset"].as_u64().is_some(), "{v}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("truncated record at offset"));
 }
+
+#[test]
+fn demo_takes_its_cpus_from_a_tune_plan_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout.toml");
+    ok(&[
+        "tune",
+        "plan",
+        "--roles",
+        "feed_handler,book_builder,strategy",
+        "--out",
+        s(&layout),
+    ]);
+    let plan = std::fs::read_to_string(&layout).unwrap();
+    let v: Value = serde_json::from_str(&ok(&[
+        "demo",
+        "--rate",
+        "0",
+        "--json",
+        "--layout",
+        s(&layout),
+    ]))
+    .expect("JSON");
+    assert_eq!(v["matches_reference"], true);
+    // Each stage runs on the first core its role has in the layout.
+    for (role, key) in [
+        ("feed_handler", "feed_cpu"),
+        ("book_builder", "book_cpu"),
+        ("strategy", "strategy_cpu"),
+    ] {
+        let cpu = v["placement"][key].as_u64().unwrap();
+        let section = plan
+            .split(&format!("[roles.{role}]"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no [roles.{role}] in\n{plan}"));
+        let cores_line = section.lines().find(|l| l.starts_with("cores")).unwrap();
+        assert!(
+            cores_line.contains(&format!("[{cpu}")),
+            "{role} on cpu {cpu}, layout says {cores_line}"
+        );
+    }
+
+    // A layout without one of the roles is a clear error naming it.
+    let partial = dir.path().join("partial.toml");
+    ok(&[
+        "tune",
+        "plan",
+        "--roles",
+        "feed_handler",
+        "--out",
+        s(&partial),
+    ]);
+    let out = mdbus(&["demo", "--layout", s(&partial)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("book_builder"), "{err}");
+}
