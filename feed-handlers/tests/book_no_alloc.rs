@@ -4,59 +4,12 @@
 //! freshly made builder. No warm-up pass: all storage comes from the configuration, so the
 //! very first message after construction must not allocate either.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use mdbus_codecs::itch::Stream;
 use mdbus_feed_handlers::book::{BookBuilder, BookConfig, BookUpdate, OrderEvent, Outcome};
 
-struct Counting;
-
-thread_local! {
-    /// Allocations made by this thread while counting is on (`None`: not counting).
-    static COUNT: Cell<Option<u64>> = const { Cell::new(None) };
-}
-
-fn note_allocation() {
-    // `try_with`: the allocator may run while this thread's locals are being torn down.
-    let _ = COUNT.try_with(|c| {
-        if let Some(n) = c.get() {
-            c.set(Some(n + 1));
-        }
-    });
-}
-
-// SAFETY: defers every operation to `System`, unchanged; it only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        // SAFETY: same contract as ours, passed through.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        // SAFETY: same contract as ours, passed through.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_allocation();
-        // SAFETY: same contract as ours, passed through.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours, passed through.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
 /// Runs `f` and returns how many allocations this thread made meanwhile.
 fn allocations_during(f: impl FnOnce()) -> u64 {
-    COUNT.with(|c| c.set(Some(0)));
-    f();
-    COUNT.with(|c| c.replace(None)).expect("counting was on")
+    allocation_counter::measure(f).count_total
 }
 
 const AAPL: &[u8] = include_bytes!("../../codecs/testdata/itch/aapl-2020-01-30-10k.itch");
