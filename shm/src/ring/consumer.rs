@@ -545,6 +545,14 @@ impl Consumer {
                     } else {
                         let size = record_size(len);
                         if len <= self.ring.geo().max_msg_len && (pos & mask) + size <= cap {
+                            // The header word must predate any overwrite (seqlock read side:
+                            // the record is handed out only if its header was intact).
+                            if self.validate && !self.intact(pos) {
+                                match self.overrun() {
+                                    Some(e) => return Err(e),
+                                    None => continue,
+                                }
+                            }
                             self.slow_next = marker & MARK_NEXT_UNCLEARED != 0;
                             break (pos, word, self.expected, size);
                         }
@@ -601,6 +609,13 @@ impl Consumer {
                 }
                 return Err(self.corrupt(pos));
             }
+            // As on the fast path: never hand out a record whose header may be overwritten.
+            if self.validate && !self.intact(pos) {
+                match self.overrun() {
+                    Some(e) => return Err(e),
+                    None => continue,
+                }
+            }
             self.slow_next = marker & MARK_NEXT_UNCLEARED != 0;
             break (pos, word, self.expected, size);
         };
@@ -637,7 +652,8 @@ impl Consumer {
             });
         }
         if self.validate && !self.intact(pos) {
-            // The record the callback saw is gone, so the resync lands past it: `lost >= 1`.
+            // The record's header was intact before the callback (checked above), so the
+            // record itself was overwritten while it ran: the resync lands past it, `lost >= 1`.
             let first_lost_seq = self.expected;
             return Err(self.overrun().unwrap_or(PollError::Overrun {
                 first_lost_seq,
