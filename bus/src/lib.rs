@@ -477,6 +477,42 @@ impl<'a> Event<'a> {
     }
 }
 
+/// Hands one record to a typed-read callback: records of another type are counted in
+/// `foreign`, envelopes failing verification (when not `trusted`) in `invalid`; the rest are
+/// counted in `received` and delivered as a view over `bytes`.
+///
+/// # Safety
+/// If `trusted`, `bytes` must be an envelope built by [`schema::Encoder`] (this schema version
+/// or a later one) and must not change while `f` runs.
+#[inline]
+unsafe fn deliver_envelope<F: FnMut(Event<'_>)>(
+    stats: &mut SubscriberStats,
+    trusted: bool,
+    msg_type: u32,
+    bytes: &[u8],
+    seq: u64,
+    f: &mut F,
+) {
+    if msg_type != ENVELOPE_MSG_TYPE {
+        stats.foreign += 1;
+        return;
+    }
+    let envelope = if trusted {
+        // SAFETY: the caller guarantees encoder-built, unchanging bytes when `trusted`.
+        unsafe { schema::read_trusted(bytes) }
+    } else {
+        match schema::read_verified(bytes) {
+            Ok(envelope) => envelope,
+            Err(_) => {
+                stats.invalid += 1;
+                return;
+            }
+        }
+    };
+    stats.received += 1;
+    f(Event { envelope, seq });
+}
+
 /// Counters of a subscriber, kept in-process.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SubscriberStats {
@@ -565,61 +601,35 @@ impl Subscriber {
         let trusted = self.trust.is_trusted();
         let result = if self.inner.mode() == Mode::Lossless {
             self.inner.poll(|record| {
-                if record.msg_type() != ENVELOPE_MSG_TYPE {
-                    stats.foreign += 1;
-                    return;
+                // SAFETY: if `trusted`, the subscriber was created with `Trust::publisher()`,
+                // whose contract is that envelope records are built by `schema::Encoder`; the
+                // stream is lossless, so the publisher does not overwrite this record before
+                // this consumer's position moves past it, after the callback returns.
+                unsafe {
+                    deliver_envelope(
+                        stats,
+                        trusted,
+                        record.msg_type(),
+                        record.payload(),
+                        record.seq(),
+                        &mut f,
+                    )
                 }
-                let envelope = if trusted {
-                    // SAFETY: the subscriber was created with `Trust::publisher()`, whose
-                    // contract is that envelope records are built by `schema::Encoder`; the
-                    // stream is lossless, so the publisher does not overwrite this record
-                    // before this consumer's position moves past it, after `f` returns.
-                    unsafe { schema::read_trusted(record.payload()) }
-                } else {
-                    match schema::read_verified(record.payload()) {
-                        Ok(envelope) => envelope,
-                        Err(_) => {
-                            stats.invalid += 1;
-                            return;
-                        }
-                    }
-                };
-                stats.received += 1;
-                f(Event {
-                    envelope,
-                    seq: record.seq(),
-                });
             })
         } else {
             match self.inner.poll_copy(&mut self.scratch) {
                 Ok(None) => Ok(false),
-                Ok(Some(info)) if info.msg_type != ENVELOPE_MSG_TYPE => {
-                    stats.foreign += 1;
-                    Ok(true)
-                }
                 Ok(Some(info)) => {
                     // `scratch` holds `max_msg_len` bytes, so the whole record was copied.
                     let bytes = &self.scratch[..info.copied];
-                    let envelope = if trusted {
-                        // SAFETY: the subscriber was created with `Trust::publisher()`
-                        // (envelope records are built by `schema::Encoder`); `poll_copy`
-                        // returned the bytes only after checking that no overrun touched them,
-                        // and `scratch` is ours alone, so they cannot change under the view.
-                        unsafe { schema::read_trusted(bytes) }
-                    } else {
-                        match schema::read_verified(bytes) {
-                            Ok(envelope) => envelope,
-                            Err(_) => {
-                                stats.invalid += 1;
-                                return self.count(Ok(true));
-                            }
-                        }
+                    // SAFETY: if `trusted`, the subscriber was created with
+                    // `Trust::publisher()` (envelope records are built by `schema::Encoder`);
+                    // `poll_copy` returned the bytes only after checking that no overrun
+                    // touched them, and `scratch` is ours alone, so they cannot change under
+                    // the view.
+                    unsafe {
+                        deliver_envelope(stats, trusted, info.msg_type, bytes, info.seq, &mut f)
                     };
-                    stats.received += 1;
-                    f(Event {
-                        envelope,
-                        seq: info.seq,
-                    });
                     Ok(true)
                 }
                 Err(e) => Err(e),
