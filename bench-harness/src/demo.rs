@@ -661,7 +661,7 @@ fn run_strategy(
     book: Subscriber,
     trades: Subscriber,
     clock: &StampClock,
-    mut wait: WaitStrategy,
+    wait: WaitStrategy,
     show: usize,
 ) -> Result<StrategyResult, DemoError> {
     let mut strategy = signals::Strategy::new(signals::Params::default());
@@ -728,7 +728,7 @@ fn run_strategy(
         }
         if !(got || done[0] && done[1]) {
             let k = if done[0] { 1 } else { 0 };
-            let _ = subs[k].wait(&mut wait, Some(Duration::from_millis(1)));
+            let _ = subs[k].wait(&wait, Some(Duration::from_millis(1)));
         }
     }
     Ok((strategy, first, hist))

@@ -183,7 +183,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     // Source sequence number of the last event read from each stream: the streams are merged
     // in source order by reading first from the one that is behind.
     let (mut book_seq, mut trades_seq) = (0u64, 0u64);
-    let mut wait = args.wait;
+    let wait = args.wait;
     let quiet = args.quiet;
     while !(book_done && trades_done) {
         let book_first = trades_done || (!book_done && book_seq <= trades_seq);
@@ -225,7 +225,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         if !got {
             // Nothing on either stream: wait on one still open (briefly, then look at both).
             let idle = if book_done { &mut trades } else { &mut book };
-            let _ = idle.wait(&mut wait, Some(Duration::from_millis(1)));
+            let _ = idle.wait(&wait, Some(Duration::from_millis(1)));
         }
     }
 

@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     println!("subscribed to {stream:?}, epoch {:#x}", subscriber.epoch());
 
-    let mut wait = WaitStrategy::SpinThenYield { spins: 1000 };
+    let wait = WaitStrategy::SpinThenYield { spins: 1000 };
     // A corrupt payload is only a real corruption if the poll that delivered it did not then
     // report an overrun (a lapped reader's last view is speculative and is discarded).
     let mut corrupt = 0u64;
@@ -51,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
         match result {
             // Nothing new: wait a little, and check the publisher is still there.
-            Ok(0) => match subscriber.wait(&mut wait, Some(Duration::from_millis(100))) {
+            Ok(0) => match subscriber.wait(&wait, Some(Duration::from_millis(100))) {
                 Ok(true) => {}
                 Ok(false) => match subscriber.producer_status(Duration::from_secs(2)) {
                     ProducerStatus::Alive { .. } => {}

@@ -642,7 +642,7 @@ impl Subscriber {
     /// `None`). Returns whether something is readable; consumes nothing.
     pub fn wait(
         &mut self,
-        strategy: &mut WaitStrategy,
+        strategy: &WaitStrategy,
         timeout: Option<Duration>,
     ) -> Result<bool, ReceiveError> {
         self.inner.wait(strategy, timeout)

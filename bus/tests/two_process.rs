@@ -100,7 +100,7 @@ fn subscriber_in_another_process_reads_everything() {
     writeln!(child.stdin.take().unwrap(), "subscribed").unwrap();
     let mut expected = 0u64;
     let mut buf = [0u8; 200];
-    let mut wait = WaitStrategy::SpinThenYield { spins: 100 };
+    let wait = WaitStrategy::SpinThenYield { spins: 100 };
     loop {
         assert!(Instant::now() < deadline, "stalled at message {expected}");
         match subscriber.poll_batch(64, |msg| {
@@ -113,7 +113,7 @@ fn subscriber_in_another_process_reads_everything() {
             expected += 1;
         }) {
             Ok(0) => {
-                let _ = subscriber.wait(&mut wait, Some(Duration::from_millis(10)));
+                let _ = subscriber.wait(&wait, Some(Duration::from_millis(10)));
             }
             Ok(_) => {}
             Err(ReceiveError::Closed) => break,

@@ -719,7 +719,7 @@ impl BookService {
     pub fn run(
         &mut self,
         input: &mut Subscriber,
-        mut wait: WaitStrategy,
+        wait: WaitStrategy,
         stop: &AtomicBool,
     ) -> Result<BookServiceStats, BookServiceError> {
         loop {
@@ -733,7 +733,7 @@ impl BookService {
                     self.out.book.heartbeat();
                     self.out.trades.heartbeat();
                     // A bounded wait, so that `stop` is seen.
-                    let _ = input.wait(&mut wait, Some(Duration::from_millis(10)));
+                    let _ = input.wait(&wait, Some(Duration::from_millis(10)));
                 }
                 Err(ReceiveError::Overrun { lost, .. }) => self.input_lost(lost),
                 Err(ReceiveError::Closed) => break,

@@ -546,7 +546,7 @@ pub fn record_stream<W: Write>(
         source,
     };
     let started = Instant::now();
-    let mut wait = options.wait;
+    let wait = options.wait;
     let mut scratch: Vec<u8> = Vec::with_capacity(64 << 10);
     let mut overruns = 0;
     let mut lost = 0;
@@ -586,7 +586,7 @@ pub fn record_stream<W: Write>(
                 if let ProducerStatus::Dead { .. } = sub.producer_status(Duration::from_secs(5)) {
                     break StopReason::PublisherDead;
                 }
-                let _ = sub.wait(&mut wait, Some(Duration::from_millis(50)));
+                let _ = sub.wait(&wait, Some(Duration::from_millis(50)));
             }
             Err(ReceiveError::Overrun { lost: n, .. }) => {
                 overruns += 1;
