@@ -79,6 +79,7 @@ macro_rules! encode_kinds {
                     first_missing_seq: i,
                     count: 2,
                     recoverable: true,
+                    scope: fb::GapScope::Source,
                 },
             ),
             _ => $enc.price_level_update(

@@ -163,6 +163,7 @@ fn v1_reader_reads_every_current_event_kind_field_for_field() {
                 first_missing_seq: 10,
                 count: 5,
                 recoverable: true,
+                scope: fb::GapScope::Source,
             },
         )
         .to_vec(),

@@ -509,6 +509,7 @@ impl BookService {
                         first_missing_seq: g.first_missing_seq(),
                         count: g.count(),
                         recoverable: g.recoverable(),
+                        scope: g.scope(),
                     };
                     if !fields.recoverable {
                         self.stats.gaps += 1;
@@ -558,6 +559,7 @@ impl BookService {
             first_missing_seq: self.last_seq + 1,
             count: lost,
             recoverable: false,
+            scope: fb::GapScope::Source,
         };
         self.forward_gap(&header, &fields);
     }
@@ -795,6 +797,7 @@ fn warm_encoder() -> Encoder {
             first_missing_seq: 1,
             count: 1,
             recoverable: true,
+            scope: fb::GapScope::Source,
         },
     );
     let _ = e.end_of_session(&h, &fb::EndOfSessionFields);

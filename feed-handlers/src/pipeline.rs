@@ -284,6 +284,7 @@ impl FeedPipeline {
                 first_missing_seq: first,
                 count,
                 recoverable,
+                scope: mdbus_codecs::fb::GapScope::Source,
             },
         );
         publish(

@@ -8,7 +8,9 @@
 use flatbuffers::{Allocator, FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 
 use crate::generated as g;
-use crate::generated::{BookAction, EnvelopeFlags, Event, Side, SystemEventCode, TradingState};
+use crate::generated::{
+    BookAction, EnvelopeFlags, Event, GapScope, Side, SystemEventCode, TradingState,
+};
 
 /// Fields of the envelope that every event carries: the schema's `Header` plus the envelope's
 /// delivery flags.
@@ -800,11 +802,14 @@ pub struct GapNoticeFields {
     pub count: u64,
     /// Whether they will still be delivered (re-requested) or are lost.
     pub recoverable: bool,
+    /// Which sequence numbers `first_missing_seq` and `count` speak of.
+    pub scope: GapScope,
 }
 table_event!(GapNoticeFields => GapNotice, |s| g::GapNoticeArgs {
     first_missing_seq: s.first_missing_seq,
     count: s.count,
     recoverable: s.recoverable,
+    scope: s.scope,
 });
 
 /// Best bid and offer. An empty side has price, size and orders 0.

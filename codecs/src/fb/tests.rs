@@ -211,7 +211,8 @@ fn each_kind(enc: &mut impl Enc, mut check: impl FnMut(Event, &[u8])) {
     go!(GapNoticeFields {
         first_missing_seq: u64::MAX,
         count: u64::MAX,
-        recoverable: true
+        recoverable: true,
+        scope: crate::generated::GapScope::Transport
     });
     go!(BboFields {
         bid_price: i64::MIN,

@@ -8,6 +8,101 @@ pub mod mdbus {
 
 
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_GAP_SCOPE: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_GAP_SCOPE: u8 = 2;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_GAP_SCOPE: [GapScope; 3] = [
+  GapScope::Source,
+  GapScope::Transport,
+  GapScope::Stream,
+];
+
+/// The sequence numbers a gap notice speaks of.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct GapScope(pub u8);
+#[allow(non_upper_case_globals)]
+impl GapScope {
+  /// The source feed's (the exchange's MoldUDP64 sequence numbers, or capture positions):
+  /// published by feed handlers and replay.
+  pub const Source: Self = Self(0);
+  /// The network transport's: MoldUDP64 sequence numbers of the bus session between hosts,
+  /// published by the network receiver.
+  pub const Transport: Self = Self(1);
+  /// The bus stream's own record sequence numbers: records the network sender could not read
+  /// because the ring overran it.
+  pub const Stream: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Source,
+    Self::Transport,
+    Self::Stream,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Source => Some("Source"),
+      Self::Transport => Some("Transport"),
+      Self::Stream => Some("Stream"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for GapScope {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for GapScope {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for GapScope {
+    type Output = GapScope;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for GapScope {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for GapScope {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for GapScope {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_SIDE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MAX_SIDE: u8 = 83;
@@ -6705,6 +6800,7 @@ impl<'a> GapNotice<'a> {
   pub const VT_FIRST_MISSING_SEQ: ::flatbuffers::VOffsetT = 4;
   pub const VT_COUNT: ::flatbuffers::VOffsetT = 6;
   pub const VT_RECOVERABLE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_SCOPE: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -6718,6 +6814,7 @@ impl<'a> GapNotice<'a> {
     let mut builder = GapNoticeBuilder::new(_fbb);
     builder.add_count(args.count);
     builder.add_first_missing_seq(args.first_missing_seq);
+    builder.add_scope(args.scope);
     builder.add_recoverable(args.recoverable);
     builder.finish()
   }
@@ -6749,6 +6846,15 @@ impl<'a> GapNotice<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<bool>(GapNotice::VT_RECOVERABLE, Some(false)).unwrap()}
   }
+  /// Which sequence numbers `first_missing_seq` and `count` speak of. Absent (old writers):
+  /// `Source`.
+  #[inline]
+  pub fn scope(&self) -> GapScope {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<GapScope>(GapNotice::VT_SCOPE, Some(GapScope::Source)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for GapNotice<'_> {
@@ -6760,6 +6866,7 @@ impl ::flatbuffers::Verifiable for GapNotice<'_> {
      .visit_field::<u64>("first_missing_seq", Self::VT_FIRST_MISSING_SEQ, false)?
      .visit_field::<u64>("count", Self::VT_COUNT, false)?
      .visit_field::<bool>("recoverable", Self::VT_RECOVERABLE, false)?
+     .visit_field::<GapScope>("scope", Self::VT_SCOPE, false)?
      .finish();
     Ok(())
   }
@@ -6768,6 +6875,7 @@ pub struct GapNoticeArgs {
     pub first_missing_seq: u64,
     pub count: u64,
     pub recoverable: bool,
+    pub scope: GapScope,
 }
 impl<'a> Default for GapNoticeArgs {
   #[inline]
@@ -6776,6 +6884,7 @@ impl<'a> Default for GapNoticeArgs {
       first_missing_seq: 0,
       count: 0,
       recoverable: false,
+      scope: GapScope::Source,
     }
   }
 }
@@ -6798,6 +6907,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GapNoticeBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<bool>(GapNotice::VT_RECOVERABLE, recoverable, false);
   }
   #[inline]
+  pub fn add_scope(&mut self, scope: GapScope) {
+    self.fbb_.push_slot::<GapScope>(GapNotice::VT_SCOPE, scope, GapScope::Source);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GapNoticeBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     GapNoticeBuilder {
@@ -6818,6 +6931,7 @@ impl ::core::fmt::Debug for GapNotice<'_> {
       ds.field("first_missing_seq", &self.first_missing_seq());
       ds.field("count", &self.count());
       ds.field("recoverable", &self.recoverable());
+      ds.field("scope", &self.scope());
       ds.finish()
   }
 }

@@ -1060,6 +1060,7 @@ fn run_recording(
                 first_missing_seq: core.next_seq,
                 count: lost,
                 recoverable: false,
+                scope: fb::GapScope::Source,
             };
             out.bus_event(core, &header, Some(fields))?;
         }
