@@ -273,6 +273,20 @@ impl RetransmitStore {
         self.stats
     }
 
+    /// Forgets every message held and continues with `session`, whose first message will be
+    /// `first_seq`; the per-source rate limits are kept. Allocates nothing: a sender that
+    /// starts a new session (or skips sequence numbers) reuses its store.
+    pub fn restart(&mut self, session: Session, first_seq: u64) {
+        self.cfg.session = session;
+        self.cfg.first_seq = first_seq;
+        self.head = 0;
+        self.count = 0;
+        self.first = first_seq;
+        self.wpos = 0;
+        self.wrapped = false;
+        self.bytes = 0;
+    }
+
     /// The message `seq`, if still held.
     pub fn get(&self, seq: u64) -> Option<&[u8]> {
         let k = usize::try_from(seq.checked_sub(self.first)?).ok()?;
@@ -564,6 +578,41 @@ mod tests {
             rate_messages_per_sec: 0,
             ..RetransmitConfig::new(S)
         }
+    }
+
+    #[test]
+    fn restart_forgets_the_old_session() {
+        let mut store = RetransmitStore::new(cfg()).unwrap();
+        for s in 1..=5 {
+            store.push(&msg(s)).unwrap();
+        }
+        let next = Session(*b"SESSION002");
+        store.restart(next, 100);
+        assert!(store.is_empty());
+        assert_eq!((store.first_available(), store.next_seq()), (100, 100));
+        assert_eq!(store.get(3), None);
+        // Requests of the old session are refused, the new one is served from 100 on.
+        let mut sink = |_: &[u8]| {};
+        assert_eq!(
+            store.handle_request(0, src(1), &request(1, 1), &mut sink),
+            Err(RequestError::WrongSession(S))
+        );
+        assert_eq!(store.push(&msg(100)).unwrap(), 100);
+        assert_eq!(store.get(100), Some(&msg(100)[..]));
+        let mut req = [0u8; 20];
+        RequestPacket {
+            session: next,
+            sequence_number: 100,
+            message_count: 1,
+        }
+        .encode(&mut req)
+        .unwrap();
+        let mut out = Vec::new();
+        let reply = store
+            .handle_request(0, src(1), &req, |p| out.push(p.to_vec()))
+            .unwrap();
+        assert_eq!((reply.packets, reply.messages), (1, 1));
+        assert_eq!(decode(&out)[0].2, vec![msg(100)]);
     }
 
     #[test]
