@@ -65,7 +65,7 @@ pub use error::{PlanError, TuneError};
 pub use layout::{LAYOUT_VERSION, Layout, RoleLayout, RuntimeSettings, Sysctl};
 pub use plan::{PlanOptions, Role, RoleKind, parse_roles, plan, plan_with};
 pub use runtime::{
-    Action, RealtimeOutcome, RoleGuard, RoleReport, Step, StepOutcome, apply_role,
+    Action, RealtimeOutcome, RoleGuard, RoleReport, Step, StepOutcome, apply_role, apply_role_at,
     current_affinity, lock_memory, name_thread, pin_current_thread, prefault_stack, set_realtime,
     unlock_memory,
 };

@@ -498,6 +498,36 @@ impl Drop for RoleGuard {
 /// # Ok(()) }
 /// ```
 pub fn apply_role(layout: &Layout, role: &str, index: usize) -> Result<RoleGuard, TuneError> {
+    apply_role_with(layout, role, index, layout.core_for(role, index))
+}
+
+/// [`apply_role`], but pins the thread to `core` instead of the core the layout gives the
+/// instance: for a command whose explicit `--cpus` flag wins over the layout's cores while the
+/// layout's runtime settings (memory locking, stack prefault, SCHED_FIFO priority, thread
+/// name) still apply.
+///
+/// ```no_run
+/// # fn main() -> Result<(), mdbus_tuning::TuneError> {
+/// let layout = mdbus_tuning::Layout::load("layout.toml")?;
+/// let report = mdbus_tuning::apply_role_at(&layout, "strategy", 0, 3)?.keep();
+/// eprint!("{report}");
+/// # Ok(()) }
+/// ```
+pub fn apply_role_at(
+    layout: &Layout,
+    role: &str,
+    index: usize,
+    core: usize,
+) -> Result<RoleGuard, TuneError> {
+    apply_role_with(layout, role, index, Some(core))
+}
+
+fn apply_role_with(
+    layout: &Layout,
+    role: &str,
+    index: usize,
+    core: Option<usize>,
+) -> Result<RoleGuard, TuneError> {
     let Some(role_layout) = layout.role(role) else {
         return Err(TuneError::UnknownRole {
             role: role.to_string(),
@@ -523,7 +553,7 @@ pub fn apply_role(layout: &Layout, role: &str, index: usize) -> Result<RoleGuard
     // Pin before touching memory, so first-touch pages land on the core's NUMA node.
     step(
         Action::Pin,
-        match layout.core_for(role, index) {
+        match core {
             None => StepOutcome::Warning(format!(
                 "no core for instance {index} (the layout lists {} for {role})",
                 role_layout.cores.len()
@@ -625,6 +655,38 @@ mod tests {
             set_realtime(1000),
             Err(TuneError::InvalidPriority { .. })
         ));
+    }
+
+    #[test]
+    fn apply_role_at_pins_to_the_given_core_with_the_layouts_settings() {
+        std::thread::spawn(|| {
+            let cpu = current_affinity().unwrap()[0];
+            // The layout puts the role elsewhere; the explicit core wins.
+            let layout = Layout::from_toml_str(
+                &format!(
+                    "version = 1\nhousekeeping = []\nisolated = []\n[runtime]\n\
+                     lock_memory = false\nprefault_stack = 65536\n[roles.probe]\n\
+                     kind = \"strategy\"\ncores = [{}]\n",
+                    cpu + 1000
+                ),
+                "mem",
+            )
+            .unwrap();
+            let report = apply_role_at(&layout, "probe", 0, cpu).unwrap().keep();
+            assert_eq!(
+                report.outcome(Action::Pin),
+                Some(&StepOutcome::Applied(format!("cpu {cpu}")))
+            );
+            assert_eq!(
+                report.outcome(Action::PrefaultStack),
+                Some(&StepOutcome::Applied("65536 bytes".into()))
+            );
+            assert_eq!(current_affinity().unwrap(), vec![cpu]);
+            assert_eq!(thread_name().as_deref(), Some("probe-0"));
+            assert!(apply_role_at(&layout, "nope", 0, cpu).is_err());
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
