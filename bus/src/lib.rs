@@ -43,6 +43,8 @@ pub use mdbus_shm::{
     RingConfig as StreamConfig, StartAt, WaitStrategy,
 };
 
+pub mod net;
+
 /// The normalized message schema: FlatBuffers envelopes, their typed views and the encoder.
 pub use mdbus_codecs::fb as schema;
 

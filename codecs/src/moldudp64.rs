@@ -436,7 +436,9 @@ pub fn encode_end_of_session(
     encode_header(buf, session, next_sequence_number, END_OF_SESSION_COUNT)
 }
 
-fn encode_header(
+/// Writes a downstream packet header: `count` message blocks follow (or 0: heartbeat,
+/// 0xFFFF: end of session). For writers that append blocks themselves.
+pub fn encode_header(
     buf: &mut [u8],
     session: Session,
     seq: u64,

@@ -1,0 +1,121 @@
+//! The network transport: carries a bus stream from one host to many over UDP multicast,
+//! with nothing lost that can be recovered and every unrecoverable loss reported.
+//!
+//! ```text
+//!  host A                                              host B (and C, ...)
+//!  publisher -> ring "s" -> Sender --- multicast --->  Receiver -> ring "s" -> subscribers
+//!                             |    <-- re-requests ---   |  (gap detect, NAK, A/B)
+//!                             +--- unicast answers --->  +
+//! ```
+//!
+//! * [`Sender`] reads a local stream (a broadcast subscriber: the publisher never waits for
+//!   the network) and multicasts its records in MoldUDP64 packets ([`wire`]): batched up to
+//!   a datagram size, flushed as soon as the ring is drained (or after a flush deadline),
+//!   heartbeats when idle, end of session on a clean stop. It keeps a bounded
+//!   retransmission store and answers re-requests on a unicast port, rate limited per source;
+//!   a request for messages no longer held gets a "not available" answer.
+//! * [`Receiver`] joins the group (any-source or source-specific, optionally a second line
+//!   for A/B arbitration), detects gaps, duplicates and reordering with the sans-IO
+//!   [`Sequencer`](mdbus_codecs::sequencer::Sequencer), re-requests what is missing, and
+//!   publishes in order into a local stream, so strategies there read it exactly as they
+//!   would locally. What cannot be recovered becomes a gap notice
+//!   ([`GapScope::Transport`](crate::schema::GapScope)) at its place in the stream.
+//! * Records the sender itself could not read (its ring overran it) travel as a gap notice
+//!   with [`GapScope::Stream`](crate::schema::GapScope), so receivers learn of that loss too.
+//!
+//! Both loops are single threads that busy-poll nonblocking sockets (or yield, or sleep),
+//! allocate nothing after setup, and publish their counters ([`counters`]) for `mdbus stat`.
+//! A seeded [`fault`] injector, off unless configured, drops, duplicates, reorders,
+//! truncates and garbles datagrams for tests and benchmarks.
+
+pub mod counters;
+pub mod fault;
+mod rx;
+pub mod socket;
+mod tx;
+pub mod wire;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use rx::{LineConfig, Receiver, ReceiverConfig, ReceiverStats, RequestServer};
+pub use tx::{Sender, SenderConfig, SenderStats};
+
+use crate::BusError;
+
+/// What a transport loop does when it found nothing to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Idle {
+    /// Spin (`spin_loop` hint): the lowest latency, a whole core.
+    BusyPoll,
+    /// Yield the core to other threads, then poll again.
+    Yield,
+    /// Sleep this long (for shared machines and tests; adds up to that much latency).
+    Sleep(Duration),
+}
+
+impl Idle {
+    /// Waits once, as configured.
+    #[inline]
+    pub fn wait(self) {
+        match self {
+            Idle::BusyPoll => std::hint::spin_loop(),
+            Idle::Yield => std::thread::yield_now(),
+            Idle::Sleep(d) => std::thread::sleep(d),
+        }
+    }
+}
+
+/// The transport could not be set up or could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A socket could not be set up.
+    #[error(transparent)]
+    Socket(#[from] socket::SocketError),
+    /// A stream could not be opened or created.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// A configuration value cannot work.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The thread could not be pinned.
+    #[error(transparent)]
+    Pin(#[from] mdbus_tuning::TuneError),
+    /// The counters file could not be created.
+    #[error(transparent)]
+    Counters(#[from] counters::CounterError),
+    /// A stream's records are damaged.
+    #[error("stream {stream:?}: {what}")]
+    Stream {
+        /// The stream.
+        stream: String,
+        /// What went wrong.
+        what: String,
+    },
+}
+
+/// A monotonic nanosecond clock from a fixed start (vDSO reads, no system call).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Mono(Instant);
+
+impl Mono {
+    pub(crate) fn new() -> Self {
+        Mono(Instant::now())
+    }
+
+    #[inline]
+    pub(crate) fn now(&self) -> u64 {
+        u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Nanoseconds since the Unix epoch.
+#[inline]
+pub(crate) fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
