@@ -1,0 +1,593 @@
+//! The network transport end to end on one host: publisher -> ring -> Sender -> multicast on
+//! the loopback interface -> Receiver -> ring -> subscriber, with real sockets and threads.
+//! Loss, duplication, reordering, truncation and garbage come from the seeded fault
+//! injector; multi-host runs over network namespaces and nftables live in the CLI tests.
+
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mdbus_bus::net::fault::FaultConfig;
+use mdbus_bus::net::{
+    Idle, Receiver, ReceiverConfig, ReceiverStats, RequestServer, Sender, SenderConfig, SenderStats,
+};
+use mdbus_bus::schema::{Envelope, GapScope};
+use mdbus_bus::{Bus, ENVELOPE_MSG_TYPE, ReceiveError, StartAt, StreamConfig, SubscribeOptions};
+use mdbus_codecs::moldudp64::{RequestPacket, Session};
+
+const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// A group and port no other test in this process uses.
+fn group() -> SocketAddrV4 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let port = 20_000 + (std::process::id() % 2_000) as u16 * 8 + n;
+    SocketAddrV4::new(Ipv4Addr::new(239, 255, 91, 1 + n as u8), port)
+}
+
+fn sender_cfg(stream: &str, group: SocketAddrV4) -> SenderConfig {
+    let mut c = SenderConfig::new(stream, group);
+    c.send.interface = LO;
+    c.request_addr = SocketAddrV4::new(LO, 0);
+    c.idle = Idle::Yield;
+    c.start = StartAt::Oldest;
+    c.linger = Duration::from_millis(300);
+    c.heartbeat_interval = Duration::from_millis(20);
+    c
+}
+
+fn receiver_cfg(stream: &str, group: SocketAddrV4, server: SocketAddrV4) -> ReceiverConfig {
+    let mut c = ReceiverConfig::new(stream, group);
+    c.interface = LO;
+    c.request_server = RequestServer::Addr(server);
+    c.idle = Idle::Yield;
+    c.exit_at_end_of_session = true;
+    c.ring = StreamConfig {
+        capacity: 4 << 20,
+        ..StreamConfig::default()
+    };
+    c
+}
+
+/// The i-th test message: varied sizes and types, content derived from `i`.
+fn message(i: u64) -> (u32, Vec<u8>) {
+    let len = 8 + (i * 7919 % 200) as usize;
+    let mut v = vec![0u8; len];
+    v[..8].copy_from_slice(&i.to_le_bytes());
+    for (k, b) in v.iter_mut().enumerate().skip(8) {
+        *b = (i as u8).wrapping_mul(31).wrapping_add(k as u8);
+    }
+    (100 + (i % 3) as u32, v)
+}
+
+/// What a subscriber of the received stream saw.
+#[derive(Debug, Default)]
+struct Seen {
+    records: Vec<(u32, Vec<u8>)>,
+    /// (first, count) of transport gap notices.
+    gaps: Vec<(u64, u64)>,
+    closed: bool,
+}
+
+/// Reads `name` on `bus` until it closes (or `limit` passes).
+fn read_all(bus: &Bus, name: &str, limit: Duration) -> Seen {
+    let deadline = Instant::now() + limit;
+    let mut sub = loop {
+        match bus.subscriber(name, &SubscribeOptions::default()) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no stream {name}: {e}");
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+    };
+    let mut seen = Seen::default();
+    while Instant::now() < deadline {
+        let r = sub.poll(|m| {
+            if m.msg_type() == ENVELOPE_MSG_TYPE
+                && let Ok(env) = mdbus_bus::schema::root_as_envelope(m.payload())
+                && let Some(g) = env.event_as_gap_notice()
+                && g.scope() == GapScope::Transport
+            {
+                seen.gaps.push((g.first_missing_seq(), g.count()));
+                return;
+            }
+            seen.records.push((m.msg_type(), m.payload().to_vec()));
+        });
+        match r {
+            Ok(true) => {}
+            Ok(false) => thread::sleep(Duration::from_micros(200)),
+            Err(ReceiveError::Closed) => {
+                seen.closed = true;
+                break;
+            }
+            Err(e) => panic!("reading {name}: {e}"),
+        }
+    }
+    seen
+}
+
+struct Run {
+    sent: SenderStats,
+    received: ReceiverStats,
+    seen: Seen,
+    dropped_log: Vec<(u64, u16)>,
+}
+
+/// Publishes `n` messages through a sender and a receiver configured by the closures.
+fn run(
+    n: u64,
+    tweak_tx: impl FnOnce(&mut SenderConfig),
+    tweak_rx: impl FnOnce(&mut ReceiverConfig),
+) -> Run {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (bus_a, bus_b) = (
+        Bus::with_root(a.path()).unwrap(),
+        Bus::with_root(b.path()).unwrap(),
+    );
+    let g = group();
+    let mut publisher = bus_a
+        .publisher(
+            "src",
+            &StreamConfig {
+                capacity: 16 << 20,
+                ..StreamConfig::default()
+            },
+        )
+        .unwrap();
+    let mut tc = sender_cfg("src", g);
+    tweak_tx(&mut tc);
+    let sender = Sender::new(&bus_a, tc).unwrap();
+    let server = match sender.request_addr().unwrap() {
+        std::net::SocketAddr::V4(a) => SocketAddrV4::new(LO, a.port()),
+        other => panic!("{other}"),
+    };
+    let mut rc = receiver_cfg("src", g, server);
+    tweak_rx(&mut rc);
+    let receiver = Receiver::new(&bus_b, rc).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let rx = {
+        let stop = stop.clone();
+        thread::spawn(move || receiver.run(&stop).unwrap())
+    };
+    let reader = {
+        let bus_b = bus_b.clone();
+        thread::spawn(move || read_all(&bus_b, "src", Duration::from_secs(60)))
+    };
+    let tx = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut s = sender;
+            let mut log = Vec::new();
+            // Run until the stream closes and the linger time passed.
+            loop {
+                let p = s.poll_once().unwrap();
+                if p.done || stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if p.records == 0 {
+                    thread::yield_now();
+                }
+            }
+            if let Some(f) = s.fault() {
+                log = f.dropped_log().to_vec();
+            }
+            (s.stats(), log)
+        })
+    };
+    for i in 0..n {
+        let (t, p) = message(i);
+        publisher.publish(t, &p).unwrap();
+        if i % 64 == 0 {
+            // Let the sender keep up with a broadcast ring on two cores.
+            thread::sleep(Duration::from_micros(50));
+        }
+    }
+    drop(publisher);
+    let (sent, dropped_log) = tx.join().unwrap();
+    let received = rx.join().unwrap();
+    let seen = reader.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    Run {
+        sent,
+        received,
+        seen,
+        dropped_log,
+    }
+}
+
+fn expect_all(r: &Run, n: u64) {
+    assert!(
+        r.seen.closed,
+        "the received stream ends when the session does"
+    );
+    assert_eq!(r.seen.gaps, vec![], "no gap notices: {:?}", r.received);
+    assert_eq!(r.seen.records.len() as u64, n, "{:?}", r.received);
+    for (i, rec) in r.seen.records.iter().enumerate() {
+        assert_eq!(*rec, message(i as u64), "record {i}");
+    }
+    assert_eq!(r.sent.messages, n);
+    assert_eq!(r.sent.stream_lost, 0);
+}
+
+#[test]
+fn delivers_every_message_in_order_byte_identical() {
+    let r = run(20_000, |_| {}, |_| {});
+    expect_all(&r, 20_000);
+    assert_eq!(r.received.messages, 20_000);
+    assert_eq!(r.received.sessions, 1);
+    assert_eq!(r.received.sessions_ended, 1);
+    assert_eq!(r.received.late_joins, 0);
+    assert!(r.sent.end_of_session >= 1);
+}
+
+#[test]
+fn recovers_loss_duplication_and_reordering_from_the_sender() {
+    let fault: FaultConfig = "drop=0.05,dup=0.02,reorder=0.05,delay=3,seed=7"
+        .parse()
+        .unwrap();
+    let r = run(20_000, |t| t.fault = fault, |_| {});
+    expect_all(&r, 20_000);
+    assert!(r.sent.fault_dropped > 0, "the injector dropped messages");
+    assert!(r.received.recovered > 0, "{:?}", r.received);
+    assert!(r.received.requests > 0);
+    assert!(r.sent.retransmit_messages > 0);
+    assert_eq!(r.received.unrecoverable, 0);
+}
+
+#[test]
+fn survives_truncated_and_garbage_datagrams_at_the_receiver() {
+    let fault: FaultConfig = "truncate=0.02,garbage=0.02,drop=0.01,seed=11"
+        .parse()
+        .unwrap();
+    let r = run(10_000, |_| {}, |rc| rc.fault = fault);
+    expect_all(&r, 10_000);
+    assert!(
+        r.received.malformed + r.received.foreign_session > 0,
+        "{:?}",
+        r.received
+    );
+    assert!(r.received.recovered > 0);
+}
+
+#[test]
+fn loss_the_store_no_longer_holds_becomes_an_exact_gap_notice() {
+    // A store of 64 messages, gone long before the re-request (NAK delay 20 ms).
+    let fault: FaultConfig = "drop-seq=1000-1000,drop-seq=5000-5001,seed=1"
+        .parse()
+        .unwrap();
+    let r = run(
+        10_000,
+        |t| {
+            t.fault = fault;
+            t.store_messages = 64;
+        },
+        |rc| rc.sequencer.nak_delay = Duration::from_millis(20),
+    );
+    assert!(r.seen.closed);
+    // Exactly the messages of the dropped packets, as the injector logged them.
+    let lost: Vec<(u64, u64)> = r
+        .dropped_log
+        .iter()
+        .map(|&(first, count)| (first, u64::from(count)))
+        .collect();
+    assert_eq!(lost.len(), 2, "two packets dropped: {lost:?}");
+    assert_eq!(r.seen.gaps, lost);
+    let missing: u64 = lost.iter().map(|g| g.1).sum();
+    assert_eq!(r.seen.records.len() as u64, 10_000 - missing);
+    // Everything else is there, in order, byte-identical.
+    let mut expected = (0..10_000u64).filter(|i| {
+        let seq = i + 1;
+        !lost.iter().any(|&(f, c)| seq >= f && seq < f + c)
+    });
+    for (k, rec) in r.seen.records.iter().enumerate() {
+        let i = expected.next().unwrap();
+        assert_eq!(*rec, message(i), "record {k}");
+    }
+    assert_eq!(r.received.unrecoverable, missing);
+    assert!(r.sent.not_available >= 1);
+}
+
+#[test]
+fn a_late_receiver_starts_at_the_live_edge_and_says_so() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (bus_a, bus_b) = (
+        Bus::with_root(a.path()).unwrap(),
+        Bus::with_root(b.path()).unwrap(),
+    );
+    let g = group();
+    let mut publisher = bus_a.publisher("late", &StreamConfig::default()).unwrap();
+    let mut sender = Sender::new(&bus_a, sender_cfg("late", g)).unwrap();
+    for i in 0..100 {
+        let (t, p) = message(i);
+        publisher.publish(t, &p).unwrap();
+    }
+    while sender.stats().messages < 100 {
+        sender.poll_once().unwrap();
+    }
+    let server = SocketAddrV4::new(LO, sender.request_addr().unwrap().port());
+    let mut receiver = Receiver::new(&bus_b, receiver_cfg("late", g, server)).unwrap();
+    let mut sub = bus_b
+        .subscriber("late", &SubscribeOptions::default())
+        .unwrap();
+    for i in 100..110 {
+        let (t, p) = message(i);
+        publisher.publish(t, &p).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while receiver.stats().messages < 10 {
+        assert!(Instant::now() < deadline, "{:?}", receiver.stats());
+        sender.poll_once().unwrap();
+        receiver.poll_once(&mut |_, _| {}).unwrap();
+    }
+    let s = receiver.stats();
+    assert_eq!((s.late_joins, s.late_join_messages), (1, 100));
+    // First the notice of what was missed, then messages 100.. as sent.
+    let mut got = Vec::new();
+    while sub
+        .poll(|m| got.push((m.msg_type(), m.payload().to_vec())))
+        .unwrap()
+    {}
+    assert_eq!(got.len(), 11);
+    let env = mdbus_bus::schema::root_as_envelope(&got[0].1).unwrap();
+    let g = env.event_as_gap_notice().expect("a gap notice first");
+    assert_eq!(
+        (g.first_missing_seq(), g.count(), g.recoverable(), g.scope()),
+        (1, 100, false, GapScope::Transport)
+    );
+    for (k, rec) in got[1..].iter().enumerate() {
+        assert_eq!(*rec, message(100 + k as u64));
+    }
+}
+
+#[test]
+fn another_stream_on_the_same_group_is_ignored_and_counted() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (bus_a, bus_b) = (
+        Bus::with_root(a.path()).unwrap(),
+        Bus::with_root(b.path()).unwrap(),
+    );
+    let g = group();
+    let mut mine = bus_a.publisher("mine", &StreamConfig::default()).unwrap();
+    let mut other = bus_a.publisher("other", &StreamConfig::default()).unwrap();
+    let mut s1 = Sender::new(&bus_a, sender_cfg("mine", g)).unwrap();
+    let mut c2 = sender_cfg("other", g);
+    c2.request_addr = SocketAddrV4::new(LO, 0);
+    let mut s2 = Sender::new(&bus_a, c2).unwrap();
+    let server = SocketAddrV4::new(LO, s1.request_addr().unwrap().port());
+    let mut receiver = Receiver::new(&bus_b, receiver_cfg("mine", g, server)).unwrap();
+    for i in 0..50 {
+        let (t, p) = message(i);
+        mine.publish(t, &p).unwrap();
+        other.publish(t, &p).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while receiver.stats().messages < 50 || receiver.stats().foreign_session == 0 {
+        assert!(Instant::now() < deadline, "{:?}", receiver.stats());
+        s1.poll_once().unwrap();
+        s2.poll_once().unwrap();
+        receiver.poll_once(&mut |_, _| {}).unwrap();
+    }
+    let s = receiver.stats();
+    assert_eq!(s.messages, 50);
+    assert_eq!(s.sessions, 1);
+    assert_eq!(receiver.session(), Some(s1.session()));
+}
+
+#[test]
+fn a_restarted_sender_is_a_new_session_and_a_new_local_epoch() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (bus_a, bus_b) = (
+        Bus::with_root(a.path()).unwrap(),
+        Bus::with_root(b.path()).unwrap(),
+    );
+    let g = group();
+    let mut publisher = bus_a.publisher("rs", &StreamConfig::default()).unwrap();
+    let mut cfg = sender_cfg("rs", g);
+    cfg.start = StartAt::Next;
+    let mut first = Sender::new(&bus_a, cfg.clone()).unwrap();
+    let server = SocketAddrV4::new(LO, first.request_addr().unwrap().port());
+    let mut rc = receiver_cfg("rs", g, server);
+    rc.exit_at_end_of_session = false;
+    let mut receiver = Receiver::new(&bus_b, rc).unwrap();
+    let mut sub = bus_b
+        .subscriber("rs", &SubscribeOptions::default())
+        .unwrap();
+    let epoch0 = sub.epoch();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for i in 0..20 {
+        let (t, p) = message(i);
+        publisher.publish(t, &p).unwrap();
+    }
+    while receiver.stats().messages < 20 {
+        assert!(Instant::now() < deadline, "{:?}", receiver.stats());
+        first.poll_once().unwrap();
+        receiver.poll_once(&mut |_, _| {}).unwrap();
+    }
+    let s1 = first.session();
+    // The sender dies without an end of session; a new one takes over the same port.
+    drop(first);
+    cfg.request_addr = server;
+    let mut second = Sender::new(&bus_a, cfg).unwrap();
+    assert_ne!(second.session(), s1);
+    assert!(
+        second.session().0 > s1.0,
+        "newer sessions sort after older ones"
+    );
+    for i in 20..30 {
+        let (t, p) = message(i);
+        publisher.publish(t, &p).unwrap();
+    }
+    while receiver.stats().messages < 30 {
+        assert!(Instant::now() < deadline, "{:?}", receiver.stats());
+        second.poll_once().unwrap();
+        receiver.poll_once(&mut |_, _| {}).unwrap();
+    }
+    assert_eq!(receiver.session(), Some(second.session()));
+    assert_eq!(receiver.stats().sessions, 2);
+    // A stale packet of the first session is ignored and counted.
+    let stale = {
+        let mut buf = [0u8; 20];
+        mdbus_codecs::moldudp64::encode_heartbeat(&mut buf, s1, 21).unwrap();
+        buf
+    };
+    let sock = UdpSocket::bind((LO, 0)).unwrap();
+    sock.send_to(&stale, receiver.line_a_addr().unwrap())
+        .unwrap();
+    while receiver.stats().stale_session == 0 {
+        assert!(Instant::now() < deadline, "{:?}", receiver.stats());
+        receiver.poll_once(&mut |_, _| {}).unwrap();
+    }
+    // The old local stream was closed after its 20 records; the new one has a new epoch.
+    let mut old = Vec::new();
+    loop {
+        match sub.poll(|m| old.push(m.payload().to_vec())) {
+            Ok(true) => {}
+            Ok(false) => thread::sleep(Duration::from_millis(1)),
+            Err(ReceiveError::Closed) | Err(ReceiveError::NewEpoch { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(Instant::now() < deadline);
+    }
+    assert_eq!(old.len(), 20);
+    let change = sub.reopen().unwrap();
+    assert_ne!(change.new, epoch0);
+    let mut new = Vec::new();
+    while sub.poll(|m| new.push(m.payload().to_vec())).unwrap() {}
+    // The second sender started at the live edge: a late-join notice (it joined its own
+    // session at 1, so none), then 20..30.
+    let payloads: Vec<Vec<u8>> = (20..30).map(|i| message(i).1).collect();
+    assert_eq!(new, payloads);
+}
+
+#[test]
+fn a_request_flood_is_bounded() {
+    let (a, _b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let bus_a = Bus::with_root(a.path()).unwrap();
+    let g = group();
+    let mut publisher = bus_a.publisher("flood", &StreamConfig::default()).unwrap();
+    let mut cfg = sender_cfg("flood", g);
+    cfg.reply_rate = 1_000;
+    cfg.reply_burst = 100;
+    let mut sender = Sender::new(&bus_a, cfg).unwrap();
+    for i in 0..1_000 {
+        let (t, p) = message(i);
+        publisher.publish(t, &p).unwrap();
+    }
+    while sender.stats().messages < 1_000 {
+        sender.poll_once().unwrap();
+    }
+    let server = sender.request_addr().unwrap();
+    let attacker = UdpSocket::bind((LO, 0)).unwrap();
+    attacker.set_nonblocking(true).unwrap();
+    let mut req = [0u8; 20];
+    RequestPacket {
+        session: sender.session(),
+        sequence_number: 1,
+        message_count: 1000,
+    }
+    .encode(&mut req)
+    .unwrap();
+    // Also junk: wrong session, too short.
+    let mut junk = [0u8; 20];
+    RequestPacket {
+        session: Session(*b"XXXXXXXXXX"),
+        sequence_number: 1,
+        message_count: 10,
+    }
+    .encode(&mut junk)
+    .unwrap();
+    let start = Instant::now();
+    for _ in 0..500 {
+        attacker.send_to(&req, server).unwrap();
+        attacker.send_to(&junk, server).unwrap();
+        attacker.send_to(&req[..7], server).unwrap();
+        sender.poll_once().unwrap();
+    }
+    while sender.stats().requests < 1_500 && start.elapsed() < Duration::from_secs(20) {
+        sender.poll_once().unwrap();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let s = sender.stats();
+    assert_eq!(s.requests, 1_500, "{s:?}");
+    assert_eq!(s.bad_requests, 1_000);
+    // Replies stay within the bucket: the burst plus the rate over the elapsed time.
+    let allowed = 100 + (1_000.0 * elapsed).ceil() as u64;
+    assert!(s.retransmit_messages <= allowed, "{s:?} allowed {allowed}");
+    assert!(s.rate_limited > 0);
+    // Count what actually arrived: no more than was reported sent.
+    let mut buf = [0u8; 2048];
+    let mut packets = 0;
+    while attacker.recv_from(&mut buf).is_ok() {
+        packets += 1;
+    }
+    assert!(packets as u64 <= s.retransmit_packets);
+}
+
+#[test]
+fn the_sender_reports_records_it_could_not_read() {
+    // A small broadcast ring that laps a sender which is not polled for a while.
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (bus_a, bus_b) = (
+        Bus::with_root(a.path()).unwrap(),
+        Bus::with_root(b.path()).unwrap(),
+    );
+    let g = group();
+    let mut publisher = bus_a
+        .publisher(
+            "lap",
+            &StreamConfig {
+                capacity: 4096,
+                max_msg_len: 256,
+                ..StreamConfig::default()
+            },
+        )
+        .unwrap();
+    let mut sender = Sender::new(&bus_a, sender_cfg("lap", g)).unwrap();
+    let server = SocketAddrV4::new(LO, sender.request_addr().unwrap().port());
+    let mut receiver = Receiver::new(&bus_b, receiver_cfg("lap", g, server)).unwrap();
+    let mut sub = bus_b
+        .subscriber("lap", &SubscribeOptions::default())
+        .unwrap();
+    for i in 0..500u64 {
+        publisher.publish(7, &i.to_le_bytes()).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = sender.stats();
+        let r = receiver.stats();
+        if s.stream_lost > 0 && r.messages == s.messages && s.messages > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{s:?} {r:?}");
+        sender.poll_once().unwrap();
+        receiver.poll_once(&mut |_, _| {}).unwrap();
+    }
+    let lost = sender.stats().stream_lost;
+    let mut notices = Vec::new();
+    let mut values = Vec::new();
+    while sub
+        .poll(|m| {
+            if m.msg_type() == ENVELOPE_MSG_TYPE {
+                let env: Envelope<'_> = mdbus_bus::schema::root_as_envelope(m.payload()).unwrap();
+                let g = env.event_as_gap_notice().unwrap();
+                assert_eq!(g.scope(), GapScope::Stream);
+                notices.push((g.first_missing_seq(), g.count()));
+            } else {
+                values.push(u64::from_le_bytes(m.payload().try_into().unwrap()));
+            }
+        })
+        .unwrap()
+    {}
+    // Every record is either delivered or inside a notice, exactly once.
+    assert_eq!(notices.iter().map(|n| n.1).sum::<u64>(), lost);
+    assert_eq!(values.len() as u64 + lost, 500);
+    let mut covered: Vec<u64> = values.clone();
+    for (first, count) in &notices {
+        covered.extend(*first..first + count);
+    }
+    covered.sort_unstable();
+    assert_eq!(covered, (0..500).collect::<Vec<_>>());
+}
