@@ -44,8 +44,6 @@
 //! # }
 //! ```
 
-mod socket;
-
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::Arc;
@@ -53,6 +51,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use mdbus_bus::net::socket::{self, MAX_DATAGRAM, SocketError};
 use mdbus_codecs::moldudp64::{HEADER_LEN, Session};
 use mdbus_codecs::sequencer::{
     ConfigError, Deliver, Event, Line, Sequencer, SequencerConfig, SequencerStats,
@@ -69,16 +68,7 @@ pub struct LineConfig {
     pub source: Option<Ipv4Addr>,
 }
 
-/// What the loop does when no datagram was waiting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Idle {
-    /// Spin (`spin_loop` hint): the lowest latency, a whole core.
-    BusyPoll,
-    /// Yield the core to other threads, then poll again.
-    Yield,
-    /// Sleep this long (for shared machines and tests; adds up to that much latency).
-    Sleep(Duration),
-}
+pub use mdbus_bus::net::Idle;
 
 /// Configuration of a live feed handler.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,6 +147,16 @@ pub enum LiveError {
     Spawn(io::Error),
 }
 
+impl From<SocketError> for LiveError {
+    fn from(e: SocketError) -> Self {
+        LiveError::Socket {
+            what: e.what,
+            addr: e.addr,
+            source: e.source,
+        }
+    }
+}
+
 /// Counters of a live feed, returned when its loop ends.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LiveStats {
@@ -201,9 +201,6 @@ pub struct LiveFeed {
 /// Interval of the streams' liveness stamp while the feed is quiet.
 const STAMP_EVERY_NS: u64 = 1_000_000;
 
-/// Largest UDP payload over IPv4: a buffer this size never truncates a datagram.
-const MAX_DATAGRAM: usize = 65_507;
-
 impl LiveFeed {
     /// Creates, binds and joins the sockets; nothing is received until [`run`](Self::run).
     pub fn bind(config: LiveFeedConfig) -> Result<Self, LiveError> {
@@ -213,7 +210,7 @@ impl LiveFeed {
         }
         let sequencer = Sequencer::new(seq_config)?;
         let mut warnings = Vec::new();
-        let a = socket::line_socket(
+        let a = socket::recv_socket(
             config.group,
             config.source,
             config.interface,
@@ -222,7 +219,7 @@ impl LiveFeed {
         )?;
         let line_b = match config.line_b {
             Some(b) => Some(
-                socket::line_socket(
+                socket::recv_socket(
                     b.group,
                     b.source,
                     config.interface,
@@ -234,9 +231,12 @@ impl LiveFeed {
             None => None,
         };
         let recovery = match config.request_server {
-            Some(server) => Some(socket::request_socket(config.interface, server)?),
+            Some(server) => Some(socket::request_socket(config.interface, Some(server))?),
             None => None,
         };
+        for w in &warnings {
+            eprintln!("mdbus live feed: warning: {w}");
+        }
         Ok(LiveFeed {
             line_a: a.socket,
             rcvbuf: a.rcvbuf,
@@ -383,11 +383,7 @@ impl LiveFeed {
                     last_activity = now;
                     let _ = pipeline.on_heartbeat(seq.next_seq(), wall_ns());
                 }
-                match self.config.idle {
-                    Idle::BusyPoll => std::hint::spin_loop(),
-                    Idle::Yield => std::thread::yield_now(),
-                    Idle::Sleep(d) => std::thread::sleep(d),
-                }
+                self.config.idle.wait();
             }
         }
         stats.sequencer = seq.stats();
