@@ -41,6 +41,14 @@ enum Command {
     /// Run a real Nasdaq session through feed handler, book builder and strategy, each on its
     /// own core, and show what happened and the tick-to-strategy latency.
     Demo(mdbus_bench_harness::demo::DemoArgs),
+    /// Multicast a local stream to other hosts (MoldUDP64 over UDP) and answer their
+    /// re-requests, e.g. `mdbus send nasdaq.itch --group 239.255.0.1:31000`.
+    Send(mdbus_bench_harness::net_cmd::SendArgs),
+    /// Receive a stream sent by `mdbus send` into a local stream, recovering lost packets,
+    /// e.g. `mdbus recv nasdaq.itch --group 239.255.0.1:31000 --summary`.
+    Recv(mdbus_bench_harness::net_cmd::RecvArgs),
+    /// Show the live counters of the senders and receivers on this host.
+    Stat(mdbus_bench_harness::net_cmd::StatArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -106,6 +114,21 @@ fn main() -> ExitCode {
         Command::Demo(args) => mdbus_bench_harness::demo::run(args, &mut std::io::stdout().lock())
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| Box::new(e) as Box<dyn Error>),
+        Command::Send(args) => {
+            mdbus_bench_harness::net_cmd::run_send(args, &mut std::io::stdout().lock())
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(|e| Box::new(e) as Box<dyn Error>)
+        }
+        Command::Recv(args) => {
+            mdbus_bench_harness::net_cmd::run_recv(args, &mut std::io::stdout().lock())
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(|e| Box::new(e) as Box<dyn Error>)
+        }
+        Command::Stat(args) => {
+            mdbus_bench_harness::net_cmd::run_stat(args, &mut std::io::stdout().lock())
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(|e| Box::new(e) as Box<dyn Error>)
+        }
     };
     match result {
         Ok(code) => code,

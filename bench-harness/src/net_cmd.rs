@@ -1,0 +1,564 @@
+//! `mdbus send`, `mdbus recv` and `mdbus stat`: carry a bus stream between hosts over UDP
+//! multicast, and watch the transport's counters while it runs.
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use mdbus_bus::net::counters::{self, CounterSnapshot};
+use mdbus_bus::net::fault::FaultConfig;
+use mdbus_bus::net::{
+    Idle, LineConfig, NetError, Receiver, ReceiverConfig, ReceiverStats, RequestServer, Sender,
+    SenderConfig, SenderStats,
+};
+use mdbus_bus::schema::{self, Event as FbEvent};
+use mdbus_bus::{Bus, ENVELOPE_MSG_TYPE, Mode, StartAt, StreamConfig};
+use mdbus_codecs::sequencer::LateJoin;
+use mdbus_feed_handlers::book::{BookBuilder, TypeCounts};
+use mdbus_feed_handlers::bookstream::{itch_type_of, order_event_from_envelope};
+use mdbus_feed_handlers::replay::replay_book_config;
+
+/// A failed `send`, `recv` or `stat`.
+#[derive(Debug, thiserror::Error)]
+pub enum NetCmdError {
+    /// The transport failed.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The bus root could not be opened.
+    #[error(transparent)]
+    Bus(#[from] mdbus_bus::BusError),
+    /// Counters could not be read.
+    #[error(transparent)]
+    Counters(#[from] counters::CounterError),
+    /// A bad argument.
+    #[error("{0}")]
+    BadArg(String),
+    /// Writing the output failed.
+    #[error("writing the output: {0}")]
+    Output(#[from] std::io::Error),
+    /// The book builder could not be set up.
+    #[error("book builder: {0}")]
+    Book(String),
+}
+
+/// How a loop waits when idle, as a flag: `spin`, `yield` or `sleep:<microseconds>`.
+fn parse_idle(s: &str) -> Result<Idle, String> {
+    match s {
+        "spin" => Ok(Idle::BusyPoll),
+        "yield" => Ok(Idle::Yield),
+        _ => match s.strip_prefix("sleep:") {
+            Some(us) => us
+                .parse::<u64>()
+                .map(|us| Idle::Sleep(Duration::from_micros(us)))
+                .map_err(|e| format!("sleep:<microseconds>: {e}")),
+            None => Err(format!(
+                "{s:?}: expected spin, yield or sleep:<microseconds>"
+            )),
+        },
+    }
+}
+
+fn parse_start(s: &str) -> Result<StartAt, String> {
+    match s {
+        "oldest" => Ok(StartAt::Oldest),
+        "newest" => Ok(StartAt::Newest),
+        "next" | "live" => Ok(StartAt::Next),
+        _ => Err(format!("{s:?}: expected oldest, newest or next")),
+    }
+}
+
+fn parse_fault(s: &str) -> Result<FaultConfig, String> {
+    s.parse::<FaultConfig>().map_err(|e| e.to_string())
+}
+
+/// `mdbus send`: multicast a local stream, answer re-requests.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SendArgs {
+    /// The local stream to send.
+    pub stream: String,
+    /// Multicast group and port.
+    #[arg(long, default_value = "239.255.0.1:31000")]
+    pub group: SocketAddrV4,
+    /// Interface address to send from (and to serve re-requests on); 0.0.0.0: the route's.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub interface: Ipv4Addr,
+    /// Multicast TTL (1: this subnet).
+    #[arg(long, default_value_t = 1)]
+    pub ttl: u32,
+    /// Do not deliver to receivers on this host (`IP_MULTICAST_LOOP` off).
+    #[arg(long)]
+    pub no_loop: bool,
+    /// Port of the retransmission server [default: the group's port + 1; 0: any free port].
+    #[arg(long)]
+    pub request_port: Option<u16>,
+    /// Largest datagram, MoldUDP64 header included (the path MTU less IP and UDP headers).
+    #[arg(long, default_value_t = 1400)]
+    pub mtu: usize,
+    /// Microseconds a partly filled packet may wait once the stream is drained.
+    #[arg(long, default_value_t = 0)]
+    pub flush_us: u64,
+    /// Milliseconds between heartbeats while idle.
+    #[arg(long, default_value_t = 100)]
+    pub heartbeat_ms: u64,
+    /// Messages held for re-requests.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub store_messages: usize,
+    /// Megabytes held for re-requests.
+    #[arg(long, default_value_t = 64)]
+    pub store_mb: usize,
+    /// Messages per second answered to each requesting host (0: no limit).
+    #[arg(long, default_value_t = 100_000)]
+    pub reply_rate: u64,
+    /// Where to start in the stream: oldest, newest or next (the live edge).
+    #[arg(long, default_value = "next", value_parser = parse_start)]
+    pub start: StartAt,
+    /// Core to pin the sender to.
+    #[arg(long)]
+    pub core: Option<usize>,
+    /// Idle strategy: spin, yield or sleep:<microseconds>.
+    #[arg(long, default_value = "spin", value_parser = parse_idle)]
+    pub idle: Idle,
+    /// Inject faults into the multicast packets, e.g. `drop=0.01,dup=0.01,reorder=0.02,seed=7`
+    /// or `drop-seq=100-120` (for tests).
+    #[arg(long, value_parser = parse_fault)]
+    pub fault: Option<FaultConfig>,
+    /// Milliseconds re-requests are still answered after the end of the session.
+    #[arg(long, default_value_t = 1000)]
+    pub linger_ms: u64,
+    /// Keep running when the stream's publisher closes it; a new publisher starts a new
+    /// session.
+    #[arg(long)]
+    pub follow: bool,
+    /// Print the counters as JSON on exit.
+    #[arg(long)]
+    pub summary: bool,
+    /// Bus root directory [default: /dev/shm/mdbus-<user>/].
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+}
+
+/// `mdbus recv`: receive a stream into a local stream.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RecvArgs {
+    /// The stream being sent (its name selects the session to follow).
+    pub stream: String,
+    /// Multicast group and port (line A).
+    #[arg(long, default_value = "239.255.0.1:31000")]
+    pub group: SocketAddrV4,
+    /// Join line A source-specific, from this sender.
+    #[arg(long)]
+    pub source: Option<Ipv4Addr>,
+    /// Accept packets from this host only (others are counted and ignored).
+    #[arg(long)]
+    pub accept_from: Option<Ipv4Addr>,
+    /// Interface address to join on and send re-requests from.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub interface: Ipv4Addr,
+    /// Line B group and port, for A/B arbitration.
+    #[arg(long)]
+    pub line_b: Option<SocketAddrV4>,
+    /// Source of line B for a source-specific join.
+    #[arg(long)]
+    pub line_b_source: Option<Ipv4Addr>,
+    /// The retransmission server [default: the sender's host, the group's port + 1].
+    #[arg(long)]
+    pub request: Option<SocketAddrV4>,
+    /// Do not re-request: missing messages are reported lost after the NAK delay.
+    #[arg(long)]
+    pub no_recovery: bool,
+    /// Microseconds a missing message may be merely reordered before it is re-requested.
+    #[arg(long, default_value_t = 1000)]
+    pub nak_delay_us: u64,
+    /// Where to join a running session: `live` (the live edge, reported as a late join) or
+    /// `start` (re-request everything the sender still holds).
+    #[arg(long, default_value = "live")]
+    pub join: String,
+    /// Name of the local stream [default: the stream's name].
+    #[arg(long)]
+    pub local: Option<String>,
+    /// Megabytes of the local ring.
+    #[arg(long, default_value_t = 16)]
+    pub ring_mb: usize,
+    /// Make the local stream lossless (the receiver waits for local subscribers).
+    #[arg(long)]
+    pub lossless: bool,
+    /// `SO_RCVBUF` in bytes.
+    #[arg(long, default_value_t = 8 << 20)]
+    pub rcvbuf: usize,
+    /// Core to pin the receiver to.
+    #[arg(long)]
+    pub core: Option<usize>,
+    /// Idle strategy: spin, yield or sleep:<microseconds>.
+    #[arg(long, default_value = "spin", value_parser = parse_idle)]
+    pub idle: Idle,
+    /// Inject faults into the packets received on the lines.
+    #[arg(long, value_parser = parse_fault)]
+    pub fault: Option<FaultConfig>,
+    /// Exit at the end of the first session.
+    #[arg(long)]
+    pub exit_at_end: bool,
+    /// Print a JSON summary of the counters on exit.
+    #[arg(long)]
+    pub summary: bool,
+    /// Build books from what was delivered and print, at the end of the session, the same
+    /// JSON as `mdbus replay --book-summary`.
+    #[arg(long)]
+    pub book_summary: bool,
+    /// Bus root directory [default: /dev/shm/mdbus-<user>/].
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+}
+
+/// `mdbus stat`: the transport counters of the senders and receivers of a bus root.
+#[derive(clap::Args, Debug, Clone)]
+pub struct StatArgs {
+    /// Only this stream.
+    pub stream: Option<String>,
+    /// Print again every this many seconds, with rates.
+    #[arg(long)]
+    pub watch: Option<f64>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+    /// Remove the counter files of roles that finished or died.
+    #[arg(long)]
+    pub clean: bool,
+    /// Bus root directory [default: /dev/shm/mdbus-<user>/].
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+}
+
+fn open_bus(root: Option<&Path>) -> Result<Bus, NetCmdError> {
+    Ok(match root {
+        Some(r) => Bus::with_root(r)?,
+        None => Bus::new()?,
+    })
+}
+
+/// Sets `stop` on SIGINT and SIGTERM.
+fn stop_on_signals() -> Result<Arc<AtomicBool>, NetCmdError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    Ok(stop)
+}
+
+fn counters_json(names: &[&str], values: &[u64]) -> serde_json::Map<String, serde_json::Value> {
+    names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| ((*n).to_owned(), serde_json::Value::from(*v)))
+        .collect()
+}
+
+/// Runs `mdbus send` until the stream closes (and the linger time passed) or a signal.
+pub fn run_send(args: &SendArgs, out: &mut dyn Write) -> Result<(), NetCmdError> {
+    let bus = open_bus(args.root.as_deref())?;
+    let mut cfg = SenderConfig::new(&args.stream, args.group);
+    cfg.send.interface = args.interface;
+    cfg.send.ttl = args.ttl;
+    cfg.send.loopback = !args.no_loop;
+    cfg.request_addr = SocketAddrV4::new(
+        args.interface,
+        args.request_port
+            .unwrap_or_else(|| args.group.port().wrapping_add(1)),
+    );
+    cfg.max_datagram = args.mtu;
+    cfg.flush_deadline = Duration::from_micros(args.flush_us);
+    cfg.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(1));
+    cfg.store_messages = args.store_messages;
+    cfg.store_bytes = args.store_mb << 20;
+    cfg.reply_rate = args.reply_rate;
+    cfg.start = args.start;
+    cfg.core = args.core;
+    cfg.idle = args.idle;
+    cfg.fault = args.fault.clone().unwrap_or_default();
+    cfg.linger = Duration::from_millis(args.linger_ms);
+    cfg.exit_when_closed = !args.follow;
+    let sender = Sender::new(&bus, cfg)?;
+    for w in sender.warnings() {
+        eprintln!("mdbus send: warning: {w}");
+    }
+    let session = sender.session();
+    eprintln!(
+        "mdbus send: stream {:?} -> {} session {session}, re-requests on {}",
+        args.stream,
+        args.group,
+        sender
+            .request_addr()
+            .map_or_else(|e| e.to_string(), |a| a.to_string())
+    );
+    let stop = stop_on_signals()?;
+    let stats = sender.run(&stop)?;
+    eprintln!(
+        "mdbus send: {} messages in {} packets, {} re-requests answered ({} messages), {} lost \
+         from the stream",
+        stats.messages, stats.packets, stats.requests, stats.retransmit_messages, stats.stream_lost
+    );
+    if args.summary {
+        let mut obj = serde_json::Map::new();
+        obj.insert("role".into(), "send".into());
+        obj.insert("stream".into(), args.stream.clone().into());
+        obj.insert("group".into(), args.group.to_string().into());
+        obj.insert("session".into(), session.to_string().into());
+        obj.insert(
+            "counters".into(),
+            counters_json(&SenderStats::NAMES, &stats.values()).into(),
+        );
+        writeln!(out, "{}", serde_json::Value::Object(obj))?;
+    }
+    Ok(())
+}
+
+/// Books built from the envelopes a receiver delivers, for `--book-summary`.
+struct Books {
+    builder: BookBuilder,
+    counts: TypeCounts,
+    messages: u64,
+    gaps: u64,
+    invalid: u64,
+}
+
+impl Books {
+    fn observe(&mut self, msg_type: u32, payload: &[u8]) {
+        if msg_type != ENVELOPE_MSG_TYPE {
+            return;
+        }
+        let Ok(env) = schema::root_as_envelope(payload) else {
+            self.invalid += 1;
+            return;
+        };
+        let event = env.event_type();
+        if event == FbEvent::GapNotice {
+            self.gaps += 1;
+            // Lost messages leave the books unknown: start again, as a strategy would.
+            if env.event_as_gap_notice().is_some_and(|g| !g.recoverable()) {
+                self.builder.reset();
+            }
+            return;
+        }
+        if let Some(t) = itch_type_of(event) {
+            self.messages += 1;
+            self.counts.record(t);
+            if let Some(ev) = order_event_from_envelope(&env) {
+                self.builder.apply(&ev, &mut |_| {});
+            }
+        }
+    }
+}
+
+/// Runs `mdbus recv` until a signal or (with `--exit-at-end`) the end of the session.
+pub fn run_recv(args: &RecvArgs, out: &mut dyn Write) -> Result<(), NetCmdError> {
+    let bus = open_bus(args.root.as_deref())?;
+    let mut cfg = ReceiverConfig::new(&args.stream, args.group);
+    if let Some(l) = &args.local {
+        cfg.local_stream = l.clone();
+    }
+    cfg.ring = StreamConfig {
+        capacity: (args.ring_mb << 20).next_power_of_two(),
+        mode: if args.lossless {
+            Mode::Lossless
+        } else {
+            Mode::Broadcast
+        },
+        ..StreamConfig::default()
+    };
+    cfg.source = args.source;
+    cfg.accept_from = args.accept_from;
+    cfg.interface = args.interface;
+    cfg.line_b = args.line_b.map(|group| LineConfig {
+        group,
+        source: args.line_b_source,
+    });
+    cfg.request_server = match (args.no_recovery, args.request) {
+        (true, _) => RequestServer::None,
+        (false, Some(a)) => RequestServer::Addr(a),
+        (false, None) => RequestServer::SourcePort(args.group.port().wrapping_add(1)),
+    };
+    cfg.sequencer.nak_delay = Duration::from_micros(args.nak_delay_us);
+    cfg.sequencer.late_join = match args.join.as_str() {
+        "live" => LateJoin::LiveEdge,
+        "start" => LateJoin::FromSequence(1),
+        other => {
+            return Err(NetCmdError::BadArg(format!(
+                "--join {other:?}: expected live or start"
+            )));
+        }
+    };
+    cfg.rcvbuf = args.rcvbuf;
+    cfg.core = args.core;
+    cfg.idle = args.idle;
+    cfg.fault = args.fault.clone().unwrap_or_default();
+    cfg.exit_at_end_of_session = args.exit_at_end;
+    let local = cfg.local_stream.clone();
+    let receiver = Receiver::new(&bus, cfg)?;
+    for w in receiver.warnings() {
+        eprintln!("mdbus recv: warning: {w}");
+    }
+    eprintln!(
+        "mdbus recv: {} stream {:?} -> local stream {local:?} under {}",
+        args.group,
+        args.stream,
+        bus.root().display()
+    );
+    let mut books = if args.book_summary {
+        Some(Books {
+            builder: BookBuilder::new(replay_book_config())
+                .map_err(|e| NetCmdError::Book(e.to_string()))?,
+            counts: TypeCounts::new(),
+            messages: 0,
+            gaps: 0,
+            invalid: 0,
+        })
+    } else {
+        None
+    };
+    let stop = stop_on_signals()?;
+    let stats = match &mut books {
+        Some(b) => receiver.run_with(&stop, &mut |t, p| b.observe(t, p))?,
+        None => receiver.run(&stop)?,
+    };
+    report_recv(&stats);
+    if args.summary {
+        let mut obj = serde_json::Map::new();
+        obj.insert("role".into(), "recv".into());
+        obj.insert("stream".into(), args.stream.clone().into());
+        obj.insert("local_stream".into(), local.into());
+        obj.insert("group".into(), args.group.to_string().into());
+        obj.insert(
+            "counters".into(),
+            counters_json(&ReceiverStats::NAMES, &stats.values()).into(),
+        );
+        writeln!(out, "{}", serde_json::Value::Object(obj))?;
+    }
+    if let Some(b) = &books {
+        if b.invalid > 0 {
+            eprintln!("mdbus recv: {} envelopes failed verification", b.invalid);
+        }
+        let summary = b.builder.summary(&b.counts, b.messages, b.gaps);
+        writeln!(out, "{}", summary.to_json())?;
+    }
+    Ok(())
+}
+
+fn report_recv(s: &ReceiverStats) {
+    eprintln!(
+        "mdbus recv: {} messages delivered, {} gaps ({} recovered, {} lost), {} duplicates, {} \
+         late-join messages, {} sessions, {} foreign-session and {} malformed packets",
+        s.messages,
+        s.gaps,
+        s.recovered,
+        s.unrecoverable,
+        s.duplicates,
+        s.late_join_messages,
+        s.sessions,
+        s.foreign_session,
+        s.malformed
+    );
+}
+
+/// Runs `mdbus stat`.
+pub fn run_stat(args: &StatArgs, out: &mut dyn Write) -> Result<(), NetCmdError> {
+    let bus = open_bus(args.root.as_deref())?;
+    if args.clean {
+        for p in counters::remove_finished(bus.root())? {
+            writeln!(out, "removed {}", p.display())?;
+        }
+        return Ok(());
+    }
+    let mut previous: Vec<CounterSnapshot> = Vec::new();
+    loop {
+        let (mut snaps, errors) = counters::list_counters(bus.root())?;
+        for e in errors {
+            eprintln!("mdbus stat: warning: {e}");
+        }
+        if let Some(s) = &args.stream {
+            snaps.retain(|c| &c.stream == s);
+        }
+        if args.json {
+            for s in &snaps {
+                let obj = serde_json::json!({
+                    "stream": s.stream,
+                    "role": s.role,
+                    "detail": s.detail,
+                    "pid": s.pid,
+                    "alive": s.alive,
+                    "finished": s.finished,
+                    "updated_unix_ns": s.updated_unix_ns,
+                    "counters": s.counters.iter().map(|(n, v)| (n.clone(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
+                });
+                writeln!(out, "{obj}")?;
+            }
+        } else {
+            if snaps.is_empty() {
+                writeln!(
+                    out,
+                    "no senders or receivers under {}",
+                    bus.root().display()
+                )?;
+            }
+            for s in &snaps {
+                let state = if s.alive {
+                    "running"
+                } else if s.finished {
+                    "finished"
+                } else {
+                    "dead"
+                };
+                writeln!(
+                    out,
+                    "{} {} (pid {}, {state}) {}",
+                    s.role, s.stream, s.pid, s.detail
+                )?;
+                let prev = previous
+                    .iter()
+                    .find(|p| p.path == s.path && p.started_unix_ns == s.started_unix_ns);
+                let dt = prev
+                    .map(|p| (s.updated_unix_ns.saturating_sub(p.updated_unix_ns)) as f64 / 1e9);
+                for (name, v) in &s.counters {
+                    match (prev.and_then(|p| p.get(name)), dt) {
+                        (Some(old), Some(dt)) if dt > 0.0 => writeln!(
+                            out,
+                            "  {name:<20} {v:>16}  {:>12.0}/s",
+                            v.saturating_sub(old) as f64 / dt
+                        )?,
+                        _ => writeln!(out, "  {name:<20} {v:>16}")?,
+                    }
+                }
+            }
+        }
+        out.flush()?;
+        let Some(every) = args.watch else {
+            return Ok(());
+        };
+        previous = snaps;
+        std::thread::sleep(Duration::from_secs_f64(every.max(0.1)));
+        if !args.json {
+            writeln!(out)?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_and_start_flags_parse() {
+        assert_eq!(parse_idle("spin"), Ok(Idle::BusyPoll));
+        assert_eq!(parse_idle("yield"), Ok(Idle::Yield));
+        assert_eq!(
+            parse_idle("sleep:250"),
+            Ok(Idle::Sleep(Duration::from_micros(250)))
+        );
+        assert!(parse_idle("nap").is_err());
+        assert!(parse_idle("sleep:x").is_err());
+        assert_eq!(parse_start("oldest"), Ok(StartAt::Oldest));
+        assert_eq!(parse_start("live"), Ok(StartAt::Next));
+        assert!(parse_start("soon").is_err());
+    }
+}
