@@ -82,6 +82,9 @@ pub struct SendArgs {
     /// Multicast group and port.
     #[arg(long, default_value = "239.255.0.1:31000")]
     pub group: SocketAddrV4,
+    /// Also send every packet to this group (line B), for receivers arbitrating two lines.
+    #[arg(long)]
+    pub line_b: Option<SocketAddrV4>,
     /// Interface address to send from (and to serve re-requests on); 0.0.0.0: the route's.
     #[arg(long, default_value = "0.0.0.0")]
     pub interface: Ipv4Addr,
@@ -259,6 +262,7 @@ fn counters_json(names: &[&str], values: &[u64]) -> serde_json::Map<String, serd
 pub fn run_send(args: &SendArgs, out: &mut dyn Write) -> Result<(), NetCmdError> {
     let bus = open_bus(args.root.as_deref())?;
     let mut cfg = SenderConfig::new(&args.stream, args.group);
+    cfg.line_b = args.line_b;
     cfg.send.interface = args.interface;
     cfg.send.ttl = args.ttl;
     cfg.send.loopback = !args.no_loop;

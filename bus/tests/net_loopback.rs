@@ -591,3 +591,27 @@ fn the_sender_reports_records_it_could_not_read() {
     covered.sort_unstable();
     assert_eq!(covered, (0..500).collect::<Vec<_>>());
 }
+
+#[test]
+fn two_lines_fill_each_others_losses() {
+    let g_b = group();
+    let fault: FaultConfig = "drop=0.1,seed=3".parse().unwrap();
+    let r = run(
+        10_000,
+        |t| {
+            t.line_b = Some(g_b);
+            t.fault = fault;
+        },
+        |rc| {
+            rc.line_b = Some(mdbus_bus::net::LineConfig {
+                group: g_b,
+                source: None,
+            })
+        },
+    );
+    expect_all(&r, 10_000);
+    assert!(r.received.packets_b > 0, "{:?}", r.received);
+    // Most packets arrive on both lines: the second copy is a duplicate.
+    assert!(r.received.duplicates > 0, "{:?}", r.received);
+    assert_eq!(r.received.unrecoverable, 0);
+}

@@ -28,6 +28,9 @@ pub struct SenderConfig {
     pub stream: String,
     /// Multicast group and port (a unicast address works too, for one receiver).
     pub group: SocketAddrV4,
+    /// Line B: every packet is also sent to this group, for receivers that arbitrate
+    /// between two lines.
+    pub line_b: Option<SocketAddrV4>,
     /// Interface, TTL, loopback and buffer of the sending socket.
     pub send: SendOptions,
     /// Where the retransmission server listens (port 0: any free port; see
@@ -58,7 +61,8 @@ pub struct SenderConfig {
     pub core: Option<usize>,
     /// What to do when there is nothing to send.
     pub idle: Idle,
-    /// Faults injected into the multicast packets (off by default).
+    /// Faults injected into the multicast packets (off by default). Line B gets its own
+    /// injector with the same settings and the seed + 1, so the lines lose different packets.
     pub fault: FaultConfig,
     /// After the end of the session, keep answering re-requests for this long.
     pub linger: Duration,
@@ -79,6 +83,7 @@ impl SenderConfig {
         SenderConfig {
             stream: stream.to_owned(),
             group,
+            line_b: None,
             send: SendOptions {
                 interface: std::net::Ipv4Addr::UNSPECIFIED,
                 ttl: 1,
@@ -142,7 +147,7 @@ pub struct SenderStats {
     pub oversize: u64,
     /// `send` calls that failed (the messages stay in the store for re-requests).
     pub send_errors: u64,
-    /// Messages dropped by the fault injector (first transmission only).
+    /// Messages dropped by line A's fault injector (first transmission only).
     pub fault_dropped: u64,
 }
 
@@ -202,10 +207,47 @@ const SERVE_EVERY_NS: u64 = 20_000;
 /// Held fault-injector packets are released after this long without traffic.
 const FAULT_FLUSH_NS: u64 = 1_000_000;
 
-/// The multicast side: socket, packet being filled, store, fault injector.
+/// One line: its socket and fault injector.
+#[derive(Debug)]
+struct Line {
+    sock: UdpSocket,
+    fault: Option<FaultInjector>,
+}
+
+impl Line {
+    /// Sends `p` (through the injector, if any).
+    #[inline]
+    fn send(&mut self, p: &[u8], stats: &mut SenderStats) {
+        let sock = &self.sock;
+        let mut send = |p: &[u8]| match sock.send(p) {
+            Ok(n) => stats.bytes += n as u64,
+            Err(_) => stats.send_errors += 1,
+        };
+        match &mut self.fault {
+            Some(f) => f.apply(p, &mut send),
+            None => send(p),
+        }
+    }
+
+    /// Releases the packets the injector holds back.
+    fn flush_faults(&mut self, stats: &mut SenderStats) {
+        let sock = &self.sock;
+        if let Some(f) = &mut self.fault
+            && f.held() > 0
+        {
+            f.flush(|p: &[u8]| match sock.send(p) {
+                Ok(n) => stats.bytes += n as u64,
+                Err(_) => stats.send_errors += 1,
+            });
+        }
+    }
+}
+
+/// The multicast side: lines, packet being filled, store.
 #[derive(Debug)]
 struct Out {
-    sock: UdpSocket,
+    /// Line A, then line B if configured.
+    lines: Vec<Line>,
     session: Session,
     pkt: Box<[u8]>,
     len: usize,
@@ -218,7 +260,6 @@ struct Out {
     opened_at: u64,
     last_send: u64,
     store: RetransmitStore,
-    fault: Option<FaultInjector>,
     enc: Encoder,
     stats: SenderStats,
 }
@@ -303,26 +344,17 @@ impl Out {
         self.count = 0;
     }
 
-    /// Sends `pkt[..len]` through the fault injector (if any) and the socket.
+    /// Sends `pkt[..len]` on every line.
     fn send_raw(&mut self, now: u64, len: usize) {
         self.last_send = now;
         let Out {
-            sock,
-            pkt,
-            fault,
-            stats,
-            ..
+            lines, pkt, stats, ..
         } = self;
-        let mut send = |p: &[u8]| match sock.send(p) {
-            Ok(n) => stats.bytes += n as u64,
-            Err(_) => stats.send_errors += 1,
-        };
-        match fault {
-            Some(f) => {
-                f.apply(&pkt[..len], &mut send);
-                stats.fault_dropped = f.stats().dropped_messages;
-            }
-            None => send(&pkt[..len]),
+        for line in lines.iter_mut() {
+            line.send(&pkt[..len], stats);
+        }
+        if let Some(f) = &lines[0].fault {
+            stats.fault_dropped = f.stats().dropped_messages;
         }
     }
 
@@ -340,18 +372,11 @@ impl Out {
         self.send_raw(now, HEADER_LEN);
     }
 
-    /// Releases packets the fault injector holds back.
+    /// Releases packets the fault injectors hold back.
     fn flush_faults(&mut self) {
-        let Out {
-            sock, fault, stats, ..
-        } = self;
-        if let Some(f) = fault
-            && f.held() > 0
-        {
-            f.flush(|p: &[u8]| match sock.send(p) {
-                Ok(n) => stats.bytes += n as u64,
-                Err(_) => stats.send_errors += 1,
-            });
+        let Out { lines, stats, .. } = self;
+        for line in lines.iter_mut() {
+            line.flush_faults(stats);
         }
     }
 }
@@ -415,7 +440,26 @@ impl Sender {
             )));
         }
         let mut warnings = Vec::new();
-        let sock = socket::send_socket(cfg.group, &cfg.send, &mut warnings)?;
+        let mut lines = vec![Line {
+            sock: socket::send_socket(cfg.group, &cfg.send, &mut warnings)?,
+            fault: cfg
+                .fault
+                .is_active()
+                .then(|| FaultInjector::new(cfg.fault.clone(), cfg.max_datagram)),
+        }];
+        if let Some(b) = cfg.line_b {
+            let fault_b = FaultConfig {
+                seed: cfg.fault.seed.wrapping_add(1),
+                ..cfg.fault.clone()
+            };
+            lines.push(Line {
+                sock: socket::send_socket(b, &cfg.send, &mut warnings)?,
+                fault: cfg
+                    .fault
+                    .is_active()
+                    .then(|| FaultInjector::new(fault_b, cfg.max_datagram)),
+            });
+        }
         let server = socket::server_socket(cfg.request_addr)?;
         let tag = wire::stream_tag(&cfg.stream);
         let epoch = wire::epoch_token_now();
@@ -433,10 +477,6 @@ impl Sender {
             max_sources: 256,
         })
         .map_err(|e| NetError::Config(format!("retransmission store: {e}")))?;
-        let fault = cfg
-            .fault
-            .is_active()
-            .then(|| FaultInjector::new(cfg.fault.clone(), cfg.max_datagram));
         let counters = if cfg.counters {
             Some(CounterFile::create(
                 bus.root(),
@@ -455,7 +495,7 @@ impl Sender {
             tag,
             epoch,
             out: Out {
-                sock,
+                lines,
                 session,
                 pkt: vec![0; cfg.max_datagram].into_boxed_slice(),
                 len: HEADER_LEN,
@@ -465,7 +505,6 @@ impl Sender {
                 opened_at: 0,
                 last_send: 0,
                 store,
-                fault,
                 enc: Encoder::new(),
                 stats: SenderStats::default(),
             },
@@ -505,12 +544,13 @@ impl Sender {
 
     /// The fault injector's counters, if one is configured.
     pub fn fault_stats(&self) -> Option<super::fault::FaultStats> {
-        self.out.fault.as_ref().map(FaultInjector::stats)
+        self.out.lines[0].fault.as_ref().map(FaultInjector::stats)
     }
 
-    /// The fault injector, if one is configured (benches read its log of dropped packets).
+    /// Line A's fault injector, if one is configured (benches read its log of dropped
+    /// packets).
     pub fn fault(&self) -> Option<&FaultInjector> {
-        self.out.fault.as_ref()
+        self.out.lines[0].fault.as_ref()
     }
 
     /// Opens the stream if it exists now; starts the first session.
