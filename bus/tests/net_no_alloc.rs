@@ -39,10 +39,10 @@ fn sending_receiving_and_recovering_allocate_nothing_once_warm() {
     rc.ring = ring;
     let mut receiver = Receiver::new(&bus_b, rc).unwrap();
     let payload = [7u8; 64];
-    let mut pump = |sender: &mut Sender,
-                    receiver: &mut Receiver,
-                    publisher: &mut mdbus_bus::Publisher,
-                    n: u64| {
+    let pump = |sender: &mut Sender,
+                receiver: &mut Receiver,
+                publisher: &mut mdbus_bus::Publisher,
+                n: u64| {
         let target = receiver.stats().messages + n;
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut published = 0;
