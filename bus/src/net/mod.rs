@@ -119,3 +119,32 @@ pub(crate) fn wall_ns() -> u64 {
 pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
+
+/// Bytes reserved for an encoded gap notice (one is about 100 bytes).
+pub(crate) const NOTICE_MAX: usize = 256;
+
+/// Encodes an unrecoverable gap notice for `count` messages from `first` (in the sequence
+/// numbers `scope` names) into `buf`; returns its length.
+pub(crate) fn encode_gap_notice(
+    enc: &mut crate::schema::Encoder,
+    buf: &mut [u8; NOTICE_MAX],
+    first: u64,
+    count: u64,
+    scope: crate::schema::GapScope,
+) -> usize {
+    let header = crate::schema::HeaderFields {
+        seq: first,
+        recv_ts_ns: wall_ns(),
+        ..Default::default()
+    };
+    let fields = crate::schema::GapNoticeFields {
+        first_missing_seq: first,
+        count,
+        recoverable: false,
+        scope,
+    };
+    let bytes = enc.gap_notice(&header, &fields).as_bytes();
+    let n = bytes.len().min(NOTICE_MAX);
+    buf[..n].copy_from_slice(&bytes[..n]);
+    n
+}

@@ -14,8 +14,8 @@ use super::counters::CounterFile;
 use super::fault::{FaultConfig, FaultInjector};
 use super::socket::{self, MAX_DATAGRAM};
 use super::wire;
-use super::{Idle, Mono, NetError, wall_ns};
-use crate::schema::{Encoder, GapNoticeFields, GapScope, HeaderFields};
+use super::{Idle, Mono, NOTICE_MAX, NetError, encode_gap_notice};
+use crate::schema::{Encoder, GapScope};
 use crate::{Bus, ENVELOPE_MSG_TYPE, PublishError, Publisher, StreamConfig};
 
 /// A second line: the same packets on another group, for A/B arbitration.
@@ -323,21 +323,8 @@ impl Local {
 
     /// Publishes a gap notice for messages `first .. first + count` of the session.
     fn gap(&mut self, first: u64, count: u64, observe: &mut dyn FnMut(u32, &[u8])) {
-        let header = HeaderFields {
-            seq: first,
-            recv_ts_ns: wall_ns(),
-            ..HeaderFields::default()
-        };
-        let fields = GapNoticeFields {
-            first_missing_seq: first,
-            count,
-            recoverable: false,
-            scope: GapScope::Transport,
-        };
-        let mut buf = [0u8; 256];
-        let bytes = self.enc.gap_notice(&header, &fields).as_bytes();
-        let n = bytes.len().min(buf.len());
-        buf[..n].copy_from_slice(&bytes[..n]);
+        let mut buf = [0u8; NOTICE_MAX];
+        let n = encode_gap_notice(&mut self.enc, &mut buf, first, count, GapScope::Transport);
         self.publish(ENVELOPE_MSG_TYPE, &buf[..n], observe);
     }
 

@@ -14,8 +14,8 @@ use super::counters::CounterFile;
 use super::fault::{FaultConfig, FaultInjector};
 use super::socket::{self, MAX_DATAGRAM, SendOptions};
 use super::wire::{self, TYPE_LEN};
-use super::{Idle, Mono, NetError, nanos, wall_ns};
-use crate::schema::{Encoder, GapNoticeFields, GapScope, HeaderFields};
+use super::{Idle, Mono, NOTICE_MAX, NetError, encode_gap_notice, nanos};
+use crate::schema::{Encoder, GapScope};
 use crate::{
     Bus, BusError, ENVELOPE_MSG_TYPE, Message, ReceiveError, Resync, StartAt, SubscribeOptions,
     Subscriber, Trust,
@@ -300,25 +300,9 @@ impl Out {
     /// Sends a gap notice in the stream's place: `count` records from `first` (the stream's
     /// sequence numbers) could not be sent.
     fn notice(&mut self, now: u64, first: u64, count: u64) {
-        let header = HeaderFields {
-            seq: first,
-            recv_ts_ns: wall_ns(),
-            ..HeaderFields::default()
-        };
-        let fields = GapNoticeFields {
-            first_missing_seq: first,
-            count,
-            recoverable: false,
-            scope: GapScope::Stream,
-        };
-        let Out { enc, .. } = self;
-        let encoded = enc.gap_notice(&header, &fields);
-        // Copy out of the encoder's buffer (a notice is ~100 bytes) so `append` can borrow
-        // `self` whole.
-        let mut buf = [0u8; 256];
-        let bytes = encoded.as_bytes();
-        let n = bytes.len().min(buf.len());
-        buf[..n].copy_from_slice(&bytes[..n]);
+        // Encoded into a copy so `append` can borrow `self` whole.
+        let mut buf = [0u8; NOTICE_MAX];
+        let n = encode_gap_notice(&mut self.enc, &mut buf, first, count, GapScope::Stream);
         let _ = self.append(now, ENVELOPE_MSG_TYPE, &buf[..n]);
     }
 
