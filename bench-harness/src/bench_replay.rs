@@ -36,31 +36,67 @@ use mdbus_feed_handlers::replay::{ReplayOptions, Replayer, Speed, replay_ring};
 
 use crate::bench::report::{RingParams, RingReport, SystemResult};
 use crate::bench::{BenchError, host};
-use crate::demo::{BUNDLED_SESSION, DemoError, Input, plan_cpus, run_pipeline};
+use crate::demo::{BUNDLED_SESSION, DemoError, Input, run_pipeline, stage_pinning};
+use crate::pinning::LayoutArg;
 
 /// Messages in one pass of the bundled session.
 const PASS_MESSAGES: u64 = 10_000;
 /// Order references of pass `k` are shifted by `k << REF_SHIFT`.
 const REF_SHIFT: u32 = 40;
 
+/// `--quick`: messages in the throughput runs, in the latency run, and its rate.
+pub const QUICK: (u64, u64, u64) = (20_000, 10_000, 200_000);
+
 /// `mdbus bench replay`.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct ReplayBenchArgs {
-    /// Messages in the throughput runs (rounded up to whole passes of 10,000).
-    #[arg(long, default_value_t = 10_000_000)]
-    pub messages: u64,
-    /// Messages per second in the latency run.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub rate: u64,
-    /// Messages in the latency run (rounded up to whole passes).
-    #[arg(long, default_value_t = 1_000_000)]
-    pub latency_messages: u64,
-    /// Cpus for the feed handler, book builder and strategy (see `mdbus demo --cpus`).
+    /// A short smoke run: 20000 messages, 10000 in the latency run at 200000 msgs/s (flags
+    /// given explicitly still apply).
+    #[arg(long)]
+    pub quick: bool,
+    /// Messages in the throughput runs (rounded up to whole passes of 10,000)
+    /// [default: 10000000].
+    #[arg(long)]
+    pub messages: Option<u64>,
+    /// Messages per second in the latency run (0: as fast as possible) [default: 1000000].
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Messages in the latency run (rounded up to whole passes) [default: 1000000].
+    #[arg(long)]
+    pub latency_messages: Option<u64>,
+    /// Cpus for the feed handler, book builder and strategy (see `mdbus demo --cpus`; wins
+    /// over --layout).
     #[arg(long, value_delimiter = ',')]
     pub cpus: Vec<usize>,
+    /// The core layout (`--layout FILE` or `$MDBUS_LAYOUT`): the first core of its
+    /// `feed_handler`, `book_builder` and `strategy` roles.
+    #[command(flatten)]
+    pub layout: LayoutArg,
     /// Print the JSON report instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Write the pipeline's tick-to-strategy distribution (`mdbus-pipeline.hgrm`) here.
+    #[arg(long, value_name = "DIR")]
+    pub hgrm: Option<PathBuf>,
+    /// Write its latency-by-percentile chart (SVG) here.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+}
+
+impl ReplayBenchArgs {
+    /// (throughput messages, latency messages, rate) after `--quick` and the defaults.
+    fn sizes(&self) -> (u64, u64, u64) {
+        let (m, l, r) = if self.quick {
+            QUICK
+        } else {
+            (10_000_000, 1_000_000, 1_000_000)
+        };
+        (
+            self.messages.unwrap_or(m),
+            self.latency_messages.unwrap_or(l),
+            self.rate.unwrap_or(r),
+        )
+    }
 }
 
 /// The session's ITCH bytes, pass after pass, order references rewritten.
@@ -243,10 +279,17 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Runs the scenario and returns the report (with `peak_rss_bytes` beside it).
-pub fn measure(args: &ReplayBenchArgs) -> Result<(RingReport, Option<u64>), BenchError> {
-    let cpus = plan_cpus(&args.cpus).map_err(internal)?;
-    let n = passes(args.messages);
+/// Runs the scenario and returns the report (with `peak_rss_bytes` beside it) and the
+/// pipeline's tick-to-strategy histogram.
+pub fn measure(
+    args: &ReplayBenchArgs,
+) -> Result<(RingReport, Option<u64>, hdrhistogram::Histogram<u64>), BenchError> {
+    let (pinning, shared) = stage_pinning(&args.layout, &args.cpus).map_err(|e| match e {
+        DemoError::BadArg(m) => BenchError::BadArg(m),
+        e => internal(e),
+    })?;
+    let (messages, latency_messages, rate) = args.sizes();
+    let n = passes(messages);
     let total = RepeatedSession::new(BUNDLED_SESSION, n).total_messages();
     let mut results = Vec::new();
     let mut notes = vec![format!(
@@ -356,7 +399,8 @@ pub fn measure(args: &ReplayBenchArgs) -> Result<(RingReport, Option<u64>), Benc
         ),
         Speed::Max,
         books(),
-        cpus,
+        &pinning,
+        shared,
         0,
     )
     .map_err(internal)?;
@@ -380,11 +424,11 @@ pub fn measure(args: &ReplayBenchArgs) -> Result<(RingReport, Option<u64>), Benc
     let pinned = run.pinned;
 
     // The pipeline at a fixed rate, for the latency distribution.
-    let ln = passes(args.latency_messages);
-    let speed = if args.rate == 0 {
+    let ln = passes(latency_messages);
+    let speed = if rate == 0 {
         Speed::Max
     } else {
-        Speed::Rate(args.rate)
+        Speed::Rate(rate)
     };
     let paced = run_pipeline(
         Input::Reader(
@@ -393,7 +437,8 @@ pub fn measure(args: &ReplayBenchArgs) -> Result<(RingReport, Option<u64>), Benc
         ),
         speed,
         books(),
-        cpus,
+        &pinning,
+        shared,
         0,
     )
     .map_err(internal)?;
@@ -410,7 +455,9 @@ pub fn measure(args: &ReplayBenchArgs) -> Result<(RingReport, Option<u64>), Benc
             paced.feed.max_behind_ns as f64 / 1e6
         ));
     }
-    let (feed_cpu, book_cpu, strategy_cpu, shared) = cpus;
+    let (feed_cpu, book_cpu, strategy_cpu) = (pinning.cpu(0), pinning.cpu(1), pinning.cpu(2));
+    notes.extend(pinning.describe());
+    notes.extend(pinning.warnings());
     if shared {
         notes.push(format!(
             "stages share cpus (feed {feed_cpu}, book {book_cpu}, strategy {strategy_cpu}): waits spin, then yield"
@@ -440,13 +487,14 @@ pub fn measure(args: &ReplayBenchArgs) -> Result<(RingReport, Option<u64>), Benc
         scenario: "replay".into(),
         results,
         host: host::collect(&[feed_cpu, book_cpu, strategy_cpu], pinned, clock),
+        layout: pinning.layout_use(),
         params: RingParams {
             mode: "pipeline".into(),
             msg_bytes: BUNDLED_SESSION.len() / PASS_MESSAGES as usize,
             count: paced.latency.len(),
             warmup: 0,
             rounds: 1,
-            rate: (args.rate > 0).then_some(args.rate),
+            rate: (rate > 0).then_some(rate),
             throughput_count: total,
             batch: 1,
             capacity_bytes: 16 << 20,
@@ -462,16 +510,42 @@ pub fn measure(args: &ReplayBenchArgs) -> Result<(RingReport, Option<u64>), Benc
         },
         notes,
     };
-    Ok((report, rss))
+    Ok((report, rss, paced.latency))
 }
 
 /// Runs `mdbus bench replay`, writing the table or the JSON document to `out`.
 pub fn run(args: &ReplayBenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
-    let (report, rss) = measure(args)?;
+    let (report, rss, latency) = measure(args)?;
     let io = |source| BenchError::Io {
         path: PathBuf::from("<stdout>"),
         source,
     };
+    let file_err = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| BenchError::Io { path, source }
+    };
+    let mut written = Vec::new();
+    if let Some(dir) = &args.hgrm {
+        std::fs::create_dir_all(dir).map_err(file_err(dir))?;
+        let path = dir.join("mdbus-pipeline.hgrm");
+        std::fs::write(&path, crate::bench::report::hgrm(&latency)).map_err(file_err(&path))?;
+        written.push(path);
+    }
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "tick-to-strategy latency, replay paced at {} msgs/s, {}",
+            report
+                .params
+                .rate
+                .map_or_else(|| "max".into(), |r| r.to_string()),
+            report.host.cpu_model
+        );
+        crate::bench::plot::write_svg(path, &title, &[("mdbus-pipeline", &latency)])?;
+        written.push(path.clone());
+    }
+    for p in &written {
+        eprintln!("wrote {}", p.display());
+    }
     if args.json {
         let mut v = serde_json::to_value(&report)
             .map_err(|e| BenchError::Internal(format!("cannot serialise: {e}")))?;
@@ -580,11 +654,9 @@ mod tests {
     #[test]
     fn tiny_run_reports_every_system() {
         let args = ReplayBenchArgs {
-            messages: 20_000,
-            rate: 200_000,
-            latency_messages: 10_000,
-            cpus: Vec::new(),
+            quick: true,
             json: true,
+            ..ReplayBenchArgs::default()
         };
         let mut out = Vec::new();
         run(&args, &mut out).unwrap();

@@ -32,6 +32,8 @@ use mdbus_feed_handlers::replay::{
 };
 use serde::Serialize;
 
+use crate::pinning::{LayoutArg, Pinning, ThreadRole};
+
 #[allow(dead_code)]
 #[path = "../../bus/examples/strategy/signals.rs"]
 mod signals;
@@ -62,13 +64,14 @@ pub struct DemoArgs {
     #[arg(long)]
     pub file: Option<PathBuf>,
     /// Cpus for the feed handler, book builder and strategy, comma separated; with two, the
-    /// strategy shares the book builder's [default: the first cpus this process may use].
-    #[arg(long, value_delimiter = ',', conflicts_with = "layout")]
+    /// strategy shares the book builder's (wins over --layout) [default: with a layout, the
+    /// first core of its `feed_handler`, `book_builder` and `strategy` roles; else the first
+    /// cpus this process may use].
+    #[arg(long, value_delimiter = ',')]
     pub cpus: Vec<usize>,
-    /// Take the cpus from a core layout written by `mdbus tune plan --out FILE`: the first
-    /// core of its `feed_handler`, `book_builder` and `strategy` roles.
-    #[arg(long)]
-    pub layout: Option<PathBuf>,
+    /// The core layout (`--layout FILE` or `$MDBUS_LAYOUT`).
+    #[command(flatten)]
+    pub layout: LayoutArg,
     /// Signal lines shown.
     #[arg(long, default_value_t = 6)]
     pub show_signals: usize,
@@ -121,6 +124,11 @@ pub struct Placement {
     pub pinned: bool,
     /// Whether two stages shared a cpu (waits then spin, then yield).
     pub shared: bool,
+    /// The core layout the stages took their cpus and settings from, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<crate::pinning::LayoutUse>,
+    /// What a stage could not apply from its layout role (SCHED_FIFO refused, memlock limit).
+    pub warnings: Vec<String>,
 }
 
 /// The tick-to-strategy latency distribution, ns.
@@ -263,22 +271,44 @@ pub(crate) fn plan_cpus(requested: &[usize]) -> Result<(usize, usize, usize, boo
     }
 }
 
-/// The feed handler's, book builder's and strategy's cpus from a `tune plan` layout file.
-fn layout_cpus(path: &std::path::Path) -> Result<Vec<usize>, DemoError> {
-    let layout =
-        mdbus_tuning::Layout::load(path).map_err(|e| DemoError::BadArg(format!("layout: {e}")))?;
-    ["feed_handler", "book_builder", "strategy"]
-        .iter()
-        .map(|role| {
-            layout.core_for(role, 0).ok_or_else(|| {
-                DemoError::BadArg(format!(
-                    "layout {}: no core for role {role:?} (plan it with `mdbus tune plan --roles \
-                     feed_handler,book_builder,strategy --out FILE`)",
-                    path.display()
-                ))
-            })
-        })
-        .collect()
+/// The pipeline's three threads and the layout roles they take their cpus from.
+pub(crate) const STAGES: [ThreadRole; 3] = [
+    ThreadRole {
+        thread: "feed handler",
+        roles: &["feed_handler"],
+    },
+    ThreadRole {
+        thread: "book builder",
+        roles: &["book_builder"],
+    },
+    ThreadRole {
+        thread: "strategy",
+        roles: &["strategy"],
+    },
+];
+
+/// Where the pipeline's stages run: `cpus` (a `--cpus` flag, see [`plan_cpus`]) win, then the
+/// layout of `layout`, then the first cpus this process may use. Returns the placement of
+/// [`STAGES`] and whether two stages share a cpu.
+pub(crate) fn stage_pinning(
+    layout: &LayoutArg,
+    cpus: &[usize],
+) -> Result<(Pinning, bool), DemoError> {
+    let bad = |e: crate::pinning::PinningError| DemoError::BadArg(e.to_string());
+    let explicit = if cpus.is_empty() {
+        None
+    } else {
+        let (a, b, c, _) = plan_cpus(cpus)?;
+        Some(vec![a, b, c])
+    };
+    let pinning = if explicit.is_none() && layout.path().is_none() {
+        let (a, b, c, _) = plan_cpus(&[])?;
+        Pinning::pinned(&STAGES, &[a, b, c])
+    } else {
+        Pinning::choose(layout, &STAGES, explicit, || Ok(None)).map_err(bad)?
+    };
+    let (a, b, c) = (pinning.cpu(0), pinning.cpu(1), pinning.cpu(2));
+    Ok((pinning, a == b || b == c || a == c))
 }
 
 /// A temporary bus root, in shared memory when `/dev/shm` exists.
@@ -297,17 +327,10 @@ fn temp_root() -> std::io::Result<tempfile::TempDir> {
     b.tempdir()
 }
 
-fn pin(cpu: usize) -> bool {
-    mdbus_tuning::pin_current_thread(cpu).is_ok()
-}
-
 /// Runs the three stages and gathers what they report.
 pub fn execute(args: &DemoArgs) -> Result<DemoReport, DemoError> {
-    let cpus = match &args.layout {
-        Some(path) => plan_cpus(&layout_cpus(path)?)?,
-        None => plan_cpus(&args.cpus)?,
-    };
-    let (feed_cpu, book_cpu, strategy_cpu, shared) = cpus;
+    let (pinning, shared) = stage_pinning(&args.layout, &args.cpus)?;
+    let (feed_cpu, book_cpu, strategy_cpu) = (pinning.cpu(0), pinning.cpu(1), pinning.cpu(2));
     let input = match &args.file {
         Some(p) => Input::Source(Source::Path(p.clone())),
         None => Input::Source(Source::Bytes {
@@ -325,7 +348,7 @@ pub fn execute(args: &DemoArgs) -> Result<DemoReport, DemoError> {
         max_instruments: 12_000,
         levels_per_side_hint: 64,
     };
-    let run = run_pipeline(input, speed, book, cpus, args.show_signals)?;
+    let run = run_pipeline(input, speed, book, &pinning, shared, args.show_signals)?;
     let PipelineRun {
         feed,
         book: book_stats,
@@ -369,6 +392,8 @@ pub fn execute(args: &DemoArgs) -> Result<DemoReport, DemoError> {
             strategy_cpu,
             pinned,
             shared,
+            layout: pinning.layout_use(),
+            warnings: pinning.warnings(),
         },
         feed,
         book: book_stats,
@@ -376,7 +401,7 @@ pub fn execute(args: &DemoArgs) -> Result<DemoReport, DemoError> {
         final_book,
         matches_reference,
         latency: LatencySummary::of(&histogram),
-        floor: measure_floor(feed_cpu, strategy_cpu, pinned)?,
+        floor: measure_floor(&pinning, pinned)?,
         clock: if quanta_is_tsc() { "tsc" } else { "monotonic" }.into(),
     })
 }
@@ -411,15 +436,18 @@ pub(crate) struct PipelineRun {
     pub pinned: bool,
 }
 
-/// Runs feed handler -> book builder -> strategy, each on its thread and cpu
-/// (`(feed, book, strategy, shared)`), over lossless rings under a temporary bus root.
+/// Runs feed handler -> book builder -> strategy, each on its thread placed by `pinning`
+/// ([`STAGES`]; `shared`: two of them share a cpu), over lossless rings under a temporary bus
+/// root.
 pub(crate) fn run_pipeline(
     input: Input,
     speed: Speed,
     book: BookConfig,
-    (feed_cpu, book_cpu, strategy_cpu, shared): (usize, usize, usize, bool),
+    pinning: &Pinning,
+    shared: bool,
     show: usize,
 ) -> Result<PipelineRun, DemoError> {
+    let (feed_cpu, book_cpu, strategy_cpu) = (pinning.cpu(0), pinning.cpu(1), pinning.cpu(2));
     let root = temp_root()?;
     let bus = Bus::with_root(root.path())?;
     let clock = StampClock::new();
@@ -487,7 +515,7 @@ pub(crate) fn run_pipeline(
         let strategy = std::thread::Builder::new()
             .name("mdbus-strategy".into())
             .spawn_scoped(s, move || {
-                let pinned = pin(strategy_cpu);
+                let pinned = pinning.enter(2);
                 ready.arrive_and_wait(3);
                 let r = run_strategy(book_sub, trades_sub, &strategy_clock, wait, show);
                 r.map(|r| (r, strategy_clock.raw(), pinned))
@@ -497,7 +525,7 @@ pub(crate) fn run_pipeline(
         let book = std::thread::Builder::new()
             .name("mdbus-book".into())
             .spawn_scoped(s, move || {
-                let pinned = pin(book_cpu);
+                let pinned = pinning.enter(1);
                 ready.arrive_and_wait(3);
                 let stats = service.run(&mut book_input, wait, stop)?;
                 let summary = service.summary();
@@ -513,7 +541,7 @@ pub(crate) fn run_pipeline(
         let feed = std::thread::Builder::new()
             .name("mdbus-feed".into())
             .spawn_scoped(s, move || {
-                let pinned = pin(feed_cpu);
+                let pinned = pinning.enter(0);
                 ready.arrive_and_wait(3);
                 let start = feed_clock.raw();
                 replayer.run(&mut |_| {}).map(|r| (r, start, pinned))
@@ -570,13 +598,11 @@ impl StartGate {
 const FLOOR_SAMPLES: u64 = 200_000;
 
 /// The cache-line ping-pong floor between the feed handler's cpu and the strategy's, with the
-/// bench harness's own floor (`mdbus bench ring` reports the same system). `None` when the two
-/// stages share a cpu: a hand-off there is a context switch, not a cache-line transfer.
-fn measure_floor(
-    feed_cpu: usize,
-    strategy_cpu: usize,
-    pin: bool,
-) -> Result<Option<LatencySummary>, DemoError> {
+/// bench harness's own floor (`mdbus bench ring` reports the same system), its two threads
+/// placed like those two stages. `None` when the two stages share a cpu: a hand-off there is
+/// a context switch, not a cache-line transfer.
+fn measure_floor(pinning: &Pinning, pin: bool) -> Result<Option<LatencySummary>, DemoError> {
+    let (feed_cpu, strategy_cpu) = (pinning.cpu(0), pinning.cpu(2));
     use crate::bench::clock::BenchClock;
     use crate::bench::engine::{Ctx, new_histogram, ping_pong};
     use crate::bench::transport::{FloorWord, floor};
@@ -589,6 +615,7 @@ fn measure_floor(
         clock: &clock,
         cores: [feed_cpu, strategy_cpu],
         pin,
+        roles: pinning.has_layout().then_some((pinning, [0, 2])),
         yield_spin: false,
         stall: Duration::from_secs(10),
     };
@@ -783,6 +810,12 @@ pub fn render(r: &DemoReport, show: usize) -> String {
         "  feed handler [cpu {}] --shm {FEED}--> book builder [cpu {}] --shm {FEED}.book/.trades--> strategy [cpu {}]",
         p.feed_cpu, p.book_cpu, p.strategy_cpu
     );
+    if let Some(l) = &p.layout {
+        let _ = writeln!(s, "  (cpus and thread settings from layout {})", l.file);
+    }
+    for w in &p.warnings {
+        let _ = writeln!(s, "  warning: {w}");
+    }
     if p.shared || !p.pinned {
         let _ = writeln!(
             s,

@@ -7,4 +7,5 @@ pub mod bench;
 pub mod bench_replay;
 pub mod demo;
 pub mod net_cmd;
+pub mod pinning;
 pub mod replay_cmd;

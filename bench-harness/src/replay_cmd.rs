@@ -5,7 +5,6 @@
 use std::io::{IsTerminal, Write};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,6 +19,8 @@ use mdbus_feed_handlers::replay::{
     ReplayError, ReplayOptions, ReplayReport, Replayer, Source, Speed, Stamp, TimeOfDay,
     replay_book_config, replay_ring,
 };
+
+use crate::pinning::{LayoutArg, Pinning, ThreadRole};
 
 /// `mdbus replay`: play a captured session onto a bus stream.
 #[derive(clap::Args, Debug, Clone)]
@@ -77,7 +78,28 @@ pub struct ReplayArgs {
     /// No progress bar (it is drawn only when stderr is a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
+    /// Cpus for the feed handler and, with --book, the book builder, e.g. `2,3` (wins over
+    /// --layout) [default: with a layout, the first core of its `feed_handler` and
+    /// `book_builder` roles; else unpinned].
+    #[arg(long, value_delimiter = ',')]
+    pub cpus: Vec<usize>,
+    /// The core layout (`--layout FILE` or `$MDBUS_LAYOUT`).
+    #[command(flatten)]
+    pub layout: LayoutArg,
 }
+
+/// The threads of `mdbus replay` (the book builder only with `--book`) and the layout roles
+/// they take their cpus from.
+pub const REPLAY_THREADS: [ThreadRole; 2] = [
+    ThreadRole {
+        thread: "feed handler",
+        roles: &["feed_handler"],
+    },
+    ThreadRole {
+        thread: "book builder",
+        roles: &["book_builder"],
+    },
+];
 
 /// `mdbus record`: record a bus stream to a file that `mdbus replay` plays back.
 #[derive(clap::Args, Debug, Clone)]
@@ -170,31 +192,46 @@ pub fn run_replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<(), CmdError
         book_summary: args.book_summary.then(replay_book_config),
         spin_pacing: false,
     };
+    let threads = if args.book {
+        &REPLAY_THREADS[..]
+    } else {
+        &REPLAY_THREADS[..1]
+    };
+    if args.cpus.len() > threads.len() {
+        return Err(CmdError::BadArg(format!(
+            "--cpus: {} cpus for {} thread(s) (the feed handler{})",
+            args.cpus.len(),
+            threads.len(),
+            if args.book {
+                " and the book builder"
+            } else {
+                ""
+            }
+        )));
+    }
+    let explicit = (!args.cpus.is_empty()).then(|| {
+        // One cpu with --book: both threads share it.
+        let mut cpus = args.cpus.clone();
+        while cpus.len() < threads.len() {
+            cpus.push(cpus[cpus.len() - 1]);
+        }
+        cpus
+    });
+    let pinning = Pinning::choose(&args.layout, threads, explicit, || Ok(None))
+        .map_err(|e| CmdError::BadArg(e.to_string()))?;
     let source = Source::Path(args.file.clone());
     let replayer = Replayer::open(&source, &bus, &args.feed, &ring, options)?;
 
     // The book service subscribes before anything is published.
-    let stop = Arc::new(AtomicBool::new(false));
-    let service = if args.book {
+    let stop = AtomicBool::new(false);
+    let book = if args.book {
         let config = BookServiceConfig {
             book: replay_book_config(),
             ..BookServiceConfig::default()
         };
-        let mut svc = BookService::new(&bus, &args.feed, &config)?;
-        let mut input = bus.subscriber(&args.feed, &SubscribeOptions::default())?;
-        let stop = Arc::clone(&stop);
-        Some(
-            std::thread::Builder::new()
-                .name("mdbus-book".into())
-                .spawn(move || {
-                    svc.run(
-                        &mut input,
-                        WaitStrategy::SpinThenYield { spins: 1000 },
-                        &stop,
-                    )
-                })
-                .map_err(|e| CmdError::Internal(format!("cannot start the book thread: {e}")))?,
-        )
+        let svc = BookService::new(&bus, &args.feed, &config)?;
+        let input = bus.subscriber(&args.feed, &SubscribeOptions::default())?;
+        Some((svc, input))
     } else {
         None
     };
@@ -202,28 +239,84 @@ pub fn run_replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<(), CmdError
     let size = std::fs::metadata(&args.file).map_or(0, |m| m.len());
     let bar = (!args.no_progress && std::io::stderr().is_terminal() && size > (16 << 20))
         .then(|| progress_bar(size));
-    let result = replayer.run(&mut |p| {
-        if let Some(b) = &bar {
-            b.set_position(p.offset);
-            b.set_message(format!("{} messages", p.published));
-        }
-    });
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
-    // The replayer closed the feed stream; the service ends when it has read everything.
-    let book_stats = match service {
-        Some(handle) => {
-            if result.is_err() {
+    // The feed handler and the book builder each run on a thread of their own, placed by
+    // `pinning` (their layout roles applied when a layout is in use).
+    let (result, book_stats) = std::thread::scope(|s| {
+        let (pinning, stop, bar) = (&pinning, &stop, &bar);
+        let service = match book {
+            Some((mut svc, mut input)) => Some(
+                std::thread::Builder::new()
+                    .name("mdbus-book".into())
+                    .spawn_scoped(s, move || {
+                        pinning.enter(1);
+                        svc.run(
+                            &mut input,
+                            WaitStrategy::SpinThenYield { spins: 1000 },
+                            stop,
+                        )
+                    })
+                    .map_err(|e| {
+                        CmdError::Internal(format!("cannot start the book thread: {e}"))
+                    })?,
+            ),
+            None => None,
+        };
+        let feed = std::thread::Builder::new()
+            .name("mdbus-feed".into())
+            .spawn_scoped(s, move || {
+                pinning.enter(0);
+                replayer.run(&mut |p| {
+                    if let Some(b) = bar {
+                        b.set_position(p.offset);
+                        b.set_message(format!("{} messages", p.published));
+                    }
+                })
+            });
+        let result = match feed {
+            Ok(h) => match h.join() {
+                Ok(r) => r,
+                Err(_) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(CmdError::Internal(
+                        "the feed handler thread panicked".into(),
+                    ));
+                }
+            },
+            Err(e) => {
+                // Without a feed the book service would wait for ever: stop it.
                 stop.store(true, Ordering::Relaxed);
+                if let Some(h) = service {
+                    let _ = h.join();
+                }
+                return Err(CmdError::Internal(format!(
+                    "cannot start the feed handler thread: {e}"
+                )));
             }
-            let stats = handle
-                .join()
-                .map_err(|_| CmdError::Internal("the book thread panicked".into()))??;
-            Some(stats)
+        };
+        if let Some(b) = bar {
+            b.finish_and_clear();
         }
-        None => None,
-    };
+        // The replayer closed the feed stream; the service ends when it has read everything.
+        let book_stats = match service {
+            Some(handle) => {
+                if result.is_err() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                let stats = handle
+                    .join()
+                    .map_err(|_| CmdError::Internal("the book thread panicked".into()))??;
+                Some(stats)
+            }
+            None => None,
+        };
+        Ok::<_, CmdError>((result, book_stats))
+    })?;
+    if let Some(line) = pinning.describe() {
+        eprintln!("{line}");
+    }
+    for w in pinning.warnings() {
+        eprintln!("warning: {w}");
+    }
     let report = result?;
     print_report(&report, book_stats.as_ref(), &args.feed);
     if args.json {

@@ -81,6 +81,7 @@ fn measuring_loops_do_not_allocate_per_message() {
         clock: &clock,
         cores: [0, 0],
         pin: false,
+        roles: None,
         yield_spin: true,
         stall: Duration::from_secs(30),
     };

@@ -32,6 +32,9 @@ pub struct Ctx<'a> {
     pub cores: [usize; 2],
     /// Pin the threads to `cores`.
     pub pin: bool,
+    /// With a core layout: the placement whose threads (these two indices) the two threads
+    /// take on, applying their roles' settings; `None`: plain pinning to `cores`.
+    pub roles: Option<(&'a crate::pinning::Pinning, [usize; 2])>,
     /// Yield instead of spinning (both threads share one core).
     pub yield_spin: bool,
     /// Give up when one wait sees no progress for this long.
@@ -112,7 +115,12 @@ fn xfer(system: &str, e: XferError) -> BenchError {
 
 /// Pins the calling thread to `core` when asked; returns whether it is pinned.
 fn pin(ctx: &Ctx<'_>, idx: usize) -> bool {
-    ctx.pin && core_affinity::set_for_current(core_affinity::CoreId { id: ctx.cores[idx] })
+    match ctx.roles {
+        Some((pinning, threads)) => ctx.pin && pinning.enter(threads[idx]),
+        None => {
+            ctx.pin && core_affinity::set_for_current(core_affinity::CoreId { id: ctx.cores[idx] })
+        }
+    }
 }
 
 /// Runs two closures on two threads (pinned to `ctx.cores`), sets `abort` when one fails so the
@@ -372,6 +380,7 @@ mod tests {
             clock,
             cores: [0, 0],
             pin: false,
+            roles: None,
             yield_spin: true,
             stall: Duration::from_secs(20),
         }

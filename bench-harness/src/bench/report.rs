@@ -115,6 +115,9 @@ pub struct RingReport {
     pub results: Vec<SystemResult>,
     /// The machine.
     pub host: HostInfo,
+    /// The core layout the threads were pinned by (`--layout`, `$MDBUS_LAYOUT`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<crate::pinning::LayoutUse>,
     /// What was run.
     pub params: RingParams,
     /// Warnings (unpinned threads, clock fallback, ...).
@@ -308,6 +311,7 @@ mod tests {
             scenario: "ring".into(),
             results: vec![f, r],
             host: HostInfo::default(),
+            layout: None,
             params: RingParams {
                 mode: "ping-pong".into(),
                 msg_bytes: 64,

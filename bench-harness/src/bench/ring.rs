@@ -16,6 +16,7 @@ use super::transport::{
     FloorWord, HEADER_BYTES, MsgRx, MsgTx, crossbeam_channel, floor, rtrb_channel,
 };
 use super::{BenchError, host};
+use crate::pinning::{LayoutArg, Pinning, ThreadRole};
 
 /// A system the ring scenario measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -60,6 +61,24 @@ pub const MSG_SIZES: [usize; 9] = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
 pub const DEFAULT_COUNT: u64 = 2_000_000;
 /// Throughput messages per system when `--throughput-count` is not given.
 pub const DEFAULT_THROUGHPUT_COUNT: u64 = 10_000_000;
+/// Rounds when `--rounds` is not given.
+pub const DEFAULT_ROUNDS: u32 = 10;
+
+/// `--quick`: latency samples per system, untimed messages per round, rounds and throughput
+/// messages per system of the short smoke run.
+pub const QUICK: (u64, u64, u32, u64) = (2_000, 200, 2, 20_000);
+
+/// The threads of the ring scenario and the layout roles they take their cores from.
+pub const THREADS: [ThreadRole; 2] = [
+    ThreadRole {
+        thread: "producer",
+        roles: &["producer", "feed_handler"],
+    },
+    ThreadRole {
+        thread: "consumer",
+        roles: &["consumer", "strategy"],
+    },
+];
 
 /// `mdbus bench ring`: one-way latency (ping-pong, or fixed rate) and throughput.
 #[derive(clap::Args, Debug, Clone)]
@@ -70,6 +89,10 @@ pub struct RingArgs {
     /// Message size in bytes: 16, 32, 64, 128, 256, 512, 1024, 2048 or 4096.
     #[arg(long, default_value_t = 64, value_parser = parse_msg_bytes)]
     pub msg_bytes: usize,
+    /// A short smoke run: 2000 samples and 20000 throughput messages per system, 200 warm-up
+    /// messages, 2 rounds (flags given explicitly still apply).
+    #[arg(long)]
+    pub quick: bool,
     /// Latency samples per system, over all rounds
     /// [default: 2000000; fixed rate: 2 s worth of messages, at most 2000000].
     #[arg(long)]
@@ -78,13 +101,18 @@ pub struct RingArgs {
     /// [default: 10000; fixed rate: 50 ms worth, at most 10000].
     #[arg(long)]
     pub warmup: Option<u64>,
-    /// Rounds: the systems run one after the other, round-robin, `count / rounds` samples each.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub rounds: u32,
-    /// The two cores to pin the threads to, e.g. `0,1`
-    /// [default: the first two cores this process may run on].
+    /// Rounds: the systems run one after the other, round-robin, `count / rounds` samples each
+    /// [default: 10].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub rounds: Option<u32>,
+    /// The two cores to pin the threads to, e.g. `0,1` (wins over --layout)
+    /// [default: the layout's producer/feed_handler and consumer/strategy cores with a layout,
+    /// else the first two cores this process may run on].
     #[arg(long, value_name = "A,B", value_parser = parse_cores)]
     pub cores: Option<[usize; 2]>,
+    /// The core layout (`--layout FILE` or `$MDBUS_LAYOUT`).
+    #[command(flatten)]
+    pub layout: LayoutArg,
     /// Fixed-rate one-way mode: messages per second; latency is measured from each message's
     /// intended send time (no coordinated omission).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
@@ -221,7 +249,35 @@ pub fn measure(args: &RingArgs) -> Result<(RingReport, Vec<Histogram<u64>>), Ben
             systems.push(*s);
         }
     }
-    let (cores, pin, yield_spin, mut notes) = choose_cores(args.cores.as_ref().map(|c| &c[..]))?;
+    let layout = args.layout.path();
+    let (cores, pin, yield_spin, mut notes, pinning) = match (&layout, args.cores) {
+        (Some(path), explicit) => {
+            if let Some(c) = &explicit {
+                // Checks the cores against this process's affinity.
+                choose_cores(Some(&c[..]))?;
+            }
+            let p = Pinning::from_layout(path, &THREADS, explicit.as_ref().map(|c| &c[..]))
+                .map_err(|e| BenchError::BadArg(e.to_string()))?;
+            let cores = [p.cpu(0), p.cpu(1)];
+            let mut notes: Vec<String> = p.describe().into_iter().collect();
+            if cores[0] == cores[1] {
+                notes.push(format!(
+                    "both threads on core {}: they yield instead of spinning",
+                    cores[0]
+                ));
+            }
+            (cores, true, cores[0] == cores[1], notes, Some(p))
+        }
+        (None, explicit) => {
+            let (c, pin, y, n) = choose_cores(explicit.as_ref().map(|c| &c[..]))?;
+            (c, pin, y, n, None)
+        }
+    };
+    let (q_count, q_warmup, q_rounds, q_tput) = QUICK;
+    let quick = args.quick;
+    let rounds = args
+        .rounds
+        .unwrap_or(if quick { q_rounds } else { DEFAULT_ROUNDS });
     let tsc = host::tsc_invariant();
     if !tsc {
         notes.push(
@@ -233,6 +289,11 @@ pub fn measure(args: &RingArgs) -> Result<(RingReport, Vec<Histogram<u64>>), Ben
     let clock = BenchClock::new(tsc);
     let slots = (args.capacity / args.msg_bytes).max(2);
     let (count, warmup, interval_ticks) = match args.rate {
+        None if quick => (
+            args.count.unwrap_or(q_count),
+            args.warmup.unwrap_or(q_warmup),
+            0,
+        ),
         None => (
             args.count.unwrap_or(DEFAULT_COUNT),
             args.warmup.unwrap_or(10_000),
@@ -241,27 +302,35 @@ pub fn measure(args: &RingArgs) -> Result<(RingReport, Vec<Histogram<u64>>), Ben
         Some(rate) => {
             let tps = clock.ticks_per_sec();
             let interval = (tps / rate as f64).round().max(1.0) as u64;
+            let (most, most_warmup) = if quick {
+                (q_count, q_warmup)
+            } else {
+                (DEFAULT_COUNT, 10_000)
+            };
             (
-                args.count.unwrap_or((rate * 2).min(DEFAULT_COUNT)),
-                args.warmup.unwrap_or((rate / 20).min(10_000)),
+                args.count.unwrap_or((rate * 2).min(most)),
+                args.warmup.unwrap_or((rate / 20).min(most_warmup)),
                 interval,
             )
         }
     };
-    if count < u64::from(args.rounds) {
+    if count < u64::from(rounds) {
         return Err(BenchError::BadArg(format!(
-            "--count {count} is smaller than --rounds {}",
-            args.rounds
+            "--count {count} is smaller than --rounds {rounds}"
         )));
     }
     let plan = Plan {
         msg_bytes: args.msg_bytes,
         count,
         warmup,
-        rounds: args.rounds,
+        rounds,
         rate: args.rate,
         interval_ticks,
-        throughput_count: args.throughput_count.unwrap_or(DEFAULT_THROUGHPUT_COUNT),
+        throughput_count: args.throughput_count.unwrap_or(if quick {
+            q_tput
+        } else {
+            DEFAULT_THROUGHPUT_COUNT
+        }),
         batch: args.batch as usize,
         capacity: args.capacity,
         slots,
@@ -272,6 +341,7 @@ pub fn measure(args: &RingArgs) -> Result<(RingReport, Vec<Histogram<u64>>), Ben
         clock: &clock,
         cores,
         pin,
+        roles: pinning.as_ref().map(|p| (p, [0, 1])),
         yield_spin,
         stall: Duration::from_secs(args.stall_secs.max(1)),
     };
@@ -298,6 +368,9 @@ pub fn measure(args: &RingArgs) -> Result<(RingReport, Vec<Histogram<u64>>), Ben
         n => Err(BenchError::BadArg(format!("unsupported --msg-bytes {n}"))),
     }?;
     let pinned = pin && out.all_pinned;
+    if let Some(p) = &pinning {
+        notes.extend(p.warnings());
+    }
     if pin && !out.all_pinned {
         notes.push(format!(
             "pinning to cores {cores:?} failed at least once: those runs were unpinned"
@@ -324,6 +397,7 @@ pub fn measure(args: &RingArgs) -> Result<(RingReport, Vec<Histogram<u64>>), Ben
         scenario: "ring".into(),
         results,
         host: host::collect(&cores, pinned, clock.source()),
+        layout: pinning.as_ref().and_then(Pinning::layout_use),
         params: RingParams {
             mode: if plan.rate.is_some() {
                 "fixed-rate"
