@@ -193,3 +193,131 @@ fn bad_arguments_are_refused() {
     let err = run_to(&cli.bench, &mut Vec::new()).unwrap_err().to_string();
     assert!(err.contains("100000"), "{err}");
 }
+
+#[test]
+fn all_quick_json_has_every_scenario_and_compares_scenario_by_scenario() {
+    use mdbus_bench_harness::bench::all::SCENARIOS;
+    let dir = tempfile::tempdir().unwrap();
+    let hgrm = dir.path().join("hgrm");
+    let plot = dir.path().join("plots");
+    let (h, p) = (hgrm.to_str().unwrap(), plot.to_str().unwrap());
+    let out = run(&["all", "--quick", "--json", "--hgrm", h, "--plot", p]);
+    assert_eq!(out.trim_end().lines().count(), 1, "one JSON line: {out}");
+    let v: Value = serde_json::from_str(out.trim()).expect("stdout is one JSON object");
+    assert_eq!(v["scenario"], "all");
+    assert_eq!(v["quick"], true);
+    let order: Vec<&str> = v["order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(order, SCENARIOS);
+    for name in SCENARIOS {
+        let r = &v["scenarios"][name];
+        assert_eq!(r["scenario"], *name, "{name}: {r}");
+        assert!(
+            !r["results"].as_array().expect("results").is_empty(),
+            "{name}"
+        );
+        assert!(
+            r["host"]["cores_used"].is_array(),
+            "{name}: its own host facts"
+        );
+        // Each scenario wrote its chart.
+        let svg = std::fs::read_to_string(plot.join(format!("{name}.svg"))).unwrap();
+        assert!(svg.contains("<svg"), "{name}");
+    }
+    // The quick sizes.
+    assert_eq!(v["scenarios"]["ring"]["params"]["count"], 2000);
+    assert_eq!(v["scenarios"]["ring"]["params"]["rounds"], 2);
+    assert_eq!(
+        v["scenarios"]["replay"]["params"]["throughput_count"],
+        20_430
+    );
+    // The host facts once, with every core a scenario used.
+    for k in [
+        "cpu_model",
+        "cores_used",
+        "kernel",
+        "governor",
+        "isolated_cores",
+    ] {
+        assert!(v["host"].get(k).is_some(), "host.{k}");
+    }
+    let all_cores = v["host"]["cores_used"].as_array().unwrap();
+    for name in SCENARIOS {
+        for c in v["scenarios"][name]["host"]["cores_used"]
+            .as_array()
+            .unwrap()
+        {
+            assert!(all_cores.contains(c), "{name} core {c} in {all_cores:?}");
+        }
+    }
+    for s in SYSTEMS {
+        assert!(hgrm.join("ring").join(format!("{s}.hgrm")).is_file(), "{s}");
+    }
+    assert!(hgrm.join("replay/mdbus-pipeline.hgrm").is_file());
+
+    // Compared with itself: every scenario, every ratio 1.
+    let a = dir.path().join("a.json");
+    std::fs::write(&a, &out).unwrap();
+    let a = a.to_str().unwrap();
+    let cmp: Value = serde_json::from_str(&run(&["compare", a, a, "--json"])).unwrap();
+    let scenarios = cmp["scenarios"].as_array().unwrap();
+    assert_eq!(scenarios.len(), SCENARIOS.len(), "{cmp}");
+    for s in scenarios {
+        assert!(!s["systems"].as_array().unwrap().is_empty(), "{s}");
+        for sys in s["systems"].as_array().unwrap() {
+            for r in sys["ratios"].as_array().unwrap() {
+                if !r["ratio"].is_null() {
+                    assert_eq!(r["ratio"].as_f64().unwrap(), 1.0, "{s}");
+                }
+            }
+        }
+    }
+    // A candidate whose ring rtrb median doubled and whose replay failed.
+    let mut b: Value = serde_json::from_str(out.trim()).unwrap();
+    let rtrb = b["scenarios"]["ring"]["results"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|r| r["name"] == "rtrb")
+        .unwrap();
+    let p50 = rtrb["p50_ns"].as_u64().unwrap();
+    rtrb["p50_ns"] = (p50 * 2).into();
+    b["scenarios"]["replay"] = serde_json::json!({"error": "stalled"});
+    let bp = dir.path().join("b.json");
+    std::fs::write(&bp, b.to_string()).unwrap();
+    let bp = bp.to_str().unwrap();
+    let cmp: Value = serde_json::from_str(&run(&["compare", a, bp, "--json"])).unwrap();
+    let ring = &cmp["scenarios"][0];
+    assert_eq!(ring["scenario"], "ring");
+    let rtrb = ring["systems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "rtrb")
+        .unwrap();
+    if p50 > 0 {
+        assert_eq!(rtrb["ratios"][0]["ratio"].as_f64().unwrap(), 2.0);
+    }
+    assert_eq!(cmp["unmatched"][0], "replay (no results in B)", "{cmp}");
+    let table = run(&["compare", a, bp]);
+    assert!(
+        table.contains("== ring ==") && table.contains("unmatched scenario: replay"),
+        "{table}"
+    );
+}
+
+#[test]
+fn all_tables_name_every_scenario() {
+    let out = run(&["all", "--quick"]);
+    for name in mdbus_bench_harness::bench::all::SCENARIOS {
+        assert!(out.contains(&format!("== bench {name} ==")), "{out}");
+    }
+    assert!(
+        out.contains("p50/floor") && out.contains("mdbus-pipeline"),
+        "{out}"
+    );
+}

@@ -1,4 +1,4 @@
-//! `--layout FILE` and `$MDBUS_LAYOUT` on `mdbus bench ring|replay`, `mdbus replay` and
+//! `--layout FILE` and `$MDBUS_LAYOUT` on `mdbus bench ring|replay|all`, `mdbus replay` and
 //! `mdbus demo`, through the built binary: threads land on the cores `mdbus tune plan --out`
 //! gave their roles, explicit `--cores`/`--cpus` win, and a bad layout is a clear error with a
 //! nonzero exit status before anything runs. No timing is asserted.
@@ -103,6 +103,12 @@ fn bench_scenarios_pin_to_the_planned_cores() {
     let (v, _) = json(&["bench", "replay", "--quick", "--json", "--layout", s(&path)]);
     assert_eq!(cores_used(&v), stage_cores, "{}", v["host"]);
     assert_eq!(v["layout"]["threads"][1]["role"], "book_builder");
+
+    // `bench all` passes the layout on to every scenario.
+    let (v, _) = json(&["bench", "all", "--quick", "--json", "--layout", s(&path)]);
+    assert_eq!(cores_used(&v["scenarios"]["ring"]), ring_cores);
+    assert_eq!(cores_used(&v["scenarios"]["replay"]), stage_cores);
+    assert_eq!(v["scenarios"]["ring"]["layout"]["file"], s(&path));
 }
 
 #[test]
@@ -185,7 +191,7 @@ fn replay_runs_its_threads_where_the_layout_says() {
 }
 
 /// Every command that takes a layout.
-const ALL_COMMANDS: [&str; 4] = ["bench ring", "bench replay", "demo", "replay"];
+const ALL_COMMANDS: [&str; 5] = ["bench ring", "bench replay", "bench all", "demo", "replay"];
 
 /// Runs each of `which` (from [`ALL_COMMANDS`]) with `layout` (by `--layout`, or by
 /// `$MDBUS_LAYOUT` when `env`) and checks each fails, naming what is wrong.
@@ -193,9 +199,10 @@ fn each_command_refuses(layout: &Path, env: bool, which: &[&str], expect: &[&str
     let aapl = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../codecs/testdata/itch/aapl-2020-01-30-10k.itch");
     let root = layout.with_extension("bus");
-    let commands: [Vec<&str>; 4] = [
+    let commands: [Vec<&str>; 5] = [
         vec!["bench", "ring", "--quick", "--json"],
         vec!["bench", "replay", "--quick", "--json"],
+        vec!["bench", "all", "--quick", "--json"],
         vec!["demo", "--json"],
         vec!["replay", s(&aapl), "--root", s(&root), "--book"],
     ];

@@ -1,4 +1,7 @@
-//! `mdbus bench compare A.json B.json`: per-system ratios B/A of two ring reports.
+//! `mdbus bench compare A.json B.json`: per-system ratios B/A of two reports (`--json` of
+//! `bench ring`, `bench replay`, ...), or of two `bench all --json` documents scenario by
+//! scenario (a single report against an `all` document is compared with the scenario of its
+//! name).
 
 use std::path::{Path, PathBuf};
 
@@ -52,15 +55,20 @@ pub struct Comparison {
     pub unmatched: Vec<String>,
 }
 
-fn load(path: &Path) -> Result<Value, BenchError> {
+/// Reads a JSON file.
+fn read_json(path: &Path) -> Result<Value, BenchError> {
     let text = std::fs::read_to_string(path).map_err(|source| BenchError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| BenchError::BadReport {
+    serde_json::from_str(&text).map_err(|e| BenchError::BadReport {
         path: path.to_path_buf(),
         reason: e.to_string(),
-    })?;
+    })
+}
+
+fn load(path: &Path) -> Result<Value, BenchError> {
+    let v = read_json(path)?;
     if !v.get("results").is_some_and(Value::is_array) {
         return Err(BenchError::BadReport {
             path: path.to_path_buf(),
@@ -85,8 +93,19 @@ fn results(v: &Value) -> Vec<(String, &Value)> {
 pub fn compare(a: &Path, b: &Path) -> Result<Comparison, BenchError> {
     let va = load(a)?;
     let vb = load(b)?;
-    let ra = results(&va);
-    let rb = results(&vb);
+    let (systems, unmatched) = compare_values(&va, &vb);
+    Ok(Comparison {
+        a: a.to_path_buf(),
+        b: b.to_path_buf(),
+        systems,
+        unmatched,
+    })
+}
+
+/// Per-system ratios of two report objects, and the systems in only one of them.
+fn compare_values(va: &Value, vb: &Value) -> (Vec<SystemRatios>, Vec<String>) {
+    let ra = results(va);
+    let rb = results(vb);
     let mut systems = Vec::new();
     let mut unmatched = Vec::new();
     for (name, sb) in &rb {
@@ -121,12 +140,185 @@ pub fn compare(a: &Path, b: &Path) -> Result<Comparison, BenchError> {
             unmatched.push(format!("{name} (only in A)"));
         }
     }
-    Ok(Comparison {
+    (systems, unmatched)
+}
+
+/// The ratios of one scenario present in both `all` documents.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioRatios {
+    /// The scenario.
+    pub scenario: String,
+    /// One entry per system present in both, in B's order.
+    pub systems: Vec<SystemRatios>,
+    /// Systems in only one of the two.
+    pub unmatched: Vec<String>,
+}
+
+/// The comparison of two `bench all` documents (or of one and a single report).
+#[derive(Debug, Clone, Serialize)]
+pub struct AllComparison {
+    /// Path of the baseline.
+    pub a: PathBuf,
+    /// Path of the candidate.
+    pub b: PathBuf,
+    /// One entry per scenario present (and not failed) in both, in B's order.
+    pub scenarios: Vec<ScenarioRatios>,
+    /// Scenarios in only one of the two, or failed in either.
+    pub unmatched: Vec<String>,
+}
+
+/// The comparison `bench compare` prints: of two reports, or of two `all` documents.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum AnyComparison {
+    /// Two single reports.
+    One(Comparison),
+    /// At least one `bench all` document.
+    All(AllComparison),
+}
+
+impl AnyComparison {
+    /// The readable table.
+    pub fn table(&self) -> String {
+        match self {
+            AnyComparison::One(c) => c.table(),
+            AnyComparison::All(c) => c.table(),
+        }
+    }
+}
+
+/// The reports of a `bench all` document, by scenario in its order; `None` for anything else.
+fn scenarios_of(v: &Value) -> Option<Vec<(String, &Value)>> {
+    let map = v.get("scenarios")?.as_object()?;
+    let mut names: Vec<String> = v
+        .get("order")
+        .and_then(Value::as_array)
+        .map(|o| {
+            o.iter()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    for k in map.keys() {
+        if !names.contains(k) {
+            names.push(k.clone());
+        }
+    }
+    Some(
+        names
+            .into_iter()
+            .filter_map(|n| map.get(&n).map(|r| (n, r)))
+            .collect(),
+    )
+}
+
+/// Compares `b` against baseline `a`: two reports (as [`compare`]), or two `bench all`
+/// documents scenario by scenario, or one of each (the report against the `all` document's
+/// scenario of the report's name).
+pub fn compare_any(a: &Path, b: &Path) -> Result<AnyComparison, BenchError> {
+    let va = read_json(a)?;
+    let vb = read_json(b)?;
+    let (sa, sb) = (scenarios_of(&va), scenarios_of(&vb));
+    if sa.is_none() && sb.is_none() {
+        return compare(a, b).map(AnyComparison::One);
+    }
+    let as_list = |path: &Path, v: &Value| -> Result<Vec<(String, Value)>, BenchError> {
+        match scenarios_of(v) {
+            Some(list) => Ok(list.into_iter().map(|(n, r)| (n, r.clone())).collect()),
+            None => {
+                let v = load(path)?;
+                let name = v
+                    .get("scenario")
+                    .and_then(Value::as_str)
+                    .unwrap_or("ring")
+                    .to_string();
+                Ok(vec![(name, v)])
+            }
+        }
+    };
+    let la = as_list(a, &va)?;
+    let lb = as_list(b, &vb)?;
+    let usable = |r: &Value| r.get("results").is_some_and(Value::is_array);
+    let mut scenarios = Vec::new();
+    let mut unmatched = Vec::new();
+    for (name, rb) in &lb {
+        match la.iter().find(|(n, _)| n == name) {
+            None => unmatched.push(format!("{name} (only in B)")),
+            Some((_, ra)) if !usable(ra) || !usable(rb) => {
+                unmatched.push(format!(
+                    "{name} (no results in {})",
+                    if usable(ra) { "B" } else { "A" }
+                ));
+            }
+            Some((_, ra)) => {
+                let (systems, unmatched) = compare_values(ra, rb);
+                scenarios.push(ScenarioRatios {
+                    scenario: name.clone(),
+                    systems,
+                    unmatched,
+                });
+            }
+        }
+    }
+    for (name, _) in &la {
+        if !lb.iter().any(|(n, _)| n == name) {
+            unmatched.push(format!("{name} (only in A)"));
+        }
+    }
+    Ok(AnyComparison::All(AllComparison {
         a: a.to_path_buf(),
         b: b.to_path_buf(),
-        systems,
+        scenarios,
         unmatched,
-    })
+    }))
+}
+
+/// The header line and the rows of one table of ratios.
+fn ratio_rows(s: &mut String, systems: &[SystemRatios], unmatched: &[String]) {
+    use std::fmt::Write as _;
+    let _ = write!(s, "{:<18}", "system");
+    for k in KEYS {
+        let _ = write!(s, " {:>12}", k.trim_end_matches("_ns"));
+    }
+    s.push('\n');
+    for sys in systems {
+        let _ = write!(s, "{:<18}", sys.name);
+        for r in &sys.ratios {
+            let cell = r
+                .ratio
+                .map_or_else(|| "-".to_string(), |r| format!("{r:.3}"));
+            let _ = write!(s, " {cell:>12}");
+        }
+        s.push('\n');
+    }
+    for u in unmatched {
+        let _ = writeln!(s, "unmatched: {u}");
+    }
+}
+
+impl AllComparison {
+    /// The readable tables, one per scenario.
+    pub fn table(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "ratios B/A  (A = {}, B = {}); < 1 is lower latency, > 1 higher throughput for msgs/s",
+            self.a.display(),
+            self.b.display()
+        );
+        for sc in &self.scenarios {
+            let _ = writeln!(s, "\n== {} ==", sc.scenario);
+            ratio_rows(&mut s, &sc.systems, &sc.unmatched);
+        }
+        if !self.unmatched.is_empty() {
+            s.push('\n');
+        }
+        for u in &self.unmatched {
+            let _ = writeln!(s, "unmatched scenario: {u}");
+        }
+        s
+    }
 }
 
 impl Comparison {
@@ -140,24 +332,7 @@ impl Comparison {
             self.a.display(),
             self.b.display()
         );
-        let _ = write!(s, "{:<18}", "system");
-        for k in KEYS {
-            let _ = write!(s, " {:>12}", k.trim_end_matches("_ns"));
-        }
-        s.push('\n');
-        for sys in &self.systems {
-            let _ = write!(s, "{:<18}", sys.name);
-            for r in &sys.ratios {
-                let cell = r
-                    .ratio
-                    .map_or_else(|| "-".to_string(), |r| format!("{r:.3}"));
-                let _ = write!(s, " {cell:>12}");
-            }
-            s.push('\n');
-        }
-        for u in &self.unmatched {
-            let _ = writeln!(s, "unmatched: {u}");
-        }
+        ratio_rows(&mut s, &self.systems, &self.unmatched);
         s
     }
 }
@@ -189,6 +364,63 @@ mod tests {
         assert_eq!(r[5].ratio, None);
         assert_eq!(c.unmatched, vec!["old (only in A)".to_string()]);
         assert!(c.table().contains("0.500"));
+    }
+
+    #[test]
+    fn all_documents_compare_scenario_by_scenario() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.json");
+        let b = dir.path().join("b.json");
+        let ring = dir.path().join("ring.json");
+        std::fs::write(
+            &a,
+            r#"{"scenario":"all","order":["ring","replay","old"],"scenarios":{
+              "ring":{"scenario":"ring","results":[{"name":"rtrb","p50_ns":100}]},
+              "replay":{"scenario":"replay","results":[{"name":"mdbus-pipeline","msgs_per_sec":2e6}]},
+              "old":{"scenario":"old","results":[]}}}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            &b,
+            r#"{"scenario":"all","order":["ring","replay","udp"],"scenarios":{
+              "ring":{"scenario":"ring","results":[{"name":"rtrb","p50_ns":150}]},
+              "replay":{"error":"failed"},
+              "udp":{"scenario":"udp","results":[]}}}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            &ring,
+            r#"{"scenario":"ring","results":[{"name":"rtrb","p50_ns":50}]}"#,
+        )
+        .unwrap();
+        let AnyComparison::All(c) = compare_any(&a, &b).unwrap() else {
+            panic!("not an all comparison");
+        };
+        assert_eq!(c.scenarios.len(), 1);
+        assert_eq!(c.scenarios[0].scenario, "ring");
+        assert_eq!(c.scenarios[0].systems[0].ratios[0].ratio, Some(1.5));
+        assert_eq!(
+            c.unmatched,
+            [
+                "replay (no results in B)",
+                "udp (only in B)",
+                "old (only in A)"
+            ]
+        );
+        let t = c.table();
+        assert!(t.contains("== ring ==") && t.contains("1.500"), "{t}");
+
+        // A single ring report against an all document: its scenario only.
+        let AnyComparison::All(c) = compare_any(&ring, &a).unwrap() else {
+            panic!("not an all comparison");
+        };
+        assert_eq!(c.scenarios.len(), 1);
+        assert_eq!(c.scenarios[0].systems[0].ratios[0].ratio, Some(2.0));
+        // Two single reports: the plain comparison.
+        assert!(matches!(
+            compare_any(&ring, &ring).unwrap(),
+            AnyComparison::One(_)
+        ));
     }
 
     #[test]

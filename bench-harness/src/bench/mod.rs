@@ -4,7 +4,9 @@
 //!   physical floor (a cache-line ping-pong), the mdbus shared-memory ring, `rtrb` and
 //!   `crossbeam-channel`, all measured by the same loops in the same run (ping-pong RTT/2 or a
 //!   fixed-rate stream timed from each message's intended send time), then streaming throughput.
-//! - `compare`: per-system ratios between two `ring --json` reports.
+//! - `all`: every scenario with its defaults (or `--quick`), one combined JSON report.
+//! - `compare`: per-system ratios between two `--json` reports (or two `all` reports,
+//!   scenario by scenario).
 //!
 //! Timing uses the TSC (`quanta`) where it is invariant, latencies go into HdrHistograms, and
 //! every figure is reported beside the floor measured in the same run. See `BENCHMARKS.md`.
@@ -12,6 +14,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+pub mod all;
 pub mod clock;
 pub mod compare;
 pub mod engine;
@@ -43,8 +46,12 @@ pub enum Scenario {
     /// End-to-end replay of the real AAPL session (decode, normalize, publish, book,
     /// strategy): throughput and tick-to-strategy latency, beside itchy's parse-only rate.
     Replay(crate::bench_replay::ReplayBenchArgs),
-    /// Per-system ratios B/A (each percentile and throughput) of two `ring --json` reports.
+    /// Per-system ratios B/A (each percentile and throughput) of two `--json` reports; of two
+    /// `bench all --json` reports, scenario by scenario.
     Compare(CompareArgs),
+    /// Every scenario with its defaults (or `--quick`), one after the other: their tables, or
+    /// one JSON object with each scenario's report under its name and the host facts once.
+    All(all::AllArgs),
 }
 
 /// `mdbus bench compare A.json B.json`.
@@ -119,6 +126,14 @@ pub enum BenchError {
     /// A bug in the harness.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A scenario of `bench all` failed.
+    #[error("bench {scenario}: {error}")]
+    InScenario {
+        /// The scenario.
+        scenario: String,
+        /// Its error.
+        error: Box<BenchError>,
+    },
 }
 
 /// Runs a scenario, printing its result on stdout.
@@ -133,8 +148,9 @@ pub fn run_to(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
     match &args.scenario {
         Scenario::Ring(r) => ring::run(r, out),
         Scenario::Replay(r) => crate::bench_replay::run(r, out),
+        Scenario::All(a) => all::run(a, out),
         Scenario::Compare(c) => {
-            let cmp = compare::compare(&c.a, &c.b)?;
+            let cmp = compare::compare_any(&c.a, &c.b)?;
             let text = if c.json {
                 let mut t = serde_json::to_string(&cmp)
                     .map_err(|e| BenchError::Internal(format!("cannot serialise: {e}")))?;
