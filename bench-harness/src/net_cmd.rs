@@ -21,6 +21,8 @@ use mdbus_feed_handlers::book::{BookBuilder, TypeCounts};
 use mdbus_feed_handlers::bookstream::{itch_type_of, order_event_from_envelope};
 use mdbus_feed_handlers::replay::replay_book_config;
 
+use crate::pinning::{LayoutArg, Pinning, PinningError, ThreadRole};
+
 /// A failed `send`, `recv` or `stat`.
 #[derive(Debug, thiserror::Error)]
 pub enum NetCmdError {
@@ -42,6 +44,32 @@ pub enum NetCmdError {
     /// The book builder could not be set up.
     #[error("book builder: {0}")]
     Book(String),
+    /// The core layout cannot be used.
+    #[error(transparent)]
+    Pinning(#[from] PinningError),
+}
+
+/// Pins the calling thread (the transport loop) by `--core` or the layout's `role`; prints
+/// where it runs and what could not be applied.
+fn pin_loop(
+    who: &str,
+    layout: &LayoutArg,
+    core: Option<usize>,
+    role: &'static [&'static str],
+) -> Result<(), NetCmdError> {
+    let threads = [ThreadRole {
+        thread: role[0],
+        roles: role,
+    }];
+    let pinning = Pinning::choose(layout, &threads, core.map(|c| vec![c]), || Ok(None))?;
+    pinning.enter(0);
+    if let Some(line) = pinning.describe() {
+        eprintln!("mdbus {who}: {line}");
+    }
+    for w in pinning.warnings() {
+        eprintln!("mdbus {who}: warning: {w}");
+    }
+    Ok(())
 }
 
 /// How a loop waits when idle, as a flag: `spin`, `yield` or `sleep:<microseconds>`.
@@ -118,9 +146,11 @@ pub struct SendArgs {
     /// Where to start in the stream: oldest, newest or next (the live edge).
     #[arg(long, default_value = "next", value_parser = parse_start)]
     pub start: StartAt,
-    /// Core to pin the sender to.
+    /// Core to pin the sender to (wins over the layout's `sender` role).
     #[arg(long)]
     pub core: Option<usize>,
+    #[command(flatten)]
+    pub layout: LayoutArg,
     /// Idle strategy: spin, yield or sleep:<microseconds>.
     #[arg(long, default_value = "spin", value_parser = parse_idle)]
     pub idle: Idle,
@@ -191,9 +221,11 @@ pub struct RecvArgs {
     /// `SO_RCVBUF` in bytes.
     #[arg(long, default_value_t = 8 << 20)]
     pub rcvbuf: usize,
-    /// Core to pin the receiver to.
+    /// Core to pin the receiver to (wins over the layout's `receiver` role).
     #[arg(long)]
     pub core: Option<usize>,
+    #[command(flatten)]
+    pub layout: LayoutArg,
     /// Idle strategy: spin, yield or sleep:<microseconds>.
     #[arg(long, default_value = "spin", value_parser = parse_idle)]
     pub idle: Idle,
@@ -278,7 +310,6 @@ pub fn run_send(args: &SendArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
     cfg.store_bytes = args.store_mb << 20;
     cfg.reply_rate = args.reply_rate;
     cfg.start = args.start;
-    cfg.core = args.core;
     cfg.idle = args.idle;
     cfg.fault = args.fault.clone().unwrap_or_default();
     cfg.linger = Duration::from_millis(args.linger_ms);
@@ -296,6 +327,7 @@ pub fn run_send(args: &SendArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
             .request_addr()
             .map_or_else(|e| e.to_string(), |a| a.to_string())
     );
+    pin_loop("send", &args.layout, args.core, &["sender"])?;
     let stop = stop_on_signals()?;
     let stats = sender.run(&stop)?;
     eprintln!(
@@ -394,7 +426,6 @@ pub fn run_recv(args: &RecvArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
         }
     };
     cfg.rcvbuf = args.rcvbuf;
-    cfg.core = args.core;
     cfg.idle = args.idle;
     cfg.fault = args.fault.clone().unwrap_or_default();
     cfg.exit_at_end_of_session = args.exit_at_end;
@@ -421,6 +452,7 @@ pub fn run_recv(args: &RecvArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
     } else {
         None
     };
+    pin_loop("recv", &args.layout, args.core, &["receiver"])?;
     let stop = stop_on_signals()?;
     let stats = match &mut books {
         Some(b) => receiver.run_with(&stop, &mut |t, p| b.observe(t, p))?,
