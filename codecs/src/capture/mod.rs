@@ -385,7 +385,42 @@ impl CaptureReader {
     /// An error is returned once and reading goes on after it where it can (a damaged pcapng
     /// block is skipped); after a truncated record, an I/O error or a damaged length field,
     /// the next call returns `None`.
+    #[inline]
     pub fn next_record(&mut self) -> Option<Result<Record<'_>, CaptureError>> {
+        // Fast path: an ITCH record already whole in the buffer (all but one in a buffer's
+        // worth), handed out without the general framing below.
+        if let Some((message, offset)) = self.buffered_itch() {
+            return Some(Ok(Record::Itch(ItchRecord {
+                offset,
+                message: &self.buf[message],
+            })));
+        }
+        self.next_record_slow()
+    }
+
+    /// The next length-prefixed ITCH record when it lies whole in the buffer (its range and
+    /// file offset), consumed; `None` (nothing consumed) in every other case, which the
+    /// general path then handles: another format, the end of the buffered bytes, the file's
+    /// end or an error.
+    #[inline(always)]
+    fn buffered_itch(&mut self) -> Option<(Range<usize>, u64)> {
+        if !matches!(self.kind, Kind::Itch) || self.done {
+            return None;
+        }
+        let unread = self.buf.get(self.start..self.end)?;
+        let &[hi, lo] = unread.first_chunk::<2>()?;
+        let len = usize::from(u16::from_be_bytes([hi, lo]));
+        if unread.len() < 2 + len {
+            return None;
+        }
+        let at = self.start;
+        let offset = self.offset();
+        self.start += 2 + len;
+        self.stats.itch_messages += 1;
+        Some((at + 2..at + 2 + len, offset))
+    }
+
+    fn next_record_slow(&mut self) -> Option<Result<Record<'_>, CaptureError>> {
         loop {
             if self.done {
                 return None;
