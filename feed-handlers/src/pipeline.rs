@@ -219,11 +219,25 @@ impl FeedPipeline {
         msg: &[u8],
         recv_ts_ns: u64,
     ) -> Result<(), PipelineError> {
+        match itch::decode(msg) {
+            Ok(decoded) => self.on_decoded(seq, &decoded, recv_ts_ns),
+            Err(error) => {
+                self.stats.messages += 1;
+                self.undecodable(seq, error, recv_ts_ns)
+            }
+        }
+    }
+
+    /// [`on_message`](Self::on_message) for a message the caller has already decoded (a
+    /// replay decodes each message once to filter it, and hands the view on).
+    #[inline]
+    pub fn on_decoded(
+        &mut self,
+        seq: u64,
+        decoded: &itch::Message<'_>,
+        recv_ts_ns: u64,
+    ) -> Result<(), PipelineError> {
         self.stats.messages += 1;
-        let decoded = match itch::decode(msg) {
-            Ok(m) => m,
-            Err(error) => return self.undecodable(seq, error, recv_ts_ns),
-        };
         let locate = decoded.stock_locate();
         self.last_exchange_ts = decoded.timestamp();
         let target = if self.route.is_empty() {
@@ -239,7 +253,7 @@ impl FeedPipeline {
                 i => Target::One(usize::from(i)),
             }
         };
-        let encoded = self.normalizer.normalize(&decoded, seq, recv_ts_ns);
+        let encoded = self.normalizer.normalize(decoded, seq, recv_ts_ns);
         publish(
             &mut self.publishers,
             &mut self.stats,

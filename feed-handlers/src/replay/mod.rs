@@ -438,7 +438,7 @@ impl ItchOut {
             Verdict::PublishUnpaced => {}
         }
         let recv = core.recv_ts(capture_ts);
-        self.retry(core, seq, |p| p.on_message(seq, bytes, recv))?;
+        self.retry(core, seq, |p| p.on_decoded(seq, &msg, recv))?;
         core.report.published += 1;
         if let Some((builder, counts)) = &mut core.book {
             counts.record(msg.msg_type());
