@@ -10,6 +10,14 @@
 //! system call. (The encoder does not build into a caller's buffer of a length known in
 //! advance, which a ring claim needs, so the envelope is copied rather than encoded in place.)
 //!
+//! A lossless stream whose subscriber is a full ring behind refuses a record
+//! ([`PublishError::BackPressured`]): the pipeline then retries it, spinning a little and then
+//! yielding the cpu, for at most the [back-pressure timeout](FeedPipeline::set_back_pressure_timeout)
+//! ([`DEFAULT_BACK_PRESSURE_TIMEOUT`] unless set; a replay waits as long as it takes). Every
+//! refused attempt is counted ([`PipelineStats::back_pressured`]); a record still refused when
+//! the time is up is given up, counted in [`PipelineStats::publish_errors`] and returned as an
+//! error.
+//!
 //! Nothing is lost silently: besides the normalized messages a stream carries
 //! * **gap notices** ([`FeedPipeline::on_gap`]) for source messages that are missing, with
 //!   `recoverable` saying whether they are still on their way (being re-requested) or lost;
@@ -42,6 +50,7 @@
 //! ```
 
 use std::ops::RangeInclusive;
+use std::time::{Duration, Instant};
 
 use mdbus_bus::{Bus, BusError, PublishError, Publisher, StreamConfig};
 use mdbus_codecs::fb::{
@@ -102,8 +111,11 @@ pub struct PipelineStats {
     pub published: u64,
     /// Source messages that did not decode.
     pub decode_errors: u64,
-    /// Records a stream refused.
+    /// Records a stream refused for good (too large, or still back-pressured when the
+    /// back-pressure timeout ran out): not published.
     pub publish_errors: u64,
+    /// Publish attempts a lossless subscriber held back (each retried until the timeout).
+    pub back_pressured: u64,
     /// Gap notices published (once per notice, whatever the number of streams).
     pub gap_notices: u64,
     /// Source messages announced lost by gap notices (`recoverable: false`).
@@ -115,6 +127,13 @@ pub struct PipelineStats {
 /// Sentinel of the routing table: the locate lies in no partition.
 const NO_ROUTE: u8 = u8::MAX;
 
+/// How long a back-pressured record is retried before it is given up, unless set with
+/// [`FeedPipeline::set_back_pressure_timeout`].
+pub const DEFAULT_BACK_PRESSURE_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Retries before a back-pressured publish starts yielding the cpu.
+const BACK_PRESSURE_SPINS: u32 = 64;
+
 /// Decode -> normalize -> publish, shared by the live handler and replay. See the
 /// [module docs](self).
 #[derive(Debug)]
@@ -125,6 +144,8 @@ pub struct FeedPipeline {
     route: Box<[u8]>,
     /// Exchange timestamp of the latest message, stamped on bus events.
     last_exchange_ts: u64,
+    /// Longest wait for a back-pressured record; `None`: no limit.
+    back_pressure_timeout: Option<Duration>,
     stats: PipelineStats,
 }
 
@@ -179,6 +200,7 @@ impl FeedPipeline {
             publishers,
             route,
             last_exchange_ts: 0,
+            back_pressure_timeout: Some(DEFAULT_BACK_PRESSURE_TIMEOUT),
             stats: PipelineStats::default(),
         }
     }
@@ -187,6 +209,13 @@ impl FeedPipeline {
     /// [`EnvelopeFlags::Replayed`] for a capture).
     pub fn set_flags(&mut self, flags: EnvelopeFlags) {
         self.normalizer.set_flags(flags);
+    }
+
+    /// How long a record refused by a back-pressuring lossless subscriber is retried before
+    /// it is given up (counted and returned as an error); `None` retries until it is taken.
+    /// [`DEFAULT_BACK_PRESSURE_TIMEOUT`] until set.
+    pub fn set_back_pressure_timeout(&mut self, timeout: Option<Duration>) {
+        self.back_pressure_timeout = timeout;
     }
 
     /// The publishers, in partition order.
@@ -257,6 +286,7 @@ impl FeedPipeline {
         publish(
             &mut self.publishers,
             &mut self.stats,
+            self.back_pressure_timeout,
             target,
             seq,
             encoded.as_bytes(),
@@ -304,6 +334,7 @@ impl FeedPipeline {
         publish(
             &mut self.publishers,
             &mut self.stats,
+            self.back_pressure_timeout,
             Target::All,
             first,
             encoded.as_bytes(),
@@ -325,6 +356,7 @@ impl FeedPipeline {
         publish(
             &mut self.publishers,
             &mut self.stats,
+            self.back_pressure_timeout,
             Target::All,
             next_seq,
             encoded.as_bytes(),
@@ -342,6 +374,7 @@ impl FeedPipeline {
         publish(
             &mut self.publishers,
             &mut self.stats,
+            self.back_pressure_timeout,
             Target::All,
             next_seq,
             encoded.as_bytes(),
@@ -366,23 +399,30 @@ enum Target {
     All,
 }
 
-/// Copies `envelope` into the target stream(s); the first refusal is returned, every one
-/// counted.
+/// Copies `envelope` into the target stream(s), retrying back-pressured ones for up to
+/// `timeout`; the first refusal for good is returned, every one counted.
 #[inline]
 fn publish(
     publishers: &mut [Publisher],
     stats: &mut PipelineStats,
+    timeout: Option<Duration>,
     target: Target,
     seq: u64,
     envelope: &[u8],
 ) -> Result<(), PipelineError> {
     let mut result = Ok(());
-    let mut one = |p: &mut Publisher| match p.publish_envelope(envelope) {
-        Ok(_) => stats.published += 1,
-        Err(error) => {
-            stats.publish_errors += 1;
-            if result.is_ok() {
-                result = Err(PipelineError::Publish { seq, error });
+    let mut one = |p: &mut Publisher| {
+        let outcome = match p.publish_envelope(envelope) {
+            Err(PublishError::BackPressured) => retry_back_pressured(p, stats, timeout, envelope),
+            other => other,
+        };
+        match outcome {
+            Ok(_) => stats.published += 1,
+            Err(error) => {
+                stats.publish_errors += 1;
+                if result.is_ok() {
+                    result = Err(PipelineError::Publish { seq, error });
+                }
             }
         }
     };
@@ -391,6 +431,37 @@ fn publish(
         Target::All => publishers.iter_mut().for_each(one),
     }
     result
+}
+
+/// Publishes `envelope` on `p` after a first refusal by back-pressure: spins, then yields
+/// the cpu, until the ring takes it or `timeout` has passed since the first refusal. Every
+/// refusal is counted.
+#[cold]
+#[inline(never)]
+fn retry_back_pressured(
+    p: &mut Publisher,
+    stats: &mut PipelineStats,
+    timeout: Option<Duration>,
+    envelope: &[u8],
+) -> Result<u64, PublishError> {
+    stats.back_pressured += 1;
+    let started = Instant::now();
+    let mut tries = 0u32;
+    loop {
+        if tries < BACK_PRESSURE_SPINS {
+            tries += 1;
+            std::hint::spin_loop();
+        } else {
+            if timeout.is_some_and(|t| started.elapsed() >= t) {
+                return Err(PublishError::BackPressured);
+            }
+            std::thread::yield_now();
+        }
+        match p.publish_envelope(envelope) {
+            Err(PublishError::BackPressured) => stats.back_pressured += 1,
+            other => return other,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -577,6 +648,75 @@ mod tests {
         let err = FeedPipeline::partitioned(&bus, &overlap, &StreamConfig::default()).unwrap_err();
         assert!(err.to_string().contains("stock locate 10"), "{err}");
         assert!(FeedPipeline::partitioned(&bus, &[], &StreamConfig::default()).is_err());
+    }
+
+    fn lossless_small() -> StreamConfig {
+        StreamConfig {
+            capacity: 4096,
+            max_msg_len: 512,
+            mode: mdbus_bus::Mode::Lossless,
+            ..StreamConfig::default()
+        }
+    }
+
+    #[test]
+    fn back_pressure_is_retried_then_given_up_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(dir.path()).unwrap();
+        let mut p = FeedPipeline::new(&bus, "feed", &lossless_small()).unwrap();
+        // A lossless subscriber that reads nothing: the ring fills up.
+        let mut sub = bus
+            .subscriber("feed", &SubscribeOptions::default())
+            .unwrap();
+        p.set_back_pressure_timeout(Some(Duration::from_millis(1)));
+        let mut seq = 0;
+        let err = loop {
+            seq += 1;
+            assert!(seq < 1000, "a 4 KiB ring never filled up");
+            if let Err(e) = p.on_message(seq, &delete(13, seq), 0) {
+                break e;
+            }
+        };
+        assert_eq!(
+            err,
+            PipelineError::Publish {
+                seq,
+                error: PublishError::BackPressured
+            }
+        );
+        let s = p.stats();
+        // Retried (more than once: it spun, then yielded until the timeout), then given up.
+        assert!(s.back_pressured > 1, "{s:?}");
+        assert_eq!((s.publish_errors, s.published), (1, seq - 1));
+        // What was published is intact and in order; the refused record is not there.
+        let got: Vec<u64> = drain(&mut sub).iter().map(|r| r.0).collect();
+        assert_eq!(got, (1..seq).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn without_a_timeout_back_pressure_waits_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(dir.path()).unwrap();
+        let mut p = FeedPipeline::new(&bus, "feed", &lossless_small()).unwrap();
+        let mut sub = bus
+            .subscriber("feed", &SubscribeOptions::default())
+            .unwrap();
+        p.set_back_pressure_timeout(None);
+        const N: u64 = 2_000; // far more than the ring holds
+        let reader = std::thread::spawn(move || {
+            let mut seqs = Vec::new();
+            while seqs.len() < N as usize {
+                seqs.extend(drain(&mut sub).iter().map(|r| r.0));
+                std::thread::yield_now();
+            }
+            seqs
+        });
+        for seq in 1..=N {
+            p.on_message(seq, &delete(13, seq), 0).unwrap();
+        }
+        assert_eq!(reader.join().unwrap(), (1..=N).collect::<Vec<_>>());
+        let s = p.stats();
+        assert_eq!((s.published, s.publish_errors), (N, 0));
     }
 
     #[test]

@@ -416,7 +416,7 @@ impl ItchOut {
                 // The pipeline publishes it as a lost one-message gap and counts it.
                 core.report.decode_errors += 1;
                 let recv = core.recv_ts(capture_ts);
-                return self.retry(core, seq, |p| p.on_message(seq, bytes, recv));
+                return self.retry(seq, |p| p.on_message(seq, bytes, recv));
             }
         };
         let directory = match &msg {
@@ -438,7 +438,7 @@ impl ItchOut {
             Verdict::PublishUnpaced => {}
         }
         let recv = core.recv_ts(capture_ts);
-        self.retry(core, seq, |p| p.on_decoded(seq, &msg, recv))?;
+        self.retry(seq, |p| p.on_decoded(seq, &msg, recv))?;
         core.report.published += 1;
         if let Some((builder, counts)) = &mut core.book {
             counts.record(msg.msg_type());
@@ -459,7 +459,7 @@ impl ItchOut {
         core.report.gaps += 1;
         core.report.gap_messages += count;
         let recv = core.recv_ts(capture_ts);
-        self.retry(core, first, |p| p.on_gap(first, count, false, recv))
+        self.retry(first, |p| p.on_gap(first, count, false, recv))
     }
 
     fn end(&mut self, core: &mut Core, next_seq: u64) -> Result<(), ReplayError> {
@@ -468,40 +468,24 @@ impl ItchOut {
         }
         core.ended = true;
         let recv = core.recv_ts(None);
-        self.retry(core, next_seq, |p| p.on_end_of_session(next_seq, recv))
+        self.retry(next_seq, |p| p.on_end_of_session(next_seq, recv))
     }
 
+    /// Runs one pipeline step. The pipeline retries back-pressured records itself, without a
+    /// time limit for a replay (see [`Replayer::with_input`]), so a refusal here is for good.
     #[inline]
     fn retry(
         &mut self,
-        core: &mut Core,
         seq: u64,
-        mut f: impl FnMut(&mut FeedPipeline) -> Result<(), PipelineError>,
+        f: impl FnOnce(&mut FeedPipeline) -> Result<(), PipelineError>,
     ) -> Result<(), ReplayError> {
-        let mut spins = 0u32;
-        loop {
-            match f(&mut self.pipeline) {
-                Ok(()) | Err(PipelineError::Decode { .. }) => return Ok(()),
-                Err(PipelineError::Publish {
-                    error: PublishError::BackPressured,
-                    ..
-                }) => {
-                    core.report.back_pressured += 1;
-                    spins += 1;
-                    if spins < 64 {
-                        std::hint::spin_loop();
-                    } else {
-                        std::thread::yield_now();
-                    }
-                }
-                Err(PipelineError::Publish { error, .. }) => {
-                    return Err(ReplayError::Publish {
-                        stream: self.stream.clone(),
-                        seq,
-                        error,
-                    });
-                }
-            }
+        match f(&mut self.pipeline) {
+            Ok(()) | Err(PipelineError::Decode { .. }) => Ok(()),
+            Err(PipelineError::Publish { error, .. }) => Err(ReplayError::Publish {
+                stream: self.stream.clone(),
+                seq,
+                error,
+            }),
         }
     }
 }
@@ -700,6 +684,9 @@ impl Replayer {
             Input::Capture(_) => {
                 let mut pipeline = FeedPipeline::new(bus, stream, ring)?;
                 pipeline.set_flags(EnvelopeFlags::Replayed);
+                // A replay waits for its lossless subscribers as long as it takes (the ring
+                // reaps subscribers that die): nothing is dropped.
+                pipeline.set_back_pressure_timeout(None);
                 Output::Itch(ItchOut {
                     pipeline,
                     stream: stream.to_owned(),
@@ -805,6 +792,7 @@ impl Replayer {
                 }
                 let next = core.next_seq;
                 out.end(&mut core, next)?;
+                core.report.back_pressured += out.pipeline.stats().back_pressured;
                 note_capture_stats(&mut core, reader.stats());
                 progress(Progress {
                     offset: reader.offset(),
