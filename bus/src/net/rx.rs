@@ -264,6 +264,9 @@ struct Current {
     /// Where re-requests for this session go.
     server: Option<SocketAddr>,
     ended: bool,
+    /// Joined at the live edge (a running session): the messages before the first packet
+    /// seen are reported, not requested.
+    live_edge: bool,
 }
 
 /// The local side: the publisher and what it reports to.
@@ -384,6 +387,9 @@ pub struct Receiver {
     request: [u8; HEADER_LEN],
     last_packet: u64,
     last_counters: u64,
+    /// The epoch token of this receiver's start: a session whose token is newer began
+    /// while the receiver was listening, so it is followed from its first message.
+    started: u64,
     counters: Option<CounterFile>,
     warnings: Vec<String>,
     rcvbuf: usize,
@@ -463,6 +469,7 @@ impl Receiver {
             request: [0; HEADER_LEN],
             last_packet: 0,
             last_counters: 0,
+            started: wire::epoch_token_now(),
             counters,
             warnings,
             cfg,
@@ -550,11 +557,13 @@ impl Receiver {
                         local,
                         cfg,
                         tag,
+                        started,
                         ..
                     } = self;
                     let mut ctx = PacketCtx {
                         cfg,
                         tag: *tag,
+                        started: *started,
                         cur,
                         local,
                         observe: &mut *observe,
@@ -595,11 +604,13 @@ impl Receiver {
                     local,
                     cfg,
                     tag,
+                    started,
                     ..
                 } = self;
                 let mut ctx = PacketCtx {
                     cfg,
                     tag: *tag,
+                    started: *started,
                     cur,
                     local,
                     observe: &mut *observe,
@@ -753,6 +764,7 @@ fn send_request(
 struct PacketCtx<'a> {
     cfg: &'a ReceiverConfig,
     tag: [u8; wire::TAG_LEN],
+    started: u64,
     cur: &'a mut Option<Current>,
     local: &'a mut Local,
     observe: &'a mut dyn FnMut(u32, &[u8]),
@@ -813,7 +825,7 @@ impl PacketCtx<'_> {
                 cur.server = Some(SocketAddr::V4(SocketAddrV4::new(*from.ip(), port)));
             }
             let seq = u64::from_be_bytes(bytes[10..18].try_into().unwrap_or_default());
-            if self.cfg.sequencer.late_join == LateJoin::LiveEdge && seq > 1 {
+            if cur.live_edge && seq > 1 {
                 // Joined a running session: say so in the stream, at its start.
                 self.local.stats.late_joins += 1;
                 self.local.stats.late_join_messages += seq - 1;
@@ -857,9 +869,23 @@ impl PacketCtx<'_> {
                 }
             }
         }
+        // A session that began while this receiver was listening (a newer session of the
+        // stream, or one whose epoch, its start time, is newer than the receiver's) is
+        // followed from its first message: a lost first datagram is a gap to recover, not a
+        // late join. Only a session already running at start is joined at the live edge.
+        let began_here = self.local.stats.sessions > 0 || epoch > self.started;
+        let live_edge = self.cfg.sequencer.late_join == LateJoin::LiveEdge && !began_here;
+        let late_join = if live_edge {
+            LateJoin::LiveEdge
+        } else if let LateJoin::FromSequence(n) = self.cfg.sequencer.late_join {
+            LateJoin::FromSequence(n)
+        } else {
+            LateJoin::FromSequence(1)
+        };
         self.local.fresh_publisher()?;
         let seq = Sequencer::new(SequencerConfig {
             session: Some(session),
+            late_join,
             max_outstanding_requests: if self.cfg.request_server == RequestServer::None {
                 0
             } else {
@@ -883,6 +909,7 @@ impl PacketCtx<'_> {
             started: false,
             server,
             ended: false,
+            live_edge,
         });
         Ok(())
     }
