@@ -27,7 +27,7 @@ use crate::pinning::LayoutArg;
 /// scenario to `bench all` is one line here; the scenario needs `--json` (printing one JSON
 /// object with `results` and `host` like `bench ring --json`) and gets `--quick`, `--layout`,
 /// `--hgrm DIR` and `--plot FILE` when it has them.
-pub const SCENARIOS: &[&str] = &["ring", "replay"];
+pub const SCENARIOS: &[&str] = &["ring", "replay", "udp"];
 
 /// Subcommands of `mdbus bench` that are not scenarios `bench all` runs.
 pub const NOT_SCENARIOS: &[&str] = &["all", "compare"];

@@ -24,6 +24,7 @@ pub mod report;
 pub mod ring;
 pub mod shm;
 pub mod transport;
+pub mod udp;
 
 pub use compare::{Comparison, compare};
 pub use report::{RingReport, SystemResult};
@@ -46,6 +47,9 @@ pub enum Scenario {
     /// End-to-end replay of the real AAPL session (decode, normalize, publish, book,
     /// strategy): throughput and tick-to-strategy latency, beside itchy's parse-only rate.
     Replay(crate::bench_replay::ReplayBenchArgs),
+    /// The network transport: one-way latency shm -> sender -> UDP multicast -> receiver ->
+    /// shm beside a raw UDP ping-pong floor, throughput, and recovery latency under loss.
+    Udp(udp::UdpArgs),
     /// Per-system ratios B/A (each percentile and throughput) of two `--json` reports; of two
     /// `bench all --json` reports, scenario by scenario.
     Compare(CompareArgs),
@@ -148,6 +152,7 @@ pub fn run_to(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
     match &args.scenario {
         Scenario::Ring(r) => ring::run(r, out),
         Scenario::Replay(r) => crate::bench_replay::run(r, out),
+        Scenario::Udp(u) => udp::run(u, out),
         Scenario::All(a) => all::run(a, out),
         Scenario::Compare(c) => {
             let cmp = compare::compare_any(&c.a, &c.b)?;
