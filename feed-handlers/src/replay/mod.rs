@@ -364,8 +364,17 @@ impl Core {
     }
 
     /// Window and symbol filters for a message with these facts.
-    #[inline]
+    #[inline(always)]
     fn verdict(&mut self, locate: u16, exchange_ts: u64, directory: Option<&[u8; 8]>) -> Verdict {
+        if self.symbols.is_none() && self.options.from.is_none() && self.options.to.is_none() {
+            return Verdict::Publish;
+        }
+        self.filter(locate, exchange_ts, directory)
+    }
+
+    /// [`verdict`](Self::verdict) when a filter is set.
+    #[inline(never)]
+    fn filter(&mut self, locate: u16, exchange_ts: u64, directory: Option<&[u8; 8]>) -> Verdict {
         if let (Some(f), Some(stock)) = (self.symbols.as_mut(), directory) {
             f.directory(locate, stock);
         }

@@ -235,8 +235,17 @@ impl Pacer {
 
     /// Waits until the message stamped `data_ns` (its timestamp in the source, any epoch) is
     /// due. Returns at once at [`Speed::Max`].
-    #[inline]
+    #[inline(always)]
     pub fn wait(&mut self, data_ns: u64) {
+        if !matches!(self.speed, Speed::Max) {
+            self.wait_paced(data_ns);
+        }
+    }
+
+    /// [`wait`](Self::wait) at a paced speed (out of line: full-speed replays only test the
+    /// speed).
+    #[inline(never)]
+    fn wait_paced(&mut self, data_ns: u64) {
         let offset_ns = match self.speed {
             Speed::Max => return,
             Speed::Factor(f) => {
