@@ -499,6 +499,12 @@ fn live_counter(root: &Path, role: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Stops a paced replay (`SIGSTOP`), which must still be running: the stream is not over.
+fn pause(replay: &mut Proc) {
+    replay.signal(libc::SIGSTOP);
+    replay.assert_running();
+}
+
 /// Waits until receiver host `h` delivered at least `n` messages.
 fn wait_delivered(net: &Net, h: usize, n: u64, p: &mut Proc) {
     let deadline = Instant::now() + LIMIT;
@@ -1139,17 +1145,20 @@ fn a_restarted_sender_is_a_new_session_in_a_new_local_epoch() {
     ];
     let send_args = ["--linger-ms", "1000"];
     let (mut first, s1) = start_send(&net, "send1", &send_args);
-    // Paced, so the stream is still running when the sender dies.
+    // Paced, and paused while the sender is replaced, so the stream is still running when the
+    // sender dies and the new one starts.
     let mut replay = start_replay(&net, "5000/s");
     for (h, p) in [RX1, RX2].into_iter().zip(&mut rx) {
         wait_delivered(&net, h, 1000, p);
     }
+    pause(&mut replay);
     // Dies without an end of session; a new sender takes over and starts from the oldest record.
     first.assert_running();
     first.child.kill().expect("kill the first sender");
     first.wait();
     let (mut second, s2) = start_send(&net, "send2", &send_args);
     assert!(s2 > s1, "the new session {s2} sorts after the old {s1}");
+    replay.signal(libc::SIGCONT);
     let replayed = replay.wait_ok();
     let outs = rx.each_mut().map(|p| p.wait_ok());
     let sent = send_summary(&second.wait_ok());
@@ -1191,12 +1200,15 @@ fn a_restarted_receiver_joins_late_and_says_so() {
     let mut first = start_recv(&net, RX1, "rx1-first", &[]);
     let mut rx2 = start_recv(&net, RX2, "rx2", &[]);
     let (mut tx, _session) = start_send(&net, "send", &["--linger-ms", "1000"]);
+    // Paced, and paused while the receiver restarts, so it joins a running session.
     let mut replay = start_replay(&net, "5000/s");
     wait_delivered(&net, RX1, 1000, &mut first);
+    pause(&mut replay);
     first.signal(libc::SIGTERM);
     let before = json_lines("rx1-first", &first.wait_ok().out);
     let m1 = counter(&before[0], "messages");
     let mut again = start_recv(&net, RX1, "rx1-again", &[]);
+    replay.signal(libc::SIGCONT);
     let replayed = replay.wait_ok();
     let after = again.wait_ok();
     let d2 = rx2.wait_ok();
@@ -1376,7 +1388,10 @@ fn flood(ns: String, session: Session, stop: Arc<AtomicBool>) -> JoinHandle<Floo
                 }
             }
             read(&mut f);
-            thread::sleep(Duration::from_micros(500));
+            // Some 12,000 datagrams a second (4,000 requests for 1,000 messages each): far
+            // beyond the rate, yet not so many that a sender starved of cpu by a loaded test
+            // machine overflows its socket and loses the real receivers' requests with them.
+            thread::sleep(Duration::from_millis(2));
         }
         thread::sleep(Duration::from_millis(20));
         read(&mut f);
