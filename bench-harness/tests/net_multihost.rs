@@ -13,7 +13,7 @@
 //! Every case replays the real AAPL ITCH sample into the sender's stream and checks, for each
 //! receiver, that its local stream holds every record of the sender's stream exactly once, in
 //! order, byte for byte, with a transport gap notice exactly where messages were lost on
-//! purpose; that the `--summary` counters agree; and, where nothing was lost, that
+//! purpose; that the `--summary` counters agree; and, where nothing was lost for good, that
 //! `recv --book-summary` equals `replay --book-summary`.
 //!
 //! Needs root (namespaces, veth, bridge, nftables) and `ip`, `nft` and `tshark`. A case fails,
