@@ -112,6 +112,24 @@ fn set_rcvbuf(
     Ok(granted)
 }
 
+/// Receive buffer of the unicast re-request and retransmission-server sockets: a burst
+/// recovery (answers) or a request flood must not overflow the kernel's default (~200 KiB) and
+/// lose the real requests and answers with it. Best effort: a clamp (`net.core.rmem_max`)
+/// leaves what the kernel grants.
+pub const UNICAST_RCVBUF: usize = 4 << 20;
+
+/// A bound, nonblocking unicast socket with a large receive buffer.
+fn unicast_socket(local: SocketAddrV4, what: &'static str) -> Result<Socket, SocketError> {
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+        .map_err(err("creating the socket for", local))?;
+    let _ = socket.set_recv_buffer_size(UNICAST_RCVBUF);
+    socket.bind(&local.into()).map_err(err(what, local))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(err("O_NONBLOCK on", local))?;
+    Ok(socket)
+}
+
 /// The unicast socket re-requests go out of (and answers come back to), bound on
 /// `interface`, nonblocking. Connected to `server` when it is known, so only its answers are
 /// received; otherwise requests are sent with `send_to` to an address learned from the feed.
@@ -120,16 +138,13 @@ pub fn request_socket(
     server: Option<SocketAddrV4>,
 ) -> Result<UdpSocket, SocketError> {
     let local = SocketAddrV4::new(interface, 0);
-    let socket = UdpSocket::bind(local).map_err(err("binding the re-request socket on", local))?;
+    let socket = unicast_socket(local, "binding the re-request socket on")?;
     if let Some(server) = server {
         socket
-            .connect(server)
+            .connect(&server.into())
             .map_err(err("connecting the re-request socket to", server))?;
     }
-    socket
-        .set_nonblocking(true)
-        .map_err(err("O_NONBLOCK on the re-request socket on", local))?;
-    Ok(socket)
+    Ok(socket.into())
 }
 
 /// Options of the multicast sending socket.
@@ -194,10 +209,5 @@ pub fn send_socket(
 
 /// The retransmission server's socket: bound on `addr` (port 0: any free port), nonblocking.
 pub fn server_socket(addr: SocketAddrV4) -> Result<UdpSocket, SocketError> {
-    let socket =
-        UdpSocket::bind(addr).map_err(err("binding the retransmission server on", addr))?;
-    socket
-        .set_nonblocking(true)
-        .map_err(err("O_NONBLOCK on the retransmission server on", addr))?;
-    Ok(socket)
+    Ok(unicast_socket(addr, "binding the retransmission server on")?.into())
 }

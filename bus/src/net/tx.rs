@@ -722,8 +722,9 @@ impl Sender {
     fn serve(&mut self, now: u64) -> usize {
         self.last_serve = now;
         let mut handled = 0;
-        // A bounded number per turn, so a request flood cannot starve the stream.
-        while handled < 16 {
+        // A bounded number per turn, so a request flood cannot starve the stream (a refused
+        // one costs a table lookup, an answered one is bounded by the rate limit).
+        while handled < 64 {
             let (n, from) = match self.server.recv_from(&mut self.req) {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
