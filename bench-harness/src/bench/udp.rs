@@ -553,8 +553,13 @@ impl Floor {
             loopback: true,
             sndbuf: 0,
         };
-        let ping_in = recv_socket(g1, None, args.interface, 0, &mut warnings).map_err(floor_err)?;
-        let pong_in = recv_socket(g2, None, args.interface, 0, &mut warnings).map_err(floor_err)?;
+        // The receiver's buffer size, so that the fixed-rate floor survives a preempted
+        // receiving thread as well as mdbus-udp does.
+        let rcvbuf = ReceiverConfig::new("udp", g1).rcvbuf;
+        let ping_in =
+            recv_socket(g1, None, args.interface, rcvbuf, &mut warnings).map_err(floor_err)?;
+        let pong_in =
+            recv_socket(g2, None, args.interface, rcvbuf, &mut warnings).map_err(floor_err)?;
         let ping = send_socket(g1, &opts, &mut warnings).map_err(floor_err)?;
         let pong = send_socket(g2, &opts, &mut warnings).map_err(floor_err)?;
         Ok(Floor {
