@@ -412,7 +412,17 @@ fn choose_layout(
         ))),
     };
     match (requested, allowed) {
-        (Some(r), _) => Ok((pick(r)?, true)),
+        (Some(r), _) => {
+            let layout = pick(r)?;
+            let cpus = layout.cpus();
+            if (1..cpus.len()).any(|i| cpus[..i].contains(&cpus[i])) {
+                notes.push(format!(
+                    "--cpus {cpus:?}: busy-polling threads share a cpu, so they wait for the \
+                     scheduler and the figures are scheduler latencies"
+                ));
+            }
+            Ok((layout, true))
+        }
         (None, Some(a)) if a.len() >= 4 => Ok((pick(&a[..4])?, true)),
         (None, Some(a)) if a.len() >= 2 => Ok((pick(&a[..2])?, true)),
         (None, Some(a)) if a.len() == 1 => {
