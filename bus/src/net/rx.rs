@@ -250,6 +250,9 @@ impl ReceiverStats {
 /// Counters are published at most this often (ns).
 const COUNTERS_EVERY_NS: u64 = 1_000_000;
 
+/// The re-request socket is read at most this often (ns).
+const RECOVERY_POLL_NS: u64 = 20_000;
+
 /// Held fault-injector packets are released after this long without traffic.
 const FAULT_FLUSH_NS: u64 = 1_000_000;
 
@@ -387,6 +390,7 @@ pub struct Receiver {
     request: [u8; HEADER_LEN],
     last_packet: u64,
     last_counters: u64,
+    last_recovery_poll: u64,
     /// The epoch token of this receiver's start: a session whose token is newer began
     /// while the receiver was listening, so it is followed from its first message.
     started: u64,
@@ -469,6 +473,7 @@ impl Receiver {
             request: [0; HEADER_LEN],
             last_packet: 0,
             last_counters: 0,
+            last_recovery_poll: 0,
             started: wire::epoch_token_now(),
             counters,
             warnings,
@@ -524,11 +529,20 @@ impl Receiver {
         observe: &mut dyn FnMut(u32, &[u8]),
     ) -> Result<RxProgress, NetError> {
         let mut progress = RxProgress::default();
+        // The answer socket is read at most every RECOVERY_POLL_NS: an empty `recv` costs
+        // about as much as the rest of the turn, and answers can wait a few microseconds
+        // (the NAK delay before them is a millisecond).
+        let turn = self.local.clock.now();
+        let poll_recovery = turn.saturating_sub(self.last_recovery_poll) >= RECOVERY_POLL_NS;
+        if poll_recovery {
+            self.last_recovery_poll = turn;
+        }
         for line in [Line::A, Line::B, Line::Recovery] {
             let sock = match line {
                 Line::A => Some(&self.line_a),
                 Line::B => self.line_b.as_ref(),
-                Line::Recovery => self.recovery.as_ref(),
+                Line::Recovery if poll_recovery => self.recovery.as_ref(),
+                Line::Recovery => None,
             };
             let Some(sock) = sock else { continue };
             match sock.recv_from(&mut self.buf) {
