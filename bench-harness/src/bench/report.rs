@@ -257,6 +257,80 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
     s
 }
 
+/// What a latency scenario writes once it has measured: one `.hgrm` file per system under
+/// `hgrm_dir`, the chart at `plot` (titled `title`), then the JSON object (notes and the files
+/// written go to stderr) or the table (followed by the files written).
+pub(crate) struct Outputs<'a> {
+    /// `--json`.
+    pub json: bool,
+    /// `--hgrm DIR`.
+    pub hgrm_dir: Option<&'a std::path::Path>,
+    /// `--plot FILE`.
+    pub plot: Option<&'a std::path::Path>,
+    /// The chart's title.
+    pub title: String,
+}
+
+impl Outputs<'_> {
+    /// Writes the outputs of a report whose systems are `results` with their histograms
+    /// `hists`, in the same order.
+    pub(crate) fn write<R: Serialize>(
+        &self,
+        out: &mut dyn std::io::Write,
+        report: &R,
+        table: String,
+        notes: &[String],
+        results: &[SystemResult],
+        hists: &[Histogram<u64>],
+    ) -> Result<(), super::BenchError> {
+        use super::BenchError;
+        use std::path::{Path, PathBuf};
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| BenchError::Io { path, source }
+        };
+        let mut written = Vec::new();
+        if let Some(dir) = self.hgrm_dir {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+            for (r, h) in results.iter().zip(hists) {
+                let path = dir.join(format!("{}.hgrm", r.name));
+                std::fs::write(&path, hgrm(h)).map_err(io(&path))?;
+                written.push(path);
+            }
+        }
+        if let Some(path) = self.plot {
+            let series: Vec<(&str, &Histogram<u64>)> = results
+                .iter()
+                .zip(hists)
+                .map(|(r, h)| (r.name.as_str(), h))
+                .collect();
+            super::plot::write_svg(path, &self.title, &series)?;
+            written.push(path.to_path_buf());
+        }
+        let stdout_err = |source| BenchError::Io {
+            path: PathBuf::from("<stdout>"),
+            source,
+        };
+        if self.json {
+            let text = serde_json::to_string(report)
+                .map_err(|e| BenchError::Internal(format!("cannot serialise the report: {e}")))?;
+            writeln!(out, "{text}").map_err(stdout_err)?;
+            for n in notes {
+                eprintln!("note: {n}");
+            }
+            for p in &written {
+                eprintln!("wrote {}", p.display());
+            }
+        } else {
+            write!(out, "{table}").map_err(stdout_err)?;
+            for p in &written {
+                writeln!(out, "wrote {}", p.display()).map_err(stdout_err)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

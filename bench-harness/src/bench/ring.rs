@@ -3,7 +3,7 @@
 //! all driven by the same loops (see [`super::engine`]) and interleaved round-robin.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -192,7 +192,7 @@ struct Plan {
 }
 
 /// Splits `total` into `rounds` parts that add up to it.
-fn share(total: u64, rounds: u32, round: u32) -> u64 {
+pub(crate) fn share(total: u64, rounds: u32, round: u32) -> u64 {
     let r = u64::from(rounds);
     total / r + u64::from(u64::from(round) < total % r)
 }
@@ -616,54 +616,23 @@ fn throughput<const N: usize>(
 /// `.hgrm` files and the chart where asked.
 pub fn run(args: &RingArgs, out: &mut dyn Write) -> Result<(), BenchError> {
     let (report, hists) = measure(args)?;
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| BenchError::Io { path, source }
-    };
-    let mut written = Vec::new();
-    if let Some(dir) = &args.hgrm {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        for (r, h) in report.results.iter().zip(&hists) {
-            let path = dir.join(format!("{}.hgrm", r.name));
-            std::fs::write(&path, super::report::hgrm(h)).map_err(io(&path))?;
-            written.push(path);
-        }
-    }
-    if let Some(path) = &args.plot {
-        let title = format!(
+    super::report::Outputs {
+        json: args.json,
+        hgrm_dir: args.hgrm.as_deref(),
+        plot: args.plot.as_deref(),
+        title: format!(
             "one-way latency, {}-byte messages ({}), {}",
             report.params.msg_bytes, report.params.mode, report.host.cpu_model
-        );
-        let series: Vec<(&str, &Histogram<u64>)> = report
-            .results
-            .iter()
-            .zip(&hists)
-            .map(|(r, h)| (r.name.as_str(), h))
-            .collect();
-        super::plot::write_svg(path, &title, &series)?;
-        written.push(path.clone());
+        ),
     }
-    let stdout_err = |source| BenchError::Io {
-        path: PathBuf::from("<stdout>"),
-        source,
-    };
-    if args.json {
-        let text = serde_json::to_string(&report)
-            .map_err(|e| BenchError::Internal(format!("cannot serialise the report: {e}")))?;
-        writeln!(out, "{text}").map_err(stdout_err)?;
-        for n in &report.notes {
-            eprintln!("note: {n}");
-        }
-        for p in &written {
-            eprintln!("wrote {}", p.display());
-        }
-    } else {
-        write!(out, "{}", report.table()).map_err(stdout_err)?;
-        for p in &written {
-            writeln!(out, "wrote {}", p.display()).map_err(stdout_err)?;
-        }
-    }
-    Ok(())
+    .write(
+        out,
+        &report,
+        report.table(),
+        &report.notes,
+        &report.results,
+        &hists,
+    )
 }
 
 #[cfg(test)]

@@ -49,12 +49,13 @@ use mdbus_bus::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::BenchError;
 use super::clock::BenchClock;
 use super::engine::new_histogram;
 use super::host::{self, HostInfo};
-use super::report::{SystemResult, hgrm};
+use super::report::SystemResult;
+use super::ring::share;
 use super::transport::{HEADER_BYTES, Msg, decode, encode, filled};
-use super::{BenchError, plot};
 
 /// The `msg_type` of the harness's records (gap notices have another).
 const MSG_TYPE: u32 = 100;
@@ -302,12 +303,6 @@ pub struct SenderCounters {
     pub received: u64,
     /// Gaps the receiver saw (none expected without injected loss).
     pub gaps: u64,
-}
-
-/// Splits `total` into `rounds` parts that add up to it.
-fn share(total: u64, rounds: u32, round: u32) -> u64 {
-    let r = u64::from(rounds);
-    total / r + u64::from(u64::from(round) < total % r)
 }
 
 fn udp_err(reason: impl std::fmt::Display) -> BenchError {
@@ -1670,54 +1665,23 @@ impl UdpReport {
 /// `.hgrm` files and the chart where asked.
 pub fn run(args: &UdpArgs, out: &mut dyn Write) -> Result<(), BenchError> {
     let (report, hists) = measure(args)?;
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| BenchError::Io { path, source }
-    };
-    let mut written = Vec::new();
-    if let Some(dir) = &args.hgrm {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        for (r, h) in report.results.iter().zip(&hists) {
-            let path = dir.join(format!("{}.hgrm", r.name));
-            std::fs::write(&path, hgrm(h)).map_err(io(&path))?;
-            written.push(path);
-        }
-    }
-    if let Some(path) = &args.plot {
-        let title = format!(
+    super::report::Outputs {
+        json: args.json,
+        hgrm_dir: args.hgrm.as_deref(),
+        plot: args.plot.as_deref(),
+        title: format!(
             "udp one-way latency, {}-byte messages, {}",
             report.params.msg_bytes, report.host.cpu_model
-        );
-        let series: Vec<(&str, &Histogram<u64>)> = report
-            .results
-            .iter()
-            .zip(&hists)
-            .map(|(r, h)| (r.name.as_str(), h))
-            .collect();
-        plot::write_svg(path, &title, &series)?;
-        written.push(path.clone());
+        ),
     }
-    let stdout_err = |source| BenchError::Io {
-        path: PathBuf::from("<stdout>"),
-        source,
-    };
-    if args.json {
-        let text = serde_json::to_string(&report)
-            .map_err(|e| BenchError::Internal(format!("cannot serialise the report: {e}")))?;
-        writeln!(out, "{text}").map_err(stdout_err)?;
-        for n in &report.notes {
-            eprintln!("note: {n}");
-        }
-        for p in &written {
-            eprintln!("wrote {}", p.display());
-        }
-    } else {
-        write!(out, "{}", report.table()).map_err(stdout_err)?;
-        for p in &written {
-            writeln!(out, "wrote {}", p.display()).map_err(stdout_err)?;
-        }
-    }
-    Ok(())
+    .write(
+        out,
+        &report,
+        report.table(),
+        &report.notes,
+        &report.results,
+        &hists,
+    )
 }
 
 #[cfg(test)]
