@@ -28,25 +28,39 @@ fn add_order(encoder: &mut Encoder, i: u64) -> Vec<u8> {
     encoder.encode(&header, &body).as_bytes().to_vec()
 }
 
-/// Drains `subscriber` with `poll_event`, returning (header seq, order ref, shares) triples.
-fn drain(subscriber: &mut Subscriber) -> Vec<(u64, u64, u32)> {
+/// Drains `subscriber` with `poll_event`, or with `poll_event_batch(batch)` when `batch` is
+/// given, returning (header seq, order ref, shares) triples.
+fn drain(subscriber: &mut Subscriber, batch: Option<usize>) -> Vec<(u64, u64, u32)> {
     let mut out = Vec::new();
-    while subscriber
-        .poll_event(|event| {
-            let envelope = event.envelope();
-            let add = envelope.event_as_add_order().expect("an add order");
-            out.push((
-                envelope.header().seq(),
-                add.body().order_reference_number(),
-                add.body().shares(),
-            ));
-        })
-        .unwrap()
-    {}
+    let mut take = |event: mdbus_bus::Event<'_>| {
+        let envelope = event.envelope();
+        let add = envelope.event_as_add_order().expect("an add order");
+        out.push((
+            envelope.header().seq(),
+            add.body().order_reference_number(),
+            add.body().shares(),
+        ));
+    };
+    match batch {
+        None => while subscriber.poll_event(&mut take).unwrap() {},
+        Some(max) => loop {
+            let n = subscriber.poll_event_batch(max, &mut take).unwrap();
+            assert!(n <= max, "a batch of {n} records for a maximum of {max}");
+            if n == 0 {
+                break;
+            }
+        },
+    }
     out
 }
 
 fn run(mode: Mode, trust: Trust) {
+    run_with(mode, trust, None);
+    run_with(mode, trust, Some(1));
+    run_with(mode, trust, Some(7));
+}
+
+fn run_with(mode: Mode, trust: Trust, batch: Option<usize>) {
     let dir = tempfile::tempdir().unwrap();
     let bus = Bus::with_root(dir.path()).unwrap();
     let config = StreamConfig {
@@ -72,7 +86,7 @@ fn run(mode: Mode, trust: Trust) {
             }
         }
     }
-    let got = drain(&mut subscriber);
+    let got = drain(&mut subscriber, batch);
     let expected: Vec<_> = (0..50)
         .map(|i| (1000 + i, 500 + i, 100 + i as u32))
         .collect();
@@ -103,4 +117,48 @@ fn lossless_verified() {
 fn lossless_trusted() {
     // SAFETY: the only envelope records on this stream come from `Encoder` above.
     run(Mode::Lossless, unsafe { Trust::publisher() });
+}
+
+/// A lossless publisher waits on its subscribers' positions: a batched read publishes its
+/// position once per batch, so a full ring gets room back after each batch.
+#[test]
+fn lossless_batches_give_the_publisher_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::with_root(dir.path()).unwrap();
+    let config = StreamConfig {
+        mode: Mode::Lossless,
+        capacity: 4096,
+        max_msg_len: 512,
+        ..StreamConfig::default()
+    };
+    let mut publisher = bus.publisher("room", &config).unwrap();
+    let mut subscriber = bus
+        .subscriber("room", &SubscribeOptions::default())
+        .unwrap();
+    let mut encoder = Encoder::new();
+    let mut published = 0u64;
+    let mut seen = 0u64;
+    for _round in 0..20 {
+        // Fill the ring until the subscriber holds the publisher back.
+        let mut filled = 0;
+        while publisher
+            .publish_envelope(&add_order(&mut encoder, published))
+            .is_ok()
+        {
+            published += 1;
+            filled += 1;
+        }
+        assert!(filled > 0, "a drained ring took nothing");
+        while seen < published {
+            let n = subscriber
+                .poll_event_batch(5, |e| {
+                    let add = e.envelope().event_as_add_order().unwrap();
+                    assert_eq!(add.body().order_reference_number(), 500 + seen);
+                    seen += 1;
+                })
+                .unwrap();
+            assert!(n > 0, "records published but none read");
+        }
+    }
+    assert_eq!(subscriber.stats().received, published);
 }
