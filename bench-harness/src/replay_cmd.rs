@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use mdbus_bus::{Bus, Mode, SubscribeOptions, WaitStrategy};
 use mdbus_feed_handlers::bookstream::{
-    BookService, BookServiceConfig, BookServiceStats, book_stream_name, trades_stream_name,
+    BookService, BookServiceConfig, BookServiceStats, book_stream_name, levels_stream_name,
+    trades_stream_name,
 };
 use mdbus_feed_handlers::record::{
     RecordError, RecordOptions, RecordStats, RecordWriter, record_stream,
@@ -60,8 +61,8 @@ pub struct ReplayArgs {
     /// Make the feed stream lossless: the replay waits for its slowest subscriber.
     #[arg(long)]
     pub lossless: bool,
-    /// Also run the book service: BBO and price levels on `<feed>.book`, priced trades on
-    /// `<feed>.trades` (makes the feed stream lossless).
+    /// Also run the book service: BBO on `<feed>.book`, price levels on `<feed>.levels`, priced
+    /// trades on `<feed>.trades` (makes the feed stream lossless).
     #[arg(long)]
     pub book: bool,
     /// Print the end-of-replay book summary as one JSON object on stdout.
@@ -390,10 +391,11 @@ fn print_report(r: &ReplayReport, book: Option<&BookServiceStats>, feed: &str) {
     }
     if let Some(b) = book {
         eprintln!(
-            "  book service: {} BBO and {} level updates on {:?}, {} trades on {:?}",
+            "  book service: {} BBO on {:?}, {} level updates on {:?}, {} trades on {:?}",
             b.bbos_published,
-            b.levels_published,
             book_stream_name(feed),
+            b.levels_published,
+            levels_stream_name(feed),
             b.trades_published,
             trades_stream_name(feed)
         );

@@ -4,7 +4,9 @@
 //! ```text
 //!   <feed>          normalized ITCH envelopes (AddOrder, OrderExecuted, ..., GapNotice)
 //!      |
-//!  BookService ---> <feed>.book    Bbo, PriceLevelUpdate, StockDirectory, GapNotice, EndOfSession
+//!  BookService ---> <feed>.book    Bbo, StockDirectory, GapNotice, EndOfSession
+//!              |--> <feed>.levels  PriceLevelUpdate, StockDirectory, GapNotice, EndOfSession
+//!              |                   (only with `publish_levels`)
 //!              \--> <feed>.trades  Trade (E, C, P with the price resolved), CrossTrade,
 //!                                  BrokenTrade, GapNotice, EndOfSession
 //! ```
@@ -13,10 +15,18 @@
 //!   from: source sequence number, exchange timestamp, *receive timestamp*, stock locate,
 //!   tracking number and delivery flags. A strategy therefore measures tick-to-strategy
 //!   latency end to end by comparing its own clock with `recv_ts_ns`.
-//! * **Book stream.** After each source message that changed a book: one `PriceLevelUpdate`
-//!   per level touched, then one `Bbo` if the top of the book changed (with the order counts
-//!   at the best levels). Stock directory (`R`) messages are forwarded so that subscribers can
-//!   name instruments.
+//! * **Book stream.** After each source message that changed the top of a book: one `Bbo`
+//!   (with the order counts at the best levels). A strategy that only wants the top reads no
+//!   depth. Stock directory (`R`) messages are forwarded so that subscribers can name
+//!   instruments.
+//! * **Levels stream.** Depth, on a stream of its own so that top-of-book readers never skip
+//!   it: after each source message that changed a book, one `PriceLevelUpdate` per level
+//!   touched (published before that message's `Bbo` on the book stream). It also carries the
+//!   stock directory, the gap notices and the end of session, so that a depth reader names
+//!   instruments, knows about loss and sees the end without reading the book stream. It
+//!   exists only when [`BookServiceConfig::publish_levels`] is set. Like the other outputs it
+//!   uses the [`BookServiceConfig::output`] ring: on a lossless ring only subscribers that
+//!   ask for a lossless slot hold the service back, so nobody has to read it.
 //! * **Trade stream.** Prints with their price resolved, as the schema's `Trade` (non-cross)
 //!   event: `E` takes the resting order's display price and side; `C` its execution price and
 //!   the resting order's side (non-printable `C` executions are counted, not published: they
@@ -26,10 +36,10 @@
 //!   filled means the aggressor sold. An `E` naming an order the book does not hold has no
 //!   price to give: it is counted ([`BookServiceStats::unpriced_prints`]), not published.
 //!   Crosses (`Q`) and broken trades (`B`) are forwarded as they are.
-//! * **Loss.** A `GapNotice` on the input is forwarded to both outputs (the book may be wrong
+//! * **Loss.** A `GapNotice` on the input is forwarded to every output (the book may be wrong
 //!   from there on; the notice says which instrument, 0 for all). Records lost on the input
 //!   ring itself (the service was lapped) become a `GapNotice` with `recoverable: false` and
-//!   locate 0. `EndOfSession` is forwarded to both outputs, and ends [`BookService::run`].
+//!   locate 0. `EndOfSession` is forwarded to every output, and ends [`BookService::run`].
 //!
 //! Nothing here allocates per message: the builder's storage, the encoder and the update
 //! buffer are made once, in [`BookService::new`].
@@ -52,6 +62,8 @@ use crate::book::{
 pub const BOOK_SUFFIX: &str = ".book";
 /// Suffix of the trade stream of a feed: `<feed>.trades`.
 pub const TRADES_SUFFIX: &str = ".trades";
+/// Suffix of the depth (price level) stream of a feed: `<feed>.levels`.
+pub const LEVELS_SUFFIX: &str = ".levels";
 
 /// The name of the book stream of `feed`.
 pub fn book_stream_name(feed: &str) -> String {
@@ -61,6 +73,11 @@ pub fn book_stream_name(feed: &str) -> String {
 /// The name of the trade stream of `feed`.
 pub fn trades_stream_name(feed: &str) -> String {
     format!("{feed}{TRADES_SUFFIX}")
+}
+
+/// The name of the depth (price level) stream of `feed`.
+pub fn levels_stream_name(feed: &str) -> String {
+    format!("{feed}{LEVELS_SUFFIX}")
 }
 
 /// The ITCH message type letter a normalized event came from; `None` for bus-level events
@@ -216,15 +233,16 @@ pub fn header_of(env: &Envelope<'_>) -> HeaderFields {
 pub struct BookServiceConfig {
     /// Storage of the book builder.
     pub book: BookConfig,
-    /// Ring of the `<feed>.book` and `<feed>.trades` streams.
+    /// Ring of the `<feed>.book`, `<feed>.levels` and `<feed>.trades` streams.
     pub output: StreamConfig,
-    /// Publish `PriceLevelUpdate` events (set false for a BBO-only book stream).
+    /// Create the `<feed>.levels` stream and publish `PriceLevelUpdate` events on it (set
+    /// false when nobody wants depth: the service then encodes none).
     pub publish_levels: bool,
 }
 
 impl Default for BookServiceConfig {
     /// A full Nasdaq day ([`BookConfig::nasdaq_day`]), lossless 4 MiB output rings of 512-byte
-    /// messages, levels published.
+    /// messages, levels published (on `<feed>.levels`).
     fn default() -> Self {
         BookServiceConfig {
             book: BookConfig::nasdaq_day(),
@@ -234,7 +252,7 @@ impl Default for BookServiceConfig {
     }
 }
 
-/// The default ring of the book and trade streams: lossless (a slow strategy holds the book
+/// The default ring of the book, levels and trade streams: lossless (a slow strategy holds the book
 /// service back rather than losing updates), 4 MiB, envelopes of at most 512 bytes.
 pub fn output_ring() -> StreamConfig {
     StreamConfig {
@@ -311,15 +329,17 @@ pub struct BookServiceStats {
 pub enum Handled {
     /// Keep going.
     Continue,
-    /// The input's session ended (forwarded to both outputs).
+    /// The input's session ended (forwarded to every output).
     EndOfSession,
 }
 
-/// How to publish: the two output streams.
+/// How to publish: the output streams.
 #[derive(Debug)]
 struct Outputs {
     book: Publisher,
     trades: Publisher,
+    /// `None` unless levels are published.
+    levels: Option<Publisher>,
     back_pressured: u64,
     /// Set when an output refuses a message for good (too large).
     failed: Option<(String, PublishError)>,
@@ -329,6 +349,8 @@ struct Outputs {
 enum To {
     Book,
     Trades,
+    /// The levels stream; nothing is published when it does not exist.
+    Levels,
 }
 
 impl Outputs {
@@ -339,6 +361,10 @@ impl Outputs {
         let p = match to {
             To::Book => &mut self.book,
             To::Trades => &mut self.trades,
+            To::Levels => match &mut self.levels {
+                Some(p) => p,
+                None => return,
+            },
         };
         let mut spins = 0u32;
         loop {
@@ -376,15 +402,14 @@ pub struct BookService {
     updates: Vec<BookUpdate>,
     counts: TypeCounts,
     stats: BookServiceStats,
-    publish_levels: bool,
     input_name: String,
     /// Source sequence number of the last input message, for overrun gap notices.
     last_seq: u64,
 }
 
 impl BookService {
-    /// Creates the book storage and the publishers of `<feed>.book` and `<feed>.trades` on
-    /// `bus`. Subscribe to the input (`feed`) yourself and hand it to [`run`](Self::run) or
+    /// Creates the book storage and the publishers of `<feed>.book`, `<feed>.trades` and (with
+    /// [`publish_levels`](BookServiceConfig::publish_levels)) `<feed>.levels` on `bus`. Subscribe to the input (`feed`) yourself and hand it to [`run`](Self::run) or
     /// feed envelopes to [`handle`](Self::handle).
     pub fn new(
         bus: &Bus,
@@ -394,12 +419,18 @@ impl BookService {
         let builder = BookBuilder::new(config.book)?;
         let book = bus.publisher(&book_stream_name(feed), &config.output)?;
         let trades = bus.publisher(&trades_stream_name(feed), &config.output)?;
+        let levels = if config.publish_levels {
+            Some(bus.publisher(&levels_stream_name(feed), &config.output)?)
+        } else {
+            None
+        };
         Ok(BookService {
             builder,
             encoder: warm_encoder(),
             out: Outputs {
                 book,
                 trades,
+                levels,
                 back_pressured: 0,
                 failed: None,
             },
@@ -407,7 +438,6 @@ impl BookService {
             updates: Vec::with_capacity(8),
             counts: TypeCounts::new(),
             stats: BookServiceStats::default(),
-            publish_levels: config.publish_levels,
             input_name: feed.to_owned(),
             last_seq: 0,
         })
@@ -476,6 +506,10 @@ impl BookService {
                     };
                     let msg = self.encoder.stock_directory(&header, &fields);
                     self.out.publish(To::Book, &msg);
+                    if self.out.levels.is_some() {
+                        let msg = self.encoder.stock_directory(&header, &fields);
+                        self.out.publish(To::Levels, &msg);
+                    }
                 }
             }
             fb::Event::CrossTrade => {
@@ -526,6 +560,12 @@ impl BookService {
                     .encoder
                     .end_of_session(&header, &fb::EndOfSessionFields);
                 self.out.publish(To::Trades, &msg);
+                if self.out.levels.is_some() {
+                    let msg = self
+                        .encoder
+                        .end_of_session(&header, &fb::EndOfSessionFields);
+                    self.out.publish(To::Levels, &msg);
+                }
                 self.stats.ended = true;
                 return Handled::EndOfSession;
             }
@@ -543,10 +583,14 @@ impl BookService {
         self.out.publish(To::Book, &msg);
         let msg = self.encoder.gap_notice(header, fields);
         self.out.publish(To::Trades, &msg);
+        if self.out.levels.is_some() {
+            let msg = self.encoder.gap_notice(header, fields);
+            self.out.publish(To::Levels, &msg);
+        }
     }
 
     /// Records that `lost` input records never reached the service (it was lapped): the books
-    /// may be wrong, and both outputs get an unrecoverable gap notice for every instrument.
+    /// may be wrong, and every output gets an unrecoverable gap notice for every instrument.
     pub fn input_lost(&mut self, lost: u64) {
         self.stats.overruns += 1;
         self.stats.lost += lost;
@@ -604,7 +648,7 @@ impl BookService {
                 action,
                 ..
             } => {
-                if !self.publish_levels {
+                if self.out.levels.is_none() {
                     return;
                 }
                 let fields = fb::PriceLevelUpdateFields {
@@ -619,7 +663,7 @@ impl BookService {
                     },
                 };
                 let msg = self.encoder.price_level_update(header, &fields);
-                self.out.publish(To::Book, &msg);
+                self.out.publish(To::Levels, &msg);
                 self.stats.levels_published += 1;
             }
             BookUpdate::Bbo(bbo) => {
@@ -715,6 +759,70 @@ impl BookService {
         self.stats.trades_published += 1;
     }
 
+    /// One turn of work: handles up to `max` input envelopes from `input` (one batched read,
+    /// so the input's position is published once per turn) and publishes what they changed.
+    ///
+    /// For running the service beside other stages on one thread (see [`Polled`]); [`run`]
+    /// is a loop of these turns with a wait when nothing came. An input overrun becomes gap
+    /// notices ([`input_lost`](Self::input_lost)) and a restarted publisher (new epoch) is
+    /// followed, as in `run`.
+    ///
+    /// A turn publishes at most [`MAX_OUTPUTS_PER_INPUT`] envelopes per input record. When the
+    /// service shares its thread with the subscribers of its lossless outputs, keep
+    /// `max * MAX_OUTPUTS_PER_INPUT` envelopes within the outputs' rings (and drain them between
+    /// turns): a full output ring waits for its subscribers, which cannot run meanwhile.
+    ///
+    /// [`run`]: Self::run
+    #[inline]
+    pub fn poll(&mut self, input: &mut Subscriber, max: usize) -> Result<Polled, BookServiceError> {
+        let mut ended = false;
+        let polled = input.poll_event_batch(max, |ev| {
+            // Anything the batch holds after an end of session is handled too (nothing read is
+            // dropped); the turn then reports the end.
+            if self.handle(&ev.envelope()) == Handled::EndOfSession {
+                ended = true;
+            }
+        });
+        let handled = match polled {
+            Ok(n) => n,
+            Err(ReceiveError::Overrun { lost, .. }) => {
+                self.input_lost(lost);
+                1
+            }
+            Err(ReceiveError::Closed) => return Ok(Polled::Finished),
+            Err(ReceiveError::NewEpoch { .. }) => {
+                input.reopen()?;
+                1
+            }
+            Err(source) => {
+                return Err(BookServiceError::Input {
+                    stream: self.input_name.clone(),
+                    source,
+                });
+            }
+        };
+        if let Some((stream, source)) = self.out.failed.take() {
+            return Err(BookServiceError::Publish { stream, source });
+        }
+        Ok(if ended {
+            Polled::Finished
+        } else if handled == 0 {
+            Polled::Idle
+        } else {
+            Polled::Worked(handled)
+        })
+    }
+
+    /// Tells the outputs' subscribers that the service is alive while it has nothing to do
+    /// (a cheap store; call it from an idle loop).
+    pub fn heartbeat(&mut self) {
+        self.out.book.heartbeat();
+        self.out.trades.heartbeat();
+        if let Some(levels) = &mut self.out.levels {
+            levels.heartbeat();
+        }
+    }
+
     /// Reads `input` until its session ends (`EndOfSession`), its publisher closes the stream,
     /// or `stop` is set, waiting with `wait` when there is nothing to read. Returns the
     /// counters.
@@ -725,39 +833,43 @@ impl BookService {
         stop: &AtomicBool,
     ) -> Result<BookServiceStats, BookServiceError> {
         loop {
-            let mut handled = Handled::Continue;
-            match input.poll_event(|ev| handled = self.handle(&ev.envelope())) {
-                Ok(true) => {}
-                Ok(false) => {
+            match self.poll(input, RUN_BATCH)? {
+                Polled::Worked(_) => {}
+                Polled::Finished => break,
+                Polled::Idle => {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    self.out.book.heartbeat();
-                    self.out.trades.heartbeat();
+                    self.heartbeat();
                     // A bounded wait, so that `stop` is seen.
                     let _ = input.wait(&wait, Some(Duration::from_millis(10)));
                 }
-                Err(ReceiveError::Overrun { lost, .. }) => self.input_lost(lost),
-                Err(ReceiveError::Closed) => break,
-                Err(ReceiveError::NewEpoch { .. }) => {
-                    input.reopen()?;
-                }
-                Err(source) => {
-                    return Err(BookServiceError::Input {
-                        stream: self.input_name.clone(),
-                        source,
-                    });
-                }
-            }
-            if let Some((stream, source)) = self.out.failed.take() {
-                return Err(BookServiceError::Publish { stream, source });
-            }
-            if handled == Handled::EndOfSession {
-                break;
             }
         }
         Ok(self.stats())
     }
+}
+
+/// Input envelopes [`BookService::run`] handles per turn.
+const RUN_BATCH: usize = 64;
+
+/// A bound on the envelopes [`BookService`] publishes for one input record, over all its
+/// outputs together (and so on any one of them): today at most three (a replace touching two
+/// price levels and the BBO; an execution's level, BBO and trade; an end of session or a gap
+/// notice on each of the book, levels and trade streams), with one to spare.
+pub const MAX_OUTPUTS_PER_INPUT: usize = 4;
+
+/// What one [`BookService::poll`] turn did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Polled {
+    /// Handled this many input records (or reported an input overrun, or followed a new
+    /// epoch: counted as 1).
+    Worked(usize),
+    /// Nothing to read.
+    Idle,
+    /// The input's session ended (`EndOfSession`, forwarded to every output) or its publisher
+    /// closed the stream: nothing more will come.
+    Finished,
 }
 
 /// An encoder whose builder path (reference and session events) has already encoded each kind
@@ -876,6 +988,7 @@ mod tests {
         let mut svc = BookService::new(&bus, "t", &small()).unwrap();
         let opts = SubscribeOptions::default();
         let mut book = bus.subscriber("t.book", &opts).unwrap();
+        let mut levels = bus.subscriber("t.levels", &opts).unwrap();
         let mut trades = bus.subscriber("t.trades", &opts).unwrap();
         let exec = itch::MessageFields::OrderExecuted(itch::OrderExecutedFields {
             stock_locate: 13,
@@ -904,19 +1017,23 @@ mod tests {
         );
         let got = drain(&mut book);
         let kinds: Vec<_> = got.iter().map(|g| g.0).collect();
+        assert_eq!(kinds, [fb::Event::Bbo; 3], "no depth on the book stream");
+        let depth = drain(&mut levels);
+        let kinds: Vec<_> = depth.iter().map(|g| g.0).collect();
+        assert_eq!(kinds, [fb::Event::PriceLevelUpdate; 3]);
+        // The execution's level update: message 3's header, the bid level down to 60 shares.
+        let (_, h, bytes) = &depth[2];
+        assert_eq!((h.seq, h.recv_ts_ns, h.stock_locate), (3, 1003, 13));
+        let env = fb::read_verified(bytes).unwrap();
+        let l = env.event_as_price_level_update().unwrap().body();
         assert_eq!(
-            kinds,
-            [
-                fb::Event::PriceLevelUpdate,
-                fb::Event::Bbo,
-                fb::Event::PriceLevelUpdate,
-                fb::Event::Bbo,
-                fb::Event::PriceLevelUpdate,
-                fb::Event::Bbo,
-            ]
+            (l.side(), l.price(), l.size(), l.order_count(), l.action()),
+            (fb::Side::Buy, 3_201_400, 60, 1, fb::BookAction::Change)
         );
+        assert_eq!(svc.stats().levels_published, 3);
+        assert_eq!(svc.stats().bbos_published, 3);
         // The last BBO came from message 3 and carries its header.
-        let (_, h, bytes) = &got[5];
+        let (_, h, bytes) = &got[2];
         assert_eq!((h.seq, h.recv_ts_ns, h.stock_locate), (3, 1003, 13));
         let env = fb::read_verified(bytes).unwrap();
         let b = env.event_as_bbo().unwrap().body();
@@ -957,6 +1074,7 @@ mod tests {
         let mut svc = BookService::new(&bus, "t", &small()).unwrap();
         let opts = SubscribeOptions::default();
         let mut book = bus.subscriber("t.book", &opts).unwrap();
+        let mut levels = bus.subscriber("t.levels", &opts).unwrap();
         let mut trades = bus.subscriber("t.trades", &opts).unwrap();
         let c = |printable, m| {
             itch::MessageFields::OrderExecutedWithPrice(itch::OrderExecutedWithPriceFields {
@@ -1005,17 +1123,128 @@ mod tests {
         // The book lost 20 shares to the two executions.
         assert_eq!(svc.builder().bbo(13).unwrap().ask_size, 80);
 
+        drain(&mut levels);
         svc.input_lost(3);
-        let g = drain(&mut book);
-        let (kind, _, bytes) = g.last().unwrap();
-        assert_eq!(*kind, fb::Event::GapNotice);
-        let env = fb::read_verified(bytes).unwrap();
-        let gn = env.event_as_gap_notice().unwrap();
-        assert_eq!(
-            (gn.first_missing_seq(), gn.count(), gn.recoverable()),
-            (5, 3, false)
-        );
+        // Every output hears of the loss.
+        for sub in [&mut book, &mut levels, &mut trades] {
+            let g = drain(sub);
+            let (kind, _, bytes) = g.last().unwrap();
+            assert_eq!(*kind, fb::Event::GapNotice);
+            let env = fb::read_verified(bytes).unwrap();
+            let gn = env.event_as_gap_notice().unwrap();
+            assert_eq!(
+                (gn.first_missing_seq(), gn.count(), gn.recoverable()),
+                (5, 3, false)
+            );
+        }
         assert_eq!(svc.summary().gaps, 1);
+    }
+
+    fn directory(locate: u16, stock: [u8; 8]) -> itch::MessageFields {
+        itch::MessageFields::StockDirectory(itch::StockDirectoryFields {
+            stock_locate: locate,
+            tracking_number: 0,
+            timestamp: 1,
+            stock,
+            market_category: b'Q',
+            financial_status_indicator: b'N',
+            round_lot_size: 100,
+            round_lots_only: b'N',
+            issue_classification: b'C',
+            issue_sub_type: *b"Z ",
+            authenticity: b'P',
+            short_sale_threshold_indicator: b'N',
+            ipo_flag: b'N',
+            luld_reference_price_tier: b'1',
+            etp_flag: b'N',
+            etp_leverage_factor: 0,
+            inverse_indicator: b'N',
+        })
+    }
+
+    #[test]
+    fn the_levels_stream_names_instruments_and_ends_with_the_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(dir.path()).unwrap();
+        let mut svc = BookService::new(&bus, "t", &small()).unwrap();
+        let opts = SubscribeOptions::default();
+        let mut book = bus.subscriber("t.book", &opts).unwrap();
+        let mut levels = bus.subscriber("t.levels", &opts).unwrap();
+        let mut trades = bus.subscriber("t.trades", &opts).unwrap();
+        feed(
+            &mut svc,
+            &[
+                directory(13, *b"AAPL    "),
+                add(13, 7, b'B', 3_201_400, 100),
+                add(13, 8, b'B', 3_201_300, 100),
+            ],
+        );
+        let mut enc = Encoder::new();
+        let h = |seq| HeaderFields {
+            seq,
+            recv_ts_ns: 1000 + seq,
+            ..HeaderFields::default()
+        };
+        let gap = fb::GapNoticeFields {
+            first_missing_seq: 4,
+            count: 2,
+            recoverable: true,
+            scope: fb::GapScope::Source,
+        };
+        svc.handle(&enc.gap_notice(&h(6), &gap).envelope());
+        let eos = enc.end_of_session(&h(7), &fb::EndOfSessionFields);
+        assert_eq!(svc.handle(&eos.envelope()), Handled::EndOfSession);
+        let kinds = |sub: &mut Subscriber| drain(sub).iter().map(|g| g.0).collect::<Vec<_>>();
+        use fb::Event as E;
+        assert_eq!(
+            kinds(&mut book),
+            [E::StockDirectory, E::Bbo, E::GapNotice, E::EndOfSession],
+            "the second add is below the top: no BBO"
+        );
+        assert_eq!(
+            kinds(&mut levels),
+            [
+                E::StockDirectory,
+                E::PriceLevelUpdate,
+                E::PriceLevelUpdate,
+                E::GapNotice,
+                E::EndOfSession
+            ]
+        );
+        assert_eq!(kinds(&mut trades), [E::GapNotice, E::EndOfSession]);
+        assert_eq!(svc.symbol(13), Some(*b"AAPL    "));
+    }
+
+    #[test]
+    fn without_levels_there_is_no_levels_stream_and_no_depth() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(dir.path()).unwrap();
+        let config = BookServiceConfig {
+            publish_levels: false,
+            ..small()
+        };
+        let mut svc = BookService::new(&bus, "t", &config).unwrap();
+        let opts = SubscribeOptions::default();
+        let mut book = bus.subscriber("t.book", &opts).unwrap();
+        feed(
+            &mut svc,
+            &[
+                directory(13, *b"AAPL    "),
+                add(13, 7, b'B', 3_201_400, 100),
+            ],
+        );
+        svc.input_lost(1);
+        let kinds: Vec<_> = drain(&mut book).iter().map(|g| g.0).collect();
+        assert_eq!(
+            kinds,
+            [
+                fb::Event::StockDirectory,
+                fb::Event::Bbo,
+                fb::Event::GapNotice
+            ]
+        );
+        assert_eq!(svc.stats().levels_published, 0);
+        assert!(bus.subscriber("t.levels", &opts).is_err());
     }
 
     #[test]

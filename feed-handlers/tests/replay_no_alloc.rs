@@ -42,9 +42,13 @@ fn the_book_service_allocates_nothing_per_message() {
         publish_levels: true,
     };
     let mut svc = BookService::new(&bus, "aapl", &config).unwrap();
-    // Subscribers on both outputs, so the service publishes into rings that are read.
+    // Subscribers on the book and levels outputs, so the service publishes into rings that are
+    // read.
     let _book = bus
         .subscriber("aapl.book", &SubscribeOptions::default())
+        .unwrap();
+    let _levels = bus
+        .subscriber("aapl.levels", &SubscribeOptions::default())
         .unwrap();
     let views: Vec<_> = envelopes
         .iter()
