@@ -24,7 +24,7 @@ use mdbus_bus::{
 };
 use mdbus_feed_handlers::book::{BookConfig, BookSummary, BookSummaryEntry};
 use mdbus_feed_handlers::bookstream::{
-    BookService, BookServiceConfig, BookServiceStats, book_stream_name, output_ring,
+    BookService, BookServiceConfig, BookServiceStats, Polled, book_stream_name, output_ring,
     trades_stream_name,
 };
 use mdbus_feed_handlers::replay::{
@@ -72,6 +72,10 @@ pub struct DemoArgs {
     /// The core layout (`--layout FILE` or `$MDBUS_LAYOUT`).
     #[command(flatten)]
     pub layout: LayoutArg,
+    /// `dedicated`: the book builder and the strategy each on their own thread; `shared`: both
+    /// on one thread, in turns, on the book builder's cpu (the better use of a two-cpu host).
+    #[arg(long, value_enum, default_value_t = Threading::Dedicated)]
+    pub threading: Threading,
     /// Signal lines shown.
     #[arg(long, default_value_t = 6)]
     pub show_signals: usize,
@@ -122,7 +126,9 @@ pub struct Placement {
     pub strategy_cpu: usize,
     /// Whether every thread was pinned.
     pub pinned: bool,
-    /// Whether two stages shared a cpu (waits then spin, then yield).
+    /// Whether the book builder and the strategy ran on their own threads or on one.
+    pub threading: Threading,
+    /// Whether two threads shared a cpu (waits then spin, then yield).
     pub shared: bool,
     /// The core layout the stages took their cpus and settings from, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -329,8 +335,14 @@ fn temp_root() -> std::io::Result<tempfile::TempDir> {
 
 /// Runs the three stages and gathers what they report.
 pub fn execute(args: &DemoArgs) -> Result<DemoReport, DemoError> {
-    let (pinning, shared) = stage_pinning(&args.layout, &args.cpus)?;
-    let (feed_cpu, book_cpu, strategy_cpu) = (pinning.cpu(0), pinning.cpu(1), pinning.cpu(2));
+    let (pinning, _) = stage_pinning(&args.layout, &args.cpus)?;
+    let threading = args.threading;
+    let shared = share_a_cpu(&thread_cpus(&pinning, threading));
+    let (feed_cpu, book_cpu) = (pinning.cpu(0), pinning.cpu(1));
+    let strategy_cpu = match threading {
+        Threading::Dedicated => pinning.cpu(2),
+        Threading::Shared => book_cpu,
+    };
     let input = match &args.file {
         Some(p) => Input::Source(Source::Path(p.clone())),
         None => Input::Source(Source::Bytes {
@@ -348,7 +360,7 @@ pub fn execute(args: &DemoArgs) -> Result<DemoReport, DemoError> {
         max_instruments: 12_000,
         levels_per_side_hint: 64,
     };
-    let run = run_pipeline(input, speed, book, &pinning, shared, args.show_signals)?;
+    let run = run_pipeline(input, speed, book, &pinning, threading, args.show_signals)?;
     let PipelineRun {
         feed,
         book: book_stats,
@@ -391,6 +403,7 @@ pub fn execute(args: &DemoArgs) -> Result<DemoReport, DemoError> {
             book_cpu,
             strategy_cpu,
             pinned,
+            threading,
             shared,
             layout: pinning.layout_use(),
             warnings: pinning.warnings(),
@@ -401,7 +414,7 @@ pub fn execute(args: &DemoArgs) -> Result<DemoReport, DemoError> {
         final_book,
         matches_reference,
         latency: LatencySummary::of(&histogram),
-        floor: measure_floor(&pinning, pinned)?,
+        floor: measure_floor(&pinning, threading, pinned)?,
         clock: if quanta_is_tsc() { "tsc" } else { "monotonic" }.into(),
     })
 }
@@ -444,17 +457,17 @@ pub(crate) fn run_pipeline(
     speed: Speed,
     book: BookConfig,
     pinning: &Pinning,
-    shared: bool,
+    threading: Threading,
     show: usize,
 ) -> Result<PipelineRun, DemoError> {
-    let (feed_cpu, book_cpu, strategy_cpu) = (pinning.cpu(0), pinning.cpu(1), pinning.cpu(2));
     let root = temp_root()?;
     let bus = Bus::with_root(root.path())?;
     let clock = StampClock::new();
+    let cpus = thread_cpus(pinning, threading);
     let options = ReplayOptions {
         speed,
         // The feed handler has a cpu to itself unless there is only one.
-        spin_pacing: feed_cpu != book_cpu && feed_cpu != strategy_cpu,
+        spin_pacing: cpus[1..].iter().all(|c| *c != cpus[0]),
         ..ReplayOptions::default()
     };
     let feed_ring = StreamConfig {
@@ -494,7 +507,7 @@ pub(crate) fn run_pipeline(
     let trades_sub = bus.subscriber(&trades_stream_name(FEED), &options)?;
 
     // On a shared cpu, spinning only delays the thread that would produce the data.
-    let wait = if shared {
+    let wait = if share_a_cpu(&cpus) {
         WaitStrategy::SpinThenYield { spins: 10 }
     } else {
         WaitStrategy::BusySpin
@@ -504,58 +517,97 @@ pub(crate) fn run_pipeline(
     // both consumers are running, so no latency sample includes a thread's start-up.
     let ready = StartGate::default();
     let ready = &ready;
-    let (feed, book, strategy) = std::thread::scope(|s| {
+    let (feed, consumers) = std::thread::scope(|s| {
         let spawn_err = |e: std::io::Error| {
             // Release the stages already waiting: without a feed they find their inputs
             // closed and end.
             ready.open();
             DemoError::Internal(format!("cannot start a thread: {e}"))
         };
-        let strategy_clock = clock.clone();
-        let strategy = std::thread::Builder::new()
-            .name("mdbus-strategy".into())
-            .spawn_scoped(s, move || {
-                let pinned = pinning.enter(2);
-                ready.arrive_and_wait(3);
-                let r = run_strategy(book_sub, trades_sub, &strategy_clock, wait, show);
-                r.map(|r| (r, strategy_clock.raw(), pinned))
-            })
-            .map_err(spawn_err)?;
-        let stop = &stop;
-        let book = std::thread::Builder::new()
-            .name("mdbus-book".into())
-            .spawn_scoped(s, move || {
-                let pinned = pinning.enter(1);
-                ready.arrive_and_wait(3);
-                let stats = service.run(&mut book_input, wait, stop)?;
-                let summary = service.summary();
-                let symbols: Vec<(u16, String)> = summary
-                    .books
-                    .iter()
-                    .map(|(l, _)| (*l, symbol_text(service.symbol(*l))))
-                    .collect();
-                Ok::<_, DemoError>((stats, summary, symbols, pinned))
-            })
-            .map_err(spawn_err)?;
+        let threads = match threading {
+            Threading::Dedicated => 3,
+            Threading::Shared => 2,
+        };
+        let book_results = |service: &BookService, stats: BookServiceStats, pinned: bool| {
+            let summary = service.summary();
+            let symbols: Vec<(u16, String)> = summary
+                .books
+                .iter()
+                .map(|(l, _)| (*l, symbol_text(service.symbol(*l))))
+                .collect();
+            (stats, summary, symbols, pinned)
+        };
+        let consumers = match threading {
+            Threading::Dedicated => {
+                let strategy_clock = clock.clone();
+                let strategy = std::thread::Builder::new()
+                    .name("mdbus-strategy".into())
+                    .spawn_scoped(s, move || {
+                        let pinned = pinning.enter(2);
+                        ready.arrive_and_wait(threads);
+                        let r = run_strategy(book_sub, trades_sub, &strategy_clock, wait, show);
+                        r.map(|r| (r, strategy_clock.raw(), pinned))
+                    })
+                    .map_err(spawn_err)?;
+                let stop = &stop;
+                let book = std::thread::Builder::new()
+                    .name("mdbus-book".into())
+                    .spawn_scoped(s, move || {
+                        let pinned = pinning.enter(1);
+                        ready.arrive_and_wait(threads);
+                        let stats = service.run(&mut book_input, wait, stop)?;
+                        Ok::<_, DemoError>(book_results(&service, stats, pinned))
+                    })
+                    .map_err(spawn_err)?;
+                Either::Two(book, strategy)
+            }
+            Threading::Shared => {
+                let strategy_clock = clock.clone();
+                let both = std::thread::Builder::new()
+                    .name("mdbus-book+strat".into())
+                    .spawn_scoped(s, move || {
+                        let pinned = pinning.enter(1);
+                        ready.arrive_and_wait(threads);
+                        let mut stage =
+                            StrategyStage::new(book_sub, trades_sub, &strategy_clock, show)?;
+                        run_book_and_strategy(&mut service, &mut book_input, &mut stage, wait)?;
+                        let end = strategy_clock.raw();
+                        let book = book_results(&service, service.stats(), pinned);
+                        Ok::<_, DemoError>((book, (stage.into_result(), end, pinned)))
+                    })
+                    .map_err(spawn_err)?;
+                Either::One(both)
+            }
+        };
         let feed_clock = clock.clone();
         let feed = std::thread::Builder::new()
             .name("mdbus-feed".into())
             .spawn_scoped(s, move || {
                 let pinned = pinning.enter(0);
-                ready.arrive_and_wait(3);
+                ready.arrive_and_wait(threads);
                 let start = feed_clock.raw();
                 replayer.run(&mut |_| {}).map(|r| (r, start, pinned))
             })
             .map_err(spawn_err)?;
         let join = |what: &str| DemoError::Internal(format!("the {what} thread panicked"));
         let feed = feed.join().map_err(|_| join("feed handler"));
-        let book = book.join().map_err(|_| join("book builder"));
-        let strategy = strategy.join().map_err(|_| join("strategy"));
-        Ok::<_, DemoError>((feed, book, strategy))
+        let consumers = match consumers {
+            Either::Two(book, strategy) => {
+                let book = book.join().map_err(|_| join("book builder"));
+                let strategy = strategy.join().map_err(|_| join("strategy"));
+                book.and_then(|b| Ok((b?, strategy??)))
+            }
+            Either::One(both) => both
+                .join()
+                .map_err(|_| join("book builder and strategy"))
+                .and_then(|r| r),
+        };
+        Ok::<_, DemoError>((feed, consumers))
     })?;
     let (feed, start, feed_pinned) = feed??;
-    let (book_stats, summary, symbols, book_pinned) = book??;
-    let ((strategy, first_signals, latency), end, strategy_pinned) = strategy??;
+    let ((book_stats, summary, symbols, book_pinned), (strategy, end, strategy_pinned)) =
+        consumers?;
+    let (strategy, first_signals, latency) = strategy;
     drop(bus);
     root.close()?;
     Ok(PipelineRun {
@@ -569,6 +621,41 @@ pub(crate) fn run_pipeline(
         elapsed_ns: clock.delta_ns(start, end),
         pinned: feed_pinned && book_pinned && strategy_pinned,
     })
+}
+
+/// The cpu of each thread `threading` runs: feed handler, book builder, strategy (the last
+/// two one thread when shared).
+pub(crate) fn thread_cpus(pinning: &Pinning, threading: Threading) -> Vec<usize> {
+    match threading {
+        Threading::Dedicated => vec![pinning.cpu(0), pinning.cpu(1), pinning.cpu(2)],
+        Threading::Shared => vec![pinning.cpu(0), pinning.cpu(1)],
+    }
+}
+
+/// Whether two of these threads' cpus are one.
+pub(crate) fn share_a_cpu(cpus: &[usize]) -> bool {
+    cpus.iter()
+        .enumerate()
+        .any(|(i, a)| cpus[i + 1..].contains(a))
+}
+
+/// The consumers' threads: the book builder's and the strategy's, or one running both.
+enum Either<B, S, O> {
+    Two(B, S),
+    One(O),
+}
+
+/// How the book builder and the strategy get their cpu time.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Threading {
+    /// Each stage on its own thread, pinned to its own cpu (three threads).
+    #[default]
+    Dedicated,
+    /// The book builder and the strategy on one thread, in turns, pinned to the book
+    /// builder's cpu (two threads): what a host with two cpus should run, since two
+    /// busy-polling threads on one cpu hand it to each other through the scheduler.
+    Shared,
 }
 
 /// Holds each stage until all have arrived (or the gate is opened because one could not
@@ -601,8 +688,17 @@ const FLOOR_SAMPLES: u64 = 200_000;
 /// bench harness's own floor (`mdbus bench ring` reports the same system), its two threads
 /// placed like those two stages. `None` when the two stages share a cpu: a hand-off there is
 /// a context switch, not a cache-line transfer.
-fn measure_floor(pinning: &Pinning, pin: bool) -> Result<Option<LatencySummary>, DemoError> {
-    let (feed_cpu, strategy_cpu) = (pinning.cpu(0), pinning.cpu(2));
+fn measure_floor(
+    pinning: &Pinning,
+    threading: Threading,
+    pin: bool,
+) -> Result<Option<LatencySummary>, DemoError> {
+    // The stage whose pinning the strategy's thread took.
+    let strategy_stage = match threading {
+        Threading::Dedicated => 2,
+        Threading::Shared => 1,
+    };
+    let (feed_cpu, strategy_cpu) = (pinning.cpu(0), pinning.cpu(strategy_stage));
     use crate::bench::clock::BenchClock;
     use crate::bench::engine::{Ctx, new_histogram, ping_pong};
     use crate::bench::transport::{FloorWord, floor};
@@ -615,7 +711,9 @@ fn measure_floor(pinning: &Pinning, pin: bool) -> Result<Option<LatencySummary>,
         clock: &clock,
         cores: [feed_cpu, strategy_cpu],
         pin,
-        roles: pinning.has_layout().then_some((pinning, [0, 2])),
+        roles: pinning
+            .has_layout()
+            .then_some((pinning, [0, strategy_stage])),
         yield_spin: false,
         stall: Duration::from_secs(10),
     };
@@ -682,8 +780,128 @@ fn summarize(
     }
 }
 
-/// The strategy thread: reads BBO and trade events zero-copy, runs the example strategy's
+/// The strategy stage: reads BBO and trade events zero-copy, runs the example strategy's
 /// logic, and records each event's tick-to-strategy latency.
+struct StrategyStage<'c> {
+    strategy: signals::Strategy,
+    hist: Histogram<u64>,
+    first: Vec<signals::Signal>,
+    show: usize,
+    clock: &'c StampClock,
+    /// Book (0) and trades (1).
+    subs: [Subscriber; 2],
+    done: [bool; 2],
+    last_seq: [u64; 2],
+}
+
+impl<'c> StrategyStage<'c> {
+    fn new(
+        book: Subscriber,
+        trades: Subscriber,
+        clock: &'c StampClock,
+        show: usize,
+    ) -> Result<Self, DemoError> {
+        Ok(StrategyStage {
+            strategy: signals::Strategy::new(signals::Params::default()),
+            hist: Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
+                .map_err(|e| DemoError::Internal(format!("histogram: {e}")))?,
+            first: Vec::with_capacity(show),
+            show,
+            clock,
+            subs: [book, trades],
+            done: [false; 2],
+            last_seq: [0; 2],
+        })
+    }
+
+    /// Both inputs ended.
+    fn finished(&self) -> bool {
+        self.done[0] && self.done[1]
+    }
+
+    /// One turn: up to `max` events, the two streams merged in source order (each read
+    /// prefers the stream whose last event is older, so a trade is seen beside the quotes of
+    /// its time). Returns how many records were consumed.
+    fn poll(&mut self, max: usize) -> Result<usize, DemoError> {
+        let mut n = 0;
+        while n < max && !self.finished() {
+            let preferred =
+                if self.done[1] || (!self.done[0] && self.last_seq[0] <= self.last_seq[1]) {
+                    0
+                } else {
+                    1
+                };
+            let mut got = false;
+            for k in [preferred, 1 - preferred] {
+                if self.done[k] {
+                    continue;
+                }
+                let (strategy, hist, first) = (&mut self.strategy, &mut self.hist, &mut self.first);
+                let (done, last_seq) = (&mut self.done, &mut self.last_seq);
+                let (clock, show) = (self.clock, self.show);
+                let r = self.subs[k].poll_event(|e| {
+                    let env = e.envelope();
+                    let kind = env.event_type();
+                    last_seq[k] = env.header().seq();
+                    if kind == mdbus_bus::schema::Event::EndOfSession {
+                        done[k] = true;
+                        return;
+                    }
+                    let signal = if k == 0 {
+                        strategy.on_book_event(&env)
+                    } else {
+                        strategy.on_trade_event(&env)
+                    };
+                    if matches!(
+                        kind,
+                        mdbus_bus::schema::Event::Bbo | mdbus_bus::schema::Event::Trade
+                    ) {
+                        let now = clock.unix_ns_of(clock.raw());
+                        let latency = now.saturating_sub(env.header().recv_ts_ns());
+                        hist.saturating_record(latency.max(1));
+                    }
+                    if let Some(s) = signal
+                        && first.len() < show
+                    {
+                        first.push(s);
+                    }
+                });
+                match r {
+                    Ok(true) => {
+                        got = true;
+                        break;
+                    }
+                    Ok(false) => {}
+                    Err(ReceiveError::Closed) => self.done[k] = true,
+                    Err(source) => {
+                        return Err(DemoError::Strategy {
+                            stream: self.subs[k].name().to_owned(),
+                            source,
+                        });
+                    }
+                }
+            }
+            if !got {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Waits (for at most `timeout`) until an input that has not ended has something.
+    fn wait(&mut self, wait: &WaitStrategy, timeout: Duration) {
+        let k = if self.done[0] { 1 } else { 0 };
+        let _ = self.subs[k].wait(wait, Some(timeout));
+    }
+
+    fn into_result(self) -> StrategyResult {
+        (self.strategy, self.first, self.hist)
+    }
+}
+
+/// The strategy thread: the strategy stage alone, waiting with `wait` when both inputs are
+/// empty.
 fn run_strategy(
     book: Subscriber,
     trades: Subscriber,
@@ -691,74 +909,65 @@ fn run_strategy(
     wait: WaitStrategy,
     show: usize,
 ) -> Result<StrategyResult, DemoError> {
-    let mut strategy = signals::Strategy::new(signals::Params::default());
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
-        .map_err(|e| DemoError::Internal(format!("histogram: {e}")))?;
-    let mut first: Vec<signals::Signal> = Vec::with_capacity(show);
-    // Book (0) and trades (1): merged in source order, preferring the stream whose last
-    // event is older, so a trade is seen beside the quotes of its time.
-    let mut subs = [book, trades];
-    let mut done = [false; 2];
-    let mut last_seq = [0u64; 2];
-    while !(done[0] && done[1]) {
-        let preferred = if done[1] || (!done[0] && last_seq[0] <= last_seq[1]) {
-            0
-        } else {
-            1
-        };
-        let mut got = false;
-        for k in [preferred, 1 - preferred] {
-            if done[k] {
-                continue;
-            }
-            let r = subs[k].poll_event(|e| {
-                let env = e.envelope();
-                let kind = env.event_type();
-                last_seq[k] = env.header().seq();
-                if kind == mdbus_bus::schema::Event::EndOfSession {
-                    done[k] = true;
-                    return;
-                }
-                let signal = if k == 0 {
-                    strategy.on_book_event(&env)
-                } else {
-                    strategy.on_trade_event(&env)
-                };
-                if matches!(
-                    kind,
-                    mdbus_bus::schema::Event::Bbo | mdbus_bus::schema::Event::Trade
-                ) {
-                    let now = clock.unix_ns_of(clock.raw());
-                    let latency = now.saturating_sub(env.header().recv_ts_ns());
-                    hist.saturating_record(latency.max(1));
-                }
-                if let Some(s) = signal
-                    && first.len() < show
-                {
-                    first.push(s);
-                }
-            });
-            match r {
-                Ok(true) => {
-                    got = true;
-                    break;
-                }
-                Ok(false) => {}
-                Err(ReceiveError::Closed) => done[k] = true,
-                Err(source) => {
-                    return Err(DemoError::Strategy {
-                        stream: subs[k].name().to_owned(),
-                        source,
-                    });
-                }
-            }
-        }
-        if !(got || done[0] && done[1]) {
-            let k = if done[0] { 1 } else { 0 };
-            let _ = subs[k].wait(&wait, Some(Duration::from_millis(1)));
+    let mut stage = StrategyStage::new(book, trades, clock, show)?;
+    while !stage.finished() {
+        if stage.poll(STRATEGY_TURN)? == 0 && !stage.finished() {
+            stage.wait(&wait, Duration::from_millis(1));
         }
     }
-    Ok((strategy, first, hist))
+    Ok(stage.into_result())
+}
+
+/// Events the strategy stage reads per turn.
+const STRATEGY_TURN: usize = 256;
+
+/// Input records the book service handles per turn when it shares its thread with the
+/// strategy: each turn's output (at most `MAX_OUTPUTS_PER_INPUT` envelopes of at most 512
+/// bytes per record, 256 KiB) fits the output rings many times over, so the book service
+/// never waits on a full output while the strategy, on the same thread, cannot drain it.
+const SHARED_BOOK_TURN: usize = 128;
+
+/// The book builder and the strategy on one thread, in turns: a turn of the book service,
+/// then the strategy drains everything that turn published. Ends when the strategy's inputs
+/// end (the book service forwards the feed's end of session) or, if the book service stops
+/// first without forwarding one, when its outputs close.
+fn run_book_and_strategy(
+    service: &mut BookService,
+    input: &mut Subscriber,
+    stage: &mut StrategyStage<'_>,
+    wait: WaitStrategy,
+) -> Result<(), DemoError> {
+    let mut book_done = false;
+    while !stage.finished() {
+        let mut worked = false;
+        if !book_done {
+            match service.poll(input, SHARED_BOOK_TURN)? {
+                Polled::Worked(_) => worked = true,
+                Polled::Idle => {}
+                Polled::Finished => {
+                    book_done = true;
+                    worked = true;
+                }
+            }
+        }
+        // Drain: the next book turn starts with empty outputs.
+        loop {
+            let n = stage.poll(STRATEGY_TURN)?;
+            if n == 0 {
+                break;
+            }
+            worked = true;
+        }
+        if !worked {
+            if book_done {
+                // Outputs that never got an end of session: nothing more will come.
+                break;
+            }
+            service.heartbeat();
+            let _ = input.wait(&wait, Some(Duration::from_millis(1)));
+        }
+    }
+    Ok(())
 }
 
 /// Groups digits by thousands: 81556 -> "81,556".
@@ -816,12 +1025,24 @@ pub fn render(r: &DemoReport, show: usize) -> String {
     for w in &p.warnings {
         let _ = writeln!(s, "  warning: {w}");
     }
+    if p.threading == Threading::Shared {
+        let _ = writeln!(
+            s,
+            "  (book builder and strategy share one thread, in turns: --threading shared)"
+        );
+    } else if p.book_cpu == p.strategy_cpu {
+        let _ = writeln!(
+            s,
+            "  (book builder and strategy threads share cpu {}; `--threading shared` runs them on one thread, in turns, without the scheduler between them)",
+            p.book_cpu
+        );
+    }
     if p.shared || !p.pinned {
         let _ = writeln!(
             s,
             "  ({}{})",
             if p.shared {
-                "stages share a cpu: waits spin, then yield"
+                "threads share a cpu: waits spin, then yield"
             } else {
                 ""
             },

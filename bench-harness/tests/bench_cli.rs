@@ -258,6 +258,7 @@ fn all_quick_json_has_every_scenario_and_compares_scenario_by_scenario() {
         assert!(hgrm.join("ring").join(format!("{s}.hgrm")).is_file(), "{s}");
     }
     assert!(hgrm.join("replay/mdbus-pipeline.hgrm").is_file());
+    assert!(hgrm.join("replay/mdbus-pipeline-shared.hgrm").is_file());
 
     // Compared with itself: every scenario, every ratio 1.
     let a = dir.path().join("a.json");

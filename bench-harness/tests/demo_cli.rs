@@ -74,6 +74,36 @@ fn demo_shows_the_final_book_and_the_latency_percentiles() {
 #[test]
 fn demo_json_carries_every_stage() {
     let v: Value = serde_json::from_str(&ok(&["demo", "--rate", "0", "--json"])).expect("JSON");
+    assert_eq!(v["placement"]["threading"], "dedicated");
+    check_stages(&v);
+}
+
+/// The book builder and the strategy on one thread, in turns: the same messages, books, prints
+/// and samples as on their own threads, and the strategy placed on the book builder's cpu.
+#[test]
+fn demo_shared_threading_gives_the_same_results() {
+    for rate in ["0", "500000"] {
+        let v: Value = serde_json::from_str(&ok(&[
+            "demo",
+            "--rate",
+            rate,
+            "--threading",
+            "shared",
+            "--json",
+        ]))
+        .expect("JSON");
+        assert_eq!(v["placement"]["threading"], "shared", "{v}");
+        assert_eq!(
+            v["placement"]["book_cpu"], v["placement"]["strategy_cpu"],
+            "{v}"
+        );
+        check_stages(&v);
+    }
+    let text = ok(&["demo", "--threading", "shared"]);
+    assert!(text.contains("share one thread"), "{text}");
+}
+
+fn check_stages(v: &Value) {
     assert_eq!(v["feed"]["published"], 10_000);
     assert_eq!(v["book"]["messages"], 10_000);
     assert_eq!(v["book"]["trades_published"], 1_089);
