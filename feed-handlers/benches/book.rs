@@ -7,7 +7,13 @@
 //! * `book_synthetic_market/apply/nasdaq_day_config`: a builder sized for a full Nasdaq day
 //!   (`BookConfig::nasdaq_day`: 10 million orders, 12,000 instruments) holding 3 million live
 //!   orders over 8,000 instruments, fed a generated whole-market flow (see [`Market`]) in
-//!   batches of 10,000 events (generated untimed, applied timed).
+//!   batches of 10,000 events (generated untimed, applied timed); `prefetch+apply` the same
+//!   with each event's order slots prefetched one event ahead ([`BookBuilder::prefetch`]).
+//! * `book_service_aapl_sparse`: the book service reading the AAPL session from an input
+//!   stream in turns of 64 records, order references shifted per pass so that they are as
+//!   sparse as one instrument's among the whole market's (each add a cold line of the order
+//!   table), publishing into rings nobody reads: `handle` per record beside `poll` (which
+//!   prefetches one record ahead), with a 2 MB order table and with `nasdaq_day`'s.
 //!
 //! Throughput is in messages (book events) per second. At the end the process's peak resident
 //! memory (`VmHWM`) is printed beside the preallocated sizes.
@@ -254,16 +260,17 @@ fn bench_market(c: &mut Criterion) {
     // Made on first use (not at all when the bench is filtered out), then kept: the closure
     // runs for the warm-up and again for the measurement.
     let mut state: Option<(BookBuilder, Market)> = None;
+    let full_day = || {
+        let mut book = BookBuilder::new(BookConfig::nasdaq_day()).expect("config");
+        let mut market = Market::new();
+        while market.live.len() < LIVE {
+            let ev = market.add();
+            book.apply(&ev, &mut |_| {});
+        }
+        (book, market)
+    };
     g.bench_function("apply/nasdaq_day_config", |b| {
-        let (book, market) = state.get_or_insert_with(|| {
-            let mut book = BookBuilder::new(BookConfig::nasdaq_day()).expect("config");
-            let mut market = Market::new();
-            while market.live.len() < LIVE {
-                let ev = market.add();
-                book.apply(&ev, &mut |_| {});
-            }
-            (book, market)
-        });
+        let (book, market) = state.get_or_insert_with(full_day);
         let mut batch = Vec::with_capacity(BATCH);
         let mut acc = 0u64;
         b.iter_custom(|iters| {
@@ -273,6 +280,31 @@ fn bench_market(c: &mut Criterion) {
                 batch.extend((0..BATCH).map(|_| market.next()));
                 let t = Instant::now();
                 for ev in black_box(&batch) {
+                    book.apply(ev, &mut sink(&mut acc));
+                }
+                total += t.elapsed();
+            }
+            total
+        });
+        black_box(acc);
+    });
+    // The same flow (going on from where the last one stopped) with each event's order slots
+    // prefetched one event ahead, as the book service's poll turns do.
+    g.bench_function("prefetch+apply/nasdaq_day_config", |b| {
+        let (book, market) = state.get_or_insert_with(full_day);
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut acc = 0u64;
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                batch.clear();
+                batch.extend((0..BATCH).map(|_| market.next()));
+                let t = Instant::now();
+                let evs = black_box(&batch);
+                for (i, ev) in evs.iter().enumerate() {
+                    if let Some(next) = evs.get(i + 1) {
+                        book.prefetch(next);
+                    }
                     book.apply(ev, &mut sink(&mut acc));
                 }
                 total += t.elapsed();
@@ -297,6 +329,191 @@ fn bench_market(c: &mut Criterion) {
     }
 }
 
+/// Passes of the AAPL session the book service bench cycles through.
+const SERVICE_PASSES: u64 = 16;
+
+/// One pass of the AAPL session as normalized envelopes, its order references shifted by
+/// `(pass + 1) << 40` (AAPL's references stay one in a few hundred of the market's, and each
+/// pass lands on other order table lines), closed by deletes of the orders still resting.
+fn service_pass(pass: u64) -> Vec<Vec<u8>> {
+    use mdbus_codecs::itch::{self, MessageFields as M};
+    use mdbus_codecs::normalize::Normalizer;
+    let shift = (pass + 1) << 40;
+    let mut norm = Normalizer::new();
+    let mut live = std::collections::HashMap::<u64, (u16, u32)>::new();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 64];
+    let mut push = |f: &M, out: &mut Vec<Vec<u8>>| {
+        let n = f.encode(&mut buf).expect("encode");
+        let m = itch::decode(&buf[..n]).expect("decode");
+        let seq = out.len() as u64 + 1;
+        out.push(norm.normalize(&m, seq, 0).to_vec());
+    };
+    let mut last_ts = 0;
+    for (_, m) in Stream::new(AAPL) {
+        let Ok(m) = m else { continue };
+        last_ts = m.timestamp();
+        let mut f = m.to_fields();
+        match &mut f {
+            M::AddOrder(x) => x.order_reference_number += shift,
+            M::AddOrderMpid(x) => x.order_reference_number += shift,
+            M::OrderExecuted(x) => x.order_reference_number += shift,
+            M::OrderExecutedWithPrice(x) => x.order_reference_number += shift,
+            M::OrderCancel(x) => x.order_reference_number += shift,
+            M::OrderDelete(x) => x.order_reference_number += shift,
+            M::OrderReplace(x) => {
+                x.original_order_reference_number += shift;
+                x.new_order_reference_number += shift;
+            }
+            _ => {}
+        }
+        push(&f, &mut out);
+        let reduce = |live: &mut std::collections::HashMap<u64, (u16, u32)>, r, n: u32| {
+            if let Some((_, s)) = live.get_mut(&r) {
+                *s = s.saturating_sub(n);
+                if *s == 0 {
+                    live.remove(&r);
+                }
+            }
+        };
+        let buf = &mut [0u8; 64];
+        let n = f.encode(buf).expect("encode");
+        match itch::decode(&buf[..n])
+            .ok()
+            .as_ref()
+            .and_then(OrderEvent::from_itch)
+        {
+            Some(OrderEvent::Add {
+                locate,
+                order_ref,
+                shares,
+                ..
+            }) => {
+                live.insert(order_ref, (locate, shares));
+            }
+            Some(
+                OrderEvent::Execute {
+                    order_ref, shares, ..
+                }
+                | OrderEvent::ExecuteWithPrice {
+                    order_ref, shares, ..
+                }
+                | OrderEvent::Cancel {
+                    order_ref, shares, ..
+                },
+            ) => reduce(&mut live, order_ref, shares),
+            Some(OrderEvent::Delete { order_ref, .. }) => {
+                live.remove(&order_ref);
+            }
+            Some(OrderEvent::Replace {
+                locate,
+                old_ref,
+                new_ref,
+                shares,
+                ..
+            }) if live.remove(&old_ref).is_some() && shares > 0 => {
+                live.insert(new_ref, (locate, shares));
+            }
+            _ => {}
+        }
+    }
+    let mut rest: Vec<_> = live.into_iter().collect();
+    rest.sort_unstable();
+    for (order_ref, (locate, _)) in rest {
+        let d = M::OrderDelete(itch::OrderDeleteFields {
+            stock_locate: locate,
+            tracking_number: 0,
+            timestamp: last_ts,
+            order_reference_number: order_ref,
+        });
+        push(&d, &mut out);
+    }
+    out
+}
+
+/// The book service over the AAPL session with sparse order references, read from an input
+/// stream in turns of 64 records, publishing into rings nobody reads: `poll` (order slots
+/// prefetched one record ahead) beside the same batches handed to `handle` one by one.
+fn bench_service(c: &mut Criterion) {
+    use mdbus_bus::{Bus, StreamConfig, SubscribeOptions, Subscriber, Trust};
+    use mdbus_feed_handlers::bookstream::{BookService, BookServiceConfig, Polled, output_ring};
+
+    let mut g = c.benchmark_group("book_service_aapl_sparse");
+    let passes: Vec<Vec<Vec<u8>>> = (0..SERVICE_PASSES).map(service_pass).collect();
+    g.throughput(Throughput::Elements(passes[0].len() as u64));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bus = Bus::with_root(dir.path()).expect("bus");
+    let input_ring = StreamConfig {
+        capacity: 16 << 20,
+        prefault: true,
+        ..output_ring()
+    };
+    for (name, book) in [
+        (
+            "2MB_table",
+            BookConfig {
+                max_orders: 1 << 16,
+                max_instruments: 16,
+                levels_per_side_hint: 256,
+            },
+        ),
+        ("nasdaq_day_config", BookConfig::nasdaq_day()),
+    ] {
+        for pipelined in [false, true] {
+            let id = format!("{}/{name}", if pipelined { "poll" } else { "handle" });
+            g.bench_function(id.as_str(), |b| {
+                let feed = format!("in-{}", id.replace('/', "-"));
+                let mut publisher = bus.publisher(&feed, &input_ring).expect("publisher");
+                // SAFETY: the input stream is written only by `publisher` below, with envelopes
+                // built by the normalizer's `schema::Encoder` (`service_pass`).
+                let trust = unsafe { Trust::publisher() };
+                let options = SubscribeOptions {
+                    trust,
+                    ..SubscribeOptions::default()
+                };
+                let mut input: Subscriber = bus.subscriber(&feed, &options).expect("subscriber");
+                let config = BookServiceConfig {
+                    book,
+                    output: StreamConfig {
+                        prefault: true,
+                        ..output_ring()
+                    },
+                    publish_levels: true,
+                };
+                let mut svc = BookService::new(&bus, &feed, &config).expect("service");
+                let mut pass = 0;
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let envelopes = &passes[pass % passes.len()];
+                        pass += 1;
+                        for e in envelopes {
+                            publisher.publish_envelope(e).expect("publish");
+                        }
+                        let t = Instant::now();
+                        if pipelined {
+                            while let Polled::Worked(_) = svc.poll(&mut input, 64).expect("poll") {}
+                        } else {
+                            while input
+                                .poll_event_batch(64, |ev| {
+                                    svc.handle(&ev.envelope());
+                                })
+                                .expect("poll")
+                                > 0
+                            {}
+                        }
+                        total += t.elapsed();
+                    }
+                    total
+                });
+                let c = svc.builder().counters();
+                assert_eq!(c.unknown_refs + c.duplicate_adds + c.capacity_exhausted, 0);
+            });
+        }
+    }
+    g.finish();
+}
+
 /// `VmHWM` (peak resident set) and `VmRSS` of this process, from `/proc/self/status`.
 fn rss() -> Option<(String, String)> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -308,7 +525,7 @@ fn rss() -> Option<(String, String)> {
     Some((field("VmHWM:")?, field("VmRSS:")?))
 }
 
-criterion_group!(benches, bench, bench_market);
+criterion_group!(benches, bench, bench_market, bench_service);
 
 fn main() {
     benches();

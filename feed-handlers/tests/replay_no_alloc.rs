@@ -2,7 +2,8 @@
 //! allocator (its own test binary) counts the allocations of the measuring thread.
 //!
 //! * The book service handling the whole AAPL session (10,000 real envelopes, publishing
-//!   levels, BBOs and trades into rings) allocates nothing at all.
+//!   levels, BBOs and trades into rings) allocates nothing at all, envelope by envelope and in
+//!   `poll` turns read from an input stream.
 //! * A replay of three passes of the session allocates exactly as much as a replay of one:
 //!   whatever it allocates (the report at the end) does not grow with the messages.
 
@@ -10,7 +11,7 @@ use mdbus_bus::{Bus, SubscribeOptions};
 use mdbus_codecs::itch::Stream;
 use mdbus_codecs::normalize::Normalizer;
 use mdbus_feed_handlers::book::BookConfig;
-use mdbus_feed_handlers::bookstream::{BookService, BookServiceConfig, output_ring};
+use mdbus_feed_handlers::bookstream::{BookService, BookServiceConfig, Polled, output_ring};
 use mdbus_feed_handlers::replay::{ReplayOptions, Replayer, Source, replay_ring};
 
 /// Runs `f` and returns how many allocations this thread made meanwhile.
@@ -65,6 +66,49 @@ fn the_book_service_allocates_nothing_per_message() {
         "allocations while handling 10,000 envelopes; {:?}",
         svc.builder().counters()
     );
+    let st = svc.stats();
+    assert_eq!(st.messages, 10_000);
+    assert_eq!(st.trades_published, 1_089);
+    assert!(st.bbos_published > 0 && st.levels_published > 0);
+}
+
+#[test]
+fn book_service_poll_turns_allocate_nothing() {
+    let mut norm = Normalizer::new();
+    let envelopes: Vec<Vec<u8>> = Stream::new(AAPL)
+        .enumerate()
+        .map(|(i, (_, m))| norm.normalize(&m.unwrap(), i as u64 + 1, 0).to_vec())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::with_root(dir.path()).unwrap();
+    let config = BookServiceConfig {
+        book: BookConfig {
+            max_orders: 4096,
+            max_instruments: 64,
+            levels_per_side_hint: 256,
+        },
+        output: output_ring(),
+        publish_levels: true,
+    };
+    let mut publisher = bus.publisher("aapl", &output_ring()).unwrap();
+    let mut input = bus
+        .subscriber("aapl", &SubscribeOptions::default())
+        .unwrap();
+    let mut svc = BookService::new(&bus, "aapl", &config).unwrap();
+    let _levels = bus
+        .subscriber("aapl.levels", &SubscribeOptions::default())
+        .unwrap();
+    for e in &envelopes {
+        publisher.publish_envelope(e).unwrap();
+    }
+    let (n, turns) = allocations_during(|| {
+        let mut turns = 0u32;
+        while let Polled::Worked(_) = svc.poll(&mut input, 64).unwrap() {
+            turns += 1;
+        }
+        turns
+    });
+    assert_eq!(n, 0, "allocations in {turns} poll turns");
     let st = svc.stats();
     assert_eq!(st.messages, 10_000);
     assert_eq!(st.trades_published, 1_089);
