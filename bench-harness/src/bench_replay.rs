@@ -18,6 +18,10 @@
 //!   the time from the first byte read to the last callback; its latency percentiles come from
 //!   a second, paced run (`--rate`), each sample from the TSC stamp taken when a message was
 //!   decoded to the strategy's callback for the BBO update or trade it caused.
+//! * `mdbus-pipeline-shared`: the same, with the book builder and the strategy on one thread
+//!   in turns (`demo --threading shared`): two threads, which is what a two-cpu host should
+//!   run (three busy-polling threads on two cpus hand one of them back and forth through the
+//!   scheduler).
 //!
 //! The report is the ring scenario's JSON document (`scenario: "replay"`), plus
 //! `peak_rss_bytes` (VmHWM from `/proc/self/status`).
