@@ -1061,15 +1061,39 @@ mod tests {
         out
     }
 
+    /// A book service on feed `t` under `root` (the `small` config) and a subscriber on each
+    /// of its outputs.
+    struct Service {
+        _bus: Bus,
+        svc: BookService,
+        book: Subscriber,
+        levels: Subscriber,
+        trades: Subscriber,
+    }
+
+    fn service(root: &std::path::Path) -> Service {
+        let bus = Bus::with_root(root).unwrap();
+        let svc = BookService::new(&bus, "t", &small()).unwrap();
+        let opts = SubscribeOptions::default();
+        Service {
+            svc,
+            book: bus.subscriber("t.book", &opts).unwrap(),
+            levels: bus.subscriber("t.levels", &opts).unwrap(),
+            trades: bus.subscriber("t.trades", &opts).unwrap(),
+            _bus: bus,
+        }
+    }
+
     #[test]
     fn trades_get_the_resting_price_and_books_publish_levels_and_bbo() {
         let dir = tempfile::tempdir().unwrap();
-        let bus = Bus::with_root(dir.path()).unwrap();
-        let mut svc = BookService::new(&bus, "t", &small()).unwrap();
-        let opts = SubscribeOptions::default();
-        let mut book = bus.subscriber("t.book", &opts).unwrap();
-        let mut levels = bus.subscriber("t.levels", &opts).unwrap();
-        let mut trades = bus.subscriber("t.trades", &opts).unwrap();
+        let Service {
+            mut svc,
+            mut book,
+            mut levels,
+            mut trades,
+            ..
+        } = service(dir.path());
         let exec = itch::MessageFields::OrderExecuted(itch::OrderExecutedFields {
             stock_locate: 13,
             tracking_number: 0,
@@ -1150,12 +1174,13 @@ mod tests {
     #[test]
     fn execution_with_price_and_hidden_trades_and_gaps() {
         let dir = tempfile::tempdir().unwrap();
-        let bus = Bus::with_root(dir.path()).unwrap();
-        let mut svc = BookService::new(&bus, "t", &small()).unwrap();
-        let opts = SubscribeOptions::default();
-        let mut book = bus.subscriber("t.book", &opts).unwrap();
-        let mut levels = bus.subscriber("t.levels", &opts).unwrap();
-        let mut trades = bus.subscriber("t.trades", &opts).unwrap();
+        let Service {
+            mut svc,
+            mut book,
+            mut levels,
+            mut trades,
+            ..
+        } = service(dir.path());
         let c = |printable, m| {
             itch::MessageFields::OrderExecutedWithPrice(itch::OrderExecutedWithPriceFields {
                 stock_locate: 13,
@@ -1245,12 +1270,13 @@ mod tests {
     #[test]
     fn the_levels_stream_names_instruments_and_ends_with_the_session() {
         let dir = tempfile::tempdir().unwrap();
-        let bus = Bus::with_root(dir.path()).unwrap();
-        let mut svc = BookService::new(&bus, "t", &small()).unwrap();
-        let opts = SubscribeOptions::default();
-        let mut book = bus.subscriber("t.book", &opts).unwrap();
-        let mut levels = bus.subscriber("t.levels", &opts).unwrap();
-        let mut trades = bus.subscriber("t.trades", &opts).unwrap();
+        let Service {
+            mut svc,
+            mut book,
+            mut levels,
+            mut trades,
+            ..
+        } = service(dir.path());
         feed(
             &mut svc,
             &[

@@ -23,17 +23,18 @@ fn allocations_during<T>(f: impl FnOnce() -> T) -> (u64, T) {
 
 const AAPL: &[u8] = include_bytes!("../../codecs/testdata/itch/aapl-2020-01-30-10k.itch");
 
-#[test]
-fn the_book_service_allocates_nothing_per_message() {
-    // The session's envelopes, normalized up front.
+/// The session's envelopes, normalized up front.
+fn aapl_envelopes() -> Vec<Vec<u8>> {
     let mut norm = Normalizer::new();
-    let envelopes: Vec<Vec<u8>> = Stream::new(AAPL)
+    Stream::new(AAPL)
         .enumerate()
         .map(|(i, (_, m))| norm.normalize(&m.unwrap(), i as u64 + 1, 0).to_vec())
-        .collect();
-    let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::with_root(dir.path()).unwrap();
-    let config = BookServiceConfig {
+        .collect()
+}
+
+/// A book service sized for the session, publishing levels.
+fn service_config() -> BookServiceConfig {
+    BookServiceConfig {
         book: BookConfig {
             max_orders: 4096,
             max_instruments: 64,
@@ -41,7 +42,15 @@ fn the_book_service_allocates_nothing_per_message() {
         },
         output: output_ring(),
         publish_levels: true,
-    };
+    }
+}
+
+#[test]
+fn the_book_service_allocates_nothing_per_message() {
+    let envelopes = aapl_envelopes();
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::with_root(dir.path()).unwrap();
+    let config = service_config();
     let mut svc = BookService::new(&bus, "aapl", &config).unwrap();
     // Subscribers on the book and levels outputs, so the service publishes into rings that are
     // read.
@@ -74,22 +83,10 @@ fn the_book_service_allocates_nothing_per_message() {
 
 #[test]
 fn book_service_poll_turns_allocate_nothing() {
-    let mut norm = Normalizer::new();
-    let envelopes: Vec<Vec<u8>> = Stream::new(AAPL)
-        .enumerate()
-        .map(|(i, (_, m))| norm.normalize(&m.unwrap(), i as u64 + 1, 0).to_vec())
-        .collect();
+    let envelopes = aapl_envelopes();
     let dir = tempfile::tempdir().unwrap();
     let bus = Bus::with_root(dir.path()).unwrap();
-    let config = BookServiceConfig {
-        book: BookConfig {
-            max_orders: 4096,
-            max_instruments: 64,
-            levels_per_side_hint: 256,
-        },
-        output: output_ring(),
-        publish_levels: true,
-    };
+    let config = service_config();
     let mut publisher = bus.publisher("aapl", &output_ring()).unwrap();
     let mut input = bus
         .subscriber("aapl", &SubscribeOptions::default())
