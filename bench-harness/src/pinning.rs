@@ -13,6 +13,12 @@
 //! | `bench replay`, `demo` | strategy | `strategy` |
 //! | `replay` | feed handler | `feed_handler` |
 //! | `replay --book` | book builder | `book_builder` |
+//! | `bench udp` (4 cpus) | producer | `producer`, else `feed_handler` |
+//! | `bench udp` (4 cpus) | sender | `sender` |
+//! | `bench udp` (4 cpus) | receiver | `receiver` |
+//! | `bench udp` (4 cpus) | consumer | `consumer`, else `strategy` |
+//! | `bench udp` (2 cpus) | producer+consumer | `producer`, else `feed_handler` |
+//! | `bench udp` (2 cpus) | sender+receiver | `sender`, `receiver`, `consumer` or `strategy` |
 //!
 //! Each thread uses instance 0 of its role. The precedence is: an explicit `--cores` /
 //! `--cpus` flag, then `--layout FILE`, then `$MDBUS_LAYOUT`, then the command's default.

@@ -1,4 +1,4 @@
-//! `--layout FILE` and `$MDBUS_LAYOUT` on `mdbus bench ring|replay|all`, `mdbus replay` and
+//! `--layout FILE` and `$MDBUS_LAYOUT` on `mdbus bench ring|replay|udp|all`, `mdbus replay` and
 //! `mdbus demo`, through the built binary: threads land on the cores `mdbus tune plan --out`
 //! gave their roles, explicit `--cores`/`--cpus` win, and a bad layout is a clear error with a
 //! nonzero exit status before anything runs. No timing is asserted.
@@ -109,6 +109,232 @@ fn bench_scenarios_pin_to_the_planned_cores() {
     assert_eq!(cores_used(&v["scenarios"]["ring"]), ring_cores);
     assert_eq!(cores_used(&v["scenarios"]["replay"]), stage_cores);
     assert_eq!(v["scenarios"]["ring"]["layout"]["file"], s(&path));
+    assert_eq!(v["scenarios"]["udp"]["layout"]["file"], s(&path));
+}
+
+/// `text` (a layout file) with role `role` on `cpu`.
+fn with_core(text: &str, role: &str, cpu: usize) -> String {
+    let section = text
+        .find(&format!("[roles.{role}]"))
+        .unwrap_or_else(|| panic!("no role {role} in {text}"));
+    let at = section + text[section..].find("cores = [").unwrap();
+    let end = at + text[at..].find(']').unwrap();
+    format!("{}cores = [{cpu}{}", &text[..at], &text[end..])
+}
+
+/// `bench udp`, quick and without the throughput and recovery phases.
+const UDP: [&str; 8] = [
+    "bench",
+    "udp",
+    "--quick",
+    "--json",
+    "--throughput-count",
+    "0",
+    "--recovery-count",
+    "0",
+];
+
+/// The (thread, role, cpu, from_layout) of each thread in a report's `layout`.
+fn layout_threads(report: &Value) -> Vec<(String, String, u64, bool)> {
+    report["layout"]["threads"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no layout threads in {report}"))
+        .iter()
+        .map(|t| {
+            (
+                t["thread"].as_str().unwrap().to_string(),
+                t["role"].as_str().unwrap_or("-").to_string(),
+                t["cpu"].as_u64().unwrap(),
+                t["from_layout"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn udp_with(layout: &Path, extra: &[&str]) -> Value {
+    let mut args = UDP.to_vec();
+    args.extend(extra);
+    args.extend(["--layout", s(layout)]);
+    let (v, _) = json(&args);
+    assert_eq!(v["layout"]["file"], s(layout));
+    assert_eq!(v["host"]["pinned"], true, "{}", v["host"]);
+    // The report's own record of the threads agrees with the layout record.
+    let threads: Vec<u64> = layout_threads(&v).iter().map(|t| t.2).collect();
+    let params: Vec<u64> = v["params"]["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["cpu"].as_u64().unwrap())
+        .collect();
+    assert_eq!(threads, params, "{v}");
+    assert_eq!(cores_used(&v), threads, "{}", v["host"]);
+    v
+}
+
+#[test]
+fn bench_udp_takes_its_threads_from_the_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("udp.toml");
+    let out = mdbus(&[
+        "tune",
+        "plan",
+        "--roles",
+        "feed_handler,sender,receiver,strategy",
+        "--out",
+        s(&path),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let layout = Layout::load(&path).unwrap();
+    let [p, sn, r, c] =
+        ["feed_handler", "sender", "receiver", "strategy"].map(|x| core(&layout, x));
+
+    // As planned, by $MDBUS_LAYOUT: four threads when the plan has four distinct cpus, else
+    // the measuring thread in the feed handler's role and the transport thread in another.
+    let (v, _) = ok_output(mdbus_env(&UDP, Some(&path)), &UDP);
+    assert_eq!(v["layout"]["file"], s(&path));
+    let threads = layout_threads(&v);
+    let mut distinct = vec![p, sn, r, c];
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() == 4 {
+        let want = [
+            ("producer", "feed_handler", p),
+            ("sender", "sender", sn),
+            ("receiver", "receiver", r),
+            ("consumer", "strategy", c),
+        ];
+        for (got, want) in threads.iter().zip(want) {
+            assert_eq!((got.0.as_str(), got.1.as_str(), got.2), want, "{threads:?}");
+        }
+        assert_eq!(threads.len(), 4);
+    } else {
+        assert_eq!(threads.len(), 2, "{threads:?}");
+        assert_eq!(threads[0].0, "producer+consumer");
+        assert_eq!((threads[0].1.as_str(), threads[0].2), ("feed_handler", p));
+        assert_eq!(threads[1].0, "sender+receiver");
+        assert_eq!(threads[1].2, core(&layout, &threads[1].1), "{threads:?}");
+        let notes = v["notes"].to_string();
+        assert!(notes.contains("2-cpu placement"), "{notes}");
+    }
+    assert!(threads.iter().all(|t| t.3), "{threads:?}");
+
+    let plan = std::fs::read_to_string(&path).unwrap();
+    let cpus = allowed();
+    if cpus.len() >= 2 {
+        // Sender on the feed handler's cpu, receiver elsewhere: the transport thread takes the
+        // receiver's role, on its own cpu.
+        let (a, b) = (cpus[0], cpus[1]);
+        let mut text = plan.clone();
+        for (role, cpu) in [
+            ("feed_handler", a),
+            ("sender", a),
+            ("receiver", b),
+            ("strategy", b),
+        ] {
+            text = with_core(&text, role, cpu);
+        }
+        let two = dir.path().join("two.toml");
+        std::fs::write(&two, text).unwrap();
+        let v = udp_with(&two, &[]);
+        let threads = layout_threads(&v);
+        assert_eq!(threads[0].1, "feed_handler");
+        assert_eq!(
+            (threads[1].1.as_str(), threads[1].2),
+            ("receiver", b as u64)
+        );
+    }
+    if cpus.len() >= 4 {
+        let mut text = plan.clone();
+        for (i, role) in ["feed_handler", "sender", "receiver", "strategy"]
+            .iter()
+            .enumerate()
+        {
+            text = with_core(&text, role, cpus[i]);
+        }
+        let four = dir.path().join("four.toml");
+        std::fs::write(&four, text).unwrap();
+        let v = udp_with(&four, &[]);
+        let threads: Vec<(String, u64)> =
+            layout_threads(&v).into_iter().map(|t| (t.1, t.2)).collect();
+        let want: Vec<(String, u64)> = ["feed_handler", "sender", "receiver", "strategy"]
+            .iter()
+            .zip(&cpus)
+            .map(|(r, &c)| (r.to_string(), c as u64))
+            .collect();
+        assert_eq!(threads, want);
+    }
+
+    // --cpus chooses the cpus; the layout still gives the roles.
+    let c0 = cpus[0];
+    let list = format!("{c0},{c0}");
+    let v = udp_with(&path, &["--cpus", &list]);
+    let threads = layout_threads(&v);
+    assert_eq!(threads.len(), 2);
+    assert_eq!(threads[0].1, "feed_handler");
+    assert_eq!(threads[1].1, "sender");
+    assert!(
+        threads.iter().all(|t| t.2 == c0 as u64 && !t.3),
+        "{threads:?}"
+    );
+}
+
+#[test]
+fn bench_udp_refuses_bad_layouts_before_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = |layout: &Path, expect: &[&str]| {
+        let mut args = UDP.to_vec();
+        args.extend(["--layout", s(layout)]);
+        let out = mdbus(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "mdbus {args:?} succeeded: {stderr}");
+        assert!(out.stdout.is_empty(), "mdbus {args:?} printed a report");
+        for e in expect {
+            assert!(stderr.contains(e), "{e:?} not in {stderr}");
+        }
+    };
+    let garbage = dir.path().join("garbage.toml");
+    std::fs::write(&garbage, "this is not [a layout").unwrap();
+    refused(&garbage, &["layout", "garbage.toml"]);
+    refused(&dir.path().join("missing.toml"), &["missing.toml"]);
+
+    // A layout with no role for the transport thread.
+    let feed_only = dir.path().join("feed-only.toml");
+    let out = mdbus(&[
+        "tune",
+        "plan",
+        "--roles",
+        "feed_handler",
+        "--out",
+        s(&feed_only),
+    ]);
+    assert!(out.status.success());
+    refused(
+        &feed_only,
+        &[
+            "feed-only.toml",
+            "\"sender\"",
+            "tune plan --roles feed_handler,sender,receiver,strategy",
+        ],
+    );
+
+    // The transport thread's role on a cpu this host lacks.
+    let path = dir.path().join("udp.toml");
+    let out = mdbus(&[
+        "tune",
+        "plan",
+        "--roles",
+        "feed_handler,sender",
+        "--out",
+        s(&path),
+    ]);
+    assert!(out.status.success());
+    let plan = std::fs::read_to_string(&path).unwrap();
+    let far = dir.path().join("far.toml");
+    std::fs::write(&far, with_core(&plan, "sender", 4000)).unwrap();
+    refused(
+        &far,
+        &["far.toml", "cpu 4000", "does not have", "\"sender\""],
+    );
 }
 
 #[test]

@@ -315,6 +315,16 @@ mod tests {
             ]
         );
         assert!(notes.is_empty(), "{notes:?}");
+        // Every scenario takes the layout, udp included.
+        for name in SCENARIOS {
+            let (argv, notes) = scenario_argv(name, &args).unwrap();
+            assert!(
+                argv.windows(2)
+                    .any(|w| w[0] == "--layout" && w[1] == "l.toml"),
+                "{name}: {argv:?}"
+            );
+            assert!(notes.is_empty(), "{name}: {notes:?}");
+        }
         let parsed = parse(&scenario_argv("replay", &args).unwrap().0).unwrap();
         assert!(matches!(parsed.scenario, Scenario::Replay(ref r) if r.quick && r.json));
         assert!(scenario_argv("nope", &args).is_err());

@@ -29,8 +29,17 @@
 //! Thread layouts (`--cpus`): with two cpus, the producer and the consumer are one measuring
 //! thread on the first and one transport thread on the second drives the sender and the
 //! receiver alternately (`poll_once` each); with four, producer, sender, receiver and consumer
-//! each have their own cpu. Every thread busy-polls. The measured loops allocate nothing:
-//! latencies go into a buffer sized before the run, histograms are built afterwards.
+//! each have their own cpu. Every thread busy-polls, or yields when it shares its cpu with
+//! another. The measured loops allocate nothing: latencies go into a buffer sized before the
+//! run, histograms are built afterwards.
+//!
+//! With a core layout (`--layout FILE`, `$MDBUS_LAYOUT`; see [`crate::pinning`]) the threads
+//! take their cpus and runtime settings from its roles ([`THREADS`]): the four-cpu placement
+//! when the layout puts `producer`/`feed_handler`, `sender`, `receiver` and
+//! `consumer`/`strategy` on four distinct cpus, else the two-cpu placement with the measuring
+//! thread in the producer's role and the transport thread in the first of `sender`,
+//! `receiver`, `consumer`/`strategy` on another cpu (a note says why). An explicit `--cpus`
+//! still chooses the cpus; the layout's roles then give only the other settings.
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -56,6 +65,7 @@ use super::host::{self, HostInfo};
 use super::report::SystemResult;
 use super::ring::share;
 use super::transport::{HEADER_BYTES, Msg, decode, encode, filled};
+use crate::pinning::{LayoutArg, LayoutUse, Pinning, ThreadRole};
 
 /// The `msg_type` of the harness's records (gap notices have another).
 const MSG_TYPE: u32 = 100;
@@ -77,6 +87,54 @@ pub const DEFAULT_ROUNDS: u32 = 5;
 /// `--quick`: latency samples, warm-up messages per round, rounds, throughput messages and
 /// recovery messages of the short smoke run.
 pub const QUICK: (u64, u64, u32, u64, u64) = (2_000, 200, 2, 20_000, 10_000);
+
+/// The threads of the four-cpu placement and the layout roles they take their cpus from.
+pub const THREADS: [ThreadRole; 4] = [
+    ThreadRole {
+        thread: "producer",
+        roles: &["producer", "feed_handler"],
+    },
+    ThreadRole {
+        thread: "sender",
+        roles: &["sender"],
+    },
+    ThreadRole {
+        thread: "receiver",
+        roles: &["receiver"],
+    },
+    ThreadRole {
+        thread: "consumer",
+        roles: &["consumer", "strategy"],
+    },
+];
+
+/// The measuring thread of the two-cpu placement (producer and consumer in turns): the
+/// producer's roles.
+const MEASURING: ThreadRole = ThreadRole {
+    thread: "producer+consumer",
+    roles: &["producer", "feed_handler"],
+};
+
+/// The transport thread of the two-cpu placement (sender and receiver in turns), by the role
+/// it takes: `sender`, `receiver`, `consumer`/`strategy`, or (with `--cpus`) the first of all.
+const TRANSPORT: [ThreadRole; 4] = [
+    ThreadRole {
+        thread: "sender+receiver",
+        roles: &["sender"],
+    },
+    ThreadRole {
+        thread: "sender+receiver",
+        roles: &["receiver"],
+    },
+    ThreadRole {
+        thread: "sender+receiver",
+        roles: &["consumer", "strategy"],
+    },
+    ThreadRole {
+        thread: "sender+receiver",
+        roles: &["sender", "receiver", "consumer", "strategy"],
+    },
+];
 
 /// Messages after the last measured one in the recovery phase (not recorded), so that a loss
 /// among the last measured messages is detected by the traffic after it, not by a heartbeat.
@@ -137,10 +195,14 @@ pub struct UdpArgs {
     #[arg(long, default_value_t = 1000)]
     pub nak_delay_us: u64,
     /// Cpus to pin to: two (`A,B`: producer+consumer on A, sender+receiver on B) or four
-    /// (`P,S,R,C`: producer, sender, receiver, consumer) [default: the first four cpus this
-    /// process may run on when it has four, else the first two].
+    /// (`P,S,R,C`: producer, sender, receiver, consumer); wins over --layout [default: the
+    /// layout's producer, sender, receiver and consumer cpus with a layout, else the first four
+    /// cpus this process may run on when it has four, else the first two].
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub cpus: Option<Vec<usize>>,
+    /// The core layout (`--layout FILE` or `$MDBUS_LAYOUT`).
+    #[command(flatten)]
+    pub layout: LayoutArg,
     /// Interface address to multicast on and join with.
     #[arg(long, default_value = "127.0.0.1")]
     pub interface: Ipv4Addr,
@@ -283,6 +345,9 @@ pub struct UdpReport {
     pub sender: SenderCounters,
     /// The machine.
     pub host: HostInfo,
+    /// The core layout the threads were pinned by (`--layout`, `$MDBUS_LAYOUT`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<LayoutUse>,
     /// What was run.
     pub params: UdpParams,
     /// Warnings and remarks.
@@ -372,17 +437,169 @@ impl Layout {
         }
     }
 
-    /// The cpu the transport's idle cost is measured on.
-    fn transport_cpu(self) -> usize {
+    /// The threads (indices into [`Layout::threads`]) whose cpus the floor's two threads run
+    /// on, taking their roles.
+    fn floor_threads(self) -> [usize; 2] {
         match self {
-            Layout::Two { b, .. } => b,
-            Layout::Four { r, .. } => r,
+            Layout::Two { .. } => [0, 1],
+            Layout::Four { .. } => [1, 2],
+        }
+    }
+
+    /// The thread whose cpu (and role) the transport's idle cost is measured on.
+    fn transport_thread(self) -> usize {
+        match self {
+            Layout::Two { .. } => 1,
+            Layout::Four { .. } => 2,
+        }
+    }
+
+    /// The cpu of thread `i` (in the order of [`Layout::threads`]).
+    fn cpu(self, i: usize) -> usize {
+        match (self, i) {
+            (Layout::Two { a, .. }, 0) => a,
+            (Layout::Two { b, .. }, _) => b,
+            (Layout::Four { p, .. }, 0) => p,
+            (Layout::Four { s, .. }, 1) => s,
+            (Layout::Four { r, .. }, 2) => r,
+            (Layout::Four { c, .. }, _) => c,
         }
     }
 
     fn cpus(self) -> Vec<usize> {
         self.threads().iter().map(|t| t.cpu).collect()
     }
+
+    /// Whether two busy-polling threads share a cpu.
+    fn shares_a_cpu(self) -> bool {
+        let cpus = self.cpus();
+        (1..cpus.len()).any(|i| cpus[..i].contains(&cpus[i]))
+    }
+
+    fn from_cpus(cpus: &[usize]) -> Option<Layout> {
+        match *cpus {
+            [a, b] => Some(Layout::Two { a, b }),
+            [p, s, r, c] => Some(Layout::Four { p, s, r, c }),
+            _ => None,
+        }
+    }
+}
+
+/// With the cpus a layout gives the roles of [`THREADS`] (producer, sender, receiver,
+/// consumer; `None`: the layout lacks it), the placement to use: `None` for four cpus (the four
+/// are there, on distinct cpus; or a role the two-cpu placement needs is missing, which the
+/// four-cpu placement then reports), else `Some(k)`: two cpus, the transport thread as
+/// [`TRANSPORT`]`[k]`, the first candidate on a cpu other than the producer's (else the first
+/// there is).
+fn two_or_four(roles: [Option<usize>; 4]) -> Option<usize> {
+    let [p, s, r, c] = roles;
+    let p = p?;
+    if let [Some(s), Some(r), Some(c)] = [s, r, c]
+        && Layout::from_cpus(&[p, s, r, c]).is_some_and(|l| !l.shares_a_cpu())
+    {
+        return None;
+    }
+    let candidates = [s, r, c];
+    candidates
+        .iter()
+        .position(|x| x.is_some_and(|x| x != p))
+        .or_else(|| candidates.iter().position(Option::is_some))
+}
+
+/// Chooses the layout from `--cpus`, the core layout file, or this process's affinity, in
+/// that order; notes what is unusual. With a core layout, also its placement.
+fn choose_placement(
+    cpus: Option<&[usize]>,
+    layout: &LayoutArg,
+    notes: &mut Vec<String>,
+) -> Result<(Layout, bool, Option<Pinning>), BenchError> {
+    let Some(path) = layout.path() else {
+        let (l, pin) = choose_layout(cpus, notes)?;
+        return Ok((l, pin, None));
+    };
+    let bad = |e: crate::pinning::PinningError| BenchError::BadArg(e.to_string());
+    let (placement, pinning) = match cpus {
+        Some(cpus) => {
+            // Checks the cpus and notes a shared one; the layout gives the roles.
+            let (l, _) = choose_layout(Some(cpus), notes)?;
+            let threads: &[ThreadRole] = match l {
+                Layout::Two { .. } => &[MEASURING, TRANSPORT[3]],
+                Layout::Four { .. } => &THREADS,
+            };
+            let p = Pinning::from_layout(&path, threads, Some(cpus)).map_err(bad)?;
+            (l, p)
+        }
+        None => {
+            let file = mdbus_tuning::Layout::load(&path)
+                .map_err(|e| bad(crate::pinning::PinningError::Layout(e)))?;
+            let roles = THREADS.map(|t| t.roles.iter().find_map(|r| file.core_for(r, 0)));
+            match two_or_four(roles) {
+                None => {
+                    let p = Pinning::from_layout(&path, &THREADS, None).map_err(bad)?;
+                    let l = Layout::Four {
+                        p: p.cpu(0),
+                        s: p.cpu(1),
+                        r: p.cpu(2),
+                        c: p.cpu(3),
+                    };
+                    (l, p)
+                }
+                Some(k) => {
+                    let p = Pinning::from_layout(&path, &[MEASURING, TRANSPORT[k]], None)
+                        .map_err(bad)?;
+                    let why = match roles {
+                        [_, Some(_), Some(_), Some(_)] => format!(
+                            "its producer, sender, receiver and consumer roles are not on four \
+                             distinct cpus ({})",
+                            roles
+                                .iter()
+                                .flatten()
+                                .map(usize::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        _ => {
+                            let missing: Vec<String> = THREADS
+                                .iter()
+                                .zip(roles)
+                                .filter(|(_, cpu)| cpu.is_none())
+                                .map(|(t, _)| {
+                                    t.roles
+                                        .iter()
+                                        .map(|r| format!("{r:?}"))
+                                        .collect::<Vec<_>>()
+                                        .join(" or ")
+                                })
+                                .collect();
+                            format!("it lacks role {}", missing.join(" and role "))
+                        }
+                    };
+                    notes.push(format!(
+                        "layout {}: the 2-cpu placement, as {why}; the transport thread takes \
+                         the {}'s role",
+                        path.display(),
+                        ["sender", "receiver", "consumer"][k]
+                    ));
+                    (
+                        Layout::Two {
+                            a: p.cpu(0),
+                            b: p.cpu(1),
+                        },
+                        p,
+                    )
+                }
+            }
+        }
+    };
+    if cpus.is_none() && placement.shares_a_cpu() {
+        notes.push(format!(
+            "threads share a cpu ({:?}): they yield instead of busy-polling, so the figures \
+             are scheduler latencies",
+            placement.cpus()
+        ));
+    }
+    notes.extend(pinning.describe());
+    Ok((placement, true, Some(pinning)))
 }
 
 /// Chooses the layout from `--cpus` or this process's affinity; notes what is unusual.
@@ -399,21 +616,21 @@ fn choose_layout(
             "--cpus: cpu {bad} is not one this process may run on ({a:?})"
         )));
     }
-    let pick = |c: &[usize]| match *c {
-        [a, b] => Ok(Layout::Two { a, b }),
-        [p, s, r, c] => Ok(Layout::Four { p, s, r, c }),
-        _ => Err(BenchError::BadArg(format!(
-            "--cpus: give two cpus (A,B) or four (P,S,R,C), not {c:?}"
-        ))),
+    let pick = |c: &[usize]| {
+        Layout::from_cpus(c).ok_or_else(|| {
+            BenchError::BadArg(format!(
+                "--cpus: give two cpus (A,B) or four (P,S,R,C), not {c:?}"
+            ))
+        })
     };
     match (requested, allowed) {
         (Some(r), _) => {
             let layout = pick(r)?;
-            let cpus = layout.cpus();
-            if (1..cpus.len()).any(|i| cpus[..i].contains(&cpus[i])) {
+            if layout.shares_a_cpu() {
                 notes.push(format!(
-                    "--cpus {cpus:?}: busy-polling threads share a cpu, so they wait for the \
-                     scheduler and the figures are scheduler latencies"
+                    "--cpus {:?}: threads share a cpu, so they yield instead of busy-polling \
+                     and the figures are scheduler latencies",
+                    layout.cpus()
                 ));
             }
             Ok((layout, true))
@@ -422,8 +639,8 @@ fn choose_layout(
         (None, Some(a)) if a.len() >= 2 => Ok((pick(&a[..2])?, true)),
         (None, Some(a)) if a.len() == 1 => {
             notes.push(format!(
-                "only cpu {} is available: all threads share it; busy-polling threads then \
-                 wait for the scheduler and the figures are scheduler latencies",
+                "only cpu {} is available: all threads share it and yield instead of \
+                 busy-polling, so the figures are scheduler latencies",
                 a[0]
             ));
             Ok((Layout::Two { a: a[0], b: a[0] }, true))
@@ -440,6 +657,10 @@ struct Env<'a> {
     clock: &'a BenchClock,
     layout: Layout,
     pin: bool,
+    /// With a core layout: where each thread of `layout` runs and what its role applies.
+    pinning: Option<&'a Pinning>,
+    /// Threads share a cpu: waiting threads yield instead of spinning.
+    yield_spin: bool,
     stall: Duration,
     msg_bytes: usize,
     args: &'a UdpArgs,
@@ -451,9 +672,37 @@ struct Env<'a> {
 }
 
 impl Env<'_> {
-    fn pin(&self, cpu: usize) {
-        if self.pin && !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+    /// Called first in a thread that runs on the cpu of thread `i` of the layout (see
+    /// [`Layout::threads`]): pins it there and, with a core layout, applies that thread's role.
+    fn pin(&self, i: usize) {
+        if !self.pin {
+            return;
+        }
+        let pinned = match self.pinning {
+            Some(p) => p.enter(i),
+            None => core_affinity::set_for_current(core_affinity::CoreId {
+                id: self.layout.cpu(i),
+            }),
+        };
+        if !pinned {
             self.unpinned.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A [`Watch`] that yields when threads share a cpu.
+    fn watch<'w>(&self, abort: &'w AtomicBool, what: &'static str) -> Watch<'w> {
+        let mut w = Watch::new(abort, self.stall, what);
+        w.yield_spin = self.yield_spin;
+        w
+    }
+
+    /// One turn of waiting: a spin-loop hint, or a yield when threads share a cpu.
+    #[inline(always)]
+    fn relax(&self) {
+        if self.yield_spin {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
         }
     }
 }
@@ -477,6 +726,8 @@ struct Watch<'a> {
     what: &'static str,
     n: u32,
     since: Option<Instant>,
+    /// Yield instead of spinning (threads share a cpu).
+    yield_spin: bool,
 }
 
 impl<'a> Watch<'a> {
@@ -487,13 +738,18 @@ impl<'a> Watch<'a> {
             what,
             n: 0,
             since: None,
+            yield_spin: false,
         }
     }
 
     /// Called when a turn did nothing.
     #[inline(always)]
     fn idle(&mut self) -> Result<(), BenchError> {
-        std::hint::spin_loop();
+        if self.yield_spin {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
         self.n = self.n.wrapping_add(1);
         if self.n & 0x3fff == 0 {
             self.check()
@@ -585,13 +841,13 @@ impl Floor {
     ) -> Result<(), BenchError> {
         let abort = AtomicBool::new(false);
         let barrier = std::sync::Barrier::new(2);
-        let [ca, cb] = env.layout.floor_cpus();
+        let [ca, cb] = env.layout.floor_threads();
         let clock = env.clock;
         let n = env.msg_bytes;
         let total = warmup + count;
         let pinger = || -> Result<(), BenchError> {
             env.pin(ca);
-            let mut w = Watch::new(&abort, env.stall, "waiting for the UDP echo");
+            let mut w = env.watch(&abort, "waiting for the UDP echo");
             let mut out = [0u8; MAX_MSG_BYTES];
             out[..n].copy_from_slice(&filled::<MAX_MSG_BYTES>()[..n]);
             let mut back = [0u8; MAX_MSG_BYTES];
@@ -624,7 +880,7 @@ impl Floor {
         };
         let echoer = || -> Result<(), BenchError> {
             env.pin(cb);
-            let mut w = Watch::new(&abort, env.stall, "waiting for the UDP ping");
+            let mut w = env.watch(&abort, "waiting for the UDP ping");
             let mut buf = [0u8; MAX_MSG_BYTES];
             barrier.wait();
             for _ in 0..total {
@@ -658,7 +914,7 @@ impl Floor {
     ) -> Result<(), BenchError> {
         let abort = AtomicBool::new(false);
         let barrier = std::sync::Barrier::new(2);
-        let [ca, cb] = env.layout.floor_cpus();
+        let [ca, cb] = env.layout.floor_threads();
         let clock = env.clock;
         let n = env.msg_bytes;
         let total = warmup + count;
@@ -670,7 +926,7 @@ impl Floor {
             for i in 0..total {
                 let intended = start.wrapping_add(i.wrapping_mul(interval));
                 while clock.now() < intended {
-                    std::hint::spin_loop();
+                    env.relax();
                 }
                 encode(
                     &mut out,
@@ -688,7 +944,7 @@ impl Floor {
         };
         let receiver = || -> Result<(), BenchError> {
             env.pin(cb);
-            let mut w = Watch::new(&abort, env.stall, "receiving UDP datagrams at a fixed rate");
+            let mut w = env.watch(&abort, "receiving UDP datagrams at a fixed rate");
             let mut buf = [0u8; MAX_MSG_BYTES];
             barrier.wait();
             let mut next = 0u64;
@@ -1011,10 +1267,10 @@ fn drive(
     let stop = AtomicBool::new(false);
     let transport_err = |e: mdbus_bus::net::NetError| udp_err(format!("transport: {e}"));
     match env.layout {
-        Layout::Two { a, b } => {
+        Layout::Two { .. } => {
             let mut measure = || -> Result<RunOutcome, BenchError> {
-                env.pin(a);
-                let mut w = Watch::new(&abort, env.stall, "measuring (producer+consumer)");
+                env.pin(0);
+                let mut w = env.watch(&abort, "measuring (producer+consumer)");
                 let r = (|| {
                     while !cons.done() {
                         let sent = prod.step()?;
@@ -1034,11 +1290,14 @@ fn drive(
                 r
             };
             let transport = || -> Result<(), BenchError> {
-                env.pin(b);
+                env.pin(1);
                 let mut observe = |_: u32, _: &[u8]| {};
                 while !stop.load(Ordering::Relaxed) && !abort.load(Ordering::Relaxed) {
-                    sender.poll_once().map_err(transport_err)?;
-                    receiver.poll_once(&mut observe).map_err(transport_err)?;
+                    let sent = sender.poll_once().map_err(transport_err)?;
+                    let got = receiver.poll_once(&mut observe).map_err(transport_err)?;
+                    if env.yield_spin && sent.records == 0 && got.packets == 0 {
+                        std::thread::yield_now();
+                    }
                 }
                 Ok(())
             };
@@ -1053,10 +1312,10 @@ fn drive(
             )?;
             Ok(out)
         }
-        Layout::Four { p, s, r, c } => {
+        Layout::Four { .. } => {
             let producer = || -> Result<(), BenchError> {
-                env.pin(p);
-                let mut w = Watch::new(&abort, env.stall, "producing");
+                env.pin(0);
+                let mut w = env.watch(&abort, "producing");
                 while !prod.done() {
                     if prod.step()? {
                         w.progressed();
@@ -1067,8 +1326,8 @@ fn drive(
                 Ok(())
             };
             let mut consumer = || -> Result<RunOutcome, BenchError> {
-                env.pin(c);
-                let mut w = Watch::new(&abort, env.stall, "consuming");
+                env.pin(3);
+                let mut w = env.watch(&abort, "consuming");
                 let res = (|| {
                     while !cons.done() {
                         if cons.step()? {
@@ -1087,22 +1346,22 @@ fn drive(
                 res
             };
             let send_loop = || -> Result<(), BenchError> {
-                env.pin(s);
+                env.pin(1);
                 while !stop.load(Ordering::Relaxed) && !abort.load(Ordering::Relaxed) {
                     let pr = sender.poll_once().map_err(transport_err)?;
                     if pr.records == 0 {
-                        std::hint::spin_loop();
+                        env.relax();
                     }
                 }
                 Ok(())
             };
             let recv_loop = || -> Result<(), BenchError> {
-                env.pin(r);
+                env.pin(2);
                 let mut observe = |_: u32, _: &[u8]| {};
                 while !stop.load(Ordering::Relaxed) && !abort.load(Ordering::Relaxed) {
                     let pr = receiver.poll_once(&mut observe).map_err(transport_err)?;
                     if pr.packets == 0 {
-                        std::hint::spin_loop();
+                        env.relax();
                     }
                 }
                 Ok(())
@@ -1127,11 +1386,11 @@ fn drive(
 /// cpu.
 fn idle_cost(env: &Env<'_>, pipe: &mut Pipe, floor: &Floor) -> Result<IdleCost, BenchError> {
     const TURNS: u32 = 20_000;
-    let cpu = env.layout.transport_cpu();
+    let thread = env.layout.transport_thread();
     let clock = env.clock;
     std::thread::scope(|s| {
         s.spawn(|| {
-            env.pin(cpu);
+            env.pin(thread);
             let transport_err = |e: mdbus_bus::net::NetError| udp_err(format!("transport: {e}"));
             let mut observe = |_: u32, _: &[u8]| {};
             let mut buf = [0u8; 64];
@@ -1185,7 +1444,7 @@ pub fn measure(args: &UdpArgs) -> Result<(UdpReport, Vec<Histogram<u64>>), Bench
         )));
     }
     let mut notes = Vec::new();
-    let (layout, pin) = choose_layout(args.cpus.as_deref(), &mut notes)?;
+    let (layout, pin, pinning) = choose_placement(args.cpus.as_deref(), &args.layout, &mut notes)?;
     let tsc = host::tsc_invariant();
     if !tsc {
         notes.push(
@@ -1247,6 +1506,8 @@ pub fn measure(args: &UdpArgs) -> Result<(UdpReport, Vec<Histogram<u64>>), Bench
         clock: &clock,
         layout,
         pin,
+        pinning: pinning.as_ref(),
+        yield_spin: layout.shares_a_cpu(),
         stall: Duration::from_secs(args.stall_secs.max(1)),
         msg_bytes: args.msg_bytes as usize,
         args,
@@ -1484,6 +1745,9 @@ pub fn measure(args: &UdpArgs) -> Result<(UdpReport, Vec<Histogram<u64>>), Bench
     notes.push(
         "udp-floor has no throughput figure: it is a ping-pong, one datagram in flight".into(),
     );
+    if let Some(p) = &pinning {
+        notes.extend(p.warnings());
+    }
     if env.unpinned.load(Ordering::Relaxed) {
         notes.push(format!(
             "pinning to cpus {:?} failed at least once: those runs were unpinned",
@@ -1498,6 +1762,7 @@ pub fn measure(args: &UdpArgs) -> Result<(UdpReport, Vec<Histogram<u64>>), Bench
         idle_cost: idle,
         sender: counters,
         host: host::collect(&layout.cpus(), pinned, clock.source()),
+        layout: pinning.as_ref().and_then(Pinning::layout_use),
         params: UdpParams {
             mode: if args.rate.is_some() {
                 "fixed-rate"
@@ -1709,5 +1974,107 @@ mod tests {
         assert!(choose_layout(Some(&[first; 3]), &mut notes).is_err());
         let e = choose_layout(Some(&[first, 60_000]), &mut notes).unwrap_err();
         assert!(e.to_string().contains("60000"), "{e}");
+        assert!(Layout::Two { a: first, b: first }.shares_a_cpu());
+        assert!(
+            !Layout::Four {
+                p: 0,
+                s: 1,
+                r: 2,
+                c: 3
+            }
+            .shares_a_cpu()
+        );
+        assert_eq!(
+            Layout::Four {
+                p: 0,
+                s: 1,
+                r: 2,
+                c: 3
+            }
+            .cpu(2),
+            2
+        );
+    }
+
+    #[test]
+    fn a_core_layout_gets_four_cpus_only_when_it_gives_four() {
+        // Four roles on four distinct cpus: the four-cpu placement.
+        assert_eq!(two_or_four([Some(0), Some(1), Some(2), Some(3)]), None);
+        // Shared cpus: two, the transport thread on the first role off the producer's cpu.
+        assert_eq!(two_or_four([Some(1), Some(1), Some(1), Some(1)]), Some(0));
+        assert_eq!(two_or_four([Some(1), Some(2), Some(2), Some(3)]), Some(0));
+        assert_eq!(two_or_four([Some(1), Some(1), Some(2), Some(2)]), Some(1));
+        assert_eq!(two_or_four([Some(1), Some(1), Some(1), Some(2)]), Some(2));
+        // No sender or receiver role (a pipeline layout): the consumer's (strategy's) cpu.
+        assert_eq!(two_or_four([Some(1), None, None, Some(2)]), Some(2));
+        assert_eq!(two_or_four([Some(1), None, Some(1), None]), Some(1));
+        // A missing producer or transport role: the four-cpu placement, which names it.
+        assert_eq!(two_or_four([None, Some(1), Some(2), Some(3)]), None);
+        assert_eq!(two_or_four([Some(1), None, None, None]), None);
+    }
+
+    fn write_layout(dir: &Path, roles: &[(&str, usize)]) -> PathBuf {
+        let mut text = String::from(
+            "version = 1\nhousekeeping = []\nisolated = []\n[runtime]\nlock_memory = false\n\
+             prefault_stack = 0\n",
+        );
+        for (name, cpu) in roles {
+            text.push_str(&format!(
+                "[roles.{name}]\nkind = \"strategy\"\ncores = [{cpu}]\n"
+            ));
+        }
+        let path = dir.join("layout.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn placements_by_a_core_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let cpu = mdbus_tuning::current_affinity().unwrap()[0];
+        let path = write_layout(
+            dir.path(),
+            &[("feed_handler", cpu), ("strategy", cpu), ("receiver", cpu)],
+        );
+        let arg = LayoutArg {
+            layout: Some(path.clone()),
+        };
+        let mut notes = Vec::new();
+        let (l, pin, p) = choose_placement(None, &arg, &mut notes).unwrap();
+        assert!(pin);
+        assert_eq!(l, Layout::Two { a: cpu, b: cpu });
+        let used = p.unwrap().layout_use().unwrap();
+        let roles: Vec<_> = used.threads.iter().map(|t| t.role.as_deref()).collect();
+        assert_eq!(roles, [Some("feed_handler"), Some("receiver")]);
+        assert!(
+            notes.iter().any(|n| n.contains("lacks role \"sender\"")),
+            "{notes:?}"
+        );
+        assert!(notes.iter().any(|n| n.contains("yield")), "{notes:?}");
+
+        // Explicit cpus win, four of them give the four-cpu placement with the roles there are.
+        let mut notes = Vec::new();
+        let (l, _, p) = choose_placement(Some(&[cpu; 4]), &arg, &mut notes).unwrap();
+        assert_eq!(l.threads().len(), 4);
+        let used = p.unwrap().layout_use().unwrap();
+        assert!(used.threads.iter().all(|t| !t.from_layout));
+        assert_eq!(used.threads[1].role, None);
+        assert_eq!(used.threads[3].role.as_deref(), Some("strategy"));
+
+        // A producer role missing, or on a cpu this process may not use: errors.
+        write_layout(dir.path(), &[("strategy", cpu), ("sender", cpu)]);
+        let e = choose_placement(None, &arg, &mut notes)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"producer\" or \"feed_handler\"") && e.contains("layout.toml"),
+            "{e}"
+        );
+        assert!(e.contains("feed_handler,sender,receiver,strategy"), "{e}");
+        write_layout(dir.path(), &[("feed_handler", cpu), ("sender", 60_000)]);
+        let e = choose_placement(None, &arg, &mut notes)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cpu 60000") && e.contains("\"sender\""), "{e}");
     }
 }
