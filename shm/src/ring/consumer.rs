@@ -501,6 +501,30 @@ impl Consumer {
         result.map(|()| n)
     }
 
+    /// Shows the next record to `f` without consuming it: the next [`poll`](Consumer::poll)
+    /// delivers the same record. `Ok(true)`: `f` saw a record; `Ok(false)`: nothing new.
+    ///
+    /// The checks are those of `poll`, errors included (an overrun found while peeking is
+    /// reported, and the consumer resynchronised, exactly as `poll` would have). In broadcast
+    /// mode the bytes `f` saw may have been overwritten while it ran (then the result is an
+    /// [`PollError::Overrun`], as for `poll`): copy what you need and trust it only on `Ok`.
+    /// Publishes nothing: the producer's view of this consumer does not change.
+    #[inline]
+    pub fn peek<F: FnOnce(Record<'_>)>(&mut self, f: F) -> Result<bool, PollError> {
+        let (cursor, expected, slow_next) = (self.cursor, self.expected, self.slow_next);
+        let delivered = self.stats.delivered;
+        let r = self.poll_inner(f);
+        if let Ok(true) = r {
+            // Back to the record just shown (any padding before it is skipped again by the
+            // next poll); the cached tail stays, it is only a lower bound.
+            self.cursor = cursor;
+            self.expected = expected;
+            self.slow_next = slow_next;
+            self.stats.delivered = delivered;
+        }
+        r
+    }
+
     /// Copies the next record's payload into `buf` (up to its length) and returns its
     /// metadata; only validated bytes are ever returned as `Ok`.
     pub fn poll_copy(&mut self, buf: &mut [u8]) -> Result<Option<RecordInfo>, PollError> {

@@ -541,3 +541,81 @@ fn stale_payload_that_looks_like_a_marker_is_not_delivered() {
         );
     }
 }
+
+/// `peek` shows the next record without consuming it: across wraps and padding, every record
+/// is peeked (twice) and then polled with the same contents; the producer gets no room from a
+/// peek.
+#[test]
+fn peek_shows_the_next_record_and_consumes_nothing() {
+    let (mut p, f) = in_process(&cfg(Mode::Lossless, 4096)).unwrap();
+    let mut c = f.consumer(&opts(StartAt::Oldest, Resync::Oldest)).unwrap();
+    assert_eq!(c.peek(|_| panic!("empty ring peeked")), Ok(false));
+    let total = n(1_000, 120);
+    let max = n(900, 250) as usize;
+    let mut published = 0u64;
+    let mut next = 0u64;
+    while next < total {
+        // Fill until the consumer holds the producer back.
+        while published < total && p.publish(9, &payload(published, max)).is_ok() {
+            published += 1;
+        }
+        if published < total {
+            // A peek publishes no position: still no room.
+            let mut seen = None;
+            assert_eq!(c.peek(|r| seen = Some(r.seq())), Ok(true));
+            assert_eq!(seen, Some(next));
+            assert_eq!(
+                p.publish(9, &payload(published, max)),
+                Err(ClaimError::BackPressured)
+            );
+        }
+        for _ in 0..2 {
+            let mut peeked = None;
+            assert_eq!(
+                c.peek(|r| peeked = Some((r.seq(), r.msg_type(), r.payload().to_vec()))),
+                Ok(true)
+            );
+            assert_eq!(peeked, Some((next, 9, payload(next, max))));
+            assert_eq!(c.next_seq(), next);
+        }
+        let mut polled = None;
+        assert_eq!(
+            c.poll(|r| polled = Some((r.seq(), r.payload().to_vec()))),
+            Ok(true)
+        );
+        assert_eq!(polled, Some((next, payload(next, max))));
+        next += 1;
+    }
+    assert_eq!(c.peek(|_| panic!("drained ring peeked")), Ok(false));
+    drop(p);
+    assert_eq!(
+        c.peek(|_| panic!("closed ring peeked")),
+        Err(PollError::Closed)
+    );
+}
+
+/// A broadcast consumer lapped before it peeks learns of the loss from the peek, exactly as a
+/// poll would have told it, and then reads on from the oldest record.
+#[test]
+fn peek_reports_an_overrun_like_poll() {
+    let (mut p, f) = in_process(&cfg(Mode::Broadcast, 4096)).unwrap();
+    let mut c = f.consumer(&opts(StartAt::Oldest, Resync::Oldest)).unwrap();
+    for seq in 0..n(500, 200) {
+        p.publish(1, &seq.to_le_bytes()).unwrap();
+    }
+    let err = c.peek(|_| {}).unwrap_err();
+    let PollError::Overrun {
+        first_lost_seq,
+        lost,
+    } = err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!(first_lost_seq, 0);
+    let mut peeked = None;
+    assert_eq!(c.peek(|r| peeked = Some(r.seq())), Ok(true));
+    assert_eq!(peeked, Some(lost));
+    let mut polled = None;
+    assert_eq!(c.poll(|r| polled = Some(r.seq())), Ok(true));
+    assert_eq!(polled, Some(lost));
+}
