@@ -43,6 +43,7 @@ pub use mdbus_shm::{
     RingConfig as StreamConfig, StartAt, WaitStrategy,
 };
 
+pub mod merge;
 pub mod net;
 
 /// The normalized message schema: FlatBuffers envelopes, their typed views and the encoder.
@@ -515,6 +516,22 @@ unsafe fn deliver_envelope<F: FnMut(Event<'_>)>(
     f(Event { envelope, seq });
 }
 
+/// The header `seq` of `bytes` read as an envelope: `None` if `bytes` fail verification (not
+/// `trusted`) or is not an envelope.
+///
+/// # Safety
+/// If `trusted`, `bytes` must be an envelope built by [`schema::Encoder`] (this schema version
+/// or a later one) and must not change during the call.
+#[inline]
+unsafe fn envelope_seq(trusted: bool, bytes: &[u8]) -> Option<u64> {
+    if trusted {
+        // SAFETY: the caller guarantees encoder-built, unchanging bytes when `trusted`.
+        Some(unsafe { schema::read_trusted(bytes) }.header().seq())
+    } else {
+        schema::read_verified(bytes).ok().map(|e| e.header().seq())
+    }
+}
+
 /// Counters of a subscriber, kept in-process.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SubscriberStats {
@@ -685,6 +702,55 @@ impl Subscriber {
             }
         });
         self.count(result)
+    }
+
+    /// The source sequence number (the envelope header's `seq`) of the next normalized
+    /// envelope, without consuming it: the next [`poll_event`](Self::poll_event) delivers
+    /// that envelope. `Ok(None)`: nothing new.
+    ///
+    /// Records that `poll_event` would skip (another record type, or an envelope failing
+    /// verification when not trusted) are consumed and counted here, as `poll_event` counts
+    /// them. On a broadcast stream the record is copied out first and used only once checked
+    /// against an overrun, as `poll_event` does. An overrun or a closed stream is reported
+    /// here, and counted, as `poll_event` would have.
+    pub fn peek_source_seq(&mut self) -> Result<Option<u64>, ReceiveError> {
+        let trusted = self.trust.is_trusted();
+        let lossless = self.inner.mode() == Mode::Lossless;
+        loop {
+            // `Some(Some(seq))`: an envelope; `Some(None)`: a record poll_event skips.
+            let mut found: Option<Option<u64>> = None;
+            let mut copied = 0;
+            let scratch = &mut self.scratch;
+            let result = self.inner.peek(|record| {
+                if record.msg_type() != ENVELOPE_MSG_TYPE {
+                    found = Some(None);
+                } else if lossless {
+                    // SAFETY: as in `poll_event`'s lossless branch: if `trusted`, the records
+                    // are built by `schema::Encoder`, and the publisher cannot overwrite a
+                    // record this consumer has not consumed.
+                    found = Some(unsafe { envelope_seq(trusted, record.payload()) });
+                } else {
+                    let n = record.payload().len().min(scratch.len());
+                    scratch[..n].copy_from_slice(&record.payload()[..n]);
+                    copied = n;
+                }
+            });
+            if !self.count(result)? {
+                return Ok(None);
+            }
+            let seq = match found {
+                Some(seq) => seq,
+                // SAFETY: as in `poll_event`'s broadcast branch: `peek` returned `Ok(true)`
+                // only after checking that no overrun touched the bytes copied into
+                // `scratch`, which is ours alone; if `trusted`, records are encoder-built.
+                None => unsafe { envelope_seq(trusted, &self.scratch[..copied]) },
+            };
+            if let Some(seq) = seq {
+                return Ok(Some(seq));
+            }
+            // Skipped by `poll_event`: consume it there, where it is counted.
+            self.poll_event(|_| {})?;
+        }
     }
 
     /// Waits until a message is readable, using `strategy`, for at most `timeout` (forever if
