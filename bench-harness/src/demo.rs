@@ -19,6 +19,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use mdbus_bus::merge::SourceMerge;
 use mdbus_bus::{
     Bus, Mode, ReceiveError, StreamConfig, SubscribeOptions, Subscriber, Trust, WaitStrategy,
 };
@@ -780,18 +781,17 @@ fn summarize(
     }
 }
 
-/// The strategy stage: reads BBO and trade events zero-copy, runs the example strategy's
-/// logic, and records each event's tick-to-strategy latency.
+/// The strategy stage: reads BBO and trade events zero-copy, in source order, runs the example
+/// strategy's logic, and records each event's tick-to-strategy latency.
 struct StrategyStage<'c> {
     strategy: signals::Strategy,
     hist: Histogram<u64>,
     first: Vec<signals::Signal>,
     show: usize,
     clock: &'c StampClock,
-    /// Book (0) and trades (1).
-    subs: [Subscriber; 2],
-    done: [bool; 2],
-    last_seq: [u64; 2],
+    /// Book (0) and trades (1), merged in source order: a trade after the quote change its
+    /// execution caused, before the next message's quote.
+    input: SourceMerge<2>,
 }
 
 impl<'c> StrategyStage<'c> {
@@ -808,43 +808,29 @@ impl<'c> StrategyStage<'c> {
             first: Vec::with_capacity(show),
             show,
             clock,
-            subs: [book, trades],
-            done: [false; 2],
-            last_seq: [0; 2],
+            input: SourceMerge::new([book, trades]),
         })
     }
 
     /// Both inputs ended.
     fn finished(&self) -> bool {
-        self.done[0] && self.done[1]
+        self.input.all_ended()
     }
 
-    /// One turn: up to `max` events, the two streams merged in source order (each read
-    /// prefers the stream whose last event is older, so a trade is seen beside the quotes of
-    /// its time). Returns how many records were consumed.
+    /// One turn: up to `max` events. Returns how many records were consumed.
     fn poll(&mut self, max: usize) -> Result<usize, DemoError> {
         let mut n = 0;
         while n < max && !self.finished() {
-            let preferred =
-                if self.done[1] || (!self.done[0] && self.last_seq[0] <= self.last_seq[1]) {
-                    0
-                } else {
-                    1
-                };
-            let mut got = false;
-            for k in [preferred, 1 - preferred] {
-                if self.done[k] {
-                    continue;
-                }
-                let (strategy, hist, first) = (&mut self.strategy, &mut self.hist, &mut self.first);
-                let (done, last_seq) = (&mut self.done, &mut self.last_seq);
-                let (clock, show) = (self.clock, self.show);
-                let r = self.subs[k].poll_event(|e| {
+            let (strategy, hist, first) = (&mut self.strategy, &mut self.hist, &mut self.first);
+            let (clock, show) = (self.clock, self.show);
+            let mut ended = None;
+            let got = self
+                .input
+                .poll(|k, e| {
                     let env = e.envelope();
                     let kind = env.event_type();
-                    last_seq[k] = env.header().seq();
                     if kind == mdbus_bus::schema::Event::EndOfSession {
-                        done[k] = true;
+                        ended = Some(k);
                         return;
                     }
                     let signal = if k == 0 {
@@ -865,21 +851,13 @@ impl<'c> StrategyStage<'c> {
                     {
                         first.push(s);
                     }
-                });
-                match r {
-                    Ok(true) => {
-                        got = true;
-                        break;
-                    }
-                    Ok(false) => {}
-                    Err(ReceiveError::Closed) => self.done[k] = true,
-                    Err(source) => {
-                        return Err(DemoError::Strategy {
-                            stream: self.subs[k].name().to_owned(),
-                            source,
-                        });
-                    }
-                }
+                })
+                .map_err(|e| DemoError::Strategy {
+                    stream: e.stream,
+                    source: e.source,
+                })?;
+            if let Some(k) = ended {
+                self.input.end(k);
             }
             if !got {
                 break;
@@ -891,8 +869,7 @@ impl<'c> StrategyStage<'c> {
 
     /// Waits (for at most `timeout`) until an input that has not ended has something.
     fn wait(&mut self, wait: &WaitStrategy, timeout: Duration) {
-        let k = if self.done[0] { 1 } else { 0 };
-        let _ = self.subs[k].wait(wait, Some(timeout));
+        self.input.wait(wait, timeout);
     }
 
     fn into_result(self) -> StrategyResult {
@@ -912,7 +889,8 @@ fn run_strategy(
     let mut stage = StrategyStage::new(book, trades, clock, show)?;
     while !stage.finished() {
         if stage.poll(STRATEGY_TURN)? == 0 && !stage.finished() {
-            stage.wait(&wait, Duration::from_millis(1));
+            // Short: the wait watches one of the two inputs.
+            stage.wait(&wait, Duration::from_micros(20));
         }
     }
     Ok(stage.into_result())

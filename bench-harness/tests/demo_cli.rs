@@ -82,6 +82,8 @@ fn demo_json_carries_every_stage() {
 /// and samples as on their own threads, and the strategy placed on the book builder's cpu.
 #[test]
 fn demo_shared_threading_gives_the_same_results() {
+    let dedicated: Value =
+        serde_json::from_str(&ok(&["demo", "--rate", "0", "--json"])).expect("JSON");
     for rate in ["0", "500000"] {
         let v: Value = serde_json::from_str(&ok(&[
             "demo",
@@ -93,6 +95,13 @@ fn demo_shared_threading_gives_the_same_results() {
         ]))
         .expect("JSON");
         assert_eq!(v["placement"]["threading"], "shared", "{v}");
+        // The strategy reads its two streams merged in source order: the same signals, in
+        // the same order, whatever the threads' timing.
+        assert_eq!(v["strategy"]["signals"], dedicated["strategy"]["signals"]);
+        assert_eq!(
+            v["strategy"]["first_signals"],
+            dedicated["strategy"]["first_signals"]
+        );
         assert_eq!(
             v["placement"]["book_cpu"], v["placement"]["strategy_cpu"],
             "{v}"

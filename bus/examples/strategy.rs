@@ -1,8 +1,9 @@
 //! A small, complete strategy: subscribes to a feed's book stream (`<feed>.book`: best bid and
 //! offer) and trade stream (`<feed>.trades`), keeps a microprice and a trade-flow signal per
 //! instrument (the logic is in `strategy/signals.rs`), and prints a line whenever its stance
-//! in an instrument changes. Typed views are read zero-copy from shared memory with
-//! `Subscriber::poll_event`; nothing is allocated per message.
+//! in an instrument changes. The two streams are read as one, in source order
+//! (`merge::SourceMerge`: a trade comes after the quote change its execution caused), as typed
+//! views zero-copy from shared memory; nothing is allocated per message.
 //!
 //! Start a feed with its book service, then the strategy (any order; it waits for the streams,
 //! and reads what they retain from the start):
@@ -24,7 +25,8 @@ use std::error::Error;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mdbus_bus::schema::{self as fb, Envelope};
+use mdbus_bus::merge::{MergeError, SourceMerge};
+use mdbus_bus::schema as fb;
 use mdbus_bus::{Bus, ReceiveError, SubscribeOptions, Subscriber, Trust, WaitStrategy};
 use signals::{Params, Signal, Strategy, time_of_day};
 
@@ -121,41 +123,6 @@ fn print_signal(strategy: &Strategy, s: &Signal) {
     );
 }
 
-/// Reads one stream's next event into the strategy; `Ok(false)` when nothing was there.
-fn step(
-    sub: &mut Subscriber,
-    done: &mut bool,
-    last_seq: &mut u64,
-    latency: &mut Latency,
-    mut handle: impl FnMut(&Envelope<'_>),
-) -> Result<bool, ReceiveError> {
-    if *done {
-        return Ok(false);
-    }
-    match sub.poll_event(|e| {
-        let env = e.envelope();
-        *last_seq = env.header().seq();
-        match env.event_type() {
-            fb::Event::Bbo | fb::Event::Trade => latency.record(env.header().recv_ts_ns()),
-            fb::Event::EndOfSession => *done = true,
-            _ => {}
-        }
-        handle(&env);
-    }) {
-        Ok(got) => Ok(got),
-        // The publisher closed the stream and everything was read.
-        Err(ReceiveError::Closed) => {
-            *done = true;
-            Ok(false)
-        }
-        Err(ReceiveError::Overrun { lost, .. }) => {
-            eprintln!("{}: lapped, {lost} messages lost", sub.name());
-            Ok(true)
-        }
-        Err(e) => Err(e),
-    }
-}
-
 fn main() -> Result<(), Box<dyn Error>> {
     let args = parse_args()?;
     let bus = match &args.root {
@@ -173,59 +140,51 @@ fn main() -> Result<(), Box<dyn Error>> {
         trust,
         ..SubscribeOptions::default()
     };
-    let mut book = subscribe(&bus, &format!("{}.book", args.feed), &options)?;
-    let mut trades = subscribe(&bus, &format!("{}.trades", args.feed), &options)?;
+    let book = subscribe(&bus, &format!("{}.book", args.feed), &options)?;
+    let trades = subscribe(&bus, &format!("{}.trades", args.feed), &options)?;
     eprintln!("strategy: reading {} and {}", book.name(), trades.name());
 
     let mut strategy = Strategy::new(Params::default());
     let mut latency = Latency::default();
-    let (mut book_done, mut trades_done) = (false, false);
-    // Source sequence number of the last event read from each stream: the streams are merged
-    // in source order by reading first from the one that is behind.
-    let (mut book_seq, mut trades_seq) = (0u64, 0u64);
+    // The two streams read as one, in source order: a trade comes after the quote change its
+    // execution caused and before the next message's quote.
+    let mut input = SourceMerge::new([book, trades]);
     let wait = args.wait;
     let quiet = args.quiet;
-    while !(book_done && trades_done) {
-        let book_first = trades_done || (!book_done && book_seq <= trades_seq);
-        let mut got = false;
-        for read_book in [book_first, !book_first] {
-            got = if read_book {
-                step(
-                    &mut book,
-                    &mut book_done,
-                    &mut book_seq,
-                    &mut latency,
-                    |env| {
-                        if let Some(s) = strategy.on_book_event(env)
-                            && !quiet
-                        {
-                            print_signal(&strategy, &s);
-                        }
-                    },
-                )?
-            } else {
-                step(
-                    &mut trades,
-                    &mut trades_done,
-                    &mut trades_seq,
-                    &mut latency,
-                    |env| {
-                        if let Some(s) = strategy.on_trade_event(env)
-                            && !quiet
-                        {
-                            print_signal(&strategy, &s);
-                        }
-                    },
-                )?
-            };
-            if got {
-                break;
+    while !input.all_ended() {
+        let mut ended = None;
+        let polled = input.poll(|k, e| {
+            let env = e.envelope();
+            match env.event_type() {
+                fb::Event::Bbo | fb::Event::Trade => latency.record(env.header().recv_ts_ns()),
+                fb::Event::EndOfSession => ended = Some(k),
+                _ => {}
             }
+            let signal = if k == 0 {
+                strategy.on_book_event(&env)
+            } else {
+                strategy.on_trade_event(&env)
+            };
+            if let Some(s) = signal
+                && !quiet
+            {
+                print_signal(&strategy, &s);
+            }
+        });
+        if let Some(k) = ended {
+            // That stream's session is over; the other may still have events.
+            input.end(k);
         }
-        if !got {
-            // Nothing on either stream: wait on one still open (briefly, then look at both).
-            let idle = if book_done { &mut trades } else { &mut book };
-            let _ = idle.wait(&wait, Some(Duration::from_millis(1)));
+        match polled {
+            Ok(true) => {}
+            // Nothing on either stream: wait briefly on one still open, then look at both.
+            Ok(false) => input.wait(&wait, Duration::from_micros(50)),
+            Err(MergeError {
+                stream,
+                source: ReceiveError::Overrun { lost, .. },
+                ..
+            }) => eprintln!("{stream}: lapped, {lost} messages lost"),
+            Err(e) => return Err(e.into()),
         }
     }
 
