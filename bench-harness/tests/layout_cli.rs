@@ -23,6 +23,12 @@ fn mdbus(args: &[&str]) -> Output {
     mdbus_env(args, None)
 }
 
+/// `mdbus tune plan --roles ROLES --out PATH`, which must succeed.
+fn plan_layout(roles: &str, path: &Path) {
+    let out = mdbus(&["tune", "plan", "--roles", roles, "--out", s(path)]);
+    assert!(out.status.success(), "tune plan --roles {roles}: {out:?}");
+}
+
 fn ok_output(out: Output, args: &[&str]) -> (Value, String) {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
@@ -47,15 +53,7 @@ fn s(p: &Path) -> &str {
 /// A layout for feed_handler, book_builder and strategy, planned on this host.
 fn planned(dir: &Path) -> (PathBuf, Layout) {
     let path = dir.join("layout.toml");
-    let out = mdbus(&[
-        "tune",
-        "plan",
-        "--roles",
-        "feed_handler,book_builder,strategy",
-        "--out",
-        s(&path),
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    plan_layout("feed_handler,book_builder,strategy", &path);
     let layout = Layout::load(&path).unwrap();
     (path, layout)
 }
@@ -175,15 +173,7 @@ fn udp_with(layout: &Path, extra: &[&str]) -> Value {
 fn bench_udp_takes_its_threads_from_the_layout() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("udp.toml");
-    let out = mdbus(&[
-        "tune",
-        "plan",
-        "--roles",
-        "feed_handler,sender,receiver,strategy",
-        "--out",
-        s(&path),
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    plan_layout("feed_handler,sender,receiver,strategy", &path);
     let layout = Layout::load(&path).unwrap();
     let [p, sn, r, c] =
         ["feed_handler", "sender", "receiver", "strategy"].map(|x| core(&layout, x));
@@ -299,15 +289,7 @@ fn bench_udp_refuses_bad_layouts_before_running() {
 
     // A layout with no role for the transport thread.
     let feed_only = dir.path().join("feed-only.toml");
-    let out = mdbus(&[
-        "tune",
-        "plan",
-        "--roles",
-        "feed_handler",
-        "--out",
-        s(&feed_only),
-    ]);
-    assert!(out.status.success());
+    plan_layout("feed_handler", &feed_only);
     refused(
         &feed_only,
         &[
@@ -319,15 +301,7 @@ fn bench_udp_refuses_bad_layouts_before_running() {
 
     // The transport thread's role on a cpu this host lacks.
     let path = dir.path().join("udp.toml");
-    let out = mdbus(&[
-        "tune",
-        "plan",
-        "--roles",
-        "feed_handler,sender",
-        "--out",
-        s(&path),
-    ]);
-    assert!(out.status.success());
+    plan_layout("feed_handler,sender", &path);
     let plan = std::fs::read_to_string(&path).unwrap();
     let far = dir.path().join("far.toml");
     std::fs::write(&far, with_core(&plan, "sender", 4000)).unwrap();
@@ -517,15 +491,7 @@ fn bad_layouts_are_clear_errors() {
 
     // A layout without the roles a command needs.
     let feed_only = dir.path().join("feed-only.toml");
-    let out = mdbus(&[
-        "tune",
-        "plan",
-        "--roles",
-        "feed_handler",
-        "--out",
-        s(&feed_only),
-    ]);
-    assert!(out.status.success());
+    plan_layout("feed_handler", &feed_only);
     let out = mdbus(&["bench", "ring", "--quick", "--layout", s(&feed_only)]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
