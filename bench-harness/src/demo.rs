@@ -545,8 +545,11 @@ pub(crate) fn run_pipeline(
                     .name("mdbus-strategy".into())
                     .spawn_scoped(s, move || {
                         let pinned = pinning.enter(2);
+                        // Made before the gate: its tables are allocated before the feed
+                        // starts, not while the first messages wait.
+                        let stage = StrategyStage::new(book_sub, trades_sub, &strategy_clock, show);
                         ready.arrive_and_wait(threads);
-                        let r = run_strategy(book_sub, trades_sub, &strategy_clock, wait, show);
+                        let r = stage.and_then(|stage| run_strategy(stage, wait));
                         r.map(|r| (r, strategy_clock.raw(), pinned))
                     })
                     .map_err(spawn_err)?;
@@ -568,9 +571,9 @@ pub(crate) fn run_pipeline(
                     .name("mdbus-book+strat".into())
                     .spawn_scoped(s, move || {
                         let pinned = pinning.enter(1);
+                        let stage = StrategyStage::new(book_sub, trades_sub, &strategy_clock, show);
                         ready.arrive_and_wait(threads);
-                        let mut stage =
-                            StrategyStage::new(book_sub, trades_sub, &strategy_clock, show)?;
+                        let mut stage = stage?;
                         run_book_and_strategy(&mut service, &mut book_input, &mut stage, wait)?;
                         let end = strategy_clock.raw();
                         let book = book_results(&service, service.stats(), pinned);
@@ -880,13 +883,9 @@ impl<'c> StrategyStage<'c> {
 /// The strategy thread: the strategy stage alone, waiting with `wait` when both inputs are
 /// empty.
 fn run_strategy(
-    book: Subscriber,
-    trades: Subscriber,
-    clock: &StampClock,
+    mut stage: StrategyStage<'_>,
     wait: WaitStrategy,
-    show: usize,
 ) -> Result<StrategyResult, DemoError> {
-    let mut stage = StrategyStage::new(book, trades, clock, show)?;
     while !stage.finished() {
         if stage.poll(STRATEGY_TURN)? == 0 && !stage.finished() {
             // Short: the wait watches one of the two inputs.
