@@ -109,6 +109,15 @@ fn read_all(bus: &Bus, name: &str, limit: Duration) -> Seen {
     seen
 }
 
+/// Two bus roots, as on two hosts: the sender's (`bus_a`) and the receiver's (`bus_b`). Keep
+/// the directories alive as long as the buses.
+fn two_hosts() -> ([tempfile::TempDir; 2], Bus, Bus) {
+    let roots = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let bus_a = Bus::with_root(roots[0].path()).unwrap();
+    let bus_b = Bus::with_root(roots[1].path()).unwrap();
+    (roots, bus_a, bus_b)
+}
+
 struct Run {
     sent: SenderStats,
     received: ReceiverStats,
@@ -122,11 +131,7 @@ fn run(
     tweak_tx: impl FnOnce(&mut SenderConfig),
     tweak_rx: impl FnOnce(&mut ReceiverConfig),
 ) -> Run {
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (bus_a, bus_b) = (
-        Bus::with_root(a.path()).unwrap(),
-        Bus::with_root(b.path()).unwrap(),
-    );
+    let (_roots, bus_a, bus_b) = two_hosts();
     let g = group();
     let mut publisher = bus_a
         .publisher(
@@ -292,11 +297,7 @@ fn loss_the_store_no_longer_holds_becomes_an_exact_gap_notice() {
 
 #[test]
 fn a_late_receiver_starts_at_the_live_edge_and_says_so() {
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (bus_a, bus_b) = (
-        Bus::with_root(a.path()).unwrap(),
-        Bus::with_root(b.path()).unwrap(),
-    );
+    let (_roots, bus_a, bus_b) = two_hosts();
     let g = group();
     let mut publisher = bus_a.publisher("late", &StreamConfig::default()).unwrap();
     let mut sender = Sender::new(&bus_a, sender_cfg("late", g)).unwrap();
@@ -344,11 +345,7 @@ fn a_late_receiver_starts_at_the_live_edge_and_says_so() {
 
 #[test]
 fn another_stream_on_the_same_group_is_ignored_and_counted() {
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (bus_a, bus_b) = (
-        Bus::with_root(a.path()).unwrap(),
-        Bus::with_root(b.path()).unwrap(),
-    );
+    let (_roots, bus_a, bus_b) = two_hosts();
     let g = group();
     let mut mine = bus_a.publisher("mine", &StreamConfig::default()).unwrap();
     let mut other = bus_a.publisher("other", &StreamConfig::default()).unwrap();
@@ -378,11 +375,7 @@ fn another_stream_on_the_same_group_is_ignored_and_counted() {
 
 #[test]
 fn a_restarted_sender_is_a_new_session_and_a_new_local_epoch() {
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (bus_a, bus_b) = (
-        Bus::with_root(a.path()).unwrap(),
-        Bus::with_root(b.path()).unwrap(),
-    );
+    let (_roots, bus_a, bus_b) = two_hosts();
     let g = group();
     let mut publisher = bus_a.publisher("rs", &StreamConfig::default()).unwrap();
     let mut cfg = sender_cfg("rs", g);
@@ -529,11 +522,7 @@ fn a_request_flood_is_bounded() {
 #[test]
 fn the_sender_reports_records_it_could_not_read() {
     // A small broadcast ring that laps a sender which is not polled for a while.
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (bus_a, bus_b) = (
-        Bus::with_root(a.path()).unwrap(),
-        Bus::with_root(b.path()).unwrap(),
-    );
+    let (_roots, bus_a, bus_b) = two_hosts();
     let g = group();
     let mut publisher = bus_a
         .publisher(
