@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod bench_replay;
 pub mod demo;
+pub mod feed_cmd;
 pub mod net_cmd;
 pub mod pinning;
 pub mod replay_cmd;

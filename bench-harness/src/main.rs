@@ -36,6 +36,10 @@ enum Command {
     /// Replay a captured session (ITCH file, pcap/pcapng of MoldUDP64, or a recording) onto a
     /// bus stream, e.g. `mdbus replay --book-summary codecs/testdata/itch/aapl-2020-01-30-10k.itch`.
     Replay(mdbus_bench_harness::replay_cmd::ReplayArgs),
+    /// Receive a live ITCH 5.0 feed (MoldUDP64 over UDP, lines A and B, gap recovery) onto a
+    /// bus stream, e.g. `mdbus feed --group 233.54.12.111:26477 --request-server
+    /// 206.200.43.80:18000 --book`.
+    Feed(mdbus_bench_harness::feed_cmd::FeedArgs),
     /// Record a bus stream to a file that `mdbus replay` plays back.
     Record(mdbus_bench_harness::replay_cmd::RecordArgs),
     /// Run a real Nasdaq session through feed handler, book builder and strategy, each on its
@@ -103,6 +107,11 @@ fn main() -> ExitCode {
         Command::Streams(args) => streams(args),
         Command::Replay(args) => {
             mdbus_bench_harness::replay_cmd::run_replay(args, &mut std::io::stdout().lock())
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(|e| Box::new(e) as Box<dyn Error>)
+        }
+        Command::Feed(args) => {
+            mdbus_bench_harness::feed_cmd::run_feed(args, &mut std::io::stdout().lock())
                 .map(|()| ExitCode::SUCCESS)
                 .map_err(|e| Box::new(e) as Box<dyn Error>)
         }
