@@ -17,8 +17,8 @@ use mdbus_feed_handlers::live::{LineConfig, LiveError, LiveFeed, LiveFeedConfig,
 use mdbus_feed_handlers::pipeline::FeedPipeline;
 use mdbus_feed_handlers::replay::replay_ring;
 
-use crate::pinning::{LayoutArg, Pinning};
-use crate::replay_cmd::{CmdError, REPLAY_THREADS};
+use crate::pinning::LayoutArg;
+use crate::replay_cmd::{CmdError, feed_pinning};
 
 /// `mdbus feed`: receive a live ITCH 5.0 feed (MoldUDP64 over UDP) onto a bus stream.
 #[derive(clap::Args, Debug, Clone)]
@@ -111,33 +111,7 @@ fn live_config(args: &FeedArgs) -> LiveFeedConfig {
 /// buffer, are printed by [`LiveFeed::bind`]).
 pub fn run_feed(args: &FeedArgs, out: &mut dyn Write) -> Result<(), CmdError> {
     let with_book = args.book || args.book_summary;
-    let threads = if with_book {
-        &REPLAY_THREADS[..]
-    } else {
-        &REPLAY_THREADS[..1]
-    };
-    if args.cpus.len() > threads.len() {
-        return Err(CmdError::BadArg(format!(
-            "--cpus: {} cpus for {} thread(s) (the feed handler{})",
-            args.cpus.len(),
-            threads.len(),
-            if with_book {
-                " and the book builder"
-            } else {
-                ""
-            }
-        )));
-    }
-    let explicit = (!args.cpus.is_empty()).then(|| {
-        // One cpu with the book service: both threads share it.
-        let mut cpus = args.cpus.clone();
-        while cpus.len() < threads.len() {
-            cpus.push(cpus[cpus.len() - 1]);
-        }
-        cpus
-    });
-    let pinning = Pinning::choose(&args.layout, threads, explicit, || Ok(None))
-        .map_err(|e| CmdError::BadArg(e.to_string()))?;
+    let pinning = feed_pinning(&args.cpus, &args.layout, with_book)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -165,6 +165,43 @@ fn open_bus(root: Option<&Path>) -> Result<Bus, CmdError> {
 }
 
 /// Runs `mdbus replay`, writing its stdout to `out` and its report and warnings to stderr.
+/// Where a feed handler thread (and, `with_book`, a book builder thread) runs: `--cpus`
+/// (one cpu for both threads means they share it), else the layout's `feed_handler` and
+/// `book_builder` roles, else unpinned. Used by `mdbus replay` and `mdbus feed`.
+pub(crate) fn feed_pinning(
+    cpus: &[usize],
+    layout: &LayoutArg,
+    with_book: bool,
+) -> Result<Pinning, CmdError> {
+    let threads = if with_book {
+        &REPLAY_THREADS[..]
+    } else {
+        &REPLAY_THREADS[..1]
+    };
+    if cpus.len() > threads.len() {
+        return Err(CmdError::BadArg(format!(
+            "--cpus: {} cpus for {} thread(s) (the feed handler{})",
+            cpus.len(),
+            threads.len(),
+            if with_book {
+                " and the book builder"
+            } else {
+                ""
+            }
+        )));
+    }
+    let explicit = (!cpus.is_empty()).then(|| {
+        // One cpu with a book builder: both threads share it.
+        let mut cpus = cpus.to_vec();
+        while cpus.len() < threads.len() {
+            cpus.push(cpus[cpus.len() - 1]);
+        }
+        cpus
+    });
+    Pinning::choose(layout, threads, explicit, || Ok(None))
+        .map_err(|e| CmdError::BadArg(e.to_string()))
+}
+
 pub fn run_replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<(), CmdError> {
     if !args.ring_mb.is_power_of_two() || args.ring_mb > 1024 {
         return Err(CmdError::BadArg(format!(
@@ -193,33 +230,7 @@ pub fn run_replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<(), CmdError
         book_summary: args.book_summary.then(replay_book_config),
         spin_pacing: false,
     };
-    let threads = if args.book {
-        &REPLAY_THREADS[..]
-    } else {
-        &REPLAY_THREADS[..1]
-    };
-    if args.cpus.len() > threads.len() {
-        return Err(CmdError::BadArg(format!(
-            "--cpus: {} cpus for {} thread(s) (the feed handler{})",
-            args.cpus.len(),
-            threads.len(),
-            if args.book {
-                " and the book builder"
-            } else {
-                ""
-            }
-        )));
-    }
-    let explicit = (!args.cpus.is_empty()).then(|| {
-        // One cpu with --book: both threads share it.
-        let mut cpus = args.cpus.clone();
-        while cpus.len() < threads.len() {
-            cpus.push(cpus[cpus.len() - 1]);
-        }
-        cpus
-    });
-    let pinning = Pinning::choose(&args.layout, threads, explicit, || Ok(None))
-        .map_err(|e| CmdError::BadArg(e.to_string()))?;
+    let pinning = feed_pinning(&args.cpus, &args.layout, args.book)?;
     let source = Source::Path(args.file.clone());
     let replayer = Replayer::open(&source, &bus, &args.feed, &ring, options)?;
 
