@@ -294,8 +294,8 @@ impl Default for BookServiceConfig {
     }
 }
 
-/// The default ring of the book, levels and trade streams: lossless (a slow strategy holds the book
-/// service back rather than losing updates), 4 MiB, envelopes of at most 512 bytes.
+/// The default ring of the book, levels and trade streams: lossless (a slow strategy holds the
+/// book service back rather than losing updates), 4 MiB, envelopes of at most 512 bytes.
 pub fn output_ring() -> StreamConfig {
     StreamConfig {
         capacity: 4 << 20,
@@ -396,6 +396,13 @@ enum To {
 }
 
 impl Outputs {
+    /// Publishes `bytes` on every output (the levels stream when it exists).
+    fn publish_everywhere(&mut self, bytes: &[u8]) {
+        for to in [To::Book, To::Trades, To::Levels] {
+            self.publish(to, bytes);
+        }
+    }
+
     /// Publishes `bytes`, retrying (spin, then yield) while a lossless subscriber holds the
     /// stream back.
     #[inline]
@@ -454,7 +461,8 @@ pub struct BookService {
 
 impl BookService {
     /// Creates the book storage and the publishers of `<feed>.book`, `<feed>.trades` and (with
-    /// [`publish_levels`](BookServiceConfig::publish_levels)) `<feed>.levels` on `bus`. Subscribe to the input (`feed`) yourself and hand it to [`run`](Self::run) or
+    /// [`publish_levels`](BookServiceConfig::publish_levels)) `<feed>.levels` on `bus`.
+    /// Subscribe to the input (`feed`) yourself and hand it to [`run`](Self::run) or
     /// feed envelopes to [`handle`](Self::handle).
     pub fn new(
         bus: &Bus,
@@ -603,10 +611,7 @@ impl BookService {
                     };
                     let msg = self.encoder.stock_directory(&header, &fields);
                     self.out.publish(To::Book, &msg);
-                    if self.out.levels.is_some() {
-                        let msg = self.encoder.stock_directory(&header, &fields);
-                        self.out.publish(To::Levels, &msg);
-                    }
+                    self.out.publish(To::Levels, &msg);
                 }
             }
             fb::Event::CrossTrade => {
@@ -652,17 +657,7 @@ impl BookService {
                 let msg = self
                     .encoder
                     .end_of_session(&header, &fb::EndOfSessionFields);
-                self.out.publish(To::Book, &msg);
-                let msg = self
-                    .encoder
-                    .end_of_session(&header, &fb::EndOfSessionFields);
-                self.out.publish(To::Trades, &msg);
-                if self.out.levels.is_some() {
-                    let msg = self
-                        .encoder
-                        .end_of_session(&header, &fb::EndOfSessionFields);
-                    self.out.publish(To::Levels, &msg);
-                }
+                self.out.publish_everywhere(&msg);
                 self.stats.ended = true;
                 return Handled::EndOfSession;
             }
@@ -673,13 +668,7 @@ impl BookService {
 
     fn forward_gap(&mut self, header: &HeaderFields, fields: &fb::GapNoticeFields) {
         let msg = self.encoder.gap_notice(header, fields);
-        self.out.publish(To::Book, &msg);
-        let msg = self.encoder.gap_notice(header, fields);
-        self.out.publish(To::Trades, &msg);
-        if self.out.levels.is_some() {
-            let msg = self.encoder.gap_notice(header, fields);
-            self.out.publish(To::Levels, &msg);
-        }
+        self.out.publish_everywhere(&msg);
     }
 
     /// Records that `lost` input records never reached the service (it was lapped): the books
