@@ -295,7 +295,7 @@ pub type PipelineLatencies = Vec<(&'static str, hdrhistogram::Histogram<u64>)>;
 pub fn measure(
     args: &ReplayBenchArgs,
 ) -> Result<(RingReport, Option<u64>, PipelineLatencies), BenchError> {
-    let (pinning, _) = stage_pinning(&args.layout, &args.cpus).map_err(|e| match e {
+    let pinning = stage_pinning(&args.layout, &args.cpus).map_err(|e| match e {
         DemoError::BadArg(m) => BenchError::BadArg(m),
         e => internal(e),
     })?;

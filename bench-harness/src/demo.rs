@@ -256,13 +256,13 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), DemoError> {
     Ok(())
 }
 
-/// Cpu plan for the requested cpus (the first this process may use when none): (feed, book,
-/// strategy, whether two stages share a cpu). With two cpus the feed handler keeps one and the
+/// Cpu plan for the requested cpus (the first this process may use when none): feed, book,
+/// strategy. With two cpus the feed handler keeps one and the
 /// two consumers share the other: the book builder runs until its input is drained or its
 /// outputs are full, then the strategy drains them, so the pair switches rarely (sharing the
 /// feed handler's cpu instead makes the paced feed and the strategy trade the cpu every few
 /// messages).
-pub(crate) fn plan_cpus(requested: &[usize]) -> Result<(usize, usize, usize, bool), DemoError> {
+pub(crate) fn plan_cpus(requested: &[usize]) -> Result<[usize; 3], DemoError> {
     let cpus = if requested.is_empty() {
         let avail = mdbus_tuning::current_affinity()
             .map_err(|e| DemoError::Internal(format!("cannot read the cpu affinity: {e}")))?;
@@ -272,9 +272,9 @@ pub(crate) fn plan_cpus(requested: &[usize]) -> Result<(usize, usize, usize, boo
     };
     match cpus.as_slice() {
         [] => Err(DemoError::BadArg("no cpu to run on".into())),
-        [a] => Ok((*a, *a, *a, true)),
-        [a, b] => Ok((*a, *b, *b, true)),
-        [a, b, c, ..] => Ok((*a, *b, *c, a == b || b == c || a == c)),
+        [a] => Ok([*a; 3]),
+        [a, b] => Ok([*a, *b, *b]),
+        [a, b, c, ..] => Ok([*a, *b, *c]),
     }
 }
 
@@ -296,26 +296,20 @@ pub(crate) const STAGES: [ThreadRole; 3] = [
 
 /// Where the pipeline's stages run: `cpus` (a `--cpus` flag, see [`plan_cpus`]) win, then the
 /// layout of `layout`, then the first cpus this process may use. Returns the placement of
-/// [`STAGES`] and whether two stages share a cpu.
-pub(crate) fn stage_pinning(
-    layout: &LayoutArg,
-    cpus: &[usize],
-) -> Result<(Pinning, bool), DemoError> {
+/// [`STAGES`].
+pub(crate) fn stage_pinning(layout: &LayoutArg, cpus: &[usize]) -> Result<Pinning, DemoError> {
     let bad = |e: crate::pinning::PinningError| DemoError::BadArg(e.to_string());
     let explicit = if cpus.is_empty() {
         None
     } else {
-        let (a, b, c, _) = plan_cpus(cpus)?;
-        Some(vec![a, b, c])
+        Some(plan_cpus(cpus)?.to_vec())
     };
     let pinning = if explicit.is_none() && layout.path().is_none() {
-        let (a, b, c, _) = plan_cpus(&[])?;
-        Pinning::pinned(&STAGES, &[a, b, c])
+        Pinning::pinned(&STAGES, &plan_cpus(&[])?)
     } else {
         Pinning::choose(layout, &STAGES, explicit, || Ok(None)).map_err(bad)?
     };
-    let (a, b, c) = (pinning.cpu(0), pinning.cpu(1), pinning.cpu(2));
-    Ok((pinning, a == b || b == c || a == c))
+    Ok(pinning)
 }
 
 /// A temporary bus root, in shared memory when `/dev/shm` exists.
@@ -336,14 +330,11 @@ fn temp_root() -> std::io::Result<tempfile::TempDir> {
 
 /// Runs the three stages and gathers what they report.
 pub fn execute(args: &DemoArgs) -> Result<DemoReport, DemoError> {
-    let (pinning, _) = stage_pinning(&args.layout, &args.cpus)?;
+    let pinning = stage_pinning(&args.layout, &args.cpus)?;
     let threading = args.threading;
     let shared = share_a_cpu(&thread_cpus(&pinning, threading));
     let (feed_cpu, book_cpu) = (pinning.cpu(0), pinning.cpu(1));
-    let strategy_cpu = match threading {
-        Threading::Dedicated => pinning.cpu(2),
-        Threading::Shared => book_cpu,
-    };
+    let strategy_cpu = pinning.cpu(threading.strategy_stage());
     let input = match &args.file {
         Some(p) => Input::Source(Source::Path(p.clone())),
         None => Input::Source(Source::Bytes {
@@ -525,10 +516,7 @@ pub(crate) fn run_pipeline(
             ready.open();
             DemoError::Internal(format!("cannot start a thread: {e}"))
         };
-        let threads = match threading {
-            Threading::Dedicated => 3,
-            Threading::Shared => 2,
-        };
+        let threads = threading.strategy_stage() + 1;
         let book_results = |service: &BookService, stats: BookServiceStats, pinned: bool| {
             let summary = service.summary();
             let symbols: Vec<(u16, String)> = summary
@@ -630,10 +618,9 @@ pub(crate) fn run_pipeline(
 /// The cpu of each thread `threading` runs: feed handler, book builder, strategy (the last
 /// two one thread when shared).
 pub(crate) fn thread_cpus(pinning: &Pinning, threading: Threading) -> Vec<usize> {
-    match threading {
-        Threading::Dedicated => vec![pinning.cpu(0), pinning.cpu(1), pinning.cpu(2)],
-        Threading::Shared => vec![pinning.cpu(0), pinning.cpu(1)],
-    }
+    (0..=threading.strategy_stage())
+        .map(|i| pinning.cpu(i))
+        .collect()
 }
 
 /// Whether two of these threads' cpus are one.
@@ -660,6 +647,18 @@ pub enum Threading {
     /// builder's cpu (two threads): what a host with two cpus should run, since two
     /// busy-polling threads on one cpu hand it to each other through the scheduler.
     Shared,
+}
+
+impl Threading {
+    /// The stage of [`STAGES`] whose cpu (and layout role) the strategy's thread takes: its
+    /// own, or the book builder's when they share a thread. The threads run are the stages up
+    /// to this one.
+    pub(crate) fn strategy_stage(self) -> usize {
+        match self {
+            Threading::Dedicated => 2,
+            Threading::Shared => 1,
+        }
+    }
 }
 
 /// Holds each stage until all have arrived (or the gate is opened because one could not
@@ -697,11 +696,7 @@ fn measure_floor(
     threading: Threading,
     pin: bool,
 ) -> Result<Option<LatencySummary>, DemoError> {
-    // The stage whose pinning the strategy's thread took.
-    let strategy_stage = match threading {
-        Threading::Dedicated => 2,
-        Threading::Shared => 1,
-    };
+    let strategy_stage = threading.strategy_stage();
     let (feed_cpu, strategy_cpu) = (pinning.cpu(0), pinning.cpu(strategy_stage));
     use crate::bench::clock::BenchClock;
     use crate::bench::engine::{Ctx, new_histogram, ping_pong};
@@ -1173,9 +1168,12 @@ mod tests {
 
     #[test]
     fn cpu_plans() {
-        assert_eq!(plan_cpus(&[3]).unwrap(), (3, 3, 3, true));
-        assert_eq!(plan_cpus(&[0, 1]).unwrap(), (0, 1, 1, true));
-        assert_eq!(plan_cpus(&[0, 1, 2]).unwrap(), (0, 1, 2, false));
+        assert_eq!(plan_cpus(&[3]).unwrap(), [3, 3, 3]);
+        assert!(share_a_cpu(&plan_cpus(&[3]).unwrap()));
+        assert_eq!(plan_cpus(&[0, 1]).unwrap(), [0, 1, 1]);
+        assert!(share_a_cpu(&plan_cpus(&[0, 1]).unwrap()));
+        assert_eq!(plan_cpus(&[0, 1, 2]).unwrap(), [0, 1, 2]);
+        assert!(!share_a_cpu(&plan_cpus(&[0, 1, 2]).unwrap()));
         assert!(plan_cpus(&[]).is_ok(), "the affinity mask is never empty");
     }
 
