@@ -616,45 +616,12 @@ impl Subscriber {
     /// Returns `Ok(true)` when a record was consumed (delivered or skipped).
     #[inline]
     pub fn poll_event<F: FnMut(Event<'_>)>(&mut self, mut f: F) -> Result<bool, ReceiveError> {
-        let stats = &mut self.stats;
-        let trusted = self.trust.is_trusted();
-        let result = if self.inner.mode() == Mode::Lossless {
-            self.inner.poll(|record| {
-                // SAFETY: if `trusted`, the subscriber was created with `Trust::publisher()`,
-                // whose contract is that envelope records are built by `schema::Encoder`; the
-                // stream is lossless, so the publisher does not overwrite this record before
-                // this consumer's position moves past it, after the callback returns.
-                unsafe {
-                    deliver_envelope(
-                        stats,
-                        trusted,
-                        record.msg_type(),
-                        record.payload(),
-                        record.seq(),
-                        &mut f,
-                    )
-                }
-            })
+        if self.inner.mode() == Mode::Lossless {
+            // In place: a batch of one.
+            self.poll_in_place(1, &mut f).map(|n| n > 0)
         } else {
-            match self.inner.poll_copy(&mut self.scratch) {
-                Ok(None) => Ok(false),
-                Ok(Some(info)) => {
-                    // `scratch` holds `max_msg_len` bytes, so the whole record was copied.
-                    let bytes = &self.scratch[..info.copied];
-                    // SAFETY: if `trusted`, the subscriber was created with
-                    // `Trust::publisher()` (envelope records are built by `schema::Encoder`);
-                    // `poll_copy` returned the bytes only after checking that no overrun
-                    // touched them, and `scratch` is ours alone, so they cannot change under
-                    // the view.
-                    unsafe {
-                        deliver_envelope(stats, trusted, info.msg_type, bytes, info.seq, &mut f)
-                    };
-                    Ok(true)
-                }
-                Err(e) => Err(e),
-            }
-        };
-        self.count(result)
+            self.poll_copied(&mut f)
+        }
     }
 
     /// Delivers up to `max` normalized envelopes to `f`, as [`poll_event`](Self::poll_event)
@@ -672,24 +639,32 @@ impl Subscriber {
         max: usize,
         mut f: F,
     ) -> Result<usize, ReceiveError> {
-        if self.inner.mode() != Mode::Lossless {
-            let mut n = 0;
-            while n < max {
-                if !self.poll_event(&mut f)? {
-                    break;
-                }
-                n += 1;
-            }
-            return Ok(n);
+        if self.inner.mode() == Mode::Lossless {
+            return self.poll_in_place(max, &mut f);
         }
+        let mut n = 0;
+        while n < max && self.poll_copied(&mut f)? {
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Lossless stream: up to `max` envelopes as views over the ring itself (the position is
+    /// published once, after the batch).
+    #[inline]
+    fn poll_in_place<F: FnMut(Event<'_>)>(
+        &mut self,
+        max: usize,
+        f: &mut F,
+    ) -> Result<usize, ReceiveError> {
         let stats = &mut self.stats;
         let trusted = self.trust.is_trusted();
         let result = self.inner.poll_batch(max, |record| {
-            // SAFETY: as in `poll_event`'s lossless branch: if `trusted`, the subscriber was
-            // created with `Trust::publisher()` (envelope records are built by
-            // `schema::Encoder`), and on a lossless stream the publisher does not overwrite a
-            // record before this consumer's position moves past it, which `poll_batch` does
-            // only after the batch's callbacks have returned.
+            // SAFETY: if `trusted`, the subscriber was created with `Trust::publisher()`, whose
+            // contract is that envelope records are built by `schema::Encoder`; the stream is
+            // lossless, so the publisher does not overwrite a record before this consumer's
+            // position moves past it, which `poll_batch` does only after the batch's callbacks
+            // have returned.
             unsafe {
                 deliver_envelope(
                     stats,
@@ -697,10 +672,32 @@ impl Subscriber {
                     record.msg_type(),
                     record.payload(),
                     record.seq(),
-                    &mut f,
+                    f,
                 )
             }
         });
+        self.count(result)
+    }
+
+    /// Broadcast stream: at most one envelope, copied out and checked before the view is made.
+    #[inline]
+    fn poll_copied<F: FnMut(Event<'_>)>(&mut self, f: &mut F) -> Result<bool, ReceiveError> {
+        let stats = &mut self.stats;
+        let trusted = self.trust.is_trusted();
+        let result = match self.inner.poll_copy(&mut self.scratch) {
+            Ok(None) => Ok(false),
+            Ok(Some(info)) => {
+                // `scratch` holds `max_msg_len` bytes, so the whole record was copied.
+                let bytes = &self.scratch[..info.copied];
+                // SAFETY: if `trusted`, the subscriber was created with `Trust::publisher()`
+                // (envelope records are built by `schema::Encoder`); `poll_copy` returned the
+                // bytes only after checking that no overrun touched them, and `scratch` is ours
+                // alone, so they cannot change under the view.
+                unsafe { deliver_envelope(stats, trusted, info.msg_type, bytes, info.seq, f) };
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        };
         self.count(result)
     }
 
@@ -725,9 +722,9 @@ impl Subscriber {
                 if record.msg_type() != ENVELOPE_MSG_TYPE {
                     found = Some(None);
                 } else if lossless {
-                    // SAFETY: as in `poll_event`'s lossless branch: if `trusted`, the records
-                    // are built by `schema::Encoder`, and the publisher cannot overwrite a
-                    // record this consumer has not consumed.
+                    // SAFETY: as in `poll_in_place`: if `trusted`, the
+                    // records are built by `schema::Encoder`, and the publisher cannot
+                    // overwrite a record this consumer has not consumed.
                     found = Some(unsafe { envelope_seq(trusted, record.payload()) });
                 } else {
                     let n = record.payload().len().min(scratch.len());
