@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use mdbus_bus::{Bus, Mode, SubscribeOptions, WaitStrategy};
+use mdbus_bus::{Bus, Mode, SubscribeOptions};
 use mdbus_feed_handlers::bookstream::{
     BookService, BookServiceConfig, BookServiceStats, book_stream_name, levels_stream_name,
     trades_stream_name,
@@ -18,7 +18,7 @@ use mdbus_feed_handlers::pipeline::FeedPipeline;
 use mdbus_feed_handlers::replay::replay_ring;
 
 use crate::pinning::LayoutArg;
-use crate::replay_cmd::{CmdError, feed_pinning};
+use crate::replay_cmd::{CmdError, feed_pinning, join_book_thread, spawn_book_thread};
 
 /// `mdbus feed`: receive a live ITCH 5.0 feed (MoldUDP64 over UDP) onto a bus stream.
 #[derive(clap::Args, Debug, Clone)]
@@ -148,25 +148,7 @@ pub fn run_feed(args: &FeedArgs, out: &mut dyn Write) -> Result<(), CmdError> {
     // `pinning` (their layout roles applied when a layout is in use).
     let (result, book_out) = std::thread::scope(|s| {
         let (pinning, stop) = (&pinning, &*stop);
-        let service = match book {
-            Some((mut svc, mut input)) => Some(
-                std::thread::Builder::new()
-                    .name("mdbus-book".into())
-                    .spawn_scoped(s, move || {
-                        pinning.enter(1);
-                        let stats = svc.run(
-                            &mut input,
-                            WaitStrategy::SpinThenYield { spins: 1000 },
-                            stop,
-                        )?;
-                        Ok::<_, CmdError>((stats, svc.summary()))
-                    })
-                    .map_err(|e| {
-                        CmdError::Internal(format!("cannot start the book thread: {e}"))
-                    })?,
-            ),
-            None => None,
-        };
+        let service = spawn_book_thread(s, pinning, book, stop)?;
         let handler = std::thread::Builder::new()
             .name("mdbus-feed".into())
             .spawn_scoped(s, move || {
@@ -188,14 +170,7 @@ pub fn run_feed(args: &FeedArgs, out: &mut dyn Write) -> Result<(), CmdError> {
             // Stopped by a signal or failed: the service stops once the stream is drained.
             stop.store(true, Ordering::Relaxed);
         }
-        let book_out = match service {
-            Some(handle) => Some(
-                handle
-                    .join()
-                    .map_err(|_| CmdError::Internal("the book thread panicked".into()))?,
-            ),
-            None => None,
-        };
+        let book_out = join_book_thread(service);
         Ok::<_, CmdError>((result, book_out))
     })?;
     if let Some(line) = pinning.describe() {
@@ -205,7 +180,7 @@ pub fn run_feed(args: &FeedArgs, out: &mut dyn Write) -> Result<(), CmdError> {
         eprintln!("warning: {w}");
     }
     let stats = result??;
-    let book_out = book_out.transpose()?;
+    let book_out = book_out?.map(|(stats, svc)| (stats, svc.summary()));
     print_report(&stats, book_out.as_ref().map(|(b, _)| b), &args.feed);
     if args.summary {
         writeln!(out, "{}", stats_json(&stats))?;

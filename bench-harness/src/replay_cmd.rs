@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use mdbus_bus::{Bus, Mode, SubscribeOptions, WaitStrategy};
+use mdbus_bus::{Bus, Mode, SubscribeOptions, Subscriber, WaitStrategy};
 use mdbus_feed_handlers::bookstream::{
-    BookService, BookServiceConfig, BookServiceStats, book_stream_name, levels_stream_name,
-    trades_stream_name,
+    BookService, BookServiceConfig, BookServiceError, BookServiceStats, book_stream_name,
+    levels_stream_name, trades_stream_name,
 };
 use mdbus_feed_handlers::record::{
     RecordError, RecordOptions, RecordStats, RecordWriter, record_stream,
@@ -165,6 +165,52 @@ fn open_bus(root: Option<&Path>) -> Result<Bus, CmdError> {
 }
 
 /// Runs `mdbus replay`, writing its stdout to `out` and its report and warnings to stderr.
+/// The book builder's thread: the service and what `run` made of its input.
+pub(crate) type BookThread<'scope> = std::thread::ScopedJoinHandle<
+    'scope,
+    Result<(BookServiceStats, BookService), BookServiceError>,
+>;
+
+/// Starts the book service of `book` (if any) on a thread of `s` named `mdbus-book`, placed
+/// by stage 1 of `pinning`, running until its input ends or `stop` is set. Used by
+/// `mdbus replay --book` and `mdbus feed --book`.
+pub(crate) fn spawn_book_thread<'scope>(
+    s: &'scope std::thread::Scope<'scope, '_>,
+    pinning: &'scope Pinning,
+    book: Option<(BookService, Subscriber)>,
+    stop: &'scope AtomicBool,
+) -> Result<Option<BookThread<'scope>>, CmdError> {
+    let Some((mut svc, mut input)) = book else {
+        return Ok(None);
+    };
+    std::thread::Builder::new()
+        .name("mdbus-book".into())
+        .spawn_scoped(s, move || {
+            pinning.enter(1);
+            let stats = svc.run(
+                &mut input,
+                WaitStrategy::SpinThenYield { spins: 1000 },
+                stop,
+            )?;
+            Ok((stats, svc))
+        })
+        .map(Some)
+        .map_err(|e| CmdError::Internal(format!("cannot start the book thread: {e}")))
+}
+
+/// Waits for the book thread of [`spawn_book_thread`], if one was started.
+pub(crate) fn join_book_thread(
+    handle: Option<BookThread<'_>>,
+) -> Result<Option<(BookServiceStats, BookService)>, CmdError> {
+    let Some(handle) = handle else {
+        return Ok(None);
+    };
+    let r = handle
+        .join()
+        .map_err(|_| CmdError::Internal("the book thread panicked".into()))?;
+    Ok(Some(r?))
+}
+
 /// Where a feed handler thread (and, `with_book`, a book builder thread) runs: `--cpus`
 /// (one cpu for both threads means they share it), else the layout's `feed_handler` and
 /// `book_builder` roles, else unpinned. Used by `mdbus replay` and `mdbus feed`.
@@ -255,24 +301,7 @@ pub fn run_replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<(), CmdError
     // `pinning` (their layout roles applied when a layout is in use).
     let (result, book_stats) = std::thread::scope(|s| {
         let (pinning, stop, bar) = (&pinning, &stop, &bar);
-        let service = match book {
-            Some((mut svc, mut input)) => Some(
-                std::thread::Builder::new()
-                    .name("mdbus-book".into())
-                    .spawn_scoped(s, move || {
-                        pinning.enter(1);
-                        svc.run(
-                            &mut input,
-                            WaitStrategy::SpinThenYield { spins: 1000 },
-                            stop,
-                        )
-                    })
-                    .map_err(|e| {
-                        CmdError::Internal(format!("cannot start the book thread: {e}"))
-                    })?,
-            ),
-            None => None,
-        };
+        let service = spawn_book_thread(s, pinning, book, stop)?;
         let feed = std::thread::Builder::new()
             .name("mdbus-feed".into())
             .spawn_scoped(s, move || {
@@ -309,18 +338,10 @@ pub fn run_replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<(), CmdError
             b.finish_and_clear();
         }
         // The replayer closed the feed stream; the service ends when it has read everything.
-        let book_stats = match service {
-            Some(handle) => {
-                if result.is_err() {
-                    stop.store(true, Ordering::Relaxed);
-                }
-                let stats = handle
-                    .join()
-                    .map_err(|_| CmdError::Internal("the book thread panicked".into()))??;
-                Some(stats)
-            }
-            None => None,
-        };
+        if result.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        let book_stats = join_book_thread(service)?.map(|(stats, _)| stats);
         Ok::<_, CmdError>((result, book_stats))
     })?;
     if let Some(line) = pinning.describe() {
