@@ -124,6 +124,43 @@ pub struct RingReport {
     pub notes: Vec<String>,
 }
 
+/// The host line and one row per system (latency percentiles in ns, throughput, p50 against
+/// the floor) of a readable report: `bench ring`, `bench udp`.
+pub(crate) fn host_and_results(s: &mut String, h: &HostInfo, results: &[SystemResult]) {
+    let _ = writeln!(
+        s,
+        "host: {} | {} cpus | kernel {} | governor {} | isolated [{}]",
+        h.cpu_model, h.cpus_available, h.kernel, h.governor, h.isolated_cores
+    );
+    let _ = writeln!(
+        s,
+        "{:<19} {:>5} {:>9} {:>7} {:>7} {:>8} {:>8} {:>9} {:>12} {:>9}",
+        "system", "bytes", "count", "p50", "p99", "p99.9", "p99.99", "max", "msgs/s", "p50/floor"
+    );
+    for r in results {
+        let tp = r
+            .msgs_per_sec
+            .map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
+        let rf = r
+            .p50_vs_floor
+            .map_or_else(|| "-".to_string(), |v| format!("{v:.2}x"));
+        let _ = writeln!(
+            s,
+            "{:<19} {:>5} {:>9} {:>7} {:>7} {:>8} {:>8} {:>9} {:>12} {:>9}",
+            r.name,
+            r.msg_bytes,
+            r.count,
+            r.p50_ns,
+            r.p99_ns,
+            r.p999_ns,
+            r.p9999_ns,
+            r.max_ns,
+            tp,
+            rf
+        );
+    }
+}
+
 fn ratio(x: f64, floor: f64) -> Option<f64> {
     (floor > 0.0).then(|| (x / floor * 100.0).round() / 100.0)
 }
@@ -157,47 +194,7 @@ impl RingReport {
             if h.pinned { "" } else { " (NOT pinned)" },
             h.clock
         );
-        let _ = writeln!(
-            s,
-            "host: {} | {} cpus | kernel {} | governor {} | isolated [{}]",
-            h.cpu_model, h.cpus_available, h.kernel, h.governor, h.isolated_cores
-        );
-        let _ = writeln!(
-            s,
-            "{:<18} {:>5} {:>9} {:>7} {:>7} {:>8} {:>8} {:>9} {:>12} {:>9}",
-            "system",
-            "bytes",
-            "count",
-            "p50",
-            "p99",
-            "p99.9",
-            "p99.99",
-            "max",
-            "msgs/s",
-            "p50/floor"
-        );
-        for r in &self.results {
-            let tp = r
-                .msgs_per_sec
-                .map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
-            let rf = r
-                .p50_vs_floor
-                .map_or_else(|| "-".to_string(), |v| format!("{v:.2}x"));
-            let _ = writeln!(
-                s,
-                "{:<18} {:>5} {:>9} {:>7} {:>7} {:>8} {:>8} {:>9} {:>12} {:>9}",
-                r.name,
-                r.msg_bytes,
-                r.count,
-                r.p50_ns,
-                r.p99_ns,
-                r.p999_ns,
-                r.p9999_ns,
-                r.max_ns,
-                tp,
-                rf
-            );
-        }
+        host_and_results(&mut s, h, &self.results);
         for n in &self.notes {
             let _ = writeln!(s, "note: {n}");
         }

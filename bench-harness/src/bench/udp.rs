@@ -1828,47 +1828,7 @@ impl UdpReport {
             if h.pinned { "" } else { " (NOT pinned)" }
         );
         let _ = writeln!(s, "layout: {}", p.layout);
-        let _ = writeln!(
-            s,
-            "host: {} | {} cpus | kernel {} | governor {} | isolated [{}]",
-            h.cpu_model, h.cpus_available, h.kernel, h.governor, h.isolated_cores
-        );
-        let _ = writeln!(
-            s,
-            "{:<19} {:>5} {:>8} {:>7} {:>7} {:>8} {:>8} {:>9} {:>11} {:>9}",
-            "system",
-            "bytes",
-            "count",
-            "p50",
-            "p99",
-            "p99.9",
-            "p99.99",
-            "max",
-            "msgs/s",
-            "p50/floor"
-        );
-        for r in &self.results {
-            let tp = r
-                .msgs_per_sec
-                .map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
-            let rf = r
-                .p50_vs_floor
-                .map_or_else(|| "-".to_string(), |v| format!("{v:.2}x"));
-            let _ = writeln!(
-                s,
-                "{:<19} {:>5} {:>8} {:>7} {:>7} {:>8} {:>8} {:>9} {:>11} {:>9}",
-                r.name,
-                r.msg_bytes,
-                r.count,
-                r.p50_ns,
-                r.p99_ns,
-                r.p999_ns,
-                r.p9999_ns,
-                r.max_ns,
-                tp,
-                rf
-            );
-        }
+        super::report::host_and_results(&mut s, h, &self.results);
         if let Some(r) = &self.results.get(1).and_then(|u| u.p50_vs_floor) {
             let _ = writeln!(
                 s,
