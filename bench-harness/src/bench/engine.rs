@@ -42,7 +42,7 @@ pub struct Ctx<'a> {
 }
 
 /// A busy-wait step that notices a failed partner thread and a stalled channel.
-struct Spinner<'a> {
+pub(crate) struct Spinner<'a> {
     abort: &'a AtomicBool,
     yield_spin: bool,
     stall: Duration,
@@ -53,18 +53,31 @@ struct Spinner<'a> {
 
 impl<'a> Spinner<'a> {
     fn new(abort: &'a AtomicBool, ctx: &Ctx<'_>, what: &'static str) -> Self {
+        Self::with(abort, ctx.stall, ctx.yield_spin, what)
+    }
+
+    /// A spinner that gives up after `stall` without progress (naming `what`) or when `abort`
+    /// is set, and yields instead of spinning when `yield_spin` (threads share a cpu).
+    pub(crate) fn with(
+        abort: &'a AtomicBool,
+        stall: Duration,
+        yield_spin: bool,
+        what: &'static str,
+    ) -> Self {
         Spinner {
             abort,
-            yield_spin: ctx.yield_spin,
-            stall: ctx.stall,
+            yield_spin,
+            stall,
             what,
             n: 0,
             since: None,
         }
     }
 
+    /// One wait step that saw nothing: spin (or yield), and now and then check for an abort
+    /// or a stall.
     #[inline(always)]
-    fn spin(&mut self) -> Result<(), BenchError> {
+    pub(crate) fn spin(&mut self) -> Result<(), BenchError> {
         if self.yield_spin {
             std::thread::yield_now();
         } else {
@@ -99,8 +112,9 @@ impl<'a> Spinner<'a> {
         Ok(())
     }
 
+    /// Progress was made: the stall clock starts over.
     #[inline(always)]
-    fn progressed(&mut self) {
+    pub(crate) fn progressed(&mut self) {
         self.n = 0;
         self.since = None;
     }

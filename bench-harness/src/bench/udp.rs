@@ -45,7 +45,7 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use mdbus_bus::net::fault::FaultConfig;
@@ -60,7 +60,7 @@ use serde::{Deserialize, Serialize};
 
 use super::BenchError;
 use super::clock::BenchClock;
-use super::engine::new_histogram;
+use super::engine::{Spinner, new_histogram};
 use super::host::{self, HostInfo};
 use super::report::SystemResult;
 use super::ring::share;
@@ -689,11 +689,9 @@ impl Env<'_> {
         }
     }
 
-    /// A [`Watch`] that yields when threads share a cpu.
-    fn watch<'w>(&self, abort: &'w AtomicBool, what: &'static str) -> Watch<'w> {
-        let mut w = Watch::new(abort, self.stall, what);
-        w.yield_spin = self.yield_spin;
-        w
+    /// A [`Spinner`] that yields when threads share a cpu.
+    fn watch<'w>(&self, abort: &'w AtomicBool, what: &'static str) -> Spinner<'w> {
+        Spinner::with(abort, self.stall, self.yield_spin, what)
     }
 
     /// One turn of waiting: a spin-loop hint, or a yield when threads share a cpu.
@@ -717,73 +715,6 @@ fn free_port(interface: Ipv4Addr) -> Result<u16, BenchError> {
         .map_err(|e| udp_err(format!("finding a free port: {e}")))?
         .port();
     Ok(port)
-}
-
-/// Notices a failed partner thread and a phase that stopped making progress.
-struct Watch<'a> {
-    abort: &'a AtomicBool,
-    stall: Duration,
-    what: &'static str,
-    n: u32,
-    since: Option<Instant>,
-    /// Yield instead of spinning (threads share a cpu).
-    yield_spin: bool,
-}
-
-impl<'a> Watch<'a> {
-    fn new(abort: &'a AtomicBool, stall: Duration, what: &'static str) -> Self {
-        Watch {
-            abort,
-            stall,
-            what,
-            n: 0,
-            since: None,
-            yield_spin: false,
-        }
-    }
-
-    /// Called when a turn did nothing.
-    #[inline(always)]
-    fn idle(&mut self) -> Result<(), BenchError> {
-        if self.yield_spin {
-            std::thread::yield_now();
-        } else {
-            std::hint::spin_loop();
-        }
-        self.n = self.n.wrapping_add(1);
-        if self.n & 0x3fff == 0 {
-            self.check()
-        } else {
-            Ok(())
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn check(&mut self) -> Result<(), BenchError> {
-        if self.abort.load(Ordering::Relaxed) {
-            return Err(BenchError::Aborted);
-        }
-        let now = Instant::now();
-        match self.since {
-            None => self.since = Some(now),
-            Some(s) if now.duration_since(s) > self.stall => {
-                self.abort.store(true, Ordering::Relaxed);
-                return Err(BenchError::Stalled {
-                    what: self.what,
-                    secs: self.stall.as_secs(),
-                });
-            }
-            Some(_) => {}
-        }
-        Ok(())
-    }
-
-    #[inline(always)]
-    fn progressed(&mut self) {
-        self.n = 0;
-        self.since = None;
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -859,7 +790,7 @@ impl Floor {
                 let len = loop {
                     match self.pong_in.recv(&mut back) {
                         Ok(len) => break len,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => w.idle()?,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => w.spin()?,
                         Err(e) => return Err(floor_err(e)),
                     }
                 };
@@ -887,7 +818,7 @@ impl Floor {
                 let len = loop {
                     match self.ping_in.recv(&mut buf) {
                         Ok(len) => break len,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => w.idle()?,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => w.spin()?,
                         Err(e) => return Err(floor_err(e)),
                     }
                 };
@@ -952,7 +883,7 @@ impl Floor {
                 let len = match self.ping_in.recv(&mut buf) {
                     Ok(len) => len,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        w.idle()?;
+                        w.spin()?;
                         continue;
                     }
                     Err(e) => return Err(floor_err(e)),
@@ -1277,7 +1208,7 @@ fn drive(
                         if cons.step()? {
                             w.progressed();
                         } else if !sent {
-                            w.idle()?;
+                            w.spin()?;
                         }
                     }
                     Ok(RunOutcome {
@@ -1320,7 +1251,7 @@ fn drive(
                     if prod.step()? {
                         w.progressed();
                     } else {
-                        w.idle()?;
+                        w.spin()?;
                     }
                 }
                 Ok(())
@@ -1333,7 +1264,7 @@ fn drive(
                         if cons.step()? {
                             w.progressed();
                         } else {
-                            w.idle()?;
+                            w.spin()?;
                         }
                     }
                     Ok(RunOutcome {
