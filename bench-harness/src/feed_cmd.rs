@@ -9,16 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use mdbus_bus::{Bus, Mode, SubscribeOptions};
-use mdbus_feed_handlers::bookstream::{
-    BookService, BookServiceConfig, BookServiceStats, book_stream_name, levels_stream_name,
-    trades_stream_name,
-};
+use mdbus_feed_handlers::bookstream::{BookService, BookServiceConfig, BookServiceStats};
 use mdbus_feed_handlers::live::{LineConfig, LiveError, LiveFeed, LiveFeedConfig, LiveStats};
 use mdbus_feed_handlers::pipeline::FeedPipeline;
 use mdbus_feed_handlers::replay::replay_ring;
 
 use crate::pinning::LayoutArg;
-use crate::replay_cmd::{CmdError, feed_pinning, join_book_thread, spawn_book_thread};
+use crate::replay_cmd::{
+    CmdError, feed_pinning, join_book_thread, print_book_line, spawn_book_thread,
+};
 
 /// `mdbus feed`: receive a live ITCH 5.0 feed (MoldUDP64 over UDP) onto a bus stream.
 #[derive(clap::Args, Debug, Clone)]
@@ -262,14 +261,6 @@ fn print_report(s: &LiveStats, book: Option<&BookServiceStats>, feed: &str) {
         );
     }
     if let Some(b) = book {
-        eprintln!(
-            "  book service: {} BBO on {:?}, {} level updates on {:?}, {} trades on {:?}",
-            b.bbos_published,
-            book_stream_name(feed),
-            b.levels_published,
-            levels_stream_name(feed),
-            b.trades_published,
-            trades_stream_name(feed)
-        );
+        print_book_line(b, feed);
     }
 }

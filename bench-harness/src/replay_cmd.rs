@@ -165,6 +165,19 @@ fn open_bus(root: Option<&Path>) -> Result<Bus, CmdError> {
 }
 
 /// Runs `mdbus replay`, writing its stdout to `out` and its report and warnings to stderr.
+/// The report line of a book service publishing for `feed` (stderr).
+pub(crate) fn print_book_line(b: &BookServiceStats, feed: &str) {
+    eprintln!(
+        "  book service: {} BBO on {:?}, {} level updates on {:?}, {} trades on {:?}",
+        b.bbos_published,
+        book_stream_name(feed),
+        b.levels_published,
+        levels_stream_name(feed),
+        b.trades_published,
+        trades_stream_name(feed)
+    );
+}
+
 /// The book builder's thread: the service and what `run` made of its input.
 pub(crate) type BookThread<'scope> = std::thread::ScopedJoinHandle<
     'scope,
@@ -422,15 +435,7 @@ fn print_report(r: &ReplayReport, book: Option<&BookServiceStats>, feed: &str) {
         );
     }
     if let Some(b) = book {
-        eprintln!(
-            "  book service: {} BBO on {:?}, {} level updates on {:?}, {} trades on {:?}",
-            b.bbos_published,
-            book_stream_name(feed),
-            b.levels_published,
-            levels_stream_name(feed),
-            b.trades_published,
-            trades_stream_name(feed)
-        );
+        print_book_line(b, feed);
     }
     for s in &r.unresolved_symbols {
         eprintln!("  warning: no stock directory message names {s:?}");
