@@ -343,7 +343,7 @@ pub fn measure(
     )?);
 
     // The feed handler alone, into a ring nobody reads.
-    let dir = tempfile::tempdir().map_err(|source| BenchError::Io {
+    let dir = crate::demo::temp_root().map_err(|source| BenchError::Io {
         path: PathBuf::from("<temp dir>"),
         source,
     })?;

@@ -312,8 +312,9 @@ pub(crate) fn stage_pinning(layout: &LayoutArg, cpus: &[usize]) -> Result<Pinnin
     Ok(pinning)
 }
 
-/// A temporary bus root, in shared memory when `/dev/shm` exists.
-fn temp_root() -> std::io::Result<tempfile::TempDir> {
+/// A temporary bus root, in shared memory when `/dev/shm` exists (a root on a disk file
+/// system puts every ring under page-cache writeback: write faults after each flush).
+pub(crate) fn temp_root() -> std::io::Result<tempfile::TempDir> {
     let shm = std::path::Path::new("/dev/shm");
     let b = {
         let mut b = tempfile::Builder::new();
