@@ -1,18 +1,45 @@
 //! `mdbus feed`: command-line glue over the live ITCH 5.0 over MoldUDP64 feed handler
 //! ([`mdbus_feed_handlers::live`]) and, with `--book`, the book service
 //! ([`mdbus_feed_handlers::bookstream`]).
+//!
+//! Besides the lines and the retransmission server, flags tune how gaps are recovered: the
+//! fields of [`SequencerConfig`] of the same names, with the library's defaults.
+//!
+//! * `--nak-delay <DURATION>` (`1ms`): how long a missing message may be merely reordered
+//!   before it is re-requested.
+//! * `--request-timeout <DURATION>` (`10ms`): the wait for an answer before asking again
+//!   (doubling after each attempt, up to 200 ms).
+//! * `--max-retries <N>` (`4`): re-sends of a request before its messages are declared lost.
+//! * `--max-outstanding-requests <N>` (`8`): re-requests in flight at once (0: gaps are
+//!   declared lost after the NAK delay).
+//! * `--max-request-messages <N>` (`1024`): most messages asked for by one request.
+//! * `--coalesce-within <N>` (`16`): missing ranges this close are asked for in one request.
+//! * `--late-join <live-edge|from-sequence:SEQ>` (`live-edge`): where to start in a running
+//!   session.
+//!
+//! Two more say how the feed runs: `--ring-bytes <BYTES>` sizes the feed stream's ring (a
+//! power of two; 16 MiB by default, as for a replay) and `--idle <spin|yield|sleep:DURATION>`
+//! what the feed thread does between datagrams (`spin` by default). Durations are a whole
+//! number and a unit, `ns`, `us`, `ms` or `s` (`500us`, `2ms`, `1s`). A bad value is refused
+//! before anything is set up, with a message naming the flag and the value (exit status 2).
 
+use std::fmt;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use clap::builder::RangedU64ValueParser;
 use mdbus_bus::{Bus, Mode, SubscribeOptions};
+use mdbus_codecs::sequencer::{LateJoin, SequencerConfig};
 use mdbus_feed_handlers::bookstream::{BookService, BookServiceConfig, BookServiceStats};
-use mdbus_feed_handlers::live::{LineConfig, LiveError, LiveFeed, LiveFeedConfig, LiveStats};
+use mdbus_feed_handlers::live::{Idle, LineConfig, LiveError, LiveFeed, LiveFeedConfig, LiveStats};
 use mdbus_feed_handlers::pipeline::FeedPipeline;
 use mdbus_feed_handlers::replay::replay_ring;
+use mdbus_shm::{MAX_CAPACITY, MIN_CAPACITY};
 
 use crate::pinning::LayoutArg;
 use crate::replay_cmd::{
@@ -65,6 +92,80 @@ pub struct FeedArgs {
     /// Print the feed handler's counters at the end as one JSON object on stdout.
     #[arg(long)]
     pub summary: bool,
+    /// How long a missing message may be merely reordered before it is re-requested (or,
+    /// without a retransmission server, declared lost): a whole number and a unit, `ns`,
+    /// `us`, `ms` or `s`.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value_t = DurationArg(SequencerConfig::default().nak_delay)
+    )]
+    pub nak_delay: DurationArg,
+    /// How long to wait for the answer to a re-request before asking again (more than 0;
+    /// the wait doubles after each attempt, up to 200 ms): a whole number and a unit, `ns`,
+    /// `us`, `ms` or `s`.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value_t = DurationArg(SequencerConfig::default().request_timeout),
+        value_parser = parse_request_timeout
+    )]
+    pub request_timeout: DurationArg,
+    /// Re-sends of a re-request after the first before its messages are declared lost (0: ask
+    /// once).
+    #[arg(long, value_name = "N", default_value_t = SequencerConfig::default().max_retries)]
+    pub max_retries: u32,
+    /// Re-requests in flight at once (0: no re-requests; missing messages are declared lost
+    /// after the NAK delay). Without --request-server nothing is re-requested anyway.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = SequencerConfig::default().max_outstanding_requests,
+        value_parser = RangedU64ValueParser::<usize>::new().range(0..=MAX_OUTSTANDING)
+    )]
+    pub max_outstanding_requests: usize,
+    /// Most messages asked for by one re-request (MoldUDP64 counts are 16-bit); larger gaps
+    /// are split into several requests.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = SequencerConfig::default().max_request_messages,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub max_request_messages: u16,
+    /// Two missing ranges separated by at most this many received messages are asked for in
+    /// one re-request (the messages in between come back as duplicates; 0: never merge).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = SequencerConfig::default().coalesce_within
+    )]
+    pub coalesce_within: u16,
+    /// Where to start when joining a running session: `live-edge` (at the first packet seen;
+    /// earlier messages are not requested) or `from-sequence:SEQ` (re-request everything
+    /// from sequence number SEQ on; 1: the whole session).
+    #[arg(
+        long,
+        value_name = "WHERE",
+        default_value = "live-edge",
+        value_parser = parse_late_join
+    )]
+    pub late_join: LateJoin,
+    /// Capacity of the feed stream's ring, in bytes: a power of two, at least 4096 (the
+    /// default is 16 MiB, as for `mdbus replay`).
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = replay_ring().capacity,
+        value_parser = parse_ring_bytes
+    )]
+    pub ring_bytes: usize,
+    /// What the feed thread does between datagrams: `spin` (busy-poll a whole core, the
+    /// lowest latency), `yield` (give the core to other threads, then poll again) or
+    /// `sleep:DURATION` (sleep that long, e.g. `sleep:50us`; adds up to that much latency; a
+    /// bare number is microseconds, as in `mdbus recv --idle`).
+    #[arg(long, value_name = "HOW", default_value = "spin", value_parser = parse_idle)]
+    pub idle: Idle,
     /// Cpus for the feed handler and, with --book, the book builder, e.g. `2,3` (wins over
     /// --layout) [default: with a layout, the first core of its `feed_handler` and
     /// `book_builder` roles; else unpinned].
@@ -101,7 +202,142 @@ fn live_config(args: &FeedArgs) -> LiveFeedConfig {
         request_server: args.request_server,
         // Placed by `Pinning` on the feed thread instead.
         core: None,
+        sequencer: SequencerConfig {
+            nak_delay: args.nak_delay.0,
+            request_timeout: args.request_timeout.0,
+            max_retries: args.max_retries,
+            max_outstanding_requests: args.max_outstanding_requests,
+            max_request_messages: args.max_request_messages,
+            coalesce_within: args.coalesce_within,
+            late_join: args.late_join,
+            ..SequencerConfig::default()
+        },
+        idle: args.idle,
         ..LiveFeedConfig::new(args.group)
+    }
+}
+
+/// Most re-requests in flight `--max-outstanding-requests` accepts (the sequencer sizes its
+/// table of them once, at start).
+const MAX_OUTSTANDING: u64 = 65_535;
+
+/// A duration on the command line: a whole number and a unit, `ns`, `us` (or `µs`), `ms` or
+/// `s`, such as `500us`, `2ms` or `1s`. Displayed in the largest unit that keeps it exact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DurationArg(pub Duration);
+
+/// Why a [`DurationArg`] could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DurationError(&'static str);
+
+impl FromStr for DurationArg {
+    type Err = DurationError;
+
+    fn from_str(s: &str) -> Result<Self, DurationError> {
+        let text = s.trim();
+        let digits = text.len() - text.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let (number, unit) = text.split_at(digits);
+        if number.is_empty() {
+            return Err(DurationError(
+                "expected a whole number and a unit (ns, us, ms, s), e.g. 500us, 2ms, 1s",
+            ));
+        }
+        let per_unit: u64 = match unit.trim_start() {
+            "ns" => 1,
+            "us" | "µs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "" => {
+                return Err(DurationError(
+                    "no unit: add one of ns, us, ms, s, e.g. 500us",
+                ));
+            }
+            u if u.starts_with('.') => {
+                return Err(DurationError(
+                    "a whole number is expected: use a smaller unit, e.g. 1500us for 1.5ms",
+                ));
+            }
+            _ => return Err(DurationError("unknown unit: expected ns, us, ms or s")),
+        };
+        number
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(per_unit))
+            .map(|ns| DurationArg(Duration::from_nanos(ns)))
+            .ok_or(DurationError("too large"))
+    }
+}
+
+impl fmt::Display for DurationArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ns = self.0.as_nanos();
+        let (per_unit, unit) = [(1_000_000_000, "s"), (1_000_000, "ms"), (1_000, "us")]
+            .into_iter()
+            .find(|&(per_unit, _)| ns.is_multiple_of(per_unit))
+            .unwrap_or((1, "ns"));
+        write!(f, "{}{unit}", ns / per_unit)
+    }
+}
+
+/// `--request-timeout`: a [`DurationArg`] of more than 0 (with none, every request would be
+/// re-sent at once, its retries spent before any answer could arrive).
+fn parse_request_timeout(s: &str) -> Result<DurationArg, String> {
+    let d: DurationArg = s.parse().map_err(|e: DurationError| e.to_string())?;
+    if d.0.is_zero() {
+        return Err("must be more than 0".to_owned());
+    }
+    Ok(d)
+}
+
+/// `--late-join`: `live-edge` or `from-sequence:SEQ` (SEQ at least 1).
+fn parse_late_join(s: &str) -> Result<LateJoin, String> {
+    if s == "live-edge" {
+        return Ok(LateJoin::LiveEdge);
+    }
+    let Some(seq) = s.strip_prefix("from-sequence:") else {
+        return Err("expected live-edge or from-sequence:SEQ".to_owned());
+    };
+    match seq.parse::<u64>() {
+        Ok(0) => {
+            Err("sequence numbers start at 1 (from-sequence:1 is the whole session)".to_owned())
+        }
+        Ok(n) => Ok(LateJoin::FromSequence(n)),
+        Err(e) => Err(format!("sequence number {seq:?}: {e}")),
+    }
+}
+
+/// `--ring-bytes`: a power of two that a ring accepts.
+fn parse_ring_bytes(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|e| format!("a number of bytes is expected: {e}"))?;
+    if n.is_power_of_two() && (MIN_CAPACITY..=MAX_CAPACITY).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{n} is not a power of two in {MIN_CAPACITY}..={MAX_CAPACITY} \
+             (e.g. 16777216 for 16 MiB)"
+        ))
+    }
+}
+
+/// `--idle`: `spin`, `yield` or `sleep:DURATION` (a bare number: microseconds).
+fn parse_idle(s: &str) -> Result<Idle, String> {
+    match s {
+        "spin" => Ok(Idle::BusyPoll),
+        "yield" => Ok(Idle::Yield),
+        _ => match s.strip_prefix("sleep:") {
+            Some(us) if !us.is_empty() && us.bytes().all(|b| b.is_ascii_digit()) => us
+                .parse::<u64>()
+                .map(|us| Idle::Sleep(Duration::from_micros(us)))
+                .map_err(|e| format!("sleep:MICROSECONDS: {e}")),
+            Some(d) => d
+                .parse::<DurationArg>()
+                .map(|d| Idle::Sleep(d.0))
+                .map_err(|e| format!("sleep:DURATION: {e}")),
+            None => Err("expected spin, yield or sleep:DURATION".to_owned()),
+        },
     }
 }
 
@@ -121,6 +357,7 @@ pub fn run_feed(args: &FeedArgs, out: &mut dyn Write) -> Result<(), CmdError> {
 
     let bus = open_bus(args.root.as_deref())?;
     let mut ring = replay_ring();
+    ring.capacity = args.ring_bytes;
     if with_book {
         ring.mode = Mode::Lossless;
     }
@@ -262,5 +499,175 @@ fn print_report(s: &LiveStats, book: Option<&BookServiceStats>, feed: &str) {
     }
     if let Some(b) = book {
         print_book_line(b, feed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        feed: FeedArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<FeedArgs, clap::Error> {
+        Cli::try_parse_from(["feed", "--group", "127.0.0.1:0"].iter().chain(args)).map(|c| c.feed)
+    }
+
+    fn dur(s: &str) -> Result<Duration, DurationError> {
+        s.parse::<DurationArg>().map(|d| d.0)
+    }
+
+    #[test]
+    fn durations_parse_in_every_unit() {
+        assert_eq!(dur("250ns"), Ok(Duration::from_nanos(250)));
+        assert_eq!(dur("500us"), Ok(Duration::from_micros(500)));
+        assert_eq!(dur("500µs"), Ok(Duration::from_micros(500)));
+        assert_eq!(dur("2ms"), Ok(Duration::from_millis(2)));
+        assert_eq!(dur("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(dur(" 3 ms "), Ok(Duration::from_millis(3)));
+        assert_eq!(dur("0s"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn bad_durations_say_why() {
+        for (text, why) in [
+            ("", "whole number and a unit"),
+            ("ms", "whole number and a unit"),
+            ("-1ms", "whole number and a unit"),
+            ("5", "no unit"),
+            ("1.5ms", "smaller unit"),
+            ("5min", "unknown unit"),
+            ("2 parsecs", "unknown unit"),
+            ("99999999999999999999ns", "too large"),
+            ("18446744073710s", "too large"),
+        ] {
+            let e = dur(text).expect_err(text).to_string();
+            assert!(e.contains(why), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn durations_display_exactly_and_read_back() {
+        for (d, text) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_secs(3), "3s"),
+            (Duration::from_millis(1), "1ms"),
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::from_micros(250), "250us"),
+            (Duration::from_nanos(1_000_001), "1000001ns"),
+        ] {
+            assert_eq!(DurationArg(d).to_string(), text);
+            assert_eq!(dur(text), Ok(d));
+        }
+    }
+
+    #[test]
+    fn other_flag_values_parse() {
+        assert_eq!(parse_late_join("live-edge"), Ok(LateJoin::LiveEdge));
+        assert_eq!(
+            parse_late_join("from-sequence:1"),
+            Ok(LateJoin::FromSequence(1))
+        );
+        assert!(parse_late_join("from-sequence:0").is_err());
+        assert!(parse_late_join("from-sequence:x").is_err());
+        assert!(parse_late_join("start").is_err());
+        assert_eq!(parse_ring_bytes("4096"), Ok(4096));
+        assert_eq!(parse_ring_bytes("16777216"), Ok(16 << 20));
+        for bad in ["0", "2048", "3000000", "16MiB", "-4096"] {
+            assert!(parse_ring_bytes(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_idle("spin"), Ok(Idle::BusyPoll));
+        assert_eq!(parse_idle("yield"), Ok(Idle::Yield));
+        assert_eq!(
+            parse_idle("sleep:50us"),
+            Ok(Idle::Sleep(Duration::from_micros(50)))
+        );
+        assert_eq!(
+            parse_idle("sleep:250"),
+            Ok(Idle::Sleep(Duration::from_micros(250)))
+        );
+        for bad in ["nap", "sleep:", "sleep:5min", "sleep"] {
+            assert!(parse_idle(bad).is_err(), "{bad}");
+        }
+        assert!(parse_request_timeout("0ms").is_err());
+        assert_eq!(
+            parse_request_timeout("5ms"),
+            Ok(DurationArg(Duration::from_millis(5)))
+        );
+    }
+
+    #[test]
+    fn defaults_are_the_libraries() {
+        let args = parse(&[]).expect("defaults parse");
+        let config = live_config(&args);
+        assert_eq!(config.sequencer, SequencerConfig::default());
+        assert_eq!(config.idle, LiveFeedConfig::new(args.group).idle);
+        assert_eq!(args.ring_bytes, replay_ring().capacity);
+    }
+
+    #[test]
+    fn flags_reach_the_configuration() {
+        let args = parse(&[
+            "--nak-delay",
+            "500us",
+            "--request-timeout",
+            "2ms",
+            "--max-retries",
+            "0",
+            "--max-outstanding-requests",
+            "3",
+            "--max-request-messages",
+            "64",
+            "--coalesce-within",
+            "0",
+            "--late-join",
+            "from-sequence:7",
+            "--ring-bytes",
+            "65536",
+            "--idle",
+            "yield",
+        ])
+        .expect("flags parse");
+        let config = live_config(&args);
+        assert_eq!(
+            config.sequencer,
+            SequencerConfig {
+                nak_delay: Duration::from_micros(500),
+                request_timeout: Duration::from_millis(2),
+                max_retries: 0,
+                max_outstanding_requests: 3,
+                max_request_messages: 64,
+                coalesce_within: 0,
+                late_join: LateJoin::FromSequence(7),
+                ..SequencerConfig::default()
+            }
+        );
+        assert_eq!(config.idle, Idle::Yield);
+        assert_eq!(args.ring_bytes, 65536);
+    }
+
+    #[test]
+    fn bad_flag_values_are_refused_naming_the_flag() {
+        for (flag, value) in [
+            ("--nak-delay", "5"),
+            ("--request-timeout", "0s"),
+            ("--max-retries", "-1"),
+            ("--max-outstanding-requests", "65536"),
+            ("--max-request-messages", "0"),
+            ("--max-request-messages", "65536"),
+            ("--coalesce-within", "x"),
+            ("--late-join", "soon"),
+            ("--ring-bytes", "1000"),
+            ("--idle", "nap"),
+        ] {
+            let arg = format!("{flag}={value}");
+            let e = parse(&[&arg]).expect_err(&arg).to_string();
+            assert!(e.contains(flag), "{flag} {value}: {e}");
+            assert!(e.contains(value), "{flag} {value}: {e}");
+        }
     }
 }
