@@ -41,8 +41,24 @@ fn wait_bounded(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
-#[test]
-fn feed_recovers_dropped_packets_and_prints_the_reference_book() {
+/// One run of `mdbus feed` against the test exchange, to the end of the session.
+struct Run {
+    /// The bus root (removed when dropped).
+    root: tempfile::TempDir,
+    /// What the exchange did.
+    played: live_common::Played,
+    /// Re-requests the retransmission server answered.
+    answered: u64,
+    /// The `--summary` JSON.
+    stats: Value,
+    /// The `--book-summary` JSON.
+    book: Value,
+}
+
+/// Runs `mdbus feed --summary --book-summary` with `extra` flags against the test exchange,
+/// which drops every 37th packet (never the first) and answers re-requests; the run must
+/// succeed and print both JSON objects.
+fn run_against_exchange(extra: &[&str]) -> Run {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let server_sock = UdpSocket::bind((LOCALHOST, 0)).expect("server socket");
@@ -66,6 +82,7 @@ fn feed_recovers_dropped_packets_and_prints_the_reference_book() {
             "--root",
             root,
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -129,17 +146,27 @@ fn feed_recovers_dropped_packets_and_prints_the_reference_book() {
 
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{stdout}");
-    let stats: Value = serde_json::from_str(lines[0]).expect("counters JSON");
-    let v: Value = serde_json::from_str(lines[1]).expect("book summary JSON");
+    Run {
+        root: dir,
+        played,
+        answered,
+        stats: serde_json::from_str(lines[0]).expect("counters JSON"),
+        book: serde_json::from_str(lines[1]).expect("book summary JSON"),
+    }
+}
 
-    assert!(played.dropped[0] > 0, "the exchange dropped nothing");
-    assert!(answered > 0, "no re-request was answered");
+/// Every dropped message was re-requested and recovered, none lost, and the book service's
+/// summary is the reference one of the AAPL session.
+fn check_recovered_reference_book(run: &Run) {
+    let (stats, v) = (&run.stats, &run.book);
+    assert!(run.played.dropped[0] > 0, "the exchange dropped nothing");
+    assert!(run.answered > 0, "no re-request was answered");
     assert_eq!(stats["ended"], true, "{stats}");
     assert_eq!(stats["session"], "20200130AA", "{stats}");
     assert_eq!(stats["pipeline"]["messages"], 10_000, "{stats}");
     assert_eq!(stats["sequencer"]["unrecoverable"], 0, "{stats}");
     assert_eq!(
-        stats["sequencer"]["recovered"], played.dropped[0],
+        stats["sequencer"]["recovered"], run.played.dropped[0],
         "{stats}"
     );
     assert!(stats["requests_sent"].as_u64() > Some(0), "{stats}");
@@ -155,15 +182,97 @@ fn feed_recovers_dropped_packets_and_prints_the_reference_book() {
     assert_eq!(b["resting_orders"], 215, "{v}");
     assert_eq!(b["executed_shares"], 81_556, "{v}");
     assert_eq!(b["prints"], 1_089, "{v}");
+}
+
+/// Data capacity of the ring of the feed stream (`itch`) under the run's bus root.
+fn feed_ring_capacity(run: &Run) -> u64 {
+    let bus = mdbus_bus::Bus::with_root(run.root.path()).expect("open the bus root");
+    let streams = bus.streams().expect("list the streams");
+    streams
+        .iter()
+        .find(|s| s.name == "itch")
+        .unwrap_or_else(|| panic!("no stream itch under the root: {streams:?}"))
+        .segment
+        .capacity
+}
+
+#[test]
+fn feed_recovers_dropped_packets_and_prints_the_reference_book() {
+    let run = run_against_exchange(&[]);
+    check_recovered_reference_book(&run);
     // The book service published its streams under the root.
     for stream in ["itch", "itch.book", "itch.levels", "itch.trades"] {
         assert!(
-            std::fs::read_dir(dir.path())
+            std::fs::read_dir(run.root.path())
                 .expect("read the root")
                 .filter_map(Result::ok)
                 .any(|e| e.file_name().to_string_lossy().starts_with(stream)),
             "no stream {stream} under the root"
         );
+    }
+    // The default ring: a replay's.
+    assert_eq!(feed_ring_capacity(&run), 16 << 20);
+}
+
+#[test]
+fn feed_with_tuned_recovery_recovers_every_dropped_packet() {
+    const MAX_REQUEST: u64 = 16;
+    let run = run_against_exchange(&[
+        "--nak-delay",
+        "500us",
+        "--request-timeout",
+        "20ms",
+        "--max-retries",
+        "8",
+        "--max-outstanding-requests",
+        "2",
+        "--max-request-messages",
+        "16",
+        "--coalesce-within",
+        "0",
+        "--late-join",
+        "from-sequence:1",
+        "--ring-bytes",
+        "4194304",
+        "--idle",
+        "sleep:50us",
+    ]);
+    check_recovered_reference_book(&run);
+    // A dropped packet holds more than 16 messages: each gap took several requests of at
+    // most 16 messages (with the default of 1,024, one request per dropped packet).
+    let dropped = run.played.dropped[0];
+    let requests = run.stats["requests_sent"].as_u64().expect("requests_sent");
+    assert!(
+        requests >= dropped.div_ceil(MAX_REQUEST),
+        "{requests} requests for {dropped} messages: {}",
+        run.stats
+    );
+    assert_eq!(feed_ring_capacity(&run), 4 << 20);
+}
+
+#[test]
+fn feed_refuses_bad_tuning_values_with_a_clear_message() {
+    for (flag, value, why) in [
+        ("--nak-delay", "5parsecs", "unknown unit"),
+        ("--request-timeout", "10", "no unit"),
+        ("--request-timeout", "0ms", "more than 0"),
+        ("--ring-bytes", "3000000", "not a power of two"),
+        ("--max-request-messages", "0", "1..=65535"),
+        ("--late-join", "soon", "live-edge or from-sequence"),
+        ("--idle", "sleep:forever", "sleep:DURATION"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mdbus"))
+            .args(["feed", "--group", "127.0.0.1:0", flag, value])
+            .output()
+            .expect("run mdbus feed");
+        let err = String::from_utf8_lossy(&out.stderr);
+        // A usage error (clap's status 2), refused before anything is set up; not a panic.
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(err.contains(flag), "{flag} {value}: {err}");
+        assert!(err.contains(value), "{flag} {value}: {err}");
+        assert!(err.contains(why), "{flag} {value}: {err}");
+        assert!(!err.contains("panicked"), "{flag} {value}: {err}");
+        assert!(!err.contains("listening on"), "{flag} {value}: {err}");
     }
 }
 
