@@ -8,6 +8,9 @@
 //! Systems, all over the same bytes in the same run:
 //! * `itchy-parse`: the `itchy` crate parsing the bytes into its messages (parse only);
 //! * `mdbus-decode`: mdbus's zero-copy ITCH decoder over the bytes (parse only);
+//! * `ring-ceiling`: the session's normalized envelopes, encoded beforehand, carried through
+//!   the feed stream's ring from the feed handler's cpu to the book builder's with no work on
+//!   either side: the most any two-thread pipeline can carry between those cpus;
 //! * `mdbus-feed`: the feed handler alone: capture reader, decode, normalize, publish into a
 //!   ring nobody reads (one thread);
 //! * `mdbus-feed+book`: decode, normalize and the book service in one thread (its BBO, level
@@ -342,6 +345,15 @@ pub fn measure(
         t.elapsed().as_secs_f64(),
     )?);
 
+    // The stream's ceiling between the feed handler's and the book builder's cpus.
+    let (ceiling, mean_envelope) = ring_ceiling(&pinning, one_pass, n)?;
+    results.push(ceiling);
+    notes.push(format!(
+        "ring-ceiling: the session's envelopes (mean {mean_envelope:.0} bytes) published on cpu {} and read on cpu {}, nothing else done",
+        pinning.cpu(0),
+        pinning.cpu(1)
+    ));
+
     // The feed handler alone, into a ring nobody reads.
     let dir = crate::demo::temp_root().map_err(|source| BenchError::Io {
         path: PathBuf::from("<temp dir>"),
@@ -440,6 +452,15 @@ pub fn measure(
         "best pipeline / itchy parse-only throughput: {:.2}",
         best / itchy.max(1.0)
     ));
+    let ceiling = results
+        .iter()
+        .find(|r| r.name == "ring-ceiling")
+        .and_then(|r| r.msgs_per_sec)
+        .unwrap_or(0.0);
+    notes.push(format!(
+        "best pipeline / ring ceiling throughput: {:.2}",
+        best / ceiling.max(1.0)
+    ));
     let rss = peak_rss_bytes();
     if let Some(b) = rss {
         notes.push(format!(
@@ -472,6 +493,7 @@ pub fn measure(
             systems: vec![
                 "itchy-parse".into(),
                 "mdbus-decode".into(),
+                "ring-ceiling".into(),
                 "mdbus-feed".into(),
                 "mdbus-feed+book".into(),
                 PIPELINES[0].0.into(),
@@ -481,6 +503,132 @@ pub fn measure(
         notes,
     };
     Ok((report, rss, latencies))
+}
+
+/// The stream's own ceiling on the pipeline's first hop: the session's normalized envelopes,
+/// encoded beforehand, published on the feed handler's cpu and read (typed, trusted: each
+/// envelope's header and event type) on the book builder's, with no other work on either
+/// side; the feed stream's ring (16 MiB, lossless), batches of 64 as the book service reads.
+/// No pipeline can carry the stream faster between these two cpus: when the pipeline rows
+/// come close to it, the cost is moving the bytes from one core's cache to the other's, not
+/// the work of the stages. Returns the row and the mean envelope length in bytes.
+fn ring_ceiling(
+    pinning: &Pinning,
+    one_pass: &[u8],
+    passes_n: u64,
+) -> Result<(SystemResult, f64), BenchError> {
+    use mdbus_bus::{Mode, PublishError, SubscribeOptions, Trust, WaitStrategy};
+    use std::sync::Barrier;
+    use std::time::Duration;
+
+    let mut norm = Normalizer::new();
+    let mut envelopes: Vec<Vec<u8>> = Vec::with_capacity(PASS_MESSAGES as usize);
+    for (_, m) in Stream::new(one_pass) {
+        if let Ok(m) = m {
+            let seq = envelopes.len() as u64 + 1;
+            envelopes.push(norm.normalize(&m, seq, 0).to_vec());
+        }
+    }
+    let bytes: usize = envelopes.iter().map(Vec::len).sum();
+    let mean = bytes as f64 / envelopes.len().max(1) as f64;
+    let total = envelopes.len() as u64 * passes_n;
+    let io = |source| BenchError::Io {
+        path: PathBuf::from("<temp dir>"),
+        source,
+    };
+    let root = crate::demo::temp_root().map_err(io)?;
+    let bus =
+        mdbus_bus::Bus::with_root(root.path()).map_err(|e| BenchError::Internal(e.to_string()))?;
+    let ring = StreamConfig {
+        capacity: 16 << 20,
+        max_msg_len: 512,
+        mode: Mode::Lossless,
+        prefault: true,
+        ..StreamConfig::default()
+    };
+    let bus_err = |e: mdbus_bus::BusError| BenchError::Internal(e.to_string());
+    let publisher = bus.publisher("ceiling", &ring).map_err(bus_err)?;
+    // SAFETY: the stream is written only by `publisher` below, with envelopes built by the
+    // normalizer's `schema::Encoder`.
+    let trust = unsafe { Trust::publisher() };
+    let options = SubscribeOptions {
+        trust,
+        ..SubscribeOptions::default()
+    };
+    let subscriber = bus.subscriber("ceiling", &options).map_err(bus_err)?;
+    let shared_cpu = pinning.cpu(0) == pinning.cpu(1);
+    let barrier = &Barrier::new(2);
+    let envelopes = &envelopes;
+    let (started, ended) = std::thread::scope(|s| {
+        // Each thread owns its end: a producer that fails drops its publisher, which closes
+        // the stream and ends the consumer's wait.
+        let producer = s.spawn(move || {
+            let mut publisher = publisher;
+            pinning.enter(0);
+            barrier.wait();
+            let t0 = Instant::now();
+            for _ in 0..passes_n {
+                for e in envelopes {
+                    let mut spins = 0u32;
+                    loop {
+                        match publisher.publish_envelope(e) {
+                            Ok(_) => break,
+                            Err(PublishError::BackPressured) => {
+                                spins += 1;
+                                if shared_cpu || spins > 1 << 20 {
+                                    std::thread::yield_now();
+                                } else {
+                                    std::hint::spin_loop();
+                                }
+                            }
+                            Err(e) => return Err(BenchError::Internal(e.to_string())),
+                        }
+                    }
+                }
+            }
+            Ok(t0)
+        });
+        let consumer = s.spawn(move || {
+            let mut subscriber = subscriber;
+            pinning.enter(1);
+            let wait = if shared_cpu {
+                WaitStrategy::SpinThenYield { spins: 10 }
+            } else {
+                WaitStrategy::BusySpin
+            };
+            barrier.wait();
+            let (mut n, mut acc) = (0u64, 0u64);
+            while n < total {
+                // Counted in the callback: a batch that reaches the closed end of the stream
+                // returns `Closed` after delivering what it read.
+                let polled = subscriber.poll_event_batch(64, |ev| {
+                    let env = ev.envelope();
+                    acc ^= env.header().seq() ^ u64::from(env.event_type().0);
+                    n += 1;
+                });
+                match polled {
+                    Ok(0) => {
+                        let _ = subscriber.wait(&wait, Some(Duration::from_secs(10)));
+                    }
+                    Ok(_) => {}
+                    Err(e) if n < total => {
+                        return Err(BenchError::Internal(format!(
+                            "ring ceiling: {e} after {n} of {total} envelopes"
+                        )));
+                    }
+                    Err(_) => {}
+                }
+            }
+            black_box(acc);
+            Ok(Instant::now())
+        });
+        let join = |r: std::thread::Result<Result<Instant, BenchError>>| {
+            r.map_err(|_| BenchError::Internal("a ring ceiling thread panicked".into()))?
+        };
+        Ok::<_, BenchError>((join(producer.join())?, join(consumer.join())?))
+    })?;
+    let secs = ended.duration_since(started).as_secs_f64();
+    Ok((rate_result("ring-ceiling", total, secs)?, mean))
 }
 
 /// The pipelines measured: each stage on its own thread, then the book builder and the
@@ -733,13 +881,17 @@ mod tests {
             [
                 "itchy-parse",
                 "mdbus-decode",
+                "ring-ceiling",
                 "mdbus-feed",
                 "mdbus-feed+book",
                 "mdbus-pipeline",
                 "mdbus-pipeline-shared"
             ]
         );
-        for p in &v["results"].as_array().unwrap()[4..] {
+        for r in &v["results"].as_array().unwrap()[..5] {
+            assert!(r["msgs_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+        }
+        for p in &v["results"].as_array().unwrap()[5..] {
             assert!(p["count"].as_u64().unwrap() > 0, "{p}");
             assert!(p["msgs_per_sec"].as_f64().unwrap() > 0.0, "{p}");
             assert!(p["p50_ns"].as_u64().unwrap() <= p["max_ns"].as_u64().unwrap());
