@@ -26,6 +26,11 @@
 //!   run (three busy-polling threads on two cpus hand one of them back and forth through the
 //!   scheduler).
 //!
+//! Throughput runs go in interleaved rounds (`--rounds`, 3 by default): each round runs every
+//! system once, starting one system further along than the round before, and each row
+//! reports the median over the rounds (the range is in the notes). The latency runs follow,
+//! once per pipeline.
+//!
 //! The report is the ring scenario's JSON document (`scenario: "replay"`), plus
 //! `peak_rss_bytes` (VmHWM from `/proc/self/status`).
 
@@ -75,6 +80,12 @@ pub struct ReplayBenchArgs {
     /// Messages in the latency run (rounded up to whole passes) [default: 1000000].
     #[arg(long)]
     pub latency_messages: Option<u64>,
+    /// Interleaved rounds of the throughput runs: each round runs every system once, starting
+    /// one system further along than the round before; each row reports the median. On a
+    /// shared or virtual host, whose speed drifts from one second to the next, the drift then
+    /// falls on every system alike [default: 3; with --quick, 1].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: Option<u32>,
     /// Cpus for the feed handler, book builder and strategy (see `mdbus demo --cpus`; wins
     /// over --layout).
     #[arg(long, value_delimiter = ',')]
@@ -95,6 +106,11 @@ pub struct ReplayBenchArgs {
 }
 
 impl ReplayBenchArgs {
+    /// Throughput rounds after `--quick` and the default.
+    fn rounds(&self) -> u32 {
+        self.rounds.unwrap_or(if self.quick { 1 } else { 3 })
+    }
+
     /// (throughput messages, latency messages, rate) after `--quick` and the defaults.
     fn sizes(&self) -> (u64, u64, u64) {
         let (m, l, r) = if self.quick {
@@ -269,13 +285,159 @@ fn books() -> BookConfig {
     }
 }
 
-fn rate_result(name: &str, messages: u64, secs: f64) -> Result<SystemResult, BenchError> {
+fn rate_result(name: &str, msgs_per_sec: f64) -> Result<SystemResult, BenchError> {
     let empty = hdrhistogram::Histogram::<u64>::new(3)
         .map_err(|e| BenchError::Internal(format!("histogram: {e}")))?;
     let mut r =
         SystemResult::from_histogram(name, BUNDLED_SESSION.len() / PASS_MESSAGES as usize, &empty);
-    r.msgs_per_sec = Some(messages as f64 / secs.max(1e-9));
+    r.msgs_per_sec = Some(msgs_per_sec);
     Ok(r)
+}
+
+/// The median of `v` (the mean of the two middle values of an even count); 0 when empty.
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// A system whose throughput `bench replay` measures.
+#[derive(Clone, Copy, Debug)]
+enum Rate {
+    /// The `itchy` crate parsing the bytes.
+    Itchy,
+    /// mdbus's ITCH decoder over the bytes.
+    Decode,
+    /// [`ring_ceiling`].
+    Ceiling,
+    /// The feed handler alone.
+    Feed,
+    /// Decode, normalize and the book service on one thread.
+    FeedBook,
+    /// A whole pipeline.
+    Pipeline(Threading),
+}
+
+/// One throughput run: messages, seconds, and (the ring ceiling) the mean envelope length.
+struct Once {
+    messages: u64,
+    secs: f64,
+    mean_envelope: Option<f64>,
+}
+
+impl Once {
+    fn timed(messages: u64, secs: f64) -> Once {
+        Once {
+            messages,
+            secs,
+            mean_envelope: None,
+        }
+    }
+}
+
+/// What every throughput run reads.
+struct RateCtx<'a> {
+    pinning: &'a Pinning,
+    /// One pass of the session (parse-only systems parse it `passes` times).
+    one_pass: &'a [u8],
+    passes: u64,
+}
+
+impl RateCtx<'_> {
+    /// Runs `system` once over `passes` passes of the session.
+    fn run_once(&self, name: &str, system: Rate) -> Result<Once, BenchError> {
+        let n = self.passes;
+        let one_pass = self.one_pass;
+        let internal_err = |e: &dyn std::fmt::Display| BenchError::Internal(e.to_string());
+        match system {
+            Rate::Itchy => {
+                let t = Instant::now();
+                let mut parsed = 0u64;
+                for _ in 0..n {
+                    for m in itchy::MessageStream::from_reader(black_box(one_pass)).flatten() {
+                        black_box(m);
+                        parsed += 1;
+                    }
+                }
+                Ok(Once::timed(parsed, t.elapsed().as_secs_f64()))
+            }
+            Rate::Decode => {
+                let t = Instant::now();
+                let mut decoded = 0u64;
+                for _ in 0..n {
+                    for (_, m) in Stream::new(black_box(one_pass)) {
+                        if let Ok(m) = m {
+                            black_box(m);
+                            decoded += 1;
+                        }
+                    }
+                }
+                Ok(Once::timed(decoded, t.elapsed().as_secs_f64()))
+            }
+            Rate::Ceiling => ring_ceiling(self.pinning, one_pass, n),
+            Rate::Feed => {
+                // The feed handler alone, into a ring nobody reads.
+                let dir = temp_dir()?;
+                let bus = mdbus_bus::Bus::with_root(dir.path()).map_err(|e| internal_err(&e))?;
+                let replayer = Replayer::from_reader(
+                    "aapl (repeated)",
+                    RepeatedSession::new(BUNDLED_SESSION, n),
+                    &bus,
+                    "feed-only",
+                    &replay_ring(),
+                    ReplayOptions::default(),
+                )
+                .map_err(|e| internal_err(&e))?;
+                let report = replayer.run(&mut |_| {}).map_err(|e| internal_err(&e))?;
+                Ok(Once::timed(
+                    report.published,
+                    report.elapsed_ns as f64 / 1e9,
+                ))
+            }
+            Rate::FeedBook => {
+                // Decode, normalize and the book service in one thread: the pipeline's work
+                // without its hand-offs (the book service publishes into rings nobody reads).
+                let dir = temp_dir()?;
+                let bus = mdbus_bus::Bus::with_root(dir.path()).map_err(|e| internal_err(&e))?;
+                let config = BookServiceConfig {
+                    book: books(),
+                    output: StreamConfig {
+                        prefault: true,
+                        ..output_ring()
+                    },
+                    publish_levels: true,
+                };
+                let mut svc =
+                    BookService::new(&bus, "solo", &config).map_err(|e| internal_err(&e))?;
+                let mut norm = Normalizer::new();
+                let mut session = RepeatedSession::new(BUNDLED_SESSION, n);
+                let t = Instant::now();
+                let mut seq = 0u64;
+                while let Some(bytes) = session.next_pass_bytes() {
+                    for (_, m) in Stream::new(bytes) {
+                        let Ok(m) = m else { continue };
+                        seq += 1;
+                        let env = norm.normalize(&m, seq, 0);
+                        svc.handle(&env.envelope());
+                    }
+                }
+                Ok(Once::timed(seq, t.elapsed().as_secs_f64()))
+            }
+            Rate::Pipeline(threading) => pipeline_throughput(self.pinning, threading, name, n),
+        }
+    }
+}
+
+/// A temporary bus root in shared memory.
+fn temp_dir() -> Result<tempfile::TempDir, BenchError> {
+    crate::demo::temp_root().map_err(|source| BenchError::Io {
+        path: PathBuf::from("<temp dir>"),
+        source,
+    })
 }
 
 fn internal(e: DemoError) -> BenchError {
@@ -310,117 +472,80 @@ pub fn measure(
         "the bundled AAPL session played {n} times ({total} messages), order references shifted by pass << {REF_SHIFT}, each pass closed by deletes of its resting orders"
     )];
 
-    // Parse-only baselines over the same bytes (one pass, parsed n times).
     let mut one_pass = Vec::new();
     RepeatedSession::new(BUNDLED_SESSION, 1)
         .read_to_end(&mut one_pass)
         .map_err(|e| BenchError::Internal(format!("session bytes: {e}")))?;
-    let one_pass = one_pass.as_slice();
-    let t = Instant::now();
-    let mut parsed = 0u64;
-    for _ in 0..n {
-        for m in itchy::MessageStream::from_reader(black_box(one_pass)).flatten() {
-            black_box(m);
-            parsed += 1;
-        }
-    }
-    results.push(rate_result(
-        "itchy-parse",
-        parsed,
-        t.elapsed().as_secs_f64(),
-    )?);
-    let t = Instant::now();
-    let mut decoded = 0u64;
-    for _ in 0..n {
-        for (_, m) in Stream::new(black_box(one_pass)) {
-            if let Ok(m) = m {
-                black_box(m);
-                decoded += 1;
-            }
-        }
-    }
-    results.push(rate_result(
-        "mdbus-decode",
-        decoded,
-        t.elapsed().as_secs_f64(),
-    )?);
+    let ctx = RateCtx {
+        pinning: &pinning,
+        one_pass: &one_pass,
+        passes: n,
+    };
 
-    // The stream's ceiling between the feed handler's and the book builder's cpus.
-    let (ceiling, mean_envelope) = ring_ceiling(&pinning, one_pass, n)?;
-    results.push(ceiling);
+    // Throughput: every system once per round, the rounds interleaved.
+    let systems: Vec<(&str, Rate)> = [
+        ("itchy-parse", Rate::Itchy),
+        ("mdbus-decode", Rate::Decode),
+        ("ring-ceiling", Rate::Ceiling),
+        ("mdbus-feed", Rate::Feed),
+        ("mdbus-feed+book", Rate::FeedBook),
+    ]
+    .into_iter()
+    .chain(PIPELINES.iter().map(|&(name, t)| (name, Rate::Pipeline(t))))
+    .collect();
+    let rounds = args.rounds();
+    let mut samples = vec![Vec::with_capacity(rounds as usize); systems.len()];
+    let mut mean_envelope = 0.0;
+    for r in 0..rounds as usize {
+        for j in 0..systems.len() {
+            let i = (r + j) % systems.len();
+            let (name, system) = systems[i];
+            let once = ctx.run_once(name, system)?;
+            if let Some(m) = once.mean_envelope {
+                mean_envelope = m;
+            }
+            samples[i].push(once.messages as f64 / once.secs.max(1e-9));
+        }
+    }
+    let medians: Vec<f64> = samples.iter().map(|v| median(v)).collect();
+    if rounds > 1 {
+        let spread: Vec<String> = systems
+            .iter()
+            .zip(&samples)
+            .map(|((name, _), v)| {
+                let (lo, hi) = v
+                    .iter()
+                    .fold((f64::MAX, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+                format!("{name} {:.2}-{:.2} M", lo / 1e6, hi / 1e6)
+            })
+            .collect();
+        notes.push(format!(
+            "throughput: the median of {rounds} interleaved rounds; range over the rounds: {}",
+            spread.join(", ")
+        ));
+    }
     notes.push(format!(
         "ring-ceiling: the session's envelopes (mean {mean_envelope:.0} bytes) published on cpu {} and read on cpu {}, nothing else done",
         pinning.cpu(0),
         pinning.cpu(1)
     ));
-
-    // The feed handler alone, into a ring nobody reads.
-    let dir = crate::demo::temp_root().map_err(|source| BenchError::Io {
-        path: PathBuf::from("<temp dir>"),
-        source,
-    })?;
-    let bus =
-        mdbus_bus::Bus::with_root(dir.path()).map_err(|e| BenchError::Internal(e.to_string()))?;
-    let replayer = Replayer::from_reader(
-        "aapl (repeated)",
-        RepeatedSession::new(BUNDLED_SESSION, n),
-        &bus,
-        "feed-only",
-        &replay_ring(),
-        ReplayOptions::default(),
-    )
-    .map_err(|e| BenchError::Internal(e.to_string()))?;
-    let report = replayer
-        .run(&mut |_| {})
-        .map_err(|e| BenchError::Internal(e.to_string()))?;
-    results.push(rate_result(
-        "mdbus-feed",
-        report.published,
-        report.elapsed_ns as f64 / 1e9,
-    )?);
-    drop(bus);
-
-    // Decode, normalize and the book service in one thread: the pipeline's work without its
-    // hand-offs (the book service publishes into rings nobody reads).
-    let solo = dir.path().join("solo");
-    let bus = mdbus_bus::Bus::with_root(&solo).map_err(|e| BenchError::Internal(e.to_string()))?;
-    let config = BookServiceConfig {
-        book: books(),
-        output: StreamConfig {
-            prefault: true,
-            ..output_ring()
-        },
-        publish_levels: true,
-    };
-    let mut svc =
-        BookService::new(&bus, "solo", &config).map_err(|e| BenchError::Internal(e.to_string()))?;
-    let mut norm = Normalizer::new();
-    let mut session = RepeatedSession::new(BUNDLED_SESSION, n);
-    let t = Instant::now();
-    let mut seq = 0u64;
-    while let Some(bytes) = session.next_pass_bytes() {
-        for (_, m) in Stream::new(bytes) {
-            let Ok(m) = m else { continue };
-            seq += 1;
-            let env = norm.normalize(&m, seq, 0);
-            svc.handle(&env.envelope());
+    for (i, (name, system)) in systems.iter().enumerate() {
+        if !matches!(system, Rate::Pipeline(_)) {
+            results.push(rate_result(name, medians[i])?);
         }
     }
-    results.push(rate_result(
-        "mdbus-feed+book",
-        seq,
-        t.elapsed().as_secs_f64(),
-    )?);
-    drop(svc);
-    drop(bus);
 
-    // The pipeline, as fast as it goes and then paced, with the book builder and the
-    // strategy on their own threads and then sharing one.
+    // Latency: each pipeline once more, paced.
     let mut latencies = Vec::new();
     let mut pinned = true;
     let mut best = 0f64;
-    for (name, threading) in PIPELINES {
-        let (result, paced) = pipeline(&pinning, threading, name, n, latency_messages, rate)?;
+    for (i, (name, system)) in systems.iter().enumerate() {
+        let Rate::Pipeline(threading) = *system else {
+            continue;
+        };
+        let (mut result, paced) =
+            pipeline_latency(&pinning, threading, name, latency_messages, rate)?;
+        result.msgs_per_sec = Some(medians[i]);
         if paced.feed.max_behind_ns > 1_000_000 {
             notes.push(format!(
                 "{name}: the paced feed fell up to {:.1} ms behind its schedule (latency measured from the decode stamp)",
@@ -437,8 +562,8 @@ pub fn measure(
             notes.push(format!("{name}: {}", thread_cpus_text(threading, &cpus)));
         }
         pinned &= paced.pinned;
-        best = best.max(result.msgs_per_sec.unwrap_or(0.0));
-        latencies.push((name, paced.latency));
+        best = best.max(medians[i]);
+        latencies.push((*name, paced.latency));
         results.push(result);
     }
     let (feed_cpu, book_cpu, strategy_cpu) = (pinning.cpu(0), pinning.cpu(1), pinning.cpu(2));
@@ -483,7 +608,7 @@ pub fn measure(
             msg_bytes: BUNDLED_SESSION.len() / PASS_MESSAGES as usize,
             count: latencies.first().map_or(0, |(_, h)| h.len()),
             warmup: 0,
-            rounds: 1,
+            rounds,
             rate: (rate > 0).then_some(rate),
             throughput_count: total,
             batch: 1,
@@ -511,12 +636,8 @@ pub fn measure(
 /// side; the feed stream's ring (16 MiB, lossless), batches of 64 as the book service reads.
 /// No pipeline can carry the stream faster between these two cpus: when the pipeline rows
 /// come close to it, the cost is moving the bytes from one core's cache to the other's, not
-/// the work of the stages. Returns the row and the mean envelope length in bytes.
-fn ring_ceiling(
-    pinning: &Pinning,
-    one_pass: &[u8],
-    passes_n: u64,
-) -> Result<(SystemResult, f64), BenchError> {
+/// the work of the stages. Also returns the mean envelope length in bytes.
+fn ring_ceiling(pinning: &Pinning, one_pass: &[u8], passes_n: u64) -> Result<Once, BenchError> {
     use mdbus_bus::{Mode, PublishError, SubscribeOptions, Trust, WaitStrategy};
     use std::sync::Barrier;
     use std::time::Duration;
@@ -532,11 +653,7 @@ fn ring_ceiling(
     let bytes: usize = envelopes.iter().map(Vec::len).sum();
     let mean = bytes as f64 / envelopes.len().max(1) as f64;
     let total = envelopes.len() as u64 * passes_n;
-    let io = |source| BenchError::Io {
-        path: PathBuf::from("<temp dir>"),
-        source,
-    };
-    let root = crate::demo::temp_root().map_err(io)?;
+    let root = temp_dir()?;
     let bus =
         mdbus_bus::Bus::with_root(root.path()).map_err(|e| BenchError::Internal(e.to_string()))?;
     let ring = StreamConfig {
@@ -627,8 +744,11 @@ fn ring_ceiling(
         };
         Ok::<_, BenchError>((join(producer.join())?, join(consumer.join())?))
     })?;
-    let secs = ended.duration_since(started).as_secs_f64();
-    Ok((rate_result("ring-ceiling", total, secs)?, mean))
+    Ok(Once {
+        messages: total,
+        secs: ended.duration_since(started).as_secs_f64(),
+        mean_envelope: Some(mean),
+    })
 }
 
 /// The pipelines measured: each stage on its own thread, then the book builder and the
@@ -646,17 +766,14 @@ fn thread_cpus_text(threading: Threading, cpus: &[usize]) -> String {
     }
 }
 
-/// One pipeline: its throughput over `passes` of the session as fast as it goes, then its
-/// latency over `latency_messages` at `rate` msgs/s. Returns the system's row and the paced
-/// run.
-fn pipeline(
+/// One pipeline's throughput run: `passes` of the session as fast as it goes, checked
+/// (every message reached the book builder, books consistent).
+fn pipeline_throughput(
     pinning: &Pinning,
     threading: Threading,
     name: &str,
     passes_n: u64,
-    latency_messages: u64,
-    rate: u64,
-) -> Result<(SystemResult, PipelineRun), BenchError> {
+) -> Result<Once, BenchError> {
     let total = RepeatedSession::new(BUNDLED_SESSION, passes_n).total_messages();
     let run = run_pipeline(
         Input::Reader(
@@ -689,7 +806,18 @@ fn pipeline(
             ),
         });
     }
-    let throughput = total as f64 / (run.elapsed_ns as f64 / 1e9).max(1e-9);
+    Ok(Once::timed(total, run.elapsed_ns as f64 / 1e9))
+}
+
+/// One pipeline's latency run: `latency_messages` at `rate` msgs/s. Returns the system's row
+/// (without its throughput) and the run.
+fn pipeline_latency(
+    pinning: &Pinning,
+    threading: Threading,
+    name: &str,
+    latency_messages: u64,
+    rate: u64,
+) -> Result<(SystemResult, PipelineRun), BenchError> {
     let speed = if rate == 0 {
         Speed::Max
     } else {
@@ -708,12 +836,11 @@ fn pipeline(
         0,
     )
     .map_err(internal)?;
-    let mut result = SystemResult::from_histogram(
+    let result = SystemResult::from_histogram(
         name,
         BUNDLED_SESSION.len() / PASS_MESSAGES as usize,
         &paced.latency,
     );
-    result.msgs_per_sec = Some(throughput);
     Ok((result, paced))
 }
 
@@ -857,6 +984,42 @@ mod tests {
         assert_eq!(b.resting_orders(13), 0);
         assert_eq!(b.stats(13).unwrap().prints, 3 * 1_089);
         assert!(most_live < books().max_orders);
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[]), 0.0);
+        assert_eq!(median(&[3.0]), 3.0);
+        assert_eq!(median(&[5.0, 1.0, 3.0]), 3.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    #[test]
+    fn rounds_report_the_median_and_the_range() {
+        let args = ReplayBenchArgs {
+            quick: true,
+            json: true,
+            rounds: Some(2),
+            latency_messages: Some(10_000),
+            ..ReplayBenchArgs::default()
+        };
+        let mut out = Vec::new();
+        run(&args, &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["params"]["rounds"], 2);
+        let notes: Vec<&str> = v["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        let spread = notes
+            .iter()
+            .find(|n| n.starts_with("throughput: the median of 2 interleaved rounds"))
+            .expect("the rounds' note");
+        for system in ["itchy-parse", "ring-ceiling", "mdbus-pipeline-shared"] {
+            assert!(spread.contains(system), "{spread}");
+        }
     }
 
     #[test]
