@@ -134,6 +134,56 @@ pub const DEFAULT_BACK_PRESSURE_TIMEOUT: Duration = Duration::from_millis(100);
 /// Retries before a back-pressured publish starts yielding the cpu.
 const BACK_PRESSURE_SPINS: u32 = 64;
 
+/// Work a feed thread does while it waits, so that another stage can share its thread: a
+/// [`FeedPipeline`] runs it in every turn of a back-pressure wait (instead of spinning or
+/// yielding the cpu) and after every [`IDLE_WORK_EVERY`] messages, and a replay's pacer runs
+/// it while it waits for a message's time. Keep each call short (a bounded turn of the other
+/// stage: it delays the feed by as much). It returns whether it has more to do: `false` once
+/// the other stage is finished (a replay runs it until then after the end of its session,
+/// before it closes its stream).
+pub type IdleWork = Box<dyn FnMut() -> bool + Send>;
+
+/// Messages a [`FeedPipeline`] publishes between two calls of its [`IdleWork`] when it never
+/// waits.
+pub const IDLE_WORK_EVERY: u64 = 64;
+
+/// The optional [`IdleWork`] (a `Debug` wrapper).
+#[derive(Default)]
+pub(crate) struct Idle(pub(crate) Option<IdleWork>);
+
+impl std::fmt::Debug for Idle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Idle(set)"
+        } else {
+            "Idle(none)"
+        })
+    }
+}
+
+impl Idle {
+    /// Runs the work, if any; whether there was some.
+    #[inline]
+    pub(crate) fn run(&mut self) -> bool {
+        match &mut self.0 {
+            Some(work) => {
+                work();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs the work until it has nothing more to do.
+    pub(crate) fn finish(&mut self) {
+        if let Some(work) = &mut self.0 {
+            while work() {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
 /// Decode -> normalize -> publish, shared by the live handler and replay. See the
 /// [module docs](self).
 #[derive(Debug)]
@@ -147,6 +197,7 @@ pub struct FeedPipeline {
     /// Longest wait for a back-pressured record; `None`: no limit.
     back_pressure_timeout: Option<Duration>,
     stats: PipelineStats,
+    idle: Idle,
 }
 
 impl FeedPipeline {
@@ -202,7 +253,22 @@ impl FeedPipeline {
             last_exchange_ts: 0,
             back_pressure_timeout: Some(DEFAULT_BACK_PRESSURE_TIMEOUT),
             stats: PipelineStats::default(),
+            idle: Idle::default(),
         }
+    }
+
+    /// Sets (or clears) the work this pipeline does while it waits; see [`IdleWork`].
+    pub fn set_idle_work(&mut self, work: Option<IdleWork>) {
+        self.idle = Idle(work);
+    }
+
+    /// Runs the [`IdleWork`], if any, until it has nothing more to do.
+    pub fn finish_idle_work(&mut self) {
+        self.idle.finish();
+    }
+
+    pub(crate) fn idle_mut(&mut self) -> &mut Idle {
+        &mut self.idle
     }
 
     /// Sets the delivery flags stamped on every following envelope (e.g.
@@ -283,14 +349,19 @@ impl FeedPipeline {
             }
         };
         let encoded = self.normalizer.normalize(decoded, seq, recv_ts_ns);
-        publish(
+        let result = publish(
             &mut self.publishers,
             &mut self.stats,
+            &mut self.idle,
             self.back_pressure_timeout,
             target,
             seq,
             encoded.as_bytes(),
-        )
+        );
+        if self.stats.messages.is_multiple_of(IDLE_WORK_EVERY) {
+            self.idle.run();
+        }
+        result
     }
 
     #[cold]
@@ -334,6 +405,7 @@ impl FeedPipeline {
         publish(
             &mut self.publishers,
             &mut self.stats,
+            &mut self.idle,
             self.back_pressure_timeout,
             Target::All,
             first,
@@ -356,6 +428,7 @@ impl FeedPipeline {
         publish(
             &mut self.publishers,
             &mut self.stats,
+            &mut self.idle,
             self.back_pressure_timeout,
             Target::All,
             next_seq,
@@ -374,6 +447,7 @@ impl FeedPipeline {
         publish(
             &mut self.publishers,
             &mut self.stats,
+            &mut self.idle,
             self.back_pressure_timeout,
             Target::All,
             next_seq,
@@ -405,6 +479,7 @@ enum Target {
 fn publish(
     publishers: &mut [Publisher],
     stats: &mut PipelineStats,
+    idle: &mut Idle,
     timeout: Option<Duration>,
     target: Target,
     seq: u64,
@@ -413,7 +488,9 @@ fn publish(
     let mut result = Ok(());
     let mut one = |p: &mut Publisher| {
         let outcome = match p.publish_envelope(envelope) {
-            Err(PublishError::BackPressured) => retry_back_pressured(p, stats, timeout, envelope),
+            Err(PublishError::BackPressured) => {
+                retry_back_pressured(p, stats, idle, timeout, envelope)
+            }
             other => other,
         };
         match outcome {
@@ -434,13 +511,14 @@ fn publish(
 }
 
 /// Publishes `envelope` on `p` after a first refusal by back-pressure: spins, then yields
-/// the cpu, until the ring takes it or `timeout` has passed since the first refusal. Every
-/// refusal is counted.
+/// the cpu (or runs the idle work instead of either), until the ring takes it or `timeout`
+/// has passed since the first refusal. Every refusal is counted.
 #[cold]
 #[inline(never)]
 fn retry_back_pressured(
     p: &mut Publisher,
     stats: &mut PipelineStats,
+    idle: &mut Idle,
     timeout: Option<Duration>,
     envelope: &[u8],
 ) -> Result<u64, PublishError> {
@@ -450,12 +528,16 @@ fn retry_back_pressured(
     loop {
         if tries < BACK_PRESSURE_SPINS {
             tries += 1;
-            std::hint::spin_loop();
+            if !idle.run() {
+                std::hint::spin_loop();
+            }
         } else {
             if timeout.is_some_and(|t| started.elapsed() >= t) {
                 return Err(PublishError::BackPressured);
             }
-            std::thread::yield_now();
+            if !idle.run() {
+                std::thread::yield_now();
+            }
         }
         match p.publish_envelope(envelope) {
             Err(PublishError::BackPressured) => stats.back_pressured += 1,
@@ -717,6 +799,68 @@ mod tests {
         assert_eq!(reader.join().unwrap(), (1..=N).collect::<Vec<_>>());
         let s = p.stats();
         assert_eq!((s.published, s.publish_errors), (N, 0));
+    }
+
+    #[test]
+    fn idle_work_drains_a_full_ring_on_the_publishing_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(dir.path()).unwrap();
+        let mut p = FeedPipeline::new(&bus, "feed", &lossless_small()).unwrap();
+        // The only reader of this lossless 4 KiB ring is the pipeline's own idle work: every
+        // record gets through only if the pipeline runs it while it waits for room.
+        let mut sub = bus
+            .subscriber("feed", &SubscribeOptions::default())
+            .unwrap();
+        p.set_back_pressure_timeout(Some(Duration::from_secs(30)));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), 0u64)));
+        let work = {
+            let seen = std::sync::Arc::clone(&seen);
+            Box::new(move || {
+                let mut s = seen.lock().unwrap();
+                s.1 += 1;
+                let got = drain(&mut sub);
+                s.0.extend(got.iter().map(|r| r.0));
+                true
+            })
+        };
+        p.set_idle_work(Some(work));
+        const N: u64 = 2_000; // far more than the ring holds
+        for seq in 1..=N {
+            p.on_message(seq, &delete(13, seq), 0).unwrap();
+        }
+        p.on_end_of_session(N + 1, 0).unwrap();
+        let calls_while_publishing = seen.lock().unwrap().1;
+        // Between messages it runs once every IDLE_WORK_EVERY of them, and in every turn of
+        // each wait for room.
+        assert!(
+            calls_while_publishing >= N / IDLE_WORK_EVERY,
+            "{calls_while_publishing}"
+        );
+        // One more turn reads the rest.
+        p.idle_mut().run();
+        let s = p.stats();
+        assert_eq!((s.published, s.publish_errors), (N + 1, 0));
+        assert!(
+            s.back_pressured > 0,
+            "a 4 KiB ring held back {N} messages: {s:?}"
+        );
+        let got = std::mem::take(&mut seen.lock().unwrap().0);
+        assert_eq!(got, (1..=N + 1).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn finishing_idle_work_runs_it_until_it_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(dir.path()).unwrap();
+        let mut p = FeedPipeline::new(&bus, "feed", &lossless_small()).unwrap();
+        p.finish_idle_work(); // none set: returns at once
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let c = std::sync::Arc::clone(&calls);
+        p.set_idle_work(Some(Box::new(move || {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 < 5
+        })));
+        p.finish_idle_work();
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 5);
     }
 
     #[test]

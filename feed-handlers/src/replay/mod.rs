@@ -54,7 +54,9 @@ pub use pace::{BadSpeed, BadTime, Pacer, Speed, StampClock, TimeOfDay};
 
 use crate::book::{BookBuilder, BookConfig, BookConfigError, BookSummary, OrderEvent, TypeCounts};
 use crate::bookstream::{itch_type_of, order_event_from_envelope};
-use crate::pipeline::{FeedPipeline, PipelineError, PipelineSetupError};
+use crate::pipeline::{
+    FeedPipeline, IDLE_WORK_EVERY, Idle, IdleWork, PipelineError, PipelineSetupError,
+};
 use crate::record::{RecordError, RecordReader, is_recording};
 
 /// Most warnings kept in a report (the rest are counted).
@@ -443,7 +445,7 @@ impl ItchOut {
                 core.stop = true;
                 return Ok(());
             }
-            Verdict::Publish => core.pacer.wait(pace_ts),
+            Verdict::Publish => core.pacer.wait_doing(pace_ts, self.pipeline.idle_mut()),
             Verdict::PublishUnpaced => {}
         }
         let recv = core.recv_ts(capture_ts);
@@ -533,11 +535,15 @@ impl Deliver for SeqSink<'_> {
 struct RawOut {
     publisher: Publisher,
     encoder: Encoder,
+    /// Run while waiting and after every `IDLE_WORK_EVERY` records.
+    idle: Idle,
+    published: u64,
 }
 
 /// Publishes one record, retrying while a lossless subscriber holds the stream back.
 fn publish_raw(
     publisher: &mut Publisher,
+    idle: &mut Idle,
     core: &mut Core,
     msg_type: u32,
     bytes: &[u8],
@@ -550,10 +556,12 @@ fn publish_raw(
             Err(PublishError::BackPressured) => {
                 core.report.back_pressured += 1;
                 spins += 1;
-                if spins < 64 {
-                    std::hint::spin_loop();
-                } else {
-                    std::thread::yield_now();
+                if !idle.run() {
+                    if spins < 64 {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
                 }
             }
             Err(error) => {
@@ -575,7 +583,19 @@ impl RawOut {
         bytes: &[u8],
         seq: u64,
     ) -> Result<(), ReplayError> {
-        publish_raw(&mut self.publisher, core, msg_type, bytes, seq)
+        publish_raw(
+            &mut self.publisher,
+            &mut self.idle,
+            core,
+            msg_type,
+            bytes,
+            seq,
+        )?;
+        self.published += 1;
+        if self.published.is_multiple_of(IDLE_WORK_EVERY) {
+            self.idle.run();
+        }
+        Ok(())
     }
 
     /// Publishes a gap notice (`gap`) or the end of the session (`None`).
@@ -585,13 +605,19 @@ impl RawOut {
         header: &HeaderFields,
         gap: Option<fb::GapNoticeFields>,
     ) -> Result<(), ReplayError> {
-        let RawOut { publisher, encoder } = self;
+        let RawOut {
+            publisher,
+            encoder,
+            idle,
+            ..
+        } = self;
         let msg = match gap {
             Some(g) => encoder.gap_notice(header, &g),
             None => encoder.end_of_session(header, &fb::EndOfSessionFields),
         };
         publish_raw(
             publisher,
+            idle,
             core,
             mdbus_bus::ENVELOPE_MSG_TYPE,
             &msg,
@@ -689,6 +715,8 @@ impl Replayer {
             Input::Recording(_) => Output::Raw(Box::new(RawOut {
                 publisher: bus.publisher(stream, ring)?,
                 encoder: Encoder::new(),
+                idle: Idle::default(),
+                published: 0,
             })),
             Input::Capture(_) => {
                 let mut pipeline = FeedPipeline::new(bus, stream, ring)?;
@@ -778,6 +806,19 @@ impl Replayer {
         self
     }
 
+    /// Gives the replay work to do while it waits (for a lossless subscriber, or for the
+    /// next message's time at a paced speed) and between turns of
+    /// [`IDLE_WORK_EVERY`](crate::pipeline::IDLE_WORK_EVERY) messages: another stage can then
+    /// share the feed handler's thread, in turns. After the end of the session [`run`](Self::run)
+    /// calls it until it returns `false`, before it closes the stream. See [`IdleWork`].
+    pub fn with_idle_work(mut self, work: IdleWork) -> Replayer {
+        match &mut self.output {
+            Output::Itch(out) => out.pipeline.set_idle_work(Some(work)),
+            Output::Raw(out) => out.idle = Idle(Some(work)),
+        }
+        self
+    }
+
     /// `itch`, `pcap`, `pcapng` or `recording`.
     pub fn format(&self) -> &'static str {
         self.core.report.format
@@ -801,6 +842,8 @@ impl Replayer {
                 }
                 let next = core.next_seq;
                 out.end(&mut core, next)?;
+                // Before the stream closes: the idle work may read what it carried.
+                out.pipeline.finish_idle_work();
                 core.report.back_pressured += out.pipeline.stats().back_pressured;
                 note_capture_stats(&mut core, reader.stats());
                 progress(Progress {
@@ -818,6 +861,7 @@ impl Replayer {
                     };
                     out.bus_event(&mut core, &header, None)?;
                 }
+                out.idle.finish();
                 progress(Progress {
                     offset: reader.offset(),
                     published: core.report.published,
@@ -1097,7 +1141,7 @@ fn run_recording(
                 core.report.filtered += 1;
                 break;
             }
-            Verdict::Publish => core.pacer.wait(ts),
+            Verdict::Publish => core.pacer.wait_doing(ts, &mut out.idle),
             Verdict::PublishUnpaced => {}
         }
         let gap = env

@@ -4,6 +4,7 @@
 use core::fmt;
 use core::str::FromStr;
 
+use crate::pipeline::Idle;
 use crate::record::unix_now_ns;
 
 /// How fast a replay releases messages.
@@ -238,14 +239,23 @@ impl Pacer {
     #[inline(always)]
     pub fn wait(&mut self, data_ns: u64) {
         if !matches!(self.speed, Speed::Max) {
-            self.wait_paced(data_ns);
+            self.wait_paced(data_ns, &mut Idle::default());
         }
     }
 
-    /// [`wait`](Self::wait) at a paced speed (out of line: full-speed replays only test the
-    /// speed).
+    /// [`wait`](Self::wait), running `idle`'s work (if any) in every turn of the wait instead
+    /// of spinning, yielding the cpu or sleeping.
+    #[inline(always)]
+    pub(crate) fn wait_doing(&mut self, data_ns: u64, idle: &mut Idle) {
+        if !matches!(self.speed, Speed::Max) {
+            self.wait_paced(data_ns, idle);
+        }
+    }
+
+    /// [`wait_doing`](Self::wait_doing) at a paced speed (out of line: full-speed replays only
+    /// test the speed).
     #[inline(never)]
-    fn wait_paced(&mut self, data_ns: u64) {
+    fn wait_paced(&mut self, data_ns: u64, idle: &mut Idle) {
         let offset_ns = match self.speed {
             Speed::Max => return,
             Speed::Factor(f) => {
@@ -268,6 +278,11 @@ impl Pacer {
                 return;
             }
             let left = offset_ns - elapsed;
+            // With idle work the thread never sleeps: the stage sharing it is served in
+            // every turn of the wait, however long.
+            if idle.run() {
+                continue;
+            }
             if left > 2_000_000 {
                 std::thread::sleep(std::time::Duration::from_nanos(left - 1_000_000));
             } else if spins < 100 || !self.yield_when_early {

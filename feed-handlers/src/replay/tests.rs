@@ -304,3 +304,82 @@ fn bad_options_are_refused() {
     .unwrap_err();
     assert!(e.to_string().contains("empty"), "{e}");
 }
+
+/// A replay whose only reader is its own idle work, on a ring that holds a few dozen
+/// envelopes: everything arrives, in order, through the waits (for room, and at a paced
+/// speed for each message's time), and `run` runs the work to the end of the session before
+/// it closes the stream. Returns the report and how many times the work ran.
+fn replay_read_by_its_idle_work(speed: Speed) -> (ReplayReport, u64) {
+    const AAPL: &[u8] = include_bytes!("../../../codecs/testdata/itch/aapl-2020-01-30-10k.itch");
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::with_root(dir.path()).unwrap();
+    let ring = StreamConfig {
+        capacity: 4096,
+        max_msg_len: 512,
+        mode: mdbus_bus::Mode::Lossless,
+        ..StreamConfig::default()
+    };
+    let options = ReplayOptions {
+        speed,
+        ..ReplayOptions::default()
+    };
+    let source = Source::Bytes {
+        name: "aapl".into(),
+        bytes: AAPL,
+    };
+    let r = Replayer::open(&source, &bus, "feed", &ring, options).unwrap();
+    let mut sub = bus
+        .subscriber("feed", &SubscribeOptions::default())
+        .unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), false, 0u64)));
+    let work = {
+        let seen = std::sync::Arc::clone(&seen);
+        Box::new(move || {
+            let mut s = seen.lock().unwrap();
+            s.2 += 1;
+            while !s.1 {
+                let mut got = None;
+                sub.poll_event(|e| {
+                    let env = e.envelope();
+                    got = Some((env.header().seq(), env.event_type()));
+                })
+                .unwrap();
+                match got {
+                    Some((_, fb::Event::EndOfSession)) => s.1 = true,
+                    Some((seq, _)) => s.0.push(seq),
+                    None => break,
+                }
+            }
+            !s.1
+        })
+    };
+    let report = r.with_idle_work(work).run(&mut |_| {}).unwrap();
+    let (seqs, ended, calls) = std::mem::take(&mut *seen.lock().unwrap());
+    assert!(
+        ended,
+        "the work read the end of the session before run returned"
+    );
+    assert_eq!(report.published, 10_000);
+    assert_eq!(seqs, (1..=10_000).collect::<Vec<u64>>());
+    (report, calls)
+}
+
+#[test]
+fn idle_work_reads_the_stream_while_the_replay_waits_for_room() {
+    let (report, calls) = replay_read_by_its_idle_work(Speed::Max);
+    // 64 envelopes between two turns of the work do not fit in 4 KiB: the replay waited.
+    assert!(report.back_pressured > 0, "{report:?}");
+    assert!(
+        calls >= 10_000 / crate::pipeline::IDLE_WORK_EVERY,
+        "{calls}"
+    );
+}
+
+#[test]
+fn idle_work_reads_the_stream_while_a_paced_replay_waits() {
+    let (_, calls) = replay_read_by_its_idle_work(Speed::Rate(2_000_000));
+    assert!(
+        calls >= 10_000 / crate::pipeline::IDLE_WORK_EVERY,
+        "{calls}"
+    );
+}
