@@ -25,6 +25,9 @@
 //!   in turns (`demo --threading shared`): two threads, which is what a two-cpu host should
 //!   run (three busy-polling threads on two cpus hand one of them back and forth through the
 //!   scheduler).
+//! * `mdbus-pipeline-on-feed`: the same, with the strategy on the feed handler's thread, run
+//!   in the feed handler's waits (`demo --threading strategy-on-feed`): the other two-thread
+//!   arrangement, in which the book builder, the heaviest stage, has a cpu to itself.
 //!
 //! Throughput runs go in interleaved rounds (`--rounds`, 3 by default): each round runs every
 //! system once, starting one system further along than the round before, and each row
@@ -623,6 +626,7 @@ pub fn measure(
                 "mdbus-feed+book".into(),
                 PIPELINES[0].0.into(),
                 PIPELINES[1].0.into(),
+                PIPELINES[2].0.into(),
             ],
         },
         notes,
@@ -752,15 +756,19 @@ fn ring_ceiling(pinning: &Pinning, one_pass: &[u8], passes_n: u64) -> Result<Onc
 }
 
 /// The pipelines measured: each stage on its own thread, then the book builder and the
-/// strategy sharing one.
-const PIPELINES: [(&str, Threading); 2] = [
+/// strategy sharing one, then the strategy sharing the feed handler's.
+const PIPELINES: [(&str, Threading); 3] = [
     ("mdbus-pipeline", Threading::Dedicated),
     ("mdbus-pipeline-shared", Threading::Shared),
+    ("mdbus-pipeline-on-feed", Threading::StrategyOnFeed),
 ];
 
 fn thread_cpus_text(threading: Threading, cpus: &[usize]) -> String {
     match (threading, cpus) {
         (Threading::Dedicated, [f, b, s]) => format!("feed {f}, book {b}, strategy {s}"),
+        (Threading::StrategyOnFeed, [f, b, ..]) => {
+            format!("feed and strategy on one thread on {f}, book {b}")
+        }
         (_, [f, b, ..]) => format!("feed {f}, book and strategy on one thread on {b}"),
         _ => format!("{cpus:?}"),
     }
@@ -1048,7 +1056,8 @@ mod tests {
                 "mdbus-feed",
                 "mdbus-feed+book",
                 "mdbus-pipeline",
-                "mdbus-pipeline-shared"
+                "mdbus-pipeline-shared",
+                "mdbus-pipeline-on-feed"
             ]
         );
         for r in &v["results"].as_array().unwrap()[..5] {

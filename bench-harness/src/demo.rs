@@ -74,7 +74,9 @@ pub struct DemoArgs {
     #[command(flatten)]
     pub layout: LayoutArg,
     /// `dedicated`: the book builder and the strategy each on their own thread; `shared`: both
-    /// on one thread, in turns, on the book builder's cpu (the better use of a two-cpu host).
+    /// on one thread, in turns, on the book builder's cpu; `strategy-on-feed`: the strategy on
+    /// the feed handler's thread, in its waits, and the book builder alone on its cpu (the
+    /// two-thread arrangements are for two-cpu hosts; strategy-on-feed carries the most).
     #[arg(long, value_enum, default_value_t = Threading::Dedicated)]
     pub threading: Threading,
     /// Signal lines shown.
@@ -517,7 +519,7 @@ pub(crate) fn run_pipeline(
             ready.open();
             DemoError::Internal(format!("cannot start a thread: {e}"))
         };
-        let threads = threading.strategy_stage() + 1;
+        let threads = threading.threads();
         let book_results = |service: &BookService, stats: BookServiceStats, pinned: bool| {
             let summary = service.summary();
             let symbols: Vec<(u16, String)> = summary
@@ -527,8 +529,24 @@ pub(crate) fn run_pipeline(
                 .collect();
             (stats, summary, symbols, pinned)
         };
+        // The strategy's inputs, for whichever thread runs it.
+        let mut strategy_inputs = Some((book_sub, trades_sub));
+        let spawn_book = |service: BookService, mut book_input: Subscriber| {
+            let stop = &stop;
+            std::thread::Builder::new()
+                .name("mdbus-book".into())
+                .spawn_scoped(s, move || {
+                    let mut service = service;
+                    let pinned = pinning.enter(1);
+                    ready.arrive_and_wait(threads);
+                    let stats = service.run(&mut book_input, wait, stop)?;
+                    Ok::<_, DemoError>(book_results(&service, stats, pinned))
+                })
+                .map_err(spawn_err)
+        };
         let consumers = match threading {
             Threading::Dedicated => {
+                let (book_sub, trades_sub) = strategy_inputs.take().expect("inputs");
                 let strategy_clock = clock.clone();
                 let strategy = std::thread::Builder::new()
                     .name("mdbus-strategy".into())
@@ -536,31 +554,24 @@ pub(crate) fn run_pipeline(
                         let pinned = pinning.enter(2);
                         // Made before the gate: its tables are allocated before the feed
                         // starts, not while the first messages wait.
-                        let stage = StrategyStage::new(book_sub, trades_sub, &strategy_clock, show);
+                        let stage =
+                            StrategyStage::new(book_sub, trades_sub, strategy_clock.clone(), show);
                         ready.arrive_and_wait(threads);
                         let r = stage.and_then(|stage| run_strategy(stage, wait));
                         r.map(|r| (r, strategy_clock.raw(), pinned))
                     })
                     .map_err(spawn_err)?;
-                let stop = &stop;
-                let book = std::thread::Builder::new()
-                    .name("mdbus-book".into())
-                    .spawn_scoped(s, move || {
-                        let pinned = pinning.enter(1);
-                        ready.arrive_and_wait(threads);
-                        let stats = service.run(&mut book_input, wait, stop)?;
-                        Ok::<_, DemoError>(book_results(&service, stats, pinned))
-                    })
-                    .map_err(spawn_err)?;
-                Either::Two(book, strategy)
+                Either::Two(spawn_book(service, book_input)?, strategy)
             }
             Threading::Shared => {
+                let (book_sub, trades_sub) = strategy_inputs.take().expect("inputs");
                 let strategy_clock = clock.clone();
                 let both = std::thread::Builder::new()
                     .name("mdbus-book+strat".into())
                     .spawn_scoped(s, move || {
                         let pinned = pinning.enter(1);
-                        let stage = StrategyStage::new(book_sub, trades_sub, &strategy_clock, show);
+                        let stage =
+                            StrategyStage::new(book_sub, trades_sub, strategy_clock.clone(), show);
                         ready.arrive_and_wait(threads);
                         let mut stage = stage?;
                         run_book_and_strategy(&mut service, &mut book_input, &mut stage, wait)?;
@@ -571,15 +582,28 @@ pub(crate) fn run_pipeline(
                     .map_err(spawn_err)?;
                 Either::One(both)
             }
+            Threading::StrategyOnFeed => Either::Book(spawn_book(service, book_input)?),
         };
         let feed_clock = clock.clone();
         let feed = std::thread::Builder::new()
             .name("mdbus-feed".into())
             .spawn_scoped(s, move || {
                 let pinned = pinning.enter(0);
+                let Some((book_sub, trades_sub)) = strategy_inputs else {
+                    ready.arrive_and_wait(threads);
+                    let start = feed_clock.raw();
+                    let report = replayer.run(&mut |_| {})?;
+                    return Ok((report, start, pinned, None));
+                };
+                // The strategy on this thread, in the feed handler's waits.
+                let stage = StrategyStage::new(book_sub, trades_sub, feed_clock.clone(), show);
                 ready.arrive_and_wait(threads);
                 let start = feed_clock.raw();
-                replayer.run(&mut |_| {}).map(|r| (r, start, pinned))
+                let (report, stage) = replay_with_strategy(replayer, stage?)?;
+                // The replay ran the stage until its inputs ended: this returns at once.
+                let result = run_strategy(stage, wait)?;
+                let strategy = (result, feed_clock.raw(), pinned);
+                Ok::<_, DemoError>((report, start, pinned, Some(strategy)))
             })
             .map_err(spawn_err)?;
         let join = |what: &str| DemoError::Internal(format!("the {what} thread panicked"));
@@ -588,18 +612,24 @@ pub(crate) fn run_pipeline(
             Either::Two(book, strategy) => {
                 let book = book.join().map_err(|_| join("book builder"));
                 let strategy = strategy.join().map_err(|_| join("strategy"));
-                book.and_then(|b| Ok((b?, strategy??)))
+                book.and_then(|b| Ok((b?, Some(strategy??))))
             }
             Either::One(both) => both
                 .join()
                 .map_err(|_| join("book builder and strategy"))
-                .and_then(|r| r),
+                .and_then(|r| r.map(|(b, s)| (b, Some(s)))),
+            Either::Book(book) => book
+                .join()
+                .map_err(|_| join("book builder"))
+                .and_then(|r| r.map(|b| (b, None))),
         };
         Ok::<_, DemoError>((feed, consumers))
     })?;
-    let (feed, start, feed_pinned) = feed??;
-    let ((book_stats, summary, symbols, book_pinned), (strategy, end, strategy_pinned)) =
-        consumers?;
+    let (feed, start, feed_pinned, on_feed) = feed??;
+    let ((book_stats, summary, symbols, book_pinned), strategy) = consumers?;
+    let (strategy, end, strategy_pinned) = strategy
+        .or(on_feed)
+        .ok_or_else(|| DemoError::Internal("no thread ran the strategy".into()))?;
     let (strategy, first_signals, latency) = strategy;
     drop(bus);
     root.close()?;
@@ -616,12 +646,10 @@ pub(crate) fn run_pipeline(
     })
 }
 
-/// The cpu of each thread `threading` runs: feed handler, book builder, strategy (the last
-/// two one thread when shared).
+/// The cpu of each thread `threading` runs: feed handler, book builder, strategy (two
+/// threads when the strategy shares one).
 pub(crate) fn thread_cpus(pinning: &Pinning, threading: Threading) -> Vec<usize> {
-    (0..=threading.strategy_stage())
-        .map(|i| pinning.cpu(i))
-        .collect()
+    (0..threading.threads()).map(|i| pinning.cpu(i)).collect()
 }
 
 /// Whether two of these threads' cpus are one.
@@ -631,15 +659,17 @@ pub(crate) fn share_a_cpu(cpus: &[usize]) -> bool {
         .any(|(i, a)| cpus[i + 1..].contains(a))
 }
 
-/// The consumers' threads: the book builder's and the strategy's, or one running both.
+/// The consumers' threads: the book builder's and the strategy's, one running both, or the
+/// book builder's alone (the strategy runs on the feed handler's).
 enum Either<B, S, O> {
     Two(B, S),
     One(O),
+    Book(B),
 }
 
 /// How the book builder and the strategy get their cpu time.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Threading {
     /// Each stage on its own thread, pinned to its own cpu (three threads).
     #[default]
@@ -648,16 +678,39 @@ pub enum Threading {
     /// builder's cpu (two threads): what a host with two cpus should run, since two
     /// busy-polling threads on one cpu hand it to each other through the scheduler.
     Shared,
+    /// The strategy on the feed handler's thread, run whenever the feed handler waits (for
+    /// room in its ring, or for the next message's time) and after every few dozen messages;
+    /// the book builder on a thread and cpu of its own (two threads). The other two-cpu
+    /// arrangement: the book builder, the heaviest stage, gets a cpu to itself, and the two
+    /// light stages share the other.
+    StrategyOnFeed,
 }
 
 impl Threading {
     /// The stage of [`STAGES`] whose cpu (and layout role) the strategy's thread takes: its
-    /// own, or the book builder's when they share a thread. The threads run are the stages up
-    /// to this one.
+    /// own, or that of the stage whose thread it shares.
     pub(crate) fn strategy_stage(self) -> usize {
         match self {
             Threading::Dedicated => 2,
             Threading::Shared => 1,
+            Threading::StrategyOnFeed => 0,
+        }
+    }
+
+    /// The stage whose cpu the floor is measured against, from the feed handler's: the
+    /// strategy's, or the book builder's when the strategy runs on the feed handler's thread.
+    pub(crate) fn floor_stage(self) -> usize {
+        match self {
+            Threading::StrategyOnFeed => 1,
+            t => t.strategy_stage(),
+        }
+    }
+
+    /// Threads run: one per stage of [`STAGES`] up to the last one with a thread of its own.
+    pub(crate) fn threads(self) -> usize {
+        match self {
+            Threading::Dedicated => 3,
+            Threading::Shared | Threading::StrategyOnFeed => 2,
         }
     }
 }
@@ -688,16 +741,17 @@ impl StartGate {
 /// Samples of the floor: enough for a stable p99.9, a fraction of a second on any host.
 const FLOOR_SAMPLES: u64 = 200_000;
 
-/// The cache-line ping-pong floor between the feed handler's cpu and the strategy's, with the
-/// bench harness's own floor (`mdbus bench ring` reports the same system), its two threads
-/// placed like those two stages. `None` when the two stages share a cpu: a hand-off there is
-/// a context switch, not a cache-line transfer.
+/// The cache-line ping-pong floor between the feed handler's cpu and the strategy's (with
+/// `strategy-on-feed`, the book builder's: a message goes there and back), with the bench
+/// harness's own floor (`mdbus bench ring` reports the same system), its two threads placed
+/// like those two stages. `None` when the two stages share a cpu: a hand-off there is a
+/// context switch, not a cache-line transfer.
 fn measure_floor(
     pinning: &Pinning,
     threading: Threading,
     pin: bool,
 ) -> Result<Option<LatencySummary>, DemoError> {
-    let strategy_stage = threading.strategy_stage();
+    let strategy_stage = threading.floor_stage();
     let (feed_cpu, strategy_cpu) = (pinning.cpu(0), pinning.cpu(strategy_stage));
     use crate::bench::clock::BenchClock;
     use crate::bench::engine::{Ctx, new_histogram, ping_pong};
@@ -782,22 +836,22 @@ fn summarize(
 
 /// The strategy stage: reads BBO and trade events zero-copy, in source order, runs the example
 /// strategy's logic, and records each event's tick-to-strategy latency.
-struct StrategyStage<'c> {
+struct StrategyStage {
     strategy: signals::Strategy,
     hist: Histogram<u64>,
     first: Vec<signals::Signal>,
     show: usize,
-    clock: &'c StampClock,
+    clock: StampClock,
     /// Book (0) and trades (1), merged in source order: a trade after the quote change its
     /// execution caused, before the next message's quote.
     input: SourceMerge<2>,
 }
 
-impl<'c> StrategyStage<'c> {
+impl StrategyStage {
     fn new(
         book: Subscriber,
         trades: Subscriber,
-        clock: &'c StampClock,
+        clock: StampClock,
         show: usize,
     ) -> Result<Self, DemoError> {
         Ok(StrategyStage {
@@ -821,7 +875,7 @@ impl<'c> StrategyStage<'c> {
         let mut n = 0;
         while n < max && !self.finished() {
             let (strategy, hist, first) = (&mut self.strategy, &mut self.hist, &mut self.first);
-            let (clock, show) = (self.clock, self.show);
+            let (clock, show) = (&self.clock, self.show);
             let mut ended = None;
             let got = self
                 .input
@@ -878,10 +932,7 @@ impl<'c> StrategyStage<'c> {
 
 /// The strategy thread: the strategy stage alone, waiting with `wait` when both inputs are
 /// empty.
-fn run_strategy(
-    mut stage: StrategyStage<'_>,
-    wait: WaitStrategy,
-) -> Result<StrategyResult, DemoError> {
+fn run_strategy(mut stage: StrategyStage, wait: WaitStrategy) -> Result<StrategyResult, DemoError> {
     while !stage.finished() {
         if stage.poll(STRATEGY_TURN)? == 0 && !stage.finished() {
             // Short: the wait watches one of the two inputs.
@@ -889,6 +940,53 @@ fn run_strategy(
         }
     }
     Ok(stage.into_result())
+}
+
+/// The strategy stage as the feed handler's idle work, with the first error it met (the
+/// feed handler's thread reports it once the replay is over).
+struct OnFeed {
+    stage: StrategyStage,
+    error: Option<DemoError>,
+}
+
+/// Runs `replayer` with the strategy stage as its idle work ([`Threading::StrategyOnFeed`]):
+/// a turn of the strategy whenever the feed handler waits and after every
+/// [`IDLE_WORK_EVERY`](mdbus_feed_handlers::pipeline::IDLE_WORK_EVERY) messages, and after
+/// the end of the session until the stage's inputs end. Returns the replay's report and the
+/// stage.
+fn replay_with_strategy(
+    replayer: Replayer,
+    stage: StrategyStage,
+) -> Result<(ReplayReport, StrategyStage), DemoError> {
+    // The idle work must be `Send + 'static`: it shares the stage with this function, which
+    // takes it back once the replay (and the work with it) is gone. Uncontended: one lock per
+    // turn of up to `STRATEGY_TURN` events.
+    use std::sync::{Arc, Mutex, PoisonError};
+    let shared = Arc::new(Mutex::new(OnFeed { stage, error: None }));
+    let work = {
+        let shared = Arc::clone(&shared);
+        Box::new(move || {
+            let mut on = shared.lock().unwrap_or_else(PoisonError::into_inner);
+            if on.error.is_some() || on.stage.finished() {
+                return false;
+            }
+            if let Err(e) = on.stage.poll(STRATEGY_TURN) {
+                on.error = Some(e);
+                return false;
+            }
+            true
+        })
+    };
+    let report = replayer.with_idle_work(work).run(&mut |_| {});
+    // `run` consumed the replayer, and the idle work with it.
+    let on = Arc::into_inner(shared)
+        .ok_or_else(|| DemoError::Internal("the replay kept its idle work".into()))?
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(e) = on.error {
+        return Err(e);
+    }
+    Ok((report?, on.stage))
 }
 
 /// Events the strategy stage reads per turn.
@@ -907,7 +1005,7 @@ const SHARED_BOOK_TURN: usize = 128;
 fn run_book_and_strategy(
     service: &mut BookService,
     input: &mut Subscriber,
-    stage: &mut StrategyStage<'_>,
+    stage: &mut StrategyStage,
     wait: WaitStrategy,
 ) -> Result<(), DemoError> {
     let mut book_done = false;
@@ -1003,10 +1101,15 @@ pub fn render(r: &DemoReport, show: usize) -> String {
             s,
             "  (book builder and strategy share one thread, in turns: --threading shared)"
         );
+    } else if p.threading == Threading::StrategyOnFeed {
+        let _ = writeln!(
+            s,
+            "  (the strategy runs on the feed handler's thread, in its waits: --threading strategy-on-feed)"
+        );
     } else if p.book_cpu == p.strategy_cpu {
         let _ = writeln!(
             s,
-            "  (book builder and strategy threads share cpu {}; `--threading shared` runs them on one thread, in turns, without the scheduler between them)",
+            "  (book builder and strategy threads share cpu {}; `--threading shared` or `strategy-on-feed` runs them without the scheduler between them)",
             p.book_cpu
         );
     }
@@ -1128,11 +1231,16 @@ pub fn render(r: &DemoReport, show: usize) -> String {
         duration(l.max_ns)
     );
     if let Some(fl) = &r.floor {
+        let p = &r.placement;
+        let (far, twice) = if p.threading == Threading::StrategyOnFeed {
+            (p.book_cpu, " (each message crosses it there and back)")
+        } else {
+            (p.strategy_cpu, "")
+        };
         let _ = writeln!(
             s,
-            "  floor, cache-line ping-pong cpu {} <-> cpu {} in this run: p50 {}   p99 {}   p99.9 {}   max {}",
-            r.placement.feed_cpu,
-            r.placement.strategy_cpu,
+            "  floor, cache-line ping-pong cpu {} <-> cpu {far} in this run{twice}: p50 {}   p99 {}   p99.9 {}   max {}",
+            p.feed_cpu,
             duration(fl.p50_ns),
             duration(fl.p99_ns),
             duration(fl.p999_ns),
