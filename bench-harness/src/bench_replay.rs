@@ -642,7 +642,7 @@ pub fn measure(
 /// come close to it, the cost is moving the bytes from one core's cache to the other's, not
 /// the work of the stages. Also returns the mean envelope length in bytes.
 fn ring_ceiling(pinning: &Pinning, one_pass: &[u8], passes_n: u64) -> Result<Once, BenchError> {
-    use mdbus_bus::{Mode, PublishError, SubscribeOptions, Trust, WaitStrategy};
+    use mdbus_bus::{PublishError, SubscribeOptions, Trust, WaitStrategy};
     use std::sync::Barrier;
     use std::time::Duration;
 
@@ -660,13 +660,7 @@ fn ring_ceiling(pinning: &Pinning, one_pass: &[u8], passes_n: u64) -> Result<Onc
     let root = temp_dir()?;
     let bus =
         mdbus_bus::Bus::with_root(root.path()).map_err(|e| BenchError::Internal(e.to_string()))?;
-    let ring = StreamConfig {
-        capacity: 16 << 20,
-        max_msg_len: 512,
-        mode: Mode::Lossless,
-        prefault: true,
-        ..StreamConfig::default()
-    };
+    let ring = crate::demo::feed_ring();
     let bus_err = |e: mdbus_bus::BusError| BenchError::Internal(e.to_string());
     let publisher = bus.publisher("ceiling", &ring).map_err(bus_err)?;
     // SAFETY: the stream is written only by `publisher` below, with envelopes built by the

@@ -414,6 +414,18 @@ pub fn execute(args: &DemoArgs) -> Result<DemoReport, DemoError> {
     })
 }
 
+/// The ring of the pipeline's feed stream: 16 MiB, lossless, prefaulted (no page fault on
+/// the hot path).
+pub(crate) fn feed_ring() -> StreamConfig {
+    StreamConfig {
+        capacity: 16 << 20,
+        max_msg_len: 512,
+        mode: Mode::Lossless,
+        prefault: true,
+        ..StreamConfig::default()
+    }
+}
+
 /// Where the feed handler reads from.
 pub(crate) enum Input {
     /// A file or bundled bytes.
@@ -465,14 +477,7 @@ pub(crate) fn run_pipeline(
         spin_pacing: cpus[1..].iter().all(|c| *c != cpus[0]),
         ..ReplayOptions::default()
     };
-    let feed_ring = StreamConfig {
-        capacity: 16 << 20,
-        max_msg_len: 512,
-        mode: Mode::Lossless,
-        // No page fault on the hot path.
-        prefault: true,
-        ..StreamConfig::default()
-    };
+    let feed_ring = feed_ring();
     let replayer = match input {
         Input::Source(source) => Replayer::open(&source, &bus, FEED, &feed_ring, options)?,
         Input::Reader(name, reader) => {

@@ -741,15 +741,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn back_pressure_is_retried_then_given_up_and_counted() {
+    /// A pipeline on stream `feed` of a 4 KiB lossless ring, and a lossless subscriber of it
+    /// (the bus root lives as long as the returned folder).
+    fn small_lossless_feed() -> (tempfile::TempDir, FeedPipeline, Subscriber) {
         let dir = tempfile::tempdir().unwrap();
         let bus = Bus::with_root(dir.path()).unwrap();
-        let mut p = FeedPipeline::new(&bus, "feed", &lossless_small()).unwrap();
-        // A lossless subscriber that reads nothing: the ring fills up.
-        let mut sub = bus
+        let p = FeedPipeline::new(&bus, "feed", &lossless_small()).unwrap();
+        let sub = bus
             .subscriber("feed", &SubscribeOptions::default())
             .unwrap();
+        (dir, p, sub)
+    }
+
+    #[test]
+    fn back_pressure_is_retried_then_given_up_and_counted() {
+        // A lossless subscriber that reads nothing: the ring fills up.
+        let (_dir, mut p, mut sub) = small_lossless_feed();
         p.set_back_pressure_timeout(Some(Duration::from_millis(1)));
         let mut seq = 0;
         let err = loop {
@@ -777,12 +784,7 @@ mod tests {
 
     #[test]
     fn without_a_timeout_back_pressure_waits_and_loses_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let bus = Bus::with_root(dir.path()).unwrap();
-        let mut p = FeedPipeline::new(&bus, "feed", &lossless_small()).unwrap();
-        let mut sub = bus
-            .subscriber("feed", &SubscribeOptions::default())
-            .unwrap();
+        let (_dir, mut p, mut sub) = small_lossless_feed();
         p.set_back_pressure_timeout(None);
         const N: u64 = 2_000; // far more than the ring holds
         let reader = std::thread::spawn(move || {
@@ -803,14 +805,9 @@ mod tests {
 
     #[test]
     fn idle_work_drains_a_full_ring_on_the_publishing_thread() {
-        let dir = tempfile::tempdir().unwrap();
-        let bus = Bus::with_root(dir.path()).unwrap();
-        let mut p = FeedPipeline::new(&bus, "feed", &lossless_small()).unwrap();
         // The only reader of this lossless 4 KiB ring is the pipeline's own idle work: every
         // record gets through only if the pipeline runs it while it waits for room.
-        let mut sub = bus
-            .subscriber("feed", &SubscribeOptions::default())
-            .unwrap();
+        let (_dir, mut p, mut sub) = small_lossless_feed();
         p.set_back_pressure_timeout(Some(Duration::from_secs(30)));
         let seen = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), 0u64)));
         let work = {
@@ -850,9 +847,7 @@ mod tests {
 
     #[test]
     fn finishing_idle_work_runs_it_until_it_is_done() {
-        let dir = tempfile::tempdir().unwrap();
-        let bus = Bus::with_root(dir.path()).unwrap();
-        let mut p = FeedPipeline::new(&bus, "feed", &lossless_small()).unwrap();
+        let (_dir, mut p, _sub) = small_lossless_feed();
         p.finish_idle_work(); // none set: returns at once
         let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
         let c = std::sync::Arc::clone(&calls);
