@@ -65,7 +65,8 @@ pub struct DemoArgs {
     #[arg(long)]
     pub file: Option<PathBuf>,
     /// Cpus for the feed handler, book builder and strategy, comma separated; with two, the
-    /// strategy shares the book builder's (wins over --layout) [default: with a layout, the
+    /// strategy shares the book builder's; with `--threading strategy-on-feed` it takes the
+    /// feed handler's whatever is given (wins over --layout) [default: with a layout, the
     /// first core of its `feed_handler`, `book_builder` and `strategy` roles; else the first
     /// cpus this process may use].
     #[arg(long, value_delimiter = ',')]
@@ -590,8 +591,13 @@ pub(crate) fn run_pipeline(
             Threading::StrategyOnFeed => Either::Book(spawn_book(service, book_input)?),
         };
         let feed_clock = clock.clone();
+        let feed_name = if strategy_inputs.is_some() {
+            "mdbus-feed+strat"
+        } else {
+            "mdbus-feed"
+        };
         let feed = std::thread::Builder::new()
-            .name("mdbus-feed".into())
+            .name(feed_name.into())
             .spawn_scoped(s, move || {
                 let pinned = pinning.enter(0);
                 let Some((book_sub, trades_sub)) = strategy_inputs else {
