@@ -309,8 +309,7 @@ fn bad_options_are_refused() {
 /// envelopes: everything arrives, in order, through the waits (for room, and at a paced
 /// speed for each message's time), and `run` runs the work to the end of the session before
 /// it closes the stream. Returns the report and how many times the work ran.
-fn replay_read_by_its_idle_work(speed: Speed) -> (ReplayReport, u64) {
-    const AAPL: &[u8] = include_bytes!("../../../codecs/testdata/itch/aapl-2020-01-30-10k.itch");
+fn replay_read_by_its_idle_work(source: &Source, speed: Speed) -> (ReplayReport, u64) {
     let dir = tempfile::tempdir().unwrap();
     let bus = Bus::with_root(dir.path()).unwrap();
     let ring = StreamConfig {
@@ -323,11 +322,7 @@ fn replay_read_by_its_idle_work(speed: Speed) -> (ReplayReport, u64) {
         speed,
         ..ReplayOptions::default()
     };
-    let source = Source::Bytes {
-        name: "aapl".into(),
-        bytes: AAPL,
-    };
-    let r = Replayer::open(&source, &bus, "feed", &ring, options).unwrap();
+    let r = Replayer::open(source, &bus, "feed", &ring, options).unwrap();
     let mut sub = bus
         .subscriber("feed", &SubscribeOptions::default())
         .unwrap();
@@ -364,22 +359,58 @@ fn replay_read_by_its_idle_work(speed: Speed) -> (ReplayReport, u64) {
     (report, calls)
 }
 
+const AAPL: &[u8] = include_bytes!("../../../codecs/testdata/itch/aapl-2020-01-30-10k.itch");
+
+/// The AAPL session as an ITCH file, and as a recording (a file in `dir`) of its normalized
+/// stream.
+fn aapl_sources(dir: &Path) -> [(&'static str, Source); 2] {
+    let itch_file = Source::Bytes {
+        name: "aapl".into(),
+        bytes: AAPL,
+    };
+    let mut norm = mdbus_codecs::normalize::Normalizer::new();
+    let mut w = crate::record::RecordWriter::new(Vec::new(), "aapl", 1).unwrap();
+    let mut seq = 0;
+    for (_, m) in itch::Stream::new(AAPL) {
+        seq += 1;
+        let env = norm.normalize(&m.unwrap(), seq, 0);
+        w.write(
+            seq,
+            mdbus_bus::ENVELOPE_MSG_TYPE,
+            34_200_000_000_000 + seq,
+            &env,
+        )
+        .unwrap();
+    }
+    let recording = dir.join("aapl.mdbusrec");
+    std::fs::write(&recording, w.finish().unwrap()).unwrap();
+    [("itch", itch_file), ("recording", Source::Path(recording))]
+}
+
 #[test]
 fn idle_work_reads_the_stream_while_the_replay_waits_for_room() {
-    let (report, calls) = replay_read_by_its_idle_work(Speed::Max);
-    // 64 envelopes between two turns of the work do not fit in 4 KiB: the replay waited.
-    assert!(report.back_pressured > 0, "{report:?}");
-    assert!(
-        calls >= 10_000 / crate::pipeline::IDLE_WORK_EVERY,
-        "{calls}"
-    );
+    let dir = tempfile::tempdir().unwrap();
+    for (format, source) in aapl_sources(dir.path()) {
+        let (report, calls) = replay_read_by_its_idle_work(&source, Speed::Max);
+        assert_eq!(report.format, format);
+        // 64 envelopes between two turns of the work do not fit in 4 KiB: the replay waited.
+        assert!(report.back_pressured > 0, "{report:?}");
+        assert!(
+            calls >= 10_000 / crate::pipeline::IDLE_WORK_EVERY,
+            "{calls}"
+        );
+    }
 }
 
 #[test]
 fn idle_work_reads_the_stream_while_a_paced_replay_waits() {
-    let (_, calls) = replay_read_by_its_idle_work(Speed::Rate(2_000_000));
-    assert!(
-        calls >= 10_000 / crate::pipeline::IDLE_WORK_EVERY,
-        "{calls}"
-    );
+    let dir = tempfile::tempdir().unwrap();
+    for (format, source) in aapl_sources(dir.path()) {
+        let (report, calls) = replay_read_by_its_idle_work(&source, Speed::Rate(2_000_000));
+        assert_eq!(report.format, format);
+        assert!(
+            calls >= 10_000 / crate::pipeline::IDLE_WORK_EVERY,
+            "{calls}"
+        );
+    }
 }
