@@ -325,34 +325,19 @@ enum Rate {
     Pipeline(Threading),
 }
 
-/// One throughput run: messages, seconds, and (the ring ceiling) the mean envelope length.
-struct Once {
-    messages: u64,
-    secs: f64,
-    mean_envelope: Option<f64>,
-}
-
-impl Once {
-    fn timed(messages: u64, secs: f64) -> Once {
-        Once {
-            messages,
-            secs,
-            mean_envelope: None,
-        }
-    }
-}
-
 /// What every throughput run reads.
 struct RateCtx<'a> {
     pinning: &'a Pinning,
     /// One pass of the session (parse-only systems parse it `passes` times).
     one_pass: &'a [u8],
+    /// The same pass as normalized envelopes (the ring ceiling carries them).
+    envelopes: &'a [Vec<u8>],
     passes: u64,
 }
 
 impl RateCtx<'_> {
-    /// Runs `system` once over `passes` passes of the session.
-    fn run_once(&self, name: &str, system: Rate) -> Result<Once, BenchError> {
+    /// Runs `system` once over `passes` passes of the session: (messages, seconds).
+    fn run_once(&self, name: &str, system: Rate) -> Result<(u64, f64), BenchError> {
         let n = self.passes;
         let one_pass = self.one_pass;
         let internal_err = |e: &dyn std::fmt::Display| BenchError::Internal(e.to_string());
@@ -366,7 +351,7 @@ impl RateCtx<'_> {
                         parsed += 1;
                     }
                 }
-                Ok(Once::timed(parsed, t.elapsed().as_secs_f64()))
+                Ok((parsed, t.elapsed().as_secs_f64()))
             }
             Rate::Decode => {
                 let t = Instant::now();
@@ -379,9 +364,9 @@ impl RateCtx<'_> {
                         }
                     }
                 }
-                Ok(Once::timed(decoded, t.elapsed().as_secs_f64()))
+                Ok((decoded, t.elapsed().as_secs_f64()))
             }
-            Rate::Ceiling => ring_ceiling(self.pinning, one_pass, n),
+            Rate::Ceiling => ring_ceiling(self.pinning, self.envelopes, n),
             Rate::Feed => {
                 // The feed handler alone, into a ring nobody reads.
                 let dir = temp_dir()?;
@@ -396,10 +381,7 @@ impl RateCtx<'_> {
                 )
                 .map_err(|e| internal_err(&e))?;
                 let report = replayer.run(&mut |_| {}).map_err(|e| internal_err(&e))?;
-                Ok(Once::timed(
-                    report.published,
-                    report.elapsed_ns as f64 / 1e9,
-                ))
+                Ok((report.published, report.elapsed_ns as f64 / 1e9))
             }
             Rate::FeedBook => {
                 // Decode, normalize and the book service in one thread: the pipeline's work
@@ -428,7 +410,7 @@ impl RateCtx<'_> {
                         svc.handle(&env.envelope());
                     }
                 }
-                Ok(Once::timed(seq, t.elapsed().as_secs_f64()))
+                Ok((seq, t.elapsed().as_secs_f64()))
             }
             Rate::Pipeline(threading) => pipeline_throughput(self.pinning, threading, name, n),
         }
@@ -479,9 +461,18 @@ pub fn measure(
     RepeatedSession::new(BUNDLED_SESSION, 1)
         .read_to_end(&mut one_pass)
         .map_err(|e| BenchError::Internal(format!("session bytes: {e}")))?;
+    let mut norm = Normalizer::new();
+    let envelopes: Vec<Vec<u8>> = Stream::new(&one_pass)
+        .filter_map(|(_, m)| m.ok())
+        .enumerate()
+        .map(|(i, m)| norm.normalize(&m, i as u64 + 1, 0).to_vec())
+        .collect();
+    let mean_envelope =
+        envelopes.iter().map(Vec::len).sum::<usize>() as f64 / envelopes.len().max(1) as f64;
     let ctx = RateCtx {
         pinning: &pinning,
         one_pass: &one_pass,
+        envelopes: &envelopes,
         passes: n,
     };
 
@@ -498,16 +489,12 @@ pub fn measure(
     .collect();
     let rounds = args.rounds();
     let mut samples = vec![Vec::with_capacity(rounds as usize); systems.len()];
-    let mut mean_envelope = 0.0;
     for r in 0..rounds as usize {
         for j in 0..systems.len() {
             let i = (r + j) % systems.len();
             let (name, system) = systems[i];
-            let once = ctx.run_once(name, system)?;
-            if let Some(m) = once.mean_envelope {
-                mean_envelope = m;
-            }
-            samples[i].push(once.messages as f64 / once.secs.max(1e-9));
+            let (messages, secs) = ctx.run_once(name, system)?;
+            samples[i].push(messages as f64 / secs.max(1e-9));
         }
     }
     let medians: Vec<f64> = samples.iter().map(|v| median(v)).collect();
@@ -580,11 +567,10 @@ pub fn measure(
         "best pipeline / itchy parse-only throughput: {:.2}",
         best / itchy.max(1.0)
     ));
-    let ceiling = results
+    let ceiling = systems
         .iter()
-        .find(|r| r.name == "ring-ceiling")
-        .and_then(|r| r.msgs_per_sec)
-        .unwrap_or(0.0);
+        .position(|(_, s)| matches!(s, Rate::Ceiling))
+        .map_or(0.0, |i| medians[i]);
     notes.push(format!(
         "best pipeline / ring ceiling throughput: {:.2}",
         best / ceiling.max(1.0)
@@ -618,16 +604,7 @@ pub fn measure(
             capacity_bytes: 16 << 20,
             slots: 0,
             shm_mode: "lossless".into(),
-            systems: vec![
-                "itchy-parse".into(),
-                "mdbus-decode".into(),
-                "ring-ceiling".into(),
-                "mdbus-feed".into(),
-                "mdbus-feed+book".into(),
-                PIPELINES[0].0.into(),
-                PIPELINES[1].0.into(),
-                PIPELINES[2].0.into(),
-            ],
+            systems: systems.iter().map(|(name, _)| (*name).into()).collect(),
         },
         notes,
     };
@@ -640,22 +617,16 @@ pub fn measure(
 /// side; the feed stream's ring (16 MiB, lossless), batches of 64 as the book service reads.
 /// No pipeline can carry the stream faster between these two cpus: when the pipeline rows
 /// come close to it, the cost is moving the bytes from one core's cache to the other's, not
-/// the work of the stages. Also returns the mean envelope length in bytes.
-fn ring_ceiling(pinning: &Pinning, one_pass: &[u8], passes_n: u64) -> Result<Once, BenchError> {
+/// the work of the stages. Returns (envelopes carried, seconds).
+fn ring_ceiling(
+    pinning: &Pinning,
+    envelopes: &[Vec<u8>],
+    passes_n: u64,
+) -> Result<(u64, f64), BenchError> {
     use mdbus_bus::{PublishError, SubscribeOptions, Trust, WaitStrategy};
     use std::sync::Barrier;
     use std::time::Duration;
 
-    let mut norm = Normalizer::new();
-    let mut envelopes: Vec<Vec<u8>> = Vec::with_capacity(PASS_MESSAGES as usize);
-    for (_, m) in Stream::new(one_pass) {
-        if let Ok(m) = m {
-            let seq = envelopes.len() as u64 + 1;
-            envelopes.push(norm.normalize(&m, seq, 0).to_vec());
-        }
-    }
-    let bytes: usize = envelopes.iter().map(Vec::len).sum();
-    let mean = bytes as f64 / envelopes.len().max(1) as f64;
     let total = envelopes.len() as u64 * passes_n;
     let root = temp_dir()?;
     let bus =
@@ -673,7 +644,6 @@ fn ring_ceiling(pinning: &Pinning, one_pass: &[u8], passes_n: u64) -> Result<Onc
     let subscriber = bus.subscriber("ceiling", &options).map_err(bus_err)?;
     let shared_cpu = pinning.cpu(0) == pinning.cpu(1);
     let barrier = &Barrier::new(2);
-    let envelopes = &envelopes;
     let (started, ended) = std::thread::scope(|s| {
         // Each thread owns its end: a producer that fails drops its publisher, which closes
         // the stream and ends the consumer's wait.
@@ -742,11 +712,7 @@ fn ring_ceiling(pinning: &Pinning, one_pass: &[u8], passes_n: u64) -> Result<Onc
         };
         Ok::<_, BenchError>((join(producer.join())?, join(consumer.join())?))
     })?;
-    Ok(Once {
-        messages: total,
-        secs: ended.duration_since(started).as_secs_f64(),
-        mean_envelope: Some(mean),
-    })
+    Ok((total, ended.duration_since(started).as_secs_f64()))
 }
 
 /// The pipelines measured: each stage on its own thread, then the book builder and the
@@ -775,7 +741,7 @@ fn pipeline_throughput(
     threading: Threading,
     name: &str,
     passes_n: u64,
-) -> Result<Once, BenchError> {
+) -> Result<(u64, f64), BenchError> {
     let total = RepeatedSession::new(BUNDLED_SESSION, passes_n).total_messages();
     let run = run_pipeline(
         Input::Reader(
@@ -808,7 +774,7 @@ fn pipeline_throughput(
             ),
         });
     }
-    Ok(Once::timed(total, run.elapsed_ns as f64 / 1e9))
+    Ok((total, run.elapsed_ns as f64 / 1e9))
 }
 
 /// One pipeline's latency run: `latency_messages` at `rate` msgs/s. Returns the system's row
