@@ -1000,6 +1000,8 @@ mod tests {
     use mdbus_codecs::itch;
     use mdbus_codecs::normalize::Normalizer;
 
+    use crate::test_fixtures::stock_directory;
+
     fn small() -> BookServiceConfig {
         BookServiceConfig {
             book: BookConfig {
@@ -1234,28 +1236,6 @@ mod tests {
         assert_eq!(svc.summary().gaps, 1);
     }
 
-    fn directory(locate: u16, stock: [u8; 8]) -> itch::MessageFields {
-        itch::MessageFields::StockDirectory(itch::StockDirectoryFields {
-            stock_locate: locate,
-            tracking_number: 0,
-            timestamp: 1,
-            stock,
-            market_category: b'Q',
-            financial_status_indicator: b'N',
-            round_lot_size: 100,
-            round_lots_only: b'N',
-            issue_classification: b'C',
-            issue_sub_type: *b"Z ",
-            authenticity: b'P',
-            short_sale_threshold_indicator: b'N',
-            ipo_flag: b'N',
-            luld_reference_price_tier: b'1',
-            etp_flag: b'N',
-            etp_leverage_factor: 0,
-            inverse_indicator: b'N',
-        })
-    }
-
     #[test]
     fn the_levels_stream_names_instruments_and_ends_with_the_session() {
         let dir = tempfile::tempdir().unwrap();
@@ -1269,7 +1249,7 @@ mod tests {
         feed(
             &mut svc,
             &[
-                directory(13, *b"AAPL    "),
+                stock_directory(13, *b"AAPL    ", 1),
                 add(13, 7, b'B', 3_201_400, 100),
                 add(13, 8, b'B', 3_201_300, 100),
             ],
@@ -1324,7 +1304,7 @@ mod tests {
         feed(
             &mut svc,
             &[
-                directory(13, *b"AAPL    "),
+                stock_directory(13, *b"AAPL    ", 1),
                 add(13, 7, b'B', 3_201_400, 100),
             ],
         );

@@ -15,3 +15,5 @@ pub mod live;
 pub mod pipeline;
 pub mod record;
 pub mod replay;
+#[cfg(test)]
+mod test_fixtures;

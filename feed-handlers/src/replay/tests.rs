@@ -3,30 +3,10 @@ use mdbus_bus::{ReceiveError, SubscribeOptions, Subscriber};
 use mdbus_codecs::itch::{MessageFields, Price4};
 use mdbus_codecs::moldudp64::{PacketBuilder, Session};
 
+use crate::test_fixtures::stock_directory;
+
 const H: u64 = 3_600_000_000_000;
 const M: u64 = 60_000_000_000;
-
-fn directory(locate: u16, stock: &[u8; 8]) -> MessageFields {
-    MessageFields::StockDirectory(itch::StockDirectoryFields {
-        stock_locate: locate,
-        tracking_number: 0,
-        timestamp: 3 * H,
-        stock: *stock,
-        market_category: b'Q',
-        financial_status_indicator: b'N',
-        round_lot_size: 100,
-        round_lots_only: b'N',
-        issue_classification: b'C',
-        issue_sub_type: *b"Z ",
-        authenticity: b'P',
-        short_sale_threshold_indicator: b'N',
-        ipo_flag: b'N',
-        luld_reference_price_tier: b'1',
-        etp_flag: b'N',
-        etp_leverage_factor: 0,
-        inverse_indicator: b'N',
-    })
-}
 
 fn add(locate: u16, order: u64, ts: u64) -> MessageFields {
     MessageFields::AddOrder(itch::AddOrderFields {
@@ -101,8 +81,8 @@ fn replay(
 #[test]
 fn window_and_symbol_filters() {
     let msgs = [
-        directory(13, b"AAPL    "),
-        directory(14, b"MSFT    "),
+        stock_directory(13, *b"AAPL    ", 3 * H),
+        stock_directory(14, *b"MSFT    ", 3 * H),
         add(13, 1, 9 * H + 29 * M),
         add(14, 2, 9 * H + 31 * M),
         add(13, 3, 9 * H + 31 * M),
