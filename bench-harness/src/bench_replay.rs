@@ -89,6 +89,10 @@ pub struct ReplayBenchArgs {
     /// falls on every system alike [default: 3; with --quick, 1].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub rounds: Option<u32>,
+    /// Measure only these rows (comma-separated names as the table prints them, for example
+    /// `itchy-parse,mdbus-pipeline-on-feed`) [default: every row].
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub systems: Vec<String>,
     /// Cpus for the feed handler, book builder and strategy (see `mdbus demo --cpus`; wins
     /// over --layout).
     #[arg(long, value_delimiter = ',')]
@@ -297,6 +301,37 @@ fn rate_result(name: &str, msgs_per_sec: f64) -> Result<SystemResult, BenchError
     Ok(r)
 }
 
+/// Every row `bench replay` can measure, in table order.
+fn all_systems() -> Vec<(&'static str, Rate)> {
+    [
+        ("itchy-parse", Rate::Itchy),
+        ("mdbus-decode", Rate::Decode),
+        ("ring-ceiling", Rate::Ceiling),
+        ("mdbus-feed", Rate::Feed),
+        ("mdbus-feed+book", Rate::FeedBook),
+    ]
+    .into_iter()
+    .chain(PIPELINES.iter().map(|&(name, t)| (name, Rate::Pipeline(t))))
+    .collect()
+}
+
+/// The rows `--systems` names (every row when it names none), in table order; an unknown
+/// name is refused with the list of known ones.
+fn chosen_systems(names: &[String]) -> Result<Vec<(&'static str, Rate)>, BenchError> {
+    let all = all_systems();
+    if let Some(bad) = names.iter().find(|n| !all.iter().any(|(a, _)| a == n)) {
+        let known: Vec<&str> = all.iter().map(|(a, _)| *a).collect();
+        return Err(BenchError::BadArg(format!(
+            "--systems: unknown row {bad:?} (known: {})",
+            known.join(", ")
+        )));
+    }
+    Ok(all
+        .into_iter()
+        .filter(|(a, _)| names.is_empty() || names.iter().any(|n| n == a))
+        .collect())
+}
+
 /// The median of `v` (the mean of the two middle values of an even count); 0 when empty.
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
@@ -477,16 +512,7 @@ pub fn measure(
     };
 
     // Throughput: every system once per round, the rounds interleaved.
-    let systems: Vec<(&str, Rate)> = [
-        ("itchy-parse", Rate::Itchy),
-        ("mdbus-decode", Rate::Decode),
-        ("ring-ceiling", Rate::Ceiling),
-        ("mdbus-feed", Rate::Feed),
-        ("mdbus-feed+book", Rate::FeedBook),
-    ]
-    .into_iter()
-    .chain(PIPELINES.iter().map(|&(name, t)| (name, Rate::Pipeline(t))))
-    .collect();
+    let systems = chosen_systems(&args.systems)?;
     let rounds = args.rounds();
     let mut samples = vec![Vec::with_capacity(rounds as usize); systems.len()];
     for r in 0..rounds as usize {
@@ -562,19 +588,27 @@ pub fn measure(
     if !pinned {
         notes.push("not every thread could be pinned".into());
     }
-    let itchy = results[0].msgs_per_sec.unwrap_or(0.0);
-    notes.push(format!(
-        "best pipeline / itchy parse-only throughput: {:.2}",
-        best / itchy.max(1.0)
-    ));
-    let ceiling = systems
-        .iter()
-        .position(|(_, s)| matches!(s, Rate::Ceiling))
-        .map_or(0.0, |i| medians[i]);
-    notes.push(format!(
-        "best pipeline / ring ceiling throughput: {:.2}",
-        best / ceiling.max(1.0)
-    ));
+    // The ratios, when the run measured both sides.
+    let median_of = |wanted: fn(&Rate) -> bool| {
+        systems
+            .iter()
+            .position(|(_, s)| wanted(s))
+            .map(|i| medians[i])
+    };
+    let baselines = [
+        ("itchy parse-only", median_of(|s| matches!(s, Rate::Itchy))),
+        ("ring ceiling", median_of(|s| matches!(s, Rate::Ceiling))),
+    ];
+    for (what, base) in baselines {
+        if let Some(base) = base
+            && best > 0.0
+        {
+            notes.push(format!(
+                "best pipeline / {what} throughput: {:.2}",
+                best / base.max(1.0)
+            ));
+        }
+    }
     let rss = peak_rss_bytes();
     if let Some(b) = rss {
         notes.push(format!(
@@ -988,6 +1022,42 @@ mod tests {
         for system in ["itchy-parse", "ring-ceiling", "mdbus-pipeline-shared"] {
             assert!(spread.contains(system), "{spread}");
         }
+    }
+
+    #[test]
+    fn systems_picks_rows_in_table_order_and_refuses_unknown_names() {
+        let args = ReplayBenchArgs {
+            quick: true,
+            json: true,
+            systems: vec!["mdbus-pipeline-on-feed".into(), "itchy-parse".into()],
+            ..ReplayBenchArgs::default()
+        };
+        let mut out = Vec::new();
+        run(&args, &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let names: Vec<&str> = v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["itchy-parse", "mdbus-pipeline-on-feed"]);
+        assert_eq!(v["params"]["systems"], serde_json::json!(names));
+        let notes = v["notes"].to_string();
+        assert!(notes.contains("itchy parse-only throughput"), "{notes}");
+        assert!(!notes.contains("ring ceiling throughput"), "{notes}");
+
+        let bad = ReplayBenchArgs {
+            systems: vec!["mdbus-pipeline-offeed".into()],
+            ..args
+        };
+        let Err(BenchError::BadArg(m)) = measure(&bad) else {
+            panic!("an unknown row is refused");
+        };
+        assert!(
+            m.contains("\"mdbus-pipeline-offeed\"") && m.contains("mdbus-pipeline-on-feed"),
+            "{m}"
+        );
     }
 
     #[test]
