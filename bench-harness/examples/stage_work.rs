@@ -1,0 +1,188 @@
+//! One stage of the replay pipeline's per-message work, alone and on one thread, over the
+//! bundled AAPL session played `PASSES` times (order references rewritten as in
+//! `mdbus bench replay`): a fixed workload for counting instructions.
+//!
+//! ```text
+//! cargo run --release -p mdbus-bench-harness --example stage_work -- <STAGE> [PASSES]
+//! ```
+//!
+//! Stages, each doing the work of the one before it plus its own:
+//!
+//! * `decode`: decode the ITCH messages and normalize them into envelopes;
+//! * `read`: read each envelope's header and book event back, as the book service does;
+//! * `apply`: apply the events to the books (updates discarded);
+//! * `service`: the whole book service (`BookService::handle`), publishing BBOs, levels and
+//!   trades into rings nobody reads;
+//! * `service-no-levels`: the same without the levels stream.
+//!
+//! And one on its own: `publish` encodes and publishes `PASSES * 10,000` price-level updates.
+//!
+//! It prints the messages handled and the time per message. On a shared or virtual host the
+//! time drifts from run to run; instruction counts do not. `scripts/stage-instructions.sh`
+//! runs every stage under cachegrind twice (two pass counts) and prints instructions per
+//! message with the start-up cost taken out.
+
+use std::hint::black_box;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use mdbus_bench_harness::bench_replay::RepeatedSession;
+use mdbus_bench_harness::demo::BUNDLED_SESSION;
+use mdbus_bus::{Bus, StreamConfig};
+use mdbus_codecs::fb;
+use mdbus_codecs::itch::Stream;
+use mdbus_codecs::normalize::Normalizer;
+use mdbus_feed_handlers::book::{BookBuilder, BookConfig};
+use mdbus_feed_handlers::bookstream::{
+    BookService, BookServiceConfig, header_of, order_event_from_envelope, output_ring,
+};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// A stage over the session.
+    Session(Work),
+    /// `publish`.
+    Publish,
+}
+
+/// The work done on each message of the session.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Work {
+    Decode,
+    Read,
+    Apply,
+    Service,
+    ServiceNoLevels,
+}
+
+const STAGES: [(&str, Stage); 6] = [
+    ("decode", Stage::Session(Work::Decode)),
+    ("read", Stage::Session(Work::Read)),
+    ("apply", Stage::Session(Work::Apply)),
+    ("service", Stage::Session(Work::Service)),
+    ("service-no-levels", Stage::Session(Work::ServiceNoLevels)),
+    ("publish", Stage::Publish),
+];
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let names: Vec<&str> = STAGES.iter().map(|(n, _)| *n).collect();
+    let stage = args.next();
+    let Some(&(_, stage)) = STAGES.iter().find(|(n, _)| Some(*n) == stage.as_deref()) else {
+        eprintln!(
+            "usage: stage_work <{}> [PASSES (default 20)]",
+            names.join("|")
+        );
+        return ExitCode::from(2);
+    };
+    let passes = match args.next().map(|s| s.parse::<u64>()) {
+        None => 20,
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => {
+            eprintln!("stage_work: PASSES must be a positive whole number");
+            return ExitCode::from(2);
+        }
+    };
+    match run(stage, passes) {
+        Ok((messages, secs)) => {
+            println!(
+                "messages {messages} ns/msg {:.1}",
+                secs * 1e9 / messages.max(1) as f64
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stage_work: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `stage` over `passes` passes of the session: (messages, seconds).
+fn run(stage: Stage, passes: u64) -> Result<(u64, f64), Box<dyn std::error::Error>> {
+    let dir = tempfile::Builder::new()
+        .prefix("mdbus-stage-work-")
+        .tempdir_in(if std::path::Path::new("/dev/shm").is_dir() {
+            "/dev/shm"
+        } else {
+            "."
+        })?;
+    let bus = Bus::with_root(dir.path())?;
+    let output = StreamConfig {
+        prefault: true,
+        ..output_ring()
+    };
+    let work = match stage {
+        Stage::Session(work) => work,
+        Stage::Publish => return publish_levels(&bus, &output, passes * 10_000),
+    };
+    let config = BookServiceConfig {
+        // As `bench replay`: every pass starts from empty books.
+        book: BookConfig {
+            max_orders: 1 << 16,
+            max_instruments: 16,
+            levels_per_side_hint: 256,
+        },
+        output,
+        publish_levels: work != Work::ServiceNoLevels,
+    };
+    let mut service = BookService::new(&bus, "stage-work", &config)?;
+    let mut builder = BookBuilder::new(config.book)?;
+    let mut norm = Normalizer::new();
+    let mut session = RepeatedSession::new(BUNDLED_SESSION, passes);
+    let t = Instant::now();
+    let mut seq = 0u64;
+    while let Some(bytes) = session.next_pass_bytes() {
+        for (_, m) in Stream::new(bytes) {
+            let Ok(m) = m else { continue };
+            seq += 1;
+            let env = norm.normalize(&m, seq, 0);
+            let view = env.envelope();
+            match work {
+                Work::Decode => {
+                    black_box(env.as_bytes());
+                }
+                Work::Read => {
+                    black_box(header_of(&view));
+                    black_box(order_event_from_envelope(&view));
+                }
+                Work::Apply => {
+                    if let Some(ev) = order_event_from_envelope(&view) {
+                        black_box(builder.apply(&ev, &mut |u| {
+                            black_box(u);
+                        }));
+                    }
+                }
+                Work::Service | Work::ServiceNoLevels => {
+                    service.handle(&view);
+                }
+            }
+        }
+    }
+    Ok((seq, t.elapsed().as_secs_f64()))
+}
+
+/// Encodes and publishes `n` price-level updates.
+fn publish_levels(
+    bus: &Bus,
+    config: &StreamConfig,
+    n: u64,
+) -> Result<(u64, f64), Box<dyn std::error::Error>> {
+    let mut encoder = fb::Encoder::new();
+    let mut publisher = bus.publisher("stage-work.levels", config)?;
+    let mut header = fb::HeaderFields::default();
+    let t = Instant::now();
+    for i in 0..n {
+        header.seq = i + 1;
+        let fields = fb::PriceLevelUpdateFields {
+            side: fb::Side::Buy,
+            price: 3_200_000 + (i % 64) as i64 * 100,
+            size: 100 + i % 7,
+            order_count: 2,
+            action: fb::BookAction::Change,
+        };
+        let msg = encoder.price_level_update(&header, &fields);
+        publisher.publish_envelope(black_box(&msg))?;
+    }
+    Ok((n, t.elapsed().as_secs_f64()))
+}
