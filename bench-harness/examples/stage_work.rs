@@ -26,12 +26,10 @@ use std::hint::black_box;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use mdbus_bench_harness::bench_replay::RepeatedSession;
+use mdbus_bench_harness::bench_replay::{RepeatedSession, each_normalized};
 use mdbus_bench_harness::demo::BUNDLED_SESSION;
 use mdbus_bus::{Bus, StreamConfig};
 use mdbus_codecs::fb;
-use mdbus_codecs::itch::Stream;
-use mdbus_codecs::normalize::Normalizer;
 use mdbus_feed_handlers::book::{BookBuilder, BookConfig};
 use mdbus_feed_handlers::bookstream::{
     BookService, BookServiceConfig, header_of, order_event_from_envelope, output_ring,
@@ -128,37 +126,30 @@ fn run(stage: Stage, passes: u64) -> Result<(u64, f64), Box<dyn std::error::Erro
     };
     let mut service = BookService::new(&bus, "stage-work", &config)?;
     let mut builder = BookBuilder::new(config.book)?;
-    let mut norm = Normalizer::new();
     let mut session = RepeatedSession::new(BUNDLED_SESSION, passes);
     let t = Instant::now();
-    let mut seq = 0u64;
-    while let Some(bytes) = session.next_pass_bytes() {
-        for (_, m) in Stream::new(bytes) {
-            let Ok(m) = m else { continue };
-            seq += 1;
-            let env = norm.normalize(&m, seq, 0);
-            let view = env.envelope();
-            match work {
-                Work::Decode => {
-                    black_box(env.as_bytes());
-                }
-                Work::Read => {
-                    black_box(header_of(&view));
-                    black_box(order_event_from_envelope(&view));
-                }
-                Work::Apply => {
-                    if let Some(ev) = order_event_from_envelope(&view) {
-                        black_box(builder.apply(&ev, &mut |u| {
-                            black_box(u);
-                        }));
-                    }
-                }
-                Work::Service | Work::ServiceNoLevels => {
-                    service.handle(&view);
+    let seq = each_normalized(&mut session, |env| {
+        let view = env.envelope();
+        match work {
+            Work::Decode => {
+                black_box(env.as_bytes());
+            }
+            Work::Read => {
+                black_box(header_of(&view));
+                black_box(order_event_from_envelope(&view));
+            }
+            Work::Apply => {
+                if let Some(ev) = order_event_from_envelope(&view) {
+                    black_box(builder.apply(&ev, &mut |u| {
+                        black_box(u);
+                    }));
                 }
             }
+            Work::Service | Work::ServiceNoLevels => {
+                service.handle(&view);
+            }
         }
-    }
+    });
     Ok((seq, t.elapsed().as_secs_f64()))
 }
 

@@ -43,6 +43,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use mdbus_bus::StreamConfig;
+use mdbus_codecs::fb::Encoded;
 use mdbus_codecs::itch::{self, Stream};
 use mdbus_codecs::normalize::Normalizer;
 use mdbus_feed_handlers::book::BookConfig;
@@ -433,23 +434,31 @@ impl RateCtx<'_> {
                 };
                 let mut svc =
                     BookService::new(&bus, "solo", &config).map_err(|e| internal_err(&e))?;
-                let mut norm = Normalizer::new();
                 let mut session = RepeatedSession::new(BUNDLED_SESSION, n);
                 let t = Instant::now();
-                let mut seq = 0u64;
-                while let Some(bytes) = session.next_pass_bytes() {
-                    for (_, m) in Stream::new(bytes) {
-                        let Ok(m) = m else { continue };
-                        seq += 1;
-                        let env = norm.normalize(&m, seq, 0);
-                        svc.handle(&env.envelope());
-                    }
-                }
+                let seq = each_normalized(&mut session, |env| {
+                    svc.handle(&env.envelope());
+                });
                 Ok((seq, t.elapsed().as_secs_f64()))
             }
             Rate::Pipeline(threading) => pipeline_throughput(self.pinning, threading, name, n),
         }
     }
+}
+
+/// Decodes and normalizes what is left of `session` on this thread (sequence numbers from 1,
+/// no receive stamp), handing each envelope to `f`; returns the messages.
+pub fn each_normalized(session: &mut RepeatedSession, mut f: impl FnMut(&Encoded<'_>)) -> u64 {
+    let mut norm = Normalizer::new();
+    let mut seq = 0u64;
+    while let Some(bytes) = session.next_pass_bytes() {
+        for (_, m) in Stream::new(bytes) {
+            let Ok(m) = m else { continue };
+            seq += 1;
+            f(&norm.normalize(&m, seq, 0));
+        }
+    }
+    seq
 }
 
 /// A temporary bus root in shared memory.
@@ -1024,6 +1033,16 @@ mod tests {
         }
     }
 
+    /// The `name` of every row of a JSON report.
+    fn row_names(v: &serde_json::Value) -> Vec<&str> {
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect()
+    }
+
     #[test]
     fn systems_picks_rows_in_table_order_and_refuses_unknown_names() {
         let args = ReplayBenchArgs {
@@ -1035,12 +1054,7 @@ mod tests {
         let mut out = Vec::new();
         run(&args, &mut out).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        let names: Vec<&str> = v["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["name"].as_str().unwrap())
-            .collect();
+        let names = row_names(&v);
         assert_eq!(names, ["itchy-parse", "mdbus-pipeline-on-feed"]);
         assert_eq!(v["params"]["systems"], serde_json::json!(names));
         let notes = v["notes"].to_string();
@@ -1071,12 +1085,7 @@ mod tests {
         run(&args, &mut out).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["scenario"], "replay");
-        let names: Vec<&str> = v["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["name"].as_str().unwrap())
-            .collect();
+        let names = row_names(&v);
         assert_eq!(
             names,
             [
