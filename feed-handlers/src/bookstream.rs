@@ -117,15 +117,21 @@ pub fn itch_type_of(event: fb::Event) -> Option<u8> {
 /// bus side), or `None` for events that neither change a book nor print.
 #[inline]
 pub fn order_event_from_envelope(env: &Envelope<'_>) -> Option<OrderEvent> {
-    read_order(env).map(|(ev, _)| ev)
+    let (event, locate) = (env.event_type(), env.header().stock_locate());
+    if event == fb::Event::Trade {
+        read_trade(env, locate).map(|(ev, _)| ev)
+    } else {
+        read_order(env, event, locate).map(|(ev, _)| ev)
+    }
 }
 
-/// The book event an envelope carries and the print fields only the envelope knows: the match
-/// number of an `E` or `C` execution, every field of a `P` trade (default otherwise).
+/// The book event of an order message (`A`, `F`, `E`, `C`, `X`, `D`, `U`) and the match
+/// number of an `E` or `C` execution (0 otherwise), the one print field only the envelope
+/// knows; `None` for any other event (`P` trades: [`read_trade`]). `event` and `locate` are
+/// the envelope's union tag and header `stock_locate`, already read by the caller.
 #[inline]
-fn read_order(env: &Envelope<'_>) -> Option<(OrderEvent, fb::TradeFields)> {
-    let none = fb::TradeFields::default();
-    let locate = env.header().stock_locate();
+fn read_order(env: &Envelope<'_>, event: fb::Event, locate: u16) -> Option<(OrderEvent, u64)> {
+    let none = 0;
     let add = |order_ref: u64, side: fb::Side, price: u32, shares: u32| match side {
         fb::Side::Buy => OrderEvent::Add {
             locate,
@@ -147,7 +153,7 @@ fn read_order(env: &Envelope<'_>) -> Option<(OrderEvent, fb::TradeFields)> {
             reason: crate::book::InvalidReason::BadSide(other.0),
         },
     };
-    let ev = match env.event_type() {
+    let ev = match event {
         fb::Event::AddOrder => {
             let b = env.event_as_add_order()?.body();
             let ev = add(
@@ -175,11 +181,7 @@ fn read_order(env: &Envelope<'_>) -> Option<(OrderEvent, fb::TradeFields)> {
                 order_ref: b.order_reference_number(),
                 shares: b.executed_shares(),
             };
-            let print = fb::TradeFields {
-                match_number: b.match_number(),
-                ..none
-            };
-            (ev, print)
+            (ev, b.match_number())
         }
         fb::Event::OrderExecutedWithPrice => {
             let b = env.event_as_order_executed_with_price()?.body();
@@ -190,11 +192,7 @@ fn read_order(env: &Envelope<'_>) -> Option<(OrderEvent, fb::TradeFields)> {
                 price: b.execution_price(),
                 printable: b.printable() == b'Y',
             };
-            let print = fb::TradeFields {
-                match_number: b.match_number(),
-                ..none
-            };
-            (ev, print)
+            (ev, b.match_number())
         }
         fb::Event::OrderCancel => {
             let b = env.event_as_order_cancel()?.body();
@@ -224,26 +222,30 @@ fn read_order(env: &Envelope<'_>) -> Option<(OrderEvent, fb::TradeFields)> {
             };
             (ev, none)
         }
-        fb::Event::Trade => {
-            let b = env.event_as_trade()?.body();
-            let ev = OrderEvent::Trade {
-                locate,
-                shares: b.shares(),
-                price: b.price(),
-            };
-            let print = fb::TradeFields {
-                order_reference_number: b.order_reference_number(),
-                buy_sell_indicator: b.buy_sell_indicator(),
-                shares: b.shares(),
-                stock: b.stock().0,
-                price: b.price(),
-                match_number: b.match_number(),
-            };
-            (ev, print)
-        }
         _ => return None,
     };
     Some(ev)
+}
+
+/// The book event of a `P` trade (a print on no displayed order) and its print, every field
+/// of which the envelope carries.
+#[inline]
+fn read_trade(env: &Envelope<'_>, locate: u16) -> Option<(OrderEvent, fb::TradeFields)> {
+    let b = env.event_as_trade()?.body();
+    let ev = OrderEvent::Trade {
+        locate,
+        shares: b.shares(),
+        price: b.price(),
+    };
+    let print = fb::TradeFields {
+        order_reference_number: b.order_reference_number(),
+        buy_sell_indicator: b.buy_sell_indicator(),
+        shares: b.shares(),
+        stock: b.stock().0,
+        price: b.price(),
+        match_number: b.match_number(),
+    };
+    Some((ev, print))
 }
 
 /// An input order message, read out of its envelope: everything applying it and publishing
@@ -252,8 +254,8 @@ fn read_order(env: &Envelope<'_>) -> Option<(OrderEvent, fb::TradeFields)> {
 struct OrderInput {
     header: HeaderFields,
     ev: OrderEvent,
-    /// See [`read_order`].
-    print: fb::TradeFields,
+    /// The match number of an execution (see [`read_order`]).
+    match_number: u64,
 }
 
 /// The header fields of an envelope, to stamp on events derived from it.
@@ -530,13 +532,17 @@ impl BookService {
     /// Applies one input envelope and publishes what it changed.
     #[inline]
     pub fn handle(&mut self, env: &Envelope<'_>) -> Handled {
-        let header = self.receive(env);
-        match read_order(env) {
-            Some((ev, print)) => {
-                self.apply(&OrderInput { header, ev, print });
+        let (header, event) = self.receive(env);
+        match read_order(env, event, header.stock_locate) {
+            Some((ev, match_number)) => {
+                self.apply(&OrderInput {
+                    header,
+                    ev,
+                    match_number,
+                });
                 Handled::Continue
             }
-            None => self.handle_other(&header, env),
+            None => self.handle_other(&header, event, env),
         }
     }
 
@@ -546,18 +552,23 @@ impl BookService {
     /// message first applies the pending one: everything stays in input order.
     #[inline]
     fn accept(&mut self, env: &Envelope<'_>) -> Handled {
-        let header = self.receive(env);
-        match read_order(env) {
-            Some((ev, print)) => {
+        let (header, event) = self.receive(env);
+        match read_order(env, event, header.stock_locate) {
+            Some((ev, match_number)) => {
                 self.builder.prefetch(&ev);
-                if let Some(prev) = self.pending.replace(OrderInput { header, ev, print }) {
+                let input = OrderInput {
+                    header,
+                    ev,
+                    match_number,
+                };
+                if let Some(prev) = self.pending.replace(input) {
                     self.apply(&prev);
                 }
                 Handled::Continue
             }
             None => {
                 self.flush();
-                self.handle_other(&header, env)
+                self.handle_other(&header, event, env)
             }
         }
     }
@@ -572,24 +583,42 @@ impl BookService {
 
     /// Counts one input envelope; its header.
     #[inline]
-    fn receive(&mut self, env: &Envelope<'_>) -> HeaderFields {
+    fn receive(&mut self, env: &Envelope<'_>) -> (HeaderFields, fb::Event) {
         self.stats.received += 1;
-        if let Some(t) = itch_type_of(env.event_type()) {
+        let event = env.event_type();
+        if let Some(t) = itch_type_of(event) {
             self.stats.messages += 1;
             self.counts.record(t);
         }
         let header = header_of(env);
         self.last_seq = header.seq;
-        header
+        (header, event)
     }
 
     /// Handles an input envelope that is not an order message: forwards what the outputs
-    /// carry. Rare (a few in a thousand records) and kept out of line, so that the order path
-    /// of `handle` and `poll` stays small where they are inlined.
+    /// carry, and applies `P` trades (prints on no displayed order). Rare (trades a few in a
+    /// hundred records, the rest a few in a thousand) and kept out of line, so that the order
+    /// path of `handle` and `poll` stays small where they are inlined; the order message
+    /// `poll` holds back is applied first, so everything stays in input order.
     #[inline(never)]
-    fn handle_other(&mut self, header: &HeaderFields, env: &Envelope<'_>) -> Handled {
+    fn handle_other(
+        &mut self,
+        header: &HeaderFields,
+        event: fb::Event,
+        env: &Envelope<'_>,
+    ) -> Handled {
         let header = *header;
-        match env.event_type() {
+        match event {
+            fb::Event::Trade => {
+                if let Some((ev, print)) = read_trade(env, header.stock_locate) {
+                    self.stats.book_events += 1;
+                    // A print on no displayed order: the book's print statistics, no update.
+                    let _: Outcome = self.builder.apply(&ev, &mut |_| {});
+                    let msg = self.encoder.trade(&header, &print);
+                    self.out.publish(To::Trades, &msg);
+                    self.stats.trades_published += 1;
+                }
+            }
             fb::Event::StockDirectory => {
                 if let Some(d) = env.event_as_stock_directory() {
                     self.symbols[usize::from(header.stock_locate)] = d.stock().0;
@@ -788,7 +817,7 @@ impl BookService {
                     shares,
                     stock: self.symbols[usize::from(locate)],
                     price,
-                    match_number: input.print.match_number,
+                    match_number: input.match_number,
                 }
             }
             OrderEvent::ExecuteWithPrice {
@@ -808,10 +837,9 @@ impl BookService {
                     shares,
                     stock: self.symbols[usize::from(locate)],
                     price,
-                    match_number: input.print.match_number,
+                    match_number: input.match_number,
                 }
             }
-            OrderEvent::Trade { .. } => input.print,
             _ => return,
         };
         let msg = self.encoder.trade(&input.header, &fields);
