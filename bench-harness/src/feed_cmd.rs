@@ -2,24 +2,37 @@
 //! ([`mdbus_feed_handlers::live`]) and, with `--book`, the book service
 //! ([`mdbus_feed_handlers::bookstream`]).
 //!
-//! Besides the lines and the retransmission server, flags tune how gaps are recovered: the
-//! fields of [`SequencerConfig`] of the same names, with the library's defaults.
+//! Besides the lines and the retransmission server, flags tune how gaps are recovered: one for
+//! each field of [`SequencerConfig`], with the library's defaults.
 //!
+//! * `--session <NAME>` (learned from the first packet): the MoldUDP64 session to follow, 1
+//!   to 10 printable ASCII characters, padded with spaces to the protocol's 10 bytes; packets
+//!   of any other session are counted and ignored.
 //! * `--nak-delay <DURATION>` (`1ms`): how long a missing message may be merely reordered
 //!   before it is re-requested.
-//! * `--request-timeout <DURATION>` (`10ms`): the wait for an answer before asking again
-//!   (doubling after each attempt, up to 200 ms).
+//! * `--request-timeout <DURATION>` (`10ms`): the wait for an answer before asking again.
 //! * `--max-retries <N>` (`4`): re-sends of a request before its messages are declared lost.
+//! * `--backoff-factor <N>` (`2`) and `--backoff-max <DURATION>` (`200ms`): the wait for an
+//!   answer is multiplied by the factor after each attempt (1: the same wait every time), up
+//!   to the cap (the `backoff` field: `factor` and `max`).
 //! * `--max-outstanding-requests <N>` (`8`): re-requests in flight at once (0: gaps are
 //!   declared lost after the NAK delay).
 //! * `--max-request-messages <N>` (`1024`): most messages asked for by one request.
 //! * `--coalesce-within <N>` (`16`): missing ranges this close are asked for in one request.
+//! * `--reorder-bytes <BYTES>` (`16777216`, 16 MiB) and `--reorder-messages <N>` (`65536`):
+//!   the store of messages that arrive ahead of a gap, in bytes and in how far ahead of the
+//!   next expected message it reaches (`reorder_capacity_bytes` and
+//!   `reorder_capacity_messages`: at most 4294967295 bytes and 2^30 messages, as the
+//!   sequencer accepts; 0 is refused, as no gap could then be recovered).
+//! * `--max-gaps <N>` (`4096`): separate missing ranges tracked at once (2 to 1,048,576).
 //! * `--late-join <live-edge|from-sequence:SEQ>` (`live-edge`): where to start in a running
 //!   session.
 //!
-//! Two more say how the feed runs: `--ring-bytes <BYTES>` sizes the feed stream's ring (a
-//! power of two; 16 MiB by default, as for a replay) and `--idle <spin|yield|sleep:DURATION>`
-//! what the feed thread does between datagrams (`spin` by default). Durations are a whole
+//! Three more say how the feed runs: `--ring-bytes <BYTES>` sizes the feed stream's ring (a
+//! power of two; 16 MiB by default, as for a replay), `--idle <spin|yield|sleep:DURATION>`
+//! what the feed thread does between datagrams (`spin` by default) and
+//! `--heartbeat-events <DURATION>` publishes a heartbeat event on the streams at that interval
+//! while the feed is quiet (off by default: only the liveness stamp). Durations are a whole
 //! number and a unit, `ns`, `us`, `ms` or `s` (`500us`, `2ms`, `1s`). A bad value is refused
 //! before anything is set up, with a message naming the flag and the value (exit status 2).
 
@@ -34,7 +47,8 @@ use std::time::Duration;
 
 use clap::builder::RangedU64ValueParser;
 use mdbus_bus::{Bus, Mode, SubscribeOptions};
-use mdbus_codecs::sequencer::{LateJoin, SequencerConfig};
+use mdbus_codecs::moldudp64::Session;
+use mdbus_codecs::sequencer::{Backoff, LateJoin, SequencerConfig};
 use mdbus_feed_handlers::bookstream::{BookService, BookServiceConfig, BookServiceStats};
 use mdbus_feed_handlers::live::{Idle, LineConfig, LiveError, LiveFeed, LiveFeedConfig, LiveStats};
 use mdbus_feed_handlers::pipeline::FeedPipeline;
@@ -92,6 +106,11 @@ pub struct FeedArgs {
     /// Print the feed handler's counters at the end as one JSON object on stdout.
     #[arg(long)]
     pub summary: bool,
+    /// The MoldUDP64 session to follow: 1 to 10 printable ASCII characters (padded with
+    /// spaces to 10, as the protocol does); packets of any other session are counted and
+    /// ignored [default: learned from the first packet].
+    #[arg(long, value_name = "NAME", value_parser = parse_session)]
+    pub session: Option<Session>,
     /// How long a missing message may be merely reordered before it is re-requested (or,
     /// without a retransmission server, declared lost): a whole number and a unit, `ns`,
     /// `us`, `ms` or `s`.
@@ -102,19 +121,37 @@ pub struct FeedArgs {
     )]
     pub nak_delay: DurationArg,
     /// How long to wait for the answer to a re-request before asking again (more than 0;
-    /// the wait doubles after each attempt, up to 200 ms): a whole number and a unit, `ns`,
-    /// `us`, `ms` or `s`.
+    /// the wait then grows as --backoff-factor and --backoff-max say): a whole number and a
+    /// unit, `ns`, `us`, `ms` or `s`.
     #[arg(
         long,
         value_name = "DURATION",
         default_value_t = DurationArg(SequencerConfig::default().request_timeout),
-        value_parser = parse_request_timeout
+        value_parser = parse_positive_duration
     )]
     pub request_timeout: DurationArg,
     /// Re-sends of a re-request after the first before its messages are declared lost (0: ask
     /// once).
     #[arg(long, value_name = "N", default_value_t = SequencerConfig::default().max_retries)]
     pub max_retries: u32,
+    /// After each unanswered attempt the wait for an answer is multiplied by this (at least 1;
+    /// 1: the same wait before every retry).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = SequencerConfig::default().backoff.factor,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub backoff_factor: u32,
+    /// The longest wait for an answer, however many attempts (a cap below --request-timeout
+    /// leaves the wait at --request-timeout): a whole number and a unit, `ns`, `us`, `ms` or
+    /// `s`.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value_t = DurationArg(SequencerConfig::default().backoff.max)
+    )]
+    pub backoff_max: DurationArg,
     /// Re-requests in flight at once (0: no re-requests; missing messages are declared lost
     /// after the NAK delay). Without --request-server nothing is re-requested anyway.
     #[arg(
@@ -141,6 +178,34 @@ pub struct FeedArgs {
         default_value_t = SequencerConfig::default().coalesce_within
     )]
     pub coalesce_within: u16,
+    /// Bytes of the reorder store, which holds messages that arrive ahead of a gap until it
+    /// is filled (1 to 4294967295; allocated at start). When it is full, the oldest gap is
+    /// given up.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = SequencerConfig::default().reorder_capacity_bytes,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_REORDER_BYTES)
+    )]
+    pub reorder_bytes: usize,
+    /// How far ahead of the next expected message the reorder store reaches, in messages
+    /// (1 to 1073741824, rounded up to a power of two; 32 bytes each, allocated at start).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = SequencerConfig::default().reorder_capacity_messages,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_REORDER_MESSAGES)
+    )]
+    pub reorder_messages: usize,
+    /// Separate missing ranges tracked at once (2 to 1048576); when there are more, the
+    /// oldest is given up.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = SequencerConfig::default().max_gaps,
+        value_parser = RangedU64ValueParser::<usize>::new().range(2..=MAX_GAPS)
+    )]
+    pub max_gaps: usize,
     /// Where to start when joining a running session: `live-edge` (at the first packet seen;
     /// earlier messages are not requested) or `from-sequence:SEQ` (re-request everything
     /// from sequence number SEQ on; 1: the whole session).
@@ -166,6 +231,11 @@ pub struct FeedArgs {
     /// bare number is microseconds, as in `mdbus recv --idle`).
     #[arg(long, value_name = "HOW", default_value = "spin", value_parser = parse_idle)]
     pub idle: Idle,
+    /// Publish a heartbeat event on the feed's streams at this interval while the feed is
+    /// quiet (more than 0): a whole number and a unit, `ns`, `us`, `ms` or `s` [default: none;
+    /// only the liveness stamp, which is always kept].
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub heartbeat_events: Option<DurationArg>,
     /// Cpus for the feed handler and, with --book, the book builder, e.g. `2,3` (wins over
     /// --layout) [default: with a layout, the first core of its `feed_handler` and
     /// `book_builder` roles; else unpinned].
@@ -202,17 +272,26 @@ fn live_config(args: &FeedArgs) -> LiveFeedConfig {
         request_server: args.request_server,
         // Placed by `Pinning` on the feed thread instead.
         core: None,
+        // Every field named: a new one is a compile error here until it has a flag.
         sequencer: SequencerConfig {
+            session: args.session,
             nak_delay: args.nak_delay.0,
             request_timeout: args.request_timeout.0,
             max_retries: args.max_retries,
+            backoff: Backoff {
+                factor: args.backoff_factor,
+                max: args.backoff_max.0,
+            },
             max_outstanding_requests: args.max_outstanding_requests,
             max_request_messages: args.max_request_messages,
             coalesce_within: args.coalesce_within,
+            reorder_capacity_bytes: args.reorder_bytes,
+            reorder_capacity_messages: args.reorder_messages,
+            max_gaps: args.max_gaps,
             late_join: args.late_join,
-            ..SequencerConfig::default()
         },
         idle: args.idle,
+        heartbeat_events: args.heartbeat_events.map(|d| d.0),
         ..LiveFeedConfig::new(args.group)
     }
 }
@@ -220,6 +299,16 @@ fn live_config(args: &FeedArgs) -> LiveFeedConfig {
 /// Most re-requests in flight `--max-outstanding-requests` accepts (the sequencer sizes its
 /// table of them once, at start).
 const MAX_OUTSTANDING: u64 = 65_535;
+
+/// Largest reorder store `--reorder-bytes` accepts: the sequencer's (offsets are 32-bit).
+const MAX_REORDER_BYTES: u64 = u32::MAX as u64;
+
+/// Longest reorder window `--reorder-messages` accepts: the sequencer's.
+const MAX_REORDER_MESSAGES: u64 = 1 << 30;
+
+/// Most missing ranges `--max-gaps` accepts (the sequencer sizes its tables of them once, at
+/// start; it sets no bound of its own).
+const MAX_GAPS: u64 = 1 << 20;
 
 /// A duration on the command line: a whole number and a unit, `ns`, `us` (or `µs`), `ms` or
 /// `s`, such as `500us`, `2ms` or `1s`. Displayed in the largest unit that keeps it exact.
@@ -280,14 +369,40 @@ impl fmt::Display for DurationArg {
     }
 }
 
-/// `--request-timeout`: a [`DurationArg`] of more than 0 (with none, every request would be
-/// re-sent at once, its retries spent before any answer could arrive).
-fn parse_request_timeout(s: &str) -> Result<DurationArg, String> {
+/// `--request-timeout` and `--heartbeat-events`: a [`DurationArg`] of more than 0 (with no
+/// timeout, every request would be re-sent at once, its retries spent before any answer could
+/// arrive; with no interval, every idle pass would publish a heartbeat).
+fn parse_positive_duration(s: &str) -> Result<DurationArg, String> {
     let d: DurationArg = s.parse().map_err(|e: DurationError| e.to_string())?;
     if d.0.is_zero() {
         return Err("must be more than 0".to_owned());
     }
     Ok(d)
+}
+
+/// `--session`: 1 to 10 printable ASCII characters (space included), not all spaces, padded
+/// with spaces to the 10 bytes of a MoldUDP64 session name.
+fn parse_session(s: &str) -> Result<Session, String> {
+    let mut name = Session([b' '; 10]);
+    let max = name.0.len();
+    if let Some(c) = s.chars().find(|c| !matches!(c, ' '..='~')) {
+        return Err(format!(
+            "{c:?} is not a printable ASCII character (a session name is 1 to {max} of them)"
+        ));
+    }
+    if s.len() > max {
+        return Err(format!(
+            "{} characters: a session name is at most {max}",
+            s.len()
+        ));
+    }
+    if s.trim().is_empty() {
+        return Err(format!(
+            "a session name is 1 to {max} printable ASCII characters, not blank"
+        ));
+    }
+    name.0[..s.len()].copy_from_slice(s.as_bytes());
+    Ok(name)
 }
 
 /// `--late-join`: `live-edge` or `from-sequence:SEQ` (SEQ at least 1).
@@ -593,11 +708,29 @@ mod tests {
         for bad in ["nap", "sleep:", "sleep:5min", "sleep"] {
             assert!(parse_idle(bad).is_err(), "{bad}");
         }
-        assert!(parse_request_timeout("0ms").is_err());
+        assert!(parse_positive_duration("0ms").is_err());
         assert_eq!(
-            parse_request_timeout("5ms"),
+            parse_positive_duration("5ms"),
             Ok(DurationArg(Duration::from_millis(5)))
         );
+    }
+
+    #[test]
+    fn session_names_are_padded_with_spaces() {
+        assert_eq!(parse_session("20200130AA"), Ok(Session(*b"20200130AA")));
+        assert_eq!(parse_session("ABC"), Ok(Session(*b"ABC       ")));
+        assert_eq!(parse_session("A"), Ok(Session(*b"A         ")));
+        assert_eq!(parse_session("a b~!"), Ok(Session(*b"a b~!     ")));
+        for (bad, why) in [
+            ("", "not blank"),
+            ("   ", "not blank"),
+            ("20200130AAX", "11 characters"),
+            ("SÉANCE", "'É' is not a printable ASCII character"),
+            ("A\tB", "'\\t' is not a printable ASCII character"),
+        ] {
+            let e = parse_session(bad).expect_err(bad);
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
     }
 
     #[test]
@@ -606,7 +739,64 @@ mod tests {
         let config = live_config(&args);
         assert_eq!(config.sequencer, SequencerConfig::default());
         assert_eq!(config.idle, LiveFeedConfig::new(args.group).idle);
+        assert_eq!(config.heartbeat_events, None);
+        // The whole live configuration, not only the sequencer's part.
+        assert_eq!(config, LiveFeedConfig::new(args.group));
         assert_eq!(args.ring_bytes, replay_ring().capacity);
+    }
+
+    #[test]
+    fn cli_bounds_are_the_sequencers() {
+        use mdbus_codecs::sequencer::{ConfigError, Sequencer};
+        // Just past each bound the CLI sets, the sequencer refuses too (it checks before it
+        // allocates anything).
+        let small = SequencerConfig {
+            reorder_capacity_bytes: 1,
+            reorder_capacity_messages: 1,
+            max_gaps: 2,
+            backoff: Backoff {
+                factor: 1,
+                max: Duration::ZERO,
+            },
+            ..SequencerConfig::default()
+        };
+        assert!(Sequencer::new(small).is_ok(), "the CLI's lower bounds");
+        for (config, why) in [
+            (
+                SequencerConfig {
+                    reorder_capacity_bytes: MAX_REORDER_BYTES as usize + 1,
+                    ..small
+                },
+                "reorder store too large",
+            ),
+            (
+                SequencerConfig {
+                    reorder_capacity_messages: MAX_REORDER_MESSAGES as usize + 1,
+                    ..small
+                },
+                "reorder store too large",
+            ),
+            (
+                SequencerConfig {
+                    max_gaps: 1,
+                    ..small
+                },
+                "max_gaps",
+            ),
+            (
+                SequencerConfig {
+                    backoff: Backoff {
+                        factor: 0,
+                        max: Duration::ZERO,
+                    },
+                    ..small
+                },
+                "backoff factor",
+            ),
+        ] {
+            let e: ConfigError = Sequencer::new(config).expect_err(why);
+            assert!(e.to_string().contains(why), "{why}: {e}");
+        }
     }
 
     #[test]
@@ -630,6 +820,20 @@ mod tests {
             "65536",
             "--idle",
             "yield",
+            "--session",
+            "ABC",
+            "--backoff-factor",
+            "1",
+            "--backoff-max",
+            "50ms",
+            "--reorder-bytes",
+            "1048576",
+            "--reorder-messages",
+            "1000",
+            "--max-gaps",
+            "2",
+            "--heartbeat-events",
+            "250us",
         ])
         .expect("flags parse");
         let config = live_config(&args);
@@ -643,10 +847,34 @@ mod tests {
                 max_request_messages: 64,
                 coalesce_within: 0,
                 late_join: LateJoin::FromSequence(7),
-                ..SequencerConfig::default()
+                session: Some(Session(*b"ABC       ")),
+                backoff: Backoff {
+                    factor: 1,
+                    max: Duration::from_millis(50),
+                },
+                reorder_capacity_bytes: 1 << 20,
+                reorder_capacity_messages: 1000,
+                max_gaps: 2,
             }
         );
         assert_eq!(config.idle, Idle::Yield);
+        assert_eq!(config.heartbeat_events, Some(Duration::from_micros(250)));
+        let upper = parse(&[
+            "--reorder-bytes",
+            "4294967295",
+            "--reorder-messages",
+            "1073741824",
+            "--max-gaps",
+            "1048576",
+            "--backoff-factor",
+            "4294967295",
+        ])
+        .expect("the largest values parse");
+        let config = live_config(&upper).sequencer;
+        assert_eq!(config.reorder_capacity_bytes, u32::MAX as usize);
+        assert_eq!(config.reorder_capacity_messages, 1 << 30);
+        assert_eq!(config.max_gaps, 1 << 20);
+        assert_eq!(config.backoff.factor, u32::MAX);
         assert_eq!(args.ring_bytes, 65536);
     }
 
@@ -663,6 +891,21 @@ mod tests {
             ("--late-join", "soon"),
             ("--ring-bytes", "1000"),
             ("--idle", "nap"),
+            ("--session", "20200130AAX"),
+            ("--session", ""),
+            ("--session", "SÉANCE"),
+            ("--backoff-factor", "0"),
+            ("--backoff-factor", "x2"),
+            ("--backoff-max", "200"),
+            ("--reorder-bytes", "0"),
+            ("--reorder-bytes", "4294967296"),
+            ("--reorder-bytes", "16MiB"),
+            ("--reorder-messages", "0"),
+            ("--reorder-messages", "1073741825"),
+            ("--max-gaps", "1"),
+            ("--max-gaps", "1048577"),
+            ("--heartbeat-events", "0ms"),
+            ("--heartbeat-events", "1"),
         ] {
             let arg = format!("{flag}={value}");
             let e = parse(&[&arg]).expect_err(&arg).to_string();

@@ -236,6 +236,22 @@ fn feed_with_tuned_recovery_recovers_every_dropped_packet() {
         "4194304",
         "--idle",
         "sleep:50us",
+        // The test exchange's session, padded or not.
+        "--session",
+        "20200130AA",
+        "--backoff-factor",
+        "3",
+        "--backoff-max",
+        "100ms",
+        // The whole session fits in the store and its window: nothing is given up for room.
+        "--reorder-bytes",
+        "1048576",
+        "--reorder-messages",
+        "16384",
+        "--max-gaps",
+        "256",
+        "--heartbeat-events",
+        "2ms",
     ]);
     check_recovered_reference_book(&run);
     // A dropped packet holds more than 16 messages: each gap took several requests of at
@@ -248,6 +264,12 @@ fn feed_with_tuned_recovery_recovers_every_dropped_packet() {
         run.stats
     );
     assert_eq!(feed_ring_capacity(&run), 4 << 20);
+    assert_eq!(run.stats["sequencer"]["overflows"], 0, "{}", run.stats);
+    assert_eq!(
+        run.stats["sequencer"]["foreign_session"], 0,
+        "{}",
+        run.stats
+    );
 }
 
 #[test]
@@ -260,6 +282,19 @@ fn feed_refuses_bad_tuning_values_with_a_clear_message() {
         ("--max-request-messages", "0", "1..=65535"),
         ("--late-join", "soon", "live-edge or from-sequence"),
         ("--idle", "sleep:forever", "sleep:DURATION"),
+        ("--session", "20200130AAX", "at most 10"),
+        ("--session", "SÉANCE", "not a printable ASCII character"),
+        ("--session", " ", "not blank"),
+        ("--backoff-factor", "0", "1..=4294967295"),
+        ("--backoff-max", "1.5ms", "smaller unit"),
+        ("--reorder-bytes", "0", "1..=4294967295"),
+        ("--reorder-bytes", "4294967296", "1..=4294967295"),
+        ("--reorder-messages", "0", "1..=1073741824"),
+        ("--reorder-messages", "2000000000", "1..=1073741824"),
+        ("--max-gaps", "1", "2..=1048576"),
+        ("--max-gaps", "99999999", "2..=1048576"),
+        ("--heartbeat-events", "0s", "more than 0"),
+        ("--heartbeat-events", "5", "no unit"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_mdbus"))
             .args(["feed", "--group", "127.0.0.1:0", flag, value])
