@@ -87,10 +87,24 @@ const HOT_KINDS: usize = 12;
 struct Frame {
     buf: [u8; MAX_ENCODED_LEN],
     len: usize,
+    event: g::Event,
+    tag_at: usize,
     header_at: usize,
     flags_at: usize,
     body_at: usize,
     body_len: usize,
+}
+
+/// A frame as [`FrameReader`](super::FrameReader) learns it: the bytes of one message of the
+/// kind and where its variable parts and its union tag lie.
+pub(super) struct FrameLayout<'a> {
+    pub bytes: &'a [u8],
+    pub event: g::Event,
+    pub tag_at: usize,
+    pub header_at: usize,
+    pub flags_at: usize,
+    pub body_at: usize,
+    pub body_len: usize,
 }
 
 /// The FlatBuffers builder, reused from message to message.
@@ -137,6 +151,12 @@ impl Core {
         let flags_slot = env._tab.vtable().get(g::Envelope::VT_FLAGS);
         assert_ne!(flags_slot, 0, "flags are stored when defaults are forced");
         let flags_at = env._tab.loc() + usize::from(flags_slot);
+        let tag_slot = env._tab.vtable().get(g::Envelope::VT_EVENT_TYPE);
+        assert_ne!(
+            tag_slot, 0,
+            "the union tag is stored when defaults are forced"
+        );
+        let tag_at = env._tab.loc() + usize::from(tag_slot);
         let body = E::locate_body(env).expect("a hot-path kind has a body");
         let body_at = body.as_ptr().addr() - base;
         let len = bytes.len();
@@ -144,6 +164,8 @@ impl Core {
             len <= MAX_ENCODED_LEN
                 && header_at + HEADER_LEN <= len
                 && flags_at < len
+                && tag_at < len
+                && bytes[tag_at] == E::EVENT.0
                 && body_at + body.len() <= len,
             "{:?}: frame layout out of bounds",
             E::EVENT
@@ -151,6 +173,8 @@ impl Core {
         let mut frame = Frame {
             buf: [0; MAX_ENCODED_LEN],
             len,
+            event: E::EVENT,
+            tag_at,
             header_at,
             flags_at,
             body_at,
@@ -246,6 +270,19 @@ impl Encoder {
             core,
             frames: frames.into_boxed_slice(),
         }
+    }
+
+    /// The frame of every hot-path kind.
+    pub(super) fn frame_layouts(&self) -> impl Iterator<Item = FrameLayout<'_>> {
+        self.frames.iter().map(|f| FrameLayout {
+            bytes: &f.buf[..f.len],
+            event: f.event,
+            tag_at: f.tag_at,
+            header_at: f.header_at,
+            flags_at: f.flags_at,
+            body_at: f.body_at,
+            body_len: f.body_len,
+        })
     }
 
     /// Encodes one event of any kind with its header; the per-kind methods call this.

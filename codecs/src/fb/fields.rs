@@ -112,6 +112,18 @@ macro_rules! body_event {
                 env.$as().map(|t| &t.body().0[..])
             }
         }
+        impl super::frame_read::sealed::Sealed for g::$body_ty {}
+        impl super::FrameBody for g::$body_ty {
+            const EVENT: Event = Event::$table;
+            #[inline]
+            fn from_body_bytes(bytes: &[u8]) -> Option<Self> {
+                Some(g::$body_ty(bytes.try_into().ok()?))
+            }
+            #[inline]
+            fn from_envelope(env: &g::Envelope<'_>) -> Option<Self> {
+                env.$as().map(|t| *t.body())
+            }
+        }
         impl $fields {
             #[inline]
             fn body(&self) -> g::$body_ty {

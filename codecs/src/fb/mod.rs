@@ -45,12 +45,14 @@
 
 mod encode;
 mod fields;
+mod frame_read;
 
 use core::fmt;
 
 pub use crate::generated::*;
 pub use encode::{Encoded, Encoder, MAX_ENCODED_LEN};
 pub use fields::*;
+pub use frame_read::{FrameBody, FrameReader, FrameView, ReadBody};
 
 /// Denominator of Price(4) fields: `raw / PRICE4_SCALE` is the price (3_201_400 is 320.14).
 pub const PRICE4_SCALE: u64 = 10_000;

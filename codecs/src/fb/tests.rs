@@ -471,3 +471,158 @@ fn garbage_is_rejected_with_its_length() {
     assert!(err.to_string().contains("12 bytes"), "{err}");
     assert!(read_verified(&[]).is_err());
 }
+
+/// Asserts that a frame view reads exactly what the generated accessors read from `env`:
+/// kind, header, flags and the body of every hot-path kind (`None` for the others).
+fn assert_reads_like_envelope(view: &FrameView<'_>, env: &Envelope<'_>) {
+    assert_eq!(view.event_type(), env.event_type());
+    assert_eq!(view.header_fields(), ReadBody::header_fields(env));
+    assert_eq!(view.header(), *env.header());
+    assert_eq!(view.flags(), env.flags());
+    macro_rules! same_bodies {
+        ($($b:ident),*) => {$(
+            assert_eq!(
+                ReadBody::body::<$b>(view),
+                ReadBody::body::<$b>(env),
+                "{}", stringify!($b)
+            );
+        )*};
+    }
+    same_bodies!(
+        AddOrderBody,
+        AddOrderMpidBody,
+        OrderExecutedBody,
+        OrderExecutedWithPriceBody,
+        OrderCancelBody,
+        OrderDeleteBody,
+        OrderReplaceBody,
+        TradeBody,
+        CrossTradeBody,
+        BrokenTradeBody,
+        BboBody,
+        PriceLevelBody
+    );
+}
+
+/// If `reader` reads `bytes`, the read must be what the verified accessors read.
+fn assert_fast_read_is_sound(reader: &FrameReader, bytes: &[u8]) -> bool {
+    match reader.read(bytes) {
+        Some(view) => {
+            let env = read_verified(bytes).expect("bytes the frame reader reads verify");
+            assert_reads_like_envelope(&view, &env);
+            true
+        }
+        None => false,
+    }
+}
+
+#[test]
+fn frame_reader_reads_every_hot_kind_as_the_accessors_do() {
+    let reader = FrameReader::new();
+    let mut hot = 0;
+    each_kind(&mut Encoder::new(), |event, bytes| {
+        if is_hot(event) {
+            assert!(reader.reads(event), "{event:?}: no fast path");
+            assert!(assert_fast_read_is_sound(&reader, bytes), "{event:?}");
+            hot += 1;
+        } else {
+            assert!(!reader.reads(event), "{event:?}");
+            assert!(reader.read(bytes).is_none(), "{event:?}");
+        }
+    });
+    assert_eq!(hot, 12);
+    // The same with every value at its default (zero header, empty flags).
+    let mut enc = Encoder::new();
+    let msg = enc.order_delete(&HeaderFields::default(), &OrderDeleteFields::default());
+    assert!(assert_fast_read_is_sound(&reader, &msg));
+}
+
+#[test]
+fn frame_reader_refuses_other_layouts() {
+    let reader = FrameReader::new();
+    // The builder without forced defaults leaves out empty flags and zero fields: another
+    // layout, which only the generic accessors may read.
+    let mut enc = Encoder::new();
+    let msg = enc.encode_with_builder(&HeaderFields::default(), &OrderDeleteFields::default());
+    assert!(reader.read(&msg).is_none());
+    // Wrong lengths, however close.
+    let msg = Encoder::new()
+        .order_delete(&header(), &OrderDeleteFields::default())
+        .to_vec();
+    assert!(reader.read(&msg).is_some());
+    let mut longer = msg.clone();
+    longer.push(0);
+    assert!(reader.read(&longer).is_none());
+    for n in 0..msg.len() {
+        assert!(reader.read(&msg[..n]).is_none(), "truncated to {n}");
+    }
+    // Builder-path kinds, the encodings of every kind through the builder: read only when
+    // that is exactly right.
+    each_kind(&mut ViaBuilder(Encoder::new()), |_, bytes| {
+        assert_fast_read_is_sound(&reader, bytes);
+    });
+}
+
+#[test]
+fn frame_reader_checks_every_structural_byte() {
+    // Flip each byte of each hot kind in turn: a flip the reader still reads must lie in
+    // the header, the flags or the body (it reads what the accessors read); a flip anywhere
+    // else (offsets, vtables, tag, padding) is refused.
+    let reader = FrameReader::new();
+    each_kind(&mut Encoder::new(), |event, bytes| {
+        if !is_hot(event) {
+            return;
+        }
+        let env = read_verified(bytes).expect("valid");
+        let base = bytes.as_ptr().addr();
+        let header_at = core::ptr::from_ref(env.header()).addr() - base;
+        let flags_at = env._tab.loc() + usize::from(env._tab.vtable().get(Envelope::VT_FLAGS));
+        assert!(reader.read(bytes).is_some(), "{event:?}");
+        let body_at = body_start(&env);
+        let variable = |i: usize| {
+            (header_at..header_at + 32).contains(&i)
+                || i == flags_at
+                || (body_at..bytes.len()).contains(&i)
+        };
+        for i in 0..bytes.len() {
+            for flip in [0x01u8, 0x80, 0xFF] {
+                let mut m = bytes.to_vec();
+                m[i] ^= flip;
+                let read = assert_fast_read_is_sound(&reader, &m);
+                assert_eq!(read, variable(i), "{event:?}: byte {i} ^ {flip:#x}");
+            }
+        }
+    });
+}
+
+/// Where the body struct of a hot-path message starts (it runs to the end), found through
+/// the accessors: the event table's one field, a struct stored inline.
+fn body_start(env: &Envelope<'_>) -> usize {
+    let table = env.event();
+    table.loc() + usize::from(table.vtable().get(4))
+}
+
+proptest::proptest! {
+    #[test]
+    fn frame_reader_reads_only_what_the_accessors_read(
+        kind in 0usize..12,
+        edits in proptest::collection::vec((0usize..128, proptest::num::u8::ANY), 0..4),
+        cut in 0usize..4,
+    ) {
+        let reader = FrameReader::new();
+        let mut msgs = Vec::new();
+        each_kind(&mut Encoder::new(), |event, bytes| {
+            if is_hot(event) {
+                msgs.push(bytes.to_vec());
+            }
+        });
+        let mut m = msgs[kind].clone();
+        for (at, v) in edits {
+            if let Some(b) = m.get_mut(at) {
+                *b = v;
+            }
+        }
+        m.truncate(m.len().saturating_sub(cut));
+        assert_fast_read_is_sound(&reader, &m);
+    }
+}

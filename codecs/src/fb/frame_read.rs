@@ -1,0 +1,288 @@
+//! Reading hot-path envelopes at the fixed offsets of the encoder's frames.
+//!
+//! The [`Encoder`] writes every hot-path kind (order flow, trades, book updates) into a
+//! prebuilt frame: only the header struct, the flags byte and the body struct change from
+//! message to message; the root offset, both vtables, the union tag and the table offsets
+//! are the same bytes every time. A reader that finds exactly those structural bytes in a
+//! message knows where its header and body lie without following any offset: FlatBuffers
+//! locates a field only through those bytes, so equal structural bytes mean the generated
+//! accessors would read the same places. [`FrameReader::read`] checks them (a few masked
+//! word compares) and hands out the header and the body struct; the generic path follows
+//! four vtables and checks the union tag twice to get there.
+//!
+//! Anything else (a kind built by the builder, a message of another encoder whose layout
+//! differs, a buffer of the wrong length) reads as `None`, and the caller falls back to the
+//! generic accessors: the fast path is an optimization, never a different answer. All reads
+//! are bounds-checked slice reads: no `unsafe`, whatever the input.
+
+use super::{Encoder, EnvelopeFlags, Event, HeaderFields};
+use crate::generated as g;
+
+/// Length of the `Header` struct.
+const HEADER_LEN: usize = core::mem::size_of::<g::Header>();
+
+// The frame layout of every hot-path kind, as the FlatBuffers builder writes it with every
+// field stored (checked against the encoder's frames when a reader is made):
+//
+//   0..4    root offset                      structural
+//   4..16   the envelope's vtable            structural
+//   16..22  the envelope table's vtable offset, padding
+//   22      union tag                        picks the kind
+//   23      flags                            variable
+//   24..56  header struct                    variable
+//   56..60  offset of the event table        structural
+//   60..68  padding, the event table's vtable (its size differs by kind)
+//   68..72  the event table's vtable offset
+//   72..    body struct, to the end          variable
+const TAG_AT: usize = 22;
+const FLAGS_AT: usize = 23;
+const HEADER_AT: usize = 24;
+const BODY_AT: usize = HEADER_AT + HEADER_LEN + 16;
+/// The structural bytes of word 16..24 (all but the tag and the flags).
+const WORD2_MASK: u64 = 0x0000_ffff_ffff_ffff;
+
+/// Where a hot-path kind differs from the others: its length and the structural words just
+/// before its body.
+#[derive(Clone, Copy, Debug, Default)]
+struct Kind {
+    /// Length of a message of this kind; 0 for a kind without a fast path.
+    len: usize,
+    /// Bytes `BODY_AT - 16 .. BODY_AT`.
+    before_body: [u64; 2],
+}
+
+/// Reads messages laid out as this crate's [`Encoder`] lays out hot-path kinds, without
+/// following offsets; see the [module docs](self). Built once (it encodes one message of each
+/// kind); reading allocates nothing.
+#[derive(Clone, Debug)]
+pub struct FrameReader {
+    /// Bytes `0..24`, the same in every frame (`WORD2_MASK` applies to the third word).
+    prefix: [u64; 3],
+    /// Indexed by union tag; empty when the encoder's layout is not the one this reader knows
+    /// (then every message takes the generic path).
+    kinds: Box<[Kind]>,
+}
+
+impl Default for FrameReader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The little-endian word at `at` of `bytes` (`at + 8 <= N`: the check folds away).
+#[inline(always)]
+fn word<const N: usize>(bytes: &[u8; N], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+impl FrameReader {
+    /// Learns the frame of every hot-path kind from a fresh [`Encoder`]. If the encoder's
+    /// layout is not the one described above (a FlatBuffers release that lays tables out
+    /// differently), the reader reads nothing: correct, only slower.
+    pub fn new() -> FrameReader {
+        let encoder = Encoder::new();
+        let mut kinds = vec![Kind::default(); usize::from(Event::ENUM_MAX) + 1];
+        let mut prefix = None;
+        for f in encoder.frame_layouts() {
+            let Some(head) = f.bytes.first_chunk::<BODY_AT>() else {
+                return FrameReader::disabled();
+            };
+            let this = [word(head, 0), word(head, 8), word(head, 16) & WORD2_MASK];
+            let known = f.tag_at == TAG_AT
+                && f.flags_at == FLAGS_AT
+                && f.header_at == HEADER_AT
+                && f.body_at == BODY_AT
+                && f.body_at + f.body_len == f.bytes.len()
+                && *prefix.get_or_insert(this) == this;
+            if !known {
+                return FrameReader::disabled();
+            }
+            kinds[usize::from(f.event.0)] = Kind {
+                len: f.bytes.len(),
+                before_body: [word(head, BODY_AT - 16), word(head, BODY_AT - 8)],
+            };
+        }
+        match prefix {
+            Some(prefix) => FrameReader {
+                prefix,
+                kinds: kinds.into_boxed_slice(),
+            },
+            None => FrameReader::disabled(),
+        }
+    }
+
+    /// A reader that reads nothing (every message takes the generic path).
+    fn disabled() -> FrameReader {
+        FrameReader {
+            prefix: [0; 3],
+            kinds: Box::new([]),
+        }
+    }
+
+    /// Whether messages of `event`'s kind can be read here (they are hot-path kinds and their
+    /// frame's layout was understood).
+    pub fn reads(&self, event: Event) -> bool {
+        self.kinds
+            .get(usize::from(event.0))
+            .is_some_and(|k| k.len != 0)
+    }
+
+    /// The view of `bytes` if they are exactly one envelope in the frame layout of a hot-path
+    /// kind; `None` otherwise (read it with the generic accessors then).
+    #[inline]
+    pub fn read<'a>(&self, bytes: &'a [u8]) -> Option<FrameView<'a>> {
+        let head = bytes.first_chunk::<BODY_AT>()?;
+        let tag = head[TAG_AT];
+        let kind = self.kinds.get(usize::from(tag))?;
+        if bytes.len() != kind.len {
+            return None;
+        }
+        // Every structural byte equal to the frame's (the tag picked the frame).
+        let diff = (word(head, 0) ^ self.prefix[0])
+            | (word(head, 8) ^ self.prefix[1])
+            | ((word(head, 16) ^ self.prefix[2]) & WORD2_MASK)
+            | (word(head, BODY_AT - 16) ^ kind.before_body[0])
+            | (word(head, BODY_AT - 8) ^ kind.before_body[1]);
+        if diff != 0 {
+            return None;
+        }
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&head[HEADER_AT..HEADER_AT + HEADER_LEN]);
+        Some(FrameView {
+            event: Event(tag),
+            header,
+            flags: head[FLAGS_AT],
+            body: &bytes[BODY_AT..],
+        })
+    }
+
+    /// [`read`](Self::read) for a typed view: the view of `env` if it is the root of a buffer
+    /// that is exactly one envelope in the frame layout of a hot-path kind.
+    #[inline]
+    pub fn read_envelope<'a>(&self, env: &g::Envelope<'a>) -> Option<FrameView<'a>> {
+        let view = self.read(env._tab.buf())?;
+        // The prefix checked the root offset: `env` must be the table it names.
+        (env._tab.loc() == (self.prefix[0] & 0xffff_ffff) as usize).then_some(view)
+    }
+}
+
+/// A hot-path message read by [`FrameReader::read`]: its kind, header, flags and body struct,
+/// in place.
+#[derive(Clone, Copy, Debug)]
+pub struct FrameView<'a> {
+    event: Event,
+    header: [u8; HEADER_LEN],
+    flags: u8,
+    body: &'a [u8],
+}
+
+impl<'a> FrameView<'a> {
+    /// The union tag: which kind of event this is.
+    #[inline]
+    pub fn event_type(&self) -> Event {
+        self.event
+    }
+
+    /// The header struct, as [`Envelope::header`](g::Envelope::header) reads it.
+    #[inline]
+    pub fn header(&self) -> g::Header {
+        g::Header(self.header)
+    }
+
+    /// The delivery flags, as [`Envelope::flags`](g::Envelope::flags) reads them.
+    #[inline]
+    pub fn flags(&self) -> EnvelopeFlags {
+        EnvelopeFlags::from_bits_retain(self.flags)
+    }
+
+    /// The header and flags as plain values.
+    #[inline]
+    pub fn header_fields(&self) -> HeaderFields {
+        let h = self.header();
+        HeaderFields {
+            seq: h.seq(),
+            exchange_ts_ns: h.exchange_ts_ns(),
+            recv_ts_ns: h.recv_ts_ns(),
+            stock_locate: h.stock_locate(),
+            tracking_number: h.tracking_number(),
+            flags: self.flags(),
+        }
+    }
+
+    /// The body struct if the message is of `B`'s kind, `None` for any other kind.
+    #[inline]
+    pub fn body<B: FrameBody>(&self) -> Option<B> {
+        if self.event == B::EVENT {
+            B::from_body_bytes(self.body)
+        } else {
+            None
+        }
+    }
+}
+
+/// The body struct of a hot-path kind (`AddOrderBody`, `OrderExecutedBody`, ...), readable
+/// from a [`FrameView`] and from an [`Envelope`](g::Envelope) alike ([`ReadBody`]).
+pub trait FrameBody: Copy + sealed::Sealed {
+    /// The union tag of the kind whose body this is.
+    const EVENT: Event;
+    /// The body from its bytes (`None` if the length is not the struct's).
+    fn from_body_bytes(bytes: &[u8]) -> Option<Self>;
+    /// The body of `env`, `None` if it holds another kind.
+    fn from_envelope(env: &g::Envelope<'_>) -> Option<Self>;
+}
+
+pub(super) mod sealed {
+    pub trait Sealed {}
+}
+
+/// Reads body structs of hot-path kinds: from an [`Envelope`](g::Envelope) through the
+/// generated accessors, or from a [`FrameView`] in place. Code generic over it serves both
+/// paths with one body.
+pub trait ReadBody {
+    /// The union tag.
+    fn event_type(&self) -> Event;
+    /// The header and flags.
+    fn header_fields(&self) -> HeaderFields;
+    /// The body struct if the message is of `B`'s kind.
+    fn body<B: FrameBody>(&self) -> Option<B>;
+}
+
+impl ReadBody for FrameView<'_> {
+    #[inline]
+    fn event_type(&self) -> Event {
+        self.event
+    }
+    #[inline]
+    fn header_fields(&self) -> HeaderFields {
+        FrameView::header_fields(self)
+    }
+    #[inline]
+    fn body<B: FrameBody>(&self) -> Option<B> {
+        FrameView::body(self)
+    }
+}
+
+impl ReadBody for g::Envelope<'_> {
+    #[inline]
+    fn event_type(&self) -> Event {
+        g::Envelope::event_type(self)
+    }
+    #[inline]
+    fn header_fields(&self) -> HeaderFields {
+        let h = self.header();
+        HeaderFields {
+            seq: h.seq(),
+            exchange_ts_ns: h.exchange_ts_ns(),
+            recv_ts_ns: h.recv_ts_ns(),
+            stock_locate: h.stock_locate(),
+            tracking_number: h.tracking_number(),
+            flags: self.flags(),
+        }
+    }
+    #[inline]
+    fn body<B: FrameBody>(&self) -> Option<B> {
+        B::from_envelope(self)
+    }
+}
