@@ -47,7 +47,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use mdbus_bus::schema::{self as fb, Encoder, Envelope, HeaderFields};
+use mdbus_bus::schema::{self as fb, Encoder, Envelope, FrameReader, HeaderFields, ReadBody};
 use mdbus_bus::{
     Bus, BusError, Mode, PublishError, Publisher, ReceiveError, StreamConfig, Subscriber,
     WaitStrategy,
@@ -114,14 +114,15 @@ pub fn itch_type_of(event: fb::Event) -> Option<u8> {
 }
 
 /// The book event a normalized envelope carries (the twin of [`OrderEvent::from_itch`] for the
-/// bus side), or `None` for events that neither change a book nor print.
+/// bus side), or `None` for events that neither change a book nor print. Reads an
+/// [`Envelope`] or, in place, its [`FrameView`](fb::FrameView).
 #[inline]
-pub fn order_event_from_envelope(env: &Envelope<'_>) -> Option<OrderEvent> {
-    let (event, locate) = (env.event_type(), env.header().stock_locate());
+pub fn order_event_from_envelope<R: ReadBody>(msg: &R) -> Option<OrderEvent> {
+    let (event, locate) = (msg.event_type(), msg.header_fields().stock_locate);
     if event == fb::Event::Trade {
-        read_trade(env, locate).map(|(ev, _)| ev)
+        read_trade(msg, locate).map(|(ev, _)| ev)
     } else {
-        read_order(env, event, locate).map(|(ev, _)| ev)
+        read_order(msg, event, locate).map(|(ev, _)| ev)
     }
 }
 
@@ -129,8 +130,11 @@ pub fn order_event_from_envelope(env: &Envelope<'_>) -> Option<OrderEvent> {
 /// number of an `E` or `C` execution (0 otherwise), the one print field only the envelope
 /// knows; `None` for any other event (`P` trades: [`read_trade`]). `event` and `locate` are
 /// the envelope's union tag and header `stock_locate`, already read by the caller.
+///
+/// Generic over where the bodies come from: a [`FrameView`](fb::FrameView) (in place, the
+/// service's fast path) or the envelope's accessors.
 #[inline]
-fn read_order(env: &Envelope<'_>, event: fb::Event, locate: u16) -> Option<(OrderEvent, u64)> {
+fn read_order<R: ReadBody>(msg: &R, event: fb::Event, locate: u16) -> Option<(OrderEvent, u64)> {
     let none = 0;
     let add = |order_ref: u64, side: fb::Side, price: u32, shares: u32| match side {
         fb::Side::Buy => OrderEvent::Add {
@@ -155,7 +159,7 @@ fn read_order(env: &Envelope<'_>, event: fb::Event, locate: u16) -> Option<(Orde
     };
     let ev = match event {
         fb::Event::AddOrder => {
-            let b = env.event_as_add_order()?.body();
+            let b: fb::AddOrderBody = msg.body()?;
             let ev = add(
                 b.order_reference_number(),
                 b.buy_sell_indicator(),
@@ -165,7 +169,7 @@ fn read_order(env: &Envelope<'_>, event: fb::Event, locate: u16) -> Option<(Orde
             (ev, none)
         }
         fb::Event::AddOrderMpid => {
-            let b = env.event_as_add_order_mpid()?.body();
+            let b: fb::AddOrderMpidBody = msg.body()?;
             let ev = add(
                 b.order_reference_number(),
                 b.buy_sell_indicator(),
@@ -175,7 +179,7 @@ fn read_order(env: &Envelope<'_>, event: fb::Event, locate: u16) -> Option<(Orde
             (ev, none)
         }
         fb::Event::OrderExecuted => {
-            let b = env.event_as_order_executed()?.body();
+            let b: fb::OrderExecutedBody = msg.body()?;
             let ev = OrderEvent::Execute {
                 locate,
                 order_ref: b.order_reference_number(),
@@ -184,7 +188,7 @@ fn read_order(env: &Envelope<'_>, event: fb::Event, locate: u16) -> Option<(Orde
             (ev, b.match_number())
         }
         fb::Event::OrderExecutedWithPrice => {
-            let b = env.event_as_order_executed_with_price()?.body();
+            let b: fb::OrderExecutedWithPriceBody = msg.body()?;
             let ev = OrderEvent::ExecuteWithPrice {
                 locate,
                 order_ref: b.order_reference_number(),
@@ -195,7 +199,7 @@ fn read_order(env: &Envelope<'_>, event: fb::Event, locate: u16) -> Option<(Orde
             (ev, b.match_number())
         }
         fb::Event::OrderCancel => {
-            let b = env.event_as_order_cancel()?.body();
+            let b: fb::OrderCancelBody = msg.body()?;
             let ev = OrderEvent::Cancel {
                 locate,
                 order_ref: b.order_reference_number(),
@@ -204,7 +208,7 @@ fn read_order(env: &Envelope<'_>, event: fb::Event, locate: u16) -> Option<(Orde
             (ev, none)
         }
         fb::Event::OrderDelete => {
-            let b = env.event_as_order_delete()?.body();
+            let b: fb::OrderDeleteBody = msg.body()?;
             let ev = OrderEvent::Delete {
                 locate,
                 order_ref: b.order_reference_number(),
@@ -212,7 +216,7 @@ fn read_order(env: &Envelope<'_>, event: fb::Event, locate: u16) -> Option<(Orde
             (ev, none)
         }
         fb::Event::OrderReplace => {
-            let b = env.event_as_order_replace()?.body();
+            let b: fb::OrderReplaceBody = msg.body()?;
             let ev = OrderEvent::Replace {
                 locate,
                 old_ref: b.original_order_reference_number(),
@@ -227,11 +231,27 @@ fn read_order(env: &Envelope<'_>, event: fb::Event, locate: u16) -> Option<(Orde
     Some(ev)
 }
 
+/// What the service reads of every input message: its header, its kind and, for an order
+/// message, its book event and match number.
+#[inline]
+fn read_input<R: ReadBody>(msg: &R) -> (HeaderFields, fb::Event, Option<(OrderEvent, u64)>) {
+    let event = msg.event_type();
+    let header = msg.header_fields();
+    (header, event, read_order(msg, event, header.stock_locate))
+}
+
+/// [`read_input`] through the accessors, for what the frame reader does not read (the rare
+/// kinds, other encoders' layouts): out of line, so that the hot path is inlined once.
+#[inline(never)]
+fn read_input_generic(env: &Envelope<'_>) -> (HeaderFields, fb::Event, Option<(OrderEvent, u64)>) {
+    read_input(env)
+}
+
 /// The book event of a `P` trade (a print on no displayed order) and its print, every field
 /// of which the envelope carries.
 #[inline]
-fn read_trade(env: &Envelope<'_>, locate: u16) -> Option<(OrderEvent, fb::TradeFields)> {
-    let b = env.event_as_trade()?.body();
+fn read_trade<R: ReadBody>(msg: &R, locate: u16) -> Option<(OrderEvent, fb::TradeFields)> {
+    let b: fb::TradeBody = msg.body()?;
     let ev = OrderEvent::Trade {
         locate,
         shares: b.shares(),
@@ -261,15 +281,7 @@ struct OrderInput {
 /// The header fields of an envelope, to stamp on events derived from it.
 #[inline]
 pub fn header_of(env: &Envelope<'_>) -> HeaderFields {
-    let h = env.header();
-    HeaderFields {
-        seq: h.seq(),
-        exchange_ts_ns: h.exchange_ts_ns(),
-        recv_ts_ns: h.recv_ts_ns(),
-        stock_locate: h.stock_locate(),
-        tracking_number: h.tracking_number(),
-        flags: env.flags(),
-    }
+    ReadBody::header_fields(env)
 }
 
 /// Configuration of a [`BookService`].
@@ -446,6 +458,8 @@ impl Outputs {
 pub struct BookService {
     builder: BookBuilder,
     encoder: Encoder,
+    /// Reads hot-path input envelopes in place (order messages), without following offsets.
+    frames: FrameReader,
     out: Outputs,
     /// Symbol of every locate, from stock directory messages (spaces until seen).
     symbols: Box<[[u8; 8]]>,
@@ -482,6 +496,7 @@ impl BookService {
         Ok(BookService {
             builder,
             encoder: warm_encoder(),
+            frames: FrameReader::new(),
             out: Outputs {
                 book,
                 trades,
@@ -532,8 +547,8 @@ impl BookService {
     /// Applies one input envelope and publishes what it changed.
     #[inline]
     pub fn handle(&mut self, env: &Envelope<'_>) -> Handled {
-        let (header, event) = self.receive(env);
-        match read_order(env, event, header.stock_locate) {
+        let (header, event, order) = self.receive(env);
+        match order {
             Some((ev, match_number)) => {
                 self.apply(&OrderInput {
                     header,
@@ -552,8 +567,8 @@ impl BookService {
     /// message first applies the pending one: everything stays in input order.
     #[inline]
     fn accept(&mut self, env: &Envelope<'_>) -> Handled {
-        let (header, event) = self.receive(env);
-        match read_order(env, event, header.stock_locate) {
+        let (header, event, order) = self.receive(env);
+        match order {
             Some((ev, match_number)) => {
                 self.builder.prefetch(&ev);
                 let input = OrderInput {
@@ -581,18 +596,25 @@ impl BookService {
         }
     }
 
-    /// Counts one input envelope; its header.
+    /// Counts one input envelope; its header, its kind and, for an order message, its book
+    /// event and match number ([`read_order`]). Hot-path envelopes in the encoder's frame
+    /// layout are read in place ([`FrameReader`]); anything else through the accessors.
     #[inline]
-    fn receive(&mut self, env: &Envelope<'_>) -> (HeaderFields, fb::Event) {
+    fn receive(
+        &mut self,
+        env: &Envelope<'_>,
+    ) -> (HeaderFields, fb::Event, Option<(OrderEvent, u64)>) {
+        let (header, event, order) = match self.frames.read_envelope(env) {
+            Some(view) => read_input(&view),
+            None => read_input_generic(env),
+        };
         self.stats.received += 1;
-        let event = env.event_type();
         if let Some(t) = itch_type_of(event) {
             self.stats.messages += 1;
             self.counts.record(t);
         }
-        let header = header_of(env);
         self.last_seq = header.seq;
-        (header, event)
+        (header, event, order)
     }
 
     /// Handles an input envelope that is not an order message: forwards what the outputs
@@ -1470,6 +1492,55 @@ mod tests {
                 assert!(g == w, "turns of {turn}, output {k}");
             }
         }
+    }
+
+    #[test]
+    fn the_generic_read_path_publishes_what_the_frame_reader_path_publishes() {
+        // The same session twice: as encoded (order messages read in place by the frame
+        // reader), and with one byte appended to every envelope, which the accessors read the
+        // same but the frame reader refuses (the length is not a frame's).
+        let envelopes = session_envelopes();
+        let padded: Vec<Vec<u8>> = envelopes
+            .iter()
+            .map(|e| {
+                let mut p = e.clone();
+                p.push(0);
+                p
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(dir.path()).unwrap();
+        let config = BookServiceConfig {
+            output: StreamConfig {
+                capacity: 16 << 20,
+                ..output_ring()
+            },
+            ..small()
+        };
+        let mut runs = Vec::new();
+        for (feed, input) in [("framed", &envelopes), ("generic", &padded)] {
+            let reader = FrameReader::new();
+            let framed = input.iter().filter(|e| reader.read(e).is_some()).count();
+            let mut svc = BookService::new(&bus, feed, &config).unwrap();
+            let mut subs = [
+                book_stream_name(feed),
+                levels_stream_name(feed),
+                trades_stream_name(feed),
+            ]
+            .map(|name| bus.subscriber(&name, &SubscribeOptions::default()).unwrap());
+            let mut out: [Vec<Vec<u8>>; 3] = Default::default();
+            for e in input {
+                svc.handle(&fb::read_verified(e).unwrap());
+                collect(&mut subs, &mut out);
+            }
+            runs.push((framed, svc.stats(), svc.summary(), out));
+        }
+        let (framed, generic) = (&runs[0], &runs[1]);
+        assert!(framed.0 > 9_000, "most of the session is order flow");
+        assert_eq!(generic.0, 0, "padded envelopes take the generic path");
+        assert_eq!(framed.1, generic.1);
+        assert_eq!(framed.2, generic.2);
+        assert!(framed.3 == generic.3, "identical outputs");
     }
 
     #[test]
