@@ -435,8 +435,8 @@ impl Drop for Producer {
     }
 }
 
-/// `dst.copy_from_slice(src)` (equal lengths), inline for payloads up to 64 bytes: two
-/// possibly overlapping fixed-size copies instead of a `memmove` call.
+/// `dst.copy_from_slice(src)` (equal lengths), inline for payloads up to 128 bytes (normalized
+/// envelopes are 80-112): two possibly overlapping fixed-size copies instead of a `memmove` call.
 #[inline(always)]
 fn copy_payload(dst: &mut [u8], src: &[u8]) {
     #[inline(always)]
@@ -449,8 +449,10 @@ fn copy_payload(dst: &mut [u8], src: &[u8]) {
     }
     let n = src.len();
     debug_assert_eq!(dst.len(), n);
-    if n > 64 || dst.len() != n {
+    if n > 128 || dst.len() != n {
         dst.copy_from_slice(src);
+    } else if n >= 64 {
+        ends::<64>(dst, src);
     } else if n >= 32 {
         ends::<32>(dst, src);
     } else if n >= 16 {
@@ -594,7 +596,7 @@ mod copy_tests {
 
     #[test]
     fn copy_payload_matches_copy_from_slice_for_every_small_length() {
-        for n in 0..=80usize {
+        for n in 0..=160usize {
             let src: Vec<u8> = (0..n)
                 .map(|i| (i as u8).wrapping_mul(7).wrapping_add(1))
                 .collect();
