@@ -44,6 +44,19 @@ impl HeaderFields {
             self.tracking_number,
         )
     }
+
+    /// The plain values of a header struct and the envelope's flags.
+    #[inline]
+    pub(crate) fn from_struct(h: &g::Header, flags: EnvelopeFlags) -> HeaderFields {
+        HeaderFields {
+            seq: h.seq(),
+            exchange_ts_ns: h.exchange_ts_ns(),
+            recv_ts_ns: h.recv_ts_ns(),
+            stock_locate: h.stock_locate(),
+            tracking_number: h.tracking_number(),
+            flags,
+        }
+    }
 }
 
 mod sealed {

@@ -200,15 +200,7 @@ impl<'a> FrameView<'a> {
     /// The header and flags as plain values.
     #[inline]
     pub fn header_fields(&self) -> HeaderFields {
-        let h = self.header();
-        HeaderFields {
-            seq: h.seq(),
-            exchange_ts_ns: h.exchange_ts_ns(),
-            recv_ts_ns: h.recv_ts_ns(),
-            stock_locate: h.stock_locate(),
-            tracking_number: h.tracking_number(),
-            flags: self.flags(),
-        }
+        HeaderFields::from_struct(&self.header(), self.flags())
     }
 
     /// The body struct if the message is of `B`'s kind, `None` for any other kind.
@@ -271,15 +263,7 @@ impl ReadBody for g::Envelope<'_> {
     }
     #[inline]
     fn header_fields(&self) -> HeaderFields {
-        let h = self.header();
-        HeaderFields {
-            seq: h.seq(),
-            exchange_ts_ns: h.exchange_ts_ns(),
-            recv_ts_ns: h.recv_ts_ns(),
-            stock_locate: h.stock_locate(),
-            tracking_number: h.tracking_number(),
-            flags: self.flags(),
-        }
+        HeaderFields::from_struct(self.header(), self.flags())
     }
     #[inline]
     fn body<B: FrameBody>(&self) -> Option<B> {

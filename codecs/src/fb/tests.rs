@@ -524,6 +524,9 @@ fn frame_reader_reads_every_hot_kind_as_the_accessors_do() {
         if is_hot(event) {
             assert!(reader.reads(event), "{event:?}: no fast path");
             assert!(assert_fast_read_is_sound(&reader, bytes), "{event:?}");
+            let env = read_verified(bytes).expect("valid");
+            let view = reader.read_envelope(&env).expect("the root of a frame");
+            assert_reads_like_envelope(&view, &env);
             hot += 1;
         } else {
             assert!(!reader.reads(event), "{event:?}");
