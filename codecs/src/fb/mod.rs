@@ -15,6 +15,11 @@
 //!   in this process) or, for bytes written by our encoder elsewhere and carried by a channel
 //!   that cannot corrupt them (a local shared-memory ring), with the `unsafe` [`read_trusted`],
 //!   which skips verification.
+//! * **Read hot-path kinds in place** with a [`FrameReader`]: for a message in the layout the
+//!   encoder writes order flow, trades and book updates in, it checks the structural bytes
+//!   and hands out the header and body struct at fixed offsets, with no offsets followed
+//!   ([`ReadBody`] serves both this view and an [`Envelope`] with one piece of code); any
+//!   other message reads as `None`, for the accessors.
 //!
 //! Prices are fixed-point integers, never floats: Price(4) fields hold units of 1e-4
 //! ([`PRICE4_SCALE`]), Price(8) fields units of 1e-8 ([`PRICE8_SCALE`]); each field's
