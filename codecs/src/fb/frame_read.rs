@@ -52,8 +52,32 @@ struct Kind {
 }
 
 /// Reads messages laid out as this crate's [`Encoder`] lays out hot-path kinds, without
-/// following offsets; see the [module docs](self). Built once (it encodes one message of each
-/// kind); reading allocates nothing.
+/// following offsets.
+///
+/// A message whose structural bytes (root offset, vtables, union tag, table offsets) equal
+/// those of its kind's frame has its header, flags and body where the frame has them:
+/// FlatBuffers locates fields only through those bytes, so the generated accessors would
+/// read the same places. [`read`](Self::read) checks them with a few masked word compares
+/// and hands out the parts; anything else (a kind built by the builder, another encoder's
+/// layout, a wrong length) is `None`, for the accessors. No `unsafe`: every read is a
+/// bounds-checked slice read, whatever the input.
+///
+/// Built once (it encodes one message of each kind); reading allocates nothing.
+///
+/// ```
+/// use mdbus_codecs::fb::{self, Encoder, FrameReader, HeaderFields, OrderExecutedFields};
+///
+/// let reader = FrameReader::new();
+/// let mut enc = Encoder::new();
+/// let header = HeaderFields { seq: 3, ..Default::default() };
+/// let fields = OrderExecutedFields { order_reference_number: 9, executed_shares: 100, match_number: 77 };
+/// let msg = enc.order_executed(&header, &fields);
+/// let view = reader.read(&msg).expect("a hot-path kind in the encoder's layout");
+/// assert_eq!(view.header_fields(), header);
+/// let body: fb::OrderExecutedBody = view.body().expect("the kind read");
+/// assert_eq!(body.executed_shares(), 100);
+/// assert!(view.body::<fb::OrderDeleteBody>().is_none());
+/// ```
 #[derive(Clone, Debug)]
 pub struct FrameReader {
     /// Bytes `0..24`, the same in every frame (`WORD2_MASK` applies to the third word).
