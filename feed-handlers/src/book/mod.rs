@@ -714,7 +714,7 @@ impl BookBuilder {
     }
 
     /// Counts a crossed or locked top and publishes the top if it changed.
-    #[inline]
+    #[inline(always)]
     fn after_change(&mut self, b: usize, locate: u16, out: &mut impl FnMut(BookUpdate)) {
         let book = &mut self.books[b];
         let top = book.current_top();
