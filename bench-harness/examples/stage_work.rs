@@ -14,7 +14,12 @@
 //! * `apply`: apply the events to the books (updates discarded);
 //! * `service`: the whole book service (`BookService::handle`), publishing BBOs, levels and
 //!   trades into rings nobody reads;
-//! * `service-no-levels`: the same without the levels stream.
+//! * `service-no-levels`: the same without the levels stream;
+//! * `poll`: the book thread's path in the pipeline instead of `handle`: the envelopes are
+//!   published into an input ring, and every 64 of them the service polls them from it
+//!   (`BookService::poll`: batched ring reads, the order slot prefetched one record ahead).
+//!   Its count less `service`'s is the input ring's cost on both sides, plus any difference
+//!   between `poll` and `handle`.
 //!
 //! And one on its own: `publish` encodes and publishes `PASSES * 10,000` price-level updates.
 //!
@@ -29,12 +34,13 @@ use std::time::Instant;
 
 use mdbus_bench_harness::bench_replay::{RepeatedSession, each_normalized};
 use mdbus_bench_harness::demo::BUNDLED_SESSION;
-use mdbus_bus::{Bus, StreamConfig};
+use mdbus_bus::{Bus, Mode, StreamConfig, SubscribeOptions, Subscriber, Trust};
 use mdbus_codecs::fb;
 use mdbus_feed_handlers::book::{BookBuilder, BookConfig};
 use mdbus_feed_handlers::bookstream::{
-    BookService, BookServiceConfig, header_of, order_event_from_envelope, output_ring,
+    BookService, BookServiceConfig, Polled, header_of, order_event_from_envelope, output_ring,
 };
+use mdbus_feed_handlers::replay::replay_ring;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -52,14 +58,16 @@ enum Work {
     Apply,
     Service,
     ServiceNoLevels,
+    Poll,
 }
 
-const STAGES: [(&str, Stage); 6] = [
+const STAGES: [(&str, Stage); 7] = [
     ("decode", Stage::Session(Work::Decode)),
     ("read", Stage::Session(Work::Read)),
     ("apply", Stage::Session(Work::Apply)),
     ("service", Stage::Session(Work::Service)),
     ("service-no-levels", Stage::Session(Work::ServiceNoLevels)),
+    ("poll", Stage::Session(Work::Poll)),
     ("publish", Stage::Publish),
 ];
 
@@ -163,8 +171,64 @@ fn run(stage: Stage, passes: u64) -> Result<(u64, f64), Box<dyn std::error::Erro
         Work::Service | Work::ServiceNoLevels => timed(&mut session, |env| {
             service.handle(&env.envelope());
         }),
+        Work::Poll => {
+            let mut input_pub = bus.publisher(
+                "stage-work-input",
+                // As the pipeline's feed stream: lossless, so the service reads in place.
+                &StreamConfig {
+                    mode: Mode::Lossless,
+                    prefault: true,
+                    ..replay_ring()
+                },
+            )?;
+            let options = SubscribeOptions {
+                // SAFETY: this process publishes nothing on the stream but envelopes built by
+                // `schema::Encoder` (the normalizer's).
+                trust: unsafe { Trust::publisher() },
+                ..SubscribeOptions::default()
+            };
+            let mut input = bus.subscriber("stage-work-input", &options)?;
+            let mut failed: Option<Box<dyn std::error::Error>> = None;
+            let mut pending = 0;
+            let drain = |service: &mut BookService, input: &mut Subscriber| {
+                while let Polled::Worked(_) = service.poll(input, POLL_TURN)? {}
+                Ok::<_, Box<dyn std::error::Error>>(())
+            };
+            let timing = timed(&mut session, |env| {
+                if failed.is_some() {
+                    return;
+                }
+                if let Err(e) = input_pub.publish_envelope(env) {
+                    failed = Some(e.into());
+                    return;
+                }
+                pending += 1;
+                if pending == POLL_TURN {
+                    pending = 0;
+                    if let Err(e) = drain(&mut service, &mut input) {
+                        failed = Some(e);
+                    }
+                }
+            });
+            drain(&mut service, &mut input)?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            if service.stats().received != timing.0 {
+                return Err(format!(
+                    "{} envelopes published, {} reached the book service",
+                    timing.0,
+                    service.stats().received
+                )
+                .into());
+            }
+            timing
+        }
     })
 }
+
+/// Records published into the input ring between two `poll` turns of the `poll` stage.
+const POLL_TURN: usize = 64;
 
 /// Runs `work` on every normalized message of `session`: (messages, seconds).
 #[inline(never)]

@@ -15,7 +15,7 @@ command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgri
 cargo build --release -q -p mdbus-bench-harness --example stage_work
 bin="${CARGO_TARGET_DIR:-target}/release/examples/stage_work"
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(decode read apply service service-no-levels publish)
+[ ${#stages[@]} -gt 0 ] || stages=(decode read apply service service-no-levels poll publish)
 count() { # stage passes -> "instructions messages"
   local out
   out=$(valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null \
