@@ -594,6 +594,7 @@ impl BookBuilder {
     }
 
     /// Execute, cancel (`shares` given) or delete (`None`) an order.
+    #[inline(always)]
     fn reduce(
         &mut self,
         locate: u16,
