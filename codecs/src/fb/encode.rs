@@ -84,27 +84,24 @@ const HOT_KINDS: usize = 12;
 /// field stored (`force_defaults`), and where its variable parts lie: encoding a message of
 /// that kind overwrites the header struct, the flags byte and the body struct in place.
 #[derive(Clone)]
-struct Frame {
+pub(super) struct Frame {
     buf: [u8; MAX_ENCODED_LEN],
     len: usize,
-    event: g::Event,
-    tag_at: usize,
-    header_at: usize,
-    flags_at: usize,
-    body_at: usize,
-    body_len: usize,
+    /// The kind, and where its union tag lies (what [`FrameReader`](super::FrameReader)
+    /// learns besides the variable parts).
+    pub(super) event: g::Event,
+    pub(super) tag_at: usize,
+    pub(super) header_at: usize,
+    pub(super) flags_at: usize,
+    pub(super) body_at: usize,
+    pub(super) body_len: usize,
 }
 
-/// A frame as [`FrameReader`](super::FrameReader) learns it: the bytes of one message of the
-/// kind and where its variable parts and its union tag lie.
-pub(super) struct FrameLayout<'a> {
-    pub bytes: &'a [u8],
-    pub event: g::Event,
-    pub tag_at: usize,
-    pub header_at: usize,
-    pub flags_at: usize,
-    pub body_at: usize,
-    pub body_len: usize,
+impl Frame {
+    /// The bytes of the message the frame holds.
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 /// The FlatBuffers builder, reused from message to message.
@@ -273,16 +270,8 @@ impl Encoder {
     }
 
     /// The frame of every hot-path kind.
-    pub(super) fn frame_layouts(&self) -> impl Iterator<Item = FrameLayout<'_>> {
-        self.frames.iter().map(|f| FrameLayout {
-            bytes: &f.buf[..f.len],
-            event: f.event,
-            tag_at: f.tag_at,
-            header_at: f.header_at,
-            flags_at: f.flags_at,
-            body_at: f.body_at,
-            body_len: f.body_len,
-        })
+    pub(super) fn frames(&self) -> &[Frame] {
+        &self.frames
     }
 
     /// Encodes one event of any kind with its header; the per-kind methods call this.

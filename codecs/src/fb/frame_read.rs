@@ -1,19 +1,6 @@
-//! Reading hot-path envelopes at the fixed offsets of the encoder's frames.
-//!
-//! The [`Encoder`] writes every hot-path kind (order flow, trades, book updates) into a
-//! prebuilt frame: only the header struct, the flags byte and the body struct change from
-//! message to message; the root offset, both vtables, the union tag and the table offsets
-//! are the same bytes every time. A reader that finds exactly those structural bytes in a
-//! message knows where its header and body lie without following any offset: FlatBuffers
-//! locates a field only through those bytes, so equal structural bytes mean the generated
-//! accessors would read the same places. [`FrameReader::read`] checks them (a few masked
-//! word compares) and hands out the header and the body struct; the generic path follows
-//! four vtables and checks the union tag twice to get there.
-//!
-//! Anything else (a kind built by the builder, a message of another encoder whose layout
-//! differs, a buffer of the wrong length) reads as `None`, and the caller falls back to the
-//! generic accessors: the fast path is an optimization, never a different answer. All reads
-//! are bounds-checked slice reads: no `unsafe`, whatever the input.
+//! Reading hot-path envelopes at the fixed offsets of the encoder's frames: [`FrameReader`]
+//! (why equal structural bytes mean equal reads is in its documentation), its view
+//! [`FrameView`], and [`ReadBody`], which serves that view and an `Envelope` alike.
 
 use super::{Encoder, EnvelopeFlags, Event, HeaderFields};
 use crate::generated as g;
@@ -109,8 +96,8 @@ impl FrameReader {
         let encoder = Encoder::new();
         let mut kinds = vec![Kind::default(); usize::from(Event::ENUM_MAX) + 1];
         let mut prefix = None;
-        for f in encoder.frame_layouts() {
-            let Some(head) = f.bytes.first_chunk::<BODY_AT>() else {
+        for f in encoder.frames() {
+            let Some(head) = f.bytes().first_chunk::<BODY_AT>() else {
                 return FrameReader::disabled();
             };
             let this = [word(head, 0), word(head, 8), word(head, 16) & WORD2_MASK];
@@ -118,13 +105,13 @@ impl FrameReader {
                 && f.flags_at == FLAGS_AT
                 && f.header_at == HEADER_AT
                 && f.body_at == BODY_AT
-                && f.body_at + f.body_len == f.bytes.len()
+                && f.body_at + f.body_len == f.bytes().len()
                 && *prefix.get_or_insert(this) == this;
             if !known {
                 return FrameReader::disabled();
             }
             kinds[usize::from(f.event.0)] = Kind {
-                len: f.bytes.len(),
+                len: f.bytes().len(),
                 before_body: [word(head, BODY_AT - 16), word(head, BODY_AT - 8)],
             };
         }
