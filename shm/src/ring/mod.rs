@@ -25,7 +25,7 @@ use crate::sync::{AtomicU64, Ordering};
 /// The data region, addressed by ring position. Every 8-byte word access masks the position
 /// with `(capacity - 1) & !7`, so it is in bounds and aligned whatever the position (positions
 /// read from shared memory are not trusted).
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Data {
     #[cfg(not(loom))]
     base: NonNull<u8>,

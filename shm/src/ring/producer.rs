@@ -500,7 +500,9 @@ impl Claim<'_> {
     #[inline]
     pub fn commit(self) -> u64 {
         let p = self.producer;
-        let data = p.ring.data();
+        // A copy: the stores below go through raw pointers into the region, so a borrowed
+        // `Data` would be reloaded after each of them.
+        let data = *p.ring.data();
         let start = p.tail;
         let rec = start + self.pad;
         #[cfg(loom)]
