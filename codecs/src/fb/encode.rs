@@ -42,7 +42,8 @@ impl<'a> Encoded<'a> {
         //   `EventFields` impls of this crate, which call the generated builders);
         // * the frame path: bytes the builder wrote the same way, verified once at `Encoder`
         //   construction, in which only the header struct, the flags byte and the body struct
-        //   are overwritten, in place, at ranges taken from that verified frame. Every field in
+        //   are overwritten, in place, at constant ranges which that verified frame was checked
+        //   to hold them at (`Frame::fixed`; other frames are not used). Every field in
         //   those ranges is an integer, a byte array or an open enum (a `u8` newtype), so any
         //   bytes written there are valid values; no offset, vtable or tag changes.
         // The shared borrow keeps the bytes unchanged while the view lives.
@@ -75,7 +76,25 @@ impl fmt::Debug for Encoded<'_> {
 }
 
 /// Length of the `Header` struct.
-const HEADER_LEN: usize = core::mem::size_of::<g::Header>();
+pub(super) const HEADER_LEN: usize = core::mem::size_of::<g::Header>();
+
+// The frame layout of every hot-path kind, as the FlatBuffers builder writes it with every
+// field stored (checked for each frame when an encoder is made):
+//
+//   0..4    root offset                      structural
+//   4..16   the envelope's vtable            structural
+//   16..22  the envelope table's vtable offset, padding
+//   22      union tag                        picks the kind
+//   23      flags                            variable
+//   24..56  header struct                    variable
+//   56..60  offset of the event table        structural
+//   60..68  padding, the event table's vtable (its size differs by kind)
+//   68..72  the event table's vtable offset
+//   72..    body struct, to the end          variable
+pub(super) const TAG_AT: usize = 22;
+pub(super) const FLAGS_AT: usize = 23;
+pub(super) const HEADER_AT: usize = 24;
+pub(super) const BODY_AT: usize = HEADER_AT + HEADER_LEN + 16;
 
 /// Number of hot-path kinds (those with a struct body, encoded through frames).
 const HOT_KINDS: usize = 12;
@@ -87,14 +106,13 @@ const HOT_KINDS: usize = 12;
 pub(super) struct Frame {
     buf: [u8; MAX_ENCODED_LEN],
     len: usize,
-    /// The kind, and where its union tag lies (what [`FrameReader`](super::FrameReader)
-    /// learns besides the variable parts).
+    /// The frame has the layout above (its parts at `TAG_AT`, `FLAGS_AT`, `HEADER_AT` and
+    /// `BODY_AT`, the body `E::BODY_LEN` long and last). Only such frames are used: their parts are written at
+    /// constant offsets. A FlatBuffers release that lays tables out otherwise sends every
+    /// message to the builder: correct, only slower.
+    pub(super) fixed: bool,
+    /// The kind (what [`FrameReader`](super::FrameReader) learns besides the frame's bytes).
     pub(super) event: g::Event,
-    pub(super) tag_at: usize,
-    pub(super) header_at: usize,
-    pub(super) flags_at: usize,
-    pub(super) body_at: usize,
-    pub(super) body_len: usize,
 }
 
 impl Frame {
@@ -167,15 +185,17 @@ impl Core {
             "{:?}: frame layout out of bounds",
             E::EVENT
         );
+        let fixed = tag_at == TAG_AT
+            && flags_at == FLAGS_AT
+            && header_at == HEADER_AT
+            && body_at == BODY_AT
+            && body.len() == E::BODY_LEN
+            && body_at + body.len() == len;
         let mut frame = Frame {
             buf: [0; MAX_ENCODED_LEN],
             len,
+            fixed,
             event: E::EVENT,
-            tag_at,
-            header_at,
-            flags_at,
-            body_at,
-            body_len: body.len(),
         };
         frame.buf[..len].copy_from_slice(bytes);
         frames.push(frame);
@@ -213,7 +233,7 @@ impl Core {
 /// ```
 pub struct Encoder {
     core: Core,
-    frames: Box<[Frame]>,
+    frames: Box<[Frame; HOT_KINDS]>,
 }
 
 impl fmt::Debug for Encoder {
@@ -260,18 +280,17 @@ impl Encoder {
         core.push_frame::<BrokenTradeFields>(&mut frames);
         core.push_frame::<BboFields>(&mut frames);
         core.push_frame::<PriceLevelUpdateFields>(&mut frames);
-        assert_eq!(frames.len(), HOT_KINDS);
+        let Ok(frames) = <Box<[Frame; HOT_KINDS]>>::try_from(frames.into_boxed_slice()) else {
+            unreachable!("one frame for each of the {HOT_KINDS} hot-path kinds");
+        };
         // Warm the builder for the other kinds: its bookkeeping vectors reach their size.
         core.encode(&HeaderFields::default(), &StockDirectoryFields::default());
-        Encoder {
-            core,
-            frames: frames.into_boxed_slice(),
-        }
+        Encoder { core, frames }
     }
 
     /// The frame of every hot-path kind.
     pub(super) fn frames(&self) -> &[Frame] {
-        &self.frames
+        &self.frames[..]
     }
 
     /// Encodes one event of any kind with its header; the per-kind methods call this.
@@ -280,16 +299,17 @@ impl Encoder {
     #[inline(always)]
     pub fn encode<E: EventFields>(&mut self, header: &HeaderFields, event: &E) -> Encoded<'_> {
         match E::FRAME {
-            Some(i) => {
-                let f = &mut self.frames[i];
-                f.buf[f.header_at..f.header_at + HEADER_LEN].copy_from_slice(&header.to_struct().0);
-                f.buf[f.flags_at] = header.flags.bits();
-                event.write_body(&mut f.buf[f.body_at..f.body_at + f.body_len]);
+            // Every offset and length is a constant: no bounds check is left.
+            Some(i) if self.frames[i].fixed => {
+                let buf = &mut self.frames[i].buf;
+                buf[HEADER_AT..HEADER_AT + HEADER_LEN].copy_from_slice(&header.to_struct().0);
+                buf[FLAGS_AT] = header.flags.bits();
+                event.write_body(&mut buf[BODY_AT..BODY_AT + E::BODY_LEN]);
                 Encoded {
-                    bytes: &f.buf[..f.len],
+                    bytes: &buf[..BODY_AT + E::BODY_LEN],
                 }
             }
-            None => self.encode_with_builder(header, event),
+            _ => self.encode_with_builder(header, event),
         }
     }
 

@@ -77,6 +77,10 @@ pub trait EventFields: sealed::Sealed + Copy {
     #[doc(hidden)]
     const FRAME: Option<usize> = None;
 
+    /// Hot-path kinds: the length of the body struct.
+    #[doc(hidden)]
+    const BODY_LEN: usize = 0;
+
     /// Builds the event's table into `fbb` (no allocation once `fbb` is warm).
     #[doc(hidden)]
     fn build<'b, A: Allocator + 'b>(
@@ -108,6 +112,7 @@ macro_rules! body_event {
         impl EventFields for $fields {
             const EVENT: Event = Event::$table;
             const FRAME: Option<usize> = Some($frame);
+            const BODY_LEN: usize = core::mem::size_of::<g::$body_ty>();
             #[inline]
             fn build<'b, A: Allocator + 'b>(
                 &self,

@@ -5,26 +5,8 @@
 use super::{Encoder, EnvelopeFlags, Event, HeaderFields};
 use crate::generated as g;
 
-/// Length of the `Header` struct.
-const HEADER_LEN: usize = core::mem::size_of::<g::Header>();
+use super::encode::{BODY_AT, FLAGS_AT, HEADER_AT, HEADER_LEN, TAG_AT};
 
-// The frame layout of every hot-path kind, as the FlatBuffers builder writes it with every
-// field stored (checked against the encoder's frames when a reader is made):
-//
-//   0..4    root offset                      structural
-//   4..16   the envelope's vtable            structural
-//   16..22  the envelope table's vtable offset, padding
-//   22      union tag                        picks the kind
-//   23      flags                            variable
-//   24..56  header struct                    variable
-//   56..60  offset of the event table        structural
-//   60..68  padding, the event table's vtable (its size differs by kind)
-//   68..72  the event table's vtable offset
-//   72..    body struct, to the end          variable
-const TAG_AT: usize = 22;
-const FLAGS_AT: usize = 23;
-const HEADER_AT: usize = 24;
-const BODY_AT: usize = HEADER_AT + HEADER_LEN + 16;
 /// The structural bytes of word 16..24 (all but the tag and the flags).
 const WORD2_MASK: u64 = 0x0000_ffff_ffff_ffff;
 
@@ -89,8 +71,8 @@ fn word<const N: usize>(bytes: &[u8; N], at: usize) -> u64 {
 }
 
 impl FrameReader {
-    /// Learns the frame of every hot-path kind from a fresh [`Encoder`]. If the encoder's
-    /// layout is not the one described above (a FlatBuffers release that lays tables out
+    /// Learns the frame of every hot-path kind from a fresh [`Encoder`]. If a frame does not
+    /// have the encoder's fixed layout (a FlatBuffers release that lays tables out
     /// differently), the reader reads nothing: correct, only slower.
     pub fn new() -> FrameReader {
         let encoder = Encoder::new();
@@ -101,12 +83,7 @@ impl FrameReader {
                 return FrameReader::disabled();
             };
             let this = [word(head, 0), word(head, 8), word(head, 16) & WORD2_MASK];
-            let known = f.tag_at == TAG_AT
-                && f.flags_at == FLAGS_AT
-                && f.header_at == HEADER_AT
-                && f.body_at == BODY_AT
-                && f.body_at + f.body_len == f.bytes().len()
-                && *prefix.get_or_insert(this) == this;
+            let known = f.fixed && *prefix.get_or_insert(this) == this;
             if !known {
                 return FrameReader::disabled();
             }

@@ -278,6 +278,12 @@ fn frames_write_exactly_what_the_builder_writes_with_every_field_stored() {
         }
     }
     assert_eq!(hot, 12);
+    // And they were written through the frames, at the fixed offsets, not by the builder.
+    let enc = Encoder::new();
+    assert_eq!(enc.frames().len(), 12);
+    for f in enc.frames() {
+        assert!(f.fixed, "{:?}: frame layout not the fixed one", f.event);
+    }
 }
 
 #[test]
