@@ -477,6 +477,59 @@ fn pick<'a>(
     }
 }
 
+/// Encodes a book update and publishes it on its output (level updates only when the levels
+/// stream exists).
+#[inline(always)]
+fn publish_update(
+    encoder: &mut Encoder,
+    out: &mut Outputs,
+    stats: &mut BookServiceStats,
+    header: &HeaderFields,
+    u: BookUpdate,
+) {
+    match u {
+        BookUpdate::Level {
+            side,
+            price,
+            shares,
+            orders,
+            action,
+            ..
+        } => {
+            if out.levels.is_none() {
+                return;
+            }
+            let fields = fb::PriceLevelUpdateFields {
+                side: fb_side(side),
+                price: i64::from(price),
+                size: shares,
+                order_count: orders,
+                action: match action {
+                    LevelAction::New => fb::BookAction::New,
+                    LevelAction::Change => fb::BookAction::Change,
+                    LevelAction::Delete => fb::BookAction::Delete,
+                },
+            };
+            let msg = encoder.price_level_update(header, &fields);
+            out.publish(To::Levels, &msg);
+            stats.levels_published += 1;
+        }
+        BookUpdate::Bbo(bbo) => {
+            let fields = fb::BboFields {
+                bid_price: bbo.bid_price.map_or(0, i64::from),
+                bid_size: bbo.bid_size,
+                bid_orders: bbo.bid_orders,
+                ask_price: bbo.ask_price.map_or(0, i64::from),
+                ask_size: bbo.ask_size,
+                ask_orders: bbo.ask_orders,
+            };
+            let msg = encoder.bbo(header, &fields);
+            out.publish(To::Book, &msg);
+            stats.bbos_published += 1;
+        }
+    }
+}
+
 /// The book builder as a bus service; see the [module docs](self).
 #[derive(Debug)]
 pub struct BookService {
@@ -487,8 +540,6 @@ pub struct BookService {
     out: Outputs,
     /// Symbol of every locate, from stock directory messages (spaces until seen).
     symbols: Box<[[u8; 8]]>,
-    /// Updates of the event being applied (at most three: two levels and a BBO).
-    updates: Vec<BookUpdate>,
     counts: TypeCounts,
     stats: BookServiceStats,
     input_name: String,
@@ -529,7 +580,6 @@ impl BookService {
                 failed: None,
             },
             symbols: vec![*b"        "; 1 << 16].into_boxed_slice(),
-            updates: Vec::with_capacity(8),
             counts: TypeCounts::new(),
             stats: BookServiceStats::default(),
             input_name: feed.to_owned(),
@@ -789,66 +839,13 @@ impl BookService {
                 .map(|o| (o.price, o.side)),
             _ => None,
         };
-        self.updates.clear();
-        let updates = &mut self.updates;
-        let outcome = self.builder.apply(ev, &mut |u| updates.push(u));
+        // Each update is published as the builder makes it.
+        let (encoder, out, stats) = (&mut self.encoder, &mut self.out, &mut self.stats);
+        let outcome = self.builder.apply(ev, &mut |u| {
+            publish_update(encoder, out, stats, header, u);
+        });
         let _: Outcome = outcome;
-        for i in 0..self.updates.len() {
-            let u = self.updates[i];
-            self.publish_update(header, u);
-        }
         self.publish_trade(input, resting);
-    }
-
-    #[inline]
-    fn publish_update(&mut self, header: &HeaderFields, u: BookUpdate) {
-        match u {
-            BookUpdate::Level {
-                side,
-                price,
-                shares,
-                orders,
-                action,
-                ..
-            } => {
-                if self.out.levels.is_none() {
-                    return;
-                }
-                let fields = fb::PriceLevelUpdateFields {
-                    side: fb_side(side),
-                    price: i64::from(price),
-                    size: shares,
-                    order_count: orders,
-                    action: match action {
-                        LevelAction::New => fb::BookAction::New,
-                        LevelAction::Change => fb::BookAction::Change,
-                        LevelAction::Delete => fb::BookAction::Delete,
-                    },
-                };
-                let msg = self.encoder.price_level_update(header, &fields);
-                self.out.publish(To::Levels, &msg);
-                self.stats.levels_published += 1;
-            }
-            BookUpdate::Bbo(bbo) => {
-                let orders = |side| {
-                    self.builder
-                        .levels(bbo.locate, side)
-                        .next()
-                        .map_or(0, |l| l.orders)
-                };
-                let fields = fb::BboFields {
-                    bid_price: bbo.bid_price.map_or(0, i64::from),
-                    bid_size: bbo.bid_size,
-                    bid_orders: orders(Side::Bid),
-                    ask_price: bbo.ask_price.map_or(0, i64::from),
-                    ask_size: bbo.ask_size,
-                    ask_orders: orders(Side::Ask),
-                };
-                let msg = self.encoder.bbo(header, &fields);
-                self.out.publish(To::Book, &msg);
-                self.stats.bbos_published += 1;
-            }
-        }
     }
 
     #[inline]

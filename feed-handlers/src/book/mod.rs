@@ -165,10 +165,14 @@ pub struct Bbo {
     pub bid_price: Option<u32>,
     /// Shares at the best bid.
     pub bid_size: u64,
+    /// Orders at the best bid.
+    pub bid_orders: u32,
     /// Best ask price (1e-4).
     pub ask_price: Option<u32>,
     /// Shares at the best ask.
     pub ask_size: u64,
+    /// Orders at the best ask.
+    pub ask_orders: u32,
 }
 
 /// What the builder publishes after an event.
@@ -270,8 +274,8 @@ struct Book {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Top {
-    bid: Option<(u32, u64)>,
-    ask: Option<(u32, u64)>,
+    bid: Option<Level>,
+    ask: Option<Level>,
 }
 
 impl Book {
@@ -295,8 +299,8 @@ impl Book {
     #[inline]
     fn current_top(&self) -> Top {
         Top {
-            bid: self.bids.best().map(|l| (l.price, l.shares)),
-            ask: self.asks.best().map(|l| (l.price, l.shares)),
+            bid: self.bids.best().copied(),
+            ask: self.asks.best().copied(),
         }
     }
 
@@ -719,7 +723,8 @@ impl BookBuilder {
     fn after_change(&mut self, b: usize, locate: u16, out: &mut impl FnMut(BookUpdate)) {
         let book = &mut self.books[b];
         let top = book.current_top();
-        if let (Some((bid, _)), Some((ask, _))) = (top.bid, top.ask) {
+        if let (Some(bid), Some(ask)) = (top.bid, top.ask) {
+            let (bid, ask) = (bid.price, ask.price);
             if bid > ask {
                 book.stats.crossed += 1;
                 self.counters.crossed += 1;
@@ -739,10 +744,12 @@ impl BookBuilder {
 fn bbo_of(locate: u16, top: Top) -> Bbo {
     Bbo {
         locate,
-        bid_price: top.bid.map(|(p, _)| p),
-        bid_size: top.bid.map_or(0, |(_, s)| s),
-        ask_price: top.ask.map(|(p, _)| p),
-        ask_size: top.ask.map_or(0, |(_, s)| s),
+        bid_price: top.bid.map(|l| l.price),
+        bid_size: top.bid.map_or(0, |l| l.shares),
+        bid_orders: top.bid.map_or(0, |l| l.orders),
+        ask_price: top.ask.map(|l| l.price),
+        ask_size: top.ask.map_or(0, |l| l.shares),
+        ask_orders: top.ask.map_or(0, |l| l.orders),
     }
 }
 

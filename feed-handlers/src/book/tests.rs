@@ -45,13 +45,16 @@ fn level(side: Side, price: u32, shares: u64, orders: u32, action: LevelAction) 
     }
 }
 
-fn bbo(bid: Option<(u32, u64)>, ask: Option<(u32, u64)>) -> BookUpdate {
+/// A BBO update; each side `(price, shares, orders)`.
+fn bbo(bid: Option<(u32, u64, u32)>, ask: Option<(u32, u64, u32)>) -> BookUpdate {
     BookUpdate::Bbo(Bbo {
         locate: L,
         bid_price: bid.map(|x| x.0),
         bid_size: bid.map_or(0, |x| x.1),
+        bid_orders: bid.map_or(0, |x| x.2),
         ask_price: ask.map(|x| x.0),
         ask_size: ask.map_or(0, |x| x.1),
+        ask_orders: ask.map_or(0, |x| x.2),
     })
 }
 
@@ -64,7 +67,7 @@ fn add_publishes_levels_and_top() {
         u,
         [
             level(Side::Bid, 100, 10, 1, LevelAction::New),
-            bbo(Some((100, 10)), None)
+            bbo(Some((100, 10, 1)), None)
         ]
     );
     // Same price: the level and the top size change.
@@ -73,7 +76,7 @@ fn add_publishes_levels_and_top() {
         u,
         [
             level(Side::Bid, 100, 15, 2, LevelAction::Change),
-            bbo(Some((100, 15)), None)
+            bbo(Some((100, 15, 2)), None)
         ]
     );
     // A worse bid: a new level, the top stays.
@@ -84,7 +87,7 @@ fn add_publishes_levels_and_top() {
         u,
         [
             level(Side::Ask, 101, 3, 1, LevelAction::New),
-            bbo(Some((100, 15)), Some((101, 3)))
+            bbo(Some((100, 15, 2)), Some((101, 3, 1)))
         ]
     );
     assert_eq!(b.resting_orders(L), 4);
@@ -135,7 +138,7 @@ fn partial_and_full_executions() {
         u,
         [
             level(Side::Ask, 200, 120, 2, LevelAction::Change),
-            bbo(None, Some((200, 120)))
+            bbo(None, Some((200, 120, 2)))
         ]
     );
     assert_eq!(b.order(1).map(|o| o.shares), Some(70));
@@ -154,7 +157,7 @@ fn partial_and_full_executions() {
         u,
         [
             level(Side::Ask, 200, 50, 1, LevelAction::Change),
-            bbo(None, Some((200, 50)))
+            bbo(None, Some((200, 50, 1)))
         ]
     );
     assert!(b.order(1).is_none());
@@ -196,7 +199,7 @@ fn cancel_and_overfill() {
         u,
         [
             level(Side::Bid, 100, 6, 1, LevelAction::Change),
-            bbo(Some((100, 6)), None)
+            bbo(Some((100, 6, 1)), None)
         ]
     );
     // Cancelling more than is left removes the order and is counted.
@@ -238,7 +241,7 @@ fn delete_and_unknown_refs() {
         u,
         [
             level(Side::Bid, 100, 20, 1, LevelAction::Change),
-            bbo(Some((100, 20)), None)
+            bbo(Some((100, 20, 1)), None)
         ]
     );
     for ev in [
@@ -312,7 +315,7 @@ fn replace_across_levels() {
         [
             level(Side::Bid, 100, 0, 0, LevelAction::Delete),
             level(Side::Bid, 101, 30, 1, LevelAction::New),
-            bbo(Some((101, 30)), None)
+            bbo(Some((101, 30, 1)), None)
         ]
     );
     assert!(b.order(1).is_none());
@@ -342,7 +345,7 @@ fn replace_across_levels() {
         [
             level(Side::Bid, 101, 0, 0, LevelAction::Delete),
             level(Side::Bid, 99, 6, 2, LevelAction::Change),
-            bbo(Some((99, 6)), None)
+            bbo(Some((99, 6, 2)), None)
         ]
     );
     // Same price, new size: one level change.
@@ -360,7 +363,7 @@ fn replace_across_levels() {
         u,
         [
             level(Side::Bid, 99, 9, 2, LevelAction::Change),
-            bbo(Some((99, 9)), None)
+            bbo(Some((99, 9, 2)), None)
         ]
     );
     assert_eq!(b.resting_orders(L), 2);
@@ -380,7 +383,7 @@ fn replace_across_levels() {
         u,
         [
             level(Side::Bid, 99, 5, 1, LevelAction::Change),
-            bbo(Some((99, 5)), None)
+            bbo(Some((99, 5, 1)), None)
         ]
     );
     assert_eq!(b.counters().duplicate_adds, 1);
@@ -858,8 +861,10 @@ impl Model {
             locate,
             bid_price: b.map(|l| l.price),
             bid_size: b.map_or(0, |l| l.shares),
+            bid_orders: b.map_or(0, |l| l.orders),
             ask_price: a.map(|l| l.price),
             ask_size: a.map_or(0, |l| l.shares),
+            ask_orders: a.map_or(0, |l| l.orders),
         }
     }
 
@@ -1058,8 +1063,10 @@ fn empty_bbo(locate: u16) -> Bbo {
         locate,
         bid_price: None,
         bid_size: 0,
+        bid_orders: 0,
         ask_price: None,
         ask_size: 0,
+        ask_orders: 0,
     }
 }
 
