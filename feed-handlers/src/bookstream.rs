@@ -41,8 +41,8 @@
 //!   ring itself (the service was lapped) become a `GapNotice` with `recoverable: false` and
 //!   locate 0. `EndOfSession` is forwarded to every output, and ends [`BookService::run`].
 //!
-//! Nothing here allocates per message: the builder's storage, the encoder and the update
-//! buffer are made once, in [`BookService::new`].
+//! Nothing here allocates per message: the builder's storage and the encoder are made once,
+//! in [`BookService::new`]; updates are published as the builder makes them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
