@@ -342,7 +342,7 @@ impl Publisher {
     }
 
     /// Copies `payload` into the ring as one record; returns its sequence number.
-    #[inline]
+    #[inline(always)]
     pub fn publish(&mut self, msg_type: u32, payload: &[u8]) -> Result<u64, PublishError> {
         match self.inner.publish(msg_type, payload) {
             Ok(seq) => {
@@ -358,7 +358,7 @@ impl Publisher {
 
     /// Publishes a normalized envelope (the bytes of a [`schema::Encoded`]) as one record of
     /// type [`ENVELOPE_MSG_TYPE`]; returns its sequence number.
-    #[inline]
+    #[inline(always)]
     pub fn publish_envelope(&mut self, envelope: &[u8]) -> Result<u64, PublishError> {
         self.publish(ENVELOPE_MSG_TYPE, envelope)
     }
