@@ -55,7 +55,7 @@ use mdbus_bus::{
 
 use crate::book::{
     BookBuilder, BookConfig, BookConfigError, BookSummary, BookUpdate, LevelAction, OrderEvent,
-    Outcome, Side, TypeCounts,
+    Outcome, Side, TypeCounts, UpdateSink,
 };
 
 /// Suffix of the book stream of a feed: `<feed>.book`.
@@ -477,6 +477,29 @@ fn pick<'a>(
     }
 }
 
+/// The book service's [`UpdateSink`]: encodes each update, stamped with the input's header,
+/// and publishes it on its output (level updates only when the levels stream exists). Always
+/// inlined into the builder, where a closure was called out of line.
+struct Publish<'a> {
+    encoder: &'a mut Encoder,
+    out: &'a mut Outputs,
+    stats: &'a mut BookServiceStats,
+    header: &'a HeaderFields,
+}
+
+impl UpdateSink for Publish<'_> {
+    #[inline(always)]
+    fn update(&mut self, u: BookUpdate) {
+        let Publish {
+            encoder,
+            out,
+            stats,
+            header,
+        } = self;
+        publish_update(encoder, out, stats, header, u);
+    }
+}
+
 /// Encodes a book update and publishes it on its output (level updates only when the levels
 /// stream exists).
 #[inline(always)]
@@ -840,10 +863,13 @@ impl BookService {
             _ => None,
         };
         // Each update is published as the builder makes it.
-        let (encoder, out, stats) = (&mut self.encoder, &mut self.out, &mut self.stats);
-        let outcome = self.builder.apply(ev, &mut |u| {
-            publish_update(encoder, out, stats, header, u);
-        });
+        let mut sink = Publish {
+            encoder: &mut self.encoder,
+            out: &mut self.out,
+            stats: &mut self.stats,
+            header,
+        };
+        let outcome = self.builder.apply(ev, &mut sink);
         let _: Outcome = outcome;
         self.publish_trade(input, resting);
     }

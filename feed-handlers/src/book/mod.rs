@@ -79,6 +79,21 @@ use serde::Serialize;
 /// Number of distinct stock locates (a `u16`).
 pub const LOCATES: usize = 1 << 16;
 
+/// Where [`BookBuilder::apply`] sends the updates an event makes, in order. Every
+/// `FnMut(BookUpdate)` closure is one. A type of your own can be one too, when its method must
+/// be inlined into the builder: the compiler may call a closure out of line.
+pub trait UpdateSink {
+    /// Receives the next update.
+    fn update(&mut self, u: BookUpdate);
+}
+
+impl<F: FnMut(BookUpdate)> UpdateSink for F {
+    #[inline(always)]
+    fn update(&mut self, u: BookUpdate) {
+        self(u)
+    }
+}
+
 /// Most updates one event publishes: a replace to another price changes two levels, then the
 /// top (an add or a reduction publishes at most a level and the top).
 pub const MAX_UPDATES_PER_EVENT: usize = 3;
@@ -479,7 +494,7 @@ impl BookBuilder {
     /// book changed, the new best bid and offer. Never allocates (see the module docs for the
     /// one counted exception), never panics on any event sequence.
     #[inline]
-    pub fn apply(&mut self, ev: &OrderEvent, out: &mut impl FnMut(BookUpdate)) -> Outcome {
+    pub fn apply(&mut self, ev: &OrderEvent, out: &mut impl UpdateSink) -> Outcome {
         self.counters.events += 1;
         match *ev {
             OrderEvent::Add {
@@ -561,7 +576,7 @@ impl BookBuilder {
         side: Side,
         price: u32,
         shares: u32,
-        out: &mut impl FnMut(BookUpdate),
+        out: &mut impl UpdateSink,
     ) -> Outcome {
         let Some(b) = self.book_index(locate) else {
             return Outcome::InstrumentsExhausted;
@@ -604,7 +619,7 @@ impl BookBuilder {
         locate: u16,
         order_ref: u64,
         shares: Option<u32>,
-        out: &mut impl FnMut(BookUpdate),
+        out: &mut impl UpdateSink,
     ) -> Outcome {
         let Some(slot) = self.live_on(locate, order_ref) else {
             return self.unknown(locate);
@@ -645,7 +660,7 @@ impl BookBuilder {
         new_ref: u64,
         shares: u32,
         price: u32,
-        out: &mut impl FnMut(BookUpdate),
+        out: &mut impl UpdateSink,
     ) -> Outcome {
         let Some(slot) = self.live_on(locate, old_ref) else {
             return self.unknown(locate);
@@ -720,7 +735,7 @@ impl BookBuilder {
 
     /// Counts a crossed or locked top and publishes the top if it changed.
     #[inline(always)]
-    fn after_change(&mut self, b: usize, locate: u16, out: &mut impl FnMut(BookUpdate)) {
+    fn after_change(&mut self, b: usize, locate: u16, out: &mut impl UpdateSink) {
         let book = &mut self.books[b];
         let top = book.current_top();
         if let (Some(bid), Some(ask)) = (top.bid, top.ask) {
@@ -735,7 +750,7 @@ impl BookBuilder {
         }
         if top != book.top {
             book.top = top;
-            out(BookUpdate::Bbo(bbo_of(locate, top)));
+            out.update(BookUpdate::Bbo(bbo_of(locate, top)));
         }
     }
 }
@@ -754,7 +769,7 @@ fn bbo_of(locate: u16, top: Top) -> Bbo {
 }
 
 #[inline]
-fn emit_level(locate: u16, side: Side, t: Touched, out: &mut impl FnMut(BookUpdate)) {
+fn emit_level(locate: u16, side: Side, t: Touched, out: &mut impl UpdateSink) {
     let (shares, orders, action) = if t.removed {
         (0, 0, LevelAction::Delete)
     } else if t.created {
@@ -762,7 +777,7 @@ fn emit_level(locate: u16, side: Side, t: Touched, out: &mut impl FnMut(BookUpda
     } else {
         (t.level.shares, t.level.orders, LevelAction::Change)
     };
-    out(BookUpdate::Level {
+    out.update(BookUpdate::Level {
         locate,
         side,
         price: t.level.price,
