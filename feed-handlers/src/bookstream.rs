@@ -871,10 +871,17 @@ impl BookService {
         };
         let outcome = self.builder.apply(ev, &mut sink);
         let _: Outcome = outcome;
-        self.publish_trade(input, resting);
+        if matches!(
+            ev,
+            OrderEvent::Execute { .. } | OrderEvent::ExecuteWithPrice { .. }
+        ) {
+            self.publish_trade(input, resting);
+        }
     }
 
-    #[inline]
+    /// Publishes the print of an execution (`E` on a known order, printable `C`). Out of
+    /// line: executions are a few in a hundred messages.
+    #[inline(never)]
     fn publish_trade(&mut self, input: &OrderInput, resting: Option<(u32, Side)>) {
         let locate = input.ev.locate();
         let fields = match input.ev {
