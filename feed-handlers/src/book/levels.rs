@@ -99,7 +99,9 @@ impl Ladder {
 
     /// Adds one order of `shares` at `price`. The second value is true when the reserved room
     /// was full and the side had to grow (an allocation).
-    #[inline]
+    ///
+    /// Joining a level is inlined; creating one (entries move, the side may grow) is not.
+    #[inline(always)]
     pub(crate) fn add(&mut self, price: u32, shares: u32) -> (Touched, bool) {
         match self.search(price) {
             Ok(i) => {
@@ -113,22 +115,26 @@ impl Ladder {
                 };
                 (t, false)
             }
-            Err(i) => {
-                let grew = self.levels.len() == self.levels.capacity();
-                let level = Level {
-                    price,
-                    orders: 1,
-                    shares: u64::from(shares),
-                };
-                self.levels.insert(i, level);
-                let t = Touched {
-                    level,
-                    created: true,
-                    removed: false,
-                };
-                (t, grew)
-            }
+            Err(i) => self.create(i, price, shares),
         }
+    }
+
+    /// [`add`](Self::add) of a new level, at index `i`.
+    #[inline(never)]
+    fn create(&mut self, i: usize, price: u32, shares: u32) -> (Touched, bool) {
+        let grew = self.levels.len() == self.levels.capacity();
+        let level = Level {
+            price,
+            orders: 1,
+            shares: u64::from(shares),
+        };
+        self.levels.insert(i, level);
+        let t = Touched {
+            level,
+            created: true,
+            removed: false,
+        };
+        (t, grew)
     }
 
     /// Takes `shares` off the level at `price` and `orders` (0 or 1) orders with them; the
