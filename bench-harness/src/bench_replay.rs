@@ -32,7 +32,12 @@
 //! Throughput runs go in interleaved rounds (`--rounds`, 3 by default): each round runs every
 //! system once, starting one system further along than the round before, and each row
 //! reports the median over the rounds (the range is in the notes). The latency runs follow,
-//! once per pipeline.
+//! once per pipeline. For each pipeline a note says how often, per thousand messages over the
+//! throughput rounds, the feed handler found the book service's input ring full and the book
+//! service found its outputs full: the thread that waits is not the bottleneck. (A thread
+//! retries a refused publish after a short spin, so the counts rise with the time waited;
+//! compare them between threads and runs, not as times. The on-feed arrangement runs the
+//! strategy in the feed handler's waits, so it counts fewer.)
 //!
 //! The report is the ring scenario's JSON document (`scenario: "replay"`), plus
 //! `peak_rss_bytes` (VmHWM from `/proc/self/status`).
@@ -371,9 +376,32 @@ struct RateCtx<'a> {
     passes: u64,
 }
 
+/// How often a pipeline's threads found the next thread's ring full in a throughput run
+/// (attempts refused, each retried): the thread that waits is not the bottleneck, the one it
+/// waits for may be.
+#[derive(Clone, Copy, Debug, Default)]
+struct Waits {
+    /// The feed handler, on the book service's input.
+    feed: u64,
+    /// The book service, on its outputs (read by the strategy).
+    book: u64,
+    /// Messages of the runs counted.
+    messages: u64,
+}
+
 impl RateCtx<'_> {
-    /// Runs `system` once over `passes` passes of the session: (messages, seconds).
-    fn run_once(&self, name: &str, system: Rate) -> Result<(u64, f64), BenchError> {
+    /// Runs `system` once over `passes` passes of the session: (messages, seconds, and for a
+    /// pipeline its waits).
+    fn run_once(&self, name: &str, system: Rate) -> Result<(u64, f64, Waits), BenchError> {
+        if let Rate::Pipeline(threading) = system {
+            return pipeline_throughput(self.pinning, threading, name, self.passes);
+        }
+        let (messages, secs) = self.run_other(system)?;
+        Ok((messages, secs, Waits::default()))
+    }
+
+    /// [`run_once`](Self::run_once) of a system that is not a pipeline.
+    fn run_other(&self, system: Rate) -> Result<(u64, f64), BenchError> {
         let n = self.passes;
         let one_pass = self.one_pass;
         let internal_err = |e: &dyn std::fmt::Display| BenchError::Internal(e.to_string());
@@ -441,7 +469,7 @@ impl RateCtx<'_> {
                 });
                 Ok((seq, t.elapsed().as_secs_f64()))
             }
-            Rate::Pipeline(threading) => pipeline_throughput(self.pinning, threading, name, n),
+            Rate::Pipeline(_) => unreachable!("pipelines are run by `run_once`"),
         }
     }
 }
@@ -524,12 +552,16 @@ pub fn measure(
     let systems = chosen_systems(&args.systems)?;
     let rounds = args.rounds();
     let mut samples = vec![Vec::with_capacity(rounds as usize); systems.len()];
+    let mut waits = vec![Waits::default(); systems.len()];
     for r in 0..rounds as usize {
         for j in 0..systems.len() {
             let i = (r + j) % systems.len();
             let (name, system) = systems[i];
-            let (messages, secs) = ctx.run_once(name, system)?;
+            let (messages, secs, w) = ctx.run_once(name, system)?;
             samples[i].push(messages as f64 / secs.max(1e-9));
+            waits[i].feed += w.feed;
+            waits[i].book += w.book;
+            waits[i].messages += w.messages;
         }
     }
     let medians: Vec<f64> = samples.iter().map(|v| median(v)).collect();
@@ -577,6 +609,13 @@ pub fn measure(
                 paced.feed.max_behind_ns as f64 / 1e6
             ));
         }
+        let w = waits[i];
+        let per_k = |n: u64| n as f64 * 1e3 / w.messages.max(1) as f64;
+        notes.push(format!(
+            "{name}: in the throughput runs the feed handler found the book service's input full {:.2} times per thousand messages, the book service found its outputs full {:.2} times (a thread that waits is not the bottleneck)",
+            per_k(w.feed),
+            per_k(w.book)
+        ));
         let cpus = thread_cpus(&pinning, threading);
         if share_a_cpu(&cpus) {
             notes.push(format!(
@@ -784,7 +823,7 @@ fn pipeline_throughput(
     threading: Threading,
     name: &str,
     passes_n: u64,
-) -> Result<(u64, f64), BenchError> {
+) -> Result<(u64, f64, Waits), BenchError> {
     let total = RepeatedSession::new(BUNDLED_SESSION, passes_n).total_messages();
     let run = run_pipeline(
         Input::Reader(
@@ -817,7 +856,12 @@ fn pipeline_throughput(
             ),
         });
     }
-    Ok((total, run.elapsed_ns as f64 / 1e9))
+    let waits = Waits {
+        feed: run.feed.back_pressured,
+        book: run.book.back_pressured,
+        messages: total,
+    };
+    Ok((total, run.elapsed_ns as f64 / 1e9, waits))
 }
 
 /// One pipeline's latency run: `latency_messages` at `rate` msgs/s. Returns the system's row
@@ -1115,5 +1159,20 @@ mod tests {
                 .iter()
                 .any(|n| n.as_str().unwrap().contains("inconsistent"))
         );
+        // Every pipeline says which thread waited for which.
+        let notes: Vec<&str> = v["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        for name in &names[5..] {
+            let waits = format!("{name}: in the throughput runs the feed handler found");
+            assert_eq!(
+                notes.iter().filter(|n| n.starts_with(&waits)).count(),
+                1,
+                "{notes:?}"
+            );
+        }
     }
 }
