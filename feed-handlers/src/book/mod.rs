@@ -287,10 +287,34 @@ struct Book {
     top: Top,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The best level of each side; `NO_LEVEL` (no orders) for an empty side. Plain levels, not
+/// `Option`s: comparing two tops is four word compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Top {
-    bid: Option<Level>,
-    ask: Option<Level>,
+    bid: Level,
+    ask: Level,
+}
+
+/// The best level of an empty side (a real level has orders).
+const NO_LEVEL: Level = Level {
+    price: 0,
+    orders: 0,
+    shares: 0,
+};
+
+impl Default for Top {
+    fn default() -> Self {
+        Top {
+            bid: NO_LEVEL,
+            ask: NO_LEVEL,
+        }
+    }
+}
+
+/// The price of `l`, `None` for `NO_LEVEL`.
+#[inline]
+fn price_of(l: Level) -> Option<u32> {
+    (l.orders != 0).then_some(l.price)
 }
 
 impl Book {
@@ -314,8 +338,8 @@ impl Book {
     #[inline]
     fn current_top(&self) -> Top {
         Top {
-            bid: self.bids.best().copied(),
-            ask: self.asks.best().copied(),
+            bid: self.bids.best().copied().unwrap_or(NO_LEVEL),
+            ask: self.asks.best().copied().unwrap_or(NO_LEVEL),
         }
     }
 
@@ -738,8 +762,7 @@ impl BookBuilder {
     fn after_change(&mut self, b: usize, locate: u16, out: &mut impl UpdateSink) {
         let book = &mut self.books[b];
         let top = book.current_top();
-        if let (Some(bid), Some(ask)) = (top.bid, top.ask) {
-            let (bid, ask) = (bid.price, ask.price);
+        if let (Some(bid), Some(ask)) = (price_of(top.bid), price_of(top.ask)) {
             if bid > ask {
                 book.stats.crossed += 1;
                 self.counters.crossed += 1;
@@ -759,12 +782,12 @@ impl BookBuilder {
 fn bbo_of(locate: u16, top: Top) -> Bbo {
     Bbo {
         locate,
-        bid_price: top.bid.map(|l| l.price),
-        bid_size: top.bid.map_or(0, |l| l.shares),
-        bid_orders: top.bid.map_or(0, |l| l.orders),
-        ask_price: top.ask.map(|l| l.price),
-        ask_size: top.ask.map_or(0, |l| l.shares),
-        ask_orders: top.ask.map_or(0, |l| l.orders),
+        bid_price: price_of(top.bid),
+        bid_size: top.bid.shares,
+        bid_orders: top.bid.orders,
+        ask_price: price_of(top.ask),
+        ask_size: top.ask.shares,
+        ask_orders: top.ask.orders,
     }
 }
 
