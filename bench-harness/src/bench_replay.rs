@@ -1062,12 +1062,7 @@ mod tests {
         run(&args, &mut out).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["params"]["rounds"], 2);
-        let notes: Vec<&str> = v["notes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n.as_str().unwrap())
-            .collect();
+        let notes = notes_of(&v);
         let spread = notes
             .iter()
             .find(|n| n.starts_with("throughput: the median of 2 interleaved rounds"))
@@ -1078,6 +1073,15 @@ mod tests {
     }
 
     /// The `name` of every row of a JSON report.
+    fn notes_of(v: &serde_json::Value) -> Vec<&str> {
+        v["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect()
+    }
+
     fn row_names(v: &serde_json::Value) -> Vec<&str> {
         v["results"]
             .as_array()
@@ -1152,20 +1156,9 @@ mod tests {
             assert!(p["p50_ns"].as_u64().unwrap() <= p["max_ns"].as_u64().unwrap());
         }
         assert!(v["peak_rss_bytes"].as_u64().unwrap() > 0);
-        assert!(
-            !v["notes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|n| n.as_str().unwrap().contains("inconsistent"))
-        );
+        let notes = notes_of(&v);
+        assert!(!notes.iter().any(|n| n.contains("inconsistent")));
         // Every pipeline says which thread waited for which.
-        let notes: Vec<&str> = v["notes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n.as_str().unwrap())
-            .collect();
         for name in &names[5..] {
             let waits = format!("{name}: in the throughput runs the feed handler found");
             assert_eq!(
