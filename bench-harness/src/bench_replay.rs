@@ -393,19 +393,10 @@ impl RateCtx<'_> {
     /// Runs `system` once over `passes` passes of the session: (messages, seconds, and for a
     /// pipeline its waits).
     fn run_once(&self, name: &str, system: Rate) -> Result<(u64, f64, Waits), BenchError> {
-        if let Rate::Pipeline(threading) = system {
-            return pipeline_throughput(self.pinning, threading, name, self.passes);
-        }
-        let (messages, secs) = self.run_other(system)?;
-        Ok((messages, secs, Waits::default()))
-    }
-
-    /// [`run_once`](Self::run_once) of a system that is not a pipeline.
-    fn run_other(&self, system: Rate) -> Result<(u64, f64), BenchError> {
         let n = self.passes;
         let one_pass = self.one_pass;
         let internal_err = |e: &dyn std::fmt::Display| BenchError::Internal(e.to_string());
-        match system {
+        let (messages, secs) = match system {
             Rate::Itchy => {
                 let t = Instant::now();
                 let mut parsed = 0u64;
@@ -469,8 +460,11 @@ impl RateCtx<'_> {
                 });
                 Ok((seq, t.elapsed().as_secs_f64()))
             }
-            Rate::Pipeline(_) => unreachable!("pipelines are run by `run_once`"),
-        }
+            Rate::Pipeline(threading) => {
+                return pipeline_throughput(self.pinning, threading, name, n);
+            }
+        }?;
+        Ok((messages, secs, Waits::default()))
     }
 }
 
