@@ -496,59 +496,46 @@ impl UpdateSink for Publish<'_> {
             stats,
             header,
         } = self;
-        publish_update(encoder, out, stats, header, u);
-    }
-}
-
-/// Encodes a book update and publishes it on its output (level updates only when the levels
-/// stream exists).
-#[inline(always)]
-fn publish_update(
-    encoder: &mut Encoder,
-    out: &mut Outputs,
-    stats: &mut BookServiceStats,
-    header: &HeaderFields,
-    u: BookUpdate,
-) {
-    match u {
-        BookUpdate::Level {
-            side,
-            price,
-            shares,
-            orders,
-            action,
-            ..
-        } => {
-            if out.levels.is_none() {
-                return;
+        match u {
+            BookUpdate::Level {
+                side,
+                price,
+                shares,
+                orders,
+                action,
+                ..
+            } => {
+                if out.levels.is_none() {
+                    return;
+                }
+                let fields = fb::PriceLevelUpdateFields {
+                    side: fb_side(side),
+                    price: i64::from(price),
+                    size: shares,
+                    order_count: orders,
+                    action: match action {
+                        LevelAction::New => fb::BookAction::New,
+                        LevelAction::Change => fb::BookAction::Change,
+                        LevelAction::Delete => fb::BookAction::Delete,
+                    },
+                };
+                let msg = encoder.price_level_update(header, &fields);
+                out.publish(To::Levels, &msg);
+                stats.levels_published += 1;
             }
-            let fields = fb::PriceLevelUpdateFields {
-                side: fb_side(side),
-                price: i64::from(price),
-                size: shares,
-                order_count: orders,
-                action: match action {
-                    LevelAction::New => fb::BookAction::New,
-                    LevelAction::Change => fb::BookAction::Change,
-                    LevelAction::Delete => fb::BookAction::Delete,
-                },
-            };
-            let msg = encoder.price_level_update(header, &fields);
-            out.publish(To::Levels, &msg);
-            stats.levels_published += 1;
-        }
-        BookUpdate::Bbo(bbo) => {
-            let fields = fb::BboFields {
-                bid_price: bbo.bid_price.map_or(0, i64::from),
-                bid_size: bbo.bid_size,
-                bid_orders: bbo.bid_orders,
-                ask_price: bbo.ask_price.map_or(0, i64::from),
-                ask_size: bbo.ask_size,
-                ask_orders: bbo.ask_orders,
-            };
-            let msg = encoder.bbo(header, &fields);
-            out.publish(To::Book, &msg);
-            stats.bbos_published += 1;
+            BookUpdate::Bbo(bbo) => {
+                let fields = fb::BboFields {
+                    bid_price: bbo.bid_price.map_or(0, i64::from),
+                    bid_size: bbo.bid_size,
+                    bid_orders: bbo.bid_orders,
+                    ask_price: bbo.ask_price.map_or(0, i64::from),
+                    ask_size: bbo.ask_size,
+                    ask_orders: bbo.ask_orders,
+                };
+                let msg = encoder.bbo(header, &fields);
+                out.publish(To::Book, &msg);
+                stats.bbos_published += 1;
+            }
         }
     }
 }
