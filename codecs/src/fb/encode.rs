@@ -107,9 +107,9 @@ pub(super) struct Frame {
     buf: [u8; MAX_ENCODED_LEN],
     len: usize,
     /// The frame has the layout above (its parts at `TAG_AT`, `FLAGS_AT`, `HEADER_AT` and
-    /// `BODY_AT`, the body `E::BODY_LEN` long and last). Only such frames are used: their parts are written at
-    /// constant offsets. A FlatBuffers release that lays tables out otherwise sends every
-    /// message to the builder: correct, only slower.
+    /// `BODY_AT`, the body `E::BODY_LEN` long and last). Only such frames are used: their
+    /// parts are written at constant offsets. A FlatBuffers release that lays tables out
+    /// otherwise sends every message to the builder: correct, only slower.
     pub(super) fixed: bool,
     /// The kind (what [`FrameReader`](super::FrameReader) learns besides the frame's bytes).
     pub(super) event: g::Event,
