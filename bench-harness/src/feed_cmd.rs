@@ -438,7 +438,7 @@ fn parse_ring_bytes(s: &str) -> Result<usize, String> {
 }
 
 /// `--idle`: `spin`, `yield` or `sleep:DURATION` (a bare number: microseconds).
-fn parse_idle(s: &str) -> Result<Idle, String> {
+pub(crate) fn parse_idle(s: &str) -> Result<Idle, String> {
     match s {
         "spin" => Ok(Idle::BusyPoll),
         "yield" => Ok(Idle::Yield),

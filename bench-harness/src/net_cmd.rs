@@ -21,6 +21,7 @@ use mdbus_feed_handlers::book::{BookBuilder, TypeCounts};
 use mdbus_feed_handlers::bookstream::{itch_type_of, order_event_from_envelope};
 use mdbus_feed_handlers::replay::replay_book_config;
 
+use crate::feed_cmd::parse_idle;
 use crate::pinning::{LayoutArg, Pinning, PinningError, ThreadRole};
 
 /// A failed `send`, `recv` or `stat`.
@@ -70,23 +71,6 @@ fn pin_loop(
         eprintln!("mdbus {who}: warning: {w}");
     }
     Ok(())
-}
-
-/// How a loop waits when idle, as a flag: `spin`, `yield` or `sleep:<microseconds>`.
-fn parse_idle(s: &str) -> Result<Idle, String> {
-    match s {
-        "spin" => Ok(Idle::BusyPoll),
-        "yield" => Ok(Idle::Yield),
-        _ => match s.strip_prefix("sleep:") {
-            Some(us) => us
-                .parse::<u64>()
-                .map(|us| Idle::Sleep(Duration::from_micros(us)))
-                .map_err(|e| format!("sleep:<microseconds>: {e}")),
-            None => Err(format!(
-                "{s:?}: expected spin, yield or sleep:<microseconds>"
-            )),
-        },
-    }
 }
 
 fn parse_start(s: &str) -> Result<StartAt, String> {
@@ -151,8 +135,9 @@ pub struct SendArgs {
     pub core: Option<usize>,
     #[command(flatten)]
     pub layout: LayoutArg,
-    /// Idle strategy: spin, yield or sleep:<microseconds>.
-    #[arg(long, default_value = "spin", value_parser = parse_idle)]
+    /// Idle strategy: spin, yield or sleep:DURATION (e.g. `sleep:50us`; a bare number:
+    /// microseconds).
+    #[arg(long, value_name = "HOW", default_value = "spin", value_parser = parse_idle)]
     pub idle: Idle,
     /// Inject faults into the multicast packets, e.g. `drop=0.01,dup=0.01,reorder=0.02,seed=7`
     /// or `drop-seq=100-120` (for tests).
@@ -226,8 +211,9 @@ pub struct RecvArgs {
     pub core: Option<usize>,
     #[command(flatten)]
     pub layout: LayoutArg,
-    /// Idle strategy: spin, yield or sleep:<microseconds>.
-    #[arg(long, default_value = "spin", value_parser = parse_idle)]
+    /// Idle strategy: spin, yield or sleep:DURATION (e.g. `sleep:50us`; a bare number:
+    /// microseconds).
+    #[arg(long, value_name = "HOW", default_value = "spin", value_parser = parse_idle)]
     pub idle: Idle,
     /// Inject faults into the packets received on the lines.
     #[arg(long, value_parser = parse_fault)]
@@ -590,6 +576,10 @@ mod tests {
         assert_eq!(
             parse_idle("sleep:250"),
             Ok(Idle::Sleep(Duration::from_micros(250)))
+        );
+        assert_eq!(
+            parse_idle("sleep:2ms"),
+            Ok(Idle::Sleep(Duration::from_millis(2)))
         );
         assert!(parse_idle("nap").is_err());
         assert!(parse_idle("sleep:x").is_err());
