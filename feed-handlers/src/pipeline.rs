@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 
 use mdbus_bus::{Bus, BusError, PublishError, Publisher, StreamConfig};
 use mdbus_codecs::fb::{
-    EndOfSessionFields, EnvelopeFlags, GapNoticeFields, HeaderFields, HeartbeatFields,
+    EndOfSessionFields, EnvelopeFlags, EventFields, GapNoticeFields, HeaderFields, HeartbeatFields,
 };
 use mdbus_codecs::itch::{self, DecodeError};
 use mdbus_codecs::normalize::Normalizer;
@@ -392,25 +392,13 @@ impl FeedPipeline {
         if !recoverable {
             self.stats.lost += count;
         }
-        let header = self.bus_header(first, recv_ts_ns);
-        let encoded = self.normalizer.encoder().gap_notice(
-            &header,
-            &GapNoticeFields {
-                first_missing_seq: first,
-                count,
-                recoverable,
-                scope: mdbus_codecs::fb::GapScope::Source,
-            },
-        );
-        publish(
-            &mut self.publishers,
-            &mut self.stats,
-            &mut self.idle,
-            self.back_pressure_timeout,
-            Target::All,
-            first,
-            encoded.as_bytes(),
-        )
+        let notice = GapNoticeFields {
+            first_missing_seq: first,
+            count,
+            recoverable,
+            scope: mdbus_codecs::fb::GapScope::Source,
+        };
+        self.publish_everywhere(first, recv_ts_ns, &notice)
     }
 
     /// Publishes an end-of-session event on every stream; `next_seq` is one past the last
@@ -420,37 +408,32 @@ impl FeedPipeline {
         next_seq: u64,
         recv_ts_ns: u64,
     ) -> Result<(), PipelineError> {
-        let header = self.bus_header(next_seq, recv_ts_ns);
-        let encoded = self
-            .normalizer
-            .encoder()
-            .end_of_session(&header, &EndOfSessionFields);
-        publish(
-            &mut self.publishers,
-            &mut self.stats,
-            &mut self.idle,
-            self.back_pressure_timeout,
-            Target::All,
-            next_seq,
-            encoded.as_bytes(),
-        )
+        self.publish_everywhere(next_seq, recv_ts_ns, &EndOfSessionFields)
     }
 
     /// Publishes a heartbeat event on every stream (for subscribers that watch the data, not
     /// only the liveness stamp); `next_seq` is the next source message expected.
     pub fn on_heartbeat(&mut self, next_seq: u64, recv_ts_ns: u64) -> Result<(), PipelineError> {
-        let header = self.bus_header(next_seq, recv_ts_ns);
-        let encoded = self
-            .normalizer
-            .encoder()
-            .heartbeat(&header, &HeartbeatFields);
+        self.publish_everywhere(next_seq, recv_ts_ns, &HeartbeatFields)
+    }
+
+    /// Publishes a feed event of the handler's own (not from a source message) on every
+    /// stream, its header stamped with `seq` and `recv_ts_ns`.
+    fn publish_everywhere<E: EventFields>(
+        &mut self,
+        seq: u64,
+        recv_ts_ns: u64,
+        event: &E,
+    ) -> Result<(), PipelineError> {
+        let header = self.bus_header(seq, recv_ts_ns);
+        let encoded = self.normalizer.encoder().encode(&header, event);
         publish(
             &mut self.publishers,
             &mut self.stats,
             &mut self.idle,
             self.back_pressure_timeout,
             Target::All,
-            next_seq,
+            seq,
             encoded.as_bytes(),
         )
     }
