@@ -564,24 +564,7 @@ impl Receiver {
                         Line::Recovery => self.local.stats.packets_recovery += 1,
                         Line::A => {}
                     }
-                    let Receiver {
-                        fault,
-                        buf,
-                        cur,
-                        local,
-                        cfg,
-                        tag,
-                        started,
-                        ..
-                    } = self;
-                    let mut ctx = PacketCtx {
-                        cfg,
-                        tag: *tag,
-                        started: *started,
-                        cur,
-                        local,
-                        observe: &mut *observe,
-                    };
+                    let (fault, buf, mut ctx) = self.packet_parts(&mut *observe);
                     match fault {
                         Some(f) if line != Line::Recovery => {
                             let mut result = Ok(());
@@ -612,23 +595,7 @@ impl Receiver {
                 && f.held() > 0
                 && now.saturating_sub(self.last_packet) >= FAULT_FLUSH_NS
             {
-                let Receiver {
-                    fault,
-                    cur,
-                    local,
-                    cfg,
-                    tag,
-                    started,
-                    ..
-                } = self;
-                let mut ctx = PacketCtx {
-                    cfg,
-                    tag: *tag,
-                    started: *started,
-                    cur,
-                    local,
-                    observe: &mut *observe,
-                };
+                let (fault, _, mut ctx) = self.packet_parts(&mut *observe);
                 let mut result = Ok(());
                 if let Some(f) = fault {
                     f.flush(|p: &[u8]| {
@@ -650,6 +617,34 @@ impl Receiver {
             self.publish_counters(now, false);
         }
         Ok(progress)
+    }
+
+    /// The fault injector, the receive buffer and the context a packet is handled in:
+    /// disjoint borrows of the receiver, so a packet read into `buf` (or released by the
+    /// injector) can be handled while they are held.
+    fn packet_parts<'a>(
+        &'a mut self,
+        observe: &'a mut dyn FnMut(u32, &[u8]),
+    ) -> (&'a mut Option<FaultInjector>, &'a [u8], PacketCtx<'a>) {
+        let Receiver {
+            fault,
+            buf,
+            cur,
+            local,
+            cfg,
+            tag,
+            started,
+            ..
+        } = self;
+        let ctx = PacketCtx {
+            cfg,
+            tag: *tag,
+            started: *started,
+            cur,
+            local,
+            observe,
+        };
+        (fault, buf, ctx)
     }
 
     /// Sequencer timers and due re-requests.
