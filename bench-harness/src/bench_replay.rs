@@ -33,11 +33,12 @@
 //! system once, starting one system further along than the round before, and each row
 //! reports the median over the rounds (the range is in the notes). The latency runs follow,
 //! once per pipeline. For each pipeline a note says how often, per thousand messages over the
-//! throughput rounds, the feed handler found the book service's input ring full and the book
-//! service found its outputs full: the thread that waits is not the bottleneck. (A thread
-//! retries a refused publish after a short spin, so the counts rise with the time waited;
-//! compare them between threads and runs, not as times. The on-feed arrangement runs the
-//! strategy in the feed handler's waits, so it counts fewer.)
+//! throughput rounds, the feed handler found the book service's input ring full, and the book
+//! service found its outputs full or its input empty: the thread that waits is not the
+//! bottleneck. (A thread retries a refused publish after a short spin, so those counts rise
+//! with the time waited; compare them between threads and runs, not as times. The on-feed
+//! arrangement runs the strategy in the feed handler's waits, so it counts fewer. An empty
+//! input is counted once per turn that finds it so, and the turn then waits for more.)
 //!
 //! The report is the ring scenario's JSON document (`scenario: "replay"`), plus
 //! `peak_rss_bytes` (VmHWM from `/proc/self/status`).
@@ -385,6 +386,8 @@ struct Waits {
     feed: u64,
     /// The book service, on its outputs (read by the strategy).
     book: u64,
+    /// The book service's turns that found its input empty (it ran dry: it was waiting).
+    book_dry: u64,
     /// Messages of the runs counted.
     messages: u64,
 }
@@ -555,6 +558,7 @@ pub fn measure(
             samples[i].push(messages as f64 / secs.max(1e-9));
             waits[i].feed += w.feed;
             waits[i].book += w.book;
+            waits[i].book_dry += w.book_dry;
             waits[i].messages += w.messages;
         }
     }
@@ -606,9 +610,10 @@ pub fn measure(
         let w = waits[i];
         let per_k = |n: u64| n as f64 * 1e3 / w.messages.max(1) as f64;
         notes.push(format!(
-            "{name}: in the throughput runs the feed handler found the book service's input full {:.2} times per thousand messages, the book service found its outputs full {:.2} times (a thread that waits is not the bottleneck)",
+            "{name}: in the throughput runs the feed handler found the book service's input full {:.2} times per thousand messages, the book service found its outputs full {:.2} times and its input empty {:.2} times (a thread that waits is not the bottleneck)",
             per_k(w.feed),
-            per_k(w.book)
+            per_k(w.book),
+            per_k(w.book_dry)
         ));
         let cpus = thread_cpus(&pinning, threading);
         if share_a_cpu(&cpus) {
@@ -853,6 +858,7 @@ fn pipeline_throughput(
     let waits = Waits {
         feed: run.feed.back_pressured,
         book: run.book.back_pressured,
+        book_dry: run.book.idle_polls,
         messages: total,
     };
     Ok((total, run.elapsed_ns as f64 / 1e9, waits))

@@ -376,6 +376,9 @@ pub struct BookServiceStats {
     /// Publish attempts refused because a lossless subscriber was a full ring behind (each
     /// was retried until it went through).
     pub back_pressured: u64,
+    /// Turns of [`BookService::poll`] that found the input empty: how often the service ran
+    /// dry, waiting for its input (a service that keeps up counts many).
+    pub idle_polls: u64,
     /// The input's `EndOfSession` was seen.
     pub ended: bool,
 }
@@ -972,6 +975,7 @@ impl BookService {
         Ok(if ended {
             Polled::Finished
         } else if handled == 0 {
+            self.stats.idle_polls += 1;
             Polled::Idle
         } else {
             Polled::Worked(handled)
@@ -1546,6 +1550,28 @@ mod tests {
     }
 
     #[test]
+    fn turns_that_find_the_input_empty_are_counted() {
+        let envelopes = session_envelopes();
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(dir.path()).unwrap();
+        let mut publisher = bus.publisher("idle", &output_ring()).unwrap();
+        let mut input = bus
+            .subscriber("idle", &SubscribeOptions::default())
+            .unwrap();
+        let mut svc = BookService::new(&bus, "idle", &small_with_output(1 << 20)).unwrap();
+        assert_eq!(svc.poll(&mut input, 64).unwrap(), Polled::Idle);
+        assert_eq!(svc.stats().idle_polls, 1);
+        for e in &envelopes[..3] {
+            publisher.publish_envelope(e).unwrap();
+        }
+        assert_eq!(svc.poll(&mut input, 64).unwrap(), Polled::Worked(3));
+        assert_eq!(svc.stats().idle_polls, 1, "a turn that read something");
+        assert_eq!(svc.poll(&mut input, 64).unwrap(), Polled::Idle);
+        assert_eq!(svc.stats().idle_polls, 2);
+        assert_eq!(svc.stats().received, 3);
+    }
+
+    #[test]
     fn the_generic_read_path_publishes_what_the_frame_reader_path_publishes() {
         // The same session twice: as encoded (order messages read in place by the frame
         // reader), and with one byte appended to every envelope, which the accessors read the
@@ -1644,6 +1670,7 @@ mod tests {
         assert_eq!(
             BookServiceStats {
                 back_pressured: 0,
+                idle_polls: 0,
                 ..stats
             },
             reference.stats()
