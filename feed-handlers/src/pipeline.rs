@@ -198,6 +198,8 @@ pub struct FeedPipeline {
     back_pressure_timeout: Option<Duration>,
     stats: PipelineStats,
     idle: Idle,
+    /// Turns of the idle work run between messages (not in a wait).
+    idle_turns: u64,
 }
 
 impl FeedPipeline {
@@ -254,6 +256,7 @@ impl FeedPipeline {
             back_pressure_timeout: Some(DEFAULT_BACK_PRESSURE_TIMEOUT),
             stats: PipelineStats::default(),
             idle: Idle::default(),
+            idle_turns: 0,
         }
     }
 
@@ -292,6 +295,14 @@ impl FeedPipeline {
     /// The counters so far.
     pub fn stats(&self) -> PipelineStats {
         self.stats
+    }
+
+    /// Times the pipeline has paused between messages so far: publishes refused by a
+    /// back-pressuring subscriber (each followed by a wait) and turns of its idle work. A
+    /// receive stamp taken before a call that raised it is older by the time paused.
+    #[inline]
+    pub fn pauses(&self) -> u64 {
+        self.stats.back_pressured + self.idle_turns
     }
 
     /// Stamps the liveness heartbeat of every stream (a clock read, no system call); call it
@@ -358,8 +369,8 @@ impl FeedPipeline {
             seq,
             encoded.as_bytes(),
         );
-        if self.stats.messages.is_multiple_of(IDLE_WORK_EVERY) {
-            self.idle.run();
+        if self.stats.messages.is_multiple_of(IDLE_WORK_EVERY) && self.idle.run() {
+            self.idle_turns += 1;
         }
         result
     }
@@ -820,6 +831,8 @@ mod tests {
         p.idle_mut().run();
         let s = p.stats();
         assert_eq!((s.published, s.publish_errors), (N + 1, 0));
+        // Every refused publish and every turn between messages paused the pipeline.
+        assert_eq!(p.pauses(), s.back_pressured + N / IDLE_WORK_EVERY);
         assert!(
             s.back_pressured > 0,
             "a 4 KiB ring held back {N} messages: {s:?}"

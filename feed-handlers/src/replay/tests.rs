@@ -373,7 +373,7 @@ fn idle_work_reads_the_stream_while_the_replay_waits_for_room() {
     for (format, source) in aapl_sources(dir.path()) {
         let (report, calls) = replay_read_by_its_idle_work(&source, Speed::Max);
         assert_eq!(report.format, format);
-        // 64 envelopes between two turns of the work do not fit in 4 KiB: the replay waited.
+        // The envelopes between two turns of the work do not fit in 4 KiB: the replay waited.
         assert!(report.back_pressured > 0, "{report:?}");
         assert!(
             calls >= 10_000 / crate::pipeline::IDLE_WORK_EVERY,
@@ -393,4 +393,82 @@ fn idle_work_reads_the_stream_while_a_paced_replay_waits() {
             "{calls}"
         );
     }
+}
+
+/// The receive stamps of every message envelope of the AAPL session replayed at `speed`.
+fn aapl_stamps(speed: Speed) -> Vec<u64> {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::with_root(dir.path()).unwrap();
+    let source = Source::Bytes {
+        name: "aapl".into(),
+        bytes: AAPL,
+    };
+    let options = ReplayOptions {
+        speed,
+        ..ReplayOptions::default()
+    };
+    let r = Replayer::open(&source, &bus, "feed", &replay_ring(), options).unwrap();
+    let mut sub = bus
+        .subscriber("feed", &SubscribeOptions::default())
+        .unwrap();
+    let report = r.run(&mut |_| {}).unwrap();
+    assert_eq!(
+        report.back_pressured, 0,
+        "no pause: the ring holds the session"
+    );
+    let mut stamps = Vec::new();
+    while let Ok(true) = sub.poll_event(|e| {
+        let env = e.envelope();
+        if itch_type_of(env.event_type()).is_some() {
+            stamps.push(env.header().recv_ts_ns());
+        }
+    }) {}
+    assert_eq!(stamps.len(), 10_000);
+    stamps
+}
+
+#[test]
+fn full_speed_stamps_read_the_clock_once_per_group() {
+    let stamps = aapl_stamps(Speed::Max);
+    let every = STAMP_EVERY as usize;
+    for (i, s) in stamps.iter().enumerate() {
+        assert_eq!(*s, stamps[i - i % every], "message {}", i + 1);
+    }
+    let readings: Vec<u64> = stamps.iter().step_by(every).copied().collect();
+    assert!(readings.windows(2).all(|w| w[0] <= w[1]), "never backwards");
+    let distinct = readings.windows(2).filter(|w| w[0] < w[1]).count() + 1;
+    assert!(
+        distinct > readings.len() * 9 / 10,
+        "a fresh reading for each group: {distinct} of {}",
+        readings.len()
+    );
+}
+
+#[test]
+fn paced_stamps_read_the_clock_for_every_message() {
+    let stamps = aapl_stamps(Speed::Rate(2_000_000));
+    assert!(
+        stamps.windows(2).all(|w| w[0] < w[1]),
+        "each message its own reading"
+    );
+}
+
+#[test]
+fn a_stamp_after_a_pause_is_a_new_reading() {
+    let clock = StampClock::new();
+    let mut stamps = Stamps::new(Speed::Max);
+    let first = stamps.next(&clock);
+    for _ in 1..STAMP_EVERY {
+        assert_eq!(stamps.next(&clock), first);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let second = stamps.next(&clock);
+    assert!(second >= first + 2_000_000, "a group of {STAMP_EVERY}");
+    stamps.expire();
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    assert!(stamps.next(&clock) >= second + 2_000_000, "expired");
+    let mut paced = Stamps::new(Speed::Rate(1_000));
+    let a = paced.next(&clock);
+    std::thread::sleep(std::time::Duration::from_millis(1));
+    assert!(paced.next(&clock) > a);
 }
