@@ -690,7 +690,7 @@ pub enum Threading {
     /// busy-polling threads on one cpu hand it to each other through the scheduler.
     Shared,
     /// The strategy on the feed handler's thread, run whenever the feed handler waits (for
-    /// room in its ring, or for the next message's time) and after every few dozen messages;
+    /// room in its ring, or for the next message's time) and after every few hundred messages;
     /// the book builder on a thread and cpu of its own (two threads). The other two-cpu
     /// arrangement: the book builder, the heaviest stage, gets a cpu to itself, and the two
     /// light stages share the other.
