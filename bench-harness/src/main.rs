@@ -142,12 +142,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("mdbus: error: {e}");
-            let mut source = e.source();
-            while let Some(s) = source {
-                eprintln!("  caused by: {s}");
-                source = s.source();
-            }
+            eprint!("{}", error_report(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -253,5 +248,60 @@ fn restore_sigpipe() {
     // disposition for SIGPIPE and no Rust code relies on SIGPIPE being ignored.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// The error and its chain of causes, a line each; a cause whose text the line before already
+/// ends with (an error that prints its source in its own message) is not repeated.
+fn error_report(e: &dyn Error) -> String {
+    let mut out = format!("mdbus: error: {e}\n");
+    let mut shown = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !shown.ends_with(&text) {
+            out.push_str(&format!("  caused by: {text}\n"));
+        }
+        shown = text;
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_report;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{path}: {source}")]
+    struct Repeats {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the recording stopped")]
+    struct Wraps(#[source] Repeats);
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = || std::io::Error::other("No space left on device");
+        let e = Repeats {
+            path: "/dev/full",
+            source: io(),
+        };
+        assert_eq!(
+            error_report(&e),
+            "mdbus: error: /dev/full: No space left on device\n"
+        );
+        let e = Wraps(Repeats {
+            path: "/dev/full",
+            source: io(),
+        });
+        assert_eq!(
+            error_report(&e),
+            "mdbus: error: the recording stopped\n  caused by: /dev/full: No space left on device\n"
+        );
     }
 }
