@@ -494,8 +494,10 @@ pub fn run_record(args: &RecordArgs, out: &mut dyn Write) -> Result<(), CmdError
         wait: WaitStrategy::Blocking,
     };
     let stats = record_stream(&mut sub, &mut writer, &args.file, &options, &INTERRUPTED)?;
-    writer.finish().map_err(|source| RecordError::Io {
+    let records = writer.records();
+    writer.finish().map_err(|source| RecordError::WriteFailed {
         path: args.file.clone(),
+        records,
         source,
     })?;
     report_record(args, &stats, out)

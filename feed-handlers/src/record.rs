@@ -119,6 +119,22 @@ pub enum RecordError {
         /// Bytes left in the file.
         available: u64,
     },
+    /// Writing the recording failed (a full disk, say) after `records` records had been
+    /// handed to it. The file keeps what reached it: [`RecordReader`] (and `mdbus replay`)
+    /// reads every complete record and reports where the file ends.
+    #[error(
+        "{}: the recording stopped after {records} records; those that reached the file stay readable (`mdbus replay` plays them and reports where the file ends): {source}",
+        path.display()
+    )]
+    WriteFailed {
+        /// The file.
+        path: PathBuf,
+        /// Records handed to the writer before it failed (some may still have been buffered).
+        records: u64,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
     /// The recorded stream could not be read.
     #[error("stream {stream:?}: {source}")]
     Stream {
@@ -541,8 +557,9 @@ pub fn record_stream<W: Write>(
     options: &RecordOptions,
     stop: &AtomicBool,
 ) -> Result<RecordStats, RecordError> {
-    let io_err = |source| RecordError::Io {
+    let write_err = |records, source| RecordError::WriteFailed {
         path: path.to_owned(),
+        records,
         source,
     };
     let started = Instant::now();
@@ -567,7 +584,7 @@ pub fn record_stream<W: Write>(
                 let (seq, msg_type) = head;
                 writer
                     .write(seq, msg_type, unix_now_ns(), &scratch)
-                    .map_err(io_err)?;
+                    .map_err(|e| write_err(writer.records(), e))?;
                 if options.until_end_of_session
                     && msg_type == ENVELOPE_MSG_TYPE
                     && mdbus_bus::schema::read_verified(&scratch)
@@ -601,7 +618,7 @@ pub fn record_stream<W: Write>(
                 })?;
             }
             Err(source) => {
-                writer.flush().map_err(io_err)?;
+                writer.flush().map_err(|e| write_err(writer.records(), e))?;
                 return Err(RecordError::Stream {
                     stream: sub.name().to_owned(),
                     source,
@@ -609,7 +626,7 @@ pub fn record_stream<W: Write>(
             }
         }
     };
-    writer.flush().map_err(io_err)?;
+    writer.flush().map_err(|e| write_err(writer.records(), e))?;
     Ok(RecordStats {
         records: writer.records(),
         bytes: writer.bytes(),

@@ -9,7 +9,7 @@ use mdbus_bus::schema as fb;
 use mdbus_bus::{Bus, ReceiveError, SubscribeOptions, Subscriber, WaitStrategy};
 use mdbus_feed_handlers::book::BookSummary;
 use mdbus_feed_handlers::bookstream::{BookService, BookServiceConfig};
-use mdbus_feed_handlers::record::{RecordOptions, RecordWriter, record_stream};
+use mdbus_feed_handlers::record::{RecordError, RecordOptions, RecordWriter, record_stream};
 use mdbus_feed_handlers::replay::{
     ReplayOptions, ReplayReport, Replayer, Source, replay_book_config, replay_ring,
 };
@@ -351,6 +351,92 @@ fn record_then_replay_reproduces_the_same_envelopes() {
     let got = drain_raw(&mut again);
     assert_eq!(&got[..10_000], &original[..10_000]);
     assert_eq!(got.len(), 10_001, "the replay adds the end of the session");
+}
+
+/// A file on a disk that fills after `room` bytes.
+struct FullDisk {
+    kept: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    room: usize,
+}
+
+impl std::io::Write for FullDisk {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut kept = self.kept.lock().unwrap();
+        let n = buf.len().min(self.room - kept.len());
+        if n == 0 && !buf.is_empty() {
+            return Err(std::io::ErrorKind::StorageFull.into());
+        }
+        kept.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_recording_that_fills_the_disk_says_how_far_it_got_and_stays_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::with_root(dir.path().join("bus")).unwrap();
+    let r = Replayer::open(
+        &Source::Path(aapl()),
+        &bus,
+        "live",
+        &replay_ring(),
+        ReplayOptions::default(),
+    )
+    .unwrap();
+    let mut original = bus
+        .subscriber("live", &SubscribeOptions::default())
+        .unwrap();
+    let mut rec_sub = bus
+        .subscriber("live", &SubscribeOptions::default())
+        .unwrap();
+    r.run(&mut |_| {}).unwrap();
+    let original = drain_raw(&mut original);
+
+    // The disk takes 300,000 bytes: about a quarter of the session's 1.2 MB.
+    let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let disk = FullDisk {
+        kept: std::sync::Arc::clone(&kept),
+        room: 300_000,
+    };
+    let file = dir.path().join("full.mdbrec");
+    let mut writer = RecordWriter::new(disk, "live", 1).unwrap();
+    let err = record_stream(
+        &mut rec_sub,
+        &mut writer,
+        &file,
+        &RecordOptions::default(),
+        &AtomicBool::new(false),
+    )
+    .expect_err("the disk filled");
+    let RecordError::WriteFailed {
+        records, source, ..
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!(source.kind(), std::io::ErrorKind::StorageFull);
+    assert!(*records > 0 && *records < 10_001, "{records}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("after {records} records")) && text.contains("full.mdbrec"),
+        "{text}"
+    );
+
+    // What reached the disk replays: every complete record, byte for byte.
+    std::fs::write(&file, &*kept.lock().unwrap()).unwrap();
+    let (report, mut again) = replay_path(&bus, &file, "again", ReplayOptions::default());
+    let complete = report.published as usize;
+    assert!(
+        complete > 1_000 && complete as u64 <= *records,
+        "{report:?}"
+    );
+    assert!(report.truncated.is_some(), "the last record was cut");
+    let got = drain_raw(&mut again);
+    assert_eq!(&got[..complete], &original[..complete]);
 }
 
 #[test]
