@@ -139,8 +139,8 @@ pub enum CaptureError {
         #[source]
         source: io::Error,
     },
-    /// The first bytes match no supported format.
-    #[error("{}: not a pcap, pcapng or length-prefixed ITCH file (first bytes {first_bytes:02x?})", path.display())]
+    /// The first bytes match no supported format (or there are none: an empty file).
+    #[error("{}: {}", path.display(), unknown_format(first_bytes))]
     UnknownFormat {
         /// The file.
         path: PathBuf,
@@ -169,6 +169,15 @@ pub enum CaptureError {
         /// What is wrong.
         reason: String,
     },
+}
+
+/// What [`CaptureError::UnknownFormat`] says of a file's first bytes.
+fn unknown_format(first_bytes: &[u8]) -> String {
+    if first_bytes.is_empty() {
+        "empty file: no capture to read".to_owned()
+    } else {
+        format!("not a pcap, pcapng or length-prefixed ITCH file (first bytes {first_bytes:02x?})")
+    }
 }
 
 enum Kind {

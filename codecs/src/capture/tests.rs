@@ -230,7 +230,8 @@ fn pcap_truncated_header_and_unknown_format() {
         e.to_string(),
         "x.bin: not a pcap, pcapng or length-prefixed ITCH file (first bytes [68, 65, 6c, 6c])"
     );
-    assert!(CaptureReader::from_reader("empty", Cursor::new(Vec::new())).is_err());
+    let e = CaptureReader::from_reader("empty", Cursor::new(Vec::new())).unwrap_err();
+    assert_eq!(e.to_string(), "empty: empty file: no capture to read");
     let e = open_capture("/nonexistent/file.pcap").unwrap_err();
     assert!(e.to_string().starts_with("/nonexistent/file.pcap: "), "{e}");
 }
