@@ -77,9 +77,10 @@ pub struct DemoArgs {
     /// `dedicated`: the book builder and the strategy each on their own thread; `shared`: both
     /// on one thread, in turns, on the book builder's cpu; `strategy-on-feed`: the strategy on
     /// the feed handler's thread, in its waits, and the book builder alone on its cpu (the
-    /// two-thread arrangements are for two-cpu hosts; strategy-on-feed carries the most).
-    #[arg(long, value_enum, default_value_t = Threading::Dedicated)]
-    pub threading: Threading,
+    /// two-thread arrangements are for two-cpu hosts; strategy-on-feed carries the most)
+    /// [default: dedicated when the three stages have three cpus, else strategy-on-feed].
+    #[arg(long, value_enum)]
+    pub threading: Option<Threading>,
     /// Signal lines shown.
     #[arg(long, default_value_t = 6)]
     pub show_signals: usize,
@@ -132,6 +133,8 @@ pub struct Placement {
     pub pinned: bool,
     /// Whether the book builder and the strategy ran on their own threads or on one.
     pub threading: Threading,
+    /// Whether `threading` was chosen from the cpus (no `--threading` given).
+    pub threading_chosen: bool,
     /// Whether two threads shared a cpu (waits then spin, then yield).
     pub shared: bool,
     /// The core layout the stages took their cpus and settings from, if any.
@@ -335,7 +338,9 @@ pub(crate) fn temp_root() -> std::io::Result<tempfile::TempDir> {
 /// Runs the three stages and gathers what they report.
 pub fn execute(args: &DemoArgs) -> Result<DemoReport, DemoError> {
     let pinning = stage_pinning(&args.layout, &args.cpus)?;
-    let threading = args.threading;
+    let threading = args
+        .threading
+        .unwrap_or_else(|| default_threading(&pinning));
     let shared = share_a_cpu(&thread_cpus(&pinning, threading));
     let (feed_cpu, book_cpu) = (pinning.cpu(0), pinning.cpu(1));
     let strategy_cpu = pinning.cpu(threading.strategy_stage());
@@ -400,6 +405,7 @@ pub fn execute(args: &DemoArgs) -> Result<DemoReport, DemoError> {
             strategy_cpu,
             pinned,
             threading,
+            threading_chosen: args.threading.is_none(),
             shared,
             layout: pinning.layout_use(),
             warnings: pinning.warnings(),
@@ -655,6 +661,18 @@ pub(crate) fn run_pipeline(
         elapsed_ns: clock.delta_ns(start, end),
         pinned: feed_pinned && book_pinned && strategy_pinned,
     })
+}
+
+/// The arrangement when none is asked for: each stage on its own thread when the three have
+/// three cpus; with fewer, the strategy on the feed handler's thread, so that no two
+/// busy-polling threads hand one cpu back and forth through the scheduler (that costs
+/// milliseconds in the latency tail).
+fn default_threading(pinning: &Pinning) -> Threading {
+    if share_a_cpu(&thread_cpus(pinning, Threading::Dedicated)) {
+        Threading::StrategyOnFeed
+    } else {
+        Threading::Dedicated
+    }
 }
 
 /// The cpu of each thread `threading` runs: feed handler, book builder, strategy (two
@@ -1111,6 +1129,11 @@ pub fn render(r: &DemoReport, show: usize) -> String {
         let _ = writeln!(
             s,
             "  (book builder and strategy share one thread, in turns: --threading shared)"
+        );
+    } else if p.threading == Threading::StrategyOnFeed && p.threading_chosen {
+        let _ = writeln!(
+            s,
+            "  (fewer than three cpus: the strategy runs on the feed handler's thread, in its waits; `--threading dedicated` gives it a thread of its own)"
         );
     } else if p.threading == Threading::StrategyOnFeed {
         let _ = writeln!(

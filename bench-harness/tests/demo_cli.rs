@@ -74,8 +74,34 @@ fn demo_shows_the_final_book_and_the_latency_percentiles() {
 #[test]
 fn demo_json_carries_every_stage() {
     let v: Value = serde_json::from_str(&ok(&["demo", "--rate", "0", "--json"])).expect("JSON");
-    assert_eq!(v["placement"]["threading"], "dedicated");
+    // With no --threading, each stage gets a thread of its own when there are three cpus for
+    // them; with fewer, the strategy runs on the feed handler's thread.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let expected = if cpus >= 3 {
+        "dedicated"
+    } else {
+        "strategy-on-feed"
+    };
+    assert_eq!(v["placement"]["threading"], expected, "{cpus} cpus");
+    assert_eq!(v["placement"]["threading_chosen"], true);
     check_stages(&v);
+    let text = ok(&["demo"]);
+    assert_eq!(
+        text.contains("fewer than three cpus: the strategy runs on the feed handler's thread"),
+        cpus < 3,
+        "{text}"
+    );
+    let v: Value = serde_json::from_str(&ok(&[
+        "demo",
+        "--rate",
+        "0",
+        "--threading",
+        "dedicated",
+        "--json",
+    ]))
+    .expect("JSON");
+    assert_eq!(v["placement"]["threading"], "dedicated");
+    assert_eq!(v["placement"]["threading_chosen"], false);
 }
 
 /// The two-thread arrangements (the book builder and the strategy on one thread in turns;
@@ -84,8 +110,15 @@ fn demo_json_carries_every_stage() {
 /// shares.
 #[test]
 fn demo_two_thread_arrangements_give_the_same_results() {
-    let dedicated: Value =
-        serde_json::from_str(&ok(&["demo", "--rate", "0", "--json"])).expect("JSON");
+    let dedicated: Value = serde_json::from_str(&ok(&[
+        "demo",
+        "--rate",
+        "0",
+        "--threading",
+        "dedicated",
+        "--json",
+    ]))
+    .expect("JSON");
     for (threading, shares_with, says) in [
         ("shared", "book_cpu", "share one thread"),
         (
