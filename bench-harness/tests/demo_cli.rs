@@ -73,7 +73,7 @@ fn demo_shows_the_final_book_and_the_latency_percentiles() {
 
 #[test]
 fn demo_json_carries_every_stage() {
-    let v: Value = serde_json::from_str(&ok(&["demo", "--rate", "0", "--json"])).expect("JSON");
+    let v = demo_json(&[]);
     // With no --threading, each stage gets a thread of its own when there are three cpus for
     // them; with fewer, the strategy runs on the feed handler's thread.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -91,15 +91,7 @@ fn demo_json_carries_every_stage() {
         cpus < 3,
         "{text}"
     );
-    let v: Value = serde_json::from_str(&ok(&[
-        "demo",
-        "--rate",
-        "0",
-        "--threading",
-        "dedicated",
-        "--json",
-    ]))
-    .expect("JSON");
+    let v = demo_json(&["--threading", "dedicated"]);
     assert_eq!(v["placement"]["threading"], "dedicated");
     assert_eq!(v["placement"]["threading_chosen"], false);
 }
@@ -110,15 +102,7 @@ fn demo_json_carries_every_stage() {
 /// shares.
 #[test]
 fn demo_two_thread_arrangements_give_the_same_results() {
-    let dedicated: Value = serde_json::from_str(&ok(&[
-        "demo",
-        "--rate",
-        "0",
-        "--threading",
-        "dedicated",
-        "--json",
-    ]))
-    .expect("JSON");
+    let dedicated = demo_json(&["--threading", "dedicated"]);
     for (threading, shares_with, says) in [
         ("shared", "book_cpu", "share one thread"),
         (
@@ -154,6 +138,13 @@ fn demo_two_thread_arrangements_give_the_same_results() {
         let text = ok(&["demo", "--threading", threading]);
         assert!(text.contains(says), "{text}");
     }
+}
+
+/// `mdbus demo --rate 0 --json` with `args` added.
+fn demo_json(args: &[&str]) -> Value {
+    let mut all = vec!["demo", "--rate", "0", "--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&ok(&all)).expect("JSON")
 }
 
 fn check_stages(v: &Value) {

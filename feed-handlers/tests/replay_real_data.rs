@@ -289,27 +289,33 @@ fn a_session_spread_over_the_nasdaq_pcaps_reports_each_jump_as_a_gap() {
     assert_eq!(report.published, pkts.iter().map(|p| p.1).sum::<u64>());
 }
 
-#[test]
-fn record_then_replay_reproduces_the_same_envelopes() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::with_root(dir.path().join("bus")).unwrap();
-    let file = dir.path().join("itch.mdbrec");
-    // Replay the AAPL file; a reader and the recorder subscribe before it starts.
+/// The AAPL file replayed onto stream `live`, and two readers that subscribed before it
+/// started (one to keep as the original, one for the recorder).
+fn aapl_replayed_to_two_readers(bus: &Bus) -> (Subscriber, Subscriber) {
     let r = Replayer::open(
         &Source::Path(aapl()),
-        &bus,
+        bus,
         "live",
         &replay_ring(),
         ReplayOptions::default(),
     )
     .unwrap();
-    let mut original = bus
+    let original = bus
         .subscriber("live", &SubscribeOptions::default())
         .unwrap();
-    let mut rec_sub = bus
+    let recorder = bus
         .subscriber("live", &SubscribeOptions::default())
         .unwrap();
     r.run(&mut |_| {}).unwrap();
+    (original, recorder)
+}
+
+#[test]
+fn record_then_replay_reproduces_the_same_envelopes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::with_root(dir.path().join("bus")).unwrap();
+    let file = dir.path().join("itch.mdbrec");
+    let (mut original, mut rec_sub) = aapl_replayed_to_two_readers(&bus);
     let mut writer = RecordWriter::create(&file, "live").unwrap();
     let stats = record_stream(
         &mut rec_sub,
@@ -379,21 +385,7 @@ impl std::io::Write for FullDisk {
 fn a_recording_that_fills_the_disk_says_how_far_it_got_and_stays_readable() {
     let dir = tempfile::tempdir().unwrap();
     let bus = Bus::with_root(dir.path().join("bus")).unwrap();
-    let r = Replayer::open(
-        &Source::Path(aapl()),
-        &bus,
-        "live",
-        &replay_ring(),
-        ReplayOptions::default(),
-    )
-    .unwrap();
-    let mut original = bus
-        .subscriber("live", &SubscribeOptions::default())
-        .unwrap();
-    let mut rec_sub = bus
-        .subscriber("live", &SubscribeOptions::default())
-        .unwrap();
-    r.run(&mut |_| {}).unwrap();
+    let (mut original, mut rec_sub) = aapl_replayed_to_two_readers(&bus);
     let original = drain_raw(&mut original);
 
     // The disk takes 300,000 bytes: about a quarter of the session's 1.2 MB.
