@@ -19,10 +19,10 @@
 //! its exchange timestamp and a receive timestamp: by default the moment the replayer decoded
 //! it ([`Stamp::Now`], a TSC reading anchored to the Unix epoch, see [`StampClock`]), or the
 //! capture's own timestamp ([`Stamp::Source`]). At [`Speed::Max`] one clock reading stamps
-//! [`STAMP_EVERY`] messages in a row, as a live feed handler stamps every message of a datagram
-//! with its arrival: a stamp is then at most that many messages early, never late. The stream ends with an `EndOfSession` event
-//! (the source's, or one the replayer adds when the file ends), and the publisher then closes
-//! the stream.
+//! [`STAMP_EVERY`] messages in a row, as a live feed handler stamps every message of a
+//! datagram with its arrival: a stamp is then at most that many messages early, never late.
+//! The stream ends with an `EndOfSession` event (the source's, or one the replayer adds when
+//! the file ends), and the publisher then closes the stream.
 //!
 //! Options: the [`Speed`] (as fast as possible, a multiple of the recorded pace, or a fixed
 //! rate), a window of exchange time ([`ReplayOptions::from`], [`ReplayOptions::to`]; the day's
@@ -404,22 +404,27 @@ impl Core {
         }
     }
 
+    /// The receive stamp of the next envelope; `pauses` is the pipeline's
+    /// [`pauses`](FeedPipeline::pauses) now.
     #[inline]
-    fn recv_ts(&mut self, capture_ts: Option<u64>) -> u64 {
+    fn recv_ts(&mut self, capture_ts: Option<u64>, pauses: u64) -> u64 {
         match (self.options.stamp, capture_ts) {
             (Stamp::Source, Some(ts)) => ts,
-            _ => self.stamps.next(&self.clock),
+            _ => self.stamps.next(&self.clock, pauses),
         }
     }
 }
 
-/// Receive stamps from the clock: a fresh reading every `every` stamps (see [`STAMP_EVERY`]).
+/// Receive stamps from the clock: a fresh reading every `every` stamps, and whenever the
+/// pipeline paused since the last one (see [`STAMP_EVERY`]).
 #[derive(Debug)]
 struct Stamps {
     every: u32,
     /// Stamps left before the next reading.
     left: u32,
     last: u64,
+    /// The pipeline's pause count when `last` was read.
+    pauses: u64,
 }
 
 impl Stamps {
@@ -432,23 +437,21 @@ impl Stamps {
             every,
             left: 0,
             last: 0,
+            pauses: 0,
         }
     }
 
+    /// The next stamp; `pauses` is the pipeline's pause count now (a reading taken before a
+    /// pause is not reused after it).
     #[inline(always)]
-    fn next(&mut self, clock: &StampClock) -> u64 {
-        if self.left == 0 {
+    fn next(&mut self, clock: &StampClock, pauses: u64) -> u64 {
+        if self.left == 0 || pauses != self.pauses {
             self.last = clock.now_unix_ns();
             self.left = self.every;
+            self.pauses = pauses;
         }
         self.left -= 1;
         self.last
-    }
-
-    /// The next stamp reads the clock (time passed: the pipeline paused).
-    #[inline(always)]
-    fn expire(&mut self) {
-        self.left = 0;
     }
 }
 
@@ -476,7 +479,7 @@ impl ItchOut {
             Err(_) => {
                 // The pipeline publishes it as a lost one-message gap and counts it.
                 core.report.decode_errors += 1;
-                let recv = core.recv_ts(capture_ts);
+                let recv = core.recv_ts(capture_ts, self.pipeline.pauses());
                 return self.retry(seq, |p| p.on_message(seq, bytes, recv));
             }
         };
@@ -498,12 +501,8 @@ impl ItchOut {
             Verdict::Publish => core.pacer.wait_doing(pace_ts, self.pipeline.idle_mut()),
             Verdict::PublishUnpaced => {}
         }
-        let recv = core.recv_ts(capture_ts);
-        let pauses = self.pipeline.pauses();
+        let recv = core.recv_ts(capture_ts, self.pipeline.pauses());
         self.retry(seq, |p| p.on_decoded(seq, &msg, recv))?;
-        if self.pipeline.pauses() != pauses {
-            core.stamps.expire();
-        }
         core.report.published += 1;
         if let Some((builder, counts)) = &mut core.book {
             counts.record(msg.msg_type());
@@ -523,7 +522,7 @@ impl ItchOut {
     ) -> Result<(), ReplayError> {
         core.report.gaps += 1;
         core.report.gap_messages += count;
-        let recv = core.recv_ts(capture_ts);
+        let recv = core.recv_ts(capture_ts, self.pipeline.pauses());
         self.retry(first, |p| p.on_gap(first, count, false, recv))
     }
 
@@ -532,7 +531,7 @@ impl ItchOut {
             return Ok(());
         }
         core.ended = true;
-        let recv = core.recv_ts(None);
+        let recv = core.recv_ts(None, self.pipeline.pauses());
         self.retry(next_seq, |p| p.on_end_of_session(next_seq, recv))
     }
 

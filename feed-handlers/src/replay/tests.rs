@@ -457,18 +457,20 @@ fn paced_stamps_read_the_clock_for_every_message() {
 fn a_stamp_after_a_pause_is_a_new_reading() {
     let clock = StampClock::new();
     let mut stamps = Stamps::new(Speed::Max);
-    let first = stamps.next(&clock);
+    let first = stamps.next(&clock, 0);
     for _ in 1..STAMP_EVERY {
-        assert_eq!(stamps.next(&clock), first);
+        assert_eq!(stamps.next(&clock, 0), first);
     }
     std::thread::sleep(std::time::Duration::from_millis(2));
-    let second = stamps.next(&clock);
+    let second = stamps.next(&clock, 0);
     assert!(second >= first + 2_000_000, "a group of {STAMP_EVERY}");
-    stamps.expire();
+    // The pipeline paused (its count moved): the next stamp is a new reading.
     std::thread::sleep(std::time::Duration::from_millis(2));
-    assert!(stamps.next(&clock) >= second + 2_000_000, "expired");
+    let third = stamps.next(&clock, 1);
+    assert!(third >= second + 2_000_000, "after a pause");
+    assert_eq!(stamps.next(&clock, 1), third, "no pause since");
     let mut paced = Stamps::new(Speed::Rate(1_000));
-    let a = paced.next(&clock);
+    let a = paced.next(&clock, 0);
     std::thread::sleep(std::time::Duration::from_millis(1));
-    assert!(paced.next(&clock) > a);
+    assert!(paced.next(&clock, 0) > a);
 }
