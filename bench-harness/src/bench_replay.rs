@@ -377,9 +377,9 @@ struct RateCtx<'a> {
     passes: u64,
 }
 
-/// How often a pipeline's threads found the next thread's ring full in a throughput run
-/// (attempts refused, each retried): the thread that waits is not the bottleneck, the one it
-/// waits for may be.
+/// How often a pipeline's threads waited in a throughput run: found the next thread's ring
+/// full (attempts refused, each retried), or the book service found its input empty. The
+/// thread that waits is not the bottleneck; the one it waits for may be.
 #[derive(Clone, Copy, Debug, Default)]
 struct Waits {
     /// The feed handler, on the book service's input.
@@ -1072,7 +1072,7 @@ mod tests {
         }
     }
 
-    /// The `name` of every row of a JSON report.
+    /// The notes of a JSON report.
     fn notes_of(v: &serde_json::Value) -> Vec<&str> {
         v["notes"]
             .as_array()
@@ -1082,6 +1082,7 @@ mod tests {
             .collect()
     }
 
+    /// The `name` of every row of a JSON report.
     fn row_names(v: &serde_json::Value) -> Vec<&str> {
         v["results"]
             .as_array()

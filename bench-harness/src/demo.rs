@@ -65,8 +65,9 @@ pub struct DemoArgs {
     #[arg(long)]
     pub file: Option<PathBuf>,
     /// Cpus for the feed handler, book builder and strategy, comma separated; with two, the
-    /// strategy shares the book builder's; with `--threading strategy-on-feed` it takes the
-    /// feed handler's whatever is given (wins over --layout) [default: with a layout, the
+    /// strategy runs on the feed handler's thread (or, with `--threading dedicated` or
+    /// `shared`, shares the book builder's cpu); with `--threading strategy-on-feed` it takes
+    /// the feed handler's whatever is given (wins over --layout) [default: with a layout, the
     /// first core of its `feed_handler`, `book_builder` and `strategy` roles; else the first
     /// cpus this process may use].
     #[arg(long, value_delimiter = ',')]
