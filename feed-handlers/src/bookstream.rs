@@ -859,8 +859,7 @@ impl BookService {
             stats: &mut self.stats,
             header,
         };
-        let outcome = self.builder.apply(ev, &mut sink);
-        let _: Outcome = outcome;
+        let _: Outcome = self.builder.apply(ev, &mut sink);
         if matches!(
             ev,
             OrderEvent::Execute { .. } | OrderEvent::ExecuteWithPrice { .. }
