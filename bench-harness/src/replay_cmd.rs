@@ -428,11 +428,17 @@ fn print_report(r: &ReplayReport, book: Option<&BookServiceStats>, feed: &str) {
             ))
         );
     }
+    if let Some(why) = &r.unsequenced {
+        eprintln!("  warning: sequencing off: {why}");
+    }
     if r.decode_errors > 0 || r.invalid_envelopes > 0 || r.malformed_packets > 0 {
         eprintln!(
             "  bad input: {} undecodable messages, {} invalid envelopes, {} malformed packets",
             r.decode_errors, r.invalid_envelopes, r.malformed_packets
         );
+    }
+    if let Some(line) = not_replayed(r) {
+        eprintln!("  not replayed: {line}");
     }
     if let Some(b) = book {
         print_book_line(b, feed);
@@ -443,12 +449,45 @@ fn print_report(r: &ReplayReport, book: Option<&BookServiceStats>, feed: &str) {
     for w in &r.warnings {
         eprintln!("  warning: {w}");
     }
+    if r.warnings_omitted > 0 {
+        eprintln!("  ... and {} more warnings", r.warnings_omitted);
+    }
     if let Some(t) = &r.truncated {
         eprintln!(
             "  warning: {} (everything before offset {} was replayed)",
             t.detail, t.offset
         );
     }
+}
+
+/// What a replay read and did not publish (besides the window and symbol filters), one
+/// clause per reason; `None` when nothing.
+fn not_replayed(r: &ReplayReport) -> Option<String> {
+    let zero_dropped = if r.unsequenced.is_none() {
+        r.zero_sequence_messages
+    } else {
+        0
+    };
+    let parts = [
+        (r.duplicates, "duplicate messages"),
+        (
+            r.after_end_messages,
+            "messages after the end of the session",
+        ),
+        (r.foreign_session_messages, "messages of other sessions"),
+        (zero_dropped, "messages in packets numbered 0"),
+        (
+            r.sequenced_messages_skipped,
+            "sequenced messages in a sanitized capture",
+        ),
+        (r.skipped_frames, "capture records skipped"),
+    ];
+    let text: Vec<String> = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+    (!text.is_empty()).then(|| text.join(", "))
 }
 
 /// Set by SIGINT/SIGTERM while `mdbus record` runs.

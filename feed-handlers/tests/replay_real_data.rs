@@ -461,3 +461,94 @@ fn a_truncated_itch_file_reports_the_offset_and_keeps_what_came_before() {
         "9,999 messages and the end of the session"
     );
 }
+
+/// Five real Nasdaq packets (one message each: U, A, D, E, I) with their session and
+/// sequence numbers zeroed, as sanitized public samples have them.
+fn sanitized() -> PathBuf {
+    testdata("pcap/sanitized/nasdaq-itch-5-packets-sequence-0.pcap")
+}
+
+/// The ITCH letter of every source message on a stream, and the sequence numbers.
+fn letters(records: &[(u32, Vec<u8>)]) -> (String, Vec<u64>) {
+    let mut letters = String::new();
+    let mut seqs = Vec::new();
+    for (_, b) in records {
+        let env = fb::read_verified(b).unwrap();
+        if let Some(t) = mdbus_feed_handlers::bookstream::itch_type_of(env.event_type()) {
+            letters.push(char::from(t));
+            seqs.push(env.header().seq());
+        }
+    }
+    (letters, seqs)
+}
+
+#[test]
+fn the_sanitized_nasdaq_sample_replays_all_five_messages_in_capture_order() {
+    let pkts = packets(&sanitized());
+    assert_eq!(pkts, [(0, 1); 5], "five packets, each numbered 0");
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::with_root(dir.path()).unwrap();
+    let (report, mut sub) = replay_path(&bus, &sanitized(), "s", summary_options());
+    assert_eq!((report.messages, report.published), (5, 5), "{report:?}");
+    assert_eq!(report.decode_errors, 0);
+    let why = report.unsequenced.as_deref().expect("sequencing was off");
+    assert!(
+        why.contains("sanitized") && why.contains("sequence number 0"),
+        "{why}"
+    );
+    assert_eq!(report.zero_sequence_packets, 5);
+    assert_eq!(report.gaps, 0);
+    let records = drain_raw(&mut sub);
+    assert_eq!(letters(&records), ("UADEI".to_owned(), vec![1, 2, 3, 4, 5]));
+    assert_eq!(records.len(), 6, "five messages and the end of the session");
+}
+
+/// A pcap of the records of `files` (little-endian pcaps with one header), in that order.
+fn concatenated(files: &[PathBuf], out: &Path) {
+    let mut file = Vec::new();
+    for path in files {
+        let bytes = std::fs::read(path).unwrap();
+        if file.is_empty() {
+            file.extend_from_slice(&bytes[..24]);
+        }
+        file.extend_from_slice(&bytes[24..]);
+    }
+    std::fs::write(out, file).unwrap();
+}
+
+#[test]
+fn a_real_capture_with_sanitized_packets_mixed_in_is_sequenced_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::with_root(dir.path().join("bus")).unwrap();
+    let real = testdata("pcap/Nasdaq.Equities.TotalView.Itch.v5.0/Multiple.Packets.pcap");
+    let real_pkts = packets(&real);
+    let messages: u64 = real_pkts.iter().map(|p| p.1).sum();
+    let (gaps, missing) = expected_gaps(real_pkts.clone());
+    for (i, order) in [[sanitized(), real.clone()], [real.clone(), sanitized()]]
+        .iter()
+        .enumerate()
+    {
+        let path = dir.path().join(format!("mixed{i}.pcap"));
+        concatenated(order, &path);
+        let (report, mut sub) = replay_path(&bus, &path, &format!("m{i}"), summary_options());
+        assert_eq!(report.unsequenced, None, "{report:?}");
+        assert_eq!(report.published, messages, "{report:?}");
+        assert_eq!((report.gaps, report.gap_messages), (gaps, missing));
+        assert_eq!(report.late_join_first_seq, Some(real_pkts[0].0));
+        assert_eq!(report.foreign_session_packets, 0);
+        assert_eq!(
+            (report.zero_sequence_packets, report.zero_sequence_messages),
+            (5, 5)
+        );
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.contains("sequence number 0") && w.contains("not replayed")),
+            "{:?}",
+            report.warnings
+        );
+        let (_, seqs) = letters(&drain_raw(&mut sub));
+        assert_eq!(seqs.first(), Some(&real_pkts[0].0));
+    }
+}

@@ -10,7 +10,11 @@
 //!   retransmission server: a sequence jump is declared lost at once) and then the
 //!   [`FeedPipeline`]. Jumps in the sequence numbers are **gaps**: the pipeline publishes a
 //!   `GapNotice` in place and the report counts them; nothing stops. Messages before the
-//!   first packet of a capture that starts mid-session are a late join, reported apart;
+//!   first packet of a capture that starts mid-session are a late join, reported apart.
+//!   A **sanitized** capture (every packet numbered 0, its session and sequence numbers
+//!   zeroed: no packet has sequence number 0) is replayed in capture order, its messages
+//!   numbered from 1, and [`ReplayReport::unsequenced`] says why; packets numbered 0 in a
+//!   capture that has real sequence numbers are counted and not replayed;
 //! * an **mdbus recording** ([`crate::record`], told by its magic): its records are
 //!   republished byte for byte (envelopes keep their headers), with a `GapNotice` where the
 //!   recorder lost records.
@@ -33,7 +37,10 @@
 //!
 //! Bad input never panics: a message that does not decode is published as a lost one-message
 //! gap and counted; a file that ends inside a record is reported with the record's offset
-//! ([`ReplayReport::truncated`]) after everything before it was published.
+//! ([`ReplayReport::truncated`]) after everything before it was published. Whatever is not
+//! published is counted in the report: duplicates, packets after the end of the session, of
+//! other sessions, numbered 0, damaged or numbered past the largest sequence number, and
+//! capture records the reader skipped. Sequence arithmetic saturates, never wraps.
 
 mod pace;
 
@@ -47,6 +54,7 @@ use mdbus_codecs::capture::{
     self, CaptureError, CaptureFormat, CaptureReader, CaptureStats, Record,
 };
 use mdbus_codecs::itch::{self, Message};
+use mdbus_codecs::moldudp64::{END_OF_SESSION_COUNT, HEARTBEAT_COUNT, Packet, Session};
 use mdbus_codecs::sequencer::{
     ConfigError, Deliver, Event as SeqEvent, LateJoin, Line, Sequencer, SequencerConfig,
 };
@@ -246,16 +254,46 @@ pub struct ReplayReport {
     pub decode_errors: u64,
     /// Recordings: envelopes that failed verification (skipped).
     pub invalid_envelopes: u64,
-    /// MoldUDP64 packets of another session than the first (use `group`/`port` to choose).
+    /// MoldUDP64 packets of another session than the first (use `group`/`port` to choose);
+    /// not replayed.
     pub foreign_session_packets: u64,
-    /// MoldUDP64 packets too short or damaged.
+    /// Messages in those packets.
+    pub foreign_session_messages: u64,
+    /// MoldUDP64 packets too short, with a damaged message block (the messages from it on
+    /// are published as a lost gap), or numbered past the largest sequence number (not
+    /// replayed).
     pub malformed_packets: u64,
+    /// MoldUDP64 messages received again (the other line's copy, a repeat, one of a range
+    /// already declared lost); not replayed.
+    pub duplicates: u64,
+    /// MoldUDP64 messages in packets after the end of the session; not replayed.
+    pub after_end_messages: u64,
+    /// MoldUDP64 packets numbered 0, a sequence number no packet has (sequence numbers start
+    /// at 1): the packets of a sanitized capture, whose session and sequence numbers were
+    /// zeroed. Replayed in capture order when the capture holds nothing else
+    /// ([`unsequenced`](Self::unsequenced)), otherwise not replayed.
+    pub zero_sequence_packets: u64,
+    /// Messages in those packets.
+    pub zero_sequence_messages: u64,
+    /// Why the messages were replayed in capture order instead of by sequence number (with
+    /// no gap or duplicate detection); `None` when they were sequenced.
+    pub unsequenced: Option<String>,
+    /// Capture order: packets with a real sequence number met after the capture was found
+    /// to be sanitized; not replayed.
+    pub sequenced_packets_skipped: u64,
+    /// Messages in those packets.
+    pub sequenced_messages_skipped: u64,
+    /// Capture records the reader skipped: frames that are not IPv4 or UDP, IPv4 fragments,
+    /// malformed frames and records, unsupported link types (see the warnings).
+    pub skipped_frames: u64,
     /// Publish attempts a lossless subscriber held back (each retried).
     pub back_pressured: u64,
     /// The file ended inside a record.
     pub truncated: Option<Truncation>,
     /// Non-fatal problems met (the first few).
     pub warnings: Vec<String>,
+    /// Warnings met beyond those kept.
+    pub warnings_omitted: u64,
     /// Symbols asked for that no stock directory message named.
     pub unresolved_symbols: Vec<String>,
     /// Wall time of the replay, ns.
@@ -373,6 +411,8 @@ impl Core {
     fn warn(&mut self, w: String) {
         if self.report.warnings.len() < MAX_WARNINGS {
             self.report.warnings.push(w);
+        } else {
+            self.report.warnings_omitted += 1;
         }
     }
 
@@ -473,7 +513,7 @@ impl ItchOut {
         capture_ts: Option<u64>,
     ) -> Result<(), ReplayError> {
         core.report.messages += 1;
-        core.next_seq = seq + 1;
+        core.next_seq = seq.saturating_add(1);
         let msg = match itch::decode(bytes) {
             Ok(m) => m,
             Err(_) => {
@@ -521,7 +561,7 @@ impl ItchOut {
         capture_ts: Option<u64>,
     ) -> Result<(), ReplayError> {
         core.report.gaps += 1;
-        core.report.gap_messages += count;
+        core.report.gap_messages = core.report.gap_messages.saturating_add(count);
         let recv = core.recv_ts(capture_ts, self.pipeline.pauses());
         self.retry(first, |p| p.on_gap(first, count, false, recv))
     }
@@ -804,10 +844,20 @@ impl Replayer {
             decode_errors: 0,
             invalid_envelopes: 0,
             foreign_session_packets: 0,
+            foreign_session_messages: 0,
             malformed_packets: 0,
+            duplicates: 0,
+            after_end_messages: 0,
+            zero_sequence_packets: 0,
+            zero_sequence_messages: 0,
+            unsequenced: None,
+            sequenced_packets_skipped: 0,
+            sequenced_messages_skipped: 0,
+            skipped_frames: 0,
             back_pressured: 0,
             truncated: None,
             warnings: Vec::new(),
+            warnings_omitted: 0,
             unresolved_symbols: Vec::new(),
             elapsed_ns: 0,
             max_behind_ns: 0,
@@ -964,6 +1014,7 @@ fn note_capture_stats(core: &mut Core, s: CaptureStats) {
     ];
     for (n, what) in skipped {
         if n > 0 {
+            core.report.skipped_frames = core.report.skipped_frames.saturating_add(n);
             core.warn(format!("skipped {n} {what}"));
         }
     }
@@ -981,6 +1032,8 @@ fn capture_error(core: &mut Core, e: CaptureError) -> Result<(), ReplayError> {
             Ok(())
         }
         CaptureError::Malformed { .. } => {
+            // The damaged record is skipped.
+            core.report.skipped_frames += 1;
             core.warn(e.to_string());
             Ok(())
         }
@@ -1018,6 +1071,178 @@ fn run_itch(
     Ok(())
 }
 
+/// Packets numbered 0 held back at the start of a MoldUDP64 capture, while it is not known
+/// whether the capture has real sequence numbers: at most this many packets ...
+const HOLD_PACKETS: usize = 1024;
+/// ... or bytes; past either the capture is taken as sanitized (see `Sequencing`).
+const HOLD_BYTES: usize = 4 << 20;
+
+/// How the packets of a MoldUDP64 capture are replayed.
+///
+/// A data packet numbered 0 cannot be sequenced: MoldUDP64 numbers messages from 1, and
+/// sanitized public samples zero every session and sequence number. The capture decides:
+/// packets numbered 0 are held back until a packet with a real sequence number shows up
+/// (then the capture is sequenced and they are counted, not replayed: a stray or mixed-in
+/// packet must not take the place of the real session) or the capture ends (or the hold is
+/// full) with none (then it is sanitized and replayed in capture order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sequencing {
+    /// Only packets numbered 0 so far, held back.
+    Undecided,
+    /// By sequence number, through the sequencer.
+    Sequenced,
+    /// In capture order, numbered from 1 (a sanitized capture).
+    CaptureOrder,
+}
+
+/// Packets numbered 0 held back while the capture's [`Sequencing`] is undecided.
+#[derive(Default)]
+struct Held {
+    bytes: Vec<u8>,
+    /// Capture timestamp and place in `bytes` of each packet.
+    packets: Vec<(u64, std::ops::Range<usize>)>,
+}
+
+/// The replay of a sanitized capture: packets in capture order, their messages numbered
+/// from 1, the first session seen followed.
+struct InCaptureOrder {
+    session: Option<Session>,
+    next: u64,
+    ended: bool,
+}
+
+impl InCaptureOrder {
+    /// Replays one packet (its header already checked) received at `ts`.
+    fn packet(
+        &mut self,
+        out: &mut ItchOut,
+        core: &mut Core,
+        ts: u64,
+        bytes: &[u8],
+    ) -> Result<(), ReplayError> {
+        let Ok(pkt) = Packet::parse(bytes) else {
+            core.report.malformed_packets += 1;
+            return Ok(());
+        };
+        let n = u64::from(pkt.messages_len());
+        match self.session {
+            None => self.session = Some(pkt.session()),
+            Some(s) if s != pkt.session() => {
+                core.report.foreign_session_packets += 1;
+                core.report.foreign_session_messages += n;
+                return Ok(());
+            }
+            Some(_) => {}
+        }
+        if self.ended {
+            core.report.after_end_messages += n;
+            return Ok(());
+        }
+        match pkt.message_count() {
+            HEARTBEAT_COUNT => {}
+            END_OF_SESSION_COUNT => {
+                self.ended = true;
+                core.next_seq = self.next;
+                out.end(core, self.next)?;
+            }
+            count => {
+                let mut read = 0u64;
+                for item in pkt.messages() {
+                    let Ok(msg) = item else {
+                        core.report.malformed_packets += 1;
+                        break;
+                    };
+                    out.message(core, self.next, msg, Some(ts))?;
+                    self.next = self.next.saturating_add(1);
+                    read += 1;
+                    if core.stop {
+                        return Ok(());
+                    }
+                }
+                // The blocks from a damaged one on are lost: say so in place.
+                let missing = u64::from(count).saturating_sub(read);
+                if missing > 0 {
+                    out.gap(core, self.next, missing, Some(ts))?;
+                    self.next = self.next.saturating_add(missing);
+                    core.next_seq = self.next;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The state of a MoldUDP64 capture's replay besides the sequencer.
+struct PcapState {
+    mode: Sequencing,
+    held: Held,
+    unsequenced: InCaptureOrder,
+    /// The capture was taken as sanitized because the hold filled up.
+    hold_full: bool,
+}
+
+impl PcapState {
+    /// A packet numbered 0, or any packet while the capture is not [`Sequencing::Sequenced`].
+    /// Returns whether the packet goes to the sequencer.
+    #[cold]
+    #[inline(never)]
+    fn classify(
+        &mut self,
+        out: &mut ItchOut,
+        core: &mut Core,
+        ts: u64,
+        pkt: &Packet<'_>,
+    ) -> Result<bool, ReplayError> {
+        let n = u64::from(pkt.messages_len());
+        if pkt.sequence_number() != 0 {
+            return match self.mode {
+                Sequencing::CaptureOrder => {
+                    core.report.sequenced_packets_skipped += 1;
+                    core.report.sequenced_messages_skipped += n;
+                    Ok(false)
+                }
+                _ => {
+                    // A real sequence number: the capture is sequenced, and the packets
+                    // numbered 0 held so far (counted) are not replayed.
+                    self.mode = Sequencing::Sequenced;
+                    self.held = Held::default();
+                    Ok(true)
+                }
+            };
+        }
+        core.report.zero_sequence_packets += 1;
+        core.report.zero_sequence_messages += n;
+        match self.mode {
+            Sequencing::Sequenced => {}
+            Sequencing::CaptureOrder => self.unsequenced.packet(out, core, ts, pkt.as_bytes())?,
+            Sequencing::Undecided => {
+                let bytes = pkt.as_bytes();
+                let at = self.held.bytes.len();
+                self.held.bytes.extend_from_slice(bytes);
+                self.held.packets.push((ts, at..at + bytes.len()));
+                if self.held.packets.len() >= HOLD_PACKETS || self.held.bytes.len() >= HOLD_BYTES {
+                    self.hold_full = true;
+                    self.replay_held(out, core)?;
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Takes the capture as sanitized and replays the packets held so far.
+    fn replay_held(&mut self, out: &mut ItchOut, core: &mut Core) -> Result<(), ReplayError> {
+        self.mode = Sequencing::CaptureOrder;
+        let held = std::mem::take(&mut self.held);
+        for (ts, range) in held.packets {
+            if core.stop {
+                break;
+            }
+            self.unsequenced.packet(out, core, ts, &held.bytes[range])?;
+        }
+        Ok(())
+    }
+}
+
 fn run_pcap(
     reader: &mut CaptureReader,
     out: &mut ItchOut,
@@ -1031,7 +1256,20 @@ fn run_pcap(
         ..SequencerConfig::default()
     })?;
     let (group, port) = (core.options.group, core.options.port);
+    let name = reader.path().display().to_string();
     let mut error = None;
+    let mut state = PcapState {
+        mode: Sequencing::Undecided,
+        held: Held::default(),
+        unsequenced: InCaptureOrder {
+            session: None,
+            next: 1,
+            ended: false,
+        },
+        hold_full: false,
+    };
+    // The sequencer's clock: capture timestamps, never going back.
+    let mut now = 0u64;
     while let Some(rec) = reader.next_datagram() {
         let d = match rec {
             Ok(d) => d,
@@ -1046,8 +1284,40 @@ fn run_pcap(
             continue;
         }
         let ts = d.ts_ns;
+        let Ok(pkt) = Packet::parse(d.payload) else {
+            core.report.malformed_packets += 1;
+            continue;
+        };
+        let seq = pkt.sequence_number();
+        if (seq == 0 || state.mode != Sequencing::Sequenced)
+            && !state.classify(out, core, ts, &pkt)?
+        {
+            if core.stop {
+                break;
+            }
+            continue;
+        }
+        let n = u64::from(pkt.messages_len());
+        if seq.checked_add(n).is_none() {
+            core.report.malformed_packets += 1;
+            core.warn(format!(
+                "{name}: packet at offset {}: {n} messages from sequence number {seq} run past the largest sequence number (not replayed)",
+                d.offset
+            ));
+            continue;
+        }
+        if seqr.session().is_some_and(|s| s != pkt.session()) {
+            core.report.foreign_session_packets += 1;
+            core.report.foreign_session_messages += n;
+            continue;
+        }
+        if seqr.is_ended() {
+            core.report.after_end_messages += n;
+            continue;
+        }
+        now = now.max(ts);
         seqr.handle_packet(
-            ts,
+            now,
             Line::A,
             d.payload,
             SeqSink {
@@ -1059,7 +1329,7 @@ fn run_pcap(
         );
         // No retransmission server: a missing range is lost at once.
         seqr.handle_timeout(
-            ts,
+            now,
             SeqSink {
                 out: &mut *out,
                 core: &mut *core,
@@ -1070,20 +1340,7 @@ fn run_pcap(
         if let Some(e) = error.take() {
             return Err(e);
         }
-        while let Some(ev) = seqr.poll_event() {
-            match ev {
-                SeqEvent::LateJoin { first_seq } => {
-                    core.report.late_join_first_seq = Some(first_seq)
-                }
-                SeqEvent::EndOfSession { next_seq } => {
-                    core.next_seq = next_seq;
-                    out.end(core, next_seq)?;
-                }
-                SeqEvent::SessionStarted { .. }
-                | SeqEvent::Gap { .. }
-                | SeqEvent::Recovered { .. } => {}
-            }
-        }
+        sequencer_events(&mut seqr, out, core)?;
         if core.stop {
             break;
         }
@@ -1094,19 +1351,88 @@ fn run_pcap(
             });
         }
     }
-    let st = seqr.stats();
-    core.report.foreign_session_packets = st.foreign_session;
-    core.report.malformed_packets = st.malformed;
-    if st.foreign_session > 0 {
-        let w = format!(
-            "{} datagrams belong to other MoldUDP64 sessions than {} (choose a feed with --group/--port)",
-            st.foreign_session,
-            seqr.session().map_or_else(String::new, |s| s.to_string())
+    if state.mode == Sequencing::Undecided && !state.held.packets.is_empty() {
+        state.replay_held(out, core)?;
+    }
+    if state.mode == Sequencing::CaptureOrder {
+        let r = &core.report;
+        let which = if state.hold_full {
+            format!("the first {HOLD_PACKETS} or more MoldUDP64 packets")
+        } else {
+            format!("all {} MoldUDP64 packets", r.zero_sequence_packets)
+        };
+        let why = format!(
+            "{which} carry sequence number 0, which no packet has (sequence numbers start at 1): \
+             a sanitized capture, its session and sequence numbers zeroed. Its {} messages were \
+             replayed in capture order, numbered from 1, with no gap or duplicate detection",
+            r.zero_sequence_messages
         );
-        core.warn(w);
+        let skipped = (r.sequenced_packets_skipped, r.sequenced_messages_skipped);
+        core.report.unsequenced = Some(why);
+        if skipped.0 > 0 {
+            core.warn(format!(
+                "{} packets ({} messages) with real sequence numbers follow the sanitized ones: not replayed (replay them apart, choosing their feed with --group/--port)",
+                skipped.0, skipped.1
+            ));
+        }
+        core.next_seq = state.unsequenced.next;
+        return Ok(());
+    }
+    // The end of the capture: whatever is still missing is lost, whatever is held delivered.
+    seqr.handle_timeout(
+        u64::MAX,
+        SeqSink {
+            out: &mut *out,
+            core: &mut *core,
+            capture_ts: now,
+            error: &mut error,
+        },
+    );
+    if let Some(e) = error.take() {
+        return Err(e);
+    }
+    sequencer_events(&mut seqr, out, core)?;
+    let st = seqr.stats();
+    core.report.duplicates = st.duplicates;
+    core.report.malformed_packets += st.malformed;
+    let r = &core.report;
+    let zero = (r.zero_sequence_packets, r.zero_sequence_messages);
+    let foreign = (r.foreign_session_packets, r.foreign_session_messages);
+    if zero.0 > 0 {
+        core.warn(format!(
+            "{} MoldUDP64 packets ({} messages) carry sequence number 0, which no packet has: not replayed (a sanitized capture mixed with this one? replay it apart, choosing its feed with --group/--port)",
+            zero.0, zero.1
+        ));
+    }
+    if foreign.0 > 0 {
+        let session = seqr.session().map_or_else(String::new, |s| s.to_string());
+        core.warn(format!(
+            "{} datagrams ({} messages) belong to other MoldUDP64 sessions than {session}: not replayed (choose a feed with --group/--port)",
+            foreign.0, foreign.1
+        ));
     }
     if core.next_seq < seqr.next_seq() {
         core.next_seq = seqr.next_seq();
+    }
+    Ok(())
+}
+
+/// Acts on the sequencer's events.
+fn sequencer_events(
+    seqr: &mut Sequencer,
+    out: &mut ItchOut,
+    core: &mut Core,
+) -> Result<(), ReplayError> {
+    while let Some(ev) = seqr.poll_event() {
+        match ev {
+            SeqEvent::LateJoin { first_seq } => core.report.late_join_first_seq = Some(first_seq),
+            SeqEvent::EndOfSession { next_seq } => {
+                core.next_seq = next_seq;
+                out.end(core, next_seq)?;
+            }
+            SeqEvent::SessionStarted { .. } | SeqEvent::Gap { .. } | SeqEvent::Recovered { .. } => {
+            }
+        }
     }
     Ok(())
 }
@@ -1139,13 +1465,15 @@ fn run_recording(
         let (bus_seq, msg_type, ts, offset) = (rec.seq, rec.msg_type, rec.ts_ns, rec.offset);
         scratch.clear();
         scratch.extend_from_slice(rec.payload);
+        // A jump forward is a loss of the recorder; a repeat or a step back (the publisher
+        // restarted and its sequence with it) is not.
         if let Some(prev) = last_bus_seq
-            && bus_seq > prev + 1
+            && let Some(lost) = bus_seq.checked_sub(prev).and_then(|d| d.checked_sub(1))
+            && lost > 0
         {
             // The recorder lost records: say so on the stream.
-            let lost = bus_seq - prev - 1;
             core.report.gaps += 1;
-            core.report.gap_messages += lost;
+            core.report.gap_messages = core.report.gap_messages.saturating_add(lost);
             let header = HeaderFields {
                 seq: core.next_seq,
                 recv_ts_ns: core.clock.now_unix_ns(),
@@ -1178,7 +1506,7 @@ fn run_recording(
         let source_msg = itch_type_of(event).is_some();
         if source_msg {
             core.report.messages += 1;
-            core.next_seq = h.seq() + 1;
+            core.next_seq = h.seq().saturating_add(1);
         }
         let directory = env.event_as_stock_directory().map(|d| d.stock().0);
         let verdict = if source_msg {
@@ -1212,7 +1540,7 @@ fn run_recording(
         out.publish(core, msg_type, &scratch, core.next_seq)?;
         if let Some(n) = gap {
             core.report.gaps += 1;
-            core.report.gap_messages += n;
+            core.report.gap_messages = core.report.gap_messages.saturating_add(n);
         }
         if source_msg {
             core.report.published += 1;

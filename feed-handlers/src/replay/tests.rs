@@ -1,7 +1,7 @@
 use super::*;
 use mdbus_bus::{ReceiveError, SubscribeOptions, Subscriber};
 use mdbus_codecs::itch::{MessageFields, Price4};
-use mdbus_codecs::moldudp64::{PacketBuilder, Session};
+use mdbus_codecs::moldudp64::PacketBuilder;
 
 use crate::test_fixtures::stock_directory;
 
@@ -473,4 +473,250 @@ fn a_stamp_after_a_pause_is_a_new_reading() {
     let a = paced.next(&clock, 0);
     std::thread::sleep(std::time::Duration::from_millis(1));
     assert!(paced.next(&clock, 0) > a);
+}
+
+/// A heartbeat (`count` 0) or end of session (`count` 0xFFFF) announcing `next`.
+fn mold_empty(session: &[u8; 10], next: u64, count: u16) -> Vec<u8> {
+    let mut p = session.to_vec();
+    p.extend_from_slice(&next.to_be_bytes());
+    p.extend_from_slice(&count.to_be_bytes());
+    p
+}
+
+/// A MoldUDP64 packet whose header says `count` messages at `seq`, with `msgs` in it.
+fn mold_raw(session: &[u8; 10], seq: u64, count: u16, msgs: &[MessageFields]) -> Vec<u8> {
+    let mut p = mold_empty(session, seq, count);
+    for m in msgs {
+        let w = wire(m);
+        p.extend_from_slice(&(w.len() as u16).to_be_bytes());
+        p.extend_from_slice(&w);
+    }
+    p
+}
+
+const ZEROED: &[u8; 10] = &[0; 10];
+const GROUP: [u8; 4] = [233, 54, 12, 111];
+
+#[test]
+fn a_sanitized_capture_replays_every_message_in_capture_order() {
+    // Session and sequence numbers zeroed, as in sanitized public samples.
+    let packets: Vec<_> = (1..=5)
+        .map(|i| (GROUP, 26477, mold(ZEROED, 0, &[add(13, i, i)])))
+        .collect();
+    let (report, got) = replay(leak(pcap(&packets)), ReplayOptions::default());
+    assert_eq!(report.published, 5, "{report:?}");
+    let kinds: Vec<_> = got.iter().map(|g| (g.0, g.1)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (1, fb::Event::AddOrder),
+            (2, fb::Event::AddOrder),
+            (3, fb::Event::AddOrder),
+            (4, fb::Event::AddOrder),
+            (5, fb::Event::AddOrder),
+            (6, fb::Event::EndOfSession),
+        ]
+    );
+    let why = report.unsequenced.as_deref().expect("sequencing was off");
+    assert!(why.contains("sequence number 0"), "{why}");
+    assert!(why.contains("capture order"), "{why}");
+    assert_eq!(
+        (report.zero_sequence_packets, report.zero_sequence_messages),
+        (5, 5)
+    );
+    assert_eq!((report.gaps, report.duplicates), (0, 0));
+    assert_eq!(report.late_join_first_seq, None);
+}
+
+#[test]
+fn a_sanitized_capture_keeps_its_order_its_damage_and_its_end() {
+    // Heartbeats carry nothing; a damaged block is a lost message in place; the end of the
+    // session ends it and what follows is counted.
+    let mut damaged = mold_raw(ZEROED, 0, 3, &[add(13, 3, 3)]);
+    damaged.extend_from_slice(&[0, 40, 1]); // a block cut short, then nothing
+    let packets = [
+        (
+            GROUP,
+            26477,
+            mold(ZEROED, 0, &[add(13, 1, 1), add(13, 2, 2)]),
+        ),
+        (GROUP, 26477, mold_empty(ZEROED, 0, 0)),
+        (GROUP, 26477, damaged),
+        (GROUP, 26477, mold(ZEROED, 0, &[add(13, 4, 4)])),
+        (GROUP, 26477, mold_empty(ZEROED, 0, 0xFFFF)),
+        (GROUP, 26477, mold(ZEROED, 0, &[add(13, 5, 5)])),
+    ];
+    let (report, got) = replay(leak(pcap(&packets)), ReplayOptions::default());
+    let kinds: Vec<_> = got.iter().map(|g| (g.0, g.1)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (1, fb::Event::AddOrder),
+            (2, fb::Event::AddOrder),
+            (3, fb::Event::AddOrder),
+            (4, fb::Event::GapNotice),
+            (6, fb::Event::AddOrder),
+            (7, fb::Event::EndOfSession),
+        ]
+    );
+    assert!(report.unsequenced.is_some());
+    assert_eq!((report.gaps, report.gap_messages), (1, 2));
+    assert_eq!(report.malformed_packets, 1);
+    assert_eq!(report.after_end_messages, 1);
+    assert_eq!(report.published, 4);
+}
+
+#[test]
+fn a_stray_sequence_zero_packet_does_not_make_a_real_capture_unsequenced() {
+    let s = b"SESSION001";
+    let packets = [
+        (GROUP, 26477, mold(ZEROED, 0, &[add(13, 99, 1)])),
+        (GROUP, 26477, mold(s, 10, &[add(13, 1, 1), add(13, 2, 2)])),
+        (GROUP, 26477, mold(s, 0, &[add(13, 98, 2)])),
+        (GROUP, 26477, mold(s, 12, &[add(13, 3, 3)])),
+    ];
+    let (report, got) = replay(leak(pcap(&packets)), ReplayOptions::default());
+    assert_eq!(report.unsequenced, None, "{report:?}");
+    let kinds: Vec<_> = got.iter().map(|g| (g.0, g.1)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (10, fb::Event::AddOrder),
+            (11, fb::Event::AddOrder),
+            (12, fb::Event::AddOrder),
+            (13, fb::Event::EndOfSession),
+        ]
+    );
+    assert_eq!(report.late_join_first_seq, Some(10));
+    assert_eq!(report.foreign_session_packets, 0);
+    assert_eq!(
+        (report.zero_sequence_packets, report.zero_sequence_messages),
+        (2, 2)
+    );
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("sequence number 0") && w.contains("not replayed")),
+        "{:?}",
+        report.warnings
+    );
+}
+
+#[test]
+fn duplicates_foreign_packets_and_packets_after_the_end_are_counted() {
+    let s = b"SESSION001";
+    let packets = [
+        (GROUP, 26477, mold(s, 1, &[add(13, 1, 1), add(13, 2, 2)])),
+        // The other line's copy.
+        (GROUP, 26477, mold(s, 1, &[add(13, 1, 1), add(13, 2, 2)])),
+        (GROUP, 26477, mold(b"SESSION002", 1, &[add(13, 9, 1)])),
+        (GROUP, 26477, mold_empty(s, 3, 0xFFFF)),
+        // A stale packet after the end.
+        (GROUP, 26477, mold(s, 3, &[add(13, 3, 3), add(13, 4, 4)])),
+    ];
+    let (report, got) = replay(leak(pcap(&packets)), ReplayOptions::default());
+    assert_eq!(report.published, 2);
+    assert_eq!(report.duplicates, 2);
+    assert_eq!(
+        (
+            report.foreign_session_packets,
+            report.foreign_session_messages
+        ),
+        (1, 1)
+    );
+    assert_eq!(report.after_end_messages, 2);
+    assert_eq!(got.len(), 3, "two messages and the end");
+}
+
+#[test]
+fn a_capture_with_sequence_numbers_near_u64_max_neither_panics_nor_wraps() {
+    let s = b"SESSION001";
+    let packets = [
+        (GROUP, 26477, mold(s, 1, &[add(13, 1, 1)])),
+        // Their last message would be numbered past u64::MAX - 1: no next sequence number.
+        (GROUP, 26477, mold(s, u64::MAX, &[add(13, 2, 2)])),
+        (
+            GROUP,
+            26477,
+            mold(s, u64::MAX - 1, &[add(13, 3, 3), add(13, 4, 4)]),
+        ),
+        (GROUP, 26477, mold(s, 2, &[add(13, 5, 5)])),
+    ];
+    let (report, got) = replay(leak(pcap(&packets)), ReplayOptions::default());
+    let kinds: Vec<_> = got.iter().map(|g| (g.0, g.1)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (1, fb::Event::AddOrder),
+            (2, fb::Event::AddOrder),
+            (3, fb::Event::EndOfSession),
+        ]
+    );
+    assert_eq!((report.gaps, report.gap_messages), (0, 0));
+    assert_eq!(report.malformed_packets, 2);
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("18446744073709551615")),
+        "{:?}",
+        report.warnings
+    );
+}
+
+#[test]
+fn a_recording_with_extreme_sequence_numbers_neither_panics_nor_wraps() {
+    let mut norm = mdbus_codecs::normalize::Normalizer::new();
+    let mut w = crate::record::RecordWriter::new(Vec::new(), "x", 1).unwrap();
+    let m = |i: u64| wire(&add(13, i, i));
+    for (bus_seq, src_seq) in [(1, 1), (u64::MAX, u64::MAX), (u64::MAX, u64::MAX), (0, 0)] {
+        let bytes = m(bus_seq % 7);
+        let msg = itch::decode(&bytes).unwrap();
+        let env = norm.normalize(&msg, src_seq, 0).to_vec();
+        w.write(bus_seq, mdbus_bus::ENVELOPE_MSG_TYPE, 1, &env)
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("extreme.mdbusrec");
+    std::fs::write(&path, w.finish().unwrap()).unwrap();
+    let (report, got) = replay(Source::Path(path), ReplayOptions::default());
+    assert_eq!(report.published, 4, "{report:?}");
+    // One jump forward (1 -> u64::MAX); a repeat and a restart are not gaps.
+    assert_eq!((report.gaps, report.gap_messages), (1, u64::MAX - 2));
+    let end = got.last().unwrap();
+    assert_eq!((end.0, end.1), (1, fb::Event::EndOfSession));
+}
+
+#[test]
+fn a_long_sanitized_prefix_is_replayed_in_capture_order_and_later_real_packets_reported() {
+    let mut packets: Vec<_> = (0..HOLD_PACKETS as u64 + 2)
+        .map(|i| (GROUP, 26477, mold(ZEROED, 0, &[add(13, i + 1, i + 1)])))
+        .collect();
+    packets.push((GROUP, 26477, mold(b"SESSION001", 7, &[add(13, 9, 9)])));
+    let (report, got) = replay(leak(pcap(&packets)), ReplayOptions::default());
+    let n = HOLD_PACKETS as u64 + 2;
+    assert_eq!(report.published, n);
+    assert!(report.unsequenced.is_some());
+    let seqs: Vec<u64> = got.iter().map(|g| g.0).collect();
+    assert_eq!(
+        seqs,
+        (1..=n + 1).collect::<Vec<_>>(),
+        "in capture order, then the end"
+    );
+    assert_eq!(
+        (
+            report.sequenced_packets_skipped,
+            report.sequenced_messages_skipped
+        ),
+        (1, 1)
+    );
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("real sequence numbers")),
+        "{:?}",
+        report.warnings
+    );
 }
