@@ -5,6 +5,7 @@
 use std::io::{IsTerminal, Write};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use mdbus_feed_handlers::bookstream::{
     levels_stream_name, trades_stream_name,
 };
 use mdbus_feed_handlers::record::{
-    RecordError, RecordOptions, RecordStats, RecordWriter, record_stream,
+    RecordError, RecordOptions, RecordStats, RecordWriter, StopReason, record_stream,
 };
 use mdbus_feed_handlers::replay::{
     ReplayError, ReplayOptions, ReplayReport, Replayer, Source, Speed, Stamp, TimeOfDay,
@@ -490,12 +491,16 @@ fn not_replayed(r: &ReplayReport) -> Option<String> {
     (!text.is_empty()).then(|| text.join(", "))
 }
 
-/// Set by SIGINT/SIGTERM while `mdbus record` runs.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    // Only an atomic store: async-signal-safe.
-    INTERRUPTED.store(true, Ordering::Relaxed);
+/// A flag the first SIGINT or SIGTERM sets (the recorder then stops cleanly); a second one
+/// ends the process at once, so a recorder that does not stop can still be ended.
+fn catch_stop_signals() -> Result<Arc<AtomicBool>, CmdError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop)))
+            .map_err(|e| CmdError::Internal(format!("cannot catch signal {sig}: {e}")))?;
+    }
+    Ok(stop)
 }
 
 /// Runs `mdbus record`, writing its stdout to `out`.
@@ -510,21 +515,37 @@ pub fn run_record(args: &RecordArgs, out: &mut dyn Write) -> Result<(), CmdError
         }
         None => None,
     };
+    let stop = catch_stop_signals()?;
     let deadline = Instant::now() + Duration::from_secs_f64(args.wait_secs.clamp(0.0, 3600.0));
+    let mut waited = false;
     let mut sub = loop {
         match bus.subscriber(&args.stream, &SubscribeOptions::default()) {
             Ok(s) => break s,
             Err(e) if Instant::now() >= deadline => return Err(e.into()),
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            Err(_) if stop.load(Ordering::Relaxed) => {
+                eprintln!(
+                    "stopped before stream {:?} appeared: nothing recorded, {} not written",
+                    args.stream,
+                    args.file.display()
+                );
+                let none = RecordStats {
+                    records: 0,
+                    bytes: 0,
+                    overruns: 0,
+                    lost: 0,
+                    stop: StopReason::Stopped,
+                };
+                return report_record(args, &none, out);
+            }
+            Err(_) => {
+                if !waited {
+                    waited = true;
+                    eprintln!("waiting for stream {:?} to appear", args.stream);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     };
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: `on_signal` only stores to an atomic, which is async-signal-safe; installing
-        // it for SIGINT or SIGTERM has no other effect on this process.
-        unsafe {
-            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
-        }
-    }
     let mut writer = RecordWriter::create(&args.file, &args.stream)?;
     let options = RecordOptions {
         until_end_of_session: !args.keep_going,
@@ -532,13 +553,10 @@ pub fn run_record(args: &RecordArgs, out: &mut dyn Write) -> Result<(), CmdError
         max_duration,
         wait: WaitStrategy::Blocking,
     };
-    let stats = record_stream(&mut sub, &mut writer, &args.file, &options, &INTERRUPTED)?;
-    let records = writer.records();
-    writer.finish().map_err(|source| RecordError::WriteFailed {
-        path: args.file.clone(),
-        records,
-        source,
-    })?;
+    let stats = record_stream(&mut sub, &mut writer, &args.file, &options, &stop)?;
+    if let Err(e) = writer.flush() {
+        return Err(writer.write_failed(&args.file, e).into());
+    }
     report_record(args, &stats, out)
 }
 

@@ -29,8 +29,9 @@
 //! A file that ends inside a record (the recorder was killed) is reported as
 //! [`RecordError::Truncated`] with the record's offset, after every complete record before it.
 
+use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -119,27 +120,37 @@ pub enum RecordError {
         /// Bytes left in the file.
         available: u64,
     },
-    /// Writing the recording failed (a full disk, say) after `records` records had been
-    /// handed to it. The file keeps what reached it: [`RecordReader`] (and `mdbus replay`)
-    /// reads every complete record and reports where the file ends.
+    /// Writing the recording failed (a full disk, say). The file keeps what reached it:
+    /// [`RecordReader`] (and `mdbus replay`) reads every complete record and reports where
+    /// the file ends.
     #[error(
-        "{}: the recording stopped after {records} records; those that reached the file stay readable (`mdbus replay` plays them and reports where the file ends): {source}",
+        "{}: the recording stopped: {records} complete records ({bytes} bytes) reached the file, {unwritten} more records read from the stream did not; the file stays readable (`mdbus replay` plays it and reports where it ends): {source}",
         path.display()
     )]
     WriteFailed {
         /// The file.
         path: PathBuf,
-        /// Records handed to the writer before it failed (some may still have been buffered).
+        /// Complete records in the file.
         records: u64,
+        /// Bytes in the file (file header included; the last record may be cut short).
+        bytes: u64,
+        /// Records read from the stream that did not reach the file whole.
+        unwritten: u64,
         /// The I/O error.
         #[source]
         source: io::Error,
     },
-    /// The recorded stream could not be read.
-    #[error("stream {stream:?}: {source}")]
+    /// The recorded stream could not be read on; what was read before is in the file.
+    #[error(
+        "stream {stream:?}: the recording stopped with {records} records ({bytes} bytes) in the file: {source}"
+    )]
     Stream {
         /// The stream.
         stream: String,
+        /// Complete records in the file.
+        records: u64,
+        /// Bytes in the file.
+        bytes: u64,
         /// What the ring said.
         source: ReceiveError,
     },
@@ -172,13 +183,27 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// Bytes a [`RecordWriter`] gathers before it writes them out.
+const WRITE_BUFFER: usize = 1 << 20;
+
 /// Writes a recording: the file header at creation, then one record per
 /// [`write`](Self::write), buffered (no system call per record).
+///
+/// It knows exactly what reached the underlying writer: when a write fails (a full disk),
+/// [`flushed_records`](Self::flushed_records) counts the complete records before the failure
+/// and [`flushed_bytes`](Self::flushed_bytes) every byte taken, a record cut short included.
 #[derive(Debug)]
 pub struct RecordWriter<W: Write> {
-    out: BufWriter<W>,
+    out: W,
+    /// Bytes not yet written out; `buf[0]` is at file offset `flushed_bytes`.
+    buf: Vec<u8>,
+    /// File offsets of the ends of the records (partly) in `buf`, oldest first; sized so it
+    /// never grows (a buffer's worth of the smallest records, and one more).
+    ends: VecDeque<u64>,
     records: u64,
     bytes: u64,
+    flushed_records: u64,
+    flushed_bytes: u64,
 }
 
 impl RecordWriter<File> {
@@ -205,21 +230,23 @@ impl<W: Write> RecordWriter<W> {
             ));
         }
         let header_len = (FIXED_HEADER_LEN + name.len()).next_multiple_of(8);
-        let mut h = Vec::with_capacity(header_len);
-        h.extend_from_slice(&MAGIC);
-        h.extend_from_slice(&VERSION.to_le_bytes());
-        h.extend_from_slice(&(header_len as u16).to_le_bytes());
-        h.extend_from_slice(&0u32.to_le_bytes());
-        h.extend_from_slice(&started_unix_ns.to_le_bytes());
-        h.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        h.extend_from_slice(name);
-        h.resize(header_len, 0);
-        let mut out = BufWriter::with_capacity(1 << 20, out);
-        out.write_all(&h)?;
+        let mut buf = Vec::with_capacity(WRITE_BUFFER);
+        buf.extend_from_slice(&MAGIC);
+        buf.extend_from_slice(&VERSION.to_le_bytes());
+        buf.extend_from_slice(&(header_len as u16).to_le_bytes());
+        buf.extend_from_slice(&0u32.to_le_bytes());
+        buf.extend_from_slice(&started_unix_ns.to_le_bytes());
+        buf.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        buf.extend_from_slice(name);
+        buf.resize(header_len, 0);
         Ok(RecordWriter {
             out,
+            buf,
+            ends: VecDeque::with_capacity(WRITE_BUFFER / RECORD_HEADER_LEN + 1),
             records: 0,
             bytes: header_len as u64,
+            flushed_records: 0,
+            flushed_bytes: 0,
         })
     }
 
@@ -235,38 +262,94 @@ impl<W: Write> RecordWriter<W> {
                     format!("record of {} bytes is too large", payload.len()),
                 )
             })?;
+        let n = RECORD_HEADER_LEN + payload.len();
+        if self.buf.len() + n > WRITE_BUFFER && !self.buf.is_empty() {
+            self.write_buffered()?;
+        }
         let mut h = [0u8; RECORD_HEADER_LEN];
         h[0..4].copy_from_slice(&len.to_le_bytes());
         h[4..8].copy_from_slice(&msg_type.to_le_bytes());
         h[8..16].copy_from_slice(&seq.to_le_bytes());
         h[16..24].copy_from_slice(&ts_ns.to_le_bytes());
-        self.out.write_all(&h)?;
-        self.out.write_all(payload)?;
+        // (A record larger than the buffer grows it, once.)
+        self.buf.extend_from_slice(&h);
+        self.buf.extend_from_slice(payload);
         self.records += 1;
-        self.bytes += (RECORD_HEADER_LEN + payload.len()) as u64;
+        self.bytes += n as u64;
+        self.ends.push_back(self.bytes);
         Ok(())
     }
 
-    /// Records written.
+    /// Writes the buffered bytes out, noting how far the underlying writer got.
+    fn write_buffered(&mut self) -> io::Result<()> {
+        let mut done = 0;
+        let result = loop {
+            if done == self.buf.len() {
+                break Ok(());
+            }
+            match self.out.write(&self.buf[done..]) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.buf.drain(..done);
+        self.flushed_bytes += done as u64;
+        while self
+            .ends
+            .front()
+            .is_some_and(|&end| end <= self.flushed_bytes)
+        {
+            self.ends.pop_front();
+            self.flushed_records += 1;
+        }
+        result
+    }
+
+    /// Records handed to [`write`](Self::write).
     pub fn records(&self) -> u64 {
         self.records
     }
 
-    /// Bytes written (header included).
+    /// Bytes handed to the writer (file header included).
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
 
-    /// Flushes buffered records to the underlying writer.
+    /// Complete records that reached the underlying writer.
+    pub fn flushed_records(&self) -> u64 {
+        self.flushed_records
+    }
+
+    /// Bytes that reached the underlying writer (file header included; the last record may
+    /// be cut short when a write failed).
+    pub fn flushed_bytes(&self) -> u64 {
+        self.flushed_bytes
+    }
+
+    /// Writes the buffered records out and flushes the underlying writer.
     pub fn flush(&mut self) -> io::Result<()> {
+        self.write_buffered()?;
         self.out.flush()
     }
 
+    /// The error for a failed write or flush of the recording at `path`: what reached the
+    /// file, and what did not.
+    pub fn write_failed(&self, path: &Path, source: io::Error) -> RecordError {
+        RecordError::WriteFailed {
+            path: path.to_owned(),
+            records: self.flushed_records,
+            bytes: self.flushed_bytes,
+            unwritten: self.records - self.flushed_records,
+            source,
+        }
+    }
+
     /// Flushes and returns the underlying writer.
-    pub fn finish(self) -> io::Result<W> {
-        self.out
-            .into_inner()
-            .map_err(io::IntoInnerError::into_error)
+    pub fn finish(mut self) -> io::Result<W> {
+        self.flush()?;
+        Ok(self.out)
     }
 }
 
@@ -535,9 +618,9 @@ pub enum StopReason {
 /// What [`record_stream`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct RecordStats {
-    /// Records written.
+    /// Records in the file.
     pub records: u64,
-    /// Bytes written, file header included.
+    /// Bytes in the file, file header included.
     pub bytes: u64,
     /// Times the recorder was lapped by the publisher (broadcast streams).
     pub overruns: u64,
@@ -550,6 +633,11 @@ pub struct RecordStats {
 /// Records `sub` into `writer` until a stop condition of `options` or `stop` is met, then
 /// flushes. Each record is copied out of the ring and checked against an overrun before it is
 /// written, so a record the publisher overwrote mid-read is never recorded.
+///
+/// `stop` is looked at before every record (a busy or overrunning stream does not keep the
+/// recorder from stopping) and at least every 50 ms while the stream is idle. An error of
+/// the stream (a corrupt segment, say) ends the recording with [`RecordError::Stream`], after
+/// what was read has been flushed to the file.
 pub fn record_stream<W: Write>(
     sub: &mut Subscriber,
     writer: &mut RecordWriter<W>,
@@ -557,17 +645,15 @@ pub fn record_stream<W: Write>(
     options: &RecordOptions,
     stop: &AtomicBool,
 ) -> Result<RecordStats, RecordError> {
-    let write_err = |records, source| RecordError::WriteFailed {
-        path: path.to_owned(),
-        records,
-        source,
-    };
     let started = Instant::now();
     let wait = options.wait;
     let mut scratch: Vec<u8> = Vec::with_capacity(64 << 10);
-    let mut overruns = 0;
-    let mut lost = 0;
+    let mut overruns = 0u64;
+    let mut lost = 0u64;
     let reason = loop {
+        if stop.load(Ordering::Relaxed) {
+            break StopReason::Stopped;
+        }
         if options
             .max_records
             .is_some_and(|max| writer.records() >= max)
@@ -575,16 +661,17 @@ pub fn record_stream<W: Write>(
             break StopReason::Count;
         }
         let mut head = (0u64, 0u32);
-        match sub.poll(|m| {
+        let polled = sub.poll(|m| {
             scratch.clear();
             scratch.extend_from_slice(m.payload());
             head = (m.seq(), m.msg_type());
-        }) {
+        });
+        let error = match polled {
             Ok(true) => {
                 let (seq, msg_type) = head;
-                writer
-                    .write(seq, msg_type, unix_now_ns(), &scratch)
-                    .map_err(|e| write_err(writer.records(), e))?;
+                if let Err(e) = writer.write(seq, msg_type, unix_now_ns(), &scratch) {
+                    return Err(writer.write_failed(path, e));
+                }
                 if options.until_end_of_session
                     && msg_type == ENVELOPE_MSG_TYPE
                     && mdbus_bus::schema::read_verified(&scratch)
@@ -592,44 +679,58 @@ pub fn record_stream<W: Write>(
                 {
                     break StopReason::EndOfSession;
                 }
+                continue;
             }
             Ok(false) => {
-                if stop.load(Ordering::Relaxed) {
-                    break StopReason::Stopped;
-                }
                 if options.max_duration.is_some_and(|d| started.elapsed() >= d) {
                     break StopReason::Duration;
                 }
                 if let ProducerStatus::Dead { .. } = sub.producer_status(Duration::from_secs(5)) {
                     break StopReason::PublisherDead;
                 }
-                let _ = sub.wait(&wait, Some(Duration::from_millis(50)));
+                match sub.wait(&wait, Some(Duration::from_millis(50))) {
+                    Ok(_) => continue,
+                    // The next poll says so again and is handled there.
+                    Err(
+                        ReceiveError::Closed
+                        | ReceiveError::NewEpoch { .. }
+                        | ReceiveError::Overrun { .. },
+                    ) => continue,
+                    Err(e) => e,
+                }
             }
             Err(ReceiveError::Overrun { lost: n, .. }) => {
                 overruns += 1;
-                lost += n;
+                lost = lost.saturating_add(n);
+                continue;
             }
             Err(ReceiveError::Closed) => break StopReason::Closed,
             Err(ReceiveError::NewEpoch { .. }) => {
-                sub.reopen().map_err(|e| RecordError::Malformed {
-                    path: path.to_owned(),
-                    offset: writer.bytes(),
-                    reason: format!("cannot follow the restarted publisher: {e}"),
-                })?;
+                if let Err(e) = sub.reopen() {
+                    let _ = writer.flush();
+                    return Err(RecordError::Malformed {
+                        path: path.to_owned(),
+                        offset: writer.flushed_bytes(),
+                        reason: format!("cannot follow the restarted publisher: {e}"),
+                    });
+                }
+                continue;
             }
-            Err(source) => {
-                writer.flush().map_err(|e| write_err(writer.records(), e))?;
-                return Err(RecordError::Stream {
-                    stream: sub.name().to_owned(),
-                    source,
-                });
-            }
-        }
+            Err(e) => e,
+        };
+        // The stream cannot be read on: keep what was read, then say why.
+        writer.flush().map_err(|e| writer.write_failed(path, e))?;
+        return Err(RecordError::Stream {
+            stream: sub.name().to_owned(),
+            records: writer.flushed_records(),
+            bytes: writer.flushed_bytes(),
+            source: error,
+        });
     };
-    writer.flush().map_err(|e| write_err(writer.records(), e))?;
+    writer.flush().map_err(|e| writer.write_failed(path, e))?;
     Ok(RecordStats {
-        records: writer.records(),
-        bytes: writer.bytes(),
+        records: writer.flushed_records(),
+        bytes: writer.flushed_bytes(),
         overruns,
         lost,
         stop: reason,
@@ -694,6 +795,69 @@ mod tests {
                 }
                 other => panic!("cut {cut}: {other:?}"),
             }
+        }
+    }
+
+    /// Takes at most 7 bytes per write and `room` in all, then says the disk is full.
+    struct Cramped {
+        kept: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Cramped {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(7).min(self.room - self.kept.len());
+            if n == 0 && !buf.is_empty() {
+                return Err(io::ErrorKind::StorageFull.into());
+            }
+            self.kept.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_write_counts_exactly_what_reached_the_writer() {
+        let whole = sample();
+        for room in 0..whole.len() {
+            let mut w = RecordWriter::new(
+                Cramped {
+                    kept: Vec::new(),
+                    room,
+                },
+                "feed.x",
+                42,
+            )
+            .unwrap();
+            let mut result = Ok(());
+            for i in 0..5u64 {
+                let payload = vec![i as u8; i as usize * 3];
+                result = result.and_then(|()| w.write(100 + i, 1, 1_000 + i, &payload));
+            }
+            let e = result.and_then(|()| w.flush()).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+            let kept = w.out.kept.clone();
+            assert_eq!(kept, whole[..room], "room {room}");
+            assert_eq!(w.flushed_bytes(), room as u64);
+            // The complete records in what was kept, read back.
+            let mut complete = 0;
+            if let Ok(mut r) = RecordReader::from_reader("x", io::Cursor::new(kept)) {
+                while let Some(Ok(_)) = r.next_record() {
+                    complete += 1;
+                }
+            }
+            assert_eq!(w.flushed_records(), complete as u64, "room {room}");
+            let e = w.write_failed(Path::new("x"), e);
+            assert!(
+                e.to_string().contains(&format!(
+                    "{complete} complete records ({room} bytes) reached the file, {} more",
+                    5 - complete
+                )),
+                "{e}"
+            );
         }
     }
 

@@ -405,30 +405,58 @@ fn a_recording_that_fills_the_disk_says_how_far_it_got_and_stays_readable() {
     )
     .expect_err("the disk filled");
     let RecordError::WriteFailed {
-        records, source, ..
+        records,
+        bytes,
+        unwritten,
+        source,
+        ..
     } = &err
     else {
         panic!("{err:?}");
     };
     assert_eq!(source.kind(), std::io::ErrorKind::StorageFull);
-    assert!(*records > 0 && *records < 10_001, "{records}");
+    // Exactly what reached the disk: every byte it took, the complete records among them.
+    let kept = kept.lock().unwrap().clone();
+    assert_eq!(*bytes, kept.len() as u64, "{err}");
+    assert!(*records > 1_000 && *records < 10_001, "{records}");
+    assert_eq!(records + unwritten, writer.records());
     let text = err.to_string();
     assert!(
-        text.contains(&format!("after {records} records")) && text.contains("full.mdbrec"),
+        text.contains(&format!(
+            "{records} complete records ({bytes} bytes) reached the file"
+        )) && text.contains("full.mdbrec"),
         "{text}"
     );
 
     // What reached the disk replays: every complete record, byte for byte.
-    std::fs::write(&file, &*kept.lock().unwrap()).unwrap();
+    std::fs::write(&file, &kept).unwrap();
     let (report, mut again) = replay_path(&bus, &file, "again", ReplayOptions::default());
-    let complete = report.published as usize;
-    assert!(
-        complete > 1_000 && complete as u64 <= *records,
-        "{report:?}"
-    );
+    assert_eq!(report.records, *records, "{report:?}");
     assert!(report.truncated.is_some(), "the last record was cut");
     let got = drain_raw(&mut again);
+    let complete = *records as usize;
     assert_eq!(&got[..complete], &original[..complete]);
+}
+
+#[test]
+fn a_stop_request_ends_a_recording_before_the_next_record_however_busy_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::with_root(dir.path().join("bus")).unwrap();
+    // 10,001 records wait in the ring: the stream is never idle.
+    let (_original, mut rec_sub) = aapl_replayed_to_two_readers(&bus);
+    let file = dir.path().join("stopped.mdbrec");
+    let mut writer = RecordWriter::create(&file, "live").unwrap();
+    let stats = record_stream(
+        &mut rec_sub,
+        &mut writer,
+        &file,
+        &RecordOptions::default(),
+        &AtomicBool::new(true),
+    )
+    .unwrap();
+    assert_eq!(stats.stop, mdbus_feed_handlers::record::StopReason::Stopped);
+    assert_eq!(stats.records, 0, "{stats:?}");
+    assert_eq!(stats.bytes, std::fs::metadata(&file).unwrap().len());
 }
 
 #[test]
