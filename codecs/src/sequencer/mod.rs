@@ -444,7 +444,9 @@ pub struct Sequencer {
     end_seq: Option<u64>,
     /// Invariant: every sequence number in `[expected, highest)` is either in `store` or in
     /// exactly one hole; holes are sorted and disjoint, and the first starts at `expected`
-    /// whenever `expected < highest`.
+    /// whenever `expected < highest`. No message is numbered `u64::MAX` (a packet whose
+    /// messages would pass it is malformed), so `s + 1` of a message and the differences of
+    /// these bounds never overflow.
     holes: VecDeque<Hole>,
     inflight: Vec<Inflight>,
     store: ReorderStore,
@@ -537,6 +539,7 @@ impl Sequencer {
 
     /// Messages missing now (being recovered or about to be declared lost).
     pub fn missing(&self) -> u64 {
+        // Holes are disjoint ranges of `u64`: their sizes add up to less than `u64::MAX`.
         self.holes.iter().map(|h| h.end - h.first).sum()
     }
 
@@ -604,11 +607,15 @@ impl Sequencer {
                 self.stats.duplicates += u64::from(pkt.messages_len());
                 return;
             }
-            State::Running => {
-                if self.anchor.is_some() {
-                    self.check_anchor(now, seq, end, d);
+            State::Running if self.anchor.is_some() => {
+                if line == Line::Recovery {
+                    // Nothing was requested yet: as before the start.
+                    self.stats.duplicates += u64::from(pkt.messages_len());
+                    return;
                 }
+                self.check_anchor(now, seq, end, d);
             }
+            State::Running => {}
         }
         match count {
             // "Not available" says nothing beyond what is known to exist.
@@ -1092,6 +1099,7 @@ impl Sequencer {
         };
         let i = self.holes.iter().position(due)?;
         let first = self.holes[i].first;
+        // Below: `first + max_request < end`, so neither sum overflows.
         if self.holes[i].end - first > self.max_request {
             if self.holes.len() >= self.max_gaps {
                 // No slot to split: wait until room is made (see `handle_timeout`).

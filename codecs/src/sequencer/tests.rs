@@ -1233,3 +1233,14 @@ mod forged_props {
         }
     }
 }
+
+#[test]
+fn recovery_answers_before_anything_was_asked_are_ignored() {
+    let (mut s, mut sink) = seq_with(cfg());
+    s.handle_packet(0, Line::A, &pkt(100, 2), &mut sink);
+    // Unsolicited, far from the first packet: neither confirms nor replaces it.
+    s.handle_packet(0, Line::Recovery, &pkt(1_000_000_000, 1), &mut sink);
+    s.handle_packet(0, Line::A, &pkt(102, 1), &mut sink);
+    assert_eq!(sink.take(), msgs(100..103));
+    assert_eq!(s.stats().anchors_replaced, 0);
+}
