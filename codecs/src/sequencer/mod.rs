@@ -89,7 +89,8 @@
 //! * **Late join.** [`LateJoin::LiveEdge`] starts at the first packet seen and reports the
 //!   messages before it with [`Event::LateJoin`] (they are never requested). That first
 //!   packet is tentative: its messages are held (copied into the reorder store) until a
-//!   different packet within `max_gap` of it arrives or the NAK delay passes; a packet far
+//!   different packet within `max_gap` of it arrives or the NAK delay passes (a heartbeat,
+//!   which brings nothing to deliver, waits for a data packet however long); a packet far
 //!   from it before then replaces it, so a forged first packet cannot make the real session
 //!   below it all duplicates;
 //!   [`LateJoin::FromSequence`] recovers everything from the given sequence number on.
@@ -697,6 +698,15 @@ impl Sequencer {
         });
     }
 
+    /// When a tentative anchor stands for lack of contradiction: the NAK delay after it, if
+    /// it holds messages or ends the session. A heartbeat (nothing to deliver) waits for a
+    /// data packet to confirm or replace it, however long.
+    fn anchor_deadline(&self) -> Option<u64> {
+        let a = self.anchor?;
+        (self.highest > self.expected || self.end_seq.is_some())
+            .then(|| a.at.saturating_add(self.nak_delay))
+    }
+
     /// The live-edge anchor stands: report the join and deliver what it brought.
     fn confirm_anchor<D: Deliver>(&mut self, d: &mut D) {
         let Some(a) = self.anchor.take() else {
@@ -1161,8 +1171,8 @@ impl Sequencer {
             return;
         }
         let d = &mut deliver;
-        if let Some(a) = self.anchor {
-            if a.at.saturating_add(self.nak_delay) > now {
+        if let Some(at) = self.anchor_deadline() {
+            if at > now {
                 return; // nothing else is pending while the anchor is tentative
             }
             // Nothing contradicted the first packet in time: it stands.
@@ -1223,8 +1233,8 @@ impl Sequencer {
         }
         let mut next: Option<u64> = None;
         let mut at = |t: u64| next = Some(next.map_or(t, |n| n.min(t)));
-        if let Some(a) = self.anchor {
-            at(a.at.saturating_add(self.nak_delay));
+        if let Some(t) = self.anchor_deadline() {
+            at(t);
         }
         for r in &self.inflight {
             at(r.deadline);
