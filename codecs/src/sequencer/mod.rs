@@ -121,7 +121,8 @@ pub enum Line {
 pub enum LateJoin {
     /// At the first packet seen: earlier messages are not requested.
     LiveEdge,
-    /// At this sequence number: earlier messages are ignored, later missing ones recovered.
+    /// At this sequence number (0 is taken as 1, the first of a session): earlier messages are
+    /// ignored, later missing ones recovered.
     FromSequence(u64),
 }
 
@@ -658,6 +659,8 @@ impl Sequencer {
                 seq
             }
             LateJoin::FromSequence(n) => {
+                // Sequence numbers start at 1.
+                let n = n.max(1);
                 if n > 1 {
                     self.events.push_back(Event::LateJoin { first_seq: n });
                 }

@@ -1258,3 +1258,16 @@ fn a_forged_first_heartbeat_far_ahead_never_stands_alone() {
     assert_eq!(s.stats().anchors_replaced, 1);
     assert_eq!(requests(&mut s, 300 * MS), []);
 }
+
+/// Found by the fuzz target: starting "from sequence 0" asked the server for message 0.
+#[test]
+fn from_sequence_zero_starts_at_one() {
+    let (mut s, mut sink) = seq_with(SequencerConfig {
+        late_join: LateJoin::FromSequence(0),
+        ..cfg()
+    });
+    s.handle_packet(0, Line::A, &pkt(3, 1), &mut sink);
+    assert_eq!(requests(&mut s, MS), [(1, 2)]);
+    s.handle_packet(MS, Line::Recovery, &pkt(1, 2), &mut sink);
+    assert_eq!(sink.take(), msgs(1..4));
+}
