@@ -384,6 +384,8 @@ fn a_restarted_sender_is_a_new_session_and_a_new_local_epoch() {
     let server = SocketAddrV4::new(LO, first.request_addr().unwrap().port());
     let mut rc = receiver_cfg("rs", g, server);
     rc.exit_at_end_of_session = false;
+    // The new session is followed once the old one has been silent this long.
+    rc.session_timeout = Duration::from_millis(50);
     let mut receiver = Receiver::new(&bus_b, rc).unwrap();
     let mut sub = bus_b
         .subscriber("rs", &SubscribeOptions::default())

@@ -17,8 +17,8 @@ use super::wire::{self, TYPE_LEN};
 use super::{Idle, Mono, NOTICE_MAX, NetError, encode_gap_notice, nanos};
 use crate::schema::{Encoder, GapScope};
 use crate::{
-    Bus, BusError, ENVELOPE_MSG_TYPE, Message, ReceiveError, Resync, StartAt, SubscribeOptions,
-    Subscriber, Trust,
+    Bus, BusError, ENVELOPE_MSG_TYPE, Message, ProducerStatus, ReceiveError, Resync, StartAt,
+    SubscribeOptions, Subscriber, Trust,
 };
 
 /// Configuration of a [`Sender`].
@@ -149,11 +149,14 @@ pub struct SenderStats {
     pub send_errors: u64,
     /// Messages dropped by line A's fault injector (first transmission only).
     pub fault_dropped: u64,
+    /// Sessions ended because the stream's publisher died without closing the stream (each
+    /// with a gap notice, then the end of the session).
+    pub publisher_died: u64,
 }
 
 impl SenderStats {
     /// Counter names, in the order of [`values`](Self::values).
-    pub const NAMES: [&'static str; 16] = [
+    pub const NAMES: [&'static str; 17] = [
         "sessions",
         "messages",
         "packets",
@@ -170,10 +173,11 @@ impl SenderStats {
         "oversize",
         "send_errors",
         "fault_dropped",
+        "publisher_died",
     ];
 
     /// The counters as one array, in the order of [`NAMES`](Self::NAMES).
-    pub fn values(&self) -> [u64; 16] {
+    pub fn values(&self) -> [u64; 17] {
         [
             self.sessions,
             self.messages,
@@ -191,6 +195,7 @@ impl SenderStats {
             self.oversize,
             self.send_errors,
             self.fault_dropped,
+            self.publisher_died,
         ]
     }
 }
@@ -206,6 +211,10 @@ const SERVE_EVERY_NS: u64 = 20_000;
 
 /// Held fault-injector packets are released after this long without traffic.
 const FAULT_FLUSH_NS: u64 = 1_000_000;
+
+/// While the stream is quiet, the publisher's liveness is checked at most this often (it
+/// costs system calls).
+const LIVENESS_EVERY_NS: u64 = 50_000_000;
 
 /// One line: its socket and fault injector.
 #[derive(Debug)]
@@ -396,6 +405,7 @@ pub struct Sender {
     last_serve: u64,
     last_counters: u64,
     last_eos: u64,
+    last_liveness: u64,
     counters: Option<CounterFile>,
     warnings: Vec<String>,
 }
@@ -498,6 +508,7 @@ impl Sender {
             last_serve: 0,
             last_counters: 0,
             last_eos: 0,
+            last_liveness: 0,
             counters,
             warnings,
             cfg,
@@ -631,6 +642,10 @@ impl Sender {
             if now.saturating_sub(self.out.last_send) >= FAULT_FLUSH_NS {
                 self.out.flush_faults();
             }
+            if now.saturating_sub(self.last_liveness) >= LIVENESS_EVERY_NS {
+                self.last_liveness = now;
+                self.check_publisher(now)?;
+            }
             self.publish_counters(now, false);
         } else {
             if self.out.count > 0 && now.saturating_sub(self.out.opened_at) >= flush_deadline {
@@ -716,6 +731,37 @@ impl Sender {
             self.new_session();
         }
         Ok(n)
+    }
+
+    /// Ends the session if the stream's publisher died without closing it (its process is
+    /// gone; a stopped or merely quiet one is alive): sends what it committed, then a gap
+    /// notice with [`GapScope::Stream`] from the next record's sequence number and a count of
+    /// 0 (the publisher may have had a record under way; how many it never finished is
+    /// unknown), then the end of the session, so receivers end theirs too.
+    fn check_publisher(&mut self, now: u64) -> Result<(), NetError> {
+        let dead = self.sub.as_ref().is_some_and(|sub| {
+            matches!(
+                sub.producer_status(Duration::MAX),
+                ProducerStatus::Dead { .. }
+            )
+        });
+        if !dead {
+            return Ok(());
+        }
+        // What it committed before it died, to the last record.
+        while self.phase == Phase::Live && self.read_stream(now)? > 0 {}
+        if self.phase != Phase::Live {
+            // It closed (or was replaced) after all.
+            return Ok(());
+        }
+        let next = self.sub.as_ref().map_or(0, Subscriber::next_seq);
+        self.out.notice(now, next, 0);
+        self.out.stats.publisher_died += 1;
+        self.end_session(now);
+        self.phase = Phase::Ended {
+            until: now.saturating_add(nanos(self.cfg.linger)),
+        };
+        Ok(())
     }
 
     /// Answers the re-requests waiting on the server socket; returns how many.
