@@ -159,12 +159,17 @@ pub struct SequencerConfig {
     pub max_gaps: usize,
     /// Where to start when joining a running session.
     pub late_join: LateJoin,
+    /// How far beyond the highest sequence number known a packet may reach, in messages,
+    /// before it is implausible: such a packet (data, heartbeat or end of session) is counted
+    /// and not acted on until another packet near it corroborates it. At least 1.
+    pub max_gap: u64,
 }
 
 impl Default for SequencerConfig {
     /// Learns the session, joins at the live edge; NAK delay 1 ms; requests of up to 1,024
     /// messages, 8 in flight, timeout 10 ms doubling to at most 200 ms, 4 retries; a reorder
-    /// store of 16 MiB reaching 64Ki messages ahead; 4,096 missing ranges.
+    /// store of 16 MiB reaching 64Ki messages ahead; 4,096 missing ranges; jumps of at most
+    /// 1,000,000 messages taken at face value.
     fn default() -> Self {
         SequencerConfig {
             session: None,
@@ -182,6 +187,7 @@ impl Default for SequencerConfig {
             reorder_capacity_messages: 1 << 16,
             max_gaps: 4096,
             late_join: LateJoin::LiveEdge,
+            max_gap: 1_000_000,
         }
     }
 }
@@ -206,6 +212,9 @@ pub enum ConfigError {
     /// `backoff.factor` is 0.
     #[error("backoff factor must be at least 1")]
     ZeroBackoff,
+    /// `max_gap` is 0.
+    #[error("max_gap must be at least 1")]
+    ZeroMaxGap,
 }
 
 /// Something the caller should know, from [`Sequencer::poll_event`].
@@ -281,6 +290,21 @@ pub struct SequencerStats {
     pub not_available: u64,
     /// Times a full table (reorder store, window, missing ranges) forced a gap to be skipped.
     pub overflows: u64,
+    /// Packets reaching more than `max_gap` beyond the highest sequence number known (data,
+    /// or a heartbeat or end of session announcing such a next sequence number), held off
+    /// until corroborated.
+    pub implausible_jumps: u64,
+    /// Jumps beyond `max_gap` that a second, different packet near them corroborated; the
+    /// messages jumped over are then missing like any others.
+    pub jumps_corroborated: u64,
+    /// End-of-session packets below the highest sequence number known, ignored.
+    pub forged_end_of_session: u64,
+    /// First packets of a [`LateJoin::LiveEdge`] join replaced, before any message was
+    /// delivered, by a packet far from them (more than `max_gap`).
+    pub anchors_replaced: u64,
+    /// Packets with sequence number 0, which no MoldUDP64 packet carries (sanitized captures
+    /// zero it): not delivered, not sequenced.
+    pub zero_sequence: u64,
 }
 
 /// Where a [`Sequencer`] hands messages, in order.
@@ -407,6 +431,9 @@ impl Sequencer {
         }
         if config.backoff.factor == 0 {
             return Err(ConfigError::ZeroBackoff);
+        }
+        if config.max_gap == 0 {
+            return Err(ConfigError::ZeroMaxGap);
         }
         if config.reorder_capacity_bytes > u32::MAX as usize
             || config.reorder_capacity_messages > 1 << 30

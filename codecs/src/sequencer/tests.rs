@@ -524,6 +524,10 @@ fn config_is_checked() {
             },
             ..cfg()
         },
+        SequencerConfig {
+            max_gap: 0,
+            ..cfg()
+        },
     ] {
         assert!(Sequencer::new(bad).is_err(), "{bad:?}");
     }
@@ -834,6 +838,7 @@ mod simulation {
                     reorder_capacity_messages: window,
                     max_gaps,
                     late_join: LateJoin::FromSequence(1),
+                    max_gap: 1_000_000,
                 },
             )
     }
