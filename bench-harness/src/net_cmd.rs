@@ -16,7 +16,7 @@ use mdbus_bus::net::{
 };
 use mdbus_bus::schema::{self, Event as FbEvent};
 use mdbus_bus::{Bus, ENVELOPE_MSG_TYPE, Mode, StartAt, StreamConfig};
-use mdbus_codecs::sequencer::LateJoin;
+use mdbus_codecs::sequencer::{LateJoin, SequencerConfig};
 use mdbus_feed_handlers::book::{BookBuilder, TypeCounts};
 use mdbus_feed_handlers::bookstream::{itch_type_of, order_event_from_envelope};
 use mdbus_feed_handlers::replay::replay_book_config;
@@ -212,6 +212,10 @@ pub struct RecvArgs {
     /// of the stream is followed (a forged packet cannot take the receiver off a live one).
     #[arg(long, default_value_t = 2000)]
     pub session_timeout_ms: u64,
+    /// Largest forward jump of sequence numbers taken at face value, in messages: a packet
+    /// reaching further ahead is counted and not acted on until corroborated.
+    #[arg(long, default_value_t = SequencerConfig::default().max_gap, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_gap: u64,
     /// Follow a newer session of the stream as soon as it appears, even while the followed
     /// one is live (a sender restarted on purpose; trusts anyone who can send to the group).
     #[arg(long)]
@@ -424,6 +428,7 @@ pub fn run_recv(args: &RecvArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
         (false, None) => RequestServer::SourcePort(args.group.port().wrapping_add(1)),
     };
     cfg.sequencer.nak_delay = Duration::from_micros(args.nak_delay_us);
+    cfg.sequencer.max_gap = args.max_gap;
     cfg.sequencer.late_join = match args.join.as_str() {
         "live" => LateJoin::LiveEdge,
         "start" => LateJoin::FromSequence(1),
@@ -510,6 +515,18 @@ fn report_recv(s: &ReceiverStats) {
         s.foreign_session,
         s.malformed
     );
+    if s.implausible_jumps > 0 || s.forged_end_of_session > 0 || s.zero_sequence > 0 {
+        eprintln!(
+            "mdbus recv: implausible input ignored: {} jumps beyond --max-gap ({} later \
+             corroborated), {} ends of session below what was known, {} packets numbered 0, {} \
+             live-edge anchors replaced",
+            s.implausible_jumps,
+            s.jumps_corroborated,
+            s.forged_end_of_session,
+            s.zero_sequence,
+            s.anchors_replaced
+        );
+    }
     if s.other_session > 0 || s.stale_session > 0 {
         eprintln!(
             "mdbus recv: {} packets of a newer session and {} of an older one ignored while \

@@ -195,11 +195,23 @@ pub struct ReceiverStats {
     /// Gap notices for messages dropped locally that could not be published before the local
     /// stream closed (the ring stayed full): their messages are only in `local_lost`.
     pub notices_unpublished: u64,
+    /// Packets reaching implausibly far (more than the sequencer's `max_gap`) beyond the
+    /// highest sequence number known, held off until corroborated.
+    pub implausible_jumps: u64,
+    /// Such jumps that later packets corroborated (then acted on like any gap).
+    pub jumps_corroborated: u64,
+    /// End-of-session packets below what was already known, ignored.
+    pub forged_end_of_session: u64,
+    /// First packets of a live-edge join replaced by a packet far from them before anything
+    /// was delivered.
+    pub anchors_replaced: u64,
+    /// Packets with sequence number 0 (no MoldUDP64 packet carries it), ignored.
+    pub zero_sequence: u64,
 }
 
 impl ReceiverStats {
     /// Counter names, in the order of [`values`](Self::values).
-    pub const NAMES: [&'static str; 30] = [
+    pub const NAMES: [&'static str; 35] = [
         "packets",
         "bytes",
         "packets_b",
@@ -230,10 +242,15 @@ impl ReceiverStats {
         "other_session",
         "local_gap_notices",
         "notices_unpublished",
+        "implausible_jumps",
+        "jumps_corroborated",
+        "forged_end_of_session",
+        "anchors_replaced",
+        "zero_sequence",
     ];
 
     /// The counters as one array, in the order of [`NAMES`](Self::NAMES).
-    pub fn values(&self) -> [u64; 30] {
+    pub fn values(&self) -> [u64; 35] {
         [
             self.packets,
             self.bytes,
@@ -265,6 +282,11 @@ impl ReceiverStats {
             self.other_session,
             self.local_gap_notices,
             self.notices_unpublished,
+            self.implausible_jumps,
+            self.jumps_corroborated,
+            self.forged_end_of_session,
+            self.anchors_replaced,
+            self.zero_sequence,
         ]
     }
 
@@ -283,6 +305,29 @@ impl ReceiverStats {
         self.malformed += s.malformed;
         self.heartbeats += s.heartbeats;
         self.foreign_session += s.foreign_session;
+        self.implausible_jumps += s.implausible_jumps;
+        self.jumps_corroborated += s.jumps_corroborated;
+        self.forged_end_of_session += s.forged_end_of_session;
+        self.anchors_replaced += s.anchors_replaced;
+        self.zero_sequence += s.zero_sequence;
+    }
+
+    /// Adds the sequencer's counters of earlier sessions, as summed by
+    /// [`add_sequencer`](Self::add_sequencer).
+    fn add_sequencer_part(&mut self, d: &ReceiverStats) {
+        self.gaps += d.gaps;
+        self.recovered += d.recovered;
+        self.unrecoverable += d.unrecoverable;
+        self.duplicates += d.duplicates;
+        self.out_of_order += d.out_of_order;
+        self.malformed += d.malformed;
+        self.heartbeats += d.heartbeats;
+        self.foreign_session += d.foreign_session;
+        self.implausible_jumps += d.implausible_jumps;
+        self.jumps_corroborated += d.jumps_corroborated;
+        self.forged_end_of_session += d.forged_end_of_session;
+        self.anchors_replaced += d.anchors_replaced;
+        self.zero_sequence += d.zero_sequence;
     }
 }
 
@@ -657,15 +702,7 @@ impl Receiver {
     /// The counters so far, summed over sessions.
     pub fn stats(&self) -> ReceiverStats {
         let mut s = self.local.stats;
-        let d = &self.local.done;
-        s.gaps += d.gaps;
-        s.recovered += d.recovered;
-        s.unrecoverable += d.unrecoverable;
-        s.duplicates += d.duplicates;
-        s.out_of_order += d.out_of_order;
-        s.malformed += d.malformed;
-        s.heartbeats += d.heartbeats;
-        s.foreign_session += d.foreign_session;
+        s.add_sequencer_part(&self.local.done);
         if let Some(c) = &self.cur {
             s.add_sequencer(&c.seq.stats());
         }
