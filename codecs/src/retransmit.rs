@@ -1,5 +1,6 @@
 //! The MoldUDP64 retransmission side, sans-IO: a bounded store of recently sent messages that
-//! answers re-requests ([`RequestPacket`]) with downstream packets, rate limited per source.
+//! answers re-requests ([`RequestPacket`]) with downstream packets, rate limited per host and
+//! in total.
 //!
 //! No sockets and no clock: the caller passes each request's bytes, its source and `now`, and
 //! sends the packets handed to its callback. Every buffer is allocated at construction; a
@@ -36,8 +37,24 @@
 //! [`Line::Recovery`](crate::sequencer::Line::Recovery) turns the messages below that number
 //! into an unrecoverable gap immediately. A request for messages not sent yet gets no answer
 //! (they are still on their way).
+//!
+//! # Rate limits
+//!
+//! A 20-byte request can ask for a reply a thousand times its size, and its source address
+//! is not verified: the server must not become an amplifier. Each host (an IPv4 address, or
+//! an IPv6 /64; the port does not matter) has a token bucket of
+//! [`burst_messages`](RetransmitConfig::burst_messages) refilled at
+//! [`rate_messages_per_sec`](RetransmitConfig::rate_messages_per_sec), so a host flooding
+//! requests, from any number of ports, gets one host's rate back however much it sends; and
+//! all hosts together draw from one more bucket, [`total_rate_multiple`] times as large, so
+//! many hosts together get a bounded rate too. The table of hosts has
+//! [`max_sources`](RetransmitConfig::max_sources) entries: a host is forgotten only once its
+//! bucket is full again (forgetting it then changes nothing), and while every entry is in use
+//! new hosts share one more bucket.
+//!
+//! [`total_rate_multiple`]: RetransmitConfig::total_rate_multiple
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use crate::moldudp64::{
     HEADER_LEN, MoldError, PacketBuilder, RequestPacket, Session, encode_heartbeat,
@@ -60,18 +77,22 @@ pub struct RetransmitConfig {
     pub max_reply_messages: u16,
     /// Most packets sent in answer to one request.
     pub max_reply_packets: u16,
-    /// Messages per second each source may be sent; 0: no limit.
+    /// Messages per second each host (an IPv4 address or an IPv6 /64, any port) may be
+    /// sent; 0: no limit at all.
     pub rate_messages_per_sec: u64,
-    /// Messages a source may be sent at once (the bucket size).
+    /// Messages a host may be sent at once (the bucket size).
     pub burst_messages: u64,
-    /// Sources whose rate is tracked; beyond that the least recently seen is forgotten.
+    /// Hosts whose rate is tracked at once; while all are in use, new hosts share one bucket.
     pub max_sources: usize,
+    /// All hosts together may be sent this many hosts' worth: `rate_messages_per_sec` times
+    /// this per second, `burst_messages` times this at once. At least 1.
+    pub total_rate_multiple: u64,
 }
 
 impl RetransmitConfig {
     /// Defaults for `session`: 1 Mi messages or 64 MiB, replies of at most 1,400-byte
     /// packets, 1,024 messages and 64 packets per request, 100,000 messages per second per
-    /// source with bursts of 20,000, 256 sources.
+    /// host with bursts of 20,000, 256 hosts tracked, four hosts' worth in total.
     pub fn new(session: Session) -> Self {
         RetransmitConfig {
             session,
@@ -84,6 +105,7 @@ impl RetransmitConfig {
             rate_messages_per_sec: 100_000,
             burst_messages: 20_000,
             max_sources: 256,
+            total_rate_multiple: 4,
         }
     }
 }
@@ -97,8 +119,8 @@ pub enum RetransmitConfigError {
     /// `max_packet_len` cannot hold the header and one 2-byte block length.
     #[error("max_packet_len {0} is below the minimum of 22 bytes")]
     PacketLen(usize),
-    /// `max_reply_messages`, `max_reply_packets` or `max_sources` is 0.
-    #[error("reply limits and max_sources must be at least 1")]
+    /// `max_reply_messages`, `max_reply_packets`, `max_sources` or `total_rate_multiple` is 0.
+    #[error("reply limits, max_sources and total_rate_multiple must be at least 1")]
     Limits,
 }
 
@@ -112,6 +134,13 @@ pub enum PushError {
         len: usize,
         /// The store's byte capacity.
         capacity: usize,
+    },
+    /// The next sequence number would be `u64::MAX`: a packet carrying it would end past the
+    /// end of the sequence space.
+    #[error("the sequence space is exhausted (next sequence number {next})")]
+    SequenceExhausted {
+        /// The sequence number the message would have had.
+        next: u64,
     },
     /// The message cannot fit in one reply packet, so it could never be resent.
     #[error("message of {len} bytes cannot fit in a reply packet of {max_packet_len} bytes")]
@@ -135,8 +164,8 @@ pub enum RequestError {
     /// A request for 0 messages.
     #[error("re-request for 0 messages")]
     Empty,
-    /// The source has used up its rate.
-    #[error("re-request refused: rate limit of the source reached")]
+    /// The source's host, or all hosts together, used up their rate.
+    #[error("re-request refused: rate limit reached")]
     RateLimited,
 }
 
@@ -172,6 +201,8 @@ pub struct RetransmitStats {
     pub not_available: u64,
     /// Requests refused by the rate limit.
     pub rate_limited: u64,
+    /// Requests of hosts beyond `max_sources` that shared the overflow bucket.
+    pub untracked_sources: u64,
     /// Requests that were malformed, empty, or for another session.
     pub bad_requests: u64,
 }
@@ -182,13 +213,47 @@ struct Entry {
     len: u16,
 }
 
-/// Per-source token bucket; tokens are counted in message-nanoseconds so refills stay
-/// integral.
+/// A token bucket; tokens are counted in message-nanoseconds so refills stay integral.
 #[derive(Clone, Copy, Debug)]
 struct Bucket {
-    source: SocketAddr,
     tokens: u64,
     last: u64,
+}
+
+impl Bucket {
+    /// Tokens at `now`, refilled at `rate` per second up to `cap` (the clock never goes back).
+    fn refill(&mut self, now: u64, rate: u64, cap: u64) {
+        let elapsed = now.saturating_sub(self.last);
+        self.tokens = self
+            .tokens
+            .saturating_add(elapsed.saturating_mul(rate))
+            .min(cap);
+        self.last = self.last.max(now);
+    }
+
+    /// Whether it would be full at `now`.
+    fn full_at(&self, now: u64, rate: u64, cap: u64) -> bool {
+        let elapsed = now.saturating_sub(self.last);
+        self.tokens.saturating_add(elapsed.saturating_mul(rate)) >= cap
+    }
+}
+
+/// One host's bucket.
+#[derive(Clone, Copy, Debug)]
+struct HostBucket {
+    host: IpAddr,
+    bucket: Bucket,
+}
+
+/// The host a source belongs to: its IPv4 address (mapped ones included), or its IPv6 /64.
+fn host_of(source: SocketAddr) -> IpAddr {
+    match source.ip().to_canonical() {
+        IpAddr::V6(a) => {
+            let s = a.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
 }
 
 const NS: u64 = 1_000_000_000;
@@ -211,7 +276,12 @@ pub struct RetransmitStore {
     wrapped: bool,
     bytes: usize,
     packet: Box<[u8]>,
-    buckets: Vec<Bucket>,
+    /// Tracked hosts, at most `max_sources`.
+    buckets: Vec<HostBucket>,
+    /// Shared by hosts beyond `max_sources`.
+    overflow: Bucket,
+    /// Shared by all hosts.
+    total: Bucket,
     stats: RetransmitStats,
 }
 
@@ -224,9 +294,17 @@ impl RetransmitStore {
         if cfg.max_packet_len < HEADER_LEN + 2 {
             return Err(RetransmitConfigError::PacketLen(cfg.max_packet_len));
         }
-        if cfg.max_reply_messages == 0 || cfg.max_reply_packets == 0 || cfg.max_sources == 0 {
+        if cfg.max_reply_messages == 0
+            || cfg.max_reply_packets == 0
+            || cfg.max_sources == 0
+            || cfg.total_rate_multiple == 0
+        {
             return Err(RetransmitConfigError::Limits);
         }
+        let full = |burst: u64| Bucket {
+            tokens: burst.max(1).saturating_mul(NS),
+            last: 0,
+        };
         Ok(RetransmitStore {
             data: vec![0; cfg.capacity_bytes].into_boxed_slice(),
             entries: vec![Entry { off: 0, len: 0 }; cfg.capacity_messages].into_boxed_slice(),
@@ -238,6 +316,8 @@ impl RetransmitStore {
             bytes: 0,
             packet: vec![0; cfg.max_packet_len].into_boxed_slice(),
             buckets: Vec::with_capacity(cfg.max_sources),
+            overflow: full(cfg.burst_messages),
+            total: full(cfg.burst_messages.saturating_mul(cfg.total_rate_multiple)),
             stats: RetransmitStats::default(),
             cfg,
         })
@@ -250,6 +330,7 @@ impl RetransmitStore {
 
     /// Sequence number the next pushed message gets.
     pub fn next_seq(&self) -> u64 {
+        // `push` keeps it at most `u64::MAX`.
         self.first + self.count as u64
     }
 
@@ -331,8 +412,12 @@ impl RetransmitStore {
     }
 
     /// Stores the next message sent on the feed (evicting the oldest as needed); returns its
-    /// sequence number.
+    /// sequence number, which is below `u64::MAX`.
     pub fn push(&mut self, msg: &[u8]) -> Result<u64, PushError> {
+        let next = self.next_seq();
+        if next == u64::MAX {
+            return Err(PushError::SequenceExhausted { next });
+        }
         if msg.len() > self.data.len() {
             return Err(PushError::TooLarge {
                 len: msg.len(),
@@ -372,40 +457,49 @@ impl RetransmitStore {
         Ok(seq)
     }
 
-    /// Takes up to `want` tokens from `source`'s bucket at `now`; returns how many.
+    /// Takes up to `want` tokens at `now` from the bucket of `source`'s host and from the
+    /// total; returns how many.
     fn take_tokens(&mut self, now: u64, source: SocketAddr, want: u64) -> u64 {
         let rate = self.cfg.rate_messages_per_sec;
         if rate == 0 {
             return want;
         }
         let cap = self.cfg.burst_messages.max(1).saturating_mul(NS);
-        let i = match self.buckets.iter().position(|b| b.source == source) {
-            Some(i) => i,
+        let k = self.cfg.total_rate_multiple;
+        self.total
+            .refill(now, rate.saturating_mul(k), cap.saturating_mul(k));
+        let host = host_of(source);
+        let bucket = match self.buckets.iter().position(|b| b.host == host) {
+            Some(i) => &mut self.buckets[i].bucket,
             None => {
-                if self.buckets.len() == self.cfg.max_sources {
-                    // Forget the least recently seen source.
-                    let lru = (0..self.buckets.len())
-                        .min_by_key(|&i| self.buckets[i].last)
-                        .unwrap_or(0);
-                    self.buckets.swap_remove(lru);
+                let fresh = HostBucket {
+                    host,
+                    bucket: Bucket {
+                        tokens: cap,
+                        last: now,
+                    },
+                };
+                if self.buckets.len() < self.cfg.max_sources {
+                    self.buckets.push(fresh);
+                    let last = self.buckets.len() - 1;
+                    &mut self.buckets[last].bucket
+                } else if let Some(i) = (0..self.buckets.len())
+                    .filter(|&i| self.buckets[i].bucket.full_at(now, rate, cap))
+                    .min_by_key(|&i| self.buckets[i].bucket.last)
+                {
+                    // A full bucket is what a new one would be: forgetting it changes nothing.
+                    self.buckets[i] = fresh;
+                    &mut self.buckets[i].bucket
+                } else {
+                    self.stats.untracked_sources += 1;
+                    &mut self.overflow
                 }
-                self.buckets.push(Bucket {
-                    source,
-                    tokens: cap,
-                    last: now,
-                });
-                self.buckets.len() - 1
             }
         };
-        let b = &mut self.buckets[i];
-        let elapsed = now.saturating_sub(b.last);
-        b.tokens = b
-            .tokens
-            .saturating_add(elapsed.saturating_mul(rate))
-            .min(cap);
-        b.last = b.last.max(now);
-        let got = (b.tokens / NS).min(want);
-        b.tokens -= got * NS;
+        bucket.refill(now, rate, cap);
+        let got = (bucket.tokens / NS).min(self.total.tokens / NS).min(want);
+        bucket.tokens -= got * NS;
+        self.total.tokens -= got * NS;
         got
     }
 
@@ -746,11 +840,11 @@ mod tests {
     }
 
     #[test]
-    fn rate_limits_each_source() {
+    fn rate_limits_each_host() {
         let mut store = RetransmitStore::new(RetransmitConfig {
             rate_messages_per_sec: 1000, // one per millisecond
             burst_messages: 10,
-            max_sources: 2,
+            max_sources: 3,
             ..RetransmitConfig::new(S)
         })
         .unwrap();
@@ -758,22 +852,189 @@ mod tests {
             store.push(&msg(s)).unwrap();
         }
         let ms = 1_000_000;
-        let ask = |store: &mut RetransmitStore, now, port, count| {
-            store.handle_request(now, src(port), &request(1, count), |_| {})
+        let host = |h: u8| SocketAddr::from(([10, 0, 0, h], 4000));
+        let ask = |store: &mut RetransmitStore, now, source, count| {
+            store.handle_request(now, source, &request(1, count), |_| {})
         };
-        // The burst: 10 messages, then nothing until tokens come back.
-        assert_eq!(ask(&mut store, 0, 1, 30).unwrap().messages, 10);
-        assert_eq!(ask(&mut store, 0, 1, 30), Err(RequestError::RateLimited));
-        // Another source has its own bucket.
-        assert_eq!(ask(&mut store, 0, 2, 4).unwrap().messages, 4);
+        // The burst: 10 messages, then nothing until tokens come back, from any port.
+        assert_eq!(ask(&mut store, 0, host(1), 30).unwrap().messages, 10);
+        assert_eq!(
+            ask(&mut store, 0, host(1), 30),
+            Err(RequestError::RateLimited)
+        );
+        assert_eq!(ask(&mut store, 0, src(7), 30).unwrap().messages, 10);
+        assert_eq!(
+            ask(&mut store, 0, src(8), 30),
+            Err(RequestError::RateLimited)
+        );
+        // Another host has its own bucket.
+        assert_eq!(ask(&mut store, 0, host(2), 4).unwrap().messages, 4);
         // 3 ms later: 3 tokens.
-        assert_eq!(ask(&mut store, 3 * ms, 1, 30).unwrap().messages, 3);
-        // A third source evicts the least recently seen (source 2); it comes back full.
-        assert_eq!(ask(&mut store, 3 * ms, 3, 1).unwrap().messages, 1);
-        assert_eq!(ask(&mut store, 3 * ms, 2, 30).unwrap().messages, 10);
-        assert_eq!(store.stats().rate_limited, 1);
+        assert_eq!(ask(&mut store, 3 * ms, host(1), 30).unwrap().messages, 3);
+        // The table is full and no bucket in it is full: a third host uses the shared one.
+        assert_eq!(ask(&mut store, 3 * ms, host(3), 30).unwrap().messages, 10);
+        assert_eq!(
+            ask(&mut store, 3 * ms, host(4), 30),
+            Err(RequestError::RateLimited)
+        );
+        assert_eq!(store.stats().untracked_sources, 2);
+        // Once host 2's bucket is full again it may be forgotten for a new host.
+        assert_eq!(ask(&mut store, 20 * ms, host(5), 30).unwrap().messages, 10);
+        assert_eq!(store.stats().untracked_sources, 2);
+        assert_eq!(store.stats().rate_limited, 3);
         // A long idle period refills only up to the burst.
-        assert_eq!(ask(&mut store, 10_000 * ms, 1, 30).unwrap().messages, 10);
+        assert_eq!(
+            ask(&mut store, 10_000 * ms, host(1), 30).unwrap().messages,
+            10
+        );
+    }
+
+    /// Reply and request bytes (UDP payloads) of a flood of requests for 1,024 messages.
+    #[derive(Default)]
+    struct Flood {
+        requests: u64,
+        request_bytes: u64,
+        reply_bytes: u64,
+        messages: u64,
+    }
+
+    fn flood_store() -> RetransmitStore {
+        let mut store = RetransmitStore::new(RetransmitConfig::new(S)).unwrap();
+        for s in 1..=100_000u64 {
+            // 30-byte messages, about an ITCH add order.
+            let mut m = format!("{s:>30}").into_bytes();
+            m.truncate(30);
+            store.push(&m).unwrap();
+        }
+        store
+    }
+
+    fn ask(store: &mut RetransmitStore, f: &mut Flood, now: u64, source: SocketAddr) {
+        let req = request(1 + f.requests % 90_000, 1024);
+        f.requests += 1;
+        f.request_bytes += req.len() as u64;
+        let mut bytes = 0;
+        if let Ok(r) = store.handle_request(now, source, &req, |p| bytes += p.len() as u64) {
+            f.messages += r.messages;
+        }
+        f.reply_bytes += bytes;
+    }
+
+    #[test]
+    fn one_host_on_many_ports_gets_one_hosts_rate() {
+        let mut store = flood_store();
+        let mut f = Flood::default();
+        // 4,000 source ports, one request each, within 10 ms.
+        for port in 0..4_000u16 {
+            let now = u64::from(port) * 2_500;
+            ask(&mut store, &mut f, now, src(10_000 + port));
+        }
+        let ratio = f.reply_bytes as f64 / f.request_bytes as f64;
+        assert!(
+            ratio < 10.0,
+            "{} bytes back for {}: {ratio:.0}x",
+            f.reply_bytes,
+            f.request_bytes
+        );
+        // At most one burst and 10 ms of one host's rate.
+        assert!(f.messages <= 20_000 + 1_000, "{}", f.messages);
+        // IPv6: one host is a /64, whatever its interface identifier; mapped IPv4 is IPv4.
+        let mut store = flood_store();
+        let mut f = Flood::default();
+        for i in 0..4_000u16 {
+            let ip = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 7, i, i, 1, 2);
+            ask(&mut store, &mut f, 0, SocketAddr::from((ip, i)));
+        }
+        assert_eq!(f.messages, 20_000);
+        for port in 1..=20 {
+            ask(&mut store, &mut f, 0, src(port));
+        }
+        assert_eq!(f.messages, 2 * 20_000);
+        let mapped = std::net::Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped();
+        assert_eq!(
+            store.handle_request(0, SocketAddr::from((mapped, 9)), &request(1, 1), |_| {}),
+            Err(RequestError::RateLimited),
+            "an IPv4-mapped address is the IPv4 host"
+        );
+    }
+
+    #[test]
+    fn many_hosts_together_get_a_bounded_rate() {
+        let mut store = flood_store();
+        let c = *store.config();
+        let mut f = Flood::default();
+        // 20,000 hosts, three requests each, within 100 ms.
+        let ms = 1_000_000;
+        for i in 0..60_000u32 {
+            let host = i % 20_000;
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + host);
+            ask(
+                &mut store,
+                &mut f,
+                u64::from(i) * 100 * ms / 60_000,
+                SocketAddr::from((ip, 4000)),
+            );
+        }
+        let k = c.total_rate_multiple;
+        let bound = c.burst_messages * k + c.rate_messages_per_sec * k / 10;
+        assert!(
+            f.messages <= bound,
+            "{} messages, bound {bound}",
+            f.messages
+        );
+        assert!(store.buckets.len() <= c.max_sources);
+    }
+
+    #[test]
+    fn a_host_cannot_reset_its_bucket_by_crowding_the_table() {
+        let mut store = flood_store();
+        let mut f = Flood::default();
+        let victim = src(1);
+        while f.messages < 20_000 {
+            ask(&mut store, &mut f, 0, victim);
+        }
+        // Hundreds of other hosts take every slot of the table (the total limit is lifted
+        // so that they are all served).
+        store.cfg.total_rate_multiple = 1 << 20;
+        for i in 0..1_000u32 {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+            ask(&mut store, &mut f, 0, SocketAddr::from((ip, 4000)));
+        }
+        assert!(store.buckets.len() <= store.cfg.max_sources);
+        let mut sink = |_: &[u8]| {};
+        assert_eq!(
+            store.handle_request(0, victim, &request(1, 1024), &mut sink),
+            Err(RequestError::RateLimited),
+            "still empty: not forgotten and refilled"
+        );
+    }
+
+    #[test]
+    fn sequence_numbers_end_below_u64_max() {
+        let mut store = RetransmitStore::new(cfg()).unwrap();
+        store.restart(S, u64::MAX - 2);
+        assert_eq!(store.push(&msg(1)), Ok(u64::MAX - 2));
+        assert_eq!(store.push(&msg(2)), Ok(u64::MAX - 1));
+        // Message u64::MAX would end a packet past u64::MAX.
+        assert!(store.push(&msg(3)).is_err());
+        assert_eq!(store.next_seq(), u64::MAX);
+        let got = decode(&answer(&mut store, 0, u64::MAX - 3, u16::MAX));
+        assert_eq!(
+            (got[0].0, got[0].1),
+            (u64::MAX - 2, 0),
+            "not available below"
+        );
+        assert_eq!(got[1].0, u64::MAX - 2);
+        assert_eq!(got[1].2, [msg(1), msg(2)]);
+        let mut sink = |_: &[u8]| {};
+        let r = store
+            .handle_request(0, src(1), &request(u64::MAX - 1, 9), &mut sink)
+            .unwrap();
+        assert_eq!((r.messages, r.truncated), (1, 0));
+        let r = store
+            .handle_request(0, src(1), &request(u64::MAX, 9), &mut sink)
+            .unwrap();
+        assert_eq!((r.packets, r.messages), (0, 0));
     }
 
     #[test]

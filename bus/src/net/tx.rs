@@ -469,6 +469,7 @@ impl Sender {
             rate_messages_per_sec: cfg.reply_rate,
             burst_messages: cfg.reply_burst,
             max_sources: 256,
+            ..RetransmitConfig::new(session)
         })
         .map_err(|e| NetError::Config(format!("retransmission store: {e}")))?;
         let counters = if cfg.counters {

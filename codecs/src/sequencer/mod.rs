@@ -58,7 +58,19 @@
 //!   reveals a gap at the tail, which is recovered like any other.
 //! * **End of session** (count 0xFFFF) ends the session once every message before it has been
 //!   delivered or declared lost; [`Event::EndOfSession`] follows, and later packets are
-//!   counted as duplicates.
+//!   counted as duplicates. One below the highest sequence number known (messages beyond it
+//!   were seen) is not this session's end: it is ignored and counted.
+//! * **Implausible jumps.** Sequence numbers are untrusted input and never wrap. A packet
+//!   whose messages would pass `u64::MAX` is malformed. A packet reaching more than
+//!   [`max_gap`](SequencerConfig::max_gap) beyond the highest sequence number known (data, or
+//!   a heartbeat or end of session announcing such a next sequence number) is counted and not
+//!   acted on (no gap, no request, no loss) until a second, different packet within `max_gap`
+//!   of it corroborates it, as the next packet of a feed that really jumped does; a single
+//!   forged datagram, or a few at random far sequence numbers, changes nothing. After
+//!   corroboration the messages jumped over are missing like any others (the suspect packet's
+//!   own included: it was not kept).
+//! * **Sequence number 0** is carried by no MoldUDP64 packet (sanitized captures zero it):
+//!   such packets are counted and neither delivered nor sequenced.
 //! * **"Not available".** The retransmission server of this crate
 //!   ([`retransmit`](crate::retransmit)) answers a request for messages it no longer holds
 //!   with a heartbeat-shaped packet (count 0) whose sequence number is the first one it still
@@ -75,7 +87,11 @@
 //! * **Early warning.** When a missing range is first re-requested (the NAK delay passed, so
 //!   it is loss rather than reordering) an [`Event::Gap`] with `recoverable: true` is queued.
 //! * **Late join.** [`LateJoin::LiveEdge`] starts at the first packet seen and reports the
-//!   messages before it with [`Event::LateJoin`] (they are never requested);
+//!   messages before it with [`Event::LateJoin`] (they are never requested). That first
+//!   packet is tentative: its messages are held (copied into the reorder store) until a
+//!   different packet within `max_gap` of it arrives or the NAK delay passes; a packet far
+//!   from it before then replaces it, so a forged first packet cannot make the real session
+//!   below it all duplicates;
 //!   [`LateJoin::FromSequence`] recovers everything from the given sequence number on.
 
 mod store;
@@ -376,6 +392,26 @@ enum State {
     Ended,
 }
 
+/// The packet a [`LateJoin::LiveEdge`] join started at, while nothing corroborates it.
+#[derive(Clone, Copy, Debug)]
+struct Anchor {
+    /// Its sequence number, and one past its last message (equal for a heartbeat).
+    first: u64,
+    end: u64,
+    /// When it arrived.
+    at: u64,
+}
+
+/// Packets beyond `max_gap` remembered at once, waiting for corroboration.
+const SUSPECTS: usize = 4;
+
+/// A packet that reached beyond `max_gap`: `[first, end)` as for [`Anchor`].
+#[derive(Clone, Copy, Debug, Default)]
+struct Suspect {
+    first: u64,
+    end: u64,
+}
+
 /// Consecutive recovered messages seen while handling one packet, reported as one event.
 #[derive(Clone, Copy, Debug, Default)]
 struct Run {
@@ -397,6 +433,7 @@ pub struct Sequencer {
     coalesce_within: u64,
     max_gaps: usize,
     late_join: LateJoin,
+    max_gap: u64,
 
     session: Option<Session>,
     state: State,
@@ -413,6 +450,13 @@ pub struct Sequencer {
     store: ReorderStore,
     events: VecDeque<Event>,
     stats: SequencerStats,
+    /// Set while a live-edge join is tentative: its messages are held in `store`, none
+    /// delivered, and a packet far from it replaces it.
+    anchor: Option<Anchor>,
+    /// Recent packets beyond `max_gap`, the oldest overwritten first.
+    suspects: [Suspect; SUSPECTS],
+    suspects_len: usize,
+    suspects_next: usize,
 }
 
 /// Nanoseconds of a duration, saturating.
@@ -454,6 +498,7 @@ impl Sequencer {
             coalesce_within: u64::from(config.coalesce_within),
             max_gaps: config.max_gaps,
             late_join: config.late_join,
+            max_gap: config.max_gap,
             session: config.session,
             state: State::Waiting,
             expected: 0,
@@ -468,6 +513,10 @@ impl Sequencer {
             // Events are drained by the caller after each call; this covers any burst.
             events: VecDeque::with_capacity(config.max_gaps + 64),
             stats: SequencerStats::default(),
+            anchor: None,
+            suspects: [Suspect::default(); SUSPECTS],
+            suspects_len: 0,
+            suspects_next: 0,
         })
     }
 
@@ -526,70 +575,210 @@ impl Sequencer {
             }
             _ => {}
         }
+        let seq = pkt.sequence_number();
+        let count = pkt.message_count();
+        if seq == 0 {
+            self.stats.zero_sequence += 1;
+            return;
+        }
+        let end = match count {
+            HEARTBEAT_COUNT | END_OF_SESSION_COUNT => seq,
+            n => match seq.checked_add(u64::from(n)) {
+                Some(end) => end,
+                None => {
+                    // Its last message would pass u64::MAX.
+                    self.stats.malformed += 1;
+                    return;
+                }
+            },
+        };
+        let d = &mut deliver;
         match self.state {
             State::Waiting if line == Line::Recovery => {
                 // An answer to nobody's request; the feed itself decides where we start.
                 self.stats.duplicates += u64::from(pkt.messages_len());
                 return;
             }
-            State::Waiting => self.start(pkt.session(), pkt.sequence_number()),
+            State::Waiting => self.start(now, pkt.session(), seq, end),
             State::Ended => {
                 self.stats.duplicates += u64::from(pkt.messages_len());
                 return;
             }
-            State::Running => {}
+            State::Running => {
+                if self.anchor.is_some() {
+                    self.check_anchor(now, seq, end, d);
+                }
+            }
         }
-        let d = &mut deliver;
-        let seq = pkt.sequence_number();
-        match pkt.message_count() {
-            HEARTBEAT_COUNT if line == Line::Recovery => self.not_available_below(seq, d),
+        match count {
+            // "Not available" says nothing beyond what is known to exist.
+            HEARTBEAT_COUNT if line == Line::Recovery => {
+                self.not_available_below(seq.min(self.highest), d)
+            }
             HEARTBEAT_COUNT => {
                 self.stats.heartbeats += 1;
-                self.note_highest(now, seq, d);
+                if self.plausible(seq, end) {
+                    self.note_highest(now, seq, d);
+                }
             }
             END_OF_SESSION_COUNT => {
-                self.note_highest(now, seq, d);
-                self.end_seq = Some(seq);
+                if seq < self.highest {
+                    // Messages beyond it exist: not the end of this session.
+                    self.stats.forged_end_of_session += 1;
+                } else if self.plausible(seq, end) {
+                    self.note_highest(now, seq, d);
+                    self.end_seq = Some(seq);
+                }
             }
-            count => self.data(now, &pkt, count, d),
+            count => self.data(now, &pkt, count, end, d),
         }
         self.check_end();
     }
 
-    fn start(&mut self, session: Session, seq: u64) {
+    fn start(&mut self, now: u64, session: Session, seq: u64, end: u64) {
         self.session = Some(session);
         self.state = State::Running;
         self.events.push_back(Event::SessionStarted { session });
         let first = match self.late_join {
             LateJoin::LiveEdge => {
-                self.stats.late_join = seq.saturating_sub(1);
+                // Tentative until corroborated (see `check_anchor`).
+                self.anchor = Some(Anchor {
+                    first: seq,
+                    end,
+                    at: now,
+                });
                 seq
             }
-            LateJoin::FromSequence(n) => n,
+            LateJoin::FromSequence(n) => {
+                if n > 1 {
+                    self.events.push_back(Event::LateJoin { first_seq: n });
+                }
+                n
+            }
         };
         self.expected = first;
         self.highest = first;
-        if first > 1 {
-            self.events.push_back(Event::LateJoin { first_seq: first });
-        }
     }
 
-    fn data<D: Deliver>(&mut self, now: u64, pkt: &Packet<'_>, count: u16, d: &mut D) {
+    /// A packet `[seq, end)` while the live-edge anchor is tentative: a different packet near
+    /// the anchor confirms it, one far from it (more than `max_gap`) replaces it.
+    #[cold]
+    fn check_anchor<D: Deliver>(&mut self, now: u64, seq: u64, end: u64, d: &mut D) {
+        let Some(a) = self.anchor else {
+            return;
+        };
+        if (seq, end) == (a.first, a.end) {
+            return; // a copy (the other line) proves nothing
+        }
+        if seq >= a.first.saturating_sub(self.max_gap) && seq <= a.end.saturating_add(self.max_gap)
+        {
+            self.confirm_anchor(d);
+            return;
+        }
+        // Nothing was delivered yet: forget what the anchor brought and start here.
+        self.stats.anchors_replaced += 1;
+        for q in self.expected..self.highest {
+            self.store.remove(q);
+        }
+        self.end_seq = None;
+        self.expected = seq;
+        self.highest = seq;
+        self.anchor = Some(Anchor {
+            first: seq,
+            end,
+            at: now,
+        });
+    }
+
+    /// The live-edge anchor stands: report the join and deliver what it brought.
+    fn confirm_anchor<D: Deliver>(&mut self, d: &mut D) {
+        let Some(a) = self.anchor.take() else {
+            return;
+        };
+        self.stats.late_join = a.first.saturating_sub(1);
+        if a.first > 1 {
+            self.events
+                .push_back(Event::LateJoin { first_seq: a.first });
+        }
+        self.drain(d);
+    }
+
+    /// Whether a packet `[seq, end)` may be acted on: it reaches at most `max_gap` beyond
+    /// the highest sequence number known, or a different packet near it came before. An
+    /// implausible one is remembered and counted.
+    #[inline]
+    fn plausible(&mut self, seq: u64, end: u64) -> bool {
+        if seq <= self.highest.saturating_add(self.max_gap) {
+            return true;
+        }
+        self.corroborated(seq, end)
+    }
+
+    #[cold]
+    fn corroborated(&mut self, seq: u64, end: u64) -> bool {
+        let g = self.max_gap;
+        let near = self.suspects[..self.suspects_len].iter().any(|p| {
+            (p.first, p.end) != (seq, end)
+                && seq >= p.first.saturating_sub(g)
+                && seq <= p.end.saturating_add(g)
+        });
+        if near {
+            self.stats.jumps_corroborated += 1;
+            self.suspects_len = 0;
+            self.suspects_next = 0;
+            return true;
+        }
+        self.stats.implausible_jumps += 1;
+        self.suspects[self.suspects_next] = Suspect { first: seq, end };
+        self.suspects_next = (self.suspects_next + 1) % SUSPECTS;
+        self.suspects_len = (self.suspects_len + 1).min(SUSPECTS);
+        false
+    }
+
+    fn data<D: Deliver>(&mut self, now: u64, pkt: &Packet<'_>, count: u16, end: u64, d: &mut D) {
         let seq0 = pkt.sequence_number();
-        if seq0.saturating_add(u64::from(count)) <= self.expected {
+        if end <= self.expected {
             // The other line's copy, or a retransmission already delivered: skip the walk.
             self.stats.duplicates += u64::from(count);
             return;
         }
+        if !self.plausible(seq0, end) {
+            return;
+        }
         let mut run = Run::default();
-        for (i, item) in pkt.messages().enumerate() {
+        let mut held = self.anchor.is_some();
+        // Sequence numbers `seq0 .. end`: no overflow.
+        for (s, item) in (seq0..end).zip(pkt.messages()) {
             let Ok(msg) = item else {
                 self.stats.malformed += 1;
                 break;
             };
-            self.message(now, seq0.wrapping_add(i as u64), msg, d, &mut run);
+            if held {
+                held = self.hold(s, msg, d);
+                if held {
+                    continue;
+                }
+            }
+            self.message(now, s, msg, d, &mut run);
         }
         self.flush_run(&mut run);
+    }
+
+    /// A message of the tentative anchor: held in the store, not delivered (a copy of one
+    /// held is a duplicate). Returns `false` when the store cannot hold it: the anchor is
+    /// then taken as it is, and `s` is for [`message`](Self::message).
+    #[cold]
+    fn hold<D: Deliver>(&mut self, s: u64, msg: &[u8], d: &mut D) -> bool {
+        if s < self.highest {
+            self.stats.duplicates += 1;
+            return true;
+        }
+        if s == self.highest && self.store.insert(self.expected, s, msg) {
+            self.highest = s + 1;
+            return true;
+        }
+        self.confirm_anchor(d);
+        false
     }
 
     #[inline]
@@ -816,6 +1005,7 @@ impl Sequencer {
 
     fn check_end(&mut self) {
         if self.state == State::Running
+            && self.anchor.is_none()
             && let Some(end) = self.end_seq
             && self.expected >= end
         {
@@ -963,6 +1153,13 @@ impl Sequencer {
             return;
         }
         let d = &mut deliver;
+        if let Some(a) = self.anchor {
+            if a.at.saturating_add(self.nak_delay) > now {
+                return; // nothing else is pending while the anchor is tentative
+            }
+            // Nothing contradicted the first packet in time: it stands.
+            self.confirm_anchor(d);
+        }
         self.retire_completed();
         let max_sends = self.max_retries.saturating_add(1);
         let mut k = 0;
@@ -1018,6 +1215,9 @@ impl Sequencer {
         }
         let mut next: Option<u64> = None;
         let mut at = |t: u64| next = Some(next.map_or(t, |n| n.min(t)));
+        if let Some(a) = self.anchor {
+            at(a.at.saturating_add(self.nak_delay));
+        }
         for r in &self.inflight {
             at(r.deadline);
         }

@@ -22,7 +22,7 @@ fn msg(seq: u64) -> Vec<u8> {
 
 /// A packet of the generated messages `seq .. seq + n`.
 fn pkt(seq: u64, n: u64) -> Vec<u8> {
-    let msgs: Vec<Vec<u8>> = (seq..seq + n).map(msg).collect();
+    let msgs: Vec<Vec<u8>> = (0..n).map(|i| msg(seq.wrapping_add(i))).collect();
     let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
     pkt_of(S, seq, &refs)
 }
@@ -103,7 +103,11 @@ fn seq_with(c: SequencerConfig) -> (Sequencer, Sink) {
 
 #[test]
 fn in_order_messages_are_delivered_zero_copy() {
-    let mut s = Sequencer::new(cfg()).unwrap();
+    let mut s = Sequencer::new(SequencerConfig {
+        late_join: LateJoin::FromSequence(1),
+        ..cfg()
+    })
+    .unwrap();
     let p = pkt(1, 3);
     let range = p.as_ptr_range();
     let mut seen = Vec::new();
@@ -385,14 +389,14 @@ fn other_sessions_and_damaged_packets_are_counted_and_ignored() {
 fn late_join_at_the_live_edge_reports_what_it_skipped() {
     let (mut s, mut sink) = seq_with(cfg());
     s.handle_packet(0, Line::A, &pkt(100, 2), &mut sink);
-    assert_eq!(sink.take(), msgs(100..102));
-    assert_eq!(
-        events(&mut s),
-        [
-            Event::SessionStarted { session: S },
-            Event::LateJoin { first_seq: 100 }
-        ]
-    );
+    // Held until a second packet near it shows it is the feed's.
+    assert_eq!(sink.take(), []);
+    assert_eq!(events(&mut s), [Event::SessionStarted { session: S }]);
+    s.handle_packet(0, Line::B, &pkt(100, 2), &mut sink);
+    assert_eq!(sink.take(), [], "a copy proves nothing");
+    s.handle_packet(0, Line::A, &pkt(102, 1), &mut sink);
+    assert_eq!(sink.take(), msgs(100..103));
+    assert_eq!(events(&mut s), [Event::LateJoin { first_seq: 100 }]);
     assert_eq!(s.stats().late_join, 99);
     assert_eq!(s.poll_request(10 * MS), None);
     // A joiner that first sees a heartbeat starts there.
@@ -881,6 +885,351 @@ mod simulation {
             check(&o)?;
             prop_assert_eq!(o.stats.unrecoverable, 0);
             prop_assert_eq!(o.stats.messages, n);
+        }
+    }
+}
+
+/// Forged and impossible input: none of it may affect delivery of the real session.
+mod forged {
+    use super::*;
+
+    /// The real session 1..=10 in packets of 2, from `from` (inclusive) to 10.
+    fn real(s: &mut Sequencer, sink: &mut Sink, from: u64, to: u64) {
+        let mut q = from;
+        while q < to {
+            let n = (to - q).min(2);
+            s.handle_packet(q * 1000, Line::A, &pkt(q, n), &mut *sink);
+            q += n;
+        }
+    }
+
+    fn quiet(s: &mut Sequencer) {
+        assert_eq!(requests(s, 1 << 40), [], "nothing to re-request");
+        assert_eq!(s.missing(), 0);
+        assert!(
+            !events(s).iter().any(|e| matches!(e, Event::Gap { .. })),
+            "no gap reported"
+        );
+    }
+
+    #[test]
+    fn a_forged_packet_far_ahead_is_held_off() {
+        let (mut s, mut sink) = seq_with(cfg());
+        real(&mut s, &mut sink, 1, 5);
+        s.handle_packet(5000, Line::A, &pkt(5 + 1_000_000_000_000, 1), &mut sink);
+        real(&mut s, &mut sink, 5, 11);
+        assert_eq!(sink.take(), msgs(1..11));
+        assert_eq!(s.highest_seen(), 11);
+        quiet(&mut s);
+        let st = s.stats();
+        assert_eq!((st.implausible_jumps, st.jumps_corroborated), (1, 0));
+        assert_eq!(
+            (st.messages, st.unrecoverable, st.gaps_detected),
+            (10, 0, 0)
+        );
+    }
+
+    #[test]
+    fn sequence_numbers_near_u64_max_neither_wrap_nor_act() {
+        let (mut s, mut sink) = seq_with(cfg());
+        real(&mut s, &mut sink, 1, 5);
+        // The last message would be u64::MAX: seq + count passes u64::MAX.
+        s.handle_packet(5000, Line::A, &pkt(u64::MAX, 1), &mut sink);
+        s.handle_packet(5000, Line::B, &pkt(u64::MAX - 1, 2), &mut sink);
+        assert_eq!(s.stats().malformed, 2);
+        // The very last valid message: far ahead, held off.
+        s.handle_packet(5000, Line::A, &pkt(u64::MAX - 1, 1), &mut sink);
+        real(&mut s, &mut sink, 5, 11);
+        assert_eq!(sink.take(), msgs(1..11));
+        quiet(&mut s);
+        assert_eq!(s.stats().implausible_jumps, 1);
+        assert_eq!(s.stats().messages, 10);
+    }
+
+    #[test]
+    fn a_heartbeat_announcing_a_far_sequence_is_held_off() {
+        let (mut s, mut sink) = seq_with(cfg());
+        real(&mut s, &mut sink, 1, 5);
+        s.handle_packet(5000, Line::A, &hb(1_000_000_000_000_000_000), &mut sink);
+        s.handle_packet(5000, Line::A, &hb(u64::MAX), &mut sink);
+        real(&mut s, &mut sink, 5, 11);
+        quiet(&mut s);
+        s.handle_packet(20_000, Line::A, &eos(11), &mut sink);
+        assert_eq!(sink.take(), msgs(1..11));
+        assert!(s.is_ended());
+        assert_eq!(s.stats().implausible_jumps, 2);
+        // An end of session far ahead does not end it either.
+        let (mut s, mut sink) = seq_with(cfg());
+        real(&mut s, &mut sink, 1, 5);
+        s.handle_packet(5000, Line::B, &eos(1_000_000_000_000_000_000), &mut sink);
+        assert!(!s.is_ended());
+        real(&mut s, &mut sink, 5, 11);
+        assert_eq!(sink.take(), msgs(1..11));
+        quiet(&mut s);
+    }
+
+    #[test]
+    fn an_end_of_session_below_what_was_seen_is_ignored() {
+        let (mut s, mut sink) = seq_with(cfg());
+        real(&mut s, &mut sink, 1, 7);
+        s.handle_packet(7000, Line::A, &eos(3), &mut sink);
+        assert!(!s.is_ended(), "a forged end below what was delivered");
+        // Below what is known to exist (7..9 seen ahead of a gap at 6), above what was
+        // delivered.
+        s.handle_packet(7000, Line::A, &pkt(8, 1), &mut sink);
+        s.handle_packet(7000, Line::A, &eos(7), &mut sink);
+        assert!(!s.is_ended());
+        s.handle_packet(8000, Line::A, &pkt(7, 1), &mut sink);
+        real(&mut s, &mut sink, 9, 11);
+        assert_eq!(s.stats().forged_end_of_session, 2);
+        s.handle_packet(20_000, Line::A, &eos(11), &mut sink);
+        assert_eq!(sink.take(), msgs(1..11));
+        assert!(s.is_ended());
+        assert_eq!(
+            events(&mut s).last(),
+            Some(&Event::EndOfSession { next_seq: 11 })
+        );
+    }
+
+    #[test]
+    fn a_forged_first_packet_is_replaced_by_the_real_session() {
+        let (mut s, mut sink) = seq_with(cfg());
+        s.handle_packet(0, Line::A, &pkt(1_000_000_000_000, 1), &mut sink);
+        real(&mut s, &mut sink, 5000, 5010);
+        assert_eq!(sink.take(), msgs(5000..5010));
+        assert_eq!(s.stats().anchors_replaced, 1);
+        assert_eq!(s.stats().late_join, 4999);
+        let ev = events(&mut s);
+        assert!(ev.contains(&Event::LateJoin { first_seq: 5000 }), "{ev:?}");
+        assert!(!ev.contains(&Event::LateJoin {
+            first_seq: 1_000_000_000_000
+        }));
+        quiet(&mut s);
+        // The same forged packet again, and one far below: both held off.
+        s.handle_packet(MS, Line::A, &pkt(1_000_000_000_000, 1), &mut sink);
+        real(&mut s, &mut sink, 5010, 5012);
+        assert_eq!(sink.take(), msgs(5010..5012));
+    }
+
+    #[test]
+    fn a_first_packet_alone_is_delivered_after_the_nak_delay() {
+        let (mut s, mut sink) = seq_with(cfg());
+        s.handle_packet(0, Line::A, &pkt(40, 2), &mut sink);
+        assert_eq!(s.next_deadline(), Some(MS));
+        s.handle_timeout(MS - 1, &mut sink);
+        assert_eq!(sink.take(), []);
+        s.handle_timeout(MS, &mut sink);
+        assert_eq!(sink.take(), msgs(40..42));
+        assert_eq!(s.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_genuine_jump_is_followed_once_corroborated() {
+        let (mut s, mut sink) = seq_with(cfg());
+        real(&mut s, &mut sink, 1, 5);
+        let j = 5 + 10_000_000;
+        s.handle_packet(MS, Line::A, &pkt(j, 2), &mut sink);
+        assert_eq!(requests(&mut s, 2 * MS), []);
+        assert_eq!(s.highest_seen(), 5);
+        // The feed goes on from where the jump's messages end: the jump was real.
+        s.handle_packet(2 * MS, Line::A, &pkt(j + 2, 2), &mut sink);
+        assert_eq!(s.stats().jumps_corroborated, 1);
+        assert_eq!(s.highest_seen(), j + 4);
+        // Far beyond the reorder window: what was jumped over (the first packet after the
+        // jump included, it was not kept) is given up at once and delivery goes on.
+        assert_eq!(
+            sink.take(),
+            [
+                msgs(1..5),
+                vec![Item::Gap(5, j + 2 - 5)],
+                msgs(j + 2..j + 4)
+            ]
+            .concat()
+        );
+        assert_eq!(s.missing(), 0);
+        s.handle_packet(3 * MS, Line::A, &pkt(j + 4, 1), &mut sink);
+        assert_eq!(sink.take(), msgs(j + 4..j + 5));
+        assert!(events(&mut s).contains(&Event::Gap {
+            first: 5,
+            count: j + 2 - 5,
+            recoverable: false
+        }));
+    }
+
+    #[test]
+    fn sequence_zero_is_counted_and_not_delivered() {
+        // A sanitized capture: every packet has sequence number 0.
+        let (mut s, mut sink) = seq_with(cfg());
+        for _ in 0..5 {
+            s.handle_packet(0, Line::A, &pkt(0, 1), &mut sink);
+        }
+        s.handle_timeout(MS, &mut sink);
+        assert_eq!(sink.take(), []);
+        assert_eq!(s.stats().zero_sequence, 5);
+        assert_eq!(s.session(), None, "not started by an unsequenced packet");
+        // Amid a real session too.
+        real(&mut s, &mut sink, 1, 5);
+        s.handle_packet(0, Line::A, &pkt(0, 3), &mut sink);
+        s.handle_packet(0, Line::A, &hb(0), &mut sink);
+        real(&mut s, &mut sink, 5, 11);
+        assert_eq!(sink.take(), msgs(1..11));
+        assert_eq!(s.stats().zero_sequence, 7);
+    }
+}
+
+mod forged_props {
+    //! Far jumps, forged ends and sequence 0 thrown at the sequencer at random.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Checks what a sink saw: message contents match, and sequence numbers (messages and
+    /// gaps) strictly increase.
+    fn monotonic(items: &[Item]) -> Result<(), TestCaseError> {
+        let mut next = 0u64;
+        for item in items {
+            let (first, end) = match *item {
+                Item::Msg(s) => (s, s.checked_add(1)),
+                Item::Gap(f, c) => (f, f.checked_add(c)),
+            };
+            prop_assert!(first >= next, "{item:?} after {next}");
+            prop_assert!(end.is_some(), "{item:?} passes u64::MAX");
+            next = end.unwrap_or(u64::MAX);
+        }
+        Ok(())
+    }
+
+    /// A forged packet: data, heartbeat or end of session at `seq`.
+    fn forged(kind: u8, seq: u64) -> Vec<u8> {
+        match kind % 3 {
+            0 => pkt(seq, 1),
+            1 => hb(seq),
+            _ => eos(seq),
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Packet(u8, u64, u8),
+        Timeout(u64),
+        Poll(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let seq = prop_oneof![
+            0u64..40,
+            any::<u64>(),
+            (0u64..40).prop_map(|d| u64::MAX - d),
+            (0u64..40).prop_map(|d| 1_000_000 + d),
+        ];
+        prop_oneof![
+            6 => (0u8..3, seq, 0u8..6).prop_map(|(l, s, k)| Op::Packet(l, s, k)),
+            1 => (0u64..5_000_000).prop_map(Op::Timeout),
+            1 => (0u64..5_000_000).prop_map(Op::Poll),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any packets on any line: no panic (debug arithmetic is checked), and what is
+        /// delivered is in strictly increasing order, each message its own.
+        #[test]
+        fn any_packets_deliver_in_order(
+            ops in prop::collection::vec(op(), 1..60),
+            live in any::<bool>(),
+            max_gap in prop_oneof![Just(1_000_000u64), 1u64..50],
+        ) {
+            let (mut s, mut sink) = seq_with(SequencerConfig {
+                late_join: if live { LateJoin::LiveEdge } else { LateJoin::FromSequence(1) },
+                max_gap,
+                reorder_capacity_messages: 64,
+                max_gaps: 4,
+                ..cfg()
+            });
+            let mut now = 0u64;
+            for op in ops {
+                match op {
+                    Op::Packet(line, seq, k) => {
+                        let line = [Line::A, Line::B, Line::Recovery][usize::from(line)];
+                        let p = match k {
+                            0 => hb(seq),
+                            1 => eos(seq),
+                            n => pkt(seq, u64::from(n - 1)),
+                        };
+                        s.handle_packet(now, line, &p, &mut sink);
+                    }
+                    Op::Timeout(dt) => {
+                        now = now.saturating_add(dt);
+                        s.handle_timeout(now, &mut sink);
+                    }
+                    Op::Poll(dt) => {
+                        now = now.saturating_add(dt);
+                        while let Some(r) = s.poll_request(now) {
+                            prop_assert!(r.message_count >= 1);
+                            prop_assert!(r.sequence_number >= 1);
+                            prop_assert!(r.sequence_number
+                                .checked_add(u64::from(r.message_count)).is_some());
+                        }
+                    }
+                }
+                let _ = (s.missing(), s.next_deadline(), events(&mut s));
+                prop_assert!(s.next_seq() <= s.highest_seen() || s.highest_seen() == 0);
+            }
+            monotonic(&sink.items)?;
+        }
+
+        /// A real session with forged packets at random far sequence numbers between its
+        /// packets: the session is delivered whole, nothing is asked for or given up.
+        #[test]
+        fn forged_far_packets_never_touch_the_real_session(
+            n in 2u64..200,
+            per in 1u64..5,
+            forgeries in prop::collection::vec((any::<u64>(), 0u8..3, 0usize..100), 0..8),
+            live in any::<bool>(),
+        ) {
+            let start = 1_000;
+            let (mut s, mut sink) = seq_with(SequencerConfig {
+                late_join: if live { LateJoin::LiveEdge } else { LateJoin::FromSequence(start) },
+                ..cfg()
+            });
+            // Far from the session and from each other (else they corroborate each other).
+            let far = |x: u64| x.saturating_sub(2_000_000) > start + n && x > 4_000_000;
+            let mut q = start;
+            let mut i = 0;
+            let mut now = 0;
+            while q < start + n {
+                for &(seq, kind, at) in &forgeries {
+                    if at == i && far(seq) {
+                        s.handle_packet(now, Line::A, &forged(kind, seq), &mut sink);
+                    }
+                }
+                // A forged end of session below what was seen, now and then.
+                if i % 7 == 3 {
+                    s.handle_packet(now, Line::B, &eos(q - 1), &mut sink);
+                }
+                let k = per.min(start + n - q);
+                s.handle_packet(now, Line::A, &pkt(q, k), &mut sink);
+                q += k;
+                i += 1;
+                now += 1000;
+            }
+            s.handle_packet(now, Line::A, &eos(start + n), &mut sink);
+            s.handle_timeout(now + MS, &mut sink);
+            let got = sink.take();
+            monotonic(&got)?;
+            prop_assert!(got.iter().all(|m| matches!(m, Item::Msg(_))), "{got:?}");
+            // A live-edge join may start a packet or two late (a forged packet between the
+            // first two real ones replaces the anchor), never later, and ends with the session.
+            let first = match got.first() { Some(Item::Msg(f)) => *f, _ => start + n };
+            if !live {
+                prop_assert_eq!(first, start);
+            }
+            prop_assert!(first <= start + 2 * per + 2 * per * forgeries.len() as u64);
+            prop_assert_eq!(got, msgs(first..start + n));
+            prop_assert!(s.is_ended());
+            prop_assert_eq!(s.stats().unrecoverable, 0);
+            prop_assert_eq!(s.stats().requests_sent, 0);
         }
     }
 }
