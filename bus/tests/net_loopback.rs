@@ -610,7 +610,8 @@ fn two_lines_fill_each_others_losses() {
 /// Sends `bytes` to the receiver's line A from another socket (a forger on this host).
 fn forge(receiver: &Receiver, bytes: &[u8]) {
     let sock = UdpSocket::bind((LO, 0)).unwrap();
-    sock.send_to(bytes, receiver.line_a_addr().unwrap()).unwrap();
+    sock.send_to(bytes, receiver.line_a_addr().unwrap())
+        .unwrap();
 }
 
 #[test]
@@ -660,7 +661,11 @@ fn a_forged_newer_session_does_not_take_over_a_live_one() {
     pump(&mut sender, &mut receiver, 40);
     let s = receiver.stats();
     assert_eq!(receiver.session(), Some(real), "{s:?}");
-    assert_eq!((s.sessions, s.other_session, s.unrecoverable), (1, 2, 0), "{s:?}");
+    assert_eq!(
+        (s.sessions, s.other_session, s.unrecoverable),
+        (1, 2, 0),
+        "{s:?}"
+    );
     let mut sub = bus_b
         .subscriber("fe", &SubscribeOptions::default())
         .unwrap();
