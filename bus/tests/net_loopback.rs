@@ -760,3 +760,61 @@ fn a_stopped_lossless_subscriber_gets_a_gap_notice_and_the_receiver_keeps_going(
     covered.sort_unstable();
     assert_eq!(covered, (0..N).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_forged_first_packet_far_ahead_makes_no_absurd_late_join() {
+    let (_roots, bus_a, bus_b) = two_hosts();
+    let g = group();
+    let mut publisher = bus_a.publisher("ff", &StreamConfig::default()).unwrap();
+    let mut sender = Sender::new(&bus_a, sender_cfg("ff", g)).unwrap();
+    for i in 0..100 {
+        let (t, p) = message(i);
+        publisher.publish(t, &p).unwrap();
+    }
+    while sender.stats().messages < 100 {
+        sender.poll_once().unwrap();
+    }
+    let server = SocketAddrV4::new(LO, sender.request_addr().unwrap().port());
+    let mut rc = receiver_cfg("ff", g, server);
+    // The sequencer holds a live-edge join's first packet this long for the stream to
+    // confirm or contradict it (the sender's heartbeats come every 20 ms).
+    rc.sequencer.nak_delay = Duration::from_millis(500);
+    let mut receiver = Receiver::new(&bus_b, rc).unwrap();
+    let mut sub = bus_b
+        .subscriber("ff", &SubscribeOptions::default())
+        .unwrap();
+    // The first packet the late receiver sees is forged, numbered far ahead.
+    let mut buf = [0u8; 128];
+    let mut b =
+        mdbus_codecs::moldudp64::PacketBuilder::new(&mut buf, sender.session(), 1 << 40).unwrap();
+    b.push(b"\x07\0\0\0forged").unwrap();
+    let n = b.finish();
+    forge(&receiver, &buf[..n]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while receiver.stats().packets == 0 {
+        assert!(Instant::now() < deadline);
+        receiver.poll_once(&mut |_, _| {}).unwrap();
+    }
+    for i in 100..110 {
+        let (t, p) = message(i);
+        publisher.publish(t, &p).unwrap();
+    }
+    while receiver.stats().messages < 10 {
+        assert!(Instant::now() < deadline, "{:?}", receiver.stats());
+        sender.poll_once().unwrap();
+        receiver.poll_once(&mut |_, _| {}).unwrap();
+    }
+    let s = receiver.stats();
+    assert_eq!((s.late_joins, s.late_join_messages), (1, 100), "{s:?}");
+    assert_eq!(s.anchors_replaced, 1, "{s:?}");
+    let mut got = Vec::new();
+    while sub
+        .poll(|m| got.push((m.msg_type(), m.payload().to_vec())))
+        .unwrap()
+    {}
+    let env = mdbus_bus::schema::root_as_envelope(&got[0].1).unwrap();
+    let g = env.event_as_gap_notice().expect("a gap notice first");
+    assert_eq!((g.first_missing_seq(), g.count()), (1, 100));
+    let real: Vec<_> = (100..110).map(message).collect();
+    assert_eq!(&got[1..], &real[..], "then the real messages, nothing forged");
+}
