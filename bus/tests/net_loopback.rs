@@ -816,5 +816,9 @@ fn a_forged_first_packet_far_ahead_makes_no_absurd_late_join() {
     let g = env.event_as_gap_notice().expect("a gap notice first");
     assert_eq!((g.first_missing_seq(), g.count()), (1, 100));
     let real: Vec<_> = (100..110).map(message).collect();
-    assert_eq!(&got[1..], &real[..], "then the real messages, nothing forged");
+    assert_eq!(
+        &got[1..],
+        &real[..],
+        "then the real messages, nothing forged"
+    );
 }
