@@ -387,3 +387,29 @@ fn a_stopped_lossless_subscriber_gets_a_gap_notice_and_the_summary_says_lost() {
     );
     replay_book(&replayed);
 }
+
+#[test]
+fn sigterm_stops_a_receiver_whose_lossless_subscriber_stopped() {
+    let net = Net::with_prefix(PREFIX);
+    let mut rx = start_recv(&net, RX1, "rx1", &["--lossless", "--ring-mb", "1"]);
+    let bus = Bus::with_root(net.root(RX1)).expect("bus root");
+    // Registered, never read: the ring fills and stays full.
+    let _sub = bus
+        .subscriber(STREAM, &SubscribeOptions::default())
+        .expect("the local stream");
+    let (_tx, _session) = start_send(&net, "send", &["--linger-ms", "300"]);
+    let _replay = start_replay(&net, "max");
+    let deadline = Instant::now() + LIMIT;
+    let root = net.root(RX1);
+    while live_counter(&root, "recv", "local_lost") == 0 {
+        rx.assert_running();
+        assert!(Instant::now() < deadline, "the local ring never filled");
+        thread::sleep(Duration::from_millis(5));
+    }
+    // Dropping into the full ring: a stop signal still ends it, with its summary.
+    rx.signal(libc::SIGTERM);
+    let done = rx.wait_ok();
+    let s = &json_lines("rx1", &done.out)[0];
+    assert!(counter(s, "local_lost") > 0, "{s}");
+    assert_eq!(s["lost"], counter(s, "local_lost") + counter(s, "unrecoverable"));
+}

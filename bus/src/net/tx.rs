@@ -49,9 +49,10 @@ pub struct SenderConfig {
     pub store_messages: usize,
     /// Message bytes the retransmission store holds.
     pub store_bytes: usize,
-    /// Messages per second answered to each requesting source (0: no limit).
+    /// Messages per second answered to each requesting host, whatever its source ports (0:
+    /// no limit); all hosts together get a few times this.
     pub reply_rate: u64,
-    /// Messages a source may be answered at once (the token bucket).
+    /// Messages a host may be answered at once (the token bucket).
     pub reply_burst: u64,
     /// Most messages answered per request.
     pub max_reply_messages: u16,
@@ -77,7 +78,7 @@ impl SenderConfig {
     /// Defaults for sending `stream` to `group`: the kernel's interface, TTL 1, loopback on,
     /// 1,400-byte datagrams, no flush deadline, heartbeats every 100 ms, a store of 1 Mi
     /// messages or 64 MiB, replies of at most 1,024 messages and 100,000 messages/s per
-    /// source, the retransmission server on the group's port + 1, starting at the live edge,
+    /// host, the retransmission server on the group's port + 1, starting at the live edge,
     /// busy polling, a 1 s linger, exit when the stream closes, counters on.
     pub fn new(stream: &str, group: SocketAddrV4) -> Self {
         SenderConfig {
@@ -136,7 +137,7 @@ pub struct SenderStats {
     pub retransmit_messages: u64,
     /// Requests (partly) for messages no longer held, answered "not available".
     pub not_available: u64,
-    /// Requests refused because their source had used up its rate.
+    /// Requests refused because their host (or all hosts together) had used up the rate.
     pub rate_limited: u64,
     /// Requests that were malformed or for another session.
     pub bad_requests: u64,
@@ -152,11 +153,13 @@ pub struct SenderStats {
     /// Sessions ended because the stream's publisher died without closing the stream (each
     /// with a gap notice, then the end of the session).
     pub publisher_died: u64,
+    /// Requests from hosts beyond the rate limiter's table (they share one bucket).
+    pub untracked_sources: u64,
 }
 
 impl SenderStats {
     /// Counter names, in the order of [`values`](Self::values).
-    pub const NAMES: [&'static str; 17] = [
+    pub const NAMES: [&'static str; 18] = [
         "sessions",
         "messages",
         "packets",
@@ -174,10 +177,11 @@ impl SenderStats {
         "send_errors",
         "fault_dropped",
         "publisher_died",
+        "untracked_sources",
     ];
 
     /// The counters as one array, in the order of [`NAMES`](Self::NAMES).
-    pub fn values(&self) -> [u64; 17] {
+    pub fn values(&self) -> [u64; 18] {
         [
             self.sessions,
             self.messages,
@@ -196,6 +200,7 @@ impl SenderStats {
             self.send_errors,
             self.fault_dropped,
             self.publisher_died,
+            self.untracked_sources,
         ]
     }
 }
@@ -802,7 +807,9 @@ impl Sender {
                 Err(RequestError::RateLimited) => {}
                 Err(_) => stats.bad_requests += 1,
             }
-            stats.rate_limited = store.stats().rate_limited;
+            let st = store.stats();
+            stats.rate_limited = st.rate_limited;
+            stats.untracked_sources = st.untracked_sources;
         }
         handled
     }
