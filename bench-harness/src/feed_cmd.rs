@@ -27,6 +27,8 @@
 //! * `--max-gaps <N>` (`4096`): separate missing ranges tracked at once (2 to 1,048,576).
 //! * `--late-join <live-edge|from-sequence:SEQ>` (`live-edge`): where to start in a running
 //!   session.
+//! * `--max-gap <N>` (`1000000`): the largest forward jump of sequence numbers taken at face
+//!   value; a packet reaching further is counted and not acted on until corroborated.
 //!
 //! Three more say how the feed runs: `--ring-bytes <BYTES>` sizes the feed stream's ring (a
 //! power of two; 16 MiB by default, as for a replay), `--idle <spin|yield|sleep:DURATION>`
@@ -216,6 +218,16 @@ pub struct FeedArgs {
         value_parser = parse_late_join
     )]
     pub late_join: LateJoin,
+    /// Largest forward jump of sequence numbers taken at face value, in messages (at least
+    /// 1): a packet (data, heartbeat or end of session) reaching further beyond the highest
+    /// sequence number known is counted and not acted on until corroborated.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = SequencerConfig::default().max_gap,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub max_gap: u64,
     /// Capacity of the feed stream's ring, in bytes: a power of two, at least 4096 (the
     /// default is 16 MiB, as for `mdbus replay`).
     #[arg(
@@ -289,6 +301,7 @@ fn live_config(args: &FeedArgs) -> LiveFeedConfig {
             reorder_capacity_messages: args.reorder_messages,
             max_gaps: args.max_gaps,
             late_join: args.late_join,
+            max_gap: args.max_gap,
         },
         idle: args.idle,
         heartbeat_events: args.heartbeat_events.map(|d| d.0),
@@ -572,6 +585,11 @@ pub fn stats_json(s: &LiveStats) -> serde_json::Value {
             "heartbeats": q.heartbeats,
             "not_available": q.not_available,
             "overflows": q.overflows,
+            "implausible_jumps": q.implausible_jumps,
+            "jumps_corroborated": q.jumps_corroborated,
+            "forged_end_of_session": q.forged_end_of_session,
+            "anchors_replaced": q.anchors_replaced,
+            "zero_sequence": q.zero_sequence,
         },
         "pipeline": {
             "messages": p.messages,
@@ -606,6 +624,18 @@ fn print_report(s: &LiveStats, book: Option<&BookServiceStats>, feed: &str) {
         q.unrecoverable,
         s.requests_sent
     );
+    if q.implausible_jumps > 0 || q.forged_end_of_session > 0 || q.zero_sequence > 0 {
+        eprintln!(
+            "  implausible input ignored: {} jumps beyond --max-gap ({} later corroborated), {} \
+             ends of session below what was known, {} packets numbered 0, {} live-edge anchors \
+             replaced",
+            q.implausible_jumps,
+            q.jumps_corroborated,
+            q.forged_end_of_session,
+            q.zero_sequence,
+            q.anchors_replaced
+        );
+    }
     if s.pipeline.decode_errors > 0 || s.pipeline.publish_errors > 0 || q.malformed > 0 {
         eprintln!(
             "  bad input: {} undecodable messages, {} malformed packets, {} records not published",
@@ -834,6 +864,8 @@ mod tests {
             "2",
             "--heartbeat-events",
             "250us",
+            "--max-gap",
+            "5000",
         ])
         .expect("flags parse");
         let config = live_config(&args);
@@ -855,6 +887,7 @@ mod tests {
                 reorder_capacity_bytes: 1 << 20,
                 reorder_capacity_messages: 1000,
                 max_gaps: 2,
+                max_gap: 5000,
             }
         );
         assert_eq!(config.idle, Idle::Yield);
@@ -906,6 +939,8 @@ mod tests {
             ("--max-gaps", "1048577"),
             ("--heartbeat-events", "0ms"),
             ("--heartbeat-events", "1"),
+            ("--max-gap", "0"),
+            ("--max-gap", "x"),
         ] {
             let arg = format!("{flag}={value}");
             let e = parse(&[&arg]).expect_err(&arg).to_string();

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use mdbus_bus::net::counters::{self, CounterSnapshot};
@@ -16,7 +16,7 @@ use mdbus_bus::net::{
 };
 use mdbus_bus::schema::{self, Event as FbEvent};
 use mdbus_bus::{Bus, ENVELOPE_MSG_TYPE, Mode, StartAt, StreamConfig};
-use mdbus_codecs::sequencer::LateJoin;
+use mdbus_codecs::sequencer::{LateJoin, SequencerConfig};
 use mdbus_feed_handlers::book::{BookBuilder, TypeCounts};
 use mdbus_feed_handlers::bookstream::{itch_type_of, order_event_from_envelope};
 use mdbus_feed_handlers::replay::replay_book_config;
@@ -200,9 +200,26 @@ pub struct RecvArgs {
     /// Megabytes of the local ring.
     #[arg(long, default_value_t = 16)]
     pub ring_mb: usize,
-    /// Make the local stream lossless (the receiver waits for local subscribers).
+    /// Make the local stream lossless (the receiver waits for local subscribers, up to
+    /// --stall-ms at a time; what it then drops is reported by a gap notice on the stream).
     #[arg(long)]
     pub lossless: bool,
+    /// Milliseconds a full lossless local ring is waited for, once per stall; then messages
+    /// are dropped without waiting (and reported in one gap notice) until it has room again.
+    #[arg(long, default_value_t = 100)]
+    pub stall_ms: u64,
+    /// Milliseconds the followed session must be silent before a packet of another session
+    /// of the stream is followed (a forged packet cannot take the receiver off a live one).
+    #[arg(long, default_value_t = 2000)]
+    pub session_timeout_ms: u64,
+    /// Largest forward jump of sequence numbers taken at face value, in messages: a packet
+    /// reaching further ahead is counted and not acted on until corroborated.
+    #[arg(long, default_value_t = SequencerConfig::default().max_gap, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_gap: u64,
+    /// Follow a newer session of the stream as soon as it appears, even while the followed
+    /// one is live (a sender restarted on purpose; trusts anyone who can send to the group).
+    #[arg(long)]
+    pub follow_newer: bool,
     /// `SO_RCVBUF` in bytes.
     #[arg(long, default_value_t = 8 << 20)]
     pub rcvbuf: usize,
@@ -259,10 +276,13 @@ fn open_bus(root: Option<&Path>) -> Result<Bus, NetCmdError> {
     })
 }
 
-/// Sets `stop` on SIGINT and SIGTERM.
+/// Sets `stop` on SIGINT and SIGTERM; a second one exits at once (status 130), without
+/// the clean end (a sender's linger).
 fn stop_on_signals() -> Result<Arc<AtomicBool>, NetCmdError> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Registered first, so it sees the flag as the previous signal left it.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())?;
         signal_hook::flag::register(sig, stop.clone())?;
     }
     Ok(stop)
@@ -321,6 +341,12 @@ pub fn run_send(args: &SendArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
          from the stream",
         stats.messages, stats.packets, stats.requests, stats.retransmit_messages, stats.stream_lost
     );
+    if stats.publisher_died > 0 {
+        eprintln!(
+            "mdbus send: the stream's publisher died without closing it: the session was ended \
+             with a gap notice"
+        );
+    }
     if args.summary {
         let mut obj = serde_json::Map::new();
         obj.insert("role".into(), "send".into());
@@ -402,6 +428,7 @@ pub fn run_recv(args: &RecvArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
         (false, None) => RequestServer::SourcePort(args.group.port().wrapping_add(1)),
     };
     cfg.sequencer.nak_delay = Duration::from_micros(args.nak_delay_us);
+    cfg.sequencer.max_gap = args.max_gap;
     cfg.sequencer.late_join = match args.join.as_str() {
         "live" => LateJoin::LiveEdge,
         "start" => LateJoin::FromSequence(1),
@@ -415,6 +442,9 @@ pub fn run_recv(args: &RecvArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
     cfg.idle = args.idle;
     cfg.fault = args.fault.clone().unwrap_or_default();
     cfg.exit_at_end_of_session = args.exit_at_end;
+    cfg.stall_timeout = Duration::from_millis(args.stall_ms);
+    cfg.session_timeout = Duration::from_millis(args.session_timeout_ms);
+    cfg.follow_newer = args.follow_newer;
     let local = cfg.local_stream.clone();
     let receiver = Receiver::new(&bus, cfg)?;
     for w in receiver.warnings() {
@@ -451,6 +481,7 @@ pub fn run_recv(args: &RecvArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
         obj.insert("stream".into(), args.stream.clone().into());
         obj.insert("local_stream".into(), local.into());
         obj.insert("group".into(), args.group.to_string().into());
+        obj.insert("lost".into(), stats.lost().into());
         obj.insert(
             "counters".into(),
             counters_json(&ReceiverStats::NAMES, &stats.values()).into(),
@@ -469,18 +500,47 @@ pub fn run_recv(args: &RecvArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
 
 fn report_recv(s: &ReceiverStats) {
     eprintln!(
-        "mdbus recv: {} messages delivered, {} gaps ({} recovered, {} lost), {} duplicates, {} \
-         late-join messages, {} sessions, {} foreign-session and {} malformed packets",
+        "mdbus recv: {} messages delivered, {} gaps ({} recovered), {} lost ({} by the \
+         transport, {} dropped locally), {} duplicates, {} late-join messages, {} sessions, {} \
+         foreign-session and {} malformed packets",
         s.messages,
         s.gaps,
         s.recovered,
+        s.lost(),
         s.unrecoverable,
+        s.local_lost,
         s.duplicates,
         s.late_join_messages,
         s.sessions,
         s.foreign_session,
         s.malformed
     );
+    if s.implausible_jumps > 0 || s.forged_end_of_session > 0 || s.zero_sequence > 0 {
+        eprintln!(
+            "mdbus recv: implausible input ignored: {} jumps beyond --max-gap ({} later \
+             corroborated), {} ends of session below what was known, {} packets numbered 0, {} \
+             live-edge anchors replaced",
+            s.implausible_jumps,
+            s.jumps_corroborated,
+            s.forged_end_of_session,
+            s.zero_sequence,
+            s.anchors_replaced
+        );
+    }
+    if s.other_session > 0 || s.stale_session > 0 {
+        eprintln!(
+            "mdbus recv: {} packets of a newer session and {} of an older one ignored while \
+             following a live session",
+            s.other_session, s.stale_session
+        );
+    }
+    if s.local_lost > 0 {
+        eprintln!(
+            "mdbus recv: {} messages dropped on the full local ring, reported in {} gap notices \
+             ({} notices could not be published)",
+            s.local_lost, s.local_gap_notices, s.notices_unpublished
+        );
+    }
 }
 
 /// Runs `mdbus stat`.
@@ -492,6 +552,11 @@ pub fn run_stat(args: &StatArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
         }
         return Ok(());
     }
+    let stop = if args.watch.is_some() {
+        Some(stop_on_signals()?)
+    } else {
+        None
+    };
     let mut previous: Vec<CounterSnapshot> = Vec::new();
     loop {
         let (mut snaps, errors) = counters::list_counters(bus.root())?;
@@ -558,7 +623,14 @@ pub fn run_stat(args: &StatArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
             return Ok(());
         };
         previous = snaps;
-        std::thread::sleep(Duration::from_secs_f64(every.max(0.1)));
+        // In slices, so a signal ends the watch promptly.
+        let until = std::time::Instant::now() + Duration::from_secs_f64(every.max(0.1));
+        while std::time::Instant::now() < until {
+            if stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         if !args.json {
             writeln!(out)?;
         }

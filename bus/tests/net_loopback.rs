@@ -384,6 +384,8 @@ fn a_restarted_sender_is_a_new_session_and_a_new_local_epoch() {
     let server = SocketAddrV4::new(LO, first.request_addr().unwrap().port());
     let mut rc = receiver_cfg("rs", g, server);
     rc.exit_at_end_of_session = false;
+    // The new session is followed once the old one has been silent this long.
+    rc.session_timeout = Duration::from_millis(50);
     let mut receiver = Receiver::new(&bus_b, rc).unwrap();
     let mut sub = bus_b
         .subscriber("rs", &SubscribeOptions::default())
@@ -603,4 +605,220 @@ fn two_lines_fill_each_others_losses() {
     // Most packets arrive on both lines: the second copy is a duplicate.
     assert!(r.received.duplicates > 0, "{:?}", r.received);
     assert_eq!(r.received.unrecoverable, 0);
+}
+
+/// Sends `bytes` to the receiver's line A from another socket (a forger on this host).
+fn forge(receiver: &Receiver, bytes: &[u8]) {
+    let sock = UdpSocket::bind((LO, 0)).unwrap();
+    sock.send_to(bytes, receiver.line_a_addr().unwrap())
+        .unwrap();
+}
+
+#[test]
+fn a_forged_newer_session_does_not_take_over_a_live_one() {
+    let (_roots, bus_a, bus_b) = two_hosts();
+    let g = group();
+    let mut publisher = bus_a.publisher("fe", &StreamConfig::default()).unwrap();
+    let mut sender = Sender::new(&bus_a, sender_cfg("fe", g)).unwrap();
+    let server = SocketAddrV4::new(LO, sender.request_addr().unwrap().port());
+    let mut rc = receiver_cfg("fe", g, server);
+    rc.exit_at_end_of_session = false;
+    let mut receiver = Receiver::new(&bus_b, rc).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pump = |sender: &mut Sender, receiver: &mut Receiver, n: u64| {
+        while receiver.stats().messages < n {
+            assert!(Instant::now() < deadline, "{:?}", receiver.stats());
+            sender.poll_once().unwrap();
+            receiver.poll_once(&mut |_, _| {}).unwrap();
+        }
+    };
+    for i in 0..20 {
+        let (t, p) = message(i);
+        publisher.publish(t, &p).unwrap();
+    }
+    pump(&mut sender, &mut receiver, 20);
+    let real = sender.session();
+    // A newer epoch with the stream's tag: a data packet and a heartbeat far ahead.
+    let (tag, epoch) = mdbus_bus::net::wire::parse_session(real).unwrap();
+    let forged = mdbus_bus::net::wire::session_name(tag, epoch + 1000);
+    let mut buf = [0u8; 128];
+    let mut b = mdbus_codecs::moldudp64::PacketBuilder::new(&mut buf, forged, 1).unwrap();
+    b.push(b"\x07\0\0\0forged").unwrap();
+    let n = b.finish();
+    forge(&receiver, &buf[..n]);
+    let mut hb = [0u8; 20];
+    mdbus_codecs::moldudp64::encode_heartbeat(&mut hb, forged, 1_000).unwrap();
+    forge(&receiver, &hb);
+    while receiver.stats().other_session < 2 {
+        assert!(Instant::now() < deadline, "{:?}", receiver.stats());
+        sender.poll_once().unwrap();
+        receiver.poll_once(&mut |_, _| {}).unwrap();
+    }
+    for i in 20..40 {
+        let (t, p) = message(i);
+        publisher.publish(t, &p).unwrap();
+    }
+    pump(&mut sender, &mut receiver, 40);
+    let s = receiver.stats();
+    assert_eq!(receiver.session(), Some(real), "{s:?}");
+    assert_eq!(
+        (s.sessions, s.other_session, s.unrecoverable),
+        (1, 2, 0),
+        "{s:?}"
+    );
+    let mut sub = bus_b
+        .subscriber("fe", &SubscribeOptions::default())
+        .unwrap();
+    let mut got = Vec::new();
+    while sub
+        .poll(|m| got.push((m.msg_type(), m.payload().to_vec())))
+        .unwrap()
+    {}
+    let want: Vec<_> = (0..40).map(message).collect();
+    assert_eq!(got, want, "every real message, in one local epoch");
+}
+
+#[test]
+fn a_stopped_lossless_subscriber_gets_a_gap_notice_and_the_receiver_keeps_going() {
+    let (_roots, bus_a, bus_b) = two_hosts();
+    let g = group();
+    let mut publisher = bus_a.publisher("ll", &StreamConfig::default()).unwrap();
+    let mut sender = Sender::new(&bus_a, sender_cfg("ll", g)).unwrap();
+    let server = SocketAddrV4::new(LO, sender.request_addr().unwrap().port());
+    let mut rc = receiver_cfg("ll", g, server);
+    rc.ring = StreamConfig {
+        capacity: 4096,
+        max_msg_len: 512,
+        mode: mdbus_bus::Mode::Lossless,
+        ..StreamConfig::default()
+    };
+    let mut receiver = Receiver::new(&bus_b, rc).unwrap();
+    // Registered, so the ring waits for it; not read until the session is over.
+    let mut sub = bus_b
+        .subscriber("ll", &SubscribeOptions::default())
+        .unwrap();
+    const N: u64 = 300;
+    for i in 0..N {
+        let (t, p) = message(i);
+        publisher.publish(t, &p).unwrap();
+    }
+    drop(publisher);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Everything is received and handled while the subscriber reads nothing.
+    while receiver.stats().messages < N || receiver.stats().sessions_ended == 0 {
+        assert!(Instant::now() < deadline, "{:?}", receiver.stats());
+        sender.poll_once().unwrap();
+        receiver.poll_once(&mut |_, _| {}).unwrap();
+    }
+    let s = receiver.stats();
+    assert!(s.local_lost > 0, "the ring holds far fewer than {N}: {s:?}");
+    assert_eq!(s.lost(), s.local_lost, "{s:?}");
+    // Now the subscriber reads: the receiver publishes the notice and closes the stream.
+    let mut seen = Vec::new();
+    let mut gaps = Vec::new();
+    let mut closed = false;
+    while !closed {
+        assert!(Instant::now() < deadline, "{:?}", receiver.stats());
+        receiver.poll_once(&mut |_, _| {}).unwrap();
+        loop {
+            let r = sub.poll(|m| {
+                if m.msg_type() == ENVELOPE_MSG_TYPE {
+                    let env = mdbus_bus::schema::root_as_envelope(m.payload()).unwrap();
+                    let g = env.event_as_gap_notice().expect("only gap notices");
+                    assert_eq!((g.scope(), g.recoverable()), (GapScope::Transport, false));
+                    gaps.push((g.first_missing_seq(), g.count()));
+                } else {
+                    seen.push((m.msg_type(), m.payload().to_vec()));
+                }
+            });
+            match r {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(ReceiveError::Closed) => {
+                    closed = true;
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    let s = receiver.stats();
+    assert_eq!(s.local_gap_notices, gaps.len() as u64, "{s:?}");
+    assert_eq!(s.notices_unpublished, 0, "{s:?}");
+    assert_eq!(gaps.iter().map(|g| g.1).sum::<u64>(), s.local_lost, "{s:?}");
+    // Every message delivered or inside a notice, in order, exactly once.
+    let mut covered: Vec<u64> = Vec::new();
+    for (first, count) in &gaps {
+        covered.extend(first - 1..first - 1 + count);
+    }
+    assert_eq!(seen.len() as u64 + s.local_lost, N);
+    for (k, rec) in seen.iter().enumerate() {
+        let i = u64::from_le_bytes(rec.1[..8].try_into().unwrap());
+        assert_eq!(*rec, message(i), "record {k}");
+        covered.push(i);
+    }
+    covered.sort_unstable();
+    assert_eq!(covered, (0..N).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_forged_first_packet_far_ahead_makes_no_absurd_late_join() {
+    let (_roots, bus_a, bus_b) = two_hosts();
+    let g = group();
+    let mut publisher = bus_a.publisher("ff", &StreamConfig::default()).unwrap();
+    let mut sender = Sender::new(&bus_a, sender_cfg("ff", g)).unwrap();
+    for i in 0..100 {
+        let (t, p) = message(i);
+        publisher.publish(t, &p).unwrap();
+    }
+    while sender.stats().messages < 100 {
+        sender.poll_once().unwrap();
+    }
+    let server = SocketAddrV4::new(LO, sender.request_addr().unwrap().port());
+    let mut rc = receiver_cfg("ff", g, server);
+    // The sequencer holds a live-edge join's first packet this long for the stream to
+    // confirm or contradict it (the sender's heartbeats come every 20 ms).
+    rc.sequencer.nak_delay = Duration::from_millis(500);
+    let mut receiver = Receiver::new(&bus_b, rc).unwrap();
+    let mut sub = bus_b
+        .subscriber("ff", &SubscribeOptions::default())
+        .unwrap();
+    // The first packet the late receiver sees is forged, numbered far ahead.
+    let mut buf = [0u8; 128];
+    let mut b =
+        mdbus_codecs::moldudp64::PacketBuilder::new(&mut buf, sender.session(), 1 << 40).unwrap();
+    b.push(b"\x07\0\0\0forged").unwrap();
+    let n = b.finish();
+    forge(&receiver, &buf[..n]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while receiver.stats().packets == 0 {
+        assert!(Instant::now() < deadline);
+        receiver.poll_once(&mut |_, _| {}).unwrap();
+    }
+    for i in 100..110 {
+        let (t, p) = message(i);
+        publisher.publish(t, &p).unwrap();
+    }
+    while receiver.stats().messages < 10 {
+        assert!(Instant::now() < deadline, "{:?}", receiver.stats());
+        sender.poll_once().unwrap();
+        receiver.poll_once(&mut |_, _| {}).unwrap();
+    }
+    let s = receiver.stats();
+    assert_eq!((s.late_joins, s.late_join_messages), (1, 100), "{s:?}");
+    assert_eq!(s.anchors_replaced, 1, "{s:?}");
+    let mut got = Vec::new();
+    while sub
+        .poll(|m| got.push((m.msg_type(), m.payload().to_vec())))
+        .unwrap()
+    {}
+    let env = mdbus_bus::schema::root_as_envelope(&got[0].1).unwrap();
+    let g = env.event_as_gap_notice().expect("a gap notice first");
+    assert_eq!((g.first_missing_seq(), g.count()), (1, 100));
+    let real: Vec<_> = (100..110).map(message).collect();
+    assert_eq!(
+        &got[1..],
+        &real[..],
+        "then the real messages, nothing forged"
+    );
 }

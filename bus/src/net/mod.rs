@@ -12,14 +12,21 @@
 //!   the network) and multicasts its records in MoldUDP64 packets ([`wire`]): batched up to
 //!   a datagram size, flushed as soon as the ring is drained (or after a flush deadline),
 //!   heartbeats when idle, end of session on a clean stop. It keeps a bounded
-//!   retransmission store and answers re-requests on a unicast port, rate limited per source;
-//!   a request for messages no longer held gets a "not available" answer.
+//!   retransmission store and answers re-requests on a unicast port, rate limited per host
+//!   (whatever its source ports) and in total; a request for messages no longer held gets a
+//!   "not available" answer. A publisher that dies without closing the stream ends the
+//!   session too: what it committed is sent, then a gap notice, then the end of session.
 //! * [`Receiver`] joins the group (any-source or source-specific, optionally a second line
 //!   for A/B arbitration), detects gaps, duplicates and reordering with the sans-IO
 //!   [`Sequencer`](mdbus_codecs::sequencer::Sequencer), re-requests what is missing, and
 //!   publishes in order into a local stream, so strategies there read it exactly as they
 //!   would locally. What cannot be recovered becomes a gap notice
-//!   ([`GapScope::Transport`](crate::schema::GapScope)) at its place in the stream.
+//!   ([`GapScope::Transport`](crate::schema::GapScope)) at its place in the stream, and so
+//!   does what a full lossless local ring could not take (the loop waits for it briefly,
+//!   never for long). It follows one session at a time: another session of the stream is
+//!   followed only once the current one ended or went silent (or at once, for a newer one,
+//!   when configured so), and sequence numbers that jump implausibly far are held off by the
+//!   sequencer until corroborated.
 //! * Records the sender itself could not read (its ring overran it) travel as a gap notice
 //!   with [`GapScope::Stream`](crate::schema::GapScope), so receivers learn of that loss too.
 //!

@@ -75,16 +75,32 @@ pub struct ReceiverConfig {
     pub exit_at_end_of_session: bool,
     /// Publish counters for `mdbus stat` under the bus root.
     pub counters: bool,
-    /// How long a publish into a full lossless local ring is retried before the message is
-    /// counted as lost locally.
+    /// How long a full lossless local ring is waited for, once per stall: when it is still
+    /// full after this, what arrives is dropped at once (no more waiting) until it has room
+    /// again, and the dropped messages are reported by one gap notice published before the
+    /// next record. Every wait blocks the receive loop, so keep it short.
     pub stall_timeout: Duration,
+    /// How long the end of a session waits for room in a full lossless local ring for the
+    /// gap notice of the messages dropped there, before the local stream is closed without
+    /// it (the loop keeps running meanwhile).
+    pub end_wait: Duration,
+    /// A packet of another session of the stream is followed only when the current session
+    /// ended (and the other one is newer) or has been silent this long; until then such
+    /// packets are counted (`other_session`) and ignored, so a forged packet cannot take the
+    /// receiver away from a live session.
+    pub session_timeout: Duration,
+    /// Follow a newer session of the stream as soon as one of its packets arrives (a sender
+    /// restarted on purpose), even while the current one is live.
+    pub follow_newer: bool,
 }
 
 impl ReceiverConfig {
     /// Defaults for receiving `stream` from `group` into a local stream of the same name:
     /// any-source join on the default interface, an 8 MiB receive buffer, re-requests to the
     /// sender's host on the group's port + 1, the default sequencer (live-edge join), busy
-    /// polling, no exit at the end of a session, counters on.
+    /// polling, no exit at the end of a session, counters on; a full lossless local ring is
+    /// waited for 100 ms per stall (and 10 s for the last gap notice at the end); another
+    /// session is followed after 2 s of silence of the current one.
     pub fn new(stream: &str, group: SocketAddrV4) -> Self {
         ReceiverConfig {
             stream: stream.to_owned(),
@@ -103,7 +119,10 @@ impl ReceiverConfig {
             fault: FaultConfig::default(),
             exit_at_end_of_session: false,
             counters: true,
-            stall_timeout: Duration::from_secs(5),
+            stall_timeout: Duration::from_millis(100),
+            end_wait: Duration::from_secs(10),
+            session_timeout: Duration::from_secs(2),
+            follow_newer: false,
         }
     }
 }
@@ -158,8 +177,9 @@ pub struct ReceiverStats {
     pub abandoned: u64,
     /// Publishes retried because the lossless local ring was full.
     pub backpressure_waits: u64,
-    /// Messages that could not be published locally (the ring stayed full past the stall
-    /// timeout, or the message is larger than the local ring takes).
+    /// Messages that could not be published locally (the lossless ring stayed full past the
+    /// stall timeout, or the message is larger than the local ring takes); each run of them
+    /// is reported by a gap notice on the local stream.
     pub local_lost: u64,
     /// `recv` errors other than "nothing waiting".
     pub recv_errors: u64,
@@ -167,11 +187,31 @@ pub struct ReceiverStats {
     pub request_errors: u64,
     /// Datagrams dropped by the fault injector.
     pub fault_dropped: u64,
+    /// Packets of another session of the stream ignored because the followed one is live
+    /// (see [`ReceiverConfig::session_timeout`]).
+    pub other_session: u64,
+    /// Gap notices published for messages dropped locally (`local_lost`).
+    pub local_gap_notices: u64,
+    /// Gap notices for messages dropped locally that could not be published before the local
+    /// stream closed (the ring stayed full): their messages are only in `local_lost`.
+    pub notices_unpublished: u64,
+    /// Packets reaching implausibly far (more than the sequencer's `max_gap`) beyond the
+    /// highest sequence number known, held off until corroborated.
+    pub implausible_jumps: u64,
+    /// Such jumps that later packets corroborated (then acted on like any gap).
+    pub jumps_corroborated: u64,
+    /// End-of-session packets below what was already known, ignored.
+    pub forged_end_of_session: u64,
+    /// First packets of a live-edge join replaced by a packet far from them before anything
+    /// was delivered.
+    pub anchors_replaced: u64,
+    /// Packets with sequence number 0 (no MoldUDP64 packet carries it), ignored.
+    pub zero_sequence: u64,
 }
 
 impl ReceiverStats {
     /// Counter names, in the order of [`values`](Self::values).
-    pub const NAMES: [&'static str; 27] = [
+    pub const NAMES: [&'static str; 35] = [
         "packets",
         "bytes",
         "packets_b",
@@ -199,10 +239,18 @@ impl ReceiverStats {
         "recv_errors",
         "request_errors",
         "fault_dropped",
+        "other_session",
+        "local_gap_notices",
+        "notices_unpublished",
+        "implausible_jumps",
+        "jumps_corroborated",
+        "forged_end_of_session",
+        "anchors_replaced",
+        "zero_sequence",
     ];
 
     /// The counters as one array, in the order of [`NAMES`](Self::NAMES).
-    pub fn values(&self) -> [u64; 27] {
+    pub fn values(&self) -> [u64; 35] {
         [
             self.packets,
             self.bytes,
@@ -231,7 +279,20 @@ impl ReceiverStats {
             self.recv_errors,
             self.request_errors,
             self.fault_dropped,
+            self.other_session,
+            self.local_gap_notices,
+            self.notices_unpublished,
+            self.implausible_jumps,
+            self.jumps_corroborated,
+            self.forged_end_of_session,
+            self.anchors_replaced,
+            self.zero_sequence,
         ]
+    }
+
+    /// Messages lost for good: given up by the transport, or dropped locally.
+    pub fn lost(&self) -> u64 {
+        self.unrecoverable.saturating_add(self.local_lost)
     }
 
     /// Adds the sequencer's counters of one session.
@@ -244,6 +305,29 @@ impl ReceiverStats {
         self.malformed += s.malformed;
         self.heartbeats += s.heartbeats;
         self.foreign_session += s.foreign_session;
+        self.implausible_jumps += s.implausible_jumps;
+        self.jumps_corroborated += s.jumps_corroborated;
+        self.forged_end_of_session += s.forged_end_of_session;
+        self.anchors_replaced += s.anchors_replaced;
+        self.zero_sequence += s.zero_sequence;
+    }
+
+    /// Adds the sequencer's counters of earlier sessions, as summed by
+    /// [`add_sequencer`](Self::add_sequencer).
+    fn add_sequencer_part(&mut self, d: &ReceiverStats) {
+        self.gaps += d.gaps;
+        self.recovered += d.recovered;
+        self.unrecoverable += d.unrecoverable;
+        self.duplicates += d.duplicates;
+        self.out_of_order += d.out_of_order;
+        self.malformed += d.malformed;
+        self.heartbeats += d.heartbeats;
+        self.foreign_session += d.foreign_session;
+        self.implausible_jumps += d.implausible_jumps;
+        self.jumps_corroborated += d.jumps_corroborated;
+        self.forged_end_of_session += d.forged_end_of_session;
+        self.anchors_replaced += d.anchors_replaced;
+        self.zero_sequence += d.zero_sequence;
     }
 }
 
@@ -267,9 +351,11 @@ struct Current {
     /// Where re-requests for this session go.
     server: Option<SocketAddr>,
     ended: bool,
-    /// Joined at the live edge (a running session): the messages before the first packet
-    /// seen are reported, not requested.
+    /// Joined at the live edge (a running session): the messages before the first one
+    /// delivered are reported, not requested.
     live_edge: bool,
+    /// When the last line packet of the session arrived (mono ns).
+    last_seen: u64,
 }
 
 /// The local side: the publisher and what it reports to.
@@ -285,45 +371,127 @@ struct Local {
     clock: Mono,
     /// The previous sessions' sequencer counters, summed.
     done: ReceiverStats,
+    /// Transport sequence numbers `(first, count)` dropped locally whose gap notice is not
+    /// published yet: it goes out before any other record.
+    pending: Option<(u64, u64)>,
+    /// The lossless ring refused a record and its wait was spent: records are dropped at
+    /// once until one is taken again.
+    stalled: bool,
+    /// Whether the next record published is the session's first delivery (a live-edge join
+    /// reports what came before it).
+    first_delivery: bool,
+    /// The session ended at this time (mono ns); the local stream closes once the pending
+    /// gap notice is out.
+    closing_since: Option<u64>,
 }
 
 impl Local {
-    /// Publishes one record; retries while a lossless ring is full (up to the stall
-    /// timeout). Returns whether it was published.
+    /// Publishes the record for transport sequence numbers `seq .. seq + span` (a message,
+    /// or a gap notice of `span`). A record the local ring does not take is dropped: its
+    /// numbers join the pending local gap notice, which is published first, before any later
+    /// record. Returns whether it was published.
     fn publish(
         &mut self,
+        seq: u64,
+        span: u64,
         msg_type: u32,
         payload: &[u8],
         observe: &mut dyn FnMut(u32, &[u8]),
     ) -> bool {
+        if self.pending.is_some() && !self.flush_pending(observe) {
+            self.drop_range(seq, span);
+            return false;
+        }
+        if self.put(msg_type, payload, observe) {
+            return true;
+        }
+        self.drop_range(seq, span);
+        false
+    }
+
+    /// Publishes one record: retried while a lossless ring is full, for up to the stall
+    /// timeout once per stall, then (stalled) one try only until a record is taken again.
+    fn put(&mut self, msg_type: u32, payload: &[u8], observe: &mut dyn FnMut(u32, &[u8])) -> bool {
         let Some(p) = self.publisher.as_mut() else {
-            self.stats.local_lost += 1;
             return false;
         };
         let mut since = 0u64;
         loop {
             match p.publish(msg_type, payload) {
                 Ok(_) => {
+                    self.stalled = false;
                     self.stats.published += 1;
                     observe(msg_type, payload);
                     return true;
                 }
                 Err(PublishError::BackPressured) => {
                     self.stats.backpressure_waits += 1;
+                    if self.stalled {
+                        return false;
+                    }
                     let now = self.clock.now();
                     if since == 0 {
                         since = now;
-                    } else if now - since >= self.stall_ns {
-                        self.stats.local_lost += 1;
+                    } else if now.saturating_sub(since) >= self.stall_ns {
+                        self.stalled = true;
                         return false;
                     }
                     std::thread::yield_now();
                 }
-                Err(PublishError::TooLarge { .. }) => {
-                    self.stats.local_lost += 1;
-                    return false;
-                }
+                Err(PublishError::TooLarge { .. }) => return false,
             }
+        }
+    }
+
+    /// Adds `seq .. seq + span` to the pending local gap notice.
+    #[cold]
+    fn drop_range(&mut self, seq: u64, span: u64) {
+        let end = seq.saturating_add(span);
+        self.pending = Some(match self.pending {
+            None => (seq, span),
+            // Records are published in sequence order, so the ranges follow each other.
+            Some((first, count)) => {
+                let first = first.min(seq);
+                let end = end.max(first.saturating_add(count));
+                (first, end - first)
+            }
+        });
+    }
+
+    /// Publishes the pending local gap notice if the ring takes it; whether none is left.
+    #[cold]
+    fn flush_pending(&mut self, observe: &mut dyn FnMut(u32, &[u8])) -> bool {
+        let Some((first, count)) = self.pending else {
+            return true;
+        };
+        let mut buf = [0u8; NOTICE_MAX];
+        let n = encode_gap_notice(&mut self.enc, &mut buf, first, count, GapScope::Transport);
+        if !self.put(ENVELOPE_MSG_TYPE, &buf[..n], observe) {
+            return false;
+        }
+        self.pending = None;
+        self.stats.local_gap_notices += 1;
+        true
+    }
+
+    /// Gives up the pending local gap notice (the local stream is being closed).
+    fn abandon_pending(&mut self) {
+        if self.pending.take().is_some() {
+            self.stats.notices_unpublished += 1;
+        }
+    }
+
+    /// Publishes message `seq`; counts it as lost locally if it was dropped.
+    #[inline]
+    fn message(
+        &mut self,
+        seq: u64,
+        msg_type: u32,
+        payload: &[u8],
+        observe: &mut dyn FnMut(u32, &[u8]),
+    ) {
+        if !self.publish(seq, 1, msg_type, payload, observe) {
+            self.stats.local_lost += 1;
         }
     }
 
@@ -331,12 +499,17 @@ impl Local {
     fn gap(&mut self, first: u64, count: u64, observe: &mut dyn FnMut(u32, &[u8])) {
         let mut buf = [0u8; NOTICE_MAX];
         let n = encode_gap_notice(&mut self.enc, &mut buf, first, count, GapScope::Transport);
-        self.publish(ENVELOPE_MSG_TYPE, &buf[..n], observe);
+        self.publish(first, count, ENVELOPE_MSG_TYPE, &buf[..n], observe);
     }
 
     /// A new local stream (a new epoch) for a new session, unless the current one has not
-    /// been used yet.
-    fn fresh_publisher(&mut self) -> Result<(), NetError> {
+    /// been used yet. A local gap notice still pending is tried once more, then given up.
+    fn fresh_publisher(&mut self, observe: &mut dyn FnMut(u32, &[u8])) -> Result<(), NetError> {
+        if !self.flush_pending(observe) {
+            self.abandon_pending();
+        }
+        self.stalled = false;
+        self.closing_since = None;
         let used = self.publisher.as_ref().is_none_or(|p| p.next_seq() > 0);
         if used {
             // Close the old stream first: a live publisher holds the segment.
@@ -351,16 +524,34 @@ impl Local {
 struct Sink<'a> {
     local: &'a mut Local,
     observe: &'a mut dyn FnMut(u32, &[u8]),
+    /// Whether the session was joined at the live edge.
+    live_edge: bool,
+}
+
+impl Sink<'_> {
+    /// Before the session's first delivery, at `seq`: a live-edge join says in the stream
+    /// what came before it. The sequencer decides where it starts (a forged far-ahead first
+    /// packet is its to judge), so the notice follows what it delivers, not the first packet.
+    #[cold]
+    fn first_delivery(&mut self, seq: u64) {
+        self.local.first_delivery = false;
+        if self.live_edge && seq > 1 {
+            self.local.stats.late_joins += 1;
+            self.local.stats.late_join_messages += seq - 1;
+            self.local.gap(1, seq - 1, self.observe);
+        }
+    }
 }
 
 impl Deliver for Sink<'_> {
     #[inline]
     fn message(&mut self, seq: u64, msg: &[u8]) {
+        if self.local.first_delivery {
+            self.first_delivery(seq);
+        }
         self.local.stats.messages += 1;
         match wire::read_message(msg) {
-            Some((t, payload)) => {
-                self.local.publish(t, payload, self.observe);
-            }
+            Some((t, payload)) => self.local.message(seq, t, payload, self.observe),
             None => {
                 // Not a bus record: reported in its place, like a lost one.
                 self.local.stats.malformed += 1;
@@ -370,6 +561,9 @@ impl Deliver for Sink<'_> {
     }
 
     fn gap(&mut self, first: u64, count: u64) {
+        if self.local.first_delivery {
+            self.first_delivery(first);
+        }
         self.local.gap(first, count, self.observe);
     }
 }
@@ -467,6 +661,10 @@ impl Receiver {
                 stall_ns: super::nanos(cfg.stall_timeout),
                 clock: Mono::new(),
                 done: ReceiverStats::default(),
+                pending: None,
+                stalled: false,
+                first_delivery: true,
+                closing_since: None,
             },
             fault,
             buf: vec![0; MAX_DATAGRAM].into_boxed_slice(),
@@ -504,15 +702,7 @@ impl Receiver {
     /// The counters so far, summed over sessions.
     pub fn stats(&self) -> ReceiverStats {
         let mut s = self.local.stats;
-        let d = &self.local.done;
-        s.gaps += d.gaps;
-        s.recovered += d.recovered;
-        s.unrecoverable += d.unrecoverable;
-        s.duplicates += d.duplicates;
-        s.out_of_order += d.out_of_order;
-        s.malformed += d.malformed;
-        s.heartbeats += d.heartbeats;
-        s.foreign_session += d.foreign_session;
+        s.add_sequencer_part(&self.local.done);
         if let Some(c) = &self.cur {
             s.add_sequencer(&c.seq.stats());
         }
@@ -589,7 +779,7 @@ impl Receiver {
         }
         let now = self.local.clock.now();
         self.timers(now, observe);
-        progress.ended = self.events(observe);
+        progress.ended = self.events(now, observe);
         if progress.packets == 0 {
             if let Some(f) = &mut self.fault
                 && f.held() > 0
@@ -611,11 +801,17 @@ impl Receiver {
                 }
                 result?;
             }
+            if self.local.pending.is_some() {
+                // Room again (a subscriber caught up): the notice goes out now, not only
+                // in front of the next message.
+                self.local.flush_pending(observe);
+            }
             if let Some(p) = &self.local.publisher {
                 p.heartbeat();
             }
-            self.publish_counters(now, false);
         }
+        // Also under a stream of packets: the counters never freeze while the loop runs.
+        self.publish_counters(now, false);
         Ok(progress)
     }
 
@@ -637,6 +833,7 @@ impl Receiver {
             ..
         } = self;
         let ctx = PacketCtx {
+            session_timeout_ns: super::nanos(cfg.session_timeout),
             cfg,
             tag: *tag,
             started: *started,
@@ -660,6 +857,7 @@ impl Receiver {
             Sink {
                 local: &mut self.local,
                 observe,
+                live_edge: cur.live_edge,
             },
         );
         while let Some(r) = cur.seq.poll_request(now) {
@@ -680,25 +878,49 @@ impl Receiver {
         }
     }
 
-    /// Handles the sequencer's events; returns whether the session ended.
-    fn events(&mut self, observe: &mut dyn FnMut(u32, &[u8])) -> bool {
-        let _ = observe;
+    /// Handles the sequencer's events; returns whether the session ended (its local stream
+    /// closed).
+    fn events(&mut self, now: u64, observe: &mut dyn FnMut(u32, &[u8])) -> bool {
         let Some(cur) = self.cur.as_mut() else {
             return false;
         };
-        let mut ended = false;
         while let Some(e) = cur.seq.poll_event() {
-            if let Event::EndOfSession { .. } = e
+            if let Event::EndOfSession { next_seq } = e
                 && !cur.ended
             {
                 cur.ended = true;
-                ended = true;
                 self.local.stats.sessions_ended += 1;
-                // The local stream ends as the sender's did: subscribers see it closed.
-                self.local.publisher = None;
+                if self.local.first_delivery {
+                    // Nothing delivered: a live-edge join still says what it did not get.
+                    Sink {
+                        local: &mut self.local,
+                        observe,
+                        live_edge: cur.live_edge,
+                    }
+                    .first_delivery(next_seq);
+                }
+                self.local.closing_since = Some(now);
             }
         }
-        ended
+        self.close_if_ready(now, observe)
+    }
+
+    /// After the end of the session: closes the local stream (subscribers see it closed, as
+    /// the sender's was) once a pending local gap notice is published, or the end wait is
+    /// over. Returns whether it closed it now.
+    fn close_if_ready(&mut self, now: u64, observe: &mut dyn FnMut(u32, &[u8])) -> bool {
+        let Some(since) = self.local.closing_since else {
+            return false;
+        };
+        if !self.local.flush_pending(observe) {
+            if now.saturating_sub(since) < super::nanos(self.cfg.end_wait) {
+                return false;
+            }
+            self.local.abandon_pending();
+        }
+        self.local.closing_since = None;
+        self.local.publisher = None;
+        true
     }
 
     fn publish_counters(&mut self, now: u64, force: bool) {
@@ -734,6 +956,9 @@ impl Receiver {
                 idle.wait();
             }
         }
+        // A last try for a pending local gap notice (one try: the ring may stay full).
+        self.local.stalled = true;
+        self.local.flush_pending(observe);
         Ok(self.finish())
     }
 
@@ -745,6 +970,7 @@ impl Receiver {
     /// Final counters; marks the counters file finished. The local stream stays open until
     /// the receiver is dropped.
     pub fn finish(&mut self) -> ReceiverStats {
+        self.local.abandon_pending();
         let s = self.stats();
         if let Some(c) = &self.counters {
             c.publish(&s.values());
@@ -772,6 +998,7 @@ fn send_request(
 /// What handling one datagram needs, borrowed from the receiver.
 struct PacketCtx<'a> {
     cfg: &'a ReceiverConfig,
+    session_timeout_ns: u64,
     tag: [u8; wire::TAG_LEN],
     started: u64,
     cur: &'a mut Option<Current>,
@@ -810,35 +1037,44 @@ impl PacketCtx<'_> {
                 return Ok(());
             }
         };
-        match self.cur.as_ref().map(|c| c.epoch) {
-            Some(e) if epoch < e => {
-                self.local.stats.stale_session += 1;
-                return Ok(());
-            }
-            Some(e) if epoch == e => {}
+        match self.cur.as_ref().map(|c| (c.epoch, c.ended, c.last_seen)) {
+            Some((e, ..)) if epoch == e => {}
             _ if line == Line::Recovery => {
-                // An answer for a session this receiver does not follow (yet).
+                // An answer for a session this receiver does not follow.
                 self.local.stats.stale_session += 1;
                 return Ok(());
             }
-            _ => self.start_session(session, epoch, from)?,
+            None => self.start_session(now, session, epoch, from)?,
+            Some((e, ended, last_seen)) => {
+                // Another session of the stream. Followed only when the current one ended
+                // (and this one is newer), or went silent, or on the operator's say-so for a
+                // newer one: a forged packet must not take the receiver off a live session.
+                let newer = epoch > e;
+                let silent = now.saturating_sub(last_seen) >= self.session_timeout_ns;
+                if (newer && (ended || self.cfg.follow_newer)) || (silent && !ended) {
+                    self.start_session(now, session, epoch, from)?;
+                } else {
+                    if newer {
+                        self.local.stats.other_session += 1;
+                    } else {
+                        self.local.stats.stale_session += 1;
+                    }
+                    return Ok(());
+                }
+            }
         }
         let Some(cur) = self.cur.as_mut() else {
             return Ok(());
         };
+        if line != Line::Recovery {
+            cur.last_seen = now;
+        }
         if !cur.started && line != Line::Recovery {
             cur.started = true;
             if cur.server.is_none()
                 && let RequestServer::SourcePort(port) = self.cfg.request_server
             {
                 cur.server = Some(SocketAddr::V4(SocketAddrV4::new(*from.ip(), port)));
-            }
-            let seq = u64::from_be_bytes(bytes[10..18].try_into().unwrap_or_default());
-            if cur.live_edge && seq > 1 {
-                // Joined a running session: say so in the stream, at its start.
-                self.local.stats.late_joins += 1;
-                self.local.stats.late_join_messages += seq - 1;
-                self.local.gap(1, seq - 1, self.observe);
             }
         }
         if line == Line::Recovery && cur.server.is_some_and(|s| s != SocketAddr::V4(from)) {
@@ -852,6 +1088,7 @@ impl PacketCtx<'_> {
             Sink {
                 local: self.local,
                 observe: self.observe,
+                live_edge: cur.live_edge,
             },
         );
         Ok(())
@@ -861,6 +1098,7 @@ impl PacketCtx<'_> {
     /// local stream, a new sequencer.
     fn start_session(
         &mut self,
+        now: u64,
         session: Session,
         epoch: u64,
         from: SocketAddrV4,
@@ -891,7 +1129,8 @@ impl PacketCtx<'_> {
         } else {
             LateJoin::FromSequence(1)
         };
-        self.local.fresh_publisher()?;
+        self.local.fresh_publisher(self.observe)?;
+        self.local.first_delivery = true;
         let seq = Sequencer::new(SequencerConfig {
             session: Some(session),
             late_join,
@@ -919,6 +1158,7 @@ impl PacketCtx<'_> {
             server,
             ended: false,
             live_edge,
+            last_seen: now,
         });
         Ok(())
     }

@@ -17,8 +17,8 @@ use super::wire::{self, TYPE_LEN};
 use super::{Idle, Mono, NOTICE_MAX, NetError, encode_gap_notice, nanos};
 use crate::schema::{Encoder, GapScope};
 use crate::{
-    Bus, BusError, ENVELOPE_MSG_TYPE, Message, ReceiveError, Resync, StartAt, SubscribeOptions,
-    Subscriber, Trust,
+    Bus, BusError, ENVELOPE_MSG_TYPE, Message, ProducerStatus, ReceiveError, Resync, StartAt,
+    SubscribeOptions, Subscriber, Trust,
 };
 
 /// Configuration of a [`Sender`].
@@ -49,9 +49,10 @@ pub struct SenderConfig {
     pub store_messages: usize,
     /// Message bytes the retransmission store holds.
     pub store_bytes: usize,
-    /// Messages per second answered to each requesting source (0: no limit).
+    /// Messages per second answered to each requesting host, whatever its source ports (0:
+    /// no limit); all hosts together get a few times this.
     pub reply_rate: u64,
-    /// Messages a source may be answered at once (the token bucket).
+    /// Messages a host may be answered at once (the token bucket).
     pub reply_burst: u64,
     /// Most messages answered per request.
     pub max_reply_messages: u16,
@@ -77,7 +78,7 @@ impl SenderConfig {
     /// Defaults for sending `stream` to `group`: the kernel's interface, TTL 1, loopback on,
     /// 1,400-byte datagrams, no flush deadline, heartbeats every 100 ms, a store of 1 Mi
     /// messages or 64 MiB, replies of at most 1,024 messages and 100,000 messages/s per
-    /// source, the retransmission server on the group's port + 1, starting at the live edge,
+    /// host, the retransmission server on the group's port + 1, starting at the live edge,
     /// busy polling, a 1 s linger, exit when the stream closes, counters on.
     pub fn new(stream: &str, group: SocketAddrV4) -> Self {
         SenderConfig {
@@ -136,7 +137,7 @@ pub struct SenderStats {
     pub retransmit_messages: u64,
     /// Requests (partly) for messages no longer held, answered "not available".
     pub not_available: u64,
-    /// Requests refused because their source had used up its rate.
+    /// Requests refused because their host (or all hosts together) had used up the rate.
     pub rate_limited: u64,
     /// Requests that were malformed or for another session.
     pub bad_requests: u64,
@@ -149,11 +150,16 @@ pub struct SenderStats {
     pub send_errors: u64,
     /// Messages dropped by line A's fault injector (first transmission only).
     pub fault_dropped: u64,
+    /// Sessions ended because the stream's publisher died without closing the stream (each
+    /// with a gap notice, then the end of the session).
+    pub publisher_died: u64,
+    /// Requests from hosts beyond the rate limiter's table (they share one bucket).
+    pub untracked_sources: u64,
 }
 
 impl SenderStats {
     /// Counter names, in the order of [`values`](Self::values).
-    pub const NAMES: [&'static str; 16] = [
+    pub const NAMES: [&'static str; 18] = [
         "sessions",
         "messages",
         "packets",
@@ -170,10 +176,12 @@ impl SenderStats {
         "oversize",
         "send_errors",
         "fault_dropped",
+        "publisher_died",
+        "untracked_sources",
     ];
 
     /// The counters as one array, in the order of [`NAMES`](Self::NAMES).
-    pub fn values(&self) -> [u64; 16] {
+    pub fn values(&self) -> [u64; 18] {
         [
             self.sessions,
             self.messages,
@@ -191,6 +199,8 @@ impl SenderStats {
             self.oversize,
             self.send_errors,
             self.fault_dropped,
+            self.publisher_died,
+            self.untracked_sources,
         ]
     }
 }
@@ -206,6 +216,10 @@ const SERVE_EVERY_NS: u64 = 20_000;
 
 /// Held fault-injector packets are released after this long without traffic.
 const FAULT_FLUSH_NS: u64 = 1_000_000;
+
+/// While the stream is quiet, the publisher's liveness is checked at most this often (it
+/// costs system calls).
+const LIVENESS_EVERY_NS: u64 = 50_000_000;
 
 /// One line: its socket and fault injector.
 #[derive(Debug)]
@@ -396,6 +410,7 @@ pub struct Sender {
     last_serve: u64,
     last_counters: u64,
     last_eos: u64,
+    last_liveness: u64,
     counters: Option<CounterFile>,
     warnings: Vec<String>,
 }
@@ -499,6 +514,7 @@ impl Sender {
             last_serve: 0,
             last_counters: 0,
             last_eos: 0,
+            last_liveness: 0,
             counters,
             warnings,
             cfg,
@@ -632,6 +648,10 @@ impl Sender {
             if now.saturating_sub(self.out.last_send) >= FAULT_FLUSH_NS {
                 self.out.flush_faults();
             }
+            if now.saturating_sub(self.last_liveness) >= LIVENESS_EVERY_NS {
+                self.last_liveness = now;
+                self.check_publisher(now)?;
+            }
             self.publish_counters(now, false);
         } else {
             if self.out.count > 0 && now.saturating_sub(self.out.opened_at) >= flush_deadline {
@@ -719,6 +739,37 @@ impl Sender {
         Ok(n)
     }
 
+    /// Ends the session if the stream's publisher died without closing it (its process is
+    /// gone; a stopped or merely quiet one is alive): sends what it committed, then a gap
+    /// notice with [`GapScope::Stream`] from the next record's sequence number and a count of
+    /// 0 (the publisher may have had a record under way; how many it never finished is
+    /// unknown), then the end of the session, so receivers end theirs too.
+    fn check_publisher(&mut self, now: u64) -> Result<(), NetError> {
+        let dead = self.sub.as_ref().is_some_and(|sub| {
+            matches!(
+                sub.producer_status(Duration::MAX),
+                ProducerStatus::Dead { .. }
+            )
+        });
+        if !dead {
+            return Ok(());
+        }
+        // What it committed before it died, to the last record.
+        while self.phase == Phase::Live && self.read_stream(now)? > 0 {}
+        if self.phase != Phase::Live {
+            // It closed (or was replaced) after all.
+            return Ok(());
+        }
+        let next = self.sub.as_ref().map_or(0, Subscriber::next_seq);
+        self.out.notice(now, next, 0);
+        self.out.stats.publisher_died += 1;
+        self.end_session(now);
+        self.phase = Phase::Ended {
+            until: now.saturating_add(nanos(self.cfg.linger)),
+        };
+        Ok(())
+    }
+
     /// Answers the re-requests waiting on the server socket; returns how many.
     fn serve(&mut self, now: u64) -> usize {
         self.last_serve = now;
@@ -756,7 +807,9 @@ impl Sender {
                 Err(RequestError::RateLimited) => {}
                 Err(_) => stats.bad_requests += 1,
             }
-            stats.rate_limited = store.stats().rate_limited;
+            let st = store.stats();
+            stats.rate_limited = st.rate_limited;
+            stats.untracked_sources = st.untracked_sources;
         }
         handled
     }
