@@ -18,8 +18,8 @@ use mdbus_feed_handlers::record::{
     RecordError, RecordOptions, RecordStats, RecordWriter, StopReason, record_stream,
 };
 use mdbus_feed_handlers::replay::{
-    ReplayError, ReplayOptions, ReplayReport, Replayer, Source, Speed, Stamp, TimeOfDay,
-    replay_book_config, replay_ring,
+    REPLAY_MAX_GAP, ReplayError, ReplayOptions, ReplayReport, Replayer, Source, Speed, Stamp,
+    TimeOfDay, replay_book_config, replay_ring,
 };
 
 use crate::pinning::{LayoutArg, Pinning, ThreadRole};
@@ -50,6 +50,11 @@ pub struct ReplayArgs {
     /// pcap/pcapng: only datagrams sent to this UDP port.
     #[arg(long)]
     pub port: Option<u16>,
+    /// pcap/pcapng: the widest jump of MoldUDP64 sequence numbers taken as a gap; a packet
+    /// reaching further is held off until another packet near it corroborates it, and
+    /// counted.
+    #[arg(long, default_value_t = REPLAY_MAX_GAP, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_gap: u64,
     /// The stream to publish on; the book service adds `<feed>.book` and `<feed>.trades`.
     #[arg(long, default_value = "itch")]
     pub feed: String,
@@ -282,6 +287,7 @@ pub fn run_replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<(), CmdError
         symbols: args.symbols.clone(),
         group: args.group,
         port: args.port,
+        max_gap: args.max_gap,
         stamp: if args.capture_time {
             Stamp::Source
         } else {
@@ -477,6 +483,10 @@ fn not_replayed(r: &ReplayReport) -> Option<String> {
         ),
         (r.foreign_session_messages, "messages of other sessions"),
         (zero_dropped, "messages in packets numbered 0"),
+        (
+            r.implausible_messages,
+            "messages in packets beyond --max-gap",
+        ),
         (
             r.sequenced_messages_skipped,
             "sequenced messages in a sanitized capture",

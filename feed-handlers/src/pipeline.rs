@@ -406,7 +406,7 @@ impl FeedPipeline {
     ) -> Result<(), PipelineError> {
         self.stats.gap_notices += 1;
         if !recoverable {
-            self.stats.lost += count;
+            self.stats.lost = self.stats.lost.saturating_add(count);
         }
         let notice = GapNoticeFields {
             first_missing_seq: first,

@@ -108,6 +108,10 @@ pub struct ReplayOptions {
     pub group: Option<Ipv4Addr>,
     /// pcap/pcapng: only datagrams sent to this UDP port.
     pub port: Option<u16>,
+    /// pcap/pcapng: the widest jump of MoldUDP64 sequence numbers taken at face value (a
+    /// gap); a packet reaching further is held off until another packet near it corroborates
+    /// it ([`SequencerConfig::max_gap`]). [`REPLAY_MAX_GAP`] by default.
+    pub max_gap: u64,
     /// Receive timestamps.
     pub stamp: Stamp,
     /// Build books from the published messages and return a [`BookSummary`].
@@ -127,12 +131,18 @@ impl Default for ReplayOptions {
             symbols: Vec::new(),
             group: None,
             port: None,
+            max_gap: REPLAY_MAX_GAP,
             stamp: Stamp::Now,
             book_summary: None,
             spin_pacing: false,
         }
     }
 }
+
+/// The widest sequence jump a capture replay takes at face value by default: 10^9 messages,
+/// more than a whole day of the busiest feed, so the jumps of a capture that kept only some
+/// packets are gaps, while a forged sequence number far beyond (10^12, `u64::MAX`) is not.
+pub const REPLAY_MAX_GAP: u64 = 1_000_000_000;
 
 /// Books sized for replays of a file: 1 M live orders, 12,000 instruments, 64 levels reserved
 /// per side (about 60 MB, all preallocated: see [`BookConfig::memory_bytes`]).
@@ -283,6 +293,16 @@ pub struct ReplayReport {
     pub sequenced_packets_skipped: u64,
     /// Messages in those packets.
     pub sequenced_messages_skipped: u64,
+    /// MoldUDP64 packets reaching more than [`ReplayOptions::max_gap`] beyond the highest
+    /// sequence number known, held off until corroborated.
+    pub implausible_jumps: u64,
+    /// Messages in those packets: not replayed (after a corroboration they are part of a
+    /// gap).
+    pub implausible_messages: u64,
+    /// Implausible jumps another packet near them corroborated (then taken as gaps).
+    pub jumps_corroborated: u64,
+    /// End-of-session packets below the highest sequence number known, ignored.
+    pub forged_end_of_session: u64,
     /// Capture records the reader skipped: frames that are not IPv4 or UDP, IPv4 fragments,
     /// malformed frames and records, unsupported link types (see the warnings).
     pub skipped_frames: u64,
@@ -853,6 +873,10 @@ impl Replayer {
             unsequenced: None,
             sequenced_packets_skipped: 0,
             sequenced_messages_skipped: 0,
+            implausible_jumps: 0,
+            implausible_messages: 0,
+            jumps_corroborated: 0,
+            forged_end_of_session: 0,
             skipped_frames: 0,
             back_pressured: 0,
             truncated: None,
@@ -1253,6 +1277,7 @@ fn run_pcap(
         nak_delay: std::time::Duration::ZERO,
         max_outstanding_requests: 0,
         late_join: LateJoin::LiveEdge,
+        max_gap: core.options.max_gap,
         ..SequencerConfig::default()
     })?;
     let (group, port) = (core.options.group, core.options.port);
@@ -1316,6 +1341,7 @@ fn run_pcap(
             continue;
         }
         now = now.max(ts);
+        let implausible = seqr.stats().implausible_jumps;
         seqr.handle_packet(
             now,
             Line::A,
@@ -1339,6 +1365,9 @@ fn run_pcap(
         );
         if let Some(e) = error.take() {
             return Err(e);
+        }
+        if seqr.stats().implausible_jumps != implausible {
+            core.report.implausible_messages += n;
         }
         sequencer_events(&mut seqr, out, core)?;
         if core.stop {
@@ -1395,6 +1424,23 @@ fn run_pcap(
     let st = seqr.stats();
     core.report.duplicates = st.duplicates;
     core.report.malformed_packets += st.malformed;
+    core.report.implausible_jumps = st.implausible_jumps;
+    core.report.jumps_corroborated = st.jumps_corroborated;
+    core.report.forged_end_of_session = st.forged_end_of_session;
+    if st.implausible_jumps > st.jumps_corroborated {
+        core.warn(format!(
+            "{} MoldUDP64 packets ({} messages) jump more than {} messages beyond the highest sequence number seen and nothing corroborates them: not replayed (a forged packet? if the capture really jumps that far, raise --max-gap)",
+            st.implausible_jumps - st.jumps_corroborated,
+            core.report.implausible_messages,
+            core.options.max_gap
+        ));
+    }
+    if st.forged_end_of_session > 0 {
+        core.warn(format!(
+            "{} end-of-session packets below the highest sequence number seen were ignored",
+            st.forged_end_of_session
+        ));
+    }
     let r = &core.report;
     let zero = (r.zero_sequence_packets, r.zero_sequence_messages);
     let foreign = (r.foreign_session_packets, r.foreign_session_messages);

@@ -720,3 +720,50 @@ fn a_long_sanitized_prefix_is_replayed_in_capture_order_and_later_real_packets_r
         report.warnings
     );
 }
+
+#[test]
+fn forged_far_jumps_in_a_capture_are_counted_not_taken_as_gaps() {
+    let s = b"SESSION001";
+    let packets = [
+        (GROUP, 26477, mold(s, 1, &[add(13, 1, 1), add(13, 2, 2)])),
+        (GROUP, 26477, mold(s, 1_000_000_000_000, &[add(13, 9, 9)])),
+        (GROUP, 26477, mold(s, 3, &[add(13, 3, 3)])),
+        (GROUP, 26477, mold_empty(s, 1_000_000_000_000_000_000, 0)),
+        (GROUP, 26477, mold(s, 4, &[add(13, 4, 4)])),
+    ];
+    let (report, got) = replay(leak(pcap(&packets)), ReplayOptions::default());
+    let seqs: Vec<u64> = got.iter().map(|g| g.0).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5], "four messages and the end");
+    assert_eq!((report.gaps, report.gap_messages), (0, 0), "{report:?}");
+    assert_eq!(report.implausible_jumps, 2);
+    assert_eq!(report.implausible_messages, 1);
+    assert!(
+        report.warnings.iter().any(|w| w.contains("--max-gap")),
+        "{:?}",
+        report.warnings
+    );
+
+    // A real jump beyond the window: the next packet near it corroborates it.
+    let packets = [
+        (GROUP, 26477, mold(s, 1, &[add(13, 1, 1)])),
+        (GROUP, 26477, mold(s, 100, &[add(13, 2, 2)])),
+        (GROUP, 26477, mold(s, 101, &[add(13, 3, 3)])),
+    ];
+    let options = ReplayOptions {
+        max_gap: 10,
+        ..ReplayOptions::default()
+    };
+    let (report, got) = replay(leak(pcap(&packets)), options);
+    let kinds: Vec<_> = got.iter().map(|g| (g.0, g.1)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (1, fb::Event::AddOrder),
+            (2, fb::Event::GapNotice),
+            (101, fb::Event::AddOrder),
+            (102, fb::Event::EndOfSession),
+        ]
+    );
+    assert_eq!((report.gaps, report.gap_messages), (1, 99));
+    assert_eq!((report.implausible_jumps, report.jumps_corroborated), (1, 1));
+}
