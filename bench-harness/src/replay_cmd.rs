@@ -531,7 +531,8 @@ pub fn run_record(args: &RecordArgs, out: &mut dyn Write) -> Result<(), CmdError
     let mut sub = loop {
         match bus.subscriber(&args.stream, &SubscribeOptions::default()) {
             Ok(s) => break s,
-            Err(e) if Instant::now() >= deadline => return Err(e.into()),
+            // Only a stream that is not there yet is waited for.
+            Err(e) if !stream_missing(&e) || Instant::now() >= deadline => return Err(e.into()),
             Err(_) if stop.load(Ordering::Relaxed) => {
                 eprintln!(
                     "stopped before stream {:?} appeared: nothing recorded, {} not written",
@@ -568,6 +569,17 @@ pub fn run_record(args: &RecordArgs, out: &mut dyn Write) -> Result<(), CmdError
         return Err(writer.write_failed(&args.file, e).into());
     }
     report_record(args, &stats, out)
+}
+
+/// Whether `e` says the stream's segment does not exist (yet).
+fn stream_missing(e: &mdbus_bus::BusError) -> bool {
+    matches!(
+        e,
+        mdbus_bus::BusError::Segment {
+            source: mdbus_shm::SetupError::Io { source, .. },
+            ..
+        } if source.kind() == std::io::ErrorKind::NotFound
+    )
 }
 
 fn report_record(args: &RecordArgs, s: &RecordStats, out: &mut dyn Write) -> Result<(), CmdError> {

@@ -411,5 +411,8 @@ fn sigterm_stops_a_receiver_whose_lossless_subscriber_stopped() {
     let done = rx.wait_ok();
     let s = &json_lines("rx1", &done.out)[0];
     assert!(counter(s, "local_lost") > 0, "{s}");
-    assert_eq!(s["lost"], counter(s, "local_lost") + counter(s, "unrecoverable"));
+    assert_eq!(
+        s["lost"],
+        counter(s, "local_lost") + counter(s, "unrecoverable")
+    );
 }

@@ -287,3 +287,37 @@ fn record_stops_cleanly_on_sigint_and_when_its_publisher_dies() {
         Some(std::fs::metadata(&orphaned_file).unwrap().len())
     );
 }
+
+#[test]
+fn record_reports_a_segment_that_turns_corrupt_and_keeps_what_it_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("bus");
+    let aapl = testdata("itch/aapl-2020-01-30-10k.itch");
+    let out = mdbus(&["replay", "--root", s(&root), "--feed", "aapl", s(&aapl)]);
+    assert!(out.status.success());
+    // The stream's state word (offset 128 of the segment) says neither live, closed nor
+    // replaced once everything is read.
+    let seg = root.join("aapl.ring");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[128..132].copy_from_slice(&0xdead_u32.to_le_bytes());
+    std::fs::write(&seg, &bytes).unwrap();
+    let file = dir.path().join("aapl.mdbrec");
+    let child = spawn(&[
+        "record",
+        "--root",
+        s(&root),
+        "--stream",
+        "aapl",
+        "--keep-going",
+        s(&file),
+    ]);
+    let out = finish(child, "record of a corrupt segment");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("corrupt"), "{stderr}");
+    let len = std::fs::metadata(&file).unwrap().len();
+    assert!(
+        stderr.contains(&format!("10001 records ({len} bytes) in the file")),
+        "{stderr}"
+    );
+}
