@@ -192,7 +192,6 @@ const WRITE_BUFFER: usize = 1 << 20;
 /// It knows exactly what reached the underlying writer: when a write fails (a full disk),
 /// [`flushed_records`](Self::flushed_records) counts the complete records before the failure
 /// and [`flushed_bytes`](Self::flushed_bytes) every byte taken, a record cut short included.
-#[derive(Debug)]
 pub struct RecordWriter<W: Write> {
     out: W,
     /// Bytes not yet written out; `buf[0]` is at file offset `flushed_bytes`.
@@ -204,6 +203,18 @@ pub struct RecordWriter<W: Write> {
     bytes: u64,
     flushed_records: u64,
     flushed_bytes: u64,
+}
+
+impl<W: Write> std::fmt::Debug for RecordWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordWriter")
+            .field("buffered", &self.buf.len())
+            .field("records", &self.records)
+            .field("bytes", &self.bytes)
+            .field("flushed_records", &self.flushed_records)
+            .field("flushed_bytes", &self.flushed_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RecordWriter<File> {

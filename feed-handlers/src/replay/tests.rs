@@ -765,5 +765,8 @@ fn forged_far_jumps_in_a_capture_are_counted_not_taken_as_gaps() {
         ]
     );
     assert_eq!((report.gaps, report.gap_messages), (1, 99));
-    assert_eq!((report.implausible_jumps, report.jumps_corroborated), (1, 1));
+    assert_eq!(
+        (report.implausible_jumps, report.jumps_corroborated),
+        (1, 1)
+    );
 }
