@@ -488,6 +488,10 @@ fn not_replayed(r: &ReplayReport) -> Option<String> {
             "messages in packets beyond --max-gap",
         ),
         (
+            r.replaced_anchor_messages,
+            "messages of a first packet replaced",
+        ),
+        (
             r.sequenced_messages_skipped,
             "sequenced messages in a sanitized capture",
         ),

@@ -303,6 +303,11 @@ pub struct ReplayReport {
     pub jumps_corroborated: u64,
     /// End-of-session packets below the highest sequence number known, ignored.
     pub forged_end_of_session: u64,
+    /// First packets of the capture replaced, before any of their messages was published,
+    /// by a packet far from them (more than [`ReplayOptions::max_gap`]).
+    pub anchors_replaced: u64,
+    /// Messages of those packets: not replayed.
+    pub replaced_anchor_messages: u64,
     /// Capture records the reader skipped: frames that are not IPv4 or UDP, IPv4 fragments,
     /// malformed frames and records, unsupported link types (see the warnings).
     pub skipped_frames: u64,
@@ -877,6 +882,8 @@ impl Replayer {
             implausible_messages: 0,
             jumps_corroborated: 0,
             forged_end_of_session: 0,
+            anchors_replaced: 0,
+            replaced_anchor_messages: 0,
             skipped_frames: 0,
             back_pressured: 0,
             truncated: None,
@@ -1295,6 +1302,10 @@ fn run_pcap(
     };
     // The sequencer's clock: capture timestamps, never going back.
     let mut now = 0u64;
+    // The clock and capture timestamp of the packet before.
+    let mut before = (0u64, 0u64);
+    // Messages of the packet the sequencer started at (tentative until confirmed).
+    let mut anchor = 0u64;
     while let Some(rec) = reader.next_datagram() {
         let d = match rec {
             Ok(d) => d,
@@ -1341,7 +1352,13 @@ fn run_pcap(
             continue;
         }
         now = now.max(ts);
-        let implausible = seqr.stats().implausible_jumps;
+        let (implausible, replaced, first) = {
+            let st = seqr.stats();
+            (st.implausible_jumps, st.anchors_replaced, st.packets == 0)
+        };
+        if first {
+            anchor = n;
+        }
         seqr.handle_packet(
             now,
             Line::A,
@@ -1353,21 +1370,30 @@ fn run_pcap(
                 error: &mut error,
             },
         );
-        // No retransmission server: a missing range is lost at once.
+        // No retransmission server: a missing range is lost once the next packet has been
+        // seen (the timers run one packet behind, so a capture's first packet stays
+        // tentative until the second confirms or replaces it, as on a live feed).
         seqr.handle_timeout(
-            now,
+            before.0,
             SeqSink {
                 out: &mut *out,
                 core: &mut *core,
-                capture_ts: ts,
+                capture_ts: before.1,
                 error: &mut error,
             },
         );
+        before = (now, ts);
         if let Some(e) = error.take() {
             return Err(e);
         }
-        if seqr.stats().implausible_jumps != implausible {
+        let st = seqr.stats();
+        if st.implausible_jumps != implausible {
             core.report.implausible_messages += n;
+        }
+        if st.anchors_replaced != replaced {
+            // The tentative first packet's messages went with it.
+            core.report.replaced_anchor_messages += anchor;
+            anchor = n;
         }
         sequencer_events(&mut seqr, out, core)?;
         if core.stop {
@@ -1426,12 +1452,19 @@ fn run_pcap(
     core.report.implausible_jumps = st.implausible_jumps;
     core.report.jumps_corroborated = st.jumps_corroborated;
     core.report.forged_end_of_session = st.forged_end_of_session;
+    core.report.anchors_replaced = st.anchors_replaced;
     if st.implausible_jumps > st.jumps_corroborated {
         core.warn(format!(
             "{} MoldUDP64 packets ({} messages) jump more than {} messages beyond the highest sequence number seen and nothing corroborates them: not replayed (a forged packet? if the capture really jumps that far, raise --max-gap)",
             st.implausible_jumps - st.jumps_corroborated,
             core.report.implausible_messages,
             core.options.max_gap
+        ));
+    }
+    if st.anchors_replaced > 0 {
+        core.warn(format!(
+            "the first packet was replaced {} times by a packet more than {} messages from it ({} messages not replayed): the capture starts with packets far apart (a forged one?)",
+            st.anchors_replaced, core.options.max_gap, core.report.replaced_anchor_messages
         ));
     }
     if st.forged_end_of_session > 0 {

@@ -726,8 +726,8 @@ fn forged_far_jumps_in_a_capture_are_counted_not_taken_as_gaps() {
     let s = b"SESSION001";
     let packets = [
         (GROUP, 26477, mold(s, 1, &[add(13, 1, 1), add(13, 2, 2)])),
-        (GROUP, 26477, mold(s, 1_000_000_000_000, &[add(13, 9, 9)])),
         (GROUP, 26477, mold(s, 3, &[add(13, 3, 3)])),
+        (GROUP, 26477, mold(s, 1_000_000_000_000, &[add(13, 9, 9)])),
         (GROUP, 26477, mold_empty(s, 1_000_000_000_000_000_000, 0)),
         (GROUP, 26477, mold(s, 4, &[add(13, 4, 4)])),
     ];
@@ -746,8 +746,9 @@ fn forged_far_jumps_in_a_capture_are_counted_not_taken_as_gaps() {
     // A real jump beyond the window: the next packet near it corroborates it.
     let packets = [
         (GROUP, 26477, mold(s, 1, &[add(13, 1, 1)])),
-        (GROUP, 26477, mold(s, 100, &[add(13, 2, 2)])),
-        (GROUP, 26477, mold(s, 101, &[add(13, 3, 3)])),
+        (GROUP, 26477, mold(s, 2, &[add(13, 2, 2)])),
+        (GROUP, 26477, mold(s, 100, &[add(13, 3, 3)])),
+        (GROUP, 26477, mold(s, 101, &[add(13, 4, 4)])),
     ];
     let options = ReplayOptions {
         max_gap: 10,
@@ -759,14 +760,42 @@ fn forged_far_jumps_in_a_capture_are_counted_not_taken_as_gaps() {
         kinds,
         [
             (1, fb::Event::AddOrder),
-            (2, fb::Event::GapNotice),
+            (2, fb::Event::AddOrder),
+            (3, fb::Event::GapNotice),
             (101, fb::Event::AddOrder),
             (102, fb::Event::EndOfSession),
         ]
     );
-    assert_eq!((report.gaps, report.gap_messages), (1, 99));
+    // The suspect packet was not kept: its message is in the gap.
+    assert_eq!((report.gaps, report.gap_messages), (1, 98));
     assert_eq!(
         (report.implausible_jumps, report.jumps_corroborated),
         (1, 1)
+    );
+}
+
+#[test]
+fn a_forged_first_packet_does_not_take_the_place_of_the_real_session() {
+    let s = b"SESSION001";
+    let packets = [
+        (GROUP, 26477, mold(s, 1_000_000_000_000, &[add(13, 9, 9)])),
+        (GROUP, 26477, mold(s, 1, &[add(13, 1, 1), add(13, 2, 2)])),
+        (GROUP, 26477, mold(s, 3, &[add(13, 3, 3)])),
+    ];
+    let (report, got) = replay(leak(pcap(&packets)), ReplayOptions::default());
+    let seqs: Vec<u64> = got.iter().map(|g| g.0).collect();
+    assert_eq!(seqs, [1, 2, 3, 4], "three messages and the end: {report:?}");
+    assert_eq!(
+        (report.anchors_replaced, report.replaced_anchor_messages),
+        (1, 1)
+    );
+    assert_eq!((report.gaps, report.duplicates), (0, 0));
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("first packet was replaced")),
+        "{:?}",
+        report.warnings
     );
 }
