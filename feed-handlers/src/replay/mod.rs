@@ -1302,8 +1302,8 @@ fn run_pcap(
     };
     // The sequencer's clock: capture timestamps, never going back.
     let mut now = 0u64;
-    // The clock and capture timestamp of the packet before.
-    let mut before = (0u64, 0u64);
+    // The sequencer's clock at the packet before.
+    let mut before = 0u64;
     // Messages of the packet the sequencer started at (tentative until confirmed).
     let mut anchor = 0u64;
     while let Some(rec) = reader.next_datagram() {
@@ -1372,17 +1372,18 @@ fn run_pcap(
         );
         // No retransmission server: a missing range is lost once the next packet has been
         // seen (the timers run one packet behind, so a capture's first packet stays
-        // tentative until the second confirms or replaces it, as on a live feed).
+        // tentative until the second confirms or replaces it, as on a live feed). What this
+        // releases is stamped with this packet's capture time, never before its own.
         seqr.handle_timeout(
-            before.0,
+            before,
             SeqSink {
                 out: &mut *out,
                 core: &mut *core,
-                capture_ts: before.1,
+                capture_ts: ts,
                 error: &mut error,
             },
         );
-        before = (now, ts);
+        before = now;
         if let Some(e) = error.take() {
             return Err(e);
         }
