@@ -943,7 +943,7 @@ impl Replayer {
 
     /// Gives the replay work to do while it waits (for a lossless subscriber, or for the
     /// next message's time at a paced speed) and between turns of
-    /// [`IDLE_WORK_EVERY`](crate::pipeline::IDLE_WORK_EVERY) messages: another stage can then
+    /// [`IDLE_WORK_EVERY`] messages: another stage can then
     /// share the feed handler's thread, in turns. After the end of the session [`run`](Self::run)
     /// calls it until it returns `false`, before it closes the stream. See [`IdleWork`].
     pub fn with_idle_work(mut self, work: IdleWork) -> Replayer {
