@@ -910,6 +910,11 @@ impl Sequencer {
                 self.stats.overflows += 1;
                 self.skip_front(d);
                 self.drain(d);
+                if s < self.expected {
+                    // Delivery went on through the given-up range holding `s`.
+                    self.stats.duplicates += 1;
+                    return false;
+                }
                 i = self.holes.partition_point(|h| h.end <= s);
             }
             i
