@@ -1028,6 +1028,8 @@ fn run_pcap(
         nak_delay: std::time::Duration::ZERO,
         max_outstanding_requests: 0,
         late_join: LateJoin::LiveEdge,
+        // A capture's jumps are what was captured: nothing could corroborate them.
+        max_gap: u64::MAX,
         ..SequencerConfig::default()
     })?;
     let (group, port) = (core.options.group, core.options.port);
