@@ -734,6 +734,8 @@ impl Sequencer {
         self.corroborated(seq, end)
     }
 
+    /// Whether an earlier suspect lies within `max_gap` of the packet `[seq, end)` (a copy of
+    /// the same packet proves nothing); if not, the packet becomes a suspect itself.
     #[cold]
     fn corroborated(&mut self, seq: u64, end: u64) -> bool {
         let g = self.max_gap;
