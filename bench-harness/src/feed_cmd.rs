@@ -289,6 +289,8 @@ fn live_config(args: &FeedArgs) -> LiveFeedConfig {
             reorder_capacity_messages: args.reorder_messages,
             max_gaps: args.max_gaps,
             late_join: args.late_join,
+            // No flag yet: the default window of plausible jumps.
+            max_gap: SequencerConfig::default().max_gap,
         },
         idle: args.idle,
         heartbeat_events: args.heartbeat_events.map(|d| d.0),
@@ -855,6 +857,7 @@ mod tests {
                 reorder_capacity_bytes: 1 << 20,
                 reorder_capacity_messages: 1000,
                 max_gaps: 2,
+                max_gap: 1_000_000,
             }
         );
         assert_eq!(config.idle, Idle::Yield);
