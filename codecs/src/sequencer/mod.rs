@@ -734,6 +734,8 @@ impl Sequencer {
         self.corroborated(seq, end)
     }
 
+    /// Whether an earlier suspect lies within `max_gap` of the packet `[seq, end)` (a copy of
+    /// the same packet proves nothing); if not, the packet becomes a suspect itself.
     #[cold]
     fn corroborated(&mut self, seq: u64, end: u64) -> bool {
         let g = self.max_gap;
@@ -910,6 +912,11 @@ impl Sequencer {
                 self.stats.overflows += 1;
                 self.skip_front(d);
                 self.drain(d);
+                if s < self.expected {
+                    // Delivery went on through the given-up range holding `s`.
+                    self.stats.duplicates += 1;
+                    return false;
+                }
                 i = self.holes.partition_point(|h| h.end <= s);
             }
             i

@@ -1271,3 +1271,42 @@ fn from_sequence_zero_starts_at_one() {
     s.handle_packet(MS, Line::Recovery, &pkt(1, 2), &mut sink);
     assert_eq!(sink.take(), msgs(1..4));
 }
+
+/// Making room for a split may give up (and deliver past) the very range holding the
+/// message: it is then a duplicate, and no hole is left ending before it starts.
+#[test]
+fn a_split_that_skips_its_own_range_leaves_no_broken_hole() {
+    let (mut s, mut sink) = seq_with(SequencerConfig {
+        late_join: LateJoin::FromSequence(1),
+        max_outstanding_requests: 3,
+        max_retries: 1,
+        backoff: Backoff::constant(),
+        coalesce_within: 0,
+        max_gaps: 4,
+        ..cfg()
+    });
+    for q in [1, 3, 5, 9] {
+        s.handle_packet(0, Line::A, &pkt(q, 1), &mut sink);
+    }
+    // Holes [2, 3), [4, 5), [6, 9); their requests sent in that order, then retried in the
+    // order the table of requests ends up in once the first is given up.
+    assert_eq!(s.poll_request(MS).map(|r| r.sequence_number), Some(2));
+    assert_eq!(requests(&mut s, 2 * MS), [(4, 1), (6, 3)]);
+    assert_eq!(requests(&mut s, 11 * MS), [(2, 1)]);
+    s.handle_timeout(21 * MS, &mut sink);
+    assert_eq!(s.poll_request(21 * MS).map(|r| r.sequence_number), Some(6));
+    assert_eq!(s.poll_request(25 * MS).map(|r| r.sequence_number), Some(4));
+    // Two more holes fill the table: [10, 11), [12, 13).
+    s.handle_packet(26 * MS, Line::A, &pkt(11, 1), &mut sink);
+    s.handle_packet(26 * MS, Line::A, &pkt(13, 1), &mut sink);
+    s.handle_timeout(31 * MS, &mut sink); // [6, 9) is given up, [4, 5) still in flight
+    sink.take();
+    // 7 splits [6, 9): room is made by giving up [4, 5), and delivery runs through [6, 9).
+    s.handle_packet(32 * MS, Line::A, &pkt(7, 1), &mut sink);
+    assert_eq!(
+        sink.take(),
+        [Item::Gap(4, 1), Item::Msg(5), Item::Gap(6, 3), Item::Msg(9)]
+    );
+    assert_eq!(s.missing(), 2);
+    assert_eq!(s.next_seq(), 10);
+}
