@@ -403,7 +403,10 @@ fn sigterm_stops_a_receiver_whose_lossless_subscriber_stopped() {
     let root = net.root(RX1);
     while live_counter(&root, "recv", "local_lost") == 0 {
         rx.assert_running();
-        assert!(Instant::now() < deadline, "the local ring never filled");
+        assert!(
+            Instant::now() < deadline,
+            "the receiver published no local_lost: the ring never filled, or its counters froze"
+        );
         thread::sleep(Duration::from_millis(5));
     }
     // Dropping into the full ring: a stop signal still ends it, with its summary.
@@ -411,5 +414,8 @@ fn sigterm_stops_a_receiver_whose_lossless_subscriber_stopped() {
     let done = rx.wait_ok();
     let s = &json_lines("rx1", &done.out)[0];
     assert!(counter(s, "local_lost") > 0, "{s}");
-    assert_eq!(s["lost"], counter(s, "local_lost") + counter(s, "unrecoverable"));
+    assert_eq!(
+        s["lost"],
+        counter(s, "local_lost") + counter(s, "unrecoverable")
+    );
 }
