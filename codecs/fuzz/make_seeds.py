@@ -109,6 +109,134 @@ def main():
     put("soupbintcp_decode", stream)
     put("soupbintcp_decode", soup(b"J", b"A") + soup(b"O"))
 
+    sequencer_seeds()
+    retransmit_seeds()
+
+
+# The sequencer and retransmit targets read their input as a program (see `Input` in
+# src/entries.rs): little-endian numbers, then one operation after another.
+
+
+def u16(n):
+    return struct.pack("<H", n)
+
+
+def u64(n):
+    return struct.pack("<Q", n)
+
+
+def seq_near(d):
+    """A sequence number `d` past the sequencer's next expected one (-32 <= d < 224)."""
+    return bytes([1, 32 + d])
+
+
+def seq_raw(n):
+    return bytes([3]) + u64(n)
+
+
+def seq_top(d):
+    """u64::MAX - d."""
+    return bytes([2, d])
+
+
+def seq_small(n):
+    return bytes([0, n])
+
+
+def sequencer_config(live=True, max_gap=1, late=b""):
+    flags = 2 if live else 0
+    cfg = bytes([flags]) + u16(1000) + u16(10000) + bytes([2, 1]) + u16(20000)
+    cfg += bytes([2, 16, 2]) + u16(2047) + bytes([127, 6])
+    if not live:
+        cfg += late
+    return cfg + bytes([max_gap])
+
+
+def packet(seq, count, line=0, lens=b"", cut=0):
+    """Data (count 1..5), or kind 0 heartbeat / 1 end of session (count None, kind given)."""
+    if count is None:
+        kind, body = lens[0], b""
+    else:
+        kind, body = count + 1, bytes(lens or [0] * count)
+    return bytes([0, line, 1]) + seq + bytes([kind]) + body + bytes([cut])
+
+
+def hb(seq, line=0):
+    return bytes([0, line, 1]) + seq + bytes([0, 0])
+
+
+def eos(seq, line=0):
+    return bytes([0, line, 1]) + seq + bytes([1, 0])
+
+
+STEP = bytes([4, 0]) + u16(2000)  # 2 us later
+TIMEOUT = bytes([5])
+POLL = bytes([6])
+DEADLINE = bytes([7, 0])
+
+
+def sequencer_seeds():
+    # In order, a loss, its re-request and recovery, the end.
+    p = sequencer_config()
+    p += packet(seq_small(1), 3) + packet(seq_near(0), 2) + packet(seq_near(3), 2)
+    p += STEP + TIMEOUT + POLL + packet(seq_near(0), 3, line=2) + STEP + TIMEOUT
+    p += packet(seq_near(0), 1, line=1) + eos(seq_near(0)) + TIMEOUT
+    put("sequencer", p)
+    # A forged packet far ahead, a heartbeat at 10^18, an end below what was seen, sequence 0.
+    p = sequencer_config()
+    p += packet(seq_small(5), 4) + packet(seq_raw(10**12), 1) + hb(seq_raw(10**18))
+    p += eos(seq_small(2)) + packet(seq_small(0), 2) + packet(seq_near(0), 3)
+    p += POLL + STEP + TIMEOUT + DEADLINE + TIMEOUT
+    put("sequencer", p)
+    # u64::MAX: packets that would wrap, the last valid sequence number, a heartbeat at MAX.
+    p = sequencer_config()
+    p += packet(seq_small(9), 2) + packet(seq_top(0), 1) + packet(seq_top(1), 2)
+    p += packet(seq_top(1), 1) + hb(seq_top(0)) + packet(seq_near(0), 2) + POLL + TIMEOUT
+    put("sequencer", p)
+    # A genuine jump, corroborated; from a configured start; damaged packets.
+    p = sequencer_config(live=False, late=seq_small(1))
+    p += packet(seq_small(1), 2) + packet(seq_raw(10**7), 2) + packet(seq_raw(10**7 + 2), 2)
+    p += POLL + STEP + bytes([4, 1]) + u16(60000) + TIMEOUT + POLL
+    p += packet(seq_near(0), 5, lens=[8, 8, 8, 8, 8], cut=250) + DEADLINE + TIMEOUT
+    put("sequencer", p)
+    # A forged first packet far ahead, then the real session far below.
+    p = sequencer_config()
+    p += packet(seq_raw(10**12), 1) + packet(seq_small(50), 2) + packet(seq_near(0), 2)
+    p += packet(seq_raw(10**12), 1) + STEP + TIMEOUT
+    put("sequencer", p)
+
+
+def retransmit_config(first=seq_small(1), rate=100):
+    cfg = first + bytes([31]) + u16(600) + u16(200) + bytes([63, 3])
+    return cfg + u16(rate) + u16(20) + bytes([3, 1])
+
+
+def push(n, fill):
+    return bytes([0]) + u16(n) + bytes([fill])
+
+
+def request(seq, count, host=1, port=4000):
+    """A request for `count` (< 256) messages from `seq`, from IPv4 host 0.0.0.`host`."""
+    return bytes([5, 1, 1]) + seq + bytes([0, count]) + u16(port) + bytes([0, host])
+
+
+def retransmit_seeds():
+    p = retransmit_config()
+    for i in range(40):
+        p += push(10 + i % 7, i)
+    p += request(seq_small(1), 5) + request(seq_small(30), 20) + request(seq_small(60), 3)
+    p += bytes([4]) + u16(1000) + bytes([10]) + request(seq_small(20), 200)
+    put("retransmit", p)
+    # Near u64::MAX; a restart; a malformed request; many ports of one host.
+    p = retransmit_config(first=seq_top(3), rate=5)
+    p += push(5, 1) + push(5, 2) + push(5, 3) + push(5, 4)
+    p += request(seq_top(5), 255) + request(seq_top(0), 9)
+    p += bytes([3, 1]) + seq_small(1) + push(3, 9) + request(seq_small(1), 1)
+    p += bytes([5, 0]) + b"FUZZSESS01" + bytes(10) + bytes([20]) + u16(9) + bytes([1, 7])
+    for port in range(20):
+        p += request(seq_small(1), 1, port=port)
+    put("retransmit", p)
+
 
 if __name__ == "__main__":
     main()

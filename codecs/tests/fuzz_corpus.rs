@@ -61,3 +61,13 @@ fn capture_read() {
 fn fb_verify() {
     run("fb_verify", entries::fb_verify);
 }
+
+#[test]
+fn sequencer() {
+    run("sequencer", entries::sequencer);
+}
+
+#[test]
+fn retransmit() {
+    run("retransmit", entries::retransmit);
+}

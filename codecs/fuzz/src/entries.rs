@@ -6,9 +6,16 @@
 //! corpora in `corpus-seed/<target>/` as ordinary regression tests.
 
 use std::io::Cursor;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 use mdbus_codecs::capture::{CaptureReader, Record};
 use mdbus_codecs::itch::{self, DecodeError, Stream};
+use mdbus_codecs::moldudp64::{
+    Packet, PacketBuilder, RequestPacket, Session, encode_end_of_session, encode_heartbeat,
+};
+use mdbus_codecs::retransmit::{Reply, RetransmitConfig, RetransmitStore};
+use mdbus_codecs::sequencer::{Backoff, Deliver, LateJoin, Line, Sequencer, SequencerConfig};
 use mdbus_codecs::{fb, moldudp64, soupbintcp};
 
 /// Decodes `data` as one ITCH message and as a length-prefixed stream. A message that decodes
@@ -151,4 +158,316 @@ pub fn fb_verify(data: &[u8]) {
     // SAFETY: `data` passed `read_verified` just above and is borrowed unchanged.
     let trusted = unsafe { fb::read_trusted(data) };
     assert_eq!(render(&trusted), verified);
+}
+
+/// Reads fuzz input as a stream of numbers; zeros once it runs out.
+struct Input<'a>(&'a [u8]);
+
+impl Input<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn u8(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes([self.u8(), self.u8()])
+    }
+
+    fn u64(&mut self) -> u64 {
+        let mut b = [0u8; 8];
+        for x in &mut b {
+            *x = self.u8();
+        }
+        u64::from_le_bytes(b)
+    }
+
+    /// A sequence number: small, near `around`, near `u64::MAX`, or anything.
+    fn seq(&mut self, around: u64) -> u64 {
+        match self.u8() % 4 {
+            0 => u64::from(self.u8()),
+            1 => around
+                .saturating_add(u64::from(self.u8()))
+                .saturating_sub(32),
+            2 => u64::MAX - u64::from(self.u8()),
+            _ => self.u64(),
+        }
+    }
+}
+
+const FUZZ_SESSIONS: [Session; 2] = [Session(*b"FUZZSESS01"), Session(*b"FUZZSESS02")];
+
+/// The content of message `seq` in the packets the sequencer target builds.
+fn content(seq: u64, len: u8) -> ([u8; 16], usize) {
+    let mut m = [0u8; 16];
+    m[..8].copy_from_slice(&seq.to_le_bytes());
+    (m, 8 + usize::from(len % 9))
+}
+
+/// Checks what the sequencer target's sequencer delivers.
+struct Checker {
+    /// Every sequence number below this was delivered or skipped already.
+    next: u64,
+    messages: u64,
+}
+
+impl Deliver for &mut Checker {
+    fn message(&mut self, seq: u64, msg: &[u8]) {
+        assert!(seq != 0, "sequence 0 delivered");
+        assert!(seq >= self.next, "{seq} delivered after {}", self.next);
+        assert!(
+            msg.len() >= 8 && msg[..8] == seq.to_le_bytes(),
+            "content of {seq}"
+        );
+        self.next = seq.checked_add(1).expect("message u64::MAX delivered");
+        self.messages += 1;
+    }
+
+    fn gap(&mut self, first: u64, count: u64) {
+        assert!(count > 0, "empty gap at {first}");
+        assert!(first >= self.next, "gap at {first} after {}", self.next);
+        self.next = first.checked_add(count).expect("gap past u64::MAX");
+    }
+}
+
+/// Drives a [`Sequencer`] with any sequence of packets (any line, session, sequence number
+/// and count, data, heartbeats, ends of session, damaged ones), clock steps, timeouts and
+/// `poll_request` calls. Delivery is in strictly increasing sequence order, nothing twice,
+/// each message its own; requests are sound; nothing panics (overflow checks on).
+pub fn sequencer(data: &[u8]) {
+    let mut input = Input(data);
+    let flags = input.u8();
+    let config = SequencerConfig {
+        session: (flags & 1 != 0).then_some(FUZZ_SESSIONS[0]),
+        nak_delay: Duration::from_nanos(u64::from(input.u16())),
+        request_timeout: Duration::from_nanos(u64::from(input.u16())),
+        max_retries: u32::from(input.u8() % 4),
+        backoff: Backoff {
+            factor: 1 + u32::from(input.u8() % 3),
+            max: Duration::from_nanos(u64::from(input.u16()) * 4),
+        },
+        max_outstanding_requests: usize::from(input.u8() % 4),
+        max_request_messages: 1 + u16::from(input.u8() % 64),
+        coalesce_within: u16::from(input.u8() % 8),
+        reorder_capacity_bytes: 1 + usize::from(input.u16() % 2048),
+        reorder_capacity_messages: 1 + usize::from(input.u8() % 128),
+        max_gaps: 2 + usize::from(input.u8() % 8),
+        late_join: if flags & 2 != 0 {
+            LateJoin::LiveEdge
+        } else {
+            LateJoin::FromSequence(input.seq(1))
+        },
+        max_gap: match input.u8() % 4 {
+            0 => 1 + u64::from(input.u8()),
+            1 => 1_000_000,
+            2 => u64::MAX,
+            _ => input.u64().max(1),
+        },
+    };
+    let mut seqr = Sequencer::new(config).expect("a valid configuration");
+    let mut check = Checker {
+        next: 0,
+        messages: 0,
+    };
+    let mut now = 0u64;
+    let mut buf = [0u8; 2048];
+    while !input.is_empty() {
+        match input.u8() % 8 {
+            0..=3 => {
+                let line = [Line::A, Line::B, Line::Recovery][usize::from(input.u8() % 3)];
+                let session = FUZZ_SESSIONS[usize::from(input.u8() % 8 == 0)];
+                let seq = input.seq(seqr.next_seq());
+                let kind = input.u8();
+                let len = match kind % 8 {
+                    0 => encode_heartbeat(&mut buf, session, seq).expect("room"),
+                    1 => encode_end_of_session(&mut buf, session, seq).expect("room"),
+                    n => {
+                        let mut b = PacketBuilder::new(&mut buf, session, seq).expect("room");
+                        let count = if n == 7 { input.u8() } else { n - 1 };
+                        for i in 0..u64::from(count) {
+                            let (m, l) = content(seq.wrapping_add(i), input.u8());
+                            if b.push(&m[..l]).is_err() {
+                                break;
+                            }
+                        }
+                        b.finish()
+                    }
+                };
+                // Now and then a damaged one: cut short.
+                let cut = input.u8();
+                let len = if cut > 240 {
+                    len.min(usize::from(cut - 240) * 4)
+                } else {
+                    len
+                };
+                seqr.handle_packet(now, line, &buf[..len], &mut check);
+            }
+            4 => {
+                now = match input.u8() % 4 {
+                    0 => now.saturating_add(u64::from(input.u16())),
+                    1 => now.saturating_add(u64::from(input.u16()) << 16),
+                    2 => now.saturating_sub(u64::from(input.u16())), // a clock step back
+                    _ => input.u64(),
+                };
+            }
+            5 => seqr.handle_timeout(now, &mut check),
+            6 => {
+                let mut n = 0;
+                while let Some(r) = seqr.poll_request(now) {
+                    assert!(r.message_count >= 1 && r.sequence_number >= 1, "{r:?}");
+                    assert!(
+                        r.sequence_number
+                            .checked_add(u64::from(r.message_count))
+                            .is_some(),
+                        "{r:?}"
+                    );
+                    assert!(r.message_count <= config.max_request_messages, "{r:?}");
+                    n += 1;
+                    assert!(n <= 1 << 16, "poll_request does not stop");
+                }
+            }
+            _ => {
+                if let Some(t) = seqr.next_deadline()
+                    && input.u8() % 2 == 0
+                {
+                    now = now.max(t);
+                }
+            }
+        }
+        while seqr.poll_event().is_some() {}
+        assert!(seqr.next_seq() <= seqr.highest_seen());
+        let _ = (seqr.missing(), seqr.reorder_held(), seqr.is_ended());
+    }
+    assert_eq!(seqr.stats().messages, check.messages);
+}
+
+/// Drives a [`RetransmitStore`] with any configuration, any messages pushed, restarts, and any
+/// requests (well formed or not) from any sources at any times. Every reply is sound: packets
+/// parse, fit the limits, carry consecutive sequence numbers from where the request asked
+/// (or the "not available" notice first), and hold exactly the stored messages.
+pub fn retransmit(data: &[u8]) {
+    let mut input = Input(data);
+    let session = FUZZ_SESSIONS[0];
+    let config = RetransmitConfig {
+        session,
+        first_seq: input.seq(1),
+        capacity_messages: 1 + usize::from(input.u8() % 64),
+        capacity_bytes: 1 + usize::from(input.u16() % 4096),
+        max_packet_len: 22 + usize::from(input.u16() % 1500),
+        max_reply_messages: 1 + u16::from(input.u8()),
+        max_reply_packets: 1 + u16::from(input.u8() % 16),
+        rate_messages_per_sec: u64::from(input.u16()),
+        burst_messages: u64::from(input.u16()),
+        max_sources: 1 + usize::from(input.u8() % 8),
+        total_rate_multiple: 1 + u64::from(input.u8() % 4),
+    };
+    let Ok(mut store) = RetransmitStore::new(config) else {
+        return;
+    };
+    let mut now = 0u64;
+    let mut msg = [0u8; 1600];
+    while !input.is_empty() {
+        match input.u8() % 8 {
+            0..=2 => {
+                let len = usize::from(input.u16()) % msg.len();
+                let fill = input.u8();
+                msg[..len].fill(fill);
+                let next = store.next_seq();
+                match store.push(&msg[..len]) {
+                    Ok(seq) => {
+                        assert_eq!(seq, next);
+                        assert!(seq < u64::MAX);
+                        assert_eq!(store.get(seq), Some(&msg[..len]));
+                    }
+                    Err(e) => {
+                        let _ = e.to_string();
+                        assert_eq!(store.next_seq(), next);
+                    }
+                }
+            }
+            3 => store.restart(
+                FUZZ_SESSIONS[usize::from(input.u8() % 4 == 0)],
+                input.seq(1),
+            ),
+            4 => now = now.saturating_add(u64::from(input.u16()) << (input.u8() % 24)),
+            _ => {
+                let mut req = [0u8; 20];
+                let len = if input.u8() % 8 == 0 {
+                    for b in &mut req {
+                        *b = input.u8();
+                    }
+                    usize::from(input.u8() % 21)
+                } else {
+                    let r = RequestPacket {
+                        session: FUZZ_SESSIONS[usize::from(input.u8() % 8 == 0)],
+                        sequence_number: input.seq(store.first_available()),
+                        message_count: match input.u8() % 3 {
+                            0 => u16::from(input.u8()),
+                            1 => u16::MAX,
+                            _ => input.u16(),
+                        },
+                    };
+                    r.encode(&mut req).expect("room")
+                };
+                let port = input.u16();
+                let source = match input.u8() % 3 {
+                    0 => SocketAddr::from((Ipv4Addr::from(u32::from(input.u8())), port)),
+                    1 => SocketAddr::from((Ipv6Addr::from(u128::from(input.u16()) << 64), port)),
+                    _ => SocketAddr::from((
+                        Ipv4Addr::from(u32::from(input.u8())).to_ipv6_mapped(),
+                        port,
+                    )),
+                };
+                let mut packets = Vec::new();
+                let res =
+                    store.handle_request(now, source, &req[..len], |p| packets.push(p.to_vec()));
+                if let Ok(reply) = res {
+                    check_reply(&store, &req[..len], &reply, &packets);
+                } else {
+                    assert!(packets.is_empty());
+                }
+            }
+        }
+    }
+}
+
+fn check_reply(store: &RetransmitStore, req: &[u8], reply: &Reply, packets: &[Vec<u8>]) {
+    let c = store.config();
+    let req = RequestPacket::decode(req).expect("answered, so well formed");
+    assert_eq!(usize::from(reply.packets), packets.len());
+    assert!(reply.packets <= c.max_reply_packets);
+    assert!(reply.messages <= u64::from(c.max_reply_messages));
+    let mut next = req.sequence_number;
+    let mut messages = 0u64;
+    for (i, p) in packets.iter().enumerate() {
+        assert!(p.len() <= c.max_packet_len);
+        let p = Packet::parse(p).expect("a reply packet parses");
+        assert_eq!(p.session(), c.session);
+        if p.message_count() == 0 {
+            assert_eq!(i, 0, "the notice comes first");
+            assert_eq!(reply.not_available_below, Some(p.sequence_number()));
+            assert!(p.sequence_number() > req.sequence_number);
+            next = p.sequence_number();
+            continue;
+        }
+        assert_eq!(p.sequence_number(), next);
+        for (k, m) in p.messages().enumerate() {
+            let m = m.expect("a reply block parses");
+            let seq = next + k as u64;
+            assert_eq!(store.get(seq), Some(m), "message {seq}");
+        }
+        let n = u64::from(p.message_count());
+        next = next.checked_add(n).expect("no reply passes u64::MAX");
+        messages += n;
+    }
+    assert_eq!(messages, reply.messages);
+    assert!(packets.is_empty() || next <= store.next_seq());
 }

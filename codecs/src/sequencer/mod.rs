@@ -89,7 +89,8 @@
 //! * **Late join.** [`LateJoin::LiveEdge`] starts at the first packet seen and reports the
 //!   messages before it with [`Event::LateJoin`] (they are never requested). That first
 //!   packet is tentative: its messages are held (copied into the reorder store) until a
-//!   different packet within `max_gap` of it arrives or the NAK delay passes; a packet far
+//!   different packet within `max_gap` of it arrives or the NAK delay passes (a heartbeat,
+//!   which brings nothing to deliver, waits for a data packet however long); a packet far
 //!   from it before then replaces it, so a forged first packet cannot make the real session
 //!   below it all duplicates;
 //!   [`LateJoin::FromSequence`] recovers everything from the given sequence number on.
@@ -120,7 +121,8 @@ pub enum Line {
 pub enum LateJoin {
     /// At the first packet seen: earlier messages are not requested.
     LiveEdge,
-    /// At this sequence number: earlier messages are ignored, later missing ones recovered.
+    /// At this sequence number (0 is taken as 1, the first of a session): earlier messages are
+    /// ignored, later missing ones recovered.
     FromSequence(u64),
 }
 
@@ -444,7 +446,9 @@ pub struct Sequencer {
     end_seq: Option<u64>,
     /// Invariant: every sequence number in `[expected, highest)` is either in `store` or in
     /// exactly one hole; holes are sorted and disjoint, and the first starts at `expected`
-    /// whenever `expected < highest`.
+    /// whenever `expected < highest`. No message is numbered `u64::MAX` (a packet whose
+    /// messages would pass it is malformed), so `s + 1` of a message and the differences of
+    /// these bounds never overflow.
     holes: VecDeque<Hole>,
     inflight: Vec<Inflight>,
     store: ReorderStore,
@@ -537,6 +541,7 @@ impl Sequencer {
 
     /// Messages missing now (being recovered or about to be declared lost).
     pub fn missing(&self) -> u64 {
+        // Holes are disjoint ranges of `u64`: their sizes add up to less than `u64::MAX`.
         self.holes.iter().map(|h| h.end - h.first).sum()
     }
 
@@ -604,11 +609,15 @@ impl Sequencer {
                 self.stats.duplicates += u64::from(pkt.messages_len());
                 return;
             }
-            State::Running => {
-                if self.anchor.is_some() {
-                    self.check_anchor(now, seq, end, d);
+            State::Running if self.anchor.is_some() => {
+                if line == Line::Recovery {
+                    // Nothing was requested yet: as before the start.
+                    self.stats.duplicates += u64::from(pkt.messages_len());
+                    return;
                 }
+                self.check_anchor(now, seq, end, d);
             }
+            State::Running => {}
         }
         match count {
             // "Not available" says nothing beyond what is known to exist.
@@ -650,6 +659,8 @@ impl Sequencer {
                 seq
             }
             LateJoin::FromSequence(n) => {
+                // Sequence numbers start at 1.
+                let n = n.max(1);
                 if n > 1 {
                     self.events.push_back(Event::LateJoin { first_seq: n });
                 }
@@ -688,6 +699,15 @@ impl Sequencer {
             end,
             at: now,
         });
+    }
+
+    /// When a tentative anchor stands for lack of contradiction: the NAK delay after it, if
+    /// it holds messages or ends the session. A heartbeat (nothing to deliver) waits for a
+    /// data packet to confirm or replace it, however long.
+    fn anchor_deadline(&self) -> Option<u64> {
+        let a = self.anchor?;
+        (self.highest > self.expected || self.end_seq.is_some())
+            .then(|| a.at.saturating_add(self.nak_delay))
     }
 
     /// The live-edge anchor stands: report the join and deliver what it brought.
@@ -1092,6 +1112,7 @@ impl Sequencer {
         };
         let i = self.holes.iter().position(due)?;
         let first = self.holes[i].first;
+        // Below: `first + max_request < end`, so neither sum overflows.
         if self.holes[i].end - first > self.max_request {
             if self.holes.len() >= self.max_gaps {
                 // No slot to split: wait until room is made (see `handle_timeout`).
@@ -1153,8 +1174,8 @@ impl Sequencer {
             return;
         }
         let d = &mut deliver;
-        if let Some(a) = self.anchor {
-            if a.at.saturating_add(self.nak_delay) > now {
+        if let Some(at) = self.anchor_deadline() {
+            if at > now {
                 return; // nothing else is pending while the anchor is tentative
             }
             // Nothing contradicted the first packet in time: it stands.
@@ -1215,8 +1236,8 @@ impl Sequencer {
         }
         let mut next: Option<u64> = None;
         let mut at = |t: u64| next = Some(next.map_or(t, |n| n.min(t)));
-        if let Some(a) = self.anchor {
-            at(a.at.saturating_add(self.nak_delay));
+        if let Some(t) = self.anchor_deadline() {
+            at(t);
         }
         for r in &self.inflight {
             at(r.deadline);

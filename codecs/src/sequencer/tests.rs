@@ -1233,3 +1233,41 @@ mod forged_props {
         }
     }
 }
+
+#[test]
+fn recovery_answers_before_anything_was_asked_are_ignored() {
+    let (mut s, mut sink) = seq_with(cfg());
+    s.handle_packet(0, Line::A, &pkt(100, 2), &mut sink);
+    // Unsolicited, far from the first packet: neither confirms nor replaces it.
+    s.handle_packet(0, Line::Recovery, &pkt(1_000_000_000, 1), &mut sink);
+    s.handle_packet(0, Line::A, &pkt(102, 1), &mut sink);
+    assert_eq!(sink.take(), msgs(100..103));
+    assert_eq!(s.stats().anchors_replaced, 0);
+}
+
+#[test]
+fn a_forged_first_heartbeat_far_ahead_never_stands_alone() {
+    let (mut s, mut sink) = seq_with(cfg());
+    s.handle_packet(0, Line::A, &hb(1_000_000_000_000_000_000), &mut sink);
+    assert_eq!(s.next_deadline(), None, "nothing to deliver: no deadline");
+    s.handle_timeout(100 * MS, &mut sink);
+    // The real session, long after.
+    s.handle_packet(200 * MS, Line::A, &pkt(5000, 2), &mut sink);
+    s.handle_packet(200 * MS, Line::A, &pkt(5002, 2), &mut sink);
+    assert_eq!(sink.take(), msgs(5000..5004));
+    assert_eq!(s.stats().anchors_replaced, 1);
+    assert_eq!(requests(&mut s, 300 * MS), []);
+}
+
+/// Found by the fuzz target: starting "from sequence 0" asked the server for message 0.
+#[test]
+fn from_sequence_zero_starts_at_one() {
+    let (mut s, mut sink) = seq_with(SequencerConfig {
+        late_join: LateJoin::FromSequence(0),
+        ..cfg()
+    });
+    s.handle_packet(0, Line::A, &pkt(3, 1), &mut sink);
+    assert_eq!(requests(&mut s, MS), [(1, 2)]);
+    s.handle_packet(MS, Line::Recovery, &pkt(1, 2), &mut sink);
+    assert_eq!(sink.take(), msgs(1..4));
+}
