@@ -916,3 +916,38 @@ fn a_killed_publisher_ends_the_session() {
     assert_eq!(got, want);
     assert_eq!(notice, Some((GapScope::Stream, 50, false)));
 }
+
+#[test]
+fn with_follow_newer_a_newer_session_takes_over_at_once() {
+    let (_roots, bus_a, bus_b) = two_hosts();
+    let g = group();
+    let mut publisher = bus_a.publisher("fn", &StreamConfig::default()).unwrap();
+    let mut sender = Sender::new(&bus_a, sender_cfg("fn", g)).unwrap();
+    let server = SocketAddrV4::new(LO, sender.request_addr().unwrap().port());
+    let mut rc = receiver_cfg("fn", g, server);
+    rc.exit_at_end_of_session = false;
+    rc.follow_newer = true;
+    let mut receiver = Receiver::new(&bus_b, rc).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for i in 0..5 {
+        let (t, p) = message(i);
+        publisher.publish(t, &p).unwrap();
+    }
+    while receiver.stats().messages < 5 {
+        assert!(Instant::now() < deadline, "{:?}", receiver.stats());
+        sender.poll_once().unwrap();
+        receiver.poll_once(&mut |_, _| {}).unwrap();
+    }
+    // The operator trusts the group: a newer session is a restarted sender.
+    let (tag, epoch) = mdbus_bus::net::wire::parse_session(sender.session()).unwrap();
+    let newer = mdbus_bus::net::wire::session_name(tag, epoch + 1);
+    let mut hb = [0u8; 20];
+    mdbus_codecs::moldudp64::encode_heartbeat(&mut hb, newer, 1).unwrap();
+    forge(&receiver, &hb);
+    while receiver.session() != Some(newer) {
+        assert!(Instant::now() < deadline, "{:?}", receiver.stats());
+        receiver.poll_once(&mut |_, _| {}).unwrap();
+    }
+    let s = receiver.stats();
+    assert_eq!((s.sessions, s.other_session), (2, 0), "{s:?}");
+}
