@@ -403,7 +403,10 @@ fn sigterm_stops_a_receiver_whose_lossless_subscriber_stopped() {
     let root = net.root(RX1);
     while live_counter(&root, "recv", "local_lost") == 0 {
         rx.assert_running();
-        assert!(Instant::now() < deadline, "the local ring never filled");
+        assert!(
+            Instant::now() < deadline,
+            "the receiver published no local_lost: the ring never filled, or its counters froze"
+        );
         thread::sleep(Duration::from_millis(5));
     }
     // Dropping into the full ring: a stop signal still ends it, with its summary.

@@ -543,7 +543,7 @@ fn a_re_request_flood_is_bounded_and_the_receivers_still_get_everything() {
     net.nft(RX1, &[&rule]);
     net.nft(RX2, &[&rule]);
     const RATE: u64 = 2000;
-    /// The sender's default burst of answers per source (`SenderConfig::reply_burst`).
+    /// The sender's default burst of answers per host (`SenderConfig::reply_burst`).
     const BURST: u64 = 20_000;
     let rate = RATE.to_string();
     let spec = Spec {

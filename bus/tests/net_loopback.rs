@@ -822,3 +822,132 @@ fn a_forged_first_packet_far_ahead_makes_no_absurd_late_join() {
         "then the real messages, nothing forged"
     );
 }
+
+/// Environment of the publisher child of [`a_killed_publisher_ends_the_session`].
+const CHILD_ROOT: &str = "MDBUS_NET_TEST_PUBLISHER_ROOT";
+
+#[test]
+fn a_killed_publisher_ends_the_session() {
+    if let Ok(root) = std::env::var(CHILD_ROOT) {
+        // The child: publish 50 records, say so, then wait to be killed.
+        let bus = Bus::with_root(root).unwrap();
+        let mut publisher = bus.publisher("pd", &StreamConfig::default()).unwrap();
+        for i in 0..50 {
+            let (t, p) = message(i);
+            publisher.publish(t, &p).unwrap();
+        }
+        println!("published");
+        std::io::Write::flush(&mut std::io::stdout()).unwrap();
+        thread::sleep(Duration::from_secs(60));
+        return;
+    }
+    let (roots, bus_a, bus_b) = two_hosts();
+    let g = group();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_killed_publisher_ends_the_session",
+            "--nocapture",
+        ])
+        .env(CHILD_ROOT, roots[0].path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("published") {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert!(n > 0, "the publisher child exited early");
+    }
+    let mut sender = Sender::new(&bus_a, sender_cfg("pd", g)).unwrap();
+    let server = SocketAddrV4::new(LO, sender.request_addr().unwrap().port());
+    let mut receiver = Receiver::new(&bus_b, receiver_cfg("pd", g, server)).unwrap();
+    let mut sub = bus_b
+        .subscriber("pd", &SubscribeOptions::default())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while receiver.stats().messages < 50 {
+        assert!(Instant::now() < deadline, "{:?}", receiver.stats());
+        sender.poll_once().unwrap();
+        receiver.poll_once(&mut |_, _| {}).unwrap();
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Both end the session by themselves.
+    let mut ended = false;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "{:?} {:?}",
+            sender.stats(),
+            receiver.stats()
+        );
+        let done = sender.poll_once().unwrap().done;
+        ended |= receiver.poll_once(&mut |_, _| {}).unwrap().ended;
+        if done && ended {
+            break;
+        }
+        thread::sleep(Duration::from_micros(100));
+    }
+    assert_eq!(sender.stats().publisher_died, 1, "{:?}", sender.stats());
+    // The 50 records, then the notice that the stream broke off after them.
+    let mut got = Vec::new();
+    let mut notice = None;
+    loop {
+        let r = sub.poll(|m| {
+            if m.msg_type() == ENVELOPE_MSG_TYPE {
+                let env = mdbus_bus::schema::root_as_envelope(m.payload()).unwrap();
+                let g = env.event_as_gap_notice().expect("a gap notice");
+                notice = Some((g.scope(), g.first_missing_seq(), g.recoverable()));
+            } else {
+                assert!(notice.is_none(), "nothing after the notice");
+                got.push((m.msg_type(), m.payload().to_vec()));
+            }
+        });
+        match r {
+            Ok(true) => {}
+            Ok(false) => panic!("the local stream is closed at the end of the session"),
+            Err(ReceiveError::Closed) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let want: Vec<_> = (0..50).map(message).collect();
+    assert_eq!(got, want);
+    assert_eq!(notice, Some((GapScope::Stream, 50, false)));
+}
+
+#[test]
+fn with_follow_newer_a_newer_session_takes_over_at_once() {
+    let (_roots, bus_a, bus_b) = two_hosts();
+    let g = group();
+    let mut publisher = bus_a.publisher("fn", &StreamConfig::default()).unwrap();
+    let mut sender = Sender::new(&bus_a, sender_cfg("fn", g)).unwrap();
+    let server = SocketAddrV4::new(LO, sender.request_addr().unwrap().port());
+    let mut rc = receiver_cfg("fn", g, server);
+    rc.exit_at_end_of_session = false;
+    rc.follow_newer = true;
+    let mut receiver = Receiver::new(&bus_b, rc).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for i in 0..5 {
+        let (t, p) = message(i);
+        publisher.publish(t, &p).unwrap();
+    }
+    while receiver.stats().messages < 5 {
+        assert!(Instant::now() < deadline, "{:?}", receiver.stats());
+        sender.poll_once().unwrap();
+        receiver.poll_once(&mut |_, _| {}).unwrap();
+    }
+    // The operator trusts the group: a newer session is a restarted sender.
+    let (tag, epoch) = mdbus_bus::net::wire::parse_session(sender.session()).unwrap();
+    let newer = mdbus_bus::net::wire::session_name(tag, epoch + 1);
+    let mut hb = [0u8; 20];
+    mdbus_codecs::moldudp64::encode_heartbeat(&mut hb, newer, 1).unwrap();
+    forge(&receiver, &hb);
+    while receiver.session() != Some(newer) {
+        assert!(Instant::now() < deadline, "{:?}", receiver.stats());
+        receiver.poll_once(&mut |_, _| {}).unwrap();
+    }
+    let s = receiver.stats();
+    assert_eq!((s.sessions, s.other_session), (2, 0), "{s:?}");
+}

@@ -85,9 +85,10 @@ pub struct ReceiverConfig {
     /// it (the loop keeps running meanwhile).
     pub end_wait: Duration,
     /// A packet of another session of the stream is followed only when the current session
-    /// ended (and the other one is newer) or has been silent this long; until then such
-    /// packets are counted (`other_session`) and ignored, so a forged packet cannot take the
-    /// receiver away from a live session.
+    /// ended (and the other one is newer) or has been silent this long (then older ones too:
+    /// a forged session followed first gives way to the real one); until then such packets
+    /// are counted (`other_session`, `stale_session`) and ignored, so a forged packet cannot
+    /// take the receiver away from a live session. Keep it several heartbeat intervals long.
     pub session_timeout: Duration,
     /// Follow a newer session of the stream as soon as one of its packets arrives (a sender
     /// restarted on purpose), even while the current one is live.
