@@ -84,3 +84,5 @@ pub use ring::{
     Claim, Consumer, ConsumerFactory, ConsumerStats, EpochChange, Producer, ProducerStatus, Record,
     RecordInfo, in_process,
 };
+#[cfg(not(loom))]
+pub use segment::root::RootDir;
