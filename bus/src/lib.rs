@@ -33,8 +33,6 @@
 //! Errors on the hot path ([`PublishError`], [`ReceiveError`]) are small `Copy` enums; setup
 //! errors ([`BusError`]) carry the stream name and path.
 
-use std::fs;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -78,6 +76,16 @@ pub enum BusError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The bus root exists but may not be used: it belongs to another user, or group or
+    /// others can write to it (anyone who can write a root can plant the segments its
+    /// subscribers read). The message names its owner and mode and how to fix it.
+    #[error("bus root refused: {source}")]
+    RootRefused {
+        /// The root directory.
+        path: PathBuf,
+        /// What was found ([`mdbus_shm::SetupError::Untrusted`], usually).
+        source: mdbus_shm::SetupError,
+    },
     /// The shared-memory segment of a stream could not be created or opened.
     #[error("stream {stream:?}: {source}")]
     Segment {
@@ -95,24 +103,28 @@ pub struct Bus {
 }
 
 impl Bus {
-    /// Opens the default bus root, `/dev/shm/mdbus-<user>/`, creating it (mode 0700) if needed.
+    /// Opens the default bus root, `/dev/shm/mdbus-<user>/` (see [`mdbus_shm::default_root`]),
+    /// creating it (mode 0700) if needed. That name is predictable: a directory another user
+    /// created there first is refused ([`BusError::RootRefused`]), never used.
     pub fn new() -> Result<Bus, BusError> {
         Bus::with_root(mdbus_shm::default_root())
     }
 
     /// Opens a bus rooted at `root`, creating the directory (mode 0700) if needed. Any
-    /// directory works; a hugetlbfs mount gives huge-page-backed rings.
+    /// directory owned by this process's user and not writable by group or others works
+    /// (0700 or 0755); a hugetlbfs mount (or a directory of one) gives huge-page-backed rings.
+    /// Anything else is [`BusError::RootRefused`], naming the owner and mode found. Every
+    /// publisher, subscriber and listing checks the root again when it opens it, and never
+    /// follows a symbolic link inside it.
     pub fn with_root(root: impl Into<PathBuf>) -> Result<Bus, BusError> {
         let root = root.into();
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&root)
-            .map_err(|source| BusError::Root {
-                path: root.clone(),
-                source,
-            })?;
-        Ok(Bus { root })
+        match mdbus_shm::RootDir::create(&root) {
+            Ok(_) => Ok(Bus { root }),
+            Err(mdbus_shm::SetupError::Io { source, .. }) => {
+                Err(BusError::Root { path: root, source })
+            }
+            Err(source) => Err(BusError::RootRefused { path: root, source }),
+        }
     }
 
     /// The root directory of this bus.

@@ -1,6 +1,5 @@
 //! Operator helpers over a directory of segments: listing and removing stale ones.
 
-use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -8,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::Mode;
 use crate::error::SetupError;
 use crate::layout::{STATE_CLOSED, STATE_SUPERSEDED};
+use crate::segment::root::RootDir;
 use crate::segment::{read_header_snapshot, segment_alive};
 
 /// Temporary files of an interrupted `Producer::create` are removed once older than this.
@@ -50,22 +50,20 @@ fn io_err(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> SetupError
     move |source| SetupError::Io { path, op, source }
 }
 
-fn open_ro(path: &Path) -> io::Result<File> {
-    OpenOptions::new().read(true).open(path)
-}
-
 /// Lists the valid segments in `root` (files that are not segments, and temporary files, are
-/// skipped), sorted by name.
+/// skipped; so are links and files that fail [`RootDir`]'s checks, which no consumer would
+/// open), sorted by name. A root that fails [`RootDir::open`] is an error.
 pub fn list_segments(root: &Path) -> Result<Vec<SegmentInfo>, SetupError> {
+    let dir = RootDir::open(root)?;
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(root).map_err(io_err(root, "read directory"))? {
-        let entry = entry.map_err(io_err(root, "read directory"))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = entry.path();
-        if name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_file()) {
+    for name in dir.names()? {
+        if name.starts_with('.') {
             continue;
         }
-        let Ok(file) = open_ro(&path) else { continue };
+        let path = dir.join(&name);
+        let Ok(Some(file)) = dir.open_file(&name, false) else {
+            continue;
+        };
         let Ok(snap) = read_header_snapshot(&file, &path) else {
             continue;
         };
@@ -92,18 +90,20 @@ pub fn list_segments(root: &Path) -> Result<Vec<SegmentInfo>, SetupError> {
 
 /// Removes the segments in `root` whose producer is gone (dead or closed: nobody holds the
 /// segment's lock), and temporary files left by interrupted creations. Never touches files
-/// that are not segments, nor segments with a live producer. Consumers that still map a
-/// removed segment keep reading it. Returns the removed paths.
+/// that are not segments, nor segments with a live producer, nor links (a link is removed
+/// only by name, never followed). Consumers that still map a removed segment keep reading it.
+/// Returns the removed paths. A root that fails [`RootDir::open`] is an error.
 pub fn remove_stale(root: &Path) -> Result<Vec<PathBuf>, SetupError> {
+    let dir = RootDir::open(root)?;
     let mut removed = Vec::new();
-    for entry in std::fs::read_dir(root).map_err(io_err(root, "read directory"))? {
-        let entry = entry.map_err(io_err(root, "read directory"))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = entry.path();
-        if !entry.file_type().is_ok_and(|t| t.is_file()) {
+    for name in dir.names()? {
+        if !dir.is_file(&name) {
             continue;
         }
-        let Ok(file) = open_ro(&path) else { continue };
+        let path = dir.join(&name);
+        let Ok(Some(file)) = dir.open_file(&name, false) else {
+            continue;
+        };
         let is_tmp = name.starts_with('.') && name.contains(".tmp.");
         if is_tmp {
             let old = file
@@ -118,8 +118,8 @@ pub fn remove_stale(root: &Path) -> Result<Vec<PathBuf>, SetupError> {
         } else if name.starts_with('.') || read_header_snapshot(&file, &path).is_err() {
             continue;
         }
-        if crate::segment::lock_if_unowned(&file, &path)? {
-            match std::fs::remove_file(&path) {
+        if crate::segment::lock_if_unowned(&file, &dir, &name)? {
+            match dir.remove(&name) {
                 Ok(()) => removed.push(path),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err(&path, "remove")(e)),

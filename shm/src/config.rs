@@ -81,7 +81,8 @@ pub struct RingConfig {
     pub mode: Mode,
     /// Number of lossless-consumer slots (each one 128-byte line of the header); at most 1024.
     pub max_consumers: u32,
-    /// Permission bits of the segment file (default `0o600`).
+    /// Permission bits of the segment file (default `0o600`). Bits that let group or others
+    /// write (`0o022`) are refused: a segment must be writable by its owner only.
     pub file_mode: u32,
     /// Touch every page of the mapping at create/open, so no page fault lands on the hot path.
     pub prefault: bool,
@@ -141,6 +142,13 @@ impl RingConfig {
                 self.file_mode
             ));
         }
+        if self.file_mode & 0o022 != 0 {
+            return bad(format!(
+                "file_mode {:#o} lets group or others write the segment; consumers refuse such \
+                 segments (use 0o600, or 0o640 to let the group read)",
+                self.file_mode
+            ));
+        }
         Ok(())
     }
 }
@@ -172,6 +180,11 @@ impl Default for ConsumerOptions {
 /// The directory for segments when none is given: `$MDBUS_SHM_ROOT` if set, otherwise
 /// `/dev/shm/mdbus-<user>/` (`<user>` from `$USER`, else the numeric uid). Point it at a
 /// hugetlbfs mount to back rings with huge pages.
+///
+/// The name is predictable, so it is checked, never trusted: a root must be a directory owned
+/// by this process's user and not writable by group or others (see
+/// [`RootDir`](crate::RootDir)); one that another user created first is refused with
+/// [`SetupError::Untrusted`], naming its owner and mode.
 pub fn default_root() -> PathBuf {
     if let Some(root) = std::env::var_os("MDBUS_SHM_ROOT")
         && !root.is_empty()
@@ -278,6 +291,14 @@ mod tests {
             },
             RingConfig {
                 file_mode: 0o10000,
+                ..base.clone()
+            },
+            RingConfig {
+                file_mode: 0o620,
+                ..base.clone()
+            },
+            RingConfig {
+                file_mode: 0o602,
                 ..base.clone()
             },
         ] {

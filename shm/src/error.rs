@@ -144,4 +144,60 @@ pub enum SetupError {
         /// Number of slots.
         max: u32,
     },
+    /// A bus root (a directory) or a file in it belongs to another user or can be written by
+    /// group or others: whoever can write it could plant or alter what subscribers read.
+    #[error("{path}: refusing this {what}: owned by uid {owner}, mode {mode:04o}; {fix}",
+        path = .path.display(), fix = untrusted_fix(.what, *.owner, *.uid))]
+    Untrusted {
+        /// The directory or file.
+        path: PathBuf,
+        /// `directory` (a bus root) or `file` (a segment or counter file).
+        what: &'static str,
+        /// Its owner's uid.
+        owner: u32,
+        /// Its permission bits.
+        mode: u32,
+        /// The effective uid of this process, the only owner accepted.
+        uid: u32,
+    },
+    /// A symbolic link where a segment (or counter file) should be: links in a bus root are
+    /// never followed.
+    #[error("{path} is a symbolic link, not a segment; remove it", path = .path.display())]
+    Symlink {
+        /// The link.
+        path: PathBuf,
+    },
+    /// Something other than a regular file where a segment should be.
+    #[error("{path} is a {kind}, not a segment file; remove it", path = .path.display())]
+    NotAFile {
+        /// The entry.
+        path: PathBuf,
+        /// What it is (`directory`, `FIFO`, ...).
+        kind: &'static str,
+    },
+    /// The filesystem could not reserve the file's space when it was created (full, or too
+    /// small). Nothing was left at the path.
+    #[error("{path}: cannot reserve the {needed} bytes it needs: {source} (free space on that filesystem, enlarge it, or use a smaller ring capacity)", path = .path.display())]
+    NoSpace {
+        /// The file that was being created (a segment, or a counter file).
+        path: PathBuf,
+        /// Bytes it needs.
+        needed: u64,
+        /// The OS error (`ENOSPC`...).
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// How to fix what [`SetupError::Untrusted`] found.
+fn untrusted_fix(what: &str, owner: u32, uid: u32) -> String {
+    if owner != uid {
+        format!(
+            "only those of uid {uid} (this process) are used: remove it (as uid {owner} or \
+             root) and let mdbus create it again"
+        )
+    } else {
+        let private = if what == "directory" { "700" } else { "600" };
+        format!("group or others can write to it: chmod {private} it (or remove it)")
+    }
 }

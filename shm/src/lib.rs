@@ -19,6 +19,11 @@
 //!   ([`PollError::NewEpoch`], [`Consumer::reopen`]); [`Consumer::producer_status`] tells alive,
 //!   dead, closed and replaced apart.
 //!
+//! A segment directory (a bus root) belongs to one user: it must be owned by this process's
+//! user and not writable by group or others, and so must every segment in it; links in it are
+//! never followed, and a segment's space is reserved when it is created, so a full filesystem
+//! is a setup error rather than a `SIGBUS` later (see [`RootDir`]).
+//!
 //! The layout of a segment is specified in [`layout::Header`]; `README.md` beside this crate
 //! describes the protocol and its guarantees.
 //!
@@ -84,3 +89,5 @@ pub use ring::{
     Claim, Consumer, ConsumerFactory, ConsumerStats, EpochChange, Producer, ProducerStatus, Record,
     RecordInfo, in_process,
 };
+#[cfg(not(loom))]
+pub use segment::root::RootDir;

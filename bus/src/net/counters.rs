@@ -54,14 +54,16 @@
 //! Readers map the file read-only; it must not be truncated while mapped (the writer never
 //! does; the file is the writer's user's, mode 0600).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::mem::offset_of;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
+
+use mdbus_shm::{RootDir, SetupError};
 
 /// File-name suffix of a counter file under the bus root.
 pub const COUNTERS_SUFFIX: &str = ".stat";
@@ -201,6 +203,20 @@ pub enum CounterError {
         /// Which field, and what it holds.
         what: String,
     },
+    /// The root or the file may not be used (another user's, writable by others, a
+    /// symbolic link, not a regular file), or the file's space could not be reserved (a full
+    /// filesystem). The message names the path and what was found.
+    #[error("counter file: {0}")]
+    Setup(#[source] SetupError),
+}
+
+/// A setup error of the root or a file in it: system call failures keep their
+/// [`CounterError::Io`] shape, the rest are [`CounterError::Setup`].
+fn setup_err(e: SetupError) -> CounterError {
+    match e {
+        SetupError::Io { path, op, source } => CounterError::Io { path, op, source },
+        other => CounterError::Setup(other),
+    }
 }
 
 fn io_err(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> CounterError {
@@ -351,11 +367,14 @@ fn clip_detail(s: &str) -> &str {
 }
 
 /// Removes the temporary file on early return.
-struct TmpGuard<'a>(&'a Path);
+struct TmpGuard<'a> {
+    root: &'a RootDir,
+    name: &'a str,
+}
 
 impl Drop for TmpGuard<'_> {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.0);
+        let _ = self.root.remove(self.name);
     }
 }
 
@@ -390,6 +409,11 @@ impl CounterFile {
     /// name by a finished or dead writer is replaced; one whose writer lives is an
     /// [`CounterError::InUse`] error.
     ///
+    /// `root` must be this user's and not writable by others, and a link or another user's
+    /// file at the name is refused, never written through ([`CounterError::Setup`], see
+    /// [`RootDir`]); the file's space is reserved before it is mapped, so a full filesystem
+    /// is a [`CounterError::Setup`] error naming the file, not a SIGBUS.
+    ///
     /// `stream`: 1 to 64 of `[A-Za-z0-9._-]`, not starting with a dot; `role`: 1 to 16 of
     /// `[A-Za-z0-9_-]`; `detail`: at most 256 bytes; `names`: at most 64, distinct, each 1
     /// to 31 bytes of printable ASCII without spaces.
@@ -410,39 +434,34 @@ impl CounterFile {
                 reason: "use at most 256 bytes",
             });
         }
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(root)
-            .map_err(io_err(root, "create directory"))?;
-        let path = root.join(format!("{stream}.{role}{COUNTERS_SUFFIX}"));
-        match read_counters(&path) {
+        let dir = RootDir::create(root).map_err(setup_err)?;
+        let name = format!("{stream}.{role}{COUNTERS_SUFFIX}");
+        let path = dir.join(&name);
+        match read_in(&dir, &name) {
             Ok(old) if old.alive => {
                 return Err(CounterError::InUse { path, pid: old.pid });
             }
+            // Never write through a link, nor replace a file that is not ours.
+            Err(e @ CounterError::Setup(_)) => return Err(e),
             _ => {}
         }
 
         let pid = std::process::id();
         static NONCE: AtomicU64 = AtomicU64::new(0);
-        let tmp = root.join(format!(
+        let tmp_name = format!(
             ".{stream}.{role}{COUNTERS_SUFFIX}.tmp.{pid}.{:x}.{}",
             unix_ns(),
             NONCE.fetch_add(1, Ordering::Relaxed)
-        ));
-        let guard = TmpGuard(&tmp);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_err(&tmp, "create"))?;
-        // The umask may have cleared bits of the mode.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(io_err(&tmp, "chmod"))?;
-        file.set_len(LAYOUT_LEN as u64)
-            .map_err(io_err(&tmp, "ftruncate"))?;
+        );
+        let tmp = dir.join(&tmp_name);
+        let file = dir.create_file(&tmp_name, 0o600).map_err(setup_err)?;
+        let guard = TmpGuard {
+            root: &dir,
+            name: &tmp_name,
+        };
+        // Reserve the space now: on a full filesystem a sparse file would fail at the first
+        // store into the mapping, with SIGBUS.
+        RootDir::reserve(&file, &path, LAYOUT_LEN as u64).map_err(setup_err)?;
         let map = Mapping::new(&file, true).map_err(io_err(&tmp, "mmap"))?;
 
         let mut role_buf = [0u8; MAX_ROLE];
@@ -489,7 +508,8 @@ impl CounterFile {
         this.set_detail(detail);
         // The magic last (pairs with the Acquire load in `read_file`).
         this.layout().magic.store(MAGIC, Ordering::Release);
-        std::fs::rename(&tmp, &this.path).map_err(io_err(&this.path, "rename"))?;
+        dir.rename(&tmp_name, &name, true)
+            .map_err(io_err(&this.path, "rename"))?;
         std::mem::forget(guard);
         Ok(this)
     }
@@ -594,10 +614,35 @@ impl CounterSnapshot {
     }
 }
 
-/// Reads a counter file while its writer may be running.
+/// Reads a counter file while its writer may be running. Its directory and the file must be
+/// this user's and not writable by others, and a symbolic link is not followed
+/// ([`CounterError::Setup`]).
 pub fn read_counters(path: &Path) -> Result<CounterSnapshot, CounterError> {
-    let file = File::open(path).map_err(io_err(path, "open"))?;
-    read_file(&file, path)
+    let name =
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| CounterError::InvalidName {
+                what: "counter file path",
+                name: path.display().to_string(),
+                reason: "must end in a UTF-8 file name",
+            })?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let dir = RootDir::open(dir).map_err(setup_err)?;
+    read_in(&dir, name)
+}
+
+/// Reads the counter file `name` of the checked directory `dir`.
+fn read_in(dir: &RootDir, name: &str) -> Result<CounterSnapshot, CounterError> {
+    let path = dir.join(name);
+    match dir.open_file(name, false).map_err(setup_err)? {
+        Some(file) => read_file(&file, &path),
+        None => Err(io_err(&path, "open")(io::Error::from(
+            io::ErrorKind::NotFound,
+        ))),
+    }
 }
 
 fn read_file(file: &File, path: &Path) -> Result<CounterSnapshot, CounterError> {
@@ -790,22 +835,20 @@ fn is_counter_name(name: &str) -> bool {
 }
 
 /// Reads every counter file (`*.stat`, not hidden) under `root`, sorted by stream then role.
-/// Files that cannot be read (damaged, of another version, removed meanwhile) do not stop the
-/// listing: their errors come back in the second vector. An unreadable `root` is an error.
+/// Files that cannot be read (damaged, of another version, another user's, removed meanwhile)
+/// do not stop the listing: their errors come back in the second vector; links are skipped.
+/// A `root` that cannot be read, or that fails [`RootDir::open`]'s checks, is an error.
 pub fn list_counters(
     root: &Path,
 ) -> Result<(Vec<CounterSnapshot>, Vec<CounterError>), CounterError> {
+    let dir = RootDir::open(root).map_err(setup_err)?;
     let mut snaps = Vec::new();
     let mut errors = Vec::new();
-    for entry in std::fs::read_dir(root).map_err(io_err(root, "read directory"))? {
-        let entry = entry.map_err(io_err(root, "read directory"))?;
-        let name = entry.file_name();
-        if !is_counter_name(&name.to_string_lossy())
-            || !entry.file_type().is_ok_and(|t| t.is_file())
-        {
+    for name in dir.names().map_err(setup_err)? {
+        if !is_counter_name(&name) || !dir.is_file(&name) {
             continue;
         }
-        match read_counters(&entry.path()) {
+        match read_in(&dir, &name) {
             Ok(s) => snaps.push(s),
             Err(CounterError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
             Err(e) => errors.push(e),
@@ -816,32 +859,32 @@ pub fn list_counters(
 }
 
 /// Removes the counter files under `root` whose writer finished or died, and temporary files
-/// left by creators that died. Leaves files it cannot read and files of live writers.
-/// Returns the removed paths, sorted.
+/// left by creators that died. Leaves files it cannot read, links, and files of live writers.
+/// Returns the removed paths, sorted. A `root` that fails [`RootDir::open`]'s checks is an
+/// error.
 pub fn remove_finished(root: &Path) -> Result<Vec<PathBuf>, CounterError> {
+    let dir = RootDir::open(root).map_err(setup_err)?;
     let mut removed = Vec::new();
-    for entry in std::fs::read_dir(root).map_err(io_err(root, "read directory"))? {
-        let entry = entry.map_err(io_err(root, "read directory"))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = entry.path();
-        if !entry.file_type().is_ok_and(|t| t.is_file()) {
+    for name in dir.names().map_err(setup_err)? {
+        if !dir.is_file(&name) {
             continue;
         }
+        let path = dir.join(&name);
         let stale = if is_counter_name(&name) {
-            let Ok(file) = File::open(&path) else {
+            let Ok(Some(file)) = dir.open_file(&name, false) else {
                 continue;
             };
             match read_file(&file, &path) {
                 // Only if the name still points to the file that was read (a new writer may
                 // have replaced it meanwhile).
-                Ok(snap) if !snap.alive => same_file(&file, &path),
+                Ok(snap) if !snap.alive => dir.holds(&name, &file).unwrap_or(false),
                 _ => false,
             }
         } else {
             tmp_creator(&name).is_some_and(|pid| !pid_alive(pid))
         };
         if stale {
-            match std::fs::remove_file(&path) {
+            match dir.remove(&name) {
                 Ok(()) => removed.push(path),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err(&path, "remove")(e)),
@@ -862,16 +905,11 @@ fn tmp_creator(name: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
-fn same_file(file: &File, path: &Path) -> bool {
-    match (file.metadata(), std::fs::metadata(path)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
+    use std::os::unix::fs::PermissionsExt;
 
     const NAMES: &[&str] = &["packets", "bytes", "gaps", "naks"];
 

@@ -9,8 +9,10 @@
 //! This module and the ring module hold all of the crate's `unsafe`.
 
 pub(crate) mod os;
+#[cfg(not(loom))]
+pub(crate) mod root;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 #[cfg(not(loom))]
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -296,18 +298,19 @@ unsafe fn init_header(base: NonNull<u8>, info: &HeaderInfo, max_consumers: u32) 
 
 #[cfg(not(loom))]
 pub(crate) use file::{
-    create_file, lock_if_unowned, open_file, read_header_snapshot, segment_alive,
+    create_file, epoch_at, lock_if_unowned, open_file, read_header_snapshot, segment_alive,
 };
 
 /// The file backing.
 #[cfg(not(loom))]
 mod file {
-    use std::fs::{File, OpenOptions};
+    use std::fs::File;
     use std::io;
-    use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::{FileExt, MetadataExt};
     use std::path::Path;
     use std::sync::Arc;
 
+    use super::root::RootDir;
     use super::{Backing, FileIdentity, Segment, fresh_info, init_header, os};
     use crate::config::{Geometry, RingConfig};
     use crate::error::SetupError;
@@ -331,6 +334,31 @@ mod file {
         pub(crate) info: HeaderInfo,
         pub(crate) dynamic: HeaderDynamic,
         pub(crate) file_len: u64,
+    }
+
+    impl HeaderSnapshot {
+        /// How many bytes of the file to map: what the header declares, rounded up to the
+        /// file's page size (hugetlbfs files are whole huge pages), never past the end of
+        /// the file. Bytes beyond are not part of the segment and are never mapped: a file
+        /// made longer than its header says (a sparse tail, say) is read as a valid segment
+        /// of the declared size.
+        pub(crate) fn map_len(&self, file: &File, path: &Path) -> Result<usize, SetupError> {
+            let page = os::hugetlbfs_page_size(file)
+                .map_err(io_err(path, "fstatfs"))?
+                .unwrap_or(4096);
+            let len = self
+                .info
+                .segment_len
+                .checked_next_multiple_of(page)
+                .unwrap_or(self.info.segment_len)
+                .min(self.file_len);
+            usize::try_from(len).map_err(|_| SetupError::BadHeader {
+                path: path.to_path_buf(),
+                field: "segment_len",
+                offset: crate::layout::OFF_SEGMENT_LEN,
+                value: self.info.segment_len,
+            })
+        }
     }
 
     /// Reads and validates the header of an open segment file.
@@ -366,13 +394,19 @@ mod file {
         Ok(!free)
     }
 
-    /// Takes the segment's lock if no producer holds it, and checks that `path` still names
-    /// this file. `true`: nobody owns the segment and the lock is ours until `file` closes.
-    pub(crate) fn lock_if_unowned(file: &File, path: &Path) -> Result<bool, SetupError> {
-        if !os::try_flock(file, true).map_err(io_err(path, "flock"))? {
+    /// Takes the segment's lock if no producer holds it, and checks that `name` in `root`
+    /// still names this file. `true`: nobody owns the segment and the lock is ours until
+    /// `file` closes.
+    pub(crate) fn lock_if_unowned(
+        file: &File,
+        root: &RootDir,
+        name: &str,
+    ) -> Result<bool, SetupError> {
+        let path = root.join(name);
+        if !os::try_flock(file, true).map_err(io_err(&path, "flock"))? {
             return Ok(false);
         }
-        still_at_path(file, path)
+        root.holds(name, file).map_err(io_err(&path, "stat"))
     }
 
     fn identity(file: &File, path: &Path) -> Result<FileIdentity, SetupError> {
@@ -384,13 +418,36 @@ mod file {
         })
     }
 
-    /// Whether `path` still names the inode of `file`.
-    fn still_at_path(file: &File, path: &Path) -> Result<bool, SetupError> {
-        let a = file.metadata().map_err(io_err(path, "stat"))?;
-        match std::fs::metadata(path) {
-            Ok(b) => Ok(a.dev() == b.dev() && a.ino() == b.ino()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(io_err(path, "stat")(e)),
+    /// Splits a segment path into its directory (`.` if none) and a UTF-8 file name that
+    /// does not start with a dot (those are the temporary files' names).
+    fn split(path: &Path) -> Result<(&Path, &str), SetupError> {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| !n.starts_with('.'))
+            .ok_or_else(|| {
+                SetupError::BadConfig(format!(
+                    "segment path {} must end in a UTF-8 file name not starting with '.'",
+                    path.display()
+                ))
+            })?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        Ok((dir, name))
+    }
+
+    /// Opens the segment file at `path` (read-write if `write`) in its checked root, without
+    /// following links. A missing file is an [`SetupError::Io`] of `NotFound`.
+    fn open_checked(path: &Path, write: bool) -> Result<(RootDir, File), SetupError> {
+        let (dir, name) = split(path)?;
+        let root = RootDir::open(dir)?;
+        match root.open_file(name, write)? {
+            Some(f) => Ok((root, f)),
+            None => Err(io_err(path, "open")(io::Error::from(
+                io::ErrorKind::NotFound,
+            ))),
         }
     }
 
@@ -407,11 +464,9 @@ mod file {
         Changed,
     }
 
-    fn existing(path: &Path) -> Result<Existing, SetupError> {
-        let file = match OpenOptions::new().read(true).write(true).open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Existing::None),
-            Err(e) => return Err(io_err(path, "open")(e)),
+    fn existing(root: &RootDir, name: &str, path: &Path) -> Result<Existing, SetupError> {
+        let Some(file) = root.open_file(name, true)? else {
+            return Ok(Existing::None);
         };
         if !os::try_flock(&file, true).map_err(io_err(path, "flock"))? {
             let snap = read_header_snapshot(&file, path)?;
@@ -421,7 +476,7 @@ mod file {
             let transient = snap.dynamic.state != STATE_LIVE || !os::pid_alive(pid);
             return Ok(Existing::Locked { pid, transient });
         }
-        if !still_at_path(&file, path)? {
+        if !root.holds(name, &file).map_err(io_err(path, "stat"))? {
             return Ok(Existing::Changed);
         }
         // Never clobber a file that is not a valid segment.
@@ -433,34 +488,20 @@ mod file {
     /// Returns the segment and the producer's lock: a separate open file description holding
     /// `flock(LOCK_EX)`, never mapped, so that closing it (producer drop or death) releases
     /// the lock even while in-process consumers still map the segment.
+    ///
+    /// The directory is created (mode 0700) if missing and must pass [`RootDir::open`]'s
+    /// checks; everything in it is reached relative to it, without following links.
     pub(crate) fn create_file(
         path: &Path,
         cfg: &RingConfig,
         epoch: u64,
     ) -> Result<(Arc<Segment>, File), SetupError> {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .filter(|n| !n.starts_with('.'))
-            .ok_or_else(|| {
-                SetupError::BadConfig(format!(
-                    "segment path {} must end in a UTF-8 file name not starting with '.'",
-                    path.display()
-                ))
-            })?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => std::path::PathBuf::from("."),
-        };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io_err(&dir, "create directory"))?;
+        let (dir, name) = split(path)?;
+        let root = RootDir::create(dir)?;
 
         let mut last_pid = 0;
         for attempt in 0..CREATE_ATTEMPTS {
-            let old = match existing(path)? {
+            let old = match existing(&root, name, path)? {
                 Existing::None => None,
                 Existing::Replaceable(f, snap) => Some((f, snap)),
                 Existing::Changed => continue,
@@ -476,24 +517,26 @@ mod file {
                     });
                 }
             };
-            let tmp = dir.join(format!(
+            let tmp = format!(
                 ".{name}.tmp.{}.{:016x}",
                 std::process::id(),
                 super::new_epoch()
-            ));
-            let guard = TmpGuard(&tmp);
-            let (mut seg, lock) = build(&tmp, cfg, epoch)?;
-            match &old {
-                None => match os::rename_noreplace(&tmp, path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        drop((seg, lock));
-                        drop(guard);
-                        continue; // another creator won the race: look again
-                    }
-                    Err(e) => return Err(io_err(path, "rename")(e)),
-                },
-                Some(_) => std::fs::rename(&tmp, path).map_err(io_err(path, "rename"))?,
+            );
+            let guard = TmpGuard {
+                root: &root,
+                name: &tmp,
+            };
+            let (mut seg, lock) = build(&root, &tmp, path, cfg, epoch)?;
+            match root.rename(&tmp, name, old.is_some()) {
+                Ok(()) => {}
+                Err(e) if old.is_none() && e.kind() == io::ErrorKind::AlreadyExists => {
+                    drop((seg, lock));
+                    drop(guard);
+                    // Another creator won the race, or something else appeared there (a
+                    // link, say): look again.
+                    continue;
+                }
+                Err(e) => return Err(io_err(path, "rename")(e)),
             }
             std::mem::forget(guard);
             if let Some((old_file, snap)) = old {
@@ -512,44 +555,47 @@ mod file {
     }
 
     /// Removes the temporary file unless forgotten.
-    struct TmpGuard<'a>(&'a Path);
+    struct TmpGuard<'a> {
+        root: &'a RootDir,
+        name: &'a str,
+    }
     impl Drop for TmpGuard<'_> {
         fn drop(&mut self) {
-            let _ = std::fs::remove_file(self.0);
+            let _ = self.root.remove(self.name);
         }
     }
 
-    /// Creates, sizes, maps and initialises a segment file at the temporary path `tmp`, and
-    /// takes its lock on a second, unmapped descriptor (held for the producer's lifetime).
-    fn build(tmp: &Path, cfg: &RingConfig, epoch: u64) -> Result<(Segment, File), SetupError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(cfg.file_mode)
-            .open(tmp)
-            .map_err(io_err(tmp, "create"))?;
-        // The umask may have cleared bits of the requested mode.
-        file.set_permissions(std::fs::Permissions::from_mode(cfg.file_mode))
-            .map_err(io_err(tmp, "chmod"))?;
-        let lock = OpenOptions::new()
-            .read(true)
-            .open(tmp)
-            .map_err(io_err(tmp, "open"))?;
-        if !os::try_flock(&lock, true).map_err(io_err(tmp, "flock"))? {
-            return Err(io_err(tmp, "flock")(io::Error::from(
+    /// Creates, reserves, maps and initialises a segment file at the temporary name `tmp` in
+    /// `root` (to become `path`), and takes its lock on a second, unmapped descriptor (held
+    /// for the producer's lifetime).
+    fn build(
+        root: &RootDir,
+        tmp: &str,
+        path: &Path,
+        cfg: &RingConfig,
+        epoch: u64,
+    ) -> Result<(Segment, File), SetupError> {
+        let tmp_path = root.join(tmp);
+        let file = root.create_file(tmp, cfg.file_mode)?;
+        let lock = root
+            .open_file(tmp, false)?
+            .ok_or_else(|| io_err(&tmp_path, "open")(io::Error::from(io::ErrorKind::NotFound)))?;
+        if !os::try_flock(&lock, true).map_err(io_err(&tmp_path, "flock"))? {
+            return Err(io_err(&tmp_path, "flock")(io::Error::from(
                 io::ErrorKind::WouldBlock,
             )));
         }
         let info = fresh_info(cfg, epoch);
         let geo = Geometry::from_config(cfg, epoch, info.producer_pid);
         let page = os::hugetlbfs_page_size(&file)
-            .map_err(io_err(tmp, "fstatfs"))?
+            .map_err(io_err(&tmp_path, "fstatfs"))?
             .unwrap_or(4096);
         let len = (info.segment_len).div_ceil(page) * page;
-        file.set_len(len).map_err(io_err(tmp, "ftruncate"))?;
-        let map =
-            os::Mapping::new(&file, len as usize, cfg.prefault).map_err(io_err(tmp, "mmap"))?;
+        // Reserve the space now: on a full filesystem a sparse file (`set_len`) would fail
+        // later, with SIGBUS at a page fault in the producer's hot path.
+        RootDir::reserve(&file, path, len)?;
+        let map = os::Mapping::new(&file, len as usize, cfg.prefault)
+            .map_err(io_err(&tmp_path, "mmap"))?;
         let base = map.ptr();
         // SAFETY: a fresh mapping of a file only we know about, page aligned, `len` bytes.
         unsafe { init_header(base, &info, geo.max_consumers) };
@@ -558,12 +604,12 @@ mod file {
         }
         if cfg.mlock {
             map.mlock().map_err(|source| SetupError::MlockFailed {
-                path: tmp.to_path_buf(),
+                path: tmp_path.clone(),
                 len: map.len(),
                 source,
             })?;
         }
-        let id = identity(&file, tmp)?;
+        let id = identity(&file, &tmp_path)?;
         let seg = Segment {
             geo,
             base,
@@ -595,11 +641,14 @@ mod file {
     /// Marks a replaced segment so that its consumers learn the new epoch without a system
     /// call, and wakes its blocked consumers.
     fn supersede(old: &File, snap: &HeaderSnapshot, epoch: u64) {
-        let Ok(map) = os::Mapping::new(old, snap.file_len as usize, false) else {
+        let Ok(len) = snap.map_len(old, Path::new("")) else {
+            return;
+        };
+        let Ok(map) = os::Mapping::new(old, len, false) else {
             return;
         };
         // SAFETY: the file was validated (magic, version, sizes) and the mapping covers the
-        // whole file, so a complete header lies at its start; header words are atomics.
+        // declared segment, so a complete header lies at its start; header words are atomics.
         let header = unsafe { map.ptr().cast::<crate::layout::Header>().as_ref() };
         header
             .control
@@ -614,17 +663,14 @@ mod file {
         os::futex_wake_all(&header.notify.futex_word);
     }
 
-    /// Opens and maps an existing segment for a consumer.
+    /// Opens and maps an existing segment for a consumer: its directory and the file must
+    /// pass [`RootDir`]'s checks; only the length the header declares is mapped.
     pub(crate) fn open_file(path: &Path) -> Result<Arc<Segment>, SetupError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(io_err(path, "open"))?;
+        let (_root, file) = open_checked(path, true)?;
         let snap = read_header_snapshot(&file, path)?;
+        let len = snap.map_len(&file, path)?;
         let info = snap.info;
-        let map =
-            os::Mapping::new(&file, snap.file_len as usize, true).map_err(io_err(path, "mmap"))?;
+        let map = os::Mapping::new(&file, len, true).map_err(io_err(path, "mmap"))?;
         let id = identity(&file, path)?;
         let geo = Geometry::new(
             info.capacity,
@@ -646,6 +692,13 @@ mod file {
         };
         validate_mapped(&seg, path)?;
         Ok(Arc::new(seg))
+    }
+
+    /// Reads the epoch of the segment at `path` (for `reopen`), with the same checks as
+    /// [`open_file`].
+    pub(crate) fn epoch_at(path: &Path) -> Result<u64, SetupError> {
+        let (_root, file) = open_checked(path, false)?;
+        Ok(read_header_snapshot(&file, path)?.info.epoch)
     }
 
     /// Re-checks through the mapping what `pread` validated (the file could have been
@@ -681,18 +734,7 @@ mod file {
 /// Whether `path` currently names the file mapped by `seg` (`None` if the path is gone).
 pub(crate) fn same_file(id: &FileIdentity) -> Option<bool> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(&id.path)
+    std::fs::symlink_metadata(&id.path)
         .ok()
         .map(|m| m.dev() == id.dev && m.ino() == id.ino)
-}
-
-/// Reads the epoch of the segment at `path` (for `reopen`).
-#[cfg(not(loom))]
-pub(crate) fn epoch_at(path: &Path) -> Result<u64, SetupError> {
-    let file = std::fs::File::open(path).map_err(|source| SetupError::Io {
-        path: path.to_path_buf(),
-        op: "open",
-        source,
-    })?;
-    Ok(read_header_snapshot(&file, path)?.info.epoch)
 }

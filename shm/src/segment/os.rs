@@ -5,7 +5,6 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::path::Path;
 #[cfg(not(loom))]
 use std::ptr::NonNull;
 use std::time::Duration;
@@ -126,24 +125,105 @@ pub(crate) fn unlock(file: &File) {
     }
 }
 
-/// `renameat2(RENAME_NOREPLACE)`: fails with `EEXIST` if `to` exists. Filesystems without
-/// support (`EINVAL`/`ENOSYS`) fall back to `link` + `unlink`, which is atomic in the same way.
-pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let cfrom = CString::new(from.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let cto = CString::new(to.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
+/// The effective user id of this process: the owner of the files it creates.
+pub(crate) fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// A single path component as a C string: no `/`, no NUL, not empty, not `.` or `..`.
+fn component(name: &str) -> io::Result<std::ffi::CString> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Opens the entry `name` of the directory `dir` with `openat`, never following a symbolic
+/// link (a link gives `ELOOP`). `flags` are added to `O_NOFOLLOW | O_CLOEXEC`; `mode` applies
+/// with `O_CREAT`.
+pub(crate) fn open_at(dir: &File, name: &str, flags: libc::c_int, mode: u32) -> io::Result<File> {
+    use std::os::fd::FromRawFd;
+    let cname = component(name)?;
+    let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let fd = loop {
+        // SAFETY: `dir` is an open descriptor and `cname` a NUL-terminated string, both alive
+        // for the call.
+        let rc =
+            unsafe { libc::openat(dir.as_raw_fd(), cname.as_ptr(), flags, mode as libc::c_uint) };
+        match cvt(rc) {
+            Ok(fd) => break fd,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// What `fstatat(AT_SYMLINK_NOFOLLOW)` says of an entry of a directory.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EntryStat {
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+    /// `st_mode`: file type and permission bits.
+    pub(crate) mode: u32,
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`: the entry itself, a link not followed.
+pub(crate) fn stat_at(dir: &File, name: &str) -> io::Result<EntryStat> {
+    let cname = component(name)?;
+    // SAFETY: stat is plain old data; all-zero is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `dir` is open, `cname` NUL-terminated, `st` a valid out-pointer.
+    cvt(unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            cname.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    #[allow(clippy::unnecessary_cast)]
+    Ok(EntryStat {
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+        mode: st.st_mode as u32,
+    })
+}
+
+/// `unlinkat(dir, name)`: removes the entry itself (a link, not its target).
+pub(crate) fn unlink_at(dir: &File, name: &str) -> io::Result<()> {
+    let cname = component(name)?;
+    // SAFETY: `dir` is open and `cname` NUL-terminated.
+    cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), cname.as_ptr(), 0) }).map(drop)
+}
+
+/// `renameat2` within `dir`. With `noreplace`, fails with `EEXIST` if `to` exists;
+/// filesystems without `RENAME_NOREPLACE` (`EINVAL`/`ENOSYS`) fall back to `linkat` +
+/// `unlinkat`, which is atomic in the same way. Renaming never follows a link at `to`: it
+/// replaces the link itself.
+pub(crate) fn rename_at(dir: &File, from: &str, to: &str, noreplace: bool) -> io::Result<()> {
+    let cfrom = component(from)?;
+    let cto = component(to)?;
+    let flags = if noreplace { libc::RENAME_NOREPLACE } else { 0 };
+    // SAFETY: `dir` is open and both names are NUL-terminated strings alive for the call.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_renameat2,
-            libc::AT_FDCWD,
+            dir.as_raw_fd(),
             cfrom.as_ptr(),
-            libc::AT_FDCWD,
+            dir.as_raw_fd(),
             cto.as_ptr(),
-            libc::RENAME_NOREPLACE,
+            flags,
         )
     };
     if rc == 0 {
@@ -151,11 +231,49 @@ pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     }
     let err = io::Error::last_os_error();
     match err.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) if noreplace => {
+            // SAFETY: as above; flags 0 never follows a link at `from`.
+            cvt(unsafe {
+                libc::linkat(
+                    dir.as_raw_fd(),
+                    cfrom.as_ptr(),
+                    dir.as_raw_fd(),
+                    cto.as_ptr(),
+                    0,
+                )
+            })?;
+            unlink_at(dir, from)
+        }
         Some(libc::EINVAL) | Some(libc::ENOSYS) => {
-            std::fs::hard_link(from, to)?;
-            std::fs::remove_file(from)
+            // SAFETY: as above.
+            cvt(unsafe {
+                libc::renameat(
+                    dir.as_raw_fd(),
+                    cfrom.as_ptr(),
+                    dir.as_raw_fd(),
+                    cto.as_ptr(),
+                )
+            })
+            .map(drop)
         }
         _ => Err(err),
+    }
+}
+
+/// Reserves `len` bytes of storage for `file` from offset 0 (`posix_fallocate`), extending it
+/// to `len` if shorter: a filesystem without the room fails here (`ENOSPC`) instead of at a
+/// page fault of the mapping later (`SIGBUS`).
+pub(crate) fn reserve(file: &File, len: u64) -> io::Result<()> {
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    loop {
+        // SAFETY: the descriptor is open for the lifetime of `file`; no memory is passed.
+        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+        match rc {
+            0 => return Ok(()),
+            libc::EINTR => continue,
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
     }
 }
 
