@@ -228,6 +228,14 @@ pub struct FeedArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub max_gap: u64,
+    /// How long nothing may continue the current sequence before packets going on from a
+    /// jump beyond --max-gap corroborate it (longer than the feed's heartbeat interval).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value_t = DurationArg(SequencerConfig::default().jump_confirm)
+    )]
+    pub jump_confirm: DurationArg,
     /// Capacity of the feed stream's ring, in bytes: a power of two, at least 4096 (the
     /// default is 16 MiB, as for `mdbus replay`).
     #[arg(
@@ -302,6 +310,7 @@ fn live_config(args: &FeedArgs) -> LiveFeedConfig {
             max_gaps: args.max_gaps,
             late_join: args.late_join,
             max_gap: args.max_gap,
+            jump_confirm: args.jump_confirm.0,
         },
         idle: args.idle,
         heartbeat_events: args.heartbeat_events.map(|d| d.0),
@@ -866,6 +875,8 @@ mod tests {
             "250us",
             "--max-gap",
             "5000",
+            "--jump-confirm",
+            "3s",
         ])
         .expect("flags parse");
         let config = live_config(&args);
@@ -888,6 +899,7 @@ mod tests {
                 reorder_capacity_messages: 1000,
                 max_gaps: 2,
                 max_gap: 5000,
+                jump_confirm: Duration::from_secs(3),
             }
         );
         assert_eq!(config.idle, Idle::Yield);

@@ -216,6 +216,10 @@ pub struct RecvArgs {
     /// reaching further ahead is counted and not acted on until corroborated.
     #[arg(long, default_value_t = SequencerConfig::default().max_gap, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_gap: u64,
+    /// Milliseconds nothing may continue the current sequence before packets going on from
+    /// a jump beyond --max-gap corroborate it (longer than the sender's heartbeat interval).
+    #[arg(long, default_value_t = 2000)]
+    pub jump_confirm_ms: u64,
     /// Follow a newer session of the stream as soon as it appears, even while the followed
     /// one is live (a sender restarted on purpose; trusts anyone who can send to the group).
     #[arg(long)]
@@ -429,6 +433,7 @@ pub fn run_recv(args: &RecvArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
     };
     cfg.sequencer.nak_delay = Duration::from_micros(args.nak_delay_us);
     cfg.sequencer.max_gap = args.max_gap;
+    cfg.sequencer.jump_confirm = Duration::from_millis(args.jump_confirm_ms);
     cfg.sequencer.late_join = match args.join.as_str() {
         "live" => LateJoin::LiveEdge,
         "start" => LateJoin::FromSequence(1),

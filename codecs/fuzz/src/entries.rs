@@ -271,6 +271,8 @@ pub fn sequencer(data: &[u8]) {
             2 => u64::MAX,
             _ => input.u64().max(1),
         },
+        // From the flags byte, so that the seeds' other fields keep their meaning.
+        jump_confirm: Duration::from_nanos(u64::from(flags >> 2) * 4096),
     };
     let mut seqr = Sequencer::new(config).expect("a valid configuration");
     let mut check = Checker {

@@ -64,9 +64,12 @@
 //!   whose messages would pass `u64::MAX` is malformed. A packet reaching more than
 //!   [`max_gap`](SequencerConfig::max_gap) beyond the highest sequence number known (data, or
 //!   a heartbeat or end of session announcing such a next sequence number) is counted and not
-//!   acted on (no gap, no request, no loss) until a second, different packet within `max_gap`
-//!   of it corroborates it, as the next packet of a feed that really jumped does; a single
-//!   forged datagram, or a few at random far sequence numbers, changes nothing. After
+//!   acted on (no gap, no request, no loss) until it is corroborated: the current sequence
+//!   has been silent for [`jump_confirm`](SequencerConfig::jump_confirm) (nothing on line A
+//!   or B within `max_gap` of it) and a different packet within `max_gap` of one that came
+//!   after that silence began arrives, as the next packets of a feed that really jumped do.
+//!   Forged datagrams, however many and however consistent with each other, change nothing
+//!   while the real feed sends or heartbeats. After
 //!   corroboration the messages jumped over are missing like any others (the suspect packet's
 //!   own included: it was not kept).
 //! * **Sequence number 0** is carried by no MoldUDP64 packet (sanitized captures zero it):
@@ -181,13 +184,19 @@ pub struct SequencerConfig {
     /// before it is implausible: such a packet (data, heartbeat or end of session) is counted
     /// and not acted on until another packet near it corroborates it. At least 1.
     pub max_gap: u64,
+    /// How long nothing may continue the current sequence (no packet on line A or B within
+    /// `max_gap` of it) before packets continuing from a jump beyond `max_gap` corroborate
+    /// it. Longer than the feed's heartbeat interval, so that a live feed is never taken off
+    /// its sequence by forged packets, however consistent with each other.
+    pub jump_confirm: Duration,
 }
 
 impl Default for SequencerConfig {
     /// Learns the session, joins at the live edge; NAK delay 1 ms; requests of up to 1,024
     /// messages, 8 in flight, timeout 10 ms doubling to at most 200 ms, 4 retries; a reorder
     /// store of 16 MiB reaching 64Ki messages ahead; 4,096 missing ranges; jumps of at most
-    /// 1,000,000 messages taken at face value.
+    /// 1,000,000 messages taken at face value, longer ones once the current sequence has been
+    /// silent for 2 s.
     fn default() -> Self {
         SequencerConfig {
             session: None,
@@ -206,6 +215,7 @@ impl Default for SequencerConfig {
             max_gaps: 4096,
             late_join: LateJoin::LiveEdge,
             max_gap: 1_000_000,
+            jump_confirm: Duration::from_secs(2),
         }
     }
 }
@@ -412,6 +422,8 @@ const SUSPECTS: usize = 4;
 struct Suspect {
     first: u64,
     end: u64,
+    /// When it arrived.
+    at: u64,
 }
 
 /// Consecutive recovered messages seen while handling one packet, reported as one event.
@@ -436,6 +448,7 @@ pub struct Sequencer {
     max_gaps: usize,
     late_join: LateJoin,
     max_gap: u64,
+    jump_confirm: u64,
 
     session: Option<Session>,
     state: State,
@@ -457,6 +470,9 @@ pub struct Sequencer {
     /// Set while a live-edge join is tentative: its messages are held in `store`, none
     /// delivered, and a packet far from it replaces it.
     anchor: Option<Anchor>,
+    /// When the last packet on line A or B within `max_gap` of `highest` arrived: the current
+    /// sequence was alive then.
+    line_at: u64,
     /// Recent packets beyond `max_gap`, the oldest overwritten first.
     suspects: [Suspect; SUSPECTS],
     suspects_len: usize,
@@ -503,6 +519,7 @@ impl Sequencer {
             max_gaps: config.max_gaps,
             late_join: config.late_join,
             max_gap: config.max_gap,
+            jump_confirm: ns(config.jump_confirm),
             session: config.session,
             state: State::Waiting,
             expected: 0,
@@ -518,6 +535,7 @@ impl Sequencer {
             events: VecDeque::with_capacity(config.max_gaps + 64),
             stats: SequencerStats::default(),
             anchor: None,
+            line_at: 0,
             suspects: [Suspect::default(); SUSPECTS],
             suspects_len: 0,
             suspects_next: 0,
@@ -619,6 +637,9 @@ impl Sequencer {
             }
             State::Running => {}
         }
+        if line != Line::Recovery && seq <= self.highest.saturating_add(self.max_gap) {
+            self.line_at = now;
+        }
         match count {
             // "Not available" says nothing beyond what is known to exist.
             HEARTBEAT_COUNT if line == Line::Recovery => {
@@ -626,7 +647,7 @@ impl Sequencer {
             }
             HEARTBEAT_COUNT => {
                 self.stats.heartbeats += 1;
-                if self.plausible(seq, end) {
+                if self.plausible(now, seq, end) {
                     self.note_highest(now, seq, d);
                 }
             }
@@ -634,7 +655,7 @@ impl Sequencer {
                 if seq < self.highest {
                     // Messages beyond it exist: not the end of this session.
                     self.stats.forged_end_of_session += 1;
-                } else if self.plausible(seq, end) {
+                } else if self.plausible(now, seq, end) {
                     self.note_highest(now, seq, d);
                     self.end_seq = Some(seq);
                 }
@@ -647,6 +668,7 @@ impl Sequencer {
     fn start(&mut self, now: u64, session: Session, seq: u64, end: u64) {
         self.session = Some(session);
         self.state = State::Running;
+        self.line_at = now;
         self.events.push_back(Event::SessionStarted { session });
         let first = match self.late_join {
             LateJoin::LiveEdge => {
@@ -723,27 +745,35 @@ impl Sequencer {
         self.drain(d);
     }
 
-    /// Whether a packet `[seq, end)` may be acted on: it reaches at most `max_gap` beyond
-    /// the highest sequence number known, or a different packet near it came before. An
+    /// Whether a packet `[seq, end)` arriving at `now` may be acted on: it reaches at most
+    /// `max_gap` beyond the highest sequence number known, or it is corroborated. An
     /// implausible one is remembered and counted.
     #[inline]
-    fn plausible(&mut self, seq: u64, end: u64) -> bool {
+    fn plausible(&mut self, now: u64, seq: u64, end: u64) -> bool {
         if seq <= self.highest.saturating_add(self.max_gap) {
             return true;
         }
-        self.corroborated(seq, end)
+        self.corroborated(now, seq, end)
     }
 
-    /// Whether an earlier suspect lies within `max_gap` of the packet `[seq, end)` (a copy of
-    /// the same packet proves nothing); if not, the packet becomes a suspect itself.
+    /// Whether the packet `[seq, end)` corroborates a jump: the current sequence has been
+    /// silent for `jump_confirm`, and a different packet within `max_gap` of this one came
+    /// after the current sequence's last packet (a copy of the same packet proves nothing).
+    /// A feed that really jumped goes on from the jump and nowhere else; forged packets,
+    /// however consistent, do not silence the real feed. If not, the packet becomes a
+    /// suspect itself.
     #[cold]
-    fn corroborated(&mut self, seq: u64, end: u64) -> bool {
+    fn corroborated(&mut self, now: u64, seq: u64, end: u64) -> bool {
         let g = self.max_gap;
-        let near = self.suspects[..self.suspects_len].iter().any(|p| {
-            (p.first, p.end) != (seq, end)
-                && seq >= p.first.saturating_sub(g)
-                && seq <= p.end.saturating_add(g)
-        });
+        let silent = now.saturating_sub(self.line_at) >= self.jump_confirm;
+        let line_at = self.line_at;
+        let near = silent
+            && self.suspects[..self.suspects_len].iter().any(|p| {
+                p.at >= line_at
+                    && (p.first, p.end) != (seq, end)
+                    && seq >= p.first.saturating_sub(g)
+                    && seq <= p.end.saturating_add(g)
+            });
         if near {
             self.stats.jumps_corroborated += 1;
             self.suspects_len = 0;
@@ -751,7 +781,11 @@ impl Sequencer {
             return true;
         }
         self.stats.implausible_jumps += 1;
-        self.suspects[self.suspects_next] = Suspect { first: seq, end };
+        self.suspects[self.suspects_next] = Suspect {
+            first: seq,
+            end,
+            at: now,
+        };
         self.suspects_next = (self.suspects_next + 1) % SUSPECTS;
         self.suspects_len = (self.suspects_len + 1).min(SUSPECTS);
         false
@@ -764,7 +798,7 @@ impl Sequencer {
             self.stats.duplicates += u64::from(count);
             return;
         }
-        if !self.plausible(seq0, end) {
+        if !self.plausible(now, seq0, end) {
             return;
         }
         let mut run = Run::default();

@@ -843,6 +843,7 @@ mod simulation {
                     max_gaps,
                     late_join: LateJoin::FromSequence(1),
                     max_gap: 1_000_000,
+                    jump_confirm: Duration::from_secs(2),
                 },
             )
     }
@@ -1031,8 +1032,16 @@ mod forged {
         s.handle_packet(MS, Line::A, &pkt(j, 2), &mut sink);
         assert_eq!(requests(&mut s, 2 * MS), []);
         assert_eq!(s.highest_seen(), 5);
-        // The feed goes on from where the jump's messages end: the jump was real.
-        s.handle_packet(2 * MS, Line::A, &pkt(j + 2, 2), &mut sink);
+        // The feed goes on from where the jump's messages end, and nothing continues the
+        // old sequence: the jump was real.
+        let confirm = ns(SequencerConfig::default().jump_confirm);
+        s.handle_packet(MS + confirm / 2, Line::A, &pkt(j + 2, 0), &mut sink);
+        assert_eq!(
+            s.highest_seen(),
+            5,
+            "not yet: the old sequence may still go on"
+        );
+        s.handle_packet(2 * MS + confirm, Line::A, &pkt(j + 2, 2), &mut sink);
         assert_eq!(s.stats().jumps_corroborated, 1);
         assert_eq!(s.highest_seen(), j + 4);
         // Far beyond the reorder window: what was jumped over (the first packet after the
@@ -1047,13 +1056,61 @@ mod forged {
             .concat()
         );
         assert_eq!(s.missing(), 0);
-        s.handle_packet(3 * MS, Line::A, &pkt(j + 4, 1), &mut sink);
+        s.handle_packet(3 * MS + confirm, Line::A, &pkt(j + 4, 1), &mut sink);
         assert_eq!(sink.take(), msgs(j + 4..j + 5));
         assert!(events(&mut s).contains(&Event::Gap {
             first: 5,
             count: j + 2 - 5,
             recoverable: false
         }));
+    }
+
+    #[test]
+    fn consistent_forged_packets_do_not_confirm_a_jump_while_the_feed_goes_on() {
+        // An attacker sends a run of packets that continue from each other far ahead, in
+        // between the real feed's packets: the real line never falls silent, so the jump
+        // is never taken, however many forged packets agree with each other.
+        let (mut s, mut sink) = seq_with(cfg());
+        real(&mut s, &mut sink, 1, 5);
+        let j = 5 + 1_000_000_000_000;
+        let mut q = 5;
+        for i in 0..1000u64 {
+            let now = MS + i * 10 * MS;
+            s.handle_packet(now, Line::A, &pkt(j + 2 * i, 2), &mut sink);
+            if i % 100 == 0 {
+                // The real feed: a packet every second, or a heartbeat when idle.
+                s.handle_packet(now, Line::A, &pkt(q, 1), &mut sink);
+                q += 1;
+            }
+        }
+        s.handle_timeout(10_001 * MS, &mut sink);
+        assert_eq!(sink.take(), msgs(1..q));
+        assert_eq!(s.highest_seen(), q);
+        assert_eq!(s.stats().jumps_corroborated, 0);
+        assert_eq!(s.stats().implausible_jumps, 1000);
+        quiet(&mut s);
+    }
+
+    #[test]
+    fn a_jump_is_taken_only_after_the_current_line_falls_silent() {
+        let (mut s, mut sink) = seq_with(cfg());
+        real(&mut s, &mut sink, 1, 5);
+        let last_real = 4 * 1000;
+        let j = 5 + 10_000_000;
+        let confirm = ns(SequencerConfig::default().jump_confirm);
+        // The feed really jumped: packets go on from the jump, nothing below it.
+        let mut t = last_real;
+        let mut q = j;
+        while t < last_real + confirm {
+            t += 100 * MS;
+            s.handle_packet(t, Line::A, &pkt(q, 1), &mut sink);
+            q += 1;
+            if t < last_real + confirm {
+                assert_eq!(s.highest_seen(), 5, "held at {t}");
+            }
+        }
+        assert_eq!(s.stats().jumps_corroborated, 1);
+        assert_eq!(s.highest_seen(), q);
     }
 
     #[test]
