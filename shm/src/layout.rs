@@ -43,6 +43,9 @@ pub const RECORD_ALIGN: usize = 8;
 /// delivered; when it is 16 bytes or more its second word holds the marker of the record that
 /// follows it ([`seq_marker`]).
 pub const PADDING_FLAG: u32 = 1 << 31;
+/// Positions read from a segment are refused at or above this (2^62 bytes: 146 years at
+/// 1 GB/s), so that position arithmetic never overflows whatever a segment holds.
+pub(crate) const MAX_POSITION: u64 = 1 << 62;
 /// Value of [`TailLine::latest`] before the first commit.
 pub(crate) const NO_RECORD: u64 = u64::MAX;
 
