@@ -1311,16 +1311,17 @@ impl Consumer {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, loom))]
 impl ConsumerFactory {
-    /// Rewrites the pid in slot `index` (tests simulate a consumer process that died while
-    /// its consumer was borrowed).
-    pub(crate) fn test_set_slot_pid(&self, index: usize, pid: u32) {
+    /// Rewrites the pid in slot `index` (tests, and the loom model, simulate a consumer
+    /// process that died while its consumer was borrowed).
+    #[doc(hidden)]
+    pub fn test_set_slot_pid(&self, index: usize, pid: u32) {
         set_slot_pid(&self.seg.slots()[index], pid);
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, loom))]
 fn set_slot_pid(slot: &crate::layout::ConsumerSlot, pid: u32) {
     let ctl = slot.ctl.load(Ordering::Relaxed);
     slot.ctl.store(
