@@ -569,29 +569,24 @@ impl Consumer {
         let marker = data.load(rec + 8);
         let seq = marker_seq(marker);
         let size = record_size(len & !PADDING_FLAG);
-        if fault.is_some() {
-        } else if rec >= tail {
-            fault = bad(
-                pos,
-                RingWord::Padding,
-                rec - pos,
-                tail.saturating_sub(pos + 1),
-            );
-        } else if len & PADDING_FLAG != 0
-            || len > geo.max_msg_len
-            || (rec & geo.mask) + size > geo.capacity
-            || rec + size > tail
-        {
-            let room = (geo.capacity - (rec & geo.mask)).min(tail - rec);
-            let max = room.saturating_sub(RECORD_HEADER_LEN as u64);
-            fault = bad(
-                rec,
-                RingWord::RecordLen,
-                len.into(),
-                max.min(geo.max_msg_len.into()),
-            );
-        } else if seq.is_none() {
-            fault = bad(rec, RingWord::RecordMarker, u64::MAX, self.expected);
+        if fault.is_none() {
+            fault = if rec >= tail {
+                // Only after a padding record (`pos < tail`): it ends at or beyond the tail.
+                bad(pos, RingWord::Padding, rec - pos, tail - pos - 1)
+            } else if len & PADDING_FLAG != 0
+                || len > geo.max_msg_len
+                || (rec & geo.mask) + size > geo.capacity
+                || rec + size > tail
+            {
+                let room = (geo.capacity - (rec & geo.mask)).min(tail - rec);
+                let max = room.saturating_sub(RECORD_HEADER_LEN as u64);
+                let bound = max.min(geo.max_msg_len.into());
+                bad(rec, RingWord::RecordLen, len.into(), bound)
+            } else if seq.is_none() {
+                bad(rec, RingWord::RecordMarker, u64::MAX, self.expected)
+            } else {
+                None
+            };
         }
         let intent = self.intent_after_reads();
         if !intact_under(intent, pos, geo.capacity) {
