@@ -801,6 +801,15 @@ impl Subscriber {
         self.inner.next_seq()
     }
 
+    /// Whether this subscriber holds a lossless slot (the publisher waits for it and typed
+    /// reads are in place): false on a broadcast stream, without
+    /// [`SubscribeOptions::lossless`], and from the poll that found the slot taken back (the
+    /// publisher judged this subscriber's pid dead; it then reads validated copies and reports
+    /// what was overwritten as [`ReceiveError::Overrun`]).
+    pub fn is_registered(&self) -> bool {
+        self.inner.is_registered()
+    }
+
     /// The publisher's epoch this subscriber is reading.
     pub fn epoch(&self) -> u64 {
         self.inner.epoch()

@@ -106,6 +106,7 @@ fn overwrite_after_reap(publisher: &mut Publisher, payload: &[u8], commit: bool)
 fn unregistered_subscriber_of_a_lossless_stream_reads_copies() {
     let dir = tempfile::tempdir().unwrap();
     let (_bus, mut publisher, mut subscriber) = setup(dir.path(), false);
+    assert!(!subscriber.is_registered());
     let mut encoder = Encoder::new();
     publisher
         .publish_envelope(&envelope(&mut encoder, 0))
@@ -162,6 +163,7 @@ fn reaped_subscriber_reports_the_loss_instead_of_reading_overwritten_bytes() {
         ),
         "{r:?}"
     );
+    assert!(!subscriber.is_registered());
     // It reads on as a reader without a slot: validated copies, in order.
     let mut next = None;
     while subscriber

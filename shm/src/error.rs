@@ -24,8 +24,8 @@ pub enum ClaimError {
 /// What a poll reports besides records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PollError {
-    /// The producer lapped this consumer (broadcast rings, and unregistered readers of lossless
-    /// rings). `lost` is the exact number of records skipped, `first_lost_seq` the seq of the
+    /// The producer lapped this consumer (broadcast rings, unregistered readers of lossless
+    /// rings, and registered ones whose slot was taken from them). `lost` is the exact number of records skipped, `first_lost_seq` the seq of the
     /// first of them. If the last callback ran during this poll, the record it saw is among the
     /// lost ones and must be discarded. The consumer has already resynchronised per its
     /// [`Resync`](crate::Resync) choice; the next poll continues.

@@ -224,6 +224,14 @@ struct Snapshot {
 /// its own slot line). Dropping the consumer frees its slot. If the consumer's process dies,
 /// the producer reaps the slot when it would otherwise block, so a dead consumer cannot stall
 /// the stream (a pid reused by another process before that keeps the slot held until it dies).
+/// A consumer checks that it still holds its slot before and after each callback; one whose
+/// slot was taken anyway (its pid looked dead to the producer: another pid namespace, a forked
+/// child) reads on as an unregistered reader, with validated reads and
+/// [`PollError::Overrun`] for what was overwritten ([`ConsumerStats::slot_lost`],
+/// [`is_registered`](Consumer::is_registered) turns false).
+///
+/// Every word read from the segment is checked against the ring's invariants before it is
+/// relied on; a broken one is [`PollError::Corrupt`] naming it, and every poll returns.
 pub struct Consumer {
     ring: RingHandle,
     /// Next position to read.
@@ -1271,7 +1279,7 @@ impl Consumer {
         self.ring.geo().mode
     }
 
-    /// Whether this consumer holds a lossless slot.
+    /// Whether this consumer holds a lossless slot (false from the poll that found it taken).
     pub fn is_registered(&self) -> bool {
         self.slot_index != usize::MAX
     }
