@@ -82,7 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     break;
                 }
             }
-            Err(ReceiveError::Corrupt { position }) => {
+            Err(ReceiveError::Corrupt { position, .. }) => {
                 println!("corrupt record at ring position {position}: resynchronised");
             }
             Err(ReceiveError::NewEpoch { old, new }) => {

@@ -170,11 +170,7 @@ impl Bus {
                     source,
                 }
             })?;
-        let scratch = if inner.mode() == Mode::Broadcast {
-            vec![0u8; inner.max_msg_len() as usize].into_boxed_slice()
-        } else {
-            Box::default()
-        };
+        let scratch = vec![0u8; inner.max_msg_len() as usize].into_boxed_slice();
         Ok(Subscriber {
             inner,
             name: name.to_owned(),
@@ -567,7 +563,7 @@ pub struct Subscriber {
     name: String,
     stats: SubscriberStats,
     trust: Trust,
-    /// Typed reads of a broadcast stream copy each record here first (sized once, at
+    /// Typed reads that cannot be in place copy each record here first (sized once, at
     /// subscription, to the stream's maximum message length).
     scratch: Box<[u8]>,
 }
@@ -616,19 +612,21 @@ impl Subscriber {
 
     /// Delivers at most one normalized envelope, as a typed FlatBuffers view, to `f`.
     ///
-    /// On a lossless stream the view reads the record in place (zero-copy: the publisher
-    /// cannot overwrite a record this subscriber has not consumed). On a broadcast stream a
-    /// lapping publisher could rewrite the bytes under a view, and a FlatBuffers view over
-    /// changing bytes can read out of bounds; so the record is first copied out (envelopes
-    /// are 72 to 256 bytes), the copy checked against an overrun, and the view made over the
-    /// copy. Then, per [`SubscribeOptions::trust`], the envelope is verified (the default: one
-    /// that fails is counted in [`SubscriberStats::invalid`] and skipped) or trusted.
+    /// While this subscriber holds its slot on a lossless stream, the view reads the record in
+    /// place (zero-copy: the publisher does not overwrite a record a registered subscriber has
+    /// not consumed). Otherwise (a broadcast stream, a lossless one read without a slot, or a
+    /// slot the publisher took back because this subscriber's pid looked dead) a publisher
+    /// could rewrite the bytes under a view, and a FlatBuffers view over changing bytes can
+    /// read out of bounds; so the record is first copied out (envelopes are 72 to 256 bytes),
+    /// the copy checked against an overrun, and the view made over the copy. Then, per
+    /// [`SubscribeOptions::trust`], the envelope is verified (the default: one that fails is
+    /// counted in [`SubscriberStats::invalid`] and skipped) or trusted.
     ///
     /// Records of other types are counted in [`SubscriberStats::foreign`] and skipped.
     /// Returns `Ok(true)` when a record was consumed (delivered or skipped).
     #[inline]
     pub fn poll_event<F: FnMut(Event<'_>)>(&mut self, mut f: F) -> Result<bool, ReceiveError> {
-        if self.inner.mode() == Mode::Lossless {
+        if self.inner.is_registered() {
             // In place: a batch of one.
             self.poll_in_place(1, &mut f).map(|n| n > 0)
         } else {
@@ -639,11 +637,11 @@ impl Subscriber {
     /// Delivers up to `max` normalized envelopes to `f`, as [`poll_event`](Self::poll_event)
     /// does one by one, and returns how many records were consumed (delivered or skipped).
     ///
-    /// On a lossless stream the batch is one pass over the ring: the subscriber's position,
-    /// which the publisher reads to know how much room it has, is published once per batch
-    /// instead of once per message (one cache-line transfer to the publisher's core per batch).
-    /// On a broadcast stream each record is copied out and checked as `poll_event` does. On an
-    /// error the envelopes delivered before it stand (on a broadcast stream, an
+    /// While this subscriber holds its lossless slot the batch is one pass over the ring: the
+    /// subscriber's position, which the publisher reads to know how much room it has, is
+    /// published once per batch instead of once per message (one cache-line transfer to the
+    /// publisher's core per batch). Otherwise each record is copied out and checked as
+    /// `poll_event` does. On an error the envelopes delivered before it stand (an
     /// [`ReceiveError::Overrun`] concerns only the last callback, as for `poll_event`).
     #[inline]
     pub fn poll_event_batch<F: FnMut(Event<'_>)>(
@@ -651,7 +649,7 @@ impl Subscriber {
         max: usize,
         mut f: F,
     ) -> Result<usize, ReceiveError> {
-        if self.inner.mode() == Mode::Lossless {
+        if self.inner.is_registered() {
             return self.poll_in_place(max, &mut f);
         }
         let mut n = 0;
@@ -661,8 +659,11 @@ impl Subscriber {
         Ok(n)
     }
 
-    /// Lossless stream: up to `max` envelopes as views over the ring itself (the position is
-    /// published once, after the batch).
+    /// Registered subscriber of a lossless stream: up to `max` envelopes as views over the
+    /// ring itself (the position is published once, after the batch). A record that is not
+    /// [stable](mdbus_shm::Record::is_stable) (the slot was found taken from this subscriber
+    /// just before it; the batch ends with it) is copied out and delivered only once the
+    /// poll has checked it, as `poll_copied` does.
     #[inline]
     fn poll_in_place<F: FnMut(Event<'_>)>(
         &mut self,
@@ -671,12 +672,23 @@ impl Subscriber {
     ) -> Result<usize, ReceiveError> {
         let stats = &mut self.stats;
         let trusted = self.trust.is_trusted();
+        let scratch = &mut self.scratch;
+        let mut copied = None;
         let result = self.inner.poll_batch(max, |record| {
+            if !record.is_stable() {
+                let n = record.payload().len().min(scratch.len());
+                scratch[..n].copy_from_slice(&record.payload()[..n]);
+                copied = Some((record.msg_type(), record.seq(), n));
+                return;
+            }
             // SAFETY: if `trusted`, the subscriber was created with `Trust::publisher()`, whose
-            // contract is that envelope records are built by `schema::Encoder`; the stream is
-            // lossless, so the publisher does not overwrite a record before this consumer's
-            // position moves past it, which `poll_batch` does only after the batch's callbacks
-            // have returned.
+            // contract is that envelope records are built by `schema::Encoder`. The record is
+            // stable: this subscriber held its lossless slot when the callback started, and the
+            // publisher overwrites a registered subscriber's unread bytes only after freeing
+            // its slot, which it does only once the slot's pid no longer exists, while this
+            // process is running the callback (see `Record::is_stable` for what that assumes).
+            // `poll_batch` publishes the position past the record only after the callback
+            // returned, so the bytes do not change while `deliver_envelope` reads them.
             unsafe {
                 deliver_envelope(
                     stats,
@@ -688,10 +700,28 @@ impl Subscriber {
                 )
             }
         });
+        if let (Ok(_), Some((msg_type, seq, n))) = (&result, copied) {
+            // `scratch` holds `max_msg_len` bytes, so the whole record was copied.
+            // SAFETY: if `trusted`, envelope records are built by `schema::Encoder` (as above);
+            // `poll_batch` returned `Ok` only after checking that the producer did not touch
+            // the bytes copied into `scratch`, which is ours alone, so they cannot change
+            // under the view.
+            unsafe {
+                deliver_envelope(
+                    &mut self.stats,
+                    trusted,
+                    msg_type,
+                    &self.scratch[..n],
+                    seq,
+                    f,
+                )
+            };
+        }
         self.count(result)
     }
 
-    /// Broadcast stream: at most one envelope, copied out and checked before the view is made.
+    /// Not registered (a broadcast stream, or a lossless one without a slot): at most one
+    /// envelope, copied out and checked before the view is made.
     #[inline]
     fn poll_copied<F: FnMut(Event<'_>)>(&mut self, f: &mut F) -> Result<bool, ReceiveError> {
         let stats = &mut self.stats;
@@ -719,12 +749,11 @@ impl Subscriber {
     ///
     /// Records that `poll_event` would skip (another record type, or an envelope failing
     /// verification when not trusted) are consumed and counted here, as `poll_event` counts
-    /// them. On a broadcast stream the record is copied out first and used only once checked
-    /// against an overrun, as `poll_event` does. An overrun or a closed stream is reported
+    /// them. A record that cannot be read in place (see `poll_event`) is copied out first and
+    /// used only once checked against an overrun, as `poll_event` does. An overrun or a closed stream is reported
     /// here, and counted, as `poll_event` would have.
     pub fn peek_source_seq(&mut self) -> Result<Option<u64>, ReceiveError> {
         let trusted = self.trust.is_trusted();
-        let lossless = self.inner.mode() == Mode::Lossless;
         loop {
             // `Some(Some(seq))`: an envelope; `Some(None)`: a record poll_event skips.
             let mut found: Option<Option<u64>> = None;
@@ -733,10 +762,11 @@ impl Subscriber {
             let result = self.inner.peek(|record| {
                 if record.msg_type() != ENVELOPE_MSG_TYPE {
                     found = Some(None);
-                } else if lossless {
-                    // SAFETY: as in `poll_in_place`: if `trusted`, the
-                    // records are built by `schema::Encoder`, and the publisher cannot
-                    // overwrite a record this consumer has not consumed.
+                } else if record.is_stable() {
+                    // SAFETY: as in `poll_in_place`: if `trusted`, the records are built by
+                    // `schema::Encoder`; the record is stable (this subscriber held its slot
+                    // as the callback started), so the publisher does not overwrite it while
+                    // this process runs the callback.
                     found = Some(unsafe { envelope_seq(trusted, record.payload()) });
                 } else {
                     let n = record.payload().len().min(scratch.len());
@@ -749,7 +779,7 @@ impl Subscriber {
             }
             let seq = match found {
                 Some(seq) => seq,
-                // SAFETY: as in `poll_event`'s broadcast branch: `peek` returned `Ok(true)`
+                // SAFETY: as in `poll_copied`: `peek` returned `Ok(true)`
                 // only after checking that no overrun touched the bytes copied into
                 // `scratch`, which is ours alone; if `trusted`, records are encoder-built.
                 None => unsafe { envelope_seq(trusted, &self.scratch[..copied]) },
@@ -781,6 +811,15 @@ impl Subscriber {
     /// Sequence number of the next message this subscriber expects.
     pub fn next_seq(&self) -> u64 {
         self.inner.next_seq()
+    }
+
+    /// Whether this subscriber holds a lossless slot (the publisher waits for it and typed
+    /// reads are in place): false on a broadcast stream, without
+    /// [`SubscribeOptions::lossless`], and from the poll that found the slot taken back (the
+    /// publisher judged this subscriber's pid dead; it then reads validated copies and reports
+    /// what was overwritten as [`ReceiveError::Overrun`]).
+    pub fn is_registered(&self) -> bool {
+        self.inner.is_registered()
     }
 
     /// The publisher's epoch this subscriber is reading.

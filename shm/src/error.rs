@@ -24,8 +24,8 @@ pub enum ClaimError {
 /// What a poll reports besides records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PollError {
-    /// The producer lapped this consumer (broadcast rings, and unregistered readers of lossless
-    /// rings). `lost` is the exact number of records skipped, `first_lost_seq` the seq of the
+    /// The producer lapped this consumer (broadcast rings, unregistered readers of lossless
+    /// rings, and registered ones whose slot was taken from them). `lost` is the exact number of records skipped, `first_lost_seq` the seq of the
     /// first of them. If the last callback ran during this poll, the record it saw is among the
     /// lost ones and must be discarded. The consumer has already resynchronised per its
     /// [`Resync`](crate::Resync) choice; the next poll continues.
@@ -48,14 +48,87 @@ pub enum PollError {
     /// The producer closed the stream cleanly and everything was read.
     #[error("the stream is closed and fully read")]
     Closed,
-    /// The bytes at `position` are not a valid record although the producer did not overwrite
-    /// them: something other than the producer wrote into the segment. The consumer has
-    /// resynchronised to the newest record if it could find one.
-    #[error("corrupt record at position {position}")]
+    /// A shared word breaks the ring's invariants although the producer did not overwrite it:
+    /// something other than the producer wrote into the segment. `word` names it, `value` is
+    /// what was read and `bound` the limit it broke (see [`RingWord`]). After a bad record
+    /// the consumer has resynchronised to the newest record if it could find one; after a bad
+    /// header word it stays where it was (nothing is skipped), and the next poll looks again.
+    #[error(
+        "corrupt ring at position {position}: {word} is {value}, {} {bound}",
+        relation(*.word, *.value, *.bound)
+    )]
     Corrupt {
-        /// Ring position (byte counter) of the bad record.
+        /// Ring position (byte counter) of the bad record, or the consumer's position when a
+        /// header word is bad.
         position: u64,
+        /// The word that is bad.
+        word: RingWord,
+        /// The value read.
+        value: u64,
+        /// The bound it broke.
+        bound: u64,
     },
+}
+
+/// The shared word a [`PollError::Corrupt`] names, with the invariant it broke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RingWord {
+    /// `tail`: at most the `tail_intent` read after it (the producer writes only below its
+    /// announced intent), or, for a consumer holding its lossless slot, at most its position
+    /// plus the capacity.
+    Tail,
+    /// `latest`: below the `tail` read after it.
+    Latest,
+    /// `tail_intent`: at most the `tail` read after it plus the capacity.
+    TailIntent,
+    /// `head`: at most the `tail` read after it, and at least the `tail_intent` read before
+    /// it minus the capacity (`bound` is the one it broke).
+    Head,
+    /// `state`: one of 1 (live), 2 (closed), 3 (superseded).
+    State,
+    /// A record's length word: at most the segment's `max_msg_len`, and the record must end
+    /// before the end of the region and at or below `tail` (`bound`: the largest valid length).
+    RecordLen,
+    /// A record's marker: the sequence number the consumer expects (`value`: the sequence
+    /// number found, `u64::MAX` for none).
+    RecordMarker,
+    /// A padding record's length: exactly the bytes left to the end of the region (never a
+    /// whole region), ending below `tail`; `bound` is the value it should have had or, when
+    /// it reaches `tail`, the largest that stays below.
+    Padding,
+}
+
+impl RingWord {
+    /// The word's name in the segment layout.
+    pub fn name(self) -> &'static str {
+        match self {
+            RingWord::Tail => "tail",
+            RingWord::Latest => "latest",
+            RingWord::TailIntent => "tail_intent",
+            RingWord::Head => "head",
+            RingWord::State => "state",
+            RingWord::RecordLen => "record length",
+            RingWord::RecordMarker => "record marker",
+            RingWord::Padding => "padding length",
+        }
+    }
+}
+
+/// How a [`PollError::Corrupt`]'s value relates to its bound, for the message.
+fn relation(word: RingWord, value: u64, bound: u64) -> &'static str {
+    match word {
+        RingWord::State => "the largest state is",
+        RingWord::RecordMarker => "expected",
+        _ if value > bound => "above its bound",
+        _ => "below its bound",
+    }
+}
+
+impl std::fmt::Display for RingWord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Setup errors: creating, opening, validating, mapping segments.

@@ -41,8 +41,11 @@ pub const RECORD_ALIGN: usize = 8;
 /// Bit 31 of a record's `len` word marks a padding record: the remaining bits give the number
 /// of bytes from the padding record's start to the end of the data region. Padding is never
 /// delivered; when it is 16 bytes or more its second word holds the marker of the record that
-/// follows it ([`seq_marker`]).
+/// follows it (see `seq_marker`).
 pub const PADDING_FLAG: u32 = 1 << 31;
+/// Positions read from a segment are refused at or above this (2^62 bytes: 146 years at
+/// 1 GB/s), so that position arithmetic never overflows whatever a segment holds.
+pub(crate) const MAX_POSITION: u64 = 1 << 62;
 /// Value of [`TailLine::latest`] before the first commit.
 pub(crate) const NO_RECORD: u64 = u64::MAX;
 

@@ -84,7 +84,7 @@ pub use config::{
     ConsumerOptions, MAX_CAPACITY, MIN_CAPACITY, Mode, Resync, RingConfig, StartAt, WaitStrategy,
     default_root,
 };
-pub use error::{ClaimError, PollError, SetupError};
+pub use error::{ClaimError, PollError, RingWord, SetupError};
 pub use ring::{
     Claim, Consumer, ConsumerFactory, ConsumerStats, EpochChange, Producer, ProducerStatus, Record,
     RecordInfo, in_process,

@@ -231,3 +231,31 @@ fn lossless_registration_races_the_producer() {
         assert_eq!(seen.delivered, published - first);
     });
 }
+
+/// A registered consumer whose slot is taken from it (its pid faked dead, so the producer
+/// reaps it when it needs the room) while it reads: whatever it delivers is intact (the slot
+/// check after the callback sees every overwrite the intent check would), and what the
+/// producer overwrote is an exact overrun.
+#[test]
+fn reaped_consumer_never_delivers_overwritten_bytes() {
+    model(|| {
+        let (mut p, f) = in_process(&tiny(Mode::Lossless)).unwrap();
+        let mut c = f.consumer(&oldest()).unwrap();
+        assert!(c.is_registered());
+        for seq in 0..5 {
+            assert!(publish(&mut p, seq));
+        }
+        let t = thread::spawn(move || {
+            f.test_set_slot_pid(0, u32::MAX);
+            // Records 5 and 6 wrap over records 0 and 1 unless the consumer read them.
+            assert!(publish(&mut p, 5));
+            assert!(publish(&mut p, 6));
+        });
+        let mut seen = Seen::default();
+        consume(&mut c, Some(2), &mut seen);
+        t.join().unwrap();
+        consume(&mut c, None, &mut seen);
+        assert!(!c.is_registered());
+        assert_eq!(seen.delivered + seen.lost, 7);
+    });
+}

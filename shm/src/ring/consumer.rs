@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use super::RingHandle;
 use crate::config::{ConsumerOptions, Mode, Resync, StartAt, WaitStrategy};
-use crate::error::{PollError, SetupError};
+use crate::error::{PollError, RingWord, SetupError};
 use crate::layout::{
-    MARK_NEXT_UNCLEARED, NO_RECORD, PADDING_FLAG, RECORD_HEADER_LEN, SLOT_ACTIVE, SLOT_CLAIMED,
-    SLOT_FREE, STATE_CLOSED, STATE_LIVE, STATE_SUPERSEDED, marker_seq, record_size, slot_ctl,
-    slot_generation, slot_pid, slot_state,
+    MARK_NEXT_UNCLEARED, MAX_POSITION, NO_RECORD, OFF_HEAD, OFF_INTENT, OFF_LATEST, OFF_STATE,
+    OFF_TAIL, PADDING_FLAG, RECORD_HEADER_LEN, SLOT_ACTIVE, SLOT_CLAIMED, SLOT_FREE, STATE_CLOSED,
+    STATE_LIVE, STATE_SUPERSEDED, marker_seq, record_size, slot_ctl, slot_generation, slot_pid,
+    slot_state,
 };
 use crate::segment::{Segment, os};
 use crate::sync::{Ordering, fence, spin_loop, yield_now};
@@ -22,19 +23,30 @@ use crate::sync::{Ordering, fence, spin_loop, yield_now};
 /// Longest single futex sleep of [`WaitStrategy::Blocking`]: the worst-case cost of a missed
 /// wake.
 const MAX_BLOCK_SLICE: Duration = Duration::from_millis(2);
+/// Most attempts of a loop that looks again because the producer moved meanwhile (locating
+/// the oldest or newest record, the join handshake). An honest producer needs a new lap step
+/// announced during every attempt to exhaust them; then (or when someone else keeps rewriting
+/// the words) the loop gives up with an error instead of spinning on.
+const MAX_RETRIES: u32 = 4096;
+/// Most passes of one poll over the record at its cursor (a padding record skipped, a
+/// resynchronisation that lost nothing, a tail that moved after the close): then the poll
+/// returns `Ok(false)` and the caller polls again, so a poll always returns.
+const MAX_POLL_STEPS: u32 = 16;
 
 /// One record handed to a poll callback, borrowed straight from the ring.
 ///
-/// In broadcast mode (and for unregistered readers of lossless rings) the view is
-/// *speculative*: the producer may overwrite the bytes while the callback runs. The poll
-/// validates after the callback returns; if it then returns
-/// [`PollError::Overrun`], whatever the callback derived from this record must be discarded.
-/// Use [`Consumer::poll_copy`] to get only validated bytes.
+/// In broadcast mode (and for unregistered readers of lossless rings, and a registered one
+/// whose slot was taken from it) the view is *speculative*: the producer may overwrite the
+/// bytes while the callback runs. The poll validates after the callback returns; if it then
+/// returns [`PollError::Overrun`], whatever the callback derived from this record must be
+/// discarded. [`is_stable`](Record::is_stable) tells which kind a record is. Use
+/// [`Consumer::poll_copy`] to get only validated bytes.
 #[derive(Clone, Copy)]
 pub struct Record<'a> {
     payload: &'a [u8],
     msg_type: u32,
     seq: u64,
+    stable: bool,
 }
 
 impl<'a> Record<'a> {
@@ -55,6 +67,19 @@ impl<'a> Record<'a> {
     #[inline]
     pub fn seq(&self) -> u64 {
         self.seq
+    }
+
+    /// Whether the producer leaves these bytes alone until this consumer moves past them:
+    /// true when the consumer held its lossless slot as the callback started (checked just
+    /// before it), false for a speculative view. A correct producer frees the slot of a
+    /// registered consumer only when the slot's pid no longer exists, and the process running
+    /// the callback does; so the bytes of a stable record do not change while the callback
+    /// runs, provided producer and consumer share a pid namespace and the consumer is used in
+    /// the process that registered it. A slot freed anyway is detected after the callback and
+    /// reported as [`PollError::Overrun`].
+    #[inline]
+    pub fn is_stable(&self) -> bool {
+        self.stable
     }
 }
 
@@ -90,8 +115,11 @@ pub struct ConsumerStats {
     pub overruns: u64,
     /// Records lost to overruns, in total.
     pub lost: u64,
-    /// Corrupt records reported.
+    /// Corrupt records (or header words) reported.
     pub corrupt: u64,
+    /// Times this consumer found its lossless slot taken from it (the producer judged its
+    /// pid dead and freed the slot): it reads on as an unregistered, validating reader.
+    pub slot_lost: u64,
 }
 
 /// Result of [`Consumer::reopen`].
@@ -153,9 +181,28 @@ enum Locate {
         seq: u64,
         size: u64,
     },
-    /// The producer may have overwritten it: look again.
-    Retry,
-    Corrupt(u64),
+    /// The producer may have overwritten it (`intent` was announced meanwhile): look again.
+    Retry {
+        intent: u64,
+    },
+    Corrupt(Fault),
+}
+
+/// A shared word that breaks the ring's invariants (the fields of [`PollError::Corrupt`]).
+#[derive(Clone, Copy, Debug)]
+struct Fault {
+    position: u64,
+    word: RingWord,
+    value: u64,
+    bound: u64,
+}
+
+/// `head` and `tail`, read with `tail_intent` in an order that makes their invariants
+/// checkable (see [`Consumer::snapshot`]).
+#[derive(Clone, Copy, Debug)]
+struct Snapshot {
+    head: u64,
+    tail: u64,
 }
 
 /// A reader of a ring. `Send`, not `Sync`.
@@ -177,6 +224,14 @@ enum Locate {
 /// its own slot line). Dropping the consumer frees its slot. If the consumer's process dies,
 /// the producer reaps the slot when it would otherwise block, so a dead consumer cannot stall
 /// the stream (a pid reused by another process before that keeps the slot held until it dies).
+/// A consumer checks that it still holds its slot before and after each callback; one whose
+/// slot was taken anyway (its pid looked dead to the producer: another pid namespace, a forked
+/// child) reads on as an unregistered reader, with validated reads and
+/// [`PollError::Overrun`] for what was overwritten ([`ConsumerStats::slot_lost`],
+/// [`is_registered`](Consumer::is_registered) turns false).
+///
+/// Every word read from the segment is checked against the ring's invariants before it is
+/// relied on; a broken one is [`PollError::Corrupt`] naming it, and every poll returns.
 pub struct Consumer {
     ring: RingHandle,
     /// Next position to read.
@@ -251,7 +306,7 @@ impl Consumer {
         if register {
             c.register()?;
         } else {
-            let (pos, seq) = c.locate_start(opts.start).map_err(|p| c.corrupt_setup(p))?;
+            let (pos, seq) = c.locate_start(opts.start).map_err(|f| c.fault_setup(f))?;
             c.set_position(pos, seq);
         }
         Ok(c)
@@ -265,14 +320,26 @@ impl Consumer {
         self.slow_next = true;
     }
 
-    fn corrupt_setup(&self, pos: u64) -> SetupError {
+    /// A fault found while joining, as a setup error naming the word and its offset in the
+    /// segment.
+    fn fault_setup(&self, f: Fault) -> SetupError {
         let path = self.ring.segment().display_path();
         let geo = self.ring.geo();
+        let record = geo.header_size + (f.position & geo.mask) as usize;
+        let (field, offset) = match f.word {
+            RingWord::Tail => ("tail", OFF_TAIL),
+            RingWord::Latest => ("latest", OFF_LATEST),
+            RingWord::TailIntent => ("tail_intent", OFF_INTENT),
+            RingWord::Head => ("head", OFF_HEAD),
+            RingWord::State => ("state", OFF_STATE),
+            RingWord::RecordLen | RingWord::Padding => ("record length", record),
+            RingWord::RecordMarker => ("record marker", record + 8),
+        };
         SetupError::BadHeader {
             path,
-            field: "record",
-            offset: geo.header_size + (pos & geo.mask) as usize,
-            value: pos,
+            field,
+            offset,
+            value: f.value,
         }
     }
 
@@ -310,10 +377,10 @@ impl Consumer {
                 }
                 let (mut pos, mut seq) = match self.locate_start(self.opts.start) {
                     Ok(v) => v,
-                    Err(p) => {
+                    Err(f) => {
                         slot.ctl
                             .store(slot_ctl(SLOT_FREE, generation, 0), Ordering::Release);
-                        return Err(self.corrupt_setup(p));
+                        return Err(self.fault_setup(f));
                     }
                 };
                 slot.position.store(pos, Ordering::Relaxed);
@@ -321,6 +388,7 @@ impl Consumer {
                 // Pairs with the Acquire load of `ctl` in `Producer::min_consumer_position`: a
                 // producer that sees ACTIVE sees the position.
                 slot.ctl.store(active, Ordering::Release);
+                let mut tries = 0;
                 loop {
                     // Store->load handshake with the producer (its intent store, fence(SeqCst),
                     // slot loads): either it sees our position from now on, or we see its
@@ -331,16 +399,29 @@ impl Consumer {
                     if intent <= pos.saturating_add(cap) {
                         break;
                     }
-                    // The producer may already be writing over `pos`: move to what is retained.
-                    match self.locate_oldest() {
+                    // The producer may already be writing over `pos`: move to what is retained
+                    // (a bounded number of times: the intent keeps moving only if the producer
+                    // laps us on every attempt, or someone else writes it).
+                    tries += 1;
+                    let found = if tries > MAX_RETRIES {
+                        Err(Fault {
+                            position: pos,
+                            word: RingWord::TailIntent,
+                            value: intent,
+                            bound: pos.saturating_add(cap),
+                        })
+                    } else {
+                        self.locate_oldest()
+                    };
+                    match found {
                         Ok((p, s)) => {
                             pos = p;
                             seq = s;
                         }
-                        Err(p) => {
+                        Err(f) => {
                             slot.ctl
                                 .store(slot_ctl(SLOT_FREE, generation, 0), Ordering::Release);
-                            return Err(self.corrupt_setup(p));
+                            return Err(self.fault_setup(f));
                         }
                     }
                     slot.position.store(pos, Ordering::Release);
@@ -357,7 +438,7 @@ impl Consumer {
         })
     }
 
-    fn locate_start(&self, start: StartAt) -> Result<(u64, u64), u64> {
+    fn locate_start(&self, start: StartAt) -> Result<(u64, u64), Fault> {
         match start {
             StartAt::Oldest => self.locate_oldest(),
             StartAt::Newest => self.locate_newest().map(|(pos, seq, _)| (pos, seq)),
@@ -371,91 +452,230 @@ impl Consumer {
     /// Whether bytes at `pos` and after were intact when read (the seqlock read check).
     #[inline]
     fn intact(&self, pos: u64) -> bool {
+        intact_under(self.intent_after_reads(), pos, self.ring.geo().capacity)
+    }
+
+    /// `tail_intent`, loaded after the reads before it (the seqlock read side).
+    #[inline]
+    fn intent_after_reads(&self) -> u64 {
         // Pairs with the fence(SeqCst) that follows the intent store in
         // `Producer::make_room`: if any byte we read was written after an intent was announced,
         // this load sees that intent (or a later one).
         fence(Ordering::Acquire);
-        let intent = self.ring.hdr().intent.value.load(Ordering::Acquire);
-        intent <= pos.saturating_add(self.ring.geo().capacity)
+        self.ring.hdr().intent.value.load(Ordering::Acquire)
     }
 
-    /// Reads and validates the record (skipping one padding record) at `pos < tail`.
+    /// Whether the bytes at `pos` and after that this consumer read were left alone by the
+    /// producer. A validating reader checks `tail_intent`; a registered one checks that it
+    /// still holds its slot, which covers the same writes: the producer frees (reaps) a slot
+    /// before it announces an intent past that slot's position, and announces an intent before
+    /// writing below it, so a read that saw any such write is followed by a `ctl` load that
+    /// sees the slot freed. A registered consumer that lost its slot becomes a validating one
+    /// here and checks `tail_intent` after all.
+    #[inline]
+    fn unchanged(&mut self, pos: u64) -> bool {
+        if self.validate {
+            self.intact(pos)
+        } else {
+            self.slot_held() || self.slot_lost(pos)
+        }
+    }
+
+    /// Whether this registered consumer's slot still holds the `ctl` word it wrote.
+    #[inline]
+    fn slot_held(&self) -> bool {
+        // Pairs with the fence(SeqCst) in `Producer::make_room`, which follows the CAS that
+        // freed a slot (in `min_consumer_position`) and precedes any write to the bytes that
+        // slot protected: a read of such a write, then this fence, makes the CAS visible.
+        fence(Ordering::Acquire);
+        self.ring
+            .slots()
+            .get(self.slot_index)
+            .is_some_and(|slot| slot.ctl.load(Ordering::Relaxed) == self.slot_ctl)
+    }
+
+    /// The slot was taken from this consumer (the producer judged its pid dead, or someone
+    /// else wrote the slot): from now on it reads as an unregistered, validating reader, and
+    /// publishes no position (the slot may be someone else's). Whether the bytes at `pos`
+    /// were intact.
+    #[cold]
+    #[inline(never)]
+    fn slot_lost(&mut self, pos: u64) -> bool {
+        self.slot_index = usize::MAX;
+        self.validate = true;
+        self.stats.slot_lost += 1;
+        self.intact(pos)
+    }
+
+    /// Reads `tail_intent`, `head`, `tail` and `tail_intent` again, in this order, and checks
+    /// what each pair read in that order guarantees: `head >= intent - capacity` (the producer
+    /// stores `head` before the intent it goes with), `head <= tail` (it stores `head` only
+    /// after the tail it points below), `intent <= tail + capacity` (an intent is announced
+    /// for the next claim, which starts at the tail), `tail <= intent` read after it (the
+    /// producer commits only below an announced intent), and `tail < MAX_POSITION`.
+    fn snapshot(&self) -> Result<Snapshot, Fault> {
+        let hdr = self.ring.hdr();
+        let cap = self.ring.geo().capacity;
+        // Pairs with the Release store of `tail_intent` in `Producer::make_room` (made after
+        // the `head` store below).
+        let intent = hdr.intent.value.load(Ordering::Acquire);
+        // Pairs with the Release store of `head` in `Producer::make_room` (made after the
+        // commit of every record below it).
+        let head = hdr.head.value.load(Ordering::Acquire);
+        // Pairs with the Release store of `tail` in `Claim::commit` (made after the intent
+        // that allowed the record was announced).
+        let tail = hdr.tail.tail.load(Ordering::Acquire);
+        // Pairs with the same Release store of `tail_intent`.
+        let intent_after = hdr.intent.value.load(Ordering::Acquire);
+        let fault = |word, value, bound| Fault {
+            position: self.cursor,
+            word,
+            value,
+            bound,
+        };
+        let tail_bound = intent_after.min(MAX_POSITION - 1);
+        if tail > tail_bound {
+            return Err(fault(RingWord::Tail, tail, tail_bound));
+        }
+        if intent > tail + cap {
+            return Err(fault(RingWord::TailIntent, intent, tail + cap));
+        }
+        if head > tail {
+            return Err(fault(RingWord::Head, head, tail));
+        }
+        if head < intent.saturating_sub(cap) {
+            return Err(fault(RingWord::Head, head, intent - cap));
+        }
+        Ok(Snapshot { head, tail })
+    }
+
+    /// Reads and validates the record (skipping one padding record) at `pos < tail`, both
+    /// validated by [`snapshot`](Self::snapshot).
     fn read_at(&self, pos: u64, tail: u64) -> Locate {
         let geo = self.ring.geo();
         let data = self.ring.data();
         let mut rec = pos;
         let mut len = data.load(rec) as u32;
-        let mut framing_ok = true;
+        let mut fault = None;
+        let bad = |position, word, value, bound| {
+            Some(Fault {
+                position,
+                word,
+                value,
+                bound,
+            })
+        };
         if len & PADDING_FLAG != 0 {
             let pad = u64::from(len & !PADDING_FLAG);
-            framing_ok = pad == geo.capacity - (pos & geo.mask);
-            rec = pos + pad;
+            let want = geo.capacity - (pos & geo.mask);
+            if pad != want || want == geo.capacity {
+                fault = bad(pos, RingWord::Padding, pad, want);
+            }
+            rec = pos + want;
             len = data.load(rec) as u32;
         }
-        let seq = marker_seq(data.load(rec + 8));
+        let marker = data.load(rec + 8);
+        let seq = marker_seq(marker);
         let size = record_size(len & !PADDING_FLAG);
-        framing_ok = framing_ok
-            && seq.is_some()
-            && rec < tail
-            && len & PADDING_FLAG == 0
-            && len <= geo.max_msg_len
-            && (rec & geo.mask) + size <= geo.capacity
-            && rec + size <= tail;
-        if !self.intact(pos) {
-            return Locate::Retry;
+        if fault.is_none() {
+            fault = if rec >= tail {
+                // Only after a padding record (`pos < tail`): it ends at or beyond the tail.
+                bad(pos, RingWord::Padding, rec - pos, tail - pos - 1)
+            } else if len & PADDING_FLAG != 0
+                || len > geo.max_msg_len
+                || (rec & geo.mask) + size > geo.capacity
+                || rec + size > tail
+            {
+                let room = (geo.capacity - (rec & geo.mask)).min(tail - rec);
+                let max = room.saturating_sub(RECORD_HEADER_LEN as u64);
+                let bound = max.min(geo.max_msg_len.into());
+                bad(rec, RingWord::RecordLen, len.into(), bound)
+            } else if seq.is_none() {
+                bad(rec, RingWord::RecordMarker, u64::MAX, self.expected)
+            } else {
+                None
+            };
         }
-        if !framing_ok {
-            return Locate::Corrupt(rec);
+        let intent = self.intent_after_reads();
+        if !intact_under(intent, pos, geo.capacity) {
+            return Locate::Retry { intent };
         }
-        Locate::Found {
-            pos: rec,
-            seq: seq.unwrap_or(0),
-            size,
+        match fault {
+            Some(f) => Locate::Corrupt(f),
+            None => Locate::Found {
+                pos: rec,
+                seq: seq.unwrap_or(0),
+                size,
+            },
         }
     }
 
     /// The oldest retained record: `(position, seq)`.
-    fn locate_oldest(&self) -> Result<(u64, u64), u64> {
-        loop {
-            let hdr = self.ring.hdr();
-            // Pairs with the Release store of `head` in `Producer::make_room`.
-            let head = hdr.head.value.load(Ordering::Acquire);
-            // Pairs with the Release store of `tail` in `Claim::commit`.
-            let tail = hdr.tail.tail.load(Ordering::Acquire);
-            if head >= tail {
+    fn locate_oldest(&self) -> Result<(u64, u64), Fault> {
+        let mut last = (0, 0);
+        for _ in 0..MAX_RETRIES {
+            let s = self.snapshot()?;
+            if s.head == s.tail {
                 // Nothing retained (empty ring): join at the live edge.
                 return self.locate_newest().map(|(pos, seq, size)| match size {
                     0 => (pos, seq),
                     _ => (pos + size, seq + 1),
                 });
             }
-            match self.read_at(head, tail) {
+            match self.read_at(s.head, s.tail) {
                 Locate::Found { pos, seq, .. } => return Ok((pos, seq)),
-                Locate::Retry => spin_loop(),
-                Locate::Corrupt(p) => return Err(p),
+                Locate::Retry { intent } => last = (s.head, intent),
+                Locate::Corrupt(f) => return Err(f),
             }
+            spin_loop();
         }
+        // The record at `head` was overwritten on every attempt.
+        let cap = self.ring.geo().capacity;
+        Err(Fault {
+            position: self.cursor,
+            word: RingWord::Head,
+            value: last.0,
+            bound: last.1.saturating_sub(cap),
+        })
     }
 
     /// The newest committed record: `(position, seq, size)`; `(0, 0, 0)` before the first
     /// commit.
-    fn locate_newest(&self) -> Result<(u64, u64, u64), u64> {
-        loop {
-            let hdr = self.ring.hdr();
+    fn locate_newest(&self) -> Result<(u64, u64, u64), Fault> {
+        let hdr = self.ring.hdr();
+        let mut last = (0, 0);
+        for _ in 0..MAX_RETRIES {
             // Pairs with the Release store of `latest` in `Claim::commit`.
             let latest = hdr.tail.latest.load(Ordering::Acquire);
             if latest == NO_RECORD {
                 return Ok((0, 0, 0));
             }
-            // Pairs with the Release store of `tail` in `Claim::commit` (which precedes the
-            // `latest` store, so this tail covers the record).
-            let tail = hdr.tail.tail.load(Ordering::Acquire);
-            match self.read_at(latest, tail) {
-                Locate::Found { pos, seq, size } => return Ok((pos, seq, size)),
-                Locate::Retry => spin_loop(),
-                Locate::Corrupt(p) => return Err(p),
+            // Its `tail` is read after `latest`, so it covers the record (`tail` is stored
+            // before `latest`).
+            let s = self.snapshot()?;
+            if latest >= s.tail.saturating_sub(RECORD_HEADER_LEN as u64 - 1) {
+                return Err(Fault {
+                    position: self.cursor,
+                    word: RingWord::Latest,
+                    value: latest,
+                    bound: s.tail.saturating_sub(RECORD_HEADER_LEN as u64),
+                });
             }
+            match self.read_at(latest, s.tail) {
+                Locate::Found { pos, seq, size } => return Ok((pos, seq, size)),
+                Locate::Retry { intent } => last = (latest, intent),
+                Locate::Corrupt(f) => return Err(f),
+            }
+            spin_loop();
         }
+        // The record at `latest` was overwritten on every attempt.
+        let cap = self.ring.geo().capacity;
+        Err(Fault {
+            position: self.cursor,
+            word: RingWord::Latest,
+            value: last.0,
+            bound: last.1.saturating_sub(cap),
+        })
     }
 
     /// Delivers at most one record to `f`.
@@ -473,10 +693,12 @@ impl Consumer {
         r
     }
 
-    /// Delivers up to `max` records to `f`, stopping early when nothing is left. Returns how
-    /// many were delivered. On an error the records delivered before it stay valid (the error
-    /// concerns the last callback, as for [`poll`](Consumer::poll)); a registered consumer
-    /// publishes its position once per batch.
+    /// Delivers up to `max` records to `f`, stopping early when nothing is left, or after a
+    /// record delivered by a consumer that found its lossless slot taken from it (so a batch
+    /// holds at most one record that is not [stable](Record::is_stable), its last). Returns
+    /// how many were delivered. On an error the records delivered before it stay valid (the
+    /// error concerns the last callback, as for [`poll`](Consumer::poll)); a registered
+    /// consumer publishes its position once per batch.
     #[inline]
     pub fn poll_batch<F: FnMut(Record<'_>)>(
         &mut self,
@@ -485,7 +707,8 @@ impl Consumer {
     ) -> Result<usize, PollError> {
         let mut n = 0;
         let mut result = Ok(());
-        while n < max {
+        let validate = self.validate;
+        while n < max && self.validate == validate {
             match self.poll_inner(&mut f) {
                 Ok(true) => n += 1,
                 Ok(false) => break,
@@ -546,9 +769,14 @@ impl Consumer {
     fn poll_inner<F: FnOnce(Record<'_>)>(&mut self, f: F) -> Result<bool, PollError> {
         let cap = self.ring.geo().capacity;
         let mask = self.ring.geo().mask;
-        // Find the next record whose header is plausible; `continue` after a resync that lost
-        // nothing (only padding was overwritten).
+        // Find the next record whose header is plausible; `continue` after skipping padding or
+        // a resync that lost nothing (only padding was overwritten), a bounded number of times.
+        let mut steps = 0;
         let (pos, word, seq, size) = loop {
+            if steps == MAX_POLL_STEPS {
+                return Ok(false);
+            }
+            steps += 1;
             let pos = self.cursor;
             // Fast path: the marker word of the record at the cursor (one cache line, no look
             // at `tail`). Not for the last 8 bytes of the region (room for a padding word
@@ -561,17 +789,25 @@ impl Consumer {
                     let word = self.ring.data().load(pos);
                     let len = word as u32;
                     if len & PADDING_FLAG != 0 {
-                        if u64::from(len & !PADDING_FLAG) == cap - (pos & mask) {
-                            // The record after the padding was published before it.
-                            self.cursor = pos + cap - (pos & mask);
-                            continue;
+                        let off = pos & mask;
+                        if off != 0 && u64::from(len & !PADDING_FLAG) == cap - off {
+                            // The record after the padding was committed with it (and before
+                            // `tail` moved past both): followed only below `tail`, so a forged
+                            // padding cannot make the cursor skip what was not written.
+                            // Pairs with the Release store of `tail` in `Claim::commit`.
+                            let tail = self.ring.hdr().tail.tail.load(Ordering::Acquire);
+                            if pos + cap - off < tail {
+                                self.cursor = pos + cap - off;
+                                continue;
+                            }
                         }
                     } else {
                         let size = record_size(len);
                         if len <= self.ring.geo().max_msg_len && (pos & mask) + size <= cap {
                             // The header word must predate any overwrite (seqlock read side:
-                            // the record is handed out only if its header was intact).
-                            if self.validate && !self.intact(pos) {
+                            // the record is handed out only if its header was intact; for a
+                            // registered consumer, only while it holds its slot).
+                            if !self.unchanged(pos) {
                                 match self.overrun() {
                                     Some(e) => return Err(e),
                                     None => continue,
@@ -595,7 +831,8 @@ impl Consumer {
                     }
                 }
             }
-            // Lapped before reading: the bytes at the cursor are certainly overwritten.
+            // Lapped before reading: the bytes at the cursor are certainly overwritten (or
+            // `tail` is corrupt: `overrun` checks it first).
             if self.cached_tail.wrapping_sub(self.cursor) > cap {
                 match self.overrun() {
                     Some(e) => return Err(e),
@@ -606,35 +843,49 @@ impl Consumer {
             let len = word as u32;
             if len & PADDING_FLAG != 0 {
                 let pad = u64::from(len & !PADDING_FLAG);
-                if self.validate && !self.intact(pos) {
+                if !self.unchanged(pos) {
                     match self.overrun() {
                         Some(e) => return Err(e),
                         None => continue,
                     }
                 }
-                if pad != cap - (pos & mask) || pos + pad >= self.cached_tail {
-                    return Err(self.corrupt(pos));
+                let want = cap - (pos & mask);
+                if pad != want || want == cap {
+                    return Err(self.corrupt(pos, RingWord::Padding, pad, want));
+                }
+                if pos + pad >= self.cached_tail {
+                    let bound = self.cached_tail - pos - 1;
+                    return Err(self.corrupt(pos, RingWord::Padding, pad, bound));
                 }
                 self.cursor = pos + pad;
                 continue;
             }
             let marker = self.ring.data().load(pos + 8);
             let size = record_size(len);
+            let found = marker_seq(marker);
             if len > self.ring.geo().max_msg_len
                 || (pos & mask) + size > cap
                 || pos + size > self.cached_tail
-                || marker_seq(marker) != Some(self.expected)
+                || found != Some(self.expected)
             {
-                if self.validate && !self.intact(pos) {
+                if !self.unchanged(pos) {
                     match self.overrun() {
                         Some(e) => return Err(e),
                         None => continue,
                     }
                 }
-                return Err(self.corrupt(pos));
+                return Err(if found != Some(self.expected) {
+                    let value = found.unwrap_or(u64::MAX);
+                    self.corrupt(pos, RingWord::RecordMarker, value, self.expected)
+                } else {
+                    let room = (cap - (pos & mask)).min(self.cached_tail - pos);
+                    let max = room.saturating_sub(RECORD_HEADER_LEN as u64);
+                    let bound = max.min(self.ring.geo().max_msg_len.into());
+                    self.corrupt(pos, RingWord::RecordLen, len.into(), bound)
+                });
             }
             // As on the fast path: never hand out a record whose header may be overwritten.
-            if self.validate && !self.intact(pos) {
+            if !self.unchanged(pos) {
                 match self.overrun() {
                     Some(e) => return Err(e),
                     None => continue,
@@ -645,12 +896,18 @@ impl Consumer {
         };
         let len = word as u32;
         let msg_type = (word >> 32) as u32;
+        // Checked just above: a registered consumer still held its slot.
+        let stable = !self.validate;
         #[cfg(not(loom))]
         {
             let off = pos & mask;
-            // SAFETY: `off + 16 + len <= off + size <= capacity` was checked above. The bytes
-            // were committed before the `tail` we acquired; in broadcast mode a lapping
-            // producer may be rewriting them, which the `intact` check below detects.
+            // SAFETY: `off + 16 + len <= off + size <= capacity` was checked above, so the
+            // slice lies inside the data region, which the ring handle keeps mapped. The bytes
+            // were committed before the marker or `tail` we acquired. If `stable`, the
+            // producer leaves them alone until our position passes them (see
+            // `Record::is_stable`); otherwise it may be rewriting them while `f` runs (any
+            // byte pattern is a valid `u8`), which the `unchanged` check below detects, and
+            // the record is then reported lost.
             let payload = unsafe {
                 self.ring
                     .data()
@@ -660,6 +917,7 @@ impl Consumer {
                 payload,
                 msg_type,
                 seq,
+                stable,
             });
         }
         #[cfg(loom)]
@@ -673,9 +931,10 @@ impl Consumer {
                 payload: &self.scratch,
                 msg_type,
                 seq,
+                stable,
             });
         }
-        if self.validate && !self.intact(pos) {
+        if !self.unchanged(pos) {
             // The record's header was intact before the callback (checked above), so the
             // record itself was overwritten while it ran: the resync lands past it, `lost >= 1`.
             let first_lost_seq = self.expected;
@@ -714,18 +973,39 @@ impl Consumer {
                 old: self.ring.geo().epoch,
                 new: hdr.control.successor_epoch.load(Ordering::Relaxed),
             },
-            _ => PollError::Corrupt {
+            _ => self.header_fault(Fault {
                 position: self.cursor,
-            },
+                word: RingWord::State,
+                value: state.into(),
+                bound: STATE_SUPERSEDED.into(),
+            }),
         }))
     }
 
     /// Lapped: resynchronise per `Resync` and count exactly what was lost. `None` if nothing
     /// was lost after all (the overwritten bytes were padding and the next record is intact):
-    /// the consumer continues from there.
+    /// the consumer continues from there. Checks the header words first: a lap that a corrupt
+    /// `tail` (or intent) makes up is reported as such, and the cursor stays.
     #[cold]
     #[inline(never)]
     fn overrun(&mut self) -> Option<PollError> {
+        let snapshot = match self.snapshot() {
+            Ok(s) => s,
+            Err(f) => return Some(self.header_fault(f)),
+        };
+        if self.slot_index != usize::MAX {
+            if self.slot_held() {
+                // The producer never commits more than a ring ahead of a slot it respects.
+                let bound = self.cursor.saturating_add(self.ring.geo().capacity);
+                return Some(self.header_fault(Fault {
+                    position: self.cursor,
+                    word: RingWord::Tail,
+                    value: snapshot.tail,
+                    bound,
+                }));
+            }
+            self.slot_lost(self.cursor);
+        }
         let first_lost_seq = self.expected;
         let oldest = self.locate_oldest();
         let found = match (oldest, self.opts.resync) {
@@ -734,7 +1014,7 @@ impl Consumer {
                 return None;
             }
             (Ok(found), Resync::Oldest) => Ok(found),
-            (Err(p), Resync::Oldest) => Err(p),
+            (Err(f), Resync::Oldest) => Err(f),
             (_, Resync::Newest) => self.locate_newest().map(|(pos, seq, _)| (pos, seq)),
         };
         Some(match found {
@@ -748,14 +1028,33 @@ impl Consumer {
                     lost,
                 }
             }
-            Err(p) => self.corrupt(p),
+            Err(f) => self.header_fault(f),
         })
     }
 
-    /// Not a record although not overwritten: report it and jump to the newest record.
+    /// A header word (or the record a header word points at) breaks an invariant: report it
+    /// and stay where we are (nothing is skipped; `tail` is read again on the next poll).
     #[cold]
     #[inline(never)]
-    fn corrupt(&mut self, position: u64) -> PollError {
+    fn header_fault(&mut self, f: Fault) -> PollError {
+        self.stats.corrupt += 1;
+        self.cached_tail = self.cursor;
+        PollError::Corrupt {
+            position: f.position,
+            word: f.word,
+            value: f.value,
+            bound: f.bound,
+        }
+    }
+
+    /// Not a record although not overwritten: report it (or the header word that led here)
+    /// and jump to the newest record.
+    #[cold]
+    #[inline(never)]
+    fn corrupt(&mut self, position: u64, word: RingWord, value: u64, bound: u64) -> PollError {
+        if let Err(f) = self.snapshot() {
+            return self.header_fault(f);
+        }
         self.stats.corrupt += 1;
         match self.locate_newest() {
             Ok((pos, seq, size)) if pos != position && size != 0 => self.set_position(pos, seq),
@@ -764,13 +1063,18 @@ impl Consumer {
                 self.set_position(pos + size.max(8), seq + 1);
             }
             Err(_) => {
-                // No usable record at all: wait at the tail (Acquire pairs with the Release
-                // store of `tail` in `Claim::commit`).
-                let tail = self.ring.hdr().tail.tail.load(Ordering::Acquire);
-                self.set_position(tail, self.expected);
+                // No usable record at all: wait at the tail, if it can be trusted.
+                if let Ok(s) = self.snapshot() {
+                    self.set_position(s.tail, self.expected);
+                }
             }
         }
-        PollError::Corrupt { position }
+        PollError::Corrupt {
+            position,
+            word,
+            value,
+            bound,
+        }
     }
 
     /// Publishes the registered consumer's position.
@@ -975,7 +1279,7 @@ impl Consumer {
         self.ring.geo().mode
     }
 
-    /// Whether this consumer holds a lossless slot.
+    /// Whether this consumer holds a lossless slot (false from the poll that found it taken).
     pub fn is_registered(&self) -> bool {
         self.slot_index != usize::MAX
     }
@@ -986,17 +1290,47 @@ impl Consumer {
     }
 }
 
+/// Whether bytes at `pos` and after are intact while `tail_intent` is `intent`.
+#[inline]
+fn intact_under(intent: u64, pos: u64, capacity: u64) -> bool {
+    intent <= pos.saturating_add(capacity)
+}
+
 #[cfg(test)]
 impl Consumer {
     /// Rewrites the pid in this consumer's slot (tests simulate a dead consumer process).
     pub(crate) fn test_set_slot_pid(&self, pid: u32) {
-        let slot = &self.ring.slots()[self.slot_index];
-        let ctl = slot.ctl.load(Ordering::Relaxed);
-        slot.ctl.store(
-            slot_ctl(slot_state(ctl), slot_generation(ctl), pid),
-            Ordering::Release,
-        );
+        set_slot_pid(&self.ring.slots()[self.slot_index], pid);
     }
+
+    /// The shared header (tests corrupt its words).
+    pub(crate) fn test_header(&self) -> &crate::layout::Header {
+        self.ring.hdr()
+    }
+
+    /// Overwrites the data word at `pos` (tests forge records).
+    pub(crate) fn test_store_data(&self, pos: u64, value: u64) {
+        self.ring.data().store(pos, value);
+    }
+}
+
+#[cfg(any(test, loom))]
+impl ConsumerFactory {
+    /// Rewrites the pid in slot `index` (tests, and the loom model, simulate a consumer
+    /// process that died while its consumer was borrowed).
+    #[doc(hidden)]
+    pub fn test_set_slot_pid(&self, index: usize, pid: u32) {
+        set_slot_pid(&self.seg.slots()[index], pid);
+    }
+}
+
+#[cfg(any(test, loom))]
+fn set_slot_pid(slot: &crate::layout::ConsumerSlot, pid: u32) {
+    let ctl = slot.ctl.load(Ordering::Relaxed);
+    slot.ctl.store(
+        slot_ctl(slot_state(ctl), slot_generation(ctl), pid),
+        Ordering::Release,
+    );
 }
 
 impl Drop for Consumer {

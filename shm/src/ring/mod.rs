@@ -4,6 +4,8 @@
 //! This module and the segment module hold all of the crate's `unsafe`.
 
 mod consumer;
+#[cfg(all(test, not(loom)))]
+mod hostile_tests;
 mod producer;
 #[cfg(all(test, not(loom)))]
 mod tests;
