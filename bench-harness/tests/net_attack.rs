@@ -129,15 +129,15 @@ fn forged_jumps_far_ahead_are_counted_and_the_session_completes() {
     let net = Net::with_prefix(PREFIX);
     let o = attacked_run(&net, |net, session| {
         let at = live_counter(&net.root(RX1), "recv", "messages");
-        forge(
-            net,
-            vec![
-                data_packet(session, at + 1_000_000_000_000),
-                data_packet(session, u64::MAX),
-                heartbeat(session, 1_000_000_000_000_000_000),
-            ],
-            1,
-        );
+        let mut packets = vec![
+            data_packet(session, at + 1_000_000_000_000),
+            data_packet(session, u64::MAX),
+            heartbeat(session, 1_000_000_000_000_000_000),
+        ];
+        // A run of forged packets that go on from each other: the real feed is not silent,
+        // so they corroborate nothing.
+        packets.extend((0..8).map(|i| data_packet(session, at + 2_000_000_000 + i)));
+        forge(net, packets, 1);
     });
     assert_whole_session(&o);
     for h in [RX1, RX2] {
