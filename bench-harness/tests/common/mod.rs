@@ -7,6 +7,7 @@
 use std::fs;
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -180,7 +181,12 @@ impl Net {
             ip(&["-n", ns, "link", "set", "lo", "up"]);
             ip(&["-n", ns, "link", "set", "eth0", "up"]);
             ip(&["-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
-            fs::create_dir_all(net.root(h)).expect("bus root");
+            // A bus root must be the user's alone, whatever the umask.
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(net.root(h))
+                .expect("bus root");
         }
         net
     }
