@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 use mdbus_feed_handlers::record::RecordReader;
 use serde_json::Value;
 
+#[path = "../../shm/tests/common/host.rs"]
+mod host;
+use host::{Tmpfs, is_root};
+
 const MDBUS: &str = env!("CARGO_BIN_EXE_mdbus");
 
 /// How long a command may take to end before it is taken as hung.
@@ -115,41 +119,6 @@ fn a_sanitized_capture_replays_in_capture_order_and_says_sequencing_was_off() {
     );
 }
 
-/// A tmpfs of `size` mounted on a fresh directory, unmounted and removed on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .expect("mount(8)")
-            .success();
-        assert!(ok, "mount -t tmpfs on {}", dir.path().display());
-        Tmpfs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
-/// Whether this process runs as root (`/proc/self` belongs to its effective uid).
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
 /// The two numbers of "`<records>` complete records (`<bytes>` bytes)" in `text`.
 fn reached(text: &str) -> Option<(u64, u64)> {
     let at = text.find(" complete records (")?;
@@ -172,8 +141,8 @@ fn record_on_a_full_disk_says_exactly_what_reached_the_file() {
     let out = mdbus(&["replay", "--root", s(&root), "--feed", "aapl", s(&aapl)]);
     assert!(out.status.success());
     // 64 KiB hold about 500 of the session's 10,001 records.
-    let disk = Tmpfs::mount("64k");
-    let file = disk.path().join("aapl.mdbrec");
+    let disk = Tmpfs::mount(dir.path().join("disk"), "64k");
+    let file = disk.dir.join("aapl.mdbrec");
     let out = mdbus(&["record", "--root", s(&root), "--stream", "aapl", s(&file)]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the disk filled: {stderr}");

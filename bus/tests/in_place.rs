@@ -65,6 +65,28 @@ fn setup(dir: &Path, lossless: bool) -> (Bus, Publisher, Subscriber) {
     (bus, publisher, subscriber)
 }
 
+/// Publishes one lap of the ring: envelopes 0 to `CAPACITY / RECORD - 1`, unread.
+fn fill_ring(publisher: &mut Publisher, encoder: &mut Encoder) {
+    for i in 0..(CAPACITY / RECORD) as u64 {
+        publisher.publish_envelope(&envelope(encoder, i)).unwrap();
+    }
+}
+
+/// Asserts that a poll reported every record from the first (seq 0) on lost.
+#[track_caller]
+fn assert_lost_from_the_first<T: std::fmt::Debug>(r: &Result<T, ReceiveError>) {
+    assert!(
+        matches!(
+            r,
+            Err(ReceiveError::Overrun {
+                first_lost_seq: 0,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+}
+
 /// Writes a pid that cannot exist into consumer slot 0 of the stream's segment, as if the
 /// subscriber's process had died (the file is the shared mapping's backing).
 fn fake_dead_owner(bus: &Bus) {
@@ -139,11 +161,7 @@ fn reaped_subscriber_reports_the_loss_instead_of_reading_overwritten_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let (bus, mut publisher, mut subscriber) = setup(dir.path(), true);
     let mut encoder = Encoder::new();
-    for i in 0..(CAPACITY / RECORD) as u64 {
-        publisher
-            .publish_envelope(&envelope(&mut encoder, i))
-            .unwrap();
-    }
+    fill_ring(&mut publisher, &mut encoder);
     fake_dead_owner(&bus);
     // Room for one more record: its payload lands on record 0's (not committed yet).
     overwrite_after_reap(&mut publisher, &envelope(&mut encoder, 77), false);
@@ -153,16 +171,7 @@ fn reaped_subscriber_reports_the_loss_instead_of_reading_overwritten_bytes() {
         seen.iter().all(|&(seq, header)| header == 1000 + seq),
         "delivered someone else's bytes: {seen:?}"
     );
-    assert!(
-        matches!(
-            r,
-            Err(ReceiveError::Overrun {
-                first_lost_seq: 0,
-                ..
-            })
-        ),
-        "{r:?}"
-    );
+    assert_lost_from_the_first(&r);
     assert!(!subscriber.is_registered());
     // It reads on as a reader without a slot: validated copies, in order.
     let mut next = None;
@@ -183,11 +192,7 @@ fn slot_reaped_during_the_callback_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let (bus, mut publisher, mut subscriber) = setup(dir.path(), true);
     let mut encoder = Encoder::new();
-    for i in 0..(CAPACITY / RECORD) as u64 {
-        publisher
-            .publish_envelope(&envelope(&mut encoder, i))
-            .unwrap();
-    }
+    fill_ring(&mut publisher, &mut encoder);
     let other = envelope(&mut encoder, 77);
     let mut seen = None;
     let r = subscriber.poll_event_batch(4, |e| {
@@ -198,14 +203,5 @@ fn slot_reaped_during_the_callback_is_reported() {
         }
     });
     assert_eq!(seen, Some(0));
-    assert!(
-        matches!(
-            r,
-            Err(ReceiveError::Overrun {
-                first_lost_seq: 0,
-                ..
-            })
-        ),
-        "{r:?}"
-    );
+    assert_lost_from_the_first(&r);
 }

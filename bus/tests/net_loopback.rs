@@ -4,6 +4,7 @@
 //! injector; multi-host runs over network namespaces and nftables live in the CLI tests.
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::thread;
@@ -14,7 +15,10 @@ use mdbus_bus::net::{
     Idle, Receiver, ReceiverConfig, ReceiverStats, RequestServer, Sender, SenderConfig, SenderStats,
 };
 use mdbus_bus::schema::{Envelope, GapScope};
-use mdbus_bus::{Bus, ENVELOPE_MSG_TYPE, ReceiveError, StartAt, StreamConfig, SubscribeOptions};
+use mdbus_bus::{
+    Bus, ENVELOPE_MSG_TYPE, Publisher, ReceiveError, StartAt, StreamConfig, SubscribeOptions,
+    Subscriber,
+};
 use mdbus_codecs::moldudp64::{RequestPacket, Session};
 
 const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -116,6 +120,92 @@ fn two_hosts() -> ([tempfile::TempDir; 2], Bus, Bus) {
     let bus_a = Bus::with_root(roots[0].path()).unwrap();
     let bus_b = Bus::with_root(roots[1].path()).unwrap();
     (roots, bus_a, bus_b)
+}
+
+/// Publishes the test messages `range` (see [`message`]).
+fn publish(publisher: &mut Publisher, range: Range<u64>) {
+    for i in range {
+        let (t, p) = message(i);
+        publisher.publish(t, &p).unwrap();
+    }
+}
+
+/// The address a receiver on this host sends its re-requests to, for `sender`.
+fn server_of(sender: &Sender) -> SocketAddrV4 {
+    SocketAddrV4::new(LO, sender.request_addr().unwrap().port())
+}
+
+/// Polls `sender` and `receiver` in turn until `done` holds for the receiver's stats; fails
+/// with those stats once `deadline` has passed.
+#[track_caller]
+fn pump(
+    sender: &mut Sender,
+    receiver: &mut Receiver,
+    deadline: Instant,
+    done: impl Fn(&ReceiverStats) -> bool,
+) {
+    while !done(&receiver.stats()) {
+        assert!(Instant::now() < deadline, "{:?}", receiver.stats());
+        sender.poll_once().unwrap();
+        receiver.poll_once(&mut |_, _| {}).unwrap();
+    }
+}
+
+/// Everything `sub` holds now: (message type, payload) of each record, in order.
+fn drain(sub: &mut Subscriber) -> Vec<(u32, Vec<u8>)> {
+    let mut got = Vec::new();
+    while sub
+        .poll(|m| got.push((m.msg_type(), m.payload().to_vec())))
+        .unwrap()
+    {}
+    got
+}
+
+/// A stream from host A to host B: on A a publisher of `name` and its sender to a group of its
+/// own; each test makes its receiver on B.
+struct Link {
+    name: &'static str,
+    bus_b: Bus,
+    publisher: Publisher,
+    sender: Sender,
+    group: SocketAddrV4,
+    /// Last, so that the roots outlive what is open in them.
+    _roots: [tempfile::TempDir; 2],
+}
+
+impl Link {
+    /// The publisher with a default ring.
+    fn new(name: &'static str) -> Link {
+        Link::with_ring(name, &StreamConfig::default())
+    }
+
+    /// The publisher with the ring `ring`.
+    fn with_ring(name: &'static str, ring: &StreamConfig) -> Link {
+        let (roots, bus_a, bus_b) = two_hosts();
+        let group = group();
+        let publisher = bus_a.publisher(name, ring).unwrap();
+        let sender = Sender::new(&bus_a, sender_cfg(name, group)).unwrap();
+        Link {
+            name,
+            bus_b,
+            publisher,
+            sender,
+            group,
+            _roots: roots,
+        }
+    }
+
+    /// The test receiver's configuration for this stream, re-requests to its sender.
+    fn receiver_cfg(&self) -> ReceiverConfig {
+        receiver_cfg(self.name, self.group, server_of(&self.sender))
+    }
+
+    /// A subscriber of the received stream on B.
+    fn subscriber(&self) -> Subscriber {
+        self.bus_b
+            .subscriber(self.name, &SubscribeOptions::default())
+            .unwrap()
+    }
 }
 
 struct Run {
@@ -297,40 +387,20 @@ fn loss_the_store_no_longer_holds_becomes_an_exact_gap_notice() {
 
 #[test]
 fn a_late_receiver_starts_at_the_live_edge_and_says_so() {
-    let (_roots, bus_a, bus_b) = two_hosts();
-    let g = group();
-    let mut publisher = bus_a.publisher("late", &StreamConfig::default()).unwrap();
-    let mut sender = Sender::new(&bus_a, sender_cfg("late", g)).unwrap();
-    for i in 0..100 {
-        let (t, p) = message(i);
-        publisher.publish(t, &p).unwrap();
+    let mut l = Link::new("late");
+    publish(&mut l.publisher, 0..100);
+    while l.sender.stats().messages < 100 {
+        l.sender.poll_once().unwrap();
     }
-    while sender.stats().messages < 100 {
-        sender.poll_once().unwrap();
-    }
-    let server = SocketAddrV4::new(LO, sender.request_addr().unwrap().port());
-    let mut receiver = Receiver::new(&bus_b, receiver_cfg("late", g, server)).unwrap();
-    let mut sub = bus_b
-        .subscriber("late", &SubscribeOptions::default())
-        .unwrap();
-    for i in 100..110 {
-        let (t, p) = message(i);
-        publisher.publish(t, &p).unwrap();
-    }
+    let mut receiver = Receiver::new(&l.bus_b, l.receiver_cfg()).unwrap();
+    let mut sub = l.subscriber();
+    publish(&mut l.publisher, 100..110);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while receiver.stats().messages < 10 {
-        assert!(Instant::now() < deadline, "{:?}", receiver.stats());
-        sender.poll_once().unwrap();
-        receiver.poll_once(&mut |_, _| {}).unwrap();
-    }
+    pump(&mut l.sender, &mut receiver, deadline, |s| s.messages >= 10);
     let s = receiver.stats();
     assert_eq!((s.late_joins, s.late_join_messages), (1, 100));
     // First the notice of what was missed, then messages 100.. as sent.
-    let mut got = Vec::new();
-    while sub
-        .poll(|m| got.push((m.msg_type(), m.payload().to_vec())))
-        .unwrap()
-    {}
+    let got = drain(&mut sub);
     assert_eq!(got.len(), 11);
     let env = mdbus_bus::schema::root_as_envelope(&got[0].1).unwrap();
     let g = env.event_as_gap_notice().expect("a gap notice first");
@@ -353,7 +423,7 @@ fn another_stream_on_the_same_group_is_ignored_and_counted() {
     let mut c2 = sender_cfg("other", g);
     c2.request_addr = SocketAddrV4::new(LO, 0);
     let mut s2 = Sender::new(&bus_a, c2).unwrap();
-    let server = SocketAddrV4::new(LO, s1.request_addr().unwrap().port());
+    let server = server_of(&s1);
     let mut receiver = Receiver::new(&bus_b, receiver_cfg("mine", g, server)).unwrap();
     for i in 0..50 {
         let (t, p) = message(i);
@@ -381,7 +451,7 @@ fn a_restarted_sender_is_a_new_session_and_a_new_local_epoch() {
     let mut cfg = sender_cfg("rs", g);
     cfg.start = StartAt::Next;
     let mut first = Sender::new(&bus_a, cfg.clone()).unwrap();
-    let server = SocketAddrV4::new(LO, first.request_addr().unwrap().port());
+    let server = server_of(&first);
     let mut rc = receiver_cfg("rs", g, server);
     rc.exit_at_end_of_session = false;
     // The new session is followed once the old one has been silent this long.
@@ -392,15 +462,8 @@ fn a_restarted_sender_is_a_new_session_and_a_new_local_epoch() {
         .unwrap();
     let epoch0 = sub.epoch();
     let deadline = Instant::now() + Duration::from_secs(20);
-    for i in 0..20 {
-        let (t, p) = message(i);
-        publisher.publish(t, &p).unwrap();
-    }
-    while receiver.stats().messages < 20 {
-        assert!(Instant::now() < deadline, "{:?}", receiver.stats());
-        first.poll_once().unwrap();
-        receiver.poll_once(&mut |_, _| {}).unwrap();
-    }
+    publish(&mut publisher, 0..20);
+    pump(&mut first, &mut receiver, deadline, |s| s.messages >= 20);
     let s1 = first.session();
     // The sender dies without an end of session; a new one takes over the same port.
     drop(first);
@@ -411,15 +474,8 @@ fn a_restarted_sender_is_a_new_session_and_a_new_local_epoch() {
         second.session().0 > s1.0,
         "newer sessions sort after older ones"
     );
-    for i in 20..30 {
-        let (t, p) = message(i);
-        publisher.publish(t, &p).unwrap();
-    }
-    while receiver.stats().messages < 30 {
-        assert!(Instant::now() < deadline, "{:?}", receiver.stats());
-        second.poll_once().unwrap();
-        receiver.poll_once(&mut |_, _| {}).unwrap();
-    }
+    publish(&mut publisher, 20..30);
+    pump(&mut second, &mut receiver, deadline, |s| s.messages >= 30);
     assert_eq!(receiver.session(), Some(second.session()));
     assert_eq!(receiver.stats().sessions, 2);
     // A stale packet of the first session is ignored and counted.
@@ -467,10 +523,7 @@ fn a_request_flood_is_bounded() {
     cfg.reply_rate = 1_000;
     cfg.reply_burst = 100;
     let mut sender = Sender::new(&bus_a, cfg).unwrap();
-    for i in 0..1_000 {
-        let (t, p) = message(i);
-        publisher.publish(t, &p).unwrap();
-    }
+    publish(&mut publisher, 0..1_000);
     while sender.stats().messages < 1_000 {
         sender.poll_once().unwrap();
     }
@@ -524,39 +577,31 @@ fn a_request_flood_is_bounded() {
 #[test]
 fn the_sender_reports_records_it_could_not_read() {
     // A small broadcast ring that laps a sender which is not polled for a while.
-    let (_roots, bus_a, bus_b) = two_hosts();
-    let g = group();
-    let mut publisher = bus_a
-        .publisher(
-            "lap",
-            &StreamConfig {
-                capacity: 4096,
-                max_msg_len: 256,
-                ..StreamConfig::default()
-            },
-        )
-        .unwrap();
-    let mut sender = Sender::new(&bus_a, sender_cfg("lap", g)).unwrap();
-    let server = SocketAddrV4::new(LO, sender.request_addr().unwrap().port());
-    let mut receiver = Receiver::new(&bus_b, receiver_cfg("lap", g, server)).unwrap();
-    let mut sub = bus_b
-        .subscriber("lap", &SubscribeOptions::default())
-        .unwrap();
+    let mut l = Link::with_ring(
+        "lap",
+        &StreamConfig {
+            capacity: 4096,
+            max_msg_len: 256,
+            ..StreamConfig::default()
+        },
+    );
+    let mut receiver = Receiver::new(&l.bus_b, l.receiver_cfg()).unwrap();
+    let mut sub = l.subscriber();
     for i in 0..500u64 {
-        publisher.publish(7, &i.to_le_bytes()).unwrap();
+        l.publisher.publish(7, &i.to_le_bytes()).unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let s = sender.stats();
+        let s = l.sender.stats();
         let r = receiver.stats();
         if s.stream_lost > 0 && r.messages == s.messages && s.messages > 0 {
             break;
         }
         assert!(Instant::now() < deadline, "{s:?} {r:?}");
-        sender.poll_once().unwrap();
+        l.sender.poll_once().unwrap();
         receiver.poll_once(&mut |_, _| {}).unwrap();
     }
-    let lost = sender.stats().stream_lost;
+    let lost = l.sender.stats().stream_lost;
     let mut notices = Vec::new();
     let mut values = Vec::new();
     while sub
@@ -616,28 +661,14 @@ fn forge(receiver: &Receiver, bytes: &[u8]) {
 
 #[test]
 fn a_forged_newer_session_does_not_take_over_a_live_one() {
-    let (_roots, bus_a, bus_b) = two_hosts();
-    let g = group();
-    let mut publisher = bus_a.publisher("fe", &StreamConfig::default()).unwrap();
-    let mut sender = Sender::new(&bus_a, sender_cfg("fe", g)).unwrap();
-    let server = SocketAddrV4::new(LO, sender.request_addr().unwrap().port());
-    let mut rc = receiver_cfg("fe", g, server);
+    let mut l = Link::new("fe");
+    let mut rc = l.receiver_cfg();
     rc.exit_at_end_of_session = false;
-    let mut receiver = Receiver::new(&bus_b, rc).unwrap();
+    let mut receiver = Receiver::new(&l.bus_b, rc).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    let pump = |sender: &mut Sender, receiver: &mut Receiver, n: u64| {
-        while receiver.stats().messages < n {
-            assert!(Instant::now() < deadline, "{:?}", receiver.stats());
-            sender.poll_once().unwrap();
-            receiver.poll_once(&mut |_, _| {}).unwrap();
-        }
-    };
-    for i in 0..20 {
-        let (t, p) = message(i);
-        publisher.publish(t, &p).unwrap();
-    }
-    pump(&mut sender, &mut receiver, 20);
-    let real = sender.session();
+    publish(&mut l.publisher, 0..20);
+    pump(&mut l.sender, &mut receiver, deadline, |s| s.messages >= 20);
+    let real = l.sender.session();
     // A newer epoch with the stream's tag: a data packet and a heartbeat far ahead.
     let (tag, epoch) = mdbus_bus::net::wire::parse_session(real).unwrap();
     let forged = mdbus_bus::net::wire::session_name(tag, epoch + 1000);
@@ -649,16 +680,11 @@ fn a_forged_newer_session_does_not_take_over_a_live_one() {
     let mut hb = [0u8; 20];
     mdbus_codecs::moldudp64::encode_heartbeat(&mut hb, forged, 1_000).unwrap();
     forge(&receiver, &hb);
-    while receiver.stats().other_session < 2 {
-        assert!(Instant::now() < deadline, "{:?}", receiver.stats());
-        sender.poll_once().unwrap();
-        receiver.poll_once(&mut |_, _| {}).unwrap();
-    }
-    for i in 20..40 {
-        let (t, p) = message(i);
-        publisher.publish(t, &p).unwrap();
-    }
-    pump(&mut sender, &mut receiver, 40);
+    pump(&mut l.sender, &mut receiver, deadline, |s| {
+        s.other_session >= 2
+    });
+    publish(&mut l.publisher, 20..40);
+    pump(&mut l.sender, &mut receiver, deadline, |s| s.messages >= 40);
     let s = receiver.stats();
     assert_eq!(receiver.session(), Some(real), "{s:?}");
     assert_eq!(
@@ -666,50 +692,33 @@ fn a_forged_newer_session_does_not_take_over_a_live_one() {
         (1, 2, 0),
         "{s:?}"
     );
-    let mut sub = bus_b
-        .subscriber("fe", &SubscribeOptions::default())
-        .unwrap();
-    let mut got = Vec::new();
-    while sub
-        .poll(|m| got.push((m.msg_type(), m.payload().to_vec())))
-        .unwrap()
-    {}
+    let mut sub = l.subscriber();
+    let got = drain(&mut sub);
     let want: Vec<_> = (0..40).map(message).collect();
     assert_eq!(got, want, "every real message, in one local epoch");
 }
 
 #[test]
 fn a_stopped_lossless_subscriber_gets_a_gap_notice_and_the_receiver_keeps_going() {
-    let (_roots, bus_a, bus_b) = two_hosts();
-    let g = group();
-    let mut publisher = bus_a.publisher("ll", &StreamConfig::default()).unwrap();
-    let mut sender = Sender::new(&bus_a, sender_cfg("ll", g)).unwrap();
-    let server = SocketAddrV4::new(LO, sender.request_addr().unwrap().port());
-    let mut rc = receiver_cfg("ll", g, server);
+    let mut l = Link::new("ll");
+    let mut rc = l.receiver_cfg();
     rc.ring = StreamConfig {
         capacity: 4096,
         max_msg_len: 512,
         mode: mdbus_bus::Mode::Lossless,
         ..StreamConfig::default()
     };
-    let mut receiver = Receiver::new(&bus_b, rc).unwrap();
+    let mut receiver = Receiver::new(&l.bus_b, rc).unwrap();
     // Registered, so the ring waits for it; not read until the session is over.
-    let mut sub = bus_b
-        .subscriber("ll", &SubscribeOptions::default())
-        .unwrap();
+    let mut sub = l.subscriber();
     const N: u64 = 300;
-    for i in 0..N {
-        let (t, p) = message(i);
-        publisher.publish(t, &p).unwrap();
-    }
-    drop(publisher);
+    publish(&mut l.publisher, 0..N);
+    drop(l.publisher);
     let deadline = Instant::now() + Duration::from_secs(20);
     // Everything is received and handled while the subscriber reads nothing.
-    while receiver.stats().messages < N || receiver.stats().sessions_ended == 0 {
-        assert!(Instant::now() < deadline, "{:?}", receiver.stats());
-        sender.poll_once().unwrap();
-        receiver.poll_once(&mut |_, _| {}).unwrap();
-    }
+    pump(&mut l.sender, &mut receiver, deadline, |s| {
+        s.messages >= N && s.sessions_ended > 0
+    });
     let s = receiver.stats();
     assert!(s.local_lost > 0, "the ring holds far fewer than {N}: {s:?}");
     assert_eq!(s.lost(), s.local_lost, "{s:?}");
@@ -763,30 +772,21 @@ fn a_stopped_lossless_subscriber_gets_a_gap_notice_and_the_receiver_keeps_going(
 
 #[test]
 fn a_forged_first_packet_far_ahead_makes_no_absurd_late_join() {
-    let (_roots, bus_a, bus_b) = two_hosts();
-    let g = group();
-    let mut publisher = bus_a.publisher("ff", &StreamConfig::default()).unwrap();
-    let mut sender = Sender::new(&bus_a, sender_cfg("ff", g)).unwrap();
-    for i in 0..100 {
-        let (t, p) = message(i);
-        publisher.publish(t, &p).unwrap();
+    let mut l = Link::new("ff");
+    publish(&mut l.publisher, 0..100);
+    while l.sender.stats().messages < 100 {
+        l.sender.poll_once().unwrap();
     }
-    while sender.stats().messages < 100 {
-        sender.poll_once().unwrap();
-    }
-    let server = SocketAddrV4::new(LO, sender.request_addr().unwrap().port());
-    let mut rc = receiver_cfg("ff", g, server);
+    let mut rc = l.receiver_cfg();
     // The sequencer holds a live-edge join's first packet this long for the stream to
     // confirm or contradict it (the sender's heartbeats come every 20 ms).
     rc.sequencer.nak_delay = Duration::from_millis(500);
-    let mut receiver = Receiver::new(&bus_b, rc).unwrap();
-    let mut sub = bus_b
-        .subscriber("ff", &SubscribeOptions::default())
-        .unwrap();
+    let mut receiver = Receiver::new(&l.bus_b, rc).unwrap();
+    let mut sub = l.subscriber();
     // The first packet the late receiver sees is forged, numbered far ahead.
     let mut buf = [0u8; 128];
     let mut b =
-        mdbus_codecs::moldudp64::PacketBuilder::new(&mut buf, sender.session(), 1 << 40).unwrap();
+        mdbus_codecs::moldudp64::PacketBuilder::new(&mut buf, l.sender.session(), 1 << 40).unwrap();
     b.push(b"\x07\0\0\0forged").unwrap();
     let n = b.finish();
     forge(&receiver, &buf[..n]);
@@ -795,23 +795,12 @@ fn a_forged_first_packet_far_ahead_makes_no_absurd_late_join() {
         assert!(Instant::now() < deadline);
         receiver.poll_once(&mut |_, _| {}).unwrap();
     }
-    for i in 100..110 {
-        let (t, p) = message(i);
-        publisher.publish(t, &p).unwrap();
-    }
-    while receiver.stats().messages < 10 {
-        assert!(Instant::now() < deadline, "{:?}", receiver.stats());
-        sender.poll_once().unwrap();
-        receiver.poll_once(&mut |_, _| {}).unwrap();
-    }
+    publish(&mut l.publisher, 100..110);
+    pump(&mut l.sender, &mut receiver, deadline, |s| s.messages >= 10);
     let s = receiver.stats();
     assert_eq!((s.late_joins, s.late_join_messages), (1, 100), "{s:?}");
     assert_eq!(s.anchors_replaced, 1, "{s:?}");
-    let mut got = Vec::new();
-    while sub
-        .poll(|m| got.push((m.msg_type(), m.payload().to_vec())))
-        .unwrap()
-    {}
+    let got = drain(&mut sub);
     let env = mdbus_bus::schema::root_as_envelope(&got[0].1).unwrap();
     let g = env.event_as_gap_notice().expect("a gap notice first");
     assert_eq!((g.first_missing_seq(), g.count()), (1, 100));
@@ -832,10 +821,7 @@ fn a_killed_publisher_ends_the_session() {
         // The child: publish 50 records, say so, then wait to be killed.
         let bus = Bus::with_root(root).unwrap();
         let mut publisher = bus.publisher("pd", &StreamConfig::default()).unwrap();
-        for i in 0..50 {
-            let (t, p) = message(i);
-            publisher.publish(t, &p).unwrap();
-        }
+        publish(&mut publisher, 0..50);
         println!("published");
         std::io::Write::flush(&mut std::io::stdout()).unwrap();
         thread::sleep(Duration::from_secs(60));
@@ -861,17 +847,13 @@ fn a_killed_publisher_ends_the_session() {
         assert!(n > 0, "the publisher child exited early");
     }
     let mut sender = Sender::new(&bus_a, sender_cfg("pd", g)).unwrap();
-    let server = SocketAddrV4::new(LO, sender.request_addr().unwrap().port());
+    let server = server_of(&sender);
     let mut receiver = Receiver::new(&bus_b, receiver_cfg("pd", g, server)).unwrap();
     let mut sub = bus_b
         .subscriber("pd", &SubscribeOptions::default())
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while receiver.stats().messages < 50 {
-        assert!(Instant::now() < deadline, "{:?}", receiver.stats());
-        sender.poll_once().unwrap();
-        receiver.poll_once(&mut |_, _| {}).unwrap();
-    }
+    pump(&mut sender, &mut receiver, deadline, |s| s.messages >= 50);
     child.kill().unwrap();
     child.wait().unwrap();
     // Both end the session by themselves.
@@ -919,27 +901,16 @@ fn a_killed_publisher_ends_the_session() {
 
 #[test]
 fn with_follow_newer_a_newer_session_takes_over_at_once() {
-    let (_roots, bus_a, bus_b) = two_hosts();
-    let g = group();
-    let mut publisher = bus_a.publisher("fn", &StreamConfig::default()).unwrap();
-    let mut sender = Sender::new(&bus_a, sender_cfg("fn", g)).unwrap();
-    let server = SocketAddrV4::new(LO, sender.request_addr().unwrap().port());
-    let mut rc = receiver_cfg("fn", g, server);
+    let mut l = Link::new("fn");
+    let mut rc = l.receiver_cfg();
     rc.exit_at_end_of_session = false;
     rc.follow_newer = true;
-    let mut receiver = Receiver::new(&bus_b, rc).unwrap();
+    let mut receiver = Receiver::new(&l.bus_b, rc).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    for i in 0..5 {
-        let (t, p) = message(i);
-        publisher.publish(t, &p).unwrap();
-    }
-    while receiver.stats().messages < 5 {
-        assert!(Instant::now() < deadline, "{:?}", receiver.stats());
-        sender.poll_once().unwrap();
-        receiver.poll_once(&mut |_, _| {}).unwrap();
-    }
+    publish(&mut l.publisher, 0..5);
+    pump(&mut l.sender, &mut receiver, deadline, |s| s.messages >= 5);
     // The operator trusts the group: a newer session is a restarted sender.
-    let (tag, epoch) = mdbus_bus::net::wire::parse_session(sender.session()).unwrap();
+    let (tag, epoch) = mdbus_bus::net::wire::parse_session(l.sender.session()).unwrap();
     let newer = mdbus_bus::net::wire::session_name(tag, epoch + 1);
     let mut hb = [0u8; 20];
     mdbus_codecs::moldudp64::encode_heartbeat(&mut hb, newer, 1).unwrap();

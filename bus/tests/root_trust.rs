@@ -8,98 +8,14 @@
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use mdbus_bus::net::counters::{CounterFile, list_counters, read_counters, remove_finished};
 use mdbus_bus::{Bus, StreamConfig, SubscribeOptions};
 
-/// The uid (and gid) that plants files: `nobody`.
-const OTHER: u32 = 65534;
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// `true` if the test can run; prints why not otherwise.
-fn need_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    eprintln!("{test}: skipped: needs root (a second uid via setpriv, or a tmpfs mount)");
-    false
-}
-
-fn chmod(path: &Path, mode: u32) {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// Runs `script` under `sh` as uid/gid 65534 with no supplementary groups.
-fn as_other(script: &str) {
-    let out = Command::new("setpriv")
-        .args([
-            &format!("--reuid={OTHER}"),
-            &format!("--regid={OTHER}"),
-            "--clear-groups",
-            "sh",
-            "-c",
-            script,
-        ])
-        .output()
-        .expect("run setpriv");
-    assert!(
-        out.status.success(),
-        "as uid {OTHER}: {script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A small tmpfs mounted for one test, unmounted (and its mount point removed) on drop.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: PathBuf, size: &str) -> Tmpfs {
-        fs::create_dir(&dir).unwrap();
-        let st = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(&dir)
-            .status()
-            .expect("run mount");
-        assert!(st.success(), "mount tmpfs on {}", dir.display());
-        Tmpfs { dir }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-        let _ = fs::remove_dir(&self.dir);
-    }
-}
-
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
+#[path = "../../shm/tests/common/host.rs"]
+mod host;
+use host::{OTHER, Tmpfs, as_other, chmod, is_root, names_in, need_root};
 
 fn counters(root: &Path) -> Result<CounterFile, mdbus_bus::net::counters::CounterError> {
     CounterFile::create(root, "quotes", "send", "", &["packets"])

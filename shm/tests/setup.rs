@@ -7,30 +7,12 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use mdbus_shm::{
-    ClaimError, Consumer, ConsumerOptions, EpochChange, Mode, PollError, Producer, ProducerStatus,
-    RingConfig, SetupError, StartAt, layout, list_segments, remove_stale,
+    ClaimError, Consumer, EpochChange, Mode, PollError, Producer, ProducerStatus, RingConfig,
+    SetupError, layout, list_segments, remove_stale,
 };
 
-fn cfg() -> RingConfig {
-    RingConfig {
-        capacity: 16 * 1024,
-        max_msg_len: 512,
-        ..RingConfig::default()
-    }
-}
-
-fn oldest() -> ConsumerOptions {
-    ConsumerOptions {
-        start: StartAt::Oldest,
-        ..ConsumerOptions::default()
-    }
-}
-
-/// Creates a closed segment at `path` (producer created, one record, dropped).
-fn closed_segment(path: &Path) {
-    let mut p = Producer::create(path, &cfg()).unwrap();
-    p.publish(1, b"x").unwrap();
-}
+mod common;
+use common::ring::{cfg, closed_segment, oldest};
 
 fn patch(path: &Path, offset: u64, bytes: &[u8]) {
     let f = OpenOptions::new().write(true).open(path).unwrap();

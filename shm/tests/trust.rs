@@ -7,121 +7,16 @@
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use mdbus_shm::{Consumer, ConsumerOptions, Producer, RingConfig, StartAt, list_segments};
+use mdbus_shm::{Consumer, Producer, RingConfig, list_segments};
 
-/// The uid (and gid) that plants files: `nobody`.
-const OTHER: u32 = 65534;
-
-fn cfg() -> RingConfig {
-    RingConfig {
-        capacity: 16 * 1024,
-        max_msg_len: 512,
-        ..RingConfig::default()
-    }
-}
-
-fn oldest() -> ConsumerOptions {
-    ConsumerOptions {
-        start: StartAt::Oldest,
-        ..ConsumerOptions::default()
-    }
-}
-
-/// Creates a closed segment at `path` (producer created, one record, dropped).
-fn closed_segment(path: &Path) {
-    let mut p = Producer::create(path, &cfg()).unwrap();
-    p.publish(1, b"x").unwrap();
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// `true` if the test can run; prints why not otherwise.
-fn need_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    eprintln!("{test}: skipped: needs root (a second uid via setpriv, or a tmpfs mount)");
-    false
-}
-
-fn chmod(path: &Path, mode: u32) {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-}
+mod common;
+use common::host::{OTHER, Tmpfs, as_other, chmod, names_in, need_root};
+use common::ring::{cfg, closed_segment, oldest};
 
 fn mode_of(path: &Path) -> u32 {
     fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
-}
-
-/// Runs `script` under `sh` as uid/gid 65534 with no supplementary groups.
-fn as_other(script: &str) {
-    let out = Command::new("setpriv")
-        .args([
-            &format!("--reuid={OTHER}"),
-            &format!("--regid={OTHER}"),
-            "--clear-groups",
-            "sh",
-            "-c",
-            script,
-        ])
-        .output()
-        .expect("run setpriv");
-    assert!(
-        out.status.success(),
-        "as uid {OTHER}: {script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A small tmpfs mounted for one test, unmounted (and its mount point removed) on drop.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: PathBuf, size: &str) -> Tmpfs {
-        fs::create_dir(&dir).unwrap();
-        let st = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(&dir)
-            .status()
-            .expect("run mount");
-        assert!(st.success(), "mount tmpfs on {}", dir.display());
-        Tmpfs { dir }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-        let _ = fs::remove_dir(&self.dir);
-    }
-}
-
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 /// The bytes of this process's mappings of `path`, from `/proc/self/maps`.

@@ -1,0 +1,4 @@
+//! Helpers shared by this crate's integration tests.
+
+pub mod host;
+pub mod ring;
