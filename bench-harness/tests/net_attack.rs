@@ -17,6 +17,7 @@
 mod common;
 
 use std::net::{SocketAddrV4, UdpSocket};
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -25,15 +26,11 @@ use mdbus_bus::net::wire;
 use mdbus_bus::schema::GapScope;
 use mdbus_bus::{Bus, ENVELOPE_MSG_TYPE, ReceiveError, SubscribeOptions};
 use mdbus_codecs::moldudp64::{
-    HEADER_LEN, PacketBuilder, RequestPacket, Session, encode_end_of_session, encode_heartbeat,
+    HEADER_LEN, PacketBuilder, Session, encode_end_of_session, encode_heartbeat,
 };
 
 /// Namespaces of these tests are named `mdbat<pid>-<n>-<host>`.
 const PREFIX: &str = "mdbat";
-
-fn session_of(name: &str) -> Session {
-    Session(name.as_bytes().try_into().expect("a 10-byte session name"))
-}
 
 /// A data packet of `session` numbered `seq`, one message of a junk record.
 fn data_packet(session: Session, seq: u64) -> Vec<u8> {
@@ -213,14 +210,7 @@ fn re_requests_from_many_ports_of_one_host_get_little_back() {
                     s
                 })
                 .collect();
-            let mut req = [0u8; HEADER_LEN];
-            RequestPacket {
-                session,
-                sequence_number: 1,
-                message_count: 1000,
-            }
-            .encode(&mut req)
-            .expect("request");
+            let req = request_packet(session, 1, 1000);
             let mut f = Flood::default();
             let mut buf = [0u8; 2048];
             let read = |f: &mut Flood, buf: &mut [u8]| {
@@ -320,6 +310,16 @@ fn a_killed_publisher_ends_the_session_with_a_gap_notice() {
     }
 }
 
+/// Waits until receiver `rx` (bus root `root`) has counted something in its counter `name`;
+/// fails, saying `what`, if it ends or `deadline` passes first.
+fn wait_counted(rx: &mut Proc, root: &Path, name: &str, deadline: Instant, what: &str) {
+    while live_counter(root, "recv", name) == 0 {
+        rx.assert_running();
+        assert!(Instant::now() < deadline, "{what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn a_stopped_lossless_subscriber_gets_a_gap_notice_and_the_summary_says_lost() {
     let net = Net::with_prefix(PREFIX);
@@ -338,14 +338,13 @@ fn a_stopped_lossless_subscriber_gets_a_gap_notice_and_the_summary_says_lost() {
     // (written by its loop) say so, and it is still up, waiting to publish the notice.
     let deadline = Instant::now() + LIMIT;
     let root = net.root(RX1);
-    while live_counter(&root, "recv", "sessions_ended") == 0 {
-        rx.assert_running();
-        assert!(
-            Instant::now() < deadline,
-            "the receiver did not get to the end"
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
+    wait_counted(
+        &mut rx,
+        &root,
+        "sessions_ended",
+        deadline,
+        "the receiver did not get to the end",
+    );
     let total = counter(&sent, "messages");
     assert_eq!(live_counter(&root, "recv", "messages"), total);
     let dropped = live_counter(&root, "recv", "local_lost");
@@ -401,14 +400,13 @@ fn sigterm_stops_a_receiver_whose_lossless_subscriber_stopped() {
     let _replay = start_replay(&net, "max");
     let deadline = Instant::now() + LIMIT;
     let root = net.root(RX1);
-    while live_counter(&root, "recv", "local_lost") == 0 {
-        rx.assert_running();
-        assert!(
-            Instant::now() < deadline,
-            "the receiver published no local_lost: the ring never filled, or its counters froze"
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
+    wait_counted(
+        &mut rx,
+        &root,
+        "local_lost",
+        deadline,
+        "the receiver published no local_lost: the ring never filled, or its counters froze",
+    );
     // Dropping into the full ring: a stop signal still ends it, with its summary.
     rx.signal(libc::SIGTERM);
     let done = rx.wait_ok();

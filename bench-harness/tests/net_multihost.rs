@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use mdbus_bus::net::wire;
-use mdbus_codecs::moldudp64::{HEADER_LEN, PacketBuilder, RequestPacket, Session, encode_header};
+use mdbus_codecs::moldudp64::{HEADER_LEN, PacketBuilder, Session, encode_header};
 
 // ---------------------------------------------------------------------------------------------
 // The cases
@@ -425,10 +425,6 @@ fn send_junk(ns: String, session: Session) -> (u64, u64) {
     .expect("junk sender")
 }
 
-fn session_of(name: &str) -> Session {
-    Session(name.as_bytes().try_into().expect("a 10-byte session name"))
-}
-
 #[test]
 fn garbage_and_truncated_datagrams_are_counted_and_ignored() {
     let net = Net::new();
@@ -484,22 +480,8 @@ fn flood(ns: String, session: Session, stop: Arc<AtomicBool>) -> JoinHandle<Floo
         let sock = UdpSocket::bind((host_ip(ROGUE), 0)).expect("flood socket");
         sock.set_nonblocking(true).expect("nonblocking");
         let server = SocketAddrV4::new(host_ip(SND), PORT + 1);
-        let mut req = [0u8; HEADER_LEN];
-        RequestPacket {
-            session,
-            sequence_number: 1,
-            message_count: 1000,
-        }
-        .encode(&mut req)
-        .expect("request");
-        let mut junk = [0u8; HEADER_LEN];
-        RequestPacket {
-            session: Session(*b"XXXXXXXXXX"),
-            sequence_number: 1,
-            message_count: 10,
-        }
-        .encode(&mut junk)
-        .expect("request");
+        let req = request_packet(session, 1, 1000);
+        let junk = request_packet(Session(*b"XXXXXXXXXX"), 1, 10);
         let mut f = Flood::default();
         let start = Instant::now();
         let mut buf = [0u8; 2048];

@@ -221,24 +221,28 @@ fn record_stops_cleanly_on_sigint_and_when_its_publisher_dies() {
     std::thread::sleep(Duration::from_millis(300));
 
     signal(&interrupted, "INT");
-    let out = finish(interrupted, "record after SIGINT");
-    assert!(
-        out.status.success(),
-        "{:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("the summary");
-    assert_eq!(v["stop"], "Stopped", "{v}");
-    assert_eq!(
-        v["bytes"].as_u64(),
-        Some(std::fs::metadata(&interrupted_file).unwrap().len())
+    assert_recorded(
+        interrupted,
+        "record after SIGINT",
+        "Stopped",
+        &interrupted_file,
     );
 
     // SIGKILL: the publisher cannot close its stream.
     publisher.kill().unwrap();
     publisher.wait().unwrap();
-    let out = finish(orphaned, "record after its publisher died");
+    assert_recorded(
+        orphaned,
+        "record after its publisher died",
+        "PublisherDead",
+        &orphaned_file,
+    );
+}
+
+/// Waits for `record --json` (`child`) to end; checks that it succeeded, that its summary
+/// gives `stop` as the reason it stopped, and that the bytes it counts are all of `file`.
+fn assert_recorded(child: Child, what: &str, stop: &str, file: &Path) {
+    let out = finish(child, what);
     assert!(
         out.status.success(),
         "{:?}: {}",
@@ -246,10 +250,10 @@ fn record_stops_cleanly_on_sigint_and_when_its_publisher_dies() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).expect("the summary");
-    assert_eq!(v["stop"], "PublisherDead", "{v}");
+    assert_eq!(v["stop"], stop, "{v}");
     assert_eq!(
         v["bytes"].as_u64(),
-        Some(std::fs::metadata(&orphaned_file).unwrap().len())
+        Some(std::fs::metadata(file).unwrap().len())
     );
 }
 

@@ -9,7 +9,9 @@ use mdbus_bus::schema as fb;
 use mdbus_bus::{Bus, ReceiveError, SubscribeOptions, Subscriber, WaitStrategy};
 use mdbus_feed_handlers::book::BookSummary;
 use mdbus_feed_handlers::bookstream::{BookService, BookServiceConfig};
-use mdbus_feed_handlers::record::{RecordError, RecordOptions, RecordWriter, record_stream};
+use mdbus_feed_handlers::record::{
+    RecordError, RecordOptions, RecordStats, RecordWriter, record_stream,
+};
 use mdbus_feed_handlers::replay::{
     ReplayOptions, ReplayReport, Replayer, Source, replay_book_config, replay_ring,
 };
@@ -310,6 +312,23 @@ fn aapl_replayed_to_two_readers(bus: &Bus) -> (Subscriber, Subscriber) {
     (original, recorder)
 }
 
+/// Records `sub` through `writer` (to `file`) with the default options until the stream ends;
+/// `stop` is the stop request, made (or not) before it starts.
+fn record<W: std::io::Write>(
+    sub: &mut Subscriber,
+    writer: &mut RecordWriter<W>,
+    file: &Path,
+    stop: bool,
+) -> Result<RecordStats, RecordError> {
+    record_stream(
+        sub,
+        writer,
+        file,
+        &RecordOptions::default(),
+        &AtomicBool::new(stop),
+    )
+}
+
 #[test]
 fn record_then_replay_reproduces_the_same_envelopes() {
     let dir = tempfile::tempdir().unwrap();
@@ -317,14 +336,7 @@ fn record_then_replay_reproduces_the_same_envelopes() {
     let file = dir.path().join("itch.mdbrec");
     let (mut original, mut rec_sub) = aapl_replayed_to_two_readers(&bus);
     let mut writer = RecordWriter::create(&file, "live").unwrap();
-    let stats = record_stream(
-        &mut rec_sub,
-        &mut writer,
-        &file,
-        &RecordOptions::default(),
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let stats = record(&mut rec_sub, &mut writer, &file, false).unwrap();
     drop(writer);
     assert_eq!(
         stats.records, 10_001,
@@ -396,14 +408,7 @@ fn a_recording_that_fills_the_disk_says_how_far_it_got_and_stays_readable() {
     };
     let file = dir.path().join("full.mdbrec");
     let mut writer = RecordWriter::new(disk, "live", 1).unwrap();
-    let err = record_stream(
-        &mut rec_sub,
-        &mut writer,
-        &file,
-        &RecordOptions::default(),
-        &AtomicBool::new(false),
-    )
-    .expect_err("the disk filled");
+    let err = record(&mut rec_sub, &mut writer, &file, false).expect_err("the disk filled");
     let RecordError::WriteFailed {
         records,
         bytes,
@@ -446,14 +451,7 @@ fn a_stop_request_ends_a_recording_before_the_next_record_however_busy_the_strea
     let (_original, mut rec_sub) = aapl_replayed_to_two_readers(&bus);
     let file = dir.path().join("stopped.mdbrec");
     let mut writer = RecordWriter::create(&file, "live").unwrap();
-    let stats = record_stream(
-        &mut rec_sub,
-        &mut writer,
-        &file,
-        &RecordOptions::default(),
-        &AtomicBool::new(true),
-    )
-    .unwrap();
+    let stats = record(&mut rec_sub, &mut writer, &file, true).unwrap();
     assert_eq!(stats.stop, mdbus_feed_handlers::record::StopReason::Stopped);
     assert_eq!(stats.records, 0, "{stats:?}");
     assert_eq!(stats.bytes, std::fs::metadata(&file).unwrap().len());

@@ -49,6 +49,31 @@ pub fn itch_file() -> PathBuf {
 }
 
 // ---------------------------------------------------------------------------------------------
+// MoldUDP64 packets
+
+/// The session named `name` (10 bytes).
+pub fn session_of(name: &str) -> Session {
+    Session(name.as_bytes().try_into().expect("a 10-byte session name"))
+}
+
+/// A re-request of `message_count` messages of `session` from `sequence_number`.
+pub fn request_packet(
+    session: Session,
+    sequence_number: u64,
+    message_count: u16,
+) -> [u8; HEADER_LEN] {
+    let mut req = [0u8; HEADER_LEN];
+    RequestPacket {
+        session,
+        sequence_number,
+        message_count,
+    }
+    .encode(&mut req)
+    .expect("request");
+    req
+}
+
+// ---------------------------------------------------------------------------------------------
 // Host commands and namespaces
 
 /// Runs a host command to completion; fails the case, saying what is needed, if it cannot.

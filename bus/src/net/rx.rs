@@ -298,23 +298,31 @@ impl ReceiverStats {
 
     /// Adds the sequencer's counters of one session.
     fn add_sequencer(&mut self, s: &SequencerStats) {
-        self.gaps += s.gaps_detected;
-        self.recovered += s.recovered;
-        self.unrecoverable += s.unrecoverable;
-        self.duplicates += s.duplicates;
-        self.out_of_order += s.out_of_order;
-        self.malformed += s.malformed;
-        self.heartbeats += s.heartbeats;
-        self.foreign_session += s.foreign_session;
-        self.implausible_jumps += s.implausible_jumps;
-        self.jumps_corroborated += s.jumps_corroborated;
-        self.forged_end_of_session += s.forged_end_of_session;
-        self.anchors_replaced += s.anchors_replaced;
-        self.zero_sequence += s.zero_sequence;
+        self.add_sequencer_part(&ReceiverStats::sequencer_part(s));
     }
 
-    /// Adds the sequencer's counters of earlier sessions, as summed by
-    /// [`add_sequencer`](Self::add_sequencer).
+    /// The sequencer's counters of one session under the receiver's names; the others zero.
+    fn sequencer_part(s: &SequencerStats) -> ReceiverStats {
+        ReceiverStats {
+            gaps: s.gaps_detected,
+            recovered: s.recovered,
+            unrecoverable: s.unrecoverable,
+            duplicates: s.duplicates,
+            out_of_order: s.out_of_order,
+            malformed: s.malformed,
+            heartbeats: s.heartbeats,
+            foreign_session: s.foreign_session,
+            implausible_jumps: s.implausible_jumps,
+            jumps_corroborated: s.jumps_corroborated,
+            forged_end_of_session: s.forged_end_of_session,
+            anchors_replaced: s.anchors_replaced,
+            zero_sequence: s.zero_sequence,
+            ..ReceiverStats::default()
+        }
+    }
+
+    /// Adds the sequencer's counters of `d` (of earlier sessions, as summed by
+    /// [`add_sequencer`](Self::add_sequencer)).
     fn add_sequencer_part(&mut self, d: &ReceiverStats) {
         self.gaps += d.gaps;
         self.recovered += d.recovered;

@@ -44,8 +44,11 @@ fn leak(bytes: Vec<u8>) -> Source {
     }
 }
 
-/// (source seq, event, locate, flags) of every envelope until the stream closes.
-fn drain(sub: &mut Subscriber) -> Vec<(u64, fb::Event, u16, EnvelopeFlags)> {
+/// (source seq, event, locate, flags) of an envelope.
+type Seen = (u64, fb::Event, u16, EnvelopeFlags);
+
+/// Every envelope until the stream closes.
+fn drain(sub: &mut Subscriber) -> Vec<Seen> {
     let mut out = Vec::new();
     loop {
         match sub.poll_event(|e| {
@@ -64,18 +67,55 @@ fn drain(sub: &mut Subscriber) -> Vec<(u64, fb::Event, u16, EnvelopeFlags)> {
     }
 }
 
-fn replay(
-    source: Source,
+/// A replay of `source` onto stream `feed` of `bus` in a ring of `ring`, and a reader of the
+/// stream subscribed before it runs.
+fn open_with_reader(
+    source: &Source,
+    bus: &Bus,
+    ring: &StreamConfig,
     options: ReplayOptions,
-) -> (ReplayReport, Vec<(u64, fb::Event, u16, EnvelopeFlags)>) {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::with_root(dir.path()).unwrap();
-    let r = Replayer::open(&source, &bus, "feed", &replay_ring(), options).unwrap();
-    let mut sub = bus
+) -> (Replayer, Subscriber) {
+    let r = Replayer::open(source, bus, "feed", ring, options).unwrap();
+    let sub = bus
         .subscriber("feed", &SubscribeOptions::default())
         .unwrap();
-    let report = r.run(&mut |_| {}).unwrap();
+    (r, sub)
+}
+
+/// Runs a replay of `source` onto stream `feed` of `bus`: its report, and a reader that
+/// subscribed before it started.
+fn replay_onto(bus: &Bus, source: &Source, options: ReplayOptions) -> (ReplayReport, Subscriber) {
+    let (r, sub) = open_with_reader(source, bus, &replay_ring(), options);
+    (r.run(&mut |_| {}).unwrap(), sub)
+}
+
+fn replay(source: Source, options: ReplayOptions) -> (ReplayReport, Vec<Seen>) {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::with_root(dir.path()).unwrap();
+    let (report, mut sub) = replay_onto(&bus, &source, options);
     (report, drain(&mut sub))
+}
+
+/// (source seq, event) of each envelope.
+fn kinds(got: &[Seen]) -> Vec<(u64, fb::Event)> {
+    got.iter().map(|g| (g.0, g.1)).collect()
+}
+
+/// The source seq of each envelope.
+fn seqs(got: &[Seen]) -> Vec<u64> {
+    got.iter().map(|g| g.0).collect()
+}
+
+/// Asserts that one of the report's warnings contains each of `words`.
+fn assert_warned(report: &ReplayReport, words: &[&str]) {
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| words.iter().all(|word| w.contains(word))),
+        "{:?}",
+        report.warnings
+    );
 }
 
 #[test]
@@ -145,9 +185,8 @@ fn undecodable_messages_are_lost_gaps_not_errors() {
     // Starting with a good record, the file is recognised as ITCH.
     let (report, got) = replay(leak(bytes), ReplayOptions::default());
     assert_eq!(report.decode_errors, 1);
-    let kinds: Vec<_> = got.iter().map(|g| (g.0, g.1)).collect();
     assert_eq!(
-        kinds,
+        kinds(&got),
         [
             (1, fb::Event::AddOrder),
             (2, fb::Event::GapNotice),
@@ -157,8 +196,11 @@ fn undecodable_messages_are_lost_gaps_not_errors() {
     );
 }
 
+/// A UDP datagram: destination address, destination port, payload.
+type Datagram = ([u8; 4], u16, Vec<u8>);
+
 /// A classic pcap (microseconds, little-endian, Ethernet) of UDP datagrams.
-fn pcap(datagrams: &[([u8; 4], u16, Vec<u8>)]) -> Vec<u8> {
+fn pcap(datagrams: &[Datagram]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     out.extend_from_slice(&2u16.to_le_bytes());
@@ -201,15 +243,10 @@ fn mold(session: &[u8; 10], seq: u64, msgs: &[MessageFields]) -> Vec<u8> {
 
 #[test]
 fn pcap_sequence_jumps_are_gaps_and_other_feeds_are_filtered() {
-    let group = [233, 54, 12, 111];
     let bytes = pcap(&[
-        (
-            group,
-            26477,
-            mold(b"SESSION001", 10, &[add(13, 1, 1), add(13, 2, 2)]),
-        ),
-        (group, 26400, mold(b"OTHERFEED1", 1, &[add(99, 1, 1)])),
-        (group, 26477, mold(b"SESSION001", 15, &[add(13, 3, 3)])),
+        packet(SESSION, 10, &[add(13, 1, 1), add(13, 2, 2)]),
+        (GROUP, 26400, mold(b"OTHERFEED1", 1, &[add(99, 1, 1)])),
+        packet(SESSION, 15, &[add(13, 3, 3)]),
     ]);
     let options = ReplayOptions {
         port: Some(26477),
@@ -221,9 +258,8 @@ fn pcap_sequence_jumps_are_gaps_and_other_feeds_are_filtered() {
     assert_eq!((report.gaps, report.gap_messages), (1, 3));
     assert_eq!(report.late_join_first_seq, Some(10));
     assert_eq!(report.datagrams_filtered, 1);
-    let kinds: Vec<_> = got.iter().map(|g| (g.0, g.1)).collect();
     assert_eq!(
-        kinds,
+        kinds(&got),
         [
             (10, fb::Event::AddOrder),
             (11, fb::Event::AddOrder),
@@ -236,23 +272,19 @@ fn pcap_sequence_jumps_are_gaps_and_other_feeds_are_filtered() {
     // Without the port filter the other session's packet is counted and named in a warning.
     let (report, _) = replay(leak(bytes), ReplayOptions::default());
     assert_eq!(report.foreign_session_packets, 1);
-    assert!(report.warnings.iter().any(|w| w.contains("--group/--port")));
+    assert_warned(&report, &["--group/--port"]);
 }
 
 #[test]
 fn source_stamps_come_from_the_capture() {
-    let bytes = pcap(&[([233, 0, 0, 1], 1, mold(b"SESSION001", 1, &[add(13, 1, 1)]))]);
+    let bytes = pcap(&[([233, 0, 0, 1], 1, mold(SESSION, 1, &[add(13, 1, 1)]))]);
     let dir = tempfile::tempdir().unwrap();
     let bus = Bus::with_root(dir.path()).unwrap();
     let options = ReplayOptions {
         stamp: Stamp::Source,
         ..ReplayOptions::default()
     };
-    let r = Replayer::open(&leak(bytes), &bus, "feed", &replay_ring(), options).unwrap();
-    let mut sub = bus
-        .subscriber("feed", &SubscribeOptions::default())
-        .unwrap();
-    r.run(&mut |_| {}).unwrap();
+    let (_, mut sub) = replay_onto(&bus, &leak(bytes), options);
     let mut stamps = Vec::new();
     while let Ok(true) = sub.poll_event(|e| stamps.push(e.envelope().header().recv_ts_ns())) {}
     assert_eq!(stamps[0], 1_600_000_000_000_000_000);
@@ -302,10 +334,7 @@ fn replay_read_by_its_idle_work(source: &Source, speed: Speed) -> (ReplayReport,
         speed,
         ..ReplayOptions::default()
     };
-    let r = Replayer::open(source, &bus, "feed", &ring, options).unwrap();
-    let mut sub = bus
-        .subscriber("feed", &SubscribeOptions::default())
-        .unwrap();
+    let (r, mut sub) = open_with_reader(source, &bus, &ring, options);
     let seen = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), false, 0u64)));
     let work = {
         let seen = std::sync::Arc::clone(&seen);
@@ -407,11 +436,7 @@ fn aapl_stamps(speed: Speed) -> Vec<u64> {
         speed,
         ..ReplayOptions::default()
     };
-    let r = Replayer::open(&source, &bus, "feed", &replay_ring(), options).unwrap();
-    let mut sub = bus
-        .subscriber("feed", &SubscribeOptions::default())
-        .unwrap();
-    let report = r.run(&mut |_| {}).unwrap();
+    let (report, mut sub) = replay_onto(&bus, &source, options);
     assert_eq!(
         report.back_pressured, 0,
         "no pause: the ring holds the session"
@@ -496,18 +521,33 @@ fn mold_raw(session: &[u8; 10], seq: u64, count: u16, msgs: &[MessageFields]) ->
 
 const ZEROED: &[u8; 10] = &[0; 10];
 const GROUP: [u8; 4] = [233, 54, 12, 111];
+const SESSION: &[u8; 10] = b"SESSION001";
+
+/// `payload` sent to the feed's group and port.
+fn on_feed(payload: Vec<u8>) -> Datagram {
+    (GROUP, 26477, payload)
+}
+
+/// A MoldUDP64 packet of `msgs` numbered from `seq`, sent to the feed.
+fn packet(session: &[u8; 10], seq: u64, msgs: &[MessageFields]) -> Datagram {
+    on_feed(mold(session, seq, msgs))
+}
+
+/// Replays a capture of `packets`.
+fn replay_capture(packets: &[Datagram], options: ReplayOptions) -> (ReplayReport, Vec<Seen>) {
+    replay(leak(pcap(packets)), options)
+}
 
 #[test]
 fn a_sanitized_capture_replays_every_message_in_capture_order() {
     // Session and sequence numbers zeroed, as in sanitized public samples.
     let packets: Vec<_> = (1..=5)
-        .map(|i| (GROUP, 26477, mold(ZEROED, 0, &[add(13, i, i)])))
+        .map(|i| packet(ZEROED, 0, &[add(13, i, i)]))
         .collect();
-    let (report, got) = replay(leak(pcap(&packets)), ReplayOptions::default());
+    let (report, got) = replay_capture(&packets, ReplayOptions::default());
     assert_eq!(report.published, 5, "{report:?}");
-    let kinds: Vec<_> = got.iter().map(|g| (g.0, g.1)).collect();
     assert_eq!(
-        kinds,
+        kinds(&got),
         [
             (1, fb::Event::AddOrder),
             (2, fb::Event::AddOrder),
@@ -535,21 +575,16 @@ fn a_sanitized_capture_keeps_its_order_its_damage_and_its_end() {
     let mut damaged = mold_raw(ZEROED, 0, 3, &[add(13, 3, 3)]);
     damaged.extend_from_slice(&[0, 40, 1]); // a block cut short, then nothing
     let packets = [
-        (
-            GROUP,
-            26477,
-            mold(ZEROED, 0, &[add(13, 1, 1), add(13, 2, 2)]),
-        ),
-        (GROUP, 26477, mold_empty(ZEROED, 0, 0)),
-        (GROUP, 26477, damaged),
-        (GROUP, 26477, mold(ZEROED, 0, &[add(13, 4, 4)])),
-        (GROUP, 26477, mold_empty(ZEROED, 0, 0xFFFF)),
-        (GROUP, 26477, mold(ZEROED, 0, &[add(13, 5, 5)])),
+        packet(ZEROED, 0, &[add(13, 1, 1), add(13, 2, 2)]),
+        on_feed(mold_empty(ZEROED, 0, 0)),
+        on_feed(damaged),
+        packet(ZEROED, 0, &[add(13, 4, 4)]),
+        on_feed(mold_empty(ZEROED, 0, 0xFFFF)),
+        packet(ZEROED, 0, &[add(13, 5, 5)]),
     ];
-    let (report, got) = replay(leak(pcap(&packets)), ReplayOptions::default());
-    let kinds: Vec<_> = got.iter().map(|g| (g.0, g.1)).collect();
+    let (report, got) = replay_capture(&packets, ReplayOptions::default());
     assert_eq!(
-        kinds,
+        kinds(&got),
         [
             (1, fb::Event::AddOrder),
             (2, fb::Event::AddOrder),
@@ -568,18 +603,16 @@ fn a_sanitized_capture_keeps_its_order_its_damage_and_its_end() {
 
 #[test]
 fn a_stray_sequence_zero_packet_does_not_make_a_real_capture_unsequenced() {
-    let s = b"SESSION001";
     let packets = [
-        (GROUP, 26477, mold(ZEROED, 0, &[add(13, 99, 1)])),
-        (GROUP, 26477, mold(s, 10, &[add(13, 1, 1), add(13, 2, 2)])),
-        (GROUP, 26477, mold(s, 0, &[add(13, 98, 2)])),
-        (GROUP, 26477, mold(s, 12, &[add(13, 3, 3)])),
+        packet(ZEROED, 0, &[add(13, 99, 1)]),
+        packet(SESSION, 10, &[add(13, 1, 1), add(13, 2, 2)]),
+        packet(SESSION, 0, &[add(13, 98, 2)]),
+        packet(SESSION, 12, &[add(13, 3, 3)]),
     ];
-    let (report, got) = replay(leak(pcap(&packets)), ReplayOptions::default());
+    let (report, got) = replay_capture(&packets, ReplayOptions::default());
     assert_eq!(report.unsequenced, None, "{report:?}");
-    let kinds: Vec<_> = got.iter().map(|g| (g.0, g.1)).collect();
     assert_eq!(
-        kinds,
+        kinds(&got),
         [
             (10, fb::Event::AddOrder),
             (11, fb::Event::AddOrder),
@@ -593,29 +626,21 @@ fn a_stray_sequence_zero_packet_does_not_make_a_real_capture_unsequenced() {
         (report.zero_sequence_packets, report.zero_sequence_messages),
         (2, 2)
     );
-    assert!(
-        report
-            .warnings
-            .iter()
-            .any(|w| w.contains("sequence number 0") && w.contains("not replayed")),
-        "{:?}",
-        report.warnings
-    );
+    assert_warned(&report, &["sequence number 0", "not replayed"]);
 }
 
 #[test]
 fn duplicates_foreign_packets_and_packets_after_the_end_are_counted() {
-    let s = b"SESSION001";
     let packets = [
-        (GROUP, 26477, mold(s, 1, &[add(13, 1, 1), add(13, 2, 2)])),
+        packet(SESSION, 1, &[add(13, 1, 1), add(13, 2, 2)]),
         // The other line's copy.
-        (GROUP, 26477, mold(s, 1, &[add(13, 1, 1), add(13, 2, 2)])),
-        (GROUP, 26477, mold(b"SESSION002", 1, &[add(13, 9, 1)])),
-        (GROUP, 26477, mold_empty(s, 3, 0xFFFF)),
+        packet(SESSION, 1, &[add(13, 1, 1), add(13, 2, 2)]),
+        packet(b"SESSION002", 1, &[add(13, 9, 1)]),
+        on_feed(mold_empty(SESSION, 3, 0xFFFF)),
         // A stale packet after the end.
-        (GROUP, 26477, mold(s, 3, &[add(13, 3, 3), add(13, 4, 4)])),
+        packet(SESSION, 3, &[add(13, 3, 3), add(13, 4, 4)]),
     ];
-    let (report, got) = replay(leak(pcap(&packets)), ReplayOptions::default());
+    let (report, got) = replay_capture(&packets, ReplayOptions::default());
     assert_eq!(report.published, 2);
     assert_eq!(report.duplicates, 2);
     assert_eq!(
@@ -631,22 +656,16 @@ fn duplicates_foreign_packets_and_packets_after_the_end_are_counted() {
 
 #[test]
 fn a_capture_with_sequence_numbers_near_u64_max_neither_panics_nor_wraps() {
-    let s = b"SESSION001";
     let packets = [
-        (GROUP, 26477, mold(s, 1, &[add(13, 1, 1)])),
+        packet(SESSION, 1, &[add(13, 1, 1)]),
         // Their last message would be numbered past u64::MAX - 1: no next sequence number.
-        (GROUP, 26477, mold(s, u64::MAX, &[add(13, 2, 2)])),
-        (
-            GROUP,
-            26477,
-            mold(s, u64::MAX - 1, &[add(13, 3, 3), add(13, 4, 4)]),
-        ),
-        (GROUP, 26477, mold(s, 2, &[add(13, 5, 5)])),
+        packet(SESSION, u64::MAX, &[add(13, 2, 2)]),
+        packet(SESSION, u64::MAX - 1, &[add(13, 3, 3), add(13, 4, 4)]),
+        packet(SESSION, 2, &[add(13, 5, 5)]),
     ];
-    let (report, got) = replay(leak(pcap(&packets)), ReplayOptions::default());
-    let kinds: Vec<_> = got.iter().map(|g| (g.0, g.1)).collect();
+    let (report, got) = replay_capture(&packets, ReplayOptions::default());
     assert_eq!(
-        kinds,
+        kinds(&got),
         [
             (1, fb::Event::AddOrder),
             (2, fb::Event::AddOrder),
@@ -655,14 +674,7 @@ fn a_capture_with_sequence_numbers_near_u64_max_neither_panics_nor_wraps() {
     );
     assert_eq!((report.gaps, report.gap_messages), (0, 0));
     assert_eq!(report.malformed_packets, 2);
-    assert!(
-        report
-            .warnings
-            .iter()
-            .any(|w| w.contains("18446744073709551615")),
-        "{:?}",
-        report.warnings
-    );
+    assert_warned(&report, &["18446744073709551615"]);
 }
 
 #[test]
@@ -691,16 +703,15 @@ fn a_recording_with_extreme_sequence_numbers_neither_panics_nor_wraps() {
 #[test]
 fn a_long_sanitized_prefix_is_replayed_in_capture_order_and_later_real_packets_reported() {
     let mut packets: Vec<_> = (0..HOLD_PACKETS as u64 + 2)
-        .map(|i| (GROUP, 26477, mold(ZEROED, 0, &[add(13, i + 1, i + 1)])))
+        .map(|i| packet(ZEROED, 0, &[add(13, i + 1, i + 1)]))
         .collect();
-    packets.push((GROUP, 26477, mold(b"SESSION001", 7, &[add(13, 9, 9)])));
-    let (report, got) = replay(leak(pcap(&packets)), ReplayOptions::default());
+    packets.push(packet(SESSION, 7, &[add(13, 9, 9)]));
+    let (report, got) = replay_capture(&packets, ReplayOptions::default());
     let n = HOLD_PACKETS as u64 + 2;
     assert_eq!(report.published, n);
     assert!(report.unsequenced.is_some());
-    let seqs: Vec<u64> = got.iter().map(|g| g.0).collect();
     assert_eq!(
-        seqs,
+        seqs(&got),
         (1..=n + 1).collect::<Vec<_>>(),
         "in capture order, then the end"
     );
@@ -711,53 +722,39 @@ fn a_long_sanitized_prefix_is_replayed_in_capture_order_and_later_real_packets_r
         ),
         (1, 1)
     );
-    assert!(
-        report
-            .warnings
-            .iter()
-            .any(|w| w.contains("real sequence numbers")),
-        "{:?}",
-        report.warnings
-    );
+    assert_warned(&report, &["real sequence numbers"]);
 }
 
 #[test]
 fn forged_far_jumps_in_a_capture_are_counted_not_taken_as_gaps() {
-    let s = b"SESSION001";
     let packets = [
-        (GROUP, 26477, mold(s, 1, &[add(13, 1, 1), add(13, 2, 2)])),
-        (GROUP, 26477, mold(s, 3, &[add(13, 3, 3)])),
-        (GROUP, 26477, mold(s, 1_000_000_000_000, &[add(13, 9, 9)])),
-        (GROUP, 26477, mold_empty(s, 1_000_000_000_000_000_000, 0)),
-        (GROUP, 26477, mold(s, 4, &[add(13, 4, 4)])),
+        packet(SESSION, 1, &[add(13, 1, 1), add(13, 2, 2)]),
+        packet(SESSION, 3, &[add(13, 3, 3)]),
+        packet(SESSION, 1_000_000_000_000, &[add(13, 9, 9)]),
+        on_feed(mold_empty(SESSION, 1_000_000_000_000_000_000, 0)),
+        packet(SESSION, 4, &[add(13, 4, 4)]),
     ];
-    let (report, got) = replay(leak(pcap(&packets)), ReplayOptions::default());
-    let seqs: Vec<u64> = got.iter().map(|g| g.0).collect();
-    assert_eq!(seqs, [1, 2, 3, 4, 5], "four messages and the end");
+    let (report, got) = replay_capture(&packets, ReplayOptions::default());
+    assert_eq!(seqs(&got), [1, 2, 3, 4, 5], "four messages and the end");
     assert_eq!((report.gaps, report.gap_messages), (0, 0), "{report:?}");
     assert_eq!(report.implausible_jumps, 2);
     assert_eq!(report.implausible_messages, 1);
-    assert!(
-        report.warnings.iter().any(|w| w.contains("--max-gap")),
-        "{:?}",
-        report.warnings
-    );
+    assert_warned(&report, &["--max-gap"]);
 
     // A real jump beyond the window: the next packet near it corroborates it.
     let packets = [
-        (GROUP, 26477, mold(s, 1, &[add(13, 1, 1)])),
-        (GROUP, 26477, mold(s, 2, &[add(13, 2, 2)])),
-        (GROUP, 26477, mold(s, 100, &[add(13, 3, 3)])),
-        (GROUP, 26477, mold(s, 101, &[add(13, 4, 4)])),
+        packet(SESSION, 1, &[add(13, 1, 1)]),
+        packet(SESSION, 2, &[add(13, 2, 2)]),
+        packet(SESSION, 100, &[add(13, 3, 3)]),
+        packet(SESSION, 101, &[add(13, 4, 4)]),
     ];
     let options = ReplayOptions {
         max_gap: 10,
         ..ReplayOptions::default()
     };
-    let (report, got) = replay(leak(pcap(&packets)), options);
-    let kinds: Vec<_> = got.iter().map(|g| (g.0, g.1)).collect();
+    let (report, got) = replay_capture(&packets, options);
     assert_eq!(
-        kinds,
+        kinds(&got),
         [
             (1, fb::Event::AddOrder),
             (2, fb::Event::AddOrder),
@@ -776,26 +773,21 @@ fn forged_far_jumps_in_a_capture_are_counted_not_taken_as_gaps() {
 
 #[test]
 fn a_forged_first_packet_does_not_take_the_place_of_the_real_session() {
-    let s = b"SESSION001";
     let packets = [
-        (GROUP, 26477, mold(s, 1_000_000_000_000, &[add(13, 9, 9)])),
-        (GROUP, 26477, mold(s, 1, &[add(13, 1, 1), add(13, 2, 2)])),
-        (GROUP, 26477, mold(s, 3, &[add(13, 3, 3)])),
+        packet(SESSION, 1_000_000_000_000, &[add(13, 9, 9)]),
+        packet(SESSION, 1, &[add(13, 1, 1), add(13, 2, 2)]),
+        packet(SESSION, 3, &[add(13, 3, 3)]),
     ];
-    let (report, got) = replay(leak(pcap(&packets)), ReplayOptions::default());
-    let seqs: Vec<u64> = got.iter().map(|g| g.0).collect();
-    assert_eq!(seqs, [1, 2, 3, 4], "three messages and the end: {report:?}");
+    let (report, got) = replay_capture(&packets, ReplayOptions::default());
+    assert_eq!(
+        seqs(&got),
+        [1, 2, 3, 4],
+        "three messages and the end: {report:?}"
+    );
     assert_eq!(
         (report.anchors_replaced, report.replaced_anchor_messages),
         (1, 1)
     );
     assert_eq!((report.gaps, report.duplicates), (0, 0));
-    assert!(
-        report
-            .warnings
-            .iter()
-            .any(|w| w.contains("first packet was replaced")),
-        "{:?}",
-        report.warnings
-    );
+    assert_warned(&report, &["first packet was replaced"]);
 }

@@ -630,13 +630,7 @@ impl Consumer {
             spin_loop();
         }
         // The record at `head` was overwritten on every attempt.
-        let cap = self.ring.geo().capacity;
-        Err(Fault {
-            position: self.cursor,
-            word: RingWord::Head,
-            value: last.0,
-            bound: last.1.saturating_sub(cap),
-        })
+        Err(self.overwritten_every_time(RingWord::Head, last))
     }
 
     /// The newest committed record: `(position, seq, size)`; `(0, 0, 0)` before the first
@@ -669,13 +663,20 @@ impl Consumer {
             spin_loop();
         }
         // The record at `latest` was overwritten on every attempt.
+        Err(self.overwritten_every_time(RingWord::Latest, last))
+    }
+
+    /// The fault of a locate that found the record `word` points at overwritten on every
+    /// attempt; `last`: the position read and the tail intent that lapped it, last time.
+    #[cold]
+    fn overwritten_every_time(&self, word: RingWord, last: (u64, u64)) -> Fault {
         let cap = self.ring.geo().capacity;
-        Err(Fault {
+        Fault {
             position: self.cursor,
-            word: RingWord::Latest,
+            word,
             value: last.0,
             bound: last.1.saturating_sub(cap),
-        })
+        }
     }
 
     /// Delivers at most one record to `f`.
