@@ -14,9 +14,15 @@
 //! ([`PublishError::BackPressured`]): the pipeline then retries it, spinning a little and then
 //! yielding the cpu, for at most the [back-pressure timeout](FeedPipeline::set_back_pressure_timeout)
 //! ([`DEFAULT_BACK_PRESSURE_TIMEOUT`] unless set; a replay waits as long as it takes). Every
-//! refused attempt is counted ([`PipelineStats::back_pressured`]); a record still refused when
-//! the time is up is given up, counted in [`PipelineStats::publish_errors`] and returned as an
-//! error.
+//! refused attempt is counted ([`PipelineStats::back_pressured`]). A record still refused when
+//! the time is up starts a *stall* ([`PipelineStats::stalls`]): it and every following record
+//! of that stream are given up without waiting (counted in [`PipelineStats::dropped`] and
+//! [`PipelineStats::publish_errors`], source messages in [`PipelineStats::lost`], returned as
+//! an error), so a stopped subscriber costs the feed one timeout, not one per message. Once the
+//! ring takes records again, one lost gap notice for the source sequence numbers given up
+//! goes out before the next record ([`PipelineStats::drop_notices`]); one still pending when
+//! the session closes is tried once more by [`FeedPipeline::finish_drop_notices`], else
+//! counted ([`PipelineStats::notices_unpublished`]).
 //!
 //! Nothing is lost silently: besides the normalized messages a stream carries
 //! * **gap notices** ([`FeedPipeline::on_gap`]) for source messages that are missing, with
@@ -54,7 +60,8 @@ use std::time::{Duration, Instant};
 
 use mdbus_bus::{Bus, BusError, PublishError, Publisher, StreamConfig};
 use mdbus_codecs::fb::{
-    EndOfSessionFields, EnvelopeFlags, EventFields, GapNoticeFields, HeaderFields, HeartbeatFields,
+    Encoder, EndOfSessionFields, EnvelopeFlags, EventFields, GapNoticeFields, GapScope,
+    HeaderFields, HeartbeatFields,
 };
 use mdbus_codecs::itch::{self, DecodeError};
 use mdbus_codecs::normalize::Normalizer;
@@ -111,24 +118,36 @@ pub struct PipelineStats {
     pub published: u64,
     /// Source messages that did not decode.
     pub decode_errors: u64,
-    /// Records a stream refused for good (too large, or still back-pressured when the
-    /// back-pressure timeout ran out): not published.
+    /// Records a stream refused for good (too large, or given up on a stalled lossless
+    /// stream): not published.
     pub publish_errors: u64,
-    /// Publish attempts a lossless subscriber held back (each retried until the timeout).
+    /// Publish attempts a lossless subscriber held back.
     pub back_pressured: u64,
     /// Gap notices published (once per notice, whatever the number of streams).
     pub gap_notices: u64,
-    /// Source messages announced lost by gap notices (`recoverable: false`).
+    /// Source messages lost: announced by gap notices (`recoverable: false`), or given up on
+    /// a stalled lossless stream (once each, whatever the number of streams).
     pub lost: u64,
     /// Messages whose stock locate lies in no partition (published on the first).
     pub unrouted: u64,
+    /// Waits for a full lossless stream that ran out of time: each starts a stall, during
+    /// which that stream's records are given up without waiting.
+    pub stalls: u64,
+    /// Records given up on a stalled lossless stream (per stream; also in `publish_errors`).
+    pub dropped: u64,
+    /// Lost gap notices published, one per stall and stream, for the records given up (not
+    /// in `gap_notices`).
+    pub drop_notices: u64,
+    /// Drop notices still refused when the session closed (or too large for the stream):
+    /// their records are only counted.
+    pub notices_unpublished: u64,
 }
 
 /// Sentinel of the routing table: the locate lies in no partition.
 const NO_ROUTE: u8 = u8::MAX;
 
-/// How long a back-pressured record is retried before it is given up, unless set with
-/// [`FeedPipeline::set_back_pressure_timeout`].
+/// How long a back-pressured record is retried before it is given up and the stream stalls,
+/// unless set with [`FeedPipeline::set_back_pressure_timeout`].
 pub const DEFAULT_BACK_PRESSURE_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Retries before a back-pressured publish starts yielding the cpu.
@@ -194,15 +213,9 @@ impl Idle {
 #[derive(Debug)]
 pub struct FeedPipeline {
     normalizer: Normalizer,
-    publishers: Vec<Publisher>,
-    /// Stock locate -> index into `publishers`; empty for a single stream.
+    /// Stock locate -> index into the publishers; empty for a single stream.
     route: Box<[u8]>,
-    /// Exchange timestamp of the latest message, stamped on bus events.
-    last_exchange_ts: u64,
-    /// Longest wait for a back-pressured record; `None`: no limit.
-    back_pressure_timeout: Option<Duration>,
-    stats: PipelineStats,
-    idle: Idle,
+    out: Out,
     /// Turns of the idle work run between messages (not in a wait).
     idle_turns: u64,
 }
@@ -253,53 +266,61 @@ impl FeedPipeline {
     }
 
     fn from_parts(publishers: Vec<Publisher>, route: Box<[u8]>) -> Self {
+        let normalizer = Normalizer::new();
         FeedPipeline {
-            normalizer: Normalizer::new(),
-            publishers,
+            out: Out {
+                stalls: vec![Stall::default(); publishers.len()].into_boxed_slice(),
+                publishers,
+                notice_enc: Encoder::new(),
+                flags: normalizer.flags(),
+                last_exchange_ts: 0,
+                timeout: Some(DEFAULT_BACK_PRESSURE_TIMEOUT),
+                stats: PipelineStats::default(),
+                idle: Idle::default(),
+            },
+            normalizer,
             route,
-            last_exchange_ts: 0,
-            back_pressure_timeout: Some(DEFAULT_BACK_PRESSURE_TIMEOUT),
-            stats: PipelineStats::default(),
-            idle: Idle::default(),
             idle_turns: 0,
         }
     }
 
     /// Sets (or clears) the work this pipeline does while it waits; see [`IdleWork`].
     pub fn set_idle_work(&mut self, work: Option<IdleWork>) {
-        self.idle = Idle(work);
+        self.out.idle = Idle(work);
     }
 
     /// Runs the [`IdleWork`], if any, until it has nothing more to do.
     pub fn finish_idle_work(&mut self) {
-        self.idle.finish();
+        self.out.idle.finish();
     }
 
     pub(crate) fn idle_mut(&mut self) -> &mut Idle {
-        &mut self.idle
+        &mut self.out.idle
     }
 
     /// Sets the delivery flags stamped on every following envelope (e.g.
     /// [`EnvelopeFlags::Replayed`] for a capture).
     pub fn set_flags(&mut self, flags: EnvelopeFlags) {
         self.normalizer.set_flags(flags);
+        self.out.flags = flags;
     }
 
     /// How long a record refused by a back-pressuring lossless subscriber is retried before
-    /// it is given up (counted and returned as an error); `None` retries until it is taken.
-    /// [`DEFAULT_BACK_PRESSURE_TIMEOUT`] until set.
+    /// it is given up (counted and returned as an error), once per stall: while the stall
+    /// lasts, records are given up without waiting (see the [module docs](self)); `None`
+    /// retries until it is taken. [`DEFAULT_BACK_PRESSURE_TIMEOUT`] until set.
     pub fn set_back_pressure_timeout(&mut self, timeout: Option<Duration>) {
-        self.back_pressure_timeout = timeout;
+        self.out.timeout = timeout;
     }
 
     /// The publishers, in partition order.
     pub fn publishers(&self) -> &[Publisher] {
-        &self.publishers
+        &self.out.publishers
     }
 
     /// The counters so far.
     pub fn stats(&self) -> PipelineStats {
-        self.stats
+        self.out.stats
     }
 
     /// Times the pipeline has paused between messages so far: publishes refused by a
@@ -307,13 +328,13 @@ impl FeedPipeline {
     /// receive stamp taken before a call that raised it is older by the time paused.
     #[inline]
     pub fn pauses(&self) -> u64 {
-        self.stats.back_pressured + self.idle_turns
+        self.out.stats.back_pressured + self.idle_turns
     }
 
     /// Stamps the liveness heartbeat of every stream (a clock read, no system call); call it
     /// from idle loops.
     pub fn heartbeat(&self) {
-        for p in &self.publishers {
+        for p in &self.out.publishers {
             p.heartbeat();
         }
     }
@@ -333,7 +354,7 @@ impl FeedPipeline {
         match itch::decode(msg) {
             Ok(decoded) => self.on_decoded(seq, &decoded, recv_ts_ns),
             Err(error) => {
-                self.stats.messages += 1;
+                self.out.stats.messages += 1;
                 self.undecodable(seq, error, recv_ts_ns)
             }
         }
@@ -348,9 +369,9 @@ impl FeedPipeline {
         decoded: &itch::Message<'_>,
         recv_ts_ns: u64,
     ) -> Result<(), PipelineError> {
-        self.stats.messages += 1;
+        self.out.stats.messages += 1;
         let locate = decoded.stock_locate();
-        self.last_exchange_ts = decoded.timestamp();
+        self.out.last_exchange_ts = decoded.timestamp();
         let target = if self.route.is_empty() {
             Target::One(0)
         } else if locate == 0 {
@@ -358,23 +379,25 @@ impl FeedPipeline {
         } else {
             match self.route[usize::from(locate)] {
                 NO_ROUTE => {
-                    self.stats.unrouted += 1;
+                    self.out.stats.unrouted += 1;
                     Target::One(0)
                 }
                 i => Target::One(usize::from(i)),
             }
         };
         let encoded = self.normalizer.normalize(decoded, seq, recv_ts_ns);
-        let result = publish(
-            &mut self.publishers,
-            &mut self.stats,
-            &mut self.idle,
-            self.back_pressure_timeout,
-            target,
-            seq,
-            encoded.as_bytes(),
-        );
-        if self.stats.messages.is_multiple_of(IDLE_WORK_EVERY) && self.idle.run() {
+        let result = self
+            .out
+            .publish(target, seq, 1, recv_ts_ns, encoded.as_bytes());
+        if let Err(PipelineError::Publish {
+            error: PublishError::BackPressured,
+            ..
+        }) = result
+        {
+            // Given up on a stalled stream: its subscribers will read a gap notice instead.
+            self.out.stats.lost = self.out.stats.lost.saturating_add(1);
+        }
+        if self.out.stats.messages.is_multiple_of(IDLE_WORK_EVERY) && self.out.idle.run() {
             self.idle_turns += 1;
         }
         result
@@ -387,7 +410,7 @@ impl FeedPipeline {
         error: DecodeError,
         recv_ts_ns: u64,
     ) -> Result<(), PipelineError> {
-        self.stats.decode_errors += 1;
+        self.out.stats.decode_errors += 1;
         // Subscribers will never see it: say so on the stream.
         self.on_gap(seq, 1, false, recv_ts_ns)?;
         Err(PipelineError::Decode { seq, error })
@@ -404,17 +427,19 @@ impl FeedPipeline {
         recoverable: bool,
         recv_ts_ns: u64,
     ) -> Result<(), PipelineError> {
-        self.stats.gap_notices += 1;
+        self.out.stats.gap_notices += 1;
         if !recoverable {
-            self.stats.lost = self.stats.lost.saturating_add(count);
+            self.out.stats.lost = self.out.stats.lost.saturating_add(count);
         }
         let notice = GapNoticeFields {
             first_missing_seq: first,
             count,
             recoverable,
-            scope: mdbus_codecs::fb::GapScope::Source,
+            scope: GapScope::Source,
         };
-        self.publish_everywhere(first, recv_ts_ns, &notice)
+        // A lost gap's notice given up on a stalled stream: the drop notice covers the gap.
+        let span = if recoverable { 0 } else { count };
+        self.publish_everywhere(first, span, recv_ts_ns, &notice)
     }
 
     /// Publishes an end-of-session event on every stream; `next_seq` is one past the last
@@ -424,40 +449,49 @@ impl FeedPipeline {
         next_seq: u64,
         recv_ts_ns: u64,
     ) -> Result<(), PipelineError> {
-        self.publish_everywhere(next_seq, recv_ts_ns, &EndOfSessionFields)
+        self.out.unstall_pending();
+        self.publish_everywhere(next_seq, 0, recv_ts_ns, &EndOfSessionFields)
+    }
+
+    /// Publishes the gap notices still pending for records given up on stalled streams,
+    /// waiting for each at most the back-pressure timeout; one still refused is given up and
+    /// counted in [`PipelineStats::notices_unpublished`]. Call it when the session closes.
+    pub fn finish_drop_notices(&mut self, recv_ts_ns: u64) {
+        self.out.unstall_pending();
+        for i in 0..self.out.publishers.len() {
+            if !self.out.flush(i, recv_ts_ns) {
+                self.out.stalls[i].pending = None;
+                self.out.stats.notices_unpublished += 1;
+            }
+        }
     }
 
     /// Publishes a heartbeat event on every stream (for subscribers that watch the data, not
     /// only the liveness stamp); `next_seq` is the next source message expected.
     pub fn on_heartbeat(&mut self, next_seq: u64, recv_ts_ns: u64) -> Result<(), PipelineError> {
-        self.publish_everywhere(next_seq, recv_ts_ns, &HeartbeatFields)
+        self.publish_everywhere(next_seq, 0, recv_ts_ns, &HeartbeatFields)
     }
 
     /// Publishes a feed event of the handler's own (not from a source message) on every
-    /// stream, its header stamped with `seq` and `recv_ts_ns`.
+    /// stream, its header stamped with `seq` and `recv_ts_ns`; if it is given up, the source
+    /// messages `seq .. seq + span` join the drop notice.
     fn publish_everywhere<E: EventFields>(
         &mut self,
         seq: u64,
+        span: u64,
         recv_ts_ns: u64,
         event: &E,
     ) -> Result<(), PipelineError> {
         let header = self.bus_header(seq, recv_ts_ns);
         let encoded = self.normalizer.encoder().encode(&header, event);
-        publish(
-            &mut self.publishers,
-            &mut self.stats,
-            &mut self.idle,
-            self.back_pressure_timeout,
-            Target::All,
-            seq,
-            encoded.as_bytes(),
-        )
+        self.out
+            .publish(Target::All, seq, span, recv_ts_ns, encoded.as_bytes())
     }
 
     fn bus_header(&self, seq: u64, recv_ts_ns: u64) -> HeaderFields {
         HeaderFields {
             seq,
-            exchange_ts_ns: self.last_exchange_ts,
+            exchange_ts_ns: self.out.last_exchange_ts,
             recv_ts_ns,
             stock_locate: 0,
             tracking_number: 0,
@@ -472,56 +506,256 @@ enum Target {
     All,
 }
 
-/// Copies `envelope` into the target stream(s), retrying back-pressured ones for up to
-/// `timeout`; the first refusal for good is returned, every one counted.
-#[inline]
-fn publish(
-    publishers: &mut [Publisher],
-    stats: &mut PipelineStats,
-    idle: &mut Idle,
+/// What a stream's lossless subscriber holding it back has cost so far.
+#[derive(Clone, Copy, Debug, Default)]
+struct Stall {
+    /// The ring refused a record and its wait was spent: records are given up at once until
+    /// it takes one again.
+    stalled: bool,
+    /// Source sequence numbers `(first, count)` given up whose gap notice is not published
+    /// yet: it goes out before any other record.
+    pending: Option<(u64, u64)>,
+}
+
+/// The publishing side of a [`FeedPipeline`]: its streams and what happens when they refuse.
+#[derive(Debug)]
+struct Out {
+    publishers: Vec<Publisher>,
+    /// One per publisher.
+    stalls: Box<[Stall]>,
+    /// Encodes drop notices (the normalizer's buffer still holds the record given up).
+    notice_enc: Encoder,
+    /// Delivery flags, as the normalizer's.
+    flags: EnvelopeFlags,
+    /// Exchange timestamp of the latest message, stamped on bus events.
+    last_exchange_ts: u64,
+    /// Longest wait for a back-pressured record, once per stall; `None`: no limit.
     timeout: Option<Duration>,
-    target: Target,
-    seq: u64,
-    envelope: &[u8],
-) -> Result<(), PipelineError> {
-    let mut result = Ok(());
-    let mut one = |p: &mut Publisher| {
-        let outcome = match p.publish_envelope(envelope) {
-            Err(PublishError::BackPressured) => {
-                retry_back_pressured(p, stats, idle, timeout, envelope)
+    stats: PipelineStats,
+    idle: Idle,
+}
+
+impl Out {
+    /// Copies `envelope` (of source message `seq`, or covering `seq .. seq + span`) into the
+    /// target stream(s); the first refusal for good is returned, every one counted.
+    #[inline]
+    fn publish(
+        &mut self,
+        target: Target,
+        seq: u64,
+        span: u64,
+        recv_ts_ns: u64,
+        envelope: &[u8],
+    ) -> Result<(), PipelineError> {
+        match target {
+            Target::One(i) => {
+                let outcome = self.publish_to(i, seq, span, recv_ts_ns, envelope);
+                self.count(seq, outcome)
             }
+            Target::All => {
+                let mut result = Ok(());
+                for i in 0..self.publishers.len() {
+                    let outcome = self.publish_to(i, seq, span, recv_ts_ns, envelope);
+                    let counted = self.count(seq, outcome);
+                    if result.is_ok() {
+                        result = counted;
+                    }
+                }
+                result
+            }
+        }
+    }
+
+    #[inline]
+    fn count(&mut self, seq: u64, outcome: Result<(), PublishError>) -> Result<(), PipelineError> {
+        match outcome {
+            Ok(()) => {
+                self.stats.published += 1;
+                Ok(())
+            }
+            Err(error) => {
+                self.stats.publish_errors += 1;
+                Err(PipelineError::Publish { seq, error })
+            }
+        }
+    }
+
+    /// Publishes on stream `i`. A full lossless ring is waited for (see [`retry`]); a record
+    /// it still refuses is given up, and so is every following one until the ring takes the
+    /// pending drop notice.
+    #[inline]
+    fn publish_to(
+        &mut self,
+        i: usize,
+        seq: u64,
+        span: u64,
+        recv_ts_ns: u64,
+        envelope: &[u8],
+    ) -> Result<(), PublishError> {
+        let stall = &self.stalls[i];
+        if stall.stalled || stall.pending.is_some() {
+            return self.publish_after_stall(i, seq, span, recv_ts_ns, envelope);
+        }
+        match self.publishers[i].publish_envelope(envelope) {
+            Ok(_) => Ok(()),
+            Err(PublishError::BackPressured) => self.wait_or_give_up(i, seq, span, envelope),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// [`publish_to`](Self::publish_to) while stream `i` is stalled or owes a drop notice:
+    /// the notice first (one try while stalled), then the record.
+    #[cold]
+    #[inline(never)]
+    fn publish_after_stall(
+        &mut self,
+        i: usize,
+        seq: u64,
+        span: u64,
+        recv_ts_ns: u64,
+        envelope: &[u8],
+    ) -> Result<(), PublishError> {
+        if !self.flush(i, recv_ts_ns) {
+            self.give_up(i, seq, span);
+            return Err(PublishError::BackPressured);
+        }
+        match self.publishers[i].publish_envelope(envelope) {
+            Ok(_) => {
+                self.stalls[i].stalled = false;
+                Ok(())
+            }
+            Err(PublishError::BackPressured) => self.wait_or_give_up(i, seq, span, envelope),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// After a first refusal by back-pressure: waits (unless stalled), gives the record up if
+    /// it is still refused.
+    #[cold]
+    #[inline(never)]
+    fn wait_or_give_up(
+        &mut self,
+        i: usize,
+        seq: u64,
+        span: u64,
+        envelope: &[u8],
+    ) -> Result<(), PublishError> {
+        let outcome = retry(
+            &mut self.publishers[i],
+            &mut self.stalls[i],
+            &mut self.stats,
+            &mut self.idle,
+            self.timeout,
+            envelope,
+        );
+        match outcome {
+            Ok(_) => Ok(()),
+            Err(PublishError::BackPressured) => {
+                self.give_up(i, seq, span);
+                Err(PublishError::BackPressured)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Counts a record given up on stream `i`; its source messages `seq .. seq + span` join
+    /// the pending drop notice.
+    #[cold]
+    fn give_up(&mut self, i: usize, seq: u64, span: u64) {
+        self.stats.dropped += 1;
+        if span == 0 {
+            return;
+        }
+        let end = seq.saturating_add(span);
+        let pending = &mut self.stalls[i].pending;
+        *pending = Some(match *pending {
+            None => (seq, span),
+            // Records are published in source order, so the ranges follow each other.
+            Some((first, count)) => {
+                let first = first.min(seq);
+                let end = end.max(first.saturating_add(count));
+                (first, end - first)
+            }
+        });
+    }
+
+    /// Publishes stream `i`'s pending drop notice (a lost gap of
+    /// [`GapScope::Source`]: the feed's numbers) if the ring takes it; whether none is left.
+    /// A notice too large for the stream's records is given up and counted.
+    #[cold]
+    fn flush(&mut self, i: usize, recv_ts_ns: u64) -> bool {
+        let Some((first, count)) = self.stalls[i].pending else {
+            return true;
+        };
+        let header = HeaderFields {
+            seq: first,
+            exchange_ts_ns: self.last_exchange_ts,
+            recv_ts_ns,
+            stock_locate: 0,
+            tracking_number: 0,
+            flags: self.flags,
+        };
+        let notice = GapNoticeFields {
+            first_missing_seq: first,
+            count,
+            recoverable: false,
+            scope: GapScope::Source,
+        };
+        let envelope = self.notice_enc.encode(&header, &notice).as_bytes();
+        let p = &mut self.publishers[i];
+        let stall = &mut self.stalls[i];
+        let outcome = match p.publish_envelope(envelope) {
+            Err(PublishError::BackPressured) => retry(
+                p,
+                stall,
+                &mut self.stats,
+                &mut self.idle,
+                self.timeout,
+                envelope,
+            ),
             other => other,
         };
         match outcome {
-            Ok(_) => stats.published += 1,
-            Err(error) => {
-                stats.publish_errors += 1;
-                if result.is_ok() {
-                    result = Err(PipelineError::Publish { seq, error });
-                }
+            Ok(_) => {
+                self.stats.published += 1;
+                self.stats.drop_notices += 1;
+            }
+            Err(PublishError::BackPressured) => return false,
+            Err(PublishError::TooLarge { .. }) => self.stats.notices_unpublished += 1,
+        }
+        *stall = Stall::default();
+        true
+    }
+
+    /// Lets every stream that owes a drop notice wait once more (at the end of a session).
+    #[cold]
+    fn unstall_pending(&mut self) {
+        for stall in self.stalls.iter_mut() {
+            if stall.pending.is_some() {
+                stall.stalled = false;
             }
         }
-    };
-    match target {
-        Target::One(i) => one(&mut publishers[i]),
-        Target::All => publishers.iter_mut().for_each(one),
     }
-    result
 }
 
 /// Publishes `envelope` on `p` after a first refusal by back-pressure: spins, then yields
 /// the cpu (or runs the idle work instead of either), until the ring takes it or `timeout`
-/// has passed since the first refusal. Every refusal is counted.
+/// has passed since the first refusal; then the stream is stalled. A stalled stream is not
+/// waited for: one refusal, and the record is given up. Every refusal is counted.
 #[cold]
 #[inline(never)]
-fn retry_back_pressured(
+fn retry(
     p: &mut Publisher,
+    stall: &mut Stall,
     stats: &mut PipelineStats,
     idle: &mut Idle,
     timeout: Option<Duration>,
     envelope: &[u8],
 ) -> Result<u64, PublishError> {
     stats.back_pressured += 1;
+    if stall.stalled {
+        return Err(PublishError::BackPressured);
+    }
     let started = Instant::now();
     let mut tries = 0u32;
     loop {
@@ -532,6 +766,8 @@ fn retry_back_pressured(
             }
         } else {
             if timeout.is_some_and(|t| started.elapsed() >= t) {
+                stall.stalled = true;
+                stats.stalls += 1;
                 return Err(PublishError::BackPressured);
             }
             if !idle.run() {
@@ -779,6 +1015,113 @@ mod tests {
         // What was published is intact and in order; the refused record is not there.
         let got: Vec<u64> = drain(&mut sub).iter().map(|r| r.0).collect();
         assert_eq!(got, (1..seq).collect::<Vec<_>>());
+    }
+
+    /// Publishes delete messages from `seq` on until the ring refuses one; returns its seq.
+    fn fill_until_refused(p: &mut FeedPipeline, mut seq: u64) -> u64 {
+        loop {
+            assert!(seq < 1000, "a 4 KiB ring never filled up");
+            if p.on_message(seq, &delete(13, seq), 0).is_err() {
+                return seq;
+            }
+            seq += 1;
+        }
+    }
+
+    /// (first, count, recoverable, scope) of a gap notice record, or its seq and type.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Rec {
+        Gap(u64, u64, bool, fb::GapScope),
+        Other(u64, Event),
+    }
+
+    fn drain_records(sub: &mut Subscriber) -> Vec<Rec> {
+        let mut out = Vec::new();
+        while sub
+            .poll_event(|e| {
+                let env = e.envelope();
+                out.push(match env.event_as_gap_notice() {
+                    Some(g) => {
+                        Rec::Gap(g.first_missing_seq(), g.count(), g.recoverable(), g.scope())
+                    }
+                    None => Rec::Other(env.header().seq(), env.event_type()),
+                });
+            })
+            .unwrap()
+        {}
+        out
+    }
+
+    #[test]
+    fn a_stopped_lossless_subscriber_costs_one_wait_then_gets_a_gap_notice() {
+        let (_dir, mut p, mut sub) = small_lossless_feed();
+        p.set_back_pressure_timeout(Some(Duration::from_millis(1)));
+        let first_refused = fill_until_refused(&mut p, 1);
+        // The subscriber stays stopped: the next records are given up without a wait.
+        const MORE: u64 = 50;
+        for seq in first_refused + 1..=first_refused + MORE {
+            assert_eq!(
+                p.on_message(seq, &delete(13, seq), 0),
+                Err(PipelineError::Publish {
+                    seq,
+                    error: PublishError::BackPressured
+                })
+            );
+        }
+        let s = p.stats();
+        assert_eq!(s.stalls, 1, "one continuous stall waits once: {s:?}");
+        assert_eq!((s.dropped, s.lost), (MORE + 1, MORE + 1), "{s:?}");
+        // The subscriber resumes: what was published, then one notice for exactly the records
+        // given up, then the records that follow.
+        let before = drain_records(&mut sub);
+        let expect: Vec<Rec> = (1..first_refused)
+            .map(|seq| Rec::Other(seq, Event::OrderDelete))
+            .collect();
+        assert_eq!(before, expect);
+        let next = first_refused + MORE + 1;
+        p.on_message(next, &delete(13, next), 0).unwrap();
+        p.on_message(next + 1, &delete(13, next + 1), 0).unwrap();
+        assert_eq!(
+            drain_records(&mut sub),
+            [
+                Rec::Gap(first_refused, MORE + 1, false, fb::GapScope::Source),
+                Rec::Other(next, Event::OrderDelete),
+                Rec::Other(next + 1, Event::OrderDelete),
+            ]
+        );
+        let s = p.stats();
+        assert_eq!((s.stalls, s.drop_notices, s.notices_unpublished), (1, 1, 0));
+        assert_eq!(s.published, first_refused - 1 + 3);
+    }
+
+    #[test]
+    fn a_pending_drop_notice_goes_out_before_the_end_of_session_or_is_reported() {
+        // Resumed before the end: the notice, then the end of session.
+        let (_dir, mut p, mut sub) = small_lossless_feed();
+        p.set_back_pressure_timeout(Some(Duration::from_millis(1)));
+        let refused = fill_until_refused(&mut p, 1);
+        drain_records(&mut sub);
+        p.on_end_of_session(refused + 1, 0).unwrap();
+        p.finish_drop_notices(0);
+        assert_eq!(
+            drain_records(&mut sub),
+            [
+                Rec::Gap(refused, 1, false, fb::GapScope::Source),
+                Rec::Other(refused + 1, Event::EndOfSession),
+            ]
+        );
+        assert_eq!(p.stats().notices_unpublished, 0);
+
+        // Never resumed: the notice cannot go out, and that is counted.
+        let (_dir, mut p, _sub) = small_lossless_feed();
+        p.set_back_pressure_timeout(Some(Duration::from_millis(1)));
+        let refused = fill_until_refused(&mut p, 1);
+        assert!(p.on_end_of_session(refused + 1, 0).is_err());
+        p.finish_drop_notices(0);
+        let s = p.stats();
+        assert_eq!((s.drop_notices, s.notices_unpublished), (0, 1), "{s:?}");
+        // Each end-of-session step waits once at most.
+        assert!(s.stalls <= 3, "{s:?}");
     }
 
     #[test]

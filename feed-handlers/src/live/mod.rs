@@ -13,6 +13,11 @@
 //!   messages after it);
 //! * end of session -> end-of-session event; the loop returns (unless told otherwise).
 //!
+//! A lossless subscriber that stops reading costs the loop one back-pressure timeout per
+//! stall, not one per message: the pipeline gives records up while the stall lasts and
+//! announces them with a gap notice (see [`FeedPipeline`]); one still pending when the loop
+//! ends is tried once more, else counted.
+//!
 //! Per packet the loop makes the `recv` call and two clock reads (vDSO, no system call); per
 //! message nothing but the pipeline's work. It allocates nothing after setup.
 //!
@@ -386,6 +391,8 @@ impl LiveFeed {
                 self.config.idle.wait();
             }
         }
+        // Records given up on a stalled lossless stream are announced now, if they can be.
+        pipeline.finish_drop_notices(wall_ns());
         stats.sequencer = seq.stats();
         stats.pipeline = pipeline.stats();
         stats.session = seq.session();
