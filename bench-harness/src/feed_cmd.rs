@@ -609,6 +609,10 @@ pub fn stats_json(s: &LiveStats) -> serde_json::Value {
             "gap_notices": p.gap_notices,
             "lost": p.lost,
             "unrouted": p.unrouted,
+            "stalls": p.stalls,
+            "dropped": p.dropped,
+            "drop_notices": p.drop_notices,
+            "notices_unpublished": p.notices_unpublished,
         },
     })
 }
@@ -649,6 +653,17 @@ fn print_report(s: &LiveStats, book: Option<&BookServiceStats>, feed: &str) {
         eprintln!(
             "  bad input: {} undecodable messages, {} malformed packets, {} records not published",
             s.pipeline.decode_errors, q.malformed, s.pipeline.publish_errors
+        );
+    }
+    if s.pipeline.stalls > 0 || s.pipeline.dropped > 0 {
+        eprintln!(
+            "  lossless subscriber stalled: {} times; {} records given up, {} source messages \
+             lost in all; {} gap notices published for them, {} not published",
+            s.pipeline.stalls,
+            s.pipeline.dropped,
+            s.pipeline.lost,
+            s.pipeline.drop_notices,
+            s.pipeline.notices_unpublished
         );
     }
     if let Some(b) = book {
