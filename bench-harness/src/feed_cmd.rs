@@ -53,7 +53,7 @@ use mdbus_codecs::moldudp64::Session;
 use mdbus_codecs::sequencer::{Backoff, LateJoin, SequencerConfig};
 use mdbus_feed_handlers::bookstream::{BookService, BookServiceConfig, BookServiceStats};
 use mdbus_feed_handlers::live::{Idle, LineConfig, LiveError, LiveFeed, LiveFeedConfig, LiveStats};
-use mdbus_feed_handlers::pipeline::FeedPipeline;
+use mdbus_feed_handlers::pipeline::{FeedPipeline, PipelineStats};
 use mdbus_feed_handlers::replay::replay_ring;
 use mdbus_shm::{MAX_CAPACITY, MIN_CAPACITY};
 
@@ -655,20 +655,23 @@ fn print_report(s: &LiveStats, book: Option<&BookServiceStats>, feed: &str) {
             s.pipeline.decode_errors, q.malformed, s.pipeline.publish_errors
         );
     }
-    if s.pipeline.stalls > 0 || s.pipeline.dropped > 0 {
-        eprintln!(
-            "  lossless subscriber stalled: {} times; {} records given up, {} source messages \
-             lost in all; {} gap notices published for them, {} not published",
-            s.pipeline.stalls,
-            s.pipeline.dropped,
-            s.pipeline.lost,
-            s.pipeline.drop_notices,
-            s.pipeline.notices_unpublished
-        );
+    if let Some(line) = stall_line(&s.pipeline) {
+        eprintln!("{line}");
     }
     if let Some(b) = book {
         print_book_line(b, feed);
     }
+}
+
+/// The report's line on a lossless subscriber that held the feed back, if one did.
+fn stall_line(p: &PipelineStats) -> Option<String> {
+    (p.stalls > 0 || p.dropped > 0).then(|| {
+        format!(
+            "  lossless subscriber stalled: {} times; {} records given up, {} source messages \
+             lost in all; {} gap notices published for them, {} not published",
+            p.stalls, p.dropped, p.lost, p.drop_notices, p.notices_unpublished
+        )
+    })
 }
 
 #[cfg(test)]
@@ -688,6 +691,38 @@ mod tests {
 
     fn dur(s: &str) -> Result<Duration, DurationError> {
         s.parse::<DurationArg>().map(|d| d.0)
+    }
+
+    #[test]
+    fn stalls_and_what_they_cost_are_in_the_summary() {
+        let mut s = LiveStats::default();
+        assert_eq!(stall_line(&s.pipeline), None);
+        s.pipeline = PipelineStats {
+            stalls: 2,
+            dropped: 41,
+            lost: 40,
+            drop_notices: 1,
+            notices_unpublished: 1,
+            ..PipelineStats::default()
+        };
+        let j = stats_json(&s);
+        let p = &j["pipeline"];
+        assert_eq!(
+            (
+                &p["stalls"],
+                &p["dropped"],
+                &p["lost"],
+                &p["drop_notices"],
+                &p["notices_unpublished"]
+            ),
+            (&2.into(), &41.into(), &40.into(), &1.into(), &1.into()),
+            "{j}"
+        );
+        let line = stall_line(&s.pipeline).unwrap();
+        assert!(
+            line.contains("stalled: 2 times; 41 records given up, 40 source messages lost"),
+            "{line}"
+        );
     }
 
     #[test]
