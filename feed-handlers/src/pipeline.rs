@@ -324,8 +324,9 @@ impl FeedPipeline {
     }
 
     /// Times the pipeline has paused between messages so far: publishes refused by a
-    /// back-pressuring subscriber (each followed by a wait) and turns of its idle work. A
-    /// receive stamp taken before a call that raised it is older by the time paused.
+    /// back-pressuring subscriber (each followed by a wait unless the stream is stalled) and
+    /// turns of its idle work. A receive stamp taken before a call that raised it is older by
+    /// the time paused.
     #[inline]
     pub fn pauses(&self) -> u64 {
         self.out.stats.back_pressured + self.idle_turns
