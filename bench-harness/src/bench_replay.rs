@@ -1469,6 +1469,29 @@ mod tests {
     }
 
     #[test]
+    fn input_file_prefixes_end_on_frame_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aapl.itch");
+        std::fs::write(&path, BUNDLED_SESSION).unwrap();
+        let f = InputFile::read(&path).unwrap();
+        assert_eq!((f.messages, f.undecoded, f.locates), (10_000, 0, 1));
+        assert_eq!(Stream::new(f.prefix(3)).count(), 3);
+        assert_eq!(f.prefix(0), b"");
+        assert_eq!(f.prefix(10_000), BUNDLED_SESSION);
+        assert_eq!(f.prefix(u64::MAX), BUNDLED_SESSION);
+        // The latency reader stops at the prefix, the throughput reader at the end.
+        let w = Workload::File(f);
+        let mut bytes = Vec::new();
+        w.latency_reader(3).1.read_to_end(&mut bytes).unwrap();
+        assert_eq!(Stream::new(&bytes).count(), 3);
+        bytes.clear();
+        w.reader().1.read_to_end(&mut bytes).unwrap();
+        assert_eq!(bytes, BUNDLED_SESSION);
+        assert_eq!(w.total(), 10_000);
+        assert!(w.books().max_orders >= 4_760, "{:?}", w.books());
+    }
+
+    #[test]
     fn median_of_odd_and_even_counts() {
         assert_eq!(median(&[]), 0.0);
         assert_eq!(median(&[3.0]), 3.0);
