@@ -5,6 +5,15 @@
 //! and closed by Order Delete messages for the 215 orders the session leaves resting: the
 //! books stay consistent (a pass only touches its own orders) and start every pass empty.
 //!
+//! `--input FILE` replaces it with a Nasdaq ITCH 5.0 file (2-byte length-prefixed), read once
+//! into one buffer and played once per round by every row (the latency runs play its first
+//! `--latency-messages` messages; the ring ceiling cycles the envelopes of its first 100,000).
+//! With a file, the `itch-book` row is added when `--python` (default `python3`) can import
+//! the `itch-book` package: `scripts/itch_book_replay.py`, run as a subprocess in each round,
+//! replays the file through the package's C++ core (parse and book apply for every symbol,
+//! one thread, no table) and times that call alone; the notes give our rows' throughput over
+//! its. Without the package the row is absent and a note says why.
+//!
 //! Systems, all over the same bytes in the same run:
 //! * `itchy-parse`: the `itchy` crate parsing the bytes into its messages (parse only);
 //! * `mdbus-decode`: mdbus's zero-copy ITCH decoder over the bytes (parse only);
@@ -28,6 +37,7 @@
 //! * `mdbus-pipeline-on-feed`: the same, with the strategy on the feed handler's thread, run
 //!   in the feed handler's waits (`demo --threading strategy-on-feed`): the other two-thread
 //!   arrangement, in which the book builder, the heaviest stage, has a cpu to itself.
+//! * `itch-book` (with `--input`): the `itch-book` package's C++ core over the file, as above.
 //!
 //! Throughput runs go in interleaved rounds (`--rounds`, 3 by default): each round runs every
 //! system once, starting one system further along than the round before, and each row
@@ -81,8 +91,8 @@ pub struct ReplayBenchArgs {
     /// given explicitly still apply).
     #[arg(long)]
     pub quick: bool,
-    /// Messages in the throughput runs (rounded up to whole passes of 10,000)
-    /// [default: 10000000].
+    /// Messages in the throughput runs (rounded up to whole passes of 10,000; not with
+    /// --input) [default: 10000000].
     #[arg(long)]
     pub messages: Option<u64>,
     /// Messages per second in the latency run (0: as fast as possible) [default: 1000000].
