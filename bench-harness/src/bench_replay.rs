@@ -5,6 +5,15 @@
 //! and closed by Order Delete messages for the 215 orders the session leaves resting: the
 //! books stay consistent (a pass only touches its own orders) and start every pass empty.
 //!
+//! `--input FILE` replaces it with a Nasdaq ITCH 5.0 file (2-byte length-prefixed), read once
+//! into one buffer and played once per round by every row (the latency runs play its first
+//! `--latency-messages` messages; the ring ceiling cycles the envelopes of its first 100,000).
+//! With a file, the `itch-book` row is added when `--python` (default `python3`) can import
+//! the `itch-book` package: `scripts/itch_book_replay.py`, run as a subprocess in each round,
+//! replays the file through the package's C++ core (parse and book apply for every symbol,
+//! one thread, no table) and times that call alone; the notes give our rows' throughput over
+//! its. Without the package the row is absent and a note says why.
+//!
 //! Systems, all over the same bytes in the same run:
 //! * `itchy-parse`: the `itchy` crate parsing the bytes into its messages (parse only);
 //! * `mdbus-decode`: mdbus's zero-copy ITCH decoder over the bytes (parse only);
@@ -28,6 +37,7 @@
 //! * `mdbus-pipeline-on-feed`: the same, with the strategy on the feed handler's thread, run
 //!   in the feed handler's waits (`demo --threading strategy-on-feed`): the other two-thread
 //!   arrangement, in which the book builder, the heaviest stage, has a cpu to itself.
+//! * `itch-book` (with `--input`): the `itch-book` package's C++ core over the file, as above.
 //!
 //! Throughput runs go in interleaved rounds (`--rounds`, 3 by default): each round runs every
 //! system once, starting one system further along than the round before, and each row
@@ -46,6 +56,7 @@
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mdbus_bus::StreamConfig;
@@ -80,8 +91,8 @@ pub struct ReplayBenchArgs {
     /// given explicitly still apply).
     #[arg(long)]
     pub quick: bool,
-    /// Messages in the throughput runs (rounded up to whole passes of 10,000)
-    /// [default: 10000000].
+    /// Messages in the throughput runs (rounded up to whole passes of 10,000; not with
+    /// --input) [default: 10000000].
     #[arg(long)]
     pub messages: Option<u64>,
     /// Messages per second in the latency run (0: as fast as possible) [default: 1000000].
@@ -117,6 +128,15 @@ pub struct ReplayBenchArgs {
     /// Write its latency-by-percentile chart (SVG) here.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+    /// Replay this Nasdaq ITCH 5.0 file (2-byte length-prefixed messages) instead of the
+    /// bundled session: every row plays it once per round (--messages does not apply); the
+    /// latency runs play its first --latency-messages messages. Adds the `itch-book` row
+    /// when that Python package is importable (`pip install itch-book`).
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// The Python interpreter that runs the `itch-book` row (with --input).
+    #[arg(long, value_name = "PATH", default_value = "python3")]
+    pub python: PathBuf,
 }
 
 impl ReplayBenchArgs {
@@ -285,6 +305,190 @@ impl Read for RepeatedSession {
     }
 }
 
+/// Envelopes the ring ceiling carries, cycled, for `--input` (the file's first messages).
+const CEILING_SAMPLE: usize = 100_000;
+
+/// The `itch-book` row's driver (run as `python -c DRIVER FILE`).
+const ITCH_BOOK_DRIVER: &str = include_str!("../scripts/itch_book_replay.py");
+
+/// `--input`: the file's bytes, read once, and what one pass over them found.
+#[derive(Debug)]
+struct InputFile {
+    path: PathBuf,
+    /// The whole file (shared with the readers of the feed handler rows, no copy).
+    bytes: Arc<Vec<u8>>,
+    /// Messages decoded.
+    messages: u64,
+    /// Frames whose message did not decode (unknown type or bad length).
+    undecoded: u64,
+    /// Distinct stock locates.
+    locates: usize,
+    /// Add Order and Order Replace messages: a bound on the orders live at once.
+    adds: u64,
+}
+
+impl InputFile {
+    /// Reads and scans `path`; a file with a broken frame, or none, is refused.
+    fn read(path: &std::path::Path) -> Result<InputFile, BenchError> {
+        let bytes = std::fs::read(path).map_err(|source| BenchError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut seen = vec![false; 1 << 16];
+        let (mut messages, mut undecoded, mut locates, mut adds) = (0u64, 0u64, 0usize, 0u64);
+        for (at, m) in Stream::new(&bytes) {
+            match m {
+                Ok(m) => {
+                    messages += 1;
+                    let locate = usize::from(m.stock_locate());
+                    if !seen[locate] {
+                        seen[locate] = true;
+                        locates += 1;
+                    }
+                    if matches!(m.msg_type(), b'A' | b'F' | b'U') {
+                        adds += 1;
+                    }
+                }
+                Err(_) if itch::frame_at(&bytes, at).is_ok() => {
+                    undecoded += 1;
+                }
+                Err(e) => {
+                    return Err(BenchError::BadArg(format!(
+                        "--input {}: not length-prefixed ITCH 5.0 at byte {at} (after {messages} messages): {e}",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        if messages == 0 {
+            return Err(BenchError::BadArg(format!(
+                "--input {}: no ITCH 5.0 message in it",
+                path.display()
+            )));
+        }
+        Ok(InputFile {
+            path: path.to_path_buf(),
+            bytes: Arc::new(bytes),
+            messages,
+            undecoded,
+            locates,
+            adds,
+        })
+    }
+
+    /// The bytes of the first `messages` frames (the whole file when it has fewer).
+    fn prefix(&self, messages: u64) -> &[u8] {
+        let n = usize::try_from(messages).unwrap_or(usize::MAX);
+        let end = Stream::new(&self.bytes)
+            .nth(n)
+            .map_or(self.bytes.len(), |(at, _)| at);
+        &self.bytes[..end]
+    }
+}
+
+/// A reader over the first `end` bytes of a shared buffer.
+struct SharedBytes {
+    bytes: Arc<Vec<u8>>,
+    pos: usize,
+    end: usize,
+}
+
+impl Read for SharedBytes {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let rest = self.bytes.get(self.pos..self.end).unwrap_or_default();
+        let n = out.len().min(rest.len());
+        out[..n].copy_from_slice(&rest[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// What every row replays: the bundled session repeated, or `--input` played once.
+enum Workload {
+    /// `passes` passes of the bundled session.
+    Bundled { passes: u64 },
+    /// The file, once.
+    File(InputFile),
+}
+
+impl Workload {
+    /// Messages in one throughput run.
+    fn total(&self) -> u64 {
+        match self {
+            Workload::Bundled { passes } => {
+                RepeatedSession::new(BUNDLED_SESSION, *passes).total_messages()
+            }
+            Workload::File(f) => f.messages,
+        }
+    }
+
+    /// A reader of a throughput run's bytes, with its name.
+    fn reader(&self) -> (String, Box<dyn Read + Send>) {
+        match self {
+            Workload::Bundled { passes } => (
+                "aapl (repeated)".into(),
+                Box::new(RepeatedSession::new(BUNDLED_SESSION, *passes)),
+            ),
+            Workload::File(f) => (
+                f.path.display().to_string(),
+                Box::new(SharedBytes {
+                    bytes: Arc::clone(&f.bytes),
+                    pos: 0,
+                    end: f.bytes.len(),
+                }),
+            ),
+        }
+    }
+
+    /// A reader of a latency run's `messages` (whole passes of the session, or the file's
+    /// first messages), with its name.
+    fn latency_reader(&self, messages: u64) -> (String, Box<dyn Read + Send>) {
+        match self {
+            Workload::Bundled { .. } => Workload::Bundled {
+                passes: passes(messages),
+            }
+            .reader(),
+            Workload::File(f) => (
+                f.path.display().to_string(),
+                Box::new(SharedBytes {
+                    bytes: Arc::clone(&f.bytes),
+                    pos: 0,
+                    end: f.prefix(messages).len(),
+                }),
+            ),
+        }
+    }
+
+    /// Book capacity for the workload.
+    fn books(&self) -> BookConfig {
+        match self {
+            Workload::Bundled { .. } => books(),
+            Workload::File(f) => {
+                let day = BookConfig::nasdaq_day();
+                BookConfig {
+                    max_orders: usize::try_from(f.adds)
+                        .unwrap_or(usize::MAX)
+                        .clamp(1 << 16, day.max_orders),
+                    max_instruments: f.locates.clamp(16, 1 << 16),
+                    levels_per_side_hint: if f.locates > 16 {
+                        day.levels_per_side_hint
+                    } else {
+                        books().levels_per_side_hint
+                    },
+                }
+            }
+        }
+    }
+
+    /// Mean bytes per message (framing included).
+    fn msg_bytes(&self) -> usize {
+        match self {
+            Workload::Bundled { .. } => BUNDLED_SESSION.len() / PASS_MESSAGES as usize,
+            Workload::File(f) => f.bytes.len() / usize::try_from(f.messages.max(1)).unwrap_or(1),
+        }
+    }
+}
+
 fn passes(messages: u64) -> u64 {
     messages.div_ceil(PASS_MESSAGES).max(1)
 }
@@ -299,14 +503,20 @@ fn books() -> BookConfig {
     }
 }
 
-fn rate_result(name: &str, msgs_per_sec: f64) -> Result<SystemResult, BenchError> {
+fn rate_result(
+    name: &str,
+    msg_bytes: usize,
+    msgs_per_sec: f64,
+) -> Result<SystemResult, BenchError> {
     let empty = hdrhistogram::Histogram::<u64>::new(3)
         .map_err(|e| BenchError::Internal(format!("histogram: {e}")))?;
-    let mut r =
-        SystemResult::from_histogram(name, BUNDLED_SESSION.len() / PASS_MESSAGES as usize, &empty);
+    let mut r = SystemResult::from_histogram(name, msg_bytes, &empty);
     r.msgs_per_sec = Some(msgs_per_sec);
     Ok(r)
 }
+
+/// The row of the `itch-book` package's C++ core (with `--input`).
+const ITCH_BOOK: &str = "itch-book";
 
 /// Every row `bench replay` can measure, in table order.
 fn all_systems() -> Vec<(&'static str, Rate)> {
@@ -316,6 +526,7 @@ fn all_systems() -> Vec<(&'static str, Rate)> {
         ("ring-ceiling", Rate::Ceiling),
         ("mdbus-feed", Rate::Feed),
         ("mdbus-feed+book", Rate::FeedBook),
+        (ITCH_BOOK, Rate::ItchBook),
     ]
     .into_iter()
     .chain(PIPELINES.iter().map(|&(name, t)| (name, Rate::Pipeline(t))))
@@ -363,6 +574,9 @@ enum Rate {
     Feed,
     /// Decode, normalize and the book service on one thread.
     FeedBook,
+    /// The `itch-book` package's C++ core: parse and book apply, one thread, in a Python
+    /// subprocess.
+    ItchBook,
     /// A whole pipeline.
     Pipeline(Threading),
 }
@@ -370,11 +584,17 @@ enum Rate {
 /// What every throughput run reads.
 struct RateCtx<'a> {
     pinning: &'a Pinning,
-    /// One pass of the session (parse-only systems parse it `passes` times).
+    /// One pass of the session, or the file (parse-only systems parse it `passes` times).
     one_pass: &'a [u8],
-    /// The same pass as normalized envelopes (the ring ceiling carries them).
+    /// The same pass (the file's first messages) as normalized envelopes: the ring ceiling
+    /// carries them, cycled, `total` times.
     envelopes: &'a [Vec<u8>],
     passes: u64,
+    workload: &'a Workload,
+    /// The interpreter of the `itch-book` row.
+    python: &'a std::path::Path,
+    /// The `itch-book` row's last run.
+    itch_book: std::cell::RefCell<Option<ItchBookRun>>,
 }
 
 /// How often a pipeline's threads waited in a throughput run: found the next thread's ring
@@ -424,14 +644,15 @@ impl RateCtx<'_> {
                 }
                 Ok((decoded, t.elapsed().as_secs_f64()))
             }
-            Rate::Ceiling => ring_ceiling(self.pinning, self.envelopes, n),
+            Rate::Ceiling => ring_ceiling(self.pinning, self.envelopes, self.workload.total()),
             Rate::Feed => {
                 // The feed handler alone, into a ring nobody reads.
                 let dir = temp_dir()?;
                 let bus = mdbus_bus::Bus::with_root(dir.path()).map_err(|e| internal_err(&e))?;
+                let (input, reader) = self.workload.reader();
                 let replayer = Replayer::from_reader(
-                    "aapl (repeated)",
-                    RepeatedSession::new(BUNDLED_SESSION, n),
+                    &input,
+                    reader,
                     &bus,
                     "feed-only",
                     &replay_ring(),
@@ -447,7 +668,7 @@ impl RateCtx<'_> {
                 let dir = temp_dir()?;
                 let bus = mdbus_bus::Bus::with_root(dir.path()).map_err(|e| internal_err(&e))?;
                 let config = BookServiceConfig {
-                    book: books(),
+                    book: self.workload.books(),
                     output: StreamConfig {
                         prefault: true,
                         ..output_ring()
@@ -456,15 +677,41 @@ impl RateCtx<'_> {
                 };
                 let mut svc =
                     BookService::new(&bus, "solo", &config).map_err(|e| internal_err(&e))?;
-                let mut session = RepeatedSession::new(BUNDLED_SESSION, n);
-                let t = Instant::now();
-                let seq = each_normalized(&mut session, |env| {
+                let handle = |env: &Encoded<'_>| {
                     svc.handle(&env.envelope());
-                });
+                };
+                let t;
+                let seq = match self.workload {
+                    Workload::Bundled { .. } => {
+                        let mut session = RepeatedSession::new(BUNDLED_SESSION, n);
+                        t = Instant::now();
+                        each_normalized(&mut session, handle)
+                    }
+                    Workload::File(f) => {
+                        t = Instant::now();
+                        normalize_into(&mut Normalizer::new(), 0, &f.bytes, handle)
+                    }
+                };
                 Ok((seq, t.elapsed().as_secs_f64()))
             }
+            Rate::ItchBook => {
+                let Workload::File(f) = self.workload else {
+                    return Err(BenchError::BadArg(format!(
+                        "{ITCH_BOOK} needs --input FILE"
+                    )));
+                };
+                let run = itch_book_replay(self.python, &f.path)?;
+                let result = (run.messages, run.ns as f64 / 1e9);
+                let mut last = self.itch_book.borrow_mut();
+                let peak = last.as_ref().map_or(0, |l| l.peak_rss_bytes);
+                *last = Some(ItchBookRun {
+                    peak_rss_bytes: run.peak_rss_bytes.max(peak),
+                    ..run
+                });
+                Ok(result)
+            }
             Rate::Pipeline(threading) => {
-                return pipeline_throughput(self.pinning, threading, name, n);
+                return pipeline_throughput(self.pinning, threading, name, self.workload);
             }
         }?;
         Ok((messages, secs, Waits::default()))
@@ -477,13 +724,87 @@ pub fn each_normalized(session: &mut RepeatedSession, mut f: impl FnMut(&Encoded
     let mut norm = Normalizer::new();
     let mut seq = 0u64;
     while let Some(bytes) = session.next_pass_bytes() {
-        for (_, m) in Stream::new(bytes) {
-            let Ok(m) = m else { continue };
-            seq += 1;
-            f(&norm.normalize(&m, seq, 0));
-        }
+        seq = normalize_into(&mut norm, seq, bytes, &mut f);
     }
     seq
+}
+
+/// Decodes and normalizes `bytes` (sequence numbers from `seq + 1`, no receive stamp),
+/// handing each envelope to `f`; returns the last sequence number.
+fn normalize_into(
+    norm: &mut Normalizer,
+    mut seq: u64,
+    bytes: &[u8],
+    mut f: impl FnMut(&Encoded<'_>),
+) -> u64 {
+    for (_, m) in Stream::new(bytes) {
+        let Ok(m) = m else { continue };
+        seq += 1;
+        f(&norm.normalize(&m, seq, 0));
+    }
+    seq
+}
+
+/// One replay by the `itch-book` driver, as it printed it.
+#[derive(serde::Deserialize, Debug)]
+struct ItchBookRun {
+    /// Messages its core decoded.
+    messages: u64,
+    /// The replay call, ns.
+    ns: u64,
+    /// The driver process's peak RSS (`ru_maxrss`), bytes.
+    peak_rss_bytes: u64,
+    /// Its counters (`Session.stats()`): unresolved references and the like.
+    #[serde(default)]
+    stats: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Runs the `itch-book` driver under `python` with `args`: its stdout, or why it failed.
+fn itch_book_driver(python: &std::path::Path, args: &[&std::ffi::OsStr]) -> Result<String, String> {
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(ITCH_BOOK_DRIVER)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
+        return Err(format!(
+            "{} exited with {}: {}",
+            python.display(),
+            out.status,
+            last.unwrap_or("no message")
+        ));
+    }
+    String::from_utf8(out.stdout).map_err(|_| "its output is not UTF-8".into())
+}
+
+/// The `itch-book` package's version when `python` can import it, else why not.
+fn itch_book_probe(python: &std::path::Path) -> Result<String, String> {
+    let out = itch_book_driver(python, &["--probe".as_ref()])?;
+    let v: serde_json::Value =
+        serde_json::from_str(out.trim()).map_err(|e| format!("unexpected probe output: {e}"))?;
+    Ok(v["version"].as_str().unwrap_or("?").to_owned())
+}
+
+/// One timed replay of `file` by the `itch-book` package's core, in a subprocess.
+fn itch_book_replay(
+    python: &std::path::Path,
+    file: &std::path::Path,
+) -> Result<ItchBookRun, BenchError> {
+    let fail = |reason: String| BenchError::Transfer {
+        system: ITCH_BOOK.into(),
+        reason,
+    };
+    let out = itch_book_driver(python, &[file.as_os_str()]).map_err(fail)?;
+    let run: ItchBookRun = serde_json::from_str(out.trim())
+        .map_err(|e| fail(format!("unexpected driver output ({e}): {}", out.trim())))?;
+    if run.messages == 0 {
+        return Err(fail(format!("no message replayed: {:?}", run.stats)));
+    }
+    Ok(run)
 }
 
 /// A temporary bus root in shared memory.
@@ -519,34 +840,102 @@ pub fn measure(
         e => internal(e),
     })?;
     let (messages, latency_messages, rate) = args.sizes();
-    let n = passes(messages);
-    let total = RepeatedSession::new(BUNDLED_SESSION, n).total_messages();
+    if args.input.is_some() && args.messages.is_some() {
+        return Err(BenchError::BadArg(
+            "--messages does not apply with --input: every row plays the file once per round"
+                .into(),
+        ));
+    }
     let mut results = Vec::new();
-    let mut notes = vec![format!(
-        "the bundled AAPL session played {n} times ({total} messages), order references shifted by pass << {REF_SHIFT}, each pass closed by deletes of its resting orders"
-    )];
-
+    let mut notes = Vec::new();
     let mut one_pass = Vec::new();
-    RepeatedSession::new(BUNDLED_SESSION, 1)
-        .read_to_end(&mut one_pass)
-        .map_err(|e| BenchError::Internal(format!("session bytes: {e}")))?;
+    let (workload, n) = match &args.input {
+        None => {
+            let n = passes(messages);
+            let total = RepeatedSession::new(BUNDLED_SESSION, n).total_messages();
+            notes.push(format!(
+                "the bundled AAPL session played {n} times ({total} messages), order references shifted by pass << {REF_SHIFT}, each pass closed by deletes of its resting orders"
+            ));
+            RepeatedSession::new(BUNDLED_SESSION, 1)
+                .read_to_end(&mut one_pass)
+                .map_err(|e| BenchError::Internal(format!("session bytes: {e}")))?;
+            (Workload::Bundled { passes: n }, n)
+        }
+        Some(path) => {
+            let f = InputFile::read(path)?;
+            notes.push(format!(
+                "{}: {} messages ({} bytes, {} stock locates), played once per round by every row",
+                path.display(),
+                f.messages,
+                f.bytes.len(),
+                f.locates
+            ));
+            if f.undecoded > 0 {
+                notes.push(format!(
+                    "{}: {} frames not decoded (unknown type or length), skipped by the mdbus rows",
+                    path.display(),
+                    f.undecoded
+                ));
+            }
+            (Workload::File(f), 1)
+        }
+    };
+    let total = workload.total();
+    let pass: &[u8] = match &workload {
+        Workload::Bundled { .. } => &one_pass,
+        Workload::File(f) => &f.bytes,
+    };
     let mut norm = Normalizer::new();
-    let envelopes: Vec<Vec<u8>> = Stream::new(&one_pass)
+    let envelopes: Vec<Vec<u8>> = Stream::new(pass)
         .filter_map(|(_, m)| m.ok())
+        .take(CEILING_SAMPLE)
         .enumerate()
         .map(|(i, m)| norm.normalize(&m, i as u64 + 1, 0).to_vec())
         .collect();
     let mean_envelope =
         envelopes.iter().map(Vec::len).sum::<usize>() as f64 / envelopes.len().max(1) as f64;
+
+    // Rows: the itch-book row only over a file, and only when its package is importable.
+    let python: &std::path::Path = if args.python.as_os_str().is_empty() {
+        "python3".as_ref()
+    } else {
+        &args.python
+    };
+    let mut systems = chosen_systems(&args.systems)?;
+    let itch_book_named = args.systems.iter().any(|s| s == ITCH_BOOK);
+    if args.input.is_none() {
+        if itch_book_named {
+            return Err(BenchError::BadArg(format!(
+                "--systems: {ITCH_BOOK} needs --input FILE"
+            )));
+        }
+        systems.retain(|(_, s)| !matches!(s, Rate::ItchBook));
+    } else if systems.iter().any(|(_, s)| matches!(s, Rate::ItchBook)) {
+        match itch_book_probe(python) {
+            Ok(version) => notes.push(format!(
+                "{ITCH_BOOK}: the itch-book {version} package's C++ core (its Python Session API, run by {}), parse and book apply for every symbol, no table, one thread; one replay of the file per round in a subprocess, timed around the replay call after an untimed warm-up",
+                python.display()
+            )),
+            Err(why) => {
+                notes.push(format!(
+                    "{ITCH_BOOK}: row absent: `{} -c 'import itch_book'` failed ({why}); `pip install itch-book` to add it",
+                    python.display()
+                ));
+                systems.retain(|(_, s)| !matches!(s, Rate::ItchBook));
+            }
+        }
+    }
     let ctx = RateCtx {
         pinning: &pinning,
-        one_pass: &one_pass,
+        one_pass: pass,
         envelopes: &envelopes,
         passes: n,
+        workload: &workload,
+        python,
+        itch_book: Default::default(),
     };
 
     // Throughput: every system once per round, the rounds interleaved.
-    let systems = chosen_systems(&args.systems)?;
     let rounds = args.rounds();
     let mut samples = vec![Vec::with_capacity(rounds as usize); systems.len()];
     let mut waits = vec![Waits::default(); systems.len()];
@@ -579,14 +968,39 @@ pub fn measure(
             spread.join(", ")
         ));
     }
-    notes.push(format!(
-        "ring-ceiling: the session's envelopes (mean {mean_envelope:.0} bytes) published on cpu {} and read on cpu {}, nothing else done",
-        pinning.cpu(0),
-        pinning.cpu(1)
-    ));
+    if let Workload::File(_) = &workload {
+        notes.push(format!(
+            "ring-ceiling: the envelopes of the file's first {} messages (mean {mean_envelope:.0} bytes), cycled to {total}, published on cpu {} and read on cpu {}, nothing else done",
+            envelopes.len(),
+            pinning.cpu(0),
+            pinning.cpu(1)
+        ));
+    } else {
+        notes.push(format!(
+            "ring-ceiling: the session's envelopes (mean {mean_envelope:.0} bytes) published on cpu {} and read on cpu {}, nothing else done",
+            pinning.cpu(0),
+            pinning.cpu(1)
+        ));
+    }
     for (i, (name, system)) in systems.iter().enumerate() {
         if !matches!(system, Rate::Pipeline(_)) {
-            results.push(rate_result(name, medians[i])?);
+            results.push(rate_result(name, workload.msg_bytes(), medians[i])?);
+        }
+    }
+    if let Some(run) = ctx.itch_book.borrow().as_ref() {
+        let stat = |k: &str| ctx_stat(&run.stats, k);
+        notes.push(format!(
+            "{ITCH_BOOK}: {} messages, {} unresolved references, {} live orders at the end; its process's peak RSS {:.1} MiB (the file mapped)",
+            run.messages,
+            stat("missing_ref"),
+            stat("live_orders"),
+            run.peak_rss_bytes as f64 / (1 << 20) as f64
+        ));
+        if run.messages != total {
+            notes.push(format!(
+                "{ITCH_BOOK}: counts {} messages where the mdbus rows decode {total}",
+                run.messages
+            ));
         }
     }
 
@@ -599,7 +1013,7 @@ pub fn measure(
             continue;
         };
         let (mut result, paced) =
-            pipeline_latency(&pinning, threading, name, latency_messages, rate)?;
+            pipeline_latency(&pinning, threading, name, &workload, latency_messages, rate)?;
         result.msgs_per_sec = Some(medians[i]);
         if paced.feed.max_behind_ns > 1_000_000 {
             notes.push(format!(
@@ -656,6 +1070,24 @@ pub fn measure(
             ));
         }
     }
+    if let Some(theirs) = median_of(|s| matches!(s, Rate::ItchBook)) {
+        let ours = [
+            ("mdbus-decode", median_of(|s| matches!(s, Rate::Decode))),
+            (
+                "mdbus-feed+book",
+                median_of(|s| matches!(s, Rate::FeedBook)),
+            ),
+            ("best pipeline", (best > 0.0).then_some(best)),
+        ];
+        for (what, rate) in ours {
+            if let Some(rate) = rate {
+                notes.push(format!(
+                    "{what} / {ITCH_BOOK} throughput: {:.2}",
+                    rate / theirs.max(1.0)
+                ));
+            }
+        }
+    }
     let rss = peak_rss_bytes();
     if let Some(b) = rss {
         notes.push(format!(
@@ -675,7 +1107,7 @@ pub fn measure(
         layout: pinning.layout_use(),
         params: RingParams {
             mode: "pipeline".into(),
-            msg_bytes: BUNDLED_SESSION.len() / PASS_MESSAGES as usize,
+            msg_bytes: workload.msg_bytes(),
             count: latencies.first().map_or(0, |(_, h)| h.len()),
             warmup: 0,
             rounds,
@@ -692,6 +1124,13 @@ pub fn measure(
     Ok((report, rss, latencies))
 }
 
+/// A counter of the `itch-book` run's stats, as text ("?" when absent).
+fn ctx_stat(stats: &serde_json::Map<String, serde_json::Value>, key: &str) -> String {
+    stats
+        .get(key)
+        .map_or_else(|| "?".into(), serde_json::Value::to_string)
+}
+
 /// The stream's own ceiling on the pipeline's first hop: the session's normalized envelopes,
 /// encoded beforehand, published on the feed handler's cpu and read (typed, trusted: each
 /// envelope's header and event type) on the book builder's, with no other work on either
@@ -702,13 +1141,12 @@ pub fn measure(
 fn ring_ceiling(
     pinning: &Pinning,
     envelopes: &[Vec<u8>],
-    passes_n: u64,
+    total: u64,
 ) -> Result<(u64, f64), BenchError> {
     use mdbus_bus::{PublishError, SubscribeOptions, Trust, WaitStrategy};
     use std::sync::Barrier;
     use std::time::Duration;
 
-    let total = envelopes.len() as u64 * passes_n;
     let root = temp_dir()?;
     let bus =
         mdbus_bus::Bus::with_root(root.path()).map_err(|e| BenchError::Internal(e.to_string()))?;
@@ -733,8 +1171,12 @@ fn ring_ceiling(
             pinning.enter(0);
             barrier.wait();
             let t0 = Instant::now();
-            for _ in 0..passes_n {
-                for e in envelopes {
+            if !envelopes.is_empty() {
+                for e in envelopes
+                    .iter()
+                    .cycle()
+                    .take(usize::try_from(total).unwrap_or(usize::MAX))
+                {
                     let mut spins = 0u32;
                     loop {
                         match publisher.publish_envelope(e) {
@@ -821,22 +1263,22 @@ fn pipeline_throughput(
     pinning: &Pinning,
     threading: Threading,
     name: &str,
-    passes_n: u64,
+    workload: &Workload,
 ) -> Result<(u64, f64, Waits), BenchError> {
-    let total = RepeatedSession::new(BUNDLED_SESSION, passes_n).total_messages();
+    let total = workload.total();
+    let (input, reader) = workload.reader();
     let run = run_pipeline(
-        Input::Reader(
-            "aapl (repeated)".into(),
-            Box::new(RepeatedSession::new(BUNDLED_SESSION, passes_n)),
-        ),
+        Input::Reader(input, reader),
         Speed::Max,
-        books(),
+        workload.books(),
         pinning,
         threading,
         0,
     )
     .map_err(internal)?;
-    if run.feed.published != total || run.book.messages != total {
+    let bundled = matches!(workload, Workload::Bundled { .. });
+    // Frames a file holds that do not decode may not be published; what is, must arrive.
+    if (bundled && run.feed.published != total) || run.book.messages != run.feed.published {
         return Err(BenchError::Transfer {
             system: name.into(),
             reason: format!(
@@ -846,7 +1288,8 @@ fn pipeline_throughput(
         });
     }
     let counters = run.summary.counters;
-    if counters.unknown_refs != 0 || counters.duplicate_adds != 0 {
+    // A file is what it is (it may start mid-session); the repeated session must be clean.
+    if bundled && (counters.unknown_refs != 0 || counters.duplicate_adds != 0) {
         return Err(BenchError::Transfer {
             system: name.into(),
             reason: format!(
@@ -859,9 +1302,9 @@ fn pipeline_throughput(
         feed: run.feed.back_pressured,
         book: run.book.back_pressured,
         book_dry: run.book.idle_polls,
-        messages: total,
+        messages: run.feed.published,
     };
-    Ok((total, run.elapsed_ns as f64 / 1e9, waits))
+    Ok((run.feed.published, run.elapsed_ns as f64 / 1e9, waits))
 }
 
 /// One pipeline's latency run: `latency_messages` at `rate` msgs/s. Returns the system's row
@@ -870,6 +1313,7 @@ fn pipeline_latency(
     pinning: &Pinning,
     threading: Threading,
     name: &str,
+    workload: &Workload,
     latency_messages: u64,
     rate: u64,
 ) -> Result<(SystemResult, PipelineRun), BenchError> {
@@ -878,24 +1322,17 @@ fn pipeline_latency(
     } else {
         Speed::Rate(rate)
     };
-    let ln = passes(latency_messages);
+    let (input, reader) = workload.latency_reader(latency_messages);
     let paced = run_pipeline(
-        Input::Reader(
-            "aapl (repeated)".into(),
-            Box::new(RepeatedSession::new(BUNDLED_SESSION, ln)),
-        ),
+        Input::Reader(input, reader),
         speed,
-        books(),
+        workload.books(),
         pinning,
         threading,
         0,
     )
     .map_err(internal)?;
-    let result = SystemResult::from_histogram(
-        name,
-        BUNDLED_SESSION.len() / PASS_MESSAGES as usize,
-        &paced.latency,
-    );
+    let result = SystemResult::from_histogram(name, workload.msg_bytes(), &paced.latency);
     Ok((result, paced))
 }
 
@@ -1039,6 +1476,29 @@ mod tests {
         assert_eq!(b.resting_orders(13), 0);
         assert_eq!(b.stats(13).unwrap().prints, 3 * 1_089);
         assert!(most_live < books().max_orders);
+    }
+
+    #[test]
+    fn input_file_prefixes_end_on_frame_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aapl.itch");
+        std::fs::write(&path, BUNDLED_SESSION).unwrap();
+        let f = InputFile::read(&path).unwrap();
+        assert_eq!((f.messages, f.undecoded, f.locates), (10_000, 0, 1));
+        assert_eq!(Stream::new(f.prefix(3)).count(), 3);
+        assert_eq!(f.prefix(0), b"");
+        assert_eq!(f.prefix(10_000), BUNDLED_SESSION);
+        assert_eq!(f.prefix(u64::MAX), BUNDLED_SESSION);
+        // The latency reader stops at the prefix, the throughput reader at the end.
+        let w = Workload::File(f);
+        let mut bytes = Vec::new();
+        w.latency_reader(3).1.read_to_end(&mut bytes).unwrap();
+        assert_eq!(Stream::new(&bytes).count(), 3);
+        bytes.clear();
+        w.reader().1.read_to_end(&mut bytes).unwrap();
+        assert_eq!(bytes, BUNDLED_SESSION);
+        assert_eq!(w.total(), 10_000);
+        assert!(w.books().max_orders >= 4_760, "{:?}", w.books());
     }
 
     #[test]
