@@ -300,6 +300,8 @@ fn cli_writes_the_file_and_one_summary_line() {
     let err = cli(&["synth", path_s, "--messages", "10", "--instruments", "50"])
         .expect_err("too few messages");
     assert!(matches!(err, BenchError::BadArg(_)), "{err:?}");
+    let after = std::fs::read(&path).expect("read the file again");
+    assert!(after == bytes, "bad arguments clobbered the existing file");
 }
 
 /// An optional second reading by the `itch-book` Python package, where it is installed.

@@ -105,6 +105,25 @@ impl SynthParams {
     pub const fn min_messages(instruments: u32) -> u64 {
         2 * instruments as u64 + FRAME_EVENTS
     }
+
+    /// Checks that the parameters can make a session.
+    pub fn validate(&self) -> Result<(), SynthError> {
+        if self.instruments == 0 || self.instruments > u32::from(u16::MAX) {
+            return Err(SynthError::BadParams(format!(
+                "--instruments must be 1 to 65535, got {}",
+                self.instruments
+            )));
+        }
+        let min = SynthParams::min_messages(self.instruments);
+        if self.messages < min {
+            return Err(SynthError::BadParams(format!(
+                "--messages {} is too few for {} instruments: the frame alone (a directory and a \
+                 trading action per instrument, six system events) is {min}",
+                self.messages, self.instruments
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// What a generated session holds.
@@ -550,8 +569,14 @@ impl Gen {
                 s
             }
             None => {
+                let Ok(s) = u32::try_from(self.orders.len()) else {
+                    return Err(SynthError::BadParams(format!(
+                        "more than {} live orders: use fewer --messages",
+                        u32::MAX
+                    )));
+                };
                 self.orders.push(order);
-                (self.orders.len() - 1) as u32
+                s
             }
         };
         self.live += 1;
@@ -687,12 +712,18 @@ fn system_event<W: Write>(sink: &mut Sink<W>, code: u8, now: u64) -> Result<(), 
     }))
 }
 
+/// How many of `n` order-flow messages fall in regular hours (85 %).
+#[inline]
+fn regular_hours(n: u64) -> u64 {
+    (u128::from(n) * 85 / 100) as u64
+}
+
 /// Timestamp of order-flow message `j` of `n`: 10 % before the open, 85 % in regular hours,
 /// 5 % after the close, evenly spaced within each part.
 #[inline]
 fn clock(j: u64, n: u64) -> u64 {
     let pre = n / 10;
-    let regular = n * 85 / 100;
+    let regular = regular_hours(n);
     let (start, len, first, count) = if j < pre {
         (T_START, T_OPEN - T_START, 0, pre)
     } else if j < pre + regular {
@@ -708,20 +739,8 @@ fn clock(j: u64, n: u64) -> u64 {
 /// Writes a synthetic session to `out` (see the module docs for its shape) and says what it
 /// holds. `out` is written in 64 KiB pieces; wrap it in nothing.
 pub fn generate<W: Write>(out: W, params: &SynthParams) -> Result<SynthSummary, SynthError> {
-    if params.instruments == 0 || params.instruments > u32::from(u16::MAX) {
-        return Err(SynthError::BadParams(format!(
-            "--instruments must be 1 to 65535, got {}",
-            params.instruments
-        )));
-    }
+    params.validate()?;
     let min = SynthParams::min_messages(params.instruments);
-    if params.messages < min {
-        return Err(SynthError::BadParams(format!(
-            "--messages {} is too few for {} instruments: the frame alone (a directory and a \
-             trading action per instrument, six system events) is {min}",
-            params.messages, params.instruments
-        )));
-    }
     let mut g = Gen::new(params);
     let mut sink = Sink {
         out,
@@ -770,7 +789,7 @@ pub fn generate<W: Write>(out: W, params: &SynthParams) -> Result<SynthSummary, 
 
     let n = params.messages - min;
     let open_at = n / 10;
-    let close_at = open_at + n * 85 / 100;
+    let close_at = open_at + regular_hours(n);
     for j in 0..n {
         if j == open_at {
             system_event(&mut sink, b'Q', T_OPEN)?;
@@ -848,6 +867,10 @@ pub fn run(args: &SynthArgs, out: &mut dyn Write) -> Result<(), super::BenchErro
         path: args.file.clone(),
         source,
     };
+    // Refuse bad parameters before the file is created (and an old one truncated).
+    if let Err(e) = params.validate() {
+        return Err(super::BenchError::BadArg(e.to_string()));
+    }
     let file = std::fs::File::create(&args.file).map_err(io)?;
     let summary = match generate(file, &params) {
         Ok(s) => s,
@@ -891,5 +914,13 @@ mod tests {
             assert!(t >= last && t < T_END);
             last = t;
         }
+    }
+
+    #[test]
+    fn clock_does_not_overflow_for_huge_counts() {
+        let n = u64::MAX;
+        assert_eq!(clock(0, n), T_START);
+        assert!(clock(n / 2, n) > T_OPEN && clock(n / 2, n) < T_CLOSE);
+        assert!(clock(n - 1, n) < T_END);
     }
 }
