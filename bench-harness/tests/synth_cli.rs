@@ -43,17 +43,12 @@ struct Reading {
     lifetimes: (u64, u64),
 }
 
-fn read(bytes: &[u8]) -> Reading {
-    let mut books = BookBuilder::new(BookConfig {
-        max_orders: 1_000_000,
-        max_instruments: INSTRUMENTS as usize,
-        levels_per_side_hint: 64,
-    })
-    .expect("book builder");
+fn read(bytes: &[u8], books: BookConfig) -> Reading {
+    let mut books = BookBuilder::new(books).expect("book builder");
     let mut r = Reading {
         messages: 0,
         counts: [0; 256],
-        activity: vec![0; INSTRUMENTS as usize + 1],
+        activity: vec![0; 1 << 16],
         peak_live: 0,
         off_grid_prices: 0,
         counters: BookCounters::default(),
@@ -138,12 +133,83 @@ fn read(bytes: &[u8]) -> Reading {
 #[test]
 fn session_reads_back_consistent_with_the_intended_shape() {
     let (bytes, summary) = session(7);
-    let r = read(&bytes);
+    let r = read(
+        &bytes,
+        BookConfig {
+            max_orders: 1_000_000,
+            max_instruments: INSTRUMENTS as usize,
+            levels_per_side_hint: 64,
+        },
+    );
+    check(&r, &summary, bytes.len());
+    // The skew: Zipf with exponent 1, so the busiest instrument has 1 / H_200 = 17 % of the
+    // adds and trades, and the top ten 50 %.
+    let mut act = r.activity.clone();
+    act.sort_unstable_by(|a, b| b.cmp(a));
+    let total: u64 = act.iter().sum();
+    let h: f64 = (1..=INSTRUMENTS).map(|k| 1.0 / f64::from(k)).sum();
+    let top1 = act[0] as f64 / total as f64;
+    let top10 = act[..10].iter().sum::<u64>() as f64 / total as f64;
+    let want10: f64 = (1..=10).map(|k| 1.0 / f64::from(k)).sum::<f64>() / h;
+    near(top1, 1.0 / h, 0.1, "busiest instrument's share");
+    near(top10, want10, 0.05, "top ten's share");
+}
 
+/// A large file made by `mdbus bench synth` (path in `MDBUS_SYNTH_FILE`, its instruments in
+/// `MDBUS_SYNTH_INSTRUMENTS`), read back with books sized for a full day:
+/// `MDBUS_SYNTH_FILE=day.itch MDBUS_SYNTH_INSTRUMENTS=8000 cargo test --release -p
+/// mdbus-bench-harness --test synth_cli -- --ignored`.
+#[test]
+#[ignore = "needs a file made by `mdbus bench synth`"]
+fn large_file_reads_back_consistent() {
+    let path = std::env::var("MDBUS_SYNTH_FILE").expect("MDBUS_SYNTH_FILE");
+    let instruments: u32 = std::env::var("MDBUS_SYNTH_INSTRUMENTS")
+        .expect("MDBUS_SYNTH_INSTRUMENTS")
+        .parse()
+        .expect("a number");
+    let bytes = std::fs::read(&path).expect("read the file");
+    let r = read(
+        &bytes,
+        BookConfig {
+            max_instruments: instruments as usize,
+            ..BookConfig::nasdaq_day()
+        },
+    );
+    eprintln!(
+        "{path}: {} messages, peak live {}, live at end {}, lifetimes {:?} ns, {:?}",
+        r.messages, r.peak_live, r.live_at_end, r.lifetimes, r.counters
+    );
+    let summary = SynthSummary {
+        messages: r.messages,
+        by_type: (0..=255u8)
+            .map(|t| (t, r.counts[usize::from(t)]))
+            .filter(|(_, n)| *n != 0)
+            .collect(),
+        instruments,
+        peak_live_orders: r.peak_live,
+        live_orders_at_end: r.live_at_end,
+        bytes: bytes.len() as u64,
+    };
+    check(&r, &summary, bytes.len());
+}
+
+fn n(r: &Reading, t: u8) -> f64 {
+    r.counts[usize::from(t)] as f64
+}
+
+fn near(got: f64, want: f64, tol: f64, what: &str) {
+    assert!(
+        (got - want).abs() <= tol * want,
+        "{what}: {got}, want {want} (tolerance {tol})"
+    );
+}
+
+/// The checks that hold for any session: against the generator's summary, the books, the
+/// frame, the mix.
+fn check(r: &Reading, summary: &SynthSummary, len: usize) {
     // Every message decodes and the generator's own count agrees with the reading.
-    assert_eq!(r.messages, MESSAGES);
-    assert_eq!(summary.messages, MESSAGES);
-    assert_eq!(summary.bytes, bytes.len() as u64);
+    assert_eq!(r.messages, summary.messages);
+    assert_eq!(summary.bytes, len as u64);
     for t in 0..=255u8 {
         assert_eq!(
             summary.count(t),
@@ -176,22 +242,16 @@ fn session_reads_back_consistent_with_the_intended_shape() {
     assert!(r.lifetimes.1 > 3600 * 1_000_000_000, "{:?}", r.lifetimes);
 
     // The frame.
-    let n = |t: u8| r.counts[usize::from(t)] as f64;
-    assert_eq!(n(b'R'), f64::from(INSTRUMENTS));
-    assert_eq!(n(b'H'), f64::from(INSTRUMENTS));
+    let n = |t: u8| n(r, t);
+    assert_eq!(n(b'R'), f64::from(summary.instruments));
+    assert_eq!(n(b'H'), f64::from(summary.instruments));
     assert_eq!(n(b'S'), 6.0);
 
     // The mix, against the real AAPL sample's proportions to the adds (A 4758 + F 2):
     // D 4083, E 849 (with C), P 240, U 7, X 6.
     let adds = n(b'A') + n(b'F');
-    let near = |got: f64, want: f64, tol: f64, what: &str| {
-        assert!(
-            (got - want).abs() <= tol * want,
-            "{what}: {got} per add, the sample has {want} (tolerance {tol})"
-        );
-    };
     near(
-        adds / (MESSAGES as f64),
+        adds / r.messages as f64,
         4760.0 / 10_000.0,
         0.1,
         "adds per message",
@@ -202,18 +262,6 @@ fn session_reads_back_consistent_with_the_intended_shape() {
     near(n(b'U') / adds, 7.0 / 4760.0, 0.5, "U");
     near(n(b'X') / adds, 6.0 / 4760.0, 0.5, "X");
     assert!(n(b'F') > 0.0 && n(b'C') > 0.0, "F and C both appear");
-
-    // The skew: Zipf with exponent 1, so the busiest instrument has 1 / H_200 = 17 % of the
-    // adds and trades, and the top ten 50 %.
-    let mut act = r.activity.clone();
-    act.sort_unstable_by(|a, b| b.cmp(a));
-    let total: u64 = act.iter().sum();
-    let h: f64 = (1..=INSTRUMENTS).map(|k| 1.0 / f64::from(k)).sum();
-    let top1 = act[0] as f64 / total as f64;
-    let top10 = act[..10].iter().sum::<u64>() as f64 / total as f64;
-    let want10: f64 = (1..=10).map(|k| 1.0 / f64::from(k)).sum::<f64>() / h;
-    near(top1, 1.0 / h, 0.1, "busiest instrument's share");
-    near(top10, want10, 0.05, "top ten's share");
 }
 
 #[test]
