@@ -4,8 +4,9 @@
 //! [`generate`] writes Nasdaq's file format (each message preceded by its 2-byte big-endian
 //! length, as `codecs/testdata/itch/aapl-2020-01-30-10k.itch`), every message encoded by
 //! `mdbus_codecs::itch`. The session is deterministic for a seed: the same [`SynthParams`] give
-//! the same bytes on every machine (the generator is a self-contained xoshiro256++ seeded by
-//! SplitMix64, and all arithmetic is integer or IEEE-exact `f64`).
+//! the same bytes run after run (the generator is a self-contained xoshiro256++ seeded by
+//! SplitMix64). The draws use `f64` `ln`, `exp` and `powf` from the platform's math library,
+//! so another platform may give other bytes of the same shape.
 //!
 //! # Shape of the day
 //! * **Frame**: `S O` (start of messages), a `R` stock directory and a `H` trading action
@@ -23,14 +24,14 @@
 //!   log-uniform in $5 to $500 and keeps a mid that moves one tick up or down with
 //!   probability 1/16 at each of its adds and replaces, reflected to stay within
 //!   [`MID_RANGE`] ticks of the open. A bid rests at `mid - d`, an ask at `mid + 1 + d`, where
-//!   the distance `d` is exponential with mean 3 ticks, capped at 31; a bid is then lowered
+//!   the distance `d` is the whole part of an exponential of mean 3 ticks, capped at 31; a bid is then lowered
 //!   below the instrument's best live ask and an ask raised above its best live bid, so no book
 //!   ever crosses or locks.
 //! * **Sizes**: 80 % round lots, `100 x (1 + G)` with `G` geometric (p = 1/2) capped at 9;
 //!   20 % odd lots, uniform in 1 to 99.
 //! * **Order lifetimes**: 10 % of adds rest for the rest of the day; the others, and every
 //!   order after a partial execution, partial cancel or replace, come due after a lifetime
-//!   log-uniform in 1 ms to 2 h (median 1.9 s). An order is acted on at the first message whose
+//!   log-uniform in 1 ms to 2 h (median 2.7 s). An order is acted on at the first message whose
 //!   timestamp has reached its due time (so with few messages the clock is coarse and short
 //!   lifetimes round up to the next message).
 //! * **Message mix**: a message is an event for a due order whenever one is due; otherwise a
@@ -42,6 +43,8 @@
 //!   price). Partial executions and cancels take 1 to `shares - 1` shares, uniformly. With the
 //!   rested 10 % this reproduces the real AAPL sample's mix (per 10,000: A 4,758, D 4,083,
 //!   E 849, P 240, U 7, X 6, F 2): D about 86 % and E about 18 % of the adds, P about 5 %.
+//!   The live orders grow through the day to about 5 % of `N` (the rested orders and the
+//!   long-lived ones): 1.08 million for 20 million messages.
 //!
 //! Memory is proportional to the live orders (about 40 bytes each: a slot and a due-time heap
 //! entry) plus 2 KiB per instrument (a live-order count per price level, 256 levels a side);
