@@ -30,7 +30,7 @@ use crate::pinning::LayoutArg;
 pub const SCENARIOS: &[&str] = &["ring", "replay", "udp"];
 
 /// Subcommands of `mdbus bench` that are not scenarios `bench all` runs.
-pub const NOT_SCENARIOS: &[&str] = &["all", "compare"];
+pub const NOT_SCENARIOS: &[&str] = &["all", "compare", "synth"];
 
 /// `mdbus bench all`.
 #[derive(clap::Args, Debug, Clone, Default)]

@@ -4,6 +4,7 @@
 //!   physical floor (a cache-line ping-pong), the mdbus shared-memory ring, `rtrb` and
 //!   `crossbeam-channel`, all measured by the same loops in the same run (ping-pong RTT/2 or a
 //!   fixed-rate stream timed from each message's intended send time), then streaming throughput.
+//! - `synth`: writes a synthetic full-day ITCH 5.0 file to replay (see [`synth`]).
 //! - `all`: every scenario with its defaults (or `--quick`), one combined JSON report.
 //! - `compare`: per-system ratios between two `--json` reports (or two `all` reports,
 //!   scenario by scenario).
@@ -23,6 +24,7 @@ pub mod plot;
 pub mod report;
 pub mod ring;
 pub mod shm;
+pub mod synth;
 pub mod transport;
 pub mod udp;
 
@@ -47,6 +49,10 @@ pub enum Scenario {
     /// End-to-end replay of the real AAPL session (decode, normalize, publish, book,
     /// strategy): throughput and tick-to-strategy latency, beside itchy's parse-only rate.
     Replay(crate::bench_replay::ReplayBenchArgs),
+    /// Write a synthetic full-day ITCH 5.0 session (Zipf activity over a directory of
+    /// instruments, the real AAPL sample's message mix, consistent references, uncrossed
+    /// books), deterministic for a seed.
+    Synth(synth::SynthArgs),
     /// The network transport: one-way latency shm -> sender -> UDP multicast -> receiver ->
     /// shm beside a raw UDP ping-pong floor, throughput, and recovery latency under loss.
     Udp(udp::UdpArgs),
@@ -153,6 +159,7 @@ pub fn run_to(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
         Scenario::Ring(r) => ring::run(r, out),
         Scenario::Replay(r) => crate::bench_replay::run(r, out),
         Scenario::Udp(u) => udp::run(u, out),
+        Scenario::Synth(s) => synth::run(s, out),
         Scenario::All(a) => all::run(a, out),
         Scenario::Compare(c) => {
             let cmp = compare::compare_any(&c.a, &c.b)?;
