@@ -755,25 +755,9 @@ pub fn generate<W: Write>(out: W, params: &SynthParams) -> Result<SynthSummary, 
 
     system_event(&mut sink, b'O', T_START)?;
     for (i, ins) in g.instruments.iter().enumerate() {
-        sink.put(&MessageFields::StockDirectory(StockDirectoryFields {
-            stock_locate: i as u16 + 1,
-            tracking_number: 0,
-            timestamp: T_START,
-            stock: ins.symbol,
-            market_category: b'Q',
-            financial_status_indicator: b'N',
-            round_lot_size: 100,
-            round_lots_only: b'N',
-            issue_classification: b'C',
-            issue_sub_type: *b"Z ",
-            authenticity: b'P',
-            short_sale_threshold_indicator: b'N',
-            ipo_flag: b'N',
-            luld_reference_price_tier: b'1',
-            etp_flag: b'N',
-            etp_leverage_factor: 0,
-            inverse_indicator: b'N',
-        }))?;
+        sink.put(&MessageFields::StockDirectory(
+            StockDirectoryFields::common_stock(i as u16 + 1, ins.symbol, T_START),
+        ))?;
     }
     for (i, ins) in g.instruments.iter().enumerate() {
         sink.put(&MessageFields::StockTradingAction(
