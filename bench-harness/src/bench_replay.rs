@@ -752,7 +752,7 @@ struct ItchBookRun {
     messages: u64,
     /// The replay call, ns.
     ns: u64,
-    /// The driver process's peak RSS (`ru_maxrss`), bytes.
+    /// The driver process's peak RSS (its `VmHWM`), bytes.
     peak_rss_bytes: u64,
     /// Its counters (`Session.stats()`): unresolved references and the like.
     #[serde(default)]
