@@ -269,11 +269,16 @@ fn loss_beyond_a_tiny_store_becomes_exact_gap_notices() {
 fn a_restarted_sender_is_a_new_session_in_a_new_local_epoch() {
     let net = Net::new();
     let readers = [Reader::start(net.root(RX1)), Reader::start(net.root(RX2))];
+    // The first sender dies without an end of session: its session is followed until it has
+    // been silent this long, and meanwhile the second session's packets are only counted.
+    // Short here, so that the second session is recovered well within the sender's linger
+    // however busy the host.
+    let timeout = ["--session-timeout-ms", "200"];
     let mut rx = [
-        start_recv(&net, RX1, "rx1", &[]),
-        start_recv(&net, RX2, "rx2", &[]),
+        start_recv(&net, RX1, "rx1", &timeout),
+        start_recv(&net, RX2, "rx2", &timeout),
     ];
-    let send_args = ["--linger-ms", "1000"];
+    let send_args = ["--linger-ms", "3000"];
     let (mut first, s1) = start_send(&net, "send1", &send_args);
     // Paced, and paused while the sender is replaced, so the stream is still running when the
     // sender dies and the new one starts.
