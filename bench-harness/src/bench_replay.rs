@@ -61,8 +61,8 @@ use std::time::Instant;
 
 use mdbus_bus::StreamConfig;
 use mdbus_codecs::fb::Encoded;
-use mdbus_codecs::itch::{self, Stream};
-use mdbus_codecs::normalize::Normalizer;
+use mdbus_codecs::nasdaq::itch::{self, Stream};
+use mdbus_codecs::nasdaq::normalize::Normalizer;
 use mdbus_feed_handlers::book::BookConfig;
 use mdbus_feed_handlers::bookstream::{BookService, BookServiceConfig, output_ring};
 use mdbus_feed_handlers::replay::{ReplayOptions, Replayer, Speed, replay_ring};

@@ -8,18 +8,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use mdbus_bus::net::counters::{self, CounterSnapshot};
-use mdbus_bus::net::fault::FaultConfig;
-use mdbus_bus::net::{
-    Idle, LineConfig, NetError, Receiver, ReceiverConfig, ReceiverStats, RequestServer, Sender,
-    SenderConfig, SenderStats,
-};
 use mdbus_bus::schema::{self, Event as FbEvent};
 use mdbus_bus::{Bus, ENVELOPE_MSG_TYPE, Mode, StartAt, StreamConfig};
 use mdbus_codecs::sequencer::{LateJoin, SequencerConfig};
 use mdbus_feed_handlers::book::{BookBuilder, TypeCounts};
 use mdbus_feed_handlers::bookstream::{itch_type_of, order_event_from_envelope};
+use mdbus_feed_handlers::net::fault::FaultConfig;
+use mdbus_feed_handlers::net::{
+    Idle, LineConfig, NetError, Receiver, ReceiverConfig, ReceiverStats, RequestServer, Sender,
+    SenderConfig, SenderStats,
+};
 use mdbus_feed_handlers::replay::replay_book_config;
+use mdbus_shm::counters::{self, CounterSnapshot};
 
 use crate::feed_cmd::parse_idle;
 use crate::pinning::{LayoutArg, Pinning, PinningError, ThreadRole};

@@ -22,12 +22,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use mdbus_bus::net::wire;
 use mdbus_bus::schema::GapScope;
 use mdbus_bus::{Bus, ENVELOPE_MSG_TYPE, ReceiveError, SubscribeOptions};
 use mdbus_codecs::moldudp64::{
     HEADER_LEN, PacketBuilder, Session, encode_end_of_session, encode_heartbeat,
 };
+use mdbus_feed_handlers::net::wire;
 
 /// Namespaces of these tests are named `mdbat<pid>-<n>-<host>`.
 const PREFIX: &str = "mdbat";

@@ -29,8 +29,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::*;
-use mdbus_bus::net::wire;
 use mdbus_codecs::moldudp64::{HEADER_LEN, PacketBuilder, Session, encode_header};
+use mdbus_feed_handlers::net::wire;
 
 // ---------------------------------------------------------------------------------------------
 // The cases

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use clap::Parser;
 use mdbus_bench_harness::bench::synth::{SynthError, SynthParams, SynthSummary, generate};
 use mdbus_bench_harness::bench::{BenchArgs, BenchError, run_to};
-use mdbus_codecs::itch::{Message, Stream};
+use mdbus_codecs::nasdaq::itch::{Message, Stream};
 use mdbus_feed_handlers::book::{BookBuilder, BookConfig, BookCounters, OrderEvent};
 
 const MESSAGES: u64 = 200_000;

@@ -42,7 +42,6 @@ pub use mdbus_shm::{
 };
 
 pub mod merge;
-pub mod net;
 
 /// The normalized message schema: FlatBuffers envelopes, their typed views and the encoder.
 pub use mdbus_codecs::fb as schema;

@@ -10,14 +10,14 @@ use std::io::Write;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 
-use mdbus_bus::net::counters::{CounterFile, list_counters, read_counters, remove_finished};
 use mdbus_bus::{Bus, StreamConfig, SubscribeOptions};
+use mdbus_shm::counters::{CounterFile, list_counters, read_counters, remove_finished};
 
 #[path = "../../shm/tests/common/host.rs"]
 mod host;
 use host::{OTHER, Tmpfs, as_other, chmod, is_root, names_in, need_root};
 
-fn counters(root: &Path) -> Result<CounterFile, mdbus_bus::net::counters::CounterError> {
+fn counters(root: &Path) -> Result<CounterFile, mdbus_shm::counters::CounterError> {
     CounterFile::create(root, "quotes", "send", "", &["packets"])
 }
 

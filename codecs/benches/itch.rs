@@ -10,7 +10,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use mdbus_codecs::itch::Stream;
+use mdbus_codecs::nasdaq::itch::Stream;
 
 const AAPL: &[u8] = include_bytes!("../testdata/itch/aapl-2020-01-30-10k.itch");
 const MESSAGES: u64 = 10_000;

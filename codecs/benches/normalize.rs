@@ -21,8 +21,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mdbus_codecs::fb::{self, Envelope, Event, MAX_ENCODED_LEN};
-use mdbus_codecs::itch::{self, Message};
-use mdbus_codecs::normalize::Normalizer;
+use mdbus_codecs::nasdaq::itch::{self, Message};
+use mdbus_codecs::nasdaq::normalize::Normalizer;
 
 const AAPL: &[u8] = include_bytes!("../testdata/itch/aapl-2020-01-30-10k.itch");
 const MESSAGES: u64 = 10_000;

@@ -3,8 +3,8 @@
 //! measuring thread while 100,000 messages are encoded and read back.
 
 use mdbus_codecs::fb::{self, Encoded, Encoder, EnvelopeFlags, HeaderFields};
-use mdbus_codecs::itch;
-use mdbus_codecs::normalize::Normalizer;
+use mdbus_codecs::nasdaq::itch;
+use mdbus_codecs::nasdaq::normalize::Normalizer;
 
 /// Runs `f` and returns how many allocations this thread made meanwhile.
 fn allocations_during(f: impl FnOnce()) -> u64 {

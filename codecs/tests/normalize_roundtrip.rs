@@ -4,8 +4,8 @@
 //! bundled real AAPL session.
 
 use mdbus_codecs::fb::{self, Envelope, EnvelopeFlags, Event};
-use mdbus_codecs::itch::{self, Message, MessageFields};
-use mdbus_codecs::normalize::Normalizer;
+use mdbus_codecs::nasdaq::itch::{self, Message, MessageFields};
+use mdbus_codecs::nasdaq::normalize::Normalizer;
 
 fn sym(a: flatbuffers::Array<'_, u8, 8>) -> [u8; 8] {
     a.into()

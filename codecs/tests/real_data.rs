@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use mdbus_codecs::capture::{CaptureFormat, CaptureReader, CaptureStats, Record, open_capture};
-use mdbus_codecs::itch::{self, Message, Stream};
 use mdbus_codecs::moldudp64::Packet;
+use mdbus_codecs::nasdaq::itch::{self, Message, Stream};
 
 fn testdata(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -2,9 +2,9 @@
 //! packets, building packets and encoding messages, counted on the test's own thread with a
 //! counting global allocator.
 
-use mdbus_codecs::itch::{self, Stream};
 use mdbus_codecs::moldudp64::{Packet, PacketBuilder, Session};
-use mdbus_codecs::soupbintcp;
+use mdbus_codecs::nasdaq::itch::{self, Stream};
+use mdbus_codecs::nasdaq::soupbintcp;
 
 const AAPL: &[u8] = include_bytes!("../testdata/itch/aapl-2020-01-30-10k.itch");
 

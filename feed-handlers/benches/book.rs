@@ -29,7 +29,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group};
-use mdbus_codecs::itch::Stream;
+use mdbus_codecs::nasdaq::itch::Stream;
 use mdbus_feed_handlers::book::{BookBuilder, BookConfig, BookUpdate, OrderEvent, Side};
 
 const AAPL: &[u8] = include_bytes!("../../codecs/testdata/itch/aapl-2020-01-30-10k.itch");
@@ -322,8 +322,8 @@ const SERVICE_PASSES: u64 = 16;
 /// `(pass + 1) << 40` (AAPL's references stay one in a few hundred of the market's, and each
 /// pass lands on other order table lines), closed by deletes of the orders still resting.
 fn service_pass(pass: u64) -> Vec<Vec<u8>> {
-    use mdbus_codecs::itch::{self, MessageFields as M};
-    use mdbus_codecs::normalize::Normalizer;
+    use mdbus_codecs::nasdaq::itch::{self, MessageFields as M};
+    use mdbus_codecs::nasdaq::normalize::Normalizer;
     let shift = (pass + 1) << 40;
     let mut norm = Normalizer::new();
     let mut live = std::collections::HashMap::<u64, (u16, u32)>::new();

@@ -1096,8 +1096,8 @@ fn fb_side(side: Side) -> fb::Side {
 mod tests {
     use super::*;
     use mdbus_bus::SubscribeOptions;
-    use mdbus_codecs::itch;
-    use mdbus_codecs::normalize::Normalizer;
+    use mdbus_codecs::nasdaq::itch;
+    use mdbus_codecs::nasdaq::normalize::Normalizer;
 
     use crate::test_fixtures::stock_directory;
 

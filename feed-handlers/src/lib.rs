@@ -12,6 +12,7 @@
 pub mod book;
 pub mod bookstream;
 pub mod live;
+pub mod net;
 pub mod pipeline;
 pub mod record;
 pub mod replay;

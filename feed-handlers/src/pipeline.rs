@@ -33,7 +33,7 @@
 //!
 //! ```
 //! use mdbus_bus::{Bus, StreamConfig, SubscribeOptions};
-//! use mdbus_codecs::itch::OrderDeleteFields;
+//! use mdbus_codecs::nasdaq::itch::OrderDeleteFields;
 //! use mdbus_feed_handlers::pipeline::FeedPipeline;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -63,8 +63,8 @@ use mdbus_codecs::fb::{
     Encoder, EndOfSessionFields, EnvelopeFlags, EventFields, GapNoticeFields, GapScope,
     HeaderFields, HeartbeatFields,
 };
-use mdbus_codecs::itch::{self, DecodeError};
-use mdbus_codecs::normalize::Normalizer;
+use mdbus_codecs::nasdaq::itch::{self, DecodeError};
+use mdbus_codecs::nasdaq::normalize::Normalizer;
 
 /// Why one message was not published. Small and `Copy`; counted in [`PipelineStats`] too, so
 /// callers may ignore it.
@@ -787,7 +787,7 @@ mod tests {
     use super::*;
     use mdbus_bus::{ENVELOPE_MSG_TYPE, SubscribeOptions, Subscriber};
     use mdbus_codecs::fb::{self, Event};
-    use mdbus_codecs::itch::{OrderDeleteFields, SystemEventFields};
+    use mdbus_codecs::nasdaq::itch::{OrderDeleteFields, SystemEventFields};
 
     fn delete(locate: u16, order: u64) -> Vec<u8> {
         OrderDeleteFields {

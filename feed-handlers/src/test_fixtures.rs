@@ -1,6 +1,6 @@
 //! ITCH messages the unit tests of several modules build alike.
 
-use mdbus_codecs::itch::{MessageFields, StockDirectoryFields};
+use mdbus_codecs::nasdaq::itch::{MessageFields, StockDirectoryFields};
 
 /// A Stock Directory message naming `stock` for `locate` at `timestamp` (ns since midnight),
 /// with the fields of an ordinary Nasdaq-listed common stock.

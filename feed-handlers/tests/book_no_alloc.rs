@@ -4,7 +4,7 @@
 //! freshly made builder. No warm-up pass: all storage comes from the configuration, so the
 //! very first message after construction must not allocate either.
 
-use mdbus_codecs::itch::Stream;
+use mdbus_codecs::nasdaq::itch::Stream;
 use mdbus_feed_handlers::book::{BookBuilder, BookConfig, BookUpdate, OrderEvent, Outcome};
 
 /// Runs `f` and returns how many allocations this thread made meanwhile.

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mdbus_codecs::itch::Stream;
+use mdbus_codecs::nasdaq::itch::Stream;
 use mdbus_feed_handlers::book::{
     BookBuilder, BookConfig, BookSummary, BookUpdate, OrderEvent, Side, TypeCounts,
 };

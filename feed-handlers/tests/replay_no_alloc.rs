@@ -8,8 +8,8 @@
 //!   whatever it allocates (the report at the end) does not grow with the messages.
 
 use mdbus_bus::{Bus, SubscribeOptions};
-use mdbus_codecs::itch::Stream;
-use mdbus_codecs::normalize::Normalizer;
+use mdbus_codecs::nasdaq::itch::Stream;
+use mdbus_codecs::nasdaq::normalize::Normalizer;
 use mdbus_feed_handlers::book::BookConfig;
 use mdbus_feed_handlers::bookstream::{BookService, BookServiceConfig, Polled, output_ring};
 use mdbus_feed_handlers::replay::{ReplayOptions, Replayer, Source, replay_ring};

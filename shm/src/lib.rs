@@ -72,6 +72,7 @@
 #[cfg(not(loom))]
 mod admin;
 mod config;
+pub mod counters;
 mod error;
 pub mod layout;
 mod ring;

@@ -3,7 +3,7 @@
 //!
 //! [`generate`] writes Nasdaq's file format (each message preceded by its 2-byte big-endian
 //! length, as `codecs/testdata/itch/aapl-2020-01-30-10k.itch`), every message encoded by
-//! `mdbus_codecs::itch`. The session is deterministic for a seed: the same [`SynthParams`] give
+//! `mdbus_codecs::nasdaq::itch`. The session is deterministic for a seed: the same [`SynthParams`] give
 //! the same bytes run after run (the generator is a self-contained xoshiro256++ seeded by
 //! SplitMix64). The draws use `f64` `ln`, `exp` and `powf` from the platform's math library,
 //! so another platform may give other bytes of the same shape.
@@ -55,7 +55,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::Write;
 
-use mdbus_codecs::itch::{
+use mdbus_codecs::nasdaq::itch::{
     AddOrderFields, AddOrderMpidFields, MAX_TIMESTAMP, MessageFields, OrderCancelFields,
     OrderDeleteFields, OrderExecutedFields, OrderExecutedWithPriceFields, OrderReplaceFields,
     Price4, StockDirectoryFields, StockTradingActionFields, SystemEventFields, TradeFields,
@@ -186,7 +186,7 @@ pub enum SynthError {
     Io(#[from] std::io::Error),
     /// A message could not be encoded (a bug in the generator).
     #[error("internal error: cannot encode a message: {0}")]
-    Encode(#[from] mdbus_codecs::itch::EncodeError),
+    Encode(#[from] mdbus_codecs::nasdaq::itch::EncodeError),
 }
 
 /// xoshiro256++ seeded by SplitMix64: small, fast, and the same on every platform.

@@ -48,13 +48,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use mdbus_bus::net::fault::FaultConfig;
-use mdbus_bus::net::socket::{SendOptions, recv_socket, send_socket};
-use mdbus_bus::net::{
-    Receiver, ReceiverConfig, ReceiverStats, RequestServer, Sender, SenderConfig, SenderStats,
-};
 use mdbus_bus::{
     Bus, Mode, Publisher, Resync, StartAt, StreamConfig, SubscribeOptions, Subscriber,
+};
+use mdbus_feed_handlers::net::fault::FaultConfig;
+use mdbus_feed_handlers::net::socket::{SendOptions, recv_socket, send_socket};
+use mdbus_feed_handlers::net::{
+    Receiver, ReceiverConfig, ReceiverStats, RequestServer, Sender, SenderConfig, SenderStats,
 };
 use serde::{Deserialize, Serialize};
 
@@ -1194,7 +1194,7 @@ fn drive(
         lost: 0,
     };
     let stop = AtomicBool::new(false);
-    let transport_err = |e: mdbus_bus::net::NetError| udp_err(format!("transport: {e}"));
+    let transport_err = |e: mdbus_feed_handlers::net::NetError| udp_err(format!("transport: {e}"));
     match env.layout {
         Layout::Two { .. } => {
             let mut measure = || -> Result<RunOutcome, BenchError> {
@@ -1320,7 +1320,8 @@ fn idle_cost(env: &Env<'_>, pipe: &mut Pipe, floor: &Floor) -> Result<IdleCost, 
     std::thread::scope(|s| {
         s.spawn(|| {
             env.pin(thread);
-            let transport_err = |e: mdbus_bus::net::NetError| udp_err(format!("transport: {e}"));
+            let transport_err =
+                |e: mdbus_feed_handlers::net::NetError| udp_err(format!("transport: {e}"));
             let mut observe = |_: u32, _: &[u8]| {};
             let mut buf = [0u8; 64];
             let t0 = clock.now();

@@ -16,11 +16,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use mdbus_bus::net::counters::read_counters;
-use mdbus_bus::net::wire;
 use mdbus_bus::schema::GapScope;
 use mdbus_bus::{Bus, ENVELOPE_MSG_TYPE, ProducerStatus, ReceiveError, SubscribeOptions};
 use mdbus_codecs::moldudp64::{HEADER_LEN, PacketBuilder, RequestPacket, Session, encode_header};
+use mdbus_feed_handlers::net::wire;
+use mdbus_shm::counters::read_counters;
 use serde_json::Value;
 
 pub const MDBUS: &str = env!("CARGO_BIN_EXE_mdbus");

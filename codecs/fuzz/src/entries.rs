@@ -10,13 +10,14 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use mdbus_codecs::capture::{CaptureReader, Record};
-use mdbus_codecs::itch::{self, DecodeError, Stream};
 use mdbus_codecs::moldudp64::{
     Packet, PacketBuilder, RequestPacket, Session, encode_end_of_session, encode_heartbeat,
 };
+use mdbus_codecs::nasdaq::itch::{self, DecodeError, Stream};
+use mdbus_codecs::nasdaq::soupbintcp;
 use mdbus_codecs::retransmit::{Reply, RetransmitConfig, RetransmitStore};
 use mdbus_codecs::sequencer::{Backoff, Deliver, LateJoin, Line, Sequencer, SequencerConfig};
-use mdbus_codecs::{fb, moldudp64, soupbintcp};
+use mdbus_codecs::{fb, moldudp64};
 
 /// Decodes `data` as one ITCH message and as a length-prefixed stream. A message that decodes
 /// re-encodes to exactly its own bytes.

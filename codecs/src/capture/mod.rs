@@ -86,7 +86,7 @@ pub struct UdpDatagram<'a> {
     pub offset: u64,
 }
 
-/// One message from a length-prefixed ITCH file (not decoded: see [`crate::itch::decode`]).
+/// One message from a length-prefixed ITCH file (not decoded: see [`crate::nasdaq::itch::decode`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ItchRecord<'a> {
     /// File offset of the record's length prefix.
@@ -322,7 +322,7 @@ impl CaptureReader {
             ) => r.open_pcap()?,
             Some([0x0a, 0x0d, 0x0d, 0x0a]) => r.open_pcapng()?,
             _ if head.len() >= 3
-                && crate::itch::message_len(head[2])
+                && crate::nasdaq::itch::message_len(head[2])
                     == Some(usize::from(u16::from_be_bytes([head[0], head[1]]))) => {}
             _ => {
                 return Err(CaptureError::UnknownFormat {

@@ -306,7 +306,7 @@ fn pcapng_damaged_block_is_reported_and_skipped() {
 
 #[test]
 fn itch_file_is_sniffed_and_streamed() {
-    use crate::itch::{MessageFields, OrderDeleteFields, write_framed};
+    use crate::nasdaq::itch::{MessageFields, OrderDeleteFields, write_framed};
     let mut bytes = vec![0u8; 21 * 3];
     for i in 0..3 {
         let m = MessageFields::from(OrderDeleteFields {

@@ -1,7 +1,7 @@
 //! The book's input: [`OrderEvent`], a plain `Copy` event independent of any wire encoding, and
 //! its adapter from ITCH 5.0 ([`OrderEvent::from_itch`]).
 
-use mdbus_codecs::itch::Message;
+use mdbus_codecs::nasdaq::itch::Message;
 
 /// Side of the book an order rests on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

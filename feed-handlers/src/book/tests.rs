@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
-use mdbus_codecs::itch::{self, MessageFields, Price4};
+use mdbus_codecs::nasdaq::itch::{self, MessageFields, Price4};
 use proptest::prelude::*;
 
 use super::*;

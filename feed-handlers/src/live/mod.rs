@@ -56,7 +56,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mdbus_bus::net::socket::{self, MAX_DATAGRAM, SocketError};
+use crate::net::socket::{self, MAX_DATAGRAM, SocketError};
 use mdbus_codecs::moldudp64::{HEADER_LEN, Session};
 use mdbus_codecs::sequencer::{
     ConfigError, Deliver, Event, Line, Sequencer, SequencerConfig, SequencerStats,
@@ -73,7 +73,7 @@ pub struct LineConfig {
     pub source: Option<Ipv4Addr>,
 }
 
-pub use mdbus_bus::net::Idle;
+pub use crate::net::Idle;
 
 /// Configuration of a live feed handler.
 #[derive(Clone, Debug, PartialEq, Eq)]

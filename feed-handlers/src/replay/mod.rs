@@ -53,8 +53,8 @@ use mdbus_bus::{Bus, BusError, PublishError, Publisher, StreamConfig};
 use mdbus_codecs::capture::{
     self, CaptureError, CaptureFormat, CaptureReader, CaptureStats, Record,
 };
-use mdbus_codecs::itch::{self, Message};
 use mdbus_codecs::moldudp64::{END_OF_SESSION_COUNT, HEARTBEAT_COUNT, Packet, Session};
+use mdbus_codecs::nasdaq::itch::{self, Message};
 use mdbus_codecs::sequencer::{
     ConfigError, Deliver, Event as SeqEvent, LateJoin, Line, Sequencer, SequencerConfig,
 };

@@ -1,7 +1,7 @@
 use super::*;
 use mdbus_bus::{ReceiveError, SubscribeOptions, Subscriber};
-use mdbus_codecs::itch::{MessageFields, Price4};
 use mdbus_codecs::moldudp64::PacketBuilder;
+use mdbus_codecs::nasdaq::itch::{MessageFields, Price4};
 
 use crate::test_fixtures::stock_directory;
 
@@ -377,7 +377,7 @@ fn aapl_sources(dir: &Path) -> [(&'static str, Source); 2] {
         name: "aapl".into(),
         bytes: AAPL,
     };
-    let mut norm = mdbus_codecs::normalize::Normalizer::new();
+    let mut norm = mdbus_codecs::nasdaq::normalize::Normalizer::new();
     let mut w = crate::record::RecordWriter::new(Vec::new(), "aapl", 1).unwrap();
     let mut seq = 0;
     for (_, m) in itch::Stream::new(AAPL) {
@@ -679,7 +679,7 @@ fn a_capture_with_sequence_numbers_near_u64_max_neither_panics_nor_wraps() {
 
 #[test]
 fn a_recording_with_extreme_sequence_numbers_neither_panics_nor_wraps() {
-    let mut norm = mdbus_codecs::normalize::Normalizer::new();
+    let mut norm = mdbus_codecs::nasdaq::normalize::Normalizer::new();
     let mut w = crate::record::RecordWriter::new(Vec::new(), "x", 1).unwrap();
     let m = |i: u64| wire(&add(13, i, i));
     for (bus_seq, src_seq) in [(1, 1), (u64::MAX, u64::MAX), (u64::MAX, u64::MAX), (0, 0)] {

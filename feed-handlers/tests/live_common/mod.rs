@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use mdbus_bus::{Bus, Mode, ReceiveError, StreamConfig, SubscribeOptions, Subscriber};
 use mdbus_codecs::fb::{self, Event};
-use mdbus_codecs::itch;
 use mdbus_codecs::moldudp64::{MoldError, PacketBuilder, Session, encode_end_of_session};
-use mdbus_codecs::normalize::Normalizer;
+use mdbus_codecs::nasdaq::itch;
+use mdbus_codecs::nasdaq::normalize::Normalizer;
 use mdbus_codecs::retransmit::{RetransmitConfig, RetransmitStore};
 
 /// The session the test exchange runs.

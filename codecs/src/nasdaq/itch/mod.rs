@@ -15,7 +15,7 @@
 //! [`trim_alpha`] to drop the padding.
 //!
 //! ```
-//! use mdbus_codecs::itch::{self, AddOrderFields, Message, Price4};
+//! use mdbus_codecs::nasdaq::itch::{self, AddOrderFields, Message, Price4};
 //!
 //! let fields = AddOrderFields {
 //!     stock_locate: 13,

@@ -10,16 +10,16 @@ use mdbus_codecs::moldudp64::{
 };
 use mdbus_codecs::retransmit::{RequestError, RetransmitConfig, RetransmitStore};
 
-use super::counters::CounterFile;
 use super::fault::{FaultConfig, FaultInjector};
 use super::socket::{self, MAX_DATAGRAM, SendOptions};
 use super::wire::{self, TYPE_LEN};
 use super::{Idle, Mono, NOTICE_MAX, NetError, encode_gap_notice, nanos};
-use crate::schema::{Encoder, GapScope};
-use crate::{
+use mdbus_bus::schema::{Encoder, GapScope};
+use mdbus_bus::{
     Bus, BusError, ENVELOPE_MSG_TYPE, Message, ProducerStatus, ReceiveError, Resync, StartAt,
     SubscribeOptions, Subscriber, Trust,
 };
+use mdbus_shm::counters::CounterFile;
 
 /// Configuration of a [`Sender`].
 #[derive(Clone, Debug, PartialEq)]

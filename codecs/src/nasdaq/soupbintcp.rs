@@ -21,7 +21,7 @@
 //! right-justified and space-padded on the left.
 //!
 //! ```
-//! use mdbus_codecs::soupbintcp::{Decoded, Packet, decode};
+//! use mdbus_codecs::nasdaq::soupbintcp::{Decoded, Packet, decode};
 //!
 //! let mut buf = [0u8; 64];
 //! let n = Packet::SequencedData(b"hello").encode(&mut buf)?;

@@ -9,7 +9,7 @@
 //! published and how many times (to compute rates), and whether the writer is still there.
 //!
 //! ```
-//! use mdbus_bus::net::counters::{CounterFile, read_counters};
+//! use mdbus_shm::counters::{CounterFile, read_counters};
 //!
 //! # let dir = tempfile::tempdir()?;
 //! let file = CounterFile::create(dir.path(), "aapl.trades", "send", "group 239.1.1.1:5000",
@@ -63,7 +63,7 @@ use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 
-use mdbus_shm::{RootDir, SetupError};
+use crate::{RootDir, SetupError};
 
 /// File-name suffix of a counter file under the bus root.
 pub const COUNTERS_SUFFIX: &str = ".stat";

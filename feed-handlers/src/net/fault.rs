@@ -13,7 +13,7 @@
 //! inactive, and the roles skip the injector altogether then.
 //!
 //! ```
-//! use mdbus_bus::net::fault::{FaultConfig, FaultInjector};
+//! use crate::net::fault::{FaultConfig, FaultInjector};
 //! use mdbus_codecs::moldudp64::{PacketBuilder, Session};
 //!
 //! let config: FaultConfig = "drop-seq=2,seed=7".parse()?;

@@ -6,8 +6,10 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use mdbus_bus::net::{Idle, Receiver, ReceiverConfig, RequestServer, Sender, SenderConfig};
 use mdbus_bus::{Bus, StartAt, StreamConfig};
+use mdbus_feed_handlers::net::{
+    Idle, Receiver, ReceiverConfig, RequestServer, Sender, SenderConfig,
+};
 
 const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
 

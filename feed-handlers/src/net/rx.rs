@@ -10,13 +10,13 @@ use mdbus_codecs::sequencer::{
     Deliver, Event, LateJoin, Line, Sequencer, SequencerConfig, SequencerStats,
 };
 
-use super::counters::CounterFile;
 use super::fault::{FaultConfig, FaultInjector};
 use super::socket::{self, MAX_DATAGRAM};
 use super::wire;
 use super::{Idle, Mono, NOTICE_MAX, NetError, encode_gap_notice};
-use crate::schema::{Encoder, GapScope};
-use crate::{Bus, ENVELOPE_MSG_TYPE, PublishError, Publisher, StreamConfig};
+use mdbus_bus::schema::{Encoder, GapScope};
+use mdbus_bus::{Bus, ENVELOPE_MSG_TYPE, PublishError, Publisher, StreamConfig};
+use mdbus_shm::counters::CounterFile;
 
 /// A second line: the same packets on another group, for A/B arbitration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

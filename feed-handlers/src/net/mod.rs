@@ -21,21 +21,20 @@
 //!   [`Sequencer`](mdbus_codecs::sequencer::Sequencer), re-requests what is missing, and
 //!   publishes in order into a local stream, so strategies there read it exactly as they
 //!   would locally. What cannot be recovered becomes a gap notice
-//!   ([`GapScope::Transport`](crate::schema::GapScope)) at its place in the stream, and so
+//!   ([`GapScope::Transport`](mdbus_bus::schema::GapScope)) at its place in the stream, and so
 //!   does what a full lossless local ring could not take (the loop waits for it briefly,
 //!   never for long). It follows one session at a time: another session of the stream is
 //!   followed only once the current one ended or went silent (or at once, for a newer one,
 //!   when configured so), and sequence numbers that jump implausibly far are held off by the
 //!   sequencer until corroborated.
 //! * Records the sender itself could not read (its ring overran it) travel as a gap notice
-//!   with [`GapScope::Stream`](crate::schema::GapScope), so receivers learn of that loss too.
+//!   with [`GapScope::Stream`](mdbus_bus::schema::GapScope), so receivers learn of that loss too.
 //!
 //! Both loops are single threads that busy-poll nonblocking sockets (or yield, or sleep),
-//! allocate nothing after setup, and publish their counters ([`counters`]) for `mdbus stat`.
+//! allocate nothing after setup, and publish their counters ([`mdbus_shm::counters`]) for `mdbus stat`.
 //! A seeded [`fault`] injector, off unless configured, drops, duplicates, reorders,
 //! truncates and garbles datagrams for tests and benchmarks.
 
-pub mod counters;
 pub mod fault;
 mod rx;
 pub mod socket;
@@ -47,7 +46,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use rx::{LineConfig, Receiver, ReceiverConfig, ReceiverStats, RequestServer};
 pub use tx::{Sender, SenderConfig, SenderStats};
 
-use crate::BusError;
+use mdbus_bus::BusError;
 
 /// What a transport loop does when it found nothing to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,7 +88,7 @@ pub enum NetError {
     Pin(#[from] mdbus_tuning::TuneError),
     /// The counters file could not be created.
     #[error(transparent)]
-    Counters(#[from] counters::CounterError),
+    Counters(#[from] mdbus_shm::counters::CounterError),
     /// A stream's records are damaged.
     #[error("stream {stream:?}: {what}")]
     Stream {
@@ -133,18 +132,18 @@ pub(crate) const NOTICE_MAX: usize = 256;
 /// Encodes an unrecoverable gap notice for `count` messages from `first` (in the sequence
 /// numbers `scope` names) into `buf`; returns its length.
 pub(crate) fn encode_gap_notice(
-    enc: &mut crate::schema::Encoder,
+    enc: &mut mdbus_bus::schema::Encoder,
     buf: &mut [u8; NOTICE_MAX],
     first: u64,
     count: u64,
-    scope: crate::schema::GapScope,
+    scope: mdbus_bus::schema::GapScope,
 ) -> usize {
-    let header = crate::schema::HeaderFields {
+    let header = mdbus_bus::schema::HeaderFields {
         seq: first,
         recv_ts_ns: wall_ns(),
         ..Default::default()
     };
-    let fields = crate::schema::GapNoticeFields {
+    let fields = mdbus_bus::schema::GapNoticeFields {
         first_missing_seq: first,
         count,
         recoverable: false,

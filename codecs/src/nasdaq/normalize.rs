@@ -8,8 +8,8 @@
 //!
 //! ```
 //! use mdbus_codecs::fb::{self, Side};
-//! use mdbus_codecs::itch::{self, OrderDeleteFields};
-//! use mdbus_codecs::normalize::Normalizer;
+//! use mdbus_codecs::nasdaq::itch::{self, OrderDeleteFields};
+//! use mdbus_codecs::nasdaq::normalize::Normalizer;
 //!
 //! let wire = OrderDeleteFields {
 //!     stock_locate: 13,
@@ -31,7 +31,7 @@ use crate::fb::{
     self, Encoded, Encoder, EnvelopeFlags, EventFields, HeaderFields, Side, SystemEventCode,
     TradingState,
 };
-use crate::itch::Message;
+use crate::nasdaq::itch::Message;
 
 /// Turns decoded ITCH messages into normalized envelopes with one reused [`Encoder`]: no
 /// allocation per message, nothing can fail (every ITCH 5.0 message has a normalized form).

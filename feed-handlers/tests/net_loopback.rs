@@ -10,16 +10,16 @@ use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mdbus_bus::net::fault::FaultConfig;
-use mdbus_bus::net::{
-    Idle, Receiver, ReceiverConfig, ReceiverStats, RequestServer, Sender, SenderConfig, SenderStats,
-};
 use mdbus_bus::schema::{Envelope, GapScope};
 use mdbus_bus::{
     Bus, ENVELOPE_MSG_TYPE, Publisher, ReceiveError, StartAt, StreamConfig, SubscribeOptions,
     Subscriber,
 };
 use mdbus_codecs::moldudp64::{RequestPacket, Session};
+use mdbus_feed_handlers::net::fault::FaultConfig;
+use mdbus_feed_handlers::net::{
+    Idle, Receiver, ReceiverConfig, ReceiverStats, RequestServer, Sender, SenderConfig, SenderStats,
+};
 
 const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
@@ -639,7 +639,7 @@ fn two_lines_fill_each_others_losses() {
             t.fault = fault;
         },
         |rc| {
-            rc.line_b = Some(mdbus_bus::net::LineConfig {
+            rc.line_b = Some(mdbus_feed_handlers::net::LineConfig {
                 group: g_b,
                 source: None,
             })
@@ -670,8 +670,8 @@ fn a_forged_newer_session_does_not_take_over_a_live_one() {
     pump(&mut l.sender, &mut receiver, deadline, |s| s.messages >= 20);
     let real = l.sender.session();
     // A newer epoch with the stream's tag: a data packet and a heartbeat far ahead.
-    let (tag, epoch) = mdbus_bus::net::wire::parse_session(real).unwrap();
-    let forged = mdbus_bus::net::wire::session_name(tag, epoch + 1000);
+    let (tag, epoch) = mdbus_feed_handlers::net::wire::parse_session(real).unwrap();
+    let forged = mdbus_feed_handlers::net::wire::session_name(tag, epoch + 1000);
     let mut buf = [0u8; 128];
     let mut b = mdbus_codecs::moldudp64::PacketBuilder::new(&mut buf, forged, 1).unwrap();
     b.push(b"\x07\0\0\0forged").unwrap();
@@ -910,8 +910,8 @@ fn with_follow_newer_a_newer_session_takes_over_at_once() {
     publish(&mut l.publisher, 0..5);
     pump(&mut l.sender, &mut receiver, deadline, |s| s.messages >= 5);
     // The operator trusts the group: a newer session is a restarted sender.
-    let (tag, epoch) = mdbus_bus::net::wire::parse_session(l.sender.session()).unwrap();
-    let newer = mdbus_bus::net::wire::session_name(tag, epoch + 1);
+    let (tag, epoch) = mdbus_feed_handlers::net::wire::parse_session(l.sender.session()).unwrap();
+    let newer = mdbus_feed_handlers::net::wire::session_name(tag, epoch + 1);
     let mut hb = [0u8; 20];
     mdbus_codecs::moldudp64::encode_heartbeat(&mut hb, newer, 1).unwrap();
     forge(&receiver, &hb);
