@@ -32,8 +32,8 @@ use std::hint::black_box;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use mdbus_bench_harness::bench_replay::{RepeatedSession, each_normalized};
-use mdbus_bench_harness::demo::BUNDLED_SESSION;
+use mdbus_bench_harness::bench::replay::{RepeatedSession, each_normalized};
+use mdbus_bench_harness::stages::BUNDLED_SESSION;
 use mdbus_bus::{Bus, Mode, StreamConfig, SubscribeOptions, Subscriber, Trust};
 use mdbus_codecs::fb;
 use mdbus_feed_handlers::book::{BookBuilder, BookConfig};

@@ -1,12 +1,14 @@
-//! The mdbus benchmark harness and command-line tool.
+//! The mdbus benchmark harness: latency and throughput scenarios, each beside its floor and the
+//! peers measured in the same run.
 //!
-//! `bench` holds the latency and throughput scenarios; the `mdbus` binary (`src/main.rs`)
-//! wires them, with the other subcommands, into one command-line entry point.
+//! - [`bench`]: the scenarios behind `mdbus bench` (ring, udp, replay, synth, all, compare),
+//!   their reports and plots.
+//! - [`stages`]: the three-stage pipeline (feed handler, book service, strategy, each pinned)
+//!   that `mdbus demo` shows and `mdbus bench replay` measures.
+//! - [`pinning`]: where each thread of a role runs (`--cpus`, `--layout`).
+//!
+//! The `mdbus` command-line tool is this crate's binary: `src/cli/`, one file per verb.
 
 pub mod bench;
-pub mod bench_replay;
-pub mod demo;
-pub mod feed_cmd;
-pub mod net_cmd;
 pub mod pinning;
-pub mod replay_cmd;
+pub mod stages;

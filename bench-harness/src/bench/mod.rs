@@ -21,6 +21,7 @@ pub mod compare;
 pub mod engine;
 pub mod host;
 pub mod plot;
+pub mod replay;
 pub mod report;
 pub mod ring;
 pub mod shm;
@@ -48,7 +49,7 @@ pub enum Scenario {
     Ring(RingArgs),
     /// End-to-end replay of the real AAPL session (decode, normalize, publish, book,
     /// strategy): throughput and tick-to-strategy latency, beside itchy's parse-only rate.
-    Replay(crate::bench_replay::ReplayBenchArgs),
+    Replay(crate::bench::replay::ReplayBenchArgs),
     /// Write a synthetic full-day ITCH 5.0 session (Zipf activity over a directory of
     /// instruments, the real AAPL sample's message mix, consistent references, uncrossed
     /// books), deterministic for a seed.
@@ -157,7 +158,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
 pub fn run_to(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
     match &args.scenario {
         Scenario::Ring(r) => ring::run(r, out),
-        Scenario::Replay(r) => crate::bench_replay::run(r, out),
+        Scenario::Replay(r) => crate::bench::replay::run(r, out),
         Scenario::Udp(u) => udp::run(u, out),
         Scenario::Synth(s) => synth::run(s, out),
         Scenario::All(a) => all::run(a, out),

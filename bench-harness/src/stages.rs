@@ -1,20 +1,19 @@
-//! `mdbus demo`: a real Nasdaq session through the whole pipeline, in one command.
+//! The three-stage pipeline `mdbus demo` and `mdbus bench replay` run: a real session through
+//! feed handler, book service and strategy, each a thread pinned to a cpu.
 //!
 //! ```text
-//!  bundled AAPL ITCH file --> feed handler --shm "demo.itch"--> book builder --shm "demo.itch.book",
-//!  (or --file)                (replay, paced)                   (BookService)  "demo.itch.trades"--> strategy
+//!  ITCH file/bytes --> feed handler --shm "demo.itch"--> book builder --shm "demo.itch.book",
+//!                      (replay, paced)                   (BookService)  "demo.itch.trades"--> strategy
 //! ```
 //!
-//! Three threads, each pinned to a cpu (with two cpus the book builder and the strategy share
-//! one, and every wait spins briefly and then yields the cpu), connected by
-//! lossless shared-memory streams under a temporary bus root that is removed at the end. The
-//! strategy is the example strategy's logic (`bus/examples/strategy/signals.rs`). Each
-//! message is stamped with the TSC when the feed handler decodes it; the strategy stamps its
-//! callback with the same clock, and the difference goes into an HdrHistogram: the
-//! tick-to-strategy latency, through two rings and the book builder.
+//! The stages are connected by lossless shared-memory streams under a temporary bus root that
+//! is removed at the end. With two cpus, two stages share one ([`Threading`]). The strategy is
+//! the example strategy's logic (`bus/examples/strategy/signals.rs`). Each message is stamped
+//! with the TSC when the feed handler decodes it; the strategy stamps its callback with the
+//! same clock, and the difference goes into an HdrHistogram: the tick-to-strategy latency,
+//! through two rings and the book builder.
 
-use std::io::Write;
-use std::path::PathBuf;
+use serde::Serialize;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ use mdbus_bus::merge::SourceMerge;
 use mdbus_bus::{
     Bus, Mode, ReceiveError, StreamConfig, SubscribeOptions, Subscriber, Trust, WaitStrategy,
 };
-use mdbus_feed_handlers::book::{BookConfig, BookSummary, BookSummaryEntry};
+use mdbus_feed_handlers::book::{BookConfig, BookSummary};
 use mdbus_feed_handlers::bookstream::{
     BookService, BookServiceConfig, BookServiceStats, Polled, book_stream_name, output_ring,
     trades_stream_name,
@@ -31,68 +30,27 @@ use mdbus_feed_handlers::bookstream::{
 use mdbus_feed_handlers::replay::{
     ReplayOptions, ReplayReport, Replayer, Source, Speed, StampClock,
 };
-use serde::Serialize;
 
 use crate::pinning::{LayoutArg, Pinning, ThreadRole};
 
-#[allow(dead_code)]
+/// The example strategy's logic, shared with `bus/examples/strategy.rs`.
+#[allow(dead_code, missing_debug_implementations)]
 #[path = "../../bus/examples/strategy/signals.rs"]
-mod signals;
+pub mod signals;
 
 /// The bundled session: the first 10,000 messages of AAPL (stock locate 13) on Nasdaq
 /// TotalView-ITCH 5.0, 2020-01-30 (see `codecs/testdata/README.md`).
 pub const BUNDLED_SESSION: &[u8] =
     include_bytes!("../../codecs/testdata/itch/aapl-2020-01-30-10k.itch");
 
-const BUNDLED_NAME: &str = "AAPL, Nasdaq TotalView-ITCH 5.0, 2020-01-30, first 10,000 messages";
+/// A description of the bundled session.
+pub const BUNDLED_NAME: &str = "AAPL, Nasdaq TotalView-ITCH 5.0, 2020-01-30, first 10,000 messages";
 
 /// The feed stream's name; the book service adds `.book` and `.trades`.
-const FEED: &str = "demo.itch";
-
-/// The reference reading of the bundled session: (locate, bid, bid size, ask, ask size,
-/// resting orders, executed shares, prints).
-const REFERENCE: (u16, u32, u64, u32, u64, u64, u64, u64) =
-    (13, 3_201_400, 25, 3_203_000, 100, 215, 81_556, 1_089);
-
-/// `mdbus demo`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct DemoArgs {
-    /// Messages per second the feed handler releases (0: as fast as it can). A fixed rate
-    /// spreads the 10,000 messages out, so the latency distribution is not that of a burst.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub rate: u64,
-    /// Replay this file (ITCH, pcap or pcapng) instead of the bundled AAPL session.
-    #[arg(long)]
-    pub file: Option<PathBuf>,
-    /// Cpus for the feed handler, book builder and strategy, comma separated; with two, the
-    /// strategy runs on the feed handler's thread (or, with `--threading dedicated` or
-    /// `shared`, shares the book builder's cpu); with `--threading strategy-on-feed` it takes
-    /// the feed handler's whatever is given (wins over --layout) [default: with a layout, the
-    /// first core of its `feed_handler`, `book_builder` and `strategy` roles; else the first
-    /// cpus this process may use].
-    #[arg(long, value_delimiter = ',')]
-    pub cpus: Vec<usize>,
-    /// The core layout (`--layout FILE` or `$MDBUS_LAYOUT`).
-    #[command(flatten)]
-    pub layout: LayoutArg,
-    /// `dedicated`: the book builder and the strategy each on their own thread; `shared`: both
-    /// on one thread, in turns, on the book builder's cpu; `strategy-on-feed`: the strategy on
-    /// the feed handler's thread, in its waits, and the book builder alone on its cpu (the
-    /// two-thread arrangements are for two-cpu hosts; strategy-on-feed carries the most)
-    /// [default: dedicated when the three stages have three cpus, else strategy-on-feed].
-    #[arg(long, value_enum)]
-    pub threading: Option<Threading>,
-    /// Signal lines shown.
-    #[arg(long, default_value_t = 6)]
-    pub show_signals: usize,
-    /// Print one JSON object instead of the text report.
-    #[arg(long)]
-    pub json: bool,
-}
-
+pub const FEED: &str = "demo.itch";
 /// What can go wrong in the demo.
 #[derive(Debug, thiserror::Error)]
-pub enum DemoError {
+pub enum StageError {
     /// The replay failed.
     #[error(transparent)]
     Replay(#[from] mdbus_feed_handlers::replay::ReplayError),
@@ -121,164 +79,22 @@ pub enum DemoError {
     Internal(String),
 }
 
-/// Where each stage ran.
-#[derive(Clone, Debug, Serialize)]
-pub struct Placement {
-    /// Cpu of the feed handler thread.
-    pub feed_cpu: usize,
-    /// Cpu of the book builder thread.
-    pub book_cpu: usize,
-    /// Cpu of the strategy thread.
-    pub strategy_cpu: usize,
-    /// Whether every thread was pinned.
-    pub pinned: bool,
-    /// Whether the book builder and the strategy ran on their own threads or on one.
-    pub threading: Threading,
-    /// Whether `threading` was chosen from the cpus (no `--threading` given).
-    pub threading_chosen: bool,
-    /// Whether two threads shared a cpu (waits then spin, then yield).
-    pub shared: bool,
-    /// The core layout the stages took their cpus and settings from, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub layout: Option<crate::pinning::LayoutUse>,
-    /// What a stage could not apply from its layout role (SCHED_FIFO refused, memlock limit).
-    pub warnings: Vec<String>,
-}
-
-/// The tick-to-strategy latency distribution, ns.
-#[derive(Clone, Debug, Serialize)]
-pub struct LatencySummary {
-    /// Events measured (BBO updates and trades reaching the strategy).
-    pub samples: u64,
-    /// Smallest.
-    pub min_ns: u64,
-    /// Median.
-    pub p50_ns: u64,
-    /// 99th percentile.
-    pub p99_ns: u64,
-    /// 99.9th percentile.
-    pub p999_ns: u64,
-    /// Largest.
-    pub max_ns: u64,
-    /// Mean.
-    pub mean_ns: f64,
-}
-
-impl LatencySummary {
-    fn of(h: &Histogram<u64>) -> LatencySummary {
-        let q = |x: f64| {
-            if h.is_empty() {
-                0
-            } else {
-                h.value_at_quantile(x)
-            }
-        };
-        LatencySummary {
-            samples: h.len(),
-            min_ns: if h.is_empty() { 0 } else { h.min() },
-            p50_ns: q(0.5),
-            p99_ns: q(0.99),
-            p999_ns: q(0.999),
-            max_ns: if h.is_empty() { 0 } else { h.max() },
-            mean_ns: if h.is_empty() { 0.0 } else { h.mean() },
-        }
-    }
-}
-
-/// One signal the strategy emitted.
-#[derive(Clone, Debug, Serialize)]
-pub struct SignalLine {
-    /// Exchange time, `HH:MM:SS.mmm`.
-    pub time: String,
-    /// Symbol.
-    pub symbol: String,
-    /// `LONG`, `SHORT` or `FLAT`.
-    pub stance: &'static str,
-    /// Microprice.
-    pub microprice: f64,
-    /// Mid.
-    pub mid: f64,
-    /// Trade flow, signed shares.
-    pub flow: f64,
-}
-
-/// What the strategy thread saw.
-#[derive(Clone, Debug, Serialize)]
-pub struct StrategySummary {
-    /// BBO updates read.
-    pub bbo_updates: u64,
-    /// Trades read.
-    pub trades: u64,
-    /// Signals emitted.
-    pub signals: u64,
-    /// Unrecoverable gaps met.
-    pub gaps: u64,
-    /// The first signals.
-    pub first_signals: Vec<SignalLine>,
-    /// Final microprice of the instrument shown, if two-sided.
-    pub microprice: Option<f64>,
-    /// Final trade flow of the instrument shown.
-    pub flow: f64,
-}
-
-/// The whole demo's result (`--json`).
-#[derive(Clone, Debug, Serialize)]
-pub struct DemoReport {
-    /// What was replayed.
-    pub source: String,
-    /// Target rate, msgs/s (0: as fast as possible).
-    pub rate: u64,
-    /// Where the stages ran.
-    pub placement: Placement,
-    /// The feed handler's replay report.
-    pub feed: ReplayReport,
-    /// The book builder's counters.
-    pub book: BookServiceStats,
-    /// The strategy's view.
-    pub strategy: StrategySummary,
-    /// The most active instrument's final book: locate, symbol and its summary entry.
-    pub final_book: Option<(u16, String, BookSummaryEntry)>,
-    /// Bundled session only: whether the final book equals the reference reading.
-    pub matches_reference: Option<bool>,
-    /// Tick-to-strategy latency.
-    pub latency: LatencySummary,
-    /// The floor measured in the same run: a raw cache-line ping-pong (one-way = RTT/2)
-    /// between the feed handler's cpu and the strategy's, the least any hand-off between
-    /// those two cpus can cost. `None` when both stages run on one cpu.
-    pub floor: Option<LatencySummary>,
-    /// The clock that stamped the messages (`tsc` or `monotonic`).
-    pub clock: String,
-}
-
-/// Runs the demo and writes its report to `out`.
-pub fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), DemoError> {
-    let report = execute(args)?;
-    if args.json {
-        let text = serde_json::to_string(&report)
-            .map_err(|e| DemoError::Internal(format!("cannot serialise: {e}")))?;
-        writeln!(out, "{text}")?;
-    } else {
-        out.write_all(render(&report, args.show_signals).as_bytes())?;
-    }
-    Ok(())
-}
-
 /// Cpu plan for the requested cpus (the first this process may use when none): feed, book,
 /// strategy. With two cpus the feed handler keeps one and the
 /// two consumers share the other: the book builder runs until its input is drained or its
 /// outputs are full, then the strategy drains them, so the pair switches rarely (sharing the
 /// feed handler's cpu instead makes the paced feed and the strategy trade the cpu every few
 /// messages).
-pub(crate) fn plan_cpus(requested: &[usize]) -> Result<[usize; 3], DemoError> {
+pub fn plan_cpus(requested: &[usize]) -> Result<[usize; 3], StageError> {
     let cpus = if requested.is_empty() {
         let avail = mdbus_tuning::current_affinity()
-            .map_err(|e| DemoError::Internal(format!("cannot read the cpu affinity: {e}")))?;
+            .map_err(|e| StageError::Internal(format!("cannot read the cpu affinity: {e}")))?;
         avail.into_iter().take(3).collect::<Vec<_>>()
     } else {
         requested.to_vec()
     };
     match cpus.as_slice() {
-        [] => Err(DemoError::BadArg("no cpu to run on".into())),
+        [] => Err(StageError::BadArg("no cpu to run on".into())),
         [a] => Ok([*a; 3]),
         [a, b] => Ok([*a, *b, *b]),
         [a, b, c, ..] => Ok([*a, *b, *c]),
@@ -286,7 +102,7 @@ pub(crate) fn plan_cpus(requested: &[usize]) -> Result<[usize; 3], DemoError> {
 }
 
 /// The pipeline's three threads and the layout roles they take their cpus from.
-pub(crate) const STAGES: [ThreadRole; 3] = [
+pub const STAGES: [ThreadRole; 3] = [
     ThreadRole {
         thread: "feed handler",
         roles: &["feed_handler"],
@@ -304,8 +120,8 @@ pub(crate) const STAGES: [ThreadRole; 3] = [
 /// Where the pipeline's stages run: `cpus` (a `--cpus` flag, see [`plan_cpus`]) win, then the
 /// layout of `layout`, then the first cpus this process may use. Returns the placement of
 /// [`STAGES`].
-pub(crate) fn stage_pinning(layout: &LayoutArg, cpus: &[usize]) -> Result<Pinning, DemoError> {
-    let bad = |e: crate::pinning::PinningError| DemoError::BadArg(e.to_string());
+pub fn stage_pinning(layout: &LayoutArg, cpus: &[usize]) -> Result<Pinning, StageError> {
+    let bad = |e: crate::pinning::PinningError| StageError::BadArg(e.to_string());
     let explicit = if cpus.is_empty() {
         None
     } else {
@@ -321,7 +137,7 @@ pub(crate) fn stage_pinning(layout: &LayoutArg, cpus: &[usize]) -> Result<Pinnin
 
 /// A temporary bus root, in shared memory when `/dev/shm` exists (a root on a disk file
 /// system puts every ring under page-cache writeback: write faults after each flush).
-pub(crate) fn temp_root() -> std::io::Result<tempfile::TempDir> {
+pub fn temp_root() -> std::io::Result<tempfile::TempDir> {
     let shm = std::path::Path::new("/dev/shm");
     let b = {
         let mut b = tempfile::Builder::new();
@@ -336,95 +152,9 @@ pub(crate) fn temp_root() -> std::io::Result<tempfile::TempDir> {
     b.tempdir()
 }
 
-/// Runs the three stages and gathers what they report.
-pub fn execute(args: &DemoArgs) -> Result<DemoReport, DemoError> {
-    let pinning = stage_pinning(&args.layout, &args.cpus)?;
-    let threading = args
-        .threading
-        .unwrap_or_else(|| default_threading(&pinning));
-    let shared = share_a_cpu(&thread_cpus(&pinning, threading));
-    let (feed_cpu, book_cpu) = (pinning.cpu(0), pinning.cpu(1));
-    let strategy_cpu = pinning.cpu(threading.strategy_stage());
-    let input = match &args.file {
-        Some(p) => Input::Source(Source::Path(p.clone())),
-        None => Input::Source(Source::Bytes {
-            name: BUNDLED_NAME.into(),
-            bytes: BUNDLED_SESSION,
-        }),
-    };
-    let speed = if args.rate == 0 {
-        Speed::Max
-    } else {
-        Speed::Rate(args.rate)
-    };
-    let book = BookConfig {
-        max_orders: 1 << 20,
-        max_instruments: 12_000,
-        levels_per_side_hint: 64,
-    };
-    let run = run_pipeline(input, speed, book, &pinning, threading, args.show_signals)?;
-    let PipelineRun {
-        feed,
-        book: book_stats,
-        summary,
-        symbols,
-        strategy: strategy_state,
-        first_signals,
-        latency: histogram,
-        pinned,
-        ..
-    } = run;
-    let final_book = most_active(&summary).map(|(locate, entry)| {
-        let symbol = symbols
-            .iter()
-            .find(|(l, _)| *l == locate)
-            .map_or_else(String::new, |(_, s)| s.clone());
-        (locate, symbol, entry)
-    });
-    let strategy = summarize(
-        &strategy_state,
-        &first_signals,
-        final_book.as_ref().map(|b| b.0),
-    );
-    let matches_reference = args.file.is_none().then(|| {
-        final_book.as_ref().is_some_and(|(l, _, e)| {
-            let r = REFERENCE;
-            (*l, e.best_bid, e.bid_size, e.best_ask, e.ask_size)
-                == (r.0, Some(r.1), r.2, Some(r.3), r.4)
-                && (e.resting_orders, e.executed_shares, e.prints) == (r.5, r.6, r.7)
-        })
-    });
-    Ok(DemoReport {
-        source: match &args.file {
-            Some(p) => p.display().to_string(),
-            None => BUNDLED_NAME.into(),
-        },
-        rate: args.rate,
-        placement: Placement {
-            feed_cpu,
-            book_cpu,
-            strategy_cpu,
-            pinned,
-            threading,
-            threading_chosen: args.threading.is_none(),
-            shared,
-            layout: pinning.layout_use(),
-            warnings: pinning.warnings(),
-        },
-        feed,
-        book: book_stats,
-        strategy,
-        final_book,
-        matches_reference,
-        latency: LatencySummary::of(&histogram),
-        floor: measure_floor(&pinning, threading, pinned)?,
-        clock: if quanta_is_tsc() { "tsc" } else { "monotonic" }.into(),
-    })
-}
-
 /// The ring of the pipeline's feed stream: 16 MiB, lossless, prefaulted (no page fault on
 /// the hot path).
-pub(crate) fn feed_ring() -> StreamConfig {
+pub fn feed_ring() -> StreamConfig {
     StreamConfig {
         capacity: 16 << 20,
         max_msg_len: 512,
@@ -435,15 +165,24 @@ pub(crate) fn feed_ring() -> StreamConfig {
 }
 
 /// Where the feed handler reads from.
-pub(crate) enum Input {
+pub enum Input {
     /// A file or bundled bytes.
     Source(Source),
     /// Any byte source (an ITCH file, pcap or pcapng), with its name.
     Reader(String, Box<dyn std::io::Read + Send>),
 }
 
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Input::Source(s) => f.debug_tuple("Source").field(s).finish(),
+            Input::Reader(name, _) => f.debug_tuple("Reader").field(name).finish_non_exhaustive(),
+        }
+    }
+}
+
 /// What one run of the three-stage pipeline produced.
-pub(crate) struct PipelineRun {
+pub struct PipelineRun {
     /// The feed handler's report.
     pub feed: ReplayReport,
     /// The book service's counters.
@@ -464,17 +203,28 @@ pub(crate) struct PipelineRun {
     pub pinned: bool,
 }
 
+impl std::fmt::Debug for PipelineRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineRun")
+            .field("feed", &self.feed)
+            .field("book", &self.book)
+            .field("elapsed_ns", &self.elapsed_ns)
+            .field("pinned", &self.pinned)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Runs feed handler -> book builder -> strategy, each on its thread placed by `pinning`
 /// ([`STAGES`]; `shared`: two of them share a cpu), over lossless rings under a temporary bus
 /// root.
-pub(crate) fn run_pipeline(
+pub fn run_pipeline(
     input: Input,
     speed: Speed,
     book: BookConfig,
     pinning: &Pinning,
     threading: Threading,
     show: usize,
-) -> Result<PipelineRun, DemoError> {
+) -> Result<PipelineRun, StageError> {
     let root = temp_root()?;
     let bus = Bus::with_root(root.path())?;
     let clock = StampClock::new();
@@ -530,7 +280,7 @@ pub(crate) fn run_pipeline(
             // Release the stages already waiting: without a feed they find their inputs
             // closed and end.
             ready.open();
-            DemoError::Internal(format!("cannot start a thread: {e}"))
+            StageError::Internal(format!("cannot start a thread: {e}"))
         };
         let threads = threading.threads();
         let book_results = |service: &BookService, stats: BookServiceStats, pinned: bool| {
@@ -553,7 +303,7 @@ pub(crate) fn run_pipeline(
                     let pinned = pinning.enter(1);
                     ready.arrive_and_wait(threads);
                     let stats = service.run(&mut book_input, wait, stop)?;
-                    Ok::<_, DemoError>(book_results(&service, stats, pinned))
+                    Ok::<_, StageError>(book_results(&service, stats, pinned))
                 })
                 .map_err(spawn_err)
         };
@@ -590,7 +340,7 @@ pub(crate) fn run_pipeline(
                         run_book_and_strategy(&mut service, &mut book_input, &mut stage, wait)?;
                         let end = strategy_clock.raw();
                         let book = book_results(&service, service.stats(), pinned);
-                        Ok::<_, DemoError>((book, (stage.into_result(), end, pinned)))
+                        Ok::<_, StageError>((book, (stage.into_result(), end, pinned)))
                     })
                     .map_err(spawn_err)?;
                 Either::One(both)
@@ -621,10 +371,10 @@ pub(crate) fn run_pipeline(
                 // The replay ran the stage until its inputs ended: this returns at once.
                 let result = run_strategy(stage, wait)?;
                 let strategy = (result, feed_clock.raw(), pinned);
-                Ok::<_, DemoError>((report, start, pinned, Some(strategy)))
+                Ok::<_, StageError>((report, start, pinned, Some(strategy)))
             })
             .map_err(spawn_err)?;
-        let join = |what: &str| DemoError::Internal(format!("the {what} thread panicked"));
+        let join = |what: &str| StageError::Internal(format!("the {what} thread panicked"));
         let feed = feed.join().map_err(|_| join("feed handler"));
         let consumers = match consumers {
             Either::Two(book, strategy) => {
@@ -641,13 +391,13 @@ pub(crate) fn run_pipeline(
                 .map_err(|_| join("book builder"))
                 .and_then(|r| r.map(|b| (b, None))),
         };
-        Ok::<_, DemoError>((feed, consumers))
+        Ok::<_, StageError>((feed, consumers))
     })?;
     let (feed, start, feed_pinned, on_feed) = feed??;
     let ((book_stats, summary, symbols, book_pinned), strategy) = consumers?;
     let (strategy, end, strategy_pinned) = strategy
         .or(on_feed)
-        .ok_or_else(|| DemoError::Internal("no thread ran the strategy".into()))?;
+        .ok_or_else(|| StageError::Internal("no thread ran the strategy".into()))?;
     let (strategy, first_signals, latency) = strategy;
     drop(bus);
     root.close()?;
@@ -668,7 +418,7 @@ pub(crate) fn run_pipeline(
 /// three cpus; with fewer, the strategy on the feed handler's thread, so that no two
 /// busy-polling threads hand one cpu back and forth through the scheduler (that costs
 /// milliseconds in the latency tail).
-fn default_threading(pinning: &Pinning) -> Threading {
+pub fn default_threading(pinning: &Pinning) -> Threading {
     if share_a_cpu(&thread_cpus(pinning, Threading::Dedicated)) {
         Threading::StrategyOnFeed
     } else {
@@ -678,12 +428,12 @@ fn default_threading(pinning: &Pinning) -> Threading {
 
 /// The cpu of each thread `threading` runs: feed handler, book builder, strategy (two
 /// threads when the strategy shares one).
-pub(crate) fn thread_cpus(pinning: &Pinning, threading: Threading) -> Vec<usize> {
+pub fn thread_cpus(pinning: &Pinning, threading: Threading) -> Vec<usize> {
     (0..threading.threads()).map(|i| pinning.cpu(i)).collect()
 }
 
 /// Whether two of these threads' cpus are one.
-pub(crate) fn share_a_cpu(cpus: &[usize]) -> bool {
+pub fn share_a_cpu(cpus: &[usize]) -> bool {
     cpus.iter()
         .enumerate()
         .any(|(i, a)| cpus[i + 1..].contains(a))
@@ -719,7 +469,7 @@ pub enum Threading {
 impl Threading {
     /// The stage of [`STAGES`] whose cpu (and layout role) the strategy's thread takes: its
     /// own, or that of the stage whose thread it shares.
-    pub(crate) fn strategy_stage(self) -> usize {
+    pub fn strategy_stage(self) -> usize {
         match self {
             Threading::Dedicated => 2,
             Threading::Shared => 1,
@@ -729,7 +479,7 @@ impl Threading {
 
     /// The stage whose cpu the floor is measured against, from the feed handler's: the
     /// strategy's, or the book builder's when the strategy runs on the feed handler's thread.
-    pub(crate) fn floor_stage(self) -> usize {
+    pub fn floor_stage(self) -> usize {
         match self {
             Threading::StrategyOnFeed => 1,
             t => t.strategy_stage(),
@@ -737,7 +487,7 @@ impl Threading {
     }
 
     /// Threads run: one per stage of [`STAGES`] up to the last one with a thread of its own.
-    pub(crate) fn threads(self) -> usize {
+    pub fn threads(self) -> usize {
         match self {
             Threading::Dedicated => 3,
             Threading::Shared | Threading::StrategyOnFeed => 2,
@@ -768,101 +518,13 @@ impl StartGate {
     }
 }
 
-/// Samples of the floor: enough for a stable p99.9, a fraction of a second on any host.
-const FLOOR_SAMPLES: u64 = 200_000;
-
-/// The cache-line ping-pong floor between the feed handler's cpu and the strategy's (with
-/// `strategy-on-feed`, the book builder's: a message goes there and back), with the bench
-/// harness's own floor (`mdbus bench ring` reports the same system), its two threads placed
-/// like those two stages. `None` when the two stages share a cpu: a hand-off there is a
-/// context switch, not a cache-line transfer.
-fn measure_floor(
-    pinning: &Pinning,
-    threading: Threading,
-    pin: bool,
-) -> Result<Option<LatencySummary>, DemoError> {
-    let strategy_stage = threading.floor_stage();
-    let (feed_cpu, strategy_cpu) = (pinning.cpu(0), pinning.cpu(strategy_stage));
-    use crate::bench::clock::BenchClock;
-    use crate::bench::engine::{Ctx, new_histogram, ping_pong};
-    use crate::bench::transport::{FloorWord, floor};
-    if feed_cpu == strategy_cpu {
-        return Ok(None);
-    }
-    let internal = |e: crate::bench::BenchError| DemoError::Internal(format!("floor: {e}"));
-    let clock = BenchClock::new(quanta_is_tsc());
-    let ctx = Ctx {
-        clock: &clock,
-        cores: [feed_cpu, strategy_cpu],
-        pin,
-        roles: pinning
-            .has_layout()
-            .then_some((pinning, [0, strategy_stage])),
-        yield_spin: false,
-        stall: Duration::from_secs(10),
-    };
-    let mut hist = new_histogram().map_err(internal)?;
-    ping_pong(
-        &ctx,
-        "floor",
-        floor(FloorWord::Seq, false),
-        floor(FloorWord::Seq, false),
-        FLOOR_SAMPLES / 10,
-        FLOOR_SAMPLES,
-        &mut hist,
-    )
-    .map_err(internal)?;
-    Ok(Some(LatencySummary::of(&hist)))
-}
-
-fn quanta_is_tsc() -> bool {
-    crate::bench::host::tsc_invariant()
-}
-
 fn symbol_text(s: Option<[u8; 8]>) -> String {
     s.map(|s| String::from_utf8_lossy(&s).trim_end().to_owned())
         .unwrap_or_default()
 }
 
-/// The instrument with the most prints (then the most resting orders).
-fn most_active(summary: &BookSummary) -> Option<(u16, BookSummaryEntry)> {
-    summary
-        .books
-        .iter()
-        .max_by_key(|(l, e)| (e.prints, e.resting_orders, std::cmp::Reverse(*l)))
-        .map(|(l, e)| (*l, *e))
-}
-
 /// What the strategy thread hands back: its state, the first signals, the latency histogram.
 type StrategyResult = (signals::Strategy, Vec<signals::Signal>, Histogram<u64>);
-
-/// The strategy's summary, with the final view of `locate`.
-fn summarize(
-    strategy: &signals::Strategy,
-    first: &[signals::Signal],
-    locate: Option<u16>,
-) -> StrategySummary {
-    let st = strategy.stats();
-    StrategySummary {
-        bbo_updates: st.bbo_updates,
-        trades: st.trades,
-        signals: st.signals,
-        gaps: st.gaps,
-        first_signals: first
-            .iter()
-            .map(|s| SignalLine {
-                time: signals::time_of_day(s.exchange_ts_ns).to_string(),
-                symbol: strategy.symbol(s.locate).to_owned(),
-                stance: s.stance.as_str(),
-                microprice: s.microprice,
-                mid: s.mid,
-                flow: s.flow,
-            })
-            .collect(),
-        microprice: locate.and_then(|l| strategy.quote(l).microprice()),
-        flow: locate.map_or(0.0, |l| strategy.flow(l)),
-    }
-}
 
 /// The strategy stage: reads BBO and trade events zero-copy, in source order, runs the example
 /// strategy's logic, and records each event's tick-to-strategy latency.
@@ -883,11 +545,11 @@ impl StrategyStage {
         trades: Subscriber,
         clock: StampClock,
         show: usize,
-    ) -> Result<Self, DemoError> {
+    ) -> Result<Self, StageError> {
         Ok(StrategyStage {
             strategy: signals::Strategy::new(signals::Params::default()),
             hist: Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
-                .map_err(|e| DemoError::Internal(format!("histogram: {e}")))?,
+                .map_err(|e| StageError::Internal(format!("histogram: {e}")))?,
             first: Vec::with_capacity(show),
             show,
             clock,
@@ -901,7 +563,7 @@ impl StrategyStage {
     }
 
     /// One turn: up to `max` events. Returns how many records were consumed.
-    fn poll(&mut self, max: usize) -> Result<usize, DemoError> {
+    fn poll(&mut self, max: usize) -> Result<usize, StageError> {
         let mut n = 0;
         while n < max && !self.finished() {
             let (strategy, hist, first) = (&mut self.strategy, &mut self.hist, &mut self.first);
@@ -935,7 +597,7 @@ impl StrategyStage {
                         first.push(s);
                     }
                 })
-                .map_err(|e| DemoError::Strategy {
+                .map_err(|e| StageError::Strategy {
                     stream: e.stream,
                     source: e.source,
                 })?;
@@ -962,7 +624,10 @@ impl StrategyStage {
 
 /// The strategy thread: the strategy stage alone, waiting with `wait` when both inputs are
 /// empty.
-fn run_strategy(mut stage: StrategyStage, wait: WaitStrategy) -> Result<StrategyResult, DemoError> {
+fn run_strategy(
+    mut stage: StrategyStage,
+    wait: WaitStrategy,
+) -> Result<StrategyResult, StageError> {
     while !stage.finished() {
         if stage.poll(STRATEGY_TURN)? == 0 && !stage.finished() {
             // Short: the wait watches one of the two inputs.
@@ -976,7 +641,7 @@ fn run_strategy(mut stage: StrategyStage, wait: WaitStrategy) -> Result<Strategy
 /// feed handler's thread reports it once the replay is over).
 struct OnFeed {
     stage: StrategyStage,
-    error: Option<DemoError>,
+    error: Option<StageError>,
 }
 
 /// Runs `replayer` with the strategy stage as its idle work ([`Threading::StrategyOnFeed`]):
@@ -987,7 +652,7 @@ struct OnFeed {
 fn replay_with_strategy(
     replayer: Replayer,
     stage: StrategyStage,
-) -> Result<(ReplayReport, StrategyStage), DemoError> {
+) -> Result<(ReplayReport, StrategyStage), StageError> {
     // The idle work must be `Send + 'static`: it shares the stage with this function, which
     // takes it back once the replay (and the work with it) is gone. Uncontended: one lock per
     // turn of up to `STRATEGY_TURN` events.
@@ -1010,7 +675,7 @@ fn replay_with_strategy(
     let report = replayer.with_idle_work(work).run(&mut |_| {});
     // `run` consumed the replayer, and the idle work with it.
     let on = Arc::into_inner(shared)
-        .ok_or_else(|| DemoError::Internal("the replay kept its idle work".into()))?
+        .ok_or_else(|| StageError::Internal("the replay kept its idle work".into()))?
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner);
     if let Some(e) = on.error {
@@ -1037,7 +702,7 @@ fn run_book_and_strategy(
     input: &mut Subscriber,
     stage: &mut StrategyStage,
     wait: WaitStrategy,
-) -> Result<(), DemoError> {
+) -> Result<(), StageError> {
     let mut book_done = false;
     while !stage.finished() {
         let mut worked = false;
@@ -1071,244 +736,10 @@ fn run_book_and_strategy(
     Ok(())
 }
 
-/// Groups digits by thousands: 81556 -> "81,556".
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// A duration in ns as `850 ns`, `12.3 us` or `4.56 ms`.
-fn duration(ns: u64) -> String {
-    if ns < 1_000 {
-        format!("{ns} ns")
-    } else if ns < 1_000_000 {
-        format!("{:.1} us", ns as f64 / 1e3)
-    } else {
-        format!("{:.2} ms", ns as f64 / 1e6)
-    }
-}
-
-fn price(p: Option<u32>) -> String {
-    p.map_or_else(
-        || "-".into(),
-        |p| format!("{}.{:04}", p / 10_000, p % 10_000),
-    )
-}
-
-/// The text report: one screen.
-pub fn render(r: &DemoReport, show: usize) -> String {
-    let mut s = String::new();
-    let p = &r.placement;
-    let f = &r.feed;
-    let b = &r.book;
-    let st = &r.strategy;
-    let pace = if r.rate == 0 {
-        "as fast as possible".to_owned()
-    } else {
-        format!("paced at {} msgs/s", thousands(r.rate))
-    };
-    let _ = writeln!(s, "mdbus demo: {}", r.source);
-    let _ = writeln!(
-        s,
-        "  feed handler [cpu {}] --shm {FEED}--> book builder [cpu {}] --shm {FEED}.book/.trades--> strategy [cpu {}]",
-        p.feed_cpu, p.book_cpu, p.strategy_cpu
-    );
-    if let Some(l) = &p.layout {
-        let _ = writeln!(s, "  (cpus and thread settings from layout {})", l.file);
-    }
-    for w in &p.warnings {
-        let _ = writeln!(s, "  warning: {w}");
-    }
-    if p.threading == Threading::Shared {
-        let _ = writeln!(
-            s,
-            "  (book builder and strategy share one thread, in turns: --threading shared)"
-        );
-    } else if p.threading == Threading::StrategyOnFeed && p.threading_chosen {
-        let _ = writeln!(
-            s,
-            "  (fewer than three cpus: the strategy runs on the feed handler's thread, in its waits; `--threading dedicated` gives it a thread of its own)"
-        );
-    } else if p.threading == Threading::StrategyOnFeed {
-        let _ = writeln!(
-            s,
-            "  (the strategy runs on the feed handler's thread, in its waits: --threading strategy-on-feed)"
-        );
-    } else if p.book_cpu == p.strategy_cpu {
-        let _ = writeln!(
-            s,
-            "  (book builder and strategy threads share cpu {}; `--threading shared` or `strategy-on-feed` runs them without the scheduler between them)",
-            p.book_cpu
-        );
-    }
-    if p.shared || !p.pinned {
-        let _ = writeln!(
-            s,
-            "  ({}{})",
-            if p.shared {
-                "threads share a cpu: waits spin, then yield"
-            } else {
-                ""
-            },
-            if p.pinned {
-                ""
-            } else if p.shared {
-                "; not every thread could be pinned"
-            } else {
-                "not every thread could be pinned"
-            }
-        );
-    }
-    let _ = writeln!(s);
-    let secs = f.elapsed_ns as f64 / 1e9;
-    let _ = writeln!(
-        s,
-        "feed handler  {} messages decoded, normalized and published in {} ({:.2} M msgs/s, {pace}), {} gaps",
-        thousands(f.published),
-        duration(f.elapsed_ns),
-        if secs > 0.0 {
-            f.published as f64 / secs / 1e6
-        } else {
-            0.0
-        },
-        f.gaps
-    );
-    let _ = writeln!(
-        s,
-        "book builder  {} messages -> {} BBO changes, {} price-level updates, {} priced trades",
-        thousands(b.messages),
-        thousands(b.bbos_published),
-        thousands(b.levels_published),
-        thousands(b.trades_published)
-    );
-    let _ = writeln!(
-        s,
-        "strategy      {} BBO updates and {} trades read, {} signals",
-        thousands(st.bbo_updates),
-        thousands(st.trades),
-        thousands(st.signals)
-    );
-    let _ = writeln!(s);
-    match &r.final_book {
-        Some((locate, symbol, e)) => {
-            let name = if symbol.is_empty() {
-                format!("locate {locate}")
-            } else {
-                format!("{symbol} (locate {locate})")
-            };
-            let _ = writeln!(s, "final book, {name}");
-            let _ = writeln!(
-                s,
-                "  bid {} x {}   ask {} x {}   {} resting orders   {} shares executed in {} prints",
-                price(e.best_bid),
-                thousands(e.bid_size),
-                price(e.best_ask),
-                thousands(e.ask_size),
-                thousands(e.resting_orders),
-                thousands(e.executed_shares),
-                thousands(e.prints)
-            );
-            let _ = writeln!(
-                s,
-                "  strategy view: microprice {}, trade flow {:+.0} shares{}",
-                st.microprice
-                    .map_or_else(|| "-".into(), |m| format!("{m:.4}")),
-                st.flow,
-                match r.matches_reference {
-                    Some(true) => "; book matches the reference reading of this session",
-                    Some(false) => "; BOOK DIFFERS FROM THE REFERENCE READING",
-                    None => "",
-                }
-            );
-        }
-        None => {
-            let _ = writeln!(s, "final book: no instrument had orders or prints");
-        }
-    }
-    if st.first_signals.is_empty() {
-        let _ = writeln!(s, "signals: none");
-    } else {
-        let _ = writeln!(
-            s,
-            "signals (first {} of {}; microprice vs mid and trade flow agree):",
-            st.first_signals.len().min(show),
-            thousands(st.signals)
-        );
-        for l in st.first_signals.iter().take(show) {
-            let _ = writeln!(
-                s,
-                "  {} {:<6} {:<5} micro {:.4}  mid {:.4}  flow {:+.0}",
-                l.time, l.symbol, l.stance, l.microprice, l.mid, l.flow
-            );
-        }
-    }
-    let _ = writeln!(s);
-    let l = &r.latency;
-    let _ = writeln!(
-        s,
-        "tick-to-strategy latency: ITCH message decoded -> strategy callback, through both rings and the book",
-    );
-    let _ = writeln!(
-        s,
-        "  ({} samples, {} clock)   p50 {}   p99 {}   p99.9 {}   max {}",
-        thousands(l.samples),
-        r.clock,
-        duration(l.p50_ns),
-        duration(l.p99_ns),
-        duration(l.p999_ns),
-        duration(l.max_ns)
-    );
-    if let Some(fl) = &r.floor {
-        let p = &r.placement;
-        let (far, twice) = if p.threading == Threading::StrategyOnFeed {
-            (p.book_cpu, " (each message crosses it there and back)")
-        } else {
-            (p.strategy_cpu, "")
-        };
-        let _ = writeln!(
-            s,
-            "  floor, cache-line ping-pong cpu {} <-> cpu {far} in this run{twice}: p50 {}   p99 {}   p99.9 {}   max {}",
-            p.feed_cpu,
-            duration(fl.p50_ns),
-            duration(fl.p99_ns),
-            duration(fl.p999_ns),
-            duration(fl.max_ns)
-        );
-    }
-    for w in &f.warnings {
-        let _ = writeln!(s, "warning: {w}");
-    }
-    if let Some(t) = &f.truncated {
-        let _ = writeln!(s, "warning: {}", t.detail);
-    }
-    s
-}
-
-use std::fmt::Write as _;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn numbers_read_well() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(81_556), "81,556");
-        assert_eq!(thousands(1_000_000), "1,000,000");
-        assert_eq!(duration(850), "850 ns");
-        assert_eq!(duration(12_345), "12.3 us");
-        assert_eq!(duration(4_560_000), "4.56 ms");
-        assert_eq!(price(Some(3_201_400)), "320.1400");
-        assert_eq!(price(None), "-");
-    }
 
     #[test]
     fn cpu_plans() {

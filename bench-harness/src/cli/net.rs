@@ -21,8 +21,8 @@ use mdbus_feed_handlers::net::{
 use mdbus_feed_handlers::replay::replay_book_config;
 use mdbus_shm::counters::{self, CounterSnapshot};
 
-use crate::feed_cmd::parse_idle;
-use crate::pinning::{LayoutArg, Pinning, PinningError, ThreadRole};
+use super::feed::parse_idle;
+use mdbus_bench_harness::pinning::{LayoutArg, Pinning, PinningError, ThreadRole};
 
 /// A failed `send`, `recv` or `stat`.
 #[derive(Debug, thiserror::Error)]

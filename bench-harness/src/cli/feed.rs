@@ -57,10 +57,8 @@ use mdbus_feed_handlers::pipeline::{FeedPipeline, PipelineStats};
 use mdbus_feed_handlers::replay::replay_ring;
 use mdbus_shm::{MAX_CAPACITY, MIN_CAPACITY};
 
-use crate::pinning::LayoutArg;
-use crate::replay_cmd::{
-    CmdError, feed_pinning, join_book_thread, print_book_line, spawn_book_thread,
-};
+use super::common::{CmdError, feed_pinning, join_book_thread, print_book_line, spawn_book_thread};
+use mdbus_bench_harness::pinning::LayoutArg;
 
 /// `mdbus feed`: receive a live ITCH 5.0 feed (MoldUDP64 over UDP) onto a bus stream.
 #[derive(clap::Args, Debug, Clone)]

@@ -69,12 +69,12 @@ use mdbus_feed_handlers::replay::{ReplayOptions, Replayer, Speed, replay_ring};
 
 use crate::bench::report::{RingParams, RingReport, SystemResult};
 use crate::bench::{BenchError, host};
-use crate::demo::{
-    BUNDLED_SESSION, DemoError, Input, PipelineRun, Threading, run_pipeline, share_a_cpu,
-    stage_pinning, thread_cpus,
-};
 use crate::pinning::LayoutArg;
 use crate::pinning::Pinning;
+use crate::stages::{
+    BUNDLED_SESSION, Input, PipelineRun, StageError, Threading, run_pipeline, share_a_cpu,
+    stage_pinning, thread_cpus,
+};
 
 /// Messages in one pass of the bundled session.
 const PASS_MESSAGES: u64 = 10_000;
@@ -309,7 +309,7 @@ impl Read for RepeatedSession {
 const CEILING_SAMPLE: usize = 100_000;
 
 /// The `itch-book` row's driver (run as `python -c DRIVER FILE`).
-const ITCH_BOOK_DRIVER: &str = include_str!("../scripts/itch_book_replay.py");
+const ITCH_BOOK_DRIVER: &str = include_str!("../../scripts/itch_book_replay.py");
 
 /// `--input`: the file's bytes, read once, and what one pass over them found.
 #[derive(Debug)]
@@ -809,13 +809,13 @@ fn itch_book_replay(
 
 /// A temporary bus root in shared memory.
 fn temp_dir() -> Result<tempfile::TempDir, BenchError> {
-    crate::demo::temp_root().map_err(|source| BenchError::Io {
+    crate::stages::temp_root().map_err(|source| BenchError::Io {
         path: PathBuf::from("<temp dir>"),
         source,
     })
 }
 
-fn internal(e: DemoError) -> BenchError {
+fn internal(e: StageError) -> BenchError {
     BenchError::Internal(e.to_string())
 }
 
@@ -836,7 +836,7 @@ pub fn measure(
     args: &ReplayBenchArgs,
 ) -> Result<(RingReport, Option<u64>, PipelineLatencies), BenchError> {
     let pinning = stage_pinning(&args.layout, &args.cpus).map_err(|e| match e {
-        DemoError::BadArg(m) => BenchError::BadArg(m),
+        StageError::BadArg(m) => BenchError::BadArg(m),
         e => internal(e),
     })?;
     let (messages, latency_messages, rate) = args.sizes();
@@ -1150,7 +1150,7 @@ fn ring_ceiling(
     let root = temp_dir()?;
     let bus =
         mdbus_bus::Bus::with_root(root.path()).map_err(|e| BenchError::Internal(e.to_string()))?;
-    let ring = crate::demo::feed_ring();
+    let ring = crate::stages::feed_ring();
     let bus_err = |e: mdbus_bus::BusError| BenchError::Internal(e.to_string());
     let publisher = bus.publisher("ceiling", &ring).map_err(bus_err)?;
     // SAFETY: the stream is written only by `publisher` below, with envelopes built by the

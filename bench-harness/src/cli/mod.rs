@@ -1,0 +1,177 @@
+//! The `mdbus` command line: one file per verb, the shared pieces in [`common`].
+//!
+//! | verb | file |
+//! |---|---|
+//! | `replay`, `record` | [`replay`] |
+//! | `feed` | [`feed`] |
+//! | `send`, `recv`, `stat` | [`net`] |
+//! | `demo` | [`demo`] |
+//! | `tune check`, `tune plan` | [`tune`] |
+//! | `streams` | [`streams`] |
+//! | `bench ...` | `mdbus_bench_harness::bench` |
+
+use std::error::Error;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod common;
+mod demo;
+mod feed;
+mod net;
+mod replay;
+mod streams;
+mod tune;
+
+/// mdbus: a low-latency market-data bus over shared-memory rings.
+///
+/// Feed handlers decode Nasdaq TotalView-ITCH 5.0 and publish normalized FlatBuffers
+/// messages into shared-memory rings; strategies read them zero-copy.
+#[derive(Parser, Debug)]
+#[command(
+    name = "mdbus",
+    version,
+    propagate_version = true,
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a latency or throughput benchmark, e.g. `mdbus bench ring --json`.
+    Bench(mdbus_bench_harness::bench::BenchArgs),
+    /// Check how well this host is tuned for low latency, or plan its core layout.
+    #[command(subcommand)]
+    Tune(tune::TuneCommand),
+    /// List the streams of a bus root, or remove those whose publisher is gone.
+    Streams(streams::StreamsArgs),
+    /// Replay a captured session (ITCH file, pcap/pcapng of MoldUDP64, or a recording) onto a
+    /// bus stream, e.g. `mdbus replay --book-summary codecs/testdata/itch/aapl-2020-01-30-10k.itch`.
+    Replay(replay::ReplayArgs),
+    /// Receive a live ITCH 5.0 feed (MoldUDP64 over UDP, lines A and B, gap recovery) onto a
+    /// bus stream, e.g. `mdbus feed --group 233.54.12.111:26477 --request-server
+    /// 206.200.43.80:18000 --book`.
+    Feed(feed::FeedArgs),
+    /// Record a bus stream to a file that `mdbus replay` plays back.
+    Record(replay::RecordArgs),
+    /// Run a real Nasdaq session through feed handler, book builder and strategy, each on its
+    /// own core, and show what happened and the tick-to-strategy latency.
+    Demo(demo::DemoArgs),
+    /// Multicast a local stream to other hosts (MoldUDP64 over UDP) and answer their
+    /// re-requests, e.g. `mdbus send nasdaq.itch --group 239.255.0.1:31000`.
+    Send(net::SendArgs),
+    /// Receive a stream sent by `mdbus send` into a local stream, recovering lost packets,
+    /// e.g. `mdbus recv nasdaq.itch --group 239.255.0.1:31000 --summary`.
+    Recv(net::RecvArgs),
+    /// Show the live counters of the senders and receivers on this host.
+    Stat(net::StatArgs),
+}
+
+/// Parses the command line and runs the verb.
+pub fn main() -> ExitCode {
+    restore_sigpipe();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Bench(args) => mdbus_bench_harness::bench::run(args)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| Box::new(e) as Box<dyn Error>),
+        Command::Tune(command) => tune::run(command),
+        Command::Streams(args) => streams::run(args),
+        Command::Replay(args) => replay::run_replay(args, &mut std::io::stdout().lock())
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| Box::new(e) as Box<dyn Error>),
+        Command::Feed(args) => feed::run_feed(args, &mut std::io::stdout().lock())
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| Box::new(e) as Box<dyn Error>),
+        Command::Record(args) => replay::run_record(args, &mut std::io::stdout().lock())
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| Box::new(e) as Box<dyn Error>),
+        Command::Demo(args) => demo::run(args, &mut std::io::stdout().lock())
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| Box::new(e) as Box<dyn Error>),
+        Command::Send(args) => net::run_send(args, &mut std::io::stdout().lock())
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| Box::new(e) as Box<dyn Error>),
+        Command::Recv(args) => net::run_recv(args, &mut std::io::stdout().lock())
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| Box::new(e) as Box<dyn Error>),
+        Command::Stat(args) => net::run_stat(args, &mut std::io::stdout().lock())
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| Box::new(e) as Box<dyn Error>),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprint!("{}", error_report(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Rust ignores SIGPIPE, so `mdbus ... | head` would fail on a closed pipe with a panic; a
+/// command-line tool should end quietly instead, as the default action does.
+fn restore_sigpipe() {
+    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE and no Rust code relies on SIGPIPE being ignored.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// The error and its chain of causes, a line each; a cause whose text the line before already
+/// ends with (an error that prints its source in its own message) is not repeated.
+fn error_report(e: &dyn Error) -> String {
+    let mut out = format!("mdbus: error: {e}\n");
+    let mut shown = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !shown.ends_with(&text) {
+            out.push_str(&format!("  caused by: {text}\n"));
+        }
+        shown = text;
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_report;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{path}: {source}")]
+    struct Repeats {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the recording stopped")]
+    struct Wraps(#[source] Repeats);
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = || std::io::Error::other("No space left on device");
+        let e = Repeats {
+            path: "/dev/full",
+            source: io(),
+        };
+        assert_eq!(
+            error_report(&e),
+            "mdbus: error: /dev/full: No space left on device\n"
+        );
+        let e = Wraps(Repeats {
+            path: "/dev/full",
+            source: io(),
+        });
+        assert_eq!(
+            error_report(&e),
+            "mdbus: error: the recording stopped\n  caused by: /dev/full: No space left on device\n"
+        );
+    }
+}
