@@ -736,7 +736,6 @@ fn run_book_and_strategy(
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,7 @@ mod signals;
 
 use std::error::Error;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use mdbus_bus::merge::{MergeError, SourceMerge};
 use mdbus_bus::schema as fb;
@@ -101,10 +101,7 @@ struct Latency {
 
 impl Latency {
     fn record(&mut self, recv_ts_ns: u64) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let ns = now.saturating_sub(recv_ts_ns);
+        let ns = mdbus_bus::unix_ns().saturating_sub(recv_ts_ns);
         self.count += 1;
         self.sum_ns += ns;
         self.max_ns = self.max_ns.max(ns);

@@ -41,6 +41,9 @@ pub use mdbus_shm::{
     RingConfig as StreamConfig, StartAt, WaitStrategy,
 };
 
+/// The wall clock the bus stamps `recv_ts_ns` with: nanoseconds since the Unix epoch.
+pub use mdbus_shm::unix_ns;
+
 pub mod merge;
 
 /// The normalized message schema: FlatBuffers envelopes, their typed views and the encoder.
@@ -53,7 +56,7 @@ pub const ENVELOPE_MSG_TYPE: u32 = 1;
 pub const SEGMENT_SUFFIX: &str = ".ring";
 
 /// Longest stream name accepted.
-pub const MAX_STREAM_NAME: usize = 64;
+pub const MAX_STREAM_NAME: usize = mdbus_shm::MAX_STREAM_NAME;
 
 /// A setup error: opening a bus, creating a publisher or a subscriber.
 #[derive(Debug, thiserror::Error)]
@@ -215,19 +218,9 @@ pub struct StreamInfo {
 }
 
 fn validate_name(name: &str) -> Result<(), BusError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_STREAM_NAME
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(BusError::InvalidName {
-            name: name.to_owned(),
-        })
-    }
+    mdbus_shm::check_stream_name(name).map_err(|_| BusError::InvalidName {
+        name: name.to_owned(),
+    })
 }
 
 /// How a subscriber joins a stream and what it does when it falls too far behind.

@@ -63,7 +63,7 @@ use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 
-use crate::{RootDir, SetupError};
+use crate::{RootDir, SetupError, pid_alive, unix_ns};
 
 /// File-name suffix of a counter file under the bus root.
 pub const COUNTERS_SUFFIX: &str = ".stat";
@@ -74,7 +74,7 @@ pub const MAX_COUNTER_NAME: usize = 31;
 /// Longest role name (`[A-Za-z0-9_-]`).
 pub const MAX_ROLE: usize = 16;
 /// Longest stream name (`[A-Za-z0-9._-]`, not starting with a dot).
-pub const MAX_STREAM: usize = 64;
+pub const MAX_STREAM: usize = crate::MAX_STREAM_NAME;
 /// Longest detail string, in bytes of UTF-8.
 pub const MAX_DETAIL: usize = 256;
 /// First 8 bytes of a counter file (in the host's byte order).
@@ -278,40 +278,11 @@ impl Drop for Mapping {
     }
 }
 
-fn unix_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-/// Whether a process with this pid exists (`kill(pid, 0)` is not `ESRCH`; a process of
-/// another user counts as existing).
-fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 checks existence and permission only; nothing is delivered.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-}
-
 fn check_stream(stream: &str) -> Result<(), CounterError> {
-    let ok = !stream.is_empty()
-        && stream.len() <= MAX_STREAM
-        && !stream.starts_with('.')
-        && stream
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        return Ok(());
-    }
-    Err(CounterError::InvalidName {
+    crate::check_stream_name(stream).map_err(|reason| CounterError::InvalidName {
         what: "stream",
         name: stream.into(),
-        reason: "use 1 to 64 characters of [A-Za-z0-9._-], not starting with '.'",
+        reason,
     })
 }
 

@@ -74,6 +74,7 @@ mod admin;
 mod config;
 pub mod counters;
 mod error;
+mod host;
 pub mod layout;
 mod ring;
 mod segment;
@@ -86,9 +87,10 @@ pub use config::{
     default_root,
 };
 pub use error::{ClaimError, PollError, RingWord, SetupError};
+#[cfg(not(loom))]
+pub use host::{MAX_STREAM_NAME, check_stream_name, pid_alive, unix_ns};
 pub use ring::{
     Claim, Consumer, ConsumerFactory, ConsumerStats, EpochChange, Producer, ProducerStatus, Record,
     RecordInfo, in_process,
 };
-#[cfg(not(loom))]
 pub use segment::root::RootDir;

@@ -23,6 +23,7 @@ use crate::layout::{ConsumerSlot, Header, HeaderInfo};
 #[cfg(not(loom))]
 use crate::layout::{HEADER_FIXED_SIZE, MAGIC};
 use crate::sync::Ordering;
+use crate::unix_ns;
 
 pub(crate) use os::current_uid;
 
@@ -251,16 +252,6 @@ fn fresh_info(cfg: &RingConfig, epoch: u64) -> HeaderInfo {
         created_unix_ns: unix_ns(),
         segment_len: (header_size + cfg.capacity) as u64,
     }
-}
-
-fn unix_ns() -> u64 {
-    if cfg!(miri) {
-        // The wall clock is not available under miri's isolation.
-        return 0;
-    }
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// A fresh epoch: never zero, different on every producer start (clock, pid and the random keys

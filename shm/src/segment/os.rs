@@ -28,19 +28,7 @@ pub(crate) fn monotonic_ns() -> u64 {
         .saturating_add(ts.tv_nsec as u64)
 }
 
-/// Whether a process with this pid exists (`kill(pid, 0)` is not `ESRCH`). A process owned by
-/// another user (`EPERM`) counts as alive. A zombie counts as alive until its parent reaps it.
-pub(crate) fn pid_alive(pid: u32) -> bool {
-    if pid == 0 || pid > i32::MAX as u32 {
-        return false;
-    }
-    if cfg!(any(miri, loom)) {
-        return true;
-    }
-    // SAFETY: signal 0 only checks for existence and permission; it delivers nothing.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-}
+pub(crate) use crate::host::pid_alive;
 
 /// The real user id of this process.
 pub(crate) fn current_uid() -> u32 {
