@@ -1,9 +1,48 @@
 //! The mdbus API that trading strategies link against.
 //!
 //! A [`Bus`] is a named root directory (by default `/dev/shm/mdbus-<user>/`) holding one
-//! shared-memory ring per stream. A [`Publisher`] owns the write side of a stream, a
-//! [`Subscriber`] one read cursor; either can live in any process on the host. Reads are
-//! zero-copy: the callback borrows the record straight out of shared memory.
+//! shared-memory ring per stream. Feed handlers publish normalized market data on it (the
+//! FlatBuffers [`schema`]: order flow, trades, best bid and offer, price levels, gap notices);
+//! a strategy subscribes to the streams it wants and reads each event as a typed view straight
+//! out of shared memory: no copy, no allocation, no system call.
+//!
+//! ```
+//! use mdbus_bus::{Bus, SubscribeOptions};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let bus = Bus::with_root(dir.path())?; // `Bus::new()` for the default root
+//! # let mut feed = bus.publisher("nasdaq.itch.book", &mdbus_bus::StreamConfig::default())?;
+//! let mut book = bus.subscriber("nasdaq.itch.book", &SubscribeOptions::default())?;
+//! # let mut encoder = mdbus_bus::schema::Encoder::new();
+//! # let header = mdbus_bus::schema::HeaderFields { seq: 1, stock_locate: 13, ..Default::default() };
+//! # let bbo = mdbus_bus::schema::BboFields {
+//! #     bid_price: 3_201_400, bid_size: 25, bid_orders: 1,
+//! #     ask_price: 3_203_000, ask_size: 100, ask_orders: 2,
+//! # };
+//! # feed.publish_envelope(encoder.encode(&header, &bbo).as_bytes())?;
+//!
+//! // Each event is a view of the record in shared memory, valid during the callback.
+//! book.poll_event(|event| {
+//!     let envelope = event.envelope();
+//!     if let Some(bbo) = envelope.event_as_bbo() {
+//!         let top = bbo.body();
+//!         println!(
+//!             "{} bid {}x{} ask {}x{}",
+//!             envelope.header().stock_locate(),
+//!             top.bid_size(), top.bid_price(), top.ask_size(), top.ask_price(),
+//!         );
+//!         # assert_eq!(top.bid_price(), 3_201_400);
+//!     }
+//! })?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A [`Publisher`] owns the write side of a stream, a [`Subscriber`] one read cursor; either
+//! can live in any process on the host. [`merge`] reads several streams in source order.
+//! Under the typed layer, records are raw bytes with a type tag, for streams that carry
+//! something else:
 //!
 //! ```
 //! use mdbus_bus::{Bus, StreamConfig, SubscribeOptions};
