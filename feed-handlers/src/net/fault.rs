@@ -13,7 +13,7 @@
 //! inactive, and the roles skip the injector altogether then.
 //!
 //! ```
-//! use crate::net::fault::{FaultConfig, FaultInjector};
+//! use mdbus_feed_handlers::net::fault::{FaultConfig, FaultInjector};
 //! use mdbus_codecs::moldudp64::{PacketBuilder, Session};
 //!
 //! let config: FaultConfig = "drop-seq=2,seed=7".parse()?;
