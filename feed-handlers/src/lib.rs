@@ -11,6 +11,7 @@
 
 pub mod book;
 pub mod bookstream;
+pub mod exchange;
 pub mod live;
 pub mod net;
 pub mod pipeline;
