@@ -108,19 +108,19 @@ fn start_feed(at: At<'_>, interface: &str, group: &str, server: &str) -> Proc {
     p
 }
 
-/// Starts `mdbus exchange` of the AAPL file (in host `ns`, or here).
+/// Starts `mdbus exchange --summary` of the AAPL file (in host `ns`, or here), at
+/// 50,000 messages/s with a 2 s linger unless `extra` says otherwise.
 fn start_exchange(at: At<'_>, extra: &[&str]) -> Proc {
     let root = at.dir().join("exchange-root");
     fs::create_dir_all(&root).expect("exchange root");
     let mut args = strings(&["exchange"]);
     args.push(itch_file().display().to_string());
-    args.extend(strings(&[
-        "--speed",
-        "50000/s",
-        "--linger",
-        "2s",
-        "--summary",
-    ]));
+    for (flag, value) in [("--speed", "50000/s"), ("--linger", "2s")] {
+        if !extra.contains(&flag) {
+            args.extend(strings(&[flag, value]));
+        }
+    }
+    args.push("--summary".into());
     args.push("--root".into());
     args.push(root.display().to_string());
     args.extend(strings(extra));
@@ -304,4 +304,43 @@ fn bad_arguments_are_refused_with_a_clear_message() {
         "{err}"
     );
     assert!(!Path::new(root).join("AAPL202001.exchange.stat").exists());
+}
+
+/// SIGTERM ends the session cleanly: what was played so far, the end-of-session packets,
+/// the summary, and the counters file (seen by `mdbus stat` while it ran) marked finished.
+#[test]
+fn sigterm_ends_the_session_cleanly_with_a_summary() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let here = At::Here(dir.path());
+    let mut ex = start_exchange(
+        here,
+        &[
+            "--group",
+            "239.255.118.40:31840",
+            "--interface",
+            "127.0.0.1",
+            "--speed",
+            "1000/s",
+            "--linger",
+            "200ms",
+        ],
+    );
+    let stat = dir.path().join("exchange-root/AAPL202001.exchange.stat");
+    wait_ready(&mut ex, &stat);
+    let seen = Command::new(MDBUS)
+        .args(["stat", "--root"])
+        .arg(dir.path().join("exchange-root"))
+        .output()
+        .expect("run mdbus stat");
+    let seen = String::from_utf8_lossy(&seen.stdout);
+    assert!(seen.contains("exchange AAPL202001"), "{seen}");
+    ex.signal(libc::SIGTERM);
+    let done = ex.wait_ok();
+    let s = exchange_summary(&done);
+    assert!(s["messages"].as_u64() < Some(10_000), "{s}");
+    assert!(s["end_of_session"].as_u64() >= Some(3), "{s}");
+    assert!(done.err.contains("end of session"), "{}", done.err);
+    let c = mdbus_shm::counters::read_counters(&stat).expect("counters file");
+    assert!(c.finished, "{c:?}");
+    assert_eq!(c.get("messages"), s["messages"].as_u64());
 }

@@ -398,3 +398,107 @@ fn reading_batching_and_answering_do_not_allocate() {
     assert_eq!(p.stats().messages, 10_000);
     assert!(bytes > 0 && answered > 0);
 }
+
+/// A length-prefixed ITCH file of system event messages ('S', 12 bytes) stamped `ts`.
+fn itch_file_of(dir: &Path, ts: &[u64]) -> PathBuf {
+    let mut bytes = Vec::new();
+    for (i, t) in ts.iter().enumerate() {
+        let mut m = [0u8; 12];
+        m[0] = b'S';
+        m[3..5].copy_from_slice(&(i as u16).to_be_bytes());
+        m[5..11].copy_from_slice(&t.to_be_bytes()[2..]);
+        m[11] = b'O';
+        bytes.extend_from_slice(&12u16.to_be_bytes());
+        bytes.extend_from_slice(&m);
+    }
+    let path = dir.join("events.itch");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// Every datagram `rx` receives until the end of the session.
+fn receive_session(rx: &UdpSocket) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    loop {
+        let n = rx.recv(&mut buf).expect("a packet within 10 s");
+        out.push(buf[..n].to_vec());
+        if Packet::parse(&buf[..n]).is_ok_and(|p| p.is_end_of_session()) {
+            return out;
+        }
+    }
+}
+
+fn local_receiver() -> (UdpSocket, SocketAddrV4) {
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let SocketAddr::V4(addr) = rx.local_addr().unwrap() else {
+        unreachable!()
+    };
+    (rx, addr)
+}
+
+/// At the recorded pace, a quiet stretch of the capture is filled with heartbeats carrying
+/// the next sequence number; line B gets the very same packets.
+#[test]
+fn a_quiet_stretch_gets_heartbeats_and_line_b_the_same_packets() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two messages at one timestamp, then one 60 ms later.
+    let file = itch_file_of(dir.path(), &[1_000_000_000, 1_000_000_000, 1_060_000_000]);
+    let (rx_a, a) = local_receiver();
+    let (rx_b, b) = local_receiver();
+    let mut cfg = ExchangeConfig::new(a);
+    cfg.line_b = Some(b);
+    cfg.request_addr = "127.0.0.1:0".parse().unwrap();
+    cfg.send.interface = std::net::Ipv4Addr::LOCALHOST;
+    cfg.speed = Speed::Factor(1.0);
+    cfg.heartbeat_interval = Duration::from_millis(5);
+    cfg.linger = Duration::ZERO;
+    cfg.session = Some(S);
+    let mut ex = Exchange::new(&file, cfg).unwrap();
+    let stop = AtomicBool::new(false);
+    let player = std::thread::spawn(move || ex.run(&stop));
+    let got_a = receive_session(&rx_a);
+    let got_b = receive_session(&rx_b);
+    let stats = player.join().unwrap();
+    assert_eq!(got_a, got_b);
+    let pk: Vec<Packet<'_>> = got_a.iter().map(|b| Packet::parse(b).unwrap()).collect();
+    // The two messages stamped alike share the first packet.
+    assert_eq!((pk[0].sequence_number(), pk[0].message_count()), (1, 2));
+    let heartbeats: Vec<_> = pk.iter().filter(|p| p.is_heartbeat()).collect();
+    assert!(!heartbeats.is_empty(), "no heartbeat in 60 ms at 5 ms intervals");
+    assert!(heartbeats.iter().all(|h| h.sequence_number() == 3));
+    let last_data = pk.iter().rposition(|p| p.message_count() == 1).unwrap();
+    assert_eq!(pk[last_data].sequence_number(), 3);
+    assert!(pk.last().unwrap().is_end_of_session());
+    assert_eq!(stats.messages, 3);
+    assert_eq!(stats.heartbeats, heartbeats.len() as u64);
+}
+
+/// The fault injector drops line A's packets by its seed and counts what it dropped; the
+/// store still holds those messages for re-requests.
+#[test]
+fn the_fault_injector_drops_line_a_packets_and_counts_them() {
+    let (rx, a) = local_receiver();
+    let _ = socket2::SockRef::from(&rx).set_recv_buffer_size(8 << 20);
+    let mut cfg = ExchangeConfig::new(a);
+    cfg.request_addr = "127.0.0.1:0".parse().unwrap();
+    cfg.send.interface = std::net::Ipv4Addr::LOCALHOST;
+    cfg.speed = Speed::Rate(200_000);
+    cfg.linger = Duration::ZERO;
+    cfg.fault = "drop=0.2,seed=3".parse().unwrap();
+    let mut ex = Exchange::new(&aapl(), cfg).unwrap();
+    let stop = AtomicBool::new(false);
+    let player = std::thread::spawn(move || ex.run(&stop));
+    let got = receive_session(&rx);
+    let stats = player.join().unwrap();
+    let received: u64 = got
+        .iter()
+        .map(|b| Packet::parse(b).unwrap())
+        .filter(|p| !p.is_end_of_session())
+        .map(|p| u64::from(p.message_count()))
+        .sum();
+    assert!(stats.fault_dropped_packets > 0 && stats.fault_dropped > 0, "{stats:?}");
+    assert_eq!(received + stats.fault_dropped, 10_000, "{stats:?}");
+    assert_eq!(stats.messages, 10_000);
+}
