@@ -362,7 +362,7 @@ impl Schedule {
     #[inline]
     fn due(&mut self, ts: u64) -> u64 {
         let n = self.released;
-        self.released += 1;
+        self.released = self.released.saturating_add(1);
         match self.speed {
             Speed::Max => 0,
             Speed::Factor(f) => {
@@ -416,6 +416,8 @@ fn flush_faults(lines: &mut [Line], stats: &mut ExchangeStats) {
 const BATCH: usize = 256;
 /// Re-requests read per loop turn, so a flood cannot starve the feed.
 const REQUESTS_PER_TURN: usize = 64;
+/// While messages flow, the re-request socket is read at most this often (ns).
+const SERVE_EVERY_NS: u64 = 20_000;
 /// Counters are published at most this often (ns).
 const COUNTERS_EVERY_NS: u64 = 10_000_000;
 /// Held fault-injector packets are released after this long without traffic (ns).
@@ -451,6 +453,7 @@ pub struct Exchange {
     io: ExchangeStats,
     started: Instant,
     last_send: u64,
+    last_serve: u64,
     last_counters: u64,
 }
 
@@ -523,6 +526,7 @@ impl Exchange {
             io: ExchangeStats::default(),
             started: Instant::now(),
             last_send: 0,
+            last_serve: 0,
             last_counters: 0,
             cfg,
         })
@@ -674,7 +678,8 @@ impl Exchange {
                 (Some(deadline), Some((len, ts, due))) => {
                     now >= deadline || !self.playout.joins(len, ts, due)
                 }
-                (Some(_), None) => eof || offered < BATCH,
+                // Read to the end (a full batch leaves the next message unread).
+                (Some(_), None) => eof,
             };
             let packets = self.playout.stats().packets;
             if flush {
@@ -683,7 +688,13 @@ impl Exchange {
             if self.playout.stats().packets != packets || offered > 0 {
                 self.last_send = now;
             }
-            let served = self.serve(now);
+            // Not per message: at most every SERVE_EVERY_NS while messages flow.
+            let served = if offered == 0 || now.saturating_sub(self.last_serve) >= SERVE_EVERY_NS {
+                self.last_serve = now;
+                self.serve(now)
+            } else {
+                0
+            };
             if self.playout.open_count() == 0 && now.saturating_sub(self.last_send) >= heartbeat {
                 self.with_lines(|p, send| p.heartbeat(&mut |b| send(b)));
                 self.last_send = now;

@@ -466,7 +466,10 @@ fn a_quiet_stretch_gets_heartbeats_and_line_b_the_same_packets() {
     // The two messages stamped alike share the first packet.
     assert_eq!((pk[0].sequence_number(), pk[0].message_count()), (1, 2));
     let heartbeats: Vec<_> = pk.iter().filter(|p| p.is_heartbeat()).collect();
-    assert!(!heartbeats.is_empty(), "no heartbeat in 60 ms at 5 ms intervals");
+    assert!(
+        !heartbeats.is_empty(),
+        "no heartbeat in 60 ms at 5 ms intervals"
+    );
     assert!(heartbeats.iter().all(|h| h.sequence_number() == 3));
     let last_data = pk.iter().rposition(|p| p.message_count() == 1).unwrap();
     assert_eq!(pk[last_data].sequence_number(), 3);
@@ -498,7 +501,10 @@ fn the_fault_injector_drops_line_a_packets_and_counts_them() {
         .filter(|p| !p.is_end_of_session())
         .map(|p| u64::from(p.message_count()))
         .sum();
-    assert!(stats.fault_dropped_packets > 0 && stats.fault_dropped > 0, "{stats:?}");
+    assert!(
+        stats.fault_dropped_packets > 0 && stats.fault_dropped > 0,
+        "{stats:?}"
+    );
     assert_eq!(received + stats.fault_dropped, 10_000, "{stats:?}");
     assert_eq!(stats.messages, 10_000);
 }
