@@ -185,10 +185,10 @@ fn a_feed_on_loopback_gets_the_books_of_the_replay() {
     );
     check_feed(&feed_done, &replay);
     let s = exchange_summary(&ex_done);
-    assert_eq!(s["messages"], 10_000, "{s}");
+    assert_eq!(s["counters"]["messages"], 10_000, "{s}");
     assert_eq!(s["session"], "AAPL202001", "{s}");
-    assert!(s["end_of_session"].as_u64() >= Some(3), "{s}");
-    assert_eq!(s["send_errors"], 0, "{s}");
+    assert!(s["counters"]["end_of_session"].as_u64() >= Some(3), "{s}");
+    assert_eq!(s["counters"]["send_errors"], 0, "{s}");
 }
 
 #[test]
@@ -215,26 +215,26 @@ fn a_feed_in_another_namespace_recovers_five_percent_loss_by_re_request() {
     let ex_done = ex.wait_ok();
     let stats = check_feed(&feed_done, &replay);
     let s = exchange_summary(&ex_done);
-    assert_eq!(s["messages"], 10_000, "{s}");
+    assert_eq!(s["counters"]["messages"], 10_000, "{s}");
     // The injector dropped about 5 % of the packets; the feed recovered each message.
-    let packets = s["packets"].as_u64().expect("packets");
-    let dropped = s["fault_dropped_packets"]
+    let packets = s["counters"]["packets"].as_u64().expect("packets");
+    let dropped = s["counters"]["fault_dropped_packets"]
         .as_u64()
         .expect("dropped packets");
     assert!(
         dropped * 100 >= packets * 2 && dropped * 100 <= packets * 10,
         "{dropped} of {packets} packets dropped: {s}"
     );
-    assert!(s["fault_dropped"].as_u64() > Some(0), "{s}");
+    assert!(s["counters"]["fault_dropped"].as_u64() > Some(0), "{s}");
     assert_eq!(
-        stats["sequencer"]["recovered"], s["fault_dropped"],
+        stats["sequencer"]["recovered"], s["counters"]["fault_dropped"],
         "every dropped message recovered: {stats} / {s}"
     );
     assert!(
-        s["retransmit_messages"].as_u64() >= s["fault_dropped"].as_u64(),
+        s["counters"]["retransmit_messages"].as_u64() >= s["counters"]["fault_dropped"].as_u64(),
         "{s}"
     );
-    assert!(s["requests"].as_u64() > Some(0), "{s}");
+    assert!(s["counters"]["requests"].as_u64() > Some(0), "{s}");
 }
 
 #[test]
@@ -337,10 +337,10 @@ fn sigterm_ends_the_session_cleanly_with_a_summary() {
     ex.signal(libc::SIGTERM);
     let done = ex.wait_ok();
     let s = exchange_summary(&done);
-    assert!(s["messages"].as_u64() < Some(10_000), "{s}");
-    assert!(s["end_of_session"].as_u64() >= Some(3), "{s}");
+    assert!(s["counters"]["messages"].as_u64() < Some(10_000), "{s}");
+    assert!(s["counters"]["end_of_session"].as_u64() >= Some(3), "{s}");
     assert!(done.err.contains("end of session"), "{}", done.err);
     let c = mdbus_shm::counters::read_counters(&stat).expect("counters file");
     assert!(c.finished, "{c:?}");
-    assert_eq!(c.get("messages"), s["messages"].as_u64());
+    assert_eq!(c.get("messages"), s["counters"]["messages"].as_u64());
 }

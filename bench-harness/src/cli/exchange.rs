@@ -10,7 +10,8 @@ use std::sync::atomic::AtomicBool;
 
 use mdbus_codecs::moldudp64::Session;
 use mdbus_feed_handlers::exchange::{
-    Exchange, ExchangeConfig, ExchangeError, ExchangeStats, parse_session,
+    COUNTERS_ROLE, Exchange, ExchangeConfig, ExchangeError, ExchangeStats, counters_name,
+    parse_session,
 };
 use mdbus_feed_handlers::net::fault::FaultConfig;
 use mdbus_feed_handlers::replay::Speed;
@@ -102,15 +103,26 @@ pub struct ExchangeArgs {
     pub root: Option<PathBuf>,
 }
 
-/// The end-of-run counters as one JSON object.
-fn summary_json(ex: &Exchange, s: &ExchangeStats) -> serde_json::Value {
+/// The end-of-run summary as one JSON object, shaped as `mdbus send --summary`'s.
+fn summary_json(ex: &Exchange, args: &ExchangeArgs, s: &ExchangeStats) -> serde_json::Value {
+    let mut counters = serde_json::Map::new();
+    for (name, value) in ExchangeStats::NAMES.iter().zip(s.values()) {
+        counters.insert((*name).into(), value.into());
+    }
     let mut v = serde_json::Map::new();
-    v.insert("role".into(), "exchange".into());
+    v.insert("role".into(), COUNTERS_ROLE.into());
+    let stream = args
+        .name
+        .clone()
+        .unwrap_or_else(|| counters_name(ex.session()));
+    v.insert("stream".into(), stream.into());
+    v.insert("group".into(), args.group.to_string().into());
+    if let Some(b) = args.line_b {
+        v.insert("line_b".into(), b.to_string().into());
+    }
     v.insert("session".into(), ex.session().to_string().trim_end().into());
     v.insert("file".into(), ex.path().display().to_string().into());
-    for (name, value) in ExchangeStats::NAMES.iter().zip(s.values()) {
-        v.insert((*name).into(), value.into());
-    }
+    v.insert("counters".into(), counters.into());
     v.insert("warnings".into(), ex.warnings().to_vec().into());
     serde_json::Value::Object(v)
 }
@@ -212,7 +224,7 @@ pub fn run_exchange(args: &ExchangeArgs, out: &mut dyn Write) -> Result<(), Exch
         );
     }
     if args.summary {
-        writeln!(out, "{}", summary_json(&ex, &s))?;
+        writeln!(out, "{}", summary_json(&ex, args, &s))?;
     }
     Ok(())
 }
