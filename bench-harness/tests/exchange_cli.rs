@@ -226,8 +226,9 @@ fn a_feed_in_another_namespace_recovers_five_percent_loss_by_re_request() {
         "{dropped} of {packets} packets dropped: {s}"
     );
     assert!(s["counters"]["fault_dropped"].as_u64() > Some(0), "{s}");
-    assert_eq!(
-        stats["sequencer"]["recovered"], s["counters"]["fault_dropped"],
+    // Every dropped message recovered (and any the feed's own socket lost on a busy host).
+    assert!(
+        stats["sequencer"]["recovered"].as_u64() >= s["counters"]["fault_dropped"].as_u64(),
         "every dropped message recovered: {stats} / {s}"
     );
     assert!(
