@@ -328,7 +328,7 @@ fn an_exchange_plays_the_file_and_ends_the_session() {
     cfg.request_addr = "127.0.0.1:0".parse().unwrap();
     cfg.send.interface = std::net::Ipv4Addr::LOCALHOST;
     cfg.linger = Duration::from_millis(500);
-    cfg.speed = Speed::Rate(200_000);
+    cfg.speed = Speed::Rate(20_000);
     let mut ex = Exchange::new(&aapl(), cfg).unwrap();
     let server = ex.request_addr().unwrap();
     assert_eq!(ex.session().0, *b"AAPL202001");
@@ -487,7 +487,7 @@ fn the_fault_injector_drops_line_a_packets_and_counts_them() {
     let mut cfg = ExchangeConfig::new(a);
     cfg.request_addr = "127.0.0.1:0".parse().unwrap();
     cfg.send.interface = std::net::Ipv4Addr::LOCALHOST;
-    cfg.speed = Speed::Rate(200_000);
+    cfg.speed = Speed::Rate(20_000);
     cfg.linger = Duration::ZERO;
     cfg.fault = "drop=0.2,seed=3".parse().unwrap();
     let mut ex = Exchange::new(&aapl(), cfg).unwrap();
