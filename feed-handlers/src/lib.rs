@@ -8,9 +8,11 @@
 //! - [`book`]: the order book builder (L3 orders -> price levels -> BBO) in preallocated
 //!   storage; [`bookstream`] runs it as a bus service publishing BBO, levels and trades.
 //! - [`record`]: records a bus stream to a file that replay plays back.
+//! - [`exchange`]: plays a capture as a live MoldUDP64 feed with a re-request server.
 
 pub mod book;
 pub mod bookstream;
+pub mod exchange;
 pub mod live;
 pub mod net;
 pub mod pipeline;

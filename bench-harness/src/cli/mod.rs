@@ -6,6 +6,7 @@
 //! | `feed` | [`feed`] |
 //! | `send`, `recv`, `stat` | [`net`] |
 //! | `demo` | [`demo`] |
+//! | `exchange` | [`exchange`] |
 //! | `tune check`, `tune plan` | [`tune`] |
 //! | `streams` | [`streams`] |
 //! | `bench ...` | `mdbus_bench_harness::bench` |
@@ -17,6 +18,7 @@ use clap::{Parser, Subcommand};
 
 mod common;
 mod demo;
+mod exchange;
 mod feed;
 mod net;
 mod replay;
@@ -68,6 +70,10 @@ enum Command {
     Recv(net::RecvArgs),
     /// Show the live counters of the senders and receivers on this host.
     Stat(net::StatArgs),
+    /// Play a capture as a live Nasdaq-style feed (MoldUDP64 of ITCH 5.0 on a multicast
+    /// group, heartbeats, end of session, a re-request server), e.g. `mdbus exchange
+    /// codecs/testdata/itch/aapl-2020-01-30-10k.itch --group 239.255.0.2:26400 --speed 20000/s`.
+    Exchange(exchange::ExchangeArgs),
 }
 
 /// Parses the command line and runs the verb.
@@ -99,6 +105,9 @@ pub fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| Box::new(e) as Box<dyn Error>),
         Command::Stat(args) => net::run_stat(args, &mut std::io::stdout().lock())
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| Box::new(e) as Box<dyn Error>),
+        Command::Exchange(args) => exchange::run_exchange(args, &mut std::io::stdout().lock())
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| Box::new(e) as Box<dyn Error>),
     };
