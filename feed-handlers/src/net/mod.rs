@@ -35,6 +35,7 @@
 //! A seeded [`fault`] injector, off unless configured, drops, duplicates, reorders,
 //! truncates and garbles datagrams for tests and benchmarks.
 
+pub mod driver;
 pub mod fault;
 mod rx;
 pub mod socket;
@@ -43,7 +44,8 @@ pub mod wire;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use rx::{LineConfig, Receiver, ReceiverConfig, ReceiverStats, RequestServer};
+pub use driver::{LineConfig, RequestServer, RxProgress};
+pub use rx::{Receiver, ReceiverConfig, ReceiverStats};
 pub use tx::{Sender, SenderConfig, SenderStats};
 
 use mdbus_bus::BusError;
@@ -114,9 +116,10 @@ impl Mono {
     }
 }
 
-/// Nanoseconds since the Unix epoch.
+/// Nanoseconds since the Unix epoch (a vDSO clock read, no system call): the one wall
+/// clock of the feed side.
 #[inline]
-pub(crate) fn wall_ns() -> u64 {
+pub fn wall_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))

@@ -1,42 +1,23 @@
-//! The receiving side: a multicast group in, gap recovery, a local stream out.
+//! The receiving side: a multicast group in, gap recovery, a local stream out: the
+//! [`Driver`] with a sink that republishes the envelopes into a local ring.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use mdbus_codecs::moldudp64::{HEADER_LEN, RequestPacket, Session};
-use mdbus_codecs::sequencer::{
-    Deliver, Event, LateJoin, Line, Sequencer, SequencerConfig, SequencerStats,
-};
+use mdbus_codecs::moldudp64::Session;
+use mdbus_codecs::sequencer::SequencerConfig;
 
-use super::fault::{FaultConfig, FaultInjector};
-use super::socket::{self, MAX_DATAGRAM};
+use super::driver::{Driver, DriverConfig, DriverStats, FeedSink, Sessions};
+use super::fault::FaultConfig;
 use super::wire;
 use super::{Idle, Mono, NOTICE_MAX, NetError, encode_gap_notice};
 use mdbus_bus::schema::{Encoder, GapScope};
 use mdbus_bus::{Bus, ENVELOPE_MSG_TYPE, PublishError, Publisher, StreamConfig};
 use mdbus_shm::counters::CounterFile;
 
-/// A second line: the same packets on another group, for A/B arbitration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LineConfig {
-    /// Multicast group and port (or a unicast address to bind).
-    pub group: SocketAddrV4,
-    /// Source for a source-specific join; `None`: any source.
-    pub source: Option<Ipv4Addr>,
-}
-
-/// Where re-requests go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RequestServer {
-    /// Nowhere: missing messages are declared lost once the NAK delay has passed.
-    None,
-    /// This address.
-    Addr(SocketAddrV4),
-    /// This port on the host the session's packets come from.
-    SourcePort(u16),
-}
+use super::driver::{LineConfig, RequestServer, RxProgress};
 
 /// Configuration of a [`Receiver`].
 #[derive(Clone, Debug, PartialEq)]
@@ -296,75 +277,51 @@ impl ReceiverStats {
         self.unrecoverable.saturating_add(self.local_lost)
     }
 
-    /// Adds the sequencer's counters of one session.
-    fn add_sequencer(&mut self, s: &SequencerStats) {
-        self.add_sequencer_part(&ReceiverStats::sequencer_part(s));
-    }
-
-    /// The sequencer's counters of one session under the receiver's names; the others zero.
-    fn sequencer_part(s: &SequencerStats) -> ReceiverStats {
+    /// The counters of a receiver: the driver's and the local side's.
+    fn compose(d: &DriverStats, local: &ReceiverStats) -> ReceiverStats {
+        let s = &d.sequencer;
         ReceiverStats {
+            packets: d.packets,
+            bytes: d.bytes,
+            packets_b: d.packets_b,
+            packets_recovery: d.packets_recovery,
             gaps: s.gaps_detected,
+            requests: d.requests,
             recovered: s.recovered,
             unrecoverable: s.unrecoverable,
             duplicates: s.duplicates,
             out_of_order: s.out_of_order,
-            malformed: s.malformed,
+            foreign_session: d.foreign_session.saturating_add(s.foreign_session),
+            foreign_source: d.foreign_source,
+            stale_session: d.stale_session,
+            malformed: d
+                .malformed
+                .saturating_add(s.malformed)
+                .saturating_add(local.malformed),
             heartbeats: s.heartbeats,
-            foreign_session: s.foreign_session,
+            sessions: d.sessions,
+            sessions_ended: d.sessions_ended,
+            abandoned: d.abandoned,
+            recv_errors: d.recv_errors,
+            request_errors: d.request_errors,
+            fault_dropped: d.fault_dropped,
+            other_session: d.other_session,
             implausible_jumps: s.implausible_jumps,
             jumps_corroborated: s.jumps_corroborated,
             forged_end_of_session: s.forged_end_of_session,
             anchors_replaced: s.anchors_replaced,
             zero_sequence: s.zero_sequence,
-            ..ReceiverStats::default()
+            // The local side's own.
+            messages: local.messages,
+            published: local.published,
+            late_joins: local.late_joins,
+            late_join_messages: local.late_join_messages,
+            backpressure_waits: local.backpressure_waits,
+            local_lost: local.local_lost,
+            local_gap_notices: local.local_gap_notices,
+            notices_unpublished: local.notices_unpublished,
         }
     }
-
-    /// Adds the sequencer's counters of `d` (of earlier sessions, as summed by
-    /// [`add_sequencer`](Self::add_sequencer)).
-    fn add_sequencer_part(&mut self, d: &ReceiverStats) {
-        self.gaps += d.gaps;
-        self.recovered += d.recovered;
-        self.unrecoverable += d.unrecoverable;
-        self.duplicates += d.duplicates;
-        self.out_of_order += d.out_of_order;
-        self.malformed += d.malformed;
-        self.heartbeats += d.heartbeats;
-        self.foreign_session += d.foreign_session;
-        self.implausible_jumps += d.implausible_jumps;
-        self.jumps_corroborated += d.jumps_corroborated;
-        self.forged_end_of_session += d.forged_end_of_session;
-        self.anchors_replaced += d.anchors_replaced;
-        self.zero_sequence += d.zero_sequence;
-    }
-}
-
-/// Counters are published at most this often (ns).
-const COUNTERS_EVERY_NS: u64 = 1_000_000;
-
-/// The re-request socket is read at most this often (ns).
-const RECOVERY_POLL_NS: u64 = 20_000;
-
-/// Held fault-injector packets are released after this long without traffic.
-const FAULT_FLUSH_NS: u64 = 1_000_000;
-
-/// The session being followed.
-#[derive(Debug)]
-struct Current {
-    session: Session,
-    epoch: u64,
-    seq: Sequencer,
-    /// Whether a line packet of the session was seen (the late-join check is done).
-    started: bool,
-    /// Where re-requests for this session go.
-    server: Option<SocketAddr>,
-    ended: bool,
-    /// Joined at the live edge (a running session): the messages before the first one
-    /// delivered are reported, not requested.
-    live_edge: bool,
-    /// When the last line packet of the session arrived (mono ns).
-    last_seen: u64,
 }
 
 /// The local side: the publisher and what it reports to.
@@ -375,23 +332,25 @@ struct Local {
     ring: StreamConfig,
     publisher: Option<Publisher>,
     enc: Encoder,
+    /// The local side's counters (the driver keeps the others).
     stats: ReceiverStats,
     stall_ns: u64,
     clock: Mono,
-    /// The previous sessions' sequencer counters, summed.
-    done: ReceiverStats,
     /// Transport sequence numbers `(first, count)` dropped locally whose gap notice is not
     /// published yet: it goes out before any other record.
     pending: Option<(u64, u64)>,
     /// The lossless ring refused a record and its wait was spent: records are dropped at
     /// once until one is taken again.
     stalled: bool,
+    /// Whether the session was joined at the live edge.
+    live_edge: bool,
     /// Whether the next record published is the session's first delivery (a live-edge join
     /// reports what came before it).
     first_delivery: bool,
     /// The session ended at this time (mono ns); the local stream closes once the pending
     /// gap notice is out.
     closing_since: Option<u64>,
+    end_wait_ns: u64,
 }
 
 impl Local {
@@ -529,22 +488,20 @@ impl Local {
     }
 }
 
-/// Hands the sequencer's output to the local stream.
-struct Sink<'a> {
+/// The receiver's sink: the local side and the observer of what it publishes.
+struct RecvSink<'a> {
     local: &'a mut Local,
     observe: &'a mut dyn FnMut(u32, &[u8]),
-    /// Whether the session was joined at the live edge.
-    live_edge: bool,
 }
 
-impl Sink<'_> {
+impl RecvSink<'_> {
     /// Before the session's first delivery, at `seq`: a live-edge join says in the stream
     /// what came before it. The sequencer decides where it starts (a forged far-ahead first
     /// packet is its to judge), so the notice follows what it delivers, not the first packet.
     #[cold]
     fn first_delivery(&mut self, seq: u64) {
         self.local.first_delivery = false;
-        if self.live_edge && seq > 1 {
+        if self.local.live_edge && seq > 1 {
             self.local.stats.late_joins += 1;
             self.local.stats.late_join_messages += seq - 1;
             self.local.gap(1, seq - 1, self.observe);
@@ -552,9 +509,12 @@ impl Sink<'_> {
     }
 }
 
-impl Deliver for Sink<'_> {
+impl FeedSink for RecvSink<'_> {
+    // Envelopes carry their own timestamps; gap notices read the clock when made.
+    const RECV_TS: bool = false;
+
     #[inline]
-    fn message(&mut self, seq: u64, msg: &[u8]) {
+    fn message(&mut self, seq: u64, msg: &[u8], _: u64) {
         if self.local.first_delivery {
             self.first_delivery(seq);
         }
@@ -569,11 +529,71 @@ impl Deliver for Sink<'_> {
         }
     }
 
-    fn gap(&mut self, first: u64, count: u64) {
+    fn gap(&mut self, first: u64, count: u64, _: u64) {
         if self.local.first_delivery {
             self.first_delivery(first);
         }
         self.local.gap(first, count, self.observe);
+    }
+
+    fn abandoned(&mut self, first: u64, count: u64, _: u64) {
+        self.local.gap(first, count, self.observe);
+    }
+
+    fn session_started(&mut self, live_edge: bool) -> Result<(), NetError> {
+        self.local.fresh_publisher(self.observe)?;
+        self.local.first_delivery = true;
+        self.local.live_edge = live_edge;
+        Ok(())
+    }
+
+    fn end_of_session(&mut self, next_seq: u64, now: u64, _: u64) {
+        if self.local.first_delivery {
+            // Nothing delivered: a live-edge join still says what it did not get.
+            self.first_delivery(next_seq);
+        }
+        self.local.closing_since = Some(now);
+    }
+
+    /// Closes the local stream (subscribers see it closed, as the sender's was) once a
+    /// pending local gap notice is published, or the end wait is over.
+    fn close(&mut self, now: u64) -> bool {
+        let Some(since) = self.local.closing_since else {
+            return true;
+        };
+        if !self.local.flush_pending(self.observe) {
+            if now.saturating_sub(since) < self.local.end_wait_ns {
+                return false;
+            }
+            self.local.abandon_pending();
+        }
+        self.local.closing_since = None;
+        self.local.publisher = None;
+        true
+    }
+
+    fn idle(&mut self, _: u64) {
+        if self.local.pending.is_some() {
+            // Room again (a subscriber caught up): the notice goes out now, not only in
+            // front of the next message.
+            self.local.flush_pending(self.observe);
+        }
+        if let Some(p) = &self.local.publisher {
+            p.heartbeat();
+        }
+    }
+
+    fn finish(&mut self, _: u64) {
+        // A last try for a pending local gap notice (one try: the ring may stay full).
+        self.local.stalled = true;
+        self.local.flush_pending(self.observe);
+    }
+
+    fn counters(&self, driver: &DriverStats, out: &mut [u64]) -> usize {
+        let values = ReceiverStats::compose(driver, &self.local.stats).values();
+        let n = values.len().min(out.len());
+        out[..n].copy_from_slice(&values[..n]);
+        n
     }
 }
 
@@ -581,62 +601,14 @@ impl Deliver for Sink<'_> {
 /// [module docs](super).
 #[derive(Debug)]
 pub struct Receiver {
-    cfg: ReceiverConfig,
-    line_a: UdpSocket,
-    line_b: Option<UdpSocket>,
-    recovery: Option<UdpSocket>,
-    tag: [u8; wire::TAG_LEN],
-    cur: Option<Current>,
+    driver: Driver,
     local: Local,
-    fault: Option<FaultInjector>,
-    buf: Box<[u8]>,
-    request: [u8; HEADER_LEN],
-    last_packet: u64,
-    last_counters: u64,
-    last_recovery_poll: u64,
-    /// The epoch token of this receiver's start: a session whose token is newer began
-    /// while the receiver was listening, so it is followed from its first message.
-    started: u64,
-    counters: Option<CounterFile>,
-    warnings: Vec<String>,
-    rcvbuf: usize,
-}
-
-/// What one [`Receiver::poll_once`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RxProgress {
-    /// Datagrams received.
-    pub packets: usize,
-    /// The session ended (end of session seen, everything before it delivered or reported).
-    pub ended: bool,
 }
 
 impl Receiver {
     /// Binds and joins the sockets and creates the local stream; nothing is received until
     /// it is polled.
     pub fn new(bus: &Bus, cfg: ReceiverConfig) -> Result<Receiver, NetError> {
-        let mut warnings = Vec::new();
-        let a = socket::recv_socket(
-            cfg.group,
-            cfg.source,
-            cfg.interface,
-            cfg.rcvbuf,
-            &mut warnings,
-        )?;
-        let line_b = match cfg.line_b {
-            Some(b) => Some(
-                socket::recv_socket(b.group, b.source, cfg.interface, cfg.rcvbuf, &mut warnings)?
-                    .socket,
-            ),
-            None => None,
-        };
-        let recovery = match cfg.request_server {
-            RequestServer::None => None,
-            RequestServer::Addr(a) => Some(socket::request_socket(cfg.interface, Some(a))?),
-            RequestServer::SourcePort(_) => Some(socket::request_socket(cfg.interface, None)?),
-        };
-        // Checks the sequencer configuration now rather than at the first packet.
-        Sequencer::new(cfg.sequencer).map_err(|e| NetError::Config(format!("sequencer: {e}")))?;
         let publisher = bus.publisher(&cfg.local_stream, &cfg.ring)?;
         let counters = if cfg.counters {
             Some(CounterFile::create(
@@ -649,76 +621,72 @@ impl Receiver {
         } else {
             None
         };
-        let fault = cfg
-            .fault
-            .is_active()
-            .then(|| FaultInjector::new(cfg.fault.clone(), MAX_DATAGRAM));
-        Ok(Receiver {
-            line_a: a.socket,
-            rcvbuf: a.rcvbuf,
-            line_b,
-            recovery,
-            tag: wire::stream_tag(&cfg.stream),
-            cur: None,
-            local: Local {
-                bus: bus.clone(),
-                name: cfg.local_stream.clone(),
-                ring: cfg.ring.clone(),
-                publisher: Some(publisher),
-                enc: Encoder::new(),
-                stats: ReceiverStats::default(),
-                stall_ns: super::nanos(cfg.stall_timeout),
-                clock: Mono::new(),
-                done: ReceiverStats::default(),
-                pending: None,
-                stalled: false,
-                first_delivery: true,
-                closing_since: None,
+        let local = Local {
+            bus: bus.clone(),
+            name: cfg.local_stream.clone(),
+            ring: cfg.ring.clone(),
+            publisher: Some(publisher),
+            enc: Encoder::new(),
+            stats: ReceiverStats::default(),
+            stall_ns: super::nanos(cfg.stall_timeout),
+            clock: Mono::new(),
+            pending: None,
+            stalled: false,
+            live_edge: false,
+            first_delivery: true,
+            closing_since: None,
+            end_wait_ns: super::nanos(cfg.end_wait),
+        };
+        let driver = Driver::new(
+            DriverConfig {
+                group: cfg.group,
+                source: cfg.source,
+                interface: cfg.interface,
+                line_b: cfg.line_b,
+                accept_from: cfg.accept_from,
+                request_server: cfg.request_server,
+                sequencer: cfg.sequencer,
+                sessions: Sessions::Stream {
+                    tag: wire::stream_tag(&cfg.stream),
+                    started: wire::epoch_token_now(),
+                    session_timeout: cfg.session_timeout,
+                    follow_newer: cfg.follow_newer,
+                },
+                rcvbuf: cfg.rcvbuf,
+                core: cfg.core,
+                idle: cfg.idle,
+                fault: cfg.fault,
+                exit_at_end_of_session: cfg.exit_at_end_of_session,
+                heartbeat_events: None,
             },
-            fault,
-            buf: vec![0; MAX_DATAGRAM].into_boxed_slice(),
-            request: [0; HEADER_LEN],
-            last_packet: 0,
-            last_counters: 0,
-            last_recovery_poll: 0,
-            started: wire::epoch_token_now(),
             counters,
-            warnings,
-            cfg,
-        })
+        )?;
+        Ok(Receiver { driver, local })
     }
 
     /// Local address of line A's socket (where a unicast sender sends).
     pub fn line_a_addr(&self) -> io::Result<SocketAddr> {
-        self.line_a.local_addr()
+        self.driver.line_a_addr()
     }
 
     /// Setup warnings (for example a clamped receive buffer).
     pub fn warnings(&self) -> &[String] {
-        &self.warnings
+        self.driver.warnings()
     }
 
     /// Usable `SO_RCVBUF` of line A.
     pub fn rcvbuf(&self) -> usize {
-        self.rcvbuf
+        self.driver.rcvbuf()
     }
 
     /// The session being followed, once one was seen.
     pub fn session(&self) -> Option<Session> {
-        self.cur.as_ref().map(|c| c.session)
+        self.driver.session()
     }
 
     /// The counters so far, summed over sessions.
     pub fn stats(&self) -> ReceiverStats {
-        let mut s = self.local.stats;
-        s.add_sequencer_part(&self.local.done);
-        if let Some(c) = &self.cur {
-            s.add_sequencer(&c.seq.stats());
-        }
-        if let Some(f) = &self.fault {
-            s.fault_dropped = f.stats().dropped;
-        }
-        s
+        ReceiverStats::compose(&self.driver.stats(), &self.local.stats)
     }
 
     /// One turn: receive what is waiting on each socket, handle timers and re-requests,
@@ -727,221 +695,11 @@ impl Receiver {
         &mut self,
         observe: &mut dyn FnMut(u32, &[u8]),
     ) -> Result<RxProgress, NetError> {
-        let mut progress = RxProgress::default();
-        // The answer socket is read at most every RECOVERY_POLL_NS: an empty `recv` costs
-        // about as much as the rest of the turn, and answers can wait a few microseconds
-        // (the NAK delay before them is a millisecond).
-        let turn = self.local.clock.now();
-        let poll_recovery = turn.saturating_sub(self.last_recovery_poll) >= RECOVERY_POLL_NS;
-        if poll_recovery {
-            self.last_recovery_poll = turn;
-        }
-        for line in [Line::A, Line::B, Line::Recovery] {
-            let sock = match line {
-                Line::A => Some(&self.line_a),
-                Line::B => self.line_b.as_ref(),
-                Line::Recovery if poll_recovery => self.recovery.as_ref(),
-                Line::Recovery => None,
-            };
-            let Some(sock) = sock else { continue };
-            match sock.recv_from(&mut self.buf) {
-                Ok((n, from)) => {
-                    progress.packets += 1;
-                    let now = self.local.clock.now();
-                    self.last_packet = now;
-                    self.local.stats.packets += 1;
-                    self.local.stats.bytes += n as u64;
-                    let from = match from {
-                        SocketAddr::V4(a) => a,
-                        SocketAddr::V6(_) => {
-                            self.local.stats.foreign_source += 1;
-                            continue;
-                        }
-                    };
-                    match line {
-                        Line::B => self.local.stats.packets_b += 1,
-                        Line::Recovery => self.local.stats.packets_recovery += 1,
-                        Line::A => {}
-                    }
-                    let (fault, buf, mut ctx) = self.packet_parts(&mut *observe);
-                    match fault {
-                        Some(f) if line != Line::Recovery => {
-                            let mut result = Ok(());
-                            f.apply(&buf[..n], |p: &[u8]| {
-                                if result.is_ok() {
-                                    result = ctx.on_packet(now, line, from, p);
-                                }
-                            });
-                            result?;
-                        }
-                        _ => ctx.on_packet(now, line, from, &buf[..n])?,
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // ICMP "port unreachable" from the server, reported on a later call.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    self.local.stats.request_errors += 1
-                }
-                Err(_) => self.local.stats.recv_errors += 1,
-            }
-        }
-        let now = self.local.clock.now();
-        self.timers(now, observe);
-        progress.ended = self.events(now, observe);
-        if progress.packets == 0 {
-            if let Some(f) = &mut self.fault
-                && f.held() > 0
-                && now.saturating_sub(self.last_packet) >= FAULT_FLUSH_NS
-            {
-                let (fault, _, mut ctx) = self.packet_parts(&mut *observe);
-                let mut result = Ok(());
-                if let Some(f) = fault {
-                    f.flush(|p: &[u8]| {
-                        if result.is_ok() {
-                            result = ctx.on_packet(
-                                now,
-                                Line::A,
-                                SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
-                                p,
-                            );
-                        }
-                    });
-                }
-                result?;
-            }
-            if self.local.pending.is_some() {
-                // Room again (a subscriber caught up): the notice goes out now, not only
-                // in front of the next message.
-                self.local.flush_pending(observe);
-            }
-            if let Some(p) = &self.local.publisher {
-                p.heartbeat();
-            }
-        }
-        // Also under a stream of packets: the counters never freeze while the loop runs.
-        self.publish_counters(now, false);
-        Ok(progress)
-    }
-
-    /// The fault injector, the receive buffer and the context a packet is handled in:
-    /// disjoint borrows of the receiver, so a packet read into `buf` (or released by the
-    /// injector) can be handled while they are held.
-    fn packet_parts<'a>(
-        &'a mut self,
-        observe: &'a mut dyn FnMut(u32, &[u8]),
-    ) -> (&'a mut Option<FaultInjector>, &'a [u8], PacketCtx<'a>) {
-        let Receiver {
-            fault,
-            buf,
-            cur,
-            local,
-            cfg,
-            tag,
-            started,
-            ..
-        } = self;
-        let ctx = PacketCtx {
-            session_timeout_ns: super::nanos(cfg.session_timeout),
-            cfg,
-            tag: *tag,
-            started: *started,
-            cur,
-            local,
+        let mut sink = RecvSink {
+            local: &mut self.local,
             observe,
         };
-        (fault, buf, ctx)
-    }
-
-    /// Sequencer timers and due re-requests.
-    fn timers(&mut self, now: u64, observe: &mut dyn FnMut(u32, &[u8])) {
-        let Some(cur) = self.cur.as_mut() else {
-            return;
-        };
-        if cur.seq.next_deadline().is_none_or(|d| d > now) {
-            return;
-        }
-        cur.seq.handle_timeout(
-            now,
-            Sink {
-                local: &mut self.local,
-                observe,
-                live_edge: cur.live_edge,
-            },
-        );
-        while let Some(r) = cur.seq.poll_request(now) {
-            let sent = match (&self.recovery, self.cfg.request_server, cur.server) {
-                (Some(s), RequestServer::Addr(_), _) => {
-                    send_request(s, &r, &mut self.request, None)
-                }
-                (Some(s), RequestServer::SourcePort(_), Some(to)) => {
-                    send_request(s, &r, &mut self.request, Some(to))
-                }
-                _ => false,
-            };
-            if sent {
-                self.local.stats.requests += 1;
-            } else {
-                self.local.stats.request_errors += 1;
-            }
-        }
-    }
-
-    /// Handles the sequencer's events; returns whether the session ended (its local stream
-    /// closed).
-    fn events(&mut self, now: u64, observe: &mut dyn FnMut(u32, &[u8])) -> bool {
-        let Some(cur) = self.cur.as_mut() else {
-            return false;
-        };
-        while let Some(e) = cur.seq.poll_event() {
-            if let Event::EndOfSession { next_seq } = e
-                && !cur.ended
-            {
-                cur.ended = true;
-                self.local.stats.sessions_ended += 1;
-                if self.local.first_delivery {
-                    // Nothing delivered: a live-edge join still says what it did not get.
-                    Sink {
-                        local: &mut self.local,
-                        observe,
-                        live_edge: cur.live_edge,
-                    }
-                    .first_delivery(next_seq);
-                }
-                self.local.closing_since = Some(now);
-            }
-        }
-        self.close_if_ready(now, observe)
-    }
-
-    /// After the end of the session: closes the local stream (subscribers see it closed, as
-    /// the sender's was) once a pending local gap notice is published, or the end wait is
-    /// over. Returns whether it closed it now.
-    fn close_if_ready(&mut self, now: u64, observe: &mut dyn FnMut(u32, &[u8])) -> bool {
-        let Some(since) = self.local.closing_since else {
-            return false;
-        };
-        if !self.local.flush_pending(observe) {
-            if now.saturating_sub(since) < super::nanos(self.cfg.end_wait) {
-                return false;
-            }
-            self.local.abandon_pending();
-        }
-        self.local.closing_since = None;
-        self.local.publisher = None;
-        true
-    }
-
-    fn publish_counters(&mut self, now: u64, force: bool) {
-        if self.counters.is_some()
-            && (force || now.saturating_sub(self.last_counters) >= COUNTERS_EVERY_NS)
-        {
-            self.last_counters = now;
-            let values = self.stats().values();
-            if let Some(c) = &self.counters {
-                c.publish(&values);
-            }
-        }
+        self.driver.poll_once(&mut sink)
     }
 
     /// Runs the loop on this thread (pinned first, if configured) until `stop` is set or,
@@ -952,22 +710,11 @@ impl Receiver {
         stop: &AtomicBool,
         observe: &mut dyn FnMut(u32, &[u8]),
     ) -> Result<ReceiverStats, NetError> {
-        if let Some(core) = self.cfg.core {
-            mdbus_tuning::pin_current_thread(core)?;
-        }
-        let idle = self.cfg.idle;
-        while !stop.load(Ordering::Relaxed) {
-            let p = self.poll_once(observe)?;
-            if p.ended && self.cfg.exit_at_end_of_session {
-                break;
-            }
-            if p.packets == 0 {
-                idle.wait();
-            }
-        }
-        // A last try for a pending local gap notice (one try: the ring may stay full).
-        self.local.stalled = true;
-        self.local.flush_pending(observe);
+        let mut sink = RecvSink {
+            local: &mut self.local,
+            observe,
+        };
+        self.driver.run(&mut sink, stop)?;
         Ok(self.finish())
     }
 
@@ -980,195 +727,11 @@ impl Receiver {
     /// the receiver is dropped.
     pub fn finish(&mut self) -> ReceiverStats {
         self.local.abandon_pending();
-        let s = self.stats();
-        if let Some(c) = &self.counters {
-            c.publish(&s.values());
-            c.finish();
-        }
-        s
-    }
-}
-
-fn send_request(
-    sock: &UdpSocket,
-    r: &RequestPacket,
-    buf: &mut [u8; HEADER_LEN],
-    to: Option<SocketAddr>,
-) -> bool {
-    if r.encode(buf).is_err() {
-        return false;
-    }
-    match to {
-        Some(to) => sock.send_to(buf, to).is_ok(),
-        None => sock.send(buf).is_ok(),
-    }
-}
-
-/// What handling one datagram needs, borrowed from the receiver.
-struct PacketCtx<'a> {
-    cfg: &'a ReceiverConfig,
-    session_timeout_ns: u64,
-    tag: [u8; wire::TAG_LEN],
-    started: u64,
-    cur: &'a mut Option<Current>,
-    local: &'a mut Local,
-    observe: &'a mut dyn FnMut(u32, &[u8]),
-}
-
-impl PacketCtx<'_> {
-    /// Session checks, then the sequencer.
-    fn on_packet(
-        &mut self,
-        now: u64,
-        line: Line,
-        from: SocketAddrV4,
-        bytes: &[u8],
-    ) -> Result<(), NetError> {
-        if bytes.len() < HEADER_LEN {
-            self.local.stats.malformed += 1;
-            return Ok(());
-        }
-        if line != Line::Recovery
-            && let Some(accept) = self.cfg.accept_from
-            && *from.ip() != accept
-            && !from.ip().is_unspecified()
-        {
-            self.local.stats.foreign_source += 1;
-            return Ok(());
-        }
-        let mut name = [0u8; 10];
-        name.copy_from_slice(&bytes[..10]);
-        let session = Session(name);
-        let epoch = match wire::parse_session(session) {
-            Some((tag, epoch)) if tag == self.tag => epoch,
-            _ => {
-                self.local.stats.foreign_session += 1;
-                return Ok(());
-            }
+        let sink = RecvSink {
+            local: &mut self.local,
+            observe: &mut |_, _| {},
         };
-        match self.cur.as_ref().map(|c| (c.epoch, c.ended, c.last_seen)) {
-            Some((e, ..)) if epoch == e => {}
-            _ if line == Line::Recovery => {
-                // An answer for a session this receiver does not follow.
-                self.local.stats.stale_session += 1;
-                return Ok(());
-            }
-            None => self.start_session(now, session, epoch, from)?,
-            Some((e, ended, last_seen)) => {
-                // Another session of the stream. Followed only when the current one ended
-                // (and this one is newer), or went silent, or on the operator's say-so for a
-                // newer one: a forged packet must not take the receiver off a live session.
-                let newer = epoch > e;
-                let silent = now.saturating_sub(last_seen) >= self.session_timeout_ns;
-                if (newer && (ended || self.cfg.follow_newer)) || (silent && !ended) {
-                    self.start_session(now, session, epoch, from)?;
-                } else {
-                    if newer {
-                        self.local.stats.other_session += 1;
-                    } else {
-                        self.local.stats.stale_session += 1;
-                    }
-                    return Ok(());
-                }
-            }
-        }
-        let Some(cur) = self.cur.as_mut() else {
-            return Ok(());
-        };
-        if line != Line::Recovery {
-            cur.last_seen = now;
-        }
-        if !cur.started && line != Line::Recovery {
-            cur.started = true;
-            if cur.server.is_none()
-                && let RequestServer::SourcePort(port) = self.cfg.request_server
-            {
-                cur.server = Some(SocketAddr::V4(SocketAddrV4::new(*from.ip(), port)));
-            }
-        }
-        if line == Line::Recovery && cur.server.is_some_and(|s| s != SocketAddr::V4(from)) {
-            self.local.stats.foreign_source += 1;
-            return Ok(());
-        }
-        cur.seq.handle_packet(
-            now,
-            line,
-            bytes,
-            Sink {
-                local: self.local,
-                observe: self.observe,
-                live_edge: cur.live_edge,
-            },
-        );
-        Ok(())
-    }
-
-    /// Follows a new (newer) session: reports what the old one still missed, starts a new
-    /// local stream, a new sequencer.
-    fn start_session(
-        &mut self,
-        now: u64,
-        session: Session,
-        epoch: u64,
-        from: SocketAddrV4,
-    ) -> Result<(), NetError> {
-        if let Some(old) = self.cur.take() {
-            let st = old.seq.stats();
-            self.local.done.add_sequencer(&st);
-            if !old.ended {
-                let next = old.seq.next_seq();
-                let highest = old.seq.highest_seen();
-                if highest > next {
-                    let count = highest - next;
-                    self.local.stats.abandoned += count;
-                    self.local.gap(next, count, self.observe);
-                }
-            }
-        }
-        // A session that began while this receiver was listening (a newer session of the
-        // stream, or one whose epoch, its start time, is newer than the receiver's) is
-        // followed from its first message: a lost first datagram is a gap to recover, not a
-        // late join. Only a session already running at start is joined at the live edge.
-        let began_here = self.local.stats.sessions > 0 || epoch > self.started;
-        let live_edge = self.cfg.sequencer.late_join == LateJoin::LiveEdge && !began_here;
-        let late_join = if live_edge {
-            LateJoin::LiveEdge
-        } else if let LateJoin::FromSequence(n) = self.cfg.sequencer.late_join {
-            LateJoin::FromSequence(n)
-        } else {
-            LateJoin::FromSequence(1)
-        };
-        self.local.fresh_publisher(self.observe)?;
-        self.local.first_delivery = true;
-        let seq = Sequencer::new(SequencerConfig {
-            session: Some(session),
-            late_join,
-            max_outstanding_requests: if self.cfg.request_server == RequestServer::None {
-                0
-            } else {
-                self.cfg.sequencer.max_outstanding_requests
-            },
-            ..self.cfg.sequencer
-        })
-        .map_err(|e| NetError::Config(format!("sequencer: {e}")))?;
-        let server = match self.cfg.request_server {
-            RequestServer::Addr(a) => Some(SocketAddr::V4(a)),
-            RequestServer::SourcePort(p) if !from.ip().is_unspecified() => {
-                Some(SocketAddr::V4(SocketAddrV4::new(*from.ip(), p)))
-            }
-            _ => None,
-        };
-        self.local.stats.sessions += 1;
-        *self.cur = Some(Current {
-            session,
-            epoch,
-            seq,
-            started: false,
-            server,
-            ended: false,
-            live_edge,
-            last_seen: now,
-        });
-        Ok(())
+        self.driver.finish(&sink);
+        self.stats()
     }
 }

@@ -1,0 +1,867 @@
+//! The one receive loop of every sequenced feed: sockets around the sans-IO
+//! [`Sequencer`], generic over a [`FeedSink`] that takes what it delivers.
+//!
+//! A [`Driver`] owns line A, line B (optional, the redundant copy; arbitration is the
+//! sequencer's) and the unicast socket that sends re-requests to the retransmission server
+//! and receives its answers, all nonblocking. Each turn it reads what is waiting, passes line
+//! packets through the seeded [`fault`](super::fault) injector (off unless configured), checks
+//! each datagram's header ([`Packet::parse`]) and session, and hands it to the sequencer,
+//! which hands in-order messages and unrecoverable gaps (in place) to the sink. It then sends
+//! due re-requests, turns sequencer events into sink calls, publishes its counters to the bus
+//! root every millisecond, and waits as configured ([`Idle`]) when nothing arrived.
+//!
+//! `mdbus recv` ([`Receiver`](super::Receiver): envelopes republished into a local ring) and
+//! `mdbus feed` ([`LiveFeed`](crate::live::LiveFeed): decode, normalize, publish) are two
+//! sinks of it. The framing is MoldUDP64 today; a second framing plugs in here, beside
+//! [`Packet::parse`] and the sequencer.
+//!
+//! Sessions ([`Sessions`]): a feed follows the session its sequencer is configured with, or
+//! the first one seen; a bus stream carried by [`Sender`](super::Sender)s names its sessions
+//! after the stream and the sender's start ([`wire`](super::wire)), and the driver follows
+//! one at a time: another is followed only when the current one ended (and the other is
+//! newer) or went silent, or at once for a newer one when configured so.
+//!
+//! Per packet the loop makes the `recv` call and one monotonic clock read (vDSO, no system
+//! call), plus a wall clock read for sinks that stamp what they deliver; per message nothing
+//! but the sink's work. It allocates nothing after setup.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use mdbus_codecs::moldudp64::{HEADER_LEN, Packet, RequestPacket, Session};
+use mdbus_codecs::sequencer::{
+    Deliver, Event, LateJoin, Line, Sequencer, SequencerConfig, SequencerStats,
+};
+use mdbus_shm::counters::{CounterFile, MAX_COUNTERS};
+
+use super::fault::{FaultConfig, FaultInjector};
+use super::socket::{self, MAX_DATAGRAM};
+use super::{Idle, Mono, NetError, nanos, wall_ns, wire};
+
+/// A second line: the same packets on another group, for A/B arbitration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LineConfig {
+    /// Multicast group and port (or a unicast address to bind).
+    pub group: SocketAddrV4,
+    /// Source for a source-specific join; `None`: any source.
+    pub source: Option<Ipv4Addr>,
+}
+
+/// Where re-requests go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestServer {
+    /// Nowhere: missing messages are declared lost once the NAK delay has passed.
+    None,
+    /// This address.
+    Addr(SocketAddrV4),
+    /// This port on the host the session's packets come from.
+    SourcePort(u16),
+}
+
+/// Which sessions a driver follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sessions {
+    /// One session for the driver's life: the sequencer's configured one, or the first seen
+    /// (others are counted by the sequencer as foreign). Late join as configured.
+    Any,
+    /// The sessions of one bus stream, named by its senders ([`wire::session_name`]): one
+    /// at a time, each with a sequencer of its own. Others are counted (`foreign_session`
+    /// for another stream, `other_session`/`stale_session` for the stream's other sessions)
+    /// and ignored until the followed one ended or went silent.
+    Stream {
+        /// The stream's session tag ([`wire::stream_tag`]).
+        tag: [u8; wire::TAG_LEN],
+        /// The epoch token of the driver's start: a session whose token is newer began
+        /// while the driver was listening, so it is followed from its first message.
+        started: u64,
+        /// How long the followed session must be silent before another is followed.
+        session_timeout: Duration,
+        /// Follow a newer session as soon as one of its packets arrives.
+        follow_newer: bool,
+    },
+}
+
+/// Configuration of a [`Driver`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct DriverConfig {
+    /// Line A: multicast group and port (or a unicast address to bind; port 0: any).
+    pub group: SocketAddrV4,
+    /// Source of line A for a source-specific join; `None`: any-source join.
+    pub source: Option<Ipv4Addr>,
+    /// Interface to join on and send re-requests from (`0.0.0.0`: the kernel's choice).
+    pub interface: Ipv4Addr,
+    /// Line B, for A/B arbitration.
+    pub line_b: Option<LineConfig>,
+    /// Accept line packets from this host only (others are counted and ignored).
+    pub accept_from: Option<Ipv4Addr>,
+    /// Where re-requests go.
+    pub request_server: RequestServer,
+    /// Gap detection and recovery.
+    pub sequencer: SequencerConfig,
+    /// Which sessions are followed.
+    pub sessions: Sessions,
+    /// `SO_RCVBUF` of each line socket (0: the system default).
+    pub rcvbuf: usize,
+    /// Core to pin the loop's thread to.
+    pub core: Option<usize>,
+    /// What to do when nothing arrived.
+    pub idle: Idle,
+    /// Faults injected into the packets received on the lines (off by default).
+    pub fault: FaultConfig,
+    /// Return from [`run`](Driver::run) at the end of the (first) session.
+    pub exit_at_end_of_session: bool,
+    /// Call [`FeedSink::heartbeat`] at this interval while the feed is quiet.
+    pub heartbeat_events: Option<Duration>,
+}
+
+impl DriverConfig {
+    /// Line A at `group`: any-source join on the default interface, an 8 MiB receive
+    /// buffer, no line B, no recovery, any session, no pinning, busy polling, no faults, the
+    /// default sequencer, exit at the end of the session, no heartbeat events.
+    pub fn new(group: SocketAddrV4) -> Self {
+        DriverConfig {
+            group,
+            source: None,
+            interface: Ipv4Addr::UNSPECIFIED,
+            line_b: None,
+            accept_from: None,
+            request_server: RequestServer::None,
+            sequencer: SequencerConfig::default(),
+            sessions: Sessions::Any,
+            rcvbuf: 8 << 20,
+            core: None,
+            idle: Idle::BusyPoll,
+            fault: FaultConfig::default(),
+            exit_at_end_of_session: true,
+            heartbeat_events: None,
+        }
+    }
+}
+
+/// What a driver counted, summed over the sessions it followed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Datagrams received (lines and recovery).
+    pub packets: u64,
+    /// Bytes received.
+    pub bytes: u64,
+    /// Datagrams received on line A.
+    pub packets_a: u64,
+    /// Datagrams received on line B.
+    pub packets_b: u64,
+    /// Datagrams received from the retransmission server.
+    pub packets_recovery: u64,
+    /// Re-requests sent.
+    pub requests: u64,
+    /// Re-requests that could not be sent (or that the server's host refused).
+    pub request_errors: u64,
+    /// `recv` errors other than "nothing waiting".
+    pub recv_errors: u64,
+    /// Datagrams shorter than a packet header.
+    pub malformed: u64,
+    /// Packets of another stream or not from this transport ([`Sessions::Stream`]).
+    pub foreign_session: u64,
+    /// Packets from a host other than the accepted one.
+    pub foreign_source: u64,
+    /// Packets of an older session (or answers for a session not followed).
+    pub stale_session: u64,
+    /// Packets of a newer session ignored because the followed one is live.
+    pub other_session: u64,
+    /// Sessions followed.
+    pub sessions: u64,
+    /// Sessions ended cleanly (end of session seen).
+    pub sessions_ended: u64,
+    /// Messages still missing when a session was replaced by another (reported to the sink
+    /// as a gap).
+    pub abandoned: u64,
+    /// Datagrams dropped by the fault injector.
+    pub fault_dropped: u64,
+    /// The sequencers' counters.
+    pub sequencer: SequencerStats,
+}
+
+/// What receives a driver's output. Every call is on the driver's thread; the per-message
+/// ones ([`message`](Self::message), [`gap`](Self::gap)) must not allocate, lock or make
+/// system calls.
+pub trait FeedSink {
+    /// Whether [`message`](Self::message) and [`gap`](Self::gap) need the receive time
+    /// (a wall clock read per packet); `false` passes 0.
+    const RECV_TS: bool;
+
+    /// Message `seq` of the followed session, in order, received at `recv_ts_ns` (Unix ns:
+    /// the arrival of the datagram that released it).
+    fn message(&mut self, seq: u64, msg: &[u8], recv_ts_ns: u64);
+
+    /// Messages `first .. first + count` are lost for good; called at their place in the
+    /// message order (also for what a replaced session still missed).
+    fn gap(&mut self, first: u64, count: u64, recv_ts_ns: u64);
+
+    /// Messages `first .. first + count` were still missing when their session was replaced
+    /// by another (the new session is not started yet).
+    fn abandoned(&mut self, first: u64, count: u64, recv_ts_ns: u64) {
+        self.gap(first, count, recv_ts_ns);
+    }
+
+    /// Messages `first .. first + count` are missing and being re-requested.
+    fn gap_requested(&mut self, first: u64, count: u64, recv_ts_ns: u64) {
+        let _ = (first, count, recv_ts_ns);
+    }
+
+    /// A session starts being followed (its first packet is about to be handled);
+    /// `live_edge`: it was joined at the live edge, so what came before its first delivery
+    /// was not received.
+    fn session_started(&mut self, live_edge: bool) -> Result<(), NetError> {
+        let _ = live_edge;
+        Ok(())
+    }
+
+    /// The followed session ended at `next_seq`, everything before it delivered or reported.
+    fn end_of_session(&mut self, next_seq: u64, now: u64, recv_ts_ns: u64);
+
+    /// After [`end_of_session`](Self::end_of_session), each turn until it returns `true`:
+    /// whether the sink is done with the session (for example its output closed).
+    fn close(&mut self, now: u64) -> bool {
+        let _ = now;
+        true
+    }
+
+    /// The feed has been quiet for the configured heartbeat interval; `next_seq` is the next
+    /// message expected.
+    fn heartbeat(&mut self, next_seq: u64, recv_ts_ns: u64) {
+        let _ = (next_seq, recv_ts_ns);
+    }
+
+    /// A turn in which nothing arrived (`now`: the driver's monotonic ns).
+    fn idle(&mut self, now: u64) {
+        let _ = now;
+    }
+
+    /// The loop is ending: last chance to publish what is pending.
+    fn finish(&mut self, recv_ts_ns: u64) {
+        let _ = recv_ts_ns;
+    }
+
+    /// Writes the counter values (in the order of the names the counters file was created
+    /// with) into `out`; returns how many it wrote.
+    fn counters(&self, driver: &DriverStats, out: &mut [u64]) -> usize;
+}
+
+/// What one [`Driver::poll_once`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RxProgress {
+    /// Datagrams received.
+    pub packets: usize,
+    /// The session ended (end of session seen, everything before it delivered or reported,
+    /// and the sink done with it).
+    pub ended: bool,
+}
+
+/// Counters are published at most this often (ns).
+const COUNTERS_EVERY_NS: u64 = 1_000_000;
+
+/// The re-request socket is read at most this often (ns): an empty `recv` costs about as
+/// much as the rest of a turn, and answers can wait a few microseconds (the NAK delay before
+/// them is a millisecond).
+const RECOVERY_POLL_NS: u64 = 20_000;
+
+/// Held fault-injector packets are released after this long without traffic (ns).
+const FAULT_FLUSH_NS: u64 = 1_000_000;
+
+/// The session being followed.
+#[derive(Debug)]
+struct Current {
+    session: Session,
+    epoch: u64,
+    seq: Sequencer,
+    /// Where re-requests for this session go.
+    server: Option<SocketAddr>,
+    ended: bool,
+    /// When the last line packet of the session arrived (mono ns).
+    last_seen: u64,
+}
+
+/// The state a packet is handled in: everything of the driver but its sockets, buffer and
+/// fault injector, so that a packet borrowed from those can be handled.
+#[derive(Debug)]
+struct State {
+    cfg: DriverConfig,
+    cur: Option<Current>,
+    stats: DriverStats,
+    /// The previous sessions' sequencer counters, summed.
+    done: SequencerStats,
+    /// An ended session the sink is not done with yet.
+    closing: bool,
+}
+
+/// The receive loop; see the [module docs](self).
+#[derive(Debug)]
+pub struct Driver {
+    state: State,
+    line_a: UdpSocket,
+    line_b: Option<UdpSocket>,
+    recovery: Option<UdpSocket>,
+    fault: Option<FaultInjector>,
+    buf: Box<[u8]>,
+    request: [u8; HEADER_LEN],
+    clock: Mono,
+    last_packet: u64,
+    last_activity: u64,
+    last_counters: u64,
+    last_recovery_poll: u64,
+    counters: Option<CounterFile>,
+    rcvbuf: usize,
+    warnings: Vec<String>,
+}
+
+impl Driver {
+    /// Checks the configuration, binds and joins the sockets; nothing is received until it
+    /// is polled. `counters`, if given, is published to (by [`FeedSink::counters`]).
+    pub fn new(cfg: DriverConfig, counters: Option<CounterFile>) -> Result<Driver, NetError> {
+        // Checks the sequencer configuration now rather than at the first packet.
+        Sequencer::new(cfg.sequencer).map_err(|e| NetError::Config(format!("sequencer: {e}")))?;
+        let mut warnings = Vec::new();
+        let a = socket::recv_socket(
+            cfg.group,
+            cfg.source,
+            cfg.interface,
+            cfg.rcvbuf,
+            &mut warnings,
+        )?;
+        let line_b = match cfg.line_b {
+            Some(b) => Some(
+                socket::recv_socket(b.group, b.source, cfg.interface, cfg.rcvbuf, &mut warnings)?
+                    .socket,
+            ),
+            None => None,
+        };
+        let recovery = match cfg.request_server {
+            RequestServer::None => None,
+            RequestServer::Addr(a) => Some(socket::request_socket(cfg.interface, Some(a))?),
+            RequestServer::SourcePort(_) => Some(socket::request_socket(cfg.interface, None)?),
+        };
+        let fault = cfg
+            .fault
+            .is_active()
+            .then(|| FaultInjector::new(cfg.fault.clone(), MAX_DATAGRAM));
+        Ok(Driver {
+            state: State {
+                cfg,
+                cur: None,
+                stats: DriverStats::default(),
+                done: SequencerStats::default(),
+                closing: false,
+            },
+            line_a: a.socket,
+            rcvbuf: a.rcvbuf,
+            line_b,
+            recovery,
+            fault,
+            buf: vec![0; MAX_DATAGRAM].into_boxed_slice(),
+            request: [0; HEADER_LEN],
+            clock: Mono::new(),
+            last_packet: 0,
+            last_activity: 0,
+            last_counters: 0,
+            last_recovery_poll: 0,
+            counters,
+            warnings,
+        })
+    }
+
+    /// Publishes to `counters` from now on (by [`FeedSink::counters`]).
+    pub fn set_counters(&mut self, counters: Option<CounterFile>) {
+        self.counters = counters;
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DriverConfig {
+        &self.state.cfg
+    }
+
+    /// Local address of line A's socket (where a unicast sender sends).
+    pub fn line_a_addr(&self) -> io::Result<SocketAddr> {
+        self.line_a.local_addr()
+    }
+
+    /// Local address of line B's socket.
+    pub fn line_b_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.line_b.as_ref().map(UdpSocket::local_addr)
+    }
+
+    /// Local address re-requests are sent from.
+    pub fn request_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.recovery.as_ref().map(UdpSocket::local_addr)
+    }
+
+    /// Setup warnings (for example a clamped receive buffer).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Takes the setup warnings.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
+    }
+
+    /// Usable `SO_RCVBUF` of line A.
+    pub fn rcvbuf(&self) -> usize {
+        self.rcvbuf
+    }
+
+    /// The session being followed, once one was seen.
+    pub fn session(&self) -> Option<Session> {
+        let cur = self.state.cur.as_ref()?;
+        cur.seq.session().or(Some(cur.session))
+    }
+
+    /// The monotonic clock the driver's `now` values come from (ns).
+    pub fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// The counters so far, summed over sessions.
+    pub fn stats(&self) -> DriverStats {
+        let mut s = self.state.stats;
+        s.sequencer = self.state.done;
+        if let Some(c) = &self.state.cur {
+            add_sequencer(&mut s.sequencer, &c.seq.stats());
+        }
+        if let Some(f) = &self.fault {
+            s.fault_dropped = f.stats().dropped;
+        }
+        s
+    }
+
+    /// One turn: receive what is waiting on each socket, handle timers and re-requests,
+    /// deliver in order to `sink`.
+    pub fn poll_once<S: FeedSink>(&mut self, sink: &mut S) -> Result<RxProgress, NetError> {
+        let mut progress = RxProgress::default();
+        let turn = self.clock.now();
+        let poll_recovery = turn.saturating_sub(self.last_recovery_poll) >= RECOVERY_POLL_NS;
+        if poll_recovery {
+            self.last_recovery_poll = turn;
+        }
+        for line in [Line::A, Line::B, Line::Recovery] {
+            let sock = match line {
+                Line::A => Some(&self.line_a),
+                Line::B => self.line_b.as_ref(),
+                Line::Recovery if poll_recovery => self.recovery.as_ref(),
+                Line::Recovery => None,
+            };
+            let Some(sock) = sock else { continue };
+            match sock.recv_from(&mut self.buf) {
+                Ok((n, from)) => {
+                    progress.packets += 1;
+                    let now = self.clock.now();
+                    self.last_packet = now;
+                    self.last_activity = now;
+                    let st = &mut self.state.stats;
+                    st.packets += 1;
+                    st.bytes += n as u64;
+                    match line {
+                        Line::A => st.packets_a += 1,
+                        Line::B => st.packets_b += 1,
+                        Line::Recovery => st.packets_recovery += 1,
+                    }
+                    let SocketAddr::V4(from) = from else {
+                        st.foreign_source += 1;
+                        continue;
+                    };
+                    let ts = if S::RECV_TS { wall_ns() } else { 0 };
+                    let bytes = &self.buf[..n];
+                    match &mut self.fault {
+                        Some(f) if line != Line::Recovery => {
+                            let mut result = Ok(());
+                            let state = &mut self.state;
+                            f.apply(bytes, |p: &[u8]| {
+                                if result.is_ok() {
+                                    result = state.on_packet(now, ts, line, from, p, sink);
+                                }
+                            });
+                            result?;
+                        }
+                        _ => self.state.on_packet(now, ts, line, from, bytes, sink)?,
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // ICMP "port unreachable" from the server, reported on a later call.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    self.state.stats.request_errors += 1
+                }
+                Err(_) => self.state.stats.recv_errors += 1,
+            }
+        }
+        let now = self.clock.now();
+        self.timers(now, sink);
+        progress.ended = self.events(now, sink);
+        if progress.packets == 0 {
+            self.quiet(now, sink)?;
+        }
+        // Also under a stream of packets: the counters never freeze while the loop runs.
+        self.publish_counters(now, false, sink);
+        Ok(progress)
+    }
+
+    /// A turn in which nothing arrived: held fault-injector packets, heartbeat events, the
+    /// sink's idle work.
+    #[cold]
+    fn quiet<S: FeedSink>(&mut self, now: u64, sink: &mut S) -> Result<(), NetError> {
+        if let Some(f) = &mut self.fault
+            && f.held() > 0
+            && now.saturating_sub(self.last_packet) >= FAULT_FLUSH_NS
+        {
+            let ts = if S::RECV_TS { wall_ns() } else { 0 };
+            let state = &mut self.state;
+            let mut result = Ok(());
+            let unknown = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
+            f.flush(|p: &[u8]| {
+                if result.is_ok() {
+                    result = state.on_packet(now, ts, Line::A, unknown, p, sink);
+                }
+            });
+            result?;
+        }
+        if let Some(every) = self.state.cfg.heartbeat_events
+            && now.saturating_sub(self.last_activity) >= nanos(every)
+        {
+            self.last_activity = now;
+            let next = self.state.cur.as_ref().map_or(0, |c| c.seq.next_seq());
+            sink.heartbeat(next, wall_ns());
+        }
+        sink.idle(now);
+        Ok(())
+    }
+
+    /// Sequencer timers and due re-requests.
+    fn timers<S: FeedSink>(&mut self, now: u64, sink: &mut S) {
+        let Some(cur) = self.state.cur.as_mut() else {
+            return;
+        };
+        if cur.seq.next_deadline().is_none_or(|d| d > now) {
+            return;
+        }
+        let ts = if S::RECV_TS { wall_ns() } else { 0 };
+        cur.seq.handle_timeout(now, Adapter { sink, ts });
+        while let Some(r) = cur.seq.poll_request(now) {
+            let sent = match (&self.recovery, self.state.cfg.request_server, cur.server) {
+                (Some(s), RequestServer::Addr(_), _) => {
+                    send_request(s, &r, &mut self.request, None)
+                }
+                (Some(s), RequestServer::SourcePort(_), Some(to)) => {
+                    send_request(s, &r, &mut self.request, Some(to))
+                }
+                _ => false,
+            };
+            if sent {
+                self.state.stats.requests += 1;
+            } else {
+                self.state.stats.request_errors += 1;
+            }
+        }
+    }
+
+    /// Hands the sequencer's events to the sink; returns whether the session ended (and the
+    /// sink is done with it) now.
+    fn events<S: FeedSink>(&mut self, now: u64, sink: &mut S) -> bool {
+        let State {
+            cur,
+            stats,
+            closing,
+            ..
+        } = &mut self.state;
+        let Some(cur) = cur.as_mut() else {
+            return false;
+        };
+        while let Some(e) = cur.seq.poll_event() {
+            match e {
+                Event::Gap {
+                    first,
+                    count,
+                    recoverable: true,
+                } => sink.gap_requested(first, count, wall_ns()),
+                Event::EndOfSession { next_seq } if !cur.ended => {
+                    cur.ended = true;
+                    stats.sessions_ended += 1;
+                    *closing = true;
+                    sink.end_of_session(next_seq, now, wall_ns());
+                }
+                // Lost gaps were handed to the sink in place; the rest is counted.
+                Event::Gap { .. }
+                | Event::EndOfSession { .. }
+                | Event::SessionStarted { .. }
+                | Event::LateJoin { .. }
+                | Event::Recovered { .. } => {}
+            }
+        }
+        if *closing && sink.close(now) {
+            *closing = false;
+            return true;
+        }
+        false
+    }
+
+    fn publish_counters<S: FeedSink>(&mut self, now: u64, force: bool, sink: &S) {
+        if self.counters.is_some()
+            && (force || now.saturating_sub(self.last_counters) >= COUNTERS_EVERY_NS)
+        {
+            self.last_counters = now;
+            let mut values = [0u64; MAX_COUNTERS];
+            let n = sink.counters(&self.stats(), &mut values);
+            if let Some(c) = &self.counters {
+                c.publish(&values[..n.min(MAX_COUNTERS)]);
+            }
+        }
+    }
+
+    /// Runs the loop on this thread (pinned first, if configured) until `stop` is set or,
+    /// with [`exit_at_end_of_session`](DriverConfig::exit_at_end_of_session), the session
+    /// ended; then lets the sink [`finish`](FeedSink::finish) and publishes the final
+    /// counters (the counters file is marked finished by [`finish`](Self::finish)).
+    pub fn run<S: FeedSink>(&mut self, sink: &mut S, stop: &AtomicBool) -> Result<(), NetError> {
+        if let Some(core) = self.state.cfg.core {
+            mdbus_tuning::pin_current_thread(core)?;
+        }
+        let idle = self.state.cfg.idle;
+        while !stop.load(Ordering::Relaxed) {
+            let p = self.poll_once(sink)?;
+            if p.ended && self.state.cfg.exit_at_end_of_session {
+                break;
+            }
+            if p.packets == 0 {
+                idle.wait();
+            }
+        }
+        sink.finish(wall_ns());
+        let now = self.clock.now();
+        self.publish_counters(now, true, sink);
+        Ok(())
+    }
+
+    /// Publishes the final counters and marks the counters file finished.
+    pub fn finish<S: FeedSink>(&mut self, sink: &S) {
+        let now = self.clock.now();
+        self.publish_counters(now, true, sink);
+        if let Some(c) = &self.counters {
+            c.finish();
+        }
+    }
+}
+
+impl State {
+    /// Header and session checks, then the sequencer.
+    fn on_packet<S: FeedSink>(
+        &mut self,
+        now: u64,
+        ts: u64,
+        line: Line,
+        from: SocketAddrV4,
+        bytes: &[u8],
+        sink: &mut S,
+    ) -> Result<(), NetError> {
+        let Ok(pkt) = Packet::parse(bytes) else {
+            self.stats.malformed += 1;
+            return Ok(());
+        };
+        if line != Line::Recovery
+            && let Some(accept) = self.cfg.accept_from
+            && *from.ip() != accept
+            && !from.ip().is_unspecified()
+        {
+            self.stats.foreign_source += 1;
+            return Ok(());
+        }
+        let session = pkt.session();
+        let (epoch, timeout, follow_newer) = match self.cfg.sessions {
+            Sessions::Any => (0, u64::MAX, false),
+            Sessions::Stream {
+                tag,
+                session_timeout,
+                follow_newer,
+                ..
+            } => match wire::parse_session(session) {
+                Some((t, epoch)) if t == tag => (epoch, nanos(session_timeout), follow_newer),
+                _ => {
+                    self.stats.foreign_session += 1;
+                    return Ok(());
+                }
+            },
+        };
+        match self.cur.as_ref().map(|c| (c.epoch, c.ended, c.last_seen)) {
+            Some((e, ..)) if epoch == e => {}
+            _ if line == Line::Recovery => {
+                // An answer for a session this driver does not follow.
+                self.stats.stale_session += 1;
+                return Ok(());
+            }
+            None => self.start_session(now, ts, session, epoch, from, sink)?,
+            Some((e, ended, last_seen)) => {
+                // Another session of the stream. Followed only when the current one ended
+                // (and this one is newer), or went silent, or on the operator's say-so for a
+                // newer one: a forged packet must not take the driver off a live session.
+                let newer = epoch > e;
+                let silent = now.saturating_sub(last_seen) >= timeout;
+                if (newer && (ended || follow_newer)) || (silent && !ended) {
+                    self.start_session(now, ts, session, epoch, from, sink)?;
+                } else {
+                    if newer {
+                        self.stats.other_session += 1;
+                    } else {
+                        self.stats.stale_session += 1;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        let Some(cur) = self.cur.as_mut() else {
+            return Ok(());
+        };
+        if line != Line::Recovery {
+            cur.last_seen = now;
+            if cur.server.is_none()
+                && let RequestServer::SourcePort(port) = self.cfg.request_server
+                && !from.ip().is_unspecified()
+            {
+                cur.server = Some(SocketAddr::V4(SocketAddrV4::new(*from.ip(), port)));
+            }
+        }
+        if line == Line::Recovery && cur.server.is_some_and(|s| s != SocketAddr::V4(from)) {
+            self.stats.foreign_source += 1;
+            return Ok(());
+        }
+        cur.seq
+            .handle_packet(now, line, bytes, Adapter { sink, ts });
+        Ok(())
+    }
+
+    /// Follows a new session: hands the sink what the old one still missed, starts a new
+    /// sequencer.
+    fn start_session<S: FeedSink>(
+        &mut self,
+        now: u64,
+        ts: u64,
+        session: Session,
+        epoch: u64,
+        from: SocketAddrV4,
+        sink: &mut S,
+    ) -> Result<(), NetError> {
+        if let Some(old) = self.cur.take() {
+            add_sequencer(&mut self.done, &old.seq.stats());
+            if !old.ended {
+                let next = old.seq.next_seq();
+                let highest = old.seq.highest_seen();
+                if highest > next {
+                    let count = highest - next;
+                    self.stats.abandoned += count;
+                    sink.abandoned(next, count, ts);
+                }
+            }
+        }
+        self.closing = false;
+        let configured = self.cfg.sequencer.late_join;
+        let (late_join, named) = match self.cfg.sessions {
+            Sessions::Any => (configured, self.cfg.sequencer.session),
+            Sessions::Stream { started, .. } => {
+                // A session that began while this driver was listening (a newer session of
+                // the stream, or one whose epoch, its start time, is newer than the
+                // driver's) is followed from its first message: a lost first datagram is a
+                // gap to recover, not a late join. Only a session already running at start
+                // is joined at the live edge.
+                let began_here = self.stats.sessions > 0 || epoch > started;
+                let late_join = match configured {
+                    LateJoin::LiveEdge if !began_here => LateJoin::LiveEdge,
+                    LateJoin::FromSequence(n) => LateJoin::FromSequence(n),
+                    LateJoin::LiveEdge => LateJoin::FromSequence(1),
+                };
+                (late_join, Some(session))
+            }
+        };
+        let live_edge = late_join == LateJoin::LiveEdge;
+        sink.session_started(live_edge)?;
+        let seq = Sequencer::new(SequencerConfig {
+            session: named,
+            late_join,
+            max_outstanding_requests: if self.cfg.request_server == RequestServer::None {
+                0
+            } else {
+                self.cfg.sequencer.max_outstanding_requests
+            },
+            ..self.cfg.sequencer
+        })
+        .map_err(|e| NetError::Config(format!("sequencer: {e}")))?;
+        let server = match self.cfg.request_server {
+            RequestServer::Addr(a) => Some(SocketAddr::V4(a)),
+            RequestServer::SourcePort(p) if !from.ip().is_unspecified() => {
+                Some(SocketAddr::V4(SocketAddrV4::new(*from.ip(), p)))
+            }
+            _ => None,
+        };
+        self.stats.sessions += 1;
+        self.cur = Some(Current {
+            session,
+            epoch,
+            seq,
+            server,
+            ended: false,
+            last_seen: now,
+        });
+        Ok(())
+    }
+}
+
+/// Hands the sequencer's output to a sink with the packet's receive time.
+struct Adapter<'a, S> {
+    sink: &'a mut S,
+    ts: u64,
+}
+
+impl<S: FeedSink> Deliver for Adapter<'_, S> {
+    #[inline]
+    fn message(&mut self, seq: u64, msg: &[u8]) {
+        self.sink.message(seq, msg, self.ts);
+    }
+
+    fn gap(&mut self, first: u64, count: u64) {
+        self.sink.gap(first, count, self.ts);
+    }
+}
+
+fn send_request(
+    sock: &UdpSocket,
+    r: &RequestPacket,
+    buf: &mut [u8; HEADER_LEN],
+    to: Option<SocketAddr>,
+) -> bool {
+    if r.encode(buf).is_err() {
+        return false;
+    }
+    match to {
+        Some(to) => sock.send_to(buf, to).is_ok(),
+        None => sock.send(buf).is_ok(),
+    }
+}
+
+/// Adds one session's sequencer counters to `sum`.
+pub(crate) fn add_sequencer(sum: &mut SequencerStats, s: &SequencerStats) {
+    sum.packets += s.packets;
+    sum.messages += s.messages;
+    sum.duplicates += s.duplicates;
+    sum.out_of_order += s.out_of_order;
+    sum.gaps_detected += s.gaps_detected;
+    sum.requests_sent += s.requests_sent;
+    sum.recovered += s.recovered;
+    sum.unrecoverable += s.unrecoverable;
+    sum.foreign_session += s.foreign_session;
+    sum.malformed += s.malformed;
+    sum.late_join += s.late_join;
+    sum.heartbeats += s.heartbeats;
+    sum.not_available += s.not_available;
+    sum.overflows += s.overflows;
+    sum.implausible_jumps += s.implausible_jumps;
+    sum.jumps_corroborated += s.jumps_corroborated;
+    sum.forged_end_of_session += s.forged_end_of_session;
+    sum.anchors_replaced += s.anchors_replaced;
+    sum.zero_sequence += s.zero_sequence;
+}
