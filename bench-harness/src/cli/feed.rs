@@ -34,7 +34,10 @@
 //! power of two; 16 MiB by default, as for a replay), `--idle <spin|yield|sleep:DURATION>`
 //! what the feed thread does between datagrams (`spin` by default) and
 //! `--heartbeat-events <DURATION>` publishes a heartbeat event on the streams at that interval
-//! while the feed is quiet (off by default: only the liveness stamp). Durations are a whole
+//! while the feed is quiet (off by default: only the liveness stamp). `--fault <SPEC>` injects
+//! seeded faults into the packets received on the lines, as `mdbus recv --fault` does (for
+//! tests and benchmarks). The feed's counters are in the bus root under role `feed`
+//! (`mdbus stat`). Durations are a whole
 //! number and a unit, `ns`, `us`, `ms` or `s` (`500us`, `2ms`, `1s`). A bad value is refused
 //! before anything is set up, with a message naming the flag and the value (exit status 2).
 
@@ -53,6 +56,7 @@ use mdbus_codecs::moldudp64::Session;
 use mdbus_codecs::sequencer::{Backoff, LateJoin, SequencerConfig};
 use mdbus_feed_handlers::bookstream::{BookService, BookServiceConfig, BookServiceStats};
 use mdbus_feed_handlers::live::{Idle, LineConfig, LiveError, LiveFeed, LiveFeedConfig, LiveStats};
+use mdbus_feed_handlers::net::fault::FaultConfig;
 use mdbus_feed_handlers::pipeline::{FeedPipeline, PipelineStats};
 use mdbus_feed_handlers::replay::replay_ring;
 use mdbus_shm::{MAX_CAPACITY, MIN_CAPACITY};
@@ -254,6 +258,11 @@ pub struct FeedArgs {
     /// only the liveness stamp, which is always kept].
     #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
     pub heartbeat_events: Option<DurationArg>,
+    /// Inject faults into the packets received on the lines, e.g.
+    /// `drop=0.01,dup=0.01,reorder=0.02,seed=7` or `drop-seq=100-120` (for tests and
+    /// benchmarks) [default: none].
+    #[arg(long, value_name = "SPEC", value_parser = parse_fault)]
+    pub fault: Option<FaultConfig>,
     /// Cpus for the feed handler and, with --book, the book builder, e.g. `2,3` (wins over
     /// --layout) [default: with a layout, the first core of its `feed_handler` and
     /// `book_builder` roles; else unpinned].
@@ -312,8 +321,13 @@ fn live_config(args: &FeedArgs) -> LiveFeedConfig {
         },
         idle: args.idle,
         heartbeat_events: args.heartbeat_events.map(|d| d.0),
+        fault: args.fault.clone().unwrap_or_default(),
         ..LiveFeedConfig::new(args.group)
     }
+}
+
+fn parse_fault(s: &str) -> Result<FaultConfig, String> {
+    s.parse::<FaultConfig>().map_err(|e| e.to_string())
 }
 
 /// Most re-requests in flight `--max-outstanding-requests` accepts (the sequencer sizes its
@@ -506,7 +520,8 @@ pub fn run_feed(args: &FeedArgs, out: &mut dyn Write) -> Result<(), CmdError> {
     } else {
         None
     };
-    let feed = LiveFeed::bind(live_config(args))?;
+    let mut feed = LiveFeed::bind(live_config(args))?;
+    feed.publish_counters(&bus, &args.feed)?;
     let line_a = feed
         .line_a_addr()
         .map_err(|e| CmdError::Internal(format!("the address of line A: {e}")))?;
@@ -575,6 +590,8 @@ pub fn stats_json(s: &LiveStats) -> serde_json::Value {
         "requests_sent": s.requests_sent,
         "request_errors": s.request_errors,
         "recv_errors": s.recv_errors,
+        "stale_session": s.stale_session,
+        "fault_dropped": s.fault_dropped,
         "rcvbuf": s.rcvbuf,
         "warnings": s.warnings,
         "sequencer": {
@@ -635,6 +652,9 @@ fn print_report(s: &LiveStats, book: Option<&BookServiceStats>, feed: &str) {
         q.unrecoverable,
         s.requests_sent
     );
+    if s.fault_dropped > 0 {
+        eprintln!("  fault injector: {} packets dropped", s.fault_dropped);
+    }
     if q.implausible_jumps > 0 || q.forged_end_of_session > 0 || q.zero_sequence > 0 {
         eprintln!(
             "  implausible input ignored: {} jumps beyond --max-gap ({} later corroborated), {} \

@@ -1,12 +1,12 @@
-//! The live ITCH 5.0 over MoldUDP64 feed handler: sockets around the sans-IO
-//! [`Sequencer`], driving a [`FeedPipeline`].
+//! The live ITCH 5.0 over MoldUDP64 feed handler: the transport's receive
+//! [`Driver`](crate::net::driver::Driver) with a sink that drives a [`FeedPipeline`].
 //!
 //! One thread, optionally pinned to a core, busy-polls nonblocking sockets: line A, line B
 //! (optional, the redundant copy; arbitration is the sequencer's) and the unicast socket that
 //! sends re-requests to the retransmission server and receives its answers. Each datagram
-//! goes to the sequencer, which hands in-order messages to the pipeline (decode, normalize,
-//! publish); the loop then sends due re-requests, handles timers, and turns sequencer events
-//! into bus events:
+//! (through the seeded fault injector, if one is configured) goes to the sequencer, which
+//! hands in-order messages to the pipeline (decode, normalize, publish); the driver then
+//! sends due re-requests, handles timers, and turns sequencer events into bus events:
 //!
 //! * a gap being re-requested -> gap notice `recoverable: true`;
 //! * a gap given up -> gap notice `recoverable: false`, published in place (before the
@@ -19,7 +19,9 @@
 //! ends is tried once more, else counted.
 //!
 //! Per packet the loop makes the `recv` call and two clock reads (vDSO, no system call); per
-//! message nothing but the pipeline's work. It allocates nothing after setup.
+//! message nothing but the pipeline's work. It allocates nothing after setup. With
+//! [`LiveFeed::publish_counters`] its counters ([`COUNTER_NAMES`]) are in the bus root under
+//! role `feed`, for `mdbus stat`.
 //!
 //! Each envelope's receive timestamp is the wall-clock time the datagram that released it
 //! arrived: its own packet for a message in order, the packet that filled the gap for one
@@ -50,33 +52,28 @@
 //! ```
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use crate::net::socket::{self, MAX_DATAGRAM, SocketError};
-use mdbus_codecs::moldudp64::{HEADER_LEN, Session};
-use mdbus_codecs::sequencer::{
-    ConfigError, Deliver, Event, Line, Sequencer, SequencerConfig, SequencerStats,
-};
+use mdbus_bus::Bus;
+use mdbus_codecs::moldudp64::Session;
+use mdbus_codecs::sequencer::{ConfigError, Sequencer, SequencerConfig, SequencerStats};
+use mdbus_shm::counters::{CounterError, CounterFile};
 
+use crate::net::NetError;
+use crate::net::driver::{Driver, DriverConfig, DriverStats, FeedSink, RequestServer, Sessions};
+use crate::net::fault::FaultConfig;
+use crate::net::socket::SocketError;
 use crate::pipeline::{FeedPipeline, PipelineStats};
 
-/// The second feed line: the same packets on another group.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LineConfig {
-    /// Multicast group and port (or a unicast address to bind, for tests and unicast feeds).
-    pub group: SocketAddrV4,
-    /// Source for a source-specific join; `None`: any source.
-    pub source: Option<Ipv4Addr>,
-}
-
 pub use crate::net::Idle;
+pub use crate::net::LineConfig;
 
 /// Configuration of a live feed handler.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LiveFeedConfig {
     /// Line A: multicast group and port, or a unicast address to bind (port 0: any free port).
     pub group: SocketAddrV4,
@@ -105,12 +102,15 @@ pub struct LiveFeedConfig {
     /// Publish a heartbeat event on the streams at this interval while the feed is quiet
     /// (`None`: only the liveness stamp, which is always kept).
     pub heartbeat_events: Option<Duration>,
+    /// Faults injected into the packets received on the lines (off by default), for tests
+    /// and benchmarks.
+    pub fault: FaultConfig,
 }
 
 impl LiveFeedConfig {
     /// A configuration for line A at `group`: any-source join on the default interface, an
     /// 8 MiB receive buffer, no line B, no recovery, no pinning, busy polling, the default
-    /// sequencer, stop at end of session.
+    /// sequencer, stop at end of session, no faults.
     pub fn new(group: SocketAddrV4) -> Self {
         LiveFeedConfig {
             group,
@@ -124,6 +124,29 @@ impl LiveFeedConfig {
             idle: Idle::BusyPoll,
             stop_at_end_of_session: true,
             heartbeat_events: None,
+            fault: FaultConfig::default(),
+        }
+    }
+
+    /// The driver's configuration.
+    fn driver(&self) -> DriverConfig {
+        DriverConfig {
+            group: self.group,
+            source: self.source,
+            interface: self.interface,
+            line_b: self.line_b,
+            accept_from: None,
+            request_server: self
+                .request_server
+                .map_or(RequestServer::None, RequestServer::Addr),
+            sequencer: self.sequencer,
+            sessions: Sessions::Any,
+            rcvbuf: self.rcvbuf,
+            core: self.core,
+            idle: self.idle,
+            fault: self.fault.clone(),
+            exit_at_end_of_session: self.stop_at_end_of_session,
+            heartbeat_events: self.heartbeat_events,
         }
     }
 }
@@ -150,6 +173,12 @@ pub enum LiveError {
     /// The feed thread could not be started.
     #[error("starting the feed thread: {0}")]
     Spawn(io::Error),
+    /// The counters file could not be created.
+    #[error(transparent)]
+    Counters(#[from] CounterError),
+    /// The receive loop could not go on.
+    #[error(transparent)]
+    Net(NetError),
 }
 
 impl From<SocketError> for LiveError {
@@ -162,10 +191,21 @@ impl From<SocketError> for LiveError {
     }
 }
 
+impl From<NetError> for LiveError {
+    fn from(e: NetError) -> Self {
+        match e {
+            NetError::Socket(e) => e.into(),
+            NetError::Pin(e) => LiveError::Pin(e),
+            NetError::Counters(e) => LiveError::Counters(e),
+            e => LiveError::Net(e),
+        }
+    }
+}
+
 /// Counters of a live feed, returned when its loop ends.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LiveStats {
-    /// The sequencer's counters.
+    /// The sequencer's counters (datagrams shorter than a header among `malformed`).
     pub sequencer: SequencerStats,
     /// The pipeline's counters.
     pub pipeline: PipelineStats,
@@ -181,6 +221,11 @@ pub struct LiveStats {
     pub request_errors: u64,
     /// `recv` errors other than "nothing waiting".
     pub recv_errors: u64,
+    /// Answers of the retransmission server that came before any line packet (for no
+    /// session followed).
+    pub stale_session: u64,
+    /// Datagrams dropped by the fault injector.
+    pub fault_dropped: u64,
     /// Usable `SO_RCVBUF` of line A, as granted by the kernel.
     pub rcvbuf: usize,
     /// The session followed, once seen.
@@ -191,16 +236,125 @@ pub struct LiveStats {
     pub warnings: Vec<String>,
 }
 
+/// Names of the counters a live feed publishes (role `feed`), in the order of their values.
+pub const COUNTER_NAMES: [&str; 40] = [
+    "packets_a",
+    "packets_b",
+    "packets_recovery",
+    "requests_sent",
+    "request_errors",
+    "recv_errors",
+    "stale_session",
+    "fault_dropped",
+    "ended",
+    "sequencer.packets",
+    "sequencer.messages",
+    "sequencer.duplicates",
+    "sequencer.out_of_order",
+    "sequencer.gaps_detected",
+    "sequencer.requests_sent",
+    "sequencer.recovered",
+    "sequencer.unrecoverable",
+    "sequencer.foreign_session",
+    "sequencer.malformed",
+    "sequencer.late_join",
+    "sequencer.heartbeats",
+    "sequencer.not_available",
+    "sequencer.overflows",
+    "sequencer.implausible_jumps",
+    "sequencer.jumps_corroborated",
+    "sequencer.forged_end_of_session",
+    "sequencer.anchors_replaced",
+    "sequencer.zero_sequence",
+    "pipeline.messages",
+    "pipeline.published",
+    "pipeline.decode_errors",
+    "pipeline.publish_errors",
+    "pipeline.back_pressured",
+    "pipeline.gap_notices",
+    "pipeline.lost",
+    "pipeline.unrouted",
+    "pipeline.stalls",
+    "pipeline.dropped",
+    "pipeline.drop_notices",
+    "pipeline.notices_unpublished",
+];
+
+impl LiveStats {
+    /// The driver's and the pipeline's counters as a live feed's.
+    fn compose(d: &DriverStats, pipeline: PipelineStats) -> LiveStats {
+        let mut sequencer = d.sequencer;
+        // The driver reads each header before the sequencer does.
+        sequencer.malformed = sequencer.malformed.saturating_add(d.malformed);
+        LiveStats {
+            sequencer,
+            pipeline,
+            packets_a: d.packets_a,
+            packets_b: d.packets_b,
+            packets_recovery: d.packets_recovery,
+            requests_sent: d.requests,
+            request_errors: d.request_errors,
+            recv_errors: d.recv_errors,
+            stale_session: d.stale_session,
+            fault_dropped: d.fault_dropped,
+            ended: d.sessions_ended > 0,
+            ..LiveStats::default()
+        }
+    }
+
+    /// The counters in the order of [`COUNTER_NAMES`].
+    pub fn values(&self) -> [u64; 40] {
+        let q = &self.sequencer;
+        let p = &self.pipeline;
+        [
+            self.packets_a,
+            self.packets_b,
+            self.packets_recovery,
+            self.requests_sent,
+            self.request_errors,
+            self.recv_errors,
+            self.stale_session,
+            self.fault_dropped,
+            u64::from(self.ended),
+            q.packets,
+            q.messages,
+            q.duplicates,
+            q.out_of_order,
+            q.gaps_detected,
+            q.requests_sent,
+            q.recovered,
+            q.unrecoverable,
+            q.foreign_session,
+            q.malformed,
+            q.late_join,
+            q.heartbeats,
+            q.not_available,
+            q.overflows,
+            q.implausible_jumps,
+            q.jumps_corroborated,
+            q.forged_end_of_session,
+            q.anchors_replaced,
+            q.zero_sequence,
+            p.messages,
+            p.published,
+            p.decode_errors,
+            p.publish_errors,
+            p.back_pressured,
+            p.gap_notices,
+            p.lost,
+            p.unrouted,
+            p.stalls,
+            p.dropped,
+            p.drop_notices,
+            p.notices_unpublished,
+        ]
+    }
+}
+
 /// A live feed with its sockets bound and joined, ready to [`run`](LiveFeed::run).
 #[derive(Debug)]
 pub struct LiveFeed {
-    config: LiveFeedConfig,
-    line_a: UdpSocket,
-    line_b: Option<UdpSocket>,
-    recovery: Option<UdpSocket>,
-    sequencer: Sequencer,
-    rcvbuf: usize,
-    warnings: Vec<String>,
+    driver: Driver,
 }
 
 /// Interval of the streams' liveness stamp while the feed is quiet.
@@ -209,68 +363,46 @@ const STAMP_EVERY_NS: u64 = 1_000_000;
 impl LiveFeed {
     /// Creates, binds and joins the sockets; nothing is received until [`run`](Self::run).
     pub fn bind(config: LiveFeedConfig) -> Result<Self, LiveError> {
-        let mut seq_config = config.sequencer;
-        if config.request_server.is_none() {
-            seq_config.max_outstanding_requests = 0;
-        }
-        let sequencer = Sequencer::new(seq_config)?;
-        let mut warnings = Vec::new();
-        let a = socket::recv_socket(
-            config.group,
-            config.source,
-            config.interface,
-            config.rcvbuf,
-            &mut warnings,
-        )?;
-        let line_b = match config.line_b {
-            Some(b) => Some(
-                socket::recv_socket(
-                    b.group,
-                    b.source,
-                    config.interface,
-                    config.rcvbuf,
-                    &mut warnings,
-                )?
-                .socket,
-            ),
-            None => None,
-        };
-        let recovery = match config.request_server {
-            Some(server) => Some(socket::request_socket(config.interface, Some(server))?),
-            None => None,
-        };
-        for w in &warnings {
+        // Checked here so that a bad configuration is named as such.
+        Sequencer::new(config.sequencer)?;
+        let driver = Driver::new(config.driver(), None)?;
+        for w in driver.warnings() {
             eprintln!("mdbus live feed: warning: {w}");
         }
-        Ok(LiveFeed {
-            line_a: a.socket,
-            rcvbuf: a.rcvbuf,
-            line_b,
-            recovery,
-            sequencer,
-            warnings,
-            config,
-        })
+        Ok(LiveFeed { driver })
+    }
+
+    /// Publishes the feed's counters ([`COUNTER_NAMES`]) under the bus root, for
+    /// `mdbus stat`: role `feed`, stream `stream` (the feed's output).
+    pub fn publish_counters(&mut self, bus: &Bus, stream: &str) -> Result<(), LiveError> {
+        let c = self.driver.config();
+        let detail = match c.line_b {
+            Some(b) => format!("group {} line B {}", c.group, b.group),
+            None => format!("group {}", c.group),
+        };
+        let file = CounterFile::create(bus.root(), stream, "feed", &detail, &COUNTER_NAMES)?;
+        self.driver.set_counters(Some(file));
+        Ok(())
     }
 
     /// Local address of line A's socket (where a unicast test feed sends).
     pub fn line_a_addr(&self) -> io::Result<SocketAddr> {
-        self.line_a.local_addr()
+        self.driver.line_a_addr()
     }
 
     /// Local address of line B's socket.
     pub fn line_b_addr(&self) -> Option<io::Result<SocketAddr>> {
-        self.line_b.as_ref().map(UdpSocket::local_addr)
+        self.driver.line_b_addr()
     }
 
     /// Local address re-requests are sent from.
     pub fn request_addr(&self) -> Option<io::Result<SocketAddr>> {
-        self.recovery.as_ref().map(UdpSocket::local_addr)
+        self.driver.request_addr()
     }
 
     /// Setup warnings so far.
     pub fn warnings(&self) -> &[String] {
-        &self.warnings
+        self.driver.warnings()
     }
 
     /// Runs the receive loop on this thread until `stop` is set or (by default) the session
@@ -280,122 +412,17 @@ impl LiveFeed {
         pipeline: &mut FeedPipeline,
         stop: &AtomicBool,
     ) -> Result<LiveStats, LiveError> {
-        if let Some(core) = self.config.core {
-            mdbus_tuning::pin_current_thread(core)?;
-        }
-        let mut stats = LiveStats {
-            rcvbuf: self.rcvbuf,
-            warnings: std::mem::take(&mut self.warnings),
-            ..LiveStats::default()
+        let warnings = self.driver.take_warnings();
+        let mut sink = PipelineSink {
+            pipeline,
+            last_stamp: 0,
         };
-        let mut buf = vec![0u8; MAX_DATAGRAM].into_boxed_slice();
-        let mut request = [0u8; HEADER_LEN];
-        let epoch = Instant::now();
-        let mono = || u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let mut last_activity = 0u64;
-        let mut last_stamp = 0u64;
-        let heartbeat_every = self
-            .config
-            .heartbeat_events
-            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        let sockets = [
-            (Some(&self.line_a), Line::A),
-            (self.line_b.as_ref(), Line::B),
-            (self.recovery.as_ref(), Line::Recovery),
-        ];
-        let seq = &mut self.sequencer;
-        while !stop.load(Ordering::Relaxed) {
-            let mut received = false;
-            for (socket, line) in sockets {
-                let Some(socket) = socket else { continue };
-                match socket.recv(&mut buf) {
-                    Ok(n) => {
-                        received = true;
-                        match line {
-                            Line::A => stats.packets_a += 1,
-                            Line::B => stats.packets_b += 1,
-                            Line::Recovery => stats.packets_recovery += 1,
-                        }
-                        let now = mono();
-                        last_activity = now;
-                        let sink = Sink {
-                            pipeline: &mut *pipeline,
-                            recv_ts_ns: wall_ns(),
-                        };
-                        seq.handle_packet(now, line, &buf[..n], sink);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    // ICMP "port unreachable" from the server, reported on the next call.
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                        stats.request_errors += 1
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => stats.recv_errors += 1,
-                }
-            }
-            let now = mono();
-            // Timers and re-requests only when one is due (the sequencer says when).
-            if seq.next_deadline().is_some_and(|d| d <= now) {
-                let sink = Sink {
-                    pipeline: &mut *pipeline,
-                    recv_ts_ns: wall_ns(),
-                };
-                seq.handle_timeout(now, sink);
-                while let Some(r) = seq.poll_request(now) {
-                    let Some(recovery) = &self.recovery else {
-                        break;
-                    };
-                    // A 20-byte buffer always holds a request.
-                    if r.encode(&mut request).is_ok() && recovery.send(&request).is_ok() {
-                        stats.requests_sent += 1;
-                    } else {
-                        stats.request_errors += 1;
-                    }
-                }
-            }
-            while let Some(event) = seq.poll_event() {
-                match event {
-                    Event::Gap {
-                        first,
-                        count,
-                        recoverable: true,
-                    } => {
-                        // Counted by the pipeline if refused.
-                        let _ = pipeline.on_gap(first, count, true, wall_ns());
-                    }
-                    Event::EndOfSession { next_seq } => {
-                        let _ = pipeline.on_end_of_session(next_seq, wall_ns());
-                        stats.ended = true;
-                    }
-                    // Lost gaps were published in place by the sink; the rest is counted.
-                    Event::Gap { .. }
-                    | Event::SessionStarted { .. }
-                    | Event::LateJoin { .. }
-                    | Event::Recovered { .. } => {}
-                }
-            }
-            if stats.ended && self.config.stop_at_end_of_session {
-                break;
-            }
-            if !received {
-                if now.saturating_sub(last_stamp) >= STAMP_EVERY_NS {
-                    last_stamp = now;
-                    pipeline.heartbeat();
-                }
-                if let Some(every) = heartbeat_every
-                    && now.saturating_sub(last_activity) >= every
-                {
-                    last_activity = now;
-                    let _ = pipeline.on_heartbeat(seq.next_seq(), wall_ns());
-                }
-                self.config.idle.wait();
-            }
-        }
-        // Records given up on a stalled lossless stream are announced now, if they can be.
-        pipeline.finish_drop_notices(wall_ns());
-        stats.sequencer = seq.stats();
-        stats.pipeline = pipeline.stats();
-        stats.session = seq.session();
+        self.driver.run(&mut sink, stop)?;
+        self.driver.finish(&sink);
+        let mut stats = LiveStats::compose(&self.driver.stats(), sink.pipeline.stats());
+        stats.rcvbuf = self.driver.rcvbuf();
+        stats.session = self.driver.session();
+        stats.warnings = warnings;
         Ok(stats)
     }
 
@@ -431,26 +458,54 @@ pub fn spawn(
     LiveFeed::bind(config)?.spawn(pipeline, stop)
 }
 
-/// Receive timestamp: nanoseconds since the Unix epoch (a vDSO clock read).
-fn wall_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-/// Hands the sequencer's output to the pipeline; refusals are counted by the pipeline.
-struct Sink<'a> {
+/// The feed's sink: the decode -> normalize -> publish pipeline. Refusals are counted by
+/// the pipeline.
+struct PipelineSink<'a> {
     pipeline: &'a mut FeedPipeline,
-    recv_ts_ns: u64,
+    /// When the streams' liveness stamp was last renewed (driver ns).
+    last_stamp: u64,
 }
 
-impl Deliver for Sink<'_> {
+impl FeedSink for PipelineSink<'_> {
+    const RECV_TS: bool = true;
+
     #[inline]
-    fn message(&mut self, seq: u64, msg: &[u8]) {
-        let _ = self.pipeline.on_message(seq, msg, self.recv_ts_ns);
+    fn message(&mut self, seq: u64, msg: &[u8], recv_ts_ns: u64) {
+        let _ = self.pipeline.on_message(seq, msg, recv_ts_ns);
     }
 
-    fn gap(&mut self, first: u64, count: u64) {
-        let _ = self.pipeline.on_gap(first, count, false, self.recv_ts_ns);
+    fn gap(&mut self, first: u64, count: u64, recv_ts_ns: u64) {
+        let _ = self.pipeline.on_gap(first, count, false, recv_ts_ns);
+    }
+
+    fn gap_requested(&mut self, first: u64, count: u64, recv_ts_ns: u64) {
+        let _ = self.pipeline.on_gap(first, count, true, recv_ts_ns);
+    }
+
+    fn end_of_session(&mut self, next_seq: u64, _: u64, recv_ts_ns: u64) {
+        let _ = self.pipeline.on_end_of_session(next_seq, recv_ts_ns);
+    }
+
+    fn heartbeat(&mut self, next_seq: u64, recv_ts_ns: u64) {
+        let _ = self.pipeline.on_heartbeat(next_seq, recv_ts_ns);
+    }
+
+    fn idle(&mut self, now: u64) {
+        if now.saturating_sub(self.last_stamp) >= STAMP_EVERY_NS {
+            self.last_stamp = now;
+            self.pipeline.heartbeat();
+        }
+    }
+
+    fn finish(&mut self, recv_ts_ns: u64) {
+        // Records given up on a stalled lossless stream are announced now, if they can be.
+        self.pipeline.finish_drop_notices(recv_ts_ns);
+    }
+
+    fn counters(&self, driver: &DriverStats, out: &mut [u64]) -> usize {
+        let values = LiveStats::compose(driver, self.pipeline.stats()).values();
+        let n = values.len().min(out.len());
+        out[..n].copy_from_slice(&values[..n]);
+        n
     }
 }
