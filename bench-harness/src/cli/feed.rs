@@ -853,6 +853,15 @@ mod tests {
     }
 
     #[test]
+    fn fault_reaches_the_live_configuration() {
+        let args = parse(&["--fault", "drop-seq=5-9,seed=3"]).expect("a fault spec parses");
+        let want: FaultConfig = "drop-seq=5-9,seed=3".parse().expect("spec");
+        assert_eq!(live_config(&args).fault, want);
+        let err = parse(&["--fault", "drop=2"]).expect_err("a rate above 1");
+        assert!(err.to_string().contains("--fault"), "{err}");
+    }
+
+    #[test]
     fn cli_bounds_are_the_sequencers() {
         use mdbus_codecs::sequencer::{ConfigError, Sequencer};
         // Just past each bound the CLI sets, the sequencer refuses too (it checks before it
