@@ -35,10 +35,11 @@ use mdbus_codecs::sequencer::{
     Deliver, Event, LateJoin, Line, Sequencer, SequencerConfig, SequencerStats,
 };
 use mdbus_shm::counters::{CounterFile, MAX_COUNTERS};
+use mdbus_shm::unix_ns;
 
 use super::fault::{FaultConfig, FaultInjector};
 use super::socket::{self, MAX_DATAGRAM};
-use super::{Idle, Mono, NetError, nanos, wall_ns, wire};
+use super::{Idle, Mono, NetError, nanos, wire};
 
 /// A second line: the same packets on another group, for A/B arbitration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -469,7 +470,7 @@ impl Driver {
                         st.foreign_source += 1;
                         continue;
                     };
-                    let ts = if S::RECV_TS { wall_ns() } else { 0 };
+                    let ts = if S::RECV_TS { unix_ns() } else { 0 };
                     let bytes = &self.buf[..n];
                     match &mut self.fault {
                         Some(f) if line != Line::Recovery => {
@@ -513,7 +514,7 @@ impl Driver {
             && f.held() > 0
             && now.saturating_sub(self.last_packet) >= FAULT_FLUSH_NS
         {
-            let ts = if S::RECV_TS { wall_ns() } else { 0 };
+            let ts = if S::RECV_TS { unix_ns() } else { 0 };
             let state = &mut self.state;
             let mut result = Ok(());
             let unknown = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
@@ -529,7 +530,7 @@ impl Driver {
         {
             self.last_activity = now;
             let next = self.state.cur.as_ref().map_or(0, |c| c.seq.next_seq());
-            sink.heartbeat(next, wall_ns());
+            sink.heartbeat(next, unix_ns());
         }
         sink.idle(now);
         Ok(())
@@ -543,7 +544,7 @@ impl Driver {
         if cur.seq.next_deadline().is_none_or(|d| d > now) {
             return;
         }
-        let ts = if S::RECV_TS { wall_ns() } else { 0 };
+        let ts = if S::RECV_TS { unix_ns() } else { 0 };
         cur.seq.handle_timeout(now, Adapter { sink, ts });
         while let Some(r) = cur.seq.poll_request(now) {
             let sent = match (&self.recovery, self.state.cfg.request_server, cur.server) {
@@ -581,12 +582,12 @@ impl Driver {
                     first,
                     count,
                     recoverable: true,
-                } => sink.gap_requested(first, count, wall_ns()),
+                } => sink.gap_requested(first, count, unix_ns()),
                 Event::EndOfSession { next_seq } if !cur.ended => {
                     cur.ended = true;
                     stats.sessions_ended += 1;
                     *closing = true;
-                    sink.end_of_session(next_seq, now, wall_ns());
+                    sink.end_of_session(next_seq, now, unix_ns());
                 }
                 // Lost gaps were handed to the sink in place; the rest is counted.
                 Event::Gap { .. }
@@ -634,7 +635,7 @@ impl Driver {
                 idle.wait();
             }
         }
-        sink.finish(wall_ns());
+        sink.finish(unix_ns());
         let now = self.clock.now();
         self.publish_counters(now, true, sink);
         Ok(())

@@ -42,13 +42,14 @@ pub mod socket;
 mod tx;
 pub mod wire;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 pub use driver::{LineConfig, RequestServer, RxProgress};
 pub use rx::{Receiver, ReceiverConfig, ReceiverStats};
 pub use tx::{Sender, SenderConfig, SenderStats};
 
 use mdbus_bus::BusError;
+use mdbus_shm::unix_ns;
 
 /// What a transport loop does when it found nothing to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,15 +117,6 @@ impl Mono {
     }
 }
 
-/// Nanoseconds since the Unix epoch (a vDSO clock read, no system call): the one wall
-/// clock of the feed side.
-#[inline]
-pub fn wall_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -143,7 +135,7 @@ pub(crate) fn encode_gap_notice(
 ) -> usize {
     let header = mdbus_bus::schema::HeaderFields {
         seq: first,
-        recv_ts_ns: wall_ns(),
+        recv_ts_ns: unix_ns(),
         ..Default::default()
     };
     let fields = mdbus_bus::schema::GapNoticeFields {
