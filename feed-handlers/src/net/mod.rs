@@ -29,6 +29,11 @@
 //!   sequencer until corroborated.
 //! * Records the sender itself could not read (its ring overran it) travel as a gap notice
 //!   with [`GapScope::Stream`](mdbus_bus::schema::GapScope), so receivers learn of that loss too.
+//! * [`driver`] is the one receive loop of every sequenced feed: sockets, fault injector,
+//!   session following, re-requests, idle strategy and counters around the sequencer,
+//!   generic over a [`FeedSink`](driver::FeedSink). The [`Receiver`] is one sink of it
+//!   (envelopes into a local ring), the live feed handler ([`crate::live`]) another (decode,
+//!   normalize, publish).
 //!
 //! Both loops are single threads that busy-poll nonblocking sockets (or yield, or sleep),
 //! allocate nothing after setup, and publish their counters ([`mdbus_shm::counters`]) for `mdbus stat`.
