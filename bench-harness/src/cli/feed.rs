@@ -590,7 +590,6 @@ pub fn stats_json(s: &LiveStats) -> serde_json::Value {
         "requests_sent": s.requests_sent,
         "request_errors": s.request_errors,
         "recv_errors": s.recv_errors,
-        "stale_session": s.stale_session,
         "fault_dropped": s.fault_dropped,
         "rcvbuf": s.rcvbuf,
         "warnings": s.warnings,

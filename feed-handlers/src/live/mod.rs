@@ -221,9 +221,6 @@ pub struct LiveStats {
     pub request_errors: u64,
     /// `recv` errors other than "nothing waiting".
     pub recv_errors: u64,
-    /// Answers of the retransmission server that came before any line packet (for no
-    /// session followed).
-    pub stale_session: u64,
     /// Datagrams dropped by the fault injector.
     pub fault_dropped: u64,
     /// Usable `SO_RCVBUF` of line A, as granted by the kernel.
@@ -237,14 +234,13 @@ pub struct LiveStats {
 }
 
 /// Names of the counters a live feed publishes (role `feed`), in the order of their values.
-pub const COUNTER_NAMES: [&str; 40] = [
+pub const COUNTER_NAMES: [&str; 39] = [
     "packets_a",
     "packets_b",
     "packets_recovery",
     "requests_sent",
     "request_errors",
     "recv_errors",
-    "stale_session",
     "fault_dropped",
     "ended",
     "sequencer.packets",
@@ -295,7 +291,6 @@ impl LiveStats {
             requests_sent: d.requests,
             request_errors: d.request_errors,
             recv_errors: d.recv_errors,
-            stale_session: d.stale_session,
             fault_dropped: d.fault_dropped,
             ended: d.sessions_ended > 0,
             ..LiveStats::default()
@@ -303,7 +298,7 @@ impl LiveStats {
     }
 
     /// The counters in the order of [`COUNTER_NAMES`].
-    pub fn values(&self) -> [u64; 40] {
+    pub fn values(&self) -> [u64; 39] {
         let q = &self.sequencer;
         let p = &self.pipeline;
         [
@@ -313,7 +308,6 @@ impl LiveStats {
             self.requests_sent,
             self.request_errors,
             self.recv_errors,
-            self.stale_session,
             self.fault_dropped,
             u64::from(self.ended),
             q.packets,

@@ -273,7 +273,6 @@ const FAULT_FLUSH_NS: u64 = 1_000_000;
 /// The session being followed.
 #[derive(Debug)]
 struct Current {
-    session: Session,
     epoch: u64,
     seq: Sequencer,
     /// Where re-requests for this session go.
@@ -281,6 +280,10 @@ struct Current {
     ended: bool,
     /// When the last line packet of the session arrived (mono ns).
     last_seen: u64,
+    /// Whether a line packet of the session was seen (the sink was told of it).
+    started: bool,
+    /// Joined at the live edge.
+    live_edge: bool,
 }
 
 /// The state a packet is handled in: everything of the driver but its sockets, buffer and
@@ -346,10 +349,27 @@ impl Driver {
             .fault
             .is_active()
             .then(|| FaultInjector::new(cfg.fault.clone(), MAX_DATAGRAM));
+        // The one session of a feed has its sequencer (and its tables) before the first
+        // packet; a stream's sessions get theirs as they come.
+        let cur = match cfg.sessions {
+            Sessions::Any => Some(Current {
+                epoch: 0,
+                seq: session_sequencer(&cfg, cfg.sequencer.session, cfg.sequencer.late_join)?,
+                server: match cfg.request_server {
+                    RequestServer::Addr(a) => Some(SocketAddr::V4(a)),
+                    _ => None,
+                },
+                ended: false,
+                last_seen: 0,
+                started: false,
+                live_edge: cfg.sequencer.late_join == LateJoin::LiveEdge,
+            }),
+            Sessions::Stream { .. } => None,
+        };
         Ok(Driver {
             state: State {
                 cfg,
-                cur: None,
+                cur,
                 stats: DriverStats::default(),
                 done: SequencerStats::default(),
                 closing: false,
@@ -413,8 +433,7 @@ impl Driver {
 
     /// The session being followed, once one was seen.
     pub fn session(&self) -> Option<Session> {
-        let cur = self.state.cur.as_ref()?;
-        cur.seq.session().or(Some(cur.session))
+        self.state.cur.as_ref()?.seq.session()
     }
 
     /// The monotonic clock the driver's `now` values come from (ns).
@@ -719,6 +738,11 @@ impl State {
         let Some(cur) = self.cur.as_mut() else {
             return Ok(());
         };
+        if !cur.started && line != Line::Recovery {
+            cur.started = true;
+            self.stats.sessions += 1;
+            sink.session_started(cur.live_edge)?;
+        }
         if line != Line::Recovery {
             cur.last_seen = now;
             if cur.server.is_none()
@@ -738,7 +762,7 @@ impl State {
     }
 
     /// Follows a new session: hands the sink what the old one still missed, starts a new
-    /// sequencer.
+    /// sequencer (the sink hears of the session at its first line packet, next).
     fn start_session<S: FeedSink>(
         &mut self,
         now: u64,
@@ -779,19 +803,7 @@ impl State {
                 (late_join, Some(session))
             }
         };
-        let live_edge = late_join == LateJoin::LiveEdge;
-        sink.session_started(live_edge)?;
-        let seq = Sequencer::new(SequencerConfig {
-            session: named,
-            late_join,
-            max_outstanding_requests: if self.cfg.request_server == RequestServer::None {
-                0
-            } else {
-                self.cfg.sequencer.max_outstanding_requests
-            },
-            ..self.cfg.sequencer
-        })
-        .map_err(|e| NetError::Config(format!("sequencer: {e}")))?;
+        let seq = session_sequencer(&self.cfg, named, late_join)?;
         let server = match self.cfg.request_server {
             RequestServer::Addr(a) => Some(SocketAddr::V4(a)),
             RequestServer::SourcePort(p) if !from.ip().is_unspecified() => {
@@ -799,17 +811,37 @@ impl State {
             }
             _ => None,
         };
-        self.stats.sessions += 1;
         self.cur = Some(Current {
-            session,
             epoch,
             seq,
             server,
             ended: false,
             last_seen: now,
+            started: false,
+            live_edge: late_join == LateJoin::LiveEdge,
         });
         Ok(())
     }
+}
+
+/// A sequencer for one session: `named` (or the first seen), starting per `late_join`; no
+/// re-requests without a server.
+fn session_sequencer(
+    cfg: &DriverConfig,
+    named: Option<Session>,
+    late_join: LateJoin,
+) -> Result<Sequencer, NetError> {
+    Sequencer::new(SequencerConfig {
+        session: named,
+        late_join,
+        max_outstanding_requests: if cfg.request_server == RequestServer::None {
+            0
+        } else {
+            cfg.sequencer.max_outstanding_requests
+        },
+        ..cfg.sequencer
+    })
+    .map_err(|e| NetError::Config(format!("sequencer: {e}")))
 }
 
 /// Hands the sequencer's output to a sink with the packet's receive time.
