@@ -898,3 +898,140 @@ pub(crate) fn add_sequencer(sum: &mut SequencerStats, s: &SequencerStats) {
     sum.anchors_replaced += s.anchors_replaced;
     sum.zero_sequence += s.zero_sequence;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mdbus_codecs::moldudp64::{PacketBuilder, encode_end_of_session};
+
+    /// Records what the driver hands it.
+    #[derive(Default)]
+    struct Record {
+        messages: Vec<(u64, Vec<u8>)>,
+        gaps: Vec<(u64, u64)>,
+        started: u32,
+        ended: Option<u64>,
+    }
+
+    impl FeedSink for Record {
+        const RECV_TS: bool = true;
+
+        fn message(&mut self, seq: u64, msg: &[u8], recv_ts_ns: u64) {
+            assert!(recv_ts_ns > 0, "stamped");
+            self.messages.push((seq, msg.to_vec()));
+        }
+
+        fn gap(&mut self, first: u64, count: u64, _: u64) {
+            self.gaps.push((first, count));
+        }
+
+        fn session_started(&mut self, _: bool) -> Result<(), NetError> {
+            self.started += 1;
+            Ok(())
+        }
+
+        fn end_of_session(&mut self, next_seq: u64, _: u64, _: u64) {
+            self.ended = Some(next_seq);
+        }
+
+        fn counters(&self, d: &DriverStats, out: &mut [u64]) -> usize {
+            out[0] = d.packets;
+            1
+        }
+    }
+
+    fn packet(session: Session, seq: u64, msgs: &[&[u8]]) -> Vec<u8> {
+        let mut buf = vec![0u8; 1400];
+        let mut b = PacketBuilder::new(&mut buf, session, seq).unwrap();
+        for m in msgs {
+            b.push(m).unwrap();
+        }
+        let n = b.finish();
+        buf.truncate(n);
+        buf
+    }
+
+    /// Polls until the session ended (or a bound of turns passed).
+    fn drive(d: &mut Driver, sink: &mut Record) {
+        for _ in 0..1_000_000 {
+            if d.poll_once(sink).unwrap().ended {
+                return;
+            }
+            std::thread::yield_now();
+        }
+        panic!("the session did not end");
+    }
+
+    fn loopback(sessions: Sessions) -> (Driver, UdpSocket) {
+        let cfg = DriverConfig {
+            interface: Ipv4Addr::LOCALHOST,
+            rcvbuf: 0,
+            sessions,
+            sequencer: SequencerConfig {
+                late_join: LateJoin::FromSequence(1),
+                nak_delay: Duration::from_millis(1),
+                ..SequencerConfig::default()
+            },
+            ..DriverConfig::new(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+        };
+        let d = Driver::new(cfg, None).unwrap();
+        let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        tx.connect(d.line_a_addr().unwrap()).unwrap();
+        (d, tx)
+    }
+
+    #[test]
+    fn a_feed_is_delivered_in_order_and_bad_datagrams_are_counted() {
+        let (mut d, tx) = loopback(Sessions::Any);
+        let s = Session(*b"SESSION001");
+        tx.send(&packet(s, 1, &[b"one", b"two"])).unwrap();
+        tx.send(b"short").unwrap();
+        // Message 3 is lost (no server: declared lost after the NAK delay), 4 arrives.
+        tx.send(&packet(s, 4, &[b"four"])).unwrap();
+        let mut eos = [0u8; HEADER_LEN];
+        encode_end_of_session(&mut eos, s, 5).unwrap();
+        tx.send(&eos).unwrap();
+        let mut sink = Record::default();
+        drive(&mut d, &mut sink);
+        let seqs: Vec<u64> = sink.messages.iter().map(|m| m.0).collect();
+        assert_eq!(seqs, [1, 2, 4]);
+        assert_eq!(sink.messages[2].1, b"four");
+        assert_eq!(sink.gaps, [(3, 1)]);
+        assert_eq!((sink.started, sink.ended), (1, Some(5)));
+        let st = d.stats();
+        assert_eq!((st.packets, st.packets_a, st.malformed), (4, 4, 1));
+        assert_eq!((st.sessions, st.sessions_ended), (1, 1));
+        assert_eq!(st.sequencer.unrecoverable, 1);
+        assert_eq!(d.session(), Some(s));
+    }
+
+    #[test]
+    fn a_stream_driver_follows_its_own_sessions_only() {
+        let tag = wire::stream_tag("t17.driver");
+        let (mut d, tx) = loopback(Sessions::Stream {
+            tag,
+            started: 0,
+            session_timeout: Duration::from_secs(60),
+            follow_newer: false,
+        });
+        let ours = wire::session_name(tag, 5);
+        let other_stream = wire::session_name(wire::stream_tag("another"), 5);
+        tx.send(&packet(other_stream, 1, &[b"not ours"])).unwrap();
+        tx.send(&packet(Session(*b"NOTABUSTAG"), 1, &[b"nor this"]))
+            .unwrap();
+        tx.send(&packet(ours, 1, &[b"ours"])).unwrap();
+        // A newer session of the stream while ours is live: counted, not followed.
+        tx.send(&packet(wire::session_name(tag, 6), 1, &[b"later"]))
+            .unwrap();
+        let mut eos = [0u8; HEADER_LEN];
+        encode_end_of_session(&mut eos, ours, 2).unwrap();
+        tx.send(&eos).unwrap();
+        let mut sink = Record::default();
+        drive(&mut d, &mut sink);
+        assert_eq!(sink.messages, [(1, b"ours".to_vec())]);
+        let st = d.stats();
+        assert_eq!((st.foreign_session, st.other_session), (2, 1));
+        assert_eq!((st.sessions, st.sessions_ended), (1, 1));
+        assert_eq!(d.session(), Some(ours));
+    }
+}
