@@ -151,6 +151,14 @@ impl Bus {
         Bus::with_root(mdbus_shm::default_root())
     }
 
+    /// Opens `root` when given, else the default root: what a `--root` option means.
+    pub fn open(root: Option<&Path>) -> Result<Bus, BusError> {
+        match root {
+            Some(root) => Bus::with_root(root),
+            None => Bus::new(),
+        }
+    }
+
     /// Opens a bus rooted at `root`, creating the directory (mode 0700) if needed. Any
     /// directory owned by this process's user and not writable by group or others works
     /// (0700 or 0755); a hugetlbfs mount (or a directory of one) gives huge-page-backed rings.

@@ -1,11 +1,10 @@
 //! What the verbs share: the error type of the feed-side verbs, opening the bus, where a feed
 //! handler and its book builder run, and the book builder's thread.
 
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use mdbus_bench_harness::pinning::{LayoutArg, Pinning, ThreadRole};
-use mdbus_bus::{Bus, Subscriber, WaitStrategy};
+use mdbus_bus::{Subscriber, WaitStrategy};
 use mdbus_feed_handlers::bookstream::{
     BookService, BookServiceError, BookServiceStats, book_stream_name, levels_stream_name,
     trades_stream_name,
@@ -50,13 +49,6 @@ pub enum CmdError {
     /// A thread panicked (a bug).
     #[error("internal error: {0}")]
     Internal(String),
-}
-
-pub(crate) fn open_bus(root: Option<&Path>) -> Result<Bus, CmdError> {
-    Ok(match root {
-        Some(r) => Bus::with_root(r)?,
-        None => Bus::new()?,
-    })
 }
 
 /// The report line of a book service publishing for `feed` (stderr).

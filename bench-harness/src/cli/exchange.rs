@@ -145,10 +145,7 @@ pub fn run_exchange(args: &ExchangeArgs, out: &mut dyn Write) -> Result<(), Exch
             ))
         })?,
     };
-    let bus = super::common::open_bus(args.root.as_deref()).map_err(|e| match e {
-        super::common::CmdError::Bus(b) => ExchangeCmdError::Bus(b),
-        other => ExchangeCmdError::BadArg(other.to_string()),
-    })?;
+    let bus = mdbus_bus::Bus::open(args.root.as_deref())?;
     let mut cfg = ExchangeConfig::new(args.group);
     cfg.line_b = args.line_b;
     cfg.send.interface = args.interface;

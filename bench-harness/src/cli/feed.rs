@@ -44,7 +44,7 @@
 use std::fmt;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -279,13 +279,6 @@ impl From<LiveError> for CmdError {
     }
 }
 
-fn open_bus(root: Option<&Path>) -> Result<Bus, CmdError> {
-    Ok(match root {
-        Some(r) => Bus::with_root(r)?,
-        None => Bus::new()?,
-    })
-}
-
 /// The live configuration of `args`.
 fn live_config(args: &FeedArgs) -> LiveFeedConfig {
     LiveFeedConfig {
@@ -504,7 +497,7 @@ pub fn run_feed(args: &FeedArgs, out: &mut dyn Write) -> Result<(), CmdError> {
         })?;
     }
 
-    let bus = open_bus(args.root.as_deref())?;
+    let bus = Bus::open(args.root.as_deref())?;
     let mut ring = replay_ring();
     ring.capacity = args.ring_bytes;
     if with_book {

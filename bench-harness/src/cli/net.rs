@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -273,13 +273,6 @@ pub struct StatArgs {
     pub root: Option<PathBuf>,
 }
 
-fn open_bus(root: Option<&Path>) -> Result<Bus, NetCmdError> {
-    Ok(match root {
-        Some(r) => Bus::with_root(r)?,
-        None => Bus::new()?,
-    })
-}
-
 /// Sets `stop` on SIGINT and SIGTERM; a second one exits at once (status 130), without
 /// the clean end (a sender's linger).
 fn stop_on_signals() -> Result<Arc<AtomicBool>, NetCmdError> {
@@ -302,7 +295,7 @@ fn counters_json(names: &[&str], values: &[u64]) -> serde_json::Map<String, serd
 
 /// Runs `mdbus send` until the stream closes (and the linger time passed) or a signal.
 pub fn run_send(args: &SendArgs, out: &mut dyn Write) -> Result<(), NetCmdError> {
-    let bus = open_bus(args.root.as_deref())?;
+    let bus = Bus::open(args.root.as_deref())?;
     let mut cfg = SenderConfig::new(&args.stream, args.group);
     cfg.line_b = args.line_b;
     cfg.send.interface = args.interface;
@@ -405,7 +398,7 @@ impl Books {
 
 /// Runs `mdbus recv` until a signal or (with `--exit-at-end`) the end of the session.
 pub fn run_recv(args: &RecvArgs, out: &mut dyn Write) -> Result<(), NetCmdError> {
-    let bus = open_bus(args.root.as_deref())?;
+    let bus = Bus::open(args.root.as_deref())?;
     let mut cfg = ReceiverConfig::new(&args.stream, args.group);
     if let Some(l) = &args.local {
         cfg.local_stream = l.clone();
@@ -550,7 +543,7 @@ fn report_recv(s: &ReceiverStats) {
 
 /// Runs `mdbus stat`.
 pub fn run_stat(args: &StatArgs, out: &mut dyn Write) -> Result<(), NetCmdError> {
-    let bus = open_bus(args.root.as_deref())?;
+    let bus = Bus::open(args.root.as_deref())?;
     if args.clean {
         for p in counters::remove_finished(bus.root())? {
             writeln!(out, "removed {}", p.display())?;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use mdbus_bus::{Mode, SubscribeOptions, WaitStrategy};
+use mdbus_bus::{Bus, Mode, SubscribeOptions, WaitStrategy};
 use mdbus_feed_handlers::bookstream::{BookService, BookServiceConfig, BookServiceStats};
 use mdbus_feed_handlers::record::{
     RecordOptions, RecordStats, RecordWriter, StopReason, record_stream,
@@ -19,9 +19,7 @@ use mdbus_feed_handlers::replay::{
     replay_book_config, replay_ring,
 };
 
-use super::common::{
-    CmdError, feed_pinning, join_book_thread, open_bus, print_book_line, spawn_book_thread,
-};
+use super::common::{CmdError, feed_pinning, join_book_thread, print_book_line, spawn_book_thread};
 use mdbus_bench_harness::pinning::LayoutArg;
 
 /// `mdbus replay`: play a captured session onto a bus stream.
@@ -132,7 +130,7 @@ pub fn run_replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<(), CmdError
             args.ring_mb
         )));
     }
-    let bus = open_bus(args.root.as_deref())?;
+    let bus = Bus::open(args.root.as_deref())?;
     let mut ring = replay_ring();
     ring.capacity = args.ring_mb << 20;
     if args.lossless || args.book {
@@ -377,7 +375,7 @@ fn catch_stop_signals() -> Result<Arc<AtomicBool>, CmdError> {
 
 /// Runs `mdbus record`, writing its stdout to `out`.
 pub fn run_record(args: &RecordArgs, out: &mut dyn Write) -> Result<(), CmdError> {
-    let bus = open_bus(args.root.as_deref())?;
+    let bus = Bus::open(args.root.as_deref())?;
     let max_duration = match args.duration {
         Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d)),
         Some(d) => {

@@ -16,10 +16,7 @@ pub struct StreamsArgs {
 
 /// Runs `mdbus streams`.
 pub fn run(args: &StreamsArgs) -> Result<ExitCode, Box<dyn Error>> {
-    let bus = match &args.root {
-        Some(root) => mdbus_bus::Bus::with_root(root)?,
-        None => mdbus_bus::Bus::new()?,
-    };
+    let bus = mdbus_bus::Bus::open(args.root.as_deref())?;
     if args.clean {
         let removed = bus.remove_stale()?;
         for path in &removed {
