@@ -9,7 +9,8 @@
 //! [`BookBuilder::flush_levels`] (or both at once with [`BookBuilder::apply_level`]); the
 //! updates come out through the same [`UpdateSink`]. Query the books with
 //! [`BookBuilder::bbo`], [`BookBuilder::levels`], [`BookBuilder::resting_orders`] and
-//! [`BookBuilder::order`]; sum a replay up with [`BookBuilder::summary`].
+//! [`BookBuilder::order`]; sum a replay up with [`BookBuilder::summary`]. Reading normalized
+//! envelopes into a builder, with the counts a summary prints, is [`EnvelopeBooks`].
 //!
 //! # Semantics
 //! * `Add` rests a new order; an `Add` whose reference is already live is counted
@@ -79,6 +80,7 @@
 //! ```
 
 mod event;
+mod from_events;
 mod levels;
 mod orders;
 mod summary;
@@ -89,6 +91,11 @@ mod level_tests;
 mod tests;
 
 pub use event::{BookEvent, InvalidReason, LevelEvent, OrderEvent, Side};
+pub use from_events::{
+    EnvelopeBooks, GapPolicy, book_event_from_envelope, header_of, instrument_of, itch_type_of,
+    order_event_from_envelope,
+};
+pub(crate) use from_events::{InputRead, read_input, read_input_generic, read_trade};
 pub use levels::{LEVEL_BYTES, Level};
 pub use orders::{ORDER_SLOT_BYTES, Order};
 pub use summary::{BookSummary, BookSummaryEntry, TypeCounts};
