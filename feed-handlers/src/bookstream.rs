@@ -2,7 +2,8 @@
 //! book with a [`BookBuilder`], and publishes what changed.
 //!
 //! ```text
-//!   <feed>          normalized ITCH envelopes (AddOrder, OrderExecuted, ..., GapNotice)
+//!   <feed>          normalized envelopes (AddOrder, OrderExecuted, ..., PriceLevelUpdate,
+//!      |            GapNotice)
 //!      |
 //!  BookService ---> <feed>.book    Bbo, StockDirectory, GapNotice, EndOfSession
 //!              |--> <feed>.levels  PriceLevelUpdate, StockDirectory, GapNotice, EndOfSession
@@ -27,6 +28,11 @@
 //!   exists only when [`BookServiceConfig::publish_levels`] is set. Like the other outputs it
 //!   uses the [`BookServiceConfig::output`] ring: on a lossless ring only subscribers that
 //!   ask for a lossless slot hold the service back, so nobody has to read it.
+//! * **Price levels in.** A venue that publishes price levels instead of orders sends
+//!   `PriceLevelUpdate` events: each sets one level of the instrument's book of levels (see
+//!   [`crate::book`]) and is published at once, as an order message is (level update, then
+//!   the `Bbo` if the top changed). An instrument takes orders or levels, not both: the other
+//!   kind is counted by the builder (`mixed`), not applied.
 //! * **Trade stream.** Prints with their price resolved, as the schema's `Trade` (non-cross)
 //!   event: `E` takes the resting order's display price and side; `C` its execution price and
 //!   the resting order's side (non-printable `C` executions are counted, not published: they
@@ -54,9 +60,9 @@ use mdbus_bus::{
 };
 
 use crate::book::{
-    BookBuilder, BookConfig, BookConfigError, BookSummary, BookUpdate, EnvelopeBooks, GapPolicy,
-    InputRead, LevelAction, OrderEvent, Outcome, Side, TypeCounts, UpdateSink, instrument_of,
-    read_input, read_input_generic, read_trade,
+    BookBuilder, BookConfig, BookConfigError, BookEvent, BookSummary, BookUpdate, EnvelopeBooks,
+    GapPolicy, InputRead, LevelAction, OrderEvent, Outcome, Side, TypeCounts, UpdateSink,
+    book_event_from_envelope, instrument_of, read_input, read_input_generic, read_trade,
 };
 
 pub use crate::book::{header_of, itch_type_of, order_event_from_envelope};
@@ -532,6 +538,23 @@ impl BookService {
                     let msg = self.encoder.trade(&header, &print);
                     self.out.publish(To::Trades, &msg);
                     self.stats.trades_published += 1;
+                }
+            }
+            fb::Event::PriceLevelUpdate => {
+                if let Some(ev) = book_event_from_envelope(env) {
+                    self.stats.book_events += 1;
+                    let mut sink = Publish {
+                        encoder: &mut self.encoder,
+                        out: &mut self.out,
+                        stats: &mut self.stats,
+                        header: &header,
+                    };
+                    let b = self.books.builder_mut();
+                    let _: Outcome = match ev {
+                        BookEvent::Level(ev) => b.apply_level(&ev, &mut sink),
+                        // A level the builder cannot hold: counted as invalid.
+                        BookEvent::Order(ev) => b.apply(&ev, &mut sink),
+                    };
                 }
             }
             fb::Event::StockDirectory => {
@@ -1201,6 +1224,96 @@ mod tests {
         );
         assert_eq!(kinds(&mut trades), [E::GapNotice, E::EndOfSession]);
         assert_eq!(svc.symbol(13), Some(*b"AAPL    "));
+    }
+
+    #[test]
+    fn price_levels_in_build_a_book_of_levels_published_like_orders() {
+        let dir = tempfile::tempdir().unwrap();
+        let Service {
+            mut svc,
+            mut book,
+            mut levels,
+            ..
+        } = service(dir.path());
+        let mut enc = Encoder::new();
+        let h = |seq| HeaderFields {
+            seq,
+            recv_ts_ns: 1000 + seq,
+            stock_locate: 21,
+            ..HeaderFields::default()
+        };
+        let level = |side, price, size, action| fb::PriceLevelUpdateFields {
+            side,
+            price,
+            size,
+            order_count: 0,
+            action,
+        };
+        let (new, change, delete) = (
+            fb::BookAction::New,
+            fb::BookAction::Change,
+            fb::BookAction::Delete,
+        );
+        let (buy, sell) = (fb::Side::Buy, fb::Side::Sell);
+        let input = [
+            level(buy, 1_000_000, 300, new),
+            level(sell, 1_000_500, 50, new),
+            level(buy, 999_900, 10, new),
+            level(buy, 1_000_000, 0, delete),
+            level(sell, -1, 5, change),
+        ];
+        for (i, f) in input.iter().enumerate() {
+            let env = enc.encode(&h(i as u64 + 1), f);
+            assert_eq!(svc.handle(&env.envelope()), Handled::Continue);
+        }
+        let tops: Vec<_> = drain(&mut book)
+            .iter()
+            .map(|(e, h, b)| {
+                assert_eq!(*e, fb::Event::Bbo);
+                let env = fb::read_verified(b).unwrap();
+                let x = env.event_as_bbo().unwrap().body();
+                (
+                    h.seq,
+                    x.bid_price(),
+                    x.bid_size(),
+                    x.ask_price(),
+                    x.ask_size(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            tops,
+            [
+                (1, 1_000_000, 300, 0, 0),
+                (2, 1_000_000, 300, 1_000_500, 50),
+                (4, 999_900, 10, 1_000_500, 50),
+            ],
+            "a top after each level that changed it, stamped with that level's header"
+        );
+        let published: Vec<_> = drain(&mut levels)
+            .iter()
+            .map(|(_, h, b)| {
+                let env = fb::read_verified(b).unwrap();
+                let x = *env.event_as_price_level_update().unwrap().body();
+                (h.seq, x.side(), x.price(), x.size(), x.action())
+            })
+            .collect();
+        assert_eq!(
+            published,
+            [
+                (1, buy, 1_000_000, 300, new),
+                (2, sell, 1_000_500, 50, new),
+                (3, buy, 999_900, 10, new),
+                (4, buy, 1_000_000, 0, delete),
+            ]
+        );
+        // An order for the instrument is refused and counted, as is the unpriceable level.
+        feed(&mut svc, &[add(21, 7, b'B', 1_000_100, 100)]);
+        assert_eq!(drain(&mut book).len(), 0);
+        let c = svc.builder().counters();
+        assert_eq!((c.mixed, c.invalid), (1, 1));
+        assert_eq!(svc.stats().book_events, 6);
+        assert_eq!(svc.stats().messages, 1, "only the add is a source message");
     }
 
     #[test]
