@@ -57,11 +57,11 @@
 //! |---|---|
 //! | order table | 24 per slot, `max_orders * 4/3 + 1` slots rounded up to 64: 32 per order of capacity |
 //! | locate index | 65,536 x 4 = 256 KiB |
-//! | per instrument | `size_of::<Book>()` (160) + 2 x `levels_per_side_hint` x 16 + 4 |
-//! | staged level updates | [`MAX_STAGED_LEVELS`] x `size_of::<BookUpdate>()` (40): 40 KiB |
+//! | per instrument | `size_of::<Book>()` (152) + 2 x `levels_per_side_hint` x 16 + 4 (its place in the list of books to flush) |
+//! | staged level updates | [`MAX_STAGED_LEVELS`] x `size_of::<BookUpdate>()` (48): 48 KiB |
 //!
 //! So 10,000,000 orders cost 320 MB; 8,000 instruments with 128 levels a side cost 8,000 x
-//! (160 + 4,096) = 34 MB; [`BookConfig::nasdaq_day`] (10 M orders, 12,000 instruments, 128
+//! (152 + 4,096 + 4) = 34 MB; [`BookConfig::nasdaq_day`] (10 M orders, 12,000 instruments, 128
 //! levels) is about 371 MB in all ([`BookConfig::memory_bytes`] computes it for any
 //! configuration).
 //!
@@ -367,7 +367,7 @@ struct Top {
     ask: Level,
 }
 
-/// The best level of an empty side (a real level has orders).
+/// The best level of an empty side (a real level has shares).
 const NO_LEVEL: Level = Level {
     price: 0,
     orders: 0,
@@ -383,11 +383,12 @@ impl Default for Top {
     }
 }
 
-/// The price of `l`, `None` for `NO_LEVEL` (a level of a level book may not know its orders;
-/// a real level has shares).
+/// The price of `l`, `None` for `NO_LEVEL`. A real level has shares (an order of 0 shares
+/// never rests, an order left with none leaves), but may not know its orders (a level book's
+/// venue need not say).
 #[inline]
 fn price_of(l: Level) -> Option<u32> {
-    (l.orders != 0 || l.shares != 0).then_some(l.price)
+    (l.shares != 0).then_some(l.price)
 }
 
 impl Book {
