@@ -4,6 +4,9 @@
 //! * `apply`: the pre-decoded events applied to a book sized for the sample (reset, untimed,
 //!   between passes).
 //! * `decode+apply`: from the raw length-prefixed bytes: decode, convert, apply.
+//! * `book_aapl_10k_levels/set_level+flush`: the same session as a venue that publishes price
+//!   levels would send it: the order book's level updates (collected untimed) set on a book of
+//!   levels, flushed where the order book published a top. Throughput in level updates.
 //! * `book_synthetic_market/apply/nasdaq_day_config`: a builder sized for a full Nasdaq day
 //!   (`BookConfig::nasdaq_day`: 10 million orders, 12,000 instruments) holding 3 million live
 //!   orders over 8,000 instruments, fed a generated whole-market flow (see [`Market`]) in
@@ -30,7 +33,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group};
 use mdbus_codecs::nasdaq::itch::Stream;
-use mdbus_feed_handlers::book::{BookBuilder, BookConfig, BookUpdate, OrderEvent, Side};
+use mdbus_feed_handlers::book::{
+    BookBuilder, BookConfig, BookUpdate, LevelEvent, OrderEvent, Side,
+};
 
 const AAPL: &[u8] = include_bytes!("../../codecs/testdata/itch/aapl-2020-01-30-10k.itch");
 
@@ -103,6 +108,68 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    g.finish();
+}
+
+/// The AAPL order book's level updates as level events, each with whether the order book
+/// published a top after it (where a level venue's event would end).
+fn level_events() -> Vec<(LevelEvent, bool)> {
+    let mut book = BookBuilder::new(sample_config()).expect("config");
+    let mut out: Vec<(LevelEvent, bool)> = Vec::new();
+    for ev in events() {
+        book.apply(&ev, &mut |u| match u {
+            BookUpdate::Level {
+                locate,
+                side,
+                price,
+                shares,
+                orders,
+                ..
+            } => out.push((
+                LevelEvent {
+                    locate,
+                    side,
+                    price,
+                    shares,
+                    orders,
+                },
+                false,
+            )),
+            BookUpdate::Bbo(_) => {
+                if let Some(last) = out.last_mut() {
+                    last.1 = true;
+                }
+            }
+        });
+    }
+    out
+}
+
+fn bench_levels(c: &mut Criterion) {
+    let evs = level_events();
+    let mut g = c.benchmark_group("book_aapl_10k_levels");
+    g.throughput(Throughput::Elements(evs.len() as u64));
+    g.bench_function("set_level+flush", |b| {
+        let mut book = BookBuilder::new(sample_config()).expect("config");
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut acc = 0u64;
+            for _ in 0..iters {
+                book.reset();
+                let t = Instant::now();
+                for (ev, end) in black_box(&evs) {
+                    book.set_level(ev, &mut sink(&mut acc));
+                    if *end {
+                        book.flush_levels(&mut sink(&mut acc));
+                    }
+                }
+                book.flush_levels(&mut sink(&mut acc));
+                total += t.elapsed();
+            }
+            black_box(acc);
+            total
+        })
+    });
     g.finish();
 }
 
@@ -519,7 +586,7 @@ fn rss() -> Option<(String, String)> {
     Some((field("VmHWM:")?, field("VmRSS:")?))
 }
 
-criterion_group!(benches, bench, bench_market, bench_service);
+criterion_group!(benches, bench, bench_levels, bench_market, bench_service);
 
 fn main() {
     benches();

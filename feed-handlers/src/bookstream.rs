@@ -2,7 +2,8 @@
 //! book with a [`BookBuilder`], and publishes what changed.
 //!
 //! ```text
-//!   <feed>          normalized ITCH envelopes (AddOrder, OrderExecuted, ..., GapNotice)
+//!   <feed>          normalized envelopes (AddOrder, OrderExecuted, ..., PriceLevelUpdate,
+//!      |            GapNotice)
 //!      |
 //!  BookService ---> <feed>.book    Bbo, StockDirectory, GapNotice, EndOfSession
 //!              |--> <feed>.levels  PriceLevelUpdate, StockDirectory, GapNotice, EndOfSession
@@ -27,6 +28,11 @@
 //!   exists only when [`BookServiceConfig::publish_levels`] is set. Like the other outputs it
 //!   uses the [`BookServiceConfig::output`] ring: on a lossless ring only subscribers that
 //!   ask for a lossless slot hold the service back, so nobody has to read it.
+//! * **Price levels in.** A venue that publishes price levels instead of orders sends
+//!   `PriceLevelUpdate` events: each sets one level of the instrument's book of levels (see
+//!   [`crate::book`]) and is published at once, as an order message is (level update, then
+//!   the `Bbo` if the top changed). An instrument takes orders or levels, not both: the other
+//!   kind is counted by the builder (`mixed`), not applied.
 //! * **Trade stream.** Prints with their price resolved, as the schema's `Trade` (non-cross)
 //!   event: `E` takes the resting order's display price and side; `C` its execution price and
 //!   the resting order's side (non-printable `C` executions are counted, not published: they
@@ -47,16 +53,19 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use mdbus_bus::schema::{self as fb, Encoder, Envelope, FrameReader, HeaderFields, ReadBody};
+use mdbus_bus::schema::{self as fb, Encoder, Envelope, FrameReader, HeaderFields};
 use mdbus_bus::{
     Bus, BusError, Mode, PublishError, Publisher, ReceiveError, StreamConfig, Subscriber,
     WaitStrategy,
 };
 
 use crate::book::{
-    BookBuilder, BookConfig, BookConfigError, BookSummary, BookUpdate, LevelAction, OrderEvent,
-    Outcome, Side, TypeCounts, UpdateSink,
+    BookBuilder, BookConfig, BookConfigError, BookEvent, BookSummary, BookUpdate, EnvelopeBooks,
+    GapPolicy, InputRead, LevelAction, OrderEvent, Outcome, Side, TypeCounts, UpdateSink,
+    book_event_from_envelope, instrument_of, read_input, read_input_generic, read_trade,
 };
+
+pub use crate::book::{header_of, itch_type_of, order_event_from_envelope};
 
 /// Suffix of the book stream of a feed: `<feed>.book`.
 pub const BOOK_SUFFIX: &str = ".book";
@@ -80,208 +89,14 @@ pub fn levels_stream_name(feed: &str) -> String {
     format!("{feed}{LEVELS_SUFFIX}")
 }
 
-/// The ITCH message type letter a normalized event came from; `None` for bus-level events
-/// (heartbeats, gap notices, book updates, end of session) and unknown (newer) kinds.
-#[inline]
-pub fn itch_type_of(event: fb::Event) -> Option<u8> {
-    let t = match event {
-        fb::Event::SystemEvent => b'S',
-        fb::Event::StockDirectory => b'R',
-        fb::Event::StockTradingAction => b'H',
-        fb::Event::RegShoRestriction => b'Y',
-        fb::Event::MarketParticipantPosition => b'L',
-        fb::Event::MwcbDeclineLevel => b'V',
-        fb::Event::MwcbStatus => b'W',
-        fb::Event::IpoQuotingPeriodUpdate => b'K',
-        fb::Event::LuldAuctionCollar => b'J',
-        fb::Event::OperationalHalt => b'h',
-        fb::Event::AddOrder => b'A',
-        fb::Event::AddOrderMpid => b'F',
-        fb::Event::OrderExecuted => b'E',
-        fb::Event::OrderExecutedWithPrice => b'C',
-        fb::Event::OrderCancel => b'X',
-        fb::Event::OrderDelete => b'D',
-        fb::Event::OrderReplace => b'U',
-        fb::Event::Trade => b'P',
-        fb::Event::CrossTrade => b'Q',
-        fb::Event::BrokenTrade => b'B',
-        fb::Event::NetOrderImbalanceIndicator => b'I',
-        fb::Event::RetailPriceImprovementIndicator => b'N',
-        fb::Event::DirectListingPriceDiscovery => b'O',
-        _ => return None,
-    };
-    Some(t)
-}
-
-/// The book event a normalized envelope carries (the twin of [`OrderEvent::from_itch`] for the
-/// bus side), or `None` for events that neither change a book nor print. Reads an
-/// [`Envelope`] or, in place, its [`FrameView`](fb::FrameView).
-#[inline]
-pub fn order_event_from_envelope<R: ReadBody>(msg: &R) -> Option<OrderEvent> {
-    let (event, locate) = (msg.event_type(), msg.header_fields().stock_locate);
-    if event == fb::Event::Trade {
-        read_trade(msg, locate).map(|(ev, _)| ev)
-    } else {
-        read_order(msg, event, locate).map(|(ev, _)| ev)
-    }
-}
-
-/// The book event of an order message (`A`, `F`, `E`, `C`, `X`, `D`, `U`) and the match
-/// number of an `E` or `C` execution (0 otherwise), the one print field only the envelope
-/// knows; `None` for any other event (`P` trades: [`read_trade`]). `event` and `locate` are
-/// the envelope's union tag and header `stock_locate`, already read by the caller.
-///
-/// Generic over where the bodies come from: a [`FrameView`](fb::FrameView) (in place, the
-/// service's fast path) or the envelope's accessors.
-#[inline(always)]
-fn read_order<R: ReadBody>(msg: &R, event: fb::Event, locate: u16) -> Option<(OrderEvent, u64)> {
-    let none = 0;
-    let add = |order_ref: u64, side: fb::Side, price: u32, shares: u32| match side {
-        fb::Side::Buy => OrderEvent::Add {
-            locate,
-            order_ref,
-            side: Side::Bid,
-            price,
-            shares,
-        },
-        fb::Side::Sell => OrderEvent::Add {
-            locate,
-            order_ref,
-            side: Side::Ask,
-            price,
-            shares,
-        },
-        other => OrderEvent::Invalid {
-            locate,
-            order_ref,
-            reason: crate::book::InvalidReason::BadSide(other.0),
-        },
-    };
-    let ev = match event {
-        fb::Event::AddOrder => {
-            let b: fb::AddOrderBody = msg.body()?;
-            let ev = add(
-                b.order_reference_number(),
-                b.buy_sell_indicator(),
-                b.price(),
-                b.shares(),
-            );
-            (ev, none)
-        }
-        fb::Event::AddOrderMpid => {
-            let b: fb::AddOrderMpidBody = msg.body()?;
-            let ev = add(
-                b.order_reference_number(),
-                b.buy_sell_indicator(),
-                b.price(),
-                b.shares(),
-            );
-            (ev, none)
-        }
-        fb::Event::OrderExecuted => {
-            let b: fb::OrderExecutedBody = msg.body()?;
-            let ev = OrderEvent::Execute {
-                locate,
-                order_ref: b.order_reference_number(),
-                shares: b.executed_shares(),
-            };
-            (ev, b.match_number())
-        }
-        fb::Event::OrderExecutedWithPrice => {
-            let b: fb::OrderExecutedWithPriceBody = msg.body()?;
-            let ev = OrderEvent::ExecuteWithPrice {
-                locate,
-                order_ref: b.order_reference_number(),
-                shares: b.executed_shares(),
-                price: b.execution_price(),
-                printable: b.printable() == b'Y',
-            };
-            (ev, b.match_number())
-        }
-        fb::Event::OrderCancel => {
-            let b: fb::OrderCancelBody = msg.body()?;
-            let ev = OrderEvent::Cancel {
-                locate,
-                order_ref: b.order_reference_number(),
-                shares: b.cancelled_shares(),
-            };
-            (ev, none)
-        }
-        fb::Event::OrderDelete => {
-            let b: fb::OrderDeleteBody = msg.body()?;
-            let ev = OrderEvent::Delete {
-                locate,
-                order_ref: b.order_reference_number(),
-            };
-            (ev, none)
-        }
-        fb::Event::OrderReplace => {
-            let b: fb::OrderReplaceBody = msg.body()?;
-            let ev = OrderEvent::Replace {
-                locate,
-                old_ref: b.original_order_reference_number(),
-                new_ref: b.new_order_reference_number(),
-                shares: b.shares(),
-                price: b.price(),
-            };
-            (ev, none)
-        }
-        _ => return None,
-    };
-    Some(ev)
-}
-
-/// What the service reads of every input message: its header, its kind and, for an order
-/// message, its book event and match number.
-#[inline]
-fn read_input<R: ReadBody>(msg: &R) -> (HeaderFields, fb::Event, Option<(OrderEvent, u64)>) {
-    let event = msg.event_type();
-    let header = msg.header_fields();
-    (header, event, read_order(msg, event, header.stock_locate))
-}
-
-/// [`read_input`] through the accessors, for what the frame reader does not read (the rare
-/// kinds, other encoders' layouts): out of line, so that the hot path is inlined once.
-#[inline(never)]
-fn read_input_generic(env: &Envelope<'_>) -> (HeaderFields, fb::Event, Option<(OrderEvent, u64)>) {
-    read_input(env)
-}
-
-/// The book event of a `P` trade (a print on no displayed order) and its print, every field
-/// of which the envelope carries.
-#[inline]
-fn read_trade<R: ReadBody>(msg: &R, locate: u16) -> Option<(OrderEvent, fb::TradeFields)> {
-    let b: fb::TradeBody = msg.body()?;
-    let ev = OrderEvent::Trade {
-        locate,
-        shares: b.shares(),
-        price: b.price(),
-    };
-    let print = fb::TradeFields {
-        order_reference_number: b.order_reference_number(),
-        buy_sell_indicator: b.buy_sell_indicator(),
-        shares: b.shares(),
-        stock: b.stock().0,
-        price: b.price(),
-        match_number: b.match_number(),
-    };
-    Some((ev, print))
-}
-
 /// An input order message, read out of its envelope: everything applying it and publishing
 /// what it changed needs, as plain values that outlive the envelope's view.
 #[derive(Clone, Copy, Debug)]
 struct OrderInput {
     header: HeaderFields,
     ev: OrderEvent,
-    /// The match number of an execution (see [`read_order`]).
+    /// The match number of an execution, the one print field only the envelope knows.
     match_number: u64,
-}
-
-/// The header fields of an envelope, to stamp on events derived from it.
-#[inline]
-pub fn header_of(env: &Envelope<'_>) -> HeaderFields {
-    ReadBody::header_fields(env)
 }
 
 /// Configuration of a [`BookService`].
@@ -546,14 +361,15 @@ impl UpdateSink for Publish<'_> {
 /// The book builder as a bus service; see the [module docs](self).
 #[derive(Debug)]
 pub struct BookService {
-    builder: BookBuilder,
+    /// The books, with the message counts and gaps of the summary.
+    books: EnvelopeBooks,
     encoder: Encoder,
     /// Reads hot-path input envelopes in place (order messages), without following offsets.
     frames: FrameReader,
     out: Outputs,
     /// Symbol of every locate, from stock directory messages (spaces until seen).
     symbols: Box<[[u8; 8]]>,
-    counts: TypeCounts,
+    /// Counters; `messages` and `gaps` live in `books`.
     stats: BookServiceStats,
     input_name: String,
     /// Source sequence number of the last input message, for overrun gap notices.
@@ -573,7 +389,7 @@ impl BookService {
         feed: &str,
         config: &BookServiceConfig,
     ) -> Result<BookService, BookServiceError> {
-        let builder = BookBuilder::new(config.book)?;
+        let books = EnvelopeBooks::new(config.book, GapPolicy::CountLost)?;
         let book = bus.publisher(&book_stream_name(feed), &config.output)?;
         let trades = bus.publisher(&trades_stream_name(feed), &config.output)?;
         let levels = if config.publish_levels {
@@ -582,7 +398,7 @@ impl BookService {
             None
         };
         Ok(BookService {
-            builder,
+            books,
             encoder: warm_encoder(),
             frames: FrameReader::new(),
             out: Outputs {
@@ -593,7 +409,6 @@ impl BookService {
                 failed: None,
             },
             symbols: vec![*b"        "; 1 << 16].into_boxed_slice(),
-            counts: TypeCounts::new(),
             stats: BookServiceStats::default(),
             input_name: feed.to_owned(),
             last_seq: 0,
@@ -603,20 +418,22 @@ impl BookService {
 
     /// The book builder (query books, counters).
     pub fn builder(&self) -> &BookBuilder {
-        &self.builder
+        self.books.builder()
     }
 
     /// The counters so far.
     pub fn stats(&self) -> BookServiceStats {
         BookServiceStats {
             back_pressured: self.out.back_pressured,
+            messages: self.books.messages(),
+            gaps: self.books.gaps(),
             ..self.stats
         }
     }
 
     /// Messages seen per ITCH type letter.
     pub fn counts(&self) -> &TypeCounts {
-        &self.counts
+        self.books.counts()
     }
 
     /// The symbol of `locate` from the stock directory (space-padded), if one was seen.
@@ -627,8 +444,7 @@ impl BookService {
 
     /// The `--book-summary` object of everything handled so far.
     pub fn summary(&self) -> BookSummary {
-        self.builder
-            .summary(&self.counts, self.stats.messages, self.stats.gaps)
+        self.books.summary()
     }
 
     /// Applies one input envelope and publishes what it changed.
@@ -657,7 +473,7 @@ impl BookService {
         let (header, event, order) = self.receive(env);
         match order {
             Some((ev, match_number)) => {
-                self.builder.prefetch(&ev);
+                self.books.builder().prefetch(&ev);
                 let input = OrderInput {
                     header,
                     ev,
@@ -686,22 +502,16 @@ impl BookService {
     }
 
     /// Counts one input envelope; its header, its kind and, for an order message, its book
-    /// event and match number ([`read_order`]). Hot-path envelopes in the encoder's frame
+    /// event and match number ([`read_input`]). Hot-path envelopes in the encoder's frame
     /// layout are read in place ([`FrameReader`]); anything else through the accessors.
     #[inline(always)]
-    fn receive(
-        &mut self,
-        env: &Envelope<'_>,
-    ) -> (HeaderFields, fb::Event, Option<(OrderEvent, u64)>) {
+    fn receive(&mut self, env: &Envelope<'_>) -> InputRead {
         let (header, event, order) = match self.frames.read_envelope(env) {
             Some(view) => read_input(&view),
             None => read_input_generic(env),
         };
         self.stats.received += 1;
-        if let Some(t) = itch_type_of(event) {
-            self.stats.messages += 1;
-            self.counts.record(t);
-        }
+        self.books.count(event);
         self.last_seq = header.seq;
         (header, event, order)
     }
@@ -721,13 +531,30 @@ impl BookService {
         let header = *header;
         match event {
             fb::Event::Trade => {
-                if let Some((ev, print)) = read_trade(env, header.stock_locate) {
+                if let Some((ev, print)) = read_trade(env, instrument_of(&header)) {
                     self.stats.book_events += 1;
                     // A print on no displayed order: the book's print statistics, no update.
-                    let _: Outcome = self.builder.apply(&ev, &mut |_| {});
+                    let _: Outcome = self.books.builder_mut().apply(&ev, &mut |_| {});
                     let msg = self.encoder.trade(&header, &print);
                     self.out.publish(To::Trades, &msg);
                     self.stats.trades_published += 1;
+                }
+            }
+            fb::Event::PriceLevelUpdate => {
+                if let Some(ev) = book_event_from_envelope(env) {
+                    self.stats.book_events += 1;
+                    let mut sink = Publish {
+                        encoder: &mut self.encoder,
+                        out: &mut self.out,
+                        stats: &mut self.stats,
+                        header: &header,
+                    };
+                    let b = self.books.builder_mut();
+                    let _: Outcome = match ev {
+                        BookEvent::Level(ev) => b.apply_level(&ev, &mut sink),
+                        // A level the builder cannot hold: counted as invalid.
+                        BookEvent::Order(ev) => b.apply(&ev, &mut sink),
+                    };
                 }
             }
             fb::Event::StockDirectory => {
@@ -787,9 +614,7 @@ impl BookService {
                         recoverable: g.recoverable(),
                         scope: g.scope(),
                     };
-                    if !fields.recoverable {
-                        self.stats.gaps += 1;
-                    }
+                    self.books.gap(fields.recoverable);
                     self.forward_gap(&header, &fields);
                 }
             }
@@ -816,7 +641,7 @@ impl BookService {
     pub fn input_lost(&mut self, lost: u64) {
         self.stats.overruns += 1;
         self.stats.lost += lost;
-        self.stats.gaps += 1;
+        self.books.gap(false);
         let header = HeaderFields {
             seq: self.last_seq,
             ..HeaderFields::default()
@@ -846,7 +671,8 @@ impl BookService {
             | OrderEvent::ExecuteWithPrice {
                 locate, order_ref, ..
             } => self
-                .builder
+                .books
+                .builder()
                 .order(order_ref)
                 .filter(|o| o.locate == locate)
                 .map(|o| (o.price, o.side)),
@@ -859,7 +685,7 @@ impl BookService {
             stats: &mut self.stats,
             header,
         };
-        let _: Outcome = self.builder.apply(ev, &mut sink);
+        let _: Outcome = self.books.builder_mut().apply(ev, &mut sink);
         if matches!(
             ev,
             OrderEvent::Execute { .. } | OrderEvent::ExecuteWithPrice { .. }
@@ -1398,6 +1224,96 @@ mod tests {
         );
         assert_eq!(kinds(&mut trades), [E::GapNotice, E::EndOfSession]);
         assert_eq!(svc.symbol(13), Some(*b"AAPL    "));
+    }
+
+    #[test]
+    fn price_levels_in_build_a_book_of_levels_published_like_orders() {
+        let dir = tempfile::tempdir().unwrap();
+        let Service {
+            mut svc,
+            mut book,
+            mut levels,
+            ..
+        } = service(dir.path());
+        let mut enc = Encoder::new();
+        let h = |seq| HeaderFields {
+            seq,
+            recv_ts_ns: 1000 + seq,
+            stock_locate: 21,
+            ..HeaderFields::default()
+        };
+        let level = |side, price, size, action| fb::PriceLevelUpdateFields {
+            side,
+            price,
+            size,
+            order_count: 0,
+            action,
+        };
+        let (new, change, delete) = (
+            fb::BookAction::New,
+            fb::BookAction::Change,
+            fb::BookAction::Delete,
+        );
+        let (buy, sell) = (fb::Side::Buy, fb::Side::Sell);
+        let input = [
+            level(buy, 1_000_000, 300, new),
+            level(sell, 1_000_500, 50, new),
+            level(buy, 999_900, 10, new),
+            level(buy, 1_000_000, 0, delete),
+            level(sell, -1, 5, change),
+        ];
+        for (i, f) in input.iter().enumerate() {
+            let env = enc.encode(&h(i as u64 + 1), f);
+            assert_eq!(svc.handle(&env.envelope()), Handled::Continue);
+        }
+        let tops: Vec<_> = drain(&mut book)
+            .iter()
+            .map(|(e, h, b)| {
+                assert_eq!(*e, fb::Event::Bbo);
+                let env = fb::read_verified(b).unwrap();
+                let x = env.event_as_bbo().unwrap().body();
+                (
+                    h.seq,
+                    x.bid_price(),
+                    x.bid_size(),
+                    x.ask_price(),
+                    x.ask_size(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            tops,
+            [
+                (1, 1_000_000, 300, 0, 0),
+                (2, 1_000_000, 300, 1_000_500, 50),
+                (4, 999_900, 10, 1_000_500, 50),
+            ],
+            "a top after each level that changed it, stamped with that level's header"
+        );
+        let published: Vec<_> = drain(&mut levels)
+            .iter()
+            .map(|(_, h, b)| {
+                let env = fb::read_verified(b).unwrap();
+                let x = *env.event_as_price_level_update().unwrap().body();
+                (h.seq, x.side(), x.price(), x.size(), x.action())
+            })
+            .collect();
+        assert_eq!(
+            published,
+            [
+                (1, buy, 1_000_000, 300, new),
+                (2, sell, 1_000_500, 50, new),
+                (3, buy, 999_900, 10, new),
+                (4, buy, 1_000_000, 0, delete),
+            ]
+        );
+        // An order for the instrument is refused and counted, as is the unpriceable level.
+        feed(&mut svc, &[add(21, 7, b'B', 1_000_100, 100)]);
+        assert_eq!(drain(&mut book).len(), 0);
+        let c = svc.builder().counters();
+        assert_eq!((c.mixed, c.invalid), (1, 1));
+        assert_eq!(svc.stats().book_events, 6);
+        assert_eq!(svc.stats().messages, 1, "only the add is a source message");
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use mdbus_codecs::nasdaq::itch::Stream;
 use mdbus_feed_handlers::book::{
-    BookBuilder, BookConfig, BookSummary, BookUpdate, OrderEvent, Side, TypeCounts,
+    BookBuilder, BookConfig, BookSummary, BookUpdate, LevelEvent, OrderEvent, Outcome, Side,
+    TypeCounts,
 };
 
 fn aapl_path() -> PathBuf {
@@ -107,6 +108,76 @@ fn aapl_book_matches_the_reference() {
         BookUpdate::Level { .. } => None,
     });
     assert_eq!(last_bbo, Some(bbo));
+}
+
+#[test]
+fn aapl_levels_rebuild_the_book_of_its_orders() {
+    // The level updates of the order book, fed to a book of levels (as a venue that
+    // publishes levels would send them), flushed where the order book published a top.
+    let r = replay(small());
+    let mut levels = BookBuilder::new(small()).expect("config");
+    let (mut l3_tops, mut l2_tops) = (Vec::new(), Vec::new());
+    let mut top = |u: BookUpdate| {
+        if let BookUpdate::Bbo(x) = u {
+            l2_tops.push(x);
+        }
+    };
+    for u in &r.updates {
+        match *u {
+            BookUpdate::Level {
+                locate,
+                side,
+                price,
+                shares,
+                orders,
+                ..
+            } => {
+                let ev = LevelEvent {
+                    locate,
+                    side,
+                    price,
+                    shares,
+                    orders,
+                };
+                assert_eq!(levels.set_level(&ev, &mut top), Outcome::Applied, "{u:?}");
+            }
+            BookUpdate::Bbo(x) => {
+                l3_tops.push(x);
+                levels.flush_levels(&mut top);
+            }
+        }
+    }
+    levels.flush_levels(&mut top);
+    assert_eq!(l2_tops.len(), l3_tops.len());
+    assert!(l2_tops == l3_tops, "the same tops in the same order");
+    for side in [Side::Bid, Side::Ask] {
+        let want: Vec<_> = r.builder.levels(AAPL_LOCATE, side).collect();
+        let got: Vec<_> = levels.levels(AAPL_LOCATE, side).collect();
+        assert_eq!(got, want, "{side:?} depth");
+    }
+    let c = levels.counters();
+    assert_eq!(
+        (
+            c.mixed,
+            c.unknown_levels,
+            c.batch_overflows,
+            c.inconsistencies
+        ),
+        (0, 0, 0, 0)
+    );
+    // A book of levels holds no orders, and says so in its summary.
+    let s = levels.summary(&TypeCounts::new(), 0, 0);
+    let e = s.book(AAPL_LOCATE).expect("AAPL levels");
+    assert_eq!(
+        (
+            e.best_bid,
+            e.bid_size,
+            e.best_ask,
+            e.ask_size,
+            e.resting_orders
+        ),
+        (Some(3_201_400), 25, Some(3_203_000), 100, 0)
+    );
 }
 
 #[test]

@@ -8,11 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use mdbus_bus::schema::{self, Event as FbEvent};
-use mdbus_bus::{Bus, ENVELOPE_MSG_TYPE, Mode, StartAt, StreamConfig};
+use mdbus_bus::{Bus, Mode, StartAt, StreamConfig};
 use mdbus_codecs::sequencer::{LateJoin, SequencerConfig};
-use mdbus_feed_handlers::book::{BookBuilder, TypeCounts};
-use mdbus_feed_handlers::bookstream::{itch_type_of, order_event_from_envelope};
+use mdbus_feed_handlers::book::{EnvelopeBooks, GapPolicy};
 use mdbus_feed_handlers::net::fault::FaultConfig;
 use mdbus_feed_handlers::net::{
     Idle, LineConfig, NetError, Receiver, ReceiverConfig, ReceiverStats, RequestServer, Sender,
@@ -359,43 +357,6 @@ pub fn run_send(args: &SendArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
     Ok(())
 }
 
-/// Books built from the envelopes a receiver delivers, for `--book-summary`.
-struct Books {
-    builder: BookBuilder,
-    counts: TypeCounts,
-    messages: u64,
-    gaps: u64,
-    invalid: u64,
-}
-
-impl Books {
-    fn observe(&mut self, msg_type: u32, payload: &[u8]) {
-        if msg_type != ENVELOPE_MSG_TYPE {
-            return;
-        }
-        let Ok(env) = schema::root_as_envelope(payload) else {
-            self.invalid += 1;
-            return;
-        };
-        let event = env.event_type();
-        if event == FbEvent::GapNotice {
-            self.gaps += 1;
-            // Lost messages leave the books unknown: start again, as a strategy would.
-            if env.event_as_gap_notice().is_some_and(|g| !g.recoverable()) {
-                self.builder.reset();
-            }
-            return;
-        }
-        if let Some(t) = itch_type_of(event) {
-            self.messages += 1;
-            self.counts.record(t);
-            if let Some(ev) = order_event_from_envelope(&env) {
-                self.builder.apply(&ev, &mut |_| {});
-            }
-        }
-    }
-}
-
 /// Runs `mdbus recv` until a signal or (with `--exit-at-end`) the end of the session.
 pub fn run_recv(args: &RecvArgs, out: &mut dyn Write) -> Result<(), NetCmdError> {
     let bus = Bus::open(args.root.as_deref())?;
@@ -455,21 +416,18 @@ pub fn run_recv(args: &RecvArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
         bus.root().display()
     );
     let mut books = if args.book_summary {
-        Some(Books {
-            builder: BookBuilder::new(replay_book_config())
+        // Lost messages leave the books unknown: they start again, as a strategy would.
+        Some(
+            EnvelopeBooks::new(replay_book_config(), GapPolicy::CountAllResetOnLoss)
                 .map_err(|e| NetCmdError::Book(e.to_string()))?,
-            counts: TypeCounts::new(),
-            messages: 0,
-            gaps: 0,
-            invalid: 0,
-        })
+        )
     } else {
         None
     };
     pin_loop("recv", &args.layout, args.core, &["receiver"])?;
     let stop = stop_on_signals()?;
     let stats = match &mut books {
-        Some(b) => receiver.run_with(&stop, &mut |t, p| b.observe(t, p))?,
+        Some(b) => receiver.run_with(&stop, &mut |t, p| b.observe_record(t, p))?,
         None => receiver.run(&stop)?,
     };
     report_recv(&stats);
@@ -487,10 +445,10 @@ pub fn run_recv(args: &RecvArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
         writeln!(out, "{}", serde_json::Value::Object(obj))?;
     }
     if let Some(b) = &books {
-        if b.invalid > 0 {
-            eprintln!("mdbus recv: {} envelopes failed verification", b.invalid);
+        if b.invalid() > 0 {
+            eprintln!("mdbus recv: {} envelopes failed verification", b.invalid());
         }
-        let summary = b.builder.summary(&b.counts, b.messages, b.gaps);
+        let summary = b.summary();
         writeln!(out, "{}", summary.to_json())?;
     }
     Ok(())

@@ -1,5 +1,6 @@
-//! The book's input: [`OrderEvent`], a plain `Copy` event independent of any wire encoding, and
-//! its adapter from ITCH 5.0 ([`OrderEvent::from_itch`]).
+//! The book's input, plain `Copy` events independent of any wire encoding: [`OrderEvent`] for
+//! venues that publish orders (L3), with its adapter from ITCH 5.0
+//! ([`OrderEvent::from_itch`]), and [`LevelEvent`] for venues that publish price levels (L2).
 
 use mdbus_codecs::nasdaq::itch::Message;
 
@@ -37,8 +38,39 @@ impl Side {
 /// Why an input message could not become a well-formed book event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum InvalidReason {
-    /// An add order whose buy/sell indicator is neither `B` nor `S` (the byte found).
+    /// An add order or a price level whose buy/sell indicator is neither buy nor sell (the
+    /// byte found).
     BadSide(u8),
+    /// A price level whose price is negative or above `u32::MAX` (1e-4 units).
+    BadPrice(i64),
+    /// An instrument id the books cannot key (above 65,535).
+    BadInstrument(u32),
+}
+
+/// One price level as a venue that publishes levels (not orders) states it: "the aggregate
+/// size at `price` on `side` of `locate` is now `shares`" (0 removes the level).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LevelEvent {
+    /// Instrument.
+    pub locate: u16,
+    /// Side of the level.
+    pub side: Side,
+    /// Price (1e-4).
+    pub price: u32,
+    /// Aggregate displayed shares now at the level; 0 deletes it.
+    pub shares: u64,
+    /// Orders now at the level, 0 when the venue does not say.
+    pub orders: u32,
+}
+
+/// A book event of either shape: an order (L3) or a price level (L2). An instrument's book
+/// takes one shape only (see [`BookBuilder`](super::BookBuilder)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BookEvent {
+    /// An order event.
+    Order(OrderEvent),
+    /// A price level event.
+    Level(LevelEvent),
 }
 
 /// One order-level event for the book builder. Prices are ITCH `Price(4)` raw integers (units

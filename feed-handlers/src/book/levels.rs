@@ -37,6 +37,17 @@ pub(crate) struct Touched {
     pub removed: bool,
 }
 
+/// What [`Ladder::set`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Set {
+    /// The level changed (created, resized or removed); true when the side had to grow.
+    Touched(Touched, bool),
+    /// The level already had that size and order count.
+    Same,
+    /// Asked to remove a level that is not there.
+    Absent,
+}
+
 impl Ladder {
     /// An empty side with room for `capacity` levels; `None` when the memory cannot be had.
     pub(crate) fn new(side: Side, capacity: usize) -> Option<Self> {
@@ -172,6 +183,55 @@ impl Ladder {
         })
     }
 
+    /// Sets the level at `price` to `shares` and `orders`, as a venue that publishes price
+    /// levels states it: 0 shares removes the level. See [`Set`].
+    #[inline]
+    pub(crate) fn set(&mut self, price: u32, shares: u64, orders: u32) -> Set {
+        match (self.search(price), shares) {
+            (Ok(i), 0) => {
+                let level = self.levels.remove(i);
+                Set::Touched(
+                    Touched {
+                        level,
+                        created: false,
+                        removed: true,
+                    },
+                    false,
+                )
+            }
+            (Ok(i), _) => {
+                let l = &mut self.levels[i];
+                if l.shares == shares && l.orders == orders {
+                    return Set::Same;
+                }
+                l.shares = shares;
+                l.orders = orders;
+                let t = Touched {
+                    level: *l,
+                    created: false,
+                    removed: false,
+                };
+                Set::Touched(t, false)
+            }
+            (Err(_), 0) => Set::Absent,
+            (Err(i), _) => {
+                let grew = self.levels.len() == self.levels.capacity();
+                let level = Level {
+                    price,
+                    orders,
+                    shares,
+                };
+                self.levels.insert(i, level);
+                let t = Touched {
+                    level,
+                    created: true,
+                    removed: false,
+                };
+                Set::Touched(t, grew)
+            }
+        }
+    }
+
     /// Removes every level (keeps the memory).
     pub(crate) fn clear(&mut self) {
         self.levels.clear();
@@ -215,6 +275,33 @@ mod tests {
             let t = l.resize(50, 50, 7).expect("level");
             assert_eq!(t.level.shares, 7);
             assert_eq!(l.len(), prices.len() - 1);
+        }
+    }
+
+    #[test]
+    fn set_adds_resizes_and_removes_levels() {
+        for side in [Side::Bid, Side::Ask] {
+            let mut l = Ladder::new(side, 2).expect("alloc");
+            assert!(matches!(l.set(10, 5, 0), Set::Touched(t, false) if t.created));
+            assert!(matches!(l.set(20, 7, 2), Set::Touched(t, false) if t.created));
+            // Past the reserved room: the side grows, and says so.
+            assert!(matches!(l.set(30, 1, 1), Set::Touched(t, true) if t.created));
+            assert_eq!(l.set(20, 7, 2), Set::Same);
+            let Set::Touched(t, _) = l.set(20, 9, 0) else {
+                panic!("resize")
+            };
+            assert_eq!(
+                (t.created, t.removed, t.level.shares, t.level.orders),
+                (false, false, 9, 0)
+            );
+            let Set::Touched(t, _) = l.set(10, 0, 0) else {
+                panic!("remove")
+            };
+            assert_eq!((t.removed, t.level.price), (true, 10));
+            assert_eq!(l.set(10, 0, 0), Set::Absent);
+            let best = if side == Side::Bid { 30 } else { 20 };
+            assert_eq!(l.best().map(|x| x.price), Some(best));
+            assert_eq!(l.len(), 2);
         }
     }
 }

@@ -1,12 +1,16 @@
-//! Order book builder: L3 orders -> price levels -> best bid and offer, for every instrument of
-//! a feed, in storage sized once by configuration.
+//! Order book builder: L3 orders -> price levels -> best bid and offer, or L2 price levels ->
+//! best bid and offer, for every instrument of a feed, in storage sized once by configuration.
 //!
 //! Feed it [`OrderEvent`]s (from ITCH with [`OrderEvent::from_itch`], or from any other
 //! source), one at a time, with [`BookBuilder::apply`]; it calls back with a
 //! [`BookUpdate::Level`] for each price level that changed and a [`BookUpdate::Bbo`] when the
-//! top of an instrument's book changed. Query the books with [`BookBuilder::bbo`],
-//! [`BookBuilder::levels`], [`BookBuilder::resting_orders`] and [`BookBuilder::order`]; sum a
-//! replay up with [`BookBuilder::summary`].
+//! top of an instrument's book changed. A venue that publishes price levels instead of orders
+//! feeds [`LevelEvent`]s to [`BookBuilder::set_level`] and publishes with
+//! [`BookBuilder::flush_levels`] (or both at once with [`BookBuilder::apply_level`]); the
+//! updates come out through the same [`UpdateSink`]. Query the books with
+//! [`BookBuilder::bbo`], [`BookBuilder::levels`], [`BookBuilder::resting_orders`] and
+//! [`BookBuilder::order`]; sum a replay up with [`BookBuilder::summary`]. Reading normalized
+//! envelopes into a builder, with the counts a summary prints, is [`EnvelopeBooks`].
 //!
 //! # Semantics
 //! * `Add` rests a new order; an `Add` whose reference is already live is counted
@@ -28,6 +32,21 @@
 //!   counted as `crossed`, one whose best bid equals its best ask as `locked`; both are data,
 //!   not errors.
 //!
+//! # Price levels (L2)
+//! * [`set_level`](BookBuilder::set_level) sets the aggregate shares (and order count, 0 when
+//!   the venue does not say) of one level; 0 shares deletes it. Deleting a level that is not
+//!   there is counted (`unknown_levels`). The venue is authoritative: a crossed or locked book
+//!   is kept as given (and counted, as above).
+//! * The book changes at once, but its updates are held until
+//!   [`flush_levels`](BookBuilder::flush_levels): first every level update staged, in order,
+//!   then one `Bbo` per book whose top changed. A venue that marks the end of an atomic event
+//!   sets all of that event's levels and flushes once, so that no reader sees a half-applied
+//!   event. More than [`MAX_STAGED_LEVELS`] staged updates are published early, before the
+//!   next one is staged (counted in `batch_overflows`); the tops still wait for the flush.
+//! * A book is either L3 or L2, fixed by the first add or level set on it. A level set on an
+//!   order book, or an add (or execute, cancel, delete, replace) on a level book, is counted
+//!   (`mixed`) and changes no book. Trades print on either.
+//!
 //! # Memory
 //! Everything is allocated and written when the builder is made ([`BookBuilder::new`]); no
 //! event allocates afterwards, with one documented exception: a side of a book that outgrows
@@ -38,10 +57,11 @@
 //! |---|---|
 //! | order table | 24 per slot, `max_orders * 4/3 + 1` slots rounded up to 64: 32 per order of capacity |
 //! | locate index | 65,536 x 4 = 256 KiB |
-//! | per instrument | `size_of::<Book>()` (160) + 2 x `levels_per_side_hint` x 16 |
+//! | per instrument | `size_of::<Book>()` (152) + 2 x `levels_per_side_hint` x 16 + 4 (its place in the list of books to flush) |
+//! | staged level updates | [`MAX_STAGED_LEVELS`] x `size_of::<BookUpdate>()` (48): 48 KiB |
 //!
 //! So 10,000,000 orders cost 320 MB; 8,000 instruments with 128 levels a side cost 8,000 x
-//! (160 + 4,096) = 34 MB; [`BookConfig::nasdaq_day`] (10 M orders, 12,000 instruments, 128
+//! (152 + 4,096 + 4) = 34 MB; [`BookConfig::nasdaq_day`] (10 M orders, 12,000 instruments, 128
 //! levels) is about 371 MB in all ([`BookConfig::memory_bytes`] computes it for any
 //! configuration).
 //!
@@ -60,19 +80,27 @@
 //! ```
 
 mod event;
+mod from_events;
 mod levels;
 mod orders;
 mod summary;
 
 #[cfg(test)]
+mod level_tests;
+#[cfg(test)]
 mod tests;
 
-pub use event::{InvalidReason, OrderEvent, Side};
+pub use event::{BookEvent, InvalidReason, LevelEvent, OrderEvent, Side};
+pub use from_events::{
+    EnvelopeBooks, GapPolicy, book_event_from_envelope, header_of, instrument_of, itch_type_of,
+    order_event_from_envelope,
+};
+pub(crate) use from_events::{InputRead, read_input, read_input_generic, read_trade};
 pub use levels::{LEVEL_BYTES, Level};
 pub use orders::{ORDER_SLOT_BYTES, Order};
 pub use summary::{BookSummary, BookSummaryEntry, TypeCounts};
 
-use levels::{Ladder, Touched};
+use levels::{Ladder, Set, Touched};
 use orders::{Insert, OrderTable};
 use serde::Serialize;
 
@@ -97,6 +125,10 @@ impl<F: FnMut(BookUpdate)> UpdateSink for F {
 /// Most updates one event publishes: a replace to another price changes two levels, then the
 /// top (an add or a reduction publishes at most a level and the top).
 pub const MAX_UPDATES_PER_EVENT: usize = 3;
+
+/// Level updates [`BookBuilder::set_level`] holds until [`BookBuilder::flush_levels`]; one more
+/// publishes those held first (counted in `batch_overflows`).
+pub const MAX_STAGED_LEVELS: usize = 1024;
 
 /// Sizes of the builder's preallocated storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,9 +163,11 @@ impl BookConfig {
             .levels_per_side_hint
             .saturating_mul(2 * LEVEL_BYTES)
             .saturating_add(size_of::<Book>());
+        let per_book = per_book.saturating_add(size_of::<u32>());
         orders
             .saturating_add(LOCATES * size_of::<u32>())
             .saturating_add(self.max_instruments.saturating_mul(per_book))
+            .saturating_add(MAX_STAGED_LEVELS * size_of::<BookUpdate>())
     }
 }
 
@@ -229,6 +263,11 @@ pub enum Outcome {
     EmptyOrder,
     /// An [`OrderEvent::Invalid`]: counted, nothing changed.
     Invalid,
+    /// An order event for a book of price levels, or a level for a book of orders: counted,
+    /// nothing changed.
+    Mixed,
+    /// A price level deleted that the book does not hold: counted, nothing changed.
+    UnknownLevel,
 }
 
 /// Totals over all instruments; every anomaly the builder meets is counted here.
@@ -258,6 +297,22 @@ pub struct BookCounters {
     pub level_growths: u64,
     /// Order table and ladders disagreed (never expected; a bug if not 0).
     pub inconsistencies: u64,
+    /// Events for a book of the other shape (an order event on a level book, a level on an
+    /// order book). Serialized only when not 0, like the two below, so that order-only
+    /// summaries keep their form.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub mixed: u64,
+    /// Price levels deleted that the book did not hold.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unknown_levels: u64,
+    /// Times staged level updates were published before their flush (more than
+    /// [`MAX_STAGED_LEVELS`] staged).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub batch_overflows: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Statistics of one instrument's book.
@@ -285,6 +340,23 @@ struct Book {
     stats: BookStats,
     /// The top last published.
     top: Top,
+    /// The locate the book was handed out to.
+    locate: u16,
+    /// Orders or levels, fixed by the first event that rests something.
+    kind: Kind,
+    /// Listed in [`BookBuilder::dirty`]: a level changed since the last flush.
+    dirty: bool,
+}
+
+/// What a book is built from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Nothing rested yet.
+    Unset,
+    /// Orders (L3).
+    Orders,
+    /// Price levels (L2).
+    Levels,
 }
 
 /// The best level of each side; `NO_LEVEL` (no orders) for an empty side. Plain levels, not
@@ -295,7 +367,7 @@ struct Top {
     ask: Level,
 }
 
-/// The best level of an empty side (a real level has orders).
+/// The best level of an empty side (a real level has shares).
 const NO_LEVEL: Level = Level {
     price: 0,
     orders: 0,
@@ -311,10 +383,12 @@ impl Default for Top {
     }
 }
 
-/// The price of `l`, `None` for `NO_LEVEL`.
+/// The price of `l`, `None` for `NO_LEVEL`. A real level has shares (an order of 0 shares
+/// never rests, an order left with none leaves), but may not know its orders (a level book's
+/// venue need not say).
 #[inline]
 fn price_of(l: Level) -> Option<u32> {
-    (l.orders != 0).then_some(l.price)
+    (l.shares != 0).then_some(l.price)
 }
 
 impl Book {
@@ -324,6 +398,9 @@ impl Book {
             asks: Ladder::new(Side::Ask, levels)?,
             stats: BookStats::default(),
             top: Top::default(),
+            locate: 0,
+            kind: Kind::Unset,
+            dirty: false,
         })
     }
 
@@ -348,6 +425,8 @@ impl Book {
         self.asks.clear();
         self.stats = BookStats::default();
         self.top = Top::default();
+        self.kind = Kind::Unset;
+        self.dirty = false;
     }
 }
 
@@ -364,6 +443,11 @@ pub struct BookBuilder {
     books: Box<[Book]>,
     used: usize,
     counters: BookCounters,
+    /// Level updates held until [`flush_levels`](Self::flush_levels), capacity
+    /// [`MAX_STAGED_LEVELS`].
+    staged: Vec<BookUpdate>,
+    /// Books whose levels changed since the last flush, capacity `max_instruments`.
+    dirty: Vec<u32>,
 }
 
 impl BookBuilder {
@@ -386,6 +470,14 @@ impl BookBuilder {
         for _ in 0..config.max_instruments {
             books.push(Book::new(config.levels_per_side_hint).ok_or(oom)?);
         }
+        let mut staged = Vec::new();
+        staged
+            .try_reserve_exact(MAX_STAGED_LEVELS)
+            .map_err(|_| oom)?;
+        let mut dirty = Vec::new();
+        dirty
+            .try_reserve_exact(config.max_instruments)
+            .map_err(|_| oom)?;
         Ok(Self {
             config,
             orders,
@@ -393,6 +485,8 @@ impl BookBuilder {
             books: books.into_boxed_slice(),
             used: 0,
             counters: BookCounters::default(),
+            staged,
+            dirty,
         })
     }
 
@@ -410,6 +504,8 @@ impl BookBuilder {
                 .iter()
                 .map(|b| size_of::<Book>() + (b.bids.capacity() + b.asks.capacity()) * LEVEL_BYTES)
                 .sum::<usize>()
+            + self.staged.capacity() * size_of::<BookUpdate>()
+            + self.dirty.capacity() * size_of::<u32>()
     }
 
     /// Counters over all instruments.
@@ -431,6 +527,8 @@ impl BookBuilder {
         self.index.fill(NO_BOOK);
         self.used = 0;
         self.counters = BookCounters::default();
+        self.staged.clear();
+        self.dirty.clear();
     }
 
     #[inline]
@@ -589,6 +687,7 @@ impl BookBuilder {
             return None;
         }
         *slot = self.used as u32;
+        self.books[self.used].locate = locate;
         self.used += 1;
         Some(self.used - 1)
     }
@@ -605,6 +704,14 @@ impl BookBuilder {
         let Some(b) = self.book_index(locate) else {
             return Outcome::InstrumentsExhausted;
         };
+        let kind = &mut self.books[b].kind;
+        if *kind != Kind::Orders {
+            if *kind == Kind::Levels {
+                self.counters.mixed += 1;
+                return Outcome::Mixed;
+            }
+            *kind = Kind::Orders;
+        }
         if shares == 0 {
             self.counters.empty_orders += 1;
             return Outcome::EmptyOrder;
@@ -745,16 +852,108 @@ impl BookBuilder {
             .filter(|&i| self.orders.at(i).locate == locate)
     }
 
+    /// An event naming an order not live on `locate`: an unknown reference, or an order
+    /// event for a level book (no order ever rests there).
     #[inline]
     fn unknown(&mut self, locate: u16) -> Outcome {
-        self.counters.unknown_refs += 1;
         match self.book_index(locate) {
+            Some(b) if self.books[b].kind == Kind::Levels => {
+                self.counters.mixed += 1;
+                Outcome::Mixed
+            }
             Some(b) => {
+                self.counters.unknown_refs += 1;
                 self.books[b].stats.unknown_refs += 1;
                 Outcome::UnknownRef
             }
-            None => Outcome::InstrumentsExhausted,
+            None => {
+                self.counters.unknown_refs += 1;
+                Outcome::InstrumentsExhausted
+            }
         }
+    }
+
+    /// Sets one price level of a level (L2) book and holds its update until
+    /// [`flush_levels`](Self::flush_levels) (see the module docs). `out` receives updates
+    /// only when more than [`MAX_STAGED_LEVELS`] are held. Never allocates beyond the counted
+    /// growth of a side, never panics.
+    #[inline]
+    pub fn set_level(&mut self, ev: &LevelEvent, out: &mut impl UpdateSink) -> Outcome {
+        self.counters.events += 1;
+        let LevelEvent {
+            locate,
+            side,
+            price,
+            shares,
+            orders,
+        } = *ev;
+        let Some(b) = self.book_index(locate) else {
+            return Outcome::InstrumentsExhausted;
+        };
+        let book = &mut self.books[b];
+        match book.kind {
+            Kind::Levels => {}
+            Kind::Unset => book.kind = Kind::Levels,
+            Kind::Orders => {
+                self.counters.mixed += 1;
+                return Outcome::Mixed;
+            }
+        }
+        let t = match book.ladder(side).set(price, shares, orders) {
+            Set::Touched(t, grew) => {
+                self.counters.level_growths += u64::from(grew);
+                t
+            }
+            Set::Same => return Outcome::Applied,
+            Set::Absent => {
+                self.counters.unknown_levels += 1;
+                return Outcome::UnknownLevel;
+            }
+        };
+        if !book.dirty {
+            book.dirty = true;
+            // Cannot outgrow its capacity: each book is listed at most once.
+            self.dirty.push(b as u32);
+        }
+        if self.staged.len() == self.staged.capacity() {
+            self.counters.batch_overflows += 1;
+            for u in self.staged.drain(..) {
+                out.update(u);
+            }
+        }
+        self.staged.push(level_update(locate, side, t));
+        Outcome::Applied
+    }
+
+    /// Publishes what [`set_level`](Self::set_level) held: every level update in order, then
+    /// the top of each book it changed (and counts crossed and locked books, as
+    /// [`apply`](Self::apply) does).
+    pub fn flush_levels(&mut self, out: &mut impl UpdateSink) {
+        for u in self.staged.drain(..) {
+            out.update(u);
+        }
+        for i in 0..self.dirty.len() {
+            let b = self.dirty[i] as usize;
+            let book = &mut self.books[b];
+            book.dirty = false;
+            let locate = book.locate;
+            self.after_change(b, locate, out);
+        }
+        self.dirty.clear();
+    }
+
+    /// [`set_level`](Self::set_level) and [`flush_levels`](Self::flush_levels) at once: for
+    /// a venue whose every level update is complete in itself.
+    #[inline]
+    pub fn apply_level(&mut self, ev: &LevelEvent, out: &mut impl UpdateSink) -> Outcome {
+        let o = self.set_level(ev, out);
+        self.flush_levels(out);
+        o
+    }
+
+    /// Level updates held for the next [`flush_levels`](Self::flush_levels).
+    pub fn staged_levels(&self) -> usize {
+        self.staged.len()
     }
 
     /// Counts a crossed or locked top and publishes the top if it changed.
@@ -793,6 +992,11 @@ fn bbo_of(locate: u16, top: Top) -> Bbo {
 
 #[inline]
 fn emit_level(locate: u16, side: Side, t: Touched, out: &mut impl UpdateSink) {
+    out.update(level_update(locate, side, t));
+}
+
+#[inline]
+fn level_update(locate: u16, side: Side, t: Touched) -> BookUpdate {
     let (shares, orders, action) = if t.removed {
         (0, 0, LevelAction::Delete)
     } else if t.created {
@@ -800,12 +1004,12 @@ fn emit_level(locate: u16, side: Side, t: Touched, out: &mut impl UpdateSink) {
     } else {
         (t.level.shares, t.level.orders, LevelAction::Change)
     };
-    out.update(BookUpdate::Level {
+    BookUpdate::Level {
         locate,
         side,
         price: t.level.price,
         shares,
         orders,
         action,
-    });
+    }
 }

@@ -11,7 +11,7 @@
 //!
 //! Prices are integers in units of 1e-4, `null` (with size 0) for an empty side. `counts` holds
 //! the types seen, in byte order, each keyed by its letter. `books` holds every locate with a
-//! resting order or a print, keyed by the locate as a string, in numeric order.
+//! resting order, a price level or a print, keyed by the locate as a string, in numeric order.
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
@@ -109,7 +109,7 @@ pub struct BookSummaryEntry {
     pub best_ask: Option<u32>,
     /// Shares at the best ask (0 when none).
     pub ask_size: u64,
-    /// Orders resting.
+    /// Orders resting (0 on a book of price levels).
     pub resting_orders: u64,
     /// Shares of every `E`, `C` and `P` message of the locate.
     pub executed_shares: u64,
@@ -163,17 +163,18 @@ impl BookSummary {
 
 impl BookBuilder {
     /// Sums the replay up: `counts` and `messages` as the reader counted them, `gaps` from the
-    /// sequencer, and every locate with a resting order or a print. Allocates (not for the hot
-    /// path).
+    /// sequencer, and every locate with a resting order, a price level or a print. Allocates
+    /// (not for the hot path).
     pub fn summary(&self, counts: &TypeCounts, messages: u64, gaps: u64) -> BookSummary {
         let books = self
             .locates()
             .filter_map(|locate| {
                 let st = self.stats(locate)?;
-                if st.resting_orders == 0 && st.prints == 0 {
+                let bbo = self.bbo(locate)?;
+                let empty = bbo.bid_price.is_none() && bbo.ask_price.is_none();
+                if st.resting_orders == 0 && st.prints == 0 && empty {
                     return None;
                 }
-                let bbo = self.bbo(locate)?;
                 Some((
                     locate,
                     BookSummaryEntry {

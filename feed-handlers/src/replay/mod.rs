@@ -62,8 +62,10 @@ use serde::Serialize;
 
 pub use pace::{BadSpeed, BadTime, Pacer, Speed, StampClock, TimeOfDay};
 
-use crate::book::{BookBuilder, BookConfig, BookConfigError, BookSummary, OrderEvent, TypeCounts};
-use crate::bookstream::{itch_type_of, order_event_from_envelope};
+use crate::book::{
+    BookConfig, BookConfigError, BookEvent, BookSummary, EnvelopeBooks, GapPolicy, OrderEvent,
+    itch_type_of,
+};
 use crate::pipeline::{
     FeedPipeline, IDLE_WORK_EVERY, Idle, IdleWork, PipelineError, PipelineSetupError,
 };
@@ -424,7 +426,7 @@ struct Core {
     pacer: Pacer,
     clock: StampClock,
     stamps: Stamps,
-    book: Option<(BookBuilder, TypeCounts)>,
+    book: Option<EnvelopeBooks>,
     report: ReplayReport,
     stop: bool,
     ended: bool,
@@ -569,11 +571,11 @@ impl ItchOut {
         let recv = core.recv_ts(capture_ts, self.pipeline.pauses());
         self.retry(seq, |p| p.on_decoded(seq, &msg, recv))?;
         core.report.published += 1;
-        if let Some((builder, counts)) = &mut core.book {
-            counts.record(msg.msg_type());
-            if let Some(ev) = OrderEvent::from_itch(&msg) {
-                builder.apply(&ev, &mut |_| {});
-            }
+        if let Some(books) = &mut core.book {
+            books.observe_source(
+                msg.msg_type(),
+                OrderEvent::from_itch(&msg).map(BookEvent::Order),
+            );
         }
         Ok(())
     }
@@ -849,7 +851,7 @@ impl Replayer {
             }
         };
         let book = match options.book_summary {
-            Some(config) => Some((BookBuilder::new(config)?, TypeCounts::new())),
+            Some(config) => Some(EnvelopeBooks::new(config, GapPolicy::CountLost)?),
             None => None,
         };
         let clock = StampClock::new();
@@ -1015,9 +1017,8 @@ impl Replayer {
             .as_ref()
             .map(SymbolFilter::unresolved)
             .unwrap_or_default();
-        if let Some((builder, counts)) = &core.book {
-            core.report.summary =
-                Some(builder.summary(counts, core.report.published, core.report.gaps));
+        if let Some(books) = &core.book {
+            core.report.summary = Some(books.summary_with_gaps(core.report.gaps));
         }
         Ok(core.report)
     }
@@ -1610,12 +1611,6 @@ fn run_recording(
             .filter(|g| !g.recoverable())
             .map(|g| g.count());
         let end = event == fb::Event::EndOfSession;
-        let book_event = if source_msg {
-            order_event_from_envelope(&env)
-        } else {
-            None
-        };
-        let letter = itch_type_of(event);
         out.publish(core, msg_type, &scratch, core.next_seq)?;
         if let Some(n) = gap {
             core.report.gaps += 1;
@@ -1624,11 +1619,8 @@ fn run_recording(
         if source_msg {
             core.report.published += 1;
         }
-        if let (Some((builder, counts)), Some(t)) = (&mut core.book, letter) {
-            counts.record(t);
-            if let Some(ev) = book_event {
-                builder.apply(&ev, &mut |_| {});
-            }
+        if let Some(books) = &mut core.book {
+            books.observe(&env);
         }
         if end {
             core.ended = true;

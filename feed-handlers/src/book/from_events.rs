@@ -1,0 +1,672 @@
+//! Normalized envelopes -> book events -> a [`BookBuilder`]: the one path from the bus's events
+//! to books, used by the book service, replay's `--book-summary` and the receiver's
+//! `--book-summary`.
+//!
+//! Envelopes are read through [`ReadBody`], so one body serves an [`Envelope`]'s accessors and,
+//! in place, a [`FrameView`](fb::FrameView) (the book service's fast path). Order messages
+//! become [`OrderEvent`]s (L3), `PriceLevelUpdate`s become [`LevelEvent`]s (L2). Every book is
+//! keyed through [`instrument_of`]. [`EnvelopeBooks`] holds a builder with the tallies a
+//! summary prints: messages per source type, gaps, and records that failed verification.
+
+use mdbus_bus::ENVELOPE_MSG_TYPE;
+use mdbus_bus::schema::{self as fb, Envelope, HeaderFields, ReadBody};
+
+use super::{
+    BookBuilder, BookConfig, BookConfigError, BookEvent, BookSummary, InvalidReason, LevelEvent,
+    OrderEvent, Side, TypeCounts,
+};
+
+/// The instrument an envelope is about, the key of its book: the header's stock locate.
+#[inline(always)]
+pub fn instrument_of(header: &HeaderFields) -> u32 {
+    u32::from(header.stock_locate)
+}
+
+/// The builder's key for `instrument`; `None` for an id the builder cannot hold (above 65,535).
+#[inline(always)]
+pub(crate) fn book_key(instrument: u32) -> Option<u16> {
+    u16::try_from(instrument).ok()
+}
+
+/// The ITCH message type letter a normalized event came from; `None` for bus-level events
+/// (heartbeats, gap notices, book updates, end of session) and unknown (newer) kinds.
+#[inline]
+pub fn itch_type_of(event: fb::Event) -> Option<u8> {
+    let t = match event {
+        fb::Event::SystemEvent => b'S',
+        fb::Event::StockDirectory => b'R',
+        fb::Event::StockTradingAction => b'H',
+        fb::Event::RegShoRestriction => b'Y',
+        fb::Event::MarketParticipantPosition => b'L',
+        fb::Event::MwcbDeclineLevel => b'V',
+        fb::Event::MwcbStatus => b'W',
+        fb::Event::IpoQuotingPeriodUpdate => b'K',
+        fb::Event::LuldAuctionCollar => b'J',
+        fb::Event::OperationalHalt => b'h',
+        fb::Event::AddOrder => b'A',
+        fb::Event::AddOrderMpid => b'F',
+        fb::Event::OrderExecuted => b'E',
+        fb::Event::OrderExecutedWithPrice => b'C',
+        fb::Event::OrderCancel => b'X',
+        fb::Event::OrderDelete => b'D',
+        fb::Event::OrderReplace => b'U',
+        fb::Event::Trade => b'P',
+        fb::Event::CrossTrade => b'Q',
+        fb::Event::BrokenTrade => b'B',
+        fb::Event::NetOrderImbalanceIndicator => b'I',
+        fb::Event::RetailPriceImprovementIndicator => b'N',
+        fb::Event::DirectListingPriceDiscovery => b'O',
+        _ => return None,
+    };
+    Some(t)
+}
+
+/// The header fields of an envelope, to stamp on events derived from it.
+#[inline]
+pub fn header_of(env: &Envelope<'_>) -> HeaderFields {
+    ReadBody::header_fields(env)
+}
+
+/// The order event a normalized envelope carries (the twin of [`OrderEvent::from_itch`] for the
+/// bus side), or `None` for events that neither change an order book nor print. Reads an
+/// [`Envelope`] or, in place, its [`FrameView`](fb::FrameView).
+#[inline]
+pub fn order_event_from_envelope<R: ReadBody>(msg: &R) -> Option<OrderEvent> {
+    let (event, instrument) = (msg.event_type(), instrument_of(&msg.header_fields()));
+    if event == fb::Event::Trade {
+        read_trade(msg, instrument).map(|(ev, _)| ev)
+    } else {
+        read_order(msg, event, instrument).map(|(ev, _)| ev)
+    }
+}
+
+/// The book event a normalized envelope carries: an order event (as
+/// [`order_event_from_envelope`]) or a price level (`PriceLevelUpdate`); `None` for events
+/// that neither change a book nor print. A level whose side or price the builder cannot hold
+/// becomes an [`OrderEvent::Invalid`], counted by the builder.
+#[inline]
+pub fn book_event_from_envelope<R: ReadBody>(msg: &R) -> Option<BookEvent> {
+    let (event, instrument) = (msg.event_type(), instrument_of(&msg.header_fields()));
+    match event {
+        fb::Event::Trade => read_trade(msg, instrument).map(|(ev, _)| BookEvent::Order(ev)),
+        fb::Event::PriceLevelUpdate => read_level(msg, instrument),
+        _ => read_order(msg, event, instrument).map(|(ev, _)| BookEvent::Order(ev)),
+    }
+}
+
+/// An event for an instrument id the builder cannot key.
+#[cold]
+fn bad_instrument(instrument: u32, order_ref: u64) -> OrderEvent {
+    OrderEvent::Invalid {
+        locate: 0,
+        order_ref,
+        reason: InvalidReason::BadInstrument(instrument),
+    }
+}
+
+/// The book event of an order message (`A`, `F`, `E`, `C`, `X`, `D`, `U`) and the match
+/// number of an `E` or `C` execution (0 otherwise), the one print field only the envelope
+/// knows; `None` for any other event (`P` trades: [`read_trade`]). `event` and `instrument`
+/// are the envelope's union tag and [`instrument_of`], already read by the caller.
+///
+/// Generic over where the bodies come from: a [`FrameView`](fb::FrameView) (in place, the
+/// service's fast path) or the envelope's accessors.
+#[inline(always)]
+fn read_order<R: ReadBody>(
+    msg: &R,
+    event: fb::Event,
+    instrument: u32,
+) -> Option<(OrderEvent, u64)> {
+    let Some(locate) = book_key(instrument) else {
+        return is_order_event(event).then(|| (bad_instrument(instrument, 0), 0));
+    };
+    let none = 0;
+    let add = |order_ref: u64, side: fb::Side, price: u32, shares: u32| match side {
+        fb::Side::Buy => OrderEvent::Add {
+            locate,
+            order_ref,
+            side: Side::Bid,
+            price,
+            shares,
+        },
+        fb::Side::Sell => OrderEvent::Add {
+            locate,
+            order_ref,
+            side: Side::Ask,
+            price,
+            shares,
+        },
+        other => OrderEvent::Invalid {
+            locate,
+            order_ref,
+            reason: InvalidReason::BadSide(other.0),
+        },
+    };
+    let ev = match event {
+        fb::Event::AddOrder => {
+            let b: fb::AddOrderBody = msg.body()?;
+            let ev = add(
+                b.order_reference_number(),
+                b.buy_sell_indicator(),
+                b.price(),
+                b.shares(),
+            );
+            (ev, none)
+        }
+        fb::Event::AddOrderMpid => {
+            let b: fb::AddOrderMpidBody = msg.body()?;
+            let ev = add(
+                b.order_reference_number(),
+                b.buy_sell_indicator(),
+                b.price(),
+                b.shares(),
+            );
+            (ev, none)
+        }
+        fb::Event::OrderExecuted => {
+            let b: fb::OrderExecutedBody = msg.body()?;
+            let ev = OrderEvent::Execute {
+                locate,
+                order_ref: b.order_reference_number(),
+                shares: b.executed_shares(),
+            };
+            (ev, b.match_number())
+        }
+        fb::Event::OrderExecutedWithPrice => {
+            let b: fb::OrderExecutedWithPriceBody = msg.body()?;
+            let ev = OrderEvent::ExecuteWithPrice {
+                locate,
+                order_ref: b.order_reference_number(),
+                shares: b.executed_shares(),
+                price: b.execution_price(),
+                printable: b.printable() == b'Y',
+            };
+            (ev, b.match_number())
+        }
+        fb::Event::OrderCancel => {
+            let b: fb::OrderCancelBody = msg.body()?;
+            let ev = OrderEvent::Cancel {
+                locate,
+                order_ref: b.order_reference_number(),
+                shares: b.cancelled_shares(),
+            };
+            (ev, none)
+        }
+        fb::Event::OrderDelete => {
+            let b: fb::OrderDeleteBody = msg.body()?;
+            let ev = OrderEvent::Delete {
+                locate,
+                order_ref: b.order_reference_number(),
+            };
+            (ev, none)
+        }
+        fb::Event::OrderReplace => {
+            let b: fb::OrderReplaceBody = msg.body()?;
+            let ev = OrderEvent::Replace {
+                locate,
+                old_ref: b.original_order_reference_number(),
+                new_ref: b.new_order_reference_number(),
+                shares: b.shares(),
+                price: b.price(),
+            };
+            (ev, none)
+        }
+        _ => return None,
+    };
+    Some(ev)
+}
+
+/// Whether [`read_order`] reads `event`.
+fn is_order_event(event: fb::Event) -> bool {
+    matches!(
+        event,
+        fb::Event::AddOrder
+            | fb::Event::AddOrderMpid
+            | fb::Event::OrderExecuted
+            | fb::Event::OrderExecutedWithPrice
+            | fb::Event::OrderCancel
+            | fb::Event::OrderDelete
+            | fb::Event::OrderReplace
+    )
+}
+
+/// What the book service reads of every input message: its header, its kind and, for an
+/// order message, its book event and match number ([`read_order`]).
+pub(crate) type InputRead = (HeaderFields, fb::Event, Option<(OrderEvent, u64)>);
+
+/// Reads one input message (see [`InputRead`]).
+#[inline]
+pub(crate) fn read_input<R: ReadBody>(msg: &R) -> InputRead {
+    let event = msg.event_type();
+    let header = msg.header_fields();
+    (
+        header,
+        event,
+        read_order(msg, event, instrument_of(&header)),
+    )
+}
+
+/// [`read_input`] through the accessors, for what the frame reader does not read (the rare
+/// kinds, other encoders' layouts): out of line, so that the hot path is inlined once.
+#[inline(never)]
+pub(crate) fn read_input_generic(env: &Envelope<'_>) -> InputRead {
+    read_input(env)
+}
+
+/// The book event of a `P` trade (a print on no displayed order) and its print, every field
+/// of which the envelope carries.
+#[inline]
+pub(crate) fn read_trade<R: ReadBody>(
+    msg: &R,
+    instrument: u32,
+) -> Option<(OrderEvent, fb::TradeFields)> {
+    let b: fb::TradeBody = msg.body()?;
+    let ev = match book_key(instrument) {
+        Some(locate) => OrderEvent::Trade {
+            locate,
+            shares: b.shares(),
+            price: b.price(),
+        },
+        None => bad_instrument(instrument, 0),
+    };
+    let print = fb::TradeFields {
+        order_reference_number: b.order_reference_number(),
+        buy_sell_indicator: b.buy_sell_indicator(),
+        shares: b.shares(),
+        stock: b.stock().0,
+        price: b.price(),
+        match_number: b.match_number(),
+    };
+    Some((ev, print))
+}
+
+/// The book event of a `PriceLevelUpdate`: a [`LevelEvent`] (a `Delete` action, or size 0,
+/// removes the level), or an invalid event when the side, price or instrument cannot be held.
+#[inline]
+fn read_level<R: ReadBody>(msg: &R, instrument: u32) -> Option<BookEvent> {
+    let b: fb::PriceLevelBody = msg.body()?;
+    let Some(locate) = book_key(instrument) else {
+        return Some(BookEvent::Order(bad_instrument(instrument, 0)));
+    };
+    let invalid = |reason| {
+        Some(BookEvent::Order(OrderEvent::Invalid {
+            locate,
+            order_ref: 0,
+            reason,
+        }))
+    };
+    let side = match b.side() {
+        fb::Side::Buy => Side::Bid,
+        fb::Side::Sell => Side::Ask,
+        other => return invalid(InvalidReason::BadSide(other.0)),
+    };
+    let Ok(price) = u32::try_from(b.price()) else {
+        return invalid(InvalidReason::BadPrice(b.price()));
+    };
+    let deleted = b.action() == fb::BookAction::Delete;
+    Some(BookEvent::Level(LevelEvent {
+        locate,
+        side,
+        price,
+        shares: if deleted { 0 } else { b.size() },
+        orders: if deleted { 0 } else { b.order_count() },
+    }))
+}
+
+/// What a gap notice does to [`EnvelopeBooks`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GapPolicy {
+    /// Count the unrecoverable notices (messages were lost) and keep the books: the book
+    /// service and a replay report the loss and carry on.
+    CountLost,
+    /// Count every notice, and start the books afresh after an unrecoverable one, as a
+    /// strategy would: the receiver's summary.
+    CountAllResetOnLoss,
+}
+
+/// Books built from normalized envelopes, with the tallies a `--book-summary` prints: messages
+/// per source type, gaps, and records that failed verification.
+///
+/// [`observe`](Self::observe) applies each envelope's book event without publishing; the book
+/// service, which publishes, counts with [`count`](Self::count) and applies through
+/// [`builder_mut`](Self::builder_mut) with its own [`UpdateSink`](super::UpdateSink).
+#[derive(Debug)]
+pub struct EnvelopeBooks {
+    builder: BookBuilder,
+    counts: TypeCounts,
+    messages: u64,
+    gaps: u64,
+    invalid: u64,
+    policy: GapPolicy,
+}
+
+impl EnvelopeBooks {
+    /// Books of `config`, handling gap notices by `policy`.
+    pub fn new(config: BookConfig, policy: GapPolicy) -> Result<Self, BookConfigError> {
+        Ok(Self {
+            builder: BookBuilder::new(config)?,
+            counts: TypeCounts::new(),
+            messages: 0,
+            gaps: 0,
+            invalid: 0,
+            policy,
+        })
+    }
+
+    /// The books.
+    pub fn builder(&self) -> &BookBuilder {
+        &self.builder
+    }
+
+    /// The books, to apply events with an update sink of one's own.
+    pub fn builder_mut(&mut self) -> &mut BookBuilder {
+        &mut self.builder
+    }
+
+    /// Source messages seen per type letter.
+    pub fn counts(&self) -> &TypeCounts {
+        &self.counts
+    }
+
+    /// Source messages seen.
+    pub fn messages(&self) -> u64 {
+        self.messages
+    }
+
+    /// Gaps counted (see [`GapPolicy`]).
+    pub fn gaps(&self) -> u64 {
+        self.gaps
+    }
+
+    /// Records that failed verification ([`observe_record`](Self::observe_record)).
+    pub fn invalid(&self) -> u64 {
+        self.invalid
+    }
+
+    /// Counts an envelope of kind `event` if it carries a source message; returns whether it
+    /// did.
+    #[inline(always)]
+    pub fn count(&mut self, event: fb::Event) -> bool {
+        match itch_type_of(event) {
+            Some(t) => {
+                self.messages += 1;
+                self.counts.record(t);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Counts one source message of type `msg_type` read before it was normalized (a replay
+    /// of a capture) and applies its book event, if any.
+    #[inline]
+    pub fn observe_source(&mut self, msg_type: u8, ev: Option<BookEvent>) {
+        self.messages += 1;
+        self.counts.record(msg_type);
+        if let Some(ev) = ev {
+            self.apply(&ev);
+        }
+    }
+
+    /// Observes one bus record: an envelope is verified (one that fails is counted in
+    /// [`invalid`](Self::invalid)) and [`observe`](Self::observe)d; other record types are
+    /// ignored.
+    pub fn observe_record(&mut self, msg_type: u32, payload: &[u8]) {
+        if msg_type != ENVELOPE_MSG_TYPE {
+            return;
+        }
+        match fb::root_as_envelope(payload) {
+            Ok(env) => self.observe(&env),
+            Err(_) => self.invalid += 1,
+        }
+    }
+
+    /// Observes one envelope: counts a source message and applies its book event; a gap
+    /// notice is handled by the [`GapPolicy`].
+    pub fn observe(&mut self, env: &Envelope<'_>) {
+        let event = env.event_type();
+        if event == fb::Event::GapNotice {
+            if let Some(g) = env.event_as_gap_notice() {
+                self.gap(g.recoverable());
+            }
+            return;
+        }
+        let source = self.count(event);
+        if (source || event == fb::Event::PriceLevelUpdate)
+            && let Some(ev) = book_event_from_envelope(env)
+        {
+            self.apply(&ev);
+        }
+    }
+
+    /// A gap notice, `recoverable` or not, handled by the [`GapPolicy`].
+    pub fn gap(&mut self, recoverable: bool) {
+        match self.policy {
+            GapPolicy::CountLost => self.gaps += u64::from(!recoverable),
+            GapPolicy::CountAllResetOnLoss => {
+                self.gaps += 1;
+                if !recoverable {
+                    self.builder.reset();
+                }
+            }
+        }
+    }
+
+    /// Applies a book event, publishing nothing.
+    #[inline]
+    fn apply(&mut self, ev: &BookEvent) {
+        match ev {
+            BookEvent::Order(ev) => {
+                self.builder.apply(ev, &mut |_| {});
+            }
+            BookEvent::Level(ev) => {
+                self.builder.apply_level(ev, &mut |_| {});
+            }
+        }
+    }
+
+    /// The summary of everything observed.
+    pub fn summary(&self) -> BookSummary {
+        self.summary_with_gaps(self.gaps)
+    }
+
+    /// The summary with `gaps` as its gap count, for a caller that counts gaps itself (a
+    /// replay's sequencer).
+    pub fn summary_with_gaps(&self, gaps: u64) -> BookSummary {
+        self.builder.summary(&self.counts, self.messages, gaps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mdbus_bus::schema::{Encoder, FrameReader};
+
+    use super::*;
+
+    fn header(locate: u16) -> HeaderFields {
+        HeaderFields {
+            seq: 1,
+            stock_locate: locate,
+            ..HeaderFields::default()
+        }
+    }
+
+    /// The envelope bytes of `fields` for `locate`.
+    fn encode<E: fb::EventFields>(locate: u16, fields: &E) -> Vec<u8> {
+        Encoder::new().encode(&header(locate), fields).to_vec()
+    }
+
+    fn level_fields(
+        side: fb::Side,
+        price: i64,
+        action: fb::BookAction,
+    ) -> fb::PriceLevelUpdateFields {
+        fb::PriceLevelUpdateFields {
+            side,
+            price,
+            size: 300,
+            order_count: 2,
+            action,
+        }
+    }
+
+    /// The book event of `bytes`, read through the accessors and, where the frame reader
+    /// reads it, in place: both must agree.
+    fn read(bytes: &[u8]) -> Option<BookEvent> {
+        let env = fb::read_verified(bytes).expect("valid envelope");
+        let ev = book_event_from_envelope(&env);
+        if let Some(view) = FrameReader::new().read_envelope(&env) {
+            assert_eq!(book_event_from_envelope(&view), ev, "frame path");
+        }
+        ev
+    }
+
+    #[test]
+    fn the_instrument_is_the_stock_locate() {
+        assert_eq!(instrument_of(&header(65_535)), 65_535);
+        assert_eq!(book_key(65_535), Some(65_535));
+        assert_eq!(book_key(65_536), None);
+        assert_eq!(
+            bad_instrument(65_536, 0),
+            OrderEvent::Invalid {
+                locate: 0,
+                order_ref: 0,
+                reason: InvalidReason::BadInstrument(65_536)
+            }
+        );
+    }
+
+    #[test]
+    fn price_level_updates_become_level_events() {
+        let new = level_fields(fb::Side::Sell, 1_234_500, fb::BookAction::New);
+        assert_eq!(
+            read(&encode(9, &new)),
+            Some(BookEvent::Level(LevelEvent {
+                locate: 9,
+                side: Side::Ask,
+                price: 1_234_500,
+                shares: 300,
+                orders: 2,
+            }))
+        );
+        // A delete removes the level whatever size it names.
+        let del = level_fields(fb::Side::Buy, 7, fb::BookAction::Delete);
+        assert_eq!(
+            read(&encode(9, &del)),
+            Some(BookEvent::Level(LevelEvent {
+                locate: 9,
+                side: Side::Bid,
+                price: 7,
+                shares: 0,
+                orders: 0,
+            }))
+        );
+        // What the builder cannot hold is invalid, to be counted.
+        let invalid = |reason| {
+            Some(BookEvent::Order(OrderEvent::Invalid {
+                locate: 9,
+                order_ref: 0,
+                reason,
+            }))
+        };
+        let side = level_fields(fb::Side::Unknown, 7, fb::BookAction::New);
+        assert_eq!(
+            read(&encode(9, &side)),
+            invalid(InvalidReason::BadSide(fb::Side::Unknown.0))
+        );
+        for price in [-1, i64::from(u32::MAX) + 1] {
+            let f = level_fields(fb::Side::Buy, price, fb::BookAction::Change);
+            assert_eq!(
+                read(&encode(9, &f)),
+                invalid(InvalidReason::BadPrice(price))
+            );
+        }
+    }
+
+    fn add_fields(order_ref: u64) -> fb::AddOrderFields {
+        fb::AddOrderFields {
+            order_reference_number: order_ref,
+            buy_sell_indicator: fb::Side::Buy,
+            shares: 100,
+            stock: *b"AAPL    ",
+            price: 3_201_400,
+        }
+    }
+
+    fn gap(recoverable: bool) -> Vec<u8> {
+        encode(
+            0,
+            &fb::GapNoticeFields {
+                first_missing_seq: 1,
+                count: 1,
+                recoverable,
+                scope: fb::GapScope::Source,
+            },
+        )
+    }
+
+    fn books(policy: GapPolicy) -> EnvelopeBooks {
+        let config = BookConfig {
+            max_orders: 16,
+            max_instruments: 4,
+            levels_per_side_hint: 4,
+        };
+        EnvelopeBooks::new(config, policy).expect("config")
+    }
+
+    #[test]
+    fn envelopes_build_order_and_level_books() {
+        let mut b = books(GapPolicy::CountLost);
+        b.observe_record(ENVELOPE_MSG_TYPE, &encode(13, &add_fields(1)));
+        let level = level_fields(fb::Side::Sell, 500, fb::BookAction::New);
+        b.observe_record(ENVELOPE_MSG_TYPE, &encode(14, &level));
+        // A price level is a book event, not a source message of the count.
+        assert_eq!(
+            (b.messages(), b.counts().get(b'A'), b.counts().total()),
+            (1, 1, 1)
+        );
+        let s = b.summary();
+        assert_eq!(s.book(13).map(|e| e.best_bid), Some(Some(3_201_400)));
+        assert_eq!(
+            s.book(14).map(|e| (e.best_ask, e.ask_size)),
+            Some((Some(500), 300))
+        );
+        assert_eq!(b.builder().counters().events, 2);
+        // A source message read before normalization counts alike.
+        b.observe_source(b'D', None);
+        assert_eq!((b.messages(), b.counts().get(b'D')), (2, 1));
+    }
+
+    #[test]
+    fn records_that_do_not_verify_are_counted_and_other_records_ignored() {
+        let mut b = books(GapPolicy::CountLost);
+        b.observe_record(ENVELOPE_MSG_TYPE, b"not an envelope");
+        b.observe_record(ENVELOPE_MSG_TYPE.wrapping_add(1), b"not an envelope");
+        b.observe_record(
+            ENVELOPE_MSG_TYPE.wrapping_add(1),
+            &encode(13, &add_fields(1)),
+        );
+        assert_eq!((b.invalid(), b.messages()), (1, 0));
+        assert_eq!(b.builder().counters().events, 0);
+    }
+
+    #[test]
+    fn gap_policies() {
+        // The service and a replay: only lost messages count, the books stay.
+        let mut b = books(GapPolicy::CountLost);
+        b.observe_record(ENVELOPE_MSG_TYPE, &encode(13, &add_fields(1)));
+        b.observe_record(ENVELOPE_MSG_TYPE, &gap(true));
+        b.observe_record(ENVELOPE_MSG_TYPE, &gap(false));
+        assert_eq!((b.gaps(), b.builder().live_orders()), (1, 1));
+        assert_eq!(b.summary().gaps, 1);
+        assert_eq!(b.summary_with_gaps(5).gaps, 5);
+        // The receiver: every notice counts, and a loss starts the books afresh.
+        let mut b = books(GapPolicy::CountAllResetOnLoss);
+        b.observe_record(ENVELOPE_MSG_TYPE, &encode(13, &add_fields(1)));
+        b.observe_record(ENVELOPE_MSG_TYPE, &gap(true));
+        assert_eq!((b.gaps(), b.builder().live_orders()), (1, 1));
+        b.observe_record(ENVELOPE_MSG_TYPE, &gap(false));
+        assert_eq!((b.gaps(), b.builder().live_orders()), (2, 0));
+        assert_eq!(b.messages(), 1, "the messages seen stay counted");
+    }
+}
