@@ -1,14 +1,21 @@
-//! What the verbs share: the error type of the feed-side verbs, opening the bus, where a feed
-//! handler and its book builder run, and the book builder's thread.
+//! What the verbs share: their error types, signal handling, where a feed handler and its
+//! book builder run, the book builder's thread, and the parsers of flags several verbs take.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
-use mdbus_bench_harness::pinning::{LayoutArg, Pinning, ThreadRole};
+use mdbus_bench_harness::pinning::{LayoutArg, Pinning, PinningError, ThreadRole};
+use mdbus_feed_handlers::net::{Idle, NetError};
+use mdbus_shm::counters;
+
+use super::feed::DurationArg;
 use mdbus_bus::{Subscriber, WaitStrategy};
 use mdbus_feed_handlers::bookstream::{
     BookService, BookServiceError, BookServiceStats, book_stream_name, levels_stream_name,
     trades_stream_name,
 };
+use mdbus_feed_handlers::net::fault::FaultConfig;
 use mdbus_feed_handlers::record::RecordError;
 use mdbus_feed_handlers::replay::ReplayError;
 
@@ -145,4 +152,123 @@ pub(crate) fn feed_pinning(
     });
     Pinning::choose(layout, threads, explicit, || Ok(None))
         .map_err(|e| CmdError::BadArg(e.to_string()))
+}
+
+/// `--idle`: `spin`, `yield` or `sleep:DURATION` (a bare number: microseconds).
+pub(crate) fn parse_idle(s: &str) -> Result<Idle, String> {
+    match s {
+        "spin" => Ok(Idle::BusyPoll),
+        "yield" => Ok(Idle::Yield),
+        _ => match s.strip_prefix("sleep:") {
+            Some(us) if !us.is_empty() && us.bytes().all(|b| b.is_ascii_digit()) => us
+                .parse::<u64>()
+                .map(|us| Idle::Sleep(Duration::from_micros(us)))
+                .map_err(|e| format!("sleep:MICROSECONDS: {e}")),
+            Some(d) => d
+                .parse::<DurationArg>()
+                .map(|d| Idle::Sleep(d.0))
+                .map_err(|e| format!("sleep:DURATION: {e}")),
+            None => Err("expected spin, yield or sleep:DURATION".to_owned()),
+        },
+    }
+}
+
+/// A flag the first SIGINT or SIGTERM sets, so a role ends cleanly (a sender lingers, a
+/// recorder flushes, a feed prints its report); a second signal ends the process at once with
+/// status 130, so a role that does not stop can still be ended.
+pub(crate) fn stop_on_signals() -> std::io::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Registered first, so it sees the flag as the previous signal left it.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    Ok(stop)
+}
+
+/// `--fault SPEC` of `feed`, `recv`, `send` and `exchange` (see [`FaultConfig`]).
+pub(crate) fn parse_fault(s: &str) -> Result<FaultConfig, String> {
+    s.parse::<FaultConfig>().map_err(|e| e.to_string())
+}
+
+/// A role's counters as a JSON object, for `--summary`.
+pub(crate) fn counters_json(
+    names: &[&str],
+    values: &[u64],
+) -> serde_json::Map<String, serde_json::Value> {
+    names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| ((*n).to_owned(), serde_json::Value::from(*v)))
+        .collect()
+}
+
+/// Pins the calling thread (a transport loop) by `--core` or the layout's `role`; prints
+/// where it runs and what could not be applied.
+pub(crate) fn pin_loop(
+    who: &str,
+    layout: &LayoutArg,
+    core: Option<usize>,
+    role: &'static [&'static str],
+) -> Result<(), PinningError> {
+    let threads = [ThreadRole {
+        thread: role[0],
+        roles: role,
+    }];
+    let pinning = Pinning::choose(layout, &threads, core.map(|c| vec![c]), || Ok(None))?;
+    pinning.enter(0);
+    if let Some(line) = pinning.describe() {
+        eprintln!("mdbus {who}: {line}");
+    }
+    for w in pinning.warnings() {
+        eprintln!("mdbus {who}: warning: {w}");
+    }
+    Ok(())
+}
+
+/// A failed `send`, `recv`, `stat` or `exchange`.
+#[derive(Debug, thiserror::Error)]
+pub enum NetCmdError {
+    /// The transport failed.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The bus root could not be opened.
+    #[error(transparent)]
+    Bus(#[from] mdbus_bus::BusError),
+    /// Counters could not be read.
+    #[error(transparent)]
+    Counters(#[from] counters::CounterError),
+    /// A bad argument.
+    #[error("{0}")]
+    BadArg(String),
+    /// Writing the output failed.
+    #[error("writing the output: {0}")]
+    Output(#[from] std::io::Error),
+    /// The book builder could not be set up.
+    #[error("book builder: {0}")]
+    Book(String),
+    /// The core layout cannot be used.
+    #[error(transparent)]
+    Pinning(#[from] PinningError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_flags_parse() {
+        assert_eq!(parse_idle("spin"), Ok(Idle::BusyPoll));
+        assert_eq!(parse_idle("yield"), Ok(Idle::Yield));
+        assert_eq!(
+            parse_idle("sleep:250"),
+            Ok(Idle::Sleep(Duration::from_micros(250)))
+        );
+        assert_eq!(
+            parse_idle("sleep:2ms"),
+            Ok(Idle::Sleep(Duration::from_millis(2)))
+        );
+        assert!(parse_idle("nap").is_err());
+        assert!(parse_idle("sleep:x").is_err());
+    }
 }

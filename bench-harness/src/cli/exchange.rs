@@ -2,11 +2,10 @@
 //! ([`mdbus_feed_handlers::exchange`]): plays a capture as MoldUDP64 packets of ITCH 5.0 on a
 //! multicast group and answers re-requests, so `mdbus feed` can be run against it.
 
+use super::common::parse_fault;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use mdbus_codecs::moldudp64::Session;
 use mdbus_feed_handlers::exchange::{
@@ -33,10 +32,6 @@ pub enum ExchangeCmdError {
     /// Writing the output failed.
     #[error("writing the output: {0}")]
     Output(#[from] std::io::Error),
-}
-
-fn parse_fault(s: &str) -> Result<FaultConfig, String> {
-    s.parse::<FaultConfig>().map_err(|e| e.to_string())
 }
 
 /// `mdbus exchange`: play a capture as a live MoldUDP64 feed with a retransmission server.
@@ -185,13 +180,7 @@ pub fn run_exchange(args: &ExchangeArgs, out: &mut dyn Write) -> Result<(), Exch
         args.group,
         args.speed,
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // Registered first, so it sees the flag as the previous signal left it: a second
-        // signal exits at once.
-        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())?;
-        signal_hook::flag::register(sig, stop.clone())?;
-    }
+    let stop = super::common::stop_on_signals()?;
     let s = ex.run(&stop);
     for w in &ex.warnings()[setup_warnings..] {
         eprintln!("mdbus exchange: warning: {w}");

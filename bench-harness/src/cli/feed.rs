@@ -46,8 +46,7 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::builder::RangedU64ValueParser;
@@ -61,7 +60,10 @@ use mdbus_feed_handlers::pipeline::{FeedPipeline, PipelineStats};
 use mdbus_feed_handlers::replay::replay_ring;
 use mdbus_shm::{MAX_CAPACITY, MIN_CAPACITY};
 
-use super::common::{CmdError, feed_pinning, join_book_thread, print_book_line, spawn_book_thread};
+use super::common::{
+    CmdError, feed_pinning, join_book_thread, parse_fault, parse_idle, print_book_line,
+    spawn_book_thread, stop_on_signals,
+};
 use mdbus_bench_harness::pinning::LayoutArg;
 
 /// `mdbus feed`: receive a live ITCH 5.0 feed (MoldUDP64 over UDP) onto a bus stream.
@@ -319,10 +321,6 @@ fn live_config(args: &FeedArgs) -> LiveFeedConfig {
     }
 }
 
-fn parse_fault(s: &str) -> Result<FaultConfig, String> {
-    s.parse::<FaultConfig>().map_err(|e| e.to_string())
-}
-
 /// Most re-requests in flight `--max-outstanding-requests` accepts (the sequencer sizes its
 /// table of them once, at start).
 const MAX_OUTSTANDING: u64 = 65_535;
@@ -464,25 +462,6 @@ fn parse_ring_bytes(s: &str) -> Result<usize, String> {
     }
 }
 
-/// `--idle`: `spin`, `yield` or `sleep:DURATION` (a bare number: microseconds).
-pub(crate) fn parse_idle(s: &str) -> Result<Idle, String> {
-    match s {
-        "spin" => Ok(Idle::BusyPoll),
-        "yield" => Ok(Idle::Yield),
-        _ => match s.strip_prefix("sleep:") {
-            Some(us) if !us.is_empty() && us.bytes().all(|b| b.is_ascii_digit()) => us
-                .parse::<u64>()
-                .map(|us| Idle::Sleep(Duration::from_micros(us)))
-                .map_err(|e| format!("sleep:MICROSECONDS: {e}")),
-            Some(d) => d
-                .parse::<DurationArg>()
-                .map(|d| Idle::Sleep(d.0))
-                .map_err(|e| format!("sleep:DURATION: {e}")),
-            None => Err("expected spin, yield or sleep:DURATION".to_owned()),
-        },
-    }
-}
-
 /// Runs `mdbus feed` until the end of the session or SIGINT/SIGTERM, writing its JSON to
 /// `out` and its report and warnings to stderr (setup warnings, such as a clamped receive
 /// buffer, are printed by [`LiveFeed::bind`]).
@@ -490,12 +469,8 @@ pub fn run_feed(args: &FeedArgs, out: &mut dyn Write) -> Result<(), CmdError> {
     let with_book = args.book || args.book_summary;
     let pinning = feed_pinning(&args.cpus, &args.layout, with_book)?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).map_err(|e| {
-            CmdError::Internal(format!("cannot install the handler of signal {sig}: {e}"))
-        })?;
-    }
+    let stop = stop_on_signals()
+        .map_err(|e| CmdError::Internal(format!("cannot catch SIGINT and SIGTERM: {e}")))?;
 
     let bus = Bus::open(args.root.as_deref())?;
     let mut ring = replay_ring();

@@ -4,7 +4,9 @@
 //! |---|---|
 //! | `replay`, `record` | [`replay`] |
 //! | `feed` | [`feed`] |
-//! | `send`, `recv`, `stat` | [`net`] |
+//! | `send` | [`send`] |
+//! | `recv` | [`recv`] |
+//! | `stat` | [`stat`] |
 //! | `demo` | [`demo`] |
 //! | `exchange` | [`exchange`] |
 //! | `tune check`, `tune plan` | [`tune`] |
@@ -20,8 +22,10 @@ mod common;
 mod demo;
 mod exchange;
 mod feed;
-mod net;
+mod recv;
 mod replay;
+mod send;
+mod stat;
 mod streams;
 mod tune;
 
@@ -64,12 +68,12 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Multicast a local stream to other hosts (MoldUDP64 over UDP) and answer their
     /// re-requests, e.g. `mdbus send nasdaq.itch --group 239.255.0.1:31000`.
-    Send(net::SendArgs),
+    Send(send::SendArgs),
     /// Receive a stream sent by `mdbus send` into a local stream, recovering lost packets,
     /// e.g. `mdbus recv nasdaq.itch --group 239.255.0.1:31000 --summary`.
-    Recv(net::RecvArgs),
+    Recv(recv::RecvArgs),
     /// Show the live counters of the senders and receivers on this host.
-    Stat(net::StatArgs),
+    Stat(stat::StatArgs),
     /// Play a capture as a live Nasdaq-style feed (MoldUDP64 of ITCH 5.0 on a multicast
     /// group, heartbeats, end of session, a re-request server), e.g. `mdbus exchange
     /// codecs/testdata/itch/aapl-2020-01-30-10k.itch --group 239.255.0.2:26400 --speed 20000/s`.
@@ -98,13 +102,13 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args, &mut std::io::stdout().lock())
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| Box::new(e) as Box<dyn Error>),
-        Command::Send(args) => net::run_send(args, &mut std::io::stdout().lock())
+        Command::Send(args) => send::run_send(args, &mut std::io::stdout().lock())
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| Box::new(e) as Box<dyn Error>),
-        Command::Recv(args) => net::run_recv(args, &mut std::io::stdout().lock())
+        Command::Recv(args) => recv::run_recv(args, &mut std::io::stdout().lock())
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| Box::new(e) as Box<dyn Error>),
-        Command::Stat(args) => net::run_stat(args, &mut std::io::stdout().lock())
+        Command::Stat(args) => stat::run_stat(args, &mut std::io::stdout().lock())
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| Box::new(e) as Box<dyn Error>),
         Command::Exchange(args) => exchange::run_exchange(args, &mut std::io::stdout().lock())

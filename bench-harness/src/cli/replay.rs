@@ -5,7 +5,6 @@
 use std::io::{IsTerminal, Write};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,9 @@ use mdbus_feed_handlers::replay::{
     replay_book_config, replay_ring,
 };
 
-use super::common::{CmdError, feed_pinning, join_book_thread, print_book_line, spawn_book_thread};
+use super::common::{
+    CmdError, feed_pinning, join_book_thread, print_book_line, spawn_book_thread, stop_on_signals,
+};
 use mdbus_bench_harness::pinning::LayoutArg;
 
 /// `mdbus replay`: play a captured session onto a bus stream.
@@ -361,18 +362,6 @@ fn not_replayed(r: &ReplayReport) -> Option<String> {
     (!text.is_empty()).then(|| text.join(", "))
 }
 
-/// A flag the first SIGINT or SIGTERM sets (the recorder then stops cleanly); a second one
-/// ends the process at once, so a recorder that does not stop can still be ended.
-fn catch_stop_signals() -> Result<Arc<AtomicBool>, CmdError> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
-            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop)))
-            .map_err(|e| CmdError::Internal(format!("cannot catch signal {sig}: {e}")))?;
-    }
-    Ok(stop)
-}
-
 /// Runs `mdbus record`, writing its stdout to `out`.
 pub fn run_record(args: &RecordArgs, out: &mut dyn Write) -> Result<(), CmdError> {
     let bus = Bus::open(args.root.as_deref())?;
@@ -385,7 +374,8 @@ pub fn run_record(args: &RecordArgs, out: &mut dyn Write) -> Result<(), CmdError
         }
         None => None,
     };
-    let stop = catch_stop_signals()?;
+    let stop = stop_on_signals()
+        .map_err(|e| CmdError::Internal(format!("cannot catch SIGINT and SIGTERM: {e}")))?;
     let deadline = Instant::now() + Duration::from_secs_f64(args.wait_secs.clamp(0.0, 3600.0));
     let mut waited = false;
     let mut sub = loop {

@@ -1,0 +1,262 @@
+//! `mdbus recv`: receive a stream sent by `mdbus send` into a local stream, recovering
+//! what was lost.
+
+//! `mdbus send`, `mdbus recv` and `mdbus stat`: carry a bus stream between hosts over UDP
+//! multicast, and watch the transport's counters while it runs.
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mdbus_bus::{Bus, Mode, StreamConfig};
+use mdbus_codecs::sequencer::{LateJoin, SequencerConfig};
+use mdbus_feed_handlers::book::{EnvelopeBooks, GapPolicy};
+use mdbus_feed_handlers::net::fault::FaultConfig;
+use mdbus_feed_handlers::net::{
+    Idle, LineConfig, Receiver, ReceiverConfig, ReceiverStats, RequestServer,
+};
+use mdbus_feed_handlers::replay::replay_book_config;
+
+use super::common::{
+    NetCmdError, counters_json, parse_fault, parse_idle, pin_loop, stop_on_signals,
+};
+use mdbus_bench_harness::pinning::LayoutArg;
+
+/// `mdbus recv`: receive a stream into a local stream.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RecvArgs {
+    /// The stream being sent (its name selects the session to follow).
+    pub stream: String,
+    /// Multicast group and port (line A).
+    #[arg(long, default_value = "239.255.0.1:31000")]
+    pub group: SocketAddrV4,
+    /// Join line A source-specific, from this sender.
+    #[arg(long)]
+    pub source: Option<Ipv4Addr>,
+    /// Accept packets from this host only (others are counted and ignored).
+    #[arg(long)]
+    pub accept_from: Option<Ipv4Addr>,
+    /// Interface address to join on and send re-requests from.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub interface: Ipv4Addr,
+    /// Line B group and port, for A/B arbitration.
+    #[arg(long)]
+    pub line_b: Option<SocketAddrV4>,
+    /// Source of line B for a source-specific join.
+    #[arg(long)]
+    pub line_b_source: Option<Ipv4Addr>,
+    /// The retransmission server [default: the sender's host, the group's port + 1].
+    #[arg(long)]
+    pub request: Option<SocketAddrV4>,
+    /// Do not re-request: missing messages are reported lost after the NAK delay.
+    #[arg(long)]
+    pub no_recovery: bool,
+    /// Microseconds a missing message may be merely reordered before it is re-requested.
+    #[arg(long, default_value_t = 1000)]
+    pub nak_delay_us: u64,
+    /// Where to join a running session: `live` (the live edge, reported as a late join) or
+    /// `start` (re-request everything the sender still holds).
+    #[arg(long, default_value = "live")]
+    pub join: String,
+    /// Name of the local stream [default: the stream's name].
+    #[arg(long)]
+    pub local: Option<String>,
+    /// Megabytes of the local ring.
+    #[arg(long, default_value_t = 16)]
+    pub ring_mb: usize,
+    /// Make the local stream lossless (the receiver waits for local subscribers, up to
+    /// --stall-ms at a time; what it then drops is reported by a gap notice on the stream).
+    #[arg(long)]
+    pub lossless: bool,
+    /// Milliseconds a full lossless local ring is waited for, once per stall; then messages
+    /// are dropped without waiting (and reported in one gap notice) until it has room again.
+    #[arg(long, default_value_t = 100)]
+    pub stall_ms: u64,
+    /// Milliseconds the followed session must be silent before a packet of another session
+    /// of the stream is followed (a forged packet cannot take the receiver off a live one).
+    #[arg(long, default_value_t = 2000)]
+    pub session_timeout_ms: u64,
+    /// Largest forward jump of sequence numbers taken at face value, in messages: a packet
+    /// reaching further ahead is counted and not acted on until corroborated.
+    #[arg(long, default_value_t = SequencerConfig::default().max_gap, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_gap: u64,
+    /// Milliseconds nothing may continue the current sequence before packets going on from
+    /// a jump beyond --max-gap corroborate it (longer than the sender's heartbeat interval).
+    #[arg(long, default_value_t = 2000)]
+    pub jump_confirm_ms: u64,
+    /// Follow a newer session of the stream as soon as it appears, even while the followed
+    /// one is live (a sender restarted on purpose; trusts anyone who can send to the group).
+    #[arg(long)]
+    pub follow_newer: bool,
+    /// `SO_RCVBUF` in bytes.
+    #[arg(long, default_value_t = 8 << 20)]
+    pub rcvbuf: usize,
+    /// Core to pin the receiver to (wins over the layout's `receiver` role).
+    #[arg(long)]
+    pub core: Option<usize>,
+    #[command(flatten)]
+    pub layout: LayoutArg,
+    /// Idle strategy: spin, yield or sleep:DURATION (e.g. `sleep:50us`; a bare number:
+    /// microseconds).
+    #[arg(long, value_name = "HOW", default_value = "spin", value_parser = parse_idle)]
+    pub idle: Idle,
+    /// Inject faults into the packets received on the lines.
+    #[arg(long, value_parser = parse_fault)]
+    pub fault: Option<FaultConfig>,
+    /// Exit at the end of the first session.
+    #[arg(long)]
+    pub exit_at_end: bool,
+    /// Print a JSON summary of the counters on exit.
+    #[arg(long)]
+    pub summary: bool,
+    /// Build books from what was delivered and print, at the end of the session, the same
+    /// JSON as `mdbus replay --book-summary`.
+    #[arg(long)]
+    pub book_summary: bool,
+    /// Bus root directory [default: /dev/shm/mdbus-<user>/].
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+}
+
+/// Runs `mdbus recv` until a signal or (with `--exit-at-end`) the end of the session.
+pub fn run_recv(args: &RecvArgs, out: &mut dyn Write) -> Result<(), NetCmdError> {
+    let bus = Bus::open(args.root.as_deref())?;
+    let mut cfg = ReceiverConfig::new(&args.stream, args.group);
+    if let Some(l) = &args.local {
+        cfg.local_stream = l.clone();
+    }
+    cfg.ring = StreamConfig {
+        capacity: (args.ring_mb << 20).next_power_of_two(),
+        mode: if args.lossless {
+            Mode::Lossless
+        } else {
+            Mode::Broadcast
+        },
+        ..StreamConfig::default()
+    };
+    cfg.source = args.source;
+    cfg.accept_from = args.accept_from;
+    cfg.interface = args.interface;
+    cfg.line_b = args.line_b.map(|group| LineConfig {
+        group,
+        source: args.line_b_source,
+    });
+    cfg.request_server = match (args.no_recovery, args.request) {
+        (true, _) => RequestServer::None,
+        (false, Some(a)) => RequestServer::Addr(a),
+        (false, None) => RequestServer::SourcePort(args.group.port().wrapping_add(1)),
+    };
+    cfg.sequencer.nak_delay = Duration::from_micros(args.nak_delay_us);
+    cfg.sequencer.max_gap = args.max_gap;
+    cfg.sequencer.jump_confirm = Duration::from_millis(args.jump_confirm_ms);
+    cfg.sequencer.late_join = match args.join.as_str() {
+        "live" => LateJoin::LiveEdge,
+        "start" => LateJoin::FromSequence(1),
+        other => {
+            return Err(NetCmdError::BadArg(format!(
+                "--join {other:?}: expected live or start"
+            )));
+        }
+    };
+    cfg.rcvbuf = args.rcvbuf;
+    cfg.idle = args.idle;
+    cfg.fault = args.fault.clone().unwrap_or_default();
+    cfg.exit_at_end_of_session = args.exit_at_end;
+    cfg.stall_timeout = Duration::from_millis(args.stall_ms);
+    cfg.session_timeout = Duration::from_millis(args.session_timeout_ms);
+    cfg.follow_newer = args.follow_newer;
+    let local = cfg.local_stream.clone();
+    let receiver = Receiver::new(&bus, cfg)?;
+    for w in receiver.warnings() {
+        eprintln!("mdbus recv: warning: {w}");
+    }
+    eprintln!(
+        "mdbus recv: {} stream {:?} -> local stream {local:?} under {}",
+        args.group,
+        args.stream,
+        bus.root().display()
+    );
+    let mut books = if args.book_summary {
+        // Lost messages leave the books unknown: they start again, as a strategy would.
+        Some(
+            EnvelopeBooks::new(replay_book_config(), GapPolicy::CountAllResetOnLoss)
+                .map_err(|e| NetCmdError::Book(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    pin_loop("recv", &args.layout, args.core, &["receiver"])?;
+    let stop = stop_on_signals()?;
+    let stats = match &mut books {
+        Some(b) => receiver.run_with(&stop, &mut |t, p| b.observe_record(t, p))?,
+        None => receiver.run(&stop)?,
+    };
+    report_recv(&stats);
+    if args.summary {
+        let mut obj = serde_json::Map::new();
+        obj.insert("role".into(), "recv".into());
+        obj.insert("stream".into(), args.stream.clone().into());
+        obj.insert("local_stream".into(), local.into());
+        obj.insert("group".into(), args.group.to_string().into());
+        obj.insert("lost".into(), stats.lost().into());
+        obj.insert(
+            "counters".into(),
+            counters_json(&ReceiverStats::NAMES, &stats.values()).into(),
+        );
+        writeln!(out, "{}", serde_json::Value::Object(obj))?;
+    }
+    if let Some(b) = &books {
+        if b.invalid() > 0 {
+            eprintln!("mdbus recv: {} envelopes failed verification", b.invalid());
+        }
+        let summary = b.summary();
+        writeln!(out, "{}", summary.to_json())?;
+    }
+    Ok(())
+}
+
+fn report_recv(s: &ReceiverStats) {
+    eprintln!(
+        "mdbus recv: {} messages delivered, {} gaps ({} recovered), {} lost ({} by the \
+         transport, {} dropped locally), {} duplicates, {} late-join messages, {} sessions, {} \
+         foreign-session and {} malformed packets",
+        s.messages,
+        s.gaps,
+        s.recovered,
+        s.lost(),
+        s.unrecoverable,
+        s.local_lost,
+        s.duplicates,
+        s.late_join_messages,
+        s.sessions,
+        s.foreign_session,
+        s.malformed
+    );
+    if s.implausible_jumps > 0 || s.forged_end_of_session > 0 || s.zero_sequence > 0 {
+        eprintln!(
+            "mdbus recv: implausible input ignored: {} jumps beyond --max-gap ({} later \
+             corroborated), {} ends of session below what was known, {} packets numbered 0, {} \
+             live-edge anchors replaced",
+            s.implausible_jumps,
+            s.jumps_corroborated,
+            s.forged_end_of_session,
+            s.zero_sequence,
+            s.anchors_replaced
+        );
+    }
+    if s.other_session > 0 || s.stale_session > 0 {
+        eprintln!(
+            "mdbus recv: {} packets of a newer session and {} of an older one ignored while \
+             following a live session",
+            s.other_session, s.stale_session
+        );
+    }
+    if s.local_lost > 0 {
+        eprintln!(
+            "mdbus recv: {} messages dropped on the full local ring, reported in {} gap notices \
+             ({} notices could not be published)",
+            s.local_lost, s.local_gap_notices, s.notices_unpublished
+        );
+    }
+}
