@@ -1051,6 +1051,8 @@ fn warm_encoder() -> Encoder {
         stock_locate: 1,
         tracking_number: 1,
         flags: fb::EnvelopeFlags::Replayed,
+        venue: fb::Venue::Nasdaq,
+        instrument: 1,
     };
     let _ = e.stock_directory(
         &h,

@@ -60,7 +60,7 @@ use std::time::{Duration, Instant};
 
 use mdbus_bus::{Bus, BusError, PublishError, Publisher, StreamConfig};
 use mdbus_codecs::fb::{
-    Encoder, EndOfSessionFields, EnvelopeFlags, EventFields, GapNoticeFields, GapScope,
+    self, Encoder, EndOfSessionFields, EnvelopeFlags, EventFields, GapNoticeFields, GapScope,
     HeaderFields, HeartbeatFields,
 };
 use mdbus_codecs::nasdaq::itch::{self, DecodeError};
@@ -497,6 +497,8 @@ impl FeedPipeline {
             stock_locate: 0,
             tracking_number: 0,
             flags: self.normalizer.flags(),
+            venue: fb::Venue::Nasdaq,
+            instrument: 0,
         }
     }
 }
@@ -695,6 +697,8 @@ impl Out {
             stock_locate: 0,
             tracking_number: 0,
             flags: self.flags,
+            venue: fb::Venue::Nasdaq,
+            instrument: 0,
         };
         let notice = GapNoticeFields {
             first_missing_seq: first,

@@ -41,11 +41,12 @@ impl<'a> Encoded<'a> {
         //   header and a union tag paired with a table of that tag's type (the sealed
         //   `EventFields` impls of this crate, which call the generated builders);
         // * the frame path: bytes the builder wrote the same way, verified once at `Encoder`
-        //   construction, in which only the header struct, the flags byte and the body struct
-        //   are overwritten, in place, at constant ranges which that verified frame was checked
-        //   to hold them at (`Frame::fixed`; other frames are not used). Every field in
-        //   those ranges is an integer, a byte array or an open enum (a `u8` newtype), so any
-        //   bytes written there are valid values; no offset, vtable or tag changes.
+        //   construction, in which only the header struct, the flags byte, the venue, the
+        //   instrument and the body struct are overwritten, in place, at constant ranges
+        //   which that verified frame was checked to hold them at (`Frame::fixed`; other
+        //   frames are not used). Every field in those ranges is an integer, a byte array or
+        //   an open enum (a `u8` or `u16` newtype), so any bytes written there are valid
+        //   values; no offset, vtable or tag changes.
         // The shared borrow keeps the bytes unchanged while the view lives.
         unsafe { g::root_as_envelope_unchecked(self.bytes) }
     }
@@ -82,32 +83,37 @@ pub(super) const HEADER_LEN: usize = core::mem::size_of::<g::Header>();
 // field stored (checked for each frame when an encoder is made):
 //
 //   0..4    root offset                      structural
-//   4..16   the envelope's vtable            structural
-//   16..22  the envelope table's vtable offset, padding
-//   22      union tag                        picks the kind
-//   23      flags                            variable
-//   24..56  header struct                    variable
-//   56..60  offset of the event table        structural
-//   60..68  padding, the event table's vtable (its size differs by kind)
-//   68..72  the event table's vtable offset
-//   72..    body struct, to the end          variable
-pub(super) const TAG_AT: usize = 22;
-pub(super) const FLAGS_AT: usize = 23;
-pub(super) const HEADER_AT: usize = 24;
-pub(super) const BODY_AT: usize = HEADER_AT + HEADER_LEN + 16;
+//   4..8    padding                          structural
+//   8..24   the envelope's vtable            structural
+//   24..28  the envelope table's vtable offset
+//   28      union tag                        picks the kind
+//   29      flags                            variable
+//   30..32  venue                            variable
+//   32..64  header struct                    variable
+//   64..72  padding, offset of the event table
+//   72..76  instrument                       variable
+//   76..88  padding, the event table's vtable (its size differs by kind), its vtable offset
+//   88..    body struct, to the end          variable
+pub(super) const TAG_AT: usize = 28;
+pub(super) const FLAGS_AT: usize = 29;
+pub(super) const VENUE_AT: usize = 30;
+pub(super) const HEADER_AT: usize = 32;
+pub(super) const INSTRUMENT_AT: usize = HEADER_AT + HEADER_LEN + 8;
+pub(super) const BODY_AT: usize = HEADER_AT + HEADER_LEN + 24;
 
 /// Number of hot-path kinds (those with a struct body, encoded through frames).
 const HOT_KINDS: usize = 12;
 
 /// A finished message of one hot-path kind, built once by the FlatBuffers builder with every
 /// field stored (`force_defaults`), and where its variable parts lie: encoding a message of
-/// that kind overwrites the header struct, the flags byte and the body struct in place.
+/// that kind overwrites the header struct, the flags byte, the venue, the instrument and the
+/// body struct in place.
 #[derive(Clone)]
 pub(super) struct Frame {
     buf: [u8; MAX_ENCODED_LEN],
     len: usize,
-    /// The frame has the layout above (its parts at `TAG_AT`, `FLAGS_AT`, `HEADER_AT` and
-    /// `BODY_AT`, the body `E::BODY_LEN` long and last). Only such frames are used: their
+    /// The frame has the layout above (its parts at `TAG_AT`, `FLAGS_AT`, `VENUE_AT`,
+    /// `HEADER_AT`, `INSTRUMENT_AT` and `BODY_AT`, the body `E::BODY_LEN` long and last). Only such frames are used: their
     /// parts are written at constant offsets. A FlatBuffers release that lays tables out
     /// otherwise sends every message to the builder: correct, only slower.
     pub(super) fixed: bool,
@@ -142,6 +148,8 @@ impl Core {
                 event_type: E::EVENT,
                 event: Some(value),
                 flags: header.flags,
+                venue: header.venue,
+                instrument: header.instrument,
             },
         );
         fbb.finish_minimal(root);
@@ -172,6 +180,14 @@ impl Core {
             "the union tag is stored when defaults are forced"
         );
         let tag_at = env._tab.loc() + usize::from(tag_slot);
+        let venue_slot = env._tab.vtable().get(g::Envelope::VT_VENUE);
+        let instrument_slot = env._tab.vtable().get(g::Envelope::VT_INSTRUMENT);
+        assert!(
+            venue_slot != 0 && instrument_slot != 0,
+            "venue and instrument are stored when defaults are forced"
+        );
+        let venue_at = env._tab.loc() + usize::from(venue_slot);
+        let instrument_at = env._tab.loc() + usize::from(instrument_slot);
         let body = E::locate_body(env).expect("a hot-path kind has a body");
         let body_at = body.as_ptr().addr() - base;
         let len = bytes.len();
@@ -179,6 +195,8 @@ impl Core {
             len <= MAX_ENCODED_LEN
                 && header_at + HEADER_LEN <= len
                 && flags_at < len
+                && venue_at + 2 <= len
+                && instrument_at + 4 <= len
                 && tag_at < len
                 && bytes[tag_at] == E::EVENT.0
                 && body_at + body.len() <= len,
@@ -187,7 +205,9 @@ impl Core {
         );
         let fixed = tag_at == TAG_AT
             && flags_at == FLAGS_AT
+            && venue_at == VENUE_AT
             && header_at == HEADER_AT
+            && instrument_at == INSTRUMENT_AT
             && body_at == BODY_AT
             && body.len() == E::BODY_LEN
             && body_at + body.len() == len;
@@ -207,8 +227,9 @@ impl Core {
 /// Two paths, chosen per kind at compile time, give the same typed reads:
 /// * **hot-path kinds** (order flow, trades, book updates: a table holding one struct body)
 ///   use a frame: at construction the FlatBuffers builder writes one message of the kind,
-///   and each encode overwrites its header struct, flags byte and body struct in place (a
-///   few stores; the builder's vtable bookkeeping is done once, not per message);
+///   and each encode overwrites its header struct, flags, venue, instrument and body struct
+///   in place (a few stores; the builder's vtable bookkeeping is done once, not per
+///   message);
 /// * **other kinds** (reference, status and session events) go through the reused
 ///   `FlatBufferBuilder`, reset between messages.
 ///
@@ -304,6 +325,9 @@ impl Encoder {
                 let buf = &mut self.frames[i].buf;
                 buf[HEADER_AT..HEADER_AT + HEADER_LEN].copy_from_slice(&header.to_struct().0);
                 buf[FLAGS_AT] = header.flags.bits();
+                buf[VENUE_AT..VENUE_AT + 2].copy_from_slice(&header.venue.0.to_le_bytes());
+                buf[INSTRUMENT_AT..INSTRUMENT_AT + 4]
+                    .copy_from_slice(&header.instrument.to_le_bytes());
                 event.write_body(&mut buf[BODY_AT..BODY_AT + E::BODY_LEN]);
                 Encoded {
                     bytes: &buf[..BODY_AT + E::BODY_LEN],
