@@ -81,36 +81,12 @@ pub fn levels_stream_name(feed: &str) -> String {
 }
 
 /// The ITCH message type letter a normalized event came from; `None` for bus-level events
-/// (heartbeats, gap notices, book updates, end of session) and unknown (newer) kinds.
+/// (heartbeats, gap notices, book updates, end of session) and unknown (newer) kinds. The
+/// venue's concern: [`Nasdaq::type_of_event`](crate::venue::Nasdaq), kept here for callers of
+/// this name.
 #[inline]
 pub fn itch_type_of(event: fb::Event) -> Option<u8> {
-    let t = match event {
-        fb::Event::SystemEvent => b'S',
-        fb::Event::StockDirectory => b'R',
-        fb::Event::StockTradingAction => b'H',
-        fb::Event::RegShoRestriction => b'Y',
-        fb::Event::MarketParticipantPosition => b'L',
-        fb::Event::MwcbDeclineLevel => b'V',
-        fb::Event::MwcbStatus => b'W',
-        fb::Event::IpoQuotingPeriodUpdate => b'K',
-        fb::Event::LuldAuctionCollar => b'J',
-        fb::Event::OperationalHalt => b'h',
-        fb::Event::AddOrder => b'A',
-        fb::Event::AddOrderMpid => b'F',
-        fb::Event::OrderExecuted => b'E',
-        fb::Event::OrderExecutedWithPrice => b'C',
-        fb::Event::OrderCancel => b'X',
-        fb::Event::OrderDelete => b'D',
-        fb::Event::OrderReplace => b'U',
-        fb::Event::Trade => b'P',
-        fb::Event::CrossTrade => b'Q',
-        fb::Event::BrokenTrade => b'B',
-        fb::Event::NetOrderImbalanceIndicator => b'I',
-        fb::Event::RetailPriceImprovementIndicator => b'N',
-        fb::Event::DirectListingPriceDiscovery => b'O',
-        _ => return None,
-    };
-    Some(t)
+    <crate::venue::Nasdaq as crate::venue::Venue>::type_of_event(event)
 }
 
 /// The book event a normalized envelope carries (the twin of [`OrderEvent::from_itch`] for the
