@@ -54,7 +54,7 @@ use mdbus_codecs::capture::{
     self, CaptureError, CaptureFormat, CaptureReader, CaptureStats, Record,
 };
 use mdbus_codecs::moldudp64::{END_OF_SESSION_COUNT, HEARTBEAT_COUNT, Packet, Session};
-use mdbus_codecs::nasdaq::itch::{self, Message};
+use mdbus_codecs::nasdaq::itch::Message;
 use mdbus_codecs::sequencer::{
     ConfigError, Deliver, Event as SeqEvent, LateJoin, Line, Sequencer, SequencerConfig,
 };
@@ -63,11 +63,12 @@ use serde::Serialize;
 pub use pace::{BadSpeed, BadTime, Pacer, Speed, StampClock, TimeOfDay};
 
 use crate::book::{BookBuilder, BookConfig, BookConfigError, BookSummary, OrderEvent, TypeCounts};
-use crate::bookstream::{itch_type_of, order_event_from_envelope};
+use crate::bookstream::order_event_from_envelope;
 use crate::pipeline::{
     FeedPipeline, IDLE_WORK_EVERY, Idle, IdleWork, PipelineError, PipelineSetupError,
 };
 use crate::record::{RecordError, RecordReader, is_recording};
+use crate::venue::{self, Nasdaq, Venue};
 
 /// Most warnings kept in a report (the rest are counted).
 const MAX_WARNINGS: usize = 20;
@@ -351,11 +352,18 @@ pub struct Progress {
     pub published: u64,
 }
 
-/// Resolves symbols to stock locates from stock directory messages.
+/// Instrument ids below this are kept in the filter's bitmap; larger ones in a list.
+const FILTER_BITMAP_IDS: u32 = 1 << 16;
+
+/// Resolves symbols to instrument ids from directory messages.
 #[derive(Debug)]
 struct SymbolFilter {
     wanted: Vec<([u8; 8], String, bool)>,
+    /// Allowed ids below [`FILTER_BITMAP_IDS`], one bit each.
     allowed: Box<[u64]>,
+    /// Allowed ids from [`FILTER_BITMAP_IDS`] up (at most one per listing of a wanted
+    /// symbol).
+    allowed_large: Vec<u32>,
 }
 
 impl SymbolFilter {
@@ -377,23 +385,33 @@ impl SymbolFilter {
         }
         Ok(Some(SymbolFilter {
             wanted,
-            allowed: vec![0u64; (1 << 16) / 64].into_boxed_slice(),
+            allowed: vec![0u64; FILTER_BITMAP_IDS as usize / 64].into_boxed_slice(),
+            allowed_large: Vec::new(),
         }))
     }
 
+    /// A directory message listed `stock` as instrument `id`.
     #[inline]
-    fn directory(&mut self, locate: u16, stock: &[u8; 8]) {
+    fn directory(&mut self, id: u32, stock: &[u8; 8]) {
         for w in &mut self.wanted {
             if &w.0 == stock {
                 w.2 = true;
-                self.allowed[usize::from(locate) / 64] |= 1 << (locate % 64);
+                if id < FILTER_BITMAP_IDS {
+                    self.allowed[(id / 64) as usize] |= 1 << (id % 64);
+                } else if !self.allowed_large.contains(&id) {
+                    self.allowed_large.push(id);
+                }
             }
         }
     }
 
     #[inline]
-    fn allows(&self, locate: u16) -> bool {
-        locate == 0 || self.allowed[usize::from(locate) / 64] & (1 << (locate % 64)) != 0
+    fn allows(&self, id: u32) -> bool {
+        if id < FILTER_BITMAP_IDS {
+            id == 0 || self.allowed[(id / 64) as usize] & (1 << (id % 64)) != 0
+        } else {
+            self.allowed_large.contains(&id)
+        }
     }
 
     fn unresolved(&self) -> Vec<String> {
@@ -441,22 +459,39 @@ impl Core {
         }
     }
 
-    /// Window and symbol filters for a message with these facts.
+    /// Whether a filter is set (then [`verdict`](Self::verdict) needs the instrument).
     #[inline(always)]
-    fn verdict(&mut self, locate: u16, exchange_ts: u64, directory: Option<&[u8; 8]>) -> Verdict {
-        if self.symbols.is_none() && self.options.from.is_none() && self.options.to.is_none() {
+    fn filters(&self) -> bool {
+        self.symbols.is_some() || self.options.from.is_some() || self.options.to.is_some()
+    }
+
+    /// Window and symbol filters for a message about `instrument` (0: market-wide), listing
+    /// `directory` if it is a directory message.
+    #[inline(always)]
+    fn verdict(
+        &mut self,
+        instrument: u32,
+        exchange_ts: u64,
+        directory: Option<&[u8; 8]>,
+    ) -> Verdict {
+        if !self.filters() {
             return Verdict::Publish;
         }
-        self.filter(locate, exchange_ts, directory)
+        self.filter(instrument, exchange_ts, directory)
     }
 
     /// [`verdict`](Self::verdict) when a filter is set.
     #[inline(never)]
-    fn filter(&mut self, locate: u16, exchange_ts: u64, directory: Option<&[u8; 8]>) -> Verdict {
+    fn filter(
+        &mut self,
+        instrument: u32,
+        exchange_ts: u64,
+        directory: Option<&[u8; 8]>,
+    ) -> Verdict {
         if let (Some(f), Some(stock)) = (self.symbols.as_mut(), directory) {
-            f.directory(locate, stock);
+            f.directory(instrument, stock);
         }
-        if self.symbols.as_ref().is_some_and(|f| !f.allows(locate)) {
+        if self.symbols.as_ref().is_some_and(|f| !f.allows(instrument)) {
             return Verdict::Skip;
         }
         let before = self.options.from.is_some_and(|f| exchange_ts < f.0);
@@ -520,15 +555,32 @@ impl Stamps {
     }
 }
 
-/// Publishes decoded ITCH through the pipeline, retrying while a lossless subscriber holds
-/// the stream back.
+/// What a replay needs of a venue beyond the [`Venue`] seam: the book event of a decoded
+/// message, for the end-of-replay [`BookSummary`].
+pub(crate) trait ReplayVenue: Venue {
+    /// The book event of `msg`, `None` for messages that neither change a book nor print.
+    fn book_event(msg: &Self::Message<'_>) -> Option<OrderEvent>;
+}
+
+impl ReplayVenue for Nasdaq {
+    #[inline]
+    fn book_event(msg: &Message<'_>) -> Option<OrderEvent> {
+        OrderEvent::from_itch(msg)
+    }
+}
+
+/// The source replays of Nasdaq captures (ITCH files, MoldUDP64 in pcap) publish through.
+type ItchOut = SourceOut<Nasdaq>;
+
+/// Publishes a venue's messages through the pipeline, retrying while a lossless subscriber
+/// holds the stream back.
 #[derive(Debug)]
-struct ItchOut {
-    pipeline: FeedPipeline,
+struct SourceOut<V: ReplayVenue> {
+    pipeline: FeedPipeline<V>,
     stream: String,
 }
 
-impl ItchOut {
+impl<V: ReplayVenue> SourceOut<V> {
     #[inline]
     fn message(
         &mut self,
@@ -539,7 +591,7 @@ impl ItchOut {
     ) -> Result<(), ReplayError> {
         core.report.messages += 1;
         core.next_seq = seq.saturating_add(1);
-        let msg = match itch::decode(bytes) {
+        let msg = match self.pipeline.venue().decode(bytes) {
             Ok(m) => m,
             Err(_) => {
                 // The pipeline publishes it as a lost one-message gap and counts it.
@@ -548,12 +600,15 @@ impl ItchOut {
                 return self.retry(seq, |p| p.on_message(seq, bytes, recv));
             }
         };
-        let directory = match &msg {
-            Message::StockDirectory(d) => Some(d.stock()),
-            _ => None,
+        let exchange_ts = V::exchange_ts_ns(&msg);
+        let pace_ts = capture_ts.unwrap_or(exchange_ts);
+        let verdict = if core.filters() {
+            let instrument = self.pipeline.venue_mut().instrument(&msg);
+            core.verdict(instrument, exchange_ts, V::listing(&msg).as_ref())
+        } else {
+            Verdict::Publish
         };
-        let pace_ts = capture_ts.unwrap_or(msg.timestamp());
-        match core.verdict(msg.stock_locate(), msg.timestamp(), directory.as_ref()) {
+        match verdict {
             Verdict::Skip => {
                 core.report.filtered += 1;
                 return Ok(());
@@ -570,8 +625,8 @@ impl ItchOut {
         self.retry(seq, |p| p.on_decoded(seq, &msg, recv))?;
         core.report.published += 1;
         if let Some((builder, counts)) = &mut core.book {
-            counts.record(msg.msg_type());
-            if let Some(ev) = OrderEvent::from_itch(&msg) {
+            counts.record(V::type_byte(&msg));
+            if let Some(ev) = V::book_event(&msg) {
                 builder.apply(&ev, &mut |_| {});
             }
         }
@@ -606,7 +661,7 @@ impl ItchOut {
     fn retry(
         &mut self,
         seq: u64,
-        f: impl FnOnce(&mut FeedPipeline) -> Result<(), PipelineError>,
+        f: impl FnOnce(&mut FeedPipeline<V>) -> Result<(), PipelineError<V::DecodeError>>,
     ) -> Result<(), ReplayError> {
         match f(&mut self.pipeline) {
             Ok(()) | Err(PipelineError::Decode { .. }) => Ok(()),
@@ -1582,14 +1637,19 @@ fn run_recording(
         };
         let h = env.header();
         let event = env.event_type();
-        let source_msg = itch_type_of(event).is_some();
+        let letter = venue::source_type_of(env.venue(), event);
+        let source_msg = venue::is_source_event(event);
         if source_msg {
             core.report.messages += 1;
             core.next_seq = h.seq().saturating_add(1);
         }
         let directory = env.event_as_stock_directory().map(|d| d.stock().0);
         let verdict = if source_msg {
-            core.verdict(h.stock_locate(), h.exchange_ts_ns(), directory.as_ref())
+            core.verdict(
+                recorded_instrument(&env),
+                h.exchange_ts_ns(),
+                directory.as_ref(),
+            )
         } else {
             Verdict::Publish
         };
@@ -1615,7 +1675,6 @@ fn run_recording(
         } else {
             None
         };
-        let letter = itch_type_of(event);
         out.publish(core, msg_type, &scratch, core.next_seq)?;
         if let Some(n) = gap {
             core.report.gaps += 1;
@@ -1624,8 +1683,10 @@ fn run_recording(
         if source_msg {
             core.report.published += 1;
         }
-        if let (Some((builder, counts)), Some(t)) = (&mut core.book, letter) {
-            counts.record(t);
+        if let Some((builder, counts)) = &mut core.book {
+            if let Some(t) = letter {
+                counts.record(t);
+            }
             if let Some(ev) = book_event {
                 builder.apply(&ev, &mut |_| {});
             }
@@ -1641,6 +1702,18 @@ fn run_recording(
         }
     }
     Ok(())
+}
+
+/// The instrument a recorded envelope is about, as the symbol filter keys it: its
+/// `instrument`, or for an envelope recorded before the schema named a venue (venue
+/// `Unknown`, instrument 0), which can only be Nasdaq ITCH, its stock locate.
+#[inline]
+fn recorded_instrument(env: &fb::Envelope<'_>) -> u32 {
+    if env.venue() == fb::Venue::Unknown {
+        u32::from(env.header().stock_locate())
+    } else {
+        env.instrument()
+    }
 }
 
 /// Whether `path` names a file a replay can read (a recording, ITCH, pcap or pcapng), judged
