@@ -474,7 +474,8 @@ impl<V: Venue> FeedPipeline<V> {
     /// Publishes a gap notice on every stream: source messages `first .. first + count` are
     /// missing; `recoverable` says whether they are being re-requested (and may still come)
     /// or are lost. The envelope's header carries `first` as its sequence number,
-    /// `recv_ts_ns`, stock locate 0, and the exchange timestamp of the latest message seen.
+    /// `recv_ts_ns`, the venue, instrument 0 (every instrument), and the exchange timestamp of
+    /// the latest message seen.
     pub fn on_gap(
         &mut self,
         first: u64,

@@ -19,6 +19,11 @@
 //!   republished byte for byte (envelopes keep their headers), with a `GapNotice` where the
 //!   recorder lost records.
 //!
+//! Captures are decoded, filtered and normalized through the [`Venue`] seam (Nasdaq ITCH 5.0
+//! over MoldUDP64 today). A recording's envelopes are filtered by their `instrument`; those
+//! recorded before envelopes named a venue (venue `Unknown`: Nasdaq ITCH) by their stock
+//! locate.
+//!
 //! Every envelope of an ITCH source carries the `Replayed` flag, its source sequence number,
 //! its exchange timestamp and a receive timestamp: by default the moment the replayer decoded
 //! it ([`Stamp::Now`], a TSC reading anchored to the Unix epoch, see [`StampClock`]), or the
@@ -31,8 +36,9 @@
 //! Options: the [`Speed`] (as fast as possible, a multiple of the recorded pace, or a fixed
 //! rate), a window of exchange time ([`ReplayOptions::from`], [`ReplayOptions::to`]; the day's
 //! stock directory messages are always replayed so subscribers can name instruments), a set of
-//! symbols (resolved to stock locates by the stock directory messages; market-wide messages,
-//! locate 0, always pass), and an end-of-replay [`BookSummary`] computed from exactly the
+//! symbols (resolved to instrument ids by the venue's directory messages, for Nasdaq stock
+//! directory messages and their stock locates; market-wide messages, instrument 0, always
+//! pass), and an end-of-replay [`BookSummary`] computed from exactly the
 //! messages published.
 //!
 //! Bad input never panics: a message that does not decode is published as a lost one-message

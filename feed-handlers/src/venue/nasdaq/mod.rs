@@ -186,3 +186,73 @@ mod tests {
         }
     }
 }
+
+/// What the book service derives from a Nasdaq feed names the venue and instrument of the
+/// message it came from.
+#[cfg(test)]
+mod derived_tests {
+    use mdbus_bus::{Bus, SubscribeOptions};
+    use mdbus_codecs::fb;
+    use mdbus_codecs::nasdaq::itch::Stream;
+
+    use super::{Nasdaq, Venue};
+    use crate::book::BookConfig;
+    use crate::bookstream::{BookService, BookServiceConfig, output_ring};
+
+    const AAPL: &[u8] = include_bytes!("../../../../codecs/testdata/itch/aapl-2020-01-30-10k.itch");
+
+    #[test]
+    fn book_updates_trades_and_bbos_carry_the_venue_and_instrument_of_their_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(dir.path()).unwrap();
+        let config = BookServiceConfig {
+            book: BookConfig {
+                max_orders: 4096,
+                max_instruments: 64,
+                levels_per_side_hint: 256,
+            },
+            output: output_ring(),
+            publish_levels: true,
+        };
+        let mut svc = BookService::new(&bus, "aapl", &config).unwrap();
+        let opts = SubscribeOptions::default();
+        let mut outs = [
+            bus.subscriber("aapl.book", &opts).unwrap(),
+            bus.subscriber("aapl.levels", &opts).unwrap(),
+        ];
+        let mut nasdaq = Nasdaq::default();
+        let mut locates = std::collections::BTreeSet::new();
+        let mut seen = 0u64;
+        for (i, (_, m)) in Stream::new(AAPL).enumerate() {
+            let m = m.unwrap();
+            let seq = i as u64 + 1;
+            let env = nasdaq.normalize(&m, seq, 0).envelope();
+            if Nasdaq::listing(&m).is_none() && m.stock_locate() != 0 {
+                locates.insert(u32::from(m.stock_locate()));
+            }
+            svc.handle(&env);
+            for sub in &mut outs {
+                while sub
+                    .poll_event(|e| {
+                        let out = e.envelope();
+                        assert_eq!(out.venue(), fb::Venue::Nasdaq, "{out:?}");
+                        assert_eq!(out.header().seq(), seq, "{out:?}");
+                        assert_eq!(
+                            out.instrument(),
+                            u32::from(m.stock_locate()),
+                            "{out:?} derived from {m:?}"
+                        );
+                        seen += 1;
+                    })
+                    .unwrap()
+                {}
+            }
+        }
+        assert!(seen > 1_000, "{seen} derived events");
+        assert_eq!(
+            locates.len(),
+            1,
+            "one instrument in the session: {locates:?}"
+        );
+    }
+}
