@@ -73,7 +73,8 @@ pub trait Venue: fmt::Debug + Send + 'static {
     /// kinds the venue does not publish.
     fn type_of_event(event: fb::Event) -> Option<u8>;
 
-    /// Exchange timestamp of the message, nanoseconds since midnight of the trading day.
+    /// Exchange timestamp of the message, nanoseconds since midnight of the trading day (the
+    /// schema's clock: a venue stamping Unix time converts).
     fn exchange_ts_ns(msg: &Self::Message<'_>) -> u64;
 
     /// The instrument id the message is about, in the venue's directory; 0 for market-wide
@@ -86,8 +87,10 @@ pub trait Venue: fmt::Debug + Send + 'static {
     fn listing(msg: &Self::Message<'_>) -> Option<[u8; 8]>;
 
     /// Normalizes one message: `seq` is its source sequence number, `recv_ts_ns` when it was
-    /// received (ns since the Unix epoch). The envelope carries [`Self::VENUE`], the
-    /// instrument id and the [flags](Self::set_flags), and borrows `self` until the next call.
+    /// received (ns since the Unix epoch). Every message of the venue has a normalized form
+    /// (the schema grows a kind where one is missing), so this cannot fail. The envelope
+    /// carries [`Self::VENUE`], the instrument id and the [flags](Self::set_flags), and
+    /// borrows `self` until the next call.
     fn normalize(&mut self, msg: &Self::Message<'_>, seq: u64, recv_ts_ns: u64) -> Encoded<'_>;
 
     /// Sets the delivery flags stamped on every following envelope.
