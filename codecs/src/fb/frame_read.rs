@@ -9,25 +9,31 @@ use super::encode::{BODY_AT, FLAGS_AT, HEADER_AT, HEADER_LEN, INSTRUMENT_AT, TAG
 
 /// Where the words compared by [`FrameReader::read`] start: up to the header, and from the
 /// header's end to the body.
-const PREFIX_AT: [usize; 4] = [0, 8, 16, TAG_AT & !7];
-const BEFORE_BODY_AT: [usize; 3] = [HEADER_AT + HEADER_LEN, INSTRUMENT_AT & !7, BODY_AT - 8];
+const PREFIX_AT: [usize; 4] = [0, 8, 16, 24];
+const BEFORE_BODY_AT: [usize; 2] = [HEADER_AT + HEADER_LEN, BODY_AT - 8];
 
-/// The structural bytes of each prefix word (the tag, the flags and the venue are not).
-const PREFIX_MASK: [u64; 4] = [!0, !0, !0, !mask_of(TAG_AT & 7, VENUE_AT + 2 - TAG_AT)];
-/// The structural bytes of each word before the body (the instrument is not).
-const BEFORE_BODY_MASK: [u64; 3] = [!0, !mask_of(INSTRUMENT_AT & 7, 4), !0];
+/// The structural bytes of each prefix word: in the last, all but the instrument, the venue
+/// and the flags.
+const PREFIX_MASK: [u64; 4] = [
+    !0,
+    !0,
+    !0,
+    !(mask_of(INSTRUMENT_AT - 24, 4) | mask_of(VENUE_AT - 24, 2) | mask_of(FLAGS_AT - 24, 1)),
+];
 
 /// The mask of bytes `from .. from + len` of a little-endian word.
 const fn mask_of(from: usize, len: usize) -> u64 {
     (u64::MAX >> (64 - 8 * len)) << (8 * from)
 }
 
-// The words cover exactly the structural bytes up to the body.
+// The words cover every byte up to the body: the variable ones (the instrument, venue and
+// flags in the word before the header) are masked, the union tag (between the header and the
+// body) is compared, which holds because it picked the frame compared with.
 const _: () = {
-    assert!(TAG_AT & !7 == VENUE_AT & !7 && TAG_AT + 1 == FLAGS_AT && FLAGS_AT + 1 == VENUE_AT);
-    assert!(HEADER_AT == (TAG_AT & !7) + 8 && (HEADER_AT + HEADER_LEN).is_multiple_of(8));
-    assert!(INSTRUMENT_AT & !7 == HEADER_AT + HEADER_LEN + 8 && INSTRUMENT_AT + 4 <= BODY_AT - 8);
-    assert!(BODY_AT == HEADER_AT + HEADER_LEN + 24);
+    assert!(INSTRUMENT_AT >= 24 && INSTRUMENT_AT + 4 <= VENUE_AT);
+    assert!(VENUE_AT + 2 <= FLAGS_AT && FLAGS_AT < HEADER_AT && HEADER_AT == 32);
+    assert!(TAG_AT >= HEADER_AT + HEADER_LEN && TAG_AT < BODY_AT);
+    assert!(BODY_AT == HEADER_AT + HEADER_LEN + 16);
 };
 
 /// Where a hot-path kind differs from the others: its length and the structural words
@@ -36,8 +42,8 @@ const _: () = {
 struct Kind {
     /// Length of a message of this kind; 0 for a kind without a fast path.
     len: usize,
-    /// The words at `BEFORE_BODY_AT`, masked.
-    before_body: [u64; 3],
+    /// The words at `BEFORE_BODY_AT`.
+    before_body: [u64; 2],
 }
 
 /// Reads messages laid out as this crate's [`Encoder`] lays out hot-path kinds, without
@@ -110,7 +116,7 @@ impl FrameReader {
             }
             kinds[usize::from(f.event.0)] = Kind {
                 len: f.bytes().len(),
-                before_body: [0, 1, 2].map(|i| word(head, BEFORE_BODY_AT[i]) & BEFORE_BODY_MASK[i]),
+                before_body: BEFORE_BODY_AT.map(|at| word(head, at)),
             };
         }
         match prefix {
@@ -153,8 +159,8 @@ impl FrameReader {
         for i in 0..PREFIX_AT.len() {
             diff |= (word(head, PREFIX_AT[i]) ^ self.prefix[i]) & PREFIX_MASK[i];
         }
-        for i in 0..BEFORE_BODY_AT.len() {
-            diff |= (word(head, BEFORE_BODY_AT[i]) ^ kind.before_body[i]) & BEFORE_BODY_MASK[i];
+        for (&at, &want) in BEFORE_BODY_AT.iter().zip(&kind.before_body) {
+            diff |= word(head, at) ^ want;
         }
         if diff != 0 {
             return None;

@@ -648,3 +648,23 @@ proptest::proptest! {
         assert_fast_read_is_sound(&reader, &m);
     }
 }
+
+#[test]
+fn the_venue_and_instrument_cost_a_hot_path_message_eight_bytes() {
+    // An add order took 104 bytes before envelopes named a venue and an instrument; the
+    // builder packs the two beside the flags, in the word before the header.
+    let mut enc = Encoder::new();
+    assert_eq!(
+        enc.add_order(&header(), &AddOrderFields::default()).len(),
+        112
+    );
+    let mut hot = 0;
+    each_kind(&mut Encoder::new(), |event, bytes| {
+        if is_hot(event) {
+            let env = read_verified(bytes).expect("valid");
+            assert_eq!(body_start(&env), 80, "{event:?}");
+            hot += 1;
+        }
+    });
+    assert_eq!(hot, 12);
+}
