@@ -283,7 +283,7 @@ impl<V: Venue> FeedPipeline<V> {
                 let slot = &mut route[usize::from(locate)];
                 if *slot != NO_ROUTE {
                     return Err(PipelineSetupError::Partitions(format!(
-                        "stock locate {locate} is in both {:?} and {:?}",
+                        "instrument {locate} is in both {:?} and {:?}",
                         partitions[usize::from(*slot)].stream,
                         p.stream
                     )));
@@ -1033,7 +1033,7 @@ mod tests {
             },
         ];
         let err = FeedPipeline::partitioned(&bus, &overlap, &StreamConfig::default()).unwrap_err();
-        assert!(err.to_string().contains("stock locate 10"), "{err}");
+        assert!(err.to_string().contains("instrument 10"), "{err}");
         assert!(FeedPipeline::partitioned(&bus, &[], &StreamConfig::default()).is_err());
     }
 
@@ -1110,6 +1110,9 @@ mod tests {
         while sub
             .poll_event(|e| {
                 let env = e.envelope();
+                // Drop notices, like every record, name the venue; bus events no instrument.
+                assert_eq!(env.venue(), fb::Venue::Nasdaq, "{env:?}");
+                assert_eq!(env.instrument(), u32::from(env.header().stock_locate()));
                 out.push(match env.event_as_gap_notice() {
                     Some(g) => {
                         Rec::Gap(g.first_missing_seq(), g.count(), g.recoverable(), g.scope())
