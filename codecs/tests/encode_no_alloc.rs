@@ -27,6 +27,8 @@ fn encode_one(i: u64, encode: &mut dyn FnMut(u64, &HeaderFields) -> usize) -> us
         } else {
             EnvelopeFlags::empty()
         },
+        venue: mdbus_codecs::fb::Venue::Nasdaq,
+        instrument: (i % 7) as u32,
     };
     encode(i, &h)
 }

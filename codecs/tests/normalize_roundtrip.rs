@@ -26,6 +26,8 @@ fn assert_lossless(msg: &Message<'_>, env: &Envelope<'_>, seq: u64, recv: u64) {
     assert_eq!(h.exchange_ts_ns(), msg.timestamp());
     assert_eq!(h.stock_locate(), msg.stock_locate());
     assert_eq!(h.tracking_number(), msg.tracking_number());
+    assert_eq!(env.venue(), fb::Venue::Nasdaq);
+    assert_eq!(env.instrument(), u32::from(msg.stock_locate()));
     let what = msg.msg_type() as char;
     match msg {
         Message::SystemEvent(m) => {

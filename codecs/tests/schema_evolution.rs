@@ -35,6 +35,8 @@ fn header(flags: EnvelopeFlags) -> HeaderFields {
         stock_locate: 13,
         tracking_number: 2,
         flags,
+        venue: fb::Venue::Nasdaq,
+        instrument: 13,
     }
 }
 
@@ -55,12 +57,12 @@ fn v1_reader_reads_a_current_message_with_an_appended_field() {
         .to_vec();
     let msg = enc.add_order(&header(both), &ADD).to_vec();
 
-    // The appended field is really on the wire: the current reader sees it, and the bytes
-    // differ from the message that leaves it at its (unstored) default.
-    assert_eq!(
-        fb::read_verified(&msg).expect("current reader").flags(),
-        both
-    );
+    // The appended fields are really on the wire: the current reader sees them, and the
+    // bytes differ from the message that leaves the flags at their (unstored) default.
+    let new = fb::read_verified(&msg).expect("current reader");
+    assert_eq!(new.flags(), both);
+    assert_eq!(new.venue(), fb::Venue::Nasdaq);
+    assert_eq!(new.instrument(), 13);
     assert_eq!(
         fb::read_verified(&plain).expect("current reader").flags(),
         EnvelopeFlags::empty()
@@ -86,7 +88,7 @@ fn v1_reader_reads_a_current_message_with_an_appended_field() {
 
 /// Every event kind the current encoder builds reads identically through the v1 code: the
 /// generated `Debug` of each walks every field, and the two renderings agree once the
-/// appended `flags` is taken out of the current one.
+/// appended `flags`, `venue` and `instrument` are taken out of the current one.
 #[test]
 fn v1_reader_reads_every_current_event_kind_field_for_field() {
     let flags = EnvelopeFlags::Replayed;
@@ -188,12 +190,49 @@ fn v1_reader_reads_every_current_event_kind_field_for_field() {
         let new_text = format!("{new:?}");
         let appended = format!(", flags: {flags:?}");
         assert!(new_text.contains(&appended), "{new_text}");
-        // Fields appended after v1, which a v1 reader does not know: `flags`, and
-        // `GapNotice.scope`.
+        let venue = ", venue: Nasdaq, instrument: 13";
+        assert!(new_text.ends_with(&format!("{venue} }}")), "{new_text}");
+        // Fields appended after v1, which a v1 reader does not know: `flags`, `venue`,
+        // `instrument`, and `GapNotice.scope`.
         let new_text = new_text
             .replace(&appended, "")
+            .replace(venue, "")
             .replace(", scope: Source", "");
         assert_eq!(format!("{old:?}"), new_text);
+    }
+}
+
+/// Messages of another venue (no ITCH stock locate, a 32-bit instrument id) read through the
+/// v1 code with everything v1 knows intact; a v1 reader keying on `stock_locate` sees 0,
+/// which is why current readers key on `Envelope.instrument`.
+#[test]
+fn v1_reader_reads_a_message_of_another_venue() {
+    let h = HeaderFields {
+        stock_locate: 0,
+        tracking_number: 0,
+        venue: fb::Venue::Iex,
+        instrument: 70_000,
+        ..header(EnvelopeFlags::empty())
+    };
+    let mut enc = fb::Encoder::new();
+    for msg in [
+        enc.add_order(&h, &ADD).to_vec(),
+        enc.system_event(
+            &h,
+            &fb::SystemEventFields {
+                event_code: fb::SystemEventCode::StartOfMessages,
+            },
+        )
+        .to_vec(),
+    ] {
+        let new = fb::read_verified(&msg).expect("current reader");
+        assert_eq!((new.venue(), new.instrument()), (fb::Venue::Iex, 70_000));
+        assert_eq!(HeaderFields::of(&new), h);
+        let old = v1::root_as_envelope(&msg).expect("v1 reader");
+        assert_eq!(old.header().seq(), 1_234_567);
+        assert_eq!(old.header().exchange_ts_ns(), 34_200_000_000_123);
+        assert_eq!(old.header().stock_locate(), 0);
+        assert_eq!(old.event_type().0, new.event_type().0);
     }
 }
 
@@ -212,6 +251,8 @@ fn v1_reader_sees_an_event_kind_appended_later_as_unknown() {
             event_type: fb::Event(tag),
             event: Some(ev),
             flags: EnvelopeFlags::empty(),
+            venue: fb::Venue::Nasdaq,
+            instrument: 8,
         },
     );
     fbb.finish_minimal(root);
@@ -241,6 +282,12 @@ fn current_reader_reads_a_v1_message_with_appended_fields_at_their_defaults() {
     fbb.finish_minimal(root);
     let env = fb::read_verified(fbb.finished_data()).expect("current reader reads v1");
     assert_eq!(env.flags(), EnvelopeFlags::empty());
+    // A v1 message states no venue and no instrument: readers that key books on
+    // `instrument` see 0 (market-wide), and the venue says why (`Unknown`). The v1 stock
+    // locate is still there for whoever converts old recordings.
+    assert_eq!(env.venue(), fb::Venue::Unknown);
+    assert_eq!(env.instrument(), 0);
+    assert_eq!(env.header().stock_locate(), 4);
     assert_eq!(env.header().seq(), 1);
     assert_eq!(env.header().tracking_number(), 5);
     let a = env.event_as_add_order().expect("add order").body();

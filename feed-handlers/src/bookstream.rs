@@ -65,7 +65,7 @@ use crate::book::{
     book_event_from_envelope, instrument_of, read_input, read_input_generic, read_trade,
 };
 
-pub use crate::book::{header_of, itch_type_of, order_event_from_envelope};
+pub use crate::book::{header_of, order_event_from_envelope};
 
 /// Suffix of the book stream of a feed: `<feed>.book`.
 pub const BOOK_SUFFIX: &str = ".book";
@@ -511,7 +511,7 @@ impl BookService {
             None => read_input_generic(env),
         };
         self.stats.received += 1;
-        self.books.count(event);
+        self.books.count(header.venue, event);
         self.last_seq = header.seq;
         (header, event, order)
     }
@@ -877,6 +877,8 @@ fn warm_encoder() -> Encoder {
         stock_locate: 1,
         tracking_number: 1,
         flags: fb::EnvelopeFlags::Replayed,
+        venue: fb::Venue::Nasdaq,
+        instrument: 1,
     };
     let _ = e.stock_directory(
         &h,
@@ -1599,7 +1601,9 @@ mod tests {
     #[test]
     fn type_letters_cover_every_itch_kind() {
         let letters: Vec<u8> = (0..=u8::MAX)
-            .filter_map(|t| itch_type_of(fb::Event(t)))
+            .filter_map(|t| {
+                <crate::venue::Nasdaq as crate::venue::Venue>::type_of_event(fb::Event(t))
+            })
             .collect();
         let mut sorted = letters.clone();
         sorted.sort_unstable();

@@ -1,9 +1,11 @@
-//! The step shared by the live handler and replay: decode an ITCH message, normalize it into a
-//! FlatBuffers envelope, publish it on the bus.
+//! The step shared by the live handler and replay: decode a venue's message, normalize it into
+//! a FlatBuffers envelope, publish it on the bus.
 //!
-//! A [`FeedPipeline`] owns one [`Normalizer`] (one reused encoder) and the bus
-//! [`Publisher`]s of its streams: one stream for the whole feed, or several partitioned by
-//! stock-locate range ([`FeedPipeline::partitioned`]). Per message it decodes (zero copy),
+//! A [`FeedPipeline`] is generic over the [`Venue`] whose messages it reads ([`Nasdaq`] unless
+//! named: `FeedPipeline::new` builds that one, [`FeedPipeline::with_venue`] any other). It owns
+//! the venue's state (its normalizer: one reused encoder) and the bus [`Publisher`]s of its
+//! streams: one stream for the whole feed, or several partitioned by instrument-id range
+//! ([`FeedPipeline::partitioned`]). Per message it decodes (zero copy),
 //! encodes into the normalizer's reused buffer and copies the finished envelope into the ring
 //! with [`Publisher::publish_envelope`]: one copy of at most
 //! [`MAX_ENCODED_LEN`](mdbus_codecs::fb::MAX_ENCODED_LEN) bytes, and no allocation, lock or
@@ -60,23 +62,26 @@ use std::time::{Duration, Instant};
 
 use mdbus_bus::{Bus, BusError, PublishError, Publisher, StreamConfig};
 use mdbus_codecs::fb::{
-    Encoder, EndOfSessionFields, EnvelopeFlags, EventFields, GapNoticeFields, GapScope,
+    self, Encoder, EndOfSessionFields, EnvelopeFlags, EventFields, GapNoticeFields, GapScope,
     HeaderFields, HeartbeatFields,
 };
-use mdbus_codecs::nasdaq::itch::{self, DecodeError};
-use mdbus_codecs::nasdaq::normalize::Normalizer;
+use mdbus_codecs::nasdaq::itch::DecodeError;
+
+use crate::venue::{Nasdaq, Venue};
 
 /// Why one message was not published. Small and `Copy`; counted in [`PipelineStats`] too, so
-/// callers may ignore it.
+/// callers may ignore it. `E` is the venue's [decode error](Venue::DecodeError) (ITCH's unless
+/// named).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum PipelineError {
-    /// The source message is not valid ITCH 5.0 (published as a lost one-message gap).
+pub enum PipelineError<E: DecodeErrorBound = DecodeError> {
+    /// The source message is not a valid message of the venue (published as a lost
+    /// one-message gap).
     #[error("source message {seq}: {error}")]
     Decode {
         /// Its source sequence number.
         seq: u64,
         /// What the decoder found.
-        error: DecodeError,
+        error: E,
     },
     /// A stream refused the envelope (a lossless subscriber is a full ring behind, or the
     /// stream's records are too small).
@@ -89,6 +94,11 @@ pub enum PipelineError {
     },
 }
 
+/// What a [`PipelineError`] needs of a venue's decode error (every
+/// [`Venue::DecodeError`] is one).
+pub trait DecodeErrorBound: Copy + std::fmt::Debug + std::fmt::Display {}
+impl<E: Copy + std::fmt::Debug + std::fmt::Display> DecodeErrorBound for E {}
+
 /// A [`FeedPipeline`] that cannot be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineSetupError {
@@ -100,12 +110,13 @@ pub enum PipelineSetupError {
     Partitions(String),
 }
 
-/// One stream of a partitioned feed: the instruments whose stock locate lies in `locates`.
+/// One stream of a partitioned feed: the instruments whose id lies in `locates`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Partition {
     /// The bus stream name.
     pub stream: String,
-    /// Stock locates published on it.
+    /// Instrument ids published on it (for Nasdaq the stock locates; ids past `u16::MAX`
+    /// are routed to no partition).
     pub locates: RangeInclusive<u16>,
 }
 
@@ -128,7 +139,7 @@ pub struct PipelineStats {
     /// Source messages lost: announced by gap notices (`recoverable: false`), or given up on
     /// a stalled lossless stream (once each, whatever the number of streams).
     pub lost: u64,
-    /// Messages whose stock locate lies in no partition (published on the first).
+    /// Messages whose instrument id lies in no partition (published on the first).
     pub unrouted: u64,
     /// Waits for a full lossless stream that ran out of time: each starts a stall, during
     /// which that stream's records are given up without waiting.
@@ -208,30 +219,53 @@ impl Idle {
     }
 }
 
-/// Decode -> normalize -> publish, shared by the live handler and replay. See the
-/// [module docs](self).
+/// Decode -> normalize -> publish, shared by the live handler and replay, for the messages of
+/// venue `V`. See the [module docs](self).
 #[derive(Debug)]
-pub struct FeedPipeline {
-    normalizer: Normalizer,
-    /// Stock locate -> index into the publishers; empty for a single stream.
+pub struct FeedPipeline<V: Venue = Nasdaq> {
+    venue: V,
+    /// Instrument id -> index into the publishers; empty for a single stream.
     route: Box<[u8]>,
     out: Out,
     /// Turns of the idle work run between messages (not in a wait).
     idle_turns: u64,
 }
 
-impl FeedPipeline {
-    /// A pipeline publishing the whole feed on stream `stream`.
+impl FeedPipeline<Nasdaq> {
+    /// A Nasdaq ITCH pipeline publishing the whole feed on stream `stream`.
     pub fn new(bus: &Bus, stream: &str, config: &StreamConfig) -> Result<Self, PipelineSetupError> {
-        let publisher = bus.publisher(stream, config)?;
-        Ok(Self::from_parts(vec![publisher], Box::default()))
+        Self::with_venue(Nasdaq::default(), bus, stream, config)
     }
 
-    /// A pipeline publishing each partition's instruments on its own stream. Market-wide
-    /// messages (stock locate 0: system events, MWCB levels) and gap notices go to every
-    /// stream; a locate outside every range goes to the first partition and is counted in
-    /// [`PipelineStats::unrouted`].
+    /// A Nasdaq ITCH pipeline publishing each partition's instruments on its own stream; see
+    /// [`partitioned_with_venue`](Self::partitioned_with_venue).
     pub fn partitioned(
+        bus: &Bus,
+        partitions: &[Partition],
+        config: &StreamConfig,
+    ) -> Result<Self, PipelineSetupError> {
+        Self::partitioned_with_venue(Nasdaq::default(), bus, partitions, config)
+    }
+}
+
+impl<V: Venue> FeedPipeline<V> {
+    /// A pipeline for `venue`'s messages publishing the whole feed on stream `stream`.
+    pub fn with_venue(
+        venue: V,
+        bus: &Bus,
+        stream: &str,
+        config: &StreamConfig,
+    ) -> Result<Self, PipelineSetupError> {
+        let publisher = bus.publisher(stream, config)?;
+        Ok(Self::from_parts(venue, vec![publisher], Box::default()))
+    }
+
+    /// A pipeline for `venue`'s messages publishing each partition's instruments on its own
+    /// stream. Market-wide messages (instrument 0: system events, MWCB levels) and gap notices
+    /// go to every stream; an instrument outside every range goes to the first partition and
+    /// is counted in [`PipelineStats::unrouted`].
+    pub fn partitioned_with_venue(
+        venue: V,
         bus: &Bus,
         partitions: &[Partition],
         config: &StreamConfig,
@@ -249,7 +283,7 @@ impl FeedPipeline {
                 let slot = &mut route[usize::from(locate)];
                 if *slot != NO_ROUTE {
                     return Err(PipelineSetupError::Partitions(format!(
-                        "stock locate {locate} is in both {:?} and {:?}",
+                        "instrument {locate} is in both {:?} and {:?}",
                         partitions[usize::from(*slot)].stream,
                         p.stream
                     )));
@@ -262,26 +296,36 @@ impl FeedPipeline {
             .iter()
             .map(|p| bus.publisher(&p.stream, config))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self::from_parts(publishers, route))
+        Ok(Self::from_parts(venue, publishers, route))
     }
 
-    fn from_parts(publishers: Vec<Publisher>, route: Box<[u8]>) -> Self {
-        let normalizer = Normalizer::new();
+    fn from_parts(venue: V, publishers: Vec<Publisher>, route: Box<[u8]>) -> Self {
         FeedPipeline {
             out: Out {
                 stalls: vec![Stall::default(); publishers.len()].into_boxed_slice(),
                 publishers,
                 notice_enc: Encoder::new(),
-                flags: normalizer.flags(),
+                flags: venue.flags(),
+                venue: V::VENUE,
                 last_exchange_ts: 0,
                 timeout: Some(DEFAULT_BACK_PRESSURE_TIMEOUT),
                 stats: PipelineStats::default(),
                 idle: Idle::default(),
             },
-            normalizer,
+            venue,
             route,
             idle_turns: 0,
         }
+    }
+
+    /// The venue's state (its normalizer, its directory).
+    pub fn venue(&self) -> &V {
+        &self.venue
+    }
+
+    /// The venue's state, to decode with it (see [`on_decoded`](Self::on_decoded)).
+    pub fn venue_mut(&mut self) -> &mut V {
+        &mut self.venue
     }
 
     /// Sets (or clears) the work this pipeline does while it waits; see [`IdleWork`].
@@ -301,7 +345,7 @@ impl FeedPipeline {
     /// Sets the delivery flags stamped on every following envelope (e.g.
     /// [`EnvelopeFlags::Replayed`] for a capture).
     pub fn set_flags(&mut self, flags: EnvelopeFlags) {
-        self.normalizer.set_flags(flags);
+        self.venue.set_flags(flags);
         self.out.flags = flags;
     }
 
@@ -340,7 +384,7 @@ impl FeedPipeline {
         }
     }
 
-    /// Decodes, normalizes and publishes source message `seq` (the MoldUDP64 sequence number
+    /// Decodes, normalizes and publishes source message `seq` (the framing's sequence number
     /// or the position in a capture), received at `recv_ts_ns` (ns since the Unix epoch).
     ///
     /// A message that does not decode is counted and published as a lost one-message gap;
@@ -351,8 +395,8 @@ impl FeedPipeline {
         seq: u64,
         msg: &[u8],
         recv_ts_ns: u64,
-    ) -> Result<(), PipelineError> {
-        match itch::decode(msg) {
+    ) -> Result<(), PipelineError<V::DecodeError>> {
+        match self.venue.decode(msg) {
             Ok(decoded) => self.on_decoded(seq, &decoded, recv_ts_ns),
             Err(error) => {
                 self.out.stats.messages += 1;
@@ -367,26 +411,17 @@ impl FeedPipeline {
     pub fn on_decoded(
         &mut self,
         seq: u64,
-        decoded: &itch::Message<'_>,
+        decoded: &V::Message<'_>,
         recv_ts_ns: u64,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<(), PipelineError<V::DecodeError>> {
         self.out.stats.messages += 1;
-        let locate = decoded.stock_locate();
-        self.out.last_exchange_ts = decoded.timestamp();
+        self.out.last_exchange_ts = V::exchange_ts_ns(decoded);
         let target = if self.route.is_empty() {
             Target::One(0)
-        } else if locate == 0 {
-            Target::All
         } else {
-            match self.route[usize::from(locate)] {
-                NO_ROUTE => {
-                    self.out.stats.unrouted += 1;
-                    Target::One(0)
-                }
-                i => Target::One(usize::from(i)),
-            }
+            self.route_of(decoded)
         };
-        let encoded = self.normalizer.normalize(decoded, seq, recv_ts_ns);
+        let encoded = self.venue.normalize(decoded, seq, recv_ts_ns);
         let result = self
             .out
             .publish(target, seq, 1, recv_ts_ns, encoded.as_bytes());
@@ -404,13 +439,32 @@ impl FeedPipeline {
         result
     }
 
+    /// The partition of a message's instrument (a partitioned pipeline only).
+    #[inline]
+    fn route_of(&mut self, decoded: &V::Message<'_>) -> Target {
+        let instrument = self.venue.instrument(decoded);
+        if instrument == 0 {
+            return Target::All;
+        }
+        let slot = usize::try_from(instrument)
+            .ok()
+            .and_then(|i| self.route.get(i).copied());
+        match slot {
+            None | Some(NO_ROUTE) => {
+                self.out.stats.unrouted += 1;
+                Target::One(0)
+            }
+            Some(i) => Target::One(usize::from(i)),
+        }
+    }
+
     #[cold]
     fn undecodable(
         &mut self,
         seq: u64,
-        error: DecodeError,
+        error: V::DecodeError,
         recv_ts_ns: u64,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<(), PipelineError<V::DecodeError>> {
         self.out.stats.decode_errors += 1;
         // Subscribers will never see it: say so on the stream.
         self.on_gap(seq, 1, false, recv_ts_ns)?;
@@ -420,14 +474,15 @@ impl FeedPipeline {
     /// Publishes a gap notice on every stream: source messages `first .. first + count` are
     /// missing; `recoverable` says whether they are being re-requested (and may still come)
     /// or are lost. The envelope's header carries `first` as its sequence number,
-    /// `recv_ts_ns`, stock locate 0, and the exchange timestamp of the latest message seen.
+    /// `recv_ts_ns`, the venue, instrument 0 (every instrument), and the exchange timestamp of
+    /// the latest message seen.
     pub fn on_gap(
         &mut self,
         first: u64,
         count: u64,
         recoverable: bool,
         recv_ts_ns: u64,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<(), PipelineError<V::DecodeError>> {
         self.out.stats.gap_notices += 1;
         if !recoverable {
             self.out.stats.lost = self.out.stats.lost.saturating_add(count);
@@ -449,7 +504,7 @@ impl FeedPipeline {
         &mut self,
         next_seq: u64,
         recv_ts_ns: u64,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<(), PipelineError<V::DecodeError>> {
         self.out.unstall_pending();
         self.publish_everywhere(next_seq, 0, recv_ts_ns, &EndOfSessionFields)
     }
@@ -469,7 +524,11 @@ impl FeedPipeline {
 
     /// Publishes a heartbeat event on every stream (for subscribers that watch the data, not
     /// only the liveness stamp); `next_seq` is the next source message expected.
-    pub fn on_heartbeat(&mut self, next_seq: u64, recv_ts_ns: u64) -> Result<(), PipelineError> {
+    pub fn on_heartbeat(
+        &mut self,
+        next_seq: u64,
+        recv_ts_ns: u64,
+    ) -> Result<(), PipelineError<V::DecodeError>> {
         self.publish_everywhere(next_seq, 0, recv_ts_ns, &HeartbeatFields)
     }
 
@@ -482,9 +541,9 @@ impl FeedPipeline {
         span: u64,
         recv_ts_ns: u64,
         event: &E,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<(), PipelineError<V::DecodeError>> {
         let header = self.bus_header(seq, recv_ts_ns);
-        let encoded = self.normalizer.encoder().encode(&header, event);
+        let encoded = self.venue.encoder().encode(&header, event);
         self.out
             .publish(Target::All, seq, span, recv_ts_ns, encoded.as_bytes())
     }
@@ -496,7 +555,9 @@ impl FeedPipeline {
             recv_ts_ns,
             stock_locate: 0,
             tracking_number: 0,
-            flags: self.normalizer.flags(),
+            flags: self.venue.flags(),
+            venue: V::VENUE,
+            instrument: 0,
         }
     }
 }
@@ -528,6 +589,8 @@ struct Out {
     notice_enc: Encoder,
     /// Delivery flags, as the normalizer's.
     flags: EnvelopeFlags,
+    /// The venue stamped on drop notices.
+    venue: fb::Venue,
     /// Exchange timestamp of the latest message, stamped on bus events.
     last_exchange_ts: u64,
     /// Longest wait for a back-pressured record, once per stall; `None`: no limit.
@@ -540,14 +603,14 @@ impl Out {
     /// Copies `envelope` (of source message `seq`, or covering `seq .. seq + span`) into the
     /// target stream(s); the first refusal for good is returned, every one counted.
     #[inline]
-    fn publish(
+    fn publish<E: DecodeErrorBound>(
         &mut self,
         target: Target,
         seq: u64,
         span: u64,
         recv_ts_ns: u64,
         envelope: &[u8],
-    ) -> Result<(), PipelineError> {
+    ) -> Result<(), PipelineError<E>> {
         match target {
             Target::One(i) => {
                 let outcome = self.publish_to(i, seq, span, recv_ts_ns, envelope);
@@ -568,7 +631,11 @@ impl Out {
     }
 
     #[inline]
-    fn count(&mut self, seq: u64, outcome: Result<(), PublishError>) -> Result<(), PipelineError> {
+    fn count<E: DecodeErrorBound>(
+        &mut self,
+        seq: u64,
+        outcome: Result<(), PublishError>,
+    ) -> Result<(), PipelineError<E>> {
         match outcome {
             Ok(()) => {
                 self.stats.published += 1;
@@ -695,6 +762,8 @@ impl Out {
             stock_locate: 0,
             tracking_number: 0,
             flags: self.flags,
+            venue: self.venue,
+            instrument: 0,
         };
         let notice = GapNoticeFields {
             first_missing_seq: first,
@@ -964,7 +1033,7 @@ mod tests {
             },
         ];
         let err = FeedPipeline::partitioned(&bus, &overlap, &StreamConfig::default()).unwrap_err();
-        assert!(err.to_string().contains("stock locate 10"), "{err}");
+        assert!(err.to_string().contains("instrument 10"), "{err}");
         assert!(FeedPipeline::partitioned(&bus, &[], &StreamConfig::default()).is_err());
     }
 
@@ -1041,6 +1110,9 @@ mod tests {
         while sub
             .poll_event(|e| {
                 let env = e.envelope();
+                // Drop notices, like every record, name the venue; bus events no instrument.
+                assert_eq!(env.venue(), fb::Venue::Nasdaq, "{env:?}");
+                assert_eq!(env.instrument(), u32::from(env.header().stock_locate()));
                 out.push(match env.event_as_gap_notice() {
                     Some(g) => {
                         Rec::Gap(g.first_missing_seq(), g.count(), g.recoverable(), g.scope())
@@ -1223,5 +1295,223 @@ mod tests {
         ));
         assert_eq!(p.stats().publish_errors, 1);
         assert_eq!(p.stats().published, 0);
+    }
+}
+
+/// The pipeline over a venue other than Nasdaq: a toy venue keyed on symbols, to prove the
+/// seam carries everything a venue decides (decode errors, instrument ids, the venue stamp).
+#[cfg(test)]
+mod venue_tests {
+    use super::*;
+    use mdbus_bus::{ENVELOPE_MSG_TYPE, SubscribeOptions, Subscriber};
+    use mdbus_codecs::fb::{AddOrderFields, Encoded, Side, SystemEventCode, SystemEventFields};
+
+    use crate::venue::{Directory, Framing};
+
+    /// `[type, symbol x 8, timestamp x 8]`: `A` adds an order on the symbol, `S` is
+    /// market-wide.
+    #[derive(Debug)]
+    struct Toy {
+        dir: Directory,
+        enc: Encoder,
+        flags: EnvelopeFlags,
+    }
+
+    #[derive(Debug)]
+    struct ToyMsg<'a>(&'a [u8; 17]);
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    struct BadToy(usize);
+
+    impl std::fmt::Display for BadToy {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{} bytes, not a toy message", self.0)
+        }
+    }
+
+    impl ToyMsg<'_> {
+        fn symbol(&self) -> [u8; 8] {
+            self.0[1..9].try_into().unwrap()
+        }
+    }
+
+    impl Venue for Toy {
+        const VENUE: fb::Venue = fb::Venue::Iex;
+        const NAME: &'static str = "toy";
+        const FRAMING: Framing = Framing::MoldUdp64;
+        type Message<'a> = ToyMsg<'a>;
+        type DecodeError = BadToy;
+
+        fn decode<'a>(&self, bytes: &'a [u8]) -> Result<ToyMsg<'a>, BadToy> {
+            match <&[u8; 17]>::try_from(bytes) {
+                Ok(b @ [b'A' | b'S', ..]) => Ok(ToyMsg(b)),
+                _ => Err(BadToy(bytes.len())),
+            }
+        }
+        fn type_byte(msg: &ToyMsg<'_>) -> u8 {
+            msg.0[0]
+        }
+        fn type_of_event(event: fb::Event) -> Option<u8> {
+            match event {
+                fb::Event::AddOrder => Some(b'A'),
+                fb::Event::SystemEvent => Some(b'S'),
+                _ => None,
+            }
+        }
+        fn exchange_ts_ns(msg: &ToyMsg<'_>) -> u64 {
+            u64::from_be_bytes(msg.0[9..17].try_into().unwrap())
+        }
+        fn instrument(&mut self, msg: &ToyMsg<'_>) -> u32 {
+            match msg.0[0] {
+                b'A' => self.dir.assign(msg.symbol()).unwrap_or(0),
+                _ => 0,
+            }
+        }
+        fn listing(_: &ToyMsg<'_>) -> Option<[u8; 8]> {
+            None
+        }
+        fn normalize(&mut self, msg: &ToyMsg<'_>, seq: u64, recv_ts_ns: u64) -> Encoded<'_> {
+            let header = HeaderFields {
+                seq,
+                exchange_ts_ns: Self::exchange_ts_ns(msg),
+                recv_ts_ns,
+                flags: self.flags,
+                venue: Self::VENUE,
+                instrument: self.instrument(msg),
+                ..HeaderFields::default()
+            };
+            match msg.0[0] {
+                b'A' => self.enc.add_order(
+                    &header,
+                    &AddOrderFields {
+                        order_reference_number: seq,
+                        buy_sell_indicator: Side::Buy,
+                        shares: 1,
+                        stock: msg.symbol(),
+                        price: 1,
+                    },
+                ),
+                _ => self.enc.system_event(
+                    &header,
+                    &SystemEventFields {
+                        event_code: SystemEventCode::StartOfMessages,
+                    },
+                ),
+            }
+        }
+        fn set_flags(&mut self, flags: EnvelopeFlags) {
+            self.flags = flags;
+        }
+        fn flags(&self) -> EnvelopeFlags {
+            self.flags
+        }
+        fn encoder(&mut self) -> &mut Encoder {
+            &mut self.enc
+        }
+    }
+
+    fn toy() -> Toy {
+        Toy {
+            dir: Directory::with_capacity(16),
+            enc: Encoder::new(),
+            flags: EnvelopeFlags::empty(),
+        }
+    }
+
+    fn wire(t: u8, symbol: &[u8; 8], ts: u64) -> Vec<u8> {
+        let mut m = vec![t];
+        m.extend_from_slice(symbol);
+        m.extend_from_slice(&ts.to_be_bytes());
+        m
+    }
+
+    /// (seq, event, venue, instrument, exchange ts) of every record.
+    fn drain(sub: &mut Subscriber) -> Vec<(u64, fb::Event, fb::Venue, u32, u64)> {
+        let mut out = Vec::new();
+        while sub
+            .poll(|m| {
+                assert_eq!(m.msg_type(), ENVELOPE_MSG_TYPE);
+                let env = fb::read_verified(m.payload()).unwrap();
+                let h = env.header();
+                out.push((
+                    h.seq(),
+                    env.event_type(),
+                    env.venue(),
+                    env.instrument(),
+                    h.exchange_ts_ns(),
+                ));
+            })
+            .unwrap()
+        {}
+        out
+    }
+
+    #[test]
+    fn another_venue_is_decoded_normalized_stamped_and_routed_by_its_instrument_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(dir.path()).unwrap();
+        let parts = [
+            Partition {
+                stream: "one".into(),
+                locates: 1..=1,
+            },
+            Partition {
+                stream: "two".into(),
+                locates: 2..=2,
+            },
+        ];
+        let config = StreamConfig::default();
+        let mut p = FeedPipeline::partitioned_with_venue(toy(), &bus, &parts, &config).unwrap();
+        let opts = SubscribeOptions::default();
+        let (mut one, mut two) = (
+            bus.subscriber("one", &opts).unwrap(),
+            bus.subscriber("two", &opts).unwrap(),
+        );
+        let iex = fb::Venue::Iex;
+        p.on_message(1, &wire(b'A', b"ZZZZ    ", 10), 0).unwrap();
+        p.on_message(2, &wire(b'A', b"YYYY    ", 20), 0).unwrap();
+        p.on_message(3, &wire(b'S', b"        ", 30), 0).unwrap();
+        p.on_message(4, &wire(b'A', b"ZZZZ    ", 40), 0).unwrap();
+        p.on_message(5, &wire(b'A', b"XXXX    ", 50), 0).unwrap();
+        let err = p.on_message(6, b"A?", 0).unwrap_err();
+        assert_eq!(
+            err,
+            PipelineError::Decode {
+                seq: 6,
+                error: BadToy(2)
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "source message 6: 2 bytes, not a toy message"
+        );
+        p.on_end_of_session(7, 0).unwrap();
+        let (add, sys) = (fb::Event::AddOrder, fb::Event::SystemEvent);
+        let (gap, end) = (fb::Event::GapNotice, fb::Event::EndOfSession);
+        // Market-wide messages and bus events on both, stamped with the venue; the third
+        // instrument (id 3) is in no partition and goes to the first.
+        assert_eq!(
+            drain(&mut one),
+            [
+                (1, add, iex, 1, 10),
+                (3, sys, iex, 0, 30),
+                (4, add, iex, 1, 40),
+                (5, add, iex, 3, 50),
+                (6, gap, iex, 0, 50),
+                (7, end, iex, 0, 50),
+            ]
+        );
+        assert_eq!(
+            drain(&mut two),
+            [
+                (2, add, iex, 2, 20),
+                (3, sys, iex, 0, 30),
+                (6, gap, iex, 0, 50),
+                (7, end, iex, 0, 50),
+            ]
+        );
+        let st = p.stats();
+        assert_eq!((st.messages, st.decode_errors, st.unrouted), (6, 1, 1));
+        assert_eq!(p.venue().dir.len(), 3);
     }
 }

@@ -26,6 +26,11 @@
 //! recorded pace follows it. A reader skips header bytes past the fields it knows
 //! (`header_len`), so later versions can append header fields.
 //!
+//! Payloads are stored byte for byte, so a recording keeps the schema version it was written
+//! with: envelopes recorded before the schema named a venue read as venue `Unknown`,
+//! instrument 0, and the replay keys them on their stock locate (see
+//! `codecs/schema/EVOLUTION.md`).
+//!
 //! A file that ends inside a record (the recorder was killed) is reported as
 //! [`RecordError::Truncated`] with the record's offset, after every complete record before it.
 

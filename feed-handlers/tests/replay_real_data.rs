@@ -500,7 +500,7 @@ fn letters(records: &[(u32, Vec<u8>)]) -> (String, Vec<u64>) {
     let mut seqs = Vec::new();
     for (_, b) in records {
         let env = fb::read_verified(b).unwrap();
-        if let Some(t) = mdbus_feed_handlers::bookstream::itch_type_of(env.event_type()) {
+        if let Some(t) = mdbus_feed_handlers::venue::source_type_of(env.venue(), env.event_type()) {
             letters.push(char::from(t));
             seqs.push(env.header().seq());
         }

@@ -152,7 +152,7 @@ pub fn fb_verify(data: &[u8]) {
         h.stock_locate(),
         h.tracking_number(),
     );
-    let _ = env.flags();
+    let _ = (env.flags(), env.venue(), env.instrument());
     if let Some(name) = env.event_type().variant_name() {
         assert!(!name.is_empty());
     }

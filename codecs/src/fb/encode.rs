@@ -41,11 +41,12 @@ impl<'a> Encoded<'a> {
         //   header and a union tag paired with a table of that tag's type (the sealed
         //   `EventFields` impls of this crate, which call the generated builders);
         // * the frame path: bytes the builder wrote the same way, verified once at `Encoder`
-        //   construction, in which only the header struct, the flags byte and the body struct
-        //   are overwritten, in place, at constant ranges which that verified frame was checked
-        //   to hold them at (`Frame::fixed`; other frames are not used). Every field in
-        //   those ranges is an integer, a byte array or an open enum (a `u8` newtype), so any
-        //   bytes written there are valid values; no offset, vtable or tag changes.
+        //   construction, in which only the header struct, the flags byte, the venue, the
+        //   instrument and the body struct are overwritten, in place, at constant ranges
+        //   which that verified frame was checked to hold them at (`Frame::fixed`; other
+        //   frames are not used). Every field in those ranges is an integer, a byte array or
+        //   an open enum (a `u8` or `u16` newtype), so any bytes written there are valid
+        //   values; no offset, vtable or tag changes.
         // The shared borrow keeps the bytes unchanged while the view lives.
         unsafe { g::root_as_envelope_unchecked(self.bytes) }
     }
@@ -82,18 +83,23 @@ pub(super) const HEADER_LEN: usize = core::mem::size_of::<g::Header>();
 // field stored (checked for each frame when an encoder is made):
 //
 //   0..4    root offset                      structural
-//   4..16   the envelope's vtable            structural
-//   16..22  the envelope table's vtable offset, padding
-//   22      union tag                        picks the kind
-//   23      flags                            variable
-//   24..56  header struct                    variable
-//   56..60  offset of the event table        structural
-//   60..68  padding, the event table's vtable (its size differs by kind)
-//   68..72  the event table's vtable offset
-//   72..    body struct, to the end          variable
-pub(super) const TAG_AT: usize = 22;
-pub(super) const FLAGS_AT: usize = 23;
-pub(super) const HEADER_AT: usize = 24;
+//   4..20   the envelope's vtable            structural
+//   20..24  the envelope table's vtable offset
+//   24..28  instrument                       variable
+//   28..30  venue                            variable
+//   30      padding                          structural
+//   31      flags                            variable
+//   32..64  header struct                    variable
+//   64..68  offset of the event table        structural
+//   68      padding
+//   69      union tag                        picks the kind
+//   70..80  padding, the event table's vtable (its size differs by kind), its vtable offset
+//   80..    body struct, to the end          variable
+pub(super) const INSTRUMENT_AT: usize = 24;
+pub(super) const VENUE_AT: usize = 28;
+pub(super) const FLAGS_AT: usize = 31;
+pub(super) const HEADER_AT: usize = 32;
+pub(super) const TAG_AT: usize = HEADER_AT + HEADER_LEN + 5;
 pub(super) const BODY_AT: usize = HEADER_AT + HEADER_LEN + 16;
 
 /// Number of hot-path kinds (those with a struct body, encoded through frames).
@@ -101,13 +107,14 @@ const HOT_KINDS: usize = 12;
 
 /// A finished message of one hot-path kind, built once by the FlatBuffers builder with every
 /// field stored (`force_defaults`), and where its variable parts lie: encoding a message of
-/// that kind overwrites the header struct, the flags byte and the body struct in place.
+/// that kind overwrites the header struct, the flags byte, the venue, the instrument and the
+/// body struct in place.
 #[derive(Clone)]
 pub(super) struct Frame {
     buf: [u8; MAX_ENCODED_LEN],
     len: usize,
-    /// The frame has the layout above (its parts at `TAG_AT`, `FLAGS_AT`, `HEADER_AT` and
-    /// `BODY_AT`, the body `E::BODY_LEN` long and last). Only such frames are used: their
+    /// The frame has the layout above (its parts at `TAG_AT`, `FLAGS_AT`, `VENUE_AT`,
+    /// `HEADER_AT`, `INSTRUMENT_AT` and `BODY_AT`, the body `E::BODY_LEN` long and last). Only such frames are used: their
     /// parts are written at constant offsets. A FlatBuffers release that lays tables out
     /// otherwise sends every message to the builder: correct, only slower.
     pub(super) fixed: bool,
@@ -134,16 +141,17 @@ impl Core {
         // Clears only the bytes the previous message used; keeps every buffer's capacity.
         fbb.reset();
         let value = event.build(fbb);
-        let h = header.to_struct();
-        let root = g::Envelope::create(
-            fbb,
-            &g::EnvelopeArgs {
-                header: Some(&h),
-                event_type: E::EVENT,
-                event: Some(value),
-                flags: header.flags,
-            },
-        );
+        // The envelope's fields in this order, not `Envelope::create`'s (which sorts them by
+        // size): the builder packs the instrument, venue and flags into the word before the
+        // header, and a hot-path message is 8 bytes shorter (the frame layout below).
+        let mut env = g::EnvelopeBuilder::new(fbb);
+        env.add_event_type(E::EVENT);
+        env.add_event(value);
+        env.add_header(&header.to_struct());
+        env.add_flags(header.flags);
+        env.add_venue(header.venue);
+        env.add_instrument(header.instrument);
+        let root = env.finish();
         fbb.finish_minimal(root);
         fbb.finished_data()
     }
@@ -172,6 +180,14 @@ impl Core {
             "the union tag is stored when defaults are forced"
         );
         let tag_at = env._tab.loc() + usize::from(tag_slot);
+        let venue_slot = env._tab.vtable().get(g::Envelope::VT_VENUE);
+        let instrument_slot = env._tab.vtable().get(g::Envelope::VT_INSTRUMENT);
+        assert!(
+            venue_slot != 0 && instrument_slot != 0,
+            "venue and instrument are stored when defaults are forced"
+        );
+        let venue_at = env._tab.loc() + usize::from(venue_slot);
+        let instrument_at = env._tab.loc() + usize::from(instrument_slot);
         let body = E::locate_body(env).expect("a hot-path kind has a body");
         let body_at = body.as_ptr().addr() - base;
         let len = bytes.len();
@@ -179,6 +195,8 @@ impl Core {
             len <= MAX_ENCODED_LEN
                 && header_at + HEADER_LEN <= len
                 && flags_at < len
+                && venue_at + 2 <= len
+                && instrument_at + 4 <= len
                 && tag_at < len
                 && bytes[tag_at] == E::EVENT.0
                 && body_at + body.len() <= len,
@@ -187,7 +205,9 @@ impl Core {
         );
         let fixed = tag_at == TAG_AT
             && flags_at == FLAGS_AT
+            && venue_at == VENUE_AT
             && header_at == HEADER_AT
+            && instrument_at == INSTRUMENT_AT
             && body_at == BODY_AT
             && body.len() == E::BODY_LEN
             && body_at + body.len() == len;
@@ -207,8 +227,9 @@ impl Core {
 /// Two paths, chosen per kind at compile time, give the same typed reads:
 /// * **hot-path kinds** (order flow, trades, book updates: a table holding one struct body)
 ///   use a frame: at construction the FlatBuffers builder writes one message of the kind,
-///   and each encode overwrites its header struct, flags byte and body struct in place (a
-///   few stores; the builder's vtable bookkeeping is done once, not per message);
+///   and each encode overwrites its header struct, flags, venue, instrument and body struct
+///   in place (a few stores; the builder's vtable bookkeeping is done once, not per
+///   message);
 /// * **other kinds** (reference, status and session events) go through the reused
 ///   `FlatBufferBuilder`, reset between messages.
 ///
@@ -304,6 +325,9 @@ impl Encoder {
                 let buf = &mut self.frames[i].buf;
                 buf[HEADER_AT..HEADER_AT + HEADER_LEN].copy_from_slice(&header.to_struct().0);
                 buf[FLAGS_AT] = header.flags.bits();
+                buf[VENUE_AT..VENUE_AT + 2].copy_from_slice(&header.venue.0.to_le_bytes());
+                buf[INSTRUMENT_AT..INSTRUMENT_AT + 4]
+                    .copy_from_slice(&header.instrument.to_le_bytes());
                 event.write_body(&mut buf[BODY_AT..BODY_AT + E::BODY_LEN]);
                 Encoded {
                     bytes: &buf[..BODY_AT + E::BODY_LEN],

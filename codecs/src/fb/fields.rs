@@ -9,11 +9,11 @@ use flatbuffers::{Allocator, FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 
 use crate::generated as g;
 use crate::generated::{
-    BookAction, EnvelopeFlags, Event, GapScope, Side, SystemEventCode, TradingState,
+    BookAction, EnvelopeFlags, Event, GapScope, Side, SystemEventCode, TradingState, Venue,
 };
 
 /// Fields of the envelope that every event carries: the schema's `Header` plus the envelope's
-/// delivery flags.
+/// delivery flags, venue and instrument.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct HeaderFields {
     /// Sequence number of the source message.
@@ -22,12 +22,18 @@ pub struct HeaderFields {
     pub exchange_ts_ns: u64,
     /// Receive timestamp, nanoseconds since the Unix epoch.
     pub recv_ts_ns: u64,
-    /// Instrument (ITCH stock locate); 0 for market-wide events.
+    /// The ITCH source's stock locate; 0 for market-wide events and other venues (key
+    /// instruments on `venue` and `instrument`).
     pub stock_locate: u16,
-    /// ITCH tracking number; 0 for bus events.
+    /// The ITCH source's tracking number; 0 for bus events and other venues.
     pub tracking_number: u16,
     /// Delivery facts (retransmitted, replayed); empty for live data, and then not stored.
     pub flags: EnvelopeFlags,
+    /// The market the message comes from; `Unknown` when not stated.
+    pub venue: Venue,
+    /// The instrument within the venue's directory (Nasdaq: the stock locate); 0 for
+    /// market-wide events.
+    pub instrument: u32,
 }
 
 // `EnvelopeFlags` compares its bits, a total equality.
@@ -45,9 +51,14 @@ impl HeaderFields {
         )
     }
 
-    /// The plain values of a header struct and the envelope's flags.
+    /// The plain values of an envelope's header struct, flags, venue and instrument.
     #[inline]
-    pub(crate) fn from_struct(h: &g::Header, flags: EnvelopeFlags) -> HeaderFields {
+    pub(crate) fn from_parts(
+        h: &g::Header,
+        flags: EnvelopeFlags,
+        venue: Venue,
+        instrument: u32,
+    ) -> HeaderFields {
         HeaderFields {
             seq: h.seq(),
             exchange_ts_ns: h.exchange_ts_ns(),
@@ -55,7 +66,16 @@ impl HeaderFields {
             stock_locate: h.stock_locate(),
             tracking_number: h.tracking_number(),
             flags,
+            venue,
+            instrument,
         }
+    }
+
+    /// The header fields of a typed envelope (any kind, any schema version: fields a message
+    /// predates read as their defaults).
+    #[inline]
+    pub fn of(env: &g::Envelope<'_>) -> HeaderFields {
+        HeaderFields::from_parts(env.header(), env.flags(), env.venue(), env.instrument())
     }
 }
 

@@ -2,21 +2,47 @@
 //! (why equal structural bytes mean equal reads is in its documentation), its view
 //! [`FrameView`], and [`ReadBody`], which serves that view and an `Envelope` alike.
 
-use super::{Encoder, EnvelopeFlags, Event, HeaderFields};
+use super::{Encoder, EnvelopeFlags, Event, HeaderFields, Venue};
 use crate::generated as g;
 
-use super::encode::{BODY_AT, FLAGS_AT, HEADER_AT, HEADER_LEN, TAG_AT};
+use super::encode::{BODY_AT, FLAGS_AT, HEADER_AT, HEADER_LEN, INSTRUMENT_AT, TAG_AT, VENUE_AT};
 
-/// The structural bytes of word 16..24 (all but the tag and the flags).
-const WORD2_MASK: u64 = 0x0000_ffff_ffff_ffff;
+/// Where the words compared by [`FrameReader::read`] start: up to the header, and from the
+/// header's end to the body.
+const PREFIX_AT: [usize; 4] = [0, 8, 16, 24];
+const BEFORE_BODY_AT: [usize; 2] = [HEADER_AT + HEADER_LEN, BODY_AT - 8];
 
-/// Where a hot-path kind differs from the others: its length and the structural words just
-/// before its body.
+/// The structural bytes of each prefix word: in the last, all but the instrument, the venue
+/// and the flags.
+const PREFIX_MASK: [u64; 4] = [
+    !0,
+    !0,
+    !0,
+    !(mask_of(INSTRUMENT_AT - 24, 4) | mask_of(VENUE_AT - 24, 2) | mask_of(FLAGS_AT - 24, 1)),
+];
+
+/// The mask of bytes `from .. from + len` of a little-endian word.
+const fn mask_of(from: usize, len: usize) -> u64 {
+    (u64::MAX >> (64 - 8 * len)) << (8 * from)
+}
+
+// The words cover every byte up to the body: the variable ones (the instrument, venue and
+// flags in the word before the header) are masked, the union tag (between the header and the
+// body) is compared, which holds because it picked the frame compared with.
+const _: () = {
+    assert!(INSTRUMENT_AT >= 24 && INSTRUMENT_AT + 4 <= VENUE_AT);
+    assert!(VENUE_AT + 2 <= FLAGS_AT && FLAGS_AT < HEADER_AT && HEADER_AT == 32);
+    assert!(TAG_AT >= HEADER_AT + HEADER_LEN && TAG_AT < BODY_AT);
+    assert!(BODY_AT == HEADER_AT + HEADER_LEN + 16);
+};
+
+/// Where a hot-path kind differs from the others: its length and the structural words
+/// between the header and its body.
 #[derive(Clone, Copy, Debug, Default)]
 struct Kind {
     /// Length of a message of this kind; 0 for a kind without a fast path.
     len: usize,
-    /// Bytes `BODY_AT - 16 .. BODY_AT`.
+    /// The words at `BEFORE_BODY_AT`.
     before_body: [u64; 2],
 }
 
@@ -49,8 +75,8 @@ struct Kind {
 /// ```
 #[derive(Clone, Debug)]
 pub struct FrameReader {
-    /// Bytes `0..24`, the same in every frame (`WORD2_MASK` applies to the third word).
-    prefix: [u64; 3],
+    /// The words at `PREFIX_AT`, masked: the same in every frame.
+    prefix: [u64; 4],
     /// Indexed by union tag; empty when the encoder's layout is not the one this reader knows
     /// (then every message takes the generic path).
     kinds: Box<[Kind]>,
@@ -82,14 +108,15 @@ impl FrameReader {
             let Some(head) = f.bytes().first_chunk::<BODY_AT>() else {
                 return FrameReader::disabled();
             };
-            let this = [word(head, 0), word(head, 8), word(head, 16) & WORD2_MASK];
+            let this = PREFIX_AT.map(|at| word(head, at));
+            let this = [0, 1, 2, 3].map(|i| this[i] & PREFIX_MASK[i]);
             let known = f.fixed && *prefix.get_or_insert(this) == this;
             if !known {
                 return FrameReader::disabled();
             }
             kinds[usize::from(f.event.0)] = Kind {
                 len: f.bytes().len(),
-                before_body: [word(head, BODY_AT - 16), word(head, BODY_AT - 8)],
+                before_body: BEFORE_BODY_AT.map(|at| word(head, at)),
             };
         }
         match prefix {
@@ -104,7 +131,7 @@ impl FrameReader {
     /// A reader that reads nothing (every message takes the generic path).
     fn disabled() -> FrameReader {
         FrameReader {
-            prefix: [0; 3],
+            prefix: [0; 4],
             kinds: Box::new([]),
         }
     }
@@ -128,11 +155,13 @@ impl FrameReader {
             return None;
         }
         // Every structural byte equal to the frame's (the tag picked the frame).
-        let diff = (word(head, 0) ^ self.prefix[0])
-            | (word(head, 8) ^ self.prefix[1])
-            | ((word(head, 16) ^ self.prefix[2]) & WORD2_MASK)
-            | (word(head, BODY_AT - 16) ^ kind.before_body[0])
-            | (word(head, BODY_AT - 8) ^ kind.before_body[1]);
+        let mut diff = 0;
+        for i in 0..PREFIX_AT.len() {
+            diff |= (word(head, PREFIX_AT[i]) ^ self.prefix[i]) & PREFIX_MASK[i];
+        }
+        for (&at, &want) in BEFORE_BODY_AT.iter().zip(&kind.before_body) {
+            diff |= word(head, at) ^ want;
+        }
         if diff != 0 {
             return None;
         }
@@ -142,6 +171,13 @@ impl FrameReader {
             event: Event(tag),
             header,
             flags: head[FLAGS_AT],
+            venue: u16::from_le_bytes([head[VENUE_AT], head[VENUE_AT + 1]]),
+            instrument: u32::from_le_bytes([
+                head[INSTRUMENT_AT],
+                head[INSTRUMENT_AT + 1],
+                head[INSTRUMENT_AT + 2],
+                head[INSTRUMENT_AT + 3],
+            ]),
             body: &bytes[BODY_AT..],
         })
     }
@@ -156,13 +192,15 @@ impl FrameReader {
     }
 }
 
-/// A hot-path message read by [`FrameReader::read`]: its kind, header, flags and body struct,
-/// in place.
+/// A hot-path message read by [`FrameReader::read`]: its kind, header, flags, venue,
+/// instrument and body struct, in place.
 #[derive(Clone, Copy, Debug)]
 pub struct FrameView<'a> {
     event: Event,
     header: [u8; HEADER_LEN],
     flags: u8,
+    venue: u16,
+    instrument: u32,
     body: &'a [u8],
 }
 
@@ -185,10 +223,23 @@ impl<'a> FrameView<'a> {
         EnvelopeFlags::from_bits_retain(self.flags)
     }
 
-    /// The header and flags as plain values.
+    /// The market, as [`Envelope::venue`](g::Envelope::venue) reads it.
+    #[inline]
+    pub fn venue(&self) -> Venue {
+        Venue(self.venue)
+    }
+
+    /// The instrument id within the venue's directory, as
+    /// [`Envelope::instrument`](g::Envelope::instrument) reads it.
+    #[inline]
+    pub fn instrument(&self) -> u32 {
+        self.instrument
+    }
+
+    /// The header, flags, venue and instrument as plain values.
     #[inline]
     pub fn header_fields(&self) -> HeaderFields {
-        HeaderFields::from_struct(&self.header(), self.flags())
+        HeaderFields::from_parts(&self.header(), self.flags(), self.venue(), self.instrument)
     }
 
     /// The body struct if the message is of `B`'s kind, `None` for any other kind.
@@ -223,7 +274,7 @@ pub(super) mod sealed {
 pub trait ReadBody {
     /// The union tag.
     fn event_type(&self) -> Event;
-    /// The header and flags.
+    /// The header, flags, venue and instrument.
     fn header_fields(&self) -> HeaderFields;
     /// The body struct if the message is of `B`'s kind.
     fn body<B: FrameBody>(&self) -> Option<B>;
@@ -251,7 +302,7 @@ impl ReadBody for g::Envelope<'_> {
     }
     #[inline]
     fn header_fields(&self) -> HeaderFields {
-        HeaderFields::from_struct(self.header(), self.flags())
+        HeaderFields::of(self)
     }
     #[inline]
     fn body<B: FrameBody>(&self) -> Option<B> {

@@ -1,8 +1,10 @@
 //! The normalized message schema: FlatBuffers `Envelope`s, their encoder and typed views.
 //!
 //! Every message on the bus is one `Envelope` (schema: `codecs/schema/mdbus.fbs`): a fixed
-//! [`Header`] (source sequence number, exchange and receive timestamps, stock locate, tracking
-//! number) and one event of the union [`Event`]. The generated types are re-exported here.
+//! [`Header`] (source sequence number, exchange and receive timestamps, and the ITCH source's
+//! stock locate and tracking number), the [`Venue`] and instrument id the message is about
+//! (key instruments on these), and one event of the union [`Event`]. The generated types are
+//! re-exported here.
 //!
 //! * **Write** with an [`Encoder`] (no allocation per message): one method per event kind
 //!   taking a plain `*Fields` value, returning the finished [`Encoded`] bytes. Hot-path kinds

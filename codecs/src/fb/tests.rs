@@ -19,6 +19,8 @@ fn header() -> HeaderFields {
         stock_locate: u16::MAX - 4,
         tracking_number: u16::MAX - 5,
         flags: EnvelopeFlags::all(),
+        venue: Venue(u16::MAX - 6),
+        instrument: u32::MAX - 7,
     }
 }
 
@@ -334,6 +336,8 @@ fn a_frame_reused_with_other_values_keeps_nothing_of_the_previous_message() {
         stock_locate: u16::MAX,
         tracking_number: u16::MAX,
         flags: EnvelopeFlags::from_bits_retain(0xFF),
+        venue: Venue(u16::MAX),
+        instrument: u32::MAX,
     };
     let full = TradeFields {
         order_reference_number: u64::MAX,
@@ -460,6 +464,8 @@ fn an_unknown_event_tag_verifies_and_reads_as_unknown() {
             event_type: Event(200),
             event: Some(ev),
             flags: EnvelopeFlags::empty(),
+            venue: Venue::Nasdaq,
+            instrument: 0,
         },
     );
     fbb.finish_minimal(root);
@@ -485,6 +491,8 @@ fn assert_reads_like_envelope(view: &FrameView<'_>, env: &Envelope<'_>) {
     assert_eq!(view.header_fields(), ReadBody::header_fields(env));
     assert_eq!(view.header(), *env.header());
     assert_eq!(view.flags(), env.flags());
+    assert_eq!(view.venue(), env.venue());
+    assert_eq!(view.instrument(), env.instrument());
     macro_rules! same_bodies {
         ($($b:ident),*) => {$(
             assert_eq!(
@@ -575,8 +583,8 @@ fn frame_reader_refuses_other_layouts() {
 #[test]
 fn frame_reader_checks_every_structural_byte() {
     // Flip each byte of each hot kind in turn: a flip the reader still reads must lie in
-    // the header, the flags or the body (it reads what the accessors read); a flip anywhere
-    // else (offsets, vtables, tag, padding) is refused.
+    // the header, the flags, the venue, the instrument or the body (it reads what the
+    // accessors read); a flip anywhere else (offsets, vtables, tag, padding) is refused.
     let reader = FrameReader::new();
     each_kind(&mut Encoder::new(), |event, bytes| {
         if !is_hot(event) {
@@ -585,12 +593,17 @@ fn frame_reader_checks_every_structural_byte() {
         let env = read_verified(bytes).expect("valid");
         let base = bytes.as_ptr().addr();
         let header_at = core::ptr::from_ref(env.header()).addr() - base;
-        let flags_at = env._tab.loc() + usize::from(env._tab.vtable().get(Envelope::VT_FLAGS));
+        let slot = |vt| env._tab.loc() + usize::from(env._tab.vtable().get(vt));
+        let flags_at = slot(Envelope::VT_FLAGS);
+        let venue_at = slot(Envelope::VT_VENUE);
+        let instrument_at = slot(Envelope::VT_INSTRUMENT);
         assert!(reader.read(bytes).is_some(), "{event:?}");
         let body_at = body_start(&env);
         let variable = |i: usize| {
             (header_at..header_at + 32).contains(&i)
                 || i == flags_at
+                || (venue_at..venue_at + 2).contains(&i)
+                || (instrument_at..instrument_at + 4).contains(&i)
                 || (body_at..bytes.len()).contains(&i)
         };
         for i in 0..bytes.len() {
@@ -634,4 +647,24 @@ proptest::proptest! {
         m.truncate(m.len().saturating_sub(cut));
         assert_fast_read_is_sound(&reader, &m);
     }
+}
+
+#[test]
+fn the_venue_and_instrument_cost_a_hot_path_message_eight_bytes() {
+    // An add order took 104 bytes before envelopes named a venue and an instrument; the
+    // builder packs the two beside the flags, in the word before the header.
+    let mut enc = Encoder::new();
+    assert_eq!(
+        enc.add_order(&header(), &AddOrderFields::default()).len(),
+        112
+    );
+    let mut hot = 0;
+    each_kind(&mut Encoder::new(), |event, bytes| {
+        if is_hot(event) {
+            let env = read_verified(bytes).expect("valid");
+            assert_eq!(body_start(&env), 80, "{event:?}");
+            hot += 1;
+        }
+    });
+    assert_eq!(hot, 12);
 }

@@ -501,6 +501,99 @@ impl<'a> ::flatbuffers::Verifiable for BookAction {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for BookAction {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_VENUE: u16 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_VENUE: u16 = 2;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_VENUE: [Venue; 3] = [
+  Venue::Unknown,
+  Venue::Nasdaq,
+  Venue::Iex,
+];
+
+/// The market a message comes from (append-only, like every enum).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct Venue(pub u16);
+#[allow(non_upper_case_globals)]
+impl Venue {
+  /// Not stated: every message written before the schema carried a venue (v1 and v2
+  /// recordings), and bus events of a feed that does not set one.
+  pub const Unknown: Self = Self(0);
+  /// Nasdaq Stock Market (MIC XNAS): TotalView-ITCH 5.0.
+  pub const Nasdaq: Self = Self(1);
+  /// Investors Exchange (MIC IEXG): IEX-TP with TOPS, DEEP and DEEP+.
+  pub const Iex: Self = Self(2);
+
+  pub const ENUM_MIN: u16 = 0;
+  pub const ENUM_MAX: u16 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Unknown,
+    Self::Nasdaq,
+    Self::Iex,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Unknown => Some("Unknown"),
+      Self::Nasdaq => Some("Nasdaq"),
+      Self::Iex => Some("Iex"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for Venue {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for Venue {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u16>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for Venue {
+    type Output = Venue;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u16>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for Venue {
+  type Scalar = u16;
+  #[inline]
+  fn to_little_endian(self) -> u16 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u16) -> Self {
+    let b = u16::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for Venue {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u16::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for Venue {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_EVENT: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MAX_EVENT: u8 = 28;
@@ -1252,7 +1345,9 @@ impl<'a> Header {
     }
   }
 
-  /// Instrument: the ITCH stock locate code of the day; 0 for market-wide events.
+  /// The ITCH source's own stock locate code of the day; 0 for market-wide events and for
+  /// other venues. Readers key instruments on `Envelope.venue` and `Envelope.instrument`
+  /// (which repeats it for Nasdaq).
   pub fn stock_locate(&self) -> u16 {
     let mut mem = ::core::mem::MaybeUninit::<<u16 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
     // Safety:
@@ -1282,7 +1377,8 @@ impl<'a> Header {
     }
   }
 
-  /// ITCH tracking number (Nasdaq internal); 0 for bus events.
+  /// The ITCH source's own tracking number (Nasdaq internal); 0 for bus events and for other
+  /// venues.
   pub fn tracking_number(&self) -> u16 {
     let mut mem = ::core::mem::MaybeUninit::<<u16 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
     // Safety:
@@ -6837,8 +6933,8 @@ impl<'a> GapNotice<'a> {
     unsafe { self._tab.get::<u64>(GapNotice::VT_COUNT, Some(0)).unwrap()}
   }
   /// True if the messages are being re-requested and will follow; false if they are lost for
-  /// good (the subscriber must resynchronize, e.g. drop its book for `Header.stock_locate`, or
-  /// for every instrument when that is 0).
+  /// good (the subscriber must resynchronize, e.g. drop its book for `Envelope.instrument`, or
+  /// for every instrument of the venue when that is 0).
   #[inline]
   pub fn recoverable(&self) -> bool {
     // Safety:
@@ -6938,7 +7034,7 @@ impl ::core::fmt::Debug for GapNotice<'_> {
 pub enum BboOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// Best bid and offer of `Header.stock_locate` after a source message.
+/// Best bid and offer of `Envelope.instrument` after a source message.
 pub struct Bbo<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -7036,7 +7132,7 @@ impl ::core::fmt::Debug for Bbo<'_> {
 pub enum PriceLevelUpdateOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// One price level of the book of `Header.stock_locate` changed.
+/// One price level of the book of `Envelope.instrument` changed.
 pub struct PriceLevelUpdate<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -7232,6 +7328,8 @@ impl<'a> Envelope<'a> {
   pub const VT_EVENT_TYPE: ::flatbuffers::VOffsetT = 6;
   pub const VT_EVENT: ::flatbuffers::VOffsetT = 8;
   pub const VT_FLAGS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_VENUE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_INSTRUMENT: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -7243,8 +7341,10 @@ impl<'a> Envelope<'a> {
     args: &'args EnvelopeArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Envelope<'bldr>> {
     let mut builder = EnvelopeBuilder::new(_fbb);
+    builder.add_instrument(args.instrument);
     if let Some(x) = args.event { builder.add_event(x); }
     if let Some(x) = args.header { builder.add_header(x); }
+    builder.add_venue(args.venue);
     builder.add_flags(args.flags);
     builder.add_event_type(args.event_type);
     builder.finish()
@@ -7280,6 +7380,24 @@ impl<'a> Envelope<'a> {
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<EnvelopeFlags>(Envelope::VT_FLAGS, Some(Default::default())).unwrap()}
+  }
+  /// The market the message comes from (added in v3); `Unknown` in older messages.
+  #[inline]
+  pub fn venue(&self) -> Venue {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Venue>(Envelope::VT_VENUE, Some(Venue::Unknown)).unwrap()}
+  }
+  /// The instrument within the venue's instrument directory (added in v3): for Nasdaq the
+  /// stock locate code of the day; 0 for market-wide events and in older messages. Books and
+  /// partitions key on (`venue`, `instrument`).
+  #[inline]
+  pub fn instrument(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Envelope::VT_INSTRUMENT, Some(0)).unwrap()}
   }
   #[inline]
   #[allow(non_snake_case)]
@@ -7716,6 +7834,8 @@ impl ::flatbuffers::Verifiable for Envelope<'_> {
         }
      })?
      .visit_field::<EnvelopeFlags>("flags", Self::VT_FLAGS, false)?
+     .visit_field::<Venue>("venue", Self::VT_VENUE, false)?
+     .visit_field::<u32>("instrument", Self::VT_INSTRUMENT, false)?
      .finish();
     Ok(())
   }
@@ -7725,6 +7845,8 @@ pub struct EnvelopeArgs<'a> {
     pub event_type: Event,
     pub event: Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>>,
     pub flags: EnvelopeFlags,
+    pub venue: Venue,
+    pub instrument: u32,
 }
 impl<'a> Default for EnvelopeArgs<'a> {
   #[inline]
@@ -7734,6 +7856,8 @@ impl<'a> Default for EnvelopeArgs<'a> {
       event_type: Event::NONE,
       event: None, // required field
       flags: Default::default(),
+      venue: Venue::Unknown,
+      instrument: 0,
     }
   }
 }
@@ -7758,6 +7882,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> EnvelopeBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_flags(&mut self, flags: EnvelopeFlags) {
     self.fbb_.push_slot::<EnvelopeFlags>(Envelope::VT_FLAGS, flags, Default::default());
+  }
+  #[inline]
+  pub fn add_venue(&mut self, venue: Venue) {
+    self.fbb_.push_slot::<Venue>(Envelope::VT_VENUE, venue, Venue::Unknown);
+  }
+  #[inline]
+  pub fn add_instrument(&mut self, instrument: u32) {
+    self.fbb_.push_slot::<u32>(Envelope::VT_INSTRUMENT, instrument, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> EnvelopeBuilder<'a, 'b, A> {
@@ -7984,6 +8116,8 @@ impl ::core::fmt::Debug for Envelope<'_> {
         },
       };
       ds.field("flags", &self.flags());
+      ds.field("venue", &self.venue());
+      ds.field("instrument", &self.instrument());
       ds.finish()
   }
 }

@@ -4,7 +4,8 @@
 //! (alpha fields keep their padding, single-character codes their ASCII byte, prices their
 //! raw fixed-point value). The message type becomes the union tag; stock locate, tracking
 //! number and timestamp go to the envelope header beside the caller's sequence number and
-//! receive timestamp.
+//! receive timestamp; the envelope names the venue ([`Venue::Nasdaq`]) and the instrument
+//! (the stock locate).
 //!
 //! ```
 //! use mdbus_codecs::fb::{self, Side};
@@ -29,7 +30,7 @@
 
 use crate::fb::{
     self, Encoded, Encoder, EnvelopeFlags, EventFields, HeaderFields, Side, SystemEventCode,
-    TradingState,
+    TradingState, Venue,
 };
 use crate::nasdaq::itch::Message;
 
@@ -103,6 +104,8 @@ impl Normalizer {
                     stock_locate: $m.stock_locate(),
                     tracking_number: $m.tracking_number(),
                     flags,
+                    venue: Venue::Nasdaq,
+                    instrument: u32::from($m.stock_locate()),
                 }
             };
         }

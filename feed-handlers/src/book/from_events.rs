@@ -16,49 +16,22 @@ use super::{
     OrderEvent, Side, TypeCounts,
 };
 
-/// The instrument an envelope is about, the key of its book: the header's stock locate.
+/// The instrument an envelope is about, the key of its book: the envelope's instrument id in
+/// its venue's directory. Envelopes written before the schema named venues (venue `Unknown`)
+/// can only be Nasdaq ITCH: their stock locate is the id.
 #[inline(always)]
 pub fn instrument_of(header: &HeaderFields) -> u32 {
-    u32::from(header.stock_locate)
+    if header.venue == fb::Venue::Unknown {
+        u32::from(header.stock_locate)
+    } else {
+        header.instrument
+    }
 }
 
 /// The builder's key for `instrument`; `None` for an id the builder cannot hold (above 65,535).
 #[inline(always)]
 pub(crate) fn book_key(instrument: u32) -> Option<u16> {
     u16::try_from(instrument).ok()
-}
-
-/// The ITCH message type letter a normalized event came from; `None` for bus-level events
-/// (heartbeats, gap notices, book updates, end of session) and unknown (newer) kinds.
-#[inline]
-pub fn itch_type_of(event: fb::Event) -> Option<u8> {
-    let t = match event {
-        fb::Event::SystemEvent => b'S',
-        fb::Event::StockDirectory => b'R',
-        fb::Event::StockTradingAction => b'H',
-        fb::Event::RegShoRestriction => b'Y',
-        fb::Event::MarketParticipantPosition => b'L',
-        fb::Event::MwcbDeclineLevel => b'V',
-        fb::Event::MwcbStatus => b'W',
-        fb::Event::IpoQuotingPeriodUpdate => b'K',
-        fb::Event::LuldAuctionCollar => b'J',
-        fb::Event::OperationalHalt => b'h',
-        fb::Event::AddOrder => b'A',
-        fb::Event::AddOrderMpid => b'F',
-        fb::Event::OrderExecuted => b'E',
-        fb::Event::OrderExecutedWithPrice => b'C',
-        fb::Event::OrderCancel => b'X',
-        fb::Event::OrderDelete => b'D',
-        fb::Event::OrderReplace => b'U',
-        fb::Event::Trade => b'P',
-        fb::Event::CrossTrade => b'Q',
-        fb::Event::BrokenTrade => b'B',
-        fb::Event::NetOrderImbalanceIndicator => b'I',
-        fb::Event::RetailPriceImprovementIndicator => b'N',
-        fb::Event::DirectListingPriceDiscovery => b'O',
-        _ => return None,
-    };
-    Some(t)
 }
 
 /// The header fields of an envelope, to stamp on events derived from it.
@@ -383,11 +356,11 @@ impl EnvelopeBooks {
         self.invalid
     }
 
-    /// Counts an envelope of kind `event` if it carries a source message; returns whether it
-    /// did.
+    /// Counts an envelope of kind `event` from `venue` if it carries a source message (keyed
+    /// by the venue's type byte); returns whether it did.
     #[inline(always)]
-    pub fn count(&mut self, event: fb::Event) -> bool {
-        match itch_type_of(event) {
+    pub fn count(&mut self, venue: fb::Venue, event: fb::Event) -> bool {
+        match crate::venue::source_type_of(venue, event) {
             Some(t) => {
                 self.messages += 1;
                 self.counts.record(t);
@@ -431,7 +404,7 @@ impl EnvelopeBooks {
             }
             return;
         }
-        let source = self.count(event);
+        let source = self.count(env.venue(), event);
         if (source || event == fb::Event::PriceLevelUpdate)
             && let Some(ev) = book_event_from_envelope(env)
         {

@@ -92,7 +92,7 @@ mod tests;
 
 pub use event::{BookEvent, InvalidReason, LevelEvent, OrderEvent, Side};
 pub use from_events::{
-    EnvelopeBooks, GapPolicy, book_event_from_envelope, header_of, instrument_of, itch_type_of,
+    EnvelopeBooks, GapPolicy, book_event_from_envelope, header_of, instrument_of,
     order_event_from_envelope,
 };
 pub(crate) use from_events::{InputRead, read_input, read_input_generic, read_trade};

@@ -19,6 +19,11 @@
 //!   republished byte for byte (envelopes keep their headers), with a `GapNotice` where the
 //!   recorder lost records.
 //!
+//! Captures are decoded, filtered and normalized through the [`Venue`] seam (Nasdaq ITCH 5.0
+//! over MoldUDP64 today). A recording's envelopes are filtered by their `instrument`; those
+//! recorded before envelopes named a venue (venue `Unknown`: Nasdaq ITCH) by their stock
+//! locate.
+//!
 //! Every envelope of an ITCH source carries the `Replayed` flag, its source sequence number,
 //! its exchange timestamp and a receive timestamp: by default the moment the replayer decoded
 //! it ([`Stamp::Now`], a TSC reading anchored to the Unix epoch, see [`StampClock`]), or the
@@ -31,8 +36,9 @@
 //! Options: the [`Speed`] (as fast as possible, a multiple of the recorded pace, or a fixed
 //! rate), a window of exchange time ([`ReplayOptions::from`], [`ReplayOptions::to`]; the day's
 //! stock directory messages are always replayed so subscribers can name instruments), a set of
-//! symbols (resolved to stock locates by the stock directory messages; market-wide messages,
-//! locate 0, always pass), and an end-of-replay [`BookSummary`] computed from exactly the
+//! symbols (resolved to instrument ids by the venue's directory messages, for Nasdaq stock
+//! directory messages and their stock locates; market-wide messages, instrument 0, always
+//! pass), and an end-of-replay [`BookSummary`] computed from exactly the
 //! messages published.
 //!
 //! Bad input never panics: a message that does not decode is published as a lost one-message
@@ -54,7 +60,7 @@ use mdbus_codecs::capture::{
     self, CaptureError, CaptureFormat, CaptureReader, CaptureStats, Record,
 };
 use mdbus_codecs::moldudp64::{END_OF_SESSION_COUNT, HEARTBEAT_COUNT, Packet, Session};
-use mdbus_codecs::nasdaq::itch::{self, Message};
+use mdbus_codecs::nasdaq::itch::Message;
 use mdbus_codecs::sequencer::{
     ConfigError, Deliver, Event as SeqEvent, LateJoin, Line, Sequencer, SequencerConfig,
 };
@@ -64,12 +70,12 @@ pub use pace::{BadSpeed, BadTime, Pacer, Speed, StampClock, TimeOfDay};
 
 use crate::book::{
     BookConfig, BookConfigError, BookEvent, BookSummary, EnvelopeBooks, GapPolicy, OrderEvent,
-    itch_type_of,
 };
 use crate::pipeline::{
     FeedPipeline, IDLE_WORK_EVERY, Idle, IdleWork, PipelineError, PipelineSetupError,
 };
 use crate::record::{RecordError, RecordReader, is_recording};
+use crate::venue::{self, Nasdaq, Venue};
 
 /// Most warnings kept in a report (the rest are counted).
 const MAX_WARNINGS: usize = 20;
@@ -353,11 +359,18 @@ pub struct Progress {
     pub published: u64,
 }
 
-/// Resolves symbols to stock locates from stock directory messages.
+/// Instrument ids below this are kept in the filter's bitmap; larger ones in a list.
+const FILTER_BITMAP_IDS: u32 = 1 << 16;
+
+/// Resolves symbols to instrument ids from directory messages.
 #[derive(Debug)]
 struct SymbolFilter {
     wanted: Vec<([u8; 8], String, bool)>,
+    /// Allowed ids below [`FILTER_BITMAP_IDS`], one bit each.
     allowed: Box<[u64]>,
+    /// Allowed ids from [`FILTER_BITMAP_IDS`] up (at most one per listing of a wanted
+    /// symbol).
+    allowed_large: Vec<u32>,
 }
 
 impl SymbolFilter {
@@ -379,23 +392,33 @@ impl SymbolFilter {
         }
         Ok(Some(SymbolFilter {
             wanted,
-            allowed: vec![0u64; (1 << 16) / 64].into_boxed_slice(),
+            allowed: vec![0u64; FILTER_BITMAP_IDS as usize / 64].into_boxed_slice(),
+            allowed_large: Vec::new(),
         }))
     }
 
+    /// A directory message listed `stock` as instrument `id`.
     #[inline]
-    fn directory(&mut self, locate: u16, stock: &[u8; 8]) {
+    fn directory(&mut self, id: u32, stock: &[u8; 8]) {
         for w in &mut self.wanted {
             if &w.0 == stock {
                 w.2 = true;
-                self.allowed[usize::from(locate) / 64] |= 1 << (locate % 64);
+                if id < FILTER_BITMAP_IDS {
+                    self.allowed[(id / 64) as usize] |= 1 << (id % 64);
+                } else if !self.allowed_large.contains(&id) {
+                    self.allowed_large.push(id);
+                }
             }
         }
     }
 
     #[inline]
-    fn allows(&self, locate: u16) -> bool {
-        locate == 0 || self.allowed[usize::from(locate) / 64] & (1 << (locate % 64)) != 0
+    fn allows(&self, id: u32) -> bool {
+        if id < FILTER_BITMAP_IDS {
+            id == 0 || self.allowed[(id / 64) as usize] & (1 << (id % 64)) != 0
+        } else {
+            self.allowed_large.contains(&id)
+        }
     }
 
     fn unresolved(&self) -> Vec<String> {
@@ -443,22 +466,39 @@ impl Core {
         }
     }
 
-    /// Window and symbol filters for a message with these facts.
+    /// Whether a filter is set (then [`verdict`](Self::verdict) needs the instrument).
     #[inline(always)]
-    fn verdict(&mut self, locate: u16, exchange_ts: u64, directory: Option<&[u8; 8]>) -> Verdict {
-        if self.symbols.is_none() && self.options.from.is_none() && self.options.to.is_none() {
+    fn filters(&self) -> bool {
+        self.symbols.is_some() || self.options.from.is_some() || self.options.to.is_some()
+    }
+
+    /// Window and symbol filters for a message about `instrument` (0: market-wide), listing
+    /// `directory` if it is a directory message.
+    #[inline(always)]
+    fn verdict(
+        &mut self,
+        instrument: u32,
+        exchange_ts: u64,
+        directory: Option<&[u8; 8]>,
+    ) -> Verdict {
+        if !self.filters() {
             return Verdict::Publish;
         }
-        self.filter(locate, exchange_ts, directory)
+        self.filter(instrument, exchange_ts, directory)
     }
 
     /// [`verdict`](Self::verdict) when a filter is set.
     #[inline(never)]
-    fn filter(&mut self, locate: u16, exchange_ts: u64, directory: Option<&[u8; 8]>) -> Verdict {
+    fn filter(
+        &mut self,
+        instrument: u32,
+        exchange_ts: u64,
+        directory: Option<&[u8; 8]>,
+    ) -> Verdict {
         if let (Some(f), Some(stock)) = (self.symbols.as_mut(), directory) {
-            f.directory(locate, stock);
+            f.directory(instrument, stock);
         }
-        if self.symbols.as_ref().is_some_and(|f| !f.allows(locate)) {
+        if self.symbols.as_ref().is_some_and(|f| !f.allows(instrument)) {
             return Verdict::Skip;
         }
         let before = self.options.from.is_some_and(|f| exchange_ts < f.0);
@@ -522,15 +562,32 @@ impl Stamps {
     }
 }
 
-/// Publishes decoded ITCH through the pipeline, retrying while a lossless subscriber holds
-/// the stream back.
+/// What a replay needs of a venue beyond the [`Venue`] seam: the book event of a decoded
+/// message, for the end-of-replay [`BookSummary`].
+pub(crate) trait ReplayVenue: Venue {
+    /// The book event of `msg`, `None` for messages that neither change a book nor print.
+    fn book_event(msg: &Self::Message<'_>) -> Option<OrderEvent>;
+}
+
+impl ReplayVenue for Nasdaq {
+    #[inline]
+    fn book_event(msg: &Message<'_>) -> Option<OrderEvent> {
+        OrderEvent::from_itch(msg)
+    }
+}
+
+/// The source replays of Nasdaq captures (ITCH files, MoldUDP64 in pcap) publish through.
+type ItchOut = SourceOut<Nasdaq>;
+
+/// Publishes a venue's messages through the pipeline, retrying while a lossless subscriber
+/// holds the stream back.
 #[derive(Debug)]
-struct ItchOut {
-    pipeline: FeedPipeline,
+struct SourceOut<V: ReplayVenue> {
+    pipeline: FeedPipeline<V>,
     stream: String,
 }
 
-impl ItchOut {
+impl<V: ReplayVenue> SourceOut<V> {
     #[inline]
     fn message(
         &mut self,
@@ -541,7 +598,7 @@ impl ItchOut {
     ) -> Result<(), ReplayError> {
         core.report.messages += 1;
         core.next_seq = seq.saturating_add(1);
-        let msg = match itch::decode(bytes) {
+        let msg = match self.pipeline.venue().decode(bytes) {
             Ok(m) => m,
             Err(_) => {
                 // The pipeline publishes it as a lost one-message gap and counts it.
@@ -550,12 +607,15 @@ impl ItchOut {
                 return self.retry(seq, |p| p.on_message(seq, bytes, recv));
             }
         };
-        let directory = match &msg {
-            Message::StockDirectory(d) => Some(d.stock()),
-            _ => None,
+        let exchange_ts = V::exchange_ts_ns(&msg);
+        let pace_ts = capture_ts.unwrap_or(exchange_ts);
+        let verdict = if core.filters() {
+            let instrument = self.pipeline.venue_mut().instrument(&msg);
+            core.verdict(instrument, exchange_ts, V::listing(&msg).as_ref())
+        } else {
+            Verdict::Publish
         };
-        let pace_ts = capture_ts.unwrap_or(msg.timestamp());
-        match core.verdict(msg.stock_locate(), msg.timestamp(), directory.as_ref()) {
+        match verdict {
             Verdict::Skip => {
                 core.report.filtered += 1;
                 return Ok(());
@@ -573,8 +633,8 @@ impl ItchOut {
         core.report.published += 1;
         if let Some(books) = &mut core.book {
             books.observe_source(
-                msg.msg_type(),
-                OrderEvent::from_itch(&msg).map(BookEvent::Order),
+                V::type_byte(&msg),
+                V::book_event(&msg).map(BookEvent::Order),
             );
         }
         Ok(())
@@ -608,7 +668,7 @@ impl ItchOut {
     fn retry(
         &mut self,
         seq: u64,
-        f: impl FnOnce(&mut FeedPipeline) -> Result<(), PipelineError>,
+        f: impl FnOnce(&mut FeedPipeline<V>) -> Result<(), PipelineError<V::DecodeError>>,
     ) -> Result<(), ReplayError> {
         match f(&mut self.pipeline) {
             Ok(()) | Err(PipelineError::Decode { .. }) => Ok(()),
@@ -1583,14 +1643,18 @@ fn run_recording(
         };
         let h = env.header();
         let event = env.event_type();
-        let source_msg = itch_type_of(event).is_some();
+        let source_msg = venue::is_source_event(event);
         if source_msg {
             core.report.messages += 1;
             core.next_seq = h.seq().saturating_add(1);
         }
         let directory = env.event_as_stock_directory().map(|d| d.stock().0);
         let verdict = if source_msg {
-            core.verdict(h.stock_locate(), h.exchange_ts_ns(), directory.as_ref())
+            core.verdict(
+                recorded_instrument(&env),
+                h.exchange_ts_ns(),
+                directory.as_ref(),
+            )
         } else {
             Verdict::Publish
         };
@@ -1633,6 +1697,14 @@ fn run_recording(
         }
     }
     Ok(())
+}
+
+/// The instrument a recorded envelope is about, as the symbol filter keys it: its
+/// `instrument`, or for an envelope recorded before the schema named a venue (venue
+/// `Unknown`, instrument 0), which can only be Nasdaq ITCH, its stock locate.
+#[inline]
+fn recorded_instrument(env: &fb::Envelope<'_>) -> u32 {
+    crate::book::instrument_of(&fb::HeaderFields::of(env))
 }
 
 /// Whether `path` names a file a replay can read (a recording, ITCH, pcap or pcapng), judged

@@ -1,7 +1,7 @@
 use super::*;
 use mdbus_bus::{ReceiveError, SubscribeOptions, Subscriber};
 use mdbus_codecs::moldudp64::PacketBuilder;
-use mdbus_codecs::nasdaq::itch::{MessageFields, Price4};
+use mdbus_codecs::nasdaq::itch::{self, MessageFields, Price4};
 
 use crate::test_fixtures::stock_directory;
 
@@ -444,7 +444,7 @@ fn aapl_stamps(speed: Speed) -> Vec<u64> {
     let mut stamps = Vec::new();
     while let Ok(true) = sub.poll_event(|e| {
         let env = e.envelope();
-        if itch_type_of(env.event_type()).is_some() {
+        if Nasdaq::type_of_event(env.event_type()).is_some() {
             stamps.push(env.header().recv_ts_ns());
         }
     }) {}
@@ -790,4 +790,105 @@ fn a_forged_first_packet_does_not_take_the_place_of_the_real_session() {
     );
     assert_eq!((report.gaps, report.duplicates), (0, 0));
     assert_warned(&report, &["first packet was replaced"]);
+}
+
+/// A recording of envelopes with these headers: a directory listing `ZZZZ` and two add
+/// orders each.
+fn recording_of(headers: &[HeaderFields]) -> PathBuf {
+    let mut enc = Encoder::new();
+    let mut w = crate::record::RecordWriter::new(Vec::new(), "x", 1).unwrap();
+    for (i, h) in headers.iter().enumerate() {
+        let h = HeaderFields {
+            seq: i as u64 + 1,
+            ..*h
+        };
+        let env = match i % 3 {
+            0 => enc
+                .stock_directory(
+                    &h,
+                    &fb::StockDirectoryFields {
+                        stock: *b"ZZZZ    ",
+                        ..Default::default()
+                    },
+                )
+                .to_vec(),
+            _ => enc
+                .add_order(
+                    &h,
+                    &fb::AddOrderFields {
+                        order_reference_number: i as u64,
+                        buy_sell_indicator: fb::Side::Buy,
+                        shares: 1,
+                        stock: *b"ZZZZ    ",
+                        price: 1,
+                    },
+                )
+                .to_vec(),
+        };
+        w.write(i as u64 + 1, mdbus_bus::ENVELOPE_MSG_TYPE, 1, &env)
+            .unwrap();
+    }
+    let path = std::env::temp_dir().join(format!(
+        "mdbus-v17-venue-{}-{}.mdbusrec",
+        std::process::id(),
+        headers.len()
+    ));
+    std::fs::write(&path, w.finish().unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn a_recording_is_filtered_by_instrument_and_one_from_before_venues_by_stock_locate() {
+    let iex = |instrument| HeaderFields {
+        venue: fb::Venue::Iex,
+        instrument,
+        ..HeaderFields::default()
+    };
+    // Written before envelopes named a venue: venue Unknown, instrument 0, the ITCH locate.
+    let old = |stock_locate| HeaderFields {
+        stock_locate,
+        ..HeaderFields::default()
+    };
+    let path = recording_of(&[
+        iex(70_000), // lists ZZZZ as 70,000
+        iex(70_000),
+        iex(5),
+        old(13), // lists ZZZZ as locate 13
+        old(13),
+        old(14),
+    ]);
+    let options = ReplayOptions {
+        symbols: vec!["ZZZZ".into()],
+        ..ReplayOptions::default()
+    };
+    let (report, got) = replay(Source::Path(path.clone()), options);
+    std::fs::remove_file(&path).unwrap();
+    let published: Vec<_> = kinds(&got)
+        .into_iter()
+        .filter(|k| k.1 != fb::Event::EndOfSession)
+        .collect();
+    assert_eq!(
+        published,
+        [
+            (1, fb::Event::StockDirectory),
+            (2, fb::Event::AddOrder),
+            (4, fb::Event::StockDirectory),
+            (5, fb::Event::AddOrder),
+        ]
+    );
+    assert_eq!((report.published, report.filtered), (4, 2), "{report:?}");
+    assert!(report.unresolved_symbols.is_empty());
+}
+
+#[test]
+fn the_symbol_filter_keeps_ids_past_its_bitmap() {
+    let mut f = SymbolFilter::new(&["AAPL".into()]).unwrap().unwrap();
+    assert!(f.allows(0) && !f.allows(1) && !f.allows(u32::MAX));
+    f.directory(u32::MAX, b"AAPL    ");
+    f.directory(u32::MAX, b"AAPL    ");
+    f.directory(FILTER_BITMAP_IDS - 1, b"AAPL    ");
+    f.directory(7, b"MSFT    ");
+    assert!(f.allows(u32::MAX) && f.allows(FILTER_BITMAP_IDS - 1));
+    assert!(!f.allows(7) && !f.allows(FILTER_BITMAP_IDS));
+    assert_eq!(f.allowed_large, [u32::MAX]);
 }
