@@ -86,7 +86,7 @@ pub use mdbus_shm::unix_ns;
 pub mod merge;
 
 /// The normalized message schema: FlatBuffers envelopes, their typed views and the encoder.
-pub use mdbus_codecs::fb as schema;
+pub use mdbus_schema as schema;
 
 /// Record type tag of a normalized FlatBuffers envelope on a bus stream.
 pub const ENVELOPE_MSG_TYPE: u32 = 1;

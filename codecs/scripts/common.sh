@@ -4,7 +4,7 @@
 # check proves its committed code is what flatc makes of it (its .fbs must never change).
 FLATC_VERSION="25.12.19"
 SCHEMAS=(
-  "schema/mdbus.fbs src/generated"
+  "schema/mdbus.fbs schema/src/generated"
   "tests/evolution/v1/mdbus_v1.fbs tests/evolution/v1"
 )
 

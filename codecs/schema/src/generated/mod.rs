@@ -4,7 +4,7 @@
 //! `codecs/scripts/gen-flatbuffers.sh`, commit both (CI runs `codecs/scripts/check-generated.sh`).
 //! The lint exemptions live here, on the wrapper, because generated code follows flatc's style,
 //! not ours (unsafe blocks argued by flatc's own `// Safety` comments, unused helpers, names).
-//! Use it through [`crate::fb`], which re-exports it beside the reading and encoding API.
+//! Use it through the crate root, which re-exports it beside the reading and encoding API.
 #![allow(
     unsafe_op_in_unsafe_fn,
     unused_imports,

@@ -236,7 +236,7 @@ impl Core {
 /// Each method returns the finished message, borrowed from the encoder until the next call.
 ///
 /// ```
-/// use mdbus_codecs::fb::{self, AddOrderFields, Encoder, HeaderFields, Side};
+/// use mdbus_schema::{self as fb, AddOrderFields, Encoder, HeaderFields, Side};
 ///
 /// let mut enc = Encoder::new();
 /// let header = HeaderFields { seq: 7, exchange_ts_ns: 34_200_000_000_000, ..Default::default() };

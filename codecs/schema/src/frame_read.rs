@@ -60,7 +60,7 @@ struct Kind {
 /// Built once (it encodes one message of each kind); reading allocates nothing.
 ///
 /// ```
-/// use mdbus_codecs::fb::{self, Encoder, FrameReader, HeaderFields, OrderExecutedFields};
+/// use mdbus_schema::{self as fb, Encoder, FrameReader, HeaderFields, OrderExecutedFields};
 ///
 /// let reader = FrameReader::new();
 /// let mut enc = Encoder::new();

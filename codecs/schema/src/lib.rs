@@ -28,7 +28,7 @@
 //! documentation says which.
 //!
 //! ```
-//! use mdbus_codecs::fb::{self, Encoder, HeaderFields, OrderExecutedFields};
+//! use mdbus_schema::{self as fb, Encoder, HeaderFields, OrderExecutedFields};
 //!
 //! let mut enc = Encoder::new();
 //! let header = HeaderFields { seq: 1, exchange_ts_ns: 1_000, recv_ts_ns: 2_000, ..Default::default() };
@@ -55,6 +55,8 @@ mod fields;
 mod frame_read;
 
 use core::fmt;
+
+mod generated;
 
 pub use crate::generated::*;
 pub use encode::{Encoded, Encoder, MAX_ENCODED_LEN};
