@@ -15,7 +15,9 @@
 //! # let mut feed = bus.publisher("nasdaq.itch.book", &mdbus_bus::StreamConfig::default())?;
 //! let mut book = bus.subscriber("nasdaq.itch.book", &SubscribeOptions::default())?;
 //! # let mut encoder = mdbus_bus::schema::Encoder::new();
-//! # let header = mdbus_bus::schema::HeaderFields { seq: 1, stock_locate: 13, ..Default::default() };
+//! # let header = mdbus_bus::schema::HeaderFields {
+//! #     seq: 1, venue: mdbus_bus::schema::Venue::Nasdaq, instrument: 13, ..Default::default()
+//! # };
 //! # let bbo = mdbus_bus::schema::BboFields {
 //! #     bid_price: 3_201_400, bid_size: 25, bid_orders: 1,
 //! #     ask_price: 3_203_000, ask_size: 100, ask_orders: 2,
@@ -28,8 +30,9 @@
 //!     if let Some(bbo) = envelope.event_as_bbo() {
 //!         let top = bbo.body();
 //!         println!(
-//!             "{} bid {}x{} ask {}x{}",
-//!             envelope.header().stock_locate(),
+//!             "{:?} {} bid {}x{} ask {}x{}",
+//!             envelope.venue(),
+//!             envelope.instrument(),
 //!             top.bid_size(), top.bid_price(), top.ask_size(), top.ask_price(),
 //!         );
 //!         # assert_eq!(top.bid_price(), 3_201_400);

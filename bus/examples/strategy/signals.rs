@@ -9,7 +9,8 @@
 
 use mdbus_bus::schema::{self as fb, Envelope};
 
-/// Number of stock locates (a `u16`): the per-instrument table has one entry each.
+/// Instruments tracked: ids 0 to 65,535 of the feed's venue (for Nasdaq, every stock locate);
+/// the per-instrument table has one entry each.
 pub const LOCATES: usize = 1 << 16;
 
 /// Denominator of Price(4) values: raw 3_201_400 is 320.14.
@@ -96,10 +97,17 @@ impl Stance {
     }
 }
 
+/// The table slot of the instrument an event is about: its id in its venue's directory
+/// (`Envelope::instrument`; for Nasdaq, the stock locate). Ids past the table are not tracked.
+#[inline]
+fn slot(env: &Envelope<'_>) -> Option<u16> {
+    u16::try_from(env.instrument()).ok()
+}
+
 /// A change of stance, with what caused it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Signal {
-    /// Instrument.
+    /// Instrument id in its venue's directory (for Nasdaq, the stock locate).
     pub locate: u16,
     /// Exchange time of the event that triggered it, ns since midnight.
     pub exchange_ts_ns: u64,
@@ -190,7 +198,7 @@ impl Strategy {
     #[inline]
     pub fn on_book_event(&mut self, env: &Envelope<'_>) -> Option<Signal> {
         let h = env.header();
-        let locate = h.stock_locate();
+        let locate = slot(env)?;
         match env.event_type() {
             fb::Event::Bbo => {
                 let b = env.event_as_bbo()?.body();
@@ -221,7 +229,7 @@ impl Strategy {
     #[inline]
     pub fn on_trade_event(&mut self, env: &Envelope<'_>) -> Option<Signal> {
         let h = env.header();
-        let locate = h.stock_locate();
+        let locate = slot(env)?;
         match env.event_type() {
             fb::Event::Trade => {
                 let t = env.event_as_trade()?.body();
@@ -250,7 +258,7 @@ impl Strategy {
         }
     }
 
-    /// Lost data: forget the state of the instrument named (all of them for locate 0).
+    /// Lost data: forget the state of the instrument named (all of them for instrument 0).
     fn on_gap(&mut self, env: &Envelope<'_>) {
         let Some(g) = env.event_as_gap_notice() else {
             return;
@@ -259,9 +267,10 @@ impl Strategy {
             return;
         }
         self.stats.gaps += 1;
-        match env.header().stock_locate() {
-            0 => self.instruments.fill(Instrument::default()),
-            l => self.instruments[usize::from(l)] = Instrument::default(),
+        match slot(env) {
+            Some(0) => self.instruments.fill(Instrument::default()),
+            Some(l) => self.instruments[usize::from(l)] = Instrument::default(),
+            None => {}
         }
     }
 
