@@ -49,6 +49,31 @@ pub const MAX_MESSAGE_COUNT: u16 = 0xFFFE;
 pub struct Session(pub [u8; 10]);
 
 impl Session {
+    /// A session name from text: 1 to 10 printable ASCII characters (space included), not
+    /// all spaces, padded with spaces to the protocol's 10 bytes. The error says why not.
+    pub fn parse(s: &str) -> Result<Session, String> {
+        let mut name = Session([b' '; 10]);
+        let max = name.0.len();
+        if let Some(c) = s.chars().find(|c| !matches!(c, ' '..='~')) {
+            return Err(format!(
+                "{c:?} is not a printable ASCII character (a session name is 1 to {max} of them)"
+            ));
+        }
+        if s.len() > max {
+            return Err(format!(
+                "{} characters: a session name is at most {max}",
+                s.len()
+            ));
+        }
+        if s.trim().is_empty() {
+            return Err(format!(
+                "a session name is 1 to {max} printable ASCII characters, not blank"
+            ));
+        }
+        name.0[..s.len()].copy_from_slice(s.as_bytes());
+        Ok(name)
+    }
+
     /// The session name as text, when it is ASCII (it should always be).
     pub fn as_str(&self) -> Option<&str> {
         if self.0.is_ascii() {

@@ -63,6 +63,7 @@ use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 
+use crate::segment::root::TmpGuard;
 use crate::{RootDir, SetupError, pid_alive, unix_ns};
 
 /// File-name suffix of a counter file under the bus root.
@@ -337,18 +338,6 @@ fn clip_detail(s: &str) -> &str {
     &s[..end]
 }
 
-/// Removes the temporary file on early return.
-struct TmpGuard<'a> {
-    root: &'a RootDir,
-    name: &'a str,
-}
-
-impl Drop for TmpGuard<'_> {
-    fn drop(&mut self) {
-        let _ = self.root.remove(self.name);
-    }
-}
-
 /// The writer side of a counter file. `Send`, not `Sync`: one thread publishes.
 ///
 /// Dropping it marks the file finished (the file stays until [`remove_finished`] or someone
@@ -426,10 +415,7 @@ impl CounterFile {
         );
         let tmp = dir.join(&tmp_name);
         let file = dir.create_file(&tmp_name, 0o600).map_err(setup_err)?;
-        let guard = TmpGuard {
-            root: &dir,
-            name: &tmp_name,
-        };
+        let guard = TmpGuard::new(&dir, &tmp_name);
         // Reserve the space now: on a full filesystem a sparse file would fail at the first
         // store into the mapping, with SIGBUS.
         RootDir::reserve(&file, &path, LAYOUT_LEN as u64).map_err(setup_err)?;

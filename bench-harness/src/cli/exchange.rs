@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use mdbus_codecs::moldudp64::Session;
 use mdbus_feed_handlers::exchange::{
     COUNTERS_ROLE, Exchange, ExchangeConfig, ExchangeError, ExchangeStats, counters_name,
-    parse_session,
 };
 use mdbus_feed_handlers::net::fault::FaultConfig;
 use mdbus_feed_handlers::replay::Speed;
@@ -64,7 +63,7 @@ pub struct ExchangeArgs {
     pub speed: Speed,
     /// The MoldUDP64 session name, 1 to 10 printable ASCII characters [default: the first
     /// 10 letters and digits of the file name, upper-cased].
-    #[arg(long, value_name = "NAME", value_parser = parse_session)]
+    #[arg(long, value_name = "NAME", value_parser = Session::parse)]
     pub session: Option<Session>,
     /// Stream name the counters are published under for `mdbus stat` [default: the
     /// session's].

@@ -115,7 +115,7 @@ pub struct FeedArgs {
     /// The MoldUDP64 session to follow: 1 to 10 printable ASCII characters (padded with
     /// spaces to 10, as the protocol does); packets of any other session are counted and
     /// ignored [default: learned from the first packet].
-    #[arg(long, value_name = "NAME", value_parser = parse_session)]
+    #[arg(long, value_name = "NAME", value_parser = Session::parse)]
     pub session: Option<Session>,
     /// How long a missing message may be merely reordered before it is re-requested (or,
     /// without a retransmission server, declared lost): a whole number and a unit, `ns`,
@@ -403,31 +403,6 @@ fn parse_positive_duration(s: &str) -> Result<DurationArg, String> {
         return Err("must be more than 0".to_owned());
     }
     Ok(d)
-}
-
-/// `--session`: 1 to 10 printable ASCII characters (space included), not all spaces, padded
-/// with spaces to the 10 bytes of a MoldUDP64 session name.
-fn parse_session(s: &str) -> Result<Session, String> {
-    let mut name = Session([b' '; 10]);
-    let max = name.0.len();
-    if let Some(c) = s.chars().find(|c| !matches!(c, ' '..='~')) {
-        return Err(format!(
-            "{c:?} is not a printable ASCII character (a session name is 1 to {max} of them)"
-        ));
-    }
-    if s.len() > max {
-        return Err(format!(
-            "{} characters: a session name is at most {max}",
-            s.len()
-        ));
-    }
-    if s.trim().is_empty() {
-        return Err(format!(
-            "a session name is 1 to {max} printable ASCII characters, not blank"
-        ));
-    }
-    name.0[..s.len()].copy_from_slice(s.as_bytes());
-    Ok(name)
 }
 
 /// `--late-join`: `live-edge` or `from-sequence:SEQ` (SEQ at least 1).
@@ -791,10 +766,10 @@ mod tests {
 
     #[test]
     fn session_names_are_padded_with_spaces() {
-        assert_eq!(parse_session("20200130AA"), Ok(Session(*b"20200130AA")));
-        assert_eq!(parse_session("ABC"), Ok(Session(*b"ABC       ")));
-        assert_eq!(parse_session("A"), Ok(Session(*b"A         ")));
-        assert_eq!(parse_session("a b~!"), Ok(Session(*b"a b~!     ")));
+        assert_eq!(Session::parse("20200130AA"), Ok(Session(*b"20200130AA")));
+        assert_eq!(Session::parse("ABC"), Ok(Session(*b"ABC       ")));
+        assert_eq!(Session::parse("A"), Ok(Session(*b"A         ")));
+        assert_eq!(Session::parse("a b~!"), Ok(Session(*b"a b~!     ")));
         for (bad, why) in [
             ("", "not blank"),
             ("   ", "not blank"),
@@ -802,7 +777,7 @@ mod tests {
             ("SÉANCE", "'É' is not a printable ASCII character"),
             ("A\tB", "'\\t' is not a printable ASCII character"),
         ] {
-            let e = parse_session(bad).expect_err(bad);
+            let e = Session::parse(bad).expect_err(bad);
             assert!(e.contains(why), "{bad:?}: {e}");
         }
     }

@@ -266,31 +266,6 @@ impl ExchangeStats {
     }
 }
 
-/// A session name from text: 1 to 10 printable ASCII characters, padded with spaces to the
-/// protocol's 10 bytes (as `mdbus feed --session` reads it).
-pub fn parse_session(s: &str) -> Result<Session, String> {
-    let mut name = Session([b' '; 10]);
-    let max = name.0.len();
-    if let Some(c) = s.chars().find(|c| !matches!(c, ' '..='~')) {
-        return Err(format!(
-            "{c:?} is not a printable ASCII character (a session name is 1 to {max} of them)"
-        ));
-    }
-    if s.len() > max {
-        return Err(format!(
-            "{} characters: a session name is at most {max}",
-            s.len()
-        ));
-    }
-    if s.trim().is_empty() {
-        return Err(format!(
-            "a session name is 1 to {max} printable ASCII characters, not blank"
-        ));
-    }
-    name.0[..s.len()].copy_from_slice(s.as_bytes());
-    Ok(name)
-}
-
 /// The default session name of a capture: the first 10 letters and digits of its file name,
 /// upper-cased, padded with spaces (`aapl-2020-01-30-10k.itch` plays as `AAPL202001`);
 /// `EXCHANGE` when the name has none.

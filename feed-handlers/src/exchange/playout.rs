@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use mdbus_codecs::moldudp64::{
     END_OF_SESSION_COUNT, HEADER_LEN, HEARTBEAT_COUNT, MAX_MESSAGE_COUNT, Session, encode_header,
 };
-use mdbus_codecs::retransmit::{RequestError, RetransmitConfig, RetransmitStore};
+use mdbus_codecs::retransmit::{RequestError, RetransmitStore};
 
 use super::{ExchangeError, ExchangeStats};
 
@@ -63,19 +63,16 @@ impl Playout {
                 crate::net::socket::MAX_DATAGRAM
             )));
         }
-        let store = RetransmitStore::new(RetransmitConfig {
-            first_seq: 1,
-            capacity_messages: cfg.store_messages,
-            capacity_bytes: cfg.store_bytes,
-            max_packet_len: cfg.max_datagram,
-            max_reply_messages: cfg.max_reply_messages,
-            max_reply_packets: u16::MAX,
-            rate_messages_per_sec: cfg.reply_rate,
-            burst_messages: cfg.reply_burst,
-            max_sources: 256,
-            ..RetransmitConfig::new(cfg.session)
-        })
-        .map_err(|e| ExchangeError::Config(format!("retransmission store: {e}")))?;
+        let store = crate::net::reply_store(
+            cfg.session,
+            cfg.max_datagram,
+            cfg.store_messages,
+            cfg.store_bytes,
+            cfg.max_reply_messages,
+            cfg.reply_rate,
+            cfg.reply_burst,
+        )
+        .map_err(ExchangeError::Config)?;
         Ok(Playout {
             session: cfg.session,
             pkt: vec![0u8; cfg.max_datagram].into_boxed_slice(),

@@ -238,12 +238,12 @@ fn session_names_come_from_the_file_or_the_flag() {
         b"ABITCH    "
     );
     assert_eq!(&session_from_file(Path::new("/x/--.")).0, b"EXCHANGE  ");
-    assert_eq!(parse_session("S1").unwrap().0, *b"S1        ");
-    assert!(parse_session("").is_err());
-    assert!(parse_session("ELEVENCHARS").is_err());
-    assert!(parse_session("caf\u{e9}").is_err());
-    assert_eq!(counters_name(parse_session("a b/c").unwrap()), "a_b_c");
-    assert_eq!(counters_name(parse_session(".x").unwrap()), "_x");
+    assert_eq!(Session::parse("S1").unwrap().0, *b"S1        ");
+    assert!(Session::parse("").is_err());
+    assert!(Session::parse("ELEVENCHARS").is_err());
+    assert!(Session::parse("caf\u{e9}").is_err());
+    assert_eq!(counters_name(Session::parse("a b/c").unwrap()), "a_b_c");
+    assert_eq!(counters_name(Session::parse(".x").unwrap()), "_x");
     assert_eq!(counters_name(s), "AAPL202001");
 }
 

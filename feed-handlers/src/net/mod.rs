@@ -126,6 +126,35 @@ pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// The store a re-request server answers from, as the bus's sender and the exchange set it up:
+/// `session` numbered from 1, answers of at most `max_datagram` bytes and
+/// `max_reply_messages` messages, `reply_rate` messages a second per host (bursts of
+/// `reply_burst`), holding the last `store_messages` messages or `store_bytes` bytes.
+pub(crate) fn reply_store(
+    session: mdbus_codecs::moldudp64::Session,
+    max_datagram: usize,
+    store_messages: usize,
+    store_bytes: usize,
+    max_reply_messages: u16,
+    reply_rate: u64,
+    reply_burst: u64,
+) -> Result<mdbus_codecs::retransmit::RetransmitStore, String> {
+    use mdbus_codecs::retransmit::{RetransmitConfig, RetransmitStore};
+    RetransmitStore::new(RetransmitConfig {
+        first_seq: 1,
+        capacity_messages: store_messages,
+        capacity_bytes: store_bytes,
+        max_packet_len: max_datagram,
+        max_reply_messages,
+        max_reply_packets: u16::MAX,
+        rate_messages_per_sec: reply_rate,
+        burst_messages: reply_burst,
+        max_sources: 256,
+        ..RetransmitConfig::new(session)
+    })
+    .map_err(|e| format!("retransmission store: {e}"))
+}
+
 /// Bytes reserved for an encoded gap notice (one is about 100 bytes).
 pub(crate) const NOTICE_MAX: usize = 256;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use mdbus_codecs::moldudp64::{
     END_OF_SESSION_COUNT, HEADER_LEN, HEARTBEAT_COUNT, MAX_MESSAGE_COUNT, Session, encode_header,
 };
-use mdbus_codecs::retransmit::{RequestError, RetransmitConfig, RetransmitStore};
+use mdbus_codecs::retransmit::{RequestError, RetransmitStore};
 
 use super::fault::{FaultConfig, FaultInjector};
 use super::socket::{self, MAX_DATAGRAM, SendOptions};
@@ -463,20 +463,16 @@ impl Sender {
         let tag = wire::stream_tag(&cfg.stream);
         let epoch = wire::epoch_token_now();
         let session = wire::session_name(tag, epoch);
-        let store = RetransmitStore::new(RetransmitConfig {
+        let store = super::reply_store(
             session,
-            first_seq: 1,
-            capacity_messages: cfg.store_messages,
-            capacity_bytes: cfg.store_bytes,
-            max_packet_len: cfg.max_datagram,
-            max_reply_messages: cfg.max_reply_messages,
-            max_reply_packets: u16::MAX,
-            rate_messages_per_sec: cfg.reply_rate,
-            burst_messages: cfg.reply_burst,
-            max_sources: 256,
-            ..RetransmitConfig::new(session)
-        })
-        .map_err(|e| NetError::Config(format!("retransmission store: {e}")))?;
+            cfg.max_datagram,
+            cfg.store_messages,
+            cfg.store_bytes,
+            cfg.max_reply_messages,
+            cfg.reply_rate,
+            cfg.reply_burst,
+        )
+        .map_err(NetError::Config)?;
         let counters = if cfg.counters {
             Some(CounterFile::create(
                 bus.root(),

@@ -301,7 +301,7 @@ mod file {
     use std::path::Path;
     use std::sync::Arc;
 
-    use super::root::RootDir;
+    use super::root::{RootDir, TmpGuard};
     use super::{Backing, FileIdentity, Segment, fresh_info, init_header, os};
     use crate::config::{Geometry, RingConfig};
     use crate::error::SetupError;
@@ -513,10 +513,7 @@ mod file {
                 std::process::id(),
                 super::new_epoch()
             );
-            let guard = TmpGuard {
-                root: &root,
-                name: &tmp,
-            };
+            let guard = TmpGuard::new(&root, &tmp);
             let (mut seg, lock) = build(&root, &tmp, path, cfg, epoch)?;
             match root.rename(&tmp, name, old.is_some()) {
                 Ok(()) => {}
@@ -543,17 +540,6 @@ mod file {
             path: path.to_path_buf(),
             pid: last_pid,
         })
-    }
-
-    /// Removes the temporary file unless forgotten.
-    struct TmpGuard<'a> {
-        root: &'a RootDir,
-        name: &'a str,
-    }
-    impl Drop for TmpGuard<'_> {
-        fn drop(&mut self) {
-            let _ = self.root.remove(self.name);
-        }
     }
 
     /// Creates, reserves, maps and initialises a segment file at the temporary name `tmp` in

@@ -251,3 +251,24 @@ fn kind_of(mode: u32) -> &'static str {
         _ => "special file",
     }
 }
+
+/// Removes a file built at a temporary name in a root when dropped, unless forgotten
+/// (`std::mem::forget`, once the file got its final name): an early return leaves nothing
+/// behind.
+pub(crate) struct TmpGuard<'a> {
+    root: &'a RootDir,
+    name: &'a str,
+}
+
+impl<'a> TmpGuard<'a> {
+    /// Guards `name` in `root`.
+    pub(crate) fn new(root: &'a RootDir, name: &'a str) -> Self {
+        TmpGuard { root, name }
+    }
+}
+
+impl Drop for TmpGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.root.remove(self.name);
+    }
+}
