@@ -5,7 +5,8 @@
 //!   levels, BBOs and trades into rings) allocates nothing at all, envelope by envelope and in
 //!   `poll` turns read from an input stream.
 //! * A replay of three passes of the session allocates exactly as much as a replay of one:
-//!   whatever it allocates (the report at the end) does not grow with the messages.
+//!   whatever it allocates (the report at the end) does not grow with the messages; the same
+//!   with its counters published, which add no allocation.
 
 use mdbus_bus::{Bus, SubscribeOptions};
 use mdbus_codecs::nasdaq::itch::Stream;
@@ -113,6 +114,11 @@ fn book_service_poll_turns_allocate_nothing() {
 }
 
 fn replay_allocations(passes: usize) -> (u64, u64) {
+    replay_allocations_with(passes, false)
+}
+
+/// [`replay_allocations`], publishing the replay's counters if `counters`.
+fn replay_allocations_with(passes: usize, counters: bool) -> (u64, u64) {
     let bytes: &'static [u8] = Box::leak(AAPL.repeat(passes).into_boxed_slice());
     let dir = tempfile::tempdir().unwrap();
     let bus = Bus::with_root(dir.path()).unwrap();
@@ -120,7 +126,11 @@ fn replay_allocations(passes: usize) -> (u64, u64) {
         name: "aapl".into(),
         bytes,
     };
-    let r = Replayer::open(&source, &bus, "f", &replay_ring(), ReplayOptions::default()).unwrap();
+    let mut r =
+        Replayer::open(&source, &bus, "f", &replay_ring(), ReplayOptions::default()).unwrap();
+    if counters {
+        r.publish_counters(&bus).unwrap();
+    }
     let (n, report) = allocations_during(|| r.run(&mut |_| {}).unwrap());
     (n, report.published)
 }
@@ -132,6 +142,16 @@ fn a_replay_allocates_nothing_per_message() {
     let (three, published) = replay_allocations(3);
     assert_eq!(published, 30_000);
     assert_eq!(one, three, "allocations grew with the messages");
+}
+
+#[test]
+fn a_replay_publishing_counters_allocates_nothing_per_message() {
+    let (one, published) = replay_allocations_with(1, true);
+    assert_eq!(published, 10_000);
+    let (three, published) = replay_allocations_with(3, true);
+    assert_eq!(published, 30_000);
+    assert_eq!(one, three, "allocations grew with the messages");
+    assert_eq!(one, replay_allocations(1).0, "the counters allocate");
 }
 
 #[test]
