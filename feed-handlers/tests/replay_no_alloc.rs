@@ -3,12 +3,14 @@
 //!
 //! * The book service handling the whole AAPL session (10,000 real envelopes, publishing
 //!   levels, BBOs and trades into rings) allocates nothing at all, envelope by envelope and in
-//!   `poll` turns read from an input stream.
+//!   `poll` turns read from an input stream, and in `run` with its counters published.
 //! * A replay of three passes of the session allocates exactly as much as a replay of one:
 //!   whatever it allocates (the report at the end) does not grow with the messages; the same
 //!   with its counters published, which add no allocation.
 
-use mdbus_bus::{Bus, SubscribeOptions};
+use std::sync::atomic::AtomicBool;
+
+use mdbus_bus::{Bus, SubscribeOptions, WaitStrategy};
 use mdbus_codecs::nasdaq::itch::Stream;
 use mdbus_codecs::nasdaq::normalize::Normalizer;
 use mdbus_feed_handlers::book::BookConfig;
@@ -111,6 +113,34 @@ fn book_service_poll_turns_allocate_nothing() {
     assert_eq!(st.messages, 10_000);
     assert_eq!(st.trades_published, 1_089);
     assert!(st.bbos_published > 0 && st.levels_published > 0);
+}
+
+#[test]
+fn the_book_service_run_publishing_counters_allocates_nothing() {
+    let envelopes = aapl_envelopes();
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::with_root(dir.path()).unwrap();
+    let config = service_config();
+    let mut publisher = bus.publisher("aapl", &output_ring()).unwrap();
+    let mut input = bus
+        .subscriber("aapl", &SubscribeOptions::default())
+        .unwrap();
+    let mut svc = BookService::new(&bus, "aapl", &config).unwrap();
+    svc.publish_counters(&bus).unwrap();
+    let _levels = bus
+        .subscriber("aapl.levels", &SubscribeOptions::default())
+        .unwrap();
+    for e in &envelopes {
+        publisher.publish_envelope(e).unwrap();
+    }
+    // Closed: `run` ends once it has read everything.
+    drop(publisher);
+    let stop = AtomicBool::new(false);
+    let (n, st) =
+        allocations_during(|| svc.run(&mut input, WaitStrategy::BusySpin, &stop).unwrap());
+    assert_eq!(n, 0, "allocations in a run with counters");
+    assert_eq!(st.messages, 10_000);
+    assert_eq!(st.trades_published, 1_089);
 }
 
 fn replay_allocations(passes: usize) -> (u64, u64) {
