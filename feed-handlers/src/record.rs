@@ -672,7 +672,9 @@ impl RecordStats {
 }
 
 /// Creates the counters file of a recorder of `stream` into `file` under the bus root `root`
-/// (role [`COUNTERS_ROLE`]), for [`record_stream_with_counters`].
+/// (role [`COUNTERS_ROLE`]), for [`record_stream_with_counters`]. Several recorders may
+/// record one stream: while another live one holds `<stream>.record.stat`, this one's role
+/// is `record-<pid>`.
 pub fn record_counters(root: &Path, stream: &str, file: &Path) -> Result<CounterFile, RecordError> {
     let mut detail = format!("to {}", file.display());
     if detail.len() > MAX_DETAIL {
@@ -683,13 +685,19 @@ pub fn record_counters(root: &Path, stream: &str, file: &Path) -> Result<Counter
         }
         detail = format!("...{}", &detail[start..]);
     }
-    Ok(CounterFile::create(
-        root,
-        stream,
-        COUNTERS_ROLE,
-        &detail,
-        &RecordStats::NAMES,
-    )?)
+    match CounterFile::create(root, stream, COUNTERS_ROLE, &detail, &RecordStats::NAMES) {
+        Err(CounterError::InUse { .. }) => {
+            let role = format!("{COUNTERS_ROLE}-{}", std::process::id());
+            Ok(CounterFile::create(
+                root,
+                stream,
+                &role,
+                &detail,
+                &RecordStats::NAMES,
+            )?)
+        }
+        other => Ok(other?),
+    }
 }
 
 /// Records `sub` into `writer` until a stop condition of `options` or `stop` is met, then

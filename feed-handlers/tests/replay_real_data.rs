@@ -346,6 +346,28 @@ fn record_counter_names_fit_a_counters_file_and_match_the_values() {
 }
 
 #[test]
+fn two_recorders_of_one_stream_both_publish_their_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = record_counters(dir.path(), "live", Path::new("a.mdbrec")).unwrap();
+    let second = record_counters(dir.path(), "live", Path::new("b.mdbrec")).unwrap();
+    let a = mdbus_shm::counters::read_counters(first.path()).unwrap();
+    let b = mdbus_shm::counters::read_counters(second.path()).unwrap();
+    assert_eq!(a.role, "record");
+    assert_eq!(b.role, format!("record-{}", std::process::id()));
+    assert!(a.alive && b.alive);
+    assert_eq!((a.stream.as_str(), b.stream.as_str()), ("live", "live"));
+    // Once the first is done, its name is free again.
+    drop(first);
+    let third = record_counters(dir.path(), "live", Path::new("c.mdbrec")).unwrap();
+    assert_eq!(
+        mdbus_shm::counters::read_counters(third.path())
+            .unwrap()
+            .role,
+        "record"
+    );
+}
+
+#[test]
 fn a_recorder_publishes_its_counters_and_finishes_them() {
     let dir = tempfile::tempdir().unwrap();
     let bus = Bus::with_root(dir.path().join("bus")).unwrap();
