@@ -372,3 +372,19 @@ fn stat_shows_a_live_feed_and_its_book_service_running_then_finished() {
     assert_eq!(assert_final(b, &summary["book_service"]), 15, "{b}");
     assert_eq!(b["counters"]["messages"], 10_000);
 }
+
+#[test]
+fn a_watch_interval_that_is_not_a_duration_is_refused_clearly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().join("root");
+    for bad in ["inf", "NaN", "0", "-1", "1e300"] {
+        let out = Command::new(MDBUS)
+            .args(["stat", "--root", s(&root), &format!("--watch={bad}")])
+            .output()
+            .expect("run mdbus stat");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "--watch {bad}: {err}");
+        assert!(err.contains("--watch"), "--watch {bad}: {err}");
+        assert!(!err.contains("panicked"), "--watch {bad}: {err}");
+    }
+}
