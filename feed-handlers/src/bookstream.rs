@@ -49,15 +49,22 @@
 //!
 //! Nothing here allocates per message: the builder's storage and the encoder are made once,
 //! in [`BookService::new`]; updates are published as the builder makes them.
+//!
+//! With [`BookService::publish_counters`], [`run`](BookService::run) keeps the service's
+//! counters ([`BookServiceStats::NAMES`]) in the bus root (role [`COUNTERS_ROLE`], stream the
+//! input feed, for `mdbus stat`): published at most every millisecond, the clock looked at
+//! every [`COUNTERS_CHECK_EVERY`] input records and on idle turns, and once more at the end.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mdbus_bus::schema::{self as fb, Encoder, Envelope, FrameReader, HeaderFields};
 use mdbus_bus::{
     Bus, BusError, Mode, PublishError, Publisher, ReceiveError, StreamConfig, Subscriber,
     WaitStrategy,
 };
+
+use mdbus_shm::counters::{CounterError, CounterFile};
 
 use crate::book::{
     BookBuilder, BookConfig, BookConfigError, BookEvent, BookSummary, BookUpdate, EnvelopeBooks,
@@ -73,6 +80,13 @@ pub const BOOK_SUFFIX: &str = ".book";
 pub const TRADES_SUFFIX: &str = ".trades";
 /// Suffix of the depth (price level) stream of a feed: `<feed>.levels`.
 pub const LEVELS_SUFFIX: &str = ".levels";
+
+/// Role of a book service's counters file (`<root>/<feed>.book.stat`).
+pub const COUNTERS_ROLE: &str = "book";
+/// Input records between two looks at the clock for the counters (besides idle turns).
+pub const COUNTERS_CHECK_EVERY: usize = 1024;
+/// Counters are published at most this often.
+const COUNTERS_EVERY: Duration = Duration::from_millis(1);
 
 /// The name of the book stream of `feed`.
 pub fn book_stream_name(feed: &str) -> String {
@@ -151,6 +165,9 @@ pub enum BookServiceError {
         /// What the ring said.
         source: PublishError,
     },
+    /// The counters file could not be created.
+    #[error(transparent)]
+    Counters(#[from] CounterError),
     /// The input stream reported a corrupt record; the service stopped.
     #[error("stream {stream:?}: {source}")]
     Input {
@@ -196,6 +213,49 @@ pub struct BookServiceStats {
     pub idle_polls: u64,
     /// The input's `EndOfSession` was seen.
     pub ended: bool,
+}
+
+impl BookServiceStats {
+    /// Names of the counters a book service publishes (role [`COUNTERS_ROLE`]), in the order
+    /// of [`values`](Self::values): the fields of the same names (`ended` 1 when set).
+    pub const NAMES: [&'static str; 15] = [
+        "received",
+        "messages",
+        "book_events",
+        "levels_published",
+        "bbos_published",
+        "trades_published",
+        "crosses_forwarded",
+        "unpriced_prints",
+        "non_printable",
+        "gaps",
+        "overruns",
+        "lost",
+        "back_pressured",
+        "idle_polls",
+        "ended",
+    ];
+
+    /// The counters in the order of [`NAMES`](Self::NAMES).
+    pub fn values(&self) -> [u64; 15] {
+        [
+            self.received,
+            self.messages,
+            self.book_events,
+            self.levels_published,
+            self.bbos_published,
+            self.trades_published,
+            self.crosses_forwarded,
+            self.unpriced_prints,
+            self.non_printable,
+            self.gaps,
+            self.overruns,
+            self.lost,
+            self.back_pressured,
+            self.idle_polls,
+            u64::from(self.ended),
+        ]
+    }
 }
 
 /// What [`BookService::handle`] made of one input envelope.
@@ -377,6 +437,8 @@ pub struct BookService {
     /// Within a [`poll`](Self::poll) turn: the last order message read, not applied yet (its
     /// order slot is being fetched meanwhile). `None` between turns.
     pending: Option<OrderInput>,
+    /// Where [`run`](Self::run) publishes the counters, and when it last did.
+    counters: Option<(CounterFile, Instant)>,
 }
 
 impl BookService {
@@ -413,7 +475,53 @@ impl BookService {
             input_name: feed.to_owned(),
             last_seq: 0,
             pending: None,
+            counters: None,
         })
+    }
+
+    /// Publishes the service's counters ([`BookServiceStats::NAMES`]) under the bus root
+    /// while [`run`](Self::run) runs, for `mdbus stat`: role [`COUNTERS_ROLE`], stream the
+    /// input feed. `run` marks the file finished when it returns the final counters.
+    pub fn publish_counters(&mut self, bus: &Bus) -> Result<(), BookServiceError> {
+        let detail = format!(
+            "{} -> {}, {}{}",
+            self.input_name,
+            self.out.book.name(),
+            self.out.trades.name(),
+            self.out
+                .levels
+                .as_ref()
+                .map_or_else(String::new, |l| format!(", {}", l.name()))
+        );
+        let detail = if detail.len() > mdbus_shm::counters::MAX_DETAIL {
+            self.input_name.clone()
+        } else {
+            detail
+        };
+        let file = CounterFile::create(
+            bus.root(),
+            &self.input_name,
+            COUNTERS_ROLE,
+            &detail,
+            &BookServiceStats::NAMES,
+        )?;
+        self.counters = Some((file, Instant::now()));
+        Ok(())
+    }
+
+    /// Publishes the counters if they are on and the last publish is [`COUNTERS_EVERY`] old
+    /// (or `force`).
+    #[cold]
+    #[inline(never)]
+    fn publish_counters_due(&mut self, force: bool) {
+        let stats = self.stats();
+        if let Some((file, last)) = &mut self.counters {
+            let now = Instant::now();
+            if force || now.saturating_duration_since(*last) >= COUNTERS_EVERY {
+                *last = now;
+                file.publish(&stats.values());
+            }
+        }
     }
 
     /// The book builder (query books, counters).
@@ -819,18 +927,33 @@ impl BookService {
 
     /// Reads `input` until its session ends (`EndOfSession`), its publisher closes the stream,
     /// or `stop` is set, waiting with `wait` when there is nothing to read. Returns the
-    /// counters.
+    /// counters; with [`publish_counters`](Self::publish_counters) they are also published
+    /// while it runs and, final, when it returns (the file then marked finished).
     pub fn run(
         &mut self,
         input: &mut Subscriber,
         wait: WaitStrategy,
         stop: &AtomicBool,
     ) -> Result<BookServiceStats, BookServiceError> {
+        let counting = self.counters.is_some();
+        // Input records since the last look at the clock.
+        let mut since = 0usize;
         loop {
             match self.poll(input, RUN_BATCH)? {
-                Polled::Worked(_) => {}
+                Polled::Worked(n) => {
+                    if counting {
+                        since = since.saturating_add(n);
+                        if since >= COUNTERS_CHECK_EVERY {
+                            since = 0;
+                            self.publish_counters_due(false);
+                        }
+                    }
+                }
                 Polled::Finished => break,
                 Polled::Idle => {
+                    if counting {
+                        self.publish_counters_due(false);
+                    }
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
@@ -838,6 +961,12 @@ impl BookService {
                     // A bounded wait, so that `stop` is seen.
                     let _ = input.wait(&wait, Some(Duration::from_millis(10)));
                 }
+            }
+        }
+        if counting {
+            self.publish_counters_due(true);
+            if let Some((file, _)) = &self.counters {
+                file.finish();
             }
         }
         Ok(self.stats())
@@ -1610,5 +1739,58 @@ mod tests {
         let mut expected = itch::MESSAGE_TYPES.to_vec();
         expected.sort_unstable();
         assert_eq!(sorted, expected);
+    }
+
+    #[test]
+    fn counter_names_fit_a_counters_file_and_match_the_values() {
+        assert_eq!(
+            BookServiceStats::NAMES.len(),
+            BookServiceStats::default().values().len()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        // `create` checks every name (printable ASCII, no spaces, at most 31 bytes, distinct).
+        CounterFile::create(dir.path(), "t", COUNTERS_ROLE, "", &BookServiceStats::NAMES).unwrap();
+    }
+
+    #[test]
+    fn run_publishes_its_counters_and_finishes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(dir.path()).unwrap();
+        let mut publisher = bus.publisher("t", &output_ring()).unwrap();
+        let mut input = bus.subscriber("t", &SubscribeOptions::default()).unwrap();
+        let mut svc = BookService::new(&bus, "t", &small()).unwrap();
+        svc.publish_counters(&bus).unwrap();
+        let path = dir.path().join("t.book.stat");
+        let running = mdbus_shm::counters::read_counters(&path).unwrap();
+        assert!(running.alive && !running.finished);
+        assert_eq!(
+            (running.role.as_str(), running.stream.as_str()),
+            ("book", "t")
+        );
+        let mut norm = Normalizer::new();
+        let mut buf = [0u8; 64];
+        for i in 0..3000u64 {
+            let n = add(1, i + 1, b'B', 1_000_000 + i as u32, 100)
+                .encode(&mut buf)
+                .unwrap();
+            let msg = itch::decode(&buf[..n]).unwrap();
+            publisher
+                .publish_envelope(&norm.normalize(&msg, i + 1, 1000 + i))
+                .unwrap();
+        }
+        // Closing the input ends the run once everything was read.
+        drop(publisher);
+        let stats = svc
+            .run(&mut input, WaitStrategy::BusySpin, &AtomicBool::new(false))
+            .unwrap();
+        assert_eq!(stats.received, 3000);
+        let snap = mdbus_shm::counters::read_counters(&path).unwrap();
+        assert!(snap.finished && !snap.alive);
+        let expected: Vec<(String, u64)> = BookServiceStats::NAMES
+            .iter()
+            .map(|n| (*n).to_owned())
+            .zip(stats.values())
+            .collect();
+        assert_eq!(snap.counters, expected);
     }
 }

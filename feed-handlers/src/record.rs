@@ -33,6 +33,11 @@
 //!
 //! A file that ends inside a record (the recorder was killed) is reported as
 //! [`RecordError::Truncated`] with the record's offset, after every complete record before it.
+//!
+//! [`record_stream_with_counters`] keeps the recorder's counters ([`RecordStats::NAMES`]) in
+//! a counters file ([`record_counters`]: role [`COUNTERS_ROLE`], stream the recorded one)
+//! for `mdbus stat`, at most every millisecond, judged by the timestamp each record gets
+//! anyway (no extra clock read), on idle turns, and once more at the end.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -42,6 +47,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mdbus_bus::{ENVELOPE_MSG_TYPE, ProducerStatus, ReceiveError, Subscriber, WaitStrategy};
+use mdbus_shm::counters::{CounterError, CounterFile, MAX_DETAIL};
 
 /// The first eight bytes of every recording.
 pub const MAGIC: [u8; 8] = *b"MDBUSREC";
@@ -55,6 +61,10 @@ pub const MAX_RECORD_PAYLOAD: u32 = 16 << 20;
 const FIXED_HEADER_LEN: usize = 26;
 /// Longest stream name stored.
 const MAX_NAME: usize = 1024;
+/// Role of a recorder's counters file (`<root>/<stream>.record.stat`).
+pub const COUNTERS_ROLE: &str = "record";
+/// Counters are published at most this often (ns).
+const COUNTERS_EVERY_NS: u64 = 1_000_000;
 
 /// Nanoseconds since the Unix epoch now (0 if the clock is before 1970).
 pub fn unix_now_ns() -> u64 {
@@ -80,6 +90,9 @@ pub struct RecordingHeader {
 /// offset.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
+    /// The counters file could not be created.
+    #[error(transparent)]
+    Counters(#[from] CounterError),
     /// Opening, reading or writing the file failed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -646,6 +659,47 @@ pub struct RecordStats {
     pub stop: StopReason,
 }
 
+impl RecordStats {
+    /// Names of the counters a recorder publishes (role [`COUNTERS_ROLE`]), in the order of
+    /// [`values`](Self::values): the fields of the same names. While it runs, `records` and
+    /// `bytes` count what was handed to the writer; at the end, what reached the file.
+    pub const NAMES: [&'static str; 4] = ["records", "bytes", "overruns", "lost"];
+
+    /// The counters in the order of [`NAMES`](Self::NAMES).
+    pub fn values(&self) -> [u64; 4] {
+        [self.records, self.bytes, self.overruns, self.lost]
+    }
+}
+
+/// Creates the counters file of a recorder of `stream` into `file` under the bus root `root`
+/// (role [`COUNTERS_ROLE`]), for [`record_stream_with_counters`]. Several recorders may
+/// record one stream: while another live one holds `<stream>.record.stat`, this one's role
+/// is `record-<pid>`.
+pub fn record_counters(root: &Path, stream: &str, file: &Path) -> Result<CounterFile, RecordError> {
+    let mut detail = format!("to {}", file.display());
+    if detail.len() > MAX_DETAIL {
+        // Keep the end of the path: the file name.
+        let mut start = detail.len() - (MAX_DETAIL - 3);
+        while !detail.is_char_boundary(start) {
+            start += 1;
+        }
+        detail = format!("...{}", &detail[start..]);
+    }
+    match CounterFile::create(root, stream, COUNTERS_ROLE, &detail, &RecordStats::NAMES) {
+        Err(CounterError::InUse { .. }) => {
+            let role = format!("{COUNTERS_ROLE}-{}", std::process::id());
+            Ok(CounterFile::create(
+                root,
+                stream,
+                &role,
+                &detail,
+                &RecordStats::NAMES,
+            )?)
+        }
+        other => Ok(other?),
+    }
+}
+
 /// Records `sub` into `writer` until a stop condition of `options` or `stop` is met, then
 /// flushes. Each record is copied out of the ring and checked against an overrun before it is
 /// written, so a record the publisher overwrote mid-read is never recorded.
@@ -661,7 +715,27 @@ pub fn record_stream<W: Write>(
     options: &RecordOptions,
     stop: &AtomicBool,
 ) -> Result<RecordStats, RecordError> {
+    record_stream_with_counters(sub, writer, path, options, stop, None)
+}
+
+/// [`record_stream`], publishing the recorder's counters ([`RecordStats::NAMES`]) to
+/// `counters` (made by [`record_counters`]) while it runs: at most every millisecond, judged
+/// by each record's timestamp and on idle turns; the returned counters at the end, when the
+/// file is also marked finished (after an error: the counters of what reached the file).
+pub fn record_stream_with_counters<W: Write>(
+    sub: &mut Subscriber,
+    writer: &mut RecordWriter<W>,
+    path: &Path,
+    options: &RecordOptions,
+    stop: &AtomicBool,
+    counters: Option<&CounterFile>,
+) -> Result<RecordStats, RecordError> {
     let started = Instant::now();
+    // When the counters were last published (Unix ns; any step of the wall clock, back or
+    // forward, publishes).
+    let mut published_ns = unix_now_ns();
+    let live =
+        |w: &RecordWriter<W>, overruns: u64, lost: u64| [w.records(), w.bytes(), overruns, lost];
     let wait = options.wait;
     let mut scratch: Vec<u8> = Vec::with_capacity(64 << 10);
     let mut overruns = 0u64;
@@ -685,8 +759,17 @@ pub fn record_stream<W: Write>(
         let error = match polled {
             Ok(true) => {
                 let (seq, msg_type) = head;
-                if let Err(e) = writer.write(seq, msg_type, unix_now_ns(), &scratch) {
-                    return Err(writer.write_failed(path, e));
+                let ts = unix_now_ns();
+                if let Err(e) = writer.write(seq, msg_type, ts, &scratch) {
+                    let error = writer.write_failed(path, e);
+                    publish_flushed(counters, writer, overruns, lost);
+                    return Err(error);
+                }
+                if let Some(c) = counters
+                    && ts.abs_diff(published_ns) >= COUNTERS_EVERY_NS
+                {
+                    published_ns = ts;
+                    c.publish(&live(writer, overruns, lost));
                 }
                 if options.until_end_of_session
                     && msg_type == ENVELOPE_MSG_TYPE
@@ -698,6 +781,13 @@ pub fn record_stream<W: Write>(
                 continue;
             }
             Ok(false) => {
+                if let Some(c) = counters {
+                    let now = unix_now_ns();
+                    if now.abs_diff(published_ns) >= COUNTERS_EVERY_NS {
+                        published_ns = now;
+                        c.publish(&live(writer, overruns, lost));
+                    }
+                }
                 if options.max_duration.is_some_and(|d| started.elapsed() >= d) {
                     break StopReason::Duration;
                 }
@@ -724,6 +814,7 @@ pub fn record_stream<W: Write>(
             Err(ReceiveError::NewEpoch { .. }) => {
                 if let Err(e) = sub.reopen() {
                     let _ = writer.flush();
+                    publish_flushed(counters, writer, overruns, lost);
                     return Err(RecordError::Malformed {
                         path: path.to_owned(),
                         offset: writer.flushed_bytes(),
@@ -735,7 +826,9 @@ pub fn record_stream<W: Write>(
             Err(e) => e,
         };
         // The stream cannot be read on: keep what was read, then say why.
-        writer.flush().map_err(|e| writer.write_failed(path, e))?;
+        let flushed = writer.flush();
+        publish_flushed(counters, writer, overruns, lost);
+        flushed.map_err(|e| writer.write_failed(path, e))?;
         return Err(RecordError::Stream {
             stream: sub.name().to_owned(),
             records: writer.flushed_records(),
@@ -743,14 +836,39 @@ pub fn record_stream<W: Write>(
             source: error,
         });
     };
-    writer.flush().map_err(|e| writer.write_failed(path, e))?;
-    Ok(RecordStats {
+    if let Err(e) = writer.flush() {
+        publish_flushed(counters, writer, overruns, lost);
+        return Err(writer.write_failed(path, e));
+    }
+    let stats = RecordStats {
         records: writer.flushed_records(),
         bytes: writer.flushed_bytes(),
         overruns,
         lost,
         stop: reason,
-    })
+    };
+    if let Some(c) = counters {
+        c.publish(&stats.values());
+        c.finish();
+    }
+    Ok(stats)
+}
+
+/// Publishes the counters of what reached the file (after an error).
+fn publish_flushed<W: Write>(
+    counters: Option<&CounterFile>,
+    writer: &RecordWriter<W>,
+    overruns: u64,
+    lost: u64,
+) {
+    if let Some(c) = counters {
+        c.publish(&[
+            writer.flushed_records(),
+            writer.flushed_bytes(),
+            overruns,
+            lost,
+        ]);
+    }
 }
 
 #[cfg(test)]

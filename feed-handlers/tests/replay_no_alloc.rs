@@ -3,11 +3,14 @@
 //!
 //! * The book service handling the whole AAPL session (10,000 real envelopes, publishing
 //!   levels, BBOs and trades into rings) allocates nothing at all, envelope by envelope and in
-//!   `poll` turns read from an input stream.
+//!   `poll` turns read from an input stream, and in `run` with its counters published.
 //! * A replay of three passes of the session allocates exactly as much as a replay of one:
-//!   whatever it allocates (the report at the end) does not grow with the messages.
+//!   whatever it allocates (the report at the end) does not grow with the messages; the same
+//!   with its counters published, which add no allocation.
 
-use mdbus_bus::{Bus, SubscribeOptions};
+use std::sync::atomic::AtomicBool;
+
+use mdbus_bus::{Bus, SubscribeOptions, WaitStrategy};
 use mdbus_codecs::nasdaq::itch::Stream;
 use mdbus_codecs::nasdaq::normalize::Normalizer;
 use mdbus_feed_handlers::book::BookConfig;
@@ -112,7 +115,40 @@ fn book_service_poll_turns_allocate_nothing() {
     assert!(st.bbos_published > 0 && st.levels_published > 0);
 }
 
+#[test]
+fn the_book_service_run_publishing_counters_allocates_nothing() {
+    let envelopes = aapl_envelopes();
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::with_root(dir.path()).unwrap();
+    let config = service_config();
+    let mut publisher = bus.publisher("aapl", &output_ring()).unwrap();
+    let mut input = bus
+        .subscriber("aapl", &SubscribeOptions::default())
+        .unwrap();
+    let mut svc = BookService::new(&bus, "aapl", &config).unwrap();
+    svc.publish_counters(&bus).unwrap();
+    let _levels = bus
+        .subscriber("aapl.levels", &SubscribeOptions::default())
+        .unwrap();
+    for e in &envelopes {
+        publisher.publish_envelope(e).unwrap();
+    }
+    // Closed: `run` ends once it has read everything.
+    drop(publisher);
+    let stop = AtomicBool::new(false);
+    let (n, st) =
+        allocations_during(|| svc.run(&mut input, WaitStrategy::BusySpin, &stop).unwrap());
+    assert_eq!(n, 0, "allocations in a run with counters");
+    assert_eq!(st.messages, 10_000);
+    assert_eq!(st.trades_published, 1_089);
+}
+
 fn replay_allocations(passes: usize) -> (u64, u64) {
+    replay_allocations_with(passes, false)
+}
+
+/// [`replay_allocations`], publishing the replay's counters if `counters`.
+fn replay_allocations_with(passes: usize, counters: bool) -> (u64, u64) {
     let bytes: &'static [u8] = Box::leak(AAPL.repeat(passes).into_boxed_slice());
     let dir = tempfile::tempdir().unwrap();
     let bus = Bus::with_root(dir.path()).unwrap();
@@ -120,7 +156,11 @@ fn replay_allocations(passes: usize) -> (u64, u64) {
         name: "aapl".into(),
         bytes,
     };
-    let r = Replayer::open(&source, &bus, "f", &replay_ring(), ReplayOptions::default()).unwrap();
+    let mut r =
+        Replayer::open(&source, &bus, "f", &replay_ring(), ReplayOptions::default()).unwrap();
+    if counters {
+        r.publish_counters(&bus).unwrap();
+    }
     let (n, report) = allocations_during(|| r.run(&mut |_| {}).unwrap());
     (n, report.published)
 }
@@ -132,6 +172,16 @@ fn a_replay_allocates_nothing_per_message() {
     let (three, published) = replay_allocations(3);
     assert_eq!(published, 30_000);
     assert_eq!(one, three, "allocations grew with the messages");
+}
+
+#[test]
+fn a_replay_publishing_counters_allocates_nothing_per_message() {
+    let (one, published) = replay_allocations_with(1, true);
+    assert_eq!(published, 10_000);
+    let (three, published) = replay_allocations_with(3, true);
+    assert_eq!(published, 30_000);
+    assert_eq!(one, three, "allocations grew with the messages");
+    assert_eq!(one, replay_allocations(1).0, "the counters allocate");
 }
 
 #[test]

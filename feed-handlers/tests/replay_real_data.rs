@@ -10,7 +10,8 @@ use mdbus_bus::{Bus, ReceiveError, SubscribeOptions, Subscriber, WaitStrategy};
 use mdbus_feed_handlers::book::BookSummary;
 use mdbus_feed_handlers::bookstream::{BookService, BookServiceConfig};
 use mdbus_feed_handlers::record::{
-    RecordError, RecordOptions, RecordStats, RecordWriter, record_stream,
+    RecordError, RecordOptions, RecordStats, RecordWriter, record_counters, record_stream,
+    record_stream_with_counters,
 };
 use mdbus_feed_handlers::replay::{
     ReplayOptions, ReplayReport, Replayer, Source, replay_book_config, replay_ring,
@@ -327,6 +328,82 @@ fn record<W: std::io::Write>(
         &RecordOptions::default(),
         &AtomicBool::new(stop),
     )
+}
+
+#[test]
+fn record_counter_names_fit_a_counters_file_and_match_the_values() {
+    let stats = RecordStats {
+        records: 1,
+        bytes: 2,
+        overruns: 3,
+        lost: 4,
+        stop: mdbus_feed_handlers::record::StopReason::Stopped,
+    };
+    assert_eq!(RecordStats::NAMES.len(), stats.values().len());
+    let dir = tempfile::tempdir().unwrap();
+    // `create` checks every name (printable ASCII, no spaces, at most 31 bytes, distinct).
+    record_counters(dir.path(), "live", Path::new("x.mdbrec")).unwrap();
+}
+
+#[test]
+fn two_recorders_of_one_stream_both_publish_their_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = record_counters(dir.path(), "live", Path::new("a.mdbrec")).unwrap();
+    let second = record_counters(dir.path(), "live", Path::new("b.mdbrec")).unwrap();
+    let a = mdbus_shm::counters::read_counters(first.path()).unwrap();
+    let b = mdbus_shm::counters::read_counters(second.path()).unwrap();
+    assert_eq!(a.role, "record");
+    assert_eq!(b.role, format!("record-{}", std::process::id()));
+    assert!(a.alive && b.alive);
+    assert_eq!((a.stream.as_str(), b.stream.as_str()), ("live", "live"));
+    // Once the first is done, its name is free again.
+    drop(first);
+    let third = record_counters(dir.path(), "live", Path::new("c.mdbrec")).unwrap();
+    assert_eq!(
+        mdbus_shm::counters::read_counters(third.path())
+            .unwrap()
+            .role,
+        "record"
+    );
+}
+
+#[test]
+fn a_recorder_publishes_its_counters_and_finishes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::with_root(dir.path().join("bus")).unwrap();
+    let file = dir.path().join("itch.mdbrec");
+    let (_original, mut rec_sub) = aapl_replayed_to_two_readers(&bus);
+    let counters = record_counters(bus.root(), "live", &file).unwrap();
+    let path = bus.root().join("live.record.stat");
+    let running = mdbus_shm::counters::read_counters(&path).unwrap();
+    assert!(running.alive && !running.finished);
+    assert_eq!(
+        (running.role.as_str(), running.stream.as_str()),
+        ("record", "live")
+    );
+    let mut writer = RecordWriter::create(&file, "live").unwrap();
+    let stats = record_stream_with_counters(
+        &mut rec_sub,
+        &mut writer,
+        &file,
+        &RecordOptions::default(),
+        &AtomicBool::new(false),
+        Some(&counters),
+    )
+    .unwrap();
+    assert_eq!(stats.records, 10_001);
+    let snap = mdbus_shm::counters::read_counters(&path).unwrap();
+    assert!(snap.finished && !snap.alive);
+    let expected: Vec<(String, u64)> = RecordStats::NAMES
+        .iter()
+        .map(|n| (*n).to_owned())
+        .zip(stats.values())
+        .collect();
+    assert_eq!(snap.counters, expected);
+    assert_eq!(
+        snap.get("bytes"),
+        Some(std::fs::metadata(&file).unwrap().len())
+    );
 }
 
 #[test]

@@ -67,6 +67,9 @@ use super::common::{
 use mdbus_bench_harness::pinning::LayoutArg;
 
 /// `mdbus feed`: receive a live ITCH 5.0 feed (MoldUDP64 over UDP) onto a bus stream.
+///
+/// While it runs its counters are in the bus root (role `feed`, stream `--feed`; with
+/// `--book` also role `book`, same stream), for `mdbus stat`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct FeedArgs {
     /// Line A: multicast group and port (`233.54.12.111:26477`), or a unicast address to
@@ -109,7 +112,8 @@ pub struct FeedArgs {
     /// `mdbus replay --book-summary` does (runs the book service, as --book).
     #[arg(long)]
     pub book_summary: bool,
-    /// Print the feed handler's counters at the end as one JSON object on stdout.
+    /// Print the feed handler's counters at the end as one JSON object on stdout (with the
+    /// book service's under `book_service` when it ran).
     #[arg(long)]
     pub summary: bool,
     /// The MoldUDP64 session to follow: 1 to 10 printable ASCII characters (padded with
@@ -457,7 +461,8 @@ pub fn run_feed(args: &FeedArgs, out: &mut dyn Write) -> Result<(), CmdError> {
         .map_err(|e| CmdError::BadArg(format!("stream {:?}: {e}", args.feed)))?;
     // The book service subscribes before anything is published.
     let book = if with_book {
-        let svc = BookService::new(&bus, &args.feed, &BookServiceConfig::default())?;
+        let mut svc = BookService::new(&bus, &args.feed, &BookServiceConfig::default())?;
+        svc.publish_counters(&bus)?;
         let input = bus.subscriber(&args.feed, &SubscribeOptions::default())?;
         Some((svc, input))
     } else {
@@ -512,7 +517,14 @@ pub fn run_feed(args: &FeedArgs, out: &mut dyn Write) -> Result<(), CmdError> {
     let book_out = book_out?.map(|(stats, svc)| (stats, svc.summary()));
     print_report(&stats, book_out.as_ref().map(|(b, _)| b), &args.feed);
     if args.summary {
-        writeln!(out, "{}", stats_json(&stats))?;
+        let mut v = stats_json(&stats);
+        if let (Some((b, _)), Some(obj)) = (&book_out, v.as_object_mut()) {
+            obj.insert(
+                "book_service".into(),
+                serde_json::to_value(b).unwrap_or_default(),
+            );
+        }
+        writeln!(out, "{v}")?;
     }
     if let (true, Some((_, summary))) = (args.book_summary, &book_out) {
         writeln!(out, "{}", summary.to_json())?;

@@ -72,7 +72,8 @@ enum Command {
     /// Receive a stream sent by `mdbus send` into a local stream, recovering lost packets,
     /// e.g. `mdbus recv nasdaq.itch --group 239.255.0.1:31000 --summary`.
     Recv(recv::RecvArgs),
-    /// Show the live counters of the senders and receivers on this host.
+    /// Show the live counters of every role (feed, replay, book, record, send, recv, exchange)
+    /// under a bus root, e.g. `mdbus stat --watch 1`.
     Stat(stat::StatArgs),
     /// Play a capture as a live Nasdaq-style feed (MoldUDP64 of ITCH 5.0 on a multicast
     /// group, heartbeats, end of session, a re-request server), e.g. `mdbus exchange

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use mdbus_bus::{Bus, Mode, SubscribeOptions, WaitStrategy};
 use mdbus_feed_handlers::bookstream::{BookService, BookServiceConfig, BookServiceStats};
 use mdbus_feed_handlers::record::{
-    RecordOptions, RecordStats, RecordWriter, StopReason, record_stream,
+    RecordOptions, RecordStats, RecordWriter, StopReason, record_counters,
+    record_stream_with_counters,
 };
 use mdbus_feed_handlers::replay::{
     REPLAY_MAX_GAP, ReplayOptions, ReplayReport, Replayer, Source, Speed, Stamp, TimeOfDay,
@@ -24,6 +25,9 @@ use super::common::{
 use mdbus_bench_harness::pinning::LayoutArg;
 
 /// `mdbus replay`: play a captured session onto a bus stream.
+///
+/// While it runs its counters are in the bus root (role `replay`, stream `--feed`; with
+/// `--book` also role `book`, same stream), for `mdbus stat`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ReplayArgs {
     /// The capture: a length-prefixed ITCH 5.0 file, a pcap or pcapng of MoldUDP64 datagrams,
@@ -95,6 +99,9 @@ pub struct ReplayArgs {
 }
 
 /// `mdbus record`: record a bus stream to a file that `mdbus replay` plays back.
+///
+/// While it runs its counters are in the bus root (role `record`, stream `--stream`), for
+/// `mdbus stat`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RecordArgs {
     /// The stream to record.
@@ -155,7 +162,8 @@ pub fn run_replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<(), CmdError
     };
     let pinning = feed_pinning(&args.cpus, &args.layout, args.book)?;
     let source = Source::Path(args.file.clone());
-    let replayer = Replayer::open(&source, &bus, &args.feed, &ring, options)?;
+    let mut replayer = Replayer::open(&source, &bus, &args.feed, &ring, options)?;
+    replayer.publish_counters(&bus)?;
 
     // The book service subscribes before anything is published.
     let stop = AtomicBool::new(false);
@@ -164,7 +172,8 @@ pub fn run_replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<(), CmdError
             book: replay_book_config(),
             ..BookServiceConfig::default()
         };
-        let svc = BookService::new(&bus, &args.feed, &config)?;
+        let mut svc = BookService::new(&bus, &args.feed, &config)?;
+        svc.publish_counters(&bus)?;
         let input = bus.subscriber(&args.feed, &SubscribeOptions::default())?;
         Some((svc, input))
     } else {
@@ -408,13 +417,21 @@ pub fn run_record(args: &RecordArgs, out: &mut dyn Write) -> Result<(), CmdError
         }
     };
     let mut writer = RecordWriter::create(&args.file, &args.stream)?;
+    let counters = record_counters(bus.root(), &args.stream, &args.file)?;
     let options = RecordOptions {
         until_end_of_session: !args.keep_going,
         max_records: args.count,
         max_duration,
         wait: WaitStrategy::Blocking,
     };
-    let stats = record_stream(&mut sub, &mut writer, &args.file, &options, &stop)?;
+    let stats = record_stream_with_counters(
+        &mut sub,
+        &mut writer,
+        &args.file,
+        &options,
+        &stop,
+        Some(&counters),
+    )?;
     if let Err(e) = writer.flush() {
         return Err(writer.write_failed(&args.file, e).into());
     }

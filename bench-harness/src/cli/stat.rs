@@ -1,7 +1,5 @@
-//! `mdbus stat`: the live counters of the roles running under a bus root.
-
-//! `mdbus send`, `mdbus recv` and `mdbus stat`: carry a bus stream between hosts over UDP
-//! multicast, and watch the transport's counters while it runs.
+//! `mdbus stat`: the live counters of every role (feed, replay, book, record, send, recv,
+//! exchange) running under a bus root.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,10 +8,23 @@ use std::time::Duration;
 
 use mdbus_bus::Bus;
 use mdbus_shm::counters::{self, CounterSnapshot};
+use mdbus_shm::unix_ns;
 
 use super::common::{NetCmdError, stop_on_signals};
 
-/// `mdbus stat`: the transport counters of the senders and receivers of a bus root.
+/// `mdbus stat`: the counters every long-running role publishes under the bus root.
+///
+/// One block per role (sorted by stream, then role): a line
+/// `ROLE STREAM (pid PID, STATE, up UPTIME) DETAIL`, where STATE is `running`, `finished`
+/// (it ended cleanly) or `dead` (its process is gone without finishing) and UPTIME runs from
+/// the role's start to now (to its last update when it is not running), then one line per
+/// counter: its name, its value and, from the second sample of `--watch` on, its rate per
+/// second since the previous sample. Finished roles are left out unless `--all`.
+///
+/// `--json` prints one object per role and sample, one per line: `stream`, `role`, `detail`,
+/// `pid`, `state`, `alive`, `finished`, `started_unix_ns`, `updated_unix_ns`, `uptime_s`,
+/// `counters` (name to value) and, from the second sample of `--watch` on, `rates` (name to
+/// per second).
 #[derive(clap::Args, Debug, Clone)]
 pub struct StatArgs {
     /// Only this stream.
@@ -21,9 +32,12 @@ pub struct StatArgs {
     /// Print again every this many seconds, with rates.
     #[arg(long)]
     pub watch: Option<f64>,
-    /// One JSON object per line.
+    /// One JSON object per role and sample, one per line.
     #[arg(long)]
     pub json: bool,
+    /// Also show the roles that finished.
+    #[arg(long)]
+    pub all: bool,
     /// Remove the counter files of roles that finished or died.
     #[arg(long)]
     pub clean: bool,
@@ -32,8 +46,65 @@ pub struct StatArgs {
     pub root: Option<PathBuf>,
 }
 
+/// `running`, `finished` or `dead`.
+fn state(s: &CounterSnapshot) -> &'static str {
+    if s.alive {
+        "running"
+    } else if s.finished {
+        "finished"
+    } else {
+        "dead"
+    }
+}
+
+/// Seconds from the role's start to `now` while it runs, else to its last update.
+fn uptime_s(s: &CounterSnapshot, now: u64) -> f64 {
+    let end = if s.alive { now } else { s.updated_unix_ns };
+    end.saturating_sub(s.started_unix_ns) as f64 / 1e9
+}
+
+/// `12.3s`, `4m05s` or `2h03m04s`.
+fn human_duration(secs: f64) -> String {
+    if secs < 60.0 {
+        return format!("{secs:.1}s");
+    }
+    let whole = secs as u64;
+    let (h, m, s) = (whole / 3600, whole / 60 % 60, whole % 60);
+    if h == 0 {
+        format!("{m}m{s:02}s")
+    } else {
+        format!("{h}h{m:02}m{s:02}s")
+    }
+}
+
+/// Per-second rates of `s`'s counters since `prev` (the same writer's previous sample), if
+/// time passed between them.
+fn rates(s: &CounterSnapshot, prev: Option<&CounterSnapshot>) -> Option<Vec<(String, f64)>> {
+    let prev = prev?;
+    let dt = s.updated_unix_ns.saturating_sub(prev.updated_unix_ns) as f64 / 1e9;
+    if dt <= 0.0 {
+        return None;
+    }
+    Some(
+        s.counters
+            .iter()
+            .map(|(name, v)| {
+                let old = prev.get(name).unwrap_or(0);
+                (name.clone(), v.saturating_sub(old) as f64 / dt)
+            })
+            .collect(),
+    )
+}
+
 /// Runs `mdbus stat`.
 pub fn run_stat(args: &StatArgs, out: &mut dyn Write) -> Result<(), NetCmdError> {
+    if let Some(w) = args.watch
+        && !(w.is_finite() && w > 0.0 && w <= 86_400.0)
+    {
+        return Err(NetCmdError::BadArg(format!(
+            "--watch {w}: a number of seconds above 0, at most 86400"
+        )));
+    }
     let bus = Bus::open(args.root.as_deref())?;
     if args.clean {
         for p in counters::remove_finished(bus.root())? {
@@ -55,57 +126,68 @@ pub fn run_stat(args: &StatArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
         if let Some(s) = &args.stream {
             snaps.retain(|c| &c.stream == s);
         }
-        if args.json {
-            for s in &snaps {
-                let obj = serde_json::json!({
+        let before = snaps.len();
+        if !args.all {
+            snaps.retain(|c| !c.finished);
+        }
+        let hidden = before - snaps.len();
+        let now = unix_ns();
+        for s in &snaps {
+            let prev = previous
+                .iter()
+                .find(|p| p.path == s.path && p.started_unix_ns == s.started_unix_ns);
+            let rates = rates(s, prev);
+            if args.json {
+                let mut obj = serde_json::json!({
                     "stream": s.stream,
                     "role": s.role,
                     "detail": s.detail,
                     "pid": s.pid,
+                    "state": state(s),
                     "alive": s.alive,
                     "finished": s.finished,
+                    "started_unix_ns": s.started_unix_ns,
                     "updated_unix_ns": s.updated_unix_ns,
+                    "uptime_s": uptime_s(s, now),
                     "counters": s.counters.iter().map(|(n, v)| (n.clone(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
                 });
+                if let (Some(r), Some(o)) = (&rates, obj.as_object_mut()) {
+                    let r: serde_json::Map<_, _> = r
+                        .iter()
+                        .map(|(n, v)| (n.clone(), serde_json::Value::from(*v)))
+                        .collect();
+                    o.insert("rates".into(), r.into());
+                }
                 writeln!(out, "{obj}")?;
+                continue;
             }
-        } else {
-            if snaps.is_empty() {
-                writeln!(
-                    out,
-                    "no senders or receivers under {}",
-                    bus.root().display()
-                )?;
-            }
-            for s in &snaps {
-                let state = if s.alive {
-                    "running"
-                } else if s.finished {
-                    "finished"
-                } else {
-                    "dead"
-                };
-                writeln!(
-                    out,
-                    "{} {} (pid {}, {state}) {}",
-                    s.role, s.stream, s.pid, s.detail
-                )?;
-                let prev = previous
-                    .iter()
-                    .find(|p| p.path == s.path && p.started_unix_ns == s.started_unix_ns);
-                let dt = prev
-                    .map(|p| (s.updated_unix_ns.saturating_sub(p.updated_unix_ns)) as f64 / 1e9);
-                for (name, v) in &s.counters {
-                    match (prev.and_then(|p| p.get(name)), dt) {
-                        (Some(old), Some(dt)) if dt > 0.0 => writeln!(
-                            out,
-                            "  {name:<20} {v:>16}  {:>12.0}/s",
-                            v.saturating_sub(old) as f64 / dt
-                        )?,
-                        _ => writeln!(out, "  {name:<20} {v:>16}")?,
-                    }
+            writeln!(
+                out,
+                "{} {} (pid {}, {}, up {}) {}",
+                s.role,
+                s.stream,
+                s.pid,
+                state(s),
+                human_duration(uptime_s(s, now)),
+                s.detail
+            )?;
+            for (i, (name, v)) in s.counters.iter().enumerate() {
+                match rates.as_ref().and_then(|r| r.get(i)) {
+                    Some((_, rate)) => writeln!(out, "  {name:<31} {v:>16}  {rate:>12.0}/s")?,
+                    None => writeln!(out, "  {name:<31} {v:>16}")?,
                 }
             }
+        }
+        if !args.json && snaps.is_empty() {
+            let what = if args.all { "roles" } else { "running roles" };
+            write!(out, "no {what} under {}", bus.root().display())?;
+            if let Some(s) = &args.stream {
+                write!(out, " for stream {s:?}")?;
+            }
+            if hidden > 0 {
+                write!(out, " ({hidden} finished: --all shows them)")?;
+            }
+            writeln!(out)?;
         }
         out.flush()?;
         let Some(every) = args.watch else {
@@ -123,5 +205,18 @@ pub fn run_stat(args: &StatArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
         if !args.json {
             writeln!(out)?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        assert_eq!(human_duration(0.0), "0.0s");
+        assert_eq!(human_duration(12.34), "12.3s");
+        assert_eq!(human_duration(245.0), "4m05s");
+        assert_eq!(human_duration(7384.0), "2h03m04s");
     }
 }

@@ -47,6 +47,12 @@
 //! published is counted in the report: duplicates, packets after the end of the session, of
 //! other sessions, numbered 0, damaged or numbered past the largest sequence number, and
 //! capture records the reader skipped. Sequence arithmetic saturates, never wraps.
+//!
+//! With [`Replayer::publish_counters`] the report's counters ([`ReplayReport::NAMES`]) are in
+//! the bus root while the replay runs (role [`COUNTERS_ROLE`], for `mdbus stat`): published
+//! at most every millisecond, the clock looked at only every [`COUNTERS_CHECK_EVERY`] records
+//! at full speed (every record when paced: the pacer reads the clock for each anyway), and
+//! once more, whole, at the end.
 
 mod pace;
 
@@ -64,6 +70,7 @@ use mdbus_codecs::nasdaq::itch::Message;
 use mdbus_codecs::sequencer::{
     ConfigError, Deliver, Event as SeqEvent, LateJoin, Line, Sequencer, SequencerConfig,
 };
+use mdbus_shm::counters::{CounterError, CounterFile, MAX_DETAIL};
 use serde::Serialize;
 
 pub use pace::{BadSpeed, BadTime, Pacer, Speed, StampClock, TimeOfDay};
@@ -81,6 +88,13 @@ use crate::venue::{self, Nasdaq, Venue};
 const MAX_WARNINGS: usize = 20;
 /// Records between two progress calls.
 const PROGRESS_EVERY: u64 = 16_384;
+
+/// Role of a replay's counters file (`<root>/<stream>.replay.stat`).
+pub const COUNTERS_ROLE: &str = "replay";
+/// Records between two looks at the clock for the counters, at full speed.
+pub const COUNTERS_CHECK_EVERY: u32 = 1024;
+/// Counters are published at most this often (ns).
+const COUNTERS_EVERY_NS: u64 = 1_000_000;
 
 /// Messages stamped with one clock reading at [`Speed::Max`] ([`Stamp::Now`]). A reading of
 /// the TSC costs about as much as decoding a message (15 ns on a virtual host, where it was
@@ -220,6 +234,9 @@ pub enum ReplayError {
     /// An option is not usable.
     #[error("{0}")]
     Option(String),
+    /// The counters file could not be created.
+    #[error(transparent)]
+    Counters(#[from] CounterError),
     /// The output stream refused a message for good (too large for its ring).
     #[error("stream {stream:?}: publishing source message {seq}: {error}")]
     Publish {
@@ -339,6 +356,85 @@ pub struct ReplayReport {
 }
 
 impl ReplayReport {
+    /// Names of the counters a replay publishes (role [`COUNTERS_ROLE`]), in the order of
+    /// [`values`](Self::values): the report's fields of the same names (`late_join_first_seq`
+    /// 0 for none; `unsequenced` and `truncated` 1 when set; `warnings` counts those kept and
+    /// omitted).
+    pub const NAMES: [&'static str; 33] = [
+        "records",
+        "messages",
+        "published",
+        "filtered",
+        "datagrams_filtered",
+        "gaps",
+        "gap_messages",
+        "late_join_first_seq",
+        "decode_errors",
+        "invalid_envelopes",
+        "foreign_session_packets",
+        "foreign_session_messages",
+        "malformed_packets",
+        "duplicates",
+        "after_end_messages",
+        "zero_sequence_packets",
+        "zero_sequence_messages",
+        "unsequenced",
+        "sequenced_packets_skipped",
+        "sequenced_messages_skipped",
+        "implausible_jumps",
+        "implausible_messages",
+        "jumps_corroborated",
+        "forged_end_of_session",
+        "anchors_replaced",
+        "replaced_anchor_messages",
+        "skipped_frames",
+        "back_pressured",
+        "truncated",
+        "warnings",
+        "unresolved_symbols",
+        "elapsed_ns",
+        "max_behind_ns",
+    ];
+
+    /// The counters in the order of [`NAMES`](Self::NAMES).
+    pub fn values(&self) -> [u64; 33] {
+        [
+            self.records,
+            self.messages,
+            self.published,
+            self.filtered,
+            self.datagrams_filtered,
+            self.gaps,
+            self.gap_messages,
+            self.late_join_first_seq.unwrap_or(0),
+            self.decode_errors,
+            self.invalid_envelopes,
+            self.foreign_session_packets,
+            self.foreign_session_messages,
+            self.malformed_packets,
+            self.duplicates,
+            self.after_end_messages,
+            self.zero_sequence_packets,
+            self.zero_sequence_messages,
+            u64::from(self.unsequenced.is_some()),
+            self.sequenced_packets_skipped,
+            self.sequenced_messages_skipped,
+            self.implausible_jumps,
+            self.implausible_messages,
+            self.jumps_corroborated,
+            self.forged_end_of_session,
+            self.anchors_replaced,
+            self.replaced_anchor_messages,
+            self.skipped_frames,
+            self.back_pressured,
+            u64::from(self.truncated.is_some()),
+            (self.warnings.len() as u64).saturating_add(self.warnings_omitted),
+            self.unresolved_symbols.len() as u64,
+            self.elapsed_ns,
+            self.max_behind_ns,
+        ]
+    }
+
     /// Messages published per second of wall time.
     pub fn rate(&self) -> f64 {
         if self.elapsed_ns == 0 {
@@ -455,9 +551,54 @@ struct Core {
     ended: bool,
     /// Source sequence number after the last message handled.
     next_seq: u64,
+    /// Where the counters are published, if they are.
+    counters: Option<Counters>,
+}
+
+/// A replay's counters file and when it was last published to.
+#[derive(Debug)]
+struct Counters {
+    file: CounterFile,
+    /// Records between two looks at the clock.
+    every: u32,
+    /// Records left before the next look.
+    left: u32,
+    /// When the counters were last published (the stamp clock's Unix ns).
+    last_ns: u64,
+    /// When the replay started (the stamp clock's Unix ns), for `elapsed_ns`.
+    started_ns: u64,
 }
 
 impl Core {
+    /// Counts one record toward the next look at the clock for the counters: a branch when
+    /// they are off, a decrement when on.
+    #[inline(always)]
+    fn tick(&mut self) {
+        if let Some(c) = &mut self.counters {
+            c.left = c.left.saturating_sub(1);
+            if c.left == 0 {
+                self.counters_due();
+            }
+        }
+    }
+
+    /// Publishes the counters if the last publish is [`COUNTERS_EVERY_NS`] old.
+    #[cold]
+    #[inline(never)]
+    fn counters_due(&mut self) {
+        let Some(c) = &mut self.counters else {
+            return;
+        };
+        c.left = c.every;
+        let now = self.clock.now_unix_ns();
+        if now.saturating_sub(c.last_ns) >= COUNTERS_EVERY_NS {
+            c.last_ns = now;
+            self.report.elapsed_ns = now.saturating_sub(c.started_ns);
+            self.report.max_behind_ns = self.pacer.max_behind_ns();
+            c.file.publish(&self.report.values());
+        }
+    }
+
     fn warn(&mut self, w: String) {
         if self.report.warnings.len() < MAX_WARNINGS {
             self.report.warnings.push(w);
@@ -970,6 +1111,7 @@ impl Replayer {
                 stop: false,
                 ended: false,
                 next_seq: 1,
+                counters: None,
             },
         })
     }
@@ -1021,6 +1163,33 @@ impl Replayer {
         self.core.report.format
     }
 
+    /// Publishes the replay's counters ([`ReplayReport::NAMES`]) under the bus root while it
+    /// runs, for `mdbus stat`: role [`COUNTERS_ROLE`], stream the replay's output; the file
+    /// is marked finished when [`run`](Self::run) returns the report (its final values).
+    pub fn publish_counters(&mut self, bus: &Bus) -> Result<(), ReplayError> {
+        let r = &self.core.report;
+        let detail = format!("{} {} speed {}", r.format, r.source, r.speed);
+        let file = CounterFile::create(
+            bus.root(),
+            &r.stream,
+            COUNTERS_ROLE,
+            clip(&detail, MAX_DETAIL),
+            &ReplayReport::NAMES,
+        )?;
+        let every = match self.core.options.speed {
+            Speed::Max => COUNTERS_CHECK_EVERY,
+            _ => 1,
+        };
+        self.core.counters = Some(Counters {
+            file,
+            every,
+            left: every,
+            last_ns: 0,
+            started_ns: 0,
+        });
+        Ok(())
+    }
+
     /// Replays the whole source (or up to the window's end), then publishes the end of the
     /// session and closes the stream. `progress` is called every few thousand records.
     pub fn run(self, progress: &mut dyn FnMut(Progress)) -> Result<ReplayReport, ReplayError> {
@@ -1030,6 +1199,10 @@ impl Replayer {
             mut core,
         } = self;
         let started = Instant::now();
+        if let Some(c) = &mut core.counters {
+            c.started_ns = core.clock.now_unix_ns();
+            c.last_ns = c.started_ns;
+        }
         match (input, output) {
             (Input::Capture(mut reader), Output::Itch(mut out)) => {
                 if reader.format() == CaptureFormat::ItchLengthPrefixed {
@@ -1080,8 +1253,24 @@ impl Replayer {
         if let Some(books) = &core.book {
             core.report.summary = Some(books.summary_with_gaps(core.report.gaps));
         }
+        if let Some(c) = core.counters.take() {
+            c.file.publish(&core.report.values());
+            c.file.finish();
+        }
         Ok(core.report)
     }
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 fn pacer(options: &ReplayOptions, clock: StampClock) -> Pacer {
@@ -1145,6 +1334,7 @@ fn run_itch(
             Ok(Record::Itch(m)) => {
                 seq += 1;
                 core.report.records += 1;
+                core.tick();
                 out.message(core, seq, m.message, None)?;
                 if core.stop {
                     break;
@@ -1376,6 +1566,7 @@ fn run_pcap(
             }
         };
         core.report.records += 1;
+        core.tick();
         if group.is_some_and(|g| *d.dst.ip() != g) || port.is_some_and(|p| d.dst.port() != p) {
             core.report.datagrams_filtered += 1;
             continue;
@@ -1602,6 +1793,7 @@ fn run_recording(
             }
         };
         core.report.records += 1;
+        core.tick();
         let (bus_seq, msg_type, ts, offset) = (rec.seq, rec.msg_type, rec.ts_ns, rec.offset);
         scratch.clear();
         scratch.extend_from_slice(rec.payload);

@@ -892,3 +892,66 @@ fn the_symbol_filter_keeps_ids_past_its_bitmap() {
     assert!(!f.allows(7) && !f.allows(FILTER_BITMAP_IDS));
     assert_eq!(f.allowed_large, [u32::MAX]);
 }
+
+#[test]
+fn counter_names_fit_a_counters_file_and_match_the_values() {
+    let report = replay(leak(itch_file(&[add(1, 1, H)])), ReplayOptions::default()).0;
+    assert_eq!(ReplayReport::NAMES.len(), report.values().len());
+    let dir = tempfile::tempdir().unwrap();
+    // `create` checks every name (printable ASCII, no spaces, at most 31 bytes, distinct).
+    CounterFile::create(dir.path(), "feed", COUNTERS_ROLE, "", &ReplayReport::NAMES).unwrap();
+}
+
+#[test]
+fn a_replay_publishes_its_report_as_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let sources = aapl_sources(dir.path());
+    let pcap_source = leak(pcap(&[
+        (
+            [239, 1, 1, 1],
+            5000,
+            mold(b"SESSION001", 1, &[add(1, 1, H), add(1, 2, H)]),
+        ),
+        (
+            [239, 1, 1, 1],
+            5000,
+            mold(b"SESSION001", 5, &[add(1, 5, H)]),
+        ),
+    ]));
+    for (what, source) in sources.into_iter().chain([("pcap", pcap_source)]) {
+        let root = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(root.path()).unwrap();
+        let mut r = Replayer::open(
+            &source,
+            &bus,
+            "feed",
+            &replay_ring(),
+            ReplayOptions::default(),
+        )
+        .unwrap();
+        r.publish_counters(&bus).unwrap();
+        let path = root.path().join("feed.replay.stat");
+        let running = mdbus_shm::counters::read_counters(&path).unwrap();
+        assert!(running.alive && !running.finished, "{what}");
+        let report = r.run(&mut |_| {}).unwrap();
+        let snap = mdbus_shm::counters::read_counters(&path).unwrap();
+        assert_eq!(
+            (snap.role.as_str(), snap.stream.as_str()),
+            ("replay", "feed")
+        );
+        assert!(snap.finished && !snap.alive, "{what}");
+        assert!(snap.updates >= 1, "{what}");
+        let expected: Vec<(String, u64)> = ReplayReport::NAMES
+            .iter()
+            .map(|n| (*n).to_owned())
+            .zip(report.values())
+            .collect();
+        assert_eq!(snap.counters, expected, "{what}");
+        assert!(snap.get("published").unwrap() > 0, "{what}");
+        assert!(
+            snap.detail.starts_with(report.format),
+            "{what}: {}",
+            snap.detail
+        );
+    }
+}
