@@ -22,6 +22,7 @@ mod common;
 mod demo;
 mod exchange;
 mod feed;
+mod metrics;
 mod recv;
 mod replay;
 mod send;

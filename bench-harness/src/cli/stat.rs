@@ -2,6 +2,7 @@
 //! exchange) running under a bus root.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -20,6 +21,8 @@ use super::common::{NetCmdError, stop_on_signals};
 /// the role's start to now (to its last update when it is not running), then one line per
 /// counter: its name, its value and, from the second sample of `--watch` on, its rate per
 /// second since the previous sample. Finished roles are left out unless `--all`.
+///
+/// `--serve ADDR` serves the same counters to Prometheus instead (see `cli/metrics.rs`).
 ///
 /// `--json` prints one object per role and sample, one per line: `stream`, `role`, `detail`,
 /// `pid`, `state`, `alive`, `finished`, `started_unix_ns`, `updated_unix_ns`, `uptime_s`,
@@ -41,6 +44,11 @@ pub struct StatArgs {
     /// Remove the counter files of roles that finished or died.
     #[arg(long)]
     pub clean: bool,
+    /// Serve the counters of every running role on `http://ADDR/metrics` in the Prometheus
+    /// text format until SIGINT/SIGTERM, instead of printing them (port 0: any free port; the
+    /// address is printed on stderr).
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["watch", "json", "all", "clean", "stream"])]
+    pub serve: Option<SocketAddr>,
     /// Bus root directory [default: /dev/shm/mdbus-<user>/].
     #[arg(long)]
     pub root: Option<PathBuf>,
@@ -106,6 +114,10 @@ pub fn run_stat(args: &StatArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
         )));
     }
     let bus = Bus::open(args.root.as_deref())?;
+    if let Some(addr) = args.serve {
+        let stop = stop_on_signals()?;
+        return super::metrics::serve(addr, bus.root(), &stop).map_err(NetCmdError::BadArg);
+    }
     if args.clean {
         for p in counters::remove_finished(bus.root())? {
             writeln!(out, "removed {}", p.display())?;
