@@ -6,7 +6,10 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::Mode;
 use crate::error::SetupError;
-use crate::layout::{STATE_CLOSED, STATE_SUPERSEDED};
+use crate::layout::{
+    HEADER_FIXED_SIZE, SLOT_ACTIVE, SLOT_CLAIMED, SLOT_SIZE, STATE_CLOSED, STATE_SUPERSEDED,
+    slot_pid, slot_state,
+};
 use crate::segment::root::RootDir;
 use crate::segment::{read_header_snapshot, segment_alive};
 
@@ -43,6 +46,25 @@ pub struct SegmentInfo {
     pub tail: u64,
     /// Creation time, nanoseconds since the Unix epoch.
     pub created_unix_ns: u64,
+    /// The registered (lossless) subscribers, by slot. Broadcast subscribers do not register:
+    /// each keeps its own position, and none is listed.
+    pub subscribers: Vec<SubscriberInfo>,
+}
+
+/// A lossless subscriber's slot in a segment, as [`list_segments`] reads it (a snapshot).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriberInfo {
+    /// The slot's index.
+    pub slot: u32,
+    /// Pid of the process that holds the slot.
+    pub pid: u32,
+    /// That process exists (a slot of a dead one is reaped by the producer).
+    pub alive: bool,
+    /// Bytes read so far: the subscriber's position in the stream.
+    pub position: u64,
+    /// Bytes committed that it has not read yet (the producer's tail less its position; 0
+    /// when the position reads ahead of the tail, as a torn snapshot can).
+    pub lag: u64,
 }
 
 fn io_err(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> SetupError {
@@ -68,6 +90,7 @@ pub fn list_segments(root: &Path) -> Result<Vec<SegmentInfo>, SetupError> {
             continue;
         };
         let alive = segment_alive(&file, &path)?;
+        let subscribers = read_slots(&file, snap.info.max_consumers, snap.dynamic.tail);
         out.push(SegmentInfo {
             name,
             pid: snap.info.producer_pid,
@@ -81,11 +104,40 @@ pub fn list_segments(root: &Path) -> Result<Vec<SegmentInfo>, SetupError> {
             superseded: snap.dynamic.state == STATE_SUPERSEDED,
             tail: snap.dynamic.tail,
             created_unix_ns: snap.info.created_unix_ns,
+            subscribers,
             path,
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// The claimed and active consumer slots of a segment whose producer's tail is `tail` (a read
+/// of the file, not of a mapping: a snapshot). A slot that cannot be read ends the list.
+fn read_slots(file: &std::fs::File, max_consumers: u32, tail: u64) -> Vec<SubscriberInfo> {
+    use std::os::unix::fs::FileExt;
+    let mut out = Vec::new();
+    for slot in 0..max_consumers {
+        let off = HEADER_FIXED_SIZE as u64 + u64::from(slot) * SLOT_SIZE as u64;
+        let mut b = [0u8; 16];
+        if file.read_exact_at(&mut b, off).is_err() {
+            break;
+        }
+        let word = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        let (ctl, position) = (word(0), word(8));
+        if !matches!(slot_state(ctl), SLOT_CLAIMED | SLOT_ACTIVE) {
+            continue;
+        }
+        let pid = slot_pid(ctl);
+        out.push(SubscriberInfo {
+            slot,
+            pid,
+            alive: crate::pid_alive(pid),
+            position,
+            lag: tail.saturating_sub(position),
+        });
+    }
+    out
 }
 
 /// Removes the segments in `root` whose producer is gone (dead or closed: nobody holds the

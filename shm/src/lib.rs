@@ -81,7 +81,7 @@ mod segment;
 mod sync;
 
 #[cfg(not(loom))]
-pub use admin::{SegmentInfo, list_segments, remove_stale};
+pub use admin::{SegmentInfo, SubscriberInfo, list_segments, remove_stale};
 pub use config::{
     ConsumerOptions, MAX_CAPACITY, MIN_CAPACITY, Mode, Resync, RingConfig, StartAt, WaitStrategy,
     default_root,
