@@ -325,9 +325,12 @@ fn feed_rejects_a_group_that_is_not_an_address() {
 
 #[test]
 fn feed_reports_a_bind_failure() {
-    // An address of no local interface cannot be bound.
+    // An address of no local interface cannot be bound. A root of its own: a test never
+    // touches the operator's default bus root (a live feed there owns the stream `itch`).
+    let dir = tempfile::tempdir().expect("temp dir");
     let out = Command::new(env!("CARGO_BIN_EXE_mdbus"))
-        .args(["feed", "--group", "192.0.2.1:5000"])
+        .args(["feed", "--group", "192.0.2.1:5000", "--root"])
+        .arg(dir.path())
         .output()
         .expect("run mdbus feed");
     assert!(!out.status.success());
