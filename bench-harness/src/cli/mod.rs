@@ -37,7 +37,7 @@ mod tune;
 #[derive(Parser, Debug)]
 #[command(
     name = "mdbus",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("MDBUS_GIT_REV"), ")"),
     propagate_version = true,
     arg_required_else_help = true
 )]
