@@ -10,6 +10,7 @@
 //! - [`iex`]: IEX-TP framing and sequencing, TOPS, DEEP and DEEP+ decoding.
 //! - [`capture`]: capture files (ITCH files, pcap, pcapng) read packet by packet.
 pub mod capture;
+pub mod directory;
 pub use mdbus_schema as fb;
 pub mod iex;
 pub mod moldudp64;

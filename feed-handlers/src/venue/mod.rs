@@ -18,14 +18,13 @@
 //!
 //! Nasdaq TotalView-ITCH 5.0 over MoldUDP64 is the first implementation ([`Nasdaq`]).
 
-mod directory;
 pub mod nasdaq;
 
 use core::fmt;
 
 use mdbus_codecs::fb::{self, Encoded, Encoder, EnvelopeFlags};
 
-pub use directory::{Directory, DirectoryFull, MAX_INSTRUMENTS, Symbol};
+pub use mdbus_codecs::directory::{Directory, DirectoryFull, MAX_INSTRUMENTS, Symbol};
 pub use nasdaq::Nasdaq;
 
 /// How a venue's packets are framed and sequenced on the wire (and in captures).
