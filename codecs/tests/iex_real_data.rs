@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use mdbus_codecs::capture::{CaptureError, CaptureReader, open_capture};
+use mdbus_codecs::fb;
 use mdbus_codecs::iex::message::{self, Message};
+use mdbus_codecs::iex::normalize::{self, Normalizer};
 use mdbus_codecs::iex::tp::{Notice, Protocol, Segment, TpError, Tracker, TrackerStats};
 
 /// What a run of the tracker over a capture saw.
@@ -28,6 +30,10 @@ struct Reading {
     incomplete: Vec<(u64, u16, u16, TpError)>,
     /// File offset of each cut segment's record.
     cut_offsets: Vec<u64>,
+    /// Instruments with a price level update.
+    level_instruments: std::collections::BTreeSet<u32>,
+    /// Instruments numbered by the normalizer.
+    instruments: usize,
 }
 
 /// The UDP payload of a cut Ethernet/IPv4/UDP frame (what the file holds of it).
@@ -43,6 +49,7 @@ fn cut_payload(frame: &[u8]) -> &[u8] {
 fn read(mut reader: CaptureReader, protocol: Protocol, file: Option<&[u8]>) -> Reading {
     let mut r = Reading::default();
     let mut tracker = Tracker::new();
+    let mut norm = Normalizer::new();
     loop {
         let (offset, payload) = match reader.next_datagram() {
             None => break,
@@ -78,8 +85,23 @@ fn read(mut reader: CaptureReader, protocol: Protocol, file: Option<&[u8]>) -> R
                 assert!(m.symbol().is_some_and(|s| s[0].is_ascii_uppercase()));
             }
             *r.delivered_types.entry(m.msg_type()).or_default() += 1;
+            // Normalized: the event names the type, the envelope the venue and the symbol's id.
+            let env = norm.normalize(&m, seq, 0).envelope();
+            assert_eq!(
+                normalize::type_of_event(env.event_type()),
+                Some(m.msg_type())
+            );
+            assert_eq!(env.venue(), fb::Venue::Iex);
+            assert_eq!(env.header().seq(), seq);
+            let id = env.instrument();
+            assert_eq!(norm.directory().symbol_of(id), m.symbol(), "{m:?}");
+            if matches!(m.msg_type(), b'8' | b'5') {
+                r.level_instruments.insert(id);
+            }
         }
     }
+    assert_eq!(norm.refused(), 0);
+    r.instruments = norm.directory().len();
     r.stats = tracker.stats();
     r
 }
@@ -213,5 +235,11 @@ fn deep_sample_counts_restarts_and_its_cut_last_packet() {
         "{error:?}"
     );
     assert_eq!(st.missing_messages, 33);
+    assert_eq!(
+        r.level_instruments.len(),
+        20,
+        "20 symbols have price levels"
+    );
+    assert!(r.instruments >= 20);
     assert!(r.cut_offsets[0] > 22_000_000);
 }

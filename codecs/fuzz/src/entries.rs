@@ -480,11 +480,26 @@ fn check_reply(store: &RetransmitStore, req: &[u8], reply: &Reply, packets: &[Ve
 /// through an IEX-TP tracker. Decoded messages are their own bytes; a tracker delivers
 /// consecutive sequence numbers and counts every datagram.
 pub fn iex_tp(data: &[u8]) {
+    use mdbus_codecs::directory::Directory;
     use mdbus_codecs::iex::message::{self as iex_msg, Message as IexMessage};
+    use mdbus_codecs::iex::normalize::{self as iex_norm, Normalizer};
     use mdbus_codecs::iex::tp::{Protocol, Segment, Tracker};
 
-    let check_msg = |m: &[u8]| {
+    // A small directory, so that fuzzed symbols also fill it.
+    let mut norm = Normalizer::with_directory(Directory::with_capacity(4));
+    let mut check_msg = |m: &[u8]| {
         if let Ok(d) = iex_msg::decode(m) {
+            let (event, instrument) = {
+                let e = norm.normalize(&d, 1, 2);
+                let env = fb::read_verified(e.as_ref()).expect("a normalized message verifies");
+                (env.event_type(), env.instrument())
+            };
+            assert_eq!(iex_norm::type_of_event(event), Some(d.msg_type()));
+            if d.symbol().is_none() {
+                assert_eq!(instrument, 0);
+            } else if instrument == 0 {
+                assert!(norm.refused() > 0);
+            }
             assert_eq!(d.as_bytes(), m);
             assert_eq!(d.msg_type(), m[0]);
             let _ = (d.timestamp(), d.symbol(), format!("{d:?}"));
