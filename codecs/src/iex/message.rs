@@ -559,7 +559,9 @@ pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
 pub fn protocol_sends(protocol: Protocol, msg_type: u8) -> bool {
     const COMMON: &[u8] = b"SDHOPTXBA";
     match protocol {
-        Protocol::TOPS => COMMON.contains(&msg_type) || b"QIE".contains(&msg_type),
+        Protocol::TOPS | Protocol::TOPS_1_5 => {
+            COMMON.contains(&msg_type) || b"QIE".contains(&msg_type)
+        }
         Protocol::DEEP => COMMON.contains(&msg_type) || b"E85".contains(&msg_type),
         Protocol::DEEP_PLUS => COMMON.contains(&msg_type) || b"EIaMRLC".contains(&msg_type),
         _ => false,

@@ -8,7 +8,8 @@
 //!  offset  width  field (all integers little-endian)
 //!       0      1  Version (1)
 //!       1      1  Reserved
-//!       2      2  Message Protocol ID (0x8003 TOPS, 0x8004 DEEP, 0x8005 DEEP+)
+//!       2      2  Message Protocol ID (0x8002 TOPS 1.5, 0x8003 TOPS 1.6, 0x8004 DEEP,
+//!                 0x8005 DEEP+)
 //!       4      4  Channel ID
 //!       8      4  Session ID
 //!      12      2  Payload Length (bytes after the header)
@@ -49,7 +50,9 @@ pub const VERSION: u8 = 1;
 pub struct Protocol(pub u16);
 
 impl Protocol {
-    /// TOPS (top of book, trades, status): versions 1.5 and 1.6.
+    /// TOPS 1.5 (top of book, trades), the predecessor of 1.6: the same message layouts.
+    pub const TOPS_1_5: Protocol = Protocol(0x8002);
+    /// TOPS 1.6 (top of book, trades, status, auctions).
     pub const TOPS: Protocol = Protocol(0x8003);
     /// DEEP 1.0 (aggregated price levels, trades, status).
     pub const DEEP: Protocol = Protocol(0x8004);
@@ -59,6 +62,7 @@ impl Protocol {
     /// The feed's name (`TOPS`, `DEEP`, `DEEP+`), `None` for an id this module does not know.
     pub fn name(self) -> Option<&'static str> {
         match self {
+            Protocol::TOPS_1_5 => Some("TOPS 1.5"),
             Protocol::TOPS => Some("TOPS"),
             Protocol::DEEP => Some("DEEP"),
             Protocol::DEEP_PLUS => Some("DEEP+"),

@@ -46,7 +46,8 @@ fn every_header_field_reads_back() {
     assert_eq!(m, [Ok(&b"ab"[..]), Ok(&b"c"[..])]);
     assert_eq!(s.check(), (2, None));
     assert!(format!("{s:?}").contains("DEEP+"));
-    assert_eq!(Protocol::TOPS.0, 0x8003);
+    assert_eq!((Protocol::TOPS_1_5.0, Protocol::TOPS.0), (0x8002, 0x8003));
+    assert_eq!(Protocol::DEEP_PLUS.0, 0x8005);
     assert_eq!(Protocol::DEEP.name(), Some("DEEP"));
     assert_eq!(format!("{}", Protocol(0x1234)), "Protocol(0x1234)");
 }
