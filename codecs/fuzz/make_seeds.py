@@ -238,5 +238,19 @@ def retransmit_seeds():
     put("retransmit", p)
 
 
+def iex_tp_seeds():
+    """IEX-TP: each DEEP+ segment alone, and all of them framed as the entry reads a stream
+    (each datagram preceded by its 2-byte little-endian length)."""
+    with open(os.path.join(DATA, "iex", "deepplus-all-message-types.pcap"), "rb") as f:
+        buf = f.read()
+    stream = b""
+    for frame in pcap_records(buf):
+        seg = udp_payload(frame)
+        put("iex_tp", seg)
+        stream += struct.pack("<H", len(seg)) + seg
+    put("iex_tp", stream)
+
+
 if __name__ == "__main__":
     main()
+    iex_tp_seeds()

@@ -71,3 +71,8 @@ fn sequencer() {
 fn retransmit() {
     run("retransmit", entries::retransmit);
 }
+
+#[test]
+fn iex_tp() {
+    run("iex_tp", entries::iex_tp);
+}

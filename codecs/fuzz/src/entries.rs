@@ -474,3 +474,90 @@ fn check_reply(store: &RetransmitStore, req: &[u8], reply: &Reply, packets: &[Ve
     assert_eq!(messages, reply.messages);
     assert!(packets.is_empty() || next <= store.next_seq());
 }
+
+/// Parses `data` as one IEX-TP segment and decodes its messages with every feed's rules; then
+/// reads `data` as a stream of datagrams (each preceded by its 2-byte little-endian length)
+/// through an IEX-TP tracker. Decoded messages are their own bytes; a tracker delivers
+/// consecutive sequence numbers and counts every datagram.
+pub fn iex_tp(data: &[u8]) {
+    use mdbus_codecs::directory::Directory;
+    use mdbus_codecs::iex::message::{self as iex_msg, Message as IexMessage};
+    use mdbus_codecs::iex::normalize::{self as iex_norm, Normalizer};
+    use mdbus_codecs::iex::tp::{Protocol, Segment, Tracker};
+
+    // A small directory, so that fuzzed symbols also fill it.
+    let mut norm = Normalizer::with_directory(Directory::with_capacity(4));
+    let mut check_msg = |m: &[u8]| {
+        if let Ok(d) = iex_msg::decode(m) {
+            let (event, instrument) = {
+                let e = norm.normalize(&d, 1, 2);
+                let env = fb::read_verified(e.as_ref()).expect("a normalized message verifies");
+                (env.event_type(), env.instrument())
+            };
+            assert_eq!(iex_norm::type_of_event(event), Some(d.msg_type()));
+            if d.symbol().is_none() {
+                assert_eq!(instrument, 0);
+            } else if instrument == 0 {
+                assert!(norm.refused() > 0);
+            }
+            assert_eq!(d.as_bytes(), m);
+            assert_eq!(d.msg_type(), m[0]);
+            let _ = (d.timestamp(), d.symbol(), format!("{d:?}"));
+            assert_eq!(
+                d.symbol().is_none(),
+                matches!(d, IexMessage::SystemEvent(_))
+            );
+        }
+        for p in [Protocol::TOPS, Protocol::DEEP, Protocol::DEEP_PLUS] {
+            if let Err(e) = iex_msg::decode_for(p, m) {
+                let _ = e.to_string();
+            }
+        }
+    };
+    if let Ok(s) = Segment::parse(data) {
+        let _ = (s.next_seq(), s.is_cut(), format!("{s:?}"));
+        let (complete, err) = s.check();
+        let mut n = 0u16;
+        for m in s.messages() {
+            match m {
+                Ok(m) => {
+                    n += 1;
+                    check_msg(m);
+                }
+                Err(e) => {
+                    let _ = e.to_string();
+                }
+            }
+        }
+        assert_eq!(n, complete);
+        assert!(err.is_some() || n == s.message_count());
+    }
+    let mut t = Tracker::new();
+    let mut rest = data;
+    let mut packets = 0u64;
+    while let Some((&[lo, hi], tail)) = rest.split_first_chunk::<2>() {
+        let len = usize::from(u16::from_le_bytes([lo, hi])).min(tail.len());
+        let (dgram, next) = tail.split_at(len);
+        rest = next;
+        packets += 1;
+        let before = t.stats().messages;
+        match t.handle(dgram) {
+            Ok(h) => {
+                let mut prev = None;
+                let mut k = 0u64;
+                for (seq, m) in h.messages() {
+                    assert!(prev.is_none_or(|p: u64| seq == p + 1));
+                    prev = Some(seq);
+                    k += 1;
+                    check_msg(m);
+                }
+                assert_eq!(k, u64::from(h.deliver));
+                assert_eq!(t.stats().messages, before + k);
+            }
+            Err(e) => {
+                let _ = e.to_string();
+            }
+        }
+    }
+    assert_eq!(t.stats().packets, packets);
+}

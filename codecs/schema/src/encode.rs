@@ -419,5 +419,43 @@ impl Encoder {
         price_level_update(PriceLevelUpdateFields);
         /// Encodes an end of session.
         end_of_session(EndOfSessionFields);
+        /// Encodes an IEX `S` System Event.
+        iex_system_event(IexSystemEventFields);
+        /// Encodes an IEX `D` Security Directory.
+        iex_security_directory(IexSecurityDirectoryFields);
+        /// Encodes an IEX `H` Trading Status.
+        iex_trading_status(IexTradingStatusFields);
+        /// Encodes an IEX `I` Retail Liquidity Indicator.
+        iex_retail_liquidity_indicator(IexRetailLiquidityIndicatorFields);
+        /// Encodes an IEX `O` Operational Halt Status.
+        iex_operational_halt_status(IexOperationalHaltStatusFields);
+        /// Encodes an IEX `P` Short Sale Price Test Status.
+        iex_short_sale_price_test_status(IexShortSalePriceTestStatusFields);
+        /// Encodes an IEX `E` Security Event.
+        iex_security_event(IexSecurityEventFields);
+        /// Encodes an IEX `Q` Quote Update.
+        iex_quote_update(IexQuoteUpdateFields);
+        /// Encodes an IEX `8` Price Level Update.
+        iex_price_level_update_buy(IexPriceLevelUpdateBuyFields);
+        /// Encodes an IEX `5` Price Level Update.
+        iex_price_level_update_sell(IexPriceLevelUpdateSellFields);
+        /// Encodes an IEX `T` Trade Report.
+        iex_trade_report(IexTradeReportFields);
+        /// Encodes an IEX `B` Trade Break.
+        iex_trade_break(IexTradeBreakFields);
+        /// Encodes an IEX `X` Official Price.
+        iex_official_price(IexOfficialPriceFields);
+        /// Encodes an IEX `A` Auction Information.
+        iex_auction_information(IexAuctionInformationFields);
+        /// Encodes an IEX `a` Add Order.
+        iex_add_order(IexAddOrderFields);
+        /// Encodes an IEX `M` Order Modify.
+        iex_order_modify(IexOrderModifyFields);
+        /// Encodes an IEX `R` Order Delete.
+        iex_order_delete(IexOrderDeleteFields);
+        /// Encodes an IEX `L` Order Executed.
+        iex_order_executed(IexOrderExecutedFields);
+        /// Encodes an IEX `C` Clear Book.
+        iex_clear_book(IexClearBookFields);
     }
 }

@@ -913,3 +913,434 @@ body_event!(
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct EndOfSessionFields;
 table_event!(EndOfSessionFields => EndOfSession, |_s| g::EndOfSessionArgs {});
+
+// ------------------------------------------------------------------------------------------
+// IEX events
+// ------------------------------------------------------------------------------------------
+
+/// IEX `S` System Event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IexSystemEventFields {
+    /// IEX Timestamp, ns since the Unix epoch.
+    pub timestamp: i64,
+    /// System Event code (ASCII).
+    pub system_event: u8,
+}
+table_event!(IexSystemEventFields => IexSystemEvent, |s| g::IexSystemEventArgs {
+    timestamp: s.timestamp,
+    system_event: s.system_event,
+});
+
+/// IEX `D` Security Directory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IexSecurityDirectoryFields {
+    /// IEX Timestamp, ns since the Unix epoch.
+    pub timestamp: i64,
+    /// Symbol, space-padded.
+    pub symbol: [u8; 8],
+    /// Flags: 0x80 test, 0x40 when issued, 0x20 ETP.
+    pub flags: u8,
+    /// Round lot size.
+    pub round_lot_size: u32,
+    /// Adjusted previous official closing price, Price(4).
+    pub adjusted_poc_price: i64,
+    /// LULD tier (0, 1, 2).
+    pub luld_tier: u8,
+}
+table_event!(IexSecurityDirectoryFields => IexSecurityDirectory, |s| g::IexSecurityDirectoryArgs {
+    timestamp: s.timestamp,
+    symbol: Some(&g::Symbol::new(&s.symbol)),
+    flags: s.flags,
+    round_lot_size: s.round_lot_size,
+    adjusted_poc_price: s.adjusted_poc_price,
+    luld_tier: s.luld_tier,
+});
+
+/// IEX `H` Trading Status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IexTradingStatusFields {
+    /// IEX Timestamp, ns since the Unix epoch.
+    pub timestamp: i64,
+    /// Symbol, space-padded.
+    pub symbol: [u8; 8],
+    /// Trading status (ASCII).
+    pub trading_status: u8,
+    /// Reason (four ASCII bytes).
+    pub reason: [u8; 4],
+}
+table_event!(IexTradingStatusFields => IexTradingStatus, |s| g::IexTradingStatusArgs {
+    timestamp: s.timestamp,
+    symbol: Some(&g::Symbol::new(&s.symbol)),
+    trading_status: s.trading_status,
+    reason: Some(&g::Alpha4::new(&s.reason)),
+});
+
+/// IEX `I` Retail Liquidity Indicator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IexRetailLiquidityIndicatorFields {
+    /// IEX Timestamp, ns since the Unix epoch.
+    pub timestamp: i64,
+    /// Symbol, space-padded.
+    pub symbol: [u8; 8],
+    /// Indicator (ASCII).
+    pub retail_liquidity_indicator: u8,
+}
+table_event!(IexRetailLiquidityIndicatorFields => IexRetailLiquidityIndicator, |s| g::IexRetailLiquidityIndicatorArgs {
+    timestamp: s.timestamp,
+    symbol: Some(&g::Symbol::new(&s.symbol)),
+    retail_liquidity_indicator: s.retail_liquidity_indicator,
+});
+
+/// IEX `O` Operational Halt Status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IexOperationalHaltStatusFields {
+    /// IEX Timestamp, ns since the Unix epoch.
+    pub timestamp: i64,
+    /// Symbol, space-padded.
+    pub symbol: [u8; 8],
+    /// Status (ASCII).
+    pub operational_halt_status: u8,
+}
+table_event!(IexOperationalHaltStatusFields => IexOperationalHaltStatus, |s| g::IexOperationalHaltStatusArgs {
+    timestamp: s.timestamp,
+    symbol: Some(&g::Symbol::new(&s.symbol)),
+    operational_halt_status: s.operational_halt_status,
+});
+
+/// IEX `P` Short Sale Price Test Status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IexShortSalePriceTestStatusFields {
+    /// IEX Timestamp, ns since the Unix epoch.
+    pub timestamp: i64,
+    /// Symbol, space-padded.
+    pub symbol: [u8; 8],
+    /// 0 not in effect, 1 in effect.
+    pub short_sale_price_test_status: u8,
+    /// Detail (ASCII).
+    pub detail: u8,
+}
+table_event!(IexShortSalePriceTestStatusFields => IexShortSalePriceTestStatus, |s| g::IexShortSalePriceTestStatusArgs {
+    timestamp: s.timestamp,
+    symbol: Some(&g::Symbol::new(&s.symbol)),
+    short_sale_price_test_status: s.short_sale_price_test_status,
+    detail: s.detail,
+});
+
+/// IEX `E` Security Event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IexSecurityEventFields {
+    /// IEX Timestamp, ns since the Unix epoch.
+    pub timestamp: i64,
+    /// Symbol, space-padded.
+    pub symbol: [u8; 8],
+    /// Security event (ASCII).
+    pub security_event: u8,
+}
+table_event!(IexSecurityEventFields => IexSecurityEvent, |s| g::IexSecurityEventArgs {
+    timestamp: s.timestamp,
+    symbol: Some(&g::Symbol::new(&s.symbol)),
+    security_event: s.security_event,
+});
+
+/// IEX `Q` Quote Update.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IexQuoteUpdateFields {
+    /// IEX Timestamp, ns since the Unix epoch.
+    pub timestamp: i64,
+    /// Symbol, space-padded.
+    pub symbol: [u8; 8],
+    /// Flags: 0x80 not available, 0x40 pre/post-market.
+    pub flags: u8,
+    /// Bid size.
+    pub bid_size: u32,
+    /// Bid price, Price(4).
+    pub bid_price: i64,
+    /// Ask price, Price(4).
+    pub ask_price: i64,
+    /// Ask size.
+    pub ask_size: u32,
+}
+table_event!(IexQuoteUpdateFields => IexQuoteUpdate, |s| g::IexQuoteUpdateArgs {
+    timestamp: s.timestamp,
+    symbol: Some(&g::Symbol::new(&s.symbol)),
+    flags: s.flags,
+    bid_size: s.bid_size,
+    bid_price: s.bid_price,
+    ask_price: s.ask_price,
+    ask_size: s.ask_size,
+});
+
+/// IEX `8` Price Level Update, buy side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IexPriceLevelUpdateBuyFields {
+    /// IEX Timestamp, ns since the Unix epoch.
+    pub timestamp: i64,
+    /// Symbol, space-padded.
+    pub symbol: [u8; 8],
+    /// Event flags (0x01 event processing complete).
+    pub event_flags: u8,
+    /// Aggregate shares at the level (0: gone).
+    pub size: u32,
+    /// Price(4).
+    pub price: i64,
+}
+table_event!(IexPriceLevelUpdateBuyFields => IexPriceLevelUpdateBuy, |s| g::IexPriceLevelUpdateBuyArgs {
+    timestamp: s.timestamp,
+    symbol: Some(&g::Symbol::new(&s.symbol)),
+    event_flags: s.event_flags,
+    size: s.size,
+    price: s.price,
+});
+
+/// IEX `5` Price Level Update, sell side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IexPriceLevelUpdateSellFields {
+    /// IEX Timestamp, ns since the Unix epoch.
+    pub timestamp: i64,
+    /// Symbol, space-padded.
+    pub symbol: [u8; 8],
+    /// Event flags (0x01 event processing complete).
+    pub event_flags: u8,
+    /// Aggregate shares at the level (0: gone).
+    pub size: u32,
+    /// Price(4).
+    pub price: i64,
+}
+table_event!(IexPriceLevelUpdateSellFields => IexPriceLevelUpdateSell, |s| g::IexPriceLevelUpdateSellArgs {
+    timestamp: s.timestamp,
+    symbol: Some(&g::Symbol::new(&s.symbol)),
+    event_flags: s.event_flags,
+    size: s.size,
+    price: s.price,
+});
+
+/// IEX `T` Trade Report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IexTradeReportFields {
+    /// IEX Timestamp, ns since the Unix epoch.
+    pub timestamp: i64,
+    /// Symbol, space-padded.
+    pub symbol: [u8; 8],
+    /// Sale condition flags.
+    pub sale_condition_flags: u8,
+    /// Shares.
+    pub size: u32,
+    /// Price(4).
+    pub price: i64,
+    /// Trade id.
+    pub trade_id: u64,
+}
+table_event!(IexTradeReportFields => IexTradeReport, |s| g::IexTradeReportArgs {
+    timestamp: s.timestamp,
+    symbol: Some(&g::Symbol::new(&s.symbol)),
+    sale_condition_flags: s.sale_condition_flags,
+    size: s.size,
+    price: s.price,
+    trade_id: s.trade_id,
+});
+
+/// IEX `B` Trade Break.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IexTradeBreakFields {
+    /// IEX Timestamp, ns since the Unix epoch.
+    pub timestamp: i64,
+    /// Symbol, space-padded.
+    pub symbol: [u8; 8],
+    /// Sale condition flags.
+    pub sale_condition_flags: u8,
+    /// Shares.
+    pub size: u32,
+    /// Price(4).
+    pub price: i64,
+    /// Trade id.
+    pub trade_id: u64,
+}
+table_event!(IexTradeBreakFields => IexTradeBreak, |s| g::IexTradeBreakArgs {
+    timestamp: s.timestamp,
+    symbol: Some(&g::Symbol::new(&s.symbol)),
+    sale_condition_flags: s.sale_condition_flags,
+    size: s.size,
+    price: s.price,
+    trade_id: s.trade_id,
+});
+
+/// IEX `X` Official Price.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IexOfficialPriceFields {
+    /// IEX Timestamp, ns since the Unix epoch.
+    pub timestamp: i64,
+    /// Symbol, space-padded.
+    pub symbol: [u8; 8],
+    /// `Q` opening, `M` closing (ASCII).
+    pub price_type: u8,
+    /// Price(4).
+    pub official_price: i64,
+}
+table_event!(IexOfficialPriceFields => IexOfficialPrice, |s| g::IexOfficialPriceArgs {
+    timestamp: s.timestamp,
+    symbol: Some(&g::Symbol::new(&s.symbol)),
+    price_type: s.price_type,
+    official_price: s.official_price,
+});
+
+/// IEX `A` Auction Information.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IexAuctionInformationFields {
+    /// IEX Timestamp, ns since the Unix epoch.
+    pub timestamp: i64,
+    /// Symbol, space-padded.
+    pub symbol: [u8; 8],
+    /// Auction type (ASCII).
+    pub auction_type: u8,
+    /// Paired shares.
+    pub paired_shares: u32,
+    /// Price(4).
+    pub reference_price: i64,
+    /// Price(4).
+    pub indicative_clearing_price: i64,
+    /// Imbalance shares.
+    pub imbalance_shares: u32,
+    /// Imbalance side (ASCII).
+    pub imbalance_side: u8,
+    /// Extensions so far.
+    pub extension_number: u8,
+    /// Seconds since the Unix epoch.
+    pub scheduled_auction_time: u32,
+    /// Price(4).
+    pub auction_book_clearing_price: i64,
+    /// Price(4).
+    pub collar_reference_price: i64,
+    /// Price(4).
+    pub lower_auction_collar: i64,
+    /// Price(4).
+    pub upper_auction_collar: i64,
+}
+table_event!(IexAuctionInformationFields => IexAuctionInformation, |s| g::IexAuctionInformationArgs {
+    timestamp: s.timestamp,
+    symbol: Some(&g::Symbol::new(&s.symbol)),
+    auction_type: s.auction_type,
+    paired_shares: s.paired_shares,
+    reference_price: s.reference_price,
+    indicative_clearing_price: s.indicative_clearing_price,
+    imbalance_shares: s.imbalance_shares,
+    imbalance_side: s.imbalance_side,
+    extension_number: s.extension_number,
+    scheduled_auction_time: s.scheduled_auction_time,
+    auction_book_clearing_price: s.auction_book_clearing_price,
+    collar_reference_price: s.collar_reference_price,
+    lower_auction_collar: s.lower_auction_collar,
+    upper_auction_collar: s.upper_auction_collar,
+});
+
+/// IEX `a` Add Order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IexAddOrderFields {
+    /// IEX Timestamp, ns since the Unix epoch.
+    pub timestamp: i64,
+    /// Symbol, space-padded.
+    pub symbol: [u8; 8],
+    /// Side.
+    pub side: Side,
+    /// Order id.
+    pub order_id: u64,
+    /// Shares.
+    pub size: u32,
+    /// Price(4).
+    pub price: i64,
+}
+table_event!(IexAddOrderFields => IexAddOrder, |s| g::IexAddOrderArgs {
+    timestamp: s.timestamp,
+    symbol: Some(&g::Symbol::new(&s.symbol)),
+    side: s.side,
+    order_id: s.order_id,
+    size: s.size,
+    price: s.price,
+});
+
+/// IEX `M` Order Modify.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IexOrderModifyFields {
+    /// IEX Timestamp, ns since the Unix epoch.
+    pub timestamp: i64,
+    /// Symbol, space-padded.
+    pub symbol: [u8; 8],
+    /// 0x01 keeps priority.
+    pub modify_flags: u8,
+    /// Order id.
+    pub order_id: u64,
+    /// New shares.
+    pub size: u32,
+    /// New price, Price(4).
+    pub price: i64,
+}
+table_event!(IexOrderModifyFields => IexOrderModify, |s| g::IexOrderModifyArgs {
+    timestamp: s.timestamp,
+    symbol: Some(&g::Symbol::new(&s.symbol)),
+    modify_flags: s.modify_flags,
+    order_id: s.order_id,
+    size: s.size,
+    price: s.price,
+});
+
+/// IEX `R` Order Delete.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IexOrderDeleteFields {
+    /// IEX Timestamp, ns since the Unix epoch.
+    pub timestamp: i64,
+    /// Symbol, space-padded.
+    pub symbol: [u8; 8],
+    /// Reserved byte, as sent.
+    pub reserved: u8,
+    /// Order id.
+    pub order_id: u64,
+}
+table_event!(IexOrderDeleteFields => IexOrderDelete, |s| g::IexOrderDeleteArgs {
+    timestamp: s.timestamp,
+    symbol: Some(&g::Symbol::new(&s.symbol)),
+    reserved: s.reserved,
+    order_id: s.order_id,
+});
+
+/// IEX `L` Order Executed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IexOrderExecutedFields {
+    /// IEX Timestamp, ns since the Unix epoch.
+    pub timestamp: i64,
+    /// Symbol, space-padded.
+    pub symbol: [u8; 8],
+    /// Sale condition flags.
+    pub sale_condition_flags: u8,
+    /// Order id.
+    pub order_id: u64,
+    /// Shares executed.
+    pub size: u32,
+    /// Price(4).
+    pub price: i64,
+    /// Trade id.
+    pub trade_id: u64,
+}
+table_event!(IexOrderExecutedFields => IexOrderExecuted, |s| g::IexOrderExecutedArgs {
+    timestamp: s.timestamp,
+    symbol: Some(&g::Symbol::new(&s.symbol)),
+    sale_condition_flags: s.sale_condition_flags,
+    order_id: s.order_id,
+    size: s.size,
+    price: s.price,
+    trade_id: s.trade_id,
+});
+
+/// IEX `C` Clear Book.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IexClearBookFields {
+    /// IEX Timestamp, ns since the Unix epoch.
+    pub timestamp: i64,
+    /// Symbol, space-padded.
+    pub symbol: [u8; 8],
+    /// Reserved byte, as sent.
+    pub reserved: u8,
+}
+table_event!(IexClearBookFields => IexClearBook, |s| g::IexClearBookArgs {
+    timestamp: s.timestamp,
+    symbol: Some(&g::Symbol::new(&s.symbol)),
+    reserved: s.reserved,
+});

@@ -232,6 +232,142 @@ fn each_kind(enc: &mut impl Enc, mut check: impl FnMut(Event, &[u8])) {
         action: BookAction::Delete
     });
     go!(EndOfSessionFields);
+    go!(IexSystemEventFields {
+        timestamp: i64::MIN + 1,
+        system_event: u8::MAX,
+    });
+    go!(IexSecurityDirectoryFields {
+        timestamp: i64::MIN + 1,
+        symbol: s,
+        flags: u8::MAX,
+        round_lot_size: u32::MAX,
+        adjusted_poc_price: i64::MIN,
+        luld_tier: u8::MAX,
+    });
+    go!(IexTradingStatusFields {
+        timestamp: i64::MIN + 1,
+        symbol: s,
+        trading_status: u8::MAX,
+        reason: *b"RSN1",
+    });
+    go!(IexRetailLiquidityIndicatorFields {
+        timestamp: i64::MIN + 1,
+        symbol: s,
+        retail_liquidity_indicator: u8::MAX,
+    });
+    go!(IexOperationalHaltStatusFields {
+        timestamp: i64::MIN + 1,
+        symbol: s,
+        operational_halt_status: u8::MAX,
+    });
+    go!(IexShortSalePriceTestStatusFields {
+        timestamp: i64::MIN + 1,
+        symbol: s,
+        short_sale_price_test_status: u8::MAX,
+        detail: u8::MAX,
+    });
+    go!(IexSecurityEventFields {
+        timestamp: i64::MIN + 1,
+        symbol: s,
+        security_event: u8::MAX,
+    });
+    go!(IexQuoteUpdateFields {
+        timestamp: i64::MIN + 1,
+        symbol: s,
+        flags: u8::MAX,
+        bid_size: u32::MAX,
+        bid_price: i64::MIN,
+        ask_price: i64::MIN,
+        ask_size: u32::MAX,
+    });
+    go!(IexPriceLevelUpdateBuyFields {
+        timestamp: i64::MIN + 1,
+        symbol: s,
+        event_flags: u8::MAX,
+        size: u32::MAX,
+        price: i64::MIN,
+    });
+    go!(IexPriceLevelUpdateSellFields {
+        timestamp: i64::MIN + 1,
+        symbol: s,
+        event_flags: u8::MAX,
+        size: u32::MAX,
+        price: i64::MIN,
+    });
+    go!(IexTradeReportFields {
+        timestamp: i64::MIN + 1,
+        symbol: s,
+        sale_condition_flags: u8::MAX,
+        size: u32::MAX,
+        price: i64::MIN,
+        trade_id: u64::MAX,
+    });
+    go!(IexTradeBreakFields {
+        timestamp: i64::MIN + 1,
+        symbol: s,
+        sale_condition_flags: u8::MAX,
+        size: u32::MAX,
+        price: i64::MIN,
+        trade_id: u64::MAX,
+    });
+    go!(IexOfficialPriceFields {
+        timestamp: i64::MIN + 1,
+        symbol: s,
+        price_type: u8::MAX,
+        official_price: i64::MIN,
+    });
+    go!(IexAuctionInformationFields {
+        timestamp: i64::MIN + 1,
+        symbol: s,
+        auction_type: u8::MAX,
+        paired_shares: u32::MAX,
+        reference_price: i64::MIN,
+        indicative_clearing_price: i64::MIN,
+        imbalance_shares: u32::MAX,
+        imbalance_side: u8::MAX,
+        extension_number: u8::MAX,
+        scheduled_auction_time: u32::MAX,
+        auction_book_clearing_price: i64::MIN,
+        collar_reference_price: i64::MIN,
+        lower_auction_collar: i64::MIN,
+        upper_auction_collar: i64::MIN,
+    });
+    go!(IexAddOrderFields {
+        timestamp: i64::MIN + 1,
+        symbol: s,
+        side: Side::Sell,
+        order_id: u64::MAX,
+        size: u32::MAX,
+        price: i64::MIN,
+    });
+    go!(IexOrderModifyFields {
+        timestamp: i64::MIN + 1,
+        symbol: s,
+        modify_flags: u8::MAX,
+        order_id: u64::MAX,
+        size: u32::MAX,
+        price: i64::MIN,
+    });
+    go!(IexOrderDeleteFields {
+        timestamp: i64::MIN + 1,
+        symbol: s,
+        reserved: u8::MAX,
+        order_id: u64::MAX,
+    });
+    go!(IexOrderExecutedFields {
+        timestamp: i64::MIN + 1,
+        symbol: s,
+        sale_condition_flags: u8::MAX,
+        order_id: u64::MAX,
+        size: u32::MAX,
+        price: i64::MIN,
+        trade_id: u64::MAX,
+    });
+    go!(IexClearBookFields {
+        timestamp: i64::MIN + 1,
+        symbol: s,
+        reserved: u8::MAX,
+    });
 }
 
 #[test]

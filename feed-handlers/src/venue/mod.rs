@@ -16,22 +16,24 @@
 //!    sequencer (the socket driver and the replay pick the sequencer by it);
 //! 4. `FeedPipeline::with_venue(YourVenue::default(), ...)` publishes it.
 //!
-//! Nasdaq TotalView-ITCH 5.0 over MoldUDP64 is the first implementation ([`Nasdaq`]).
+//! Nasdaq TotalView-ITCH 5.0 over MoldUDP64 is the first implementation ([`Nasdaq`]); IEX's
+//! TOPS, DEEP and DEEP+ over IEX-TP the second ([`Iex`]).
 
-mod directory;
+pub mod iex;
 pub mod nasdaq;
 
 use core::fmt;
 
 use mdbus_codecs::fb::{self, Encoded, Encoder, EnvelopeFlags};
 
-pub use directory::{Directory, DirectoryFull, MAX_INSTRUMENTS, Symbol};
+pub use iex::Iex;
+pub use mdbus_codecs::directory::{Directory, DirectoryFull, MAX_INSTRUMENTS, Symbol};
 pub use nasdaq::Nasdaq;
 
 /// How a venue's packets are framed and sequenced on the wire (and in captures).
 ///
 /// Each framing has its sans-IO sequencer in `mdbus_codecs`; the socket driver and the replay
-/// choose it by [`Venue::FRAMING`]. Today there is one.
+/// choose it by [`Venue::FRAMING`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Framing {
@@ -39,6 +41,10 @@ pub enum Framing {
     /// preceded by a 2-byte length ([`mdbus_codecs::moldudp64`], sequenced by
     /// [`mdbus_codecs::sequencer`]).
     MoldUdp64,
+    /// IEX-TP v1: a 40-byte segment header (protocol, channel, session, stream offset, first
+    /// sequence number, message count, send time); each message preceded by a 2-byte
+    /// little-endian length ([`mdbus_codecs::iex::tp`], sequenced by its `Tracker`).
+    IexTp,
 }
 
 /// One market's feed: its framing, decoder, instrument directory and normalizer. See the
@@ -128,6 +134,7 @@ pub fn is_source_event(event: fb::Event) -> bool {
 pub fn source_type_of(venue: fb::Venue, event: fb::Event) -> Option<u8> {
     match venue {
         fb::Venue::Nasdaq | fb::Venue::Unknown => Nasdaq::type_of_event(event),
+        fb::Venue::Iex => Iex::type_of_event(event),
         _ => None,
     }
 }
@@ -137,14 +144,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn source_events_are_the_kinds_nasdaq_normalizes_into_and_nothing_else() {
+    fn source_events_are_the_kinds_the_venues_normalize_into_and_nothing_else() {
         for tag in 0..=u8::MAX {
             let e = fb::Event(tag);
             assert_eq!(
                 is_source_event(e),
-                Nasdaq::type_of_event(e).is_some(),
+                Nasdaq::type_of_event(e).is_some() || Iex::type_of_event(e).is_some(),
                 "{e:?}"
             );
+            assert!(Nasdaq::type_of_event(e).is_none() || Iex::type_of_event(e).is_none());
+            assert_eq!(source_type_of(fb::Venue::Iex, e), Iex::type_of_event(e));
             assert_eq!(
                 source_type_of(fb::Venue::Unknown, e),
                 Nasdaq::type_of_event(e)

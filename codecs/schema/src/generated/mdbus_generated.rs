@@ -596,10 +596,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Venue {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_EVENT: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_EVENT: u8 = 28;
+pub const ENUM_MAX_EVENT: u8 = 47;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_EVENT: [Event; 29] = [
+pub const ENUM_VALUES_EVENT: [Event; 48] = [
   Event::NONE,
   Event::SystemEvent,
   Event::StockDirectory,
@@ -629,6 +629,25 @@ pub const ENUM_VALUES_EVENT: [Event; 29] = [
   Event::Bbo,
   Event::PriceLevelUpdate,
   Event::EndOfSession,
+  Event::IexSystemEvent,
+  Event::IexSecurityDirectory,
+  Event::IexTradingStatus,
+  Event::IexRetailLiquidityIndicator,
+  Event::IexOperationalHaltStatus,
+  Event::IexShortSalePriceTestStatus,
+  Event::IexSecurityEvent,
+  Event::IexQuoteUpdate,
+  Event::IexPriceLevelUpdateBuy,
+  Event::IexPriceLevelUpdateSell,
+  Event::IexTradeReport,
+  Event::IexTradeBreak,
+  Event::IexOfficialPrice,
+  Event::IexAuctionInformation,
+  Event::IexAddOrder,
+  Event::IexOrderModify,
+  Event::IexOrderDelete,
+  Event::IexOrderExecuted,
+  Event::IexClearBook,
 ];
 
 /// Every normalized event. Append-only: never reorder, remove or reuse a member (the tag is
@@ -667,9 +686,28 @@ impl Event {
   pub const Bbo: Self = Self(26);
   pub const PriceLevelUpdate: Self = Self(27);
   pub const EndOfSession: Self = Self(28);
+  pub const IexSystemEvent: Self = Self(29);
+  pub const IexSecurityDirectory: Self = Self(30);
+  pub const IexTradingStatus: Self = Self(31);
+  pub const IexRetailLiquidityIndicator: Self = Self(32);
+  pub const IexOperationalHaltStatus: Self = Self(33);
+  pub const IexShortSalePriceTestStatus: Self = Self(34);
+  pub const IexSecurityEvent: Self = Self(35);
+  pub const IexQuoteUpdate: Self = Self(36);
+  pub const IexPriceLevelUpdateBuy: Self = Self(37);
+  pub const IexPriceLevelUpdateSell: Self = Self(38);
+  pub const IexTradeReport: Self = Self(39);
+  pub const IexTradeBreak: Self = Self(40);
+  pub const IexOfficialPrice: Self = Self(41);
+  pub const IexAuctionInformation: Self = Self(42);
+  pub const IexAddOrder: Self = Self(43);
+  pub const IexOrderModify: Self = Self(44);
+  pub const IexOrderDelete: Self = Self(45);
+  pub const IexOrderExecuted: Self = Self(46);
+  pub const IexClearBook: Self = Self(47);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 28;
+  pub const ENUM_MAX: u8 = 47;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::SystemEvent,
@@ -700,6 +738,25 @@ impl Event {
     Self::Bbo,
     Self::PriceLevelUpdate,
     Self::EndOfSession,
+    Self::IexSystemEvent,
+    Self::IexSecurityDirectory,
+    Self::IexTradingStatus,
+    Self::IexRetailLiquidityIndicator,
+    Self::IexOperationalHaltStatus,
+    Self::IexShortSalePriceTestStatus,
+    Self::IexSecurityEvent,
+    Self::IexQuoteUpdate,
+    Self::IexPriceLevelUpdateBuy,
+    Self::IexPriceLevelUpdateSell,
+    Self::IexTradeReport,
+    Self::IexTradeBreak,
+    Self::IexOfficialPrice,
+    Self::IexAuctionInformation,
+    Self::IexAddOrder,
+    Self::IexOrderModify,
+    Self::IexOrderDelete,
+    Self::IexOrderExecuted,
+    Self::IexClearBook,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -733,6 +790,25 @@ impl Event {
       Self::Bbo => Some("Bbo"),
       Self::PriceLevelUpdate => Some("PriceLevelUpdate"),
       Self::EndOfSession => Some("EndOfSession"),
+      Self::IexSystemEvent => Some("IexSystemEvent"),
+      Self::IexSecurityDirectory => Some("IexSecurityDirectory"),
+      Self::IexTradingStatus => Some("IexTradingStatus"),
+      Self::IexRetailLiquidityIndicator => Some("IexRetailLiquidityIndicator"),
+      Self::IexOperationalHaltStatus => Some("IexOperationalHaltStatus"),
+      Self::IexShortSalePriceTestStatus => Some("IexShortSalePriceTestStatus"),
+      Self::IexSecurityEvent => Some("IexSecurityEvent"),
+      Self::IexQuoteUpdate => Some("IexQuoteUpdate"),
+      Self::IexPriceLevelUpdateBuy => Some("IexPriceLevelUpdateBuy"),
+      Self::IexPriceLevelUpdateSell => Some("IexPriceLevelUpdateSell"),
+      Self::IexTradeReport => Some("IexTradeReport"),
+      Self::IexTradeBreak => Some("IexTradeBreak"),
+      Self::IexOfficialPrice => Some("IexOfficialPrice"),
+      Self::IexAuctionInformation => Some("IexAuctionInformation"),
+      Self::IexAddOrder => Some("IexAddOrder"),
+      Self::IexOrderModify => Some("IexOrderModify"),
+      Self::IexOrderDelete => Some("IexOrderDelete"),
+      Self::IexOrderExecuted => Some("IexOrderExecuted"),
+      Self::IexClearBook => Some("IexClearBook"),
       _ => None,
     }
   }
@@ -7307,6 +7383,3257 @@ impl ::core::fmt::Debug for EndOfSession<'_> {
       ds.finish()
   }
 }
+pub enum IexSystemEventOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// IEX `S` System Event.
+pub struct IexSystemEvent<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for IexSystemEvent<'a> {
+  type Inner = IexSystemEvent<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> IexSystemEvent<'a> {
+  pub const VT_TIMESTAMP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SYSTEM_EVENT: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    IexSystemEvent { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args IexSystemEventArgs
+  ) -> ::flatbuffers::WIPOffset<IexSystemEvent<'bldr>> {
+    let mut builder = IexSystemEventBuilder::new(_fbb);
+    builder.add_timestamp(args.timestamp);
+    builder.add_system_event(args.system_event);
+    builder.finish()
+  }
+
+
+  /// IEX Timestamp, ns since the Unix epoch.
+  #[inline]
+  pub fn timestamp(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexSystemEvent::VT_TIMESTAMP, Some(0)).unwrap()}
+  }
+  /// `O` start of messages, `S` start of system hours, `R` start of regular market hours,
+  /// `M` end of regular market hours, `E` end of system hours, `C` end of messages (ASCII).
+  #[inline]
+  pub fn system_event(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(IexSystemEvent::VT_SYSTEM_EVENT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for IexSystemEvent<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("timestamp", Self::VT_TIMESTAMP, false)?
+     .visit_field::<u8>("system_event", Self::VT_SYSTEM_EVENT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct IexSystemEventArgs {
+    pub timestamp: i64,
+    pub system_event: u8,
+}
+impl<'a> Default for IexSystemEventArgs {
+  #[inline]
+  fn default() -> Self {
+    IexSystemEventArgs {
+      timestamp: 0,
+      system_event: 0,
+    }
+  }
+}
+
+pub struct IexSystemEventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> IexSystemEventBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_timestamp(&mut self, timestamp: i64) {
+    self.fbb_.push_slot::<i64>(IexSystemEvent::VT_TIMESTAMP, timestamp, 0);
+  }
+  #[inline]
+  pub fn add_system_event(&mut self, system_event: u8) {
+    self.fbb_.push_slot::<u8>(IexSystemEvent::VT_SYSTEM_EVENT, system_event, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> IexSystemEventBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    IexSystemEventBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<IexSystemEvent<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for IexSystemEvent<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("IexSystemEvent");
+      ds.field("timestamp", &self.timestamp());
+      ds.field("system_event", &self.system_event());
+      ds.finish()
+  }
+}
+pub enum IexSecurityDirectoryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// IEX `D` Security Directory.
+pub struct IexSecurityDirectory<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for IexSecurityDirectory<'a> {
+  type Inner = IexSecurityDirectory<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> IexSecurityDirectory<'a> {
+  pub const VT_TIMESTAMP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SYMBOL: ::flatbuffers::VOffsetT = 6;
+  pub const VT_FLAGS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ROUND_LOT_SIZE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_ADJUSTED_POC_PRICE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_LULD_TIER: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    IexSecurityDirectory { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args IexSecurityDirectoryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<IexSecurityDirectory<'bldr>> {
+    let mut builder = IexSecurityDirectoryBuilder::new(_fbb);
+    builder.add_adjusted_poc_price(args.adjusted_poc_price);
+    builder.add_timestamp(args.timestamp);
+    builder.add_round_lot_size(args.round_lot_size);
+    if let Some(x) = args.symbol { builder.add_symbol(x); }
+    builder.add_luld_tier(args.luld_tier);
+    builder.add_flags(args.flags);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn timestamp(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexSecurityDirectory::VT_TIMESTAMP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn symbol(&self) -> &'a Symbol {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Symbol>(IexSecurityDirectory::VT_SYMBOL, None).unwrap()}
+  }
+  /// Bits: 0x80 test security, 0x40 when issued, 0x20 ETP.
+  #[inline]
+  pub fn flags(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(IexSecurityDirectory::VT_FLAGS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn round_lot_size(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(IexSecurityDirectory::VT_ROUND_LOT_SIZE, Some(0)).unwrap()}
+  }
+  /// Adjusted previous official closing price, Price(4).
+  #[inline]
+  pub fn adjusted_poc_price(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexSecurityDirectory::VT_ADJUSTED_POC_PRICE, Some(0)).unwrap()}
+  }
+  /// 0 not applicable, 1 tier 1, 2 tier 2.
+  #[inline]
+  pub fn luld_tier(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(IexSecurityDirectory::VT_LULD_TIER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for IexSecurityDirectory<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("timestamp", Self::VT_TIMESTAMP, false)?
+     .visit_field::<Symbol>("symbol", Self::VT_SYMBOL, true)?
+     .visit_field::<u8>("flags", Self::VT_FLAGS, false)?
+     .visit_field::<u32>("round_lot_size", Self::VT_ROUND_LOT_SIZE, false)?
+     .visit_field::<i64>("adjusted_poc_price", Self::VT_ADJUSTED_POC_PRICE, false)?
+     .visit_field::<u8>("luld_tier", Self::VT_LULD_TIER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct IexSecurityDirectoryArgs<'a> {
+    pub timestamp: i64,
+    pub symbol: Option<&'a Symbol>,
+    pub flags: u8,
+    pub round_lot_size: u32,
+    pub adjusted_poc_price: i64,
+    pub luld_tier: u8,
+}
+impl<'a> Default for IexSecurityDirectoryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    IexSecurityDirectoryArgs {
+      timestamp: 0,
+      symbol: None, // required field
+      flags: 0,
+      round_lot_size: 0,
+      adjusted_poc_price: 0,
+      luld_tier: 0,
+    }
+  }
+}
+
+pub struct IexSecurityDirectoryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> IexSecurityDirectoryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_timestamp(&mut self, timestamp: i64) {
+    self.fbb_.push_slot::<i64>(IexSecurityDirectory::VT_TIMESTAMP, timestamp, 0);
+  }
+  #[inline]
+  pub fn add_symbol(&mut self, symbol: &Symbol) {
+    self.fbb_.push_slot_always::<&Symbol>(IexSecurityDirectory::VT_SYMBOL, symbol);
+  }
+  #[inline]
+  pub fn add_flags(&mut self, flags: u8) {
+    self.fbb_.push_slot::<u8>(IexSecurityDirectory::VT_FLAGS, flags, 0);
+  }
+  #[inline]
+  pub fn add_round_lot_size(&mut self, round_lot_size: u32) {
+    self.fbb_.push_slot::<u32>(IexSecurityDirectory::VT_ROUND_LOT_SIZE, round_lot_size, 0);
+  }
+  #[inline]
+  pub fn add_adjusted_poc_price(&mut self, adjusted_poc_price: i64) {
+    self.fbb_.push_slot::<i64>(IexSecurityDirectory::VT_ADJUSTED_POC_PRICE, adjusted_poc_price, 0);
+  }
+  #[inline]
+  pub fn add_luld_tier(&mut self, luld_tier: u8) {
+    self.fbb_.push_slot::<u8>(IexSecurityDirectory::VT_LULD_TIER, luld_tier, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> IexSecurityDirectoryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    IexSecurityDirectoryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<IexSecurityDirectory<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, IexSecurityDirectory::VT_SYMBOL,"symbol");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for IexSecurityDirectory<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("IexSecurityDirectory");
+      ds.field("timestamp", &self.timestamp());
+      ds.field("symbol", &self.symbol());
+      ds.field("flags", &self.flags());
+      ds.field("round_lot_size", &self.round_lot_size());
+      ds.field("adjusted_poc_price", &self.adjusted_poc_price());
+      ds.field("luld_tier", &self.luld_tier());
+      ds.finish()
+  }
+}
+pub enum IexTradingStatusOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// IEX `H` Trading Status.
+pub struct IexTradingStatus<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for IexTradingStatus<'a> {
+  type Inner = IexTradingStatus<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> IexTradingStatus<'a> {
+  pub const VT_TIMESTAMP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SYMBOL: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TRADING_STATUS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_REASON: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    IexTradingStatus { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args IexTradingStatusArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<IexTradingStatus<'bldr>> {
+    let mut builder = IexTradingStatusBuilder::new(_fbb);
+    builder.add_timestamp(args.timestamp);
+    if let Some(x) = args.reason { builder.add_reason(x); }
+    if let Some(x) = args.symbol { builder.add_symbol(x); }
+    builder.add_trading_status(args.trading_status);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn timestamp(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexTradingStatus::VT_TIMESTAMP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn symbol(&self) -> &'a Symbol {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Symbol>(IexTradingStatus::VT_SYMBOL, None).unwrap()}
+  }
+  /// `H` halted, `O` order acceptance period, `P` paused, `T` trading (ASCII).
+  #[inline]
+  pub fn trading_status(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(IexTradingStatus::VT_TRADING_STATUS, Some(0)).unwrap()}
+  }
+  /// Halt or pause reason (four ASCII characters, space-padded).
+  #[inline]
+  pub fn reason(&self) -> &'a Alpha4 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Alpha4>(IexTradingStatus::VT_REASON, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for IexTradingStatus<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("timestamp", Self::VT_TIMESTAMP, false)?
+     .visit_field::<Symbol>("symbol", Self::VT_SYMBOL, true)?
+     .visit_field::<u8>("trading_status", Self::VT_TRADING_STATUS, false)?
+     .visit_field::<Alpha4>("reason", Self::VT_REASON, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct IexTradingStatusArgs<'a> {
+    pub timestamp: i64,
+    pub symbol: Option<&'a Symbol>,
+    pub trading_status: u8,
+    pub reason: Option<&'a Alpha4>,
+}
+impl<'a> Default for IexTradingStatusArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    IexTradingStatusArgs {
+      timestamp: 0,
+      symbol: None, // required field
+      trading_status: 0,
+      reason: None, // required field
+    }
+  }
+}
+
+pub struct IexTradingStatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> IexTradingStatusBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_timestamp(&mut self, timestamp: i64) {
+    self.fbb_.push_slot::<i64>(IexTradingStatus::VT_TIMESTAMP, timestamp, 0);
+  }
+  #[inline]
+  pub fn add_symbol(&mut self, symbol: &Symbol) {
+    self.fbb_.push_slot_always::<&Symbol>(IexTradingStatus::VT_SYMBOL, symbol);
+  }
+  #[inline]
+  pub fn add_trading_status(&mut self, trading_status: u8) {
+    self.fbb_.push_slot::<u8>(IexTradingStatus::VT_TRADING_STATUS, trading_status, 0);
+  }
+  #[inline]
+  pub fn add_reason(&mut self, reason: &Alpha4) {
+    self.fbb_.push_slot_always::<&Alpha4>(IexTradingStatus::VT_REASON, reason);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> IexTradingStatusBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    IexTradingStatusBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<IexTradingStatus<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, IexTradingStatus::VT_SYMBOL,"symbol");
+    self.fbb_.required(o, IexTradingStatus::VT_REASON,"reason");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for IexTradingStatus<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("IexTradingStatus");
+      ds.field("timestamp", &self.timestamp());
+      ds.field("symbol", &self.symbol());
+      ds.field("trading_status", &self.trading_status());
+      ds.field("reason", &self.reason());
+      ds.finish()
+  }
+}
+pub enum IexRetailLiquidityIndicatorOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// IEX `I` Retail Liquidity Indicator.
+pub struct IexRetailLiquidityIndicator<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for IexRetailLiquidityIndicator<'a> {
+  type Inner = IexRetailLiquidityIndicator<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> IexRetailLiquidityIndicator<'a> {
+  pub const VT_TIMESTAMP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SYMBOL: ::flatbuffers::VOffsetT = 6;
+  pub const VT_RETAIL_LIQUIDITY_INDICATOR: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    IexRetailLiquidityIndicator { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args IexRetailLiquidityIndicatorArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<IexRetailLiquidityIndicator<'bldr>> {
+    let mut builder = IexRetailLiquidityIndicatorBuilder::new(_fbb);
+    builder.add_timestamp(args.timestamp);
+    if let Some(x) = args.symbol { builder.add_symbol(x); }
+    builder.add_retail_liquidity_indicator(args.retail_liquidity_indicator);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn timestamp(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexRetailLiquidityIndicator::VT_TIMESTAMP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn symbol(&self) -> &'a Symbol {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Symbol>(IexRetailLiquidityIndicator::VT_SYMBOL, None).unwrap()}
+  }
+  /// Space none, `A` buy interest, `B` sell interest, `C` both (ASCII).
+  #[inline]
+  pub fn retail_liquidity_indicator(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(IexRetailLiquidityIndicator::VT_RETAIL_LIQUIDITY_INDICATOR, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for IexRetailLiquidityIndicator<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("timestamp", Self::VT_TIMESTAMP, false)?
+     .visit_field::<Symbol>("symbol", Self::VT_SYMBOL, true)?
+     .visit_field::<u8>("retail_liquidity_indicator", Self::VT_RETAIL_LIQUIDITY_INDICATOR, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct IexRetailLiquidityIndicatorArgs<'a> {
+    pub timestamp: i64,
+    pub symbol: Option<&'a Symbol>,
+    pub retail_liquidity_indicator: u8,
+}
+impl<'a> Default for IexRetailLiquidityIndicatorArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    IexRetailLiquidityIndicatorArgs {
+      timestamp: 0,
+      symbol: None, // required field
+      retail_liquidity_indicator: 0,
+    }
+  }
+}
+
+pub struct IexRetailLiquidityIndicatorBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> IexRetailLiquidityIndicatorBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_timestamp(&mut self, timestamp: i64) {
+    self.fbb_.push_slot::<i64>(IexRetailLiquidityIndicator::VT_TIMESTAMP, timestamp, 0);
+  }
+  #[inline]
+  pub fn add_symbol(&mut self, symbol: &Symbol) {
+    self.fbb_.push_slot_always::<&Symbol>(IexRetailLiquidityIndicator::VT_SYMBOL, symbol);
+  }
+  #[inline]
+  pub fn add_retail_liquidity_indicator(&mut self, retail_liquidity_indicator: u8) {
+    self.fbb_.push_slot::<u8>(IexRetailLiquidityIndicator::VT_RETAIL_LIQUIDITY_INDICATOR, retail_liquidity_indicator, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> IexRetailLiquidityIndicatorBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    IexRetailLiquidityIndicatorBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<IexRetailLiquidityIndicator<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, IexRetailLiquidityIndicator::VT_SYMBOL,"symbol");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for IexRetailLiquidityIndicator<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("IexRetailLiquidityIndicator");
+      ds.field("timestamp", &self.timestamp());
+      ds.field("symbol", &self.symbol());
+      ds.field("retail_liquidity_indicator", &self.retail_liquidity_indicator());
+      ds.finish()
+  }
+}
+pub enum IexOperationalHaltStatusOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// IEX `O` Operational Halt Status.
+pub struct IexOperationalHaltStatus<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for IexOperationalHaltStatus<'a> {
+  type Inner = IexOperationalHaltStatus<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> IexOperationalHaltStatus<'a> {
+  pub const VT_TIMESTAMP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SYMBOL: ::flatbuffers::VOffsetT = 6;
+  pub const VT_OPERATIONAL_HALT_STATUS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    IexOperationalHaltStatus { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args IexOperationalHaltStatusArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<IexOperationalHaltStatus<'bldr>> {
+    let mut builder = IexOperationalHaltStatusBuilder::new(_fbb);
+    builder.add_timestamp(args.timestamp);
+    if let Some(x) = args.symbol { builder.add_symbol(x); }
+    builder.add_operational_halt_status(args.operational_halt_status);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn timestamp(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexOperationalHaltStatus::VT_TIMESTAMP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn symbol(&self) -> &'a Symbol {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Symbol>(IexOperationalHaltStatus::VT_SYMBOL, None).unwrap()}
+  }
+  /// `O` operationally halted on IEX, `N` not (ASCII).
+  #[inline]
+  pub fn operational_halt_status(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(IexOperationalHaltStatus::VT_OPERATIONAL_HALT_STATUS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for IexOperationalHaltStatus<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("timestamp", Self::VT_TIMESTAMP, false)?
+     .visit_field::<Symbol>("symbol", Self::VT_SYMBOL, true)?
+     .visit_field::<u8>("operational_halt_status", Self::VT_OPERATIONAL_HALT_STATUS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct IexOperationalHaltStatusArgs<'a> {
+    pub timestamp: i64,
+    pub symbol: Option<&'a Symbol>,
+    pub operational_halt_status: u8,
+}
+impl<'a> Default for IexOperationalHaltStatusArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    IexOperationalHaltStatusArgs {
+      timestamp: 0,
+      symbol: None, // required field
+      operational_halt_status: 0,
+    }
+  }
+}
+
+pub struct IexOperationalHaltStatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> IexOperationalHaltStatusBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_timestamp(&mut self, timestamp: i64) {
+    self.fbb_.push_slot::<i64>(IexOperationalHaltStatus::VT_TIMESTAMP, timestamp, 0);
+  }
+  #[inline]
+  pub fn add_symbol(&mut self, symbol: &Symbol) {
+    self.fbb_.push_slot_always::<&Symbol>(IexOperationalHaltStatus::VT_SYMBOL, symbol);
+  }
+  #[inline]
+  pub fn add_operational_halt_status(&mut self, operational_halt_status: u8) {
+    self.fbb_.push_slot::<u8>(IexOperationalHaltStatus::VT_OPERATIONAL_HALT_STATUS, operational_halt_status, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> IexOperationalHaltStatusBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    IexOperationalHaltStatusBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<IexOperationalHaltStatus<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, IexOperationalHaltStatus::VT_SYMBOL,"symbol");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for IexOperationalHaltStatus<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("IexOperationalHaltStatus");
+      ds.field("timestamp", &self.timestamp());
+      ds.field("symbol", &self.symbol());
+      ds.field("operational_halt_status", &self.operational_halt_status());
+      ds.finish()
+  }
+}
+pub enum IexShortSalePriceTestStatusOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// IEX `P` Short Sale Price Test Status.
+pub struct IexShortSalePriceTestStatus<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for IexShortSalePriceTestStatus<'a> {
+  type Inner = IexShortSalePriceTestStatus<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> IexShortSalePriceTestStatus<'a> {
+  pub const VT_TIMESTAMP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SYMBOL: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SHORT_SALE_PRICE_TEST_STATUS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_DETAIL: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    IexShortSalePriceTestStatus { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args IexShortSalePriceTestStatusArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<IexShortSalePriceTestStatus<'bldr>> {
+    let mut builder = IexShortSalePriceTestStatusBuilder::new(_fbb);
+    builder.add_timestamp(args.timestamp);
+    if let Some(x) = args.symbol { builder.add_symbol(x); }
+    builder.add_detail(args.detail);
+    builder.add_short_sale_price_test_status(args.short_sale_price_test_status);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn timestamp(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexShortSalePriceTestStatus::VT_TIMESTAMP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn symbol(&self) -> &'a Symbol {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Symbol>(IexShortSalePriceTestStatus::VT_SYMBOL, None).unwrap()}
+  }
+  /// 0 not in effect, 1 in effect.
+  #[inline]
+  pub fn short_sale_price_test_status(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(IexShortSalePriceTestStatus::VT_SHORT_SALE_PRICE_TEST_STATUS, Some(0)).unwrap()}
+  }
+  /// Space, `A` activated, `C` continued, `D` deactivated, `N` not available (ASCII).
+  #[inline]
+  pub fn detail(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(IexShortSalePriceTestStatus::VT_DETAIL, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for IexShortSalePriceTestStatus<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("timestamp", Self::VT_TIMESTAMP, false)?
+     .visit_field::<Symbol>("symbol", Self::VT_SYMBOL, true)?
+     .visit_field::<u8>("short_sale_price_test_status", Self::VT_SHORT_SALE_PRICE_TEST_STATUS, false)?
+     .visit_field::<u8>("detail", Self::VT_DETAIL, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct IexShortSalePriceTestStatusArgs<'a> {
+    pub timestamp: i64,
+    pub symbol: Option<&'a Symbol>,
+    pub short_sale_price_test_status: u8,
+    pub detail: u8,
+}
+impl<'a> Default for IexShortSalePriceTestStatusArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    IexShortSalePriceTestStatusArgs {
+      timestamp: 0,
+      symbol: None, // required field
+      short_sale_price_test_status: 0,
+      detail: 0,
+    }
+  }
+}
+
+pub struct IexShortSalePriceTestStatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> IexShortSalePriceTestStatusBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_timestamp(&mut self, timestamp: i64) {
+    self.fbb_.push_slot::<i64>(IexShortSalePriceTestStatus::VT_TIMESTAMP, timestamp, 0);
+  }
+  #[inline]
+  pub fn add_symbol(&mut self, symbol: &Symbol) {
+    self.fbb_.push_slot_always::<&Symbol>(IexShortSalePriceTestStatus::VT_SYMBOL, symbol);
+  }
+  #[inline]
+  pub fn add_short_sale_price_test_status(&mut self, short_sale_price_test_status: u8) {
+    self.fbb_.push_slot::<u8>(IexShortSalePriceTestStatus::VT_SHORT_SALE_PRICE_TEST_STATUS, short_sale_price_test_status, 0);
+  }
+  #[inline]
+  pub fn add_detail(&mut self, detail: u8) {
+    self.fbb_.push_slot::<u8>(IexShortSalePriceTestStatus::VT_DETAIL, detail, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> IexShortSalePriceTestStatusBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    IexShortSalePriceTestStatusBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<IexShortSalePriceTestStatus<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, IexShortSalePriceTestStatus::VT_SYMBOL,"symbol");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for IexShortSalePriceTestStatus<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("IexShortSalePriceTestStatus");
+      ds.field("timestamp", &self.timestamp());
+      ds.field("symbol", &self.symbol());
+      ds.field("short_sale_price_test_status", &self.short_sale_price_test_status());
+      ds.field("detail", &self.detail());
+      ds.finish()
+  }
+}
+pub enum IexSecurityEventOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// IEX `E` Security Event.
+pub struct IexSecurityEvent<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for IexSecurityEvent<'a> {
+  type Inner = IexSecurityEvent<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> IexSecurityEvent<'a> {
+  pub const VT_TIMESTAMP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SYMBOL: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SECURITY_EVENT: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    IexSecurityEvent { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args IexSecurityEventArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<IexSecurityEvent<'bldr>> {
+    let mut builder = IexSecurityEventBuilder::new(_fbb);
+    builder.add_timestamp(args.timestamp);
+    if let Some(x) = args.symbol { builder.add_symbol(x); }
+    builder.add_security_event(args.security_event);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn timestamp(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexSecurityEvent::VT_TIMESTAMP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn symbol(&self) -> &'a Symbol {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Symbol>(IexSecurityEvent::VT_SYMBOL, None).unwrap()}
+  }
+  /// `O` opening process complete, `C` closing process complete (ASCII).
+  #[inline]
+  pub fn security_event(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(IexSecurityEvent::VT_SECURITY_EVENT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for IexSecurityEvent<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("timestamp", Self::VT_TIMESTAMP, false)?
+     .visit_field::<Symbol>("symbol", Self::VT_SYMBOL, true)?
+     .visit_field::<u8>("security_event", Self::VT_SECURITY_EVENT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct IexSecurityEventArgs<'a> {
+    pub timestamp: i64,
+    pub symbol: Option<&'a Symbol>,
+    pub security_event: u8,
+}
+impl<'a> Default for IexSecurityEventArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    IexSecurityEventArgs {
+      timestamp: 0,
+      symbol: None, // required field
+      security_event: 0,
+    }
+  }
+}
+
+pub struct IexSecurityEventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> IexSecurityEventBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_timestamp(&mut self, timestamp: i64) {
+    self.fbb_.push_slot::<i64>(IexSecurityEvent::VT_TIMESTAMP, timestamp, 0);
+  }
+  #[inline]
+  pub fn add_symbol(&mut self, symbol: &Symbol) {
+    self.fbb_.push_slot_always::<&Symbol>(IexSecurityEvent::VT_SYMBOL, symbol);
+  }
+  #[inline]
+  pub fn add_security_event(&mut self, security_event: u8) {
+    self.fbb_.push_slot::<u8>(IexSecurityEvent::VT_SECURITY_EVENT, security_event, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> IexSecurityEventBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    IexSecurityEventBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<IexSecurityEvent<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, IexSecurityEvent::VT_SYMBOL,"symbol");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for IexSecurityEvent<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("IexSecurityEvent");
+      ds.field("timestamp", &self.timestamp());
+      ds.field("symbol", &self.symbol());
+      ds.field("security_event", &self.security_event());
+      ds.finish()
+  }
+}
+pub enum IexQuoteUpdateOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// IEX `Q` Quote Update (TOPS): IEX's best bid and offer as the venue sends it.
+pub struct IexQuoteUpdate<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for IexQuoteUpdate<'a> {
+  type Inner = IexQuoteUpdate<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> IexQuoteUpdate<'a> {
+  pub const VT_TIMESTAMP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SYMBOL: ::flatbuffers::VOffsetT = 6;
+  pub const VT_FLAGS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_BID_SIZE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_BID_PRICE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_ASK_PRICE: ::flatbuffers::VOffsetT = 14;
+  pub const VT_ASK_SIZE: ::flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    IexQuoteUpdate { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args IexQuoteUpdateArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<IexQuoteUpdate<'bldr>> {
+    let mut builder = IexQuoteUpdateBuilder::new(_fbb);
+    builder.add_ask_price(args.ask_price);
+    builder.add_bid_price(args.bid_price);
+    builder.add_timestamp(args.timestamp);
+    builder.add_ask_size(args.ask_size);
+    builder.add_bid_size(args.bid_size);
+    if let Some(x) = args.symbol { builder.add_symbol(x); }
+    builder.add_flags(args.flags);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn timestamp(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexQuoteUpdate::VT_TIMESTAMP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn symbol(&self) -> &'a Symbol {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Symbol>(IexQuoteUpdate::VT_SYMBOL, None).unwrap()}
+  }
+  /// Bits: 0x80 symbol halted, paused or not available, 0x40 pre/post-market session.
+  #[inline]
+  pub fn flags(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(IexQuoteUpdate::VT_FLAGS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn bid_size(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(IexQuoteUpdate::VT_BID_SIZE, Some(0)).unwrap()}
+  }
+  /// Price(4).
+  #[inline]
+  pub fn bid_price(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexQuoteUpdate::VT_BID_PRICE, Some(0)).unwrap()}
+  }
+  /// Price(4).
+  #[inline]
+  pub fn ask_price(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexQuoteUpdate::VT_ASK_PRICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn ask_size(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(IexQuoteUpdate::VT_ASK_SIZE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for IexQuoteUpdate<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("timestamp", Self::VT_TIMESTAMP, false)?
+     .visit_field::<Symbol>("symbol", Self::VT_SYMBOL, true)?
+     .visit_field::<u8>("flags", Self::VT_FLAGS, false)?
+     .visit_field::<u32>("bid_size", Self::VT_BID_SIZE, false)?
+     .visit_field::<i64>("bid_price", Self::VT_BID_PRICE, false)?
+     .visit_field::<i64>("ask_price", Self::VT_ASK_PRICE, false)?
+     .visit_field::<u32>("ask_size", Self::VT_ASK_SIZE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct IexQuoteUpdateArgs<'a> {
+    pub timestamp: i64,
+    pub symbol: Option<&'a Symbol>,
+    pub flags: u8,
+    pub bid_size: u32,
+    pub bid_price: i64,
+    pub ask_price: i64,
+    pub ask_size: u32,
+}
+impl<'a> Default for IexQuoteUpdateArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    IexQuoteUpdateArgs {
+      timestamp: 0,
+      symbol: None, // required field
+      flags: 0,
+      bid_size: 0,
+      bid_price: 0,
+      ask_price: 0,
+      ask_size: 0,
+    }
+  }
+}
+
+pub struct IexQuoteUpdateBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> IexQuoteUpdateBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_timestamp(&mut self, timestamp: i64) {
+    self.fbb_.push_slot::<i64>(IexQuoteUpdate::VT_TIMESTAMP, timestamp, 0);
+  }
+  #[inline]
+  pub fn add_symbol(&mut self, symbol: &Symbol) {
+    self.fbb_.push_slot_always::<&Symbol>(IexQuoteUpdate::VT_SYMBOL, symbol);
+  }
+  #[inline]
+  pub fn add_flags(&mut self, flags: u8) {
+    self.fbb_.push_slot::<u8>(IexQuoteUpdate::VT_FLAGS, flags, 0);
+  }
+  #[inline]
+  pub fn add_bid_size(&mut self, bid_size: u32) {
+    self.fbb_.push_slot::<u32>(IexQuoteUpdate::VT_BID_SIZE, bid_size, 0);
+  }
+  #[inline]
+  pub fn add_bid_price(&mut self, bid_price: i64) {
+    self.fbb_.push_slot::<i64>(IexQuoteUpdate::VT_BID_PRICE, bid_price, 0);
+  }
+  #[inline]
+  pub fn add_ask_price(&mut self, ask_price: i64) {
+    self.fbb_.push_slot::<i64>(IexQuoteUpdate::VT_ASK_PRICE, ask_price, 0);
+  }
+  #[inline]
+  pub fn add_ask_size(&mut self, ask_size: u32) {
+    self.fbb_.push_slot::<u32>(IexQuoteUpdate::VT_ASK_SIZE, ask_size, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> IexQuoteUpdateBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    IexQuoteUpdateBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<IexQuoteUpdate<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, IexQuoteUpdate::VT_SYMBOL,"symbol");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for IexQuoteUpdate<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("IexQuoteUpdate");
+      ds.field("timestamp", &self.timestamp());
+      ds.field("symbol", &self.symbol());
+      ds.field("flags", &self.flags());
+      ds.field("bid_size", &self.bid_size());
+      ds.field("bid_price", &self.bid_price());
+      ds.field("ask_price", &self.ask_price());
+      ds.field("ask_size", &self.ask_size());
+      ds.finish()
+  }
+}
+pub enum IexPriceLevelUpdateBuyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// IEX `8` Price Level Update on the buy side (DEEP): the venue's aggregate size at one price.
+pub struct IexPriceLevelUpdateBuy<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for IexPriceLevelUpdateBuy<'a> {
+  type Inner = IexPriceLevelUpdateBuy<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> IexPriceLevelUpdateBuy<'a> {
+  pub const VT_TIMESTAMP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SYMBOL: ::flatbuffers::VOffsetT = 6;
+  pub const VT_EVENT_FLAGS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_SIZE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_PRICE: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    IexPriceLevelUpdateBuy { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args IexPriceLevelUpdateBuyArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<IexPriceLevelUpdateBuy<'bldr>> {
+    let mut builder = IexPriceLevelUpdateBuyBuilder::new(_fbb);
+    builder.add_price(args.price);
+    builder.add_timestamp(args.timestamp);
+    builder.add_size(args.size);
+    if let Some(x) = args.symbol { builder.add_symbol(x); }
+    builder.add_event_flags(args.event_flags);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn timestamp(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexPriceLevelUpdateBuy::VT_TIMESTAMP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn symbol(&self) -> &'a Symbol {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Symbol>(IexPriceLevelUpdateBuy::VT_SYMBOL, None).unwrap()}
+  }
+  /// Event Flags: 0x01 event processing complete (the book is consistent after this one).
+  #[inline]
+  pub fn event_flags(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(IexPriceLevelUpdateBuy::VT_EVENT_FLAGS, Some(0)).unwrap()}
+  }
+  /// Aggregate displayed shares at the level; 0 = the level is gone.
+  #[inline]
+  pub fn size(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(IexPriceLevelUpdateBuy::VT_SIZE, Some(0)).unwrap()}
+  }
+  /// Price(4).
+  #[inline]
+  pub fn price(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexPriceLevelUpdateBuy::VT_PRICE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for IexPriceLevelUpdateBuy<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("timestamp", Self::VT_TIMESTAMP, false)?
+     .visit_field::<Symbol>("symbol", Self::VT_SYMBOL, true)?
+     .visit_field::<u8>("event_flags", Self::VT_EVENT_FLAGS, false)?
+     .visit_field::<u32>("size", Self::VT_SIZE, false)?
+     .visit_field::<i64>("price", Self::VT_PRICE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct IexPriceLevelUpdateBuyArgs<'a> {
+    pub timestamp: i64,
+    pub symbol: Option<&'a Symbol>,
+    pub event_flags: u8,
+    pub size: u32,
+    pub price: i64,
+}
+impl<'a> Default for IexPriceLevelUpdateBuyArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    IexPriceLevelUpdateBuyArgs {
+      timestamp: 0,
+      symbol: None, // required field
+      event_flags: 0,
+      size: 0,
+      price: 0,
+    }
+  }
+}
+
+pub struct IexPriceLevelUpdateBuyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> IexPriceLevelUpdateBuyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_timestamp(&mut self, timestamp: i64) {
+    self.fbb_.push_slot::<i64>(IexPriceLevelUpdateBuy::VT_TIMESTAMP, timestamp, 0);
+  }
+  #[inline]
+  pub fn add_symbol(&mut self, symbol: &Symbol) {
+    self.fbb_.push_slot_always::<&Symbol>(IexPriceLevelUpdateBuy::VT_SYMBOL, symbol);
+  }
+  #[inline]
+  pub fn add_event_flags(&mut self, event_flags: u8) {
+    self.fbb_.push_slot::<u8>(IexPriceLevelUpdateBuy::VT_EVENT_FLAGS, event_flags, 0);
+  }
+  #[inline]
+  pub fn add_size(&mut self, size: u32) {
+    self.fbb_.push_slot::<u32>(IexPriceLevelUpdateBuy::VT_SIZE, size, 0);
+  }
+  #[inline]
+  pub fn add_price(&mut self, price: i64) {
+    self.fbb_.push_slot::<i64>(IexPriceLevelUpdateBuy::VT_PRICE, price, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> IexPriceLevelUpdateBuyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    IexPriceLevelUpdateBuyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<IexPriceLevelUpdateBuy<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, IexPriceLevelUpdateBuy::VT_SYMBOL,"symbol");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for IexPriceLevelUpdateBuy<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("IexPriceLevelUpdateBuy");
+      ds.field("timestamp", &self.timestamp());
+      ds.field("symbol", &self.symbol());
+      ds.field("event_flags", &self.event_flags());
+      ds.field("size", &self.size());
+      ds.field("price", &self.price());
+      ds.finish()
+  }
+}
+pub enum IexPriceLevelUpdateSellOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// IEX `5` Price Level Update on the sell side (DEEP), as `IexPriceLevelUpdateBuy`.
+pub struct IexPriceLevelUpdateSell<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for IexPriceLevelUpdateSell<'a> {
+  type Inner = IexPriceLevelUpdateSell<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> IexPriceLevelUpdateSell<'a> {
+  pub const VT_TIMESTAMP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SYMBOL: ::flatbuffers::VOffsetT = 6;
+  pub const VT_EVENT_FLAGS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_SIZE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_PRICE: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    IexPriceLevelUpdateSell { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args IexPriceLevelUpdateSellArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<IexPriceLevelUpdateSell<'bldr>> {
+    let mut builder = IexPriceLevelUpdateSellBuilder::new(_fbb);
+    builder.add_price(args.price);
+    builder.add_timestamp(args.timestamp);
+    builder.add_size(args.size);
+    if let Some(x) = args.symbol { builder.add_symbol(x); }
+    builder.add_event_flags(args.event_flags);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn timestamp(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexPriceLevelUpdateSell::VT_TIMESTAMP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn symbol(&self) -> &'a Symbol {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Symbol>(IexPriceLevelUpdateSell::VT_SYMBOL, None).unwrap()}
+  }
+  /// Event Flags: 0x01 event processing complete.
+  #[inline]
+  pub fn event_flags(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(IexPriceLevelUpdateSell::VT_EVENT_FLAGS, Some(0)).unwrap()}
+  }
+  /// Aggregate displayed shares at the level; 0 = the level is gone.
+  #[inline]
+  pub fn size(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(IexPriceLevelUpdateSell::VT_SIZE, Some(0)).unwrap()}
+  }
+  /// Price(4).
+  #[inline]
+  pub fn price(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexPriceLevelUpdateSell::VT_PRICE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for IexPriceLevelUpdateSell<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("timestamp", Self::VT_TIMESTAMP, false)?
+     .visit_field::<Symbol>("symbol", Self::VT_SYMBOL, true)?
+     .visit_field::<u8>("event_flags", Self::VT_EVENT_FLAGS, false)?
+     .visit_field::<u32>("size", Self::VT_SIZE, false)?
+     .visit_field::<i64>("price", Self::VT_PRICE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct IexPriceLevelUpdateSellArgs<'a> {
+    pub timestamp: i64,
+    pub symbol: Option<&'a Symbol>,
+    pub event_flags: u8,
+    pub size: u32,
+    pub price: i64,
+}
+impl<'a> Default for IexPriceLevelUpdateSellArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    IexPriceLevelUpdateSellArgs {
+      timestamp: 0,
+      symbol: None, // required field
+      event_flags: 0,
+      size: 0,
+      price: 0,
+    }
+  }
+}
+
+pub struct IexPriceLevelUpdateSellBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> IexPriceLevelUpdateSellBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_timestamp(&mut self, timestamp: i64) {
+    self.fbb_.push_slot::<i64>(IexPriceLevelUpdateSell::VT_TIMESTAMP, timestamp, 0);
+  }
+  #[inline]
+  pub fn add_symbol(&mut self, symbol: &Symbol) {
+    self.fbb_.push_slot_always::<&Symbol>(IexPriceLevelUpdateSell::VT_SYMBOL, symbol);
+  }
+  #[inline]
+  pub fn add_event_flags(&mut self, event_flags: u8) {
+    self.fbb_.push_slot::<u8>(IexPriceLevelUpdateSell::VT_EVENT_FLAGS, event_flags, 0);
+  }
+  #[inline]
+  pub fn add_size(&mut self, size: u32) {
+    self.fbb_.push_slot::<u32>(IexPriceLevelUpdateSell::VT_SIZE, size, 0);
+  }
+  #[inline]
+  pub fn add_price(&mut self, price: i64) {
+    self.fbb_.push_slot::<i64>(IexPriceLevelUpdateSell::VT_PRICE, price, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> IexPriceLevelUpdateSellBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    IexPriceLevelUpdateSellBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<IexPriceLevelUpdateSell<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, IexPriceLevelUpdateSell::VT_SYMBOL,"symbol");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for IexPriceLevelUpdateSell<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("IexPriceLevelUpdateSell");
+      ds.field("timestamp", &self.timestamp());
+      ds.field("symbol", &self.symbol());
+      ds.field("event_flags", &self.event_flags());
+      ds.field("size", &self.size());
+      ds.field("price", &self.price());
+      ds.finish()
+  }
+}
+pub enum IexTradeReportOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// IEX `T` Trade Report.
+pub struct IexTradeReport<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for IexTradeReport<'a> {
+  type Inner = IexTradeReport<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> IexTradeReport<'a> {
+  pub const VT_TIMESTAMP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SYMBOL: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SALE_CONDITION_FLAGS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_SIZE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_PRICE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_TRADE_ID: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    IexTradeReport { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args IexTradeReportArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<IexTradeReport<'bldr>> {
+    let mut builder = IexTradeReportBuilder::new(_fbb);
+    builder.add_trade_id(args.trade_id);
+    builder.add_price(args.price);
+    builder.add_timestamp(args.timestamp);
+    builder.add_size(args.size);
+    if let Some(x) = args.symbol { builder.add_symbol(x); }
+    builder.add_sale_condition_flags(args.sale_condition_flags);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn timestamp(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexTradeReport::VT_TIMESTAMP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn symbol(&self) -> &'a Symbol {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Symbol>(IexTradeReport::VT_SYMBOL, None).unwrap()}
+  }
+  /// Bits: 0x80 intermarket sweep, 0x40 extended hours, 0x20 odd lot, 0x10 trade through
+  /// exempt, 0x08 single-price cross.
+  #[inline]
+  pub fn sale_condition_flags(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(IexTradeReport::VT_SALE_CONDITION_FLAGS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn size(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(IexTradeReport::VT_SIZE, Some(0)).unwrap()}
+  }
+  /// Price(4).
+  #[inline]
+  pub fn price(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexTradeReport::VT_PRICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn trade_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(IexTradeReport::VT_TRADE_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for IexTradeReport<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("timestamp", Self::VT_TIMESTAMP, false)?
+     .visit_field::<Symbol>("symbol", Self::VT_SYMBOL, true)?
+     .visit_field::<u8>("sale_condition_flags", Self::VT_SALE_CONDITION_FLAGS, false)?
+     .visit_field::<u32>("size", Self::VT_SIZE, false)?
+     .visit_field::<i64>("price", Self::VT_PRICE, false)?
+     .visit_field::<u64>("trade_id", Self::VT_TRADE_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct IexTradeReportArgs<'a> {
+    pub timestamp: i64,
+    pub symbol: Option<&'a Symbol>,
+    pub sale_condition_flags: u8,
+    pub size: u32,
+    pub price: i64,
+    pub trade_id: u64,
+}
+impl<'a> Default for IexTradeReportArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    IexTradeReportArgs {
+      timestamp: 0,
+      symbol: None, // required field
+      sale_condition_flags: 0,
+      size: 0,
+      price: 0,
+      trade_id: 0,
+    }
+  }
+}
+
+pub struct IexTradeReportBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> IexTradeReportBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_timestamp(&mut self, timestamp: i64) {
+    self.fbb_.push_slot::<i64>(IexTradeReport::VT_TIMESTAMP, timestamp, 0);
+  }
+  #[inline]
+  pub fn add_symbol(&mut self, symbol: &Symbol) {
+    self.fbb_.push_slot_always::<&Symbol>(IexTradeReport::VT_SYMBOL, symbol);
+  }
+  #[inline]
+  pub fn add_sale_condition_flags(&mut self, sale_condition_flags: u8) {
+    self.fbb_.push_slot::<u8>(IexTradeReport::VT_SALE_CONDITION_FLAGS, sale_condition_flags, 0);
+  }
+  #[inline]
+  pub fn add_size(&mut self, size: u32) {
+    self.fbb_.push_slot::<u32>(IexTradeReport::VT_SIZE, size, 0);
+  }
+  #[inline]
+  pub fn add_price(&mut self, price: i64) {
+    self.fbb_.push_slot::<i64>(IexTradeReport::VT_PRICE, price, 0);
+  }
+  #[inline]
+  pub fn add_trade_id(&mut self, trade_id: u64) {
+    self.fbb_.push_slot::<u64>(IexTradeReport::VT_TRADE_ID, trade_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> IexTradeReportBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    IexTradeReportBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<IexTradeReport<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, IexTradeReport::VT_SYMBOL,"symbol");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for IexTradeReport<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("IexTradeReport");
+      ds.field("timestamp", &self.timestamp());
+      ds.field("symbol", &self.symbol());
+      ds.field("sale_condition_flags", &self.sale_condition_flags());
+      ds.field("size", &self.size());
+      ds.field("price", &self.price());
+      ds.field("trade_id", &self.trade_id());
+      ds.finish()
+  }
+}
+pub enum IexTradeBreakOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// IEX `B` Trade Break: the Trade Report of the same `trade_id` is broken.
+pub struct IexTradeBreak<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for IexTradeBreak<'a> {
+  type Inner = IexTradeBreak<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> IexTradeBreak<'a> {
+  pub const VT_TIMESTAMP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SYMBOL: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SALE_CONDITION_FLAGS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_SIZE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_PRICE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_TRADE_ID: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    IexTradeBreak { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args IexTradeBreakArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<IexTradeBreak<'bldr>> {
+    let mut builder = IexTradeBreakBuilder::new(_fbb);
+    builder.add_trade_id(args.trade_id);
+    builder.add_price(args.price);
+    builder.add_timestamp(args.timestamp);
+    builder.add_size(args.size);
+    if let Some(x) = args.symbol { builder.add_symbol(x); }
+    builder.add_sale_condition_flags(args.sale_condition_flags);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn timestamp(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexTradeBreak::VT_TIMESTAMP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn symbol(&self) -> &'a Symbol {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Symbol>(IexTradeBreak::VT_SYMBOL, None).unwrap()}
+  }
+  /// As in `IexTradeReport`.
+  #[inline]
+  pub fn sale_condition_flags(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(IexTradeBreak::VT_SALE_CONDITION_FLAGS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn size(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(IexTradeBreak::VT_SIZE, Some(0)).unwrap()}
+  }
+  /// Price(4).
+  #[inline]
+  pub fn price(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexTradeBreak::VT_PRICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn trade_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(IexTradeBreak::VT_TRADE_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for IexTradeBreak<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("timestamp", Self::VT_TIMESTAMP, false)?
+     .visit_field::<Symbol>("symbol", Self::VT_SYMBOL, true)?
+     .visit_field::<u8>("sale_condition_flags", Self::VT_SALE_CONDITION_FLAGS, false)?
+     .visit_field::<u32>("size", Self::VT_SIZE, false)?
+     .visit_field::<i64>("price", Self::VT_PRICE, false)?
+     .visit_field::<u64>("trade_id", Self::VT_TRADE_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct IexTradeBreakArgs<'a> {
+    pub timestamp: i64,
+    pub symbol: Option<&'a Symbol>,
+    pub sale_condition_flags: u8,
+    pub size: u32,
+    pub price: i64,
+    pub trade_id: u64,
+}
+impl<'a> Default for IexTradeBreakArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    IexTradeBreakArgs {
+      timestamp: 0,
+      symbol: None, // required field
+      sale_condition_flags: 0,
+      size: 0,
+      price: 0,
+      trade_id: 0,
+    }
+  }
+}
+
+pub struct IexTradeBreakBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> IexTradeBreakBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_timestamp(&mut self, timestamp: i64) {
+    self.fbb_.push_slot::<i64>(IexTradeBreak::VT_TIMESTAMP, timestamp, 0);
+  }
+  #[inline]
+  pub fn add_symbol(&mut self, symbol: &Symbol) {
+    self.fbb_.push_slot_always::<&Symbol>(IexTradeBreak::VT_SYMBOL, symbol);
+  }
+  #[inline]
+  pub fn add_sale_condition_flags(&mut self, sale_condition_flags: u8) {
+    self.fbb_.push_slot::<u8>(IexTradeBreak::VT_SALE_CONDITION_FLAGS, sale_condition_flags, 0);
+  }
+  #[inline]
+  pub fn add_size(&mut self, size: u32) {
+    self.fbb_.push_slot::<u32>(IexTradeBreak::VT_SIZE, size, 0);
+  }
+  #[inline]
+  pub fn add_price(&mut self, price: i64) {
+    self.fbb_.push_slot::<i64>(IexTradeBreak::VT_PRICE, price, 0);
+  }
+  #[inline]
+  pub fn add_trade_id(&mut self, trade_id: u64) {
+    self.fbb_.push_slot::<u64>(IexTradeBreak::VT_TRADE_ID, trade_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> IexTradeBreakBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    IexTradeBreakBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<IexTradeBreak<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, IexTradeBreak::VT_SYMBOL,"symbol");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for IexTradeBreak<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("IexTradeBreak");
+      ds.field("timestamp", &self.timestamp());
+      ds.field("symbol", &self.symbol());
+      ds.field("sale_condition_flags", &self.sale_condition_flags());
+      ds.field("size", &self.size());
+      ds.field("price", &self.price());
+      ds.field("trade_id", &self.trade_id());
+      ds.finish()
+  }
+}
+pub enum IexOfficialPriceOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// IEX `X` Official Price.
+pub struct IexOfficialPrice<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for IexOfficialPrice<'a> {
+  type Inner = IexOfficialPrice<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> IexOfficialPrice<'a> {
+  pub const VT_TIMESTAMP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SYMBOL: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PRICE_TYPE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_OFFICIAL_PRICE: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    IexOfficialPrice { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args IexOfficialPriceArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<IexOfficialPrice<'bldr>> {
+    let mut builder = IexOfficialPriceBuilder::new(_fbb);
+    builder.add_official_price(args.official_price);
+    builder.add_timestamp(args.timestamp);
+    if let Some(x) = args.symbol { builder.add_symbol(x); }
+    builder.add_price_type(args.price_type);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn timestamp(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexOfficialPrice::VT_TIMESTAMP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn symbol(&self) -> &'a Symbol {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Symbol>(IexOfficialPrice::VT_SYMBOL, None).unwrap()}
+  }
+  /// `Q` official opening price, `M` official closing price (ASCII).
+  #[inline]
+  pub fn price_type(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(IexOfficialPrice::VT_PRICE_TYPE, Some(0)).unwrap()}
+  }
+  /// Price(4).
+  #[inline]
+  pub fn official_price(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexOfficialPrice::VT_OFFICIAL_PRICE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for IexOfficialPrice<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("timestamp", Self::VT_TIMESTAMP, false)?
+     .visit_field::<Symbol>("symbol", Self::VT_SYMBOL, true)?
+     .visit_field::<u8>("price_type", Self::VT_PRICE_TYPE, false)?
+     .visit_field::<i64>("official_price", Self::VT_OFFICIAL_PRICE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct IexOfficialPriceArgs<'a> {
+    pub timestamp: i64,
+    pub symbol: Option<&'a Symbol>,
+    pub price_type: u8,
+    pub official_price: i64,
+}
+impl<'a> Default for IexOfficialPriceArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    IexOfficialPriceArgs {
+      timestamp: 0,
+      symbol: None, // required field
+      price_type: 0,
+      official_price: 0,
+    }
+  }
+}
+
+pub struct IexOfficialPriceBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> IexOfficialPriceBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_timestamp(&mut self, timestamp: i64) {
+    self.fbb_.push_slot::<i64>(IexOfficialPrice::VT_TIMESTAMP, timestamp, 0);
+  }
+  #[inline]
+  pub fn add_symbol(&mut self, symbol: &Symbol) {
+    self.fbb_.push_slot_always::<&Symbol>(IexOfficialPrice::VT_SYMBOL, symbol);
+  }
+  #[inline]
+  pub fn add_price_type(&mut self, price_type: u8) {
+    self.fbb_.push_slot::<u8>(IexOfficialPrice::VT_PRICE_TYPE, price_type, 0);
+  }
+  #[inline]
+  pub fn add_official_price(&mut self, official_price: i64) {
+    self.fbb_.push_slot::<i64>(IexOfficialPrice::VT_OFFICIAL_PRICE, official_price, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> IexOfficialPriceBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    IexOfficialPriceBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<IexOfficialPrice<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, IexOfficialPrice::VT_SYMBOL,"symbol");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for IexOfficialPrice<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("IexOfficialPrice");
+      ds.field("timestamp", &self.timestamp());
+      ds.field("symbol", &self.symbol());
+      ds.field("price_type", &self.price_type());
+      ds.field("official_price", &self.official_price());
+      ds.finish()
+  }
+}
+pub enum IexAuctionInformationOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// IEX `A` Auction Information.
+pub struct IexAuctionInformation<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for IexAuctionInformation<'a> {
+  type Inner = IexAuctionInformation<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> IexAuctionInformation<'a> {
+  pub const VT_TIMESTAMP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SYMBOL: ::flatbuffers::VOffsetT = 6;
+  pub const VT_AUCTION_TYPE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_PAIRED_SHARES: ::flatbuffers::VOffsetT = 10;
+  pub const VT_REFERENCE_PRICE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_INDICATIVE_CLEARING_PRICE: ::flatbuffers::VOffsetT = 14;
+  pub const VT_IMBALANCE_SHARES: ::flatbuffers::VOffsetT = 16;
+  pub const VT_IMBALANCE_SIDE: ::flatbuffers::VOffsetT = 18;
+  pub const VT_EXTENSION_NUMBER: ::flatbuffers::VOffsetT = 20;
+  pub const VT_SCHEDULED_AUCTION_TIME: ::flatbuffers::VOffsetT = 22;
+  pub const VT_AUCTION_BOOK_CLEARING_PRICE: ::flatbuffers::VOffsetT = 24;
+  pub const VT_COLLAR_REFERENCE_PRICE: ::flatbuffers::VOffsetT = 26;
+  pub const VT_LOWER_AUCTION_COLLAR: ::flatbuffers::VOffsetT = 28;
+  pub const VT_UPPER_AUCTION_COLLAR: ::flatbuffers::VOffsetT = 30;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    IexAuctionInformation { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args IexAuctionInformationArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<IexAuctionInformation<'bldr>> {
+    let mut builder = IexAuctionInformationBuilder::new(_fbb);
+    builder.add_upper_auction_collar(args.upper_auction_collar);
+    builder.add_lower_auction_collar(args.lower_auction_collar);
+    builder.add_collar_reference_price(args.collar_reference_price);
+    builder.add_auction_book_clearing_price(args.auction_book_clearing_price);
+    builder.add_indicative_clearing_price(args.indicative_clearing_price);
+    builder.add_reference_price(args.reference_price);
+    builder.add_timestamp(args.timestamp);
+    builder.add_scheduled_auction_time(args.scheduled_auction_time);
+    builder.add_imbalance_shares(args.imbalance_shares);
+    builder.add_paired_shares(args.paired_shares);
+    if let Some(x) = args.symbol { builder.add_symbol(x); }
+    builder.add_extension_number(args.extension_number);
+    builder.add_imbalance_side(args.imbalance_side);
+    builder.add_auction_type(args.auction_type);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn timestamp(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexAuctionInformation::VT_TIMESTAMP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn symbol(&self) -> &'a Symbol {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Symbol>(IexAuctionInformation::VT_SYMBOL, None).unwrap()}
+  }
+  /// `O` opening, `C` closing, `I` IPO, `H` halt, `V` volatility (ASCII).
+  #[inline]
+  pub fn auction_type(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(IexAuctionInformation::VT_AUCTION_TYPE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn paired_shares(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(IexAuctionInformation::VT_PAIRED_SHARES, Some(0)).unwrap()}
+  }
+  /// Price(4).
+  #[inline]
+  pub fn reference_price(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexAuctionInformation::VT_REFERENCE_PRICE, Some(0)).unwrap()}
+  }
+  /// Price(4).
+  #[inline]
+  pub fn indicative_clearing_price(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexAuctionInformation::VT_INDICATIVE_CLEARING_PRICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn imbalance_shares(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(IexAuctionInformation::VT_IMBALANCE_SHARES, Some(0)).unwrap()}
+  }
+  /// `B` buy, `S` sell, `N` none (ASCII).
+  #[inline]
+  pub fn imbalance_side(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(IexAuctionInformation::VT_IMBALANCE_SIDE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn extension_number(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(IexAuctionInformation::VT_EXTENSION_NUMBER, Some(0)).unwrap()}
+  }
+  /// Seconds since the Unix epoch.
+  #[inline]
+  pub fn scheduled_auction_time(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(IexAuctionInformation::VT_SCHEDULED_AUCTION_TIME, Some(0)).unwrap()}
+  }
+  /// Price(4).
+  #[inline]
+  pub fn auction_book_clearing_price(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexAuctionInformation::VT_AUCTION_BOOK_CLEARING_PRICE, Some(0)).unwrap()}
+  }
+  /// Price(4).
+  #[inline]
+  pub fn collar_reference_price(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexAuctionInformation::VT_COLLAR_REFERENCE_PRICE, Some(0)).unwrap()}
+  }
+  /// Price(4).
+  #[inline]
+  pub fn lower_auction_collar(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexAuctionInformation::VT_LOWER_AUCTION_COLLAR, Some(0)).unwrap()}
+  }
+  /// Price(4).
+  #[inline]
+  pub fn upper_auction_collar(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexAuctionInformation::VT_UPPER_AUCTION_COLLAR, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for IexAuctionInformation<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("timestamp", Self::VT_TIMESTAMP, false)?
+     .visit_field::<Symbol>("symbol", Self::VT_SYMBOL, true)?
+     .visit_field::<u8>("auction_type", Self::VT_AUCTION_TYPE, false)?
+     .visit_field::<u32>("paired_shares", Self::VT_PAIRED_SHARES, false)?
+     .visit_field::<i64>("reference_price", Self::VT_REFERENCE_PRICE, false)?
+     .visit_field::<i64>("indicative_clearing_price", Self::VT_INDICATIVE_CLEARING_PRICE, false)?
+     .visit_field::<u32>("imbalance_shares", Self::VT_IMBALANCE_SHARES, false)?
+     .visit_field::<u8>("imbalance_side", Self::VT_IMBALANCE_SIDE, false)?
+     .visit_field::<u8>("extension_number", Self::VT_EXTENSION_NUMBER, false)?
+     .visit_field::<u32>("scheduled_auction_time", Self::VT_SCHEDULED_AUCTION_TIME, false)?
+     .visit_field::<i64>("auction_book_clearing_price", Self::VT_AUCTION_BOOK_CLEARING_PRICE, false)?
+     .visit_field::<i64>("collar_reference_price", Self::VT_COLLAR_REFERENCE_PRICE, false)?
+     .visit_field::<i64>("lower_auction_collar", Self::VT_LOWER_AUCTION_COLLAR, false)?
+     .visit_field::<i64>("upper_auction_collar", Self::VT_UPPER_AUCTION_COLLAR, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct IexAuctionInformationArgs<'a> {
+    pub timestamp: i64,
+    pub symbol: Option<&'a Symbol>,
+    pub auction_type: u8,
+    pub paired_shares: u32,
+    pub reference_price: i64,
+    pub indicative_clearing_price: i64,
+    pub imbalance_shares: u32,
+    pub imbalance_side: u8,
+    pub extension_number: u8,
+    pub scheduled_auction_time: u32,
+    pub auction_book_clearing_price: i64,
+    pub collar_reference_price: i64,
+    pub lower_auction_collar: i64,
+    pub upper_auction_collar: i64,
+}
+impl<'a> Default for IexAuctionInformationArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    IexAuctionInformationArgs {
+      timestamp: 0,
+      symbol: None, // required field
+      auction_type: 0,
+      paired_shares: 0,
+      reference_price: 0,
+      indicative_clearing_price: 0,
+      imbalance_shares: 0,
+      imbalance_side: 0,
+      extension_number: 0,
+      scheduled_auction_time: 0,
+      auction_book_clearing_price: 0,
+      collar_reference_price: 0,
+      lower_auction_collar: 0,
+      upper_auction_collar: 0,
+    }
+  }
+}
+
+pub struct IexAuctionInformationBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> IexAuctionInformationBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_timestamp(&mut self, timestamp: i64) {
+    self.fbb_.push_slot::<i64>(IexAuctionInformation::VT_TIMESTAMP, timestamp, 0);
+  }
+  #[inline]
+  pub fn add_symbol(&mut self, symbol: &Symbol) {
+    self.fbb_.push_slot_always::<&Symbol>(IexAuctionInformation::VT_SYMBOL, symbol);
+  }
+  #[inline]
+  pub fn add_auction_type(&mut self, auction_type: u8) {
+    self.fbb_.push_slot::<u8>(IexAuctionInformation::VT_AUCTION_TYPE, auction_type, 0);
+  }
+  #[inline]
+  pub fn add_paired_shares(&mut self, paired_shares: u32) {
+    self.fbb_.push_slot::<u32>(IexAuctionInformation::VT_PAIRED_SHARES, paired_shares, 0);
+  }
+  #[inline]
+  pub fn add_reference_price(&mut self, reference_price: i64) {
+    self.fbb_.push_slot::<i64>(IexAuctionInformation::VT_REFERENCE_PRICE, reference_price, 0);
+  }
+  #[inline]
+  pub fn add_indicative_clearing_price(&mut self, indicative_clearing_price: i64) {
+    self.fbb_.push_slot::<i64>(IexAuctionInformation::VT_INDICATIVE_CLEARING_PRICE, indicative_clearing_price, 0);
+  }
+  #[inline]
+  pub fn add_imbalance_shares(&mut self, imbalance_shares: u32) {
+    self.fbb_.push_slot::<u32>(IexAuctionInformation::VT_IMBALANCE_SHARES, imbalance_shares, 0);
+  }
+  #[inline]
+  pub fn add_imbalance_side(&mut self, imbalance_side: u8) {
+    self.fbb_.push_slot::<u8>(IexAuctionInformation::VT_IMBALANCE_SIDE, imbalance_side, 0);
+  }
+  #[inline]
+  pub fn add_extension_number(&mut self, extension_number: u8) {
+    self.fbb_.push_slot::<u8>(IexAuctionInformation::VT_EXTENSION_NUMBER, extension_number, 0);
+  }
+  #[inline]
+  pub fn add_scheduled_auction_time(&mut self, scheduled_auction_time: u32) {
+    self.fbb_.push_slot::<u32>(IexAuctionInformation::VT_SCHEDULED_AUCTION_TIME, scheduled_auction_time, 0);
+  }
+  #[inline]
+  pub fn add_auction_book_clearing_price(&mut self, auction_book_clearing_price: i64) {
+    self.fbb_.push_slot::<i64>(IexAuctionInformation::VT_AUCTION_BOOK_CLEARING_PRICE, auction_book_clearing_price, 0);
+  }
+  #[inline]
+  pub fn add_collar_reference_price(&mut self, collar_reference_price: i64) {
+    self.fbb_.push_slot::<i64>(IexAuctionInformation::VT_COLLAR_REFERENCE_PRICE, collar_reference_price, 0);
+  }
+  #[inline]
+  pub fn add_lower_auction_collar(&mut self, lower_auction_collar: i64) {
+    self.fbb_.push_slot::<i64>(IexAuctionInformation::VT_LOWER_AUCTION_COLLAR, lower_auction_collar, 0);
+  }
+  #[inline]
+  pub fn add_upper_auction_collar(&mut self, upper_auction_collar: i64) {
+    self.fbb_.push_slot::<i64>(IexAuctionInformation::VT_UPPER_AUCTION_COLLAR, upper_auction_collar, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> IexAuctionInformationBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    IexAuctionInformationBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<IexAuctionInformation<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, IexAuctionInformation::VT_SYMBOL,"symbol");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for IexAuctionInformation<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("IexAuctionInformation");
+      ds.field("timestamp", &self.timestamp());
+      ds.field("symbol", &self.symbol());
+      ds.field("auction_type", &self.auction_type());
+      ds.field("paired_shares", &self.paired_shares());
+      ds.field("reference_price", &self.reference_price());
+      ds.field("indicative_clearing_price", &self.indicative_clearing_price());
+      ds.field("imbalance_shares", &self.imbalance_shares());
+      ds.field("imbalance_side", &self.imbalance_side());
+      ds.field("extension_number", &self.extension_number());
+      ds.field("scheduled_auction_time", &self.scheduled_auction_time());
+      ds.field("auction_book_clearing_price", &self.auction_book_clearing_price());
+      ds.field("collar_reference_price", &self.collar_reference_price());
+      ds.field("lower_auction_collar", &self.lower_auction_collar());
+      ds.field("upper_auction_collar", &self.upper_auction_collar());
+      ds.finish()
+  }
+}
+pub enum IexAddOrderOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// IEX `a` Add Order (DEEP+).
+pub struct IexAddOrder<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for IexAddOrder<'a> {
+  type Inner = IexAddOrder<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> IexAddOrder<'a> {
+  pub const VT_TIMESTAMP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SYMBOL: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SIDE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ORDER_ID: ::flatbuffers::VOffsetT = 10;
+  pub const VT_SIZE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_PRICE: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    IexAddOrder { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args IexAddOrderArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<IexAddOrder<'bldr>> {
+    let mut builder = IexAddOrderBuilder::new(_fbb);
+    builder.add_price(args.price);
+    builder.add_order_id(args.order_id);
+    builder.add_timestamp(args.timestamp);
+    builder.add_size(args.size);
+    if let Some(x) = args.symbol { builder.add_symbol(x); }
+    builder.add_side(args.side);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn timestamp(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexAddOrder::VT_TIMESTAMP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn symbol(&self) -> &'a Symbol {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Symbol>(IexAddOrder::VT_SYMBOL, None).unwrap()}
+  }
+  /// `Buy` from the wire's `8`, `Sell` from `5`; another byte is kept as it came.
+  #[inline]
+  pub fn side(&self) -> Side {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Side>(IexAddOrder::VT_SIDE, Some(Side::Unknown)).unwrap()}
+  }
+  #[inline]
+  pub fn order_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(IexAddOrder::VT_ORDER_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn size(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(IexAddOrder::VT_SIZE, Some(0)).unwrap()}
+  }
+  /// Price(4).
+  #[inline]
+  pub fn price(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexAddOrder::VT_PRICE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for IexAddOrder<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("timestamp", Self::VT_TIMESTAMP, false)?
+     .visit_field::<Symbol>("symbol", Self::VT_SYMBOL, true)?
+     .visit_field::<Side>("side", Self::VT_SIDE, false)?
+     .visit_field::<u64>("order_id", Self::VT_ORDER_ID, false)?
+     .visit_field::<u32>("size", Self::VT_SIZE, false)?
+     .visit_field::<i64>("price", Self::VT_PRICE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct IexAddOrderArgs<'a> {
+    pub timestamp: i64,
+    pub symbol: Option<&'a Symbol>,
+    pub side: Side,
+    pub order_id: u64,
+    pub size: u32,
+    pub price: i64,
+}
+impl<'a> Default for IexAddOrderArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    IexAddOrderArgs {
+      timestamp: 0,
+      symbol: None, // required field
+      side: Side::Unknown,
+      order_id: 0,
+      size: 0,
+      price: 0,
+    }
+  }
+}
+
+pub struct IexAddOrderBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> IexAddOrderBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_timestamp(&mut self, timestamp: i64) {
+    self.fbb_.push_slot::<i64>(IexAddOrder::VT_TIMESTAMP, timestamp, 0);
+  }
+  #[inline]
+  pub fn add_symbol(&mut self, symbol: &Symbol) {
+    self.fbb_.push_slot_always::<&Symbol>(IexAddOrder::VT_SYMBOL, symbol);
+  }
+  #[inline]
+  pub fn add_side(&mut self, side: Side) {
+    self.fbb_.push_slot::<Side>(IexAddOrder::VT_SIDE, side, Side::Unknown);
+  }
+  #[inline]
+  pub fn add_order_id(&mut self, order_id: u64) {
+    self.fbb_.push_slot::<u64>(IexAddOrder::VT_ORDER_ID, order_id, 0);
+  }
+  #[inline]
+  pub fn add_size(&mut self, size: u32) {
+    self.fbb_.push_slot::<u32>(IexAddOrder::VT_SIZE, size, 0);
+  }
+  #[inline]
+  pub fn add_price(&mut self, price: i64) {
+    self.fbb_.push_slot::<i64>(IexAddOrder::VT_PRICE, price, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> IexAddOrderBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    IexAddOrderBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<IexAddOrder<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, IexAddOrder::VT_SYMBOL,"symbol");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for IexAddOrder<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("IexAddOrder");
+      ds.field("timestamp", &self.timestamp());
+      ds.field("symbol", &self.symbol());
+      ds.field("side", &self.side());
+      ds.field("order_id", &self.order_id());
+      ds.field("size", &self.size());
+      ds.field("price", &self.price());
+      ds.finish()
+  }
+}
+pub enum IexOrderModifyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// IEX `M` Order Modify (DEEP+): the order's new size and price.
+pub struct IexOrderModify<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for IexOrderModify<'a> {
+  type Inner = IexOrderModify<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> IexOrderModify<'a> {
+  pub const VT_TIMESTAMP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SYMBOL: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MODIFY_FLAGS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ORDER_ID: ::flatbuffers::VOffsetT = 10;
+  pub const VT_SIZE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_PRICE: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    IexOrderModify { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args IexOrderModifyArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<IexOrderModify<'bldr>> {
+    let mut builder = IexOrderModifyBuilder::new(_fbb);
+    builder.add_price(args.price);
+    builder.add_order_id(args.order_id);
+    builder.add_timestamp(args.timestamp);
+    builder.add_size(args.size);
+    if let Some(x) = args.symbol { builder.add_symbol(x); }
+    builder.add_modify_flags(args.modify_flags);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn timestamp(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexOrderModify::VT_TIMESTAMP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn symbol(&self) -> &'a Symbol {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Symbol>(IexOrderModify::VT_SYMBOL, None).unwrap()}
+  }
+  /// 0x01 the order keeps its time priority, 0 it loses it.
+  #[inline]
+  pub fn modify_flags(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(IexOrderModify::VT_MODIFY_FLAGS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn order_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(IexOrderModify::VT_ORDER_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn size(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(IexOrderModify::VT_SIZE, Some(0)).unwrap()}
+  }
+  /// Price(4).
+  #[inline]
+  pub fn price(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexOrderModify::VT_PRICE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for IexOrderModify<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("timestamp", Self::VT_TIMESTAMP, false)?
+     .visit_field::<Symbol>("symbol", Self::VT_SYMBOL, true)?
+     .visit_field::<u8>("modify_flags", Self::VT_MODIFY_FLAGS, false)?
+     .visit_field::<u64>("order_id", Self::VT_ORDER_ID, false)?
+     .visit_field::<u32>("size", Self::VT_SIZE, false)?
+     .visit_field::<i64>("price", Self::VT_PRICE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct IexOrderModifyArgs<'a> {
+    pub timestamp: i64,
+    pub symbol: Option<&'a Symbol>,
+    pub modify_flags: u8,
+    pub order_id: u64,
+    pub size: u32,
+    pub price: i64,
+}
+impl<'a> Default for IexOrderModifyArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    IexOrderModifyArgs {
+      timestamp: 0,
+      symbol: None, // required field
+      modify_flags: 0,
+      order_id: 0,
+      size: 0,
+      price: 0,
+    }
+  }
+}
+
+pub struct IexOrderModifyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> IexOrderModifyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_timestamp(&mut self, timestamp: i64) {
+    self.fbb_.push_slot::<i64>(IexOrderModify::VT_TIMESTAMP, timestamp, 0);
+  }
+  #[inline]
+  pub fn add_symbol(&mut self, symbol: &Symbol) {
+    self.fbb_.push_slot_always::<&Symbol>(IexOrderModify::VT_SYMBOL, symbol);
+  }
+  #[inline]
+  pub fn add_modify_flags(&mut self, modify_flags: u8) {
+    self.fbb_.push_slot::<u8>(IexOrderModify::VT_MODIFY_FLAGS, modify_flags, 0);
+  }
+  #[inline]
+  pub fn add_order_id(&mut self, order_id: u64) {
+    self.fbb_.push_slot::<u64>(IexOrderModify::VT_ORDER_ID, order_id, 0);
+  }
+  #[inline]
+  pub fn add_size(&mut self, size: u32) {
+    self.fbb_.push_slot::<u32>(IexOrderModify::VT_SIZE, size, 0);
+  }
+  #[inline]
+  pub fn add_price(&mut self, price: i64) {
+    self.fbb_.push_slot::<i64>(IexOrderModify::VT_PRICE, price, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> IexOrderModifyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    IexOrderModifyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<IexOrderModify<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, IexOrderModify::VT_SYMBOL,"symbol");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for IexOrderModify<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("IexOrderModify");
+      ds.field("timestamp", &self.timestamp());
+      ds.field("symbol", &self.symbol());
+      ds.field("modify_flags", &self.modify_flags());
+      ds.field("order_id", &self.order_id());
+      ds.field("size", &self.size());
+      ds.field("price", &self.price());
+      ds.finish()
+  }
+}
+pub enum IexOrderDeleteOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// IEX `R` Order Delete (DEEP+).
+pub struct IexOrderDelete<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for IexOrderDelete<'a> {
+  type Inner = IexOrderDelete<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> IexOrderDelete<'a> {
+  pub const VT_TIMESTAMP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SYMBOL: ::flatbuffers::VOffsetT = 6;
+  pub const VT_RESERVED: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ORDER_ID: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    IexOrderDelete { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args IexOrderDeleteArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<IexOrderDelete<'bldr>> {
+    let mut builder = IexOrderDeleteBuilder::new(_fbb);
+    builder.add_order_id(args.order_id);
+    builder.add_timestamp(args.timestamp);
+    if let Some(x) = args.symbol { builder.add_symbol(x); }
+    builder.add_reserved(args.reserved);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn timestamp(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexOrderDelete::VT_TIMESTAMP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn symbol(&self) -> &'a Symbol {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Symbol>(IexOrderDelete::VT_SYMBOL, None).unwrap()}
+  }
+  /// The reserved byte, as sent.
+  #[inline]
+  pub fn reserved(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(IexOrderDelete::VT_RESERVED, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn order_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(IexOrderDelete::VT_ORDER_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for IexOrderDelete<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("timestamp", Self::VT_TIMESTAMP, false)?
+     .visit_field::<Symbol>("symbol", Self::VT_SYMBOL, true)?
+     .visit_field::<u8>("reserved", Self::VT_RESERVED, false)?
+     .visit_field::<u64>("order_id", Self::VT_ORDER_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct IexOrderDeleteArgs<'a> {
+    pub timestamp: i64,
+    pub symbol: Option<&'a Symbol>,
+    pub reserved: u8,
+    pub order_id: u64,
+}
+impl<'a> Default for IexOrderDeleteArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    IexOrderDeleteArgs {
+      timestamp: 0,
+      symbol: None, // required field
+      reserved: 0,
+      order_id: 0,
+    }
+  }
+}
+
+pub struct IexOrderDeleteBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> IexOrderDeleteBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_timestamp(&mut self, timestamp: i64) {
+    self.fbb_.push_slot::<i64>(IexOrderDelete::VT_TIMESTAMP, timestamp, 0);
+  }
+  #[inline]
+  pub fn add_symbol(&mut self, symbol: &Symbol) {
+    self.fbb_.push_slot_always::<&Symbol>(IexOrderDelete::VT_SYMBOL, symbol);
+  }
+  #[inline]
+  pub fn add_reserved(&mut self, reserved: u8) {
+    self.fbb_.push_slot::<u8>(IexOrderDelete::VT_RESERVED, reserved, 0);
+  }
+  #[inline]
+  pub fn add_order_id(&mut self, order_id: u64) {
+    self.fbb_.push_slot::<u64>(IexOrderDelete::VT_ORDER_ID, order_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> IexOrderDeleteBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    IexOrderDeleteBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<IexOrderDelete<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, IexOrderDelete::VT_SYMBOL,"symbol");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for IexOrderDelete<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("IexOrderDelete");
+      ds.field("timestamp", &self.timestamp());
+      ds.field("symbol", &self.symbol());
+      ds.field("reserved", &self.reserved());
+      ds.field("order_id", &self.order_id());
+      ds.finish()
+  }
+}
+pub enum IexOrderExecutedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// IEX `L` Order Executed (DEEP+): an execution against a displayed order.
+pub struct IexOrderExecuted<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for IexOrderExecuted<'a> {
+  type Inner = IexOrderExecuted<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> IexOrderExecuted<'a> {
+  pub const VT_TIMESTAMP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SYMBOL: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SALE_CONDITION_FLAGS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ORDER_ID: ::flatbuffers::VOffsetT = 10;
+  pub const VT_SIZE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_PRICE: ::flatbuffers::VOffsetT = 14;
+  pub const VT_TRADE_ID: ::flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    IexOrderExecuted { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args IexOrderExecutedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<IexOrderExecuted<'bldr>> {
+    let mut builder = IexOrderExecutedBuilder::new(_fbb);
+    builder.add_trade_id(args.trade_id);
+    builder.add_price(args.price);
+    builder.add_order_id(args.order_id);
+    builder.add_timestamp(args.timestamp);
+    builder.add_size(args.size);
+    if let Some(x) = args.symbol { builder.add_symbol(x); }
+    builder.add_sale_condition_flags(args.sale_condition_flags);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn timestamp(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexOrderExecuted::VT_TIMESTAMP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn symbol(&self) -> &'a Symbol {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Symbol>(IexOrderExecuted::VT_SYMBOL, None).unwrap()}
+  }
+  /// As in `IexTradeReport`.
+  #[inline]
+  pub fn sale_condition_flags(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(IexOrderExecuted::VT_SALE_CONDITION_FLAGS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn order_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(IexOrderExecuted::VT_ORDER_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn size(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(IexOrderExecuted::VT_SIZE, Some(0)).unwrap()}
+  }
+  /// Price(4).
+  #[inline]
+  pub fn price(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexOrderExecuted::VT_PRICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn trade_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(IexOrderExecuted::VT_TRADE_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for IexOrderExecuted<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("timestamp", Self::VT_TIMESTAMP, false)?
+     .visit_field::<Symbol>("symbol", Self::VT_SYMBOL, true)?
+     .visit_field::<u8>("sale_condition_flags", Self::VT_SALE_CONDITION_FLAGS, false)?
+     .visit_field::<u64>("order_id", Self::VT_ORDER_ID, false)?
+     .visit_field::<u32>("size", Self::VT_SIZE, false)?
+     .visit_field::<i64>("price", Self::VT_PRICE, false)?
+     .visit_field::<u64>("trade_id", Self::VT_TRADE_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct IexOrderExecutedArgs<'a> {
+    pub timestamp: i64,
+    pub symbol: Option<&'a Symbol>,
+    pub sale_condition_flags: u8,
+    pub order_id: u64,
+    pub size: u32,
+    pub price: i64,
+    pub trade_id: u64,
+}
+impl<'a> Default for IexOrderExecutedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    IexOrderExecutedArgs {
+      timestamp: 0,
+      symbol: None, // required field
+      sale_condition_flags: 0,
+      order_id: 0,
+      size: 0,
+      price: 0,
+      trade_id: 0,
+    }
+  }
+}
+
+pub struct IexOrderExecutedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> IexOrderExecutedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_timestamp(&mut self, timestamp: i64) {
+    self.fbb_.push_slot::<i64>(IexOrderExecuted::VT_TIMESTAMP, timestamp, 0);
+  }
+  #[inline]
+  pub fn add_symbol(&mut self, symbol: &Symbol) {
+    self.fbb_.push_slot_always::<&Symbol>(IexOrderExecuted::VT_SYMBOL, symbol);
+  }
+  #[inline]
+  pub fn add_sale_condition_flags(&mut self, sale_condition_flags: u8) {
+    self.fbb_.push_slot::<u8>(IexOrderExecuted::VT_SALE_CONDITION_FLAGS, sale_condition_flags, 0);
+  }
+  #[inline]
+  pub fn add_order_id(&mut self, order_id: u64) {
+    self.fbb_.push_slot::<u64>(IexOrderExecuted::VT_ORDER_ID, order_id, 0);
+  }
+  #[inline]
+  pub fn add_size(&mut self, size: u32) {
+    self.fbb_.push_slot::<u32>(IexOrderExecuted::VT_SIZE, size, 0);
+  }
+  #[inline]
+  pub fn add_price(&mut self, price: i64) {
+    self.fbb_.push_slot::<i64>(IexOrderExecuted::VT_PRICE, price, 0);
+  }
+  #[inline]
+  pub fn add_trade_id(&mut self, trade_id: u64) {
+    self.fbb_.push_slot::<u64>(IexOrderExecuted::VT_TRADE_ID, trade_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> IexOrderExecutedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    IexOrderExecutedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<IexOrderExecuted<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, IexOrderExecuted::VT_SYMBOL,"symbol");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for IexOrderExecuted<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("IexOrderExecuted");
+      ds.field("timestamp", &self.timestamp());
+      ds.field("symbol", &self.symbol());
+      ds.field("sale_condition_flags", &self.sale_condition_flags());
+      ds.field("order_id", &self.order_id());
+      ds.field("size", &self.size());
+      ds.field("price", &self.price());
+      ds.field("trade_id", &self.trade_id());
+      ds.finish()
+  }
+}
+pub enum IexClearBookOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// IEX `C` Clear Book (DEEP+): every order of the symbol is gone.
+pub struct IexClearBook<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for IexClearBook<'a> {
+  type Inner = IexClearBook<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> IexClearBook<'a> {
+  pub const VT_TIMESTAMP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SYMBOL: ::flatbuffers::VOffsetT = 6;
+  pub const VT_RESERVED: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    IexClearBook { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args IexClearBookArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<IexClearBook<'bldr>> {
+    let mut builder = IexClearBookBuilder::new(_fbb);
+    builder.add_timestamp(args.timestamp);
+    if let Some(x) = args.symbol { builder.add_symbol(x); }
+    builder.add_reserved(args.reserved);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn timestamp(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(IexClearBook::VT_TIMESTAMP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn symbol(&self) -> &'a Symbol {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Symbol>(IexClearBook::VT_SYMBOL, None).unwrap()}
+  }
+  /// The reserved byte, as sent.
+  #[inline]
+  pub fn reserved(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(IexClearBook::VT_RESERVED, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for IexClearBook<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("timestamp", Self::VT_TIMESTAMP, false)?
+     .visit_field::<Symbol>("symbol", Self::VT_SYMBOL, true)?
+     .visit_field::<u8>("reserved", Self::VT_RESERVED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct IexClearBookArgs<'a> {
+    pub timestamp: i64,
+    pub symbol: Option<&'a Symbol>,
+    pub reserved: u8,
+}
+impl<'a> Default for IexClearBookArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    IexClearBookArgs {
+      timestamp: 0,
+      symbol: None, // required field
+      reserved: 0,
+    }
+  }
+}
+
+pub struct IexClearBookBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> IexClearBookBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_timestamp(&mut self, timestamp: i64) {
+    self.fbb_.push_slot::<i64>(IexClearBook::VT_TIMESTAMP, timestamp, 0);
+  }
+  #[inline]
+  pub fn add_symbol(&mut self, symbol: &Symbol) {
+    self.fbb_.push_slot_always::<&Symbol>(IexClearBook::VT_SYMBOL, symbol);
+  }
+  #[inline]
+  pub fn add_reserved(&mut self, reserved: u8) {
+    self.fbb_.push_slot::<u8>(IexClearBook::VT_RESERVED, reserved, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> IexClearBookBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    IexClearBookBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<IexClearBook<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, IexClearBook::VT_SYMBOL,"symbol");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for IexClearBook<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("IexClearBook");
+      ds.field("timestamp", &self.timestamp());
+      ds.field("symbol", &self.symbol());
+      ds.field("reserved", &self.reserved());
+      ds.finish()
+  }
+}
 pub enum EnvelopeOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -7791,6 +11118,272 @@ impl<'a> Envelope<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn event_as_iex_system_event(&self) -> Option<IexSystemEvent<'a>> {
+    if self.event_type() == Event::IexSystemEvent {
+      let u = self.event();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { IexSystemEvent::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn event_as_iex_security_directory(&self) -> Option<IexSecurityDirectory<'a>> {
+    if self.event_type() == Event::IexSecurityDirectory {
+      let u = self.event();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { IexSecurityDirectory::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn event_as_iex_trading_status(&self) -> Option<IexTradingStatus<'a>> {
+    if self.event_type() == Event::IexTradingStatus {
+      let u = self.event();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { IexTradingStatus::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn event_as_iex_retail_liquidity_indicator(&self) -> Option<IexRetailLiquidityIndicator<'a>> {
+    if self.event_type() == Event::IexRetailLiquidityIndicator {
+      let u = self.event();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { IexRetailLiquidityIndicator::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn event_as_iex_operational_halt_status(&self) -> Option<IexOperationalHaltStatus<'a>> {
+    if self.event_type() == Event::IexOperationalHaltStatus {
+      let u = self.event();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { IexOperationalHaltStatus::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn event_as_iex_short_sale_price_test_status(&self) -> Option<IexShortSalePriceTestStatus<'a>> {
+    if self.event_type() == Event::IexShortSalePriceTestStatus {
+      let u = self.event();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { IexShortSalePriceTestStatus::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn event_as_iex_security_event(&self) -> Option<IexSecurityEvent<'a>> {
+    if self.event_type() == Event::IexSecurityEvent {
+      let u = self.event();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { IexSecurityEvent::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn event_as_iex_quote_update(&self) -> Option<IexQuoteUpdate<'a>> {
+    if self.event_type() == Event::IexQuoteUpdate {
+      let u = self.event();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { IexQuoteUpdate::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn event_as_iex_price_level_update_buy(&self) -> Option<IexPriceLevelUpdateBuy<'a>> {
+    if self.event_type() == Event::IexPriceLevelUpdateBuy {
+      let u = self.event();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { IexPriceLevelUpdateBuy::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn event_as_iex_price_level_update_sell(&self) -> Option<IexPriceLevelUpdateSell<'a>> {
+    if self.event_type() == Event::IexPriceLevelUpdateSell {
+      let u = self.event();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { IexPriceLevelUpdateSell::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn event_as_iex_trade_report(&self) -> Option<IexTradeReport<'a>> {
+    if self.event_type() == Event::IexTradeReport {
+      let u = self.event();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { IexTradeReport::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn event_as_iex_trade_break(&self) -> Option<IexTradeBreak<'a>> {
+    if self.event_type() == Event::IexTradeBreak {
+      let u = self.event();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { IexTradeBreak::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn event_as_iex_official_price(&self) -> Option<IexOfficialPrice<'a>> {
+    if self.event_type() == Event::IexOfficialPrice {
+      let u = self.event();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { IexOfficialPrice::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn event_as_iex_auction_information(&self) -> Option<IexAuctionInformation<'a>> {
+    if self.event_type() == Event::IexAuctionInformation {
+      let u = self.event();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { IexAuctionInformation::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn event_as_iex_add_order(&self) -> Option<IexAddOrder<'a>> {
+    if self.event_type() == Event::IexAddOrder {
+      let u = self.event();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { IexAddOrder::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn event_as_iex_order_modify(&self) -> Option<IexOrderModify<'a>> {
+    if self.event_type() == Event::IexOrderModify {
+      let u = self.event();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { IexOrderModify::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn event_as_iex_order_delete(&self) -> Option<IexOrderDelete<'a>> {
+    if self.event_type() == Event::IexOrderDelete {
+      let u = self.event();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { IexOrderDelete::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn event_as_iex_order_executed(&self) -> Option<IexOrderExecuted<'a>> {
+    if self.event_type() == Event::IexOrderExecuted {
+      let u = self.event();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { IexOrderExecuted::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn event_as_iex_clear_book(&self) -> Option<IexClearBook<'a>> {
+    if self.event_type() == Event::IexClearBook {
+      let u = self.event();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { IexClearBook::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Envelope<'_> {
@@ -7830,6 +11423,25 @@ impl ::flatbuffers::Verifiable for Envelope<'_> {
           Event::Bbo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Bbo>>("Event::Bbo", pos),
           Event::PriceLevelUpdate => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PriceLevelUpdate>>("Event::PriceLevelUpdate", pos),
           Event::EndOfSession => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<EndOfSession>>("Event::EndOfSession", pos),
+          Event::IexSystemEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<IexSystemEvent>>("Event::IexSystemEvent", pos),
+          Event::IexSecurityDirectory => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<IexSecurityDirectory>>("Event::IexSecurityDirectory", pos),
+          Event::IexTradingStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<IexTradingStatus>>("Event::IexTradingStatus", pos),
+          Event::IexRetailLiquidityIndicator => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<IexRetailLiquidityIndicator>>("Event::IexRetailLiquidityIndicator", pos),
+          Event::IexOperationalHaltStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<IexOperationalHaltStatus>>("Event::IexOperationalHaltStatus", pos),
+          Event::IexShortSalePriceTestStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<IexShortSalePriceTestStatus>>("Event::IexShortSalePriceTestStatus", pos),
+          Event::IexSecurityEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<IexSecurityEvent>>("Event::IexSecurityEvent", pos),
+          Event::IexQuoteUpdate => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<IexQuoteUpdate>>("Event::IexQuoteUpdate", pos),
+          Event::IexPriceLevelUpdateBuy => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<IexPriceLevelUpdateBuy>>("Event::IexPriceLevelUpdateBuy", pos),
+          Event::IexPriceLevelUpdateSell => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<IexPriceLevelUpdateSell>>("Event::IexPriceLevelUpdateSell", pos),
+          Event::IexTradeReport => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<IexTradeReport>>("Event::IexTradeReport", pos),
+          Event::IexTradeBreak => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<IexTradeBreak>>("Event::IexTradeBreak", pos),
+          Event::IexOfficialPrice => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<IexOfficialPrice>>("Event::IexOfficialPrice", pos),
+          Event::IexAuctionInformation => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<IexAuctionInformation>>("Event::IexAuctionInformation", pos),
+          Event::IexAddOrder => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<IexAddOrder>>("Event::IexAddOrder", pos),
+          Event::IexOrderModify => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<IexOrderModify>>("Event::IexOrderModify", pos),
+          Event::IexOrderDelete => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<IexOrderDelete>>("Event::IexOrderDelete", pos),
+          Event::IexOrderExecuted => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<IexOrderExecuted>>("Event::IexOrderExecuted", pos),
+          Event::IexClearBook => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<IexClearBook>>("Event::IexClearBook", pos),
           _ => Ok(()),
         }
      })?
@@ -8105,6 +11717,139 @@ impl ::core::fmt::Debug for Envelope<'_> {
         },
         Event::EndOfSession => {
           if let Some(x) = self.event_as_end_of_session() {
+            ds.field("event", &x)
+          } else {
+            ds.field("event", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Event::IexSystemEvent => {
+          if let Some(x) = self.event_as_iex_system_event() {
+            ds.field("event", &x)
+          } else {
+            ds.field("event", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Event::IexSecurityDirectory => {
+          if let Some(x) = self.event_as_iex_security_directory() {
+            ds.field("event", &x)
+          } else {
+            ds.field("event", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Event::IexTradingStatus => {
+          if let Some(x) = self.event_as_iex_trading_status() {
+            ds.field("event", &x)
+          } else {
+            ds.field("event", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Event::IexRetailLiquidityIndicator => {
+          if let Some(x) = self.event_as_iex_retail_liquidity_indicator() {
+            ds.field("event", &x)
+          } else {
+            ds.field("event", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Event::IexOperationalHaltStatus => {
+          if let Some(x) = self.event_as_iex_operational_halt_status() {
+            ds.field("event", &x)
+          } else {
+            ds.field("event", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Event::IexShortSalePriceTestStatus => {
+          if let Some(x) = self.event_as_iex_short_sale_price_test_status() {
+            ds.field("event", &x)
+          } else {
+            ds.field("event", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Event::IexSecurityEvent => {
+          if let Some(x) = self.event_as_iex_security_event() {
+            ds.field("event", &x)
+          } else {
+            ds.field("event", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Event::IexQuoteUpdate => {
+          if let Some(x) = self.event_as_iex_quote_update() {
+            ds.field("event", &x)
+          } else {
+            ds.field("event", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Event::IexPriceLevelUpdateBuy => {
+          if let Some(x) = self.event_as_iex_price_level_update_buy() {
+            ds.field("event", &x)
+          } else {
+            ds.field("event", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Event::IexPriceLevelUpdateSell => {
+          if let Some(x) = self.event_as_iex_price_level_update_sell() {
+            ds.field("event", &x)
+          } else {
+            ds.field("event", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Event::IexTradeReport => {
+          if let Some(x) = self.event_as_iex_trade_report() {
+            ds.field("event", &x)
+          } else {
+            ds.field("event", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Event::IexTradeBreak => {
+          if let Some(x) = self.event_as_iex_trade_break() {
+            ds.field("event", &x)
+          } else {
+            ds.field("event", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Event::IexOfficialPrice => {
+          if let Some(x) = self.event_as_iex_official_price() {
+            ds.field("event", &x)
+          } else {
+            ds.field("event", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Event::IexAuctionInformation => {
+          if let Some(x) = self.event_as_iex_auction_information() {
+            ds.field("event", &x)
+          } else {
+            ds.field("event", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Event::IexAddOrder => {
+          if let Some(x) = self.event_as_iex_add_order() {
+            ds.field("event", &x)
+          } else {
+            ds.field("event", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Event::IexOrderModify => {
+          if let Some(x) = self.event_as_iex_order_modify() {
+            ds.field("event", &x)
+          } else {
+            ds.field("event", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Event::IexOrderDelete => {
+          if let Some(x) = self.event_as_iex_order_delete() {
+            ds.field("event", &x)
+          } else {
+            ds.field("event", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Event::IexOrderExecuted => {
+          if let Some(x) = self.event_as_iex_order_executed() {
+            ds.field("event", &x)
+          } else {
+            ds.field("event", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Event::IexClearBook => {
+          if let Some(x) = self.event_as_iex_clear_book() {
             ds.field("event", &x)
           } else {
             ds.field("event", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -1,5 +1,6 @@
 //! An instrument directory for venues that key instruments on symbols: ids assigned in order
-//! of first sight, bounded.
+//! of first sight, bounded. Sans-IO, beside the normalizers that stamp its ids on envelopes
+//! (IEX's); the feed handlers' venue seam re-exports it.
 
 use std::collections::HashMap;
 
@@ -15,7 +16,7 @@ pub const MAX_INSTRUMENTS: usize = 1 << 24;
 /// Preallocated for its capacity: looking up and assigning never allocate.
 ///
 /// ```
-/// use mdbus_feed_handlers::venue::Directory;
+/// use mdbus_codecs::directory::Directory;
 ///
 /// let mut dir = Directory::with_capacity(2);
 /// let aapl = dir.assign(*b"AAPL    ")?;
@@ -25,7 +26,7 @@ pub const MAX_INSTRUMENTS: usize = 1 << 24;
 /// assert_eq!(dir.symbol_of(1), Some(*b"AAPL    "));
 /// dir.assign(*b"MSFT    ")?;
 /// assert!(dir.assign(*b"IBM     ").is_err());
-/// # Ok::<(), mdbus_feed_handlers::venue::DirectoryFull>(())
+/// # Ok::<(), mdbus_codecs::directory::DirectoryFull>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct Directory {
