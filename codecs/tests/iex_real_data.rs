@@ -1,14 +1,13 @@
-//! Real IEX captures: the DEEP+ capture in `testdata/iex/`, and IEX's DEEP 1.0 sample (4 MB,
-//! not carried in the repository: read from `MDBUS_IEX_DEEP_SAMPLE`, else from the shared
-//! test data beside the checkout, and skipped with a message when absent).
+//! Real IEX captures in `testdata/iex/`: the DEEP+ capture, and IEX's DEEP 1.0 sample (4 MB,
+//! gzipped).
 //!
 //! The DEEP sample's file ends inside its last record: the capture reader reports that record
 //! as truncated, and these tests read the cut frame from the file themselves (Ethernet, IPv4
 //! and UDP headers by hand) to hand the tracker the cut segment.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use mdbus_codecs::capture::{CaptureError, CaptureReader, open_capture};
 use mdbus_codecs::fb;
@@ -154,39 +153,20 @@ fn deep_plus_capture_decodes_with_three_restarts() {
     assert!(r.incomplete.is_empty());
 }
 
-/// IEX's DEEP 1.0 sample, if present.
-fn deep_sample() -> Option<PathBuf> {
-    let path = std::env::var_os("MDBUS_IEX_DEEP_SAMPLE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/data/iex/deep10-2017-04-25.pcap.gz")
-        });
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!(
-            "skipped: IEX DEEP 1.0 sample not found at {} (set MDBUS_IEX_DEEP_SAMPLE)",
-            path.display()
-        );
-        None
-    }
+/// IEX's DEEP 1.0 sample (`codecs/testdata/iex/deep10-2017-04-25.pcap.gz`), decompressed.
+fn deep_sample() -> (PathBuf, Vec<u8>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/iex/deep10-2017-04-25.pcap.gz");
+    let gz = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut file = Vec::new();
+    flate2::read::GzDecoder::new(gz)
+        .read_to_end(&mut file)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (path, file)
 }
 
 #[test]
 fn deep_sample_counts_restarts_and_its_cut_last_packet() {
-    let Some(path) = deep_sample() else { return };
-    let Ok(out) = Command::new("gzip")
-        .arg("-dc")
-        .arg(&path)
-        .stderr(Stdio::inherit())
-        .output()
-    else {
-        eprintln!("skipped: gzip is not available to read {}", path.display());
-        return;
-    };
-    assert!(out.status.success(), "gzip -dc {}", path.display());
-    let file = out.stdout;
+    let (path, file) = deep_sample();
     let reader =
         CaptureReader::from_reader(&path, std::io::Cursor::new(file.clone())).expect("a pcap");
     let r = read(reader, Protocol::DEEP, Some(&file));
