@@ -43,7 +43,7 @@ pub fn header_of(env: &Envelope<'_>) -> HeaderFields {
 /// The order event a normalized envelope carries (the twin of [`OrderEvent::from_itch`] for the
 /// bus side), or `None` for events that neither change an order book nor print. Reads an
 /// [`Envelope`] or, in place, its [`FrameView`](fb::FrameView).
-#[inline]
+#[inline(always)]
 pub fn order_event_from_envelope<R: ReadBody>(msg: &R) -> Option<OrderEvent> {
     let (event, instrument) = (msg.event_type(), instrument_of(&msg.header_fields()));
     if event == fb::Event::Trade {
@@ -57,7 +57,7 @@ pub fn order_event_from_envelope<R: ReadBody>(msg: &R) -> Option<OrderEvent> {
 /// [`order_event_from_envelope`]) or a price level (`PriceLevelUpdate`); `None` for events
 /// that neither change a book nor print. A level whose side or price the builder cannot hold
 /// becomes an [`OrderEvent::Invalid`], counted by the builder.
-#[inline]
+#[inline(always)]
 pub fn book_event_from_envelope<R: ReadBody>(msg: &R) -> Option<BookEvent> {
     let (event, instrument) = (msg.event_type(), instrument_of(&msg.header_fields()));
     match event {
@@ -208,7 +208,7 @@ fn is_order_event(event: fb::Event) -> bool {
 pub(crate) type InputRead = (HeaderFields, fb::Event, Option<(OrderEvent, u64)>);
 
 /// Reads one input message (see [`InputRead`]).
-#[inline]
+#[inline(always)]
 pub(crate) fn read_input<R: ReadBody>(msg: &R) -> InputRead {
     let event = msg.event_type();
     let header = msg.header_fields();
