@@ -81,6 +81,7 @@
 
 mod event;
 mod from_events;
+mod iex;
 mod levels;
 mod orders;
 mod summary;
@@ -96,6 +97,7 @@ pub use from_events::{
     order_event_from_envelope,
 };
 pub(crate) use from_events::{InputRead, read_input, read_input_generic, read_trade};
+pub use iex::{IexBookEntry, IexBookEvent, IexBooks, IexSummary, iex_print};
 pub use levels::{LEVEL_BYTES, Level};
 pub use orders::{ORDER_SLOT_BYTES, Order};
 pub use summary::{BookSummary, BookSummaryEntry, TypeCounts};
