@@ -3,7 +3,8 @@
 //! DEEP price level updates (`8` buy, `5` sell) become [`LevelEvent`]s, staged with
 //! [`BookBuilder::set_level`] and flushed only at the message whose Event Flags say "event
 //! processing complete", so the books never show half an event. DEEP+ orders (`a`, `M`, `R`,
-//! `L`) become [`OrderEvent`]s for the same builder ITCH feeds; a TOPS quote update (`Q`) is the
+//! `L`) become [`OrderEvent`]s for the same builder ITCH feeds, and a Clear Book (`C`) deletes
+//! every order of its symbol ([`BookBuilder::clear_orders`]); a TOPS quote update (`Q`) is the
 //! instrument's top of book as IEX states it. Trade Reports (`T`) and, in DEEP+, Order Executed
 //! (`L`, known order or not) are the prints; trade breaks change nothing. Prices keep their
 //! 1e-4 scale; a price or side the builder cannot hold is an [`OrderEvent::Invalid`], counted.
@@ -240,6 +241,9 @@ impl IexBooks {
             }
             None => {}
         }
+        if let Message::ClearBook(_) = msg {
+            self.builder.clear_orders(locate, &mut |_| {});
+        }
     }
 
     /// The summary, symbols named by `directory`, with `gaps` as counted by the reader.
@@ -413,6 +417,37 @@ mod tests {
         // An instrument id beyond the books' keys: counted, not a panic.
         b.observe(&decode(&level(b'8', true, 1, 1)).unwrap(), 70_000);
         assert_eq!(b.bad_instruments(), 1);
+    }
+
+    #[test]
+    fn deep_plus_orders_build_the_book_and_clear_book_empties_it() {
+        let (mut b, dir) = books();
+        let order = |t: u8, f: u8, id: u64, size: u32, price: i64| {
+            let mut m = msg(t, f, b"ZIEXT   ", if t == b'R' { 26 } else { 38 });
+            m[18..26].copy_from_slice(&id.to_le_bytes());
+            if t != b'R' {
+                m[26..30].copy_from_slice(&size.to_le_bytes());
+                m[30..38].copy_from_slice(&price.to_le_bytes());
+            }
+            m
+        };
+        for m in [
+            order(b'a', b'8', 1, 100, 100_000),
+            order(b'a', b'8', 2, 200, 101_000),
+            order(b'a', b'5', 3, 300, 102_000),
+            order(b'M', 0, 2, 50, 101_500),
+            order(b'R', 0, 1, 0, 0),
+        ] {
+            b.observe(&decode(&m).unwrap(), 1);
+        }
+        let e = b.summary(&dir, 0).books["ZIEXT"];
+        assert_eq!(
+            (e.best_bid, e.bid_size, e.best_ask, e.ask_size),
+            (Some(101_500), 50, Some(102_000), 300)
+        );
+        b.observe(&decode(&msg(b'C', 0, b"ZIEXT   ", 18)).unwrap(), 1);
+        assert_eq!(b.builder().live_orders(), 0);
+        assert!(b.summary(&dir, 0).books.is_empty());
     }
 
     #[test]

@@ -520,6 +520,17 @@ impl BookBuilder {
         self.orders.len()
     }
 
+    /// Deletes every order resting on `locate` (a venue's "clear book" for one instrument),
+    /// publishing each level change and the new top as [`apply`](Self::apply) does; returns
+    /// how many orders went. Walks the whole order table and allocates: for rare events only.
+    pub fn clear_orders(&mut self, locate: u16, out: &mut impl UpdateSink) -> usize {
+        let refs = self.orders.refs_on(locate);
+        for &order_ref in &refs {
+            self.apply(&OrderEvent::Delete { locate, order_ref }, out);
+        }
+        refs.len()
+    }
+
     /// Forgets every order and book (a new session), keeping the storage.
     pub fn reset(&mut self) {
         self.orders.clear();
