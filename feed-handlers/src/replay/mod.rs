@@ -15,12 +15,23 @@
 //!   zeroed: no packet has sequence number 0) is replayed in capture order, its messages
 //!   numbered from 1, and [`ReplayReport::unsequenced`] says why; packets numbered 0 in a
 //!   capture that has real sequence numbers are counted and not replayed;
+//! * a **pcap or pcapng of IEX-TP segments** (TOPS, DEEP, DEEP+): each datagram goes through
+//!   the IEX-TP [`Tracker`] and each message it delivers through a `FeedPipeline<Iex>`. Its
+//!   gaps are published as `GapNotice`s; a sequence that restarts at 1 within the session is
+//!   a restart (a warning and [`ReplayReport::restarts`]), not a gap; a segment cut short
+//!   (the capture's last record, handed out by [`CaptureReader::cut_datagram`]) has its
+//!   whole messages replayed, the rest published as a gap and the cut reported with its
+//!   offset. Which protocol a pcap carries is judged by its first [`DETECT_DATAGRAMS`]
+//!   datagrams ([`detect`]) unless [`ReplayOptions::protocol`] says; a capture of neither is
+//!   refused ([`ReplayError::NotDetected`]), saying what it holds. A capture read with
+//!   [`Replayer::from_reader`] is not judged: it is MoldUDP64 unless the option says;
 //! * an **mdbus recording** ([`crate::record`], told by its magic): its records are
 //!   republished byte for byte (envelopes keep their headers), with a `GapNotice` where the
 //!   recorder lost records.
 //!
 //! Captures are decoded, filtered and normalized through the [`Venue`] seam (Nasdaq ITCH 5.0
-//! over MoldUDP64 today). A recording's envelopes are filtered by their `instrument`; those
+//! over MoldUDP64, IEX over IEX-TP). An IEX capture's `--book-summary` is an [`IexSummary`]
+//! ([`ReplayReport::summary_json`] prints either kind). A recording's envelopes are filtered by their `instrument`; those
 //! recorded before envelopes named a venue (venue `Unknown`: Nasdaq ITCH) by their stock
 //! locate.
 //!
@@ -2020,6 +2031,13 @@ fn run_iex(
         core.warn(format!(
             "{} datagrams carry another IEX-TP message protocol than {following:?}: not replayed (choose a feed with --group/--port)",
             st.foreign_protocol
+        ));
+    }
+    if let (Some(read_as), Some((_, sent))) = (out.pipeline.venue().protocol(), tracker.following())
+        && ReplayProtocol::of_iex(read_as) != ReplayProtocol::of_iex(sent)
+    {
+        core.warn(format!(
+            "the segments say they carry {sent:?}, read as {read_as:?} (--protocol): messages of types {read_as:?} does not send are counted undecodable"
         ));
     }
     if core.next_seq < tracker.next_seq() {
