@@ -223,10 +223,134 @@ fn deep_sample_replays_with_the_readme_counts_and_books_of_an_independent_readin
     );
 }
 
+/// Reads the DEEP+ capture from the specifications: IEX-TP v1 segments (message count at 14,
+/// first sequence number at 24), delivering each message whose sequence number is not below
+/// the next expected (a segment starting at 1 while more is expected restarts the count,
+/// unless it repeats the segment before), and DEEP+ orders applied to a map of live orders:
+/// `a` (side at 1, `8` buy; id at 18, size u32 at 26, price i64 at 30), `M` (new size and
+/// price), `R` (delete), `L` (executes size at 26: a print, known order or not), `C`
+/// (every order of the symbol gone); `T` prints size at 18.
+fn read_deep_plus(path: &Path) -> (u64, BTreeMap<String, serde_json::Value>) {
+    let bytes = std::fs::read(path).unwrap();
+    let mut reader = CaptureReader::from_reader("deep+", std::io::Cursor::new(bytes)).unwrap();
+    let mut orders: BTreeMap<u64, (String, bool, i64, u64)> = BTreeMap::new();
+    let mut prints: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let (mut next, mut last, mut started, mut messages) = (0u64, (0u64, 0usize), false, 0u64);
+    while let Some(d) = reader.next_datagram() {
+        let p = d.unwrap().payload.to_vec();
+        let count = le_u16(&p, 14);
+        let first = u64::from_le_bytes(p[24..32].try_into().unwrap());
+        if !started {
+            started = true;
+            next = first;
+        } else if first == 1 && next > 1 && last != (1, count) {
+            next = 1;
+        }
+        last = (first, count);
+        let mut at = 40;
+        for i in 0..count {
+            let len = le_u16(&p, at);
+            let m = &p[at + 2..at + 2 + len];
+            at += 2 + len;
+            let seq = first + i as u64;
+            if seq < next {
+                continue;
+            }
+            messages += 1;
+            let sym = String::from_utf8_lossy(m.get(10..18).unwrap_or_default())
+                .trim_end_matches(' ')
+                .to_owned();
+            let u32_at = |o: usize| u64::from(u32::from_le_bytes(m[o..o + 4].try_into().unwrap()));
+            let u64_at = |o: usize| u64::from_le_bytes(m[o..o + 8].try_into().unwrap());
+            let i64_at = |o: usize| i64::from_le_bytes(m[o..o + 8].try_into().unwrap());
+            match m[0] {
+                b'a' => {
+                    orders.insert(u64_at(18), (sym, m[1] == b'8', i64_at(30), u32_at(26)));
+                }
+                b'M' => {
+                    if let Some(o) = orders.get_mut(&u64_at(18)) {
+                        (o.2, o.3) = (i64_at(30), u32_at(26));
+                    }
+                }
+                b'R' => {
+                    orders.remove(&u64_at(18));
+                }
+                b'L' => {
+                    let t = prints.entry(sym).or_default();
+                    t.0 += u32_at(26);
+                    t.1 += 1;
+                    let id = u64_at(18);
+                    if let Some(o) = orders.get_mut(&id) {
+                        o.3 = o.3.saturating_sub(u32_at(26));
+                        if o.3 == 0 {
+                            orders.remove(&id);
+                        }
+                    }
+                }
+                b'C' => orders.retain(|_, o| o.0 != sym),
+                b'T' => {
+                    let t = prints.entry(sym).or_default();
+                    t.0 += u32_at(18);
+                    t.1 += 1;
+                }
+                _ => {}
+            }
+        }
+        next = next.max(first + count as u64);
+    }
+    // Per symbol and side: shares per price.
+    let mut sides: BTreeMap<(String, bool), BTreeMap<i64, u64>> = BTreeMap::new();
+    for (sym, buy, price, size) in orders.values() {
+        *sides
+            .entry((sym.clone(), *buy))
+            .or_default()
+            .entry(*price)
+            .or_default() += size;
+    }
+    let mut books = BTreeMap::new();
+    let symbols: std::collections::BTreeSet<String> = sides
+        .keys()
+        .map(|k| k.0.clone())
+        .chain(prints.keys().cloned())
+        .collect();
+    for sym in symbols {
+        let bid = sides
+            .get(&(sym.clone(), true))
+            .and_then(|l| l.last_key_value());
+        let ask = sides
+            .get(&(sym.clone(), false))
+            .and_then(|l| l.first_key_value());
+        let (traded, n) = prints.get(&sym).copied().unwrap_or_default();
+        books.insert(
+            sym,
+            serde_json::json!({
+                "best_bid": bid.map(|b| *b.0),
+                "bid_size": bid.map_or(0, |b| *b.1),
+                "best_ask": ask.map(|a| *a.0),
+                "ask_size": ask.map_or(0, |a| *a.1),
+                "traded_shares": traded,
+                "prints": n,
+            }),
+        );
+    }
+    (messages, books)
+}
+
 #[test]
 fn deep_plus_capture_rebuilds_its_order_books_and_counts_its_prints() {
     let path = testdata("iex/deepplus-all-message-types.pcap");
-    let report = replay(Source::Path(path), summary_options()).expect("replays");
+    let report = replay(Source::Path(path.clone()), summary_options()).expect("replays");
+    let (messages, want) = read_deep_plus(&path);
+    assert_eq!(messages, 211);
+    let json: serde_json::Value =
+        serde_json::from_str(&report.summary_json().unwrap()).expect("JSON");
+    let got: BTreeMap<String, serde_json::Value> = json["books"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(got, want);
     assert_eq!(report.protocol, "iex-deep-plus");
     assert_eq!(report.restarts, 3);
     assert_eq!(report.messages, 211);
