@@ -15,8 +15,8 @@ use mdbus_feed_handlers::record::{
     record_stream_with_counters,
 };
 use mdbus_feed_handlers::replay::{
-    REPLAY_MAX_GAP, ReplayOptions, ReplayReport, Replayer, Source, Speed, Stamp, TimeOfDay,
-    replay_book_config, replay_ring,
+    REPLAY_MAX_GAP, ReplayOptions, ReplayProtocol, ReplayReport, Replayer, Source, Speed, Stamp,
+    TimeOfDay, replay_book_config, replay_ring,
 };
 
 use super::common::{
@@ -88,6 +88,10 @@ pub struct ReplayArgs {
     /// No progress bar (it is drawn only when stderr is a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
+    /// The protocol of a pcap or pcapng capture: `itch` (MoldUDP64), `iex-tops`, `iex-deep`
+    /// or `iex-deep-plus` (IEX-TP) [default: judged by the first datagrams' content].
+    #[arg(long)]
+    pub protocol: Option<ReplayProtocol>,
     /// Cpus for the feed handler and, with --book, the book builder, e.g. `2,3` (wins over
     /// --layout) [default: with a layout, the first core of its `feed_handler` and
     /// `book_builder` roles; else unpinned].
@@ -159,6 +163,7 @@ pub fn run_replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<(), CmdError
         },
         book_summary: args.book_summary.then(replay_book_config),
         spin_pacing: false,
+        protocol: args.protocol,
     };
     let pinning = feed_pinning(&args.cpus, &args.layout, args.book)?;
     let source = Source::Path(args.file.clone());
@@ -241,8 +246,8 @@ pub fn run_replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<(), CmdError
     if args.json {
         let mut v = serde_json::to_value(&report)
             .map_err(|e| CmdError::Internal(format!("cannot serialise the report: {e}")))?;
-        if let (Some(s), Some(obj)) = (&report.summary, v.as_object_mut()) {
-            let summary: serde_json::Value = serde_json::from_str(&s.to_json())
+        if let (Some(s), Some(obj)) = (report.summary_json(), v.as_object_mut()) {
+            let summary: serde_json::Value = serde_json::from_str(&s)
                 .map_err(|e| CmdError::Internal(format!("summary: {e}")))?;
             obj.insert("book_summary".into(), summary);
         }
@@ -253,8 +258,8 @@ pub fn run_replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<(), CmdError
             );
         }
         writeln!(out, "{v}")?;
-    } else if let Some(s) = &report.summary {
-        writeln!(out, "{}", s.to_json())?;
+    } else if let Some(s) = report.summary_json() {
+        writeln!(out, "{s}")?;
     }
     Ok(())
 }
@@ -276,9 +281,10 @@ fn progress_bar(size: u64) -> indicatif::ProgressBar {
 fn print_report(r: &ReplayReport, book: Option<&BookServiceStats>, feed: &str) {
     let secs = r.elapsed_ns as f64 / 1e9;
     eprintln!(
-        "replayed {} ({}) onto stream {:?}: {} messages published in {:.3} s ({:.0} msgs/s, speed {})",
+        "replayed {} ({}, {}) onto stream {:?}: {} messages published in {:.3} s ({:.0} msgs/s, speed {})",
         r.source,
         r.format,
+        r.protocol,
         r.stream,
         r.published,
         secs,
@@ -299,6 +305,12 @@ fn print_report(r: &ReplayReport, book: Option<&BookServiceStats>, feed: &str) {
             r.late_join_first_seq.map_or_else(String::new, |s| format!(
                 "; the capture starts mid-session at sequence number {s}"
             ))
+        );
+    }
+    if r.restarts > 0 || r.cut_segments > 0 {
+        eprintln!(
+            "  IEX-TP: the sequence restarted at 1 {} times within the session (not gaps); {} cut segments",
+            r.restarts, r.cut_segments
         );
     }
     if let Some(why) = &r.unsequenced {
@@ -362,6 +374,14 @@ fn not_replayed(r: &ReplayReport) -> Option<String> {
             "sequenced messages in a sanitized capture",
         ),
         (r.skipped_frames, "capture records skipped"),
+        (
+            r.out_of_order,
+            "messages arriving after their range was lost",
+        ),
+        (
+            r.foreign_protocol_packets,
+            "datagrams of another IEX-TP protocol",
+        ),
     ];
     let text: Vec<String> = parts
         .iter()

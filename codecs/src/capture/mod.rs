@@ -42,7 +42,7 @@ use pcap_file::pcapng::{Block, PcapNgParser};
 use pcap_file::{DataLink, Endianness, TsResolution};
 
 pub use net::LinkType;
-use net::{Skip, parse_frame};
+use net::{Skip, parse_cut_frame, parse_frame};
 
 /// The largest record accepted (a pcap record or pcapng block); a larger length field is taken
 /// as a damaged file.
@@ -504,6 +504,45 @@ impl CaptureReader {
                 }
             }
         }
+    }
+
+    /// The part of a cut final pcap record's UDP payload that the file holds, once the
+    /// reader has stopped at it with [`CaptureError::Truncated`]: a capture whose writer
+    /// stopped mid-packet still holds that packet's first bytes (whole messages, for a
+    /// protocol that frames them). `None` for any other end, for pcapng, and when the
+    /// bytes held do not reach the UDP payload of an unfragmented IPv4/UDP frame.
+    pub fn cut_datagram(&self) -> Option<UdpDatagram<'_>> {
+        let Kind::Pcap {
+            link,
+            nanosecond,
+            big_endian,
+            ..
+        } = self.kind
+        else {
+            return None;
+        };
+        if !(self.done && self.eof) {
+            return None;
+        }
+        let rest = self.buf.get(self.start..self.end)?;
+        let (hdr, frame) = rest.split_first_chunk::<PCAP_RECORD_HEADER_LEN>()?;
+        let incl = read_u32(&hdr[8..12], big_endian) as usize;
+        if incl <= frame.len() || incl > MAX_RECORD_LEN {
+            // Not a record the file cut.
+            return None;
+        }
+        let udp = parse_cut_frame(link, frame)?;
+        let frac = u64::from(read_u32(&hdr[4..8], big_endian)) * if nanosecond { 1 } else { 1_000 };
+        let ts_ns = u64::from(read_u32(&hdr[0..4], big_endian))
+            .saturating_mul(1_000_000_000)
+            .saturating_add(frac);
+        Some(UdpDatagram {
+            ts_ns,
+            src: udp.src,
+            dst: udp.dst,
+            payload: frame.get(udp.payload)?,
+            offset: self.offset(),
+        })
     }
 
     fn truncated(&self, needed: usize) -> CaptureError {

@@ -75,6 +75,53 @@ pub(crate) fn parse_frame(link: LinkType, frame: &[u8]) -> Result<Udp, Skip> {
     parse_ipv4(frame, ip_start)
 }
 
+/// [`parse_frame`] for a frame cut short (the last record of a truncated file): the IPv4
+/// and UDP headers must be whole and the packet unfragmented UDP; the payload range ends at
+/// the UDP length or at the end of what the frame holds, whichever comes first.
+pub(crate) fn parse_cut_frame(link: LinkType, frame: &[u8]) -> Option<Udp> {
+    let at = match link {
+        LinkType::RawIp => 0,
+        LinkType::Ethernet => {
+            let mut off = 12;
+            let mut ethertype = be16(frame, off)?;
+            while matches!(
+                ethertype,
+                ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD
+            ) {
+                off += 4;
+                ethertype = be16(frame, off)?;
+            }
+            (ethertype == ETHERTYPE_IPV4).then_some(off + 2)?
+        }
+        LinkType::LinuxSll => (be16(frame, 14)? == ETHERTYPE_IPV4).then_some(16)?,
+        LinkType::Other => return None,
+    };
+    let h = frame.get(at..)?.first_chunk::<20>()?;
+    let ihl = usize::from(h[0] & 0x0f) * 4;
+    let frag = u16::from_be_bytes([h[6], h[7]]);
+    if h[0] >> 4 != 4 || ihl < 20 || frag & 0x3fff != 0 || h[9] != IPPROTO_UDP {
+        return None;
+    }
+    let u = frame.get(at + ihl..)?.first_chunk::<8>()?;
+    let udp_len = usize::from(u16::from_be_bytes([u[4], u[5]]));
+    if udp_len < 8 {
+        return None;
+    }
+    let start = at + ihl + 8;
+    let end = (start + udp_len - 8).min(frame.len());
+    Some(Udp {
+        src: SocketAddrV4::new(
+            Ipv4Addr::new(h[12], h[13], h[14], h[15]),
+            u16::from_be_bytes([u[0], u[1]]),
+        ),
+        dst: SocketAddrV4::new(
+            Ipv4Addr::new(h[16], h[17], h[18], h[19]),
+            u16::from_be_bytes([u[2], u[3]]),
+        ),
+        payload: start..end,
+    })
+}
+
 fn parse_ipv4(frame: &[u8], at: usize) -> Result<Udp, Skip> {
     let ip = frame.get(at..).ok_or(Skip::Malformed)?;
     let Some(h) = ip.first_chunk::<20>() else {
@@ -238,6 +285,11 @@ mod tests {
             for link in [LinkType::Ethernet, LinkType::RawIp, LinkType::LinuxSll] {
                 let _ = parse_frame(link, &f[..k]);
                 let _ = parse_frame(link, &f[k..]);
+                // A cut frame yields at most the bytes it holds.
+                if let Some(u) = parse_cut_frame(link, &f[..k]) {
+                    assert!(u.payload.start <= u.payload.end && u.payload.end <= k);
+                }
+                let _ = parse_cut_frame(link, &f[k..]);
             }
         }
     }

@@ -364,3 +364,46 @@ fn timestamp_scaling() {
     assert_eq!(pcapng_ts_ns(1, 0x80, 2), 3_000_000_000);
     assert_eq!(pcapng_ts_ns(u64::MAX, 0, 0), u64::MAX);
 }
+
+#[test]
+fn a_cut_last_record_hands_out_the_payload_bytes_it_holds() {
+    let (s, d) = addrs();
+    let payload: Vec<u8> = (0u8..100).collect();
+    let whole = build_frame(1, s, d, b"first");
+    let last = build_frame(1, s, d, &payload);
+    let full = pcap(false, false, 1, &[(7, 5, whole), (8, 250, last)]);
+    // Whole file: nothing is cut.
+    let mut r = reader(full.clone());
+    let (ok, errs) = collect(&mut r);
+    assert_eq!((ok.len(), errs.len()), (2, 0));
+    assert!(r.cut_datagram().is_none());
+    // The file ends 30 bytes into the last record's payload.
+    let headers = 14 + 4 + 20 + 8;
+    let record_at = full.len() - (16 + headers + payload.len());
+    let mut cut = full.clone();
+    cut.truncate(full.len() - 70);
+    let mut r = reader(cut);
+    assert!(matches!(r.next_datagram(), Some(Ok(_))));
+    assert!(r.cut_datagram().is_none(), "not before the cut is met");
+    assert!(matches!(
+        r.next_datagram(),
+        Some(Err(CaptureError::Truncated { .. }))
+    ));
+    let got = r.cut_datagram().expect("the bytes held");
+    assert_eq!(got.payload, &payload[..30]);
+    assert_eq!((got.src, got.dst), (s, d));
+    assert_eq!((got.ts_ns, got.offset), (8_000_250_000, record_at as u64));
+    assert!(r.next_datagram().is_none());
+    // Cut inside the UDP header: no payload to hand out.
+    let mut cut = full.clone();
+    cut.truncate(full.len() - payload.len() - 4);
+    let mut r = reader(cut);
+    let _ = collect(&mut r);
+    assert!(r.cut_datagram().is_none());
+    // pcapng is not read this way.
+    let mut ng = pcapng(false, None, &[(1, build_frame(0, s, d, &payload))]);
+    ng.truncate(ng.len() - 20);
+    let mut r = reader(ng);
+    let _ = collect(&mut r);
+    assert!(r.cut_datagram().is_none());
+}

@@ -81,6 +81,7 @@
 
 mod event;
 mod from_events;
+mod iex;
 mod levels;
 mod orders;
 mod summary;
@@ -96,6 +97,7 @@ pub use from_events::{
     order_event_from_envelope,
 };
 pub(crate) use from_events::{InputRead, read_input, read_input_generic, read_trade};
+pub use iex::{IexBookEntry, IexBookEvent, IexBooks, IexSummary, iex_print};
 pub use levels::{LEVEL_BYTES, Level};
 pub use orders::{ORDER_SLOT_BYTES, Order};
 pub use summary::{BookSummary, BookSummaryEntry, TypeCounts};
@@ -516,6 +518,17 @@ impl BookBuilder {
     /// Live orders over all instruments.
     pub fn live_orders(&self) -> usize {
         self.orders.len()
+    }
+
+    /// Deletes every order resting on `locate` (a venue's "clear book" for one instrument),
+    /// publishing each level change and the new top as [`apply`](Self::apply) does; returns
+    /// how many orders went. Walks the whole order table and allocates: for rare events only.
+    pub fn clear_orders(&mut self, locate: u16, out: &mut impl UpdateSink) -> usize {
+        let refs = self.orders.refs_on(locate);
+        for &order_ref in &refs {
+            self.apply(&OrderEvent::Delete { locate, order_ref }, out);
+        }
+        refs.len()
     }
 
     /// Forgets every order and book (a new session), keeping the storage.

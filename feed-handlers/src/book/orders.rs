@@ -217,6 +217,16 @@ impl OrderTable {
         self.len -= 1;
     }
 
+    /// References of the live orders on `locate`: a walk of every slot, for rare events
+    /// (a venue clearing one instrument's book), never the hot path.
+    pub(crate) fn refs_on(&self, locate: u16) -> Vec<u64> {
+        self.slots
+            .iter()
+            .filter(|s| s.shares != 0 && s.locate == locate)
+            .map(|s| s.order_ref)
+            .collect()
+    }
+
     /// Forgets every order (keeps the memory).
     pub(crate) fn clear(&mut self) {
         self.slots.fill(EMPTY);

@@ -15,12 +15,23 @@
 //!   zeroed: no packet has sequence number 0) is replayed in capture order, its messages
 //!   numbered from 1, and [`ReplayReport::unsequenced`] says why; packets numbered 0 in a
 //!   capture that has real sequence numbers are counted and not replayed;
+//! * a **pcap or pcapng of IEX-TP segments** (TOPS, DEEP, DEEP+): each datagram goes through
+//!   the IEX-TP [`Tracker`] and each message it delivers through a `FeedPipeline<Iex>`. Its
+//!   gaps are published as `GapNotice`s; a sequence that restarts at 1 within the session is
+//!   a restart (a warning and [`ReplayReport::restarts`]), not a gap; a segment cut short
+//!   (the capture's last record, handed out by [`CaptureReader::cut_datagram`]) has its
+//!   whole messages replayed, the rest published as a gap and the cut reported with its
+//!   offset. Which protocol a pcap carries is judged by its first [`DETECT_DATAGRAMS`]
+//!   datagrams ([`detect`]) unless [`ReplayOptions::protocol`] says; a capture of neither is
+//!   refused ([`ReplayError::NotDetected`]), saying what it holds. A capture read with
+//!   [`Replayer::from_reader`] is not judged: it is MoldUDP64 unless the option says;
 //! * an **mdbus recording** ([`crate::record`], told by its magic): its records are
 //!   republished byte for byte (envelopes keep their headers), with a `GapNotice` where the
 //!   recorder lost records.
 //!
 //! Captures are decoded, filtered and normalized through the [`Venue`] seam (Nasdaq ITCH 5.0
-//! over MoldUDP64 today). A recording's envelopes are filtered by their `instrument`; those
+//! over MoldUDP64, IEX over IEX-TP). An IEX capture's `--book-summary` is an [`IexSummary`]
+//! ([`ReplayReport::summary_json`] prints either kind). A recording's envelopes are filtered by their `instrument`; those
 //! recorded before envelopes named a venue (venue `Unknown`: Nasdaq ITCH) by their stock
 //! locate.
 //!
@@ -54,6 +65,7 @@
 //! at full speed (every record when paced: the pacer reads the clock for each anyway), and
 //! once more, whole, at the end.
 
+mod detect;
 mod pace;
 
 use std::net::Ipv4Addr;
@@ -65,6 +77,7 @@ use mdbus_bus::{Bus, BusError, PublishError, Publisher, StreamConfig};
 use mdbus_codecs::capture::{
     self, CaptureError, CaptureFormat, CaptureReader, CaptureStats, Record,
 };
+use mdbus_codecs::iex::tp::{Notice, Rejected, Segment, Tracker};
 use mdbus_codecs::moldudp64::{END_OF_SESSION_COUNT, HEARTBEAT_COUNT, Packet, Session};
 use mdbus_codecs::nasdaq::itch::Message;
 use mdbus_codecs::sequencer::{
@@ -73,16 +86,20 @@ use mdbus_codecs::sequencer::{
 use mdbus_shm::counters::{CounterError, CounterFile, MAX_DETAIL};
 use serde::Serialize;
 
+pub use detect::{
+    DETECT_DATAGRAMS, NotDetected, ReplayProtocol, detect, iex_protocol, is_moldudp64,
+};
 pub use pace::{BadSpeed, BadTime, Pacer, Speed, StampClock, TimeOfDay};
 
 use crate::book::{
-    BookConfig, BookConfigError, BookEvent, BookSummary, EnvelopeBooks, GapPolicy, OrderEvent,
+    BookConfig, BookConfigError, BookEvent, BookSummary, EnvelopeBooks, GapPolicy, IexBooks,
+    IexSummary, OrderEvent,
 };
 use crate::pipeline::{
     FeedPipeline, IDLE_WORK_EVERY, Idle, IdleWork, PipelineError, PipelineSetupError,
 };
 use crate::record::{RecordError, RecordReader, is_recording};
-use crate::venue::{self, Nasdaq, Venue};
+use crate::venue::{self, Iex, Nasdaq, Venue};
 
 /// Most warnings kept in a report (the rest are counted).
 const MAX_WARNINGS: usize = 20;
@@ -141,6 +158,9 @@ pub struct ReplayOptions {
     /// Paced replays: spin while early instead of yielding the core (for a replay thread
     /// alone on its core; see [`Pacer::spin_only`]).
     pub spin_pacing: bool,
+    /// The protocol of a pcap or pcapng capture; `None` judges it by the first
+    /// [`DETECT_DATAGRAMS`] datagrams (see [`detect`]).
+    pub protocol: Option<ReplayProtocol>,
 }
 
 impl Default for ReplayOptions {
@@ -157,6 +177,7 @@ impl Default for ReplayOptions {
             stamp: Stamp::Now,
             book_summary: None,
             spin_pacing: false,
+            protocol: None,
         }
     }
 }
@@ -234,6 +255,14 @@ pub enum ReplayError {
     /// An option is not usable.
     #[error("{0}")]
     Option(String),
+    /// The capture holds no packet of a protocol the replay reads.
+    #[error("{source_name}: {found}")]
+    NotDetected {
+        /// The capture.
+        source_name: String,
+        /// What it holds.
+        found: NotDetected,
+    },
     /// The counters file could not be created.
     #[error(transparent)]
     Counters(#[from] CounterError),
@@ -265,6 +294,8 @@ pub struct ReplayReport {
     pub source: String,
     /// `itch`, `pcap`, `pcapng` or `recording`.
     pub format: &'static str,
+    /// The protocol replayed ([`ReplayProtocol`] name; `itch` for recordings too).
+    pub protocol: &'static str,
     /// The output stream.
     pub stream: String,
     /// The speed, as given.
@@ -350,9 +381,22 @@ pub struct ReplayReport {
     pub elapsed_ns: u64,
     /// Paced replays: the latest a message was released behind its schedule, ns.
     pub max_behind_ns: u64,
+    /// IEX-TP: times the sequence numbers restarted at 1 within the session (not gaps).
+    pub restarts: u64,
+    /// IEX-TP: segments cut short (the capture's last, or damaged ones); their whole
+    /// messages were replayed, the rest is counted in `gap_messages`.
+    pub cut_segments: u64,
+    /// IEX-TP: segments that arrived after later ones and were not replayed (duplicates
+    /// of what was delivered or lost).
+    pub out_of_order: u64,
+    /// IEX-TP: segments of another message protocol or channel than the one followed.
+    pub foreign_protocol_packets: u64,
     /// The books built from the published messages, when asked for.
     #[serde(skip)]
     pub summary: Option<BookSummary>,
+    /// The IEX books, when asked for on an IEX capture.
+    #[serde(skip)]
+    pub iex_summary: Option<IexSummary>,
 }
 
 impl ReplayReport {
@@ -360,7 +404,7 @@ impl ReplayReport {
     /// [`values`](Self::values): the report's fields of the same names (`late_join_first_seq`
     /// 0 for none; `unsequenced` and `truncated` 1 when set; `warnings` counts those kept and
     /// omitted).
-    pub const NAMES: [&'static str; 33] = [
+    pub const NAMES: [&'static str; 37] = [
         "records",
         "messages",
         "published",
@@ -394,10 +438,14 @@ impl ReplayReport {
         "unresolved_symbols",
         "elapsed_ns",
         "max_behind_ns",
+        "restarts",
+        "cut_segments",
+        "out_of_order",
+        "foreign_protocol_packets",
     ];
 
     /// The counters in the order of [`NAMES`](Self::NAMES).
-    pub fn values(&self) -> [u64; 33] {
+    pub fn values(&self) -> [u64; 37] {
         [
             self.records,
             self.messages,
@@ -432,7 +480,21 @@ impl ReplayReport {
             self.unresolved_symbols.len() as u64,
             self.elapsed_ns,
             self.max_behind_ns,
+            self.restarts,
+            self.cut_segments,
+            self.out_of_order,
+            self.foreign_protocol_packets,
         ]
+    }
+
+    /// The `--book-summary` JSON: the IEX summary for an IEX capture, the order book
+    /// summary otherwise; `None` when not asked for.
+    pub fn summary_json(&self) -> Option<String> {
+        match (&self.iex_summary, &self.summary) {
+            (Some(s), _) => Some(s.to_json()),
+            (None, Some(s)) => Some(s.to_json()),
+            (None, None) => None,
+        }
     }
 
     /// Messages published per second of wall time.
@@ -546,6 +608,8 @@ struct Core {
     clock: StampClock,
     stamps: Stamps,
     book: Option<EnvelopeBooks>,
+    /// The books of an IEX capture's `--book-summary`.
+    iex_book: Option<IexBooks>,
     report: ReplayReport,
     stop: bool,
     ended: bool,
@@ -703,22 +767,39 @@ impl Stamps {
     }
 }
 
-/// What a replay needs of a venue beyond the [`Venue`] seam: the book event of a decoded
-/// message, for the end-of-replay [`BookSummary`].
-pub(crate) trait ReplayVenue: Venue {
-    /// The book event of `msg`, `None` for messages that neither change a book nor print.
-    fn book_event(msg: &Self::Message<'_>) -> Option<OrderEvent>;
+/// What a replay needs of a venue beyond the [`Venue`] seam: its published messages into
+/// the end-of-replay books.
+trait ReplayVenue: Venue {
+    /// Counts a published `msg` in the replay's books and applies it, when they are kept.
+    fn observe_book(core: &mut Core, venue: &mut Self, msg: &Self::Message<'_>);
 }
 
 impl ReplayVenue for Nasdaq {
     #[inline]
-    fn book_event(msg: &Message<'_>) -> Option<OrderEvent> {
-        OrderEvent::from_itch(msg)
+    fn observe_book(core: &mut Core, _: &mut Self, msg: &Message<'_>) {
+        if let Some(books) = &mut core.book {
+            books.observe_source(
+                Nasdaq::type_byte(msg),
+                OrderEvent::from_itch(msg).map(BookEvent::Order),
+            );
+        }
+    }
+}
+
+impl ReplayVenue for Iex {
+    #[inline]
+    fn observe_book(core: &mut Core, venue: &mut Self, msg: &Self::Message<'_>) {
+        if let Some(books) = &mut core.iex_book {
+            let instrument = venue.instrument(msg);
+            books.observe(msg, instrument);
+        }
     }
 }
 
 /// The source replays of Nasdaq captures (ITCH files, MoldUDP64 in pcap) publish through.
 type ItchOut = SourceOut<Nasdaq>;
+/// The source replays of IEX captures (IEX-TP in pcap) publish through.
+type IexOut = SourceOut<Iex>;
 
 /// Publishes a venue's messages through the pipeline, retrying while a lossless subscriber
 /// holds the stream back.
@@ -772,12 +853,7 @@ impl<V: ReplayVenue> SourceOut<V> {
         let recv = core.recv_ts(capture_ts, self.pipeline.pauses());
         self.retry(seq, |p| p.on_decoded(seq, &msg, recv))?;
         core.report.published += 1;
-        if let Some(books) = &mut core.book {
-            books.observe_source(
-                V::type_byte(&msg),
-                V::book_event(&msg).map(BookEvent::Order),
-            );
-        }
+        V::observe_book(core, self.pipeline.venue_mut(), &msg);
         Ok(())
     }
 
@@ -957,6 +1033,7 @@ enum Input {
 #[allow(clippy::large_enum_variant)]
 enum Output {
     Itch(ItchOut),
+    Iex(IexOut),
     Raw(Box<RawOut>),
 }
 
@@ -997,12 +1074,19 @@ impl Replayer {
                 std::io::Cursor::new(*bytes),
             )?),
         };
-        Replayer::with_input(input, source.name(), bus, stream, ring, options)
+        let protocol = match (&input, options.protocol) {
+            (Input::Capture(c), None) if c.format() != CaptureFormat::ItchLengthPrefixed => {
+                detect_source(source)?
+            }
+            (_, p) => p.unwrap_or_default(),
+        };
+        Replayer::with_input(input, source.name(), protocol, bus, stream, ring, options)
     }
 
     fn with_input(
         input: Input,
         source_name: String,
+        protocol: ReplayProtocol,
         bus: &Bus,
         stream: &str,
         ring: &StreamConfig,
@@ -1032,7 +1116,28 @@ impl Replayer {
                     .into(),
             ));
         }
+        let itch_file = matches!(input, Input::Capture(ref c) if c.format() == CaptureFormat::ItchLengthPrefixed);
+        if protocol != ReplayProtocol::Itch && (itch_file || matches!(input, Input::Recording(_))) {
+            return Err(ReplayError::Option(format!(
+                "--protocol {protocol} reads a pcap or pcapng capture; this is {}",
+                if itch_file {
+                    "an ITCH file"
+                } else {
+                    "a recording"
+                }
+            )));
+        }
         let output = match input {
+            Input::Capture(_) if protocol != ReplayProtocol::Itch => {
+                let iex = protocol.iex().map(Iex::for_protocol).unwrap_or_default();
+                let mut pipeline = FeedPipeline::with_venue(iex, bus, stream, ring)?;
+                pipeline.set_flags(EnvelopeFlags::Replayed);
+                pipeline.set_back_pressure_timeout(None);
+                Output::Iex(IexOut {
+                    pipeline,
+                    stream: stream.to_owned(),
+                })
+            }
             Input::Recording(_) => Output::Raw(Box::new(RawOut {
                 publisher: bus.publisher(stream, ring)?,
                 encoder: Encoder::new(),
@@ -1051,14 +1156,19 @@ impl Replayer {
                 })
             }
         };
-        let book = match options.book_summary {
-            Some(config) => Some(EnvelopeBooks::new(config, GapPolicy::CountLost)?),
-            None => None,
+        let (book, iex_book) = match (options.book_summary, protocol) {
+            (Some(config), ReplayProtocol::Itch) => (
+                Some(EnvelopeBooks::new(config, GapPolicy::CountLost)?),
+                None,
+            ),
+            (Some(config), _) => (None, Some(IexBooks::new(config)?)),
+            (None, _) => (None, None),
         };
         let clock = StampClock::new();
         let report = ReplayReport {
             source: source_name,
             format,
+            protocol: protocol.name(),
             stream: stream.to_owned(),
             speed: options.speed.to_string(),
             records: 0,
@@ -1095,7 +1205,12 @@ impl Replayer {
             unresolved_symbols: Vec::new(),
             elapsed_ns: 0,
             max_behind_ns: 0,
+            restarts: 0,
+            cut_segments: 0,
+            out_of_order: 0,
+            foreign_protocol_packets: 0,
             summary: None,
+            iex_summary: None,
         };
         Ok(Replayer {
             input,
@@ -1107,6 +1222,7 @@ impl Replayer {
                 symbols,
                 options,
                 book,
+                iex_book,
                 report,
                 stop: false,
                 ended: false,
@@ -1130,6 +1246,7 @@ impl Replayer {
         Replayer::with_input(
             Input::Capture(reader),
             name.to_owned(),
+            options.protocol.unwrap_or_default(),
             bus,
             stream,
             ring,
@@ -1153,6 +1270,7 @@ impl Replayer {
     pub fn with_idle_work(mut self, work: IdleWork) -> Replayer {
         match &mut self.output {
             Output::Itch(out) => out.pipeline.set_idle_work(Some(work)),
+            Output::Iex(out) => out.pipeline.set_idle_work(Some(work)),
             Output::Raw(out) => out.idle = Idle(Some(work)),
         }
         self
@@ -1220,6 +1338,23 @@ impl Replayer {
                     offset: reader.offset(),
                     published: core.report.published,
                 });
+            }
+            (Input::Capture(mut reader), Output::Iex(mut out)) => {
+                run_iex(&mut reader, &mut out, &mut core, progress)?;
+                let next = core.next_seq;
+                out.end(&mut core, next)?;
+                out.pipeline.finish_idle_work();
+                core.report.back_pressured += out.pipeline.stats().back_pressured;
+                note_capture_stats(&mut core, reader.stats());
+                progress(Progress {
+                    offset: reader.offset(),
+                    published: core.report.published,
+                });
+                let gaps = core.report.gaps;
+                if let Some(books) = &mut core.iex_book {
+                    let directory = out.pipeline.venue_mut().normalizer().directory();
+                    core.report.iex_summary = Some(books.summary(directory, gaps));
+                }
             }
             (Input::Recording(mut reader), Output::Raw(mut out)) => {
                 run_recording(&mut reader, &mut out, &mut core, progress)?;
@@ -1746,6 +1881,174 @@ fn run_pcap(
         core.next_seq = seqr.next_seq();
     }
     Ok(())
+}
+
+/// Judges the protocol of a pcap or pcapng `source` by its first datagrams, read with a
+/// reader of its own (the replay's reader is left at the start).
+fn detect_source(source: &Source) -> Result<ReplayProtocol, ReplayError> {
+    let mut reader = match source {
+        Source::Path(p) => capture::open_capture(p)?,
+        Source::Bytes { name, bytes } => {
+            CaptureReader::from_reader(name, std::io::Cursor::new(*bytes))?
+        }
+    };
+    let mut seen: Vec<(std::net::SocketAddrV4, Vec<u8>)> = Vec::new();
+    while seen.len() < DETECT_DATAGRAMS {
+        match reader.next_datagram() {
+            None => break,
+            Some(Ok(d)) => seen.push((d.dst, d.payload.to_vec())),
+            Some(Err(CaptureError::Truncated { .. } | CaptureError::Malformed { .. })) => {}
+            Some(Err(e)) => return Err(e.into()),
+        }
+    }
+    detect(seen.iter().map(|(dst, p)| (*dst, p.as_slice()))).map_err(|found| {
+        ReplayError::NotDetected {
+            source_name: source.name(),
+            found,
+        }
+    })
+}
+
+/// Replays a capture of IEX-TP segments: each datagram through the [`Tracker`], each message
+/// it delivers through the pipeline (decode, normalize, publish). The tracker's gaps are
+/// published as gap notices; a restart of the sequence at 1 within the session is reported
+/// (a warning) and counted, not a gap; a cut segment's whole messages are replayed and the
+/// cut reported with its offset.
+fn run_iex(
+    reader: &mut CaptureReader,
+    out: &mut IexOut,
+    core: &mut Core,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(), ReplayError> {
+    let mut tracker = Tracker::new();
+    let (group, port) = (core.options.group, core.options.port);
+    let name = reader.path().display().to_string();
+    loop {
+        let (d, cut_record) = match reader.next_datagram() {
+            None => break,
+            Some(Ok(d)) => (d, false),
+            Some(Err(e)) => {
+                let truncated = matches!(e, CaptureError::Truncated { .. });
+                capture_error(core, e)?;
+                match reader.cut_datagram() {
+                    Some(d) if truncated => (d, true),
+                    _ => continue,
+                }
+            }
+        };
+        core.report.records += 1;
+        core.tick();
+        if group.is_some_and(|g| *d.dst.ip() != g) || port.is_some_and(|p| d.dst.port() != p) {
+            core.report.datagrams_filtered += 1;
+            continue;
+        }
+        let ts = d.ts_ns;
+        let h = match tracker.handle(d.payload) {
+            Ok(h) => h,
+            Err(Rejected::Malformed { error, .. }) => {
+                core.report.malformed_packets += 1;
+                core.warn(format!(
+                    "{name}: datagram at offset {}: {error} (not replayed)",
+                    d.offset
+                ));
+                continue;
+            }
+            Err(Rejected::ForeignSession { .. }) => {
+                core.report.foreign_session_packets += 1;
+                core.report.foreign_session_messages = core
+                    .report
+                    .foreign_session_messages
+                    .saturating_add(u64::from(iex_message_count(d.payload)));
+                continue;
+            }
+            Err(Rejected::ForeignProtocol { .. }) => {
+                core.report.foreign_protocol_packets += 1;
+                continue;
+            }
+        };
+        match h.notice {
+            Some(Notice::Gap {
+                first_missing,
+                count,
+            }) => out.gap(core, first_missing, count, Some(ts))?,
+            Some(Notice::Restart {
+                packet,
+                stream_offset,
+                expected,
+            }) => core.warn(format!(
+                "{name}: datagram at offset {} (packet {packet}, stream offset {stream_offset}): the sequence restarted at 1 where {expected} was expected (session {}; not a gap)",
+                d.offset,
+                h.segment.session_id()
+            )),
+            Some(Notice::Duplicate | Notice::OutOfOrder) | None => {}
+        }
+        for (seq, bytes) in h.messages() {
+            out.message(core, seq, bytes, Some(ts))?;
+            if core.stop {
+                return Ok(());
+            }
+        }
+        if let Some(inc) = h.incomplete {
+            let lost = u64::from(inc.message_count.saturating_sub(inc.complete));
+            let first = h
+                .segment
+                .first_seq()
+                .saturating_add(u64::from(inc.complete));
+            let what = if cut_record {
+                "the capture cuts the segment"
+            } else {
+                "the segment is cut or damaged"
+            };
+            core.warn(format!(
+                "{name}: datagram at offset {}: {what}: {} ({} of {} messages whole and replayed; {lost} lost)",
+                d.offset, inc.error, inc.complete, inc.message_count
+            ));
+            if lost > 0 {
+                out.gap(core, first, lost, Some(ts))?;
+            }
+        }
+        if core.report.records.is_multiple_of(PROGRESS_EVERY) {
+            progress(Progress {
+                offset: reader.offset(),
+                published: core.report.published,
+            });
+        }
+    }
+    let st = tracker.stats();
+    core.report.duplicates = st.duplicates;
+    core.report.restarts = st.restarts;
+    core.report.cut_segments = st.cut_segments;
+    core.report.out_of_order = st.out_of_order;
+    if st.foreign_session > 0 {
+        let session = tracker.following().map_or(0, |f| f.0);
+        core.warn(format!(
+            "{} datagrams ({} messages) belong to other IEX-TP sessions than {session}: not replayed (choose a feed with --group/--port)",
+            core.report.foreign_session_packets, core.report.foreign_session_messages
+        ));
+    }
+    if st.foreign_protocol > 0 {
+        let following = tracker.following().map(|f| f.1);
+        core.warn(format!(
+            "{} datagrams carry another IEX-TP message protocol than {following:?}: not replayed (choose a feed with --group/--port)",
+            st.foreign_protocol
+        ));
+    }
+    if let (Some(read_as), Some((_, sent))) = (out.pipeline.venue().protocol(), tracker.following())
+        && ReplayProtocol::of_iex(read_as) != ReplayProtocol::of_iex(sent)
+    {
+        core.warn(format!(
+            "the segments say they carry {sent:?}, read as {read_as:?} (--protocol): messages of types {read_as:?} does not send are counted undecodable"
+        ));
+    }
+    if core.next_seq < tracker.next_seq() {
+        core.next_seq = tracker.next_seq();
+    }
+    Ok(())
+}
+
+/// The message count an IEX-TP header declares, 0 when it has none.
+fn iex_message_count(payload: &[u8]) -> u16 {
+    Segment::parse(payload).map_or(0, |s| s.message_count())
 }
 
 /// Acts on the sequencer's events.
