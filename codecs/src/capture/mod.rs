@@ -31,7 +31,7 @@
 mod net;
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek};
 use std::net::SocketAddrV4;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -245,15 +245,28 @@ impl std::fmt::Debug for CaptureReader {
     }
 }
 
-/// Opens a capture file, telling its format from its first bytes.
+/// Opens a capture file, telling its format from its first bytes; a gzipped file (`.gz`) is
+/// decompressed as it is read.
 pub fn open_capture(path: impl AsRef<Path>) -> Result<CaptureReader, CaptureError> {
     let path = path.as_ref();
-    let file = File::open(path).map_err(|source| CaptureError::Io {
+    let io = |source| CaptureError::Io {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let mut magic = [0u8; 2];
+    let gzipped = matches!(file.read_exact(&mut magic), Ok(()) if magic == GZIP_MAGIC);
+    file.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+    if gzipped {
+        let gz = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file));
+        return CaptureReader::from_reader(path, gz);
+    }
     CaptureReader::from_reader(path, file)
 }
+
+/// The first two bytes of a gzip file: a gzipped capture is read through a decompressor, and
+/// the offsets it reports are offsets in the decompressed capture.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 fn read_u32(b: &[u8], big_endian: bool) -> u32 {
     let a = [b[0], b[1], b[2], b[3]];

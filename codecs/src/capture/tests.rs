@@ -407,3 +407,35 @@ fn a_cut_last_record_hands_out_the_payload_bytes_it_holds() {
     let _ = collect(&mut r);
     assert!(r.cut_datagram().is_none());
 }
+
+#[test]
+fn a_gzipped_capture_reads_as_the_capture_itself() {
+    use std::io::Write as _;
+    let (s, d) = addrs();
+    let recs = vec![
+        (1_692_711_000, 5, build_frame(1, s, d, b"one")),
+        (1_692_711_001, 6, build_frame(0, s, d, b"two")),
+    ];
+    let plain = pcap(false, true, 1, &recs);
+    let dir = std::env::temp_dir().join(format!("mdbus-capture-gz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (p, gz) = (dir.join("s.pcap"), dir.join("s.pcap.gz"));
+    std::fs::write(&p, &plain).unwrap();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&plain).unwrap();
+    std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+    let (want, want_errs) = collect(&mut open_capture(&p).unwrap());
+    let mut r = open_capture(&gz).unwrap();
+    assert_eq!(
+        r.format(),
+        CaptureFormat::Pcap {
+            nanosecond: true,
+            big_endian: false
+        }
+    );
+    let (got, errs) = collect(&mut r);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(got, want);
+    assert_eq!(got.len(), 2);
+    assert!(errs.is_empty() && want_errs.is_empty(), "{errs:?}");
+}
