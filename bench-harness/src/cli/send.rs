@@ -122,6 +122,28 @@ pub fn run_send(args: &SendArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
     cfg.fault = args.fault.clone().unwrap_or_default();
     cfg.linger = Duration::from_millis(args.linger_ms);
     cfg.exit_when_closed = !args.follow;
+    let closed = bus
+        .streams()?
+        .into_iter()
+        .find(|s| s.name == args.stream)
+        .is_some_and(|s| s.segment.closed);
+    if closed {
+        // A stream an earlier run closed: say what will be sent rather than end in silence.
+        if args.start == StartAt::Oldest {
+            eprintln!(
+                "mdbus send: stream {:?} was closed by its publisher before this sender started: \
+                 sending what it retains, then ending the session",
+                args.stream
+            );
+        } else if !args.follow {
+            return Err(NetCmdError::BadArg(format!(
+                "stream {:?} was closed by its publisher before this sender started: nothing \
+                 new will come (--start oldest sends what it retains; --follow waits for a new \
+                 publisher)",
+                args.stream
+            )));
+        }
+    }
     let sender = Sender::new(&bus, cfg)?;
     for w in sender.warnings() {
         eprintln!("mdbus send: warning: {w}");
