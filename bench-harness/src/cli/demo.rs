@@ -204,6 +204,8 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), StageError> {
 /// Runs the three stages and gathers what they report.
 pub fn execute(args: &DemoArgs) -> Result<DemoReport, StageError> {
     let pinning = stage_pinning(&args.layout, &args.cpus)?;
+    // Read before the stages start, so the demo's own threads are not counted.
+    let busy = host_load().and_then(|(load, cpus)| load_warning(load, cpus));
     let threading = args
         .threading
         .unwrap_or_else(|| default_threading(&pinning));
@@ -274,7 +276,7 @@ pub fn execute(args: &DemoArgs) -> Result<DemoReport, StageError> {
             threading_chosen: args.threading.is_none(),
             shared,
             layout: pinning.layout_use(),
-            warnings: pinning.warnings(),
+            warnings: pinning.warnings().into_iter().chain(busy).collect(),
         },
         feed,
         book: book_stats,
@@ -405,6 +407,28 @@ fn price(p: Option<u32>) -> String {
         || "-".into(),
         |p| format!("{}.{:04}", p / 10_000, p % 10_000),
     )
+}
+
+/// The one-minute load average and the number of online cpus, from `/proc` (`None` where it
+/// cannot be read).
+fn host_load() -> Option<(f64, usize)> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let load = text.split_whitespace().next()?.parse().ok()?;
+    let cpus = std::thread::available_parallelism().ok()?.get();
+    Some((load, cpus))
+}
+
+/// A warning when other work keeps the host busy (a load average of at least one cpu's worth,
+/// and at least a quarter of the cpus): the latency tail then measures that work too.
+fn load_warning(load: f64, cpus: usize) -> Option<String> {
+    let cpus_f = cpus as f64;
+    (load >= 1.0 && load >= cpus_f / 4.0).then(|| {
+        format!(
+            "the host is busy (load average {load:.1} over the last minute on {cpus} cpus): other \
+             work shares the cpus, so the latency figures below include it; run on an idle host \
+             or isolate the cpus (TUNING.md)"
+        )
+    })
 }
 
 /// The text report: one screen.
@@ -601,6 +625,19 @@ use std::fmt::Write as _;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_host_is_warned_about() {
+        assert_eq!(load_warning(0.2, 2), None);
+        assert_eq!(load_warning(0.9, 2), None);
+        assert_eq!(load_warning(1.5, 16), None, "a quarter of 16 cpus is 4");
+        let w = load_warning(7.4, 2).expect("busy");
+        assert!(
+            w.contains("load average 7.4") && w.contains("2 cpus"),
+            "{w}"
+        );
+        assert!(load_warning(4.0, 16).is_some());
+    }
 
     #[test]
     fn numbers_read_well() {
