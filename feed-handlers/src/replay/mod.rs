@@ -617,6 +617,11 @@ struct Core {
     next_seq: u64,
     /// Where the counters are published, if they are.
     counters: Option<Counters>,
+    /// With `--from`/`--to`: the earliest and latest exchange times of the source messages
+    /// looked at, to say where the file's messages lie when none fell in the range.
+    seen_ts: Option<(u64, u64)>,
+    /// Source messages inside the time range.
+    in_range: u64,
 }
 
 /// A replay's counters file and when it was last published to.
@@ -673,6 +678,34 @@ impl Core {
 
     /// Whether a filter is set (then [`verdict`](Self::verdict) needs the instrument).
     #[inline(always)]
+    /// With `--from`/`--to` and no source message inside the range: where the messages looked
+    /// at lie (a replay stops at the first message after `--to`, so the latest time is the
+    /// latest seen, not the file's last).
+    fn range_warning(&self) -> Option<String> {
+        let (from, to) = (self.options.from, self.options.to);
+        if (from.is_none() && to.is_none()) || self.in_range > 0 {
+            return None;
+        }
+        let range = |f: Option<TimeOfDay>, t: Option<TimeOfDay>| match (f, t) {
+            (Some(f), Some(t)) => format!("--from {f} --to {t}"),
+            (Some(f), None) => format!("--from {f}"),
+            (None, Some(t)) => format!("--to {t}"),
+            (None, None) => String::new(),
+        };
+        Some(match self.seen_ts {
+            Some((first, last)) => format!(
+                "no message in {}: the messages read run from {} to {} (exchange time)",
+                range(from, to),
+                TimeOfDay(first),
+                TimeOfDay(last)
+            ),
+            None => format!(
+                "no message in {}: the source holds no timed message",
+                range(from, to)
+            ),
+        })
+    }
+
     fn filters(&self) -> bool {
         self.symbols.is_some() || self.options.from.is_some() || self.options.to.is_some()
     }
@@ -708,6 +741,12 @@ impl Core {
         }
         let before = self.options.from.is_some_and(|f| exchange_ts < f.0);
         let after = self.options.to.is_some_and(|t| exchange_ts > t.0);
+        if self.options.from.is_some() || self.options.to.is_some() {
+            self.seen_ts = Some(self.seen_ts.map_or((exchange_ts, exchange_ts), |(a, b)| {
+                (a.min(exchange_ts), b.max(exchange_ts))
+            }));
+            self.in_range += u64::from(!(before || after));
+        }
         match (directory.is_some(), before || after) {
             (_, false) => Verdict::Publish,
             (true, true) => Verdict::PublishUnpaced,
@@ -1228,6 +1267,8 @@ impl Replayer {
                 ended: false,
                 next_seq: 1,
                 counters: None,
+                seen_ts: None,
+                in_range: 0,
             },
         })
     }
@@ -1387,6 +1428,9 @@ impl Replayer {
             .unwrap_or_default();
         if let Some(books) = &core.book {
             core.report.summary = Some(books.summary_with_gaps(core.report.gaps));
+        }
+        if let Some(w) = core.range_warning() {
+            core.warn(w);
         }
         if let Some(c) = core.counters.take() {
             c.file.publish(&core.report.values());

@@ -161,6 +161,36 @@ fn window_and_symbol_filters() {
 }
 
 #[test]
+fn a_time_window_outside_the_file_says_where_its_messages_lie() {
+    let msgs = [
+        stock_directory(13, *b"AAPL    ", 3 * H),
+        add(13, 1, 9 * H + 31 * M),
+        add(13, 2, 9 * H + 45 * M),
+    ];
+    let window = |from: Option<&str>, to: Option<&str>| ReplayOptions {
+        from: from.map(|f| f.parse().unwrap()),
+        to: to.map(|t| t.parse().unwrap()),
+        ..ReplayOptions::default()
+    };
+    let (report, _) = replay(leak(itch_file(&msgs)), window(Some("15:00"), None));
+    assert_eq!(report.published, 1, "the directory only");
+    assert_warned(
+        &report,
+        &["no message in --from 15:00", "from 03:00:00 to 09:45:00"],
+    );
+    let (report, _) = replay(leak(itch_file(&msgs)), window(Some("01:00"), Some("02:00")));
+    assert_warned(&report, &["no message in --from 01:00:00 --to 02:00:00"]);
+    // A window the messages fall in says nothing of the kind.
+    let (report, _) = replay(leak(itch_file(&msgs)), window(Some("09:30"), Some("09:40")));
+    assert_eq!(report.published, 2);
+    assert!(
+        report.warnings.iter().all(|w| !w.contains("no message in")),
+        "{:?}",
+        report.warnings
+    );
+}
+
+#[test]
 fn a_truncated_itch_file_keeps_what_came_before() {
     let mut bytes = itch_file(&[add(13, 1, 1), add(13, 2, 2), add(13, 3, 3)]);
     let last = bytes.len() - 38; // 2-byte prefix + 36-byte add order
