@@ -169,6 +169,11 @@ pub fn run_replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<(), CmdError
     let source = Source::Path(args.file.clone());
     let mut replayer = Replayer::open(&source, &bus, &args.feed, &ring, options)?;
     replayer.publish_counters(&bus)?;
+    // Ctrl-C (or SIGTERM) stops the replay where it is, with its report and a closed stream;
+    // a second one exits at once.
+    let interrupt = stop_on_signals()
+        .map_err(|e| CmdError::Internal(format!("cannot catch SIGINT and SIGTERM: {e}")))?;
+    replayer.stop_on(interrupt);
 
     // The book service subscribes before anything is published.
     let stop = AtomicBool::new(false);
@@ -186,8 +191,10 @@ pub fn run_replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<(), CmdError
     };
 
     let size = std::fs::metadata(&args.file).map_or(0, |m| m.len());
-    let bar = (!args.no_progress && std::io::stderr().is_terminal() && size > (16 << 20))
-        .then(|| progress_bar(size));
+    // A bar for anything that takes a while: a large file, or any paced replay.
+    let long = size > (16 << 20) || args.speed != Speed::Max;
+    let bar =
+        (!args.no_progress && std::io::stderr().is_terminal() && long).then(|| progress_bar(size));
     // The feed handler and the book builder each run on a thread of their own, placed by
     // `pinning` (their layout roles applied when a layout is in use).
     let (result, book_stats) = std::thread::scope(|s| {

@@ -70,6 +70,8 @@ mod pace;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use mdbus_bus::schema::{self as fb, Encoder, EnvelopeFlags, HeaderFields};
@@ -341,6 +343,8 @@ pub struct ReplayReport {
     pub zero_sequence_packets: u64,
     /// Messages in those packets.
     pub zero_sequence_messages: u64,
+    /// The replay was interrupted (a signal) before its source ended.
+    pub interrupted: bool,
     /// Why the messages were replayed in capture order instead of by sequence number (with
     /// no gap or duplicate detection); `None` when they were sequenced.
     pub unsequenced: Option<String>,
@@ -678,6 +682,20 @@ impl Core {
 
     /// Whether a filter is set (then [`verdict`](Self::verdict) needs the instrument).
     #[inline(always)]
+    /// Stops the replay where it is, on an interrupt (a signal): what was published stays, the
+    /// report says so.
+    #[cold]
+    fn interrupt(&mut self) {
+        self.stop = true;
+        if !self.report.interrupted {
+            self.report.interrupted = true;
+            self.warn(format!(
+                "interrupted after {} messages: the replay stopped there",
+                self.report.published
+            ));
+        }
+    }
+
     /// With `--from`/`--to` and no source message inside the range: where the messages looked
     /// at lie (a replay stops at the first message after `--to`, so the latest time is the
     /// latest seen, not the file's last).
@@ -886,7 +904,13 @@ impl<V: ReplayVenue> SourceOut<V> {
                 core.stop = true;
                 return Ok(());
             }
-            Verdict::Publish => core.pacer.wait_doing(pace_ts, self.pipeline.idle_mut()),
+            Verdict::Publish => {
+                core.pacer.wait_doing(pace_ts, self.pipeline.idle_mut());
+                if core.pacer.interrupted() {
+                    core.interrupt();
+                    return Ok(());
+                }
+            }
             Verdict::PublishUnpaced => {}
         }
         let recv = core.recv_ts(capture_ts, self.pipeline.pauses());
@@ -1097,6 +1121,13 @@ impl std::fmt::Debug for Replayer {
 }
 
 impl Replayer {
+    /// Stops the replay (cleanly: what was published stays, the stream is closed) once `flag`
+    /// is set, within 50 ms even in a long paced wait; checked in waits and every few thousand
+    /// records.
+    pub fn stop_on(&mut self, flag: Arc<AtomicBool>) {
+        self.core.pacer.set_interrupt(flag);
+    }
+
     /// Opens `source` and creates stream `stream` on `bus` with `ring`.
     pub fn open(
         source: &Source,
@@ -1213,6 +1244,7 @@ impl Replayer {
             records: 0,
             messages: 0,
             published: 0,
+            interrupted: false,
             filtered: 0,
             datagrams_filtered: 0,
             gaps: 0,
@@ -1523,6 +1555,10 @@ fn run_itch(
                         offset: m.offset,
                         published: core.report.published,
                     });
+                    if core.pacer.interrupted() {
+                        core.interrupt();
+                        break;
+                    }
                 }
             }
             Ok(Record::Udp(_)) => {}
@@ -1836,6 +1872,10 @@ fn run_pcap(
                 offset: reader.offset(),
                 published: core.report.published,
             });
+            if core.pacer.interrupted() {
+                core.interrupt();
+                break;
+            }
         }
     }
     if state.mode == Sequencing::Undecided && !state.held.packets.is_empty() {
@@ -2056,6 +2096,10 @@ fn run_iex(
                 offset: reader.offset(),
                 published: core.report.published,
             });
+            if core.pacer.interrupted() {
+                core.interrupt();
+                break;
+            }
         }
     }
     let st = tracker.stats();
@@ -2206,7 +2250,13 @@ fn run_recording(
                 core.report.filtered += 1;
                 break;
             }
-            Verdict::Publish => core.pacer.wait_doing(ts, &mut out.idle),
+            Verdict::Publish => {
+                core.pacer.wait_doing(ts, &mut out.idle);
+                if core.pacer.interrupted() {
+                    core.interrupt();
+                    break;
+                }
+            }
             Verdict::PublishUnpaced => {}
         }
         let gap = env
@@ -2233,6 +2283,10 @@ fn run_recording(
                 offset: reader.offset(),
                 published: core.report.published,
             });
+            if core.pacer.interrupted() {
+                core.interrupt();
+                break;
+            }
         }
     }
     Ok(())

@@ -3,6 +3,8 @@
 
 use core::fmt;
 use core::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::pipeline::Idle;
 use crate::record::unix_now_ns;
@@ -203,6 +205,8 @@ pub struct Pacer {
     max_behind_ns: u64,
     /// Yield the core while early (after a few spins).
     yield_when_early: bool,
+    /// Set from elsewhere (a signal) to cut a wait short: see [`interrupted`](Self::interrupted).
+    interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl Pacer {
@@ -215,7 +219,22 @@ impl Pacer {
             released: 0,
             max_behind_ns: 0,
             yield_when_early: true,
+            interrupt: None,
         }
+    }
+
+    /// Cuts waits short once `flag` is set (a paced replay of hours must stop on Ctrl-C).
+    pub fn set_interrupt(&mut self, flag: Arc<AtomicBool>) {
+        self.interrupt = Some(flag);
+    }
+
+    /// Whether the interrupt flag is set: the wait that just returned may have been cut short,
+    /// and the message it was for is not due yet.
+    #[inline]
+    pub fn interrupted(&self) -> bool {
+        self.interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
     }
 
     /// Never yields while early: for a thread alone on its core.
@@ -272,6 +291,9 @@ impl Pacer {
         let Some((_, t0)) = self.origin else { return };
         let mut spins = 0u32;
         loop {
+            if self.interrupted() {
+                return;
+            }
             let elapsed = self.clock.delta_ns(t0, self.clock.raw());
             if elapsed >= offset_ns {
                 self.max_behind_ns = self.max_behind_ns.max(elapsed - offset_ns);
@@ -284,7 +306,9 @@ impl Pacer {
                 continue;
             }
             if left > 2_000_000 {
-                std::thread::sleep(std::time::Duration::from_nanos(left - 1_000_000));
+                // In slices, so that an interrupt is noticed within 50 ms.
+                let nap = (left - 1_000_000).min(50_000_000);
+                std::thread::sleep(std::time::Duration::from_nanos(nap));
             } else if spins < 100 || !self.yield_when_early {
                 spins = spins.saturating_add(1);
                 std::hint::spin_loop();
@@ -298,6 +322,25 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interrupt_cuts_a_wait_short() {
+        // One message a second: the third would be due two seconds after the first.
+        let mut pacer = Pacer::new(Speed::Rate(1), StampClock::new());
+        let flag = Arc::new(AtomicBool::new(false));
+        pacer.set_interrupt(Arc::clone(&flag));
+        pacer.wait(0);
+        assert!(!pacer.interrupted());
+        let setter = {
+            let flag = Arc::clone(&flag);
+            std::thread::spawn(move || flag.store(true, Ordering::Relaxed))
+        };
+        // Returns once the flag is set (a two-second wait otherwise; a hang would fail).
+        pacer.wait(0);
+        pacer.wait(0);
+        setter.join().unwrap();
+        assert!(pacer.interrupted());
+    }
 
     #[test]
     fn speeds_parse() {
