@@ -107,11 +107,12 @@ pub struct RecvArgs {
     /// Exit at the end of the first session.
     #[arg(long)]
     pub exit_at_end: bool,
-    /// Print a JSON summary of the counters on exit.
+    /// Print a JSON summary of the counters at the end of each session (and on exit, for a
+    /// session that has not ended).
     #[arg(long)]
     pub summary: bool,
-    /// Build books from what was delivered and print, at the end of the session, the same
-    /// JSON as `mdbus replay --book-summary`.
+    /// Build books from what was delivered and print, at the end of each session, the same
+    /// JSON as `mdbus replay --book-summary` (the books start again with the next session).
     #[arg(long)]
     pub book_summary: bool,
     /// Bus root directory [default: /dev/shm/mdbus-<user>/].
@@ -188,32 +189,91 @@ pub fn run_recv(args: &RecvArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
     };
     pin_loop("recv", &args.layout, args.core, &["receiver"])?;
     let stop = stop_on_signals()?;
-    let stats = match &mut books {
-        Some(b) => receiver.run_with(&stop, &mut |t, p| b.observe_record(t, p))?,
-        None => receiver.run(&stop)?,
+    // The summaries are printed at the end of each session while the receiver goes on to the
+    // next one (the counters as last published, within a millisecond), and at exit for a
+    // session that did not end; with --exit-at-end, once, at exit, with the final counters.
+    let counters_path = bus.root().join(format!("{local}.recv.stat"));
+    let mut printed_through_end = false;
+    let print_session = |books: &mut Option<EnvelopeBooks>,
+                         counters: Option<serde_json::Map<String, serde_json::Value>>,
+                         out: &mut dyn Write|
+     -> std::io::Result<()> {
+        if let Some(c) = counters {
+            let mut obj = serde_json::Map::new();
+            obj.insert("role".into(), "recv".into());
+            obj.insert("stream".into(), args.stream.clone().into());
+            obj.insert("local_stream".into(), local.clone().into());
+            obj.insert("group".into(), args.group.to_string().into());
+            obj.extend(c);
+            writeln!(out, "{}", serde_json::Value::Object(obj))?;
+        }
+        if let Some(b) = books {
+            if b.invalid() > 0 {
+                eprintln!("mdbus recv: {} envelopes failed verification", b.invalid());
+            }
+            writeln!(out, "{}", b.summary().to_json())?;
+        }
+        out.flush()
+    };
+    let stats = if books.is_some() || args.summary {
+        let mut failed: Option<std::io::Error> = None;
+        let stats = receiver.run_with(&stop, &mut |t, p| {
+            if let Some(b) = &mut books {
+                b.observe_record(t, p);
+            }
+            let ended = t == mdbus_bus::ENVELOPE_MSG_TYPE
+                && mdbus_bus::schema::read_verified(p)
+                    .is_ok_and(|e| e.event_type() == mdbus_bus::schema::Event::EndOfSession);
+            printed_through_end = ended && !args.exit_at_end;
+            if printed_through_end {
+                // The counters as the receiver last published them (every millisecond).
+                let counters = args.summary.then(|| session_counters(&counters_path));
+                if let Err(e) = print_session(&mut books, counters, out) {
+                    failed.get_or_insert(e);
+                }
+                if let Some(b) = &mut books {
+                    b.reset();
+                }
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        stats
+    } else {
+        receiver.run(&stop)?
     };
     report_recv(&stats);
-    if args.summary {
-        let mut obj = serde_json::Map::new();
-        obj.insert("role".into(), "recv".into());
-        obj.insert("stream".into(), args.stream.clone().into());
-        obj.insert("local_stream".into(), local.into());
-        obj.insert("group".into(), args.group.to_string().into());
-        obj.insert("lost".into(), stats.lost().into());
-        obj.insert(
-            "counters".into(),
-            counters_json(&ReceiverStats::NAMES, &stats.values()).into(),
-        );
-        writeln!(out, "{}", serde_json::Value::Object(obj))?;
-    }
-    if let Some(b) = &books {
-        if b.invalid() > 0 {
-            eprintln!("mdbus recv: {} envelopes failed verification", b.invalid());
-        }
-        let summary = b.summary();
-        writeln!(out, "{}", summary.to_json())?;
+    if !printed_through_end {
+        let counters = args.summary.then(|| {
+            let mut c = serde_json::Map::new();
+            c.insert("lost".into(), stats.lost().into());
+            c.insert(
+                "counters".into(),
+                counters_json(&ReceiverStats::NAMES, &stats.values()).into(),
+            );
+            c
+        });
+        print_session(&mut books, counters, out)?;
     }
     Ok(())
+}
+
+/// `lost` and `counters` as the receiver's counters file holds them (an empty object when it
+/// cannot be read).
+fn session_counters(path: &std::path::Path) -> serde_json::Map<String, serde_json::Value> {
+    let mut c = serde_json::Map::new();
+    if let Ok(snap) = mdbus_shm::counters::read_counters(path) {
+        let lost = snap.get("unrecoverable").unwrap_or(0) + snap.get("local_lost").unwrap_or(0);
+        c.insert("lost".into(), lost.into());
+        let values: serde_json::Map<_, _> = snap
+            .counters
+            .iter()
+            .map(|(n, v)| (n.clone(), serde_json::Value::from(*v)))
+            .collect();
+        c.insert("counters".into(), values.into());
+    }
+    c
 }
 
 fn report_recv(s: &ReceiverStats) {

@@ -314,6 +314,13 @@ pub struct EnvelopeBooks {
 }
 
 impl EnvelopeBooks {
+    /// Forgets every book and tally, as for a new session (the storage stays).
+    pub fn reset(&mut self) {
+        self.builder.reset();
+        self.counts = TypeCounts::new();
+        (self.messages, self.gaps, self.invalid) = (0, 0, 0);
+    }
+
     /// Books of `config`, handling gap notices by `policy`.
     pub fn new(config: BookConfig, policy: GapPolicy) -> Result<Self, BookConfigError> {
         Ok(Self {
