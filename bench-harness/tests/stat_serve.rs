@@ -219,3 +219,43 @@ fn a_scrape_parses_and_follows_the_roles_counters() {
     let (status, _, _) = get(&server.addr, "/other");
     assert!(status.contains("404"), "{status}");
 }
+
+#[test]
+fn watch_prints_each_sample_with_its_time() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().join("root");
+    mdbus_bus::Bus::with_root(&root).expect("bus root");
+    let feed = CounterFile::create(&root, "itch", "feed", "", &["packets"]).expect("counters");
+    feed.publish(&[10]);
+    let mut child = Command::new(MDBUS)
+        .args(["stat", "--watch", "0.2", "--root"])
+        .arg(&root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mdbus stat --watch");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut next = || lines.next().expect("a line").expect("utf-8");
+    let mut samples = Vec::new();
+    while samples.len() < 2 {
+        let line = next();
+        if line.starts_with("mdbus stat ") {
+            assert!(line.contains(" UTC  (every 0.2s"), "{line}");
+            samples.push(Vec::new());
+        } else if let Some(s) = samples.last_mut() {
+            s.push(line);
+        }
+        feed.publish(&[10 + 5 * samples.len() as u64]);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        samples[0].iter().any(|l| l.starts_with("feed itch")),
+        "{samples:?}"
+    );
+    // Not a terminal: no screen-clearing codes, samples one after the other.
+    assert!(
+        samples.iter().flatten().all(|l| !l.contains('\x1b')),
+        "{samples:?}"
+    );
+}

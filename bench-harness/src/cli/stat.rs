@@ -1,7 +1,7 @@
 //! `mdbus stat`: the live counters of every role (feed, replay, book, record, send, recv,
 //! exchange) running under a bus root.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -130,7 +130,22 @@ pub fn run_stat(args: &StatArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
         None
     };
     let mut previous: Vec<CounterSnapshot> = Vec::new();
+    // On a terminal each sample of --watch replaces the one before (one screen); elsewhere
+    // samples follow each other. Either way each starts with its time.
+    let redraw = args.watch.is_some() && !args.json && std::io::stdout().is_terminal();
     loop {
+        if args.watch.is_some() && !args.json {
+            if redraw {
+                write!(out, "\x1b[H\x1b[2J")?;
+            }
+            writeln!(
+                out,
+                "mdbus stat {}  {} UTC  (every {}s; Ctrl-C ends)",
+                bus.root().display(),
+                utc_time_of_day(unix_ns()),
+                args.watch.unwrap_or_default()
+            )?;
+        }
         let (mut snaps, errors) = counters::list_counters(bus.root())?;
         for e in errors {
             eprintln!("mdbus stat: warning: {e}");
@@ -214,15 +229,34 @@ pub fn run_stat(args: &StatArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        if !args.json {
+        if !args.json && !redraw {
             writeln!(out)?;
         }
     }
 }
 
+/// `HH:MM:SS.mmm` of a Unix time in ns, in UTC.
+fn utc_time_of_day(unix_ns: u64) -> String {
+    let ms = (unix_ns / 1_000_000) % 86_400_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_of_day_in_utc() {
+        assert_eq!(utc_time_of_day(0), "00:00:00.000");
+        // 2026-12-06 09:45:01.250 UTC.
+        assert_eq!(utc_time_of_day(1_796_550_301_250_000_000), "09:45:01.250");
+    }
 
     #[test]
     fn durations_read_at_a_glance() {
