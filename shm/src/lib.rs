@@ -90,7 +90,7 @@ pub use error::{ClaimError, PollError, RingWord, SetupError};
 #[cfg(not(loom))]
 pub use host::{MAX_STREAM_NAME, check_stream_name, pid_alive, unix_ns};
 pub use ring::{
-    Claim, Consumer, ConsumerFactory, ConsumerStats, EpochChange, Producer, ProducerStatus, Record,
-    RecordInfo, in_process,
+    BatchClaim, Claim, Consumer, ConsumerFactory, ConsumerStats, EpochChange, Producer,
+    ProducerStatus, Record, RecordInfo, in_process,
 };
 pub use segment::root::RootDir;

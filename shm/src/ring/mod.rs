@@ -16,7 +16,7 @@ use std::sync::Arc;
 pub use consumer::{
     Consumer, ConsumerFactory, ConsumerStats, EpochChange, ProducerStatus, Record, RecordInfo,
 };
-pub use producer::{Claim, Producer};
+pub use producer::{BatchClaim, Claim, Producer};
 
 use crate::config::{Geometry, Mode, RingConfig};
 use crate::error::SetupError;
