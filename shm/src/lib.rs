@@ -72,6 +72,7 @@
 #[cfg(not(loom))]
 mod admin;
 mod config;
+#[cfg(not(loom))]
 pub mod counters;
 mod error;
 mod host;
@@ -87,10 +88,10 @@ pub use config::{
     default_root,
 };
 pub use error::{ClaimError, PollError, RingWord, SetupError};
-#[cfg(not(loom))]
 pub use host::{MAX_STREAM_NAME, check_stream_name, pid_alive, unix_ns};
 pub use ring::{
     BatchClaim, Claim, Consumer, ConsumerFactory, ConsumerStats, EpochChange, Producer,
     ProducerStatus, Record, RecordInfo, in_process,
 };
+#[cfg(not(loom))]
 pub use segment::root::RootDir;
