@@ -13,7 +13,8 @@ use super::engine::{self, Ctx};
 use super::report::{RingParams, RingReport, SystemResult};
 use super::shm::ShmEnv;
 use super::transport::{
-    FloorWord, HEADER_BYTES, MsgRx, MsgTx, crossbeam_channel, floor, rtrb_channel,
+    FloorWord, HEADER_BYTES, MsgRx, MsgTx, crossbeam_channel, disruptor_channel, floor,
+    rtrb_channel,
 };
 use super::{BenchError, host};
 use crate::pinning::{LayoutArg, Pinning, ThreadRole};
@@ -28,6 +29,11 @@ pub enum System {
     MdbusShm,
     /// The `rtrb` wait-free SPSC ring (0.4).
     Rtrb,
+    /// A single-producer `disruptor` (4.x) read by an event poller.
+    Disruptor,
+    /// `iceoryx2` publish-subscribe over its IPC service (loan, send, receive); needs the
+    /// `peers-iceoryx2` build feature.
+    Iceoryx2,
     /// A bounded `crossbeam-channel`.
     #[value(name = "crossbeam-channel")]
     CrossbeamChannel,
@@ -40,9 +46,27 @@ impl System {
             System::Floor => "floor",
             System::MdbusShm => "mdbus-shm",
             System::Rtrb => "rtrb",
+            System::Disruptor => "disruptor",
+            System::Iceoryx2 => "iceoryx2",
             System::CrossbeamChannel => "crossbeam-channel",
         }
     }
+}
+
+/// The systems `--systems` defaults to: every one this build has (`iceoryx2` with the
+/// `peers-iceoryx2` feature).
+pub fn default_systems() -> Vec<System> {
+    let mut v = vec![
+        System::Floor,
+        System::MdbusShm,
+        System::Rtrb,
+        System::Disruptor,
+    ];
+    if cfg!(feature = "peers-iceoryx2") {
+        v.push(System::Iceoryx2);
+    }
+    v.push(System::CrossbeamChannel);
+    v
 }
 
 /// Mode of the mdbus ring under test.
@@ -127,8 +151,7 @@ pub struct RingArgs {
     #[arg(long, default_value_t = 65536, value_parser = parse_capacity)]
     pub capacity: usize,
     /// Systems to run, in the order of the first round.
-    #[arg(long, value_enum, value_delimiter = ',',
-          default_values_t = [System::Floor, System::MdbusShm, System::Rtrb, System::CrossbeamChannel])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = default_systems())]
     pub systems: Vec<System>,
     /// Mode of the mdbus ring in the latency phase (the throughput phase always uses a lossless
     /// ring, like rtrb and crossbeam).
@@ -506,7 +529,7 @@ fn run_sized<const N: usize>(
 
 /// Dispatches a latency run of `count` samples to the loop of the current mode; returns
 /// (pinned, lost).
-fn lat<PT: MsgTx, PR: MsgRx, QT: MsgTx, QR: MsgRx>(
+fn lat<PT: MsgTx + Send, PR: MsgRx + Send, QT: MsgTx + Send, QR: MsgRx + Send>(
     ctx: &Ctx<'_>,
     plan: &Plan,
     name: &str,
@@ -562,6 +585,60 @@ fn latency<const N: usize>(
                 hist,
             )
         }
+        System::Disruptor => {
+            let pong = || Ok(disruptor_channel::<N>(plan.slots));
+            lat(
+                ctx,
+                plan,
+                name,
+                disruptor_channel::<N>(plan.slots),
+                pong,
+                count,
+                hist,
+            )
+        }
+        #[cfg(feature = "peers-iceoryx2")]
+        System::Iceoryx2 => {
+            use super::transport::ice::{self, Setup};
+            let (a2b, b2a) = (ice_service("a2b"), ice_service("b2a"));
+            match plan.rate {
+                None => engine::ping_pong_made(
+                    ctx,
+                    name,
+                    || {
+                        Ok((
+                            ice::tx::<N>(&a2b, Setup::PingPong)?,
+                            ice::rx(&b2a, Setup::PingPong)?,
+                        ))
+                    },
+                    || {
+                        Ok((
+                            ice::rx(&a2b, Setup::PingPong)?,
+                            ice::tx::<N>(&b2a, Setup::PingPong)?,
+                        ))
+                    },
+                    plan.warmup,
+                    count,
+                    hist,
+                )
+                .map(|pinned| (pinned, 0)),
+                Some(_) => {
+                    let setup = Setup::Stream { slots: plan.slots };
+                    engine::fixed_rate_made(
+                        ctx,
+                        name,
+                        || ice::tx::<N>(&a2b, setup),
+                        || ice::rx(&a2b, setup),
+                        plan.warmup,
+                        count,
+                        plan.interval_ticks,
+                        hist,
+                    )
+                }
+            }
+        }
+        #[cfg(not(feature = "peers-iceoryx2"))]
+        System::Iceoryx2 => Err(no_iceoryx2()),
         System::CrossbeamChannel => {
             let pong = || Ok(crossbeam_channel::<N>(plan.slots));
             lat(
@@ -602,6 +679,25 @@ fn throughput<const N: usize>(
     Ok(Some(match sys {
         System::Floor => return Ok(None),
         System::Rtrb => engine::throughput(ctx, name, rtrb_channel::<N>(plan.slots), count, b)?,
+        System::Disruptor => {
+            engine::throughput(ctx, name, disruptor_channel::<N>(plan.slots), count, b)?
+        }
+        #[cfg(feature = "peers-iceoryx2")]
+        System::Iceoryx2 => {
+            use super::transport::ice::{self, Setup};
+            let service = ice_service("stream");
+            let setup = Setup::Stream { slots: plan.slots };
+            engine::throughput_made(
+                ctx,
+                name,
+                || ice::tx::<N>(&service, setup),
+                || ice::rx(&service, setup),
+                count,
+                b,
+            )?
+        }
+        #[cfg(not(feature = "peers-iceoryx2"))]
+        System::Iceoryx2 => return Err(no_iceoryx2()),
         System::CrossbeamChannel => {
             engine::throughput(ctx, name, crossbeam_channel::<N>(plan.slots), count, b)?
         }
@@ -610,6 +706,22 @@ fn throughput<const N: usize>(
             engine::throughput(ctx, name, shm.channel::<N>(true)?, count, b)?
         }
     }))
+}
+
+/// A fresh iceoryx2 service name for one run (unique to this process and run).
+#[cfg(feature = "peers-iceoryx2")]
+fn ice_service(what: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("mdbus-bench-{}-{n}-{what}", std::process::id())
+}
+
+#[cfg(not(feature = "peers-iceoryx2"))]
+fn no_iceoryx2() -> BenchError {
+    BenchError::BadArg(
+        "--systems iceoryx2: this mdbus was built without the peers-iceoryx2 feature".into(),
+    )
 }
 
 /// `mdbus bench ring`: measures, then writes the table or the JSON object to `out`, and the
