@@ -291,32 +291,52 @@ fn publish_batch(p: &mut mdbus_shm::Producer, next: u64, max: usize) -> u64 {
     }
 }
 
-/// As `consume`, without the type check (the records of a batch share one type).
+/// As `consume`, through `poll_batch` (two records at most per call), without the type
+/// check (the records of a batch share one type).
 fn consume_batch(c: &mut mdbus_shm::Consumer, polls: Option<usize>, seen: &mut Seen) {
     let mut left = polls.unwrap_or(usize::MAX);
     while left > 0 {
         left -= 1;
         let next = c.next_seq();
-        let mut got = None;
-        match c.poll(|r| got = Some((r.seq(), r.payload().to_vec()))) {
-            Ok(true) => {
-                let (seq, data) = got.unwrap();
-                assert_eq!(seq, next, "out of order");
-                assert_eq!(data, body(seq), "validated record was torn");
-                seen.delivered += 1;
+        let mut got = Vec::new();
+        let r = c.poll_batch(2, |r| got.push((r.seq(), r.payload().to_vec())));
+        // Records delivered before an error stay valid; after an overrun, only those below
+        // the first lost one.
+        let valid = match r {
+            Err(PollError::Overrun { first_lost_seq, .. }) => {
+                got.iter().filter(|(seq, _)| *seq < first_lost_seq).count()
             }
-            Ok(false) | Err(PollError::Closed) if polls.is_none() => return,
-            Ok(false) | Err(PollError::Closed) => {}
+            _ => got.len(),
+        };
+        for (i, (seq, data)) in got.iter().take(valid).enumerate() {
+            assert_eq!(*seq, next + i as u64, "out of order");
+            assert_eq!(*data, body(*seq), "validated record was torn");
+        }
+        seen.delivered += valid as u64;
+        match r {
+            Ok(n) => {
+                assert_eq!(n, got.len());
+                if n == 0 && polls.is_none() {
+                    return;
+                }
+            }
+            Err(PollError::Closed) if polls.is_none() => return,
+            Err(PollError::Closed) => {}
             Err(PollError::Overrun {
                 first_lost_seq,
                 lost,
             }) => {
                 assert_eq!(
-                    first_lost_seq, next,
+                    first_lost_seq,
+                    next + valid as u64,
                     "loss must start where reading stopped"
                 );
                 assert!(lost >= 1);
-                assert_eq!(c.next_seq(), next + lost, "loss count must be exact");
+                assert_eq!(
+                    c.next_seq(),
+                    first_lost_seq + lost,
+                    "loss count must be exact"
+                );
                 seen.lost += lost;
             }
             Err(e) => panic!("{e:?}"),

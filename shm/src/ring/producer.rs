@@ -33,9 +33,10 @@ const HEAD_MARKS: usize = 32;
 /// The single writer of a ring. `Send`, not `Sync`.
 ///
 /// Publishing is `claim` -> write the payload in place -> `commit` (or drop the [`Claim`] to
-/// abort). No allocation, lock or system call happens per message; the only shared-memory
-/// writes of a commit are the record header words (the marker last), the cleared marker word
-/// of the next record and the tail line.
+/// abort), or [`publish`](Producer::publish) to copy a payload in; several records of one
+/// length at once with [`claim_batch`](Producer::claim_batch). No allocation, lock or system
+/// call happens per message; the only shared-memory writes of a commit are the record header
+/// words (the marker last), the cleared marker word of the next record and the tail line.
 ///
 /// Dropping the producer marks the segment cleanly closed (consumers get
 /// [`PollError::Closed`](crate::PollError::Closed) once they have read everything) and keeps
