@@ -805,19 +805,22 @@ impl Consumer {
             fence(Ordering::Acquire);
             s.ctl.load(Ordering::Relaxed) == ctl
         };
+        // The consumer's state in registers while the loop runs; written back after it.
+        let (mut cursor, mut expected, mut slow_next) =
+            (self.cursor, self.expected, self.slow_next);
         let mut n = 0;
         // The record whose check after its callback failed (position, size).
         let mut after = None;
         while n < max {
-            let pos = self.cursor;
+            let pos = cursor;
             let off = pos & geo.mask;
-            if self.slow_next || off + RECORD_HEADER_LEN as u64 > geo.capacity {
+            if slow_next || off + RECORD_HEADER_LEN as u64 > geo.capacity {
                 break;
             }
             // Pairs with the Release stores of the marker in `Claim::commit` and
             // `BatchClaim::commit`: the header's first word and the payload are visible.
             let marker = data.load_acquire(pos + 8);
-            if marker_seq(marker) != Some(self.expected) {
+            if marker_seq(marker) != Some(expected) {
                 break;
             }
             let word = data.load(pos);
@@ -836,7 +839,7 @@ impl Consumer {
             if !unchanged {
                 break;
             }
-            self.slow_next = marker & MARK_NEXT_UNCLEARED != 0;
+            slow_next = marker & MARK_NEXT_UNCLEARED != 0;
             // Checked just above: a registered consumer still held its slot.
             let stable = slot.is_some();
             #[cfg(not(loom))]
@@ -850,7 +853,7 @@ impl Consumer {
                 f(Record {
                     payload,
                     msg_type: (word >> 32) as u32,
-                    seq: self.expected,
+                    seq: expected,
                     stable,
                 });
             }
@@ -864,7 +867,7 @@ impl Consumer {
                 f(Record {
                     payload: &self.scratch,
                     msg_type: (word >> 32) as u32,
-                    seq: self.expected,
+                    seq: expected,
                     stable,
                 });
             }
@@ -877,11 +880,14 @@ impl Consumer {
                 after = Some((pos, size));
                 break;
             }
-            self.cursor = pos + size;
-            self.expected += 1;
-            self.stats.delivered += 1;
+            cursor = pos + size;
+            expected += 1;
             n += 1;
         }
+        self.cursor = cursor;
+        self.expected = expected;
+        self.slow_next = slow_next;
+        self.stats.delivered += n as u64;
         if let Some((pos, size)) = after {
             // A slot found taken goes through `unchanged`, which turns this consumer into a
             // validating one and checks `tail_intent`; a record overwritten is an overrun.

@@ -366,8 +366,10 @@ fn reaped_during_a_batch_reports_the_record_lost() {
 }
 
 /// A broadcast reader lapped while a batch's callback runs: the records before are valid, the
-/// one under the callback is the first lost, and the loss is counted exactly.
+/// one under the callback is the first lost, and the loss is counted exactly. (Not under miri:
+/// the producer writes the bytes the callback's view borrows, as the speculative view allows.)
 #[test]
+#[cfg_attr(miri, ignore)]
 fn lapped_during_a_batch_counts_the_loss_exactly() {
     let (mut p, f) = in_process(&cfg(Mode::Broadcast)).unwrap();
     let mut c = f.consumer(&opts(StartAt::Oldest, false)).unwrap();
