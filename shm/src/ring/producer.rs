@@ -25,6 +25,10 @@ use crate::sync::{Ordering, fence};
 const HEARTBEAT_GRANULARITY_NS: u64 = 1_000_000;
 /// While back-pressured, blocking consumers are checked for liveness at most this often.
 const LIVENESS_CHECK_INTERVAL_NS: u64 = 1_000_000;
+/// While back-pressured, the clock is read for that check on the first slot scan that finds a
+/// consumer blocking the claim and then on every this-many-th (a producer that retries a claim
+/// in a loop scans often, and a clock reading costs more than the scan).
+const LIVENESS_SCAN_STRIDE: u32 = 32;
 /// Number of head marks per lap: the ring is cut into this many equal spans
 /// (`capacity / HEAD_MARKS` bytes, the mark granularity), and `tail_intent` only ever moves to
 /// a span boundary in broadcast mode.
@@ -67,7 +71,11 @@ pub struct Producer {
     mark_shift: u32,
     seq: u64,
     last_heartbeat: Cell<u64>,
+    /// The end position from which `make_room` stamps the heartbeat again (every `step`).
+    next_stamp: u64,
     next_liveness_check: u64,
+    /// Slot scans that found a consumer blocking a claim (see [`LIVENESS_SCAN_STRIDE`]).
+    blocked_scans: u32,
     reaped: u64,
     cfg: RingConfig,
     path: Option<PathBuf>,
@@ -136,7 +144,9 @@ impl Producer {
             mark_shift,
             seq: 0,
             last_heartbeat: Cell::new(now),
+            next_stamp: 0,
             next_liveness_check: 0,
+            blocked_scans: 0,
             reaped: 0,
             cfg,
             path,
@@ -399,7 +409,12 @@ impl Producer {
             fence(Ordering::SeqCst);
             self.intent = new_intent;
             #[cfg(not(loom))]
-            self.heartbeat();
+            if end >= self.next_stamp {
+                // Every `step` bytes, not on every announcement: a producer held back by a
+                // lossless consumer announces on nearly every claim.
+                self.next_stamp = end.saturating_add(geo.step);
+                self.heartbeat();
+            }
             if lossless {
                 // After the fence: a consumer that registered against the previous intent is
                 // seen here.
@@ -435,6 +450,10 @@ impl Producer {
             let pos = slot.position.load(Ordering::Acquire);
             if pos.saturating_add(cap) < end {
                 let due = *liveness_due.get_or_insert_with(|| {
+                    self.blocked_scans = self.blocked_scans.wrapping_add(1);
+                    if self.blocked_scans % LIVENESS_SCAN_STRIDE != 1 {
+                        return false;
+                    }
                     let now = os::monotonic_ns();
                     let due = now >= self.next_liveness_check;
                     if due {
