@@ -28,6 +28,8 @@ const MAX_BLOCK_SLICE: Duration = Duration::from_millis(2);
 /// announced during every attempt to exhaust them; then (or when someone else keeps rewriting
 /// the words) the loop gives up with an error instead of spinning on.
 const MAX_RETRIES: u32 = 4096;
+/// How far ahead of its cursor `poll_batch` asks for the next lines (bytes).
+const PREFETCH_AHEAD: u64 = 256;
 /// Most passes of one poll over the record at its cursor (a padding record skipped, a
 /// resynchronisation that lost nothing, a tail that moved after the close): then the poll
 /// returns `Ok(false)` and the caller polls again, so a poll always returns.
@@ -820,6 +822,7 @@ impl Consumer {
             // Pairs with the Release stores of the marker in `Claim::commit` and
             // `BatchClaim::commit`: the header's first word and the payload are visible.
             let marker = data.load_acquire(pos + 8);
+            data.prefetch(pos + PREFETCH_AHEAD);
             if marker_seq(marker) != Some(expected) {
                 break;
             }
