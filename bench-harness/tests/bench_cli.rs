@@ -88,7 +88,8 @@ fn ring_json_has_every_system_and_key() {
             3,
             "{name}: one median per round"
         );
-        if name == "floor" {
+        if name == "floor" || name == "iceoryx2" {
+            // One word cannot stream; iceoryx2 is measured by ping-pong only.
             assert!(r["msgs_per_sec"].is_null());
         } else {
             assert!(r["msgs_per_sec"].as_f64().unwrap() > 0.0, "{name}");
@@ -160,7 +161,9 @@ fn fixed_rate_mode_counts_every_message() {
     assert_eq!(v["params"]["mode"], "fixed-rate");
     assert_eq!(v["params"]["rate"], 20000);
     let results = v["results"].as_array().unwrap();
-    assert_eq!(results.len(), systems().len());
+    // iceoryx2 is measured by ping-pong only.
+    let expected = systems().into_iter().filter(|s| *s != "iceoryx2").count();
+    assert_eq!(results.len(), expected);
     for r in results {
         // A broadcast ring may be lapped on a loaded host: lost messages are counted apart.
         let n = r["count"].as_u64().unwrap() + r["lost"].as_u64().unwrap();

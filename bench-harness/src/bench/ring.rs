@@ -272,6 +272,14 @@ pub fn measure(args: &RingArgs) -> Result<(RingReport, Vec<Histogram<u64>>), Ben
             systems.push(*s);
         }
     }
+    // iceoryx2 is measured as its own benchmark sets it up: ping-pong, one sample in flight.
+    let ice_dropped = args.rate.is_some() && systems.contains(&System::Iceoryx2);
+    systems.retain(|s| !(ice_dropped && *s == System::Iceoryx2));
+    if systems.is_empty() {
+        return Err(BenchError::BadArg(
+            "--systems iceoryx2 with --rate: iceoryx2 is measured by ping-pong only".into(),
+        ));
+    }
     let layout = args.layout.path();
     let (cores, pin, yield_spin, mut notes, pinning) = match (&layout, args.cores) {
         (Some(path), explicit) => {
@@ -415,6 +423,18 @@ pub fn measure(args: &RingArgs) -> Result<(RingReport, Vec<Histogram<u64>>), Ben
     }
     if plan.throughput_count > 0 && plan.systems.contains(&System::Floor) {
         notes.push("floor has no throughput figure: a single word cannot stream messages".into());
+    }
+    if plan.throughput_count > 0 && plan.systems.contains(&System::Iceoryx2) {
+        notes.push(
+            "iceoryx2 has no throughput figure: it is measured as its own benchmark sets it up \
+             (ping-pong, one sample in flight)"
+                .into(),
+        );
+    }
+    if ice_dropped {
+        notes.push(
+            "iceoryx2 left out of this fixed-rate run: it is measured by ping-pong only".into(),
+        );
     }
     let mut report = RingReport {
         scenario: "ring".into(),
@@ -599,42 +619,23 @@ fn latency<const N: usize>(
         }
         #[cfg(feature = "peers-iceoryx2")]
         System::Iceoryx2 => {
-            use super::transport::ice::{self, Setup};
+            use super::transport::ice;
             let (a2b, b2a) = (ice_service("a2b"), ice_service("b2a"));
             match plan.rate {
                 None => engine::ping_pong_made(
                     ctx,
                     name,
-                    || {
-                        Ok((
-                            ice::tx::<N>(&a2b, Setup::PingPong)?,
-                            ice::rx(&b2a, Setup::PingPong)?,
-                        ))
-                    },
-                    || {
-                        Ok((
-                            ice::rx(&a2b, Setup::PingPong)?,
-                            ice::tx::<N>(&b2a, Setup::PingPong)?,
-                        ))
-                    },
+                    || Ok((ice::tx::<N>(&a2b)?, ice::rx(&b2a)?)),
+                    || Ok((ice::rx(&a2b)?, ice::tx::<N>(&b2a)?)),
                     plan.warmup,
                     count,
                     hist,
                 )
                 .map(|pinned| (pinned, 0)),
-                Some(_) => {
-                    let setup = Setup::Stream { slots: plan.slots };
-                    engine::fixed_rate_made(
-                        ctx,
-                        name,
-                        || ice::tx::<N>(&a2b, setup),
-                        || ice::rx(&a2b, setup),
-                        plan.warmup,
-                        count,
-                        plan.interval_ticks,
-                        hist,
-                    )
-                }
+                // Left out of fixed-rate runs in `measure`.
+                Some(_) => Err(BenchError::Internal(
+                    "iceoryx2 has no fixed-rate setup".into(),
+                )),
             }
         }
         #[cfg(not(feature = "peers-iceoryx2"))]
@@ -682,22 +683,8 @@ fn throughput<const N: usize>(
         System::Disruptor => {
             engine::throughput(ctx, name, disruptor_channel::<N>(plan.slots), count, b)?
         }
-        #[cfg(feature = "peers-iceoryx2")]
-        System::Iceoryx2 => {
-            use super::transport::ice::{self, Setup};
-            let service = ice_service("stream");
-            let setup = Setup::Stream { slots: plan.slots };
-            engine::throughput_made(
-                ctx,
-                name,
-                || ice::tx::<N>(&service, setup),
-                || ice::rx(&service, setup),
-                count,
-                b,
-            )?
-        }
-        #[cfg(not(feature = "peers-iceoryx2"))]
-        System::Iceoryx2 => return Err(no_iceoryx2()),
+        // Ping-pong only: its benchmark's setup loses no message with one in flight only.
+        System::Iceoryx2 => return Ok(None),
         System::CrossbeamChannel => {
             engine::throughput(ctx, name, crossbeam_channel::<N>(plan.slots), count, b)?
         }

@@ -439,9 +439,11 @@ impl<const N: usize> MsgRx for DisruptorRx<N> {
 
 /// `iceoryx2` publish-subscribe over its IPC service (`ipc::Service`), set up as its own
 /// publish-subscribe benchmark sets it up: `[u8]` slices of the message size, loaned,
-/// written and sent; one publisher and one subscriber per direction, no history. Its ports may
-/// not move between threads, so each half is made on the thread that uses it (the engine's
-/// `*_made` loops), each with its own node, opening the service by name.
+/// written and sent; one publisher and one subscriber per direction, no history, a subscriber
+/// buffer of one sample with safe overflow. That setup keeps only one message in flight, so
+/// iceoryx2 is measured by ping-pong only. Its ports may not move between threads, so each half
+/// is made on the thread that uses it (the engine's `ping_pong_made`), each with its own node,
+/// opening the service by name.
 #[cfg(feature = "peers-iceoryx2")]
 pub mod ice {
     use iceoryx2::port::publisher::Publisher;
@@ -453,19 +455,6 @@ pub mod ice {
     use crate::bench::BenchError;
 
     type Ipc = ipc::Service;
-
-    /// How a service is set up.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub enum Setup {
-        /// Its benchmark's ping-pong settings: a subscriber buffer of one sample, safe overflow.
-        PingPong,
-        /// A stream that loses nothing: a subscriber buffer of `slots` samples, no overflow,
-        /// and a publisher that retries until the sample is delivered.
-        Stream {
-            /// Subscriber buffer, in samples.
-            slots: usize,
-        },
-    }
 
     /// Sending half: a publisher of `N`-byte slices.
     pub struct IceTx<const N: usize> {
@@ -504,39 +493,35 @@ pub mod ice {
     /// A service of `[u8]` slices over the IPC service.
     type Slices = PortFactory<Ipc, [u8], ()>;
 
-    /// A node of this thread and the service `name`, created or opened with `setup`.
-    fn open(name: &str, setup: Setup) -> Result<(Node<Ipc>, Slices), BenchError> {
+    /// A node of this thread and the service `name`, created or opened with its benchmark's
+    /// settings: no history, a subscriber buffer of one sample, safe overflow.
+    fn open(name: &str) -> Result<(Node<Ipc>, Slices), BenchError> {
         set_log_level(LogLevel::Error);
         let node = NodeBuilder::new()
             .create::<Ipc>()
             .map_err(|e| setup_err(name, e))?;
         let service_name: ServiceName = name.try_into().map_err(|e| setup_err(name, e))?;
-        let builder = node
+        let service = node
             .service_builder(&service_name)
             .publish_subscribe::<[u8]>()
             .max_publishers(1)
             .max_subscribers(1)
-            .history_size(0);
-        let builder = match setup {
-            Setup::PingPong => builder
-                .subscriber_max_buffer_size(1)
-                .enable_safe_overflow(true),
-            Setup::Stream { slots } => builder
-                .subscriber_max_buffer_size(slots)
-                .enable_safe_overflow(false),
-        };
-        let service = builder.open_or_create().map_err(|e| setup_err(name, e))?;
+            .history_size(0)
+            .subscriber_max_buffer_size(1)
+            .enable_safe_overflow(true)
+            .open_or_create()
+            .map_err(|e| setup_err(name, e))?;
         Ok((node, service))
     }
 
     /// The publishing half of service `name`.
-    pub fn tx<const N: usize>(name: &str, setup: Setup) -> Result<IceTx<N>, BenchError> {
-        let (node, service) = open(name, setup)?;
-        let mut builder = service.publisher_builder().initial_max_slice_len(N);
-        if let Setup::Stream { .. } = setup {
-            builder = builder.backpressure_strategy(BackpressureStrategy::RetryUntilDelivered);
-        }
-        let p = builder.create().map_err(|e| setup_err(name, e))?;
+    pub fn tx<const N: usize>(name: &str) -> Result<IceTx<N>, BenchError> {
+        let (node, service) = open(name)?;
+        let p = service
+            .publisher_builder()
+            .initial_max_slice_len(N)
+            .create()
+            .map_err(|e| setup_err(name, e))?;
         Ok(IceTx {
             p,
             buf: filled(),
@@ -546,8 +531,8 @@ pub mod ice {
     }
 
     /// The subscribing half of service `name`.
-    pub fn rx(name: &str, setup: Setup) -> Result<IceRx, BenchError> {
-        let (node, service) = open(name, setup)?;
+    pub fn rx(name: &str) -> Result<IceRx, BenchError> {
+        let (node, service) = open(name)?;
         let s = service
             .subscriber_builder()
             .create()
