@@ -1,6 +1,7 @@
 //! The `ring` scenario: one-way latency and throughput of small messages between two pinned
-//! threads, through the floor, the mdbus shared-memory ring, `rtrb` and `crossbeam-channel`,
-//! all driven by the same loops (see [`super::engine`]) and interleaved round-robin.
+//! threads, through the floor, the mdbus shared-memory ring, `rtrb`, `disruptor`, `iceoryx2`
+//! (with the `peers-iceoryx2` feature; ping-pong only) and `crossbeam-channel`, all driven by
+//! the same loops (see [`super::engine`]) and interleaved round-robin.
 
 use std::io::Write;
 use std::path::PathBuf;
