@@ -1,7 +1,8 @@
 //! Criterion micro-benchmarks of the ring hot path on one thread (no cross-core traffic): the
 //! cost of publishing a 64-byte message and polling it back, for the mdbus ring (on a
 //! memory-mapped segment file and on the in-process heap backend) and for `rtrb`; then the
-//! same per message when 32 are published and drained in one batch.
+//! same per message when 32 are published and drained in one batch (one by one, or in place:
+//! `claim_batch` for mdbus, `write_chunk_uninit` for rtrb).
 //!
 //! Run with `cargo bench -p mdbus-bench-harness --bench ring`.
 
@@ -135,12 +136,54 @@ fn batched(c: &mut Criterion) {
     });
     drop((p, q));
 
+    let dir = segment_dir();
+    let (mut p, mut q) = shm_pair(dir.path());
+    g.bench_function("mdbus-shm claim_batch", |b| {
+        b.iter(|| {
+            let mut sent = 0;
+            while sent < BATCH {
+                let mut batch = p
+                    .claim_batch(MSG, 1, BATCH - sent)
+                    .expect("room in the ring");
+                for k in 0..batch.len() {
+                    if let Some(d) = batch.payload_mut(k) {
+                        d.copy_from_slice(black_box(&msg));
+                    }
+                }
+                sent += batch.len();
+                batch.commit();
+            }
+            let mut sum = 0u64;
+            let mut n = 0;
+            while n < BATCH {
+                n += q
+                    .poll_batch(BATCH - n, |r| sum += u64::from(r.payload()[0]))
+                    .expect("poll_batch");
+            }
+            black_box(sum)
+        })
+    });
+    drop((p, q));
+
     let (mut p, mut q) = rtrb::RingBuffer::<[u8; MSG]>::new(CAPACITY / MSG);
     g.bench_function("rtrb", |b| {
         b.iter(|| {
             for _ in 0..BATCH {
                 p.push(black_box(msg)).expect("room in the ring");
             }
+            let chunk = q.read_chunk(BATCH).expect("a batch");
+            let (x, y) = chunk.as_slices();
+            let sum: u64 = x.iter().chain(y).map(|m| u64::from(m[0])).sum();
+            chunk.commit_all();
+            black_box(sum)
+        })
+    });
+
+    let (mut p, mut q) = rtrb::RingBuffer::<[u8; MSG]>::new(CAPACITY / MSG);
+    g.bench_function("rtrb write_chunk", |b| {
+        b.iter(|| {
+            let chunk = p.write_chunk_uninit(BATCH).expect("room in the ring");
+            chunk.fill_from_iter(std::iter::repeat_n(black_box(msg), BATCH));
             let chunk = q.read_chunk(BATCH).expect("a batch");
             let (x, y) = chunk.as_slices();
             let sum: u64 = x.iter().chain(y).map(|m| u64::from(m[0])).sum();

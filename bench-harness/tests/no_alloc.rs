@@ -49,10 +49,10 @@ fn allocs<T>(f: impl FnOnce() -> T) -> (u64, T) {
 
 fn ping_pong_allocs<A, B, C, D>(ctx: &Ctx<'_>, mk: impl Fn() -> ((A, B), (C, D)), n: u64) -> u64
 where
-    A: MsgTx,
-    B: MsgRx,
-    C: MsgTx,
-    D: MsgRx,
+    A: MsgTx + Send,
+    B: MsgRx + Send,
+    C: MsgTx + Send,
+    D: MsgRx + Send,
 {
     let mut h = engine::new_histogram().unwrap();
     let (ping, pong) = mk();
@@ -62,7 +62,11 @@ where
     a
 }
 
-fn stream_allocs<T: MsgTx, R: MsgRx>(ctx: &Ctx<'_>, mk: impl Fn() -> (T, R), n: u64) -> u64 {
+fn stream_allocs<T: MsgTx + Send, R: MsgRx + Send>(
+    ctx: &Ctx<'_>,
+    mk: impl Fn() -> (T, R),
+    n: u64,
+) -> u64 {
     let ch = mk();
     let (a, r) = allocs(|| engine::throughput(ctx, "t", ch, n, 32));
     assert_eq!(r.unwrap().0, n);

@@ -90,8 +90,8 @@ pub use config::{
 pub use error::{ClaimError, PollError, RingWord, SetupError};
 pub use host::{MAX_STREAM_NAME, check_stream_name, pid_alive, unix_ns};
 pub use ring::{
-    Claim, Consumer, ConsumerFactory, ConsumerStats, EpochChange, Producer, ProducerStatus, Record,
-    RecordInfo, in_process,
+    BatchClaim, Claim, Consumer, ConsumerFactory, ConsumerStats, EpochChange, Producer,
+    ProducerStatus, Record, RecordInfo, in_process,
 };
 #[cfg(not(loom))]
 pub use segment::root::RootDir;

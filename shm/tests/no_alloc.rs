@@ -1,4 +1,4 @@
-//! Publishing and polling allocate nothing after setup: a counting global allocator watches a
+//! Publishing (single records and batches) and polling allocate nothing after setup: a counting global allocator watches a
 //! million messages through in-process and file-backed rings, in one thread and in two.
 //! (Its own test binary, without the libtest harness, so nothing else allocates meanwhile.)
 //! Counting is per thread: each thread doing ring work (producer and consumer alike) measures
@@ -39,15 +39,15 @@ fn allocations_in(f: impl FnOnce()) -> usize {
     (info.count_total as i64 + frees) as usize
 }
 
-/// One thread, interleaved: batches of claim/commit and `publish`, then `poll_batch`, `poll`
-/// and `poll_copy`. Returns the sum of the first payload bytes (to keep the work observable).
+/// One thread, interleaved: claim/commit, `publish` and `claim_batch`, then `poll_batch`,
+/// `poll` and `poll_copy`. Returns the sum of the first payload bytes (to keep the work observable).
 fn interleaved(p: &mut Producer, c: &mut Consumer) -> u64 {
     let payload = [7u8; 64];
     let mut copy = [0u8; 1024];
     let mut sum = 0u64;
     let mut seq = 0u64;
     while seq < MESSAGES {
-        for i in 0..32 {
+        for i in 0..16 {
             if i % 2 == 0 {
                 let mut claim = p.claim(40, 1).unwrap();
                 claim.fill(seq as u8);
@@ -56,6 +56,18 @@ fn interleaved(p: &mut Producer, c: &mut Consumer) -> u64 {
                 p.publish(2, &payload).unwrap();
             }
             seq += 1;
+        }
+        let mut batched = 0;
+        while batched < 16 {
+            let mut batch = p.claim_batch(64, 3, (16 - batched).min(5)).unwrap();
+            for k in 0..batch.len() {
+                if let Some(b) = batch.payload_mut(k) {
+                    b.copy_from_slice(&payload);
+                }
+            }
+            batched += batch.len();
+            seq += batch.len() as u64;
+            batch.commit();
         }
         p.heartbeat();
         let n = c
@@ -134,10 +146,27 @@ fn main() {
     let payload = [3u8; 100];
     let n = allocations_in(|| {
         go.store(true, Ordering::Release);
-        for _ in 0..MESSAGES {
-            loop {
+        // Single records and batches alternately.
+        let mut sent = 0;
+        while sent < MESSAGES {
+            if sent % 2 == 0 {
                 match p.publish(9, &payload) {
-                    Ok(_) => break,
+                    Ok(_) => sent += 1,
+                    Err(ClaimError::BackPressured) => std::hint::spin_loop(),
+                    Err(e) => panic!("{e:?}"),
+                }
+            } else {
+                let max = (MESSAGES - sent).min(7) as usize;
+                match p.claim_batch(payload.len(), 9, max) {
+                    Ok(mut batch) => {
+                        for k in 0..batch.len() {
+                            if let Some(b) = batch.payload_mut(k) {
+                                b.copy_from_slice(&payload);
+                            }
+                        }
+                        sent += batch.len() as u64;
+                        batch.commit();
+                    }
                     Err(ClaimError::BackPressured) => std::hint::spin_loop(),
                     Err(e) => panic!("{e:?}"),
                 }

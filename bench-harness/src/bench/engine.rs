@@ -5,7 +5,7 @@
 //! `saturating_record`, messages live in fixed buffers inside the channel halves.
 
 use std::sync::Barrier;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -120,6 +120,43 @@ impl<'a> Spinner<'a> {
     }
 }
 
+/// Keeps one thread's channel halves alive until the other thread is done with its own: a half
+/// dropped early could end the other's stream (a closed ring, a disconnected channel) before it
+/// has read everything. Counts its thread as done when it waits, or when it is dropped without
+/// having waited (an error or a panic).
+struct Finish<'a> {
+    done: &'a AtomicUsize,
+    abort: &'a AtomicBool,
+    waited: bool,
+}
+
+impl<'a> Finish<'a> {
+    fn new(done: &'a AtomicUsize, abort: &'a AtomicBool) -> Self {
+        Finish {
+            done,
+            abort,
+            waited: false,
+        }
+    }
+
+    /// This thread is done: waits until the other one is too (or gave up).
+    fn wait(mut self) {
+        self.waited = true;
+        self.done.fetch_add(1, Ordering::AcqRel);
+        while self.done.load(Ordering::Acquire) < 2 && !self.abort.load(Ordering::Relaxed) {
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        if !self.waited {
+            self.done.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
 fn xfer(system: &str, e: XferError) -> BenchError {
     BenchError::Transfer {
         system: system.to_string(),
@@ -181,23 +218,66 @@ where
 /// Ping-pong: thread 0 sends on `ping`, thread 1 echoes on `pong`; each sample is half the
 /// round trip, recorded after `warmup` untimed round trips. Returns whether both were pinned.
 #[allow(clippy::too_many_arguments)]
-pub fn ping_pong<PT: MsgTx, PR: MsgRx, QT: MsgTx, QR: MsgRx>(
+pub fn ping_pong<PT, PR, QT, QR>(
     ctx: &Ctx<'_>,
     system: &str,
-    (mut ping_tx, mut ping_rx): (PT, PR),
-    (mut pong_tx, mut pong_rx): (QT, QR),
+    (ping_tx, ping_rx): (PT, PR),
+    (pong_tx, pong_rx): (QT, QR),
     warmup: u64,
     count: u64,
     hist: &mut Histogram<u64>,
-) -> Result<bool, BenchError> {
+) -> Result<bool, BenchError>
+where
+    PT: MsgTx + Send,
+    PR: MsgRx + Send,
+    QT: MsgTx + Send,
+    QR: MsgRx + Send,
+{
+    ping_pong_made(
+        ctx,
+        system,
+        move || Ok((ping_tx, pong_rx)),
+        move || Ok((ping_rx, pong_tx)),
+        warmup,
+        count,
+        hist,
+    )
+}
+
+/// [`ping_pong`] with halves made on the threads that use them (for channels whose halves
+/// may not move between threads): `pinger` makes thread 0's (ping sender, pong receiver),
+/// `echoer` thread 1's (ping receiver, pong sender). Both are made before either thread
+/// sends.
+#[allow(clippy::too_many_arguments)]
+pub fn ping_pong_made<PT, PR, QT, QR, A, B>(
+    ctx: &Ctx<'_>,
+    system: &str,
+    pinger: A,
+    echoer: B,
+    warmup: u64,
+    count: u64,
+    hist: &mut Histogram<u64>,
+) -> Result<bool, BenchError>
+where
+    PT: MsgTx,
+    PR: MsgRx,
+    QT: MsgTx,
+    QR: MsgRx,
+    A: FnOnce() -> Result<(PT, QR), BenchError> + Send,
+    B: FnOnce() -> Result<(PR, QT), BenchError> + Send,
+{
     let abort = AtomicBool::new(false);
     let barrier = Barrier::new(2);
     let total = warmup + count;
     let clock = ctx.clock;
-    let check_seq = pong_rx.carries_seq();
+    let done = AtomicUsize::new(0);
     let pinger = || -> Result<(), BenchError> {
-        let mut spin = Spinner::new(&abort, ctx, "waiting for the echo");
+        let finish = Finish::new(&done, &abort);
+        let made = pinger();
         barrier.wait();
+        let (mut ping_tx, mut pong_rx) = made?;
+        let check_seq = pong_rx.carries_seq();
+        let mut spin = Spinner::new(&abort, ctx, "waiting for the echo");
         for i in 0..total {
             let t0 = clock.now();
             let m = Msg { seq: i, stamp: t0 };
@@ -222,11 +302,15 @@ pub fn ping_pong<PT: MsgTx, PR: MsgRx, QT: MsgTx, QR: MsgRx>(
                 hist.saturating_record(clock.delta_ns(t0, t1) / 2);
             }
         }
+        finish.wait();
         Ok(())
     };
     let echoer = || -> Result<(), BenchError> {
-        let mut spin = Spinner::new(&abort, ctx, "waiting for the ping");
+        let finish = Finish::new(&done, &abort);
+        let made = echoer();
         barrier.wait();
+        let (mut ping_rx, mut pong_tx) = made?;
+        let mut spin = Spinner::new(&abort, ctx, "waiting for the ping");
         for _ in 0..total {
             let m = loop {
                 if let Some(m) = ping_rx.try_recv().map_err(|e| xfer(system, e))? {
@@ -239,6 +323,7 @@ pub fn ping_pong<PT: MsgTx, PR: MsgRx, QT: MsgTx, QR: MsgRx>(
                 spin.spin()?;
             }
         }
+        finish.wait();
         Ok(())
     };
     two_threads(ctx, &abort, pinger, echoer).map(|(_, _, pinned)| pinned)
@@ -249,24 +334,57 @@ pub fn ping_pong<PT: MsgTx, PR: MsgRx, QT: MsgTx, QR: MsgRx>(
 /// therefore shows in every message queued behind the stall (no coordinated omission).
 /// Returns (pinned, messages lost to overruns of a broadcast ring: never recorded).
 #[allow(clippy::too_many_arguments)]
-pub fn fixed_rate<T: MsgTx, R: MsgRx>(
+pub fn fixed_rate<T: MsgTx + Send, R: MsgRx + Send>(
     ctx: &Ctx<'_>,
     system: &str,
-    (mut tx, mut rx): (T, R),
+    (tx, rx): (T, R),
     warmup: u64,
     count: u64,
     interval_ticks: u64,
     hist: &mut Histogram<u64>,
 ) -> Result<(bool, u64), BenchError> {
+    fixed_rate_made(
+        ctx,
+        system,
+        move || Ok(tx),
+        move || Ok(rx),
+        warmup,
+        count,
+        interval_ticks,
+        hist,
+    )
+}
+
+/// [`fixed_rate`] with each half made on the thread that uses it (see [`ping_pong_made`]).
+#[allow(clippy::too_many_arguments)]
+pub fn fixed_rate_made<T, R, MT, MR>(
+    ctx: &Ctx<'_>,
+    system: &str,
+    make_tx: MT,
+    make_rx: MR,
+    warmup: u64,
+    count: u64,
+    interval_ticks: u64,
+    hist: &mut Histogram<u64>,
+) -> Result<(bool, u64), BenchError>
+where
+    T: MsgTx,
+    R: MsgRx,
+    MT: FnOnce() -> Result<T, BenchError> + Send,
+    MR: FnOnce() -> Result<R, BenchError> + Send,
+{
     let abort = AtomicBool::new(false);
     let barrier = Barrier::new(2);
     let total = warmup + count;
     let clock = ctx.clock;
     let interval = interval_ticks.max(1);
-    let check_seq = rx.carries_seq();
+    let done = AtomicUsize::new(0);
     let sender = || -> Result<(), BenchError> {
-        let mut spin = Spinner::new(&abort, ctx, "sending at a fixed rate");
+        let finish = Finish::new(&done, &abort);
+        let made = make_tx();
         barrier.wait();
+        let mut tx = made?;
+        let mut spin = Spinner::new(&abort, ctx, "sending at a fixed rate");
         // Start a little later so the receiver is surely polling.
         let start = clock.now().wrapping_add(interval.saturating_mul(16));
         for i in 0..total {
@@ -283,11 +401,16 @@ pub fn fixed_rate<T: MsgTx, R: MsgRx>(
             }
             spin.progressed();
         }
+        finish.wait();
         Ok(())
     };
     let receiver = || -> Result<u64, BenchError> {
-        let mut spin = Spinner::new(&abort, ctx, "receiving at a fixed rate");
+        let finish = Finish::new(&done, &abort);
+        let made = make_rx();
         barrier.wait();
+        let mut rx = made?;
+        let check_seq = rx.carries_seq();
+        let mut spin = Spinner::new(&abort, ctx, "receiving at a fixed rate");
         let mut i = 0u64;
         let mut lost = 0u64;
         while i < total {
@@ -318,42 +441,74 @@ pub fn fixed_rate<T: MsgTx, R: MsgRx>(
             }
             i += 1;
         }
+        finish.wait();
         Ok(lost)
     };
     two_threads(ctx, &abort, sender, receiver).map(|(_, lost, pinned)| (pinned, lost))
 }
 
-/// Streaming throughput: thread 0 sends `count` messages as fast as the channel takes them,
-/// thread 1 drains them in batches of up to `batch`. Returns (messages, nanoseconds from the
-/// first send to the last receive, pinned).
-pub fn throughput<T: MsgTx, R: MsgRx>(
+/// Streaming throughput: thread 0 sends `count` messages as fast as the channel takes them, in
+/// batches of up to `batch` (each channel's batched send), thread 1 drains them in batches of
+/// up to `batch`. Returns (messages, nanoseconds from the first send to the last receive,
+/// pinned).
+pub fn throughput<T: MsgTx + Send, R: MsgRx + Send>(
     ctx: &Ctx<'_>,
     system: &str,
-    (mut tx, mut rx): (T, R),
+    (tx, rx): (T, R),
     count: u64,
     batch: usize,
 ) -> Result<(u64, u64, bool), BenchError> {
+    throughput_made(ctx, system, move || Ok(tx), move || Ok(rx), count, batch)
+}
+
+/// [`throughput`] with each half made on the thread that uses it (see [`ping_pong_made`]).
+pub fn throughput_made<T, R, MT, MR>(
+    ctx: &Ctx<'_>,
+    system: &str,
+    make_tx: MT,
+    make_rx: MR,
+    count: u64,
+    batch: usize,
+) -> Result<(u64, u64, bool), BenchError>
+where
+    T: MsgTx,
+    R: MsgRx,
+    MT: FnOnce() -> Result<T, BenchError> + Send,
+    MR: FnOnce() -> Result<R, BenchError> + Send,
+{
     let abort = AtomicBool::new(false);
     let barrier = Barrier::new(2);
     let start = AtomicU64::new(0);
     let clock = ctx.clock;
-    let check_seq = rx.carries_seq();
+    let done = AtomicUsize::new(0);
     let producer = || -> Result<(), BenchError> {
-        let mut spin = Spinner::new(&abort, ctx, "producing (channel stayed full)");
+        let finish = Finish::new(&done, &abort);
+        let made = make_tx();
         barrier.wait();
+        let mut tx = made?;
+        let mut spin = Spinner::new(&abort, ctx, "producing (channel stayed full)");
         start.store(clock.now(), Ordering::Relaxed);
-        for i in 0..count {
-            let m = Msg { seq: i, stamp: 0 };
-            while !tx.try_send(m).map_err(|e| xfer(system, e))? {
-                spin.spin()?;
+        let mut sent = 0u64;
+        while sent < count {
+            let max = (count - sent).min(batch as u64) as usize;
+            match tx.send_batch(sent, max).map_err(|e| xfer(system, e))? {
+                0 => spin.spin()?,
+                n => {
+                    sent += n as u64;
+                    spin.progressed();
+                }
             }
-            spin.progressed();
         }
+        finish.wait();
         Ok(())
     };
     let consumer = || -> Result<u64, BenchError> {
-        let mut spin = Spinner::new(&abort, ctx, "consuming (channel stayed empty)");
+        let finish = Finish::new(&done, &abort);
+        let made = make_rx();
         barrier.wait();
+        let mut rx = made?;
+        let check_seq = rx.carries_seq();
+        let mut spin = Spinner::new(&abort, ctx, "consuming (channel stayed empty)");
         let mut next = 0u64;
         let mut bad: Option<(u64, u64)> = None;
         while next < count {
@@ -377,7 +532,9 @@ pub fn throughput<T: MsgTx, R: MsgRx>(
                 spin.progressed();
             }
         }
-        Ok(clock.now())
+        let end = clock.now();
+        finish.wait();
+        Ok(end)
     };
     let (_, end, pinned) = two_threads(ctx, &abort, producer, consumer)?;
     let ns = clock.delta_ns(start.load(Ordering::Relaxed), end).max(1);

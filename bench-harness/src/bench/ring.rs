@@ -1,6 +1,7 @@
 //! The `ring` scenario: one-way latency and throughput of small messages between two pinned
-//! threads, through the floor, the mdbus shared-memory ring, `rtrb` and `crossbeam-channel`,
-//! all driven by the same loops (see [`super::engine`]) and interleaved round-robin.
+//! threads, through the floor, the mdbus shared-memory ring, `rtrb`, `disruptor`, `iceoryx2`
+//! (with the `peers-iceoryx2` feature; ping-pong only) and `crossbeam-channel`, all driven by
+//! the same loops (see [`super::engine`]) and interleaved round-robin.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,7 +14,8 @@ use super::engine::{self, Ctx};
 use super::report::{RingParams, RingReport, SystemResult};
 use super::shm::ShmEnv;
 use super::transport::{
-    FloorWord, HEADER_BYTES, MsgRx, MsgTx, crossbeam_channel, floor, rtrb_channel,
+    FloorWord, HEADER_BYTES, MsgRx, MsgTx, crossbeam_channel, disruptor_channel, floor,
+    rtrb_channel,
 };
 use super::{BenchError, host};
 use crate::pinning::{LayoutArg, Pinning, ThreadRole};
@@ -28,6 +30,11 @@ pub enum System {
     MdbusShm,
     /// The `rtrb` wait-free SPSC ring (0.4).
     Rtrb,
+    /// A single-producer `disruptor` (4.x) read by an event poller.
+    Disruptor,
+    /// `iceoryx2` publish-subscribe over its IPC service (loan, send, receive); needs the
+    /// `peers-iceoryx2` build feature.
+    Iceoryx2,
     /// A bounded `crossbeam-channel`.
     #[value(name = "crossbeam-channel")]
     CrossbeamChannel,
@@ -40,9 +47,27 @@ impl System {
             System::Floor => "floor",
             System::MdbusShm => "mdbus-shm",
             System::Rtrb => "rtrb",
+            System::Disruptor => "disruptor",
+            System::Iceoryx2 => "iceoryx2",
             System::CrossbeamChannel => "crossbeam-channel",
         }
     }
+}
+
+/// The systems `--systems` defaults to: every one this build has (`iceoryx2` with the
+/// `peers-iceoryx2` feature).
+pub fn default_systems() -> Vec<System> {
+    let mut v = vec![
+        System::Floor,
+        System::MdbusShm,
+        System::Rtrb,
+        System::Disruptor,
+    ];
+    if cfg!(feature = "peers-iceoryx2") {
+        v.push(System::Iceoryx2);
+    }
+    v.push(System::CrossbeamChannel);
+    v
 }
 
 /// Mode of the mdbus ring under test.
@@ -127,8 +152,7 @@ pub struct RingArgs {
     #[arg(long, default_value_t = 65536, value_parser = parse_capacity)]
     pub capacity: usize,
     /// Systems to run, in the order of the first round.
-    #[arg(long, value_enum, value_delimiter = ',',
-          default_values_t = [System::Floor, System::MdbusShm, System::Rtrb, System::CrossbeamChannel])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = default_systems())]
     pub systems: Vec<System>,
     /// Mode of the mdbus ring in the latency phase (the throughput phase always uses a lossless
     /// ring, like rtrb and crossbeam).
@@ -248,6 +272,14 @@ pub fn measure(args: &RingArgs) -> Result<(RingReport, Vec<Histogram<u64>>), Ben
         if !systems.contains(s) {
             systems.push(*s);
         }
+    }
+    // iceoryx2 is measured as its own benchmark sets it up: ping-pong, one sample in flight.
+    let ice_dropped = args.rate.is_some() && systems.contains(&System::Iceoryx2);
+    systems.retain(|s| !(ice_dropped && *s == System::Iceoryx2));
+    if systems.is_empty() {
+        return Err(BenchError::BadArg(
+            "--systems iceoryx2 with --rate: iceoryx2 is measured by ping-pong only".into(),
+        ));
     }
     let layout = args.layout.path();
     let (cores, pin, yield_spin, mut notes, pinning) = match (&layout, args.cores) {
@@ -393,6 +425,18 @@ pub fn measure(args: &RingArgs) -> Result<(RingReport, Vec<Histogram<u64>>), Ben
     if plan.throughput_count > 0 && plan.systems.contains(&System::Floor) {
         notes.push("floor has no throughput figure: a single word cannot stream messages".into());
     }
+    if plan.throughput_count > 0 && plan.systems.contains(&System::Iceoryx2) {
+        notes.push(
+            "iceoryx2 has no throughput figure: it is measured as its own benchmark sets it up \
+             (ping-pong, one sample in flight)"
+                .into(),
+        );
+    }
+    if ice_dropped {
+        notes.push(
+            "iceoryx2 left out of this fixed-rate run: it is measured by ping-pong only".into(),
+        );
+    }
     let mut report = RingReport {
         scenario: "ring".into(),
         results,
@@ -506,7 +550,7 @@ fn run_sized<const N: usize>(
 
 /// Dispatches a latency run of `count` samples to the loop of the current mode; returns
 /// (pinned, lost).
-fn lat<PT: MsgTx, PR: MsgRx, QT: MsgTx, QR: MsgRx>(
+fn lat<PT: MsgTx + Send, PR: MsgRx + Send, QT: MsgTx + Send, QR: MsgRx + Send>(
     ctx: &Ctx<'_>,
     plan: &Plan,
     name: &str,
@@ -562,6 +606,41 @@ fn latency<const N: usize>(
                 hist,
             )
         }
+        System::Disruptor => {
+            let pong = || Ok(disruptor_channel::<N>(plan.slots));
+            lat(
+                ctx,
+                plan,
+                name,
+                disruptor_channel::<N>(plan.slots),
+                pong,
+                count,
+                hist,
+            )
+        }
+        #[cfg(feature = "peers-iceoryx2")]
+        System::Iceoryx2 => {
+            use super::transport::ice;
+            let (a2b, b2a) = (ice_service("a2b"), ice_service("b2a"));
+            match plan.rate {
+                None => engine::ping_pong_made(
+                    ctx,
+                    name,
+                    || Ok((ice::tx::<N>(&a2b)?, ice::rx(&b2a)?)),
+                    || Ok((ice::rx(&a2b)?, ice::tx::<N>(&b2a)?)),
+                    plan.warmup,
+                    count,
+                    hist,
+                )
+                .map(|pinned| (pinned, 0)),
+                // Left out of fixed-rate runs in `measure`.
+                Some(_) => Err(BenchError::Internal(
+                    "iceoryx2 has no fixed-rate setup".into(),
+                )),
+            }
+        }
+        #[cfg(not(feature = "peers-iceoryx2"))]
+        System::Iceoryx2 => Err(no_iceoryx2()),
         System::CrossbeamChannel => {
             let pong = || Ok(crossbeam_channel::<N>(plan.slots));
             lat(
@@ -602,6 +681,11 @@ fn throughput<const N: usize>(
     Ok(Some(match sys {
         System::Floor => return Ok(None),
         System::Rtrb => engine::throughput(ctx, name, rtrb_channel::<N>(plan.slots), count, b)?,
+        System::Disruptor => {
+            engine::throughput(ctx, name, disruptor_channel::<N>(plan.slots), count, b)?
+        }
+        // Ping-pong only: its benchmark's setup loses no message with one in flight only.
+        System::Iceoryx2 => return Ok(None),
         System::CrossbeamChannel => {
             engine::throughput(ctx, name, crossbeam_channel::<N>(plan.slots), count, b)?
         }
@@ -610,6 +694,22 @@ fn throughput<const N: usize>(
             engine::throughput(ctx, name, shm.channel::<N>(true)?, count, b)?
         }
     }))
+}
+
+/// A fresh iceoryx2 service name for one run (unique to this process and run).
+#[cfg(feature = "peers-iceoryx2")]
+fn ice_service(what: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("mdbus-bench-{}-{n}-{what}", std::process::id())
+}
+
+#[cfg(not(feature = "peers-iceoryx2"))]
+fn no_iceoryx2() -> BenchError {
+    BenchError::BadArg(
+        "--systems iceoryx2: this mdbus was built without the peers-iceoryx2 feature".into(),
+    )
 }
 
 /// `mdbus bench ring`: measures, then writes the table or the JSON object to `out`, and the

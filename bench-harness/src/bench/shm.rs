@@ -150,6 +150,32 @@ impl<const N: usize> MsgTx for MdbusTx<N> {
             Err(ClaimError::TooLarge { .. }) => Err(XferError::TooLarge),
         }
     }
+
+    /// `claim_batch`: the records written in place, one commit (one `tail` store).
+    #[inline]
+    fn send_batch(&mut self, first: u64, max: usize) -> Result<usize, XferError> {
+        match self.p.claim_batch(N, MSG_TYPE, max) {
+            Ok(mut batch) => {
+                let n = batch.len();
+                for k in 0..n {
+                    if let Some(b) = batch.payload_mut(k) {
+                        b.copy_from_slice(&self.buf);
+                        encode(
+                            b,
+                            Msg {
+                                seq: first + k as u64,
+                                stamp: 0,
+                            },
+                        );
+                    }
+                }
+                batch.commit();
+                Ok(n)
+            }
+            Err(ClaimError::BackPressured) => Ok(0),
+            Err(ClaimError::TooLarge { .. }) => Err(XferError::TooLarge),
+        }
+    }
 }
 
 fn poll_err(e: PollError) -> XferError {
@@ -171,16 +197,23 @@ impl MsgRx for MdbusRx {
         got
     }
 
+    /// A batch that ends at the end of a closed stream delivers its records; the close is
+    /// reported by the next call.
     #[inline]
     fn recv_batch<F: FnMut(Msg)>(&mut self, max: usize, mut f: F) -> Result<usize, XferError> {
         let mut bad = None;
-        let n = self
-            .c
-            .poll_batch(max, |r| match decode(r.payload()) {
+        let mut delivered = 0;
+        let r = self.c.poll_batch(max, |r| {
+            delivered += 1;
+            match decode(r.payload()) {
                 Ok(m) => f(m),
                 Err(e) => bad = Some(e),
-            })
-            .map_err(poll_err)?;
+            }
+        });
+        let n = match r {
+            Err(PollError::Closed) if delivered > 0 => delivered,
+            r => r.map_err(poll_err)?,
+        };
         match bad {
             Some(e) => Err(e),
             None => Ok(n),

@@ -40,6 +40,11 @@ pub enum XferError {
     TooLarge,
     /// The channel reported a corrupt record.
     Corrupt,
+    /// A peer library reported an error on its data path.
+    Peer {
+        /// What failed.
+        what: &'static str,
+    },
     /// A delivered payload was shorter than the harness header.
     ShortPayload {
         /// Its length.
@@ -55,6 +60,7 @@ impl std::fmt::Display for XferError {
             XferError::NewEpoch => f.write_str("segment replaced by a new producer"),
             XferError::TooLarge => f.write_str("message too large for the channel"),
             XferError::Corrupt => f.write_str("the channel reported a corrupt record"),
+            XferError::Peer { what } => write!(f, "the channel's library reported: {what}"),
             XferError::ShortPayload { len } => write!(
                 f,
                 "payload of {len} bytes is shorter than the {HEADER_BYTES}-byte harness header"
@@ -63,14 +69,33 @@ impl std::fmt::Display for XferError {
     }
 }
 
-/// The sending half of a one-way channel.
-pub trait MsgTx: Send {
+/// The sending half of a one-way channel. (Not `Send` as such: halves that may not move
+/// between threads are made on the thread that uses them.)
+pub trait MsgTx {
     /// Sends `m`; `Ok(false)` if the channel is full right now (try again).
     fn try_send(&mut self, m: Msg) -> Result<bool, XferError>;
+
+    /// Sends up to `max` messages numbered from `first` (stamp 0) in one go, through the
+    /// channel's batched form where it has one (written in place, published once); returns
+    /// how many it took (0: full right now). Without a batched form: `try_send` in a loop.
+    fn send_batch(&mut self, first: u64, max: usize) -> Result<usize, XferError> {
+        let mut n = 0;
+        while n < max {
+            let m = Msg {
+                seq: first + n as u64,
+                stamp: 0,
+            };
+            if !self.try_send(m)? {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
 }
 
 /// The receiving half of a one-way channel.
-pub trait MsgRx: Send {
+pub trait MsgRx {
     /// Takes the next message, if any.
     fn try_recv(&mut self) -> Result<Option<Msg>, XferError>;
     /// Takes up to `max` messages in one go, handing each to `f`; returns how many.
@@ -254,6 +279,25 @@ impl<const N: usize> MsgTx for RtrbTx<N> {
         encode(&mut self.buf, m);
         Ok(self.p.push(self.buf).is_ok())
     }
+
+    /// `write_chunk_uninit` + `fill_from_iter`: the slots written in place, one commit.
+    #[inline]
+    fn send_batch(&mut self, first: u64, max: usize) -> Result<usize, XferError> {
+        let n = self.p.slots().min(max);
+        if n == 0 {
+            return Ok(0);
+        }
+        let chunk = self
+            .p
+            .write_chunk_uninit(n)
+            .map_err(|_| XferError::Closed)?;
+        let buf = self.buf;
+        Ok(chunk.fill_from_iter((first..first + n as u64).map(|seq| {
+            let mut b = buf;
+            encode(&mut b, Msg { seq, stamp: 0 });
+            b
+        })))
+    }
 }
 
 impl<const N: usize> MsgRx for RtrbRx<N> {
@@ -278,6 +322,273 @@ impl<const N: usize> MsgRx for RtrbRx<N> {
         }
         chunk.commit_all();
         Ok(n)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// disruptor: a single-producer Disruptor of `[u8; N]` events, read by an event poller
+
+/// Sending half over a single-producer `disruptor`.
+pub struct DisruptorTx<const N: usize> {
+    p: disruptor::SingleProducer<[u8; N], disruptor::SingleConsumerBarrier>,
+    buf: [u8; N],
+}
+
+/// Receiving half over a `disruptor` event poller (busy-spun by the harness's loops).
+pub struct DisruptorRx<const N: usize> {
+    c: disruptor::EventPoller<[u8; N], disruptor::SingleProducerBarrier>,
+}
+
+impl<const N: usize> std::fmt::Debug for DisruptorTx<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DisruptorTx")
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for DisruptorRx<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DisruptorRx")
+    }
+}
+
+/// A single-producer `disruptor` of `slots` events (a power of two) with one event poller and
+/// no managed threads: both ends are driven by the harness's loops, like the other systems.
+pub fn disruptor_channel<const N: usize>(slots: usize) -> (DisruptorTx<N>, DisruptorRx<N>) {
+    let (c, builder) = disruptor::build_single_producer(slots, || [0u8; N], disruptor::BusySpin)
+        .new_event_poller();
+    (
+        DisruptorTx {
+            p: builder.build(),
+            buf: filled(),
+        },
+        DisruptorRx { c },
+    )
+}
+
+impl<const N: usize> MsgTx for DisruptorTx<N> {
+    #[inline]
+    fn try_send(&mut self, m: Msg) -> Result<bool, XferError> {
+        use disruptor::Producer;
+        let buf = &self.buf;
+        Ok(self
+            .p
+            .try_publish(|e| {
+                *e = *buf;
+                encode(e, m);
+            })
+            .is_ok())
+    }
+
+    /// `try_batch_publish`: the events written in place, one publication of the last sequence.
+    #[inline]
+    fn send_batch(&mut self, first: u64, max: usize) -> Result<usize, XferError> {
+        use disruptor::Producer;
+        let mut n = max;
+        while n > 0 {
+            let buf = &self.buf;
+            let published = self.p.try_batch_publish(n, |events| {
+                for (seq, e) in (first..).zip(events) {
+                    *e = *buf;
+                    encode(e, Msg { seq, stamp: 0 });
+                }
+            });
+            match published {
+                Ok(_) => return Ok(n),
+                // Fewer free slots than asked: as many as there are.
+                Err(disruptor::MissingFreeSlots(missing)) => {
+                    n = n.saturating_sub(usize::try_from(missing).unwrap_or(usize::MAX));
+                }
+            }
+        }
+        Ok(0)
+    }
+}
+
+impl<const N: usize> MsgRx for DisruptorRx<N> {
+    #[inline]
+    fn try_recv(&mut self) -> Result<Option<Msg>, XferError> {
+        match self.c.take(1) {
+            Ok(mut events) => match (&mut events).next() {
+                Some(e) => decode(e).map(Some),
+                None => Ok(None),
+            },
+            Err(disruptor::Polling::NoEvents) => Ok(None),
+            Err(disruptor::Polling::Shutdown) => Err(XferError::Closed),
+        }
+    }
+
+    #[inline]
+    fn recv_batch<F: FnMut(Msg)>(&mut self, max: usize, mut f: F) -> Result<usize, XferError> {
+        match self.c.take(max as u64) {
+            Ok(mut events) => {
+                let mut n = 0;
+                for e in &mut events {
+                    f(decode(e)?);
+                    n += 1;
+                }
+                Ok(n)
+            }
+            Err(disruptor::Polling::NoEvents) => Ok(0),
+            Err(disruptor::Polling::Shutdown) => Err(XferError::Closed),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// iceoryx2: publish-subscribe over its IPC service (feature `peers-iceoryx2`)
+
+/// `iceoryx2` publish-subscribe over its IPC service (`ipc::Service`), set up as its own
+/// publish-subscribe benchmark sets it up: `[u8]` slices of the message size, loaned,
+/// written and sent; one publisher and one subscriber per direction, no history, a subscriber
+/// buffer of one sample with safe overflow. That setup keeps only one message in flight, so
+/// iceoryx2 is measured by ping-pong only. Its ports may not move between threads, so each half
+/// is made on the thread that uses it (the engine's `ping_pong_made`), each with its own node,
+/// opening the service by name.
+#[cfg(feature = "peers-iceoryx2")]
+pub mod ice {
+    use iceoryx2::port::publisher::Publisher;
+    use iceoryx2::port::subscriber::Subscriber;
+    use iceoryx2::prelude::*;
+    use iceoryx2::service::port_factory::publish_subscribe::PortFactory;
+
+    use super::{Msg, MsgRx, MsgTx, XferError, decode, encode, filled};
+    use crate::bench::BenchError;
+
+    type Ipc = ipc::Service;
+
+    /// Sending half: a publisher of `N`-byte slices.
+    pub struct IceTx<const N: usize> {
+        p: Publisher<Ipc, [u8], ()>,
+        buf: [u8; N],
+        _service: Slices,
+        _node: Node<Ipc>,
+    }
+
+    /// Receiving half: a subscriber.
+    pub struct IceRx {
+        s: Subscriber<Ipc, [u8], ()>,
+        _service: Slices,
+        _node: Node<Ipc>,
+    }
+
+    impl<const N: usize> std::fmt::Debug for IceTx<N> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("IceTx")
+        }
+    }
+
+    impl std::fmt::Debug for IceRx {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("IceRx")
+        }
+    }
+
+    fn setup_err(name: &str, e: impl std::fmt::Debug) -> BenchError {
+        BenchError::Transfer {
+            system: "iceoryx2".into(),
+            reason: format!("setting up service {name}: {e:?}"),
+        }
+    }
+
+    /// A service of `[u8]` slices over the IPC service.
+    type Slices = PortFactory<Ipc, [u8], ()>;
+
+    /// A node of this thread and the service `name`, created or opened with its benchmark's
+    /// settings: no history, a subscriber buffer of one sample, safe overflow.
+    fn open(name: &str) -> Result<(Node<Ipc>, Slices), BenchError> {
+        set_log_level(LogLevel::Error);
+        let node = NodeBuilder::new()
+            .create::<Ipc>()
+            .map_err(|e| setup_err(name, e))?;
+        let service_name: ServiceName = name.try_into().map_err(|e| setup_err(name, e))?;
+        let service = node
+            .service_builder(&service_name)
+            .publish_subscribe::<[u8]>()
+            .max_publishers(1)
+            .max_subscribers(1)
+            .history_size(0)
+            .subscriber_max_buffer_size(1)
+            .enable_safe_overflow(true)
+            .open_or_create()
+            .map_err(|e| setup_err(name, e))?;
+        Ok((node, service))
+    }
+
+    /// The publishing half of service `name`.
+    pub fn tx<const N: usize>(name: &str) -> Result<IceTx<N>, BenchError> {
+        let (node, service) = open(name)?;
+        let p = service
+            .publisher_builder()
+            .initial_max_slice_len(N)
+            .create()
+            .map_err(|e| setup_err(name, e))?;
+        Ok(IceTx {
+            p,
+            buf: filled(),
+            _service: service,
+            _node: node,
+        })
+    }
+
+    /// The subscribing half of service `name`.
+    pub fn rx(name: &str) -> Result<IceRx, BenchError> {
+        let (node, service) = open(name)?;
+        let s = service
+            .subscriber_builder()
+            .create()
+            .map_err(|e| setup_err(name, e))?;
+        Ok(IceRx {
+            s,
+            _service: service,
+            _node: node,
+        })
+    }
+
+    impl<const N: usize> MsgTx for IceTx<N> {
+        #[inline]
+        fn try_send(&mut self, m: Msg) -> Result<bool, XferError> {
+            encode(&mut self.buf, m);
+            let sample = match self.p.loan_slice_uninit(N) {
+                Ok(s) => s,
+                // Every sample is still held downstream: full for now.
+                Err(_) => return Ok(false),
+            };
+            sample
+                .write_from_slice(&self.buf)
+                .send()
+                .map_err(|_| XferError::Peer {
+                    what: "send failed",
+                })?;
+            Ok(true)
+        }
+    }
+
+    impl MsgRx for IceRx {
+        #[inline]
+        fn try_recv(&mut self) -> Result<Option<Msg>, XferError> {
+            match self.s.receive() {
+                Ok(Some(sample)) => decode(sample.payload()).map(Some),
+                Ok(None) => Ok(None),
+                Err(_) => Err(XferError::Peer {
+                    what: "receive failed",
+                }),
+            }
+        }
+
+        #[inline]
+        fn recv_batch<F: FnMut(Msg)>(&mut self, max: usize, mut f: F) -> Result<usize, XferError> {
+            let mut n = 0;
+            while n < max {
+                match self.try_recv()? {
+                    Some(m) => {
+                        f(m);
+                        n += 1;
+                    }
+                    None => break,
+                }
+            }
+            Ok(n)
+        }
     }
 }
 
@@ -370,11 +681,35 @@ mod tests {
     }
 
     #[test]
-    fn rtrb_and_crossbeam_carry_header_and_backpressure() {
+    fn rtrb_disruptor_and_crossbeam_carry_header_and_backpressure() {
         let (t, r) = rtrb_channel::<64>(8);
+        roundtrip(t, r, 8);
+        let (t, r) = disruptor_channel::<64>(8);
         roundtrip(t, r, 8);
         let (t, r) = crossbeam_channel::<16>(4);
         roundtrip(t, r, 4);
+    }
+
+    /// `send_batch` takes what fits, numbered on from `first`, and nothing when full.
+    fn batches<T: MsgTx, R: MsgRx>(mut tx: T, mut rx: R, cap: usize) {
+        assert_eq!(tx.send_batch(0, 3).unwrap(), 3);
+        assert_eq!(tx.send_batch(3, 2 * cap).unwrap(), cap - 3);
+        assert_eq!(tx.send_batch(cap as u64, 4).unwrap(), 0, "full");
+        let mut got = Vec::new();
+        assert_eq!(rx.recv_batch(2 * cap, |m| got.push(m.seq)).unwrap(), cap);
+        assert_eq!(got, (0..cap as u64).collect::<Vec<_>>());
+        assert_eq!(tx.send_batch(cap as u64, 2).unwrap(), 2);
+        assert_eq!(rx.try_recv().unwrap().map(|m| m.seq), Some(cap as u64));
+    }
+
+    #[test]
+    fn batched_sends_number_messages_in_order() {
+        let (t, r) = rtrb_channel::<64>(8);
+        batches(t, r, 8);
+        let (t, r) = disruptor_channel::<64>(8);
+        batches(t, r, 8);
+        let (t, r) = crossbeam_channel::<32>(8);
+        batches(t, r, 8);
     }
 
     #[test]

@@ -28,6 +28,8 @@ const MAX_BLOCK_SLICE: Duration = Duration::from_millis(2);
 /// announced during every attempt to exhaust them; then (or when someone else keeps rewriting
 /// the words) the loop gives up with an error instead of spinning on.
 const MAX_RETRIES: u32 = 4096;
+/// How far ahead of its cursor `poll_batch` asks for the next lines (bytes).
+const PREFETCH_AHEAD: u64 = 256;
 /// Most passes of one poll over the record at its cursor (a padding record skipped, a
 /// resynchronisation that lost nothing, a tail that moved after the close): then the poll
 /// returns `Ok(false)` and the caller polls again, so a poll always returns.
@@ -710,6 +712,17 @@ impl Consumer {
         let mut result = Ok(());
         let validate = self.validate;
         while n < max && self.validate == validate {
+            match self.poll_run(max - n, &mut f) {
+                Ok(0) => {}
+                Ok(k) => {
+                    n += k;
+                    continue;
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
             match self.poll_inner(&mut f) {
                 Ok(true) => n += 1,
                 Ok(false) => break,
@@ -764,6 +777,136 @@ impl Consumer {
             });
         })?;
         Ok(if got { info } else { None })
+    }
+
+    /// Delivers up to `max` records the way the fast path of [`poll_inner`](Self::poll_inner)
+    /// does (the same loads, checks and order, without its loop over padding and slow paths),
+    /// one after the other; stops at the first record that needs more (padding, nothing new, a
+    /// marker word that may be stale, a header that fails a check, a lap, a slot that is no
+    /// longer ours) before handing it out, and after a record delivered by a consumer that lost
+    /// its slot meanwhile. `Ok(n)`: `n` delivered; the error is `poll_inner`'s for a record
+    /// overwritten under its callback.
+    #[inline]
+    fn poll_run<F: FnMut(Record<'_>)>(
+        &mut self,
+        max: usize,
+        f: &mut F,
+    ) -> Result<usize, PollError> {
+        let geo = *self.ring.geo();
+        let data = *self.ring.data();
+        // A registered consumer's slot, looked up once; `None` for a validating reader.
+        let slot = if self.validate {
+            None
+        } else {
+            self.ring.slots().get(self.slot_index)
+        };
+        let ctl = self.slot_ctl;
+        // `slot_held`, on the slot looked up above.
+        let held = |s: &crate::layout::ConsumerSlot| {
+            // As in `slot_held`: pairs with the fence(SeqCst) in `Producer::make_room`.
+            fence(Ordering::Acquire);
+            s.ctl.load(Ordering::Relaxed) == ctl
+        };
+        // The consumer's state in registers while the loop runs; written back after it.
+        let (mut cursor, mut expected, mut slow_next) =
+            (self.cursor, self.expected, self.slow_next);
+        let mut n = 0;
+        // The record whose check after its callback failed (position, size).
+        let mut after = None;
+        while n < max {
+            let pos = cursor;
+            let off = pos & geo.mask;
+            if slow_next || off + RECORD_HEADER_LEN as u64 > geo.capacity {
+                break;
+            }
+            // Pairs with the Release stores of the marker in `Claim::commit` and
+            // `BatchClaim::commit`: the header's first word and the payload are visible.
+            let marker = data.load_acquire(pos + 8);
+            data.prefetch(pos + PREFETCH_AHEAD);
+            if marker_seq(marker) != Some(expected) {
+                break;
+            }
+            let word = data.load(pos);
+            let len = word as u32;
+            let size = record_size(len);
+            if len & PADDING_FLAG != 0 || len > geo.max_msg_len || off + size > geo.capacity {
+                break;
+            }
+            // As in `poll_inner`: the header must predate any overwrite (for a registered
+            // consumer: the slot is still ours). If not, `poll_inner` reads the record again
+            // and reports what happened.
+            let unchanged = match slot {
+                Some(s) => held(s),
+                None => self.intact(pos),
+            };
+            if !unchanged {
+                break;
+            }
+            slow_next = marker & MARK_NEXT_UNCLEARED != 0;
+            // Checked just above: a registered consumer still held its slot.
+            let stable = slot.is_some();
+            #[cfg(not(loom))]
+            {
+                // SAFETY: as in `poll_inner`: `off + 16 + len <= off + size <= capacity` was
+                // checked above, so the slice lies inside the data region, which the ring
+                // handle keeps mapped; the bytes were committed before the marker we acquired;
+                // if `stable` the producer leaves them alone until our position passes them,
+                // otherwise the check below detects a rewrite.
+                let payload = unsafe { data.bytes(off as usize + RECORD_HEADER_LEN, len as usize) };
+                f(Record {
+                    payload,
+                    msg_type: (word >> 32) as u32,
+                    seq: expected,
+                    stable,
+                });
+            }
+            #[cfg(loom)]
+            {
+                data.read_into(
+                    pos + RECORD_HEADER_LEN as u64,
+                    len as usize,
+                    &mut self.scratch,
+                );
+                f(Record {
+                    payload: &self.scratch,
+                    msg_type: (word >> 32) as u32,
+                    seq: expected,
+                    stable,
+                });
+            }
+            // As in `poll_inner`. A failed check is settled below, by `unchanged`.
+            let unchanged = match slot {
+                Some(s) => held(s),
+                None => self.intact(pos),
+            };
+            if !unchanged {
+                after = Some((pos, size));
+                break;
+            }
+            cursor = pos + size;
+            expected += 1;
+            n += 1;
+        }
+        self.cursor = cursor;
+        self.expected = expected;
+        self.slow_next = slow_next;
+        self.stats.delivered += n as u64;
+        if let Some((pos, size)) = after {
+            // A slot found taken goes through `unchanged`, which turns this consumer into a
+            // validating one and checks `tail_intent`; a record overwritten is an overrun.
+            if !self.unchanged(pos) {
+                let first_lost_seq = self.expected;
+                return Err(self.overrun().unwrap_or(PollError::Overrun {
+                    first_lost_seq,
+                    lost: 0,
+                }));
+            }
+            self.cursor = pos + size;
+            self.expected += 1;
+            self.stats.delivered += 1;
+            n += 1;
+        }
+        Ok(n)
     }
 
     #[inline]

@@ -16,7 +16,7 @@ use std::sync::Arc;
 pub use consumer::{
     Consumer, ConsumerFactory, ConsumerStats, EpochChange, ProducerStatus, Record, RecordInfo,
 };
-pub use producer::{Claim, Producer};
+pub use producer::{BatchClaim, Claim, Producer};
 
 use crate::config::{Geometry, Mode, RingConfig};
 use crate::error::SetupError;
@@ -85,6 +85,25 @@ impl Data {
     #[inline]
     pub(crate) fn store(&self, pos: u64, value: u64) {
         self.word(pos).store(value, Ordering::Relaxed)
+    }
+
+    /// Asks the cache for the line holding position `pos` (masked into the region): a hint
+    /// that reads nothing and cannot fault, so a reader walking records (each position known
+    /// only from the length before it) has the lines ahead on their way.
+    #[inline]
+    pub(crate) fn prefetch(&self, pos: u64) {
+        #[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
+        {
+            let p = self.base.as_ptr().wrapping_add((pos & self.wmask) as usize);
+            // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 target has (baseline). A
+            // prefetch is a hint: it neither reads nor writes memory as far as the program can
+            // tell and never faults, whatever the address (here one inside the region).
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+            };
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(loom), not(miri))))]
+        let _ = pos;
     }
 
     /// The payload bytes `[off, off + len)` of the region, for reading.

@@ -25,6 +25,10 @@ use crate::sync::{Ordering, fence};
 const HEARTBEAT_GRANULARITY_NS: u64 = 1_000_000;
 /// While back-pressured, blocking consumers are checked for liveness at most this often.
 const LIVENESS_CHECK_INTERVAL_NS: u64 = 1_000_000;
+/// While back-pressured, the clock is read for that check on the first slot scan that finds a
+/// consumer blocking the claim and then on every this-many-th (a producer that retries a claim
+/// in a loop scans often, and a clock reading costs more than the scan).
+const LIVENESS_SCAN_STRIDE: u32 = 32;
 /// Number of head marks per lap: the ring is cut into this many equal spans
 /// (`capacity / HEAD_MARKS` bytes, the mark granularity), and `tail_intent` only ever moves to
 /// a span boundary in broadcast mode.
@@ -33,9 +37,10 @@ const HEAD_MARKS: usize = 32;
 /// The single writer of a ring. `Send`, not `Sync`.
 ///
 /// Publishing is `claim` -> write the payload in place -> `commit` (or drop the [`Claim`] to
-/// abort). No allocation, lock or system call happens per message; the only shared-memory
-/// writes of a commit are the record header words (the marker last), the cleared marker word
-/// of the next record and the tail line.
+/// abort), or [`publish`](Producer::publish) to copy a payload in; several records of one
+/// length at once with [`claim_batch`](Producer::claim_batch). No allocation, lock or system
+/// call happens per message; the only shared-memory writes of a commit are the record header
+/// words (the marker last), the cleared marker word of the next record and the tail line.
 ///
 /// Dropping the producer marks the segment cleanly closed (consumers get
 /// [`PollError::Closed`](crate::PollError::Closed) once they have read everything) and keeps
@@ -66,7 +71,11 @@ pub struct Producer {
     mark_shift: u32,
     seq: u64,
     last_heartbeat: Cell<u64>,
+    /// The end position from which `make_room` stamps the heartbeat again (every `step`).
+    next_stamp: u64,
     next_liveness_check: u64,
+    /// Slot scans that found a consumer blocking a claim (see [`LIVENESS_SCAN_STRIDE`]).
+    blocked_scans: u32,
     reaped: u64,
     cfg: RingConfig,
     path: Option<PathBuf>,
@@ -135,7 +144,9 @@ impl Producer {
             mark_shift,
             seq: 0,
             last_heartbeat: Cell::new(now),
+            next_stamp: 0,
             next_liveness_check: 0,
+            blocked_scans: 0,
             reaped: 0,
             cfg,
             path,
@@ -269,25 +280,95 @@ impl Producer {
         Ok(claim.commit())
     }
 
+    /// Reserves room for up to `max` records of exactly `len` payload bytes each, back to back
+    /// in one run of the region, to be published together by one
+    /// [`commit`](BatchClaim::commit) (one `tail` store for the batch).
+    ///
+    /// The batch holds at least one record, and fewer than `max` where the region ends (no
+    /// padding inside a batch), where the bytes this producer may write now end (a lap step
+    /// to announce, or a lossless consumer close behind) and beyond `capacity / 4` bytes (the
+    /// largest record), so that a batch is never harder on readers than one large record.
+    /// Write the payloads through [`BatchClaim::payload_mut`] (their initial content is
+    /// whatever the ring held there); dropping the claim publishes nothing.
+    ///
+    /// Errors: those of [`claim`](Self::claim). `max == 0` claims an empty batch.
+    pub fn claim_batch(
+        &mut self,
+        len: usize,
+        msg_type: u32,
+        max: usize,
+    ) -> Result<BatchClaim<'_>, ClaimError> {
+        let geo = *self.ring.geo();
+        if len > geo.max_msg_len as usize {
+            return Err(ClaimError::TooLarge {
+                len,
+                max: geo.max_msg_len,
+            });
+        }
+        let size = record_size(len as u32);
+        let off = self.tail & geo.mask;
+        // No record fits before the end of the region: pad to the end first, as `claim` does.
+        let pad = if off + size > geo.capacity {
+            geo.capacity - off
+        } else {
+            0
+        };
+        let rec = self.tail + pad;
+        // At least 1: `size <= capacity / 4` (checked by the configuration) and
+        // `(rec & mask) + size <= capacity` by the padding above.
+        let fits = ((geo.capacity - (rec & geo.mask)) / size).min((geo.capacity / 4) / size);
+        let want = fits.min(max as u64);
+        if want == 0 {
+            return Ok(BatchClaim::new(self, 0, size, 0, len as u32, msg_type));
+        }
+        if rec + want * size > self.limit
+            && !self.make_room(rec + want * size)
+            && rec + size > self.limit
+            && !self.make_room(rec + size)
+        {
+            return Err(ClaimError::BackPressured);
+        }
+        // `rec + size <= limit` here, so at least one record.
+        let count = want.min((self.limit - rec) / size);
+        #[cfg(miri)]
+        for i in 0..count {
+            let payload_off = ((rec + i * size) & geo.mask) as usize + RECORD_HEADER_LEN;
+            let room = size as usize - RECORD_HEADER_LEN;
+            // SAFETY: as in `claim`: the payload room of record `i` lies inside the batch,
+            // which lies inside the region (`(rec & mask) + count * size <= capacity`).
+            unsafe { self.ring.data().bytes_mut(payload_off, room) }.fill(0);
+        }
+        Ok(BatchClaim::new(
+            self, pad, size, count, len as u32, msg_type,
+        ))
+    }
+
     /// After a record `rec..end` (sequence `seq`) is written: publishes `tail` and `latest`,
     /// moves the producer past it, wakes a waiting consumer and records the head marks it
     /// crossed.
     #[inline(always)]
     fn advance(&mut self, rec: u64, end: u64, seq: u64) {
+        self.advance_batch(rec, end - rec, rec, end, seq);
+    }
+
+    /// After records of `stride` bytes, from `first` to `end` back to back, the last one at
+    /// `last` with sequence `seq`, are written: as [`advance`](Self::advance), for all of them.
+    #[inline(always)]
+    fn advance_batch(&mut self, first: u64, stride: u64, last: u64, end: u64, seq: u64) {
         let hdr = self.ring.hdr();
         // Pairs with the Acquire loads of `tail` in `Consumer::poll_inner` (slow path),
         // `readable`, `idle`, `lag` and the locate functions: the payload and header writes
         // before are visible to a reader that sees this tail.
         hdr.tail.tail.store(end, Ordering::Release);
         // Pairs with the Acquire load of `latest` in `Consumer::locate_newest`.
-        hdr.tail.latest.store(rec, Ordering::Release);
+        hdr.tail.latest.store(last, Ordering::Release);
         self.tail = end;
         self.seq = seq + 1;
         if hdr.notify.wake_request.load(Ordering::Relaxed) != 0 {
             self.wake();
         }
         if end >= self.next_mark {
-            self.record_marks(rec, end);
+            self.record_marks(first, stride, end);
         }
     }
 
@@ -328,7 +409,12 @@ impl Producer {
             fence(Ordering::SeqCst);
             self.intent = new_intent;
             #[cfg(not(loom))]
-            self.heartbeat();
+            if end >= self.next_stamp {
+                // Every `step` bytes, not on every announcement: a producer held back by a
+                // lossless consumer announces on nearly every claim.
+                self.next_stamp = end.saturating_add(geo.step);
+                self.heartbeat();
+            }
             if lossless {
                 // After the fence: a consumer that registered against the previous intent is
                 // seen here.
@@ -364,6 +450,10 @@ impl Producer {
             let pos = slot.position.load(Ordering::Acquire);
             if pos.saturating_add(cap) < end {
                 let due = *liveness_due.get_or_insert_with(|| {
+                    self.blocked_scans = self.blocked_scans.wrapping_add(1);
+                    if self.blocked_scans % LIVENESS_SCAN_STRIDE != 1 {
+                        return false;
+                    }
                     let now = os::monotonic_ns();
                     let due = now >= self.next_liveness_check;
                     if due {
@@ -416,17 +506,22 @@ impl Producer {
         self.head_marks[((b >> self.mark_shift) as usize) % HEAD_MARKS]
     }
 
-    /// Records the mark boundaries up to `end` reached by the commit of a record at `rec`
-    /// (after padding starting at the old tail): boundaries up to `rec` map to `rec`, the
-    /// others to `end`, the start of the next record.
+    /// Records the mark boundaries up to `end` reached by the commit of records of `stride`
+    /// bytes each, back to back from `rec` to `end` (after padding starting at the old tail):
+    /// boundaries up to `rec` map to `rec`, the others to the first record start at or after
+    /// them (`end` for the last ones: the start of the next record).
     #[cold]
     #[inline(never)]
-    fn record_marks(&mut self, rec: u64, end: u64) {
+    fn record_marks(&mut self, rec: u64, stride: u64, end: u64) {
         let g = 1u64 << self.mark_shift;
         while self.next_mark <= end {
             let b = self.next_mark;
-            self.head_marks[((b >> self.mark_shift) as usize) % HEAD_MARKS] =
-                if b <= rec { rec } else { end };
+            self.head_marks[((b >> self.mark_shift) as usize) % HEAD_MARKS] = if b <= rec {
+                rec
+            } else {
+                // `<= end`: `end - rec` is a multiple of `stride`.
+                rec + (b - rec).div_ceil(stride) * stride
+            };
             self.next_mark = b + g;
         }
     }
@@ -663,6 +758,151 @@ impl DerefMut for Claim<'_> {
     }
 }
 
+/// Room for several records of one length, claimed in place by
+/// [`Producer::claim_batch`]: [`payload_mut`](BatchClaim::payload_mut) gives each record's
+/// payload, [`commit`](BatchClaim::commit) publishes them all; dropping the claim (or
+/// [`abort`](BatchClaim::abort)) publishes nothing.
+#[must_use = "a claim publishes nothing unless committed"]
+pub struct BatchClaim<'a> {
+    producer: &'a mut Producer,
+    pad: u64,
+    /// Bytes of one record, header included.
+    size: u64,
+    count: u64,
+    len: u32,
+    msg_type: u32,
+    #[cfg(loom)]
+    bufs: Vec<Vec<u8>>,
+}
+
+impl fmt::Debug for BatchClaim<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchClaim")
+            .field("records", &self.count)
+            .field("len", &self.len)
+            .field("msg_type", &self.msg_type)
+            .field("first_seq", &self.producer.seq)
+            .finish()
+    }
+}
+
+impl<'a> BatchClaim<'a> {
+    fn new(
+        producer: &'a mut Producer,
+        pad: u64,
+        size: u64,
+        count: u64,
+        len: u32,
+        msg_type: u32,
+    ) -> BatchClaim<'a> {
+        BatchClaim {
+            producer,
+            pad,
+            size,
+            count,
+            len,
+            msg_type,
+            #[cfg(loom)]
+            bufs: vec![vec![0; len as usize]; count as usize],
+        }
+    }
+
+    /// Number of records claimed.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether no record was claimed (`max == 0`).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The sequence number the first record will get if committed (the others follow it).
+    pub fn first_seq(&self) -> u64 {
+        self.producer.seq
+    }
+
+    /// The payload of record `i` (exactly the claimed length), `None` if `i >= len()`.
+    #[inline]
+    pub fn payload_mut(&mut self, i: usize) -> Option<&mut [u8]> {
+        if i as u64 >= self.count {
+            return None;
+        }
+        #[cfg(not(loom))]
+        {
+            let data = self.producer.ring.data();
+            let rec = self.producer.tail + self.pad + i as u64 * self.size;
+            let off = (rec & self.producer.ring.geo().mask) as usize + RECORD_HEADER_LEN;
+            // SAFETY: record `i < count` lies inside the batch, which `claim_batch` placed
+            // inside the region (`(first & mask) + count * size <= capacity`), at or beyond
+            // `tail` (no reader that is not lapped reads it) and below `limit` (writing it is
+            // allowed); `&mut self` borrows the producer, so this is the only writer and the
+            // only borrow of these bytes.
+            Some(unsafe { data.bytes_mut(off, self.len as usize) })
+        }
+        #[cfg(loom)]
+        {
+            self.bufs.get_mut(i).map(Vec::as_mut_slice)
+        }
+    }
+
+    /// Publishes every record of the batch and returns the first one's sequence number. Clears
+    /// the marker word after the batch, writes the record headers from the last to the first
+    /// (each marker `Release`, so a reader that sees the first record's marker sees the whole
+    /// batch, and each record's marker word holds its own marker before the one before it is
+    /// written), then the padding header when the batch wrapped, then stores `tail` once.
+    #[inline]
+    pub fn commit(self) -> u64 {
+        let p = self.producer;
+        let first_seq = p.seq;
+        if self.count == 0 {
+            return first_seq;
+        }
+        let data = *p.ring.data();
+        let start = p.tail;
+        let first = start + self.pad;
+        let last = first + (self.count - 1) * self.size;
+        let end = last + self.size;
+        #[cfg(loom)]
+        for (i, buf) in self.bufs.iter().enumerate() {
+            data.write_from(first + i as u64 * self.size + RECORD_HEADER_LEN as u64, buf);
+        }
+        let last_seq = first_seq + self.count - 1;
+        let word = record_word(self.len, self.msg_type);
+        // As in `Claim::commit` for the last record: the word after it is cleared when we may
+        // write there, else its marker says so.
+        let cleared = end + RECORD_HEADER_LEN as u64 <= p.limit;
+        write_header(&data, last, end, word, last_seq, cleared);
+        let mut rec = last;
+        let mut seq = last_seq;
+        while rec > first {
+            rec -= self.size;
+            seq -= 1;
+            data.store(rec, word);
+            // Pairs with the Acquire load of the marker in `Consumer::poll_inner`, as in
+            // `write_header`. The next record's marker word already holds that record's marker
+            // (written just before): as good as cleared, so the marker says it may be trusted.
+            data.store_release(rec + 8, seq_marker(seq, false));
+        }
+        if self.pad != 0 {
+            data.store(start, padding_word(self.pad));
+            if self.pad >= RECORD_HEADER_LEN as u64 {
+                // Pairs with the Acquire load in `Consumer::poll_inner`: a reader that sees the
+                // padding's marker sees the batch after it too.
+                data.store_release(start + 8, seq_marker(first_seq, false));
+            }
+        }
+        p.advance_batch(first, self.size, last, end, last_seq);
+        first_seq
+    }
+
+    /// Drops the claim: nothing becomes visible, the room is reused by the next claim.
+    #[inline]
+    pub fn abort(self) {}
+}
+
 #[cfg(all(test, not(loom)))]
 mod copy_tests {
     use super::copy_payload;
@@ -742,5 +982,160 @@ mod fast_path_tests {
             fast_taken > total / 2 && slow_taken > 10,
             "{fast_taken} / {slow_taken}"
         );
+    }
+
+    fn pattern(seq: u64, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|b| (b as u8).wrapping_mul(3) ^ (seq as u8))
+            .collect()
+    }
+
+    /// The data region with bit 0 of every word cleared and the marker word after `tail`
+    /// zeroed: a batch may announce room at other times than single records do, which decides
+    /// only whether the last commit cleared the next marker word (and says so in its marker).
+    fn region_but_uncleared_bits(p: &Producer) -> Vec<u64> {
+        let (bytes, ..) = state(p);
+        let next_marker = ((p.tail + 8) & p.ring.geo().mask) as usize / 8;
+        bytes
+            .chunks(8)
+            .enumerate()
+            .map(|(i, w)| match i == next_marker {
+                true => 0,
+                false => u64::from_le_bytes(w.try_into().unwrap()) & !1,
+            })
+            .collect()
+    }
+
+    /// Batches of every size up to 7, of lengths around the copy classes, in both modes, with a
+    /// reader keeping up: the ring holds what single publishes of the same records hold (same
+    /// records, padding, head marks, `tail` and `latest`), and the reader gets every record.
+    #[test]
+    fn batches_write_what_single_publishes_write() {
+        for mode in [Mode::Broadcast, Mode::Lossless] {
+            let cfg = RingConfig {
+                capacity: 4096,
+                max_msg_len: 1008,
+                mode,
+                max_consumers: 2,
+                ..RingConfig::default()
+            };
+            let (mut batched, f) = crate::ring::in_process(&cfg).unwrap();
+            let (mut single, _f2) = crate::ring::in_process(&cfg).unwrap();
+            let mut reader = f
+                .consumer(&crate::ConsumerOptions {
+                    start: crate::StartAt::Oldest,
+                    resync: crate::Resync::Oldest,
+                    lossless: true,
+                })
+                .unwrap();
+            let (mut short, mut padded) = (0, 0);
+            let total = if cfg!(miri) { 150 } else { 3_000 };
+            for i in 0..total {
+                let len = (i * 37) % 300;
+                let max = 1 + i % 7;
+                let padding = (batched.tail & 4095) + record_size(len as u32) > 4096;
+                let mut b = batched.claim_batch(len, 9, max).unwrap();
+                let first = b.first_seq();
+                assert!((1..=max).contains(&b.len()), "{} of {max}", b.len());
+                short += usize::from(b.len() < max);
+                padded += usize::from(padding);
+                for k in 0..b.len() {
+                    b.payload_mut(k)
+                        .unwrap()
+                        .copy_from_slice(&pattern(first + k as u64, len));
+                }
+                assert!(b.payload_mut(b.len()).is_none());
+                let n = b.len() as u64;
+                assert_eq!(b.commit(), first);
+                for k in 0..n {
+                    assert_eq!(
+                        single.publish(9, &pattern(first + k, len)).unwrap(),
+                        first + k
+                    );
+                }
+                assert_eq!(
+                    region_but_uncleared_bits(&batched),
+                    region_but_uncleared_bits(&single),
+                    "batch {i}, length {len}, {mode:?}"
+                );
+                let (_, a, am, at) = state(&batched);
+                let (_, b, bm, bt) = state(&single);
+                assert_eq!((a[0], a[1], am, at), (b[0], b[1], bm, bt), "batch {i}");
+                let mut next = first;
+                let got = reader
+                    .poll_batch(usize::MAX, |r| {
+                        assert_eq!((r.seq(), r.payload()), (next, &pattern(next, len)[..]));
+                        next += 1;
+                    })
+                    .unwrap();
+                assert_eq!(got as u64, n, "batch {i}");
+            }
+            assert!(short > 10 && padded > 10, "{short} short, {padded} padded");
+        }
+    }
+
+    /// A lossless batch never runs past a registered reader that does not read, a broadcast
+    /// one laps it with an exact count, and a batch stays within `capacity / 4` bytes.
+    #[test]
+    fn batches_respect_readers_and_count_losses_exactly() {
+        let opts = crate::ConsumerOptions {
+            start: crate::StartAt::Oldest,
+            resync: crate::Resync::Oldest,
+            lossless: true,
+        };
+        for mode in [Mode::Lossless, Mode::Broadcast] {
+            let cfg = RingConfig {
+                capacity: 4096,
+                max_msg_len: 64,
+                mode,
+                max_consumers: 1,
+                ..RingConfig::default()
+            };
+            let (mut p, f) = crate::ring::in_process(&cfg).unwrap();
+            let mut c = f.consumer(&opts).unwrap();
+            assert!(matches!(
+                p.claim_batch(65, 1, 4),
+                Err(ClaimError::TooLarge { len: 65, max: 64 })
+            ));
+            assert!(p.claim_batch(64, 1, 0).unwrap().is_empty());
+            let mut published = 0u64;
+            for _ in 0..200 {
+                match p.claim_batch(64, 1, 1000) {
+                    Ok(b) => {
+                        // 80-byte records: at most 1024 / 80 = 12 in a batch.
+                        assert!((1..=12).contains(&b.len()), "{}", b.len());
+                        published += b.len() as u64;
+                        b.commit();
+                    }
+                    Err(ClaimError::BackPressured) => {
+                        assert_eq!(mode, Mode::Lossless);
+                        break;
+                    }
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+            let (mut delivered, mut lost) = (0u64, 0u64);
+            loop {
+                match c.poll(|r| assert_eq!(r.seq(), delivered + lost)) {
+                    Ok(true) => delivered += 1,
+                    Ok(false) => break,
+                    Err(crate::PollError::Overrun {
+                        first_lost_seq,
+                        lost: n,
+                    }) => {
+                        assert_eq!(first_lost_seq, delivered + lost);
+                        lost += n;
+                    }
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+            assert_eq!(delivered + lost, published, "{mode:?}");
+            if mode == Mode::Lossless {
+                // Back-pressured with the ring full: 51 records of 80 bytes fit in 4096.
+                assert_eq!((published, lost), (51, 0));
+            } else {
+                assert!(lost > 0 && delivered > 0, "{delivered} / {lost}");
+            }
+        }
     }
 }
