@@ -12,6 +12,7 @@
 //! | `tune check`, `tune plan` | [`tune`] |
 //! | `streams` | [`streams`] |
 //! | `bench ...` | `mdbus_bench_harness::bench` |
+//! | `completions`, `manpage` | here: clap writes them from the same definitions |
 
 use std::error::Error;
 use std::process::ExitCode;
@@ -80,6 +81,14 @@ enum Command {
     /// group, heartbeats, end of session, a re-request server), e.g. `mdbus exchange
     /// codecs/testdata/itch/aapl-2020-01-30-10k.itch --group 239.255.0.2:26400 --speed 20000/s`.
     Exchange(exchange::ExchangeArgs),
+    /// Print the shell completion script for SHELL, e.g.
+    /// `mdbus completions bash > /etc/bash_completion.d/mdbus`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `mdbus manpage | man -l -`.
+    Manpage,
 }
 
 /// Parses the command line and runs the verb.
@@ -116,6 +125,18 @@ pub fn main() -> ExitCode {
         Command::Exchange(args) => exchange::run_exchange(args, &mut std::io::stdout().lock())
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| Box::new(e) as Box<dyn Error>),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "mdbus", &mut std::io::stdout().lock());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpage => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout().lock())
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(|e| Box::new(e) as Box<dyn Error>)
+        }
     };
     match result {
         Ok(code) => code,
