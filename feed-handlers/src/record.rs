@@ -44,10 +44,11 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use mdbus_bus::{ENVELOPE_MSG_TYPE, ProducerStatus, ReceiveError, Subscriber, WaitStrategy};
 use mdbus_shm::counters::{CounterError, CounterFile, MAX_DETAIL};
+use mdbus_shm::unix_ns;
 
 /// The first eight bytes of every recording.
 pub const MAGIC: [u8; 8] = *b"MDBUSREC";
@@ -65,13 +66,6 @@ const MAX_NAME: usize = 1024;
 pub const COUNTERS_ROLE: &str = "record";
 /// Counters are published at most this often (ns).
 const COUNTERS_EVERY_NS: u64 = 1_000_000;
-
-/// Nanoseconds since the Unix epoch now (0 if the clock is before 1970).
-pub fn unix_now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
 
 /// What a recording's file header says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -244,7 +238,7 @@ impl RecordWriter<File> {
             source,
         };
         let f = File::create(path).map_err(io_err)?;
-        RecordWriter::new(f, stream, unix_now_ns()).map_err(io_err)
+        RecordWriter::new(f, stream, unix_ns()).map_err(io_err)
     }
 }
 
@@ -733,7 +727,7 @@ pub fn record_stream_with_counters<W: Write>(
     let started = Instant::now();
     // When the counters were last published (Unix ns; any step of the wall clock, back or
     // forward, publishes).
-    let mut published_ns = unix_now_ns();
+    let mut published_ns = unix_ns();
     let live =
         |w: &RecordWriter<W>, overruns: u64, lost: u64| [w.records(), w.bytes(), overruns, lost];
     let wait = options.wait;
@@ -759,7 +753,7 @@ pub fn record_stream_with_counters<W: Write>(
         let error = match polled {
             Ok(true) => {
                 let (seq, msg_type) = head;
-                let ts = unix_now_ns();
+                let ts = unix_ns();
                 if let Err(e) = writer.write(seq, msg_type, ts, &scratch) {
                     let error = writer.write_failed(path, e);
                     publish_flushed(counters, writer, overruns, lost);
@@ -782,7 +776,7 @@ pub fn record_stream_with_counters<W: Write>(
             }
             Ok(false) => {
                 if let Some(c) = counters {
-                    let now = unix_now_ns();
+                    let now = unix_ns();
                     if now.abs_diff(published_ns) >= COUNTERS_EVERY_NS {
                         published_ns = now;
                         c.publish(&live(writer, overruns, lost));

@@ -18,8 +18,6 @@
 //!
 //! Sequence numbers count the messages of a session from 1, as MoldUDP64 does.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use mdbus_codecs::moldudp64::Session;
 
 /// Bytes of the record type in front of each message's payload.
@@ -57,9 +55,7 @@ pub fn stream_tag(name: &str) -> [u8; TAG_LEN] {
 
 /// The epoch token of the current wall-clock time (10 ms units since 2025-01-01 UTC).
 pub fn epoch_token_now() -> u64 {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let ms = mdbus_shm::unix_ns() / 1_000_000;
     (ms.saturating_sub(EPOCH_BASE_MS) / 10).min(EPOCH_LIMIT - 1)
 }
 

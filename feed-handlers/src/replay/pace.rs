@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::pipeline::Idle;
-use crate::record::unix_now_ns;
+use mdbus_shm::unix_ns;
 
 /// How fast a replay releases messages.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -155,7 +155,7 @@ impl StampClock {
     /// Calibrates (the first time in a process, a few milliseconds) and anchors the clock.
     pub fn new() -> StampClock {
         let clock = quanta::Clock::new();
-        let anchor_unix_ns = unix_now_ns();
+        let anchor_unix_ns = unix_ns();
         let anchor_raw = clock.raw();
         StampClock {
             clock,
@@ -403,9 +403,9 @@ mod tests {
     #[test]
     fn stamps_are_unix_time() {
         let c = StampClock::new();
-        let a = unix_now_ns();
+        let a = unix_ns();
         let s = c.now_unix_ns();
-        let b = unix_now_ns();
+        let b = unix_ns();
         // Near the system clock (calibration error is far below this bound).
         assert!(s + 50_000_000 >= a && s <= b + 50_000_000, "{a} {s} {b}");
     }
