@@ -218,12 +218,15 @@ pub fn run_recv(args: &RecvArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
     let stats = if books.is_some() || args.summary {
         let mut failed: Option<std::io::Error> = None;
         let stats = receiver.run_with(&stop, &mut |t, p| {
-            if let Some(b) = &mut books {
-                b.observe_record(t, p);
-            }
-            let ended = t == mdbus_bus::ENVELOPE_MSG_TYPE
-                && mdbus_bus::schema::read_verified(p)
-                    .is_ok_and(|e| e.event_type() == mdbus_bus::schema::Event::EndOfSession);
+            // Each record is verified once: by the books when they are built, else here.
+            let event = match &mut books {
+                Some(b) => b.observe_record(t, p),
+                None => (t == mdbus_bus::ENVELOPE_MSG_TYPE)
+                    .then(|| mdbus_bus::schema::read_verified(p).ok())
+                    .flatten()
+                    .map(|e| e.event_type()),
+            };
+            let ended = event == Some(mdbus_bus::schema::Event::EndOfSession);
             printed_through_end = ended && !args.exit_at_end;
             if printed_through_end {
                 // The counters as the receiver last published them (every millisecond).

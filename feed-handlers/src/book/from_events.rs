@@ -390,14 +390,21 @@ impl EnvelopeBooks {
 
     /// Observes one bus record: an envelope is verified (one that fails is counted in
     /// [`invalid`](Self::invalid)) and [`observe`](Self::observe)d; other record types are
-    /// ignored.
-    pub fn observe_record(&mut self, msg_type: u32, payload: &[u8]) {
+    /// ignored. Returns the kind of the envelope observed, so a caller that also watches for
+    /// some kind (the end of a session) does not verify the record a second time.
+    pub fn observe_record(&mut self, msg_type: u32, payload: &[u8]) -> Option<fb::Event> {
         if msg_type != ENVELOPE_MSG_TYPE {
-            return;
+            return None;
         }
         match fb::root_as_envelope(payload) {
-            Ok(env) => self.observe(&env),
-            Err(_) => self.invalid += 1,
+            Ok(env) => {
+                self.observe(&env);
+                Some(env.event_type())
+            }
+            Err(_) => {
+                self.invalid += 1;
+                None
+            }
         }
     }
 
