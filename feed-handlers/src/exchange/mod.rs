@@ -54,7 +54,7 @@ use mdbus_codecs::moldudp64::Session;
 use mdbus_shm::counters::{CounterError, CounterFile};
 
 pub use playout::{Playout, PlayoutConfig};
-pub use source::{Source, SourceStats, itch_timestamp};
+pub use source::{Source, SourceStats};
 
 use crate::net::fault::{FaultConfig, FaultInjector};
 use crate::net::socket::{self, SendOptions, SocketError};

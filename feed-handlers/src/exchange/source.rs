@@ -5,23 +5,10 @@ use std::path::Path;
 
 use mdbus_codecs::capture::{self, CaptureError, CaptureReader, Record};
 use mdbus_codecs::moldudp64::{Packet, Session};
+use mdbus_codecs::nasdaq::itch;
 
 use super::ExchangeError;
 use crate::record::is_recording;
-
-/// Offset of the 6-byte exchange timestamp in an ITCH 5.0 message (after the type, the stock
-/// locate and the tracking number).
-const ITCH_TS_AT: usize = 5;
-
-/// The exchange timestamp of an ITCH 5.0 message (ns since midnight), `None` when the
-/// message is too short to carry one.
-#[inline]
-pub fn itch_timestamp(msg: &[u8]) -> Option<u64> {
-    let ts = msg.get(ITCH_TS_AT..ITCH_TS_AT + 6)?;
-    let mut b = [0u8; 8];
-    b[2..].copy_from_slice(ts);
-    Some(u64::from_be_bytes(b))
-}
 
 /// What the source skipped or found missing; counted, never dropped silently.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -152,7 +139,7 @@ impl Source {
                 None => return None,
                 Some(Err(e)) => self.note_error(e),
                 Some(Ok(Record::Itch(r))) => {
-                    let ts = itch_timestamp(r.message).unwrap_or(self.last_ts);
+                    let ts = itch::timestamp_of(r.message).unwrap_or(self.last_ts);
                     self.last_ts = ts;
                     let len = r.message.len();
                     if let Some(dst) = out.get_mut(..len) {

@@ -267,7 +267,10 @@ fn the_source_reads_every_itch_message_with_its_timestamp() {
     let (mut n, mut last) = (0u64, 0u64);
     while let Some((ts, len)) = src.next_into(&mut buf) {
         assert!(len <= buf.len());
-        assert_eq!(itch_timestamp(&buf[..len]), Some(ts));
+        assert_eq!(
+            mdbus_codecs::nasdaq::itch::timestamp_of(&buf[..len]),
+            Some(ts)
+        );
         assert!(ts >= last);
         last = ts;
         n += 1;

@@ -215,6 +215,13 @@ impl fmt::Debug for Price8 {
     }
 }
 
+/// The exchange timestamp (ns since midnight) in the common header of the raw message `msg`,
+/// without decoding the rest; `None` when `msg` is shorter than the header.
+#[inline]
+pub fn timestamp_of(msg: &[u8]) -> Option<u64> {
+    (msg.len() >= HEADER_LEN).then(|| field::read_timestamp(msg))
+}
+
 /// Drops the trailing space padding of an alpha field (`b"AAPL    "` -> `b"AAPL"`).
 #[inline]
 pub fn trim_alpha(field: &[u8]) -> &[u8] {
