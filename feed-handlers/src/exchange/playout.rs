@@ -160,18 +160,16 @@ impl Playout {
         if self.count == 0 {
             return false;
         }
-        // The buffer is longer than a header (checked at construction).
-        let _ = encode_header(&mut self.pkt, self.session, self.pkt_seq, self.count);
-        let mut off = HEADER_LEN;
-        while off + 2 <= self.len {
-            let l = usize::from(u16::from_be_bytes([self.pkt[off], self.pkt[off + 1]]));
-            if self.store.push(&self.pkt[off + 2..off + 2 + l]).is_err() {
-                // Cannot happen: every block fits a packet of the store's `max_packet_len`
-                // and the sequence space starts at 1. Counted should it ever.
-                self.stats.store_errors += 1;
-            }
-            off += 2 + l;
-        }
+        // Refusals cannot happen (every block fits a packet of the store's `max_packet_len`
+        // and the sequence space starts at 1); counted should one ever.
+        self.stats.store_errors += crate::net::seal_packet(
+            &mut self.pkt,
+            self.len,
+            self.session,
+            self.pkt_seq,
+            self.count,
+            &mut self.store,
+        );
         self.stats.packets += 1;
         self.stats.messages += u64::from(self.count);
         send(&self.pkt[..self.len]);

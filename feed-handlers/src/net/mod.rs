@@ -155,6 +155,33 @@ pub(crate) fn reply_store(
     .map_err(|e| format!("retransmission store: {e}"))
 }
 
+/// Finishes a MoldUDP64 packet of `count` messages from `first_seq` filled into `pkt[..len]`
+/// (blocks after the header) and keeps its messages in `store` for re-requests, as the sender
+/// and the exchange both do before a packet goes out. Returns how many messages the store
+/// refused (none when every block fits the store's packet size and sequence space).
+pub(crate) fn seal_packet(
+    pkt: &mut [u8],
+    len: usize,
+    session: mdbus_codecs::moldudp64::Session,
+    first_seq: u64,
+    count: u16,
+    store: &mut mdbus_codecs::retransmit::RetransmitStore,
+) -> u64 {
+    use mdbus_codecs::moldudp64::{HEADER_LEN, encode_header};
+    // The buffer is at least a header long (both callers check at construction).
+    let _ = encode_header(pkt, session, first_seq, count);
+    let mut refused = 0;
+    let mut off = HEADER_LEN;
+    while off + 2 <= len {
+        let l = usize::from(u16::from_be_bytes([pkt[off], pkt[off + 1]]));
+        if store.push(&pkt[off + 2..off + 2 + l]).is_err() {
+            refused += 1;
+        }
+        off += 2 + l;
+    }
+    refused
+}
+
 /// Bytes reserved for an encoded gap notice (one is about 100 bytes).
 pub(crate) const NOTICE_MAX: usize = 256;
 

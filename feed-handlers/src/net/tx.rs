@@ -325,15 +325,15 @@ impl Out {
         if self.count == 0 {
             return;
         }
-        // The buffer is at least a header long (checked at construction).
-        let _ = encode_header(&mut self.pkt, self.session, self.pkt_seq, self.count);
-        let mut off = HEADER_LEN;
-        while off + 2 <= self.len {
-            let l = usize::from(u16::from_be_bytes([self.pkt[off], self.pkt[off + 1]]));
-            // Cannot fail: every block fits a packet of the store's `max_packet_len`.
-            let _ = self.store.push(&self.pkt[off + 2..off + 2 + l]);
-            off += 2 + l;
-        }
+        // Cannot be refused: every block fits a packet of the store's `max_packet_len`.
+        let _ = super::seal_packet(
+            &mut self.pkt,
+            self.len,
+            self.session,
+            self.pkt_seq,
+            self.count,
+            &mut self.store,
+        );
         self.stats.packets += 1;
         self.stats.messages += u64::from(self.count);
         let len = self.len;
