@@ -337,3 +337,43 @@ fn demo_takes_its_cpus_from_a_tune_plan_layout() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("book_builder"), "{err}");
 }
+
+/// With neither `--cpus` nor a layout the demo runs where `mdbus tune plan` places the feed
+/// handler, the book builder and the strategy on this host: the two agree on any number of cpus
+/// (on two, the feed handler and the strategy share the isolated cpu, the book builder runs
+/// beside the OS on the other).
+#[test]
+fn demo_runs_where_tune_plan_places_its_stages() {
+    let plan: Value = serde_json::from_str(&ok(&[
+        "tune",
+        "plan",
+        "--roles",
+        "feed_handler,book_builder,strategy",
+        "--json",
+    ]))
+    .expect("JSON");
+    let v: Value = serde_json::from_str(&ok(&["demo", "--rate", "0", "--json"])).expect("JSON");
+    assert_eq!(v["matches_reference"], true);
+    assert_eq!(v["placement"]["planned"], true, "{}", v["placement"]);
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let allowed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim();
+    // The demo plans among the cpus it may use; compare where that is the whole host.
+    if allowed == online.trim() {
+        for (role, key) in [
+            ("feed_handler", "feed_cpu"),
+            ("book_builder", "book_cpu"),
+            ("strategy", "strategy_cpu"),
+        ] {
+            assert_eq!(
+                v["placement"][key], plan["roles"][role]["cores"][0],
+                "{role}: demo {} / plan {}",
+                v["placement"], plan["roles"]
+            );
+        }
+    }
+}

@@ -7,9 +7,11 @@
 //!    book builder, sender, strategy), so when cores run short the first ones keep theirs.
 //! 3. All of them on one NUMA node when one node has room: the OS core's node first, else the
 //!    lowest node that fits, else spread over the nodes with a warning.
-//! 4. Short of whole cores, split the last cores into SMT siblings; short of threads, time-share
-//!    the last cpu; with no cpu beyond the OS core, run on the OS core. Each compromise is a
-//!    warning in the layout.
+//! 4. Short of whole cores, split the last cores into SMT siblings. Short of threads, run on
+//!    the OS core's cpus too (beside the OS, not isolated), one thread each; short even of
+//!    those, a strategy shares the cpu of the first feed handler (or receiver), the
+//!    arrangement `mdbus demo` runs on two cpus, and other roles time-share the last cpu.
+//!    Each compromise is a warning in the layout.
 //! 5. Background roles are not isolated: they run on the housekeeping cpus.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -313,42 +315,57 @@ pub fn plan_with(
             }
         }
     } else if demand > 0 {
-        // Rule 4b: time-share.
-        let pool: Vec<usize> = if total_threads > 0 {
-            for core in &ordered {
-                isolated.extend(core.cpus.iter().copied());
-            }
-            ordered
-                .iter()
-                .flat_map(|c| c.cpus.iter().copied())
-                .collect()
-        } else {
+        // Rule 4b: fewer cpus than threads. Use the OS core's cpus too, one thread each,
+        // before two threads share one; then a strategy shares its feed's cpu.
+        let mut pool: Vec<usize> = Vec::new();
+        for core in &ordered {
+            isolated.extend(core.cpus.iter().copied());
+            pool.extend(core.cpus.iter().copied());
+        }
+        if pool.is_empty() {
             warnings.push(format!(
                 "no cpu outside the housekeeping core {{cpus {}}}: latency-critical roles run \
                  beside the OS and nothing is isolated",
                 format_cpu_list(os_core.cpus.iter().copied())
             ));
-            // The OS core's siblings first, its lowest cpu (cpu 0) last.
-            let mut pool = os_core.cpus.clone();
-            pool.rotate_left(1);
-            pool
-        };
-        let last = pool.len() - 1;
-        let mut sharers = Vec::new();
-        for (n, inst) in critical.iter().enumerate() {
-            let cpu = pool[n.min(last)];
-            assigned[inst.role][inst.index] = cpu;
-            if n >= last {
-                sharers.push(label(inst));
-            }
         }
-        if sharers.len() > 1 {
-            warnings.push(format!(
-                "not enough cpus: {} time-share cpu {}; busy-polling threads on one cpu starve \
-                 each other, so give them a yielding or blocking wait strategy",
-                sharers.join(", "),
-                pool[last]
-            ));
+        // The OS core's siblings first, its lowest cpu (cpu 0) last.
+        let mut os_pool = os_core.cpus.clone();
+        os_pool.rotate_left(1);
+        let beside_os = !pool.is_empty();
+        pool.extend(os_pool);
+        let mut on_cpu: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        let mut feed_cpu = None;
+        for (n, inst) in critical.iter().enumerate() {
+            let kind = roles[inst.role].kind;
+            let cpu = match pool.get(n) {
+                Some(&cpu) => cpu,
+                None if kind == RoleKind::Strategy => feed_cpu.unwrap_or(pool[pool.len() - 1]),
+                None => pool[pool.len() - 1],
+            };
+            if feed_cpu.is_none() && matches!(kind, RoleKind::FeedHandler | RoleKind::Receiver) {
+                feed_cpu = Some(cpu);
+            }
+            assigned[inst.role][inst.index] = cpu;
+            on_cpu.entry(cpu).or_default().push(label(inst));
+        }
+        for (cpu, who) in &on_cpu {
+            if beside_os && os_core.cpus.contains(cpu) {
+                warnings.push(format!(
+                    "not enough cpus: {} runs on cpu {cpu} beside the OS (interrupts, timers, \
+                     housekeeping), not isolated",
+                    who.join(", ")
+                ));
+            }
+            if who.len() > 1 {
+                warnings.push(format!(
+                    "not enough cpus: {} time-share cpu {cpu}; busy-polling threads on one cpu \
+                     starve each other, so give them a yielding or blocking wait strategy, or \
+                     run a strategy on its feed's thread (`mdbus demo` runs the strategy in the \
+                     feed handler's waits)",
+                    who.join(", ")
+                ));
+            }
         }
     }
 

@@ -173,6 +173,27 @@ impl Topology {
         }
     }
 
+    /// The same topology with only `cpus` online (for example the cpus this process may run
+    /// on): what a plan for this process may use.
+    ///
+    /// ```
+    /// use mdbus_tuning::Topology;
+    /// let t = Topology::synthetic(1, 4, 1).restricted_to(&[2, 3]);
+    /// assert_eq!(t.cpu_ids(), vec![2, 3]);
+    /// ```
+    pub fn restricted_to(&self, cpus: &[usize]) -> Topology {
+        Topology {
+            cpus: self
+                .cpus
+                .iter()
+                .filter(|c| cpus.contains(&c.id))
+                .cloned()
+                .collect(),
+            isolated: self.isolated.clone(),
+            notes: self.notes.clone(),
+        }
+    }
+
     /// The physical cores, ordered by their lowest cpu. Cpus that name each other as
     /// `siblings` form one core.
     pub fn physical_cores(&self) -> Vec<PhysicalCore> {

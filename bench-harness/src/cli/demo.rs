@@ -37,8 +37,8 @@ pub struct DemoArgs {
     /// strategy runs on the feed handler's thread (or, with `--threading dedicated` or
     /// `shared`, shares the book builder's cpu); with `--threading strategy-on-feed` it takes
     /// the feed handler's whatever is given (wins over --layout) [default: with a layout, the
-    /// first core of its `feed_handler`, `book_builder` and `strategy` roles; else the first
-    /// cpus this process may use].
+    /// first core of its `feed_handler`, `book_builder` and `strategy` roles; else where
+    /// `mdbus tune plan` places those roles among the cpus this process may use].
     #[arg(long, value_delimiter = ',')]
     pub cpus: Vec<usize>,
     /// The core layout (`--layout FILE` or `$MDBUS_LAYOUT`).
@@ -79,6 +79,9 @@ pub struct Placement {
     /// The core layout the stages took their cpus and settings from, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layout: Option<mdbus_bench_harness::pinning::LayoutUse>,
+    /// Whether the cpus are where `mdbus tune plan` places the three roles on this host (no
+    /// `--cpus`, no layout).
+    pub planned: bool,
     /// What a stage could not apply from its layout role (SCHED_FIFO refused, memlock limit).
     pub warnings: Vec<String>,
 }
@@ -203,7 +206,10 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), StageError> {
 
 /// Runs the three stages and gathers what they report.
 pub fn execute(args: &DemoArgs) -> Result<DemoReport, StageError> {
-    let pinning = stage_pinning(&args.layout, &args.cpus)?;
+    let planned = (args.cpus.is_empty() && args.layout.path().is_none())
+        .then(planned_cpus)
+        .flatten();
+    let pinning = stage_pinning(&args.layout, planned.as_deref().unwrap_or(&args.cpus))?;
     // Read before the stages start, so the demo's own threads are not counted.
     let busy = host_load().and_then(|(load, cpus)| load_warning(load, cpus));
     let threading = args
@@ -276,6 +282,7 @@ pub fn execute(args: &DemoArgs) -> Result<DemoReport, StageError> {
             threading_chosen: args.threading.is_none(),
             shared,
             layout: pinning.layout_use(),
+            planned: planned.is_some(),
             warnings: pinning.warnings().into_iter().chain(busy).collect(),
         },
         feed,
@@ -431,6 +438,21 @@ fn load_warning(load: f64, cpus: usize) -> Option<String> {
     })
 }
 
+/// The cpus of the feed handler, book builder and strategy as `mdbus tune plan` places those
+/// roles on this host, among the cpus this process may use; `None` when the host's topology or
+/// affinity cannot be read (the stages then take the first cpus this process may use).
+fn planned_cpus() -> Option<Vec<usize>> {
+    use mdbus_tuning as tuning;
+    let topology = tuning::Topology::read(&tuning::SysRoot::host()).ok()?;
+    let topology = topology.restricted_to(&tuning::current_affinity().ok()?);
+    let roles = tuning::parse_roles("feed_handler,book_builder,strategy").ok()?;
+    let layout = tuning::plan(&topology, &roles).ok()?;
+    ["feed_handler", "book_builder", "strategy"]
+        .iter()
+        .map(|role| layout.core_for(role, 0))
+        .collect()
+}
+
 /// The text report: one screen.
 pub fn render(r: &DemoReport, show: usize) -> String {
     let mut s = String::new();
@@ -451,6 +473,11 @@ pub fn render(r: &DemoReport, show: usize) -> String {
     );
     if let Some(l) = &p.layout {
         let _ = writeln!(s, "  (cpus and thread settings from layout {})", l.file);
+    } else if p.planned {
+        let _ = writeln!(
+            s,
+            "  (cpus where `mdbus tune plan` places feed_handler, book_builder and strategy on this host)"
+        );
     }
     for w in &p.warnings {
         let _ = writeln!(s, "  warning: {w}");
