@@ -3,13 +3,14 @@
 //!
 //! ```text
 //!   <feed>          normalized envelopes (AddOrder, OrderExecuted, ..., PriceLevelUpdate,
-//!      |            GapNotice)
+//!      |            IEX's Iex* events, GapNotice)
 //!      |
-//!  BookService ---> <feed>.book    Bbo, StockDirectory, GapNotice, EndOfSession
-//!              |--> <feed>.levels  PriceLevelUpdate, StockDirectory, GapNotice, EndOfSession
+//!  BookService ---> <feed>.book    Bbo, StockDirectory / IexSecurityDirectory, GapNotice,
+//!              |                   EndOfSession
+//!              |--> <feed>.levels  PriceLevelUpdate, the directory, GapNotice, EndOfSession
 //!              |                   (only with `publish_levels`)
-//!              \--> <feed>.trades  Trade (E, C, P with the price resolved), CrossTrade,
-//!                                  BrokenTrade, GapNotice, EndOfSession
+//!              \--> <feed>.trades  Trade (E, C, P with the price resolved; IEX T and L),
+//!                                  CrossTrade, BrokenTrade, GapNotice, EndOfSession
 //! ```
 //!
 //! * **Headers.** Every published event carries the header of the source message it came

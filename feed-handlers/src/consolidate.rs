@@ -831,11 +831,12 @@ impl ConsolidateService {
         })
     }
 
-    /// Reads the inputs until every one has ended or `stop` is set, waiting with `wait` (on
-    /// the first input not ended, at most 10 ms, so that the others and `stop` are seen) when
-    /// nothing came. Returns the counters; with [`publish_counters`](Self::publish_counters)
-    /// they are published while it runs and, final, when it returns (the file then marked
-    /// finished).
+    /// Reads the inputs until every one has ended or `stop` is set. When nothing came, waits
+    /// as `wait` says without favouring one input: `BusySpin` spins and `SpinThenYield`
+    /// yields the core between turns over every input; `Blocking` sleeps on the first input
+    /// not ended for at most 1 ms (another input's news waits that long). Returns the
+    /// counters; with [`publish_counters`](Self::publish_counters) they are published while
+    /// it runs and, final, when it returns (the file then marked finished).
     pub fn run(
         &mut self,
         wait: WaitStrategy,
@@ -851,8 +852,14 @@ impl ConsolidateService {
                         break;
                     }
                     self.out.publisher.heartbeat();
-                    if let Some(i) = self.ended.iter().position(|e| !*e) {
-                        let _ = self.inputs[i].wait(&wait, Some(Duration::from_millis(10)));
+                    match wait {
+                        WaitStrategy::BusySpin => std::hint::spin_loop(),
+                        WaitStrategy::Blocking => {
+                            if let Some(i) = self.ended.iter().position(|e| !*e) {
+                                let _ = self.inputs[i].wait(&wait, Some(Duration::from_millis(1)));
+                            }
+                        }
+                        _ => std::thread::yield_now(),
                     }
                 }
             }
