@@ -1134,10 +1134,15 @@ impl BookService {
 /// Input envelopes [`BookService::run`] handles per turn.
 const RUN_BATCH: usize = 64;
 
-/// A bound on the envelopes [`BookService`] publishes for one input record, over all its
-/// outputs together (and so on any one of them): today at most three (a replace touching two
-/// price levels and the BBO; an execution's level, BBO and trade; an end of session or a gap
-/// notice on each of the book, levels and trade streams), with one to spare.
+/// A bound on the envelopes [`BookService`] publishes for one input record of ITCH's shape
+/// (orders, `PriceLevelUpdate`s), over all its outputs together (and so on any one of them):
+/// today at most three (a replace touching two price levels and the BBO; an execution's level,
+/// BBO and trade; an end of session or a gap notice on each of the book, levels and trade
+/// streams), with one to spare. IEX input can publish more for one record: the update that
+/// completes a DEEP event publishes every level the event staged and the top of each book it
+/// touched, a Clear Book every level of the book, and the first message about an instrument
+/// names it first; size output rings for IEX's events when the service shares its thread with
+/// its subscribers.
 pub const MAX_OUTPUTS_PER_INPUT: usize = 4;
 
 /// What one [`BookService::poll`] turn did.
