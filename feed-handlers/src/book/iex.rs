@@ -268,6 +268,66 @@ mod tests {
     }
 
     #[test]
+    fn a_decoded_message_and_its_envelope_give_the_same_book_input() {
+        use mdbus_codecs::iex::normalize::Normalizer;
+
+        let with = |t: u8, f: u8, len: usize, fill: &dyn Fn(&mut Vec<u8>)| {
+            let mut m = msg(t, f, b"ZIEXT   ", len);
+            fill(&mut m);
+            m
+        };
+        let order = |m: &mut Vec<u8>| {
+            m[18..26].copy_from_slice(&7u64.to_le_bytes());
+            m[26..30].copy_from_slice(&300u32.to_le_bytes());
+            m[30..38].copy_from_slice(&1_234_500i64.to_le_bytes());
+        };
+        let print = |m: &mut Vec<u8>| {
+            m[18..22].copy_from_slice(&100u32.to_le_bytes());
+            m[22..30].copy_from_slice(&1_234_500i64.to_le_bytes());
+            m[30..38].copy_from_slice(&99u64.to_le_bytes());
+        };
+        let messages = [
+            level(b'8', true, 100, 250_000),
+            level(b'5', false, 0, 251_000),
+            level(b'8', true, 100, -5),
+            with(b'a', b'8', 38, &order),
+            with(b'a', b'5', 38, &order),
+            with(b'a', b'X', 38, &order),
+            with(b'M', 1, 38, &order),
+            with(b'R', 0, 26, &|m| {
+                m[18..26].copy_from_slice(&7u64.to_le_bytes())
+            }),
+            with(b'L', 0, 46, &|m| {
+                order(m);
+                m[38..46].copy_from_slice(&5u64.to_le_bytes());
+            }),
+            with(b'T', 0x80, 38, &print),
+            with(b'B', 0, 38, &print),
+            with(b'Q', 0, 42, &|m| {
+                m[18..22].copy_from_slice(&500u32.to_le_bytes());
+                m[22..30].copy_from_slice(&99_000i64.to_le_bytes());
+                m[30..38].copy_from_slice(&99_100i64.to_le_bytes());
+                m[38..42].copy_from_slice(&200u32.to_le_bytes());
+            }),
+            with(b'C', 0, 18, &|_| {}),
+            with(b'H', b'T', 22, &|_| {}),
+        ];
+        let mut norm = Normalizer::new();
+        for bytes in &messages {
+            let m = decode(bytes).unwrap();
+            let instrument = norm.instrument(&m);
+            let from_message = IexInput::of_message(&m, u16::try_from(instrument).unwrap());
+            let env = norm.normalize(&m, 1, 2).envelope();
+            assert_eq!(
+                super::super::iex_input_of_envelope(&env),
+                from_message,
+                "{}",
+                char::from(bytes[0])
+            );
+        }
+    }
+
+    #[test]
     fn levels_are_held_until_the_event_is_complete() {
         let (mut b, dir) = books();
         b.observe(&decode(&level(b'8', false, 100, 250_000)).unwrap(), 1);
