@@ -625,6 +625,8 @@ pub struct EnvelopeBooks {
     iex: Vec<IexTally>,
     /// IEX: the symbol of each instrument id its envelopes named; grows alike.
     iex_symbols: Vec<[u8; 8]>,
+    /// IEX envelopes were observed: the summary takes IEX's form.
+    iex_seen: bool,
 }
 
 impl EnvelopeBooks {
@@ -635,6 +637,7 @@ impl EnvelopeBooks {
         (self.messages, self.gaps, self.invalid) = (0, 0, 0);
         self.iex.clear();
         self.iex_symbols.clear();
+        self.iex_seen = false;
     }
 
     /// Books of `config`, handling gap notices by `policy`.
@@ -648,6 +651,7 @@ impl EnvelopeBooks {
             policy,
             iex: Vec::new(),
             iex_symbols: Vec::new(),
+            iex_seen: false,
         })
     }
 
@@ -749,6 +753,7 @@ impl EnvelopeBooks {
     /// Applies an IEX envelope (counted already), learning its instrument's symbol.
     #[inline(never)]
     fn observe_iex(&mut self, env: &Envelope<'_>) {
+        self.iex_seen = true;
         let instrument = instrument_of(&ReadBody::header_fields(env));
         if let Some(symbol) = iex_symbol(env) {
             self.name_iex(instrument, symbol);
@@ -916,6 +921,17 @@ impl EnvelopeBooks {
             BookEvent::Level(ev) => {
                 self.builder.apply_level(ev, &mut |_| {});
             }
+        }
+    }
+
+    /// The `--book-summary` JSON of everything observed: IEX's form
+    /// ([`iex_summary`](Self::iex_summary)) when IEX envelopes were observed, else ITCH's
+    /// ([`summary`](Self::summary)); the gaps as counted here.
+    pub fn summary_json(&mut self) -> String {
+        if self.iex_seen {
+            self.iex_summary(self.gaps).to_json()
+        } else {
+            self.summary().to_json()
         }
     }
 
@@ -1102,6 +1118,68 @@ mod tests {
         );
         assert_eq!((b.invalid(), b.messages()), (1, 0));
         assert_eq!(b.builder().counters().events, 0);
+    }
+
+    #[test]
+    fn iex_envelopes_build_iex_books_named_by_their_symbols() {
+        let mut b = books(GapPolicy::CountLost);
+        let iex = |seq: u64, fields: &dyn Fn(&mut Encoder, &HeaderFields) -> Vec<u8>| {
+            let h = HeaderFields {
+                seq,
+                venue: fb::Venue::Iex,
+                instrument: 3,
+                ..HeaderFields::default()
+            };
+            fields(&mut Encoder::new(), &h)
+        };
+        let level = |buy: bool, flags: u8, size: u32, price: i64| {
+            move |e: &mut Encoder, h: &HeaderFields| {
+                let symbol = *b"ZIEXT   ";
+                if buy {
+                    let f = fb::IexPriceLevelUpdateBuyFields {
+                        symbol,
+                        event_flags: flags,
+                        size,
+                        price,
+                        ..Default::default()
+                    };
+                    e.iex_price_level_update_buy(h, &f).to_vec()
+                } else {
+                    let f = fb::IexPriceLevelUpdateSellFields {
+                        symbol,
+                        event_flags: flags,
+                        size,
+                        price,
+                        ..Default::default()
+                    };
+                    e.iex_price_level_update_sell(h, &f).to_vec()
+                }
+            }
+        };
+        b.observe_record(ENVELOPE_MSG_TYPE, &iex(1, &level(true, 0, 100, 250_000)));
+        b.observe_record(ENVELOPE_MSG_TYPE, &iex(2, &level(false, 0, 300, 251_000)));
+        // Half an event: its updates are held, not published.
+        assert_eq!(b.builder().staged_levels(), 2);
+        b.observe_record(ENVELOPE_MSG_TYPE, &iex(3, &level(true, 1, 200, 250_100)));
+        assert_eq!(b.builder().staged_levels(), 0);
+        let trade = |e: &mut Encoder, h: &HeaderFields| {
+            let f = fb::IexTradeReportFields {
+                symbol: *b"ZIEXT   ",
+                size: 40,
+                price: 250_000,
+                ..Default::default()
+            };
+            e.iex_trade_report(h, &f).to_vec()
+        };
+        b.observe_record(ENVELOPE_MSG_TYPE, &iex(4, &trade));
+        assert_eq!(
+            b.summary_json(),
+            r#"{"messages":4,"counts":{"5":1,"8":2,"T":1},"gaps":0,"books":{"ZIEXT":{"best_bid":250100,"bid_size":200,"best_ask":251000,"ask_size":300,"traded_shares":40,"prints":1}}}"#
+        );
+        // Nasdaq's envelopes keep ITCH's form.
+        let mut n = books(GapPolicy::CountLost);
+        n.observe_record(ENVELOPE_MSG_TYPE, &encode(13, &add_fields(1)));
+        assert_eq!(n.summary_json(), n.summary().to_json());
     }
 
     #[test]
