@@ -17,6 +17,18 @@
 //! `/dev/shm/mdbus-<user>/`), `--wait spin|yield|block` (default `yield`: spin a little, then
 //! yield the core), `--trusted` (skip envelope verification: see `Trust::publisher`),
 //! `--quiet` (no line per signal).
+//!
+//! `--consolidated STREAM` reads instead the consolidated top of book that `mdbus consolidate`
+//! publishes from several venues' book streams (Nasdaq and IEX as one market): it prints the
+//! best bid and ask with the venue of each and every venue's top whenever a symbol's top
+//! changes, and at the end the last top of each symbol some venue still quoted:
+//!
+//! ```text
+//! mdbus replay --book --feed nasdaq codecs/testdata/itch/aapl-2020-01-30-10k.itch
+//! mdbus replay --book --feed iex deep10-2017-04-25.pcap
+//! mdbus consolidate --input nasdaq.book --input iex.book --output cbbo
+//! cargo run --release -p mdbus-bus --example strategy -- --consolidated cbbo
+//! ```
 
 #[path = "strategy/signals.rs"]
 mod signals;
@@ -36,6 +48,8 @@ struct Args {
     wait: WaitStrategy,
     trusted: bool,
     quiet: bool,
+    /// Read this consolidated stream instead of a feed's book and trade streams.
+    consolidated: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -45,6 +59,7 @@ fn parse_args() -> Result<Args, String> {
         wait: WaitStrategy::SpinThenYield { spins: 1000 },
         trusted: false,
         quiet: false,
+        consolidated: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -62,9 +77,10 @@ fn parse_args() -> Result<Args, String> {
             }
             "--trusted" => args.trusted = true,
             "--quiet" => args.quiet = true,
+            "--consolidated" => args.consolidated = Some(value()?),
             "-h" | "--help" => {
                 return Err(
-                    "usage: strategy [--feed NAME] [--root DIR] [--wait spin|yield|block] [--trusted] [--quiet]"
+                    "usage: strategy [--feed NAME | --consolidated STREAM] [--root DIR] [--wait spin|yield|block] [--trusted] [--quiet]"
                         .into(),
                 );
             }
@@ -137,6 +153,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         trust,
         ..SubscribeOptions::default()
     };
+    if let Some(stream) = &args.consolidated {
+        return run_consolidated(&bus, stream, &options, &args.wait, args.quiet);
+    }
     let book = subscribe(&bus, &format!("{}.book", args.feed), &options)?;
     let trades = subscribe(&bus, &format!("{}.trades", args.feed), &options)?;
     eprintln!("strategy: reading {} and {}", book.name(), trades.name());
@@ -205,6 +224,137 @@ fn main() -> Result<(), Box<dyn Error>> {
                 strategy.stance(locate).as_str()
             );
         }
+    }
+    if latency.count > 0 {
+        println!(
+            "receive -> strategy (system clock; meaningful when reading live): mean {:.1} us, max {:.1} us over {} events",
+            latency.sum_ns as f64 / latency.count as f64 / 1e3,
+            latency.max_ns as f64 / 1e3,
+            latency.count
+        );
+    }
+    Ok(())
+}
+
+/// A price of Price(4) units, or `-` for a side nobody quotes.
+fn price(p: i64, venue: fb::Venue) -> String {
+    if venue == fb::Venue::Unknown {
+        "-".into()
+    } else {
+        format!("{:.4}", p as f64 / signals::PRICE_SCALE)
+    }
+}
+
+/// A venue's name.
+fn venue_name(v: fb::Venue) -> &'static str {
+    v.variant_name().unwrap_or("?")
+}
+
+fn print_consolidated(e: &fb::ConsolidatedBboFields) {
+    let mut line = format!(
+        "{:<8} bid {} x {} {:<6} ask {} x {} {:<6}",
+        String::from_utf8_lossy(&e.symbol).trim_end(),
+        price(e.bid_price, e.bid_venue),
+        e.bid_size,
+        venue_name(e.bid_venue),
+        price(e.ask_price, e.ask_venue),
+        e.ask_size,
+        venue_name(e.ask_venue),
+    );
+    for flag in [
+        (fb::ConsolidatedFlags::Locked, " LOCKED"),
+        (fb::ConsolidatedFlags::Crossed, " CROSSED"),
+        (fb::ConsolidatedFlags::StaleVenue, " stale-venue"),
+    ] {
+        if e.flags.contains(flag.0) {
+            line.push_str(flag.1);
+        }
+    }
+    line.push_str("  |");
+    for v in e.venues() {
+        if v.flags.contains(fb::VenueTopFlags::Stale) {
+            line.push_str(&format!(" {}: stale", venue_name(v.venue)));
+        } else {
+            line.push_str(&format!(
+                " {}: {}x{} / {}x{}",
+                venue_name(v.venue),
+                v.bid_price as f64 / signals::PRICE_SCALE,
+                v.bid_size,
+                v.ask_price as f64 / signals::PRICE_SCALE,
+                v.ask_size
+            ));
+        }
+    }
+    println!("{line}");
+}
+
+/// Reads the consolidated stream `stream` until its end: one line per consolidated top (unless
+/// `quiet`), then the last top of each symbol while some venue quoted it.
+fn run_consolidated(
+    bus: &Bus,
+    stream: &str,
+    options: &SubscribeOptions,
+    wait: &WaitStrategy,
+    quiet: bool,
+) -> Result<(), Box<dyn Error>> {
+    let mut sub = subscribe(bus, stream, options)?;
+    eprintln!(
+        "strategy: reading the consolidated top of book on {}",
+        sub.name()
+    );
+    // By the consolidator's number for each symbol (1 up): the last top seen. Grows when a
+    // symbol is first seen, not per message.
+    let mut last: Vec<Option<fb::ConsolidatedBboFields>> = Vec::new();
+    let (mut events, mut latency) = (0u64, Latency::default());
+    let mut ended = false;
+    while !ended {
+        let polled = sub.poll_event(|ev| {
+            let env = ev.envelope();
+            match env.event_type() {
+                fb::Event::ConsolidatedBbo => {
+                    let Some(t) = env.event_as_consolidated_bbo() else {
+                        return;
+                    };
+                    let e = fb::ConsolidatedBboFields::read(&t);
+                    latency.record(env.header().recv_ts_ns());
+                    events += 1;
+                    if !quiet {
+                        print_consolidated(&e);
+                    }
+                    // Keep the last top some venue still quoted: at the end every venue's
+                    // top goes stale.
+                    let live = e
+                        .venues()
+                        .iter()
+                        .any(|v| !v.flags.contains(fb::VenueTopFlags::Stale));
+                    let i = env.instrument() as usize;
+                    if !live {
+                        return;
+                    }
+                    if last.len() <= i {
+                        last.resize(i + 1, None);
+                    }
+                    last[i] = Some(e);
+                }
+                fb::Event::EndOfSession => ended = true,
+                _ => {}
+            }
+        });
+        match polled {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = sub.wait(wait, Some(Duration::from_millis(10)));
+            }
+            Err(ReceiveError::Overrun { lost, .. }) => {
+                eprintln!("{}: lapped, {lost} messages lost", sub.name())
+            }
+            Err(ReceiveError::Closed) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    println!("{events} consolidated tops; the last of each symbol before its venues went stale:");
+    for e in last.iter().flatten() {
+        print_consolidated(e);
     }
     if latency.count > 0 {
         println!(

@@ -3,13 +3,14 @@
 //!
 //! ```text
 //!   <feed>          normalized envelopes (AddOrder, OrderExecuted, ..., PriceLevelUpdate,
-//!      |            GapNotice)
+//!      |            IEX's Iex* events, GapNotice)
 //!      |
-//!  BookService ---> <feed>.book    Bbo, StockDirectory, GapNotice, EndOfSession
-//!              |--> <feed>.levels  PriceLevelUpdate, StockDirectory, GapNotice, EndOfSession
+//!  BookService ---> <feed>.book    Bbo, StockDirectory / IexSecurityDirectory, GapNotice,
+//!              |                   EndOfSession
+//!              |--> <feed>.levels  PriceLevelUpdate, the directory, GapNotice, EndOfSession
 //!              |                   (only with `publish_levels`)
-//!              \--> <feed>.trades  Trade (E, C, P with the price resolved), CrossTrade,
-//!                                  BrokenTrade, GapNotice, EndOfSession
+//!              \--> <feed>.trades  Trade (E, C, P with the price resolved; IEX T and L),
+//!                                  CrossTrade, BrokenTrade, GapNotice, EndOfSession
 //! ```
 //!
 //! * **Headers.** Every published event carries the header of the source message it came
@@ -33,6 +34,20 @@
 //!   [`crate::book`]) and is published at once, as an order message is (level update, then
 //!   the `Bbo` if the top changed). An instrument takes orders or levels, not both: the other
 //!   kind is counted by the builder (`mixed`), not applied.
+//! * **IEX in.** IEX's envelopes (`Iex*`) build books the same way ([`EnvelopeBooks::apply_iex`]):
+//!   DEEP price level updates are staged and published (levels, then the `Bbo`) only at the
+//!   update whose Event Flags say "event processing complete", so a strategy never sees half
+//!   an event; DEEP+ orders are L3 events (a Clear Book deletes the symbol's orders); a TOPS
+//!   quote update is published as the instrument's `Bbo` (order counts 0). Trade reports and
+//!   DEEP+ order executions are published on the trade stream as `Trade` (`match_number` the
+//!   IEX trade id, `buy_sell_indicator` the resting order's side when known, else `Unknown`),
+//!   trade breaks as `BrokenTrade`. **Naming:** an IEX Security Directory is forwarded on the
+//!   book and levels streams as it is; since IEX messages carry their symbol and a feed joined
+//!   mid-day may never send the directory, the first message about an instrument not named yet
+//!   is preceded there by an `IexSecurityDirectory` made from that symbol (timestamp, flags,
+//!   round lot, price and tier 0: only the symbol is known). Every instrument a subscriber
+//!   sees a `Bbo` of has been named first. At the end of the session, levels of an event
+//!   that never completed are published before the `EndOfSession` (nothing can complete it).
 //! * **Trade stream.** Prints with their price resolved, as the schema's `Trade` (non-cross)
 //!   event: `E` takes the resting order's display price and side; `C` its execution price and
 //!   the resting order's side (non-printable `C` executions are counted, not published: they
@@ -68,8 +83,9 @@ use mdbus_shm::counters::{CounterError, CounterFile};
 
 use crate::book::{
     BookBuilder, BookConfig, BookConfigError, BookEvent, BookSummary, BookUpdate, EnvelopeBooks,
-    GapPolicy, InputRead, LevelAction, OrderEvent, Outcome, Side, TypeCounts, UpdateSink,
-    book_event_from_envelope, instrument_of, read_input, read_input_generic, read_trade,
+    GapPolicy, IexInput, InputRead, LevelAction, OrderEvent, Outcome, Side, TypeCounts, UpdateSink,
+    book_event_from_envelope, iex_input_of_envelope, iex_symbol, instrument_of, is_iex_event,
+    read_input, read_input_generic, read_trade,
 };
 
 pub use crate::book::{header_of, order_event_from_envelope};
@@ -358,6 +374,10 @@ fn pick<'a>(
 /// The book service's [`UpdateSink`]: encodes each update, stamped with the input's header,
 /// and publishes it on its output (level updates only when the levels stream exists). Always
 /// inlined into the builder, where a closure was called out of line.
+///
+/// An update names its own instrument: one flush of staged levels (IEX) may publish the
+/// books of instruments other than the input's, so the header's instrument is replaced by
+/// the update's where they differ.
 struct Publish<'a> {
     encoder: &'a mut Encoder,
     out: &'a mut Outputs,
@@ -374,6 +394,17 @@ impl UpdateSink for Publish<'_> {
             stats,
             header,
         } = self;
+        let locate = match u {
+            BookUpdate::Level { locate, .. } => locate,
+            BookUpdate::Bbo(b) => b.locate,
+        };
+        let other;
+        let header = if instrument_of(header) == u32::from(locate) {
+            *header
+        } else {
+            other = for_instrument(header, locate);
+            &other
+        };
         match u {
             BookUpdate::Level {
                 side,
@@ -727,6 +758,16 @@ impl BookService {
                 }
             }
             fb::Event::EndOfSession => {
+                // Levels of an IEX event that never completed: nothing will complete them now.
+                if self.books.builder().staged_levels() > 0 {
+                    let mut sink = Publish {
+                        encoder: &mut self.encoder,
+                        out: &mut self.out,
+                        stats: &mut self.stats,
+                        header: &header,
+                    };
+                    self.books.builder_mut().flush_levels(&mut sink);
+                }
                 let msg = self
                     .encoder
                     .end_of_session(&header, &fb::EndOfSessionFields);
@@ -734,9 +775,126 @@ impl BookService {
                 self.stats.ended = true;
                 return Handled::EndOfSession;
             }
+            _ if is_iex_event(event) => self.handle_iex(&header, event, env),
             _ => {}
         }
         Handled::Continue
+    }
+
+    /// Handles an IEX envelope: names its instrument on the book and levels streams (see the
+    /// [module docs](self)), applies its book event publishing what changed, publishes its
+    /// print or its quote.
+    #[inline(never)]
+    fn handle_iex(&mut self, header: &HeaderFields, event: fb::Event, env: &Envelope<'_>) {
+        let instrument = instrument_of(header);
+        let key = crate::book::book_key(instrument).map(usize::from);
+        if let (Some(k), Some(symbol)) = (key, iex_symbol(env)) {
+            self.name_iex(header, k, symbol, env);
+        }
+        if event == fb::Event::IexTradeBreak {
+            if let Some(b) = env.event_as_iex_trade_break() {
+                let fields = fb::BrokenTradeFields {
+                    match_number: b.trade_id(),
+                };
+                let msg = self.encoder.broken_trade(header, &fields);
+                self.out.publish(To::Trades, &msg);
+                self.stats.crosses_forwarded += 1;
+            }
+            return;
+        }
+        let Some(input) = iex_input_of_envelope(env) else {
+            return;
+        };
+        self.stats.book_events += 1;
+        // The resting order of an execution, looked up before the execution may remove it.
+        let resting = match input {
+            IexInput::Executed {
+                ev:
+                    OrderEvent::Execute {
+                        locate, order_ref, ..
+                    },
+                ..
+            } => self
+                .books
+                .builder()
+                .order(order_ref)
+                .filter(|o| o.locate == locate)
+                .map(|o| o.side),
+            _ => None,
+        };
+        let mut sink = Publish {
+            encoder: &mut self.encoder,
+            out: &mut self.out,
+            stats: &mut self.stats,
+            header,
+        };
+        let _: Outcome = self.books.apply_iex(instrument, &input, &mut sink);
+        match input {
+            IexInput::Quote((bid, ask)) => {
+                let fields = fb::BboFields {
+                    bid_price: bid.map_or(0, |b| b.0),
+                    bid_size: bid.map_or(0, |b| b.1),
+                    bid_orders: 0,
+                    ask_price: ask.map_or(0, |a| a.0),
+                    ask_size: ask.map_or(0, |a| a.1),
+                    ask_orders: 0,
+                };
+                let msg = self.encoder.bbo(header, &fields);
+                self.out.publish(To::Book, &msg);
+                self.stats.bbos_published += 1;
+            }
+            IexInput::Executed { print, .. } | IexInput::Trade { print, .. } => {
+                let (Some(k), Ok(price)) = (key, u32::try_from(print.price)) else {
+                    // Not a price the schema's trade can carry (counted invalid by the builder).
+                    self.stats.unpriced_prints += 1;
+                    return;
+                };
+                let order_reference_number = match input {
+                    IexInput::Executed {
+                        ev: OrderEvent::Execute { order_ref, .. },
+                        ..
+                    } => order_ref,
+                    _ => 0,
+                };
+                let fields = fb::TradeFields {
+                    order_reference_number,
+                    buy_sell_indicator: resting.map_or(fb::Side::Unknown, fb_side),
+                    shares: print.shares,
+                    stock: self.symbols[k],
+                    price,
+                    match_number: print.trade_id,
+                };
+                let msg = self.encoder.trade(header, &fields);
+                self.out.publish(To::Trades, &msg);
+                self.stats.trades_published += 1;
+            }
+            _ => {}
+        }
+    }
+
+    /// Names IEX instrument `key` as `symbol` on the book and levels streams: forwards a
+    /// security directory; before any other message about an instrument not named yet,
+    /// publishes a directory event made from the symbol the message carries.
+    fn name_iex(&mut self, header: &HeaderFields, key: usize, symbol: [u8; 8], env: &Envelope<'_>) {
+        let fields = match env.event_as_iex_security_directory() {
+            Some(d) => fb::IexSecurityDirectoryFields {
+                timestamp: d.timestamp(),
+                symbol,
+                flags: d.flags(),
+                round_lot_size: d.round_lot_size(),
+                adjusted_poc_price: d.adjusted_poc_price(),
+                luld_tier: d.luld_tier(),
+            },
+            None if self.symbols[key] == symbol => return,
+            None => fb::IexSecurityDirectoryFields {
+                symbol,
+                ..fb::IexSecurityDirectoryFields::default()
+            },
+        };
+        self.symbols[key] = symbol;
+        let msg = self.encoder.iex_security_directory(header, &fields);
+        self.out.publish(To::Book, &msg);
+        self.out.publish(To::Levels, &msg);
     }
 
     fn forward_gap(&mut self, header: &HeaderFields, fields: &fb::GapNoticeFields) {
@@ -976,10 +1134,15 @@ impl BookService {
 /// Input envelopes [`BookService::run`] handles per turn.
 const RUN_BATCH: usize = 64;
 
-/// A bound on the envelopes [`BookService`] publishes for one input record, over all its
-/// outputs together (and so on any one of them): today at most three (a replace touching two
-/// price levels and the BBO; an execution's level, BBO and trade; an end of session or a gap
-/// notice on each of the book, levels and trade streams), with one to spare.
+/// A bound on the envelopes [`BookService`] publishes for one input record of ITCH's shape
+/// (orders, `PriceLevelUpdate`s), over all its outputs together (and so on any one of them):
+/// today at most three (a replace touching two price levels and the BBO; an execution's level,
+/// BBO and trade; an end of session or a gap notice on each of the book, levels and trade
+/// streams), with one to spare. IEX input can publish more for one record: the update that
+/// completes a DEEP event publishes every level the event staged and the top of each book it
+/// touched, a Clear Book every level of the book, and the first message about an instrument
+/// names it first; size output rings for IEX's events when the service shares its thread with
+/// its subscribers.
 pub const MAX_OUTPUTS_PER_INPUT: usize = 4;
 
 /// What one [`BookService::poll`] turn did.
@@ -1038,7 +1201,31 @@ fn warm_encoder() -> Encoder {
         },
     );
     let _ = e.end_of_session(&h, &fb::EndOfSessionFields);
+    let _ = e.iex_security_directory(
+        &h,
+        &fb::IexSecurityDirectoryFields {
+            timestamp: 1,
+            symbol: *b"WARMUP  ",
+            flags: 1,
+            round_lot_size: 1,
+            adjusted_poc_price: 1,
+            luld_tier: 1,
+        },
+    );
     e
+}
+
+/// `header` about instrument `locate` instead (the ITCH source's stock locate too, for the
+/// venues that key on it).
+#[cold]
+#[inline(never)]
+fn for_instrument(header: &HeaderFields, locate: u16) -> HeaderFields {
+    let mut h = *header;
+    h.instrument = u32::from(locate);
+    if matches!(h.venue, fb::Venue::Unknown | fb::Venue::Nasdaq) {
+        h.stock_locate = locate;
+    }
+    h
 }
 
 #[inline]
@@ -1140,6 +1327,132 @@ mod tests {
             trades: bus.subscriber("t.trades", &opts).unwrap(),
             _bus: bus,
         }
+    }
+
+    /// The envelope of an IEX event about instrument `instrument`.
+    fn iex_env<E: fb::EventFields>(seq: u64, instrument: u32, fields: &E) -> Vec<u8> {
+        let h = HeaderFields {
+            seq,
+            venue: fb::Venue::Iex,
+            instrument,
+            ..HeaderFields::default()
+        };
+        Encoder::new().encode(&h, fields).to_vec()
+    }
+
+    fn iex_level(buy: bool, complete: bool, size: u32, price: i64) -> Vec<u8> {
+        let (symbol, event_flags) = (*b"ZIEXT   ", u8::from(complete));
+        if buy {
+            let f = fb::IexPriceLevelUpdateBuyFields {
+                symbol,
+                event_flags,
+                size,
+                price,
+                ..Default::default()
+            };
+            iex_env(1, 2, &f)
+        } else {
+            let f = fb::IexPriceLevelUpdateSellFields {
+                symbol,
+                event_flags,
+                size,
+                price,
+                ..Default::default()
+            };
+            iex_env(1, 2, &f)
+        }
+    }
+
+    #[test]
+    fn iex_levels_are_published_only_when_the_event_is_complete_and_instruments_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let Service {
+            mut svc,
+            mut book,
+            mut levels,
+            mut trades,
+            ..
+        } = service(dir.path());
+        let handle = |svc: &mut BookService, bytes: &[u8]| {
+            svc.handle(&fb::read_verified(bytes).unwrap());
+        };
+        handle(&mut svc, &iex_level(true, false, 100, 250_000));
+        handle(&mut svc, &iex_level(false, false, 300, 251_000));
+        // Half an event: the instrument is named, nothing of its book is published.
+        let named = drain(&mut book);
+        assert_eq!(
+            named.iter().map(|e| e.0).collect::<Vec<_>>(),
+            [fb::Event::IexSecurityDirectory]
+        );
+        let d = fb::read_verified(&named[0].2).unwrap();
+        let d = d.event_as_iex_security_directory().unwrap();
+        assert_eq!((d.symbol().0, named[0].1.instrument), (*b"ZIEXT   ", 2));
+        assert_eq!(drain(&mut levels).len(), 1, "the directory only");
+        handle(&mut svc, &iex_level(true, true, 200, 250_100));
+        let out = drain(&mut book);
+        assert_eq!(
+            out.len(),
+            1,
+            "one Bbo for the whole event, no second directory"
+        );
+        let bbo = fb::read_verified(&out[0].2).unwrap();
+        let b = bbo.event_as_bbo().unwrap().body();
+        assert_eq!(
+            (b.bid_price(), b.bid_size(), b.ask_price(), b.ask_size()),
+            (250_100, 200, 251_000, 300)
+        );
+        assert_eq!((bbo.venue(), bbo.instrument()), (fb::Venue::Iex, 2));
+        assert_eq!(drain(&mut levels).len(), 3);
+        // A TOPS quote is the top of book; a trade report prints with the symbol.
+        let q = fb::IexQuoteUpdateFields {
+            symbol: *b"ZIEXT   ",
+            bid_size: 10,
+            bid_price: 99_000,
+            ..Default::default()
+        };
+        handle(&mut svc, &iex_env(2, 2, &q));
+        let out = drain(&mut book);
+        let b = fb::read_verified(&out[0].2).unwrap();
+        let b = b.event_as_bbo().unwrap().body();
+        assert_eq!((b.bid_price(), b.bid_size(), b.ask_size()), (99_000, 10, 0));
+        let t = fb::IexTradeReportFields {
+            symbol: *b"ZIEXT   ",
+            size: 40,
+            price: 250_000,
+            trade_id: 77,
+            ..Default::default()
+        };
+        handle(&mut svc, &iex_env(3, 2, &t));
+        let out = drain(&mut trades);
+        let t = fb::read_verified(&out[0].2).unwrap();
+        let t = t.event_as_trade().unwrap().body();
+        assert_eq!(
+            (t.shares(), t.price(), t.match_number(), t.stock().0),
+            (40, 250_000, 77, *b"ZIEXT   ")
+        );
+        assert_eq!(svc.stats().messages, 5);
+    }
+
+    #[test]
+    fn levels_held_at_the_end_of_the_session_are_published_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let Service {
+            mut svc, mut book, ..
+        } = service(dir.path());
+        svc.handle(&fb::read_verified(&iex_level(true, false, 100, 250_000)).unwrap());
+        let end = Encoder::new()
+            .end_of_session(&HeaderFields::default(), &fb::EndOfSessionFields)
+            .to_vec();
+        svc.handle(&fb::read_verified(&end).unwrap());
+        let kinds: Vec<_> = drain(&mut book).iter().map(|e| e.0).collect();
+        assert_eq!(
+            kinds,
+            [
+                fb::Event::IexSecurityDirectory,
+                fb::Event::Bbo,
+                fb::Event::EndOfSession
+            ]
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 pub mod book;
 pub mod bookstream;
+pub mod consolidate;
 pub mod exchange;
 pub mod live;
 pub mod net;

@@ -11,6 +11,7 @@
 //! | `exchange` | [`exchange`] |
 //! | `tune check`, `tune plan` | [`tune`] |
 //! | `streams` | [`streams`] |
+//! | `consolidate` | [`consolidate`] |
 //! | `bench ...` | `mdbus_bench_harness::bench` |
 //! | `completions`, `manpage` | here: clap writes them from the same definitions |
 
@@ -20,6 +21,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod common;
+mod consolidate;
 mod demo;
 mod exchange;
 mod feed;
@@ -81,6 +83,9 @@ enum Command {
     /// group, heartbeats, end of session, a re-request server), e.g. `mdbus exchange
     /// codecs/testdata/itch/aapl-2020-01-30-10k.itch --group 239.255.0.2:26400 --speed 20000/s`.
     Exchange(exchange::ExchangeArgs),
+    /// Merge several venues' book streams into one consolidated top of book per symbol, e.g.
+    /// `mdbus consolidate --input nasdaq.book --input iex.book --output cbbo`.
+    Consolidate(consolidate::ConsolidateArgs),
     /// Print the shell completion script for SHELL, e.g.
     /// `mdbus completions bash > /etc/bash_completion.d/mdbus`.
     Completions {
@@ -125,6 +130,7 @@ pub fn main() -> ExitCode {
         Command::Exchange(args) => exchange::run_exchange(args, &mut std::io::stdout().lock())
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| Box::new(e) as Box<dyn Error>),
+        Command::Consolidate(args) => consolidate::run(args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "mdbus", &mut std::io::stdout().lock());

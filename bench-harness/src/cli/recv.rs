@@ -211,7 +211,7 @@ pub fn run_recv(args: &RecvArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
             if b.invalid() > 0 {
                 eprintln!("mdbus recv: {} envelopes failed verification", b.invalid());
             }
-            writeln!(out, "{}", b.summary().to_json())?;
+            writeln!(out, "{}", b.summary_json())?;
         }
         out.flush()
     };

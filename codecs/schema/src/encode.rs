@@ -10,9 +10,11 @@ use crate::generated as g;
 
 /// Upper bound of the encoded length of any event of the schema, in bytes.
 ///
-/// Every event is fixed-size (no strings, no vectors), so this bound holds for all values;
-/// the unit tests encode each kind with every field set and check it. Size ring slots with it.
-pub const MAX_ENCODED_LEN: usize = 256;
+/// Every event is of bounded size (no strings; the one vector, a consolidated BBO's venues,
+/// holds at most [`MAX_CONSOLIDATED_VENUES`](super::MAX_CONSOLIDATED_VENUES) entries), so this
+/// bound holds for all values; the unit tests encode each kind with every field set and check
+/// it. Size ring slots with it.
+pub const MAX_ENCODED_LEN: usize = 512;
 
 /// Bytes of one finished normalized message, built by an [`Encoder`] of this crate.
 ///
@@ -457,5 +459,7 @@ impl Encoder {
         iex_order_executed(IexOrderExecutedFields);
         /// Encodes an IEX `C` Clear Book.
         iex_clear_book(IexClearBookFields);
+        /// Encodes a consolidated best bid and offer.
+        consolidated_bbo(ConsolidatedBboFields);
     }
 }

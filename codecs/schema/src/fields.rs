@@ -1344,3 +1344,150 @@ table_event!(IexClearBookFields => IexClearBook, |s| g::IexClearBookArgs {
     symbol: Some(&g::Symbol::new(&s.symbol)),
     reserved: s.reserved,
 });
+
+// ------------------------------------------------------------------------------------------
+// Consolidated top of book
+// ------------------------------------------------------------------------------------------
+
+/// Most venues one [`ConsolidatedBboFields`] carries (the bound of its `venues` vector).
+pub const MAX_CONSOLIDATED_VENUES: usize = 8;
+
+/// One venue's top in a consolidated BBO. An empty side has price and size 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct VenueTopFields {
+    /// Best bid, Price(4).
+    pub bid_price: i64,
+    /// Shares at the best bid.
+    pub bid_size: u64,
+    /// Best ask, Price(4).
+    pub ask_price: i64,
+    /// Shares at the best ask.
+    pub ask_size: u64,
+    /// The venue's instrument id.
+    pub instrument: u32,
+    /// The venue.
+    pub venue: Venue,
+    /// The consolidator's input the top came from.
+    pub input: u8,
+    /// `Stale`: the top is no longer known and left out (prices and sizes 0).
+    pub flags: g::VenueTopFlags,
+}
+
+impl VenueTopFields {
+    fn to_struct(self) -> g::VenueTop {
+        g::VenueTop::new(
+            self.bid_price,
+            self.bid_size,
+            self.ask_price,
+            self.ask_size,
+            self.instrument,
+            self.venue,
+            self.input,
+            self.flags,
+        )
+    }
+
+    fn of(t: &g::VenueTop) -> Self {
+        VenueTopFields {
+            bid_price: t.bid_price(),
+            bid_size: t.bid_size(),
+            ask_price: t.ask_price(),
+            ask_size: t.ask_size(),
+            instrument: t.instrument(),
+            venue: t.venue(),
+            input: t.input(),
+            flags: t.flags(),
+        }
+    }
+}
+
+/// The best bid and ask of one symbol across venues, with each venue's top. A side no venue
+/// quotes has price and size 0 and venue `Unknown`. Plain values, `Copy`: the per-venue tops
+/// are a fixed array of which the first `venue_count` are used.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ConsolidatedBboFields {
+    /// Symbol, space-padded.
+    pub symbol: [u8; 8],
+    /// Best bid, Price(4).
+    pub bid_price: i64,
+    /// Shares at the best bid on `bid_venue`.
+    pub bid_size: u64,
+    /// Venue of the best bid.
+    pub bid_venue: Venue,
+    /// Best ask, Price(4).
+    pub ask_price: i64,
+    /// Shares at the best ask on `ask_venue`.
+    pub ask_size: u64,
+    /// Venue of the best ask.
+    pub ask_venue: Venue,
+    /// `Locked`, `Crossed`, `StaleVenue`.
+    pub flags: g::ConsolidatedFlags,
+    /// Number of used entries of `venues`.
+    pub venue_count: u8,
+    /// The venues' tops, in input order.
+    pub venues: [VenueTopFields; MAX_CONSOLIDATED_VENUES],
+}
+
+impl ConsolidatedBboFields {
+    /// The used per-venue tops.
+    pub fn venues(&self) -> &[VenueTopFields] {
+        let n = usize::from(self.venue_count).min(MAX_CONSOLIDATED_VENUES);
+        &self.venues[..n]
+    }
+
+    /// Reads a received event back into plain values (no allocation). Tops beyond
+    /// [`MAX_CONSOLIDATED_VENUES`] (only a writer newer than this code sends them) are left
+    /// out.
+    pub fn read(t: &g::ConsolidatedBbo<'_>) -> Self {
+        let mut f = ConsolidatedBboFields {
+            symbol: t.symbol().0,
+            bid_price: t.bid_price(),
+            bid_size: t.bid_size(),
+            bid_venue: t.bid_venue(),
+            ask_price: t.ask_price(),
+            ask_size: t.ask_size(),
+            ask_venue: t.ask_venue(),
+            flags: t.flags(),
+            ..ConsolidatedBboFields::default()
+        };
+        if let Some(v) = t.venues() {
+            for (slot, top) in f.venues.iter_mut().zip(v.iter()) {
+                *slot = VenueTopFields::of(top);
+                f.venue_count += 1;
+            }
+        }
+        f
+    }
+}
+
+impl sealed::Sealed for ConsolidatedBboFields {}
+impl EventFields for ConsolidatedBboFields {
+    const EVENT: Event = Event::ConsolidatedBbo;
+    #[inline]
+    fn build<'b, A: Allocator + 'b>(
+        &self,
+        fbb: &mut FlatBufferBuilder<'b, A>,
+    ) -> WIPOffset<UnionWIPOffset> {
+        let venues = self.venues();
+        fbb.start_vector::<g::VenueTop>(venues.len());
+        for v in venues.iter().rev() {
+            fbb.push(v.to_struct());
+        }
+        let venues = fbb.end_vector(venues.len());
+        g::ConsolidatedBbo::create(
+            fbb,
+            &g::ConsolidatedBboArgs {
+                symbol: Some(&g::Symbol::new(&self.symbol)),
+                bid_price: self.bid_price,
+                bid_size: self.bid_size,
+                bid_venue: self.bid_venue,
+                ask_price: self.ask_price,
+                ask_size: self.ask_size,
+                ask_venue: self.ask_venue,
+                flags: self.flags,
+                venues: Some(venues),
+            },
+        )
+        .as_union_value()
+    }
+}

@@ -368,6 +368,67 @@ fn each_kind(enc: &mut impl Enc, mut check: impl FnMut(Event, &[u8])) {
         symbol: s,
         reserved: u8::MAX,
     });
+    let top = VenueTopFields {
+        bid_price: i64::MIN,
+        bid_size: u64::MAX,
+        ask_price: i64::MAX,
+        ask_size: u64::MAX - 1,
+        instrument: u32::MAX,
+        venue: Venue(u16::MAX),
+        input: u8::MAX,
+        flags: VenueTopFlags::all(),
+    };
+    go!(ConsolidatedBboFields {
+        symbol: s,
+        bid_price: i64::MIN + 2,
+        bid_size: u64::MAX - 2,
+        bid_venue: Venue(u16::MAX - 1),
+        ask_price: i64::MAX - 2,
+        ask_size: u64::MAX - 3,
+        ask_venue: Venue(u16::MAX - 2),
+        flags: ConsolidatedFlags::all(),
+        venue_count: MAX_CONSOLIDATED_VENUES as u8,
+        venues: [top; MAX_CONSOLIDATED_VENUES],
+    });
+}
+
+#[test]
+fn a_consolidated_bbo_reads_back_as_written() {
+    let mut enc = Encoder::new();
+    let mut f = ConsolidatedBboFields {
+        symbol: *b"AAPL    ",
+        bid_price: 3_201_400,
+        bid_size: 300,
+        bid_venue: Venue::Iex,
+        ask_price: 3_201_500,
+        ask_size: 100,
+        ask_venue: Venue::Nasdaq,
+        flags: ConsolidatedFlags::StaleVenue,
+        venue_count: 2,
+        ..ConsolidatedBboFields::default()
+    };
+    f.venues[0] = VenueTopFields {
+        bid_price: 3_201_300,
+        bid_size: 200,
+        ask_price: 3_201_500,
+        ask_size: 100,
+        instrument: 13,
+        venue: Venue::Nasdaq,
+        input: 0,
+        flags: VenueTopFlags::empty(),
+    };
+    f.venues[1] = VenueTopFields {
+        instrument: 2,
+        venue: Venue::Iex,
+        input: 1,
+        flags: VenueTopFlags::Stale,
+        ..VenueTopFields::default()
+    };
+    let bytes = enc.consolidated_bbo(&header(), &f).to_vec();
+    let env = read_verified(&bytes).expect("verifies");
+    let t = env.event_as_consolidated_bbo().expect("a consolidated BBO");
+    assert_eq!(ConsolidatedBboFields::read(&t), f);
+    assert_eq!(ConsolidatedBboFields::read(&t).venues().len(), 2);
 }
 
 #[test]

@@ -7,13 +7,24 @@
 //! become [`OrderEvent`]s (L3), `PriceLevelUpdate`s become [`LevelEvent`]s (L2). Every book is
 //! keyed through [`instrument_of`]. [`EnvelopeBooks`] holds a builder with the tallies a
 //! summary prints: messages per source type, gaps, and records that failed verification.
+//!
+//! IEX's envelopes (`Iex*`) are read into an [`IexInput`] ([`iex_input_of_envelope`]) and
+//! applied by [`EnvelopeBooks::apply_iex`]: DEEP price levels are staged with
+//! [`BookBuilder::set_level`] and flushed only at the level whose Event Flags say "event
+//! processing complete", so no book shows half an event; DEEP+ orders are L3 events for the
+//! same builder ITCH feeds (a Clear Book deletes every order of its symbol); a TOPS quote is
+//! the instrument's top of book as IEX states it; trade reports and DEEP+ order executions are
+//! the prints. The IEX replay's books ([`IexBooks`](super::IexBooks)) read decoded messages into
+//! the same [`IexInput`] and apply them here: one path.
 
 use mdbus_bus::ENVELOPE_MSG_TYPE;
 use mdbus_bus::schema::{self as fb, Envelope, HeaderFields, ReadBody};
 
+use std::collections::BTreeMap;
+
 use super::{
-    BookBuilder, BookConfig, BookConfigError, BookEvent, BookSummary, InvalidReason, LevelEvent,
-    OrderEvent, Side, TypeCounts,
+    BookBuilder, BookConfig, BookConfigError, BookEvent, BookSummary, IexBookEntry, IexSummary,
+    InvalidReason, LevelEvent, OrderEvent, Outcome, Side, TypeCounts, UpdateSink,
 };
 
 /// The instrument an envelope is about, the key of its book: the envelope's instrument id in
@@ -286,6 +297,305 @@ fn read_level<R: ReadBody>(msg: &R, instrument: u32) -> Option<BookEvent> {
     }))
 }
 
+/// A print of an IEX message: a Trade Report, or a DEEP+ Order Executed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IexPrint {
+    /// Shares traded.
+    pub shares: u32,
+    /// Price, Price(4).
+    pub price: i64,
+    /// IEX's trade id.
+    pub trade_id: u64,
+}
+
+/// A TOPS quote: (price, size) per side, `None` for an empty side (price and size 0).
+pub type IexQuote = (Option<(i64, u64)>, Option<(i64, u64)>);
+
+/// What one IEX message (decoded, or normalized into its envelope) does to books. The
+/// builder events name the book key (`locate`) the caller gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IexInput {
+    /// A DEEP price level (`8`, `5`), staged; `complete` when the Event Flags say "event
+    /// processing complete" (flush the event's levels then).
+    Level {
+        /// The level (size 0 removes it).
+        level: LevelEvent,
+        /// The event is complete.
+        complete: bool,
+    },
+    /// A DEEP+ order event (`a`, `M`, `R`), or an invalid event (a price, side or instrument
+    /// the builder cannot hold).
+    Order(OrderEvent),
+    /// A DEEP+ Order Executed (`L`): the execution of a displayed order, and its print.
+    Executed {
+        /// The execution ([`OrderEvent::Execute`]).
+        ev: OrderEvent,
+        /// The print.
+        print: IexPrint,
+    },
+    /// A Trade Report (`T`): a print, on no order the book shows ([`OrderEvent::Trade`], or
+    /// invalid when its price cannot be held).
+    Trade {
+        /// The builder's print event.
+        ev: OrderEvent,
+        /// The print.
+        print: IexPrint,
+    },
+    /// A TOPS Quote Update (`Q`): the instrument's top of book as IEX states it.
+    Quote(IexQuote),
+    /// A DEEP+ Clear Book (`C`): every order of the instrument is gone.
+    ClearBook,
+}
+
+impl IexInput {
+    /// A DEEP price level on `side`; an invalid event when the price cannot be held.
+    #[inline]
+    pub fn level(locate: u16, side: Side, price: i64, size: u32, complete: bool) -> IexInput {
+        match u32::try_from(price) {
+            Ok(price) => IexInput::Level {
+                level: LevelEvent {
+                    locate,
+                    side,
+                    price,
+                    shares: u64::from(size),
+                    orders: 0,
+                },
+                complete,
+            },
+            Err(_) => IexInput::invalid(locate, 0, InvalidReason::BadPrice(price)),
+        }
+    }
+
+    /// A DEEP+ Add Order of `side` (`None`: the side byte `byte` is neither buy nor sell).
+    #[inline]
+    pub fn add(
+        locate: u16,
+        side: Option<Side>,
+        byte: u8,
+        order_ref: u64,
+        size: u32,
+        price: i64,
+    ) -> IexInput {
+        let Some(side) = side else {
+            return IexInput::invalid(locate, order_ref, InvalidReason::BadSide(byte));
+        };
+        match u32::try_from(price) {
+            Ok(price) => IexInput::Order(OrderEvent::Add {
+                locate,
+                order_ref,
+                side,
+                price,
+                shares: size,
+            }),
+            Err(_) => IexInput::invalid(locate, order_ref, InvalidReason::BadPrice(price)),
+        }
+    }
+
+    /// A DEEP+ Order Modify: the order keeps its id and side, its size and price are replaced.
+    #[inline]
+    pub fn modify(locate: u16, order_ref: u64, size: u32, price: i64) -> IexInput {
+        match u32::try_from(price) {
+            Ok(price) => IexInput::Order(OrderEvent::Replace {
+                locate,
+                old_ref: order_ref,
+                new_ref: order_ref,
+                shares: size,
+                price,
+            }),
+            Err(_) => IexInput::invalid(locate, order_ref, InvalidReason::BadPrice(price)),
+        }
+    }
+
+    /// A DEEP+ Order Executed.
+    #[inline]
+    pub fn executed(locate: u16, order_ref: u64, print: IexPrint) -> IexInput {
+        IexInput::Executed {
+            ev: OrderEvent::Execute {
+                locate,
+                order_ref,
+                shares: print.shares,
+            },
+            print,
+        }
+    }
+
+    /// A Trade Report.
+    #[inline]
+    pub fn trade(locate: u16, print: IexPrint) -> IexInput {
+        let ev = match u32::try_from(print.price) {
+            Ok(price) => OrderEvent::Trade {
+                locate,
+                shares: print.shares,
+                price,
+            },
+            Err(_) => OrderEvent::Invalid {
+                locate,
+                order_ref: 0,
+                reason: InvalidReason::BadPrice(print.price),
+            },
+        };
+        IexInput::Trade { ev, print }
+    }
+
+    /// A TOPS quote: a side with price and size 0 is empty.
+    #[inline]
+    pub fn quote(bid_price: i64, bid_size: u32, ask_price: i64, ask_size: u32) -> IexInput {
+        let side =
+            |price: i64, size: u32| (price != 0 || size != 0).then_some((price, u64::from(size)));
+        IexInput::Quote((side(bid_price, bid_size), side(ask_price, ask_size)))
+    }
+
+    #[cold]
+    fn invalid(locate: u16, order_ref: u64, reason: InvalidReason) -> IexInput {
+        IexInput::Order(OrderEvent::Invalid {
+            locate,
+            order_ref,
+            reason,
+        })
+    }
+
+    /// The print, for a trade report or an order executed.
+    pub fn print(&self) -> Option<IexPrint> {
+        match self {
+            IexInput::Executed { print, .. } | IexInput::Trade { print, .. } => Some(*print),
+            _ => None,
+        }
+    }
+}
+
+/// The symbol an IEX envelope names (every IEX message but the System Event names one).
+pub fn iex_symbol(env: &Envelope<'_>) -> Option<[u8; 8]> {
+    use fb::Event as E;
+    let s = match env.event_type() {
+        E::IexSecurityDirectory => env.event_as_iex_security_directory()?.symbol(),
+        E::IexTradingStatus => env.event_as_iex_trading_status()?.symbol(),
+        E::IexRetailLiquidityIndicator => env.event_as_iex_retail_liquidity_indicator()?.symbol(),
+        E::IexOperationalHaltStatus => env.event_as_iex_operational_halt_status()?.symbol(),
+        E::IexShortSalePriceTestStatus => env.event_as_iex_short_sale_price_test_status()?.symbol(),
+        E::IexSecurityEvent => env.event_as_iex_security_event()?.symbol(),
+        E::IexQuoteUpdate => env.event_as_iex_quote_update()?.symbol(),
+        E::IexPriceLevelUpdateBuy => env.event_as_iex_price_level_update_buy()?.symbol(),
+        E::IexPriceLevelUpdateSell => env.event_as_iex_price_level_update_sell()?.symbol(),
+        E::IexTradeReport => env.event_as_iex_trade_report()?.symbol(),
+        E::IexTradeBreak => env.event_as_iex_trade_break()?.symbol(),
+        E::IexOfficialPrice => env.event_as_iex_official_price()?.symbol(),
+        E::IexAuctionInformation => env.event_as_iex_auction_information()?.symbol(),
+        E::IexAddOrder => env.event_as_iex_add_order()?.symbol(),
+        E::IexOrderModify => env.event_as_iex_order_modify()?.symbol(),
+        E::IexOrderDelete => env.event_as_iex_order_delete()?.symbol(),
+        E::IexOrderExecuted => env.event_as_iex_order_executed()?.symbol(),
+        E::IexClearBook => env.event_as_iex_clear_book()?.symbol(),
+        _ => return None,
+    };
+    Some(s.0)
+}
+
+/// Whether `event` is one of IEX's message kinds (`IexSystemEvent` ... `IexClearBook`).
+#[inline]
+pub fn is_iex_event(event: fb::Event) -> bool {
+    (fb::Event::IexSystemEvent.0..=fb::Event::IexClearBook.0).contains(&event.0)
+}
+
+/// What an IEX envelope does to books ([`IexInput`]), keyed by its [`instrument_of`]; `None`
+/// for messages that change no book and print nothing, and for market-wide ones
+/// (instrument 0). An instrument the builder cannot key is an invalid event, to be counted.
+pub fn iex_input_of_envelope(env: &Envelope<'_>) -> Option<IexInput> {
+    use fb::Event as E;
+    let event = env.event_type();
+    let instrument = instrument_of(&ReadBody::header_fields(env));
+    if instrument == 0 || !is_iex_event(event) {
+        return None;
+    }
+    let Some(locate) = book_key(instrument) else {
+        let touches = matches!(
+            event,
+            E::IexPriceLevelUpdateBuy
+                | E::IexPriceLevelUpdateSell
+                | E::IexAddOrder
+                | E::IexOrderModify
+                | E::IexOrderDelete
+                | E::IexOrderExecuted
+                | E::IexTradeReport
+                | E::IexQuoteUpdate
+                | E::IexClearBook
+        );
+        return touches.then(|| IexInput::Order(bad_instrument(instrument, 0)));
+    };
+    let input = match event {
+        E::IexPriceLevelUpdateBuy => {
+            let m = env.event_as_iex_price_level_update_buy()?;
+            IexInput::level(
+                locate,
+                Side::Bid,
+                m.price(),
+                m.size(),
+                m.event_flags() & 1 != 0,
+            )
+        }
+        E::IexPriceLevelUpdateSell => {
+            let m = env.event_as_iex_price_level_update_sell()?;
+            IexInput::level(
+                locate,
+                Side::Ask,
+                m.price(),
+                m.size(),
+                m.event_flags() & 1 != 0,
+            )
+        }
+        E::IexAddOrder => {
+            let m = env.event_as_iex_add_order()?;
+            let side = match m.side() {
+                fb::Side::Buy => Some(Side::Bid),
+                fb::Side::Sell => Some(Side::Ask),
+                _ => None,
+            };
+            IexInput::add(locate, side, m.side().0, m.order_id(), m.size(), m.price())
+        }
+        E::IexOrderModify => {
+            let m = env.event_as_iex_order_modify()?;
+            IexInput::modify(locate, m.order_id(), m.size(), m.price())
+        }
+        E::IexOrderDelete => IexInput::Order(OrderEvent::Delete {
+            locate,
+            order_ref: env.event_as_iex_order_delete()?.order_id(),
+        }),
+        E::IexOrderExecuted => {
+            let m = env.event_as_iex_order_executed()?;
+            let print = IexPrint {
+                shares: m.size(),
+                price: m.price(),
+                trade_id: m.trade_id(),
+            };
+            IexInput::executed(locate, m.order_id(), print)
+        }
+        E::IexTradeReport => {
+            let m = env.event_as_iex_trade_report()?;
+            let print = IexPrint {
+                shares: m.size(),
+                price: m.price(),
+                trade_id: m.trade_id(),
+            };
+            IexInput::trade(locate, print)
+        }
+        E::IexQuoteUpdate => {
+            let m = env.event_as_iex_quote_update()?;
+            IexInput::quote(m.bid_price(), m.bid_size(), m.ask_price(), m.ask_size())
+        }
+        E::IexClearBook => IexInput::ClearBook,
+        _ => return None,
+    };
+    Some(input)
+}
+
+/// What the IEX books keep per instrument beside the builder's book: the last TOPS quote and
+/// the prints.
+#[derive(Clone, Copy, Debug, Default)]
+struct IexTally {
+    quote: Option<IexQuote>,
+    traded_shares: u64,
+    prints: u64,
+}
+
 /// What a gap notice does to [`EnvelopeBooks`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GapPolicy {
@@ -311,6 +621,12 @@ pub struct EnvelopeBooks {
     gaps: u64,
     invalid: u64,
     policy: GapPolicy,
+    /// IEX: quotes and prints by instrument id; grows when an id is first seen.
+    iex: Vec<IexTally>,
+    /// IEX: the symbol of each instrument id its envelopes named; grows alike.
+    iex_symbols: Vec<[u8; 8]>,
+    /// IEX envelopes were observed: the summary takes IEX's form.
+    iex_seen: bool,
 }
 
 impl EnvelopeBooks {
@@ -319,6 +635,9 @@ impl EnvelopeBooks {
         self.builder.reset();
         self.counts = TypeCounts::new();
         (self.messages, self.gaps, self.invalid) = (0, 0, 0);
+        self.iex.clear();
+        self.iex_symbols.clear();
+        self.iex_seen = false;
     }
 
     /// Books of `config`, handling gap notices by `policy`.
@@ -330,6 +649,9 @@ impl EnvelopeBooks {
             gaps: 0,
             invalid: 0,
             policy,
+            iex: Vec::new(),
+            iex_symbols: Vec::new(),
+            iex_seen: false,
         })
     }
 
@@ -419,10 +741,157 @@ impl EnvelopeBooks {
             return;
         }
         let source = self.count(env.venue(), event);
-        if (source || event == fb::Event::PriceLevelUpdate)
+        if is_iex_event(event) {
+            self.observe_iex(env);
+        } else if (source || event == fb::Event::PriceLevelUpdate)
             && let Some(ev) = book_event_from_envelope(env)
         {
             self.apply(&ev);
+        }
+    }
+
+    /// Applies an IEX envelope (counted already), learning its instrument's symbol.
+    #[inline(never)]
+    fn observe_iex(&mut self, env: &Envelope<'_>) {
+        self.iex_seen = true;
+        let instrument = instrument_of(&ReadBody::header_fields(env));
+        if let Some(symbol) = iex_symbol(env) {
+            self.name_iex(instrument, symbol);
+        }
+        if let Some(input) = iex_input_of_envelope(env) {
+            self.apply_iex(instrument, &input, &mut |_| {});
+        }
+    }
+
+    /// Records that IEX instrument `instrument` is `symbol` (for the IEX summary's names).
+    pub fn name_iex(&mut self, instrument: u32, symbol: [u8; 8]) {
+        let Some(i) = book_key(instrument).map(usize::from) else {
+            return;
+        };
+        if self.iex_symbols.len() <= i {
+            self.iex_symbols.resize(i + 1, *b"        ");
+        }
+        self.iex_symbols[i] = symbol;
+    }
+
+    /// Applies what an IEX message does to the books of `instrument` (its [`IexInput`]),
+    /// sending the builder's updates to `out`: a level is staged and the event's levels
+    /// flushed at the complete one; orders, executions and prints go to the builder; a clear
+    /// book deletes the instrument's orders; a quote and the prints are kept for the summary.
+    /// Returns what the builder made of the book event (`Applied` for a quote).
+    pub fn apply_iex(
+        &mut self,
+        instrument: u32,
+        input: &IexInput,
+        out: &mut impl UpdateSink,
+    ) -> Outcome {
+        match *input {
+            IexInput::Level { level, complete } => {
+                let o = self.builder.set_level(&level, out);
+                if complete {
+                    self.builder.flush_levels(out);
+                }
+                o
+            }
+            IexInput::Order(ev) => self.builder.apply(&ev, out),
+            IexInput::Executed { ev, print } | IexInput::Trade { ev, print } => {
+                if let Some(t) = self.iex_tally(instrument) {
+                    t.traded_shares = t.traded_shares.saturating_add(u64::from(print.shares));
+                    t.prints += 1;
+                }
+                self.builder.apply(&ev, out)
+            }
+            IexInput::Quote(q) => {
+                if let Some(t) = self.iex_tally(instrument) {
+                    t.quote = Some(q);
+                }
+                Outcome::Applied
+            }
+            IexInput::ClearBook => {
+                if let Some(locate) = book_key(instrument) {
+                    self.builder.clear_orders(locate, out);
+                }
+                Outcome::Applied
+            }
+        }
+    }
+
+    /// The IEX tally of `instrument`, made when first needed; `None` for an id the books
+    /// cannot key.
+    fn iex_tally(&mut self, instrument: u32) -> Option<&mut IexTally> {
+        let i = usize::from(book_key(instrument)?);
+        if self.iex.len() <= i {
+            self.iex.resize(i + 1, IexTally::default());
+        }
+        self.iex.get_mut(i)
+    }
+
+    /// The IEX `--book-summary` of everything observed, symbols as the envelopes named them
+    /// (`#id` for an instrument none named), with `gaps` as its gap count. Level updates of
+    /// an event still incomplete (the stream ended within it) are applied first, unpublished.
+    pub fn iex_summary(&mut self, gaps: u64) -> IexSummary {
+        let symbols = std::mem::take(&mut self.iex_symbols);
+        let s = self.iex_summary_named(gaps, |id| {
+            let s = *symbols.get(usize::try_from(id).ok()?)?;
+            (s != *b"        ").then_some(s)
+        });
+        self.iex_symbols = symbols;
+        s
+    }
+
+    /// [`iex_summary`](Self::iex_summary) with the symbol of each instrument id from `name`.
+    pub fn iex_summary_named(
+        &mut self,
+        gaps: u64,
+        name: impl Fn(u32) -> Option<[u8; 8]>,
+    ) -> IexSummary {
+        self.builder.flush_levels(&mut |_| {});
+        let mut books = BTreeMap::new();
+        let ids = self
+            .builder
+            .locates()
+            .chain((0..self.iex.len()).filter_map(|i| u16::try_from(i).ok()));
+        for locate in ids {
+            let tally = self
+                .iex
+                .get(usize::from(locate))
+                .copied()
+                .unwrap_or_default();
+            let (bid, ask) = match tally.quote {
+                Some(q) => q,
+                None => match self.builder.bbo(locate) {
+                    Some(b) => (
+                        b.bid_price.map(|p| (i64::from(p), b.bid_size)),
+                        b.ask_price.map(|p| (i64::from(p), b.ask_size)),
+                    ),
+                    None => (None, None),
+                },
+            };
+            if bid.is_none() && ask.is_none() && tally.prints == 0 {
+                continue;
+            }
+            let id = u32::from(locate);
+            let symbol = name(id).map_or_else(
+                || format!("#{id}"),
+                |s| String::from_utf8_lossy(&s).trim_end().to_owned(),
+            );
+            books.insert(
+                symbol,
+                IexBookEntry {
+                    best_bid: bid.map(|b| b.0),
+                    bid_size: bid.map_or(0, |b| b.1),
+                    best_ask: ask.map(|a| a.0),
+                    ask_size: ask.map_or(0, |a| a.1),
+                    traded_shares: tally.traded_shares,
+                    prints: tally.prints,
+                },
+            );
+        }
+        IexSummary {
+            messages: self.messages,
+            counts: self.counts.clone(),
+            gaps,
+            books,
         }
     }
 
@@ -434,6 +903,9 @@ impl EnvelopeBooks {
                 self.gaps += 1;
                 if !recoverable {
                     self.builder.reset();
+                    for t in &mut self.iex {
+                        t.quote = None;
+                    }
                 }
             }
         }
@@ -449,6 +921,17 @@ impl EnvelopeBooks {
             BookEvent::Level(ev) => {
                 self.builder.apply_level(ev, &mut |_| {});
             }
+        }
+    }
+
+    /// The `--book-summary` JSON of everything observed: IEX's form
+    /// ([`iex_summary`](Self::iex_summary)) when IEX envelopes were observed, else ITCH's
+    /// ([`summary`](Self::summary)); the gaps as counted here.
+    pub fn summary_json(&mut self) -> String {
+        if self.iex_seen {
+            self.iex_summary(self.gaps).to_json()
+        } else {
+            self.summary().to_json()
         }
     }
 
@@ -635,6 +1118,68 @@ mod tests {
         );
         assert_eq!((b.invalid(), b.messages()), (1, 0));
         assert_eq!(b.builder().counters().events, 0);
+    }
+
+    #[test]
+    fn iex_envelopes_build_iex_books_named_by_their_symbols() {
+        let mut b = books(GapPolicy::CountLost);
+        let iex = |seq: u64, fields: &dyn Fn(&mut Encoder, &HeaderFields) -> Vec<u8>| {
+            let h = HeaderFields {
+                seq,
+                venue: fb::Venue::Iex,
+                instrument: 3,
+                ..HeaderFields::default()
+            };
+            fields(&mut Encoder::new(), &h)
+        };
+        let level = |buy: bool, flags: u8, size: u32, price: i64| {
+            move |e: &mut Encoder, h: &HeaderFields| {
+                let symbol = *b"ZIEXT   ";
+                if buy {
+                    let f = fb::IexPriceLevelUpdateBuyFields {
+                        symbol,
+                        event_flags: flags,
+                        size,
+                        price,
+                        ..Default::default()
+                    };
+                    e.iex_price_level_update_buy(h, &f).to_vec()
+                } else {
+                    let f = fb::IexPriceLevelUpdateSellFields {
+                        symbol,
+                        event_flags: flags,
+                        size,
+                        price,
+                        ..Default::default()
+                    };
+                    e.iex_price_level_update_sell(h, &f).to_vec()
+                }
+            }
+        };
+        b.observe_record(ENVELOPE_MSG_TYPE, &iex(1, &level(true, 0, 100, 250_000)));
+        b.observe_record(ENVELOPE_MSG_TYPE, &iex(2, &level(false, 0, 300, 251_000)));
+        // Half an event: its updates are held, not published.
+        assert_eq!(b.builder().staged_levels(), 2);
+        b.observe_record(ENVELOPE_MSG_TYPE, &iex(3, &level(true, 1, 200, 250_100)));
+        assert_eq!(b.builder().staged_levels(), 0);
+        let trade = |e: &mut Encoder, h: &HeaderFields| {
+            let f = fb::IexTradeReportFields {
+                symbol: *b"ZIEXT   ",
+                size: 40,
+                price: 250_000,
+                ..Default::default()
+            };
+            e.iex_trade_report(h, &f).to_vec()
+        };
+        b.observe_record(ENVELOPE_MSG_TYPE, &iex(4, &trade));
+        assert_eq!(
+            b.summary_json(),
+            r#"{"messages":4,"counts":{"5":1,"8":2,"T":1},"gaps":0,"books":{"ZIEXT":{"best_bid":250100,"bid_size":200,"best_ask":251000,"ask_size":300,"traded_shares":40,"prints":1}}}"#
+        );
+        // Nasdaq's envelopes keep ITCH's form.
+        let mut n = books(GapPolicy::CountLost);
+        n.observe_record(ENVELOPE_MSG_TYPE, &encode(13, &add_fields(1)));
+        assert_eq!(n.summary_json(), n.summary().to_json());
     }
 
     #[test]

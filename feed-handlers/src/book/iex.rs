@@ -1,13 +1,16 @@
-//! IEX's messages as book input, and the IEX `--book-summary`.
+//! IEX's decoded messages as book input, and the IEX `--book-summary`.
 //!
-//! DEEP price level updates (`8` buy, `5` sell) become [`LevelEvent`]s, staged with
-//! [`BookBuilder::set_level`] and flushed only at the message whose Event Flags say "event
-//! processing complete", so the books never show half an event. DEEP+ orders (`a`, `M`, `R`,
-//! `L`) become [`OrderEvent`]s for the same builder ITCH feeds, and a Clear Book (`C`) deletes
-//! every order of its symbol ([`BookBuilder::clear_orders`]); a TOPS quote update (`Q`) is the
-//! instrument's top of book as IEX states it. Trade Reports (`T`) and, in DEEP+, Order Executed
-//! (`L`, known order or not) are the prints; trade breaks change nothing. Prices keep their
-//! 1e-4 scale; a price or side the builder cannot hold is an [`OrderEvent::Invalid`], counted.
+//! A thin layer over the envelope path ([`EnvelopeBooks`]): each decoded message is read into
+//! the [`IexInput`] its normalized envelope would give ([`IexInput::of_message`]) and applied by
+//! [`EnvelopeBooks::apply_iex`], so a replay's books (built before the messages are
+//! normalized) and the books of the bus's envelopes (book service, receiver) are made by one
+//! piece of code. DEEP price level updates (`8` buy, `5` sell) are staged and flushed at the
+//! message whose Event Flags say "event processing complete"; DEEP+ orders (`a`, `M`, `R`,
+//! `L`) are L3 events and a Clear Book (`C`) deletes every order of its symbol; a TOPS quote
+//! update (`Q`) is the instrument's top of book as IEX states it. Trade Reports (`T`) and
+//! DEEP+ Order Executed (`L`, known order or not) are the prints; trade breaks change nothing.
+//! Prices keep their 1e-4 scale; a price or side the builder cannot hold is an
+//! [`OrderEvent::Invalid`], counted.
 
 use std::collections::BTreeMap;
 
@@ -16,9 +19,68 @@ use mdbus_codecs::iex::message::Message;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::{
-    BookBuilder, BookConfig, BookConfigError, InvalidReason, LevelEvent, OrderEvent, Side,
-    TypeCounts,
+    BookBuilder, BookConfig, BookConfigError, EnvelopeBooks, GapPolicy, IexInput, IexPrint,
+    InvalidReason, LevelEvent, OrderEvent, Side, TypeCounts,
 };
+
+impl IexInput {
+    /// What decoded message `msg` about instrument `locate` does to books: the same
+    /// [`IexInput`] as its normalized envelope gives ([`iex_input_of_envelope`]); `None` for
+    /// messages that change no book and print nothing.
+    ///
+    /// [`iex_input_of_envelope`]: super::iex_input_of_envelope
+    #[inline]
+    pub fn of_message(msg: &Message<'_>, locate: u16) -> Option<IexInput> {
+        let print = |size, price, trade_id| IexPrint {
+            shares: size,
+            price,
+            trade_id,
+        };
+        let input = match msg {
+            Message::PriceLevelUpdateBuy(m) => IexInput::level(
+                locate,
+                Side::Bid,
+                m.price(),
+                m.size(),
+                m.event_processing_complete(),
+            ),
+            Message::PriceLevelUpdateSell(m) => IexInput::level(
+                locate,
+                Side::Ask,
+                m.price(),
+                m.size(),
+                m.event_processing_complete(),
+            ),
+            Message::AddOrder(m) => {
+                let side = match m.side() {
+                    b'8' => Some(Side::Bid),
+                    b'5' => Some(Side::Ask),
+                    _ => None,
+                };
+                IexInput::add(locate, side, m.side(), m.order_id(), m.size(), m.price())
+            }
+            Message::OrderModify(m) => IexInput::modify(locate, m.order_id(), m.size(), m.price()),
+            Message::OrderDelete(m) => IexInput::Order(OrderEvent::Delete {
+                locate,
+                order_ref: m.order_id(),
+            }),
+            Message::OrderExecuted(m) => IexInput::executed(
+                locate,
+                m.order_id(),
+                print(m.size(), m.price(), m.trade_id()),
+            ),
+            Message::TradeReport(m) => {
+                IexInput::trade(locate, print(m.size(), m.price(), m.trade_id()))
+            }
+            Message::QuoteUpdate(q) => {
+                IexInput::quote(q.bid_price(), q.bid_size(), q.ask_price(), q.ask_size())
+            }
+            Message::ClearBook(_) => IexInput::ClearBook,
+            _ => return None,
+        };
+        Some(input)
+    }
+}
 
 /// The book input of one IEX message about instrument `locate`: the builder event, if any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,88 +98,14 @@ pub enum IexBookEvent {
 
 impl IexBookEvent {
     /// The book event of `msg` about `locate`, `None` for messages that change no book (prints
-    /// are read by [`iex_print`], quotes by [`IexBooks`]).
+    /// are read by [`iex_print`], quotes by [`IexBooks`]); from [`IexInput::of_message`].
     #[inline]
     pub fn of(msg: &Message<'_>, locate: u16) -> Option<IexBookEvent> {
-        let invalid = |order_ref, reason| {
-            Some(IexBookEvent::Order(OrderEvent::Invalid {
-                locate,
-                order_ref,
-                reason,
-            }))
-        };
-        let level = |side, price: i64, size: u32, complete| match u32::try_from(price) {
-            Ok(price) => Some(IexBookEvent::Level {
-                level: LevelEvent {
-                    locate,
-                    side,
-                    price,
-                    shares: u64::from(size),
-                    orders: 0,
-                },
-                complete,
-            }),
-            Err(_) => invalid(0, InvalidReason::BadPrice(price)),
-        };
-        let ev = match msg {
-            Message::PriceLevelUpdateBuy(m) => {
-                return level(
-                    Side::Bid,
-                    m.price(),
-                    m.size(),
-                    m.event_processing_complete(),
-                );
-            }
-            Message::PriceLevelUpdateSell(m) => {
-                return level(
-                    Side::Ask,
-                    m.price(),
-                    m.size(),
-                    m.event_processing_complete(),
-                );
-            }
-            Message::AddOrder(m) => {
-                let side = match m.side() {
-                    b'8' => Side::Bid,
-                    b'5' => Side::Ask,
-                    other => return invalid(m.order_id(), InvalidReason::BadSide(other)),
-                };
-                let Ok(price) = u32::try_from(m.price()) else {
-                    return invalid(m.order_id(), InvalidReason::BadPrice(m.price()));
-                };
-                OrderEvent::Add {
-                    locate,
-                    order_ref: m.order_id(),
-                    side,
-                    price,
-                    shares: m.size(),
-                }
-            }
-            Message::OrderModify(m) => {
-                let Ok(price) = u32::try_from(m.price()) else {
-                    return invalid(m.order_id(), InvalidReason::BadPrice(m.price()));
-                };
-                // The order keeps its id and side; its size and price are replaced.
-                OrderEvent::Replace {
-                    locate,
-                    old_ref: m.order_id(),
-                    new_ref: m.order_id(),
-                    shares: m.size(),
-                    price,
-                }
-            }
-            Message::OrderDelete(m) => OrderEvent::Delete {
-                locate,
-                order_ref: m.order_id(),
-            },
-            Message::OrderExecuted(m) => OrderEvent::Execute {
-                locate,
-                order_ref: m.order_id(),
-                shares: m.size(),
-            },
-            _ => return None,
-        };
-        Some(IexBookEvent::Order(ev))
+        match IexInput::of_message(msg, locate)? {
+            IexInput::Level { level, complete } => Some(IexBookEvent::Level { level, complete }),
+            IexInput::Order(ev) | IexInput::Executed { ev, .. } => Some(IexBookEvent::Order(ev)),
+            IexInput::Trade { .. } | IexInput::Quote(_) | IexInput::ClearBook => None,
+        }
     }
 }
 
@@ -132,26 +120,12 @@ pub fn iex_print(msg: &Message<'_>) -> Option<u32> {
     }
 }
 
-/// A TOPS quote: (price, size) per side, `None` for an empty side.
-type Quote = (Option<(i64, u64)>, Option<(i64, u64)>);
-
-/// What IEX's summary keeps per instrument beside its book.
-#[derive(Clone, Copy, Debug, Default)]
-struct Tally {
-    quote: Option<Quote>,
-    traded_shares: u64,
-    prints: u64,
-}
-
-/// Books of an IEX feed with the tallies its `--book-summary` prints: messages per type, and
-/// per instrument the top of book (levels, orders or TOPS quotes) and the prints.
+/// Books of an IEX feed from its decoded messages, with the tallies its `--book-summary`
+/// prints: messages per type, and per instrument the top of book (levels, orders or TOPS
+/// quotes) and the prints. [`EnvelopeBooks`] underneath.
 #[derive(Debug)]
 pub struct IexBooks {
-    builder: BookBuilder,
-    counts: TypeCounts,
-    messages: u64,
-    /// By instrument id; grows when an id is first seen.
-    tallies: Vec<Tally>,
+    books: EnvelopeBooks,
     /// Messages about an instrument id the books cannot key (above 65,535).
     bad_instruments: u64,
 }
@@ -160,27 +134,24 @@ impl IexBooks {
     /// Books of `config`.
     pub fn new(config: BookConfig) -> Result<Self, BookConfigError> {
         Ok(IexBooks {
-            builder: BookBuilder::new(config)?,
-            counts: TypeCounts::new(),
-            messages: 0,
-            tallies: Vec::new(),
+            books: EnvelopeBooks::new(config, GapPolicy::CountLost)?,
             bad_instruments: 0,
         })
     }
 
     /// The books.
     pub fn builder(&self) -> &BookBuilder {
-        &self.builder
+        self.books.builder()
     }
 
     /// Messages per type byte.
     pub fn counts(&self) -> &TypeCounts {
-        &self.counts
+        self.books.counts()
     }
 
     /// Messages observed.
     pub fn messages(&self) -> u64 {
-        self.messages
+        self.books.messages()
     }
 
     /// Messages about an instrument id the books cannot key.
@@ -190,116 +161,31 @@ impl IexBooks {
 
     /// Counts `msg` (about `instrument`, 0 for market-wide) and applies it to the books.
     pub fn observe(&mut self, msg: &Message<'_>, instrument: u32) {
-        self.messages += 1;
-        self.counts.record(msg.msg_type());
+        self.books.observe_source(msg.msg_type(), None);
         if instrument == 0 {
             return;
         }
         let Ok(locate) = u16::try_from(instrument) else {
             self.bad_instruments += 1;
-            self.builder.apply(
-                &OrderEvent::Invalid {
-                    locate: 0,
-                    order_ref: 0,
-                    reason: InvalidReason::BadInstrument(instrument),
-                },
-                &mut |_| {},
-            );
+            let ev = OrderEvent::Invalid {
+                locate: 0,
+                order_ref: 0,
+                reason: InvalidReason::BadInstrument(instrument),
+            };
+            self.books
+                .apply_iex(instrument, &IexInput::Order(ev), &mut |_| {});
             return;
         };
-        let i = usize::from(locate);
-        let touches = matches!(
-            msg,
-            Message::QuoteUpdate(_) | Message::TradeReport(_) | Message::OrderExecuted(_)
-        );
-        if touches && self.tallies.len() <= i {
-            self.tallies.resize(i + 1, Tally::default());
-        }
-        if let Message::QuoteUpdate(q) = msg {
-            let side = |price: i64, size: u32| {
-                (price != 0 || size != 0).then_some((price, u64::from(size)))
-            };
-            self.tallies[i].quote = Some((
-                side(q.bid_price(), q.bid_size()),
-                side(q.ask_price(), q.ask_size()),
-            ));
-        }
-        if let Some(shares) = iex_print(msg) {
-            let t = &mut self.tallies[i];
-            t.traded_shares = t.traded_shares.saturating_add(u64::from(shares));
-            t.prints += 1;
-        }
-        match IexBookEvent::of(msg, locate) {
-            Some(IexBookEvent::Level { level, complete }) => {
-                self.builder.set_level(&level, &mut |_| {});
-                if complete {
-                    self.builder.flush_levels(&mut |_| {});
-                }
-            }
-            Some(IexBookEvent::Order(ev)) => {
-                self.builder.apply(&ev, &mut |_| {});
-            }
-            None => {}
-        }
-        if let Message::ClearBook(_) = msg {
-            self.builder.clear_orders(locate, &mut |_| {});
+        if let Some(input) = IexInput::of_message(msg, locate) {
+            self.books.apply_iex(instrument, &input, &mut |_| {});
         }
     }
 
     /// The summary, symbols named by `directory`, with `gaps` as counted by the reader.
     /// Level updates of an event still incomplete when the capture ended are applied first.
     pub fn summary(&mut self, directory: &Directory, gaps: u64) -> IexSummary {
-        self.builder.flush_levels(&mut |_| {});
-        let mut books = BTreeMap::new();
-        let ids = self
-            .builder
-            .locates()
-            .map(u32::from)
-            .chain((0..self.tallies.len()).filter_map(|i| u32::try_from(i).ok()));
-        for id in ids {
-            let Some(locate) = u16::try_from(id).ok() else {
-                continue;
-            };
-            let tally = self
-                .tallies
-                .get(usize::from(locate))
-                .copied()
-                .unwrap_or_default();
-            let (bid, ask) = match tally.quote {
-                Some(q) => q,
-                None => match self.builder.bbo(locate) {
-                    Some(b) => (
-                        b.bid_price.map(|p| (i64::from(p), b.bid_size)),
-                        b.ask_price.map(|p| (i64::from(p), b.ask_size)),
-                    ),
-                    None => (None, None),
-                },
-            };
-            if bid.is_none() && ask.is_none() && tally.prints == 0 {
-                continue;
-            }
-            let symbol = directory.symbol_of(id).map_or_else(
-                || format!("#{id}"),
-                |s| String::from_utf8_lossy(&s).trim_end().to_owned(),
-            );
-            books.insert(
-                symbol,
-                IexBookEntry {
-                    best_bid: bid.map(|b| b.0),
-                    bid_size: bid.map_or(0, |b| b.1),
-                    best_ask: ask.map(|a| a.0),
-                    ask_size: ask.map_or(0, |a| a.1),
-                    traded_shares: tally.traded_shares,
-                    prints: tally.prints,
-                },
-            );
-        }
-        IexSummary {
-            messages: self.messages,
-            counts: self.counts.clone(),
-            gaps,
-            books,
-        }
+        self.books
+            .iex_summary_named(gaps, |id| directory.symbol_of(id))
     }
 }
 
@@ -379,6 +265,66 @@ mod tests {
         let mut dir = Directory::with_capacity(4);
         assert_eq!(dir.assign(*b"ZIEXT   "), Ok(1));
         (IexBooks::new(BookConfig::default()).unwrap(), dir)
+    }
+
+    #[test]
+    fn a_decoded_message_and_its_envelope_give_the_same_book_input() {
+        use mdbus_codecs::iex::normalize::Normalizer;
+
+        let with = |t: u8, f: u8, len: usize, fill: &dyn Fn(&mut Vec<u8>)| {
+            let mut m = msg(t, f, b"ZIEXT   ", len);
+            fill(&mut m);
+            m
+        };
+        let order = |m: &mut Vec<u8>| {
+            m[18..26].copy_from_slice(&7u64.to_le_bytes());
+            m[26..30].copy_from_slice(&300u32.to_le_bytes());
+            m[30..38].copy_from_slice(&1_234_500i64.to_le_bytes());
+        };
+        let print = |m: &mut Vec<u8>| {
+            m[18..22].copy_from_slice(&100u32.to_le_bytes());
+            m[22..30].copy_from_slice(&1_234_500i64.to_le_bytes());
+            m[30..38].copy_from_slice(&99u64.to_le_bytes());
+        };
+        let messages = [
+            level(b'8', true, 100, 250_000),
+            level(b'5', false, 0, 251_000),
+            level(b'8', true, 100, -5),
+            with(b'a', b'8', 38, &order),
+            with(b'a', b'5', 38, &order),
+            with(b'a', b'X', 38, &order),
+            with(b'M', 1, 38, &order),
+            with(b'R', 0, 26, &|m| {
+                m[18..26].copy_from_slice(&7u64.to_le_bytes())
+            }),
+            with(b'L', 0, 46, &|m| {
+                order(m);
+                m[38..46].copy_from_slice(&5u64.to_le_bytes());
+            }),
+            with(b'T', 0x80, 38, &print),
+            with(b'B', 0, 38, &print),
+            with(b'Q', 0, 42, &|m| {
+                m[18..22].copy_from_slice(&500u32.to_le_bytes());
+                m[22..30].copy_from_slice(&99_000i64.to_le_bytes());
+                m[30..38].copy_from_slice(&99_100i64.to_le_bytes());
+                m[38..42].copy_from_slice(&200u32.to_le_bytes());
+            }),
+            with(b'C', 0, 18, &|_| {}),
+            with(b'H', b'T', 22, &|_| {}),
+        ];
+        let mut norm = Normalizer::new();
+        for bytes in &messages {
+            let m = decode(bytes).unwrap();
+            let instrument = norm.instrument(&m);
+            let from_message = IexInput::of_message(&m, u16::try_from(instrument).unwrap());
+            let env = norm.normalize(&m, 1, 2).envelope();
+            assert_eq!(
+                super::super::iex_input_of_envelope(&env),
+                from_message,
+                "{}",
+                char::from(bytes[0])
+            );
+        }
     }
 
     #[test]

@@ -93,10 +93,10 @@ mod tests;
 
 pub use event::{BookEvent, InvalidReason, LevelEvent, OrderEvent, Side};
 pub use from_events::{
-    EnvelopeBooks, GapPolicy, book_event_from_envelope, header_of, instrument_of,
-    order_event_from_envelope,
+    EnvelopeBooks, GapPolicy, IexInput, IexPrint, IexQuote, book_event_from_envelope, header_of,
+    iex_input_of_envelope, iex_symbol, instrument_of, is_iex_event, order_event_from_envelope,
 };
-pub(crate) use from_events::{InputRead, read_input, read_input_generic, read_trade};
+pub(crate) use from_events::{InputRead, book_key, read_input, read_input_generic, read_trade};
 pub use iex::{IexBookEntry, IexBookEvent, IexBooks, IexSummary, iex_print};
 pub use levels::{LEVEL_BYTES, Level};
 pub use orders::{ORDER_SLOT_BYTES, Order};

@@ -111,8 +111,8 @@ pub trait Venue: fmt::Debug + Send + 'static {
 }
 
 /// Whether a normalized event stands for a source message of some venue, as opposed to a
-/// bus event (heartbeat, gap notice, book update, end of session) or a kind newer than this
-/// code. Venue-neutral: it reads the event kind only.
+/// bus event (heartbeat, gap notice, book update, consolidated top, end of session) or a kind
+/// newer than this code. Venue-neutral: it reads the event kind only.
 #[inline]
 pub fn is_source_event(event: fb::Event) -> bool {
     event.variant_name().is_some()
@@ -124,6 +124,7 @@ pub fn is_source_event(event: fb::Event) -> bool {
                 | fb::Event::Bbo
                 | fb::Event::PriceLevelUpdate
                 | fb::Event::EndOfSession
+                | fb::Event::ConsolidatedBbo
         )
 }
 

@@ -503,13 +503,14 @@ impl ::flatbuffers::SimpleToVerifyInSlice for BookAction {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_VENUE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_VENUE: u16 = 2;
+pub const ENUM_MAX_VENUE: u16 = 3;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_VENUE: [Venue; 3] = [
+pub const ENUM_VALUES_VENUE: [Venue; 4] = [
   Venue::Unknown,
   Venue::Nasdaq,
   Venue::Iex,
+  Venue::Consolidated,
 ];
 
 /// The market a message comes from (append-only, like every enum).
@@ -525,13 +526,17 @@ impl Venue {
   pub const Nasdaq: Self = Self(1);
   /// Investors Exchange (MIC IEXG): IEX-TP with TOPS, DEEP and DEEP+.
   pub const Iex: Self = Self(2);
+  /// Several venues merged by symbol (`ConsolidatedBbo`); `Envelope.instrument` is the
+  /// consolidator's own number for the symbol (1 up, in order of first sight).
+  pub const Consolidated: Self = Self(3);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 2;
+  pub const ENUM_MAX: u16 = 3;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Unknown,
     Self::Nasdaq,
     Self::Iex,
+    Self::Consolidated,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -539,6 +544,7 @@ impl Venue {
       Self::Unknown => Some("Unknown"),
       Self::Nasdaq => Some("Nasdaq"),
       Self::Iex => Some("Iex"),
+      Self::Consolidated => Some("Consolidated"),
       _ => None,
     }
   }
@@ -593,13 +599,126 @@ impl<'a> ::flatbuffers::Verifiable for Venue {
 }
 
 impl ::flatbuffers::SimpleToVerifyInSlice for Venue {}
+#[allow(non_upper_case_globals)]
+mod bitflags_venue_top_flags {
+  ::flatbuffers::bitflags::bitflags! {
+    /// Facts about one venue's top in a `ConsolidatedBbo` (bit flags; append-only).
+    #[derive(Default, Debug, Clone, Copy, PartialEq)]
+    pub struct VenueTopFlags: u8 {
+      /// The venue's top is no longer known (its stream had an unrecoverable gap or ended): it
+      /// is left out of the best bid and ask, and its prices and sizes are 0.
+      const Stale = 1;
+    }
+  }
+}
+pub use self::bitflags_venue_top_flags::VenueTopFlags;
+
+impl<'a> ::flatbuffers::Follow<'a> for VenueTopFlags {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self::from_bits_retain(b)
+  }
+}
+
+impl ::flatbuffers::Push for VenueTopFlags {
+    type Output = VenueTopFlags;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.bits()) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for VenueTopFlags {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.bits().to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self::from_bits_retain(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for VenueTopFlags {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for VenueTopFlags {}
+#[allow(non_upper_case_globals)]
+mod bitflags_consolidated_flags {
+  ::flatbuffers::bitflags::bitflags! {
+    /// Facts about a `ConsolidatedBbo` (bit flags; append-only).
+    #[derive(Default, Debug, Clone, Copy, PartialEq)]
+    pub struct ConsolidatedFlags: u8 {
+      /// The best bid equals the best ask.
+      const Locked = 1;
+      /// The best bid is above the best ask.
+      const Crossed = 2;
+      /// At least one venue's top is stale (see `VenueTopFlags.Stale`) and left out.
+      const StaleVenue = 4;
+    }
+  }
+}
+pub use self::bitflags_consolidated_flags::ConsolidatedFlags;
+
+impl<'a> ::flatbuffers::Follow<'a> for ConsolidatedFlags {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self::from_bits_retain(b)
+  }
+}
+
+impl ::flatbuffers::Push for ConsolidatedFlags {
+    type Output = ConsolidatedFlags;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.bits()) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for ConsolidatedFlags {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.bits().to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self::from_bits_retain(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ConsolidatedFlags {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ConsolidatedFlags {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_EVENT: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_EVENT: u8 = 47;
+pub const ENUM_MAX_EVENT: u8 = 48;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_EVENT: [Event; 48] = [
+pub const ENUM_VALUES_EVENT: [Event; 49] = [
   Event::NONE,
   Event::SystemEvent,
   Event::StockDirectory,
@@ -648,6 +767,7 @@ pub const ENUM_VALUES_EVENT: [Event; 48] = [
   Event::IexOrderDelete,
   Event::IexOrderExecuted,
   Event::IexClearBook,
+  Event::ConsolidatedBbo,
 ];
 
 /// Every normalized event. Append-only: never reorder, remove or reuse a member (the tag is
@@ -705,9 +825,10 @@ impl Event {
   pub const IexOrderDelete: Self = Self(45);
   pub const IexOrderExecuted: Self = Self(46);
   pub const IexClearBook: Self = Self(47);
+  pub const ConsolidatedBbo: Self = Self(48);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 47;
+  pub const ENUM_MAX: u8 = 48;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::SystemEvent,
@@ -757,6 +878,7 @@ impl Event {
     Self::IexOrderDelete,
     Self::IexOrderExecuted,
     Self::IexClearBook,
+    Self::ConsolidatedBbo,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -809,6 +931,7 @@ impl Event {
       Self::IexOrderDelete => Some("IexOrderDelete"),
       Self::IexOrderExecuted => Some("IexOrderExecuted"),
       Self::IexClearBook => Some("IexClearBook"),
+      Self::ConsolidatedBbo => Some("ConsolidatedBbo"),
       _ => None,
     }
   }
@@ -3750,6 +3873,334 @@ impl<'a> PriceLevelBody {
         &x_le as *const _ as *const u8,
         self.0[21..].as_mut_ptr(),
         ::core::mem::size_of::<<BookAction as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+/// One venue's best bid and offer for the symbol of a `ConsolidatedBbo`. A side with no
+/// orders has price and size 0.
+// struct VenueTop, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct VenueTop(pub [u8; 40]);
+impl Default for VenueTop { 
+  fn default() -> Self { 
+    Self([0; 40])
+  }
+}
+impl ::core::fmt::Debug for VenueTop {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("VenueTop")
+      .field("bid_price", &self.bid_price())
+      .field("bid_size", &self.bid_size())
+      .field("ask_price", &self.ask_price())
+      .field("ask_size", &self.ask_size())
+      .field("instrument", &self.instrument())
+      .field("venue", &self.venue())
+      .field("input", &self.input())
+      .field("flags", &self.flags())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for VenueTop {}
+impl<'a> ::flatbuffers::Follow<'a> for VenueTop {
+  type Inner = &'a VenueTop;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a VenueTop>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a VenueTop {
+  type Inner = &'a VenueTop;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<VenueTop>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for VenueTop {
+    type Output = VenueTop;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const VenueTop as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(8)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for VenueTop {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> VenueTop {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    bid_price: i64,
+    bid_size: u64,
+    ask_price: i64,
+    ask_size: u64,
+    instrument: u32,
+    venue: Venue,
+    input: u8,
+    flags: VenueTopFlags,
+  ) -> Self {
+    let mut s = Self([0; 40]);
+    s.set_bid_price(bid_price);
+    s.set_bid_size(bid_size);
+    s.set_ask_price(ask_price);
+    s.set_ask_size(ask_size);
+    s.set_instrument(instrument);
+    s.set_venue(venue);
+    s.set_input(input);
+    s.set_flags(flags);
+    s
+  }
+
+  /// Best bid price, Price(4).
+  pub fn bid_price(&self) -> i64 {
+    let mut mem = ::core::mem::MaybeUninit::<<i64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<i64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_bid_price(&mut self, x: i64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        ::core::mem::size_of::<<i64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  /// Aggregate shares at the best bid.
+  pub fn bid_size(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[8..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_bid_size(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[8..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  /// Best ask price, Price(4).
+  pub fn ask_price(&self) -> i64 {
+    let mut mem = ::core::mem::MaybeUninit::<<i64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[16..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<i64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_ask_price(&mut self, x: i64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[16..].as_mut_ptr(),
+        ::core::mem::size_of::<<i64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  /// Aggregate shares at the best ask.
+  pub fn ask_size(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[24..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_ask_size(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[24..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  /// The venue's instrument id (its `Envelope.instrument`).
+  pub fn instrument(&self) -> u32 {
+    let mut mem = ::core::mem::MaybeUninit::<<u32 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[32..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_instrument(&mut self, x: u32) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[32..].as_mut_ptr(),
+        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  /// The venue.
+  pub fn venue(&self) -> Venue {
+    let mut mem = ::core::mem::MaybeUninit::<<Venue as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[36..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<Venue as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_venue(&mut self, x: Venue) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[36..].as_mut_ptr(),
+        ::core::mem::size_of::<<Venue as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  /// Which input of the consolidator the top came from (0 up, in the order given).
+  pub fn input(&self) -> u8 {
+    let mut mem = ::core::mem::MaybeUninit::<<u8 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[38..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u8 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_input(&mut self, x: u8) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[38..].as_mut_ptr(),
+        ::core::mem::size_of::<<u8 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn flags(&self) -> VenueTopFlags {
+    let mut mem = ::core::mem::MaybeUninit::<<VenueTopFlags as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[39..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<VenueTopFlags as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_flags(&mut self, x: VenueTopFlags) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[39..].as_mut_ptr(),
+        ::core::mem::size_of::<<VenueTopFlags as ::flatbuffers::EndianScalar>::Scalar>(),
       );
     }
   }
@@ -10634,6 +11085,251 @@ impl ::core::fmt::Debug for IexClearBook<'_> {
       ds.finish()
   }
 }
+pub enum ConsolidatedBboOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The best bid and ask of one symbol across venues, after an update of one venue's top.
+/// Published by the consolidator (`Envelope.venue` `Consolidated`); `Header` is the one of
+/// the input event that caused it. A side no venue quotes has price, size 0 and venue
+/// `Unknown`. Locked and crossed markets are published as they are, flagged.
+pub struct ConsolidatedBbo<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ConsolidatedBbo<'a> {
+  type Inner = ConsolidatedBbo<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ConsolidatedBbo<'a> {
+  pub const VT_SYMBOL: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BID_PRICE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_BID_SIZE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_BID_VENUE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_ASK_PRICE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_ASK_SIZE: ::flatbuffers::VOffsetT = 14;
+  pub const VT_ASK_VENUE: ::flatbuffers::VOffsetT = 16;
+  pub const VT_FLAGS: ::flatbuffers::VOffsetT = 18;
+  pub const VT_VENUES: ::flatbuffers::VOffsetT = 20;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ConsolidatedBbo { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ConsolidatedBboArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ConsolidatedBbo<'bldr>> {
+    let mut builder = ConsolidatedBboBuilder::new(_fbb);
+    builder.add_ask_size(args.ask_size);
+    builder.add_ask_price(args.ask_price);
+    builder.add_bid_size(args.bid_size);
+    builder.add_bid_price(args.bid_price);
+    if let Some(x) = args.venues { builder.add_venues(x); }
+    if let Some(x) = args.symbol { builder.add_symbol(x); }
+    builder.add_ask_venue(args.ask_venue);
+    builder.add_bid_venue(args.bid_venue);
+    builder.add_flags(args.flags);
+    builder.finish()
+  }
+
+
+  /// The symbol the venues are joined on (8 ASCII bytes, space-padded).
+  #[inline]
+  pub fn symbol(&self) -> &'a Symbol {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Symbol>(ConsolidatedBbo::VT_SYMBOL, None).unwrap()}
+  }
+  /// Best bid across the venues, Price(4).
+  #[inline]
+  pub fn bid_price(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(ConsolidatedBbo::VT_BID_PRICE, Some(0)).unwrap()}
+  }
+  /// Shares at the best bid on `bid_venue`.
+  #[inline]
+  pub fn bid_size(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ConsolidatedBbo::VT_BID_SIZE, Some(0)).unwrap()}
+  }
+  /// The venue of the best bid (at equal prices, the larger size, then the earlier input).
+  #[inline]
+  pub fn bid_venue(&self) -> Venue {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Venue>(ConsolidatedBbo::VT_BID_VENUE, Some(Venue::Unknown)).unwrap()}
+  }
+  /// Best ask across the venues, Price(4).
+  #[inline]
+  pub fn ask_price(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(ConsolidatedBbo::VT_ASK_PRICE, Some(0)).unwrap()}
+  }
+  /// Shares at the best ask on `ask_venue`.
+  #[inline]
+  pub fn ask_size(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ConsolidatedBbo::VT_ASK_SIZE, Some(0)).unwrap()}
+  }
+  /// The venue of the best ask (ties as for the bid).
+  #[inline]
+  pub fn ask_venue(&self) -> Venue {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Venue>(ConsolidatedBbo::VT_ASK_VENUE, Some(Venue::Unknown)).unwrap()}
+  }
+  #[inline]
+  pub fn flags(&self) -> ConsolidatedFlags {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ConsolidatedFlags>(ConsolidatedBbo::VT_FLAGS, Some(Default::default())).unwrap()}
+  }
+  /// The top of every venue that has quoted the symbol, in input order (at most 8).
+  #[inline]
+  pub fn venues(&self) -> Option<::flatbuffers::Vector<'a, VenueTop>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, VenueTop>>>(ConsolidatedBbo::VT_VENUES, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ConsolidatedBbo<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<Symbol>("symbol", Self::VT_SYMBOL, true)?
+     .visit_field::<i64>("bid_price", Self::VT_BID_PRICE, false)?
+     .visit_field::<u64>("bid_size", Self::VT_BID_SIZE, false)?
+     .visit_field::<Venue>("bid_venue", Self::VT_BID_VENUE, false)?
+     .visit_field::<i64>("ask_price", Self::VT_ASK_PRICE, false)?
+     .visit_field::<u64>("ask_size", Self::VT_ASK_SIZE, false)?
+     .visit_field::<Venue>("ask_venue", Self::VT_ASK_VENUE, false)?
+     .visit_field::<ConsolidatedFlags>("flags", Self::VT_FLAGS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, VenueTop>>>("venues", Self::VT_VENUES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ConsolidatedBboArgs<'a> {
+    pub symbol: Option<&'a Symbol>,
+    pub bid_price: i64,
+    pub bid_size: u64,
+    pub bid_venue: Venue,
+    pub ask_price: i64,
+    pub ask_size: u64,
+    pub ask_venue: Venue,
+    pub flags: ConsolidatedFlags,
+    pub venues: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, VenueTop>>>,
+}
+impl<'a> Default for ConsolidatedBboArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ConsolidatedBboArgs {
+      symbol: None, // required field
+      bid_price: 0,
+      bid_size: 0,
+      bid_venue: Venue::Unknown,
+      ask_price: 0,
+      ask_size: 0,
+      ask_venue: Venue::Unknown,
+      flags: Default::default(),
+      venues: None,
+    }
+  }
+}
+
+pub struct ConsolidatedBboBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ConsolidatedBboBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_symbol(&mut self, symbol: &Symbol) {
+    self.fbb_.push_slot_always::<&Symbol>(ConsolidatedBbo::VT_SYMBOL, symbol);
+  }
+  #[inline]
+  pub fn add_bid_price(&mut self, bid_price: i64) {
+    self.fbb_.push_slot::<i64>(ConsolidatedBbo::VT_BID_PRICE, bid_price, 0);
+  }
+  #[inline]
+  pub fn add_bid_size(&mut self, bid_size: u64) {
+    self.fbb_.push_slot::<u64>(ConsolidatedBbo::VT_BID_SIZE, bid_size, 0);
+  }
+  #[inline]
+  pub fn add_bid_venue(&mut self, bid_venue: Venue) {
+    self.fbb_.push_slot::<Venue>(ConsolidatedBbo::VT_BID_VENUE, bid_venue, Venue::Unknown);
+  }
+  #[inline]
+  pub fn add_ask_price(&mut self, ask_price: i64) {
+    self.fbb_.push_slot::<i64>(ConsolidatedBbo::VT_ASK_PRICE, ask_price, 0);
+  }
+  #[inline]
+  pub fn add_ask_size(&mut self, ask_size: u64) {
+    self.fbb_.push_slot::<u64>(ConsolidatedBbo::VT_ASK_SIZE, ask_size, 0);
+  }
+  #[inline]
+  pub fn add_ask_venue(&mut self, ask_venue: Venue) {
+    self.fbb_.push_slot::<Venue>(ConsolidatedBbo::VT_ASK_VENUE, ask_venue, Venue::Unknown);
+  }
+  #[inline]
+  pub fn add_flags(&mut self, flags: ConsolidatedFlags) {
+    self.fbb_.push_slot::<ConsolidatedFlags>(ConsolidatedBbo::VT_FLAGS, flags, Default::default());
+  }
+  #[inline]
+  pub fn add_venues(&mut self, venues: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , VenueTop>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ConsolidatedBbo::VT_VENUES, venues);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ConsolidatedBboBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ConsolidatedBboBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ConsolidatedBbo<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ConsolidatedBbo::VT_SYMBOL,"symbol");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ConsolidatedBbo<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ConsolidatedBbo");
+      ds.field("symbol", &self.symbol());
+      ds.field("bid_price", &self.bid_price());
+      ds.field("bid_size", &self.bid_size());
+      ds.field("bid_venue", &self.bid_venue());
+      ds.field("ask_price", &self.ask_price());
+      ds.field("ask_size", &self.ask_size());
+      ds.field("ask_venue", &self.ask_venue());
+      ds.field("flags", &self.flags());
+      ds.field("venues", &self.venues());
+      ds.finish()
+  }
+}
 pub enum EnvelopeOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -11384,6 +12080,20 @@ impl<'a> Envelope<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn event_as_consolidated_bbo(&self) -> Option<ConsolidatedBbo<'a>> {
+    if self.event_type() == Event::ConsolidatedBbo {
+      let u = self.event();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ConsolidatedBbo::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Envelope<'_> {
@@ -11442,6 +12152,7 @@ impl ::flatbuffers::Verifiable for Envelope<'_> {
           Event::IexOrderDelete => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<IexOrderDelete>>("Event::IexOrderDelete", pos),
           Event::IexOrderExecuted => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<IexOrderExecuted>>("Event::IexOrderExecuted", pos),
           Event::IexClearBook => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<IexClearBook>>("Event::IexClearBook", pos),
+          Event::ConsolidatedBbo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ConsolidatedBbo>>("Event::ConsolidatedBbo", pos),
           _ => Ok(()),
         }
      })?
@@ -11850,6 +12561,13 @@ impl ::core::fmt::Debug for Envelope<'_> {
         },
         Event::IexClearBook => {
           if let Some(x) = self.event_as_iex_clear_book() {
+            ds.field("event", &x)
+          } else {
+            ds.field("event", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Event::ConsolidatedBbo => {
+          if let Some(x) = self.event_as_consolidated_bbo() {
             ds.field("event", &x)
           } else {
             ds.field("event", &"InvalidFlatbuffer: Union discriminant does not match value.")
