@@ -147,6 +147,8 @@ impl LiveFeedConfig {
             fault: self.fault.clone(),
             exit_at_end_of_session: self.stop_at_end_of_session,
             heartbeat_events: self.heartbeat_events,
+            framing: crate::venue::Framing::MoldUdp64,
+            iex_protocol: None,
         }
     }
 }

@@ -42,6 +42,7 @@
 
 pub mod driver;
 pub mod fault;
+pub mod iex;
 mod rx;
 pub mod socket;
 mod tx;
