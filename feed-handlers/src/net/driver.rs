@@ -290,6 +290,9 @@ const RECOVERY_POLL_NS: u64 = 20_000;
 /// Held fault-injector packets are released after this long without traffic (ns).
 const FAULT_FLUSH_NS: u64 = 1_000_000;
 
+/// IEX-TP: most extra datagrams of a lagging line read in one turn.
+const CATCH_UP: usize = 64;
+
 /// The session being followed.
 #[derive(Debug)]
 struct Current {
@@ -503,56 +506,20 @@ impl Driver {
         if poll_recovery {
             self.last_recovery_poll = turn;
         }
+        // Lines A and B's datagrams since the turn began (they have more waiting, maybe).
+        let mut got = [false; 2];
         for line in [Line::A, Line::B, Line::Recovery] {
-            let sock = match line {
-                Line::A => Some(&self.line_a),
-                Line::B => self.line_b.as_ref(),
-                Line::Recovery if poll_recovery => self.recovery.as_ref(),
-                Line::Recovery => None,
-            };
-            let Some(sock) = sock else { continue };
-            match sock.recv_from(&mut self.buf) {
-                Ok((n, from)) => {
-                    progress.packets += 1;
-                    let now = self.clock.now();
-                    self.last_packet = now;
-                    self.last_activity = now;
-                    let st = &mut self.state.stats;
-                    st.packets += 1;
-                    st.bytes += n as u64;
-                    match line {
-                        Line::A => st.packets_a += 1,
-                        Line::B => st.packets_b += 1,
-                        Line::Recovery => st.packets_recovery += 1,
-                    }
-                    let SocketAddr::V4(from) = from else {
-                        st.foreign_source += 1;
-                        continue;
-                    };
-                    let ts = if S::RECV_TS { unix_ns() } else { 0 };
-                    let bytes = &self.buf[..n];
-                    match &mut self.fault {
-                        Some(f) if line != Line::Recovery => {
-                            let mut result = Ok(());
-                            let state = &mut self.state;
-                            f.apply(bytes, |p: &[u8]| {
-                                if result.is_ok() {
-                                    result = state.packet(now, ts, line, from, p, sink);
-                                }
-                            });
-                            result?;
-                        }
-                        _ => self.state.packet(now, ts, line, from, bytes, sink)?,
-                    }
+            if self.recv_one(line, poll_recovery, sink)? {
+                progress.packets += 1;
+                match line {
+                    Line::A => got[0] = true,
+                    Line::B => got[1] = true,
+                    Line::Recovery => {}
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // ICMP "port unreachable" from the server, reported on a later call.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    self.state.stats.request_errors += 1
-                }
-                Err(_) => self.state.stats.recv_errors += 1,
             }
+        }
+        if self.state.iex.is_some() {
+            progress.packets += self.catch_up(got, sink)?;
         }
         let now = self.clock.now();
         self.timers(now, sink);
@@ -563,6 +530,92 @@ impl Driver {
         // Also under a stream of packets: the counters never freeze while the loop runs.
         self.publish_counters(now, false, sink);
         Ok(progress)
+    }
+
+    /// Receives one datagram of `line` (the recovery socket only when `poll_recovery`) and
+    /// handles it; returns whether one arrived.
+    #[inline]
+    fn recv_one<S: FeedSink>(
+        &mut self,
+        line: Line,
+        poll_recovery: bool,
+        sink: &mut S,
+    ) -> Result<bool, NetError> {
+        let sock = match line {
+            Line::A => Some(&self.line_a),
+            Line::B => self.line_b.as_ref(),
+            Line::Recovery if poll_recovery => self.recovery.as_ref(),
+            Line::Recovery => None,
+        };
+        let Some(sock) = sock else { return Ok(false) };
+        match sock.recv_from(&mut self.buf) {
+            Ok((n, from)) => {
+                let now = self.clock.now();
+                self.last_packet = now;
+                self.last_activity = now;
+                let st = &mut self.state.stats;
+                st.packets += 1;
+                st.bytes += n as u64;
+                match line {
+                    Line::A => st.packets_a += 1,
+                    Line::B => st.packets_b += 1,
+                    Line::Recovery => st.packets_recovery += 1,
+                }
+                let SocketAddr::V4(from) = from else {
+                    st.foreign_source += 1;
+                    return Ok(true);
+                };
+                let ts = if S::RECV_TS { unix_ns() } else { 0 };
+                let bytes = &self.buf[..n];
+                match &mut self.fault {
+                    Some(f) if line != Line::Recovery => {
+                        let mut result = Ok(());
+                        let state = &mut self.state;
+                        f.apply(bytes, |p: &[u8]| {
+                            if result.is_ok() {
+                                result = state.packet(now, ts, line, from, p, sink);
+                            }
+                        });
+                        result?;
+                    }
+                    _ => self.state.packet(now, ts, line, from, bytes, sink)?,
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+            // ICMP "port unreachable" from the server, reported on a later call.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                self.state.stats.request_errors += 1;
+                Ok(false)
+            }
+            Err(_) => {
+                self.state.stats.recv_errors += 1;
+                Ok(false)
+            }
+        }
+    }
+
+    /// IEX-TP: while one line's latest segment is behind the other's and it has datagrams
+    /// waiting, reads more of it (at most [`CATCH_UP`] this turn). A loop that fell behind
+    /// both lines otherwise drains them one datagram each per turn, and the line that lost
+    /// packets runs ahead of the other by what it lost: its gaps would pass the NAK delay
+    /// before the other line's copies, still queued, are read. Returns the datagrams read.
+    fn catch_up<S: FeedSink>(&mut self, got: [bool; 2], sink: &mut S) -> Result<usize, NetError> {
+        let mut n = 0;
+        while n < CATCH_UP {
+            let Some(x) = &self.state.iex else { break };
+            let line = match x.lagging() {
+                Some(Line::A) if got[0] => Line::A,
+                Some(Line::B) if got[1] => Line::B,
+                _ => break,
+            };
+            if !self.recv_one(line, false, sink)? {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// A turn in which nothing arrived: held fault-injector packets, heartbeat events, the
@@ -778,6 +831,7 @@ impl State {
             sink.session_started(cur.live_edge)?;
         }
         cur.last_seen = now;
+        iex.note_line(line, t.end);
         let map = iex.map();
         cur.seq
             .handle_packet(now, line, iex.packet(&t), IexAdapter { sink, ts, map });
@@ -1326,6 +1380,47 @@ mod tests {
         assert_eq!(seqs(&sink), [1, 2]);
         let st = d.stats();
         assert_eq!((st.iex.restarts, st.sequencer.heartbeats), (0, 3));
+    }
+
+    #[test]
+    fn iex_line_b_s_copy_of_a_first_data_segment_after_heartbeats_is_no_restart() {
+        let (mut d, a, b) = iex_loopback(500);
+        // The run opens with heartbeats at sequence 1, its first data segment seconds later.
+        a.send(&deep(1, 0, SEC, &[])).unwrap();
+        a.send(&deep(1, 0, 9 * SEC, &[b"S1", b"S2"])).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let mut sink = Record::default();
+        drive_until(&mut d, &mut sink, |r| r.messages.len() == 2);
+        b.send(&deep(1, 0, SEC, &[])).unwrap();
+        b.send(&deep(1, 0, 9 * SEC, &[b"S1", b"S2"])).unwrap();
+        a.send(&deep(3, 6, 9 * SEC + 1, &[b"S3"])).unwrap();
+        drive_until(&mut d, &mut sink, |r| r.messages.len() == 3);
+        assert_eq!(seqs(&sink), [1, 2, 3]);
+        let st = d.stats();
+        assert_eq!((st.iex.restarts, st.sequencer.duplicates), (0, 2));
+    }
+
+    #[test]
+    fn iex_a_loop_behind_both_lines_reads_the_lagging_line_before_declaring_a_loss() {
+        // Everything is queued before the first turn, line A missing every fifth segment;
+        // a gap is declared lost at the end of the turn it was found in.
+        let (mut d, a, b) = iex_loopback(0);
+        let msgs: Vec<Vec<u8>> = (1..=200u64).map(|i| i.to_le_bytes().to_vec()).collect();
+        let segs: Vec<Vec<u8>> = (0..200u64)
+            .map(|i| deep(i + 1, i * 10, 10 + i, &[&msgs[i as usize]]))
+            .collect();
+        for (i, s) in segs.iter().enumerate() {
+            if i % 5 != 4 {
+                a.send(s).unwrap();
+            }
+        }
+        for s in &segs {
+            b.send(s).unwrap();
+        }
+        let mut sink = Record::default();
+        drive_until(&mut d, &mut sink, |r| r.messages.len() + r.gaps.len() >= 200);
+        assert!(sink.gaps.is_empty(), "{:?}", sink.gaps);
+        assert_eq!(seqs(&sink), (1..=200).collect::<Vec<_>>());
     }
 
     #[test]

@@ -15,9 +15,9 @@
 //!
 //! **Restart rule.** A segment of sequence 1 at stream offset 0 starts a new epoch when the
 //! current one got past its message 1 and the segment's Send Time is more than
-//! [`RESTART_GUARD_NS`] after the current epoch's first segment; neither a copy of that
-//! first segment from the other line nor the heartbeats before a session's first message
-//! (sequence 1, offset 0) is a restart. A restart whose first
+//! [`RESTART_GUARD_NS`] after the latest such segment of the current epoch: an epoch opens
+//! with heartbeats (sequence 1, offset 0) and then its first data segment (sequence 1, offset
+//! 0 too), and neither those nor the other line's copies of them are restarts. A restart whose first
 //! segment is lost on both lines is not seen: the new run's segments then count as
 //! duplicates of the old run (IEX-TP carries nothing else that marks a restart).
 //!
@@ -33,10 +33,11 @@
 
 use mdbus_codecs::iex::tp::{Protocol, Segment, TpError};
 use mdbus_codecs::moldudp64::{HEADER_LEN as MOLD_HEADER_LEN, Session};
+use mdbus_codecs::sequencer::Line;
 
 /// A segment of sequence 1 at stream offset 0 starts a new run of sequence numbers only
-/// when its Send Time is this much later than the current run's first segment (ns): the
-/// other line's copy of that first segment is not a restart.
+/// when its Send Time is this much later than the current run's latest such segment (ns):
+/// the other line's copy of one is not a restart.
 pub const RESTART_GUARD_NS: u64 = 1_000_000_000;
 
 /// Bases of this many most recent epochs are kept to map virtual sequence numbers back.
@@ -79,6 +80,8 @@ pub struct Translated {
     pub len: usize,
     /// One past the segment's last declared message, when messages were cut off.
     pub tail: Option<u64>,
+    /// One past the segment's last declared message (its first, for a heartbeat).
+    pub end: u64,
 }
 
 /// One run of sequence numbers.
@@ -86,6 +89,8 @@ pub struct Translated {
 struct Epoch {
     /// Send Time of its first segment seen.
     start: u64,
+    /// Send Time of its latest segment of sequence 1 at stream offset 0.
+    opened: u64,
     /// Virtual sequence number of its message 0 (message `s` is `base + s`).
     base: u64,
 }
@@ -155,6 +160,8 @@ pub struct IexFraming {
     map: EpochMap,
     buf: Box<[u8]>,
     stats: IexStats,
+    /// Where the latest segment of lines A and B ended (virtual).
+    line_end: [u64; 2],
 }
 
 impl IexFraming {
@@ -169,6 +176,7 @@ impl IexFraming {
             map: EpochMap::default(),
             buf: vec![0; max_datagram.max(MOLD_HEADER_LEN)].into_boxed_slice(),
             stats: IexStats::default(),
+            line_end: [0; 2],
         }
     }
 
@@ -198,6 +206,27 @@ impl IexFraming {
             n /= 10;
         }
         Session(s)
+    }
+
+    /// Notes where the latest segment of `line` ended ([`Translated::end`]).
+    #[inline]
+    pub fn note_line(&mut self, line: Line, end: u64) {
+        match line {
+            Line::A => self.line_end[0] = end,
+            Line::B => self.line_end[1] = end,
+            Line::Recovery => {}
+        }
+    }
+
+    /// The line whose latest segment is behind the other's, if one is.
+    #[inline]
+    pub fn lagging(&self) -> Option<Line> {
+        let [a, b] = self.line_end;
+        match a.cmp(&b) {
+            std::cmp::Ordering::Less => Some(Line::A),
+            std::cmp::Ordering::Greater => Some(Line::B),
+            std::cmp::Ordering::Equal => None,
+        }
     }
 
     /// The packet [`translate`](Self::translate) wrote.
@@ -243,49 +272,54 @@ impl IexFraming {
         self.session_id = Some(seg.session_id());
         self.protocol = Some(seg.protocol());
         let sent = seg.send_time();
-        let epoch = match self.cur {
+        // The epoch the segment belongs to, and where its messages must end (the next
+        // epoch's base, for the one before the newest).
+        let (epoch, limit) = match self.cur {
             None => {
                 let e = Epoch {
                     start: sent,
+                    opened: sent,
                     base: 0,
                 };
                 self.cur = Some(e);
                 self.map.push(0);
-                e
+                (e, u64::MAX)
             }
             Some(cur)
                 if first == 1
                     && seg.stream_offset() == 0
                     && known_end > cur.base.saturating_add(1)
-                    && sent > cur.start.saturating_add(RESTART_GUARD_NS) =>
+                    && sent > cur.opened.saturating_add(RESTART_GUARD_NS) =>
             {
                 // The new run starts after everything known of the old one.
                 let e = Epoch {
                     start: sent,
+                    opened: sent,
                     base: known_end.saturating_sub(1).max(cur.base),
                 };
                 self.stats.restarts += 1;
                 self.prev = Some(cur);
                 self.cur = Some(e);
                 self.map.push(e.base);
-                e
+                (e, u64::MAX)
             }
-            Some(cur) if sent >= cur.start => cur,
+            Some(mut cur) if sent >= cur.start => {
+                if first == 1 && seg.stream_offset() == 0 && sent > cur.opened {
+                    cur.opened = sent;
+                    self.cur = Some(cur);
+                }
+                (cur, u64::MAX)
+            }
             Some(cur) => match self.prev {
-                Some(prev) if sent >= prev.start => prev,
+                Some(prev) if sent >= prev.start => (prev, cur.base.saturating_add(1)),
                 // Older than anything followed, or before the first segment seen: the
                 // sequencer tells a duplicate from a late message.
                 Some(_) => {
                     self.stats.stale_messages += u64::from(count);
                     return Err(Refused::Stale);
                 }
-                None => cur,
+                None => (cur, u64::MAX),
             },
-        };
-        // Where this epoch's messages must end: the next epoch's base, if there is one.
-        let limit = match (self.cur, self.prev) {
-            (Some(c), Some(p)) if p == epoch && c != epoch => c.base.saturating_add(1),
-            _ => u64::MAX,
         };
         let Some(vfirst) = epoch.base.checked_add(first).filter(|v| *v < u64::MAX - 1) else {
             return Err(Refused::Malformed(TpError::SequenceOverflow {
@@ -302,6 +336,7 @@ impl IexFraming {
             return Ok(Translated {
                 len: MOLD_HEADER_LEN,
                 tail: None,
+                end: vfirst,
             });
         }
         // Messages that fit before `limit`.
@@ -347,7 +382,11 @@ impl IexFraming {
             None => None,
         };
         write_header(&mut self.buf, session, vfirst, n);
-        Ok(Translated { len: pos, tail })
+        Ok(Translated {
+            len: pos,
+            tail,
+            end: vfirst.saturating_add(u64::from(count)).min(limit),
+        })
     }
 }
 
