@@ -500,7 +500,11 @@ impl Exchange {
                     seed: cfg.fault.seed.wrapping_add(seed_add),
                     ..cfg.fault.clone()
                 };
-                FaultInjector::new(f, datagram)
+                let framing = match iex {
+                    Some(_) => crate::venue::Framing::IexTp,
+                    None => crate::venue::Framing::MoldUdp64,
+                };
+                FaultInjector::new(f, datagram).with_framing(framing)
             })
         };
         let mut lines = vec![Line {

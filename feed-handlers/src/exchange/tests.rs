@@ -582,3 +582,41 @@ fn an_iex_protocol_is_refused_for_an_itch_file() {
     let e = Exchange::new(&aapl(), cfg).unwrap_err().to_string();
     assert!(e.contains("holds no IEX-TP segments"), "{e}");
 }
+
+/// The fault injector reads IEX-TP segments as such: what it drops on line A is counted in
+/// the messages those segments carry.
+#[test]
+fn an_iex_capture_s_dropped_segments_are_counted_in_their_messages() {
+    let (rx_a, a) = local_receiver();
+    let mut cfg = ExchangeConfig::new(a);
+    cfg.request_addr = "127.0.0.1:0".parse().unwrap();
+    cfg.send.interface = std::net::Ipv4Addr::LOCALHOST;
+    cfg.speed = Speed::Rate(20_000);
+    cfg.fault = "drop=0.3,seed=5".parse().unwrap();
+    let mut ex = Exchange::new(&deep_plus(), cfg).unwrap();
+    let stats = ex.run(&AtomicBool::new(false));
+    let count = |s: &[u8]| {
+        u64::from(
+            mdbus_codecs::iex::tp::Segment::parse(s)
+                .unwrap()
+                .message_count(),
+        )
+    };
+    let want = segments_of(&deep_plus());
+    let sent: u64 = want.iter().map(|s| count(s)).sum();
+    rx_a.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 65_536];
+    let (mut got, mut packets) = (0u64, 0u64);
+    while let Ok(n) = rx_a.recv(&mut buf) {
+        got += count(&buf[..n]);
+        packets += 1;
+    }
+    assert!(stats.fault_dropped_packets > 0, "{stats:?}");
+    assert_eq!(
+        packets + stats.fault_dropped_packets,
+        want.len() as u64,
+        "{stats:?}"
+    );
+    assert_eq!(stats.fault_dropped, sent - got, "{stats:?}");
+}

@@ -387,7 +387,7 @@ impl Driver {
         let fault = cfg
             .fault
             .is_active()
-            .then(|| FaultInjector::new(cfg.fault.clone(), MAX_DATAGRAM));
+            .then(|| FaultInjector::new(cfg.fault.clone(), MAX_DATAGRAM).with_framing(cfg.framing));
         // The one session of a feed has its sequencer (and its tables) before the first
         // packet; a stream's sessions get theirs as they come.
         let cur = match cfg.sessions {
@@ -1418,7 +1418,9 @@ mod tests {
             b.send(s).unwrap();
         }
         let mut sink = Record::default();
-        drive_until(&mut d, &mut sink, |r| r.messages.len() + r.gaps.len() >= 200);
+        drive_until(&mut d, &mut sink, |r| {
+            r.messages.len() + r.gaps.len() >= 200
+        });
         assert!(sink.gaps.is_empty(), "{:?}", sink.gaps);
         assert_eq!(seqs(&sink), (1..=200).collect::<Vec<_>>());
     }
