@@ -472,6 +472,7 @@ fn an_iex_feed_in_another_namespace_fills_line_a_s_losses_from_line_b() {
     );
     let s = exchange_summary(&ex_done);
     assert_eq!(s["counters"]["messages"], total, "{s}");
+    assert_eq!(s["protocol"], "DEEP", "{s}");
     assert_eq!(s["counters"]["end_of_session"], 0, "{s}");
     assert_eq!(s["counters"]["send_errors"], 0, "{s}");
 

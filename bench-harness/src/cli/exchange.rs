@@ -119,7 +119,10 @@ fn summary_json(ex: &Exchange, args: &ExchangeArgs, s: &ExchangeStats) -> serde_
     if let Some(b) = args.line_b {
         v.insert("line_b".into(), b.to_string().into());
     }
-    v.insert("session".into(), ex.session().to_string().trim_end().into());
+    match ex.iex() {
+        Some(p) => v.insert("protocol".into(), format!("{p:?}").into()),
+        None => v.insert("session".into(), ex.session().to_string().trim_end().into()),
+    };
     v.insert("file".into(), ex.path().display().to_string().into());
     v.insert("counters".into(), counters.into());
     v.insert("warnings".into(), ex.warnings().to_vec().into());
