@@ -1,4 +1,4 @@
-//! The live feed handler: the transport's receive [`Driver`](crate::net::driver::Driver)
+//! The live feed handler: the transport's receive [`Driver`]
 //! with a sink that drives a [`FeedPipeline`] of any [`Venue`]: Nasdaq ITCH 5.0 over
 //! MoldUDP64, or IEX TOPS, DEEP and DEEP+ over IEX-TP ([`LiveFeedConfig::framing`] names the
 //! framing, which must be the venue's).

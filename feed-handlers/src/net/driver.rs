@@ -16,7 +16,7 @@
 //!
 //! Framings ([`DriverConfig::framing`]): MoldUDP64 packets go to the sequencer as they
 //! arrive; IEX-TP segments are checked and placed in one sequence over the session's
-//! restarts by [`IexFraming`](super::iex::IexFraming) first, then go to the same sequencer
+//! restarts by [`IexFraming`] first, then go to the same sequencer
 //! (A/B arbitration, the NAK delay before a gap is declared lost), and what it delivers is
 //! mapped back to IEX sequence numbers. IEX-TP's Gap Fill Requests are not sent: its
 //! recovery is line B. The framing is chosen once per packet (one predictable branch).
@@ -1033,7 +1033,7 @@ impl<S: FeedSink> Deliver for Adapter<'_, S> {
 }
 
 /// Hands the sequencer's output to a sink in IEX sequence numbers (see
-/// [`IexFraming`](super::iex::IexFraming)).
+/// [`IexFraming`]).
 struct IexAdapter<'a, S> {
     sink: &'a mut S,
     ts: u64,
