@@ -23,7 +23,7 @@
 //!
 //! Sessions ([`Sessions`]): a feed follows the session its sequencer is configured with, or
 //! the first one seen; a bus stream carried by [`Sender`](super::Sender)s names its sessions
-//! after the stream and the sender's start ([`wire`](super::wire)), and the driver follows
+//! after the stream and the sender's start ([`wire`]), and the driver follows
 //! one at a time: another is followed only when the current one ended (and the other is
 //! newer) or went silent, or at once for a newer one when configured so.
 //!
