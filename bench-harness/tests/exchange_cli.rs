@@ -345,3 +345,176 @@ fn sigterm_ends_the_session_cleanly_with_a_summary() {
     assert!(c.finished, "{c:?}");
     assert_eq!(c.get("messages"), s["counters"]["messages"].as_u64());
 }
+
+/// The bundled IEX DEEP 1.0 sample (121,315 segments, 392,010 whole messages, the sequence
+/// restarting at 1 eleven times, its last segment cut).
+fn deep_file() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../codecs/testdata/iex/deep10-2017-04-25.pcap.gz")
+}
+
+/// Writes the first `n` datagrams of the DEEP sample to `path` as a pcap (Ethernet, IPv4,
+/// UDP; payloads, addresses and timestamps as captured).
+fn deep_prefix(path: &Path, n: usize) {
+    let mut r = mdbus_codecs::capture::open_capture(deep_file()).expect("the DEEP sample");
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&65_535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    for _ in 0..n {
+        let d = r.next_datagram().expect("enough datagrams").expect("reads");
+        let udp_len = u16::try_from(8 + d.payload.len()).expect("a datagram");
+        let mut frame = vec![0u8; 12];
+        frame.extend_from_slice(&0x0800u16.to_be_bytes());
+        frame.extend_from_slice(&[0x45, 0]);
+        frame.extend_from_slice(&(20 + udp_len).to_be_bytes());
+        frame.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+        frame.extend_from_slice(&d.src.ip().octets());
+        frame.extend_from_slice(&d.dst.ip().octets());
+        frame.extend_from_slice(&d.src.port().to_be_bytes());
+        frame.extend_from_slice(&d.dst.port().to_be_bytes());
+        frame.extend_from_slice(&udp_len.to_be_bytes());
+        frame.extend_from_slice(&[0, 0]);
+        frame.extend_from_slice(d.payload);
+        let (sec, usec) = (d.ts_ns / 1_000_000_000, d.ts_ns % 1_000_000_000 / 1_000);
+        let len = u32::try_from(frame.len()).expect("a frame");
+        for v in [u32::try_from(sec).expect("seconds"), usec as u32, len, len] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&frame);
+    }
+    fs::write(path, out).expect("the prefix pcap");
+}
+
+/// `mdbus exchange` plays the start of the IEX DEEP sample (30,000 segments: the sequence
+/// restarts at 1 six times in them) on lines A and B in one namespace; nftables in the
+/// receiving namespace drops 5 % of line A only; `mdbus feed --protocol iex-deep` there fills
+/// every loss from line B, and its message counts and books equal `mdbus replay
+/// --book-summary`'s of the same file. (A prefix, paced: a debug build's feed on a busy host
+/// keeps up with it.)
+#[test]
+fn an_iex_feed_in_another_namespace_fills_line_a_s_losses_from_line_b() {
+    let net = Net::with_prefix("mdi");
+    let dir = net.dir.path();
+    let file = dir.join("deep-prefix.pcap");
+    deep_prefix(&file, 30_000);
+    // The replay's books.
+    let root = dir.join("replay-root");
+    fs::create_dir_all(&root).expect("replay root");
+    let mut args = strings(&["replay"]);
+    args.push(file.display().to_string());
+    args.extend(strings(&["--book-summary", "--no-progress", "--root"]));
+    args.push(root.display().to_string());
+    let replay = replay_book(&At::Here(dir).spawn("replay", &args).wait_ok());
+    let total = replay["messages"].as_u64().expect("messages");
+    assert!(total > 90_000, "{replay}");
+    assert_eq!(replay["gaps"], 0, "{replay}");
+
+    let x = std::process::id() % 250;
+    let (line_a, line_b) = (format!("239.77.{x}.1:31777"), format!("239.77.{x}.2:31777"));
+    net.nft(
+        RX1,
+        &[&format!(
+            "ip daddr 239.77.{x}.1 udp dport 31777 numgen random mod 100 < 5 counter drop"
+        )],
+    );
+    let rx_ip = host_ip(RX1).to_string();
+    let feed_root = dir.join("feed-root");
+    fs::create_dir_all(&feed_root).expect("feed root");
+    let mut args = strings(&["feed", "--protocol", "iex-deep", "--feed", STREAM]);
+    args.extend(strings(&[
+        "--group",
+        &line_a,
+        "--line-b",
+        &line_b,
+        "--interface",
+        &rx_ip,
+    ]));
+    args.extend(strings(&[
+        "--late-join",
+        "from-sequence:1",
+        "--nak-delay",
+        "50ms",
+    ]));
+    args.extend(strings(&[
+        "--idle",
+        "sleep:50us",
+        "--summary",
+        "--book-summary",
+        "--root",
+    ]));
+    args.push(feed_root.display().to_string());
+    let mut feed = At::Host(&net, RX1).spawn("feed", &args);
+    wait_for_stderr(&mut feed, "listening on");
+
+    let snd_ip = host_ip(SND).to_string();
+    let ex_root = dir.join("exchange-root");
+    fs::create_dir_all(&ex_root).expect("exchange root");
+    let mut args = strings(&["exchange"]);
+    args.push(file.display().to_string());
+    args.extend(strings(&[
+        "--group",
+        &line_a,
+        "--line-b",
+        &line_b,
+        "--interface",
+        &snd_ip,
+    ]));
+    args.extend(strings(&["--speed", "4000/s", "--summary", "--root"]));
+    args.push(ex_root.display().to_string());
+    let ex_done = At::Host(&net, SND).spawn("exchange", &args).wait_ok();
+    assert!(
+        ex_done.err.contains("as IEX-TP DEEP segments"),
+        "the start line: {}",
+        ex_done.err
+    );
+    let s = exchange_summary(&ex_done);
+    assert_eq!(s["counters"]["messages"], total, "{s}");
+    assert_eq!(s["protocol"], "DEEP", "{s}");
+    assert_eq!(s["counters"]["end_of_session"], 0, "{s}");
+    assert_eq!(s["counters"]["send_errors"], 0, "{s}");
+
+    // IEX-TP has no end of session: the feed is stopped once it delivered or declared lost
+    // every message the exchange sent.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let done = live_counter(&feed_root, "feed", "sequencer.messages")
+            + live_counter(&feed_root, "feed", "sequencer.unrecoverable");
+        if done >= total {
+            break;
+        }
+        feed.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "the feed accounted for {done} of {total} messages within {LIMIT:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    feed.signal(libc::SIGTERM);
+    let feed_done = feed.wait_ok();
+    let lines = json_lines("feed", &feed_done.out);
+    assert_eq!(
+        lines.len(),
+        2,
+        "a summary and a book summary: {}",
+        feed_done.out
+    );
+    let (stats, books) = (&lines[0], &lines[1]);
+    assert!(net.nft_counted(RX1) > 0, "nftables dropped line A packets");
+    let (a, b) = (
+        stats["packets_a"].as_u64().expect("packets_a"),
+        stats["packets_b"].as_u64().expect("packets_b"),
+    );
+    assert_eq!(b, 30_000, "line B lost nothing: {stats}");
+    assert!(a < b, "line A lost packets: {stats}");
+    assert_eq!(stats["pipeline"]["messages"], total, "{stats}");
+    assert_eq!(stats["sequencer"]["unrecoverable"], 0, "{stats}");
+    assert_eq!(stats["iex"]["restarts"], 6, "{stats}");
+    assert_eq!(stats["session"], "1132527616", "{stats}");
+    assert_eq!(books["messages"], replay["messages"], "messages");
+    assert_eq!(books["counts"], replay["counts"], "counts");
+    assert_eq!(books["gaps"], replay["gaps"], "gaps");
+    assert_eq!(books["books"], replay["books"], "books");
+}

@@ -337,3 +337,30 @@ fn feed_reports_a_bind_failure() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("192.0.2.1:5000"), "{err}");
 }
+
+#[test]
+fn feed_refuses_an_unknown_protocol_and_re_requests_for_iex() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mdbus"))
+            .args(["feed", "--group", "127.0.0.1:0", "--root"])
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .expect("run mdbus feed")
+    };
+    let out = run(&["--protocol", "iex-dep"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--protocol") && err.contains("iex-deep"),
+        "{err}"
+    );
+    // IEX-TP feeds recover from line B: a re-request server is refused, not ignored.
+    let out = run(&["--protocol", "iex-deep", "--request-server", "127.0.0.1:9"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("--request-server 127.0.0.1:9"), "{err}");
+    assert!(err.contains("line B"), "{err}");
+    assert!(!err.contains("listening on"), "{err}");
+}

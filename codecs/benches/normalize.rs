@@ -11,6 +11,14 @@
 //! * `mdbus/decode+normalize+encode_with_builder`: the same with every kind built by the
 //!   reused `FlatBufferBuilder` (the baseline the frames replace on the hot path).
 //!
+//! Group `normalize_iex_deep` (per IEX message; the first 20,000 segments of the bundled IEX
+//! DEEP 1.0 sample of 2017-04-25, about 60,000 messages, held in memory):
+//! * `mdbus/tp+decode`: walking each IEX-TP segment's message blocks and decoding each
+//!   message as a DEEP one into its zero-copy view;
+//! * `mdbus/tp+decode+normalize+encode`: the same, then normalizing and encoding the
+//!   FlatBuffers envelope (instruments numbered by the normalizer's directory), as the live
+//!   and replay pipelines of IEX do.
+//!
 //! Group `read_aapl_10k` (per normalized message, all fields of the event read):
 //! * `read_verified`: FlatBuffers verifier, then the typed view;
 //! * `read_trusted`: the typed view without verification.
@@ -219,5 +227,62 @@ fn read(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, normalize, read);
+/// The first 20,000 segments of the IEX DEEP sample.
+fn deep_segments() -> Vec<Vec<u8>> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/iex/deep10-2017-04-25.pcap.gz"
+    );
+    let mut r = mdbus_codecs::capture::open_capture(path).expect("the DEEP sample");
+    let mut out = Vec::new();
+    while out.len() < 20_000 {
+        let d = r.next_datagram().expect("enough datagrams").expect("reads");
+        out.push(d.payload.to_vec());
+    }
+    out
+}
+
+fn normalize_iex(c: &mut Criterion) {
+    use mdbus_codecs::iex::message::decode_for;
+    use mdbus_codecs::iex::normalize::Normalizer as IexNormalizer;
+    use mdbus_codecs::iex::tp::{Protocol, Segment};
+
+    let segments = deep_segments();
+    let each = |f: &mut dyn FnMut(u64, &mdbus_codecs::iex::message::Message<'_>)| {
+        for s in &segments {
+            let seg = Segment::parse(black_box(s)).expect("a segment");
+            let first = seg.first_seq();
+            for (i, m) in seg.messages().enumerate() {
+                let m = decode_for(Protocol::DEEP, m.expect("whole")).expect("a DEEP message");
+                f(first + i as u64, &m);
+            }
+        }
+    };
+    let mut messages = 0u64;
+    each(&mut |_, _| messages += 1);
+    let mut g = c.benchmark_group("normalize_iex_deep");
+    g.throughput(Throughput::Elements(messages));
+    g.bench_function("mdbus/tp+decode", |b| {
+        b.iter(|| {
+            let mut acc = 0u64;
+            each(&mut |seq, m| {
+                acc = acc.wrapping_add(seq).wrapping_add(u64::from(m.msg_type()));
+            });
+            acc
+        })
+    });
+    let mut norm = IexNormalizer::new();
+    g.bench_function("mdbus/tp+decode+normalize+encode", |b| {
+        b.iter(|| {
+            let mut bytes = 0usize;
+            each(&mut |seq, m| {
+                bytes += black_box(norm.normalize(m, seq, 1)).len();
+            });
+            bytes
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, normalize, normalize_iex, read);
 criterion_main!(benches);

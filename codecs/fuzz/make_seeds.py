@@ -251,6 +251,43 @@ def iex_tp_seeds():
     put("iex_tp", stream)
 
 
+def iex_feed_seeds():
+    """IEX TOPS and DEEP messages: the first three of each type in the DEEP 1.0 sample (the
+    types TOPS shares with DEEP seed TOPS too), a TOPS quote update and a DEEP+ order, which
+    each of them refuses."""
+    import gzip
+
+    with gzip.open(os.path.join(DATA, "iex", "deep10-2017-04-25.pcap.gz"), "rb") as f:
+        buf = f.read()
+    seen = {}
+    for i, frame in enumerate(pcap_records(buf)):
+        if i >= 20000:
+            break
+        seg = udp_payload(frame)
+        if len(seg) < 40:
+            continue
+        pos = 40
+        while pos + 2 <= len(seg):
+            (n,) = struct.unpack_from("<H", seg, pos)
+            msg = seg[pos + 2 : pos + 2 + n]
+            pos += 2 + n
+            if len(msg) != n or n == 0:
+                break
+            t = msg[0:1]
+            if seen.get(t, 0) < 3:
+                seen[t] = seen.get(t, 0) + 1
+                put("iex_deep", msg)
+                if t in b"SHOPTBDXAEI":
+                    put("iex_tops", msg)
+    quote = b"Q" + b"\x00" + struct.pack("<q", 1493133134377072859) + b"ZIEXT   "
+    quote += struct.pack("<I", 100) + struct.pack("<q", 1000000) + struct.pack("<q", 1001000)
+    quote += struct.pack("<I", 200)
+    for target in ("iex_tops", "iex_deep"):
+        put(target, quote)
+        put(target, b"a" + bytes(41))
+
+
 if __name__ == "__main__":
     main()
     iex_tp_seeds()
+    iex_feed_seeds()

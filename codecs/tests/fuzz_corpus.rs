@@ -76,3 +76,13 @@ fn retransmit() {
 fn iex_tp() {
     run("iex_tp", entries::iex_tp);
 }
+
+#[test]
+fn iex_tops() {
+    run("iex_tops", entries::iex_tops);
+}
+
+#[test]
+fn iex_deep() {
+    run("iex_deep", entries::iex_deep);
+}

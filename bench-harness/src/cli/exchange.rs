@@ -12,7 +12,7 @@ use mdbus_feed_handlers::exchange::{
     COUNTERS_ROLE, Exchange, ExchangeConfig, ExchangeError, ExchangeStats, counters_name,
 };
 use mdbus_feed_handlers::net::fault::FaultConfig;
-use mdbus_feed_handlers::replay::Speed;
+use mdbus_feed_handlers::replay::{ReplayProtocol, Speed};
 
 use super::feed::DurationArg;
 
@@ -36,8 +36,13 @@ pub enum ExchangeCmdError {
 /// `mdbus exchange`: play a capture as a live MoldUDP64 feed with a retransmission server.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ExchangeArgs {
-    /// The capture: a length-prefixed ITCH 5.0 file, or a pcap/pcapng of MoldUDP64.
+    /// The capture: a length-prefixed ITCH 5.0 file, or a pcap/pcapng of MoldUDP64 or of
+    /// IEX-TP (played as its segments, re-sent as captured).
     pub file: PathBuf,
+    /// What a pcap/pcapng holds: `itch` (MoldUDP64), `iex-tops`, `iex-deep` or
+    /// `iex-deep-plus` (IEX-TP) [default: judged by the first datagrams' content].
+    #[arg(long)]
+    pub protocol: Option<ReplayProtocol>,
     /// Line A: multicast group and port (a unicast address works too, for one receiver).
     #[arg(long, value_name = "G:P")]
     pub group: SocketAddrV4,
@@ -114,7 +119,10 @@ fn summary_json(ex: &Exchange, args: &ExchangeArgs, s: &ExchangeStats) -> serde_
     if let Some(b) = args.line_b {
         v.insert("line_b".into(), b.to_string().into());
     }
-    v.insert("session".into(), ex.session().to_string().trim_end().into());
+    match ex.iex() {
+        Some(p) => v.insert("protocol".into(), format!("{p:?}").into()),
+        None => v.insert("session".into(), ex.session().to_string().trim_end().into()),
+    };
     v.insert("file".into(), ex.path().display().to_string().into());
     v.insert("counters".into(), counters.into());
     v.insert("warnings".into(), ex.warnings().to_vec().into());
@@ -155,6 +163,7 @@ pub fn run_exchange(args: &ExchangeArgs, out: &mut dyn Write) -> Result<(), Exch
     cfg.reply_rate = args.reply_rate;
     cfg.fault = args.fault.clone().unwrap_or_default();
     cfg.counters = Some((bus.root().to_owned(), args.name.clone()));
+    cfg.protocol = args.protocol;
     let mut ex = Exchange::new(&args.file, cfg)?;
     let setup_warnings = ex.warnings().len();
     for w in ex.warnings() {
@@ -171,14 +180,22 @@ pub fn run_exchange(args: &ExchangeArgs, out: &mut dyn Write) -> Result<(), Exch
         .filter(|f| f.is_active())
         .map(|f| format!(", faults {f} on line A"))
         .unwrap_or_default();
-    eprintln!(
-        "mdbus exchange: playing {} as session {} on {}{line_b}, re-requests on {request}, \
-         speed {}{fault}",
-        args.file.display(),
-        ex.session(),
-        args.group,
-        args.speed,
-    );
+    match ex.iex() {
+        Some(p) => eprintln!(
+            "mdbus exchange: playing {} as IEX-TP {p:?} segments on {}{line_b}, speed {}{fault}",
+            args.file.display(),
+            args.group,
+            args.speed,
+        ),
+        None => eprintln!(
+            "mdbus exchange: playing {} as session {} on {}{line_b}, re-requests on {request}, \
+             speed {}{fault}",
+            args.file.display(),
+            ex.session(),
+            args.group,
+            args.speed,
+        ),
+    }
     let stop = super::common::stop_on_signals()?;
     let s = ex.run(&stop);
     for w in &ex.warnings()[setup_warnings..] {

@@ -57,7 +57,7 @@ use mdbus_feed_handlers::bookstream::{BookService, BookServiceConfig, BookServic
 use mdbus_feed_handlers::live::{Idle, LineConfig, LiveError, LiveFeed, LiveFeedConfig, LiveStats};
 use mdbus_feed_handlers::net::fault::FaultConfig;
 use mdbus_feed_handlers::pipeline::{FeedPipeline, PipelineStats};
-use mdbus_feed_handlers::replay::replay_ring;
+use mdbus_feed_handlers::replay::{ReplayProtocol, replay_ring};
 use mdbus_shm::{MAX_CAPACITY, MIN_CAPACITY};
 
 use super::common::{
@@ -277,6 +277,12 @@ pub struct FeedArgs {
     /// The core layout (`--layout FILE` or `$MDBUS_LAYOUT`).
     #[command(flatten)]
     pub layout: LayoutArg,
+    /// The feed: `itch` (ITCH 5.0 over MoldUDP64), or `iex-tops`, `iex-deep`,
+    /// `iex-deep-plus` (IEX over IEX-TP: no re-requests, line B is the recovery; runs until
+    /// a signal, as IEX-TP has no end of session; --book keeps the IEX books on the feed
+    /// thread, for --book-summary).
+    #[arg(long, default_value = "itch")]
+    pub protocol: ReplayProtocol,
 }
 
 impl From<LiveError> for CmdError {
@@ -445,6 +451,9 @@ fn parse_ring_bytes(s: &str) -> Result<usize, String> {
 /// `out` and its report and warnings to stderr (setup warnings, such as a clamped receive
 /// buffer, are printed by [`LiveFeed::bind`]).
 pub fn run_feed(args: &FeedArgs, out: &mut dyn Write) -> Result<(), CmdError> {
+    if let Some(protocol) = args.protocol.iex() {
+        return run_feed_iex(args, protocol, out);
+    }
     let with_book = args.book || args.book_summary;
     let pinning = feed_pinning(&args.cpus, &args.layout, with_book)?;
 
@@ -644,6 +653,110 @@ fn stall_line(p: &PipelineStats) -> Option<String> {
             p.stalls, p.dropped, p.lost, p.drop_notices, p.notices_unpublished
         )
     })
+}
+
+/// `mdbus feed --protocol iex-*`: the live IEX feed handler until SIGINT/SIGTERM, its
+/// books (with --book or --book-summary) kept on the feed thread as `mdbus replay` keeps them.
+fn run_feed_iex(
+    args: &FeedArgs,
+    protocol: mdbus_codecs::iex::tp::Protocol,
+    out: &mut dyn Write,
+) -> Result<(), CmdError> {
+    use mdbus_feed_handlers::book::IexBooks;
+    use mdbus_feed_handlers::replay::replay_book_config;
+    use mdbus_feed_handlers::venue::{Framing, Iex};
+
+    if let Some(server) = args.request_server {
+        return Err(CmdError::BadArg(format!(
+            "--request-server {server}: an IEX-TP feed sends no re-requests (line B is its \
+             recovery)"
+        )));
+    }
+    let with_book = args.book || args.book_summary;
+    let pinning = feed_pinning(&args.cpus, &args.layout, false)?;
+    let stop = stop_on_signals()
+        .map_err(|e| CmdError::Internal(format!("cannot catch SIGINT and SIGTERM: {e}")))?;
+    let bus = Bus::open(args.root.as_deref())?;
+    let mut ring = replay_ring();
+    ring.capacity = args.ring_bytes;
+    let mut pipeline =
+        FeedPipeline::with_venue(Iex::for_protocol(protocol), &bus, &args.feed, &ring)
+            .map_err(|e| CmdError::BadArg(format!("stream {:?}: {e}", args.feed)))?;
+    let mut books = match with_book {
+        true => Some(
+            IexBooks::new(replay_book_config())
+                .map_err(|e| CmdError::Internal(format!("the IEX books: {e}")))?,
+        ),
+        false => None,
+    };
+    let mut config = live_config(args);
+    config.framing = Framing::IexTp;
+    config.iex_protocol = Some(protocol);
+    let mut feed = LiveFeed::bind(config)?;
+    feed.publish_counters(&bus, &args.feed)?;
+    let line_a = feed
+        .line_a_addr()
+        .map_err(|e| CmdError::Internal(format!("the address of line A: {e}")))?;
+    let line_b = args
+        .line_b
+        .map(|b| format!(" and {b} (line B)"))
+        .unwrap_or_default();
+    eprintln!("mdbus feed: IEX-TP {protocol:?}, listening on {line_a} (line A){line_b}");
+    if args.book {
+        eprintln!(
+            "mdbus feed: the IEX books are kept on the feed thread (--book-summary); the book \
+             service's streams are built for ITCH feeds only"
+        );
+    }
+    let result = std::thread::scope(|s| {
+        let (pinning, stop, pipeline, books) = (&pinning, &*stop, &mut pipeline, &mut books);
+        std::thread::Builder::new()
+            .name("mdbus-feed".into())
+            .spawn_scoped(s, move || {
+                pinning.enter(0);
+                match books {
+                    Some(b) => feed.run_with_books(pipeline, b, stop),
+                    None => feed.run(pipeline, stop),
+                }
+            })
+            .map_err(|e| CmdError::Internal(format!("cannot start the feed handler thread: {e}")))?
+            .join()
+            .map_err(|_| CmdError::Internal("the feed handler thread panicked".into()))
+    })?;
+    if let Some(line) = pinning.describe() {
+        eprintln!("{line}");
+    }
+    let stats = result?;
+    print_report(&stats, None, &args.feed);
+    let x = &stats.iex;
+    eprintln!(
+        "  IEX-TP: {} restarts of the sequence at 1, {} cut and {} damaged segments, {} \
+         segments of another protocol, {} stale messages",
+        x.restarts, x.cut_segments, x.damaged_segments, x.foreign_protocol, x.stale_messages
+    );
+    if args.summary {
+        let mut v = stats_json(&stats);
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert(
+                "iex".into(),
+                serde_json::json!({
+                    "protocol": format!("{protocol:?}"),
+                    "restarts": x.restarts,
+                    "cut_segments": x.cut_segments,
+                    "damaged_segments": x.damaged_segments,
+                    "foreign_protocol": x.foreign_protocol,
+                    "stale_messages": x.stale_messages,
+                    "gaps": stats.gaps,
+                }),
+            );
+        }
+        writeln!(out, "{v}")?;
+    }
+    if let (true, Some(books)) = (args.book_summary, &mut books) {
+        let directory = pipeline.venue_mut().normalizer().directory();
+        writeln!(out, "{}", books.summary(directory, stats.gaps).to_json())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -561,3 +561,53 @@ pub fn iex_tp(data: &[u8]) {
     }
     assert_eq!(t.stats().packets, packets);
 }
+
+/// Decodes `data` as one message of `protocol`'s feed only, and normalizes what decodes: a
+/// message of a type the feed does not send is refused (and decodes with every feed's rules
+/// only when its type is another feed's), one it sends normalizes into an envelope that
+/// verifies and names the message's type, instrument and exchange time.
+fn iex_feed(protocol: mdbus_codecs::iex::tp::Protocol, data: &[u8]) {
+    use mdbus_codecs::directory::Directory;
+    use mdbus_codecs::iex::message::{self as iex_msg, DecodeError as IexDecodeError};
+    use mdbus_codecs::iex::normalize::{self as iex_norm, Normalizer, eastern_time_of_day_ns};
+
+    let mut norm = Normalizer::with_directory(Directory::with_capacity(4));
+    match iex_msg::decode_for(protocol, data) {
+        Ok(d) => {
+            assert_eq!(d.as_bytes(), data);
+            assert_eq!(d.msg_type(), data[0]);
+            let instrument = norm.instrument(&d);
+            let e = norm.normalize(&d, 7, 9);
+            let env = fb::read_verified(e.as_ref()).expect("a normalized message verifies");
+            assert_eq!(
+                iex_norm::type_of_event(env.event_type()),
+                Some(d.msg_type())
+            );
+            assert_eq!(env.venue(), fb::Venue::Iex);
+            assert_eq!(env.instrument(), instrument);
+            assert_eq!(env.header().seq(), 7);
+            assert_eq!(
+                env.header().exchange_ts_ns(),
+                eastern_time_of_day_ns(d.timestamp())
+            );
+        }
+        Err(IexDecodeError::NotInProtocol { msg_type, .. }) => {
+            assert_eq!(msg_type, data[0]);
+            assert!(iex_msg::decode(data).is_ok());
+        }
+        Err(e) => {
+            let _ = e.to_string();
+            assert!(iex_msg::decode(data).is_err());
+        }
+    }
+}
+
+/// One message as IEX TOPS decodes it (its types only), normalized; see [`iex_feed`].
+pub fn iex_tops(data: &[u8]) {
+    iex_feed(mdbus_codecs::iex::tp::Protocol::TOPS, data);
+}
+
+/// One message as IEX DEEP decodes it (its types only), normalized; see [`iex_feed`].
+pub fn iex_deep(data: &[u8]) {
+    iex_feed(mdbus_codecs::iex::tp::Protocol::DEEP, data);
+}

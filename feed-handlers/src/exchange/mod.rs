@@ -35,6 +35,14 @@
 //!   seeded [`fault`](crate::net::fault) injector ([`ExchangeConfig::fault`]) drops,
 //!   duplicates and reorders packets of line A (line B gets the seed + 1).
 //!
+//! **IEX captures.** A pcap or pcapng of IEX-TP segments (TOPS, DEEP, DEEP+; told by its
+//! first datagrams' content as `mdbus replay` tells it, or by [`ExchangeConfig::protocol`])
+//! is played as a live IEX feed: each captured segment of the protocol re-sent with its
+//! original payload (its heartbeats included, a cut last segment as cut), paced by the capture
+//! timestamps (`--speed` rates count segments), on line A and line B through the same fault
+//! injectors. IEX-TP's Gap Fill Request service is not played: there is no end of session
+//! and no linger; a feed recovers from line B.
+//!
 //! Nothing is lost silently: what the source skips, messages too long for a datagram, send
 //! failures and the injector's drops are counted in [`ExchangeStats`], published for
 //! `mdbus stat` under role `exchange`. The loop allocates nothing per packet.
@@ -58,7 +66,7 @@ pub use source::{Source, SourceStats};
 
 use crate::net::fault::{FaultConfig, FaultInjector};
 use crate::net::socket::{self, SendOptions, SocketError};
-use crate::replay::Speed;
+use crate::replay::{DETECT_DATAGRAMS, ReplayProtocol, Speed, detect};
 
 /// Role name of the exchange's counters file.
 pub const COUNTERS_ROLE: &str = "exchange";
@@ -120,6 +128,9 @@ pub struct ExchangeConfig {
     /// Publish counters for `mdbus stat` under this bus root, as this stream name
     /// [default name: the session's, see [`counters_name`]].
     pub counters: Option<(PathBuf, Option<String>)>,
+    /// What the capture holds [default: a pcap's first datagrams tell, as for `mdbus
+    /// replay`]: `Itch` plays ITCH as MoldUDP64, an IEX protocol plays its IEX-TP segments.
+    pub protocol: Option<ReplayProtocol>,
 }
 
 impl ExchangeConfig {
@@ -153,6 +164,7 @@ impl ExchangeConfig {
             max_reply_messages: 1024,
             fault: FaultConfig::default(),
             counters: None,
+            protocol: None,
         }
     }
 }
@@ -160,13 +172,14 @@ impl ExchangeConfig {
 /// Counters of an [`Exchange`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExchangeStats {
-    /// Messages sent (first transmission), each with its sequence number.
+    /// Messages sent (first transmission), each with its sequence number (IEX: the
+    /// messages the segments sent declare).
     pub messages: u64,
-    /// Data packets sent on line A (line B sends the same).
+    /// Data packets sent on line A (line B sends the same; IEX: segments with messages).
     pub packets: u64,
     /// Bytes sent on the lines (UDP payload), heartbeats included.
     pub bytes: u64,
-    /// Heartbeats sent.
+    /// Heartbeats sent (IEX: the capture's segments without messages).
     pub heartbeats: u64,
     /// End-of-session packets sent.
     pub end_of_session: u64,
@@ -406,6 +419,25 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// The IEX-TP protocol of a pcap or pcapng's segments, told by its first datagrams; `None`
+/// for anything else (the ITCH source then reads it, or says what is wrong with it).
+fn detect_iex(path: &Path) -> Option<mdbus_codecs::iex::tp::Protocol> {
+    let mut reader = mdbus_codecs::capture::open_capture(path).ok()?;
+    if reader.format() == mdbus_codecs::capture::CaptureFormat::ItchLengthPrefixed {
+        return None;
+    }
+    let mut first = Vec::new();
+    while first.len() < DETECT_DATAGRAMS {
+        match reader.next_datagram() {
+            Some(Ok(d)) => first.push((d.dst, d.payload.to_vec())),
+            Some(Err(_)) | None => break,
+        }
+    }
+    detect(first.iter().map(|(dst, p)| (*dst, p.as_slice())))
+        .ok()?
+        .iex()
+}
+
 /// Plays a capture as a live MoldUDP64 session; see the [module docs](self).
 #[derive(Debug)]
 pub struct Exchange {
@@ -439,7 +471,17 @@ impl Exchange {
         if cfg.speed == Speed::Rate(0) {
             return Err(ExchangeError::Config("a rate of 0 messages/s".into()));
         }
-        let source = Source::open(path)?;
+        let iex = match cfg.protocol {
+            Some(p) => p.iex(),
+            None => detect_iex(path),
+        };
+        let source = Source::open(path, iex)?;
+        // IEX segments go out as captured, whatever their size; `max_datagram` sizes the
+        // MoldUDP64 packets the exchange builds.
+        let datagram = match iex {
+            Some(_) => socket::MAX_DATAGRAM,
+            None => cfg.max_datagram,
+        };
         let session = cfg.session.unwrap_or_else(|| session_from_file(path));
         let playout = Playout::new(&PlayoutConfig {
             session,
@@ -458,7 +500,11 @@ impl Exchange {
                     seed: cfg.fault.seed.wrapping_add(seed_add),
                     ..cfg.fault.clone()
                 };
-                FaultInjector::new(f, cfg.max_datagram)
+                let framing = match iex {
+                    Some(_) => crate::venue::Framing::IexTp,
+                    None => crate::venue::Framing::MoldUdp64,
+                };
+                FaultInjector::new(f, datagram).with_framing(framing)
             })
         };
         let mut lines = vec![Line {
@@ -493,7 +539,7 @@ impl Exchange {
             lines,
             server,
             req: [0; 512],
-            pending_buf: vec![0u8; cfg.max_datagram].into_boxed_slice(),
+            pending_buf: vec![0u8; datagram].into_boxed_slice(),
             pending: None,
             source_oversize: 0,
             counters,
@@ -505,6 +551,11 @@ impl Exchange {
             last_counters: 0,
             cfg,
         })
+    }
+
+    /// The IEX-TP protocol played, for an IEX capture (`None`: ITCH as MoldUDP64).
+    pub fn iex(&self) -> Option<mdbus_codecs::iex::tp::Protocol> {
+        self.source.iex()
     }
 
     /// The session played.
@@ -531,6 +582,11 @@ impl Exchange {
     /// The counters so far.
     pub fn stats(&self) -> ExchangeStats {
         let mut s = *self.playout.stats();
+        if self.source.iex().is_some() {
+            s.messages = self.io.messages;
+            s.packets = self.io.packets;
+            s.heartbeats = self.io.heartbeats;
+        }
         let src = self.source.stats();
         s.bytes = self.io.bytes;
         s.send_errors = self.io.send_errors;
@@ -617,6 +673,9 @@ impl Exchange {
     /// re-requests for the linger time; returns the counters. A second `stop` cannot cut the
     /// linger short (the command line exits on a second signal).
     pub fn run(&mut self, stop: &AtomicBool) -> ExchangeStats {
+        if self.source.iex().is_some() {
+            return self.run_iex(stop);
+        }
         let heartbeat = nanos(self.cfg.heartbeat_interval);
         let mut eof = false;
         self.started = Instant::now();
@@ -700,6 +759,71 @@ impl Exchange {
             }
         }
         self.finish()
+    }
+
+    /// Plays an IEX capture's segments as captured, paced, until its end or `stop`.
+    fn run_iex(&mut self, stop: &AtomicBool) -> ExchangeStats {
+        self.started = Instant::now();
+        // The segment read but not yet due: its length and due time.
+        let mut pending: Option<(usize, u64)> = None;
+        while !stop.load(Ordering::Relaxed) {
+            if pending.is_none() {
+                let Some((ts, len)) = self.source.next_segment_into(&mut self.pending_buf) else {
+                    break;
+                };
+                if len > self.pending_buf.len() {
+                    // Longer than --mtu allows: counted, not sent.
+                    self.source_oversize += 1;
+                    continue;
+                }
+                pending = Some((len, self.schedule.due(ts)));
+            }
+            let Some((len, due)) = pending else { break };
+            let now = self.now();
+            if due > now {
+                if now.saturating_sub(self.last_send) >= FAULT_FLUSH_NS {
+                    let Exchange { lines, io, .. } = self;
+                    flush_faults(lines, io);
+                }
+                self.publish_counters(now, false);
+                let wait = (due - now).min(MAX_SLEEP_NS);
+                if wait > 100_000 {
+                    std::thread::sleep(Duration::from_nanos(wait - 50_000));
+                } else {
+                    std::thread::yield_now();
+                }
+                continue;
+            }
+            pending = None;
+            let seg = &self.pending_buf[..len];
+            let count = mdbus_codecs::iex::tp::Segment::parse(seg).map_or(0, |s| s.message_count());
+            if count == 0 {
+                self.io.heartbeats += 1;
+            } else {
+                self.io.packets += 1;
+                self.io.messages += u64::from(count);
+            }
+            let Exchange {
+                lines,
+                io,
+                pending_buf,
+                ..
+            } = self;
+            send_lines(lines, io, &pending_buf[..len]);
+            self.last_send = now;
+            self.publish_counters(now, false);
+        }
+        if let Some(e) = self.source.first_error() {
+            self.warnings.push(e.to_string());
+        }
+        let Exchange { lines, io, .. } = self;
+        flush_faults(lines, io);
+        let now = self.now();
+        self.publish_counters(now, true);
+        if let Some(c) = &self.counters {
+            c.finish();
+        }
+        self.stats()
     }
 
     /// Ends the session: the last packet, the end-of-session packets, then re-requests

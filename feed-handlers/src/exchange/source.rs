@@ -1,20 +1,23 @@
-//! The messages an exchange plays: ITCH messages out of a capture, in order, each with the
-//! timestamp its pacing follows.
+//! What an exchange plays: ITCH messages out of a capture, in order, each with the timestamp
+//! its pacing follows; or the IEX-TP segments of a pcap, whole, as captured.
 
 use std::path::Path;
 
 use mdbus_codecs::capture::{self, CaptureError, CaptureReader, Record};
+use mdbus_codecs::iex::tp::Protocol;
 use mdbus_codecs::moldudp64::{Packet, Session};
 use mdbus_codecs::nasdaq::itch;
 
 use super::ExchangeError;
 use crate::record::is_recording;
+use crate::replay::iex_protocol;
 
 /// What the source skipped or found missing; counted, never dropped silently.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceStats {
     /// Datagrams of a pcap that are not MoldUDP64 data (too short to parse), or whose
-    /// message blocks are damaged (the blocks before the damage are played).
+    /// message blocks are damaged (the blocks before the damage are played); of an IEX
+    /// capture, datagrams that are not IEX-TP segments of the protocol played.
     pub skipped_datagrams: u64,
     /// Datagrams of another MoldUDP64 session than the first one seen.
     pub other_session: u64,
@@ -47,6 +50,8 @@ enum Kind {
         session: Option<Session>,
         expected: u64,
     },
+    /// A pcap or pcapng of IEX-TP segments of one message protocol: each datagram whole.
+    Iex(Protocol),
 }
 
 /// Reads the messages of a capture in the order a live feed sends them; see the
@@ -71,9 +76,10 @@ impl std::fmt::Debug for Source {
 }
 
 impl Source {
-    /// Opens `path`: a length-prefixed ITCH file or a pcap/pcapng of MoldUDP64. An mdbus
-    /// recording holds bus records, not ITCH messages, and is refused.
-    pub fn open(path: &Path) -> Result<Source, ExchangeError> {
+    /// Opens `path`: a length-prefixed ITCH file or a pcap/pcapng of MoldUDP64 (`iex`:
+    /// `None`), or a pcap/pcapng of IEX-TP segments of protocol `iex`. An mdbus recording
+    /// holds bus records, not market data, and is refused.
+    pub fn open(path: &Path, iex: Option<Protocol>) -> Result<Source, ExchangeError> {
         if is_recording(path).unwrap_or(false) {
             return Err(ExchangeError::Config(format!(
                 "{}: an mdbus recording holds bus records, not ITCH messages: play it with \
@@ -82,8 +88,15 @@ impl Source {
             )));
         }
         let reader = capture::open_capture(path)?;
-        let kind = match reader.format() {
-            capture::CaptureFormat::ItchLengthPrefixed => Kind::Itch,
+        let kind = match (reader.format(), iex) {
+            (capture::CaptureFormat::ItchLengthPrefixed, Some(p)) => {
+                return Err(ExchangeError::Config(format!(
+                    "{}: a length-prefixed ITCH file holds no IEX-TP segments ({p:?} asked for)",
+                    path.display()
+                )));
+            }
+            (capture::CaptureFormat::ItchLengthPrefixed, None) => Kind::Itch,
+            (_, Some(p)) => Kind::Iex(p),
             _ => Kind::Mold {
                 datagram: vec![0u8; capture_datagram_max()].into_boxed_slice(),
                 len: 0,
@@ -122,6 +135,53 @@ impl Source {
         self.stats.capture_errors += 1;
         if self.first_error.is_none() {
             self.first_error = Some(e);
+        }
+    }
+
+    /// The IEX-TP protocol of the segments played, for an IEX capture.
+    pub fn iex(&self) -> Option<Protocol> {
+        match self.kind {
+            Kind::Iex(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Copies the next IEX-TP segment of the played protocol into `out` as captured (a
+    /// capture's cut last segment as far as the file holds it); returns its capture
+    /// timestamp and length (a segment longer than `out`: the length, nothing copied), or
+    /// `None` at the end. Other datagrams are counted as skipped.
+    pub fn next_segment_into(&mut self, out: &mut [u8]) -> Option<(u64, usize)> {
+        let Kind::Iex(protocol) = self.kind else {
+            return None;
+        };
+        let copy = |payload: &[u8], out: &mut [u8]| {
+            if let Some(dst) = out.get_mut(..payload.len()) {
+                dst.copy_from_slice(payload);
+            }
+            payload.len()
+        };
+        loop {
+            match self.reader.next_record() {
+                None => return None,
+                Some(Ok(Record::Udp(d))) => {
+                    if iex_protocol(d.payload) != Some(protocol) {
+                        self.stats.skipped_datagrams += 1;
+                        continue;
+                    }
+                    return Some((d.ts_ns, copy(d.payload, out)));
+                }
+                Some(Ok(Record::Itch(_))) => self.stats.skipped_datagrams += 1,
+                Some(Err(e)) => {
+                    let truncated = matches!(e, CaptureError::Truncated { .. });
+                    self.note_error(e);
+                    if truncated
+                        && let Some(d) = self.reader.cut_datagram()
+                        && iex_protocol(d.payload) == Some(protocol)
+                    {
+                        return Some((d.ts_ns, copy(d.payload, out)));
+                    }
+                }
+            }
         }
     }
 

@@ -262,7 +262,7 @@ fn the_schedule_follows_the_speed() {
 
 #[test]
 fn the_source_reads_every_itch_message_with_its_timestamp() {
-    let mut src = Source::open(&aapl()).unwrap();
+    let mut src = Source::open(&aapl(), None).unwrap();
     let mut buf = [0u8; 1400];
     let (mut n, mut last) = (0u64, 0u64);
     while let Some((ts, len)) = src.next_into(&mut buf) {
@@ -282,9 +282,11 @@ fn the_source_reads_every_itch_message_with_its_timestamp() {
 #[test]
 fn the_source_reads_a_pcap_in_sequence_order() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../codecs/testdata/pcap");
-    let mut src =
-        Source::open(&dir.join("Nasdaq.Equities.TotalView.Itch.v5.0/Multiple.Packets.pcap"))
-            .unwrap();
+    let mut src = Source::open(
+        &dir.join("Nasdaq.Equities.TotalView.Itch.v5.0/Multiple.Packets.pcap"),
+        None,
+    )
+    .unwrap();
     let mut buf = [0u8; 1400];
     let mut n = 0;
     while let Some((_, len)) = src.next_into(&mut buf) {
@@ -294,8 +296,11 @@ fn the_source_reads_a_pcap_in_sequence_order() {
     assert!(n > 0);
     assert_eq!(src.stats().capture_errors, 0);
     // A sanitized capture (every packet numbered 0) plays in capture order.
-    let mut src =
-        Source::open(&dir.join("sanitized/nasdaq-itch-5-packets-sequence-0.pcap")).unwrap();
+    let mut src = Source::open(
+        &dir.join("sanitized/nasdaq-itch-5-packets-sequence-0.pcap"),
+        None,
+    )
+    .unwrap();
     let mut n = 0;
     while src.next_into(&mut buf).is_some() {
         n += 1;
@@ -308,11 +313,11 @@ fn a_recording_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rec");
     std::fs::write(&path, b"MDBUSREC\x01\x00\x00\x00rest").unwrap();
-    let e = Source::open(&path).unwrap_err().to_string();
+    let e = Source::open(&path, None).unwrap_err().to_string();
     assert!(e.contains("recording"), "{e}");
     let empty = dir.path().join("empty");
     std::fs::write(&empty, b"").unwrap();
-    let e = Source::open(&empty).unwrap_err().to_string();
+    let e = Source::open(&empty, None).unwrap_err().to_string();
     assert!(e.contains("empty"), "{e}");
 }
 
@@ -340,7 +345,7 @@ fn an_exchange_plays_the_file_and_ends_the_session() {
 
     let mut buf = [0u8; 2048];
     let mut expected = 1u64;
-    let mut src = Source::open(&aapl()).unwrap();
+    let mut src = Source::open(&aapl(), None).unwrap();
     let mut want = [0u8; 1400];
     loop {
         let n = rx.recv(&mut buf).expect("a packet within 10 s");
@@ -381,7 +386,7 @@ fn an_exchange_plays_the_file_and_ends_the_session() {
 
 #[test]
 fn reading_batching_and_answering_do_not_allocate() {
-    let mut src = Source::open(&aapl()).unwrap();
+    let mut src = Source::open(&aapl(), None).unwrap();
     let mut p = playout(1400, 0);
     let mut sched = Schedule::new(Speed::Factor(1.0));
     let mut buf = [0u8; 1400];
@@ -510,4 +515,108 @@ fn the_fault_injector_drops_line_a_packets_and_counts_them() {
     );
     assert_eq!(received + stats.fault_dropped, 10_000, "{stats:?}");
     assert_eq!(stats.messages, 10_000);
+}
+
+fn deep_plus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../codecs/testdata/iex/deepplus-all-message-types.pcap")
+}
+
+/// The IEX-TP segments of a capture, as captured.
+fn segments_of(path: &Path) -> Vec<Vec<u8>> {
+    let mut r = mdbus_codecs::capture::open_capture(path).unwrap();
+    let mut out = Vec::new();
+    while let Some(d) = r.next_datagram() {
+        out.push(d.unwrap().payload.to_vec());
+    }
+    out
+}
+
+/// An IEX capture (told by its content) is played as its segments, each re-sent whole and in
+/// order on lines A and B, with no MoldUDP64 and no end of session.
+#[test]
+fn an_iex_capture_is_played_as_its_segments_on_both_lines() {
+    let (rx_a, a) = local_receiver();
+    let (rx_b, b) = local_receiver();
+    let mut cfg = ExchangeConfig::new(a);
+    cfg.line_b = Some(b);
+    cfg.request_addr = "127.0.0.1:0".parse().unwrap();
+    cfg.send.interface = std::net::Ipv4Addr::LOCALHOST;
+    cfg.speed = Speed::Rate(20_000);
+    let mut ex = Exchange::new(&deep_plus(), cfg).unwrap();
+    assert_eq!(ex.iex(), Some(mdbus_codecs::iex::tp::Protocol::DEEP_PLUS));
+    let stop = AtomicBool::new(false);
+    let stats = ex.run(&stop);
+    let want = segments_of(&deep_plus());
+    let mut buf = [0u8; 65_536];
+    for rx in [&rx_a, &rx_b] {
+        rx.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut got = Vec::new();
+        while let Ok(n) = rx.recv(&mut buf) {
+            got.push(buf[..n].to_vec());
+        }
+        assert_eq!(got, want);
+    }
+    let messages: u64 = want
+        .iter()
+        .map(|s| {
+            u64::from(
+                mdbus_codecs::iex::tp::Segment::parse(s)
+                    .unwrap()
+                    .message_count(),
+            )
+        })
+        .sum();
+    assert_eq!(stats.messages, messages);
+    assert_eq!(stats.packets + stats.heartbeats, want.len() as u64);
+    assert_eq!(stats.end_of_session, 0);
+}
+
+/// `protocol` says what the capture holds: IEX asked of an ITCH file is refused.
+#[test]
+fn an_iex_protocol_is_refused_for_an_itch_file() {
+    let mut cfg = ExchangeConfig::new("127.0.0.1:9".parse().unwrap());
+    cfg.request_addr = "127.0.0.1:0".parse().unwrap();
+    cfg.protocol = Some(ReplayProtocol::IexDeep);
+    let e = Exchange::new(&aapl(), cfg).unwrap_err().to_string();
+    assert!(e.contains("holds no IEX-TP segments"), "{e}");
+}
+
+/// The fault injector reads IEX-TP segments as such: what it drops on line A is counted in
+/// the messages those segments carry.
+#[test]
+fn an_iex_capture_s_dropped_segments_are_counted_in_their_messages() {
+    let (rx_a, a) = local_receiver();
+    let mut cfg = ExchangeConfig::new(a);
+    cfg.request_addr = "127.0.0.1:0".parse().unwrap();
+    cfg.send.interface = std::net::Ipv4Addr::LOCALHOST;
+    cfg.speed = Speed::Rate(20_000);
+    cfg.fault = "drop=0.3,seed=5".parse().unwrap();
+    let mut ex = Exchange::new(&deep_plus(), cfg).unwrap();
+    let stats = ex.run(&AtomicBool::new(false));
+    let count = |s: &[u8]| {
+        u64::from(
+            mdbus_codecs::iex::tp::Segment::parse(s)
+                .unwrap()
+                .message_count(),
+        )
+    };
+    let want = segments_of(&deep_plus());
+    let sent: u64 = want.iter().map(|s| count(s)).sum();
+    rx_a.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 65_536];
+    let (mut got, mut packets) = (0u64, 0u64);
+    while let Ok(n) = rx_a.recv(&mut buf) {
+        got += count(&buf[..n]);
+        packets += 1;
+    }
+    assert!(stats.fault_dropped_packets > 0, "{stats:?}");
+    assert_eq!(
+        packets + stats.fault_dropped_packets,
+        want.len() as u64,
+        "{stats:?}"
+    );
+    assert_eq!(stats.fault_dropped, sent - got, "{stats:?}");
 }

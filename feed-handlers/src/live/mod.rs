@@ -1,5 +1,7 @@
-//! The live ITCH 5.0 over MoldUDP64 feed handler: the transport's receive
-//! [`Driver`](crate::net::driver::Driver) with a sink that drives a [`FeedPipeline`].
+//! The live feed handler: the transport's receive [`Driver`]
+//! with a sink that drives a [`FeedPipeline`] of any [`Venue`]: Nasdaq ITCH 5.0 over
+//! MoldUDP64, or IEX TOPS, DEEP and DEEP+ over IEX-TP ([`LiveFeedConfig::framing`] names the
+//! framing, which must be the venue's).
 //!
 //! One thread, optionally pinned to a core, busy-polls nonblocking sockets: line A, line B
 //! (optional, the redundant copy; arbitration is the sequencer's) and the unicast socket that
@@ -12,6 +14,12 @@
 //! * a gap given up -> gap notice `recoverable: false`, published in place (before the
 //!   messages after it);
 //! * end of session -> end-of-session event; the loop returns (unless told otherwise).
+//!
+//! IEX-TP has no end of session and no re-request service used here: an IEX feed runs until
+//! stopped, line B is its recovery, and a restart of its sequence numbers at 1 within the
+//! session is counted ([`LiveStats::iex`]), not a gap (see [`crate::net::iex`]). Books kept
+//! on the feed thread, message by message ([`FeedBooks`]: IEX's [`IexBooks`], as a replay
+//! keeps them), are passed to [`LiveFeed::run_with_books`].
 //!
 //! A lossless subscriber that stops reading costs the loop one back-pressure timeout per
 //! stall, not one per message: the pipeline gives records up while the stall lasts and
@@ -59,15 +67,19 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mdbus_bus::Bus;
+use mdbus_codecs::iex::tp::Protocol;
 use mdbus_codecs::moldudp64::Session;
 use mdbus_codecs::sequencer::{ConfigError, Sequencer, SequencerConfig, SequencerStats};
 use mdbus_shm::counters::{CounterError, CounterFile};
 
+use crate::book::IexBooks;
 use crate::net::NetError;
 use crate::net::driver::{Driver, DriverConfig, DriverStats, FeedSink, RequestServer, Sessions};
 use crate::net::fault::FaultConfig;
+use crate::net::iex::IexStats;
 use crate::net::socket::SocketError;
 use crate::pipeline::{FeedPipeline, PipelineStats};
+use crate::venue::{Framing, Iex, Venue};
 
 pub use crate::net::Idle;
 pub use crate::net::LineConfig;
@@ -105,12 +117,18 @@ pub struct LiveFeedConfig {
     /// Faults injected into the packets received on the lines (off by default), for tests
     /// and benchmarks.
     pub fault: FaultConfig,
+    /// How the lines' datagrams are framed: the venue's [`Venue::FRAMING`]. IEX-TP takes no
+    /// `request_server`.
+    pub framing: Framing,
+    /// IEX-TP: the message protocol to follow (segments of others are counted as foreign);
+    /// `None`: the first seen.
+    pub iex_protocol: Option<Protocol>,
 }
 
 impl LiveFeedConfig {
     /// A configuration for line A at `group`: any-source join on the default interface, an
     /// 8 MiB receive buffer, no line B, no recovery, no pinning, busy polling, the default
-    /// sequencer, stop at end of session, no faults.
+    /// sequencer, stop at end of session, no faults, MoldUDP64.
     pub fn new(group: SocketAddrV4) -> Self {
         LiveFeedConfig {
             group,
@@ -125,6 +143,8 @@ impl LiveFeedConfig {
             stop_at_end_of_session: true,
             heartbeat_events: None,
             fault: FaultConfig::default(),
+            framing: Framing::MoldUdp64,
+            iex_protocol: None,
         }
     }
 
@@ -147,6 +167,8 @@ impl LiveFeedConfig {
             fault: self.fault.clone(),
             exit_at_end_of_session: self.stop_at_end_of_session,
             heartbeat_events: self.heartbeat_events,
+            framing: self.framing,
+            iex_protocol: self.iex_protocol,
         }
     }
 }
@@ -205,8 +227,13 @@ impl From<NetError> for LiveError {
 /// Counters of a live feed, returned when its loop ends.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LiveStats {
-    /// The sequencer's counters (datagrams shorter than a header among `malformed`).
+    /// The sequencer's counters (datagrams shorter than a header, or not IEX-TP segments,
+    /// among `malformed`; segments of another IEX-TP session among `foreign_session`).
     pub sequencer: SequencerStats,
+    /// IEX-TP: restarts, cut and damaged segments, foreign protocol, stale messages.
+    pub iex: IexStats,
+    /// Ranges of messages declared lost (gap notices published for the source).
+    pub gaps: u64,
     /// The pipeline's counters.
     pub pipeline: PipelineStats,
     /// Datagrams received on line A.
@@ -234,7 +261,7 @@ pub struct LiveStats {
 }
 
 /// Names of the counters a live feed publishes (role `feed`), in the order of their values.
-pub const COUNTER_NAMES: [&str; 39] = [
+pub const COUNTER_NAMES: [&str; 44] = [
     "packets_a",
     "packets_b",
     "packets_recovery",
@@ -274,6 +301,11 @@ pub const COUNTER_NAMES: [&str; 39] = [
     "pipeline.dropped",
     "pipeline.drop_notices",
     "pipeline.notices_unpublished",
+    "iex.restarts",
+    "iex.cut_segments",
+    "iex.damaged_segments",
+    "iex.foreign_protocol",
+    "iex.stale_messages",
 ];
 
 impl LiveStats {
@@ -282,8 +314,10 @@ impl LiveStats {
         let mut sequencer = d.sequencer;
         // The driver reads each header before the sequencer does.
         sequencer.malformed = sequencer.malformed.saturating_add(d.malformed);
+        sequencer.foreign_session = sequencer.foreign_session.saturating_add(d.foreign_session);
         LiveStats {
             sequencer,
+            iex: d.iex,
             pipeline,
             packets_a: d.packets_a,
             packets_b: d.packets_b,
@@ -298,7 +332,7 @@ impl LiveStats {
     }
 
     /// The counters in the order of [`COUNTER_NAMES`].
-    pub fn values(&self) -> [u64; 39] {
+    pub fn values(&self) -> [u64; 44] {
         let q = &self.sequencer;
         let p = &self.pipeline;
         [
@@ -341,6 +375,11 @@ impl LiveStats {
             p.dropped,
             p.drop_notices,
             p.notices_unpublished,
+            self.iex.restarts,
+            self.iex.cut_segments,
+            self.iex.damaged_segments,
+            self.iex.foreign_protocol,
+            self.iex.stale_messages,
         ]
     }
 }
@@ -400,20 +439,42 @@ impl LiveFeed {
     }
 
     /// Runs the receive loop on this thread until `stop` is set or (by default) the session
-    /// ends; pins the thread first if a core is configured.
-    pub fn run(
-        mut self,
-        pipeline: &mut FeedPipeline,
+    /// ends; pins the thread first if a core is configured. The venue's framing must be the
+    /// configured one.
+    pub fn run<V: Venue>(
+        self,
+        pipeline: &mut FeedPipeline<V>,
         stop: &AtomicBool,
     ) -> Result<LiveStats, LiveError> {
+        self.run_with_books(pipeline, &mut (), stop)
+    }
+
+    /// [`run`](Self::run), applying each message to `books` on the feed thread too.
+    pub fn run_with_books<V: Venue, B: FeedBooks<V>>(
+        mut self,
+        pipeline: &mut FeedPipeline<V>,
+        books: &mut B,
+        stop: &AtomicBool,
+    ) -> Result<LiveStats, LiveError> {
+        let framing = self.driver.config().framing;
+        if framing != V::FRAMING {
+            return Err(LiveError::Net(NetError::Config(format!(
+                "the feed is configured for {framing:?}, {} arrives in {:?}",
+                V::NAME,
+                V::FRAMING
+            ))));
+        }
         let warnings = self.driver.take_warnings();
         let mut sink = PipelineSink {
             pipeline,
+            books,
             last_stamp: 0,
+            gaps: 0,
         };
         self.driver.run(&mut sink, stop)?;
         self.driver.finish(&sink);
         let mut stats = LiveStats::compose(&self.driver.stats(), sink.pipeline.stats());
+        stats.gaps = sink.gaps;
         stats.rcvbuf = self.driver.rcvbuf();
         stats.session = self.driver.session();
         stats.warnings = warnings;
@@ -421,9 +482,9 @@ impl LiveFeed {
     }
 
     /// Runs the loop on a new thread named `mdbus-live`, which owns the pipeline.
-    pub fn spawn(
+    pub fn spawn<V: Venue>(
         self,
-        mut pipeline: FeedPipeline,
+        mut pipeline: FeedPipeline<V>,
         stop: Arc<AtomicBool>,
     ) -> Result<JoinHandle<Result<LiveStats, LiveError>>, LiveError> {
         std::thread::Builder::new()
@@ -434,9 +495,9 @@ impl LiveFeed {
 }
 
 /// Binds the sockets and runs the loop on this thread (see [`LiveFeed::run`]).
-pub fn run(
+pub fn run<V: Venue>(
     config: LiveFeedConfig,
-    pipeline: &mut FeedPipeline,
+    pipeline: &mut FeedPipeline<V>,
     stop: &AtomicBool,
 ) -> Result<LiveStats, LiveError> {
     LiveFeed::bind(config)?.run(pipeline, stop)
@@ -444,31 +505,72 @@ pub fn run(
 
 /// Binds the sockets here (so setup errors come back at once), then runs the loop on a new
 /// thread (see [`LiveFeed::spawn`]).
-pub fn spawn(
+pub fn spawn<V: Venue>(
     config: LiveFeedConfig,
-    pipeline: FeedPipeline,
+    pipeline: FeedPipeline<V>,
     stop: Arc<AtomicBool>,
 ) -> Result<JoinHandle<Result<LiveStats, LiveError>>, LiveError> {
     LiveFeed::bind(config)?.spawn(pipeline, stop)
 }
 
-/// The feed's sink: the decode -> normalize -> publish pipeline. Refusals are counted by
-/// the pipeline.
-struct PipelineSink<'a> {
-    pipeline: &'a mut FeedPipeline,
-    /// When the streams' liveness stamp was last renewed (driver ns).
-    last_stamp: u64,
+/// Books a live feed keeps on its own thread, message by message (a venue whose books are
+/// built from the published stream, as Nasdaq's by the book service, keeps none: `()`).
+pub trait FeedBooks<V: Venue> {
+    /// Whether [`observe`](Self::observe) does anything (`false`: messages are not decoded
+    /// for it).
+    const KEEPS: bool;
+
+    /// Applies one decoded message.
+    fn observe(&mut self, venue: &mut V, msg: &V::Message<'_>);
 }
 
-impl FeedSink for PipelineSink<'_> {
+impl<V: Venue> FeedBooks<V> for () {
+    const KEEPS: bool = false;
+
+    #[inline]
+    fn observe(&mut self, _: &mut V, _: &V::Message<'_>) {}
+}
+
+/// IEX books as a replay keeps them (its `--book-summary`).
+impl FeedBooks<Iex> for IexBooks {
+    const KEEPS: bool = true;
+
+    #[inline]
+    fn observe(&mut self, venue: &mut Iex, msg: &<Iex as Venue>::Message<'_>) {
+        let instrument = venue.instrument(msg);
+        IexBooks::observe(self, msg, instrument);
+    }
+}
+
+/// The feed's sink: the decode -> normalize -> publish pipeline, and the books kept on the
+/// feed thread. Refusals are counted by the pipeline.
+struct PipelineSink<'a, V: Venue, B> {
+    pipeline: &'a mut FeedPipeline<V>,
+    books: &'a mut B,
+    /// When the streams' liveness stamp was last renewed (driver ns).
+    last_stamp: u64,
+    /// Ranges declared lost.
+    gaps: u64,
+}
+
+impl<V: Venue, B: FeedBooks<V>> FeedSink for PipelineSink<'_, V, B> {
     const RECV_TS: bool = true;
 
     #[inline]
     fn message(&mut self, seq: u64, msg: &[u8], recv_ts_ns: u64) {
-        let _ = self.pipeline.on_message(seq, msg, recv_ts_ns);
+        if B::KEEPS
+            && let Ok(decoded) = self.pipeline.venue().decode(msg)
+        {
+            self.books.observe(self.pipeline.venue_mut(), &decoded);
+            let _ = self.pipeline.on_decoded(seq, &decoded, recv_ts_ns);
+        } else {
+            // Decodes (or counts the message undecodable, with a gap notice).
+            let _ = self.pipeline.on_message(seq, msg, recv_ts_ns);
+        }
     }
 
     fn gap(&mut self, first: u64, count: u64, recv_ts_ns: u64) {
+        self.gaps += 1;
         let _ = self.pipeline.on_gap(first, count, false, recv_ts_ns);
     }
 

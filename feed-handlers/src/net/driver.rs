@@ -12,12 +12,18 @@
 //!
 //! `mdbus recv` ([`Receiver`](super::Receiver): envelopes republished into a local ring) and
 //! `mdbus feed` ([`LiveFeed`](crate::live::LiveFeed): decode, normalize, publish) are two
-//! sinks of it. The framing is MoldUDP64 today; a second framing plugs in here, beside
-//! [`Packet::parse`] and the sequencer.
+//! sinks of it.
+//!
+//! Framings ([`DriverConfig::framing`]): MoldUDP64 packets go to the sequencer as they
+//! arrive; IEX-TP segments are checked and placed in one sequence over the session's
+//! restarts by [`IexFraming`] first, then go to the same sequencer
+//! (A/B arbitration, the NAK delay before a gap is declared lost), and what it delivers is
+//! mapped back to IEX sequence numbers. IEX-TP's Gap Fill Requests are not sent: its
+//! recovery is line B. The framing is chosen once per packet (one predictable branch).
 //!
 //! Sessions ([`Sessions`]): a feed follows the session its sequencer is configured with, or
 //! the first one seen; a bus stream carried by [`Sender`](super::Sender)s names its sessions
-//! after the stream and the sender's start ([`wire`](super::wire)), and the driver follows
+//! after the stream and the sender's start ([`wire`]), and the driver follows
 //! one at a time: another is followed only when the current one ended (and the other is
 //! newer) or went silent, or at once for a newer one when configured so.
 //!
@@ -30,6 +36,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use mdbus_codecs::iex::tp::Protocol;
 use mdbus_codecs::moldudp64::{HEADER_LEN, Packet, RequestPacket, Session};
 use mdbus_codecs::sequencer::{
     Deliver, Event, LateJoin, Line, Sequencer, SequencerConfig, SequencerStats,
@@ -38,8 +45,10 @@ use mdbus_shm::counters::{CounterFile, MAX_COUNTERS};
 use mdbus_shm::unix_ns;
 
 use super::fault::{FaultConfig, FaultInjector};
+use super::iex::{EpochMap, IexFraming, IexStats, Refused};
 use super::socket::{self, MAX_DATAGRAM};
 use super::{Idle, Mono, NetError, nanos, wire};
+use crate::venue::Framing;
 
 /// A second line: the same packets on another group, for A/B arbitration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,12 +124,19 @@ pub struct DriverConfig {
     pub exit_at_end_of_session: bool,
     /// Call [`FeedSink::heartbeat`] at this interval while the feed is quiet.
     pub heartbeat_events: Option<Duration>,
+    /// How the lines' datagrams are framed. IEX-TP needs [`Sessions::Any`] and no
+    /// re-request server (it follows the first session id seen; others are
+    /// `foreign_session`).
+    pub framing: Framing,
+    /// IEX-TP: the message protocol to follow (others are counted as foreign); `None`: the
+    /// first seen.
+    pub iex_protocol: Option<Protocol>,
 }
 
 impl DriverConfig {
     /// Line A at `group`: any-source join on the default interface, an 8 MiB receive
     /// buffer, no line B, no recovery, any session, no pinning, busy polling, no faults, the
-    /// default sequencer, exit at the end of the session, no heartbeat events.
+    /// default sequencer, exit at the end of the session, no heartbeat events, MoldUDP64.
     pub fn new(group: SocketAddrV4) -> Self {
         DriverConfig {
             group,
@@ -137,6 +153,8 @@ impl DriverConfig {
             fault: FaultConfig::default(),
             exit_at_end_of_session: true,
             heartbeat_events: None,
+            framing: Framing::MoldUdp64,
+            iex_protocol: None,
         }
     }
 }
@@ -160,7 +178,7 @@ pub struct DriverStats {
     pub request_errors: u64,
     /// `recv` errors other than "nothing waiting".
     pub recv_errors: u64,
-    /// Datagrams shorter than a packet header.
+    /// Datagrams shorter than a packet header (IEX-TP: not a segment).
     pub malformed: u64,
     /// Packets of another stream or not from this transport ([`Sessions::Stream`]).
     pub foreign_session: u64,
@@ -181,6 +199,8 @@ pub struct DriverStats {
     pub fault_dropped: u64,
     /// The sequencers' counters.
     pub sequencer: SequencerStats,
+    /// IEX-TP framing counters (restarts, cut segments, ...); zero for MoldUDP64.
+    pub iex: IexStats,
 }
 
 /// What receives a driver's output. Every call is on the driver's thread; the per-message
@@ -270,6 +290,9 @@ const RECOVERY_POLL_NS: u64 = 20_000;
 /// Held fault-injector packets are released after this long without traffic (ns).
 const FAULT_FLUSH_NS: u64 = 1_000_000;
 
+/// IEX-TP: most extra datagrams of a lagging line read in one turn.
+const CATCH_UP: usize = 64;
+
 /// The session being followed.
 #[derive(Debug)]
 struct Current {
@@ -297,6 +320,8 @@ struct State {
     done: SequencerStats,
     /// An ended session the sink is not done with yet.
     closing: bool,
+    /// The IEX-TP framing, when the lines carry it.
+    iex: Option<IexFraming>,
 }
 
 /// The receive loop; see the [module docs](self).
@@ -325,6 +350,20 @@ impl Driver {
     pub fn new(cfg: DriverConfig, counters: Option<CounterFile>) -> Result<Driver, NetError> {
         // Checks the sequencer configuration now rather than at the first packet.
         Sequencer::new(cfg.sequencer).map_err(|e| NetError::Config(format!("sequencer: {e}")))?;
+        let iex = match cfg.framing {
+            Framing::IexTp if cfg.request_server != RequestServer::None => {
+                return Err(NetError::Config(
+                    "IEX-TP: re-requests are not supported (line B is its recovery)".into(),
+                ));
+            }
+            Framing::IexTp if cfg.sessions != Sessions::Any => {
+                return Err(NetError::Config(
+                    "IEX-TP: a feed follows one session id (Sessions::Any)".into(),
+                ));
+            }
+            Framing::IexTp => Some(IexFraming::new(cfg.iex_protocol, MAX_DATAGRAM)),
+            _ => None,
+        };
         let mut warnings = Vec::new();
         let a = socket::recv_socket(
             cfg.group,
@@ -348,7 +387,7 @@ impl Driver {
         let fault = cfg
             .fault
             .is_active()
-            .then(|| FaultInjector::new(cfg.fault.clone(), MAX_DATAGRAM));
+            .then(|| FaultInjector::new(cfg.fault.clone(), MAX_DATAGRAM).with_framing(cfg.framing));
         // The one session of a feed has its sequencer (and its tables) before the first
         // packet; a stream's sessions get theirs as they come.
         let cur = match cfg.sessions {
@@ -373,6 +412,7 @@ impl Driver {
                 stats: DriverStats::default(),
                 done: SequencerStats::default(),
                 closing: false,
+                iex,
             },
             line_a: a.socket,
             rcvbuf: a.rcvbuf,
@@ -451,6 +491,9 @@ impl Driver {
         if let Some(f) = &self.fault {
             s.fault_dropped = f.stats().dropped;
         }
+        if let Some(x) = &self.state.iex {
+            s.iex = x.stats();
+        }
         s
     }
 
@@ -463,56 +506,20 @@ impl Driver {
         if poll_recovery {
             self.last_recovery_poll = turn;
         }
+        // Lines A and B's datagrams since the turn began (they have more waiting, maybe).
+        let mut got = [false; 2];
         for line in [Line::A, Line::B, Line::Recovery] {
-            let sock = match line {
-                Line::A => Some(&self.line_a),
-                Line::B => self.line_b.as_ref(),
-                Line::Recovery if poll_recovery => self.recovery.as_ref(),
-                Line::Recovery => None,
-            };
-            let Some(sock) = sock else { continue };
-            match sock.recv_from(&mut self.buf) {
-                Ok((n, from)) => {
-                    progress.packets += 1;
-                    let now = self.clock.now();
-                    self.last_packet = now;
-                    self.last_activity = now;
-                    let st = &mut self.state.stats;
-                    st.packets += 1;
-                    st.bytes += n as u64;
-                    match line {
-                        Line::A => st.packets_a += 1,
-                        Line::B => st.packets_b += 1,
-                        Line::Recovery => st.packets_recovery += 1,
-                    }
-                    let SocketAddr::V4(from) = from else {
-                        st.foreign_source += 1;
-                        continue;
-                    };
-                    let ts = if S::RECV_TS { unix_ns() } else { 0 };
-                    let bytes = &self.buf[..n];
-                    match &mut self.fault {
-                        Some(f) if line != Line::Recovery => {
-                            let mut result = Ok(());
-                            let state = &mut self.state;
-                            f.apply(bytes, |p: &[u8]| {
-                                if result.is_ok() {
-                                    result = state.on_packet(now, ts, line, from, p, sink);
-                                }
-                            });
-                            result?;
-                        }
-                        _ => self.state.on_packet(now, ts, line, from, bytes, sink)?,
-                    }
+            if self.recv_one(line, poll_recovery, sink)? {
+                progress.packets += 1;
+                match line {
+                    Line::A => got[0] = true,
+                    Line::B => got[1] = true,
+                    Line::Recovery => {}
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // ICMP "port unreachable" from the server, reported on a later call.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    self.state.stats.request_errors += 1
-                }
-                Err(_) => self.state.stats.recv_errors += 1,
             }
+        }
+        if self.state.iex.is_some() {
+            progress.packets += self.catch_up(got, sink)?;
         }
         let now = self.clock.now();
         self.timers(now, sink);
@@ -523,6 +530,92 @@ impl Driver {
         // Also under a stream of packets: the counters never freeze while the loop runs.
         self.publish_counters(now, false, sink);
         Ok(progress)
+    }
+
+    /// Receives one datagram of `line` (the recovery socket only when `poll_recovery`) and
+    /// handles it; returns whether one arrived.
+    #[inline]
+    fn recv_one<S: FeedSink>(
+        &mut self,
+        line: Line,
+        poll_recovery: bool,
+        sink: &mut S,
+    ) -> Result<bool, NetError> {
+        let sock = match line {
+            Line::A => Some(&self.line_a),
+            Line::B => self.line_b.as_ref(),
+            Line::Recovery if poll_recovery => self.recovery.as_ref(),
+            Line::Recovery => None,
+        };
+        let Some(sock) = sock else { return Ok(false) };
+        match sock.recv_from(&mut self.buf) {
+            Ok((n, from)) => {
+                let now = self.clock.now();
+                self.last_packet = now;
+                self.last_activity = now;
+                let st = &mut self.state.stats;
+                st.packets += 1;
+                st.bytes += n as u64;
+                match line {
+                    Line::A => st.packets_a += 1,
+                    Line::B => st.packets_b += 1,
+                    Line::Recovery => st.packets_recovery += 1,
+                }
+                let SocketAddr::V4(from) = from else {
+                    st.foreign_source += 1;
+                    return Ok(true);
+                };
+                let ts = if S::RECV_TS { unix_ns() } else { 0 };
+                let bytes = &self.buf[..n];
+                match &mut self.fault {
+                    Some(f) if line != Line::Recovery => {
+                        let mut result = Ok(());
+                        let state = &mut self.state;
+                        f.apply(bytes, |p: &[u8]| {
+                            if result.is_ok() {
+                                result = state.packet(now, ts, line, from, p, sink);
+                            }
+                        });
+                        result?;
+                    }
+                    _ => self.state.packet(now, ts, line, from, bytes, sink)?,
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+            // ICMP "port unreachable" from the server, reported on a later call.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                self.state.stats.request_errors += 1;
+                Ok(false)
+            }
+            Err(_) => {
+                self.state.stats.recv_errors += 1;
+                Ok(false)
+            }
+        }
+    }
+
+    /// IEX-TP: while one line's latest segment is behind the other's and it has datagrams
+    /// waiting, reads more of it (at most [`CATCH_UP`] this turn). A loop that fell behind
+    /// both lines otherwise drains them one datagram each per turn, and the line that lost
+    /// packets runs ahead of the other by what it lost: its gaps would pass the NAK delay
+    /// before the other line's copies, still queued, are read. Returns the datagrams read.
+    fn catch_up<S: FeedSink>(&mut self, got: [bool; 2], sink: &mut S) -> Result<usize, NetError> {
+        let mut n = 0;
+        while n < CATCH_UP {
+            let Some(x) = &self.state.iex else { break };
+            let line = match x.lagging() {
+                Some(Line::A) if got[0] => Line::A,
+                Some(Line::B) if got[1] => Line::B,
+                _ => break,
+            };
+            if !self.recv_one(line, false, sink)? {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// A turn in which nothing arrived: held fault-injector packets, heartbeat events, the
@@ -539,7 +632,7 @@ impl Driver {
             let unknown = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
             f.flush(|p: &[u8]| {
                 if result.is_ok() {
-                    result = state.on_packet(now, ts, Line::A, unknown, p, sink);
+                    result = state.packet(now, ts, Line::A, unknown, p, sink);
                 }
             });
             result?;
@@ -548,7 +641,10 @@ impl Driver {
             && now.saturating_sub(self.last_activity) >= nanos(every)
         {
             self.last_activity = now;
-            let next = self.state.cur.as_ref().map_or(0, |c| c.seq.next_seq());
+            let mut next = self.state.cur.as_ref().map_or(0, |c| c.seq.next_seq());
+            if let Some(x) = &self.state.iex {
+                next = x.map().seq_of(next);
+            }
             sink.heartbeat(next, unix_ns());
         }
         sink.idle(now);
@@ -564,7 +660,13 @@ impl Driver {
             return;
         }
         let ts = if S::RECV_TS { unix_ns() } else { 0 };
-        cur.seq.handle_timeout(now, Adapter { sink, ts });
+        match &self.state.iex {
+            None => cur.seq.handle_timeout(now, Adapter { sink, ts }),
+            Some(x) => {
+                let map = x.map();
+                cur.seq.handle_timeout(now, IexAdapter { sink, ts, map });
+            }
+        }
         while let Some(r) = cur.seq.poll_request(now) {
             let sent = match (&self.recovery, self.state.cfg.request_server, cur.server) {
                 (Some(s), RequestServer::Addr(_), _) => {
@@ -671,6 +773,75 @@ impl Driver {
 }
 
 impl State {
+    /// A datagram of a line (or the recovery socket), by the configured framing.
+    #[inline]
+    fn packet<S: FeedSink>(
+        &mut self,
+        now: u64,
+        ts: u64,
+        line: Line,
+        from: SocketAddrV4,
+        bytes: &[u8],
+        sink: &mut S,
+    ) -> Result<(), NetError> {
+        if self.iex.is_none() {
+            self.on_packet(now, ts, line, from, bytes, sink)
+        } else {
+            self.on_iex_packet(now, ts, line, from, bytes, sink)
+        }
+    }
+
+    /// An IEX-TP segment: source and segment checks, the translation into the session's one
+    /// sequence, then the sequencer (and, for a cut segment, the end of its declared
+    /// messages, so that those cut off are missing).
+    fn on_iex_packet<S: FeedSink>(
+        &mut self,
+        now: u64,
+        ts: u64,
+        line: Line,
+        from: SocketAddrV4,
+        bytes: &[u8],
+        sink: &mut S,
+    ) -> Result<(), NetError> {
+        if let Some(accept) = self.cfg.accept_from
+            && *from.ip() != accept
+            && !from.ip().is_unspecified()
+        {
+            self.stats.foreign_source += 1;
+            return Ok(());
+        }
+        let (Some(cur), Some(iex)) = (self.cur.as_mut(), self.iex.as_mut()) else {
+            return Ok(());
+        };
+        let t = match iex.translate(bytes, cur.seq.highest_seen()) {
+            Ok(t) => t,
+            Err(Refused::Malformed(_)) => {
+                self.stats.malformed += 1;
+                return Ok(());
+            }
+            Err(Refused::ForeignSession) => {
+                self.stats.foreign_session += 1;
+                return Ok(());
+            }
+            Err(Refused::ForeignProtocol | Refused::Stale) => return Ok(()),
+        };
+        if !cur.started {
+            cur.started = true;
+            self.stats.sessions += 1;
+            sink.session_started(cur.live_edge)?;
+        }
+        cur.last_seen = now;
+        iex.note_line(line, t.end);
+        let map = iex.map();
+        cur.seq
+            .handle_packet(now, line, iex.packet(&t), IexAdapter { sink, ts, map });
+        if let Some(next) = t.tail {
+            cur.seq
+                .handle_packet(now, line, iex.heartbeat(next), IexAdapter { sink, ts, map });
+        }
+        Ok(())
+    }
+
     /// Header and session checks, then the sequencer.
     fn on_packet<S: FeedSink>(
         &mut self,
@@ -861,6 +1032,26 @@ impl<S: FeedSink> Deliver for Adapter<'_, S> {
     }
 }
 
+/// Hands the sequencer's output to a sink in IEX sequence numbers (see
+/// [`IexFraming`]).
+struct IexAdapter<'a, S> {
+    sink: &'a mut S,
+    ts: u64,
+    map: EpochMap,
+}
+
+impl<S: FeedSink> Deliver for IexAdapter<'_, S> {
+    #[inline]
+    fn message(&mut self, seq: u64, msg: &[u8]) {
+        self.sink.message(self.map.seq_of(seq), msg, self.ts);
+    }
+
+    fn gap(&mut self, first: u64, count: u64) {
+        let (sink, ts) = (&mut *self.sink, self.ts);
+        self.map.split(first, count, |f, n| sink.gap(f, n, ts));
+    }
+}
+
 fn send_request(
     sock: &UdpSocket,
     r: &RequestPacket,
@@ -1033,5 +1224,270 @@ mod tests {
         assert_eq!((st.foreign_session, st.other_session), (2, 1));
         assert_eq!((st.sessions, st.sessions_ended), (1, 1));
         assert_eq!(d.session(), Some(ours));
+    }
+    /// An IEX-TP segment: `msgs` from `first`, at stream offset `offset`, sent at `sent`.
+    fn seg(
+        session: u32,
+        protocol: u16,
+        first: u64,
+        offset: u64,
+        sent: u64,
+        msgs: &[&[u8]],
+    ) -> Vec<u8> {
+        let mut body = Vec::new();
+        for m in msgs {
+            body.extend_from_slice(&u16::try_from(m.len()).unwrap().to_le_bytes());
+            body.extend_from_slice(m);
+        }
+        let mut p = vec![1u8, 0];
+        p.extend_from_slice(&protocol.to_le_bytes());
+        p.extend_from_slice(&1u32.to_le_bytes());
+        p.extend_from_slice(&session.to_le_bytes());
+        p.extend_from_slice(&u16::try_from(body.len()).unwrap().to_le_bytes());
+        p.extend_from_slice(&u16::try_from(msgs.len()).unwrap().to_le_bytes());
+        p.extend_from_slice(&offset.to_le_bytes());
+        p.extend_from_slice(&first.to_le_bytes());
+        p.extend_from_slice(&sent.to_le_bytes());
+        p.extend_from_slice(&body);
+        p
+    }
+
+    const DEEP: u16 = 0x8004;
+    const SEC: u64 = 1_000_000_000;
+
+    /// A DEEP segment of session 7.
+    fn deep(first: u64, offset: u64, sent: u64, msgs: &[&[u8]]) -> Vec<u8> {
+        seg(7, DEEP, first, offset, sent, msgs)
+    }
+
+    /// An IEX-TP driver on loopback with lines A and B (B's sender second).
+    fn iex_loopback(nak_ms: u64) -> (Driver, UdpSocket, UdpSocket) {
+        let any = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+        let cfg = DriverConfig {
+            interface: Ipv4Addr::LOCALHOST,
+            rcvbuf: 0,
+            line_b: Some(LineConfig {
+                group: any,
+                source: None,
+            }),
+            framing: Framing::IexTp,
+            iex_protocol: Some(Protocol::DEEP),
+            sequencer: SequencerConfig {
+                late_join: LateJoin::FromSequence(1),
+                nak_delay: Duration::from_millis(nak_ms),
+                ..SequencerConfig::default()
+            },
+            ..DriverConfig::new(any)
+        };
+        let d = Driver::new(cfg, None).unwrap();
+        let a = UdpSocket::bind(any).unwrap();
+        a.connect(d.line_a_addr().unwrap()).unwrap();
+        let b = UdpSocket::bind(any).unwrap();
+        b.connect(d.line_b_addr().unwrap().unwrap()).unwrap();
+        (d, a, b)
+    }
+
+    /// Polls until `done` holds of the sink (bounded, so that a failure cannot hang).
+    fn drive_until(d: &mut Driver, sink: &mut Record, done: impl Fn(&Record) -> bool) {
+        let bound = std::time::Instant::now() + Duration::from_secs(10);
+        while !done(sink) {
+            assert!(
+                std::time::Instant::now() < bound,
+                "not reached: {:?} {:?}",
+                sink.messages,
+                sink.gaps
+            );
+            d.poll_once(sink).unwrap();
+            std::thread::yield_now();
+        }
+        // What the same turn still brings.
+        for _ in 0..100 {
+            d.poll_once(sink).unwrap();
+        }
+    }
+
+    fn seqs(r: &Record) -> Vec<u64> {
+        r.messages.iter().map(|m| m.0).collect()
+    }
+
+    #[test]
+    fn iex_a_gap_on_line_a_is_filled_by_line_b_message_by_message() {
+        let (mut d, a, b) = iex_loopback(500);
+        a.send(&deep(1, 0, 10, &[b"S1", b"S2"])).unwrap();
+        a.send(&deep(5, 12, 20, &[b"S5"])).unwrap();
+        // Line B groups the messages into other segments.
+        b.send(&deep(1, 0, 10, &[b"S1"])).unwrap();
+        b.send(&deep(2, 4, 10, &[b"S2", b"S3", b"S4"])).unwrap();
+        let mut sink = Record::default();
+        drive_until(&mut d, &mut sink, |r| r.messages.len() == 5);
+        assert_eq!(seqs(&sink), [1, 2, 3, 4, 5]);
+        assert_eq!(sink.messages[2].1, b"S3");
+        assert!(sink.gaps.is_empty());
+        let st = d.stats();
+        assert_eq!((st.packets_a, st.packets_b), (2, 2));
+        assert_eq!(st.sequencer.duplicates, 2, "line B's copies of 1 and 2");
+        assert_eq!(st.sequencer.unrecoverable, 0);
+        assert_eq!(d.session(), Some(IexFraming::session_name(7)));
+        assert_eq!(sink.started, 1);
+    }
+
+    #[test]
+    fn iex_a_gap_no_line_fills_is_declared_lost_in_place() {
+        let (mut d, a, _b) = iex_loopback(1);
+        a.send(&deep(1, 0, 10, &[b"S1"])).unwrap();
+        a.send(&deep(4, 9, 20, &[b"S4"])).unwrap();
+        let mut sink = Record::default();
+        drive_until(&mut d, &mut sink, |r| r.messages.len() == 2);
+        assert_eq!(seqs(&sink), [1, 4]);
+        assert_eq!(sink.gaps, [(2, 2)]);
+        let st = d.stats();
+        assert_eq!(
+            (st.sequencer.gaps_detected, st.sequencer.unrecoverable),
+            (1, 2)
+        );
+    }
+
+    #[test]
+    fn iex_a_restart_at_1_is_counted_not_a_gap_nor_duplicates() {
+        let (mut d, a, b) = iex_loopback(500);
+        a.send(&deep(1, 0, SEC, &[b"S1", b"S2", b"S3"])).unwrap();
+        // A heartbeat at the end of the run, then the sequence restarts at 1.
+        a.send(&deep(4, 9, 2 * SEC, &[])).unwrap();
+        a.send(&deep(1, 0, 5 * SEC, &[b"R1", b"R2"])).unwrap();
+        a.send(&deep(3, 6, 5 * SEC + 1, &[b"R3"])).unwrap();
+        // Line B's copy of the restarting segment is a duplicate, not another restart.
+        b.send(&deep(1, 0, 5 * SEC, &[b"R1", b"R2"])).unwrap();
+        let mut sink = Record::default();
+        drive_until(&mut d, &mut sink, |r| r.messages.len() == 6);
+        assert_eq!(seqs(&sink), [1, 2, 3, 1, 2, 3]);
+        assert_eq!(sink.messages[3].1, b"R1");
+        assert!(sink.gaps.is_empty(), "{:?}", sink.gaps);
+        let st = d.stats();
+        assert_eq!(st.iex.restarts, 1);
+        assert_eq!(st.sequencer.duplicates, 2);
+        assert_eq!(st.sequencer.unrecoverable, 0);
+    }
+
+    #[test]
+    fn iex_heartbeats_before_the_first_message_are_no_restarts() {
+        let (mut d, a, _b) = iex_loopback(500);
+        for t in 0..3 {
+            a.send(&deep(1, 0, t * 2 * SEC, &[])).unwrap();
+        }
+        a.send(&deep(1, 0, 7 * SEC, &[b"S1", b"S2"])).unwrap();
+        let mut sink = Record::default();
+        drive_until(&mut d, &mut sink, |r| r.messages.len() == 2);
+        assert_eq!(seqs(&sink), [1, 2]);
+        let st = d.stats();
+        assert_eq!((st.iex.restarts, st.sequencer.heartbeats), (0, 3));
+    }
+
+    #[test]
+    fn iex_line_b_s_copy_of_a_first_data_segment_after_heartbeats_is_no_restart() {
+        let (mut d, a, b) = iex_loopback(500);
+        // The run opens with heartbeats at sequence 1, its first data segment seconds later.
+        a.send(&deep(1, 0, SEC, &[])).unwrap();
+        a.send(&deep(1, 0, 9 * SEC, &[b"S1", b"S2"])).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let mut sink = Record::default();
+        drive_until(&mut d, &mut sink, |r| r.messages.len() == 2);
+        b.send(&deep(1, 0, SEC, &[])).unwrap();
+        b.send(&deep(1, 0, 9 * SEC, &[b"S1", b"S2"])).unwrap();
+        a.send(&deep(3, 6, 9 * SEC + 1, &[b"S3"])).unwrap();
+        drive_until(&mut d, &mut sink, |r| r.messages.len() == 3);
+        assert_eq!(seqs(&sink), [1, 2, 3]);
+        let st = d.stats();
+        assert_eq!((st.iex.restarts, st.sequencer.duplicates), (0, 2));
+    }
+
+    #[test]
+    fn iex_a_loop_behind_both_lines_reads_the_lagging_line_before_declaring_a_loss() {
+        // Everything is queued before the first turn, line A missing every fifth segment;
+        // a gap is declared lost at the end of the turn it was found in.
+        let (mut d, a, b) = iex_loopback(0);
+        let msgs: Vec<Vec<u8>> = (1..=200u64).map(|i| i.to_le_bytes().to_vec()).collect();
+        let segs: Vec<Vec<u8>> = (0..200u64)
+            .map(|i| deep(i + 1, i * 10, 10 + i, &[&msgs[i as usize]]))
+            .collect();
+        for (i, s) in segs.iter().enumerate() {
+            if i % 5 != 4 {
+                a.send(s).unwrap();
+            }
+        }
+        for s in &segs {
+            b.send(s).unwrap();
+        }
+        let mut sink = Record::default();
+        drive_until(&mut d, &mut sink, |r| {
+            r.messages.len() + r.gaps.len() >= 200
+        });
+        assert!(sink.gaps.is_empty(), "{:?}", sink.gaps);
+        assert_eq!(seqs(&sink), (1..=200).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn iex_line_b_fills_the_run_before_a_restart_after_line_a_restarted() {
+        let (mut d, a, b) = iex_loopback(500);
+        a.send(&deep(1, 0, SEC, &[b"S1"])).unwrap();
+        a.send(&deep(3, 6, SEC + 2, &[b"S3"])).unwrap();
+        a.send(&deep(1, 0, 5 * SEC, &[b"R1"])).unwrap();
+        // Line B lags: its copy of message 2 of the first run comes after A's restart.
+        std::thread::sleep(Duration::from_millis(5));
+        let mut sink = Record::default();
+        for _ in 0..100 {
+            d.poll_once(&mut sink).unwrap();
+        }
+        assert_eq!(seqs(&sink), [1], "held until the run before is whole");
+        b.send(&deep(2, 3, SEC + 1, &[b"S2"])).unwrap();
+        drive_until(&mut d, &mut sink, |r| r.messages.len() == 4);
+        assert_eq!(seqs(&sink), [1, 2, 3, 1]);
+        assert_eq!(sink.messages[1].1, b"S2");
+        assert!(sink.gaps.is_empty(), "{:?}", sink.gaps);
+        assert_eq!(d.stats().iex.restarts, 1);
+    }
+
+    #[test]
+    fn iex_foreign_sessions_protocols_and_bad_datagrams_are_counted_never_delivered() {
+        let (mut d, a, _b) = iex_loopback(1);
+        a.send(&deep(1, 0, 10, &[b"S1"])).unwrap();
+        a.send(&seg(8, DEEP, 2, 3, 11, &[b"other session"]))
+            .unwrap();
+        a.send(&seg(7, 0x8003, 2, 3, 11, &[b"TOPS"])).unwrap();
+        a.send(b"short").unwrap();
+        let mut bad_version = deep(2, 3, 11, &[b"V"]);
+        bad_version[0] = 2;
+        a.send(&bad_version).unwrap();
+        // A damaged block: declares 9 bytes where 1 is left.
+        let mut damaged = deep(2, 3, 12, &[b"S2", b"S3"]);
+        let at = damaged.len() - 3;
+        damaged[at..at + 2].copy_from_slice(&9u16.to_le_bytes());
+        a.send(&damaged).unwrap();
+        // A cut segment: the last block is missing its bytes.
+        let mut cut = deep(4, 9, 13, &[b"S4", b"S5", b"S6"]);
+        cut.truncate(cut.len() - 4);
+        a.send(&cut).unwrap();
+        a.send(&deep(7, 18, 14, &[b"S7"])).unwrap();
+        let mut sink = Record::default();
+        drive_until(&mut d, &mut sink, |r| {
+            r.messages.len() == 5 && r.gaps.len() == 2
+        });
+        assert_eq!(seqs(&sink), [1, 2, 4, 5, 7]);
+        assert_eq!(sink.gaps, [(3, 1), (6, 1)]);
+        let st = d.stats();
+        assert_eq!((st.foreign_session, st.iex.foreign_protocol), (1, 1));
+        assert_eq!(st.malformed, 2);
+        assert_eq!((st.iex.cut_segments, st.iex.damaged_segments), (1, 1));
+        assert_eq!(st.sequencer.unrecoverable, 2);
+    }
+
+    #[test]
+    fn iex_framing_refuses_re_requests_and_stream_sessions() {
+        let any = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+        let cfg = DriverConfig {
+            framing: Framing::IexTp,
+            request_server: RequestServer::Addr(any),
+            ..DriverConfig::new(any)
+        };
+        assert!(matches!(Driver::new(cfg, None), Err(NetError::Config(_))));
     }
 }

@@ -39,10 +39,13 @@ use std::fmt;
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 
+use mdbus_codecs::iex::tp::Segment;
 use mdbus_codecs::moldudp64::Packet;
 use rand::distr::{Bernoulli, Distribution};
 use rand::{Rng, RngExt, SeedableRng};
 use rand_pcg::Pcg64Mcg;
+
+use crate::venue::Framing;
 
 /// Packets a reordered packet is held for when a spec sets a reorder rate without a delay.
 pub const DEFAULT_REORDER_DELAY: u32 = 3;
@@ -342,7 +345,45 @@ impl Stream {
     }
 }
 
-/// Seeded fault injector for MoldUDP64 datagrams; see the [module docs](self).
+/// What the injector reads of a datagram: its session, first sequence number and message
+/// count (0 for a heartbeat or end of session).
+#[derive(Clone, Copy)]
+struct Header {
+    session: [u8; 10],
+    seq: u64,
+    count: u16,
+}
+
+impl Header {
+    /// The header of a datagram of `framing`; `None` for one that is not of it.
+    #[inline]
+    fn of(framing: Framing, packet: &[u8]) -> Option<Header> {
+        match framing {
+            Framing::IexTp => {
+                let s = Segment::parse(packet).ok()?;
+                let mut session = [0u8; 10];
+                session[..4].copy_from_slice(&s.session_id().to_le_bytes());
+                session[4..6].copy_from_slice(&s.protocol().0.to_le_bytes());
+                Some(Header {
+                    session,
+                    seq: s.first_seq(),
+                    count: s.message_count(),
+                })
+            }
+            _ => {
+                let p = Packet::parse(packet).ok()?;
+                Some(Header {
+                    session: p.session().0,
+                    seq: p.sequence_number(),
+                    count: p.messages_len(),
+                })
+            }
+        }
+    }
+}
+
+/// Seeded fault injector for MoldUDP64 datagrams (or IEX-TP segments, see
+/// [`with_framing`](Self::with_framing)); see the [module docs](self).
 ///
 /// Datagrams that are not MoldUDP64 (shorter than the 20-byte header) pass through untouched.
 /// Heartbeats and end-of-session packets are dropped, duplicated, reordered, truncated and
@@ -373,6 +414,8 @@ pub struct FaultInjector {
     seq_seen_until: u64,
     stats: FaultStats,
     dropped_log: Vec<(u64, u16)>,
+    /// How the datagrams are framed (where their sequence numbers are).
+    framing: Framing,
 }
 
 impl fmt::Debug for FaultInjector {
@@ -421,7 +464,16 @@ impl FaultInjector {
             seq_seen_until: 0,
             stats: FaultStats::default(),
             dropped_log: Vec::with_capacity(if can_drop { DROPPED_LOG_CAPACITY } else { 0 }),
+            framing: Framing::MoldUdp64,
         }
+    }
+
+    /// The injector for datagrams of `framing` (MoldUDP64 by default): IEX-TP segments are
+    /// dropped by their own sequence numbers ([`FaultConfig::drop_seqs`]) and their
+    /// messages counted.
+    pub fn with_framing(mut self, framing: Framing) -> Self {
+        self.framing = framing;
+        self
     }
 
     /// The configuration.
@@ -435,16 +487,16 @@ impl FaultInjector {
     pub fn apply(&mut self, packet: &[u8], mut out: impl FnMut(&[u8])) {
         self.stats.packets += 1;
         self.tick += 1;
-        match Packet::parse(packet) {
-            Ok(p) => self.inject(&p, packet, &mut out),
-            Err(_) => out(packet),
+        match Header::of(self.framing, packet) {
+            Some(h) => self.inject(h, packet, &mut out),
+            None => out(packet),
         }
         while self.held_count > 0 && self.held_due[self.held_head] <= self.tick {
             self.release_oldest(&mut out);
         }
     }
 
-    fn inject(&mut self, p: &Packet<'_>, packet: &[u8], out: &mut impl FnMut(&[u8])) {
+    fn inject(&mut self, p: Header, packet: &[u8], out: &mut impl FnMut(&[u8])) {
         // Every stream draws once per packet (see the module docs).
         let drop = self.drop.hit();
         let duplicate = self.duplicate.hit();
@@ -454,10 +506,10 @@ impl FaultInjector {
         let exact = self.exact_drop(p);
         if drop || exact {
             self.stats.dropped += 1;
-            let messages = p.messages_len();
+            let messages = p.count;
             self.stats.dropped_messages += u64::from(messages);
             if messages > 0 && self.dropped_log.len() < self.dropped_log.capacity() {
-                self.dropped_log.push((p.sequence_number(), messages));
+                self.dropped_log.push((p.seq, messages));
             }
         } else {
             let bytes = if truncate && packet.len() > 1 {
@@ -486,17 +538,17 @@ impl FaultInjector {
     }
 
     /// Whether `drop_seqs` drops this packet; tracks the highest sequence number seen.
-    fn exact_drop(&mut self, p: &Packet<'_>) -> bool {
-        let count = p.messages_len();
+    fn exact_drop(&mut self, p: Header) -> bool {
+        let count = p.count;
         if self.config.drop_seqs.is_empty() || count == 0 {
             return false;
         }
-        let session = p.session().0;
+        let session = p.session;
         if session != self.seq_session {
             self.seq_session = session;
             self.seq_seen_until = 0;
         }
-        let first = p.sequence_number();
+        let first = p.seq;
         let last = first.saturating_add(u64::from(count) - 1);
         let new_from = first.max(self.seq_seen_until);
         self.seq_seen_until = self.seq_seen_until.max(last.saturating_add(1));
@@ -721,6 +773,38 @@ mod tests {
                 ..FaultStats::default()
             }
         );
+    }
+
+    /// An IEX-TP segment of `count` one-byte messages from `first`.
+    fn iex_segment(first: u64, count: u16) -> Vec<u8> {
+        let mut s = vec![0u8; 40];
+        s[0] = 1;
+        s[2..4].copy_from_slice(&0x8004u16.to_le_bytes());
+        s[8..12].copy_from_slice(&7u32.to_le_bytes());
+        s[12..14].copy_from_slice(&(count * 3).to_le_bytes());
+        s[14..16].copy_from_slice(&count.to_le_bytes());
+        s[24..32].copy_from_slice(&first.to_le_bytes());
+        for _ in 0..count {
+            s.extend_from_slice(&[1, 0, b'S']);
+        }
+        s
+    }
+
+    #[test]
+    fn iex_segments_are_dropped_by_their_own_sequence_numbers_and_counted_in_messages() {
+        let config: FaultConfig = "drop-seq=7-8,seed=3".parse().unwrap();
+        let mut f = FaultInjector::new(config, 1500).with_framing(Framing::IexTp);
+        let mut sent = Vec::new();
+        let mut first = 1;
+        for count in [3u16, 3, 0, 2, 4] {
+            f.apply(&iex_segment(first, count), |p| sent.push(p.to_vec()));
+            first += u64::from(count);
+        }
+        // Segment 7..=8 is dropped, the rest pass (the heartbeat too).
+        assert_eq!(sent.len(), 4);
+        assert_eq!(f.dropped_log(), &[(7, 2)]);
+        let st = f.stats();
+        assert_eq!((st.dropped, st.dropped_messages), (1, 2));
     }
 
     #[test]

@@ -34,6 +34,8 @@
 //!   generic over a [`FeedSink`](driver::FeedSink). The [`Receiver`] is one sink of it
 //!   (envelopes into a local ring), the live feed handler ([`crate::live`]) another (decode,
 //!   normalize, publish).
+//! * [`iex`] is the driver's second framing: IEX-TP segments placed in one sequence over
+//!   the session's restarts and arbitrated between lines A and B by the same sequencer.
 //!
 //! Both loops are single threads that busy-poll nonblocking sockets (or yield, or sleep),
 //! allocate nothing after setup, and publish their counters ([`mdbus_shm::counters`]) for `mdbus stat`.
@@ -42,6 +44,7 @@
 
 pub mod driver;
 pub mod fault;
+pub mod iex;
 mod rx;
 pub mod socket;
 mod tx;

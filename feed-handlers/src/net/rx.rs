@@ -13,6 +13,7 @@ use super::driver::{Driver, DriverConfig, DriverStats, FeedSink, Sessions};
 use super::fault::FaultConfig;
 use super::wire;
 use super::{Idle, Mono, NOTICE_MAX, NetError, encode_gap_notice};
+use crate::venue::Framing;
 use mdbus_bus::schema::{Encoder, GapScope};
 use mdbus_bus::{Bus, ENVELOPE_MSG_TYPE, PublishError, Publisher, StreamConfig};
 use mdbus_shm::counters::CounterFile;
@@ -658,6 +659,8 @@ impl Receiver {
                 fault: cfg.fault,
                 exit_at_end_of_session: cfg.exit_at_end_of_session,
                 heartbeat_events: None,
+                framing: Framing::MoldUdp64,
+                iex_protocol: None,
             },
             counters,
         )?;

@@ -43,7 +43,9 @@ pub enum Framing {
     MoldUdp64,
     /// IEX-TP v1: a 40-byte segment header (protocol, channel, session, stream offset, first
     /// sequence number, message count, send time); each message preceded by a 2-byte
-    /// little-endian length ([`mdbus_codecs::iex::tp`], sequenced by its `Tracker`).
+    /// little-endian length ([`mdbus_codecs::iex::tp`]; a replay sequences it with its
+    /// `Tracker`, the socket driver with [`IexFraming`](crate::net::iex::IexFraming) over the
+    /// sequencer, for A/B arbitration).
     IexTp,
 }
 
