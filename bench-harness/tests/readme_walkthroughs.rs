@@ -455,3 +455,29 @@ fn the_example_strategy_reads_a_replayed_session() {
         done.out
     );
 }
+
+#[test]
+fn the_example_strategy_reads_nasdaq_and_iex_as_one_market() {
+    let s = section("bus/examples/README.md", "Read Nasdaq and IEX as one market");
+    let [nasdaq, iex, consolidate, strategy] = s.commands.as_slice() else {
+        panic!("four commands expected: {:?}", s.commands);
+    };
+    let net = Net::with_prefix("rdc");
+    start(&net, 0, "nasdaq", nasdaq).wait_ok();
+    start(&net, 0, "iex", iex).wait_ok();
+    // "runs until every input's session has ended": both replays have ended.
+    let done = start(&net, 0, "consolidate", consolidate).wait_ok();
+    let report = format!("{}{}", done.out, done.err);
+    assert!(
+        report.contains("2 inputs ended") && report.contains("consolidated out"),
+        "{report}"
+    );
+    // "a line per consolidated top, then the last top of each symbol", IEX's among them.
+    let done = start(&net, 0, "strategy", strategy).wait_ok();
+    assert!(
+        done.out.lines().filter(|l| l.contains("Iex")).count() > 1,
+        "{}{}",
+        done.out,
+        done.err
+    );
+}
