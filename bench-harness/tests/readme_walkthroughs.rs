@@ -279,6 +279,10 @@ fn every_walkthrough_has_a_case_here() {
             "bus/examples/README.md",
             "Run the strategy on a real session",
         ),
+        (
+            "bus/examples/README.md",
+            "Read Nasdaq and IEX as one market",
+        ),
     ];
     for file in ["README.md", "bus/examples/README.md"] {
         for s in sections(file) {
@@ -458,7 +462,10 @@ fn the_example_strategy_reads_a_replayed_session() {
 
 #[test]
 fn the_example_strategy_reads_nasdaq_and_iex_as_one_market() {
-    let s = section("bus/examples/README.md", "Read Nasdaq and IEX as one market");
+    let s = section(
+        "bus/examples/README.md",
+        "Read Nasdaq and IEX as one market",
+    );
     let [nasdaq, iex, consolidate, strategy] = s.commands.as_slice() else {
         panic!("four commands expected: {:?}", s.commands);
     };
