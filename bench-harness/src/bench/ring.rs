@@ -130,10 +130,10 @@ pub struct RingArgs {
     /// [default: 10].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub rounds: Option<u32>,
-    /// The two cores to pin the threads to, e.g. `0,1` (wins over --layout)
+    /// The two cpus to pin the threads to, e.g. `0,1` (wins over --layout)
     /// [default: the layout's producer/feed_handler and consumer/strategy cores with a layout,
     /// else the first two cores this process may run on].
-    #[arg(long, value_name = "A,B", value_parser = parse_cores)]
+    #[arg(long = "cpus", alias = "cores", value_name = "A,B", value_parser = parse_cores)]
     pub cores: Option<[usize; 2]>,
     /// The core layout (`--layout FILE` or `$MDBUS_LAYOUT`).
     #[command(flatten)]
@@ -232,7 +232,7 @@ fn choose_cores(
         (Some(r), Some(a)) => {
             if let Some(bad) = r.iter().find(|c| !a.contains(c)) {
                 return Err(BenchError::BadArg(format!(
-                    "--cores: core {bad} is not one this process may run on ({a:?})"
+                    "--cpus: cpu {bad} is not one this process may run on ({a:?})"
                 )));
             }
             [r[0], r[1]]
