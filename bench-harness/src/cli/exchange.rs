@@ -94,6 +94,9 @@ pub struct ExchangeArgs {
     /// /dev/shm/mdbus-<user>/].
     #[arg(long)]
     pub root: Option<PathBuf>,
+    /// Read flags from this TOML file (keys: the long flag names); flags given here win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// `--group` and `--line-b` of the exchange: a multicast group, or a unicast receiver.

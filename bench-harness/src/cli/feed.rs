@@ -228,6 +228,9 @@ pub struct FeedArgs {
     /// Cpus for the feed handler and, with --book, the book builder (one cpu: both share it).
     #[command(flatten)]
     pub cpus: CpuArgs,
+    /// Read flags from this TOML file (keys: the long flag names); flags given here win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 impl FeedArgs {

@@ -12,6 +12,7 @@
 //! | `tune check`, `tune plan` | [`tune`] |
 //! | `streams` | [`streams`] |
 //! | `bench ...` | `mdbus_bench_harness::bench` |
+//! | `config example` | [`config`] |
 //! | `completions`, `manpage` | here: clap writes them from the same definitions |
 //!
 //! Diagnostics (notices, warnings) are `tracing` events on stderr, with a timestamp and a
@@ -24,9 +25,10 @@ use std::error::Error;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod common;
+mod config;
 mod demo;
 mod exchange;
 mod feed;
@@ -94,6 +96,9 @@ enum Command {
     /// group, heartbeats, end of session, a re-request server), e.g. `mdbus exchange
     /// codecs/testdata/itch/aapl-2020-01-30-10k.itch --group 239.255.0.2:26400 --speed 20000/s`.
     Exchange(exchange::ExchangeArgs),
+    /// Configuration files of feed, send, recv and exchange (`--config FILE`).
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Print the shell completion script for SHELL, e.g.
     /// `mdbus completions bash > /etc/bash_completion.d/mdbus`.
     Completions {
@@ -107,9 +112,36 @@ enum Command {
 /// Parses the command line and runs the verb.
 pub fn main() -> ExitCode {
     restore_sigpipe();
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let mut cli = Cli::parse_from(&args);
+    let cmd = Cli::command();
+    let merged = match config::merge(&cmd, std::env::args_os().collect()) {
+        Ok(m) => m,
+        Err(e) => {
+            eprint!("{}", error_report(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let mut cli = match cmd
+        .try_get_matches_from(&merged.args)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            if let Some(note) = merged.blame(&e) {
+                eprintln!("{note}");
+            }
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
     init_logging(cli.verbose, cli.quiet);
+    if let Some(file) = &merged.file {
+        tracing::debug!(
+            "configuration {}: {:?} applied, {:?} given on the command line instead",
+            file.display(),
+            merged.applied,
+            merged.overridden
+        );
+    }
     match &mut cli.command {
         Command::Replay(a) => a.resolve(),
         Command::Feed(a) => a.resolve(),
@@ -119,7 +151,7 @@ pub fn main() -> ExitCode {
         Command::Stat(a) => a.resolve(),
         _ => {}
     }
-    warn_aliases(&args);
+    warn_aliases(&merged.args);
     tracing::debug!("the command line as parsed: {:?}", cli.command);
     let result = match &cli.command {
         Command::Bench(args) => mdbus_bench_harness::bench::run(args)
@@ -151,6 +183,15 @@ pub fn main() -> ExitCode {
         Command::Exchange(args) => exchange::run_exchange(args, &mut std::io::stdout().lock())
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| Box::new(e) as Box<dyn Error>),
+        Command::Config(config::ConfigCommand::Example { role }) => {
+            use std::io::Write;
+            let text = config::example(&Cli::command(), role);
+            std::io::stdout()
+                .lock()
+                .write_all(text.as_bytes())
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(|e| Box::new(e) as Box<dyn Error>)
+        }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "mdbus", &mut std::io::stdout().lock());

@@ -106,6 +106,9 @@ pub struct SendArgs {
     /// Bus root directory [default: /dev/shm/mdbus-<user>/].
     #[arg(long)]
     pub root: Option<PathBuf>,
+    /// Read flags from this TOML file (keys: the long flag names); flags given here win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 impl SendArgs {
