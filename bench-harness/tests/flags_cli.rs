@@ -369,6 +369,114 @@ fn old_spellings_still_work_are_hidden_and_warned_about() {
 }
 
 #[test]
+fn bench_scenarios_share_the_vocabulary() {
+    // Refused as everywhere: a ring size that is not a power of two, a duration without a
+    // unit.
+    refused(
+        &["bench", "ring", "--ring-size", "3MiB"],
+        "--ring-size",
+        "not a power of two",
+    );
+    refused(
+        &["bench", "udp", "--nak-delay", "1000"],
+        "--nak-delay",
+        "no unit",
+    );
+    refused(
+        &["bench", "ring", "--stall-timeout", "5"],
+        "--stall-timeout",
+        "no unit",
+    );
+    // Accepted: the runs end at cpus this process may not use, before anything is measured.
+    let bad_cpus = |args: &[&str]| {
+        let o = mdbus(args);
+        assert_eq!(o.code, Some(1), "mdbus {args:?}: {o:?}");
+        assert!(
+            o.stderr.contains("--cpus: cpu 100000"),
+            "mdbus {args:?}: {o:?}"
+        );
+        o
+    };
+    bad_cpus(&[
+        "bench",
+        "udp",
+        "--quick",
+        "--nak-delay",
+        "250us",
+        "--cpus",
+        "100000,100001",
+    ]);
+    bad_cpus(&[
+        "bench",
+        "ring",
+        "--quick",
+        "--ring-size",
+        "64KiB",
+        "--cpus",
+        "0,100000",
+    ]);
+    // The old spellings, warned about.
+    for (args, old) in [
+        (
+            &[
+                "bench",
+                "udp",
+                "--quick",
+                "--nak-delay-us",
+                "500",
+                "--cpus",
+                "100000,1",
+            ][..],
+            "--nak-delay-us",
+        ),
+        (
+            &[
+                "bench",
+                "udp",
+                "--quick",
+                "--stall-secs",
+                "5",
+                "--cpus",
+                "100000,1",
+            ],
+            "--stall-secs",
+        ),
+        (
+            &[
+                "bench",
+                "ring",
+                "--quick",
+                "--capacity",
+                "65536",
+                "--cpus",
+                "0,100000",
+            ],
+            "--capacity",
+        ),
+        (
+            &[
+                "bench",
+                "ring",
+                "--quick",
+                "--stall-secs",
+                "5",
+                "--cpus",
+                "0,100000",
+            ],
+            "--stall-secs",
+        ),
+    ] {
+        let o = bad_cpus(args);
+        assert!(
+            o.stderr
+                .lines()
+                .any(|l| l.contains("WARN") && l.contains(&format!("{old} is deprecated"))),
+            "mdbus {args:?}: {o:?}"
+        );
+    }
+}
+
+#[test]
 fn quiet_silences_warnings_and_verbose_shows_debug_lines() {
     let args = ["recv", "--stream", "x", "--ring-mb", "4", "--root", NO_ROOT];
     let plain = accepted(&args);

@@ -149,6 +149,7 @@ pub fn main() -> ExitCode {
         Command::Send(a) => a.resolve(),
         Command::Recv(a) => a.resolve(),
         Command::Stat(a) => a.resolve(),
+        Command::Bench(a) => a.resolve(),
         _ => {}
     }
     warn_aliases(&merged.args);
@@ -217,7 +218,10 @@ pub fn main() -> ExitCode {
 /// Old spellings that clap reads as aliases of the current flag (the same values): verb, old
 /// flag, current flag. The others are hidden flags of their own, taken over by each verb's
 /// `resolve`, which warns.
-const ALIASES: [(&str, &str, &str); 1] = [("bench", "--cores", "--cpus")];
+const ALIASES: [(&str, &str, &str); 2] = [
+    ("bench", "--cores", "--cpus"),
+    ("bench", "--capacity", "--ring-size"),
+];
 
 /// Warns about each old spelling of [`ALIASES`] on the command line.
 fn warn_aliases(args: &[std::ffi::OsString]) {
