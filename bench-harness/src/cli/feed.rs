@@ -19,7 +19,7 @@
 //!   declared lost after the NAK delay).
 //! * `--max-request-messages <N>` (`1024`): most messages asked for by one request.
 //! * `--coalesce-within <N>` (`16`): missing ranges this close are asked for in one request.
-//! * `--reorder-bytes <BYTES>` (`16777216`, 16 MiB) and `--reorder-messages <N>` (`65536`):
+//! * `--reorder-bytes <SIZE>` (`16777216`, 16 MiB) and `--reorder-messages <N>` (`65536`):
 //!   the store of messages that arrive ahead of a gap, in bytes and in how far ahead of the
 //!   next expected message it reaches (`reorder_capacity_bytes` and
 //!   `reorder_capacity_messages`: at most 4294967295 bytes and 2^30 messages, as the
@@ -30,16 +30,20 @@
 //! * `--max-gap <N>` (`1000000`): the largest forward jump of sequence numbers taken at face
 //!   value; a packet reaching further is counted and not acted on until corroborated.
 //!
-//! Three more say how the feed runs: `--ring-bytes <BYTES>` sizes the feed stream's ring (a
+//! The NAK delay, the late join, the max gap and `--jump-confirm` are `mdbus recv`'s too
+//! ([`SessionArgs`]).
+//!
+//! Three more say how the feed runs: `--ring-size <SIZE>` sizes the feed stream's ring (a
 //! power of two; 16 MiB by default, as for a replay), `--idle <spin|yield|sleep:DURATION>`
 //! what the feed thread does between datagrams (`spin` by default) and
 //! `--heartbeat-events <DURATION>` publishes a heartbeat event on the streams at that interval
 //! while the feed is quiet (off by default: only the liveness stamp). `--fault <SPEC>` injects
 //! seeded faults into the packets received on the lines, as `mdbus recv --fault` does (for
 //! tests and benchmarks). The feed's counters are in the bus root under role `feed`
-//! (`mdbus stat`). Durations are a whole
-//! number and a unit, `ns`, `us`, `ms` or `s` (`500us`, `2ms`, `1s`). A bad value is refused
-//! before anything is set up, with a message naming the flag and the value (exit status 2).
+//! (`mdbus stat`). Durations are a number and a unit (`500us`, `2ms`, `1s`), sizes bytes or a
+//! number and a unit (`16MiB`). A bad value is refused before anything is set up, with a
+//! message naming the flag and the value (exit status 2). `--config FILE` reads the flags
+//! from a TOML file ([`super::config`]).
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};

@@ -55,10 +55,17 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// More diagnostics on stderr: -v debug, -vv trace.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, display_order = 900)]
     verbose: u8,
     /// Fewer diagnostics on stderr: -q errors only (no warnings), -qq none.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        action = clap::ArgAction::Count,
+        conflicts_with = "verbose",
+        display_order = 900
+    )]
     quiet: u8,
 }
 
