@@ -6,9 +6,11 @@
 //! - [`stages`]: the three-stage pipeline (feed handler, book service, strategy, each pinned)
 //!   that `mdbus demo` shows and `mdbus bench replay` measures.
 //! - [`pinning`]: where each thread of a role runs (`--cpus`, `--layout`).
+//! - [`units`]: durations and sizes as the command line writes them.
 //!
 //! The `mdbus` command-line tool is this crate's binary: `src/cli/`, one file per verb.
 
 pub mod bench;
 pub mod pinning;
 pub mod stages;
+pub mod units;

@@ -45,8 +45,8 @@ pub const LAYOUT_ENV: &str = "MDBUS_LAYOUT";
 pub struct LayoutArg {
     /// Pin the threads to the cores of their roles in this core layout (written by
     /// `mdbus tune plan --out FILE`) and apply its runtime settings (SCHED_FIFO priority,
-    /// mlockall, stack prefault, thread names); explicit --cores/--cpus still choose the
-    /// cores [default: $MDBUS_LAYOUT when set].
+    /// mlockall, stack prefault, thread names); an explicit --cpus still chooses the cores
+    /// [default: $MDBUS_LAYOUT when set].
     #[arg(long, value_name = "FILE")]
     pub layout: Option<PathBuf>,
 }

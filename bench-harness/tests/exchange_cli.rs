@@ -442,6 +442,7 @@ fn an_iex_feed_in_another_namespace_fills_line_a_s_losses_from_line_b() {
         "--idle",
         "sleep:50us",
         "--summary",
+        "--book",
         "--book-summary",
         "--root",
     ]));
@@ -517,4 +518,8 @@ fn an_iex_feed_in_another_namespace_fills_line_a_s_losses_from_line_b() {
     assert_eq!(books["counts"], replay["counts"], "counts");
     assert_eq!(books["gaps"], replay["gaps"], "gaps");
     assert_eq!(books["books"], replay["books"], "books");
+    // --book: the book service published the IEX books' tops and prints on the feed's streams.
+    let svc = &stats["book_service"];
+    assert!(svc["bbos_published"].as_u64().unwrap_or(0) > 0, "{stats}");
+    assert!(svc["trades_published"].as_u64().unwrap_or(0) > 0, "{stats}");
 }

@@ -383,7 +383,8 @@ fn a_watch_interval_that_is_not_a_duration_is_refused_clearly() {
             .output()
             .expect("run mdbus stat");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "--watch {bad}: {err}");
+        // A usage error, as every flag's bad value.
+        assert_eq!(out.status.code(), Some(2), "--watch {bad}: {err}");
         assert!(err.contains("--watch"), "--watch {bad}: {err}");
         assert!(!err.contains("panicked"), "--watch {bad}: {err}");
     }

@@ -36,10 +36,11 @@ fn serve(root: &std::path::Path) -> Server {
     let mut err = BufReader::new(child.stderr.take().expect("stderr"));
     let mut line = String::new();
     err.read_line(&mut line).expect("read the first line");
+    // A log line: a timestamp and a level before the message.
     let addr = line
         .trim()
-        .strip_prefix("mdbus stat: serving http://")
-        .and_then(|s| s.strip_suffix("/metrics"))
+        .split_once("mdbus stat: serving http://")
+        .and_then(|(_, s)| s.strip_suffix("/metrics"))
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_owned();
     Server { child, addr }
@@ -240,7 +241,7 @@ fn watch_prints_each_sample_with_its_time() {
     while samples.len() < 2 {
         let line = next();
         if line.starts_with("mdbus stat ") {
-            assert!(line.contains(" UTC  (every 0.2s"), "{line}");
+            assert!(line.contains(" UTC  (every 200ms"), "{line}");
             samples.push(Vec::new());
         } else if let Some(s) = samples.last_mut() {
             s.push(line);

@@ -14,6 +14,9 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::units::DurationArg;
 
 pub mod all;
 pub mod clock;
@@ -75,6 +78,37 @@ pub struct CompareArgs {
     /// Print the comparison as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+impl BenchArgs {
+    /// Takes the old spellings (`--stall-secs`, `bench udp --nak-delay-us`) into the current
+    /// flags, warning about each.
+    pub fn resolve(&mut self) {
+        let (which, stall, old_stall) = match &mut self.scenario {
+            Scenario::Ring(r) => ("ring", &mut r.stall_timeout, &mut r.stall_secs),
+            Scenario::Udp(u) => {
+                if let Some(us) = u.nak_delay_us.take() {
+                    u.nak_delay = DurationArg(Duration::from_micros(us));
+                    deprecated(
+                        "udp",
+                        "--nak-delay-us",
+                        &format!("--nak-delay {}", u.nak_delay),
+                    );
+                }
+                ("udp", &mut u.stall_timeout, &mut u.stall_secs)
+            }
+            _ => return,
+        };
+        if let Some(secs) = old_stall.take() {
+            *stall = DurationArg(Duration::from_secs(secs));
+            deprecated(which, "--stall-secs", &format!("--stall-timeout {stall}"));
+        }
+    }
+}
+
+/// Warns that `mdbus bench which`'s `old` flag is deprecated in favour of `new`.
+fn deprecated(which: &str, old: &str, new: &str) {
+    tracing::warn!("mdbus bench {which}: {old} is deprecated and will be removed: use {new}");
 }
 
 /// What can go wrong in a benchmark.

@@ -1371,7 +1371,7 @@ pub fn run(args: &ReplayBenchArgs, out: &mut dyn Write) -> Result<(), BenchError
         written.push(path.clone());
     }
     for p in &written {
-        eprintln!("wrote {}", p.display());
+        tracing::info!("wrote {}", p.display());
     }
     if args.json {
         let mut v = serde_json::to_value(&report)

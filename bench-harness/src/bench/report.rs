@@ -313,10 +313,10 @@ impl Outputs<'_> {
                 .map_err(|e| BenchError::Internal(format!("cannot serialise the report: {e}")))?;
             writeln!(out, "{text}").map_err(stdout_err)?;
             for n in notes {
-                eprintln!("note: {n}");
+                tracing::info!("note: {n}");
             }
             for p in &written {
-                eprintln!("wrote {}", p.display());
+                tracing::info!("wrote {}", p.display());
             }
         } else {
             write!(out, "{table}").map_err(stdout_err)?;

@@ -19,6 +19,7 @@ use super::transport::{
 };
 use super::{BenchError, host};
 use crate::pinning::{LayoutArg, Pinning, ThreadRole};
+use crate::units::{DurationArg, parse_size_usize};
 
 /// A system the ring scenario measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -130,10 +131,10 @@ pub struct RingArgs {
     /// [default: 10].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub rounds: Option<u32>,
-    /// The two cores to pin the threads to, e.g. `0,1` (wins over --layout)
+    /// The two cpus to pin the threads to, e.g. `0,1` (wins over --layout)
     /// [default: the layout's producer/feed_handler and consumer/strategy cores with a layout,
     /// else the first two cores this process may run on].
-    #[arg(long, value_name = "A,B", value_parser = parse_cores)]
+    #[arg(long = "cpus", alias = "cores", value_name = "A,B", value_parser = parse_cores)]
     pub cores: Option<[usize; 2]>,
     /// The core layout (`--layout FILE` or `$MDBUS_LAYOUT`).
     #[command(flatten)]
@@ -148,8 +149,15 @@ pub struct RingArgs {
     /// Largest batch a throughput consumer takes in one poll.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub batch: u64,
-    /// Ring capacity in bytes (power of two); rtrb and crossbeam get capacity / msg-bytes slots.
-    #[arg(long, default_value_t = 65536, value_parser = parse_capacity)]
+    /// Size of the rings: bytes or a number and a unit (`64KiB`), a power of two from 4KiB to
+    /// 1GiB; rtrb and crossbeam get size / msg-bytes slots.
+    #[arg(
+        long = "ring-size",
+        alias = "capacity",
+        value_name = "SIZE",
+        default_value = "64KiB",
+        value_parser = parse_capacity
+    )]
     pub capacity: usize,
     /// Systems to run, in the order of the first round.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = default_systems())]
@@ -167,9 +175,12 @@ pub struct RingArgs {
     /// Write a latency-by-percentile chart (SVG) here.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
-    /// Give up when a channel shows no progress for this many seconds.
-    #[arg(long, default_value_t = 30)]
-    pub stall_secs: u64,
+    /// Give up when a channel shows no progress for this long (at least 1s).
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub stall_timeout: DurationArg,
+    /// Old spelling of --stall-timeout, in seconds.
+    #[arg(long, hide = true, value_name = "SECS")]
+    pub stall_secs: Option<u64>,
 }
 
 fn parse_msg_bytes(s: &str) -> Result<usize, String> {
@@ -190,11 +201,14 @@ fn parse_cores(s: &str) -> Result<[usize; 2], String> {
 }
 
 fn parse_capacity(s: &str) -> Result<usize, String> {
-    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    let n = parse_size_usize(s)?;
     if n.is_power_of_two() && (4096..=(1 << 30)).contains(&n) {
         Ok(n)
     } else {
-        Err(format!("{n} is not a power of two between 4096 and 2^30"))
+        Err(format!(
+            "{n} bytes is not a power of two from 4KiB to 1GiB (the ring's size is refused, \
+             not rounded)"
+        ))
     }
 }
 
@@ -232,7 +246,7 @@ fn choose_cores(
         (Some(r), Some(a)) => {
             if let Some(bad) = r.iter().find(|c| !a.contains(c)) {
                 return Err(BenchError::BadArg(format!(
-                    "--cores: core {bad} is not one this process may run on ({a:?})"
+                    "--cpus: cpu {bad} is not one this process may run on ({a:?})"
                 )));
             }
             [r[0], r[1]]
@@ -375,7 +389,7 @@ pub fn measure(args: &RingArgs) -> Result<(RingReport, Vec<Histogram<u64>>), Ben
         pin,
         roles: pinning.as_ref().map(|p| (p, [0, 1])),
         yield_spin,
-        stall: Duration::from_secs(args.stall_secs.max(1)),
+        stall: args.stall_timeout.0.max(Duration::from_secs(1)),
     };
     let shm = if plan.systems.contains(&System::MdbusShm) {
         Some(ShmEnv::new(

@@ -66,6 +66,7 @@ use super::report::SystemResult;
 use super::ring::share;
 use super::transport::{HEADER_BYTES, Msg, decode, encode, filled};
 use crate::pinning::{LayoutArg, LayoutUse, Pinning, ThreadRole};
+use crate::units::DurationArg;
 
 /// The `msg_type` of the harness's records (gap notices have another).
 const MSG_TYPE: u32 = 100;
@@ -191,9 +192,12 @@ pub struct UdpArgs {
     /// Seed of the fault injector.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// The receiver's NAK delay in microseconds (how long a gap may be mere reordering).
-    #[arg(long, default_value_t = 1000)]
-    pub nak_delay_us: u64,
+    /// The receiver's NAK delay (how long a gap may be mere reordering), e.g. `1ms`.
+    #[arg(long, value_name = "DURATION", default_value = "1ms")]
+    pub nak_delay: DurationArg,
+    /// Old spelling of --nak-delay, in microseconds.
+    #[arg(long, hide = true, value_name = "US")]
+    pub nak_delay_us: Option<u64>,
     /// Cpus to pin to: two (`A,B`: producer+consumer on A, sender+receiver on B) or four
     /// (`P,S,R,C`: producer, sender, receiver, consumer); wins over --layout [default: the
     /// layout's producer, sender, receiver and consumer cpus with a layout, else the first four
@@ -218,9 +222,12 @@ pub struct UdpArgs {
     /// Write a latency-by-percentile chart (SVG) here.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
-    /// Give up when a phase shows no progress for this many seconds.
-    #[arg(long, default_value_t = 20)]
-    pub stall_secs: u64,
+    /// Give up when a phase shows no progress for this long (at least 1s).
+    #[arg(long, value_name = "DURATION", default_value = "20s")]
+    pub stall_timeout: DurationArg,
+    /// Old spelling of --stall-timeout, in seconds.
+    #[arg(long, hide = true, value_name = "SECS")]
+    pub stall_secs: Option<u64>,
 }
 
 /// Where one thread ran.
@@ -994,7 +1001,7 @@ impl Pipe {
         rc.interface = args.interface;
         rc.request_server = RequestServer::Addr(server);
         rc.ring = ring;
-        rc.sequencer.nak_delay = Duration::from_micros(args.nak_delay_us);
+        rc.sequencer.nak_delay = args.nak_delay.0;
         let receiver = Receiver::new(&bus_b, rc).map_err(|e| udp_err(format!("receiver: {e}")))?;
         let opts = SubscribeOptions {
             start: StartAt::Oldest,
@@ -1438,7 +1445,7 @@ pub fn measure(args: &UdpArgs) -> Result<(UdpReport, Vec<Histogram<u64>>), Bench
         pin,
         pinning: pinning.as_ref(),
         yield_spin: layout.shares_a_cpu(),
-        stall: Duration::from_secs(args.stall_secs.max(1)),
+        stall: args.stall_timeout.0.max(Duration::from_secs(1)),
         msg_bytes: args.msg_bytes as usize,
         args,
         root: &root,
@@ -1614,8 +1621,8 @@ pub fn measure(args: &UdpArgs) -> Result<(UdpReport, Vec<Histogram<u64>>), Bench
             }
         }
         let rtt = 2 * floor_result.p99_ns;
-        let nak = args.nak_delay_us * 1000;
-        let target = 2 * rtt + nak;
+        let nak = args.nak_delay.as_nanos_u64();
+        let target = rtt.saturating_mul(2).saturating_add(nak);
         let q = |h: &Histogram<u64>, x: f64| {
             if h.is_empty() {
                 0
@@ -1715,7 +1722,7 @@ pub fn measure(args: &UdpArgs) -> Result<(UdpReport, Vec<Histogram<u64>>), Bench
             },
             loss: args.loss,
             seed: args.seed,
-            nak_delay_ns: args.nak_delay_us * 1000,
+            nak_delay_ns: args.nak_delay.as_nanos_u64(),
             max_datagram: SenderConfig::new("udp", SocketAddrV4::new(args.group, 1)).max_datagram,
             group: group.to_string(),
             interface: args.interface.to_string(),

@@ -2,7 +2,7 @@
 //! ([`mdbus_feed_handlers::exchange`]): plays a capture as MoldUDP64 packets of ITCH 5.0 on a
 //! multicast group and answers re-requests, so `mdbus feed` can be run against it.
 
-use super::common::parse_fault;
+use super::common::{DurationArg, Unicast, parse_fault, parse_group, parse_positive_duration};
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
@@ -13,8 +13,6 @@ use mdbus_feed_handlers::exchange::{
 };
 use mdbus_feed_handlers::net::fault::FaultConfig;
 use mdbus_feed_handlers::replay::{ReplayProtocol, Speed};
-
-use super::feed::DurationArg;
 
 /// A failed `mdbus exchange`.
 #[derive(Debug, thiserror::Error)]
@@ -43,11 +41,12 @@ pub struct ExchangeArgs {
     /// `iex-deep-plus` (IEX-TP) [default: judged by the first datagrams' content].
     #[arg(long)]
     pub protocol: Option<ReplayProtocol>,
-    /// Line A: multicast group and port (a unicast address works too, for one receiver).
-    #[arg(long, value_name = "G:P")]
+    /// Line A: multicast group and port (a unicast address works too, for one receiver;
+    /// port 0 refused).
+    #[arg(long, value_name = "G:P", value_parser = parse_exchange_group)]
     pub group: SocketAddrV4,
-    /// Line B: the same packets on this group and port too.
-    #[arg(long, value_name = "G:P")]
+    /// Line B: the same packets on this group and port too (as --group).
+    #[arg(long, value_name = "G:P", value_parser = parse_exchange_group)]
     pub line_b: Option<SocketAddrV4>,
     /// Interface address to send from and serve re-requests on [default: the kernel's
     /// route for the group; re-requests on every address].
@@ -81,7 +80,7 @@ pub struct ExchangeArgs {
     #[arg(long, value_name = "DURATION", default_value = "200us")]
     pub flush_window: DurationArg,
     /// A heartbeat after this long without a packet.
-    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_positive_duration)]
     pub heartbeat: DurationArg,
     /// How long re-requests are still answered after the end of the session.
     #[arg(long, value_name = "DURATION", default_value = "5s")]
@@ -100,6 +99,14 @@ pub struct ExchangeArgs {
     /// /dev/shm/mdbus-<user>/].
     #[arg(long)]
     pub root: Option<PathBuf>,
+    /// Read flags from this TOML file (keys: the long flag names); flags given here win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `--group` and `--line-b` of the exchange: a multicast group, or a unicast receiver.
+fn parse_exchange_group(s: &str) -> Result<SocketAddrV4, String> {
+    parse_group(s, Unicast::Destination)
 }
 
 /// The end-of-run summary as one JSON object, shaped as `mdbus send --summary`'s.
@@ -132,12 +139,6 @@ fn summary_json(ex: &Exchange, args: &ExchangeArgs, s: &ExchangeStats) -> serde_
 /// Runs `mdbus exchange` to the end of the capture and the linger time, or a signal (the
 /// session is ended cleanly then too; a second signal exits at once).
 pub fn run_exchange(args: &ExchangeArgs, out: &mut dyn Write) -> Result<(), ExchangeCmdError> {
-    if args.group.port() == 0 {
-        return Err(ExchangeCmdError::BadArg(format!(
-            "--group {}: a port is needed",
-            args.group
-        )));
-    }
     let request_port = match args.request_port {
         Some(p) => p,
         None => args.group.port().checked_add(1).ok_or_else(|| {
@@ -167,7 +168,7 @@ pub fn run_exchange(args: &ExchangeArgs, out: &mut dyn Write) -> Result<(), Exch
     let mut ex = Exchange::new(&args.file, cfg)?;
     let setup_warnings = ex.warnings().len();
     for w in ex.warnings() {
-        eprintln!("mdbus exchange: warning: {w}");
+        tracing::warn!("mdbus exchange: {w}");
     }
     let request = ex.request_addr()?;
     let line_b = args
@@ -181,13 +182,13 @@ pub fn run_exchange(args: &ExchangeArgs, out: &mut dyn Write) -> Result<(), Exch
         .map(|f| format!(", faults {f} on line A"))
         .unwrap_or_default();
     match ex.iex() {
-        Some(p) => eprintln!(
+        Some(p) => tracing::info!(
             "mdbus exchange: playing {} as IEX-TP {p:?} segments on {}{line_b}, speed {}{fault}",
             args.file.display(),
             args.group,
             args.speed,
         ),
-        None => eprintln!(
+        None => tracing::info!(
             "mdbus exchange: playing {} as session {} on {}{line_b}, re-requests on {request}, \
              speed {}{fault}",
             args.file.display(),
@@ -199,7 +200,7 @@ pub fn run_exchange(args: &ExchangeArgs, out: &mut dyn Write) -> Result<(), Exch
     let stop = super::common::stop_on_signals()?;
     let s = ex.run(&stop);
     for w in &ex.warnings()[setup_warnings..] {
-        eprintln!("mdbus exchange: warning: {w}");
+        tracing::warn!("mdbus exchange: {w}");
     }
     eprintln!(
         "mdbus exchange: {} messages in {} packets, {} heartbeats, {} end of session; {} \

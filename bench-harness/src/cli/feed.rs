@@ -19,7 +19,7 @@
 //!   declared lost after the NAK delay).
 //! * `--max-request-messages <N>` (`1024`): most messages asked for by one request.
 //! * `--coalesce-within <N>` (`16`): missing ranges this close are asked for in one request.
-//! * `--reorder-bytes <BYTES>` (`16777216`, 16 MiB) and `--reorder-messages <N>` (`65536`):
+//! * `--reorder-bytes <SIZE>` (`16777216`, 16 MiB) and `--reorder-messages <N>` (`65536`):
 //!   the store of messages that arrive ahead of a gap, in bytes and in how far ahead of the
 //!   next expected message it reaches (`reorder_capacity_bytes` and
 //!   `reorder_capacity_messages`: at most 4294967295 bytes and 2^30 messages, as the
@@ -30,41 +30,41 @@
 //! * `--max-gap <N>` (`1000000`): the largest forward jump of sequence numbers taken at face
 //!   value; a packet reaching further is counted and not acted on until corroborated.
 //!
-//! Three more say how the feed runs: `--ring-bytes <BYTES>` sizes the feed stream's ring (a
+//! The NAK delay, the late join, the max gap and `--jump-confirm` are `mdbus recv`'s too
+//! ([`SessionArgs`]).
+//!
+//! Three more say how the feed runs: `--ring-size <SIZE>` sizes the feed stream's ring (a
 //! power of two; 16 MiB by default, as for a replay), `--idle <spin|yield|sleep:DURATION>`
 //! what the feed thread does between datagrams (`spin` by default) and
 //! `--heartbeat-events <DURATION>` publishes a heartbeat event on the streams at that interval
 //! while the feed is quiet (off by default: only the liveness stamp). `--fault <SPEC>` injects
 //! seeded faults into the packets received on the lines, as `mdbus recv --fault` does (for
 //! tests and benchmarks). The feed's counters are in the bus root under role `feed`
-//! (`mdbus stat`). Durations are a whole
-//! number and a unit, `ns`, `us`, `ms` or `s` (`500us`, `2ms`, `1s`). A bad value is refused
-//! before anything is set up, with a message naming the flag and the value (exit status 2).
+//! (`mdbus stat`). Durations are a number and a unit (`500us`, `2ms`, `1s`), sizes bytes or a
+//! number and a unit (`16MiB`). A bad value is refused before anything is set up, with a
+//! message naming the flag and the value (exit status 2). `--config FILE` reads the flags
+//! from a TOML file ([`super::config`]).
 
-use std::fmt;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use clap::builder::RangedU64ValueParser;
 use mdbus_bus::{Bus, Mode, SubscribeOptions};
 use mdbus_codecs::moldudp64::Session;
-use mdbus_codecs::sequencer::{Backoff, LateJoin, SequencerConfig};
+use mdbus_codecs::sequencer::{Backoff, SequencerConfig};
 use mdbus_feed_handlers::bookstream::{BookService, BookServiceConfig, BookServiceStats};
 use mdbus_feed_handlers::live::{Idle, LineConfig, LiveError, LiveFeed, LiveFeedConfig, LiveStats};
 use mdbus_feed_handlers::net::fault::FaultConfig;
 use mdbus_feed_handlers::pipeline::{FeedPipeline, PipelineStats};
 use mdbus_feed_handlers::replay::{ReplayProtocol, replay_ring};
-use mdbus_shm::{MAX_CAPACITY, MIN_CAPACITY};
 
 use super::common::{
-    CmdError, feed_pinning, join_book_thread, parse_fault, parse_idle, print_book_line,
-    spawn_book_thread, stop_on_signals,
+    CmdError, CpuArgs, DurationArg, RingArgs, SessionArgs, Unicast, feed_pinning, join_book_thread,
+    log_pinning, parse_fault, parse_group, parse_idle, parse_positive_duration, parse_server,
+    parse_size_usize, print_book_line, spawn_book_thread, stop_on_signals,
 };
-use mdbus_bench_harness::pinning::LayoutArg;
 
 /// `mdbus feed`: receive a live ITCH 5.0 feed (MoldUDP64 over UDP) onto a bus stream.
 ///
@@ -72,9 +72,9 @@ use mdbus_bench_harness::pinning::LayoutArg;
 /// `--book` also role `book`, same stream), for `mdbus stat`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct FeedArgs {
-    /// Line A: multicast group and port (`233.54.12.111:26477`), or a unicast address to
-    /// bind (port 0: any free port).
-    #[arg(long, value_name = "G:P")]
+    /// Line A: multicast group and port (`233.54.12.111:26477`; port 0 refused), or a
+    /// unicast address to bind (port 0: any free port).
+    #[arg(long, value_name = "G:P", value_parser = parse_feed_group)]
     pub group: SocketAddrV4,
     /// Source of line A for a source-specific join [default: any source].
     #[arg(long, value_name = "S")]
@@ -83,19 +83,19 @@ pub struct FeedArgs {
     /// kernel's choice].
     #[arg(long, value_name = "I", default_value_t = Ipv4Addr::UNSPECIFIED)]
     pub interface: Ipv4Addr,
-    /// Line B: group and port of the redundant copy of the feed.
-    #[arg(long, value_name = "G:P")]
+    /// Line B: group and port of the redundant copy of the feed (as --group).
+    #[arg(long, value_name = "G:P", value_parser = parse_feed_group)]
     pub line_b: Option<SocketAddrV4>,
     /// Source of line B for a source-specific join [default: any source].
     #[arg(long, value_name = "S", requires = "line_b")]
     pub line_b_source: Option<Ipv4Addr>,
     /// The retransmission server that answers re-requests [default: none; missing messages
     /// are declared lost].
-    #[arg(long, value_name = "H:P")]
+    #[arg(long, value_name = "H:P", value_parser = parse_server)]
     pub request_server: Option<SocketAddrV4>,
-    /// `SO_RCVBUF` of each line socket, in bytes (0: the system default); a warning is
+    /// `SO_RCVBUF` of each line socket, a size (0: the system default); a warning is
     /// printed when the kernel grants less.
-    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_size_usize)]
     pub rcvbuf: usize,
     /// The stream to publish on; the book service adds `<feed>.book`, `<feed>.levels` and
     /// `<feed>.trades`.
@@ -121,15 +121,9 @@ pub struct FeedArgs {
     /// ignored [default: learned from the first packet].
     #[arg(long, value_name = "NAME", value_parser = Session::parse)]
     pub session: Option<Session>,
-    /// How long a missing message may be merely reordered before it is re-requested (or,
-    /// without a retransmission server, declared lost): a whole number and a unit, `ns`,
-    /// `us`, `ms` or `s`.
-    #[arg(
-        long,
-        value_name = "DURATION",
-        default_value_t = DurationArg(SequencerConfig::default().nak_delay)
-    )]
-    pub nak_delay: DurationArg,
+    /// The NAK delay, where to join, and how implausible jumps are held.
+    #[command(flatten)]
+    pub session_args: SessionArgs,
     /// How long to wait for the answer to a re-request before asking again (more than 0;
     /// the wait then grows as --backoff-factor and --backoff-max say): a whole number and a
     /// unit, `ns`, `us`, `ms` or `s`.
@@ -188,14 +182,14 @@ pub struct FeedArgs {
         default_value_t = SequencerConfig::default().coalesce_within
     )]
     pub coalesce_within: u16,
-    /// Bytes of the reorder store, which holds messages that arrive ahead of a gap until it
-    /// is filled (1 to 4294967295; allocated at start). When it is full, the oldest gap is
-    /// given up.
+    /// Size of the reorder store, which holds messages that arrive ahead of a gap until it
+    /// is filled (1..=4294967295 bytes, e.g. `16MiB`; allocated at start). When it is full,
+    /// the oldest gap is given up.
     #[arg(
         long,
-        value_name = "BYTES",
+        value_name = "SIZE",
         default_value_t = SequencerConfig::default().reorder_capacity_bytes,
-        value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_REORDER_BYTES)
+        value_parser = parse_reorder_bytes
     )]
     pub reorder_bytes: usize,
     /// How far ahead of the next expected message the reorder store reaches, in messages
@@ -216,43 +210,9 @@ pub struct FeedArgs {
         value_parser = RangedU64ValueParser::<usize>::new().range(2..=MAX_GAPS)
     )]
     pub max_gaps: usize,
-    /// Where to start when joining a running session: `live-edge` (at the first packet seen;
-    /// earlier messages are not requested) or `from-sequence:SEQ` (re-request everything
-    /// from sequence number SEQ on; 1: the whole session).
-    #[arg(
-        long,
-        value_name = "WHERE",
-        default_value = "live-edge",
-        value_parser = parse_late_join
-    )]
-    pub late_join: LateJoin,
-    /// Largest forward jump of sequence numbers taken at face value, in messages (at least
-    /// 1): a packet (data, heartbeat or end of session) reaching further beyond the highest
-    /// sequence number known is counted and not acted on until corroborated.
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = SequencerConfig::default().max_gap,
-        value_parser = clap::value_parser!(u64).range(1..)
-    )]
-    pub max_gap: u64,
-    /// How long nothing may continue the current sequence before packets going on from a
-    /// jump beyond --max-gap corroborate it (longer than the feed's heartbeat interval).
-    #[arg(
-        long,
-        value_name = "DURATION",
-        default_value_t = DurationArg(SequencerConfig::default().jump_confirm)
-    )]
-    pub jump_confirm: DurationArg,
-    /// Capacity of the feed stream's ring, in bytes: a power of two, at least 4096 (the
-    /// default is 16 MiB, as for `mdbus replay`).
-    #[arg(
-        long,
-        value_name = "BYTES",
-        default_value_t = replay_ring().capacity,
-        value_parser = parse_ring_bytes
-    )]
-    pub ring_bytes: usize,
+    /// The feed stream's ring.
+    #[command(flatten)]
+    pub ring: RingArgs,
     /// What the feed thread does between datagrams: `spin` (busy-poll a whole core, the
     /// lowest latency), `yield` (give the core to other threads, then poll again) or
     /// `sleep:DURATION` (sleep that long, e.g. `sleep:50us`; adds up to that much latency; a
@@ -269,20 +229,26 @@ pub struct FeedArgs {
     /// benchmarks) [default: none].
     #[arg(long, value_name = "SPEC", value_parser = parse_fault)]
     pub fault: Option<FaultConfig>,
-    /// Cpus for the feed handler and, with --book, the book builder, e.g. `2,3` (wins over
-    /// --layout) [default: with a layout, the first core of its `feed_handler` and
-    /// `book_builder` roles; else unpinned].
-    #[arg(long, value_delimiter = ',')]
-    pub cpus: Vec<usize>,
-    /// The core layout (`--layout FILE` or `$MDBUS_LAYOUT`).
+    /// Cpus for the feed handler and, with --book, the book builder (one cpu: both share it).
     #[command(flatten)]
-    pub layout: LayoutArg,
+    pub cpus: CpuArgs,
     /// The feed: `itch` (ITCH 5.0 over MoldUDP64), or `iex-tops`, `iex-deep`,
     /// `iex-deep-plus` (IEX over IEX-TP: no re-requests, line B is the recovery; runs until
-    /// a signal, as IEX-TP has no end of session; --book keeps the IEX books on the feed
-    /// thread, for --book-summary).
+    /// a signal, as IEX-TP has no end of session; --book runs the book service on its
+    /// stream as for ITCH, --book-summary prints IEX's summary form).
     #[arg(long, default_value = "itch")]
     pub protocol: ReplayProtocol,
+    /// Read flags from this TOML file (keys: the long flag names); flags given here win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl FeedArgs {
+    /// Takes the old spellings into the current flags, warning about each.
+    pub fn resolve(&mut self) {
+        self.ring.resolve("feed");
+        self.cpus.resolve("feed");
+    }
 }
 
 impl From<LiveError> for CmdError {
@@ -307,7 +273,7 @@ fn live_config(args: &FeedArgs) -> LiveFeedConfig {
         // Every field named: a new one is a compile error here until it has a flag.
         sequencer: SequencerConfig {
             session: args.session,
-            nak_delay: args.nak_delay.0,
+            nak_delay: args.session_args.nak_delay.0,
             request_timeout: args.request_timeout.0,
             max_retries: args.max_retries,
             backoff: Backoff {
@@ -320,9 +286,9 @@ fn live_config(args: &FeedArgs) -> LiveFeedConfig {
             reorder_capacity_bytes: args.reorder_bytes,
             reorder_capacity_messages: args.reorder_messages,
             max_gaps: args.max_gaps,
-            late_join: args.late_join,
-            max_gap: args.max_gap,
-            jump_confirm: args.jump_confirm.0,
+            late_join: args.session_args.late_join,
+            max_gap: args.session_args.max_gap,
+            jump_confirm: args.session_args.jump_confirm.0,
         },
         idle: args.idle,
         heartbeat_events: args.heartbeat_events.map(|d| d.0),
@@ -330,6 +296,22 @@ fn live_config(args: &FeedArgs) -> LiveFeedConfig {
         ..LiveFeedConfig::new(args.group)
     }
 }
+
+/// `--group` and `--line-b` of a feed: a multicast group, or a unicast address to bind.
+fn parse_feed_group(s: &str) -> Result<SocketAddrV4, String> {
+    parse_group(s, Unicast::Bind)
+}
+
+/// `--reorder-bytes`: a size of 1 to 4294967295 bytes (the sequencer's offsets are 32-bit).
+fn parse_reorder_bytes(s: &str) -> Result<usize, String> {
+    match parse_size_usize(s)? {
+        n @ 1..=MAX_REORDER_BYTES_USIZE => Ok(n),
+        n => Err(format!("{n} bytes is not in 1..={MAX_REORDER_BYTES}")),
+    }
+}
+
+/// [`MAX_REORDER_BYTES`] as a `usize`.
+const MAX_REORDER_BYTES_USIZE: usize = u32::MAX as usize;
 
 /// Most re-requests in flight `--max-outstanding-requests` accepts (the sequencer sizes its
 /// table of them once, at start).
@@ -345,108 +327,6 @@ const MAX_REORDER_MESSAGES: u64 = 1 << 30;
 /// start; it sets no bound of its own).
 const MAX_GAPS: u64 = 1 << 20;
 
-/// A duration on the command line: a whole number and a unit, `ns`, `us` (or `µs`), `ms` or
-/// `s`, such as `500us`, `2ms` or `1s`. Displayed in the largest unit that keeps it exact.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DurationArg(pub Duration);
-
-/// Why a [`DurationArg`] could not be read.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct DurationError(&'static str);
-
-impl FromStr for DurationArg {
-    type Err = DurationError;
-
-    fn from_str(s: &str) -> Result<Self, DurationError> {
-        let text = s.trim();
-        let digits = text.len() - text.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-        let (number, unit) = text.split_at(digits);
-        if number.is_empty() {
-            return Err(DurationError(
-                "expected a whole number and a unit (ns, us, ms, s), e.g. 500us, 2ms, 1s",
-            ));
-        }
-        let per_unit: u64 = match unit.trim_start() {
-            "ns" => 1,
-            "us" | "µs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "" => {
-                return Err(DurationError(
-                    "no unit: add one of ns, us, ms, s, e.g. 500us",
-                ));
-            }
-            u if u.starts_with('.') => {
-                return Err(DurationError(
-                    "a whole number is expected: use a smaller unit, e.g. 1500us for 1.5ms",
-                ));
-            }
-            _ => return Err(DurationError("unknown unit: expected ns, us, ms or s")),
-        };
-        number
-            .parse::<u64>()
-            .ok()
-            .and_then(|n| n.checked_mul(per_unit))
-            .map(|ns| DurationArg(Duration::from_nanos(ns)))
-            .ok_or(DurationError("too large"))
-    }
-}
-
-impl fmt::Display for DurationArg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ns = self.0.as_nanos();
-        let (per_unit, unit) = [(1_000_000_000, "s"), (1_000_000, "ms"), (1_000, "us")]
-            .into_iter()
-            .find(|&(per_unit, _)| ns.is_multiple_of(per_unit))
-            .unwrap_or((1, "ns"));
-        write!(f, "{}{unit}", ns / per_unit)
-    }
-}
-
-/// `--request-timeout` and `--heartbeat-events`: a [`DurationArg`] of more than 0 (with no
-/// timeout, every request would be re-sent at once, its retries spent before any answer could
-/// arrive; with no interval, every idle pass would publish a heartbeat).
-fn parse_positive_duration(s: &str) -> Result<DurationArg, String> {
-    let d: DurationArg = s.parse().map_err(|e: DurationError| e.to_string())?;
-    if d.0.is_zero() {
-        return Err("must be more than 0".to_owned());
-    }
-    Ok(d)
-}
-
-/// `--late-join`: `live-edge` or `from-sequence:SEQ` (SEQ at least 1).
-fn parse_late_join(s: &str) -> Result<LateJoin, String> {
-    if s == "live-edge" {
-        return Ok(LateJoin::LiveEdge);
-    }
-    let Some(seq) = s.strip_prefix("from-sequence:") else {
-        return Err("expected live-edge or from-sequence:SEQ".to_owned());
-    };
-    match seq.parse::<u64>() {
-        Ok(0) => {
-            Err("sequence numbers start at 1 (from-sequence:1 is the whole session)".to_owned())
-        }
-        Ok(n) => Ok(LateJoin::FromSequence(n)),
-        Err(e) => Err(format!("sequence number {seq:?}: {e}")),
-    }
-}
-
-/// `--ring-bytes`: a power of two that a ring accepts.
-fn parse_ring_bytes(s: &str) -> Result<usize, String> {
-    let n: usize = s
-        .parse()
-        .map_err(|e| format!("a number of bytes is expected: {e}"))?;
-    if n.is_power_of_two() && (MIN_CAPACITY..=MAX_CAPACITY).contains(&n) {
-        Ok(n)
-    } else {
-        Err(format!(
-            "{n} is not a power of two in {MIN_CAPACITY}..={MAX_CAPACITY} \
-             (e.g. 16777216 for 16 MiB)"
-        ))
-    }
-}
-
 /// Runs `mdbus feed` until the end of the session or SIGINT/SIGTERM, writing its JSON to
 /// `out` and its report and warnings to stderr (setup warnings, such as a clamped receive
 /// buffer, are printed by [`LiveFeed::bind`]).
@@ -455,14 +335,14 @@ pub fn run_feed(args: &FeedArgs, out: &mut dyn Write) -> Result<(), CmdError> {
         return run_feed_iex(args, protocol, out);
     }
     let with_book = args.book || args.book_summary;
-    let pinning = feed_pinning(&args.cpus, &args.layout, with_book)?;
+    let pinning = feed_pinning(&args.cpus.cpus, &args.cpus.layout, with_book)?;
 
     let stop = stop_on_signals()
         .map_err(|e| CmdError::Internal(format!("cannot catch SIGINT and SIGTERM: {e}")))?;
 
     let bus = Bus::open(args.root.as_deref())?;
     let mut ring = replay_ring();
-    ring.capacity = args.ring_bytes;
+    ring.capacity = args.ring.ring_size;
     if with_book {
         ring.mode = Mode::Lossless;
     }
@@ -483,8 +363,8 @@ pub fn run_feed(args: &FeedArgs, out: &mut dyn Write) -> Result<(), CmdError> {
         .line_a_addr()
         .map_err(|e| CmdError::Internal(format!("the address of line A: {e}")))?;
     match args.line_b {
-        Some(b) => eprintln!("mdbus feed: listening on {line_a} (line A) and {b} (line B)"),
-        None => eprintln!("mdbus feed: listening on {line_a}"),
+        Some(b) => tracing::info!("mdbus feed: listening on {line_a} (line A) and {b} (line B)"),
+        None => tracing::info!("mdbus feed: listening on {line_a}"),
     }
 
     // The feed handler and the book builder each run on a thread of their own, placed by
@@ -516,12 +396,7 @@ pub fn run_feed(args: &FeedArgs, out: &mut dyn Write) -> Result<(), CmdError> {
         let book_out = join_book_thread(service);
         Ok::<_, CmdError>((result, book_out))
     })?;
-    if let Some(line) = pinning.describe() {
-        eprintln!("{line}");
-    }
-    for w in pinning.warnings() {
-        eprintln!("warning: {w}");
-    }
+    log_pinning("", &pinning);
     let stats = result??;
     let book_out = book_out?.map(|(stats, svc)| (stats, svc.summary()));
     print_report(&stats, book_out.as_ref().map(|(b, _)| b), &args.feed);
@@ -672,17 +547,29 @@ fn run_feed_iex(
              recovery)"
         )));
     }
-    let with_book = args.book || args.book_summary;
-    let pinning = feed_pinning(&args.cpus, &args.layout, false)?;
+    let pinning = feed_pinning(&args.cpus.cpus, &args.cpus.layout, args.book)?;
     let stop = stop_on_signals()
         .map_err(|e| CmdError::Internal(format!("cannot catch SIGINT and SIGTERM: {e}")))?;
     let bus = Bus::open(args.root.as_deref())?;
     let mut ring = replay_ring();
-    ring.capacity = args.ring_bytes;
+    ring.capacity = args.ring.ring_size;
+    if args.book {
+        ring.mode = Mode::Lossless;
+    }
     let mut pipeline =
         FeedPipeline::with_venue(Iex::for_protocol(protocol), &bus, &args.feed, &ring)
             .map_err(|e| CmdError::BadArg(format!("stream {:?}: {e}", args.feed)))?;
-    let mut books = match with_book {
+    // --book: the book service on the feed's stream, as for ITCH (it reads IEX envelopes);
+    // --book-summary: the books in IEX's summary form, kept on the feed thread.
+    let book = if args.book {
+        let mut svc = BookService::new(&bus, &args.feed, &BookServiceConfig::default())?;
+        svc.publish_counters(&bus)?;
+        let input = bus.subscriber(&args.feed, &SubscribeOptions::default())?;
+        Some((svc, input))
+    } else {
+        None
+    };
+    let mut books = match args.book_summary {
         true => Some(
             IexBooks::new(replay_book_config())
                 .map_err(|e| CmdError::Internal(format!("the IEX books: {e}")))?,
@@ -701,16 +588,11 @@ fn run_feed_iex(
         .line_b
         .map(|b| format!(" and {b} (line B)"))
         .unwrap_or_default();
-    eprintln!("mdbus feed: IEX-TP {protocol:?}, listening on {line_a} (line A){line_b}");
-    if args.book {
-        eprintln!(
-            "mdbus feed: the IEX books are kept on the feed thread (--book-summary); the book \
-             service's streams are built for ITCH feeds only"
-        );
-    }
-    let result = std::thread::scope(|s| {
+    tracing::info!("mdbus feed: IEX-TP {protocol:?}, listening on {line_a} (line A){line_b}");
+    let (result, book_out) = std::thread::scope(|s| {
         let (pinning, stop, pipeline, books) = (&pinning, &*stop, &mut pipeline, &mut books);
-        std::thread::Builder::new()
+        let service = spawn_book_thread(s, pinning, book, stop)?;
+        let handler = std::thread::Builder::new()
             .name("mdbus-feed".into())
             .spawn_scoped(s, move || {
                 pinning.enter(0);
@@ -718,16 +600,25 @@ fn run_feed_iex(
                     Some(b) => feed.run_with_books(pipeline, b, stop),
                     None => feed.run(pipeline, stop),
                 }
-            })
-            .map_err(|e| CmdError::Internal(format!("cannot start the feed handler thread: {e}")))?
-            .join()
-            .map_err(|_| CmdError::Internal("the feed handler thread panicked".into()))
+            });
+        let result = match handler {
+            Ok(h) => h
+                .join()
+                .map_err(|_| CmdError::Internal("the feed handler thread panicked".into())),
+            Err(e) => Err(CmdError::Internal(format!(
+                "cannot start the feed handler thread: {e}"
+            ))),
+        };
+        // IEX-TP has no end of session: the feed stopped on a signal or failed, and the
+        // service stops once it has drained the stream.
+        stop.store(true, Ordering::Relaxed);
+        let book_out = join_book_thread(service);
+        Ok::<_, CmdError>((result, book_out))
     })?;
-    if let Some(line) = pinning.describe() {
-        eprintln!("{line}");
-    }
-    let stats = result?;
-    print_report(&stats, None, &args.feed);
+    log_pinning("", &pinning);
+    let stats = result??;
+    let book_out = book_out?;
+    print_report(&stats, book_out.as_ref().map(|(b, _)| b), &args.feed);
     let x = &stats.iex;
     eprintln!(
         "  IEX-TP: {} restarts of the sequence at 1, {} cut and {} damaged segments, {} \
@@ -736,6 +627,12 @@ fn run_feed_iex(
     );
     if args.summary {
         let mut v = stats_json(&stats);
+        if let (Some((b, _)), Some(obj)) = (&book_out, v.as_object_mut()) {
+            obj.insert(
+                "book_service".into(),
+                serde_json::to_value(b).unwrap_or_default(),
+            );
+        }
         if let Some(obj) = v.as_object_mut() {
             obj.insert(
                 "iex".into(),
@@ -761,8 +658,11 @@ fn run_feed_iex(
 
 #[cfg(test)]
 mod tests {
+    use super::super::common::{parse_late_join, parse_ring_size};
     use super::*;
     use clap::Parser;
+    use mdbus_codecs::sequencer::LateJoin;
+    use std::time::Duration;
 
     #[derive(Parser, Debug)]
     struct Cli {
@@ -772,10 +672,6 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<FeedArgs, clap::Error> {
         Cli::try_parse_from(["feed", "--group", "127.0.0.1:0"].iter().chain(args)).map(|c| c.feed)
-    }
-
-    fn dur(s: &str) -> Result<Duration, DurationError> {
-        s.parse::<DurationArg>().map(|d| d.0)
     }
 
     #[test]
@@ -811,50 +707,6 @@ mod tests {
     }
 
     #[test]
-    fn durations_parse_in_every_unit() {
-        assert_eq!(dur("250ns"), Ok(Duration::from_nanos(250)));
-        assert_eq!(dur("500us"), Ok(Duration::from_micros(500)));
-        assert_eq!(dur("500µs"), Ok(Duration::from_micros(500)));
-        assert_eq!(dur("2ms"), Ok(Duration::from_millis(2)));
-        assert_eq!(dur("1s"), Ok(Duration::from_secs(1)));
-        assert_eq!(dur(" 3 ms "), Ok(Duration::from_millis(3)));
-        assert_eq!(dur("0s"), Ok(Duration::ZERO));
-    }
-
-    #[test]
-    fn bad_durations_say_why() {
-        for (text, why) in [
-            ("", "whole number and a unit"),
-            ("ms", "whole number and a unit"),
-            ("-1ms", "whole number and a unit"),
-            ("5", "no unit"),
-            ("1.5ms", "smaller unit"),
-            ("5min", "unknown unit"),
-            ("2 parsecs", "unknown unit"),
-            ("99999999999999999999ns", "too large"),
-            ("18446744073710s", "too large"),
-        ] {
-            let e = dur(text).expect_err(text).to_string();
-            assert!(e.contains(why), "{text:?}: {e}");
-        }
-    }
-
-    #[test]
-    fn durations_display_exactly_and_read_back() {
-        for (d, text) in [
-            (Duration::ZERO, "0s"),
-            (Duration::from_secs(3), "3s"),
-            (Duration::from_millis(1), "1ms"),
-            (Duration::from_millis(1500), "1500ms"),
-            (Duration::from_micros(250), "250us"),
-            (Duration::from_nanos(1_000_001), "1000001ns"),
-        ] {
-            assert_eq!(DurationArg(d).to_string(), text);
-            assert_eq!(dur(text), Ok(d));
-        }
-    }
-
-    #[test]
     fn other_flag_values_parse() {
         assert_eq!(parse_late_join("live-edge"), Ok(LateJoin::LiveEdge));
         assert_eq!(
@@ -864,10 +716,11 @@ mod tests {
         assert!(parse_late_join("from-sequence:0").is_err());
         assert!(parse_late_join("from-sequence:x").is_err());
         assert!(parse_late_join("start").is_err());
-        assert_eq!(parse_ring_bytes("4096"), Ok(4096));
-        assert_eq!(parse_ring_bytes("16777216"), Ok(16 << 20));
-        for bad in ["0", "2048", "3000000", "16MiB", "-4096"] {
-            assert!(parse_ring_bytes(bad).is_err(), "{bad}");
+        assert_eq!(parse_ring_size("4096"), Ok(4096));
+        assert_eq!(parse_ring_size("16777216"), Ok(16 << 20));
+        assert_eq!(parse_ring_size("16MiB"), Ok(16 << 20));
+        for bad in ["0", "2048", "3000000", "3MiB", "-4096", "16 parsecs"] {
+            assert!(parse_ring_size(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_idle("spin"), Ok(Idle::BusyPoll));
         assert_eq!(parse_idle("yield"), Ok(Idle::Yield));
@@ -879,7 +732,7 @@ mod tests {
             parse_idle("sleep:250"),
             Ok(Idle::Sleep(Duration::from_micros(250)))
         );
-        for bad in ["nap", "sleep:", "sleep:5min", "sleep"] {
+        for bad in ["nap", "sleep:", "sleep:5 parsecs", "sleep"] {
             assert!(parse_idle(bad).is_err(), "{bad}");
         }
         assert!(parse_positive_duration("0ms").is_err());
@@ -916,7 +769,7 @@ mod tests {
         assert_eq!(config.heartbeat_events, None);
         // The whole live configuration, not only the sequencer's part.
         assert_eq!(config, LiveFeedConfig::new(args.group));
-        assert_eq!(args.ring_bytes, replay_ring().capacity);
+        assert_eq!(args.ring.ring_size, replay_ring().capacity);
     }
 
     #[test]
@@ -999,8 +852,8 @@ mod tests {
             "0",
             "--late-join",
             "from-sequence:7",
-            "--ring-bytes",
-            "65536",
+            "--ring-size",
+            "64KiB",
             "--idle",
             "yield",
             "--session",
@@ -1010,7 +863,7 @@ mod tests {
             "--backoff-max",
             "50ms",
             "--reorder-bytes",
-            "1048576",
+            "1MiB",
             "--reorder-messages",
             "1000",
             "--max-gaps",
@@ -1064,7 +917,7 @@ mod tests {
         assert_eq!(config.reorder_capacity_messages, 1 << 30);
         assert_eq!(config.max_gaps, 1 << 20);
         assert_eq!(config.backoff.factor, u32::MAX);
-        assert_eq!(args.ring_bytes, 65536);
+        assert_eq!(args.ring.ring_size, 65536);
     }
 
     #[test]
@@ -1078,7 +931,10 @@ mod tests {
             ("--max-request-messages", "65536"),
             ("--coalesce-within", "x"),
             ("--late-join", "soon"),
+            ("--ring-size", "1000"),
+            ("--ring-size", "3MiB"),
             ("--ring-bytes", "1000"),
+            ("--request-server", "10.0.0.1:0"),
             ("--idle", "nap"),
             ("--session", "20200130AAX"),
             ("--session", ""),
@@ -1088,7 +944,7 @@ mod tests {
             ("--backoff-max", "200"),
             ("--reorder-bytes", "0"),
             ("--reorder-bytes", "4294967296"),
-            ("--reorder-bytes", "16MiB"),
+            ("--reorder-bytes", "16 parsecs"),
             ("--reorder-messages", "0"),
             ("--reorder-messages", "1073741825"),
             ("--max-gaps", "1"),

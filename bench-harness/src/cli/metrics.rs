@@ -135,7 +135,7 @@ pub fn serve(addr: SocketAddr, root: &Path, stop: &AtomicBool) -> Result<(), Str
         .server_addr()
         .to_ip()
         .map_or_else(|| addr.to_string(), |a| a.to_string());
-    eprintln!("mdbus stat: serving http://{bound}/metrics");
+    tracing::info!("mdbus stat: serving http://{bound}/metrics");
     while !stop.load(Ordering::Relaxed) {
         let request = match server.recv_timeout(Duration::from_millis(100)) {
             Ok(Some(r)) => r,
@@ -147,7 +147,7 @@ pub fn serve(addr: SocketAddr, root: &Path, stop: &AtomicBool) -> Result<(), Str
             let body = match list_counters(root) {
                 Ok((snaps, errors)) => {
                     for e in errors {
-                        eprintln!("mdbus stat: warning: {e}");
+                        tracing::warn!("mdbus stat: {e}");
                     }
                     render(snaps)
                 }

@@ -13,15 +13,24 @@
 //! | `streams` | [`streams`] |
 //! | `consolidate` | [`consolidate`] |
 //! | `bench ...` | `mdbus_bench_harness::bench` |
+//! | `config example` | [`config`] |
 //! | `completions`, `manpage` | here: clap writes them from the same definitions |
+//!
+//! Diagnostics (notices, warnings) are `tracing` events on stderr, with a timestamp and a
+//! level: `info` and above by default, `-v` adds `debug` (`-vv` `trace`), `-q` leaves errors
+//! only (`-qq` nothing); without either, `MDBUS_LOG` (else `RUST_LOG`) is an env-filter
+//! directive such as `warn` or `debug`. Reports that users or scripts read (JSON, tables,
+//! end-of-run summaries) are printed as they were, not through the logger.
 
 use std::error::Error;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod common;
 mod consolidate;
+mod config;
 mod demo;
 mod exchange;
 mod feed;
@@ -47,6 +56,19 @@ mod tune;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// More diagnostics on stderr: -v debug, -vv trace.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, display_order = 900)]
+    verbose: u8,
+    /// Fewer diagnostics on stderr: -q errors only (no warnings), -qq none.
+    #[arg(
+        short,
+        long,
+        global = true,
+        action = clap::ArgAction::Count,
+        conflicts_with = "verbose",
+        display_order = 900
+    )]
+    quiet: u8,
 }
 
 #[derive(Subcommand, Debug)]
@@ -71,10 +93,10 @@ enum Command {
     /// own core, and show what happened and the tick-to-strategy latency.
     Demo(demo::DemoArgs),
     /// Multicast a local stream to other hosts (MoldUDP64 over UDP) and answer their
-    /// re-requests, e.g. `mdbus send nasdaq.itch --group 239.255.0.1:31000`.
+    /// re-requests, e.g. `mdbus send --stream nasdaq.itch --group 239.255.0.1:31000`.
     Send(send::SendArgs),
     /// Receive a stream sent by `mdbus send` into a local stream, recovering lost packets,
-    /// e.g. `mdbus recv nasdaq.itch --group 239.255.0.1:31000 --summary`.
+    /// e.g. `mdbus recv --stream nasdaq.itch --group 239.255.0.1:31000 --summary`.
     Recv(recv::RecvArgs),
     /// Show the live counters of every role (feed, replay, book, record, send, recv, exchange)
     /// under a bus root, e.g. `mdbus stat --watch 1`.
@@ -86,6 +108,9 @@ enum Command {
     /// Merge several venues' book streams into one consolidated top of book per symbol, e.g.
     /// `mdbus consolidate --input nasdaq.book --input iex.book --output cbbo`.
     Consolidate(consolidate::ConsolidateArgs),
+    /// Configuration files of feed, send, recv and exchange (`--config FILE`).
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Print the shell completion script for SHELL, e.g.
     /// `mdbus completions bash > /etc/bash_completion.d/mdbus`.
     Completions {
@@ -99,7 +124,48 @@ enum Command {
 /// Parses the command line and runs the verb.
 pub fn main() -> ExitCode {
     restore_sigpipe();
-    let cli = Cli::parse();
+    let cmd = Cli::command();
+    let merged = match config::merge(&cmd, std::env::args_os().collect()) {
+        Ok(m) => m,
+        Err(e) => {
+            eprint!("{}", error_report(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let mut cli = match cmd
+        .try_get_matches_from(&merged.args)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            if let Some(note) = merged.blame(&e) {
+                eprintln!("{note}");
+            }
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    init_logging(cli.verbose, cli.quiet);
+    if let Some(file) = &merged.file {
+        tracing::debug!(
+            "configuration {}: {:?} applied, {:?} given on the command line instead",
+            file.display(),
+            merged.applied,
+            merged.overridden
+        );
+    }
+    match &mut cli.command {
+        Command::Replay(a) => a.resolve(),
+        Command::Feed(a) => a.resolve(),
+        Command::Record(a) => a.resolve(),
+        Command::Send(a) => a.resolve(),
+        Command::Recv(a) => a.resolve(),
+        Command::Stat(a) => a.resolve(),
+        Command::Bench(a) => a.resolve(),
+        _ => {}
+    }
+    warn_aliases(&merged.args);
+    tracing::debug!("the command line as parsed: {:?}", cli.command);
     let result = match &cli.command {
         Command::Bench(args) => mdbus_bench_harness::bench::run(args)
             .map(|()| ExitCode::SUCCESS)
@@ -131,6 +197,15 @@ pub fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| Box::new(e) as Box<dyn Error>),
         Command::Consolidate(args) => consolidate::run(args),
+        Command::Config(config::ConfigCommand::Example { role }) => {
+            use std::io::Write;
+            let text = config::example(&Cli::command(), role);
+            std::io::stdout()
+                .lock()
+                .write_all(text.as_bytes())
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(|e| Box::new(e) as Box<dyn Error>)
+        }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "mdbus", &mut std::io::stdout().lock());
@@ -150,6 +225,67 @@ pub fn main() -> ExitCode {
             eprint!("{}", error_report(e.as_ref()));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Old spellings that clap reads as aliases of the current flag (the same values): verb, old
+/// flag, current flag. The others are hidden flags of their own, taken over by each verb's
+/// `resolve`, which warns.
+const ALIASES: [(&str, &str, &str); 2] = [
+    ("bench", "--cores", "--cpus"),
+    ("bench", "--capacity", "--ring-size"),
+];
+
+/// Warns about each old spelling of [`ALIASES`] on the command line.
+fn warn_aliases(args: &[std::ffi::OsString]) {
+    let words: Vec<String> = args
+        .iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .take_while(|a| a != "--")
+        .collect();
+    let Some(verb) = words.iter().find(|w| !w.starts_with('-')) else {
+        return;
+    };
+    for (v, old, new) in ALIASES {
+        let used = words
+            .iter()
+            .any(|w| w == old || w.strip_prefix(old).is_some_and(|r| r.starts_with('=')));
+        if v == verb && used {
+            common::deprecated(verb, old, new);
+        }
+    }
+}
+
+/// Sends `tracing` events to stderr, with a timestamp and a level, filtered by `-v`/`-q` or,
+/// without them, `MDBUS_LOG` or `RUST_LOG` (default `info`).
+fn init_logging(verbose: u8, quiet: u8) {
+    use tracing_subscriber::EnvFilter;
+    let level = match i16::from(verbose) - i16::from(quiet) {
+        ..=-2 => "off",
+        -1 => "error",
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let from_env = ["MDBUS_LOG", "RUST_LOG"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()));
+    let (filter, bad) = match from_env {
+        Some(directive) if verbose == 0 && quiet == 0 => match EnvFilter::try_new(&directive) {
+            Ok(f) => (f, None),
+            Err(e) => (EnvFilter::new(level), Some(format!("{directive:?}: {e}"))),
+        },
+        _ => (EnvFilter::new(level), None),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+    if let Some(bad) = bad {
+        tracing::warn!("MDBUS_LOG/RUST_LOG ignored: {bad}");
     }
 }
 

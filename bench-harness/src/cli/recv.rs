@@ -1,16 +1,13 @@
 //! `mdbus recv`: receive a stream sent by `mdbus send` into a local stream, recovering
 //! what was lost.
 
-//! `mdbus send`, `mdbus recv` and `mdbus stat`: carry a bus stream between hosts over UDP
-//! multicast, and watch the transport's counters while it runs.
-
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use mdbus_bus::{Bus, Mode, StreamConfig};
-use mdbus_codecs::sequencer::{LateJoin, SequencerConfig};
+use mdbus_codecs::sequencer::LateJoin;
 use mdbus_feed_handlers::book::{EnvelopeBooks, GapPolicy};
 use mdbus_feed_handlers::net::fault::FaultConfig;
 use mdbus_feed_handlers::net::{
@@ -19,17 +16,19 @@ use mdbus_feed_handlers::net::{
 use mdbus_feed_handlers::replay::replay_book_config;
 
 use super::common::{
-    NetCmdError, counters_json, parse_fault, parse_idle, pin_loop, stop_on_signals,
+    CpuArgs, DurationArg, NetCmdError, RingArgs, SessionArgs, StreamArg, counters_json, deprecated,
+    parse_fault, parse_idle, parse_multicast_group, parse_server, parse_size_usize, pin_loop,
+    stop_on_signals,
 };
-use mdbus_bench_harness::pinning::LayoutArg;
 
 /// `mdbus recv`: receive a stream into a local stream.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RecvArgs {
     /// The stream being sent (its name selects the session to follow).
-    pub stream: String,
-    /// Multicast group and port (line A).
-    #[arg(long, default_value = "239.255.0.1:31000")]
+    #[command(flatten)]
+    pub stream: StreamArg,
+    /// Multicast group and port (line A; a multicast address, port 0 refused).
+    #[arg(long, value_name = "G:P", default_value = "239.255.0.1:31000", value_parser = parse_multicast_group)]
     pub group: SocketAddrV4,
     /// Join line A source-specific, from this sender.
     #[arg(long)]
@@ -40,63 +39,68 @@ pub struct RecvArgs {
     /// Interface address to join on and send re-requests from.
     #[arg(long, default_value = "0.0.0.0")]
     pub interface: Ipv4Addr,
-    /// Line B group and port, for A/B arbitration.
-    #[arg(long)]
+    /// Line B group and port, for A/B arbitration (as --group).
+    #[arg(long, value_name = "G:P", value_parser = parse_multicast_group)]
     pub line_b: Option<SocketAddrV4>,
     /// Source of line B for a source-specific join.
     #[arg(long)]
     pub line_b_source: Option<Ipv4Addr>,
     /// The retransmission server [default: the sender's host, the group's port + 1].
-    #[arg(long)]
+    #[arg(long, value_name = "H:P", value_parser = parse_server)]
+    pub request_server: Option<SocketAddrV4>,
+    /// Old spelling of --request-server.
+    #[arg(long, hide = true, value_name = "H:P", value_parser = parse_server)]
     pub request: Option<SocketAddrV4>,
     /// Do not re-request: missing messages are reported lost after the NAK delay.
     #[arg(long)]
     pub no_recovery: bool,
-    /// Microseconds a missing message may be merely reordered before it is re-requested.
-    #[arg(long, default_value_t = 1000)]
-    pub nak_delay_us: u64,
-    /// Where to join a running session: `live` (the live edge, reported as a late join) or
-    /// `start` (re-request everything the sender still holds).
-    #[arg(long, default_value = "live")]
-    pub join: String,
+    /// The NAK delay, where to join, and how implausible jumps are held.
+    #[command(flatten)]
+    pub session_args: SessionArgs,
+    /// Old spelling of --nak-delay, in microseconds.
+    #[arg(long, hide = true, value_name = "US")]
+    pub nak_delay_us: Option<u64>,
+    /// Old spelling of --late-join: `live` (live-edge) or `start` (from-sequence:1).
+    #[arg(long, hide = true, value_name = "WHERE", value_parser = ["live", "start"])]
+    pub join: Option<String>,
     /// Name of the local stream [default: the stream's name].
     #[arg(long)]
     pub local: Option<String>,
-    /// Megabytes of the local ring.
-    #[arg(long, default_value_t = 16)]
-    pub ring_mb: usize,
+    /// The local stream's ring.
+    #[command(flatten)]
+    pub ring: RingArgs,
     /// Make the local stream lossless (the receiver waits for local subscribers, up to
-    /// --stall-ms at a time; what it then drops is reported by a gap notice on the stream).
+    /// --stall-timeout at a time; what it then drops is reported by a gap notice on the
+    /// stream).
     #[arg(long)]
     pub lossless: bool,
-    /// Milliseconds a full lossless local ring is waited for, once per stall; then messages
-    /// are dropped without waiting (and reported in one gap notice) until it has room again.
-    #[arg(long, default_value_t = 100)]
-    pub stall_ms: u64,
-    /// Milliseconds the followed session must be silent before a packet of another session
-    /// of the stream is followed (a forged packet cannot take the receiver off a live one).
-    #[arg(long, default_value_t = 2000)]
-    pub session_timeout_ms: u64,
-    /// Largest forward jump of sequence numbers taken at face value, in messages: a packet
-    /// reaching further ahead is counted and not acted on until corroborated.
-    #[arg(long, default_value_t = SequencerConfig::default().max_gap, value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_gap: u64,
-    /// Milliseconds nothing may continue the current sequence before packets going on from
-    /// a jump beyond --max-gap corroborate it (longer than the sender's heartbeat interval).
-    #[arg(long, default_value_t = 2000)]
-    pub jump_confirm_ms: u64,
+    /// How long a full lossless local ring is waited for, once per stall; then messages are
+    /// dropped without waiting (and reported in one gap notice) until it has room again.
+    #[arg(long, value_name = "DURATION", default_value = "100ms")]
+    pub stall_timeout: DurationArg,
+    /// Old spelling of --stall-timeout, in milliseconds.
+    #[arg(long, hide = true, value_name = "MS")]
+    pub stall_ms: Option<u64>,
+    /// How long the followed session must be silent before a packet of another session of
+    /// the stream is followed (a forged packet cannot take the receiver off a live one).
+    #[arg(long, value_name = "DURATION", default_value = "2s")]
+    pub session_timeout: DurationArg,
+    /// Old spelling of --session-timeout, in milliseconds.
+    #[arg(long, hide = true, value_name = "MS")]
+    pub session_timeout_ms: Option<u64>,
+    /// Old spelling of --jump-confirm, in milliseconds.
+    #[arg(long, hide = true, value_name = "MS")]
+    pub jump_confirm_ms: Option<u64>,
     /// Follow a newer session of the stream as soon as it appears, even while the followed
     /// one is live (a sender restarted on purpose; trusts anyone who can send to the group).
     #[arg(long)]
     pub follow_newer: bool,
-    /// `SO_RCVBUF` in bytes.
-    #[arg(long, default_value_t = 8 << 20)]
+    /// `SO_RCVBUF`, a size (`8MiB`).
+    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_size_usize)]
     pub rcvbuf: usize,
-    /// Core to pin the receiver to (wins over the layout's `receiver` role).
-    #[arg(long)]
-    pub core: Option<usize>,
+    /// The cpu of the receiver (one; wins over the layout's `receiver` role).
     #[command(flatten)]
-    pub layout: LayoutArg,
+    pub cpus: CpuArgs,
     /// Idle strategy: spin, yield or sleep:DURATION (e.g. `sleep:50us`; a bare number:
     /// microseconds).
     #[arg(long, value_name = "HOW", default_value = "spin", value_parser = parse_idle)]
@@ -118,17 +122,72 @@ pub struct RecvArgs {
     /// Bus root directory [default: /dev/shm/mdbus-<user>/].
     #[arg(long)]
     pub root: Option<PathBuf>,
+    /// Read flags from this TOML file (keys: the long flag names); flags given here win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl RecvArgs {
+    /// Takes the old spellings into the current flags, warning about each.
+    pub fn resolve(&mut self) {
+        self.stream.resolve("recv");
+        self.cpus.resolve("recv");
+        self.ring.resolve("recv");
+        if let Some(a) = self.request.take() {
+            deprecated("recv", "--request", &format!("--request-server {a}"));
+            self.request_server = Some(a);
+        }
+        let ms = |ms: u64| DurationArg(Duration::from_millis(ms));
+        if let Some(us) = self.nak_delay_us.take() {
+            let d = DurationArg(Duration::from_micros(us));
+            deprecated("recv", "--nak-delay-us", &format!("--nak-delay {d}"));
+            self.session_args.nak_delay = d;
+        }
+        if let Some(j) = self.join.take() {
+            let (new, late_join) = if j == "start" {
+                ("from-sequence:1", LateJoin::FromSequence(1))
+            } else {
+                ("live-edge", LateJoin::LiveEdge)
+            };
+            deprecated(
+                "recv",
+                &format!("--join {j}"),
+                &format!("--late-join {new}"),
+            );
+            self.session_args.late_join = late_join;
+        }
+        if let Some(n) = self.stall_ms.take() {
+            deprecated("recv", "--stall-ms", &format!("--stall-timeout {}", ms(n)));
+            self.stall_timeout = ms(n);
+        }
+        if let Some(n) = self.session_timeout_ms.take() {
+            deprecated(
+                "recv",
+                "--session-timeout-ms",
+                &format!("--session-timeout {}", ms(n)),
+            );
+            self.session_timeout = ms(n);
+        }
+        if let Some(n) = self.jump_confirm_ms.take() {
+            deprecated(
+                "recv",
+                "--jump-confirm-ms",
+                &format!("--jump-confirm {}", ms(n)),
+            );
+            self.session_args.jump_confirm = ms(n);
+        }
+    }
 }
 
 /// Runs `mdbus recv` until a signal or (with `--exit-at-end`) the end of the session.
 pub fn run_recv(args: &RecvArgs, out: &mut dyn Write) -> Result<(), NetCmdError> {
     let bus = Bus::open(args.root.as_deref())?;
-    let mut cfg = ReceiverConfig::new(&args.stream, args.group);
+    let mut cfg = ReceiverConfig::new(args.stream.name(), args.group);
     if let Some(l) = &args.local {
         cfg.local_stream = l.clone();
     }
     cfg.ring = StreamConfig {
-        capacity: (args.ring_mb << 20).next_power_of_two(),
+        capacity: args.ring.ring_size,
         mode: if args.lossless {
             Mode::Lossless
         } else {
@@ -143,39 +202,31 @@ pub fn run_recv(args: &RecvArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
         group,
         source: args.line_b_source,
     });
-    cfg.request_server = match (args.no_recovery, args.request) {
+    cfg.request_server = match (args.no_recovery, args.request_server) {
         (true, _) => RequestServer::None,
         (false, Some(a)) => RequestServer::Addr(a),
         (false, None) => RequestServer::SourcePort(args.group.port().wrapping_add(1)),
     };
-    cfg.sequencer.nak_delay = Duration::from_micros(args.nak_delay_us);
-    cfg.sequencer.max_gap = args.max_gap;
-    cfg.sequencer.jump_confirm = Duration::from_millis(args.jump_confirm_ms);
-    cfg.sequencer.late_join = match args.join.as_str() {
-        "live" => LateJoin::LiveEdge,
-        "start" => LateJoin::FromSequence(1),
-        other => {
-            return Err(NetCmdError::BadArg(format!(
-                "--join {other:?}: expected live or start"
-            )));
-        }
-    };
+    cfg.sequencer.nak_delay = args.session_args.nak_delay.0;
+    cfg.sequencer.max_gap = args.session_args.max_gap;
+    cfg.sequencer.jump_confirm = args.session_args.jump_confirm.0;
+    cfg.sequencer.late_join = args.session_args.late_join;
     cfg.rcvbuf = args.rcvbuf;
     cfg.idle = args.idle;
     cfg.fault = args.fault.clone().unwrap_or_default();
     cfg.exit_at_end_of_session = args.exit_at_end;
-    cfg.stall_timeout = Duration::from_millis(args.stall_ms);
-    cfg.session_timeout = Duration::from_millis(args.session_timeout_ms);
+    cfg.stall_timeout = args.stall_timeout.0;
+    cfg.session_timeout = args.session_timeout.0;
     cfg.follow_newer = args.follow_newer;
     let local = cfg.local_stream.clone();
     let receiver = Receiver::new(&bus, cfg)?;
     for w in receiver.warnings() {
-        eprintln!("mdbus recv: warning: {w}");
+        tracing::warn!("mdbus recv: {w}");
     }
-    eprintln!(
+    tracing::info!(
         "mdbus recv: {} stream {:?} -> local stream {local:?} under {}",
         args.group,
-        args.stream,
+        args.stream.name(),
         bus.root().display()
     );
     let mut books = if args.book_summary {
@@ -187,7 +238,7 @@ pub fn run_recv(args: &RecvArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
     } else {
         None
     };
-    pin_loop("recv", &args.layout, args.core, &["receiver"])?;
+    pin_loop("recv", &args.cpus, &["receiver"])?;
     let stop = stop_on_signals()?;
     // The summaries are printed at the end of each session while the receiver goes on to the
     // next one (the counters as last published, within a millisecond), and at exit for a
@@ -201,7 +252,7 @@ pub fn run_recv(args: &RecvArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
         if let Some(c) = counters {
             let mut obj = serde_json::Map::new();
             obj.insert("role".into(), "recv".into());
-            obj.insert("stream".into(), args.stream.clone().into());
+            obj.insert("stream".into(), args.stream.name().into());
             obj.insert("local_stream".into(), local.clone().into());
             obj.insert("group".into(), args.group.to_string().into());
             obj.extend(c);
@@ -209,7 +260,7 @@ pub fn run_recv(args: &RecvArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
         }
         if let Some(b) = books {
             if b.invalid() > 0 {
-                eprintln!("mdbus recv: {} envelopes failed verification", b.invalid());
+                tracing::warn!("mdbus recv: {} envelopes failed verification", b.invalid());
             }
             writeln!(out, "{}", b.summary_json())?;
         }

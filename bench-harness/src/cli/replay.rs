@@ -20,9 +20,9 @@ use mdbus_feed_handlers::replay::{
 };
 
 use super::common::{
-    CmdError, feed_pinning, join_book_thread, print_book_line, spawn_book_thread, stop_on_signals,
+    CmdError, CpuArgs, DurationArg, RingArgs, deprecated, feed_pinning, join_book_thread,
+    log_pinning, parse_duration_or_secs, print_book_line, spawn_book_thread, stop_on_signals,
 };
-use mdbus_bench_harness::pinning::LayoutArg;
 
 /// `mdbus replay`: play a captured session onto a bus stream.
 ///
@@ -64,9 +64,9 @@ pub struct ReplayArgs {
     /// Bus root directory [default: /dev/shm/mdbus-<user>/].
     #[arg(long)]
     pub root: Option<PathBuf>,
-    /// Size of the feed stream's ring, MiB (a power of two).
-    #[arg(long, default_value_t = 16)]
-    pub ring_mb: usize,
+    /// The feed stream's ring.
+    #[command(flatten)]
+    pub ring: RingArgs,
     /// Make the feed stream lossless: the replay waits for its slowest subscriber.
     #[arg(long)]
     pub lossless: bool,
@@ -92,14 +92,17 @@ pub struct ReplayArgs {
     /// or `iex-deep-plus` (IEX-TP) [default: judged by the first datagrams' content].
     #[arg(long)]
     pub protocol: Option<ReplayProtocol>,
-    /// Cpus for the feed handler and, with --book, the book builder, e.g. `2,3` (wins over
-    /// --layout) [default: with a layout, the first core of its `feed_handler` and
-    /// `book_builder` roles; else unpinned].
-    #[arg(long, value_delimiter = ',')]
-    pub cpus: Vec<usize>,
-    /// The core layout (`--layout FILE` or `$MDBUS_LAYOUT`).
+    /// Cpus for the feed handler and, with --book, the book builder (one cpu: both share it).
     #[command(flatten)]
-    pub layout: LayoutArg,
+    pub cpus: CpuArgs,
+}
+
+impl ReplayArgs {
+    /// Takes the old spellings into the current flags, warning about each.
+    pub fn resolve(&mut self) {
+        self.ring.resolve("replay");
+        self.cpus.resolve("replay");
+    }
 }
 
 /// `mdbus record`: record a bus stream to a file that `mdbus replay` plays back.
@@ -119,32 +122,40 @@ pub struct RecordArgs {
     /// Stop after this many records.
     #[arg(long)]
     pub count: Option<u64>,
-    /// Stop after this many seconds.
-    #[arg(long)]
-    pub duration: Option<f64>,
+    /// Stop after this long: a duration (`30s`, `5m`; a bare number: seconds, the old form).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_or_secs)]
+    pub duration: Option<Duration>,
     /// Keep recording after the stream's end-of-session event (until the stream closes, a
     /// limit, or Ctrl-C).
     #[arg(long)]
     pub keep_going: bool,
-    /// How long to wait for the stream to appear, seconds.
-    #[arg(long, default_value_t = 10.0)]
-    pub wait_secs: f64,
+    /// How long to wait for the stream to appear (at most an hour).
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub wait: DurationArg,
+    /// Old spelling of --wait, in seconds.
+    #[arg(long, hide = true, value_name = "SECS")]
+    pub wait_secs: Option<f64>,
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
+impl RecordArgs {
+    /// Takes the old spellings into the current flags, warning about each.
+    pub fn resolve(&mut self) {
+        if let Some(secs) = self.wait_secs.take() {
+            let d = DurationArg(Duration::from_secs_f64(secs.clamp(0.0, 3600.0)));
+            deprecated("record", "--wait-secs", &format!("--wait {d}"));
+            self.wait = d;
+        }
+    }
+}
+
 /// Runs `mdbus replay`, writing its stdout to `out` and its report and warnings to stderr.
 pub fn run_replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<(), CmdError> {
-    if !args.ring_mb.is_power_of_two() || args.ring_mb > 1024 {
-        return Err(CmdError::BadArg(format!(
-            "--ring-mb {}: a power of two up to 1024",
-            args.ring_mb
-        )));
-    }
     let bus = Bus::open(args.root.as_deref())?;
     let mut ring = replay_ring();
-    ring.capacity = args.ring_mb << 20;
+    ring.capacity = args.ring.ring_size;
     if args.lossless || args.book {
         ring.mode = Mode::Lossless;
     }
@@ -165,7 +176,7 @@ pub fn run_replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<(), CmdError
         spin_pacing: false,
         protocol: args.protocol,
     };
-    let pinning = feed_pinning(&args.cpus, &args.layout, args.book)?;
+    let pinning = feed_pinning(&args.cpus.cpus, &args.cpus.layout, args.book)?;
     let source = Source::Path(args.file.clone());
     let mut replayer = Replayer::open(&source, &bus, &args.feed, &ring, options)?;
     replayer.publish_counters(&bus)?;
@@ -242,12 +253,7 @@ pub fn run_replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<(), CmdError
         let book_stats = join_book_thread(service)?.map(|(stats, _)| stats);
         Ok::<_, CmdError>((result, book_stats))
     })?;
-    if let Some(line) = pinning.describe() {
-        eprintln!("{line}");
-    }
-    for w in pinning.warnings() {
-        eprintln!("warning: {w}");
-    }
+    log_pinning("", &pinning);
     let report = result?;
     print_report(&report, book_stats.as_ref(), &args.feed);
     if args.json {
@@ -321,7 +327,7 @@ fn print_report(r: &ReplayReport, book: Option<&BookServiceStats>, feed: &str) {
         );
     }
     if let Some(why) = &r.unsequenced {
-        eprintln!("  warning: sequencing off: {why}");
+        tracing::warn!("sequencing off: {why}");
     }
     if r.decode_errors > 0 || r.invalid_envelopes > 0 || r.malformed_packets > 0 {
         eprintln!(
@@ -336,18 +342,19 @@ fn print_report(r: &ReplayReport, book: Option<&BookServiceStats>, feed: &str) {
         print_book_line(b, feed);
     }
     for s in &r.unresolved_symbols {
-        eprintln!("  warning: no stock directory message names {s:?}");
+        tracing::warn!("no stock directory message names {s:?}");
     }
     for w in &r.warnings {
-        eprintln!("  warning: {w}");
+        tracing::warn!("{w}");
     }
     if r.warnings_omitted > 0 {
-        eprintln!("  ... and {} more warnings", r.warnings_omitted);
+        tracing::warn!("... and {} more warnings", r.warnings_omitted);
     }
     if let Some(t) = &r.truncated {
-        eprintln!(
-            "  warning: {} (everything before offset {} was replayed)",
-            t.detail, t.offset
+        tracing::warn!(
+            "{} (everything before offset {} was replayed)",
+            t.detail,
+            t.offset
         );
     }
 }
@@ -401,18 +408,10 @@ fn not_replayed(r: &ReplayReport) -> Option<String> {
 /// Runs `mdbus record`, writing its stdout to `out`.
 pub fn run_record(args: &RecordArgs, out: &mut dyn Write) -> Result<(), CmdError> {
     let bus = Bus::open(args.root.as_deref())?;
-    let max_duration = match args.duration {
-        Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d)),
-        Some(d) => {
-            return Err(CmdError::BadArg(format!(
-                "--duration {d}: a positive number of seconds"
-            )));
-        }
-        None => None,
-    };
+    let max_duration = args.duration;
     let stop = stop_on_signals()
         .map_err(|e| CmdError::Internal(format!("cannot catch SIGINT and SIGTERM: {e}")))?;
-    let deadline = Instant::now() + Duration::from_secs_f64(args.wait_secs.clamp(0.0, 3600.0));
+    let deadline = Instant::now() + args.wait.0.min(Duration::from_secs(3600));
     let mut waited = false;
     let mut sub = loop {
         match bus.subscriber(&args.stream, &SubscribeOptions::default()) {
@@ -420,7 +419,7 @@ pub fn run_record(args: &RecordArgs, out: &mut dyn Write) -> Result<(), CmdError
             // Only a stream that is not there yet is waited for.
             Err(e) if !stream_missing(&e) || Instant::now() >= deadline => return Err(e.into()),
             Err(_) if stop.load(Ordering::Relaxed) => {
-                eprintln!(
+                tracing::warn!(
                     "stopped before stream {:?} appeared: nothing recorded, {} not written",
                     args.stream,
                     args.file.display()
@@ -437,7 +436,7 @@ pub fn run_record(args: &RecordArgs, out: &mut dyn Write) -> Result<(), CmdError
             Err(_) => {
                 if !waited {
                     waited = true;
-                    eprintln!("waiting for stream {:?} to appear", args.stream);
+                    tracing::info!("waiting for stream {:?} to appear", args.stream);
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -500,9 +499,10 @@ fn report_record(args: &RecordArgs, s: &RecordStats, out: &mut dyn Write) -> Res
         )?;
     }
     if s.lost > 0 {
-        eprintln!(
-            "warning: the recorder was lapped {} times and lost {} records (a replay reports them as gaps)",
-            s.overruns, s.lost
+        tracing::warn!(
+            "the recorder was lapped {} times and lost {} records (a replay reports them as gaps)",
+            s.overruns,
+            s.lost
         );
     }
     Ok(())

@@ -1,8 +1,5 @@
 //! `mdbus send`: multicast a local stream to other hosts and answer their re-requests.
 
-//! `mdbus send`, `mdbus recv` and `mdbus stat`: carry a bus stream between hosts over UDP
-//! multicast, and watch the transport's counters while it runs.
-
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
@@ -13,9 +10,10 @@ use mdbus_feed_handlers::net::fault::FaultConfig;
 use mdbus_feed_handlers::net::{Idle, Sender, SenderConfig, SenderStats};
 
 use super::common::{
-    NetCmdError, counters_json, parse_fault, parse_idle, pin_loop, stop_on_signals,
+    CpuArgs, DurationArg, NetCmdError, StreamArg, counters_json, deprecated, format_size,
+    parse_fault, parse_idle, parse_multicast_group, parse_positive_duration, parse_size_usize,
+    pin_loop, stop_on_signals,
 };
-use mdbus_bench_harness::pinning::LayoutArg;
 
 fn parse_start(s: &str) -> Result<StartAt, String> {
     match s {
@@ -30,12 +28,13 @@ fn parse_start(s: &str) -> Result<StartAt, String> {
 #[derive(clap::Args, Debug, Clone)]
 pub struct SendArgs {
     /// The local stream to send.
-    pub stream: String,
-    /// Multicast group and port.
-    #[arg(long, default_value = "239.255.0.1:31000")]
+    #[command(flatten)]
+    pub stream: StreamArg,
+    /// Multicast group and port (a multicast address; port 0 refused).
+    #[arg(long, value_name = "G:P", default_value = "239.255.0.1:31000", value_parser = parse_multicast_group)]
     pub group: SocketAddrV4,
     /// Also send every packet to this group (line B), for receivers arbitrating two lines.
-    #[arg(long)]
+    #[arg(long, value_name = "G:P", value_parser = parse_multicast_group)]
     pub line_b: Option<SocketAddrV4>,
     /// Interface address to send from (and to serve re-requests on); 0.0.0.0: the route's.
     #[arg(long, default_value = "0.0.0.0")]
@@ -50,31 +49,39 @@ pub struct SendArgs {
     #[arg(long)]
     pub request_port: Option<u16>,
     /// Largest datagram, MoldUDP64 header included (the path MTU less IP and UDP headers).
-    #[arg(long, default_value_t = 1400)]
+    #[arg(long, value_name = "BYTES", default_value_t = 1400)]
     pub mtu: usize,
-    /// Microseconds a partly filled packet may wait once the stream is drained.
-    #[arg(long, default_value_t = 0)]
-    pub flush_us: u64,
-    /// Milliseconds between heartbeats while idle.
-    #[arg(long, default_value_t = 100)]
-    pub heartbeat_ms: u64,
+    /// How long a partly filled packet may wait once the stream is drained (0s: sent at
+    /// once).
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub flush_window: DurationArg,
+    /// Old spelling of --flush-window, in microseconds.
+    #[arg(long, hide = true, value_name = "US")]
+    pub flush_us: Option<u64>,
+    /// A heartbeat after this long without a packet.
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_positive_duration)]
+    pub heartbeat: DurationArg,
+    /// Old spelling of --heartbeat, in milliseconds.
+    #[arg(long, hide = true, value_name = "MS")]
+    pub heartbeat_ms: Option<u64>,
     /// Messages held for re-requests.
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, value_name = "N", default_value_t = 1 << 20)]
     pub store_messages: usize,
-    /// Megabytes held for re-requests.
-    #[arg(long, default_value_t = 64)]
-    pub store_mb: usize,
+    /// Bytes held for re-requests, a size (`64MiB`).
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size_usize)]
+    pub store_size: usize,
+    /// Old spelling of --store-size, in MiB.
+    #[arg(long, hide = true, value_name = "MIB")]
+    pub store_mb: Option<usize>,
     /// Messages per second answered to each requesting host (0: no limit).
     #[arg(long, default_value_t = 100_000)]
     pub reply_rate: u64,
     /// Where to start in the stream: oldest, newest or next (the live edge).
     #[arg(long, default_value = "next", value_parser = parse_start)]
     pub start: StartAt,
-    /// Core to pin the sender to (wins over the layout's `sender` role).
-    #[arg(long)]
-    pub core: Option<usize>,
+    /// The cpu of the sender (one; wins over the layout's `sender` role).
     #[command(flatten)]
-    pub layout: LayoutArg,
+    pub cpus: CpuArgs,
     /// Idle strategy: spin, yield or sleep:DURATION (e.g. `sleep:50us`; a bare number:
     /// microseconds).
     #[arg(long, value_name = "HOW", default_value = "spin", value_parser = parse_idle)]
@@ -83,9 +90,12 @@ pub struct SendArgs {
     /// or `drop-seq=100-120` (for tests).
     #[arg(long, value_parser = parse_fault)]
     pub fault: Option<FaultConfig>,
-    /// Milliseconds re-requests are still answered after the end of the session.
-    #[arg(long, default_value_t = 1000)]
-    pub linger_ms: u64,
+    /// How long re-requests are still answered after the end of the session.
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    pub linger: DurationArg,
+    /// Old spelling of --linger, in milliseconds.
+    #[arg(long, hide = true, value_name = "MS")]
+    pub linger_ms: Option<u64>,
     /// Keep running when the stream's publisher closes it; a new publisher starts a new
     /// session.
     #[arg(long)]
@@ -96,12 +106,49 @@ pub struct SendArgs {
     /// Bus root directory [default: /dev/shm/mdbus-<user>/].
     #[arg(long)]
     pub root: Option<PathBuf>,
+    /// Read flags from this TOML file (keys: the long flag names); flags given here win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl SendArgs {
+    /// Takes the old spellings into the current flags, warning about each.
+    pub fn resolve(&mut self) {
+        self.stream.resolve("send");
+        self.cpus.resolve("send");
+        if let Some(us) = self.flush_us.take() {
+            let d = DurationArg(Duration::from_micros(us));
+            deprecated("send", "--flush-us", &format!("--flush-window {d}"));
+            self.flush_window = d;
+        }
+        if let Some(ms) = self.heartbeat_ms.take() {
+            // The old flag read 0 as 1ms.
+            let d = DurationArg(Duration::from_millis(ms.max(1)));
+            deprecated("send", "--heartbeat-ms", &format!("--heartbeat {d}"));
+            self.heartbeat = d;
+        }
+        if let Some(mb) = self.store_mb.take() {
+            let bytes = mb.saturating_mul(1 << 20);
+            deprecated(
+                "send",
+                "--store-mb",
+                &format!("--store-size {}", format_size(bytes as u64)),
+            );
+            self.store_size = bytes;
+        }
+        if let Some(ms) = self.linger_ms.take() {
+            let d = DurationArg(Duration::from_millis(ms));
+            deprecated("send", "--linger-ms", &format!("--linger {d}"));
+            self.linger = d;
+        }
+    }
 }
 
 /// Runs `mdbus send` until the stream closes (and the linger time passed) or a signal.
 pub fn run_send(args: &SendArgs, out: &mut dyn Write) -> Result<(), NetCmdError> {
     let bus = Bus::open(args.root.as_deref())?;
-    let mut cfg = SenderConfig::new(&args.stream, args.group);
+    let stream = args.stream.name();
+    let mut cfg = SenderConfig::new(stream, args.group);
     cfg.line_b = args.line_b;
     cfg.send.interface = args.interface;
     cfg.send.ttl = args.ttl;
@@ -112,52 +159,49 @@ pub fn run_send(args: &SendArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
             .unwrap_or_else(|| args.group.port().wrapping_add(1)),
     );
     cfg.max_datagram = args.mtu;
-    cfg.flush_deadline = Duration::from_micros(args.flush_us);
-    cfg.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(1));
+    cfg.flush_deadline = args.flush_window.0;
+    cfg.heartbeat_interval = args.heartbeat.0;
     cfg.store_messages = args.store_messages;
-    cfg.store_bytes = args.store_mb << 20;
+    cfg.store_bytes = args.store_size;
     cfg.reply_rate = args.reply_rate;
     cfg.start = args.start;
     cfg.idle = args.idle;
     cfg.fault = args.fault.clone().unwrap_or_default();
-    cfg.linger = Duration::from_millis(args.linger_ms);
+    cfg.linger = args.linger.0;
     cfg.exit_when_closed = !args.follow;
     let closed = bus
         .streams()?
         .into_iter()
-        .find(|s| s.name == args.stream)
+        .find(|s| s.name == stream)
         .is_some_and(|s| s.segment.closed);
     if closed {
         // A stream an earlier run closed: say what will be sent rather than end in silence.
         if args.start == StartAt::Oldest {
-            eprintln!(
-                "mdbus send: stream {:?} was closed by its publisher before this sender started: \
-                 sending what it retains, then ending the session",
-                args.stream
+            tracing::info!(
+                "mdbus send: stream {stream:?} was closed by its publisher before this sender \
+                 started: sending what it retains, then ending the session"
             );
         } else if !args.follow {
             return Err(NetCmdError::BadArg(format!(
-                "stream {:?} was closed by its publisher before this sender started: nothing \
-                 new will come (--start oldest sends what it retains; --follow waits for a new \
-                 publisher)",
-                args.stream
+                "stream {stream:?} was closed by its publisher before this sender started: \
+                 nothing new will come (--start oldest sends what it retains; --follow waits for \
+                 a new publisher)"
             )));
         }
     }
     let sender = Sender::new(&bus, cfg)?;
     for w in sender.warnings() {
-        eprintln!("mdbus send: warning: {w}");
+        tracing::warn!("mdbus send: {w}");
     }
     let session = sender.session();
-    eprintln!(
-        "mdbus send: stream {:?} -> {} session {session}, re-requests on {}",
-        args.stream,
+    tracing::info!(
+        "mdbus send: stream {stream:?} -> {} session {session}, re-requests on {}",
         args.group,
         sender
             .request_addr()
             .map_or_else(|e| e.to_string(), |a| a.to_string())
     );
-    pin_loop("send", &args.layout, args.core, &["sender"])?;
+    pin_loop("send", &args.cpus, &["sender"])?;
     let stop = stop_on_signals()?;
     let stats = sender.run(&stop)?;
     eprintln!(
@@ -166,7 +210,7 @@ pub fn run_send(args: &SendArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
         stats.messages, stats.packets, stats.requests, stats.retransmit_messages, stats.stream_lost
     );
     if stats.publisher_died > 0 {
-        eprintln!(
+        tracing::warn!(
             "mdbus send: the stream's publisher died without closing it: the session was ended \
              with a gap notice"
         );
@@ -174,7 +218,7 @@ pub fn run_send(args: &SendArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
     if args.summary {
         let mut obj = serde_json::Map::new();
         obj.insert("role".into(), "send".into());
-        obj.insert("stream".into(), args.stream.clone().into());
+        obj.insert("stream".into(), stream.into());
         obj.insert("group".into(), args.group.to_string().into());
         obj.insert("session".into(), session.to_string().into());
         obj.insert(

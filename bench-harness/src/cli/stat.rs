@@ -11,7 +11,9 @@ use mdbus_bus::Bus;
 use mdbus_shm::counters::{self, CounterSnapshot};
 use mdbus_shm::unix_ns;
 
-use super::common::{NetCmdError, stop_on_signals};
+use super::common::{
+    DurationArg, NetCmdError, deprecated, parse_duration_or_secs, stop_on_signals,
+};
 
 /// `mdbus stat`: the counters every long-running role publishes under the bus root.
 ///
@@ -31,10 +33,15 @@ use super::common::{NetCmdError, stop_on_signals};
 #[derive(clap::Args, Debug, Clone)]
 pub struct StatArgs {
     /// Only this stream.
+    #[arg(long, value_name = "NAME")]
     pub stream: Option<String>,
-    /// Print again every this many seconds, with rates.
-    #[arg(long)]
-    pub watch: Option<f64>,
+    /// Old form of --stream: the stream's name as a positional argument.
+    #[arg(value_name = "STREAM", hide = true, conflicts_with = "stream")]
+    pub stream_positional: Option<String>,
+    /// Print again at this interval, with rates: a duration (`1s`, `500ms`; a bare number:
+    /// seconds), at most a day.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_or_secs)]
+    pub watch: Option<Duration>,
     /// One JSON object per role and sample, one per line.
     #[arg(long)]
     pub json: bool,
@@ -47,7 +54,7 @@ pub struct StatArgs {
     /// Serve the counters of every running role on `http://ADDR/metrics` in the Prometheus
     /// text format until SIGINT/SIGTERM, instead of printing them (port 0: any free port; the
     /// address is printed on stderr).
-    #[arg(long, value_name = "ADDR", conflicts_with_all = ["watch", "json", "all", "clean", "stream"])]
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["watch", "json", "all", "clean", "stream", "stream_positional"])]
     pub serve: Option<SocketAddr>,
     /// Bus root directory [default: /dev/shm/mdbus-<user>/].
     #[arg(long)]
@@ -104,13 +111,28 @@ fn rates(s: &CounterSnapshot, prev: Option<&CounterSnapshot>) -> Option<Vec<(Str
     )
 }
 
+impl StatArgs {
+    /// Takes the old spellings into the current flags, warning about each.
+    pub fn resolve(&mut self) {
+        if let Some(s) = self.stream_positional.take() {
+            deprecated(
+                "stat",
+                "the stream as a positional argument",
+                &format!("--stream {s}"),
+            );
+            self.stream = Some(s);
+        }
+    }
+}
+
 /// Runs `mdbus stat`.
 pub fn run_stat(args: &StatArgs, out: &mut dyn Write) -> Result<(), NetCmdError> {
     if let Some(w) = args.watch
-        && !(w.is_finite() && w > 0.0 && w <= 86_400.0)
+        && w > Duration::from_secs(86_400)
     {
         return Err(NetCmdError::BadArg(format!(
-            "--watch {w}: a number of seconds above 0, at most 86400"
+            "--watch {}: at most a day (86400s)",
+            DurationArg(w)
         )));
     }
     let bus = Bus::open(args.root.as_deref())?;
@@ -140,15 +162,15 @@ pub fn run_stat(args: &StatArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
             }
             writeln!(
                 out,
-                "mdbus stat {}  {} UTC  (every {}s; Ctrl-C ends)",
+                "mdbus stat {}  {} UTC  (every {}; Ctrl-C ends)",
                 bus.root().display(),
                 utc_time_of_day(unix_ns()),
-                args.watch.unwrap_or_default()
+                DurationArg(args.watch.unwrap_or_default())
             )?;
         }
         let (mut snaps, errors) = counters::list_counters(bus.root())?;
         for e in errors {
-            eprintln!("mdbus stat: warning: {e}");
+            tracing::warn!("mdbus stat: {e}");
         }
         if let Some(s) = &args.stream {
             snaps.retain(|c| &c.stream == s);
@@ -222,7 +244,7 @@ pub fn run_stat(args: &StatArgs, out: &mut dyn Write) -> Result<(), NetCmdError>
         };
         previous = snaps;
         // In slices, so a signal ends the watch promptly.
-        let until = std::time::Instant::now() + Duration::from_secs_f64(every.max(0.1));
+        let until = std::time::Instant::now() + every.max(Duration::from_millis(100));
         while std::time::Instant::now() < until {
             if stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
                 return Ok(());

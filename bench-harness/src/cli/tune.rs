@@ -81,7 +81,7 @@ pub fn run(command: &TuneCommand) -> Result<ExitCode, Box<dyn Error>> {
             }
             if let Some(path) = out {
                 layout.save(path)?;
-                eprintln!("layout written to {}", path.display());
+                tracing::info!("layout written to {}", path.display());
             }
             Ok(ExitCode::SUCCESS)
         }

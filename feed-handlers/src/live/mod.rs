@@ -400,7 +400,7 @@ impl LiveFeed {
         Sequencer::new(config.sequencer)?;
         let driver = Driver::new(config.driver(), None)?;
         for w in driver.warnings() {
-            eprintln!("mdbus live feed: warning: {w}");
+            tracing::warn!("mdbus live feed: {w}");
         }
         Ok(LiveFeed { driver })
     }
