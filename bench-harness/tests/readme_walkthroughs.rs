@@ -260,6 +260,25 @@ fn until_file_holds(p: &mut Proc, path: &Path, what: &str) -> String {
     }
 }
 
+/// No command of the walkthrough warned about a deprecated spelling: the READMEs speak the
+/// current flag language.
+fn assert_current_flags(net: &Net) {
+    for entry in fs::read_dir(net.dir.path())
+        .expect("output folder")
+        .flatten()
+    {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "err") {
+            let err = fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                !err.contains("deprecated"),
+                "{}: a README command uses an old spelling: {err}",
+                path.display()
+            );
+        }
+    }
+}
+
 /// The books and counts of two book summaries agree.
 fn same_books(what: &str, got: &Value, want: &Value) {
     for key in ["messages", "counts", "books"] {
@@ -317,6 +336,7 @@ fn quick_start_runs_the_demo() {
         ran += 1;
     }
     assert_eq!(ran, 1, "the quick start runs one main job");
+    assert_current_flags(&net);
 }
 
 #[test]
@@ -338,6 +358,7 @@ fn the_replay_examples_print_book_summaries() {
             cmd.words
         );
     }
+    assert_current_flags(&net);
 }
 
 #[test]
@@ -364,6 +385,7 @@ fn a_live_feed_on_one_machine() {
     );
     let got = json_with("the feed", &done.out, "books");
     same_books("feed vs replay", &got, &replay_named_in(&s, &net, 0));
+    assert_current_flags(&net);
 }
 
 #[test]
@@ -410,6 +432,7 @@ fn one_stream_two_hosts() {
         "books",
     );
     same_books("recv vs replay", &got, &want);
+    assert_current_flags(&net);
 }
 
 #[test]
@@ -430,6 +453,7 @@ fn two_processes_one_stream() {
         sub_done.out
     );
     assert!(!sub_done.out.contains("corrupt: 1"), "{}", sub_done.out);
+    assert_current_flags(&net);
 }
 
 #[test]
@@ -458,6 +482,7 @@ fn the_example_strategy_reads_a_replayed_session() {
         "{}",
         done.out
     );
+    assert_current_flags(&net);
 }
 
 #[test]
@@ -487,4 +512,5 @@ fn the_example_strategy_reads_nasdaq_and_iex_as_one_market() {
         done.out,
         done.err
     );
+    assert_current_flags(&net);
 }

@@ -29,8 +29,8 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod common;
-mod consolidate;
 mod config;
+mod consolidate;
 mod demo;
 mod exchange;
 mod feed;
