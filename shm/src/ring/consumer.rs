@@ -811,6 +811,7 @@ impl Consumer {
         let (mut cursor, mut expected, mut slow_next) =
             (self.cursor, self.expected, self.slow_next);
         let mut n = 0;
+        let mut pf = Prefetch::new(cursor);
         // The record whose check after its callback failed (position, size).
         let mut after = None;
         while n < max {
@@ -822,14 +823,16 @@ impl Consumer {
             // Pairs with the Release stores of the marker in `Claim::commit` and
             // `BatchClaim::commit`: the header's first word and the payload are visible.
             let marker = data.load_acquire(pos + 8);
-            data.prefetch(pos + PREFETCH_AHEAD);
+            pf.ahead_of(pos, |line| data.prefetch(line));
             if marker_seq(marker) != Some(expected) {
                 break;
             }
             let word = data.load(pos);
             let len = word as u32;
             let size = record_size(len);
-            if len & PADDING_FLAG != 0 || len > geo.max_msg_len || off + size > geo.capacity {
+            // `max_msg_len < PADDING_FLAG` (checked at creation and open): padding fails the
+            // first check too.
+            if len > geo.max_msg_len || off + size > geo.capacity {
                 break;
             }
             // As in `poll_inner`: the header must predate any overwrite (for a registered
@@ -1440,6 +1443,43 @@ fn intact_under(intent: u64, pos: u64, capacity: u64) -> bool {
     intent <= pos.saturating_add(capacity)
 }
 
+/// Asks the cache for the lines ahead of a reader walking records: every line from the one
+/// after the reader's first position up to [`PREFETCH_AHEAD`] bytes past the record it reads,
+/// each once. (Each record's position is known only from the length before it, so the loads
+/// would otherwise wait one after the other; asking for the line at a fixed distance from each
+/// record instead would skip lines whenever records are longer than a line.)
+#[derive(Clone, Copy, Debug)]
+struct Prefetch {
+    /// The next line to ask for (a multiple of [`CACHE_LINE`]).
+    next: u64,
+}
+
+/// Bytes of a cache line (the unit a prefetch brings in).
+const CACHE_LINE: u64 = 64;
+
+impl Prefetch {
+    /// A prefetcher for a reader starting at `pos` (its own line is read anyway).
+    #[inline]
+    fn new(pos: u64) -> Prefetch {
+        Prefetch {
+            next: (pos | (CACHE_LINE - 1)).saturating_add(1),
+        }
+    }
+
+    /// Hands `ask` the lines due when the reader is at `pos`: `[next, pos + PREFETCH_AHEAD)`,
+    /// a line at a time, and moves past them. Nothing at or beyond [`MAX_POSITION`] (no
+    /// honest position gets there), so the sums cannot overflow.
+    #[inline]
+    fn ahead_of(&mut self, pos: u64, mut ask: impl FnMut(u64)) {
+        if pos < MAX_POSITION {
+            while self.next < pos + PREFETCH_AHEAD {
+                ask(self.next);
+                self.next += CACHE_LINE;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 impl Consumer {
     /// Rewrites the pid in this consumer's slot (tests simulate a dead consumer process).
@@ -1489,6 +1529,47 @@ impl Drop for Consumer {
                 Ordering::Release,
                 Ordering::Relaxed,
             );
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod prefetch_tests {
+    use super::{CACHE_LINE, PREFETCH_AHEAD, Prefetch};
+    use crate::layout::{MAX_POSITION, record_size};
+
+    /// A reader walking records of any one length asks for every line from the one after its
+    /// start up to `PREFETCH_AHEAD` bytes past the last record it reads, each once, in order,
+    /// whatever the record size and start (a fixed distance from each record would skip a
+    /// line in every few when records are longer than a line, and ask for others twice).
+    #[test]
+    fn every_line_ahead_is_asked_for_once() {
+        for len in (0..=240).step_by(8) {
+            let size = record_size(len);
+            for start in (0..256).step_by(8) {
+                let mut pf = Prefetch::new(start);
+                let mut asked = Vec::new();
+                let mut pos = start;
+                for _ in 0..50 {
+                    pf.ahead_of(pos, |line| asked.push(line));
+                    pos += size;
+                }
+                let last = pos - size;
+                let first = start / CACHE_LINE * CACHE_LINE + CACHE_LINE;
+                let want: Vec<u64> = (first..last + PREFETCH_AHEAD)
+                    .step_by(CACHE_LINE as usize)
+                    .collect();
+                assert_eq!(asked, want, "record size {size}, start {start}");
+            }
+        }
+    }
+
+    /// Positions no honest ring reaches ask for nothing and never overflow.
+    #[test]
+    fn positions_at_the_limit_ask_for_nothing() {
+        for start in [MAX_POSITION, u64::MAX - 64, u64::MAX] {
+            let mut pf = Prefetch::new(start);
+            pf.ahead_of(start, |line| panic!("asked for {line}"));
         }
     }
 }
