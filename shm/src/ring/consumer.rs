@@ -1544,9 +1544,11 @@ mod prefetch_tests {
     /// line in every few when records are longer than a line, and ask for others twice).
     #[test]
     fn every_line_ahead_is_asked_for_once() {
+        // Fewer starts under miri (an interpreter): the sizes are what matters.
+        let step = if cfg!(miri) { 56 } else { 8 };
         for len in (0..=240).step_by(8) {
             let size = record_size(len);
-            for start in (0..256).step_by(8) {
+            for start in (0..256).step_by(step) {
                 let mut pf = Prefetch::new(start);
                 let mut asked = Vec::new();
                 let mut pos = start;
