@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::RingHandle;
+use super::{LineCursor, RingHandle};
 use crate::config::{ConsumerOptions, Mode, Resync, StartAt, WaitStrategy};
 use crate::error::{PollError, RingWord, SetupError};
 use crate::layout::{
@@ -811,7 +811,8 @@ impl Consumer {
         let (mut cursor, mut expected, mut slow_next) =
             (self.cursor, self.expected, self.slow_next);
         let mut n = 0;
-        let mut pf = Prefetch::new(cursor);
+        // Every line up to `PREFETCH_AHEAD` bytes past the record being read, each once.
+        let mut pf = LineCursor::after(cursor);
         // The record whose check after its callback failed (position, size).
         let mut after = None;
         while n < max {
@@ -823,7 +824,10 @@ impl Consumer {
             // Pairs with the Release stores of the marker in `Claim::commit` and
             // `BatchClaim::commit`: the header's first word and the payload are visible.
             let marker = data.load_acquire(pos + 8);
-            pf.ahead_of(pos, |line| data.prefetch(line));
+            // No honest position gets to `MAX_POSITION`: none past it is asked for.
+            if pos < MAX_POSITION {
+                pf.ask_below(pos + PREFETCH_AHEAD, |line| data.prefetch(line));
+            }
             if marker_seq(marker) != Some(expected) {
                 break;
             }
@@ -1443,43 +1447,6 @@ fn intact_under(intent: u64, pos: u64, capacity: u64) -> bool {
     intent <= pos.saturating_add(capacity)
 }
 
-/// Asks the cache for the lines ahead of a reader walking records: every line from the one
-/// after the reader's first position up to [`PREFETCH_AHEAD`] bytes past the record it reads,
-/// each once. (Each record's position is known only from the length before it, so the loads
-/// would otherwise wait one after the other; asking for the line at a fixed distance from each
-/// record instead would skip lines whenever records are longer than a line.)
-#[derive(Clone, Copy, Debug)]
-struct Prefetch {
-    /// The next line to ask for (a multiple of [`CACHE_LINE`]).
-    next: u64,
-}
-
-/// Bytes of a cache line (the unit a prefetch brings in).
-const CACHE_LINE: u64 = 64;
-
-impl Prefetch {
-    /// A prefetcher for a reader starting at `pos` (its own line is read anyway).
-    #[inline]
-    fn new(pos: u64) -> Prefetch {
-        Prefetch {
-            next: (pos | (CACHE_LINE - 1)).saturating_add(1),
-        }
-    }
-
-    /// Hands `ask` the lines due when the reader is at `pos`: `[next, pos + PREFETCH_AHEAD)`,
-    /// a line at a time, and moves past them. Nothing at or beyond [`MAX_POSITION`] (no
-    /// honest position gets there), so the sums cannot overflow.
-    #[inline]
-    fn ahead_of(&mut self, pos: u64, mut ask: impl FnMut(u64)) {
-        if pos < MAX_POSITION {
-            while self.next < pos + PREFETCH_AHEAD {
-                ask(self.next);
-                self.next += CACHE_LINE;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 impl Consumer {
     /// Rewrites the pid in this consumer's slot (tests simulate a dead consumer process).
@@ -1535,8 +1502,9 @@ impl Drop for Consumer {
 
 #[cfg(all(test, not(loom)))]
 mod prefetch_tests {
-    use super::{CACHE_LINE, PREFETCH_AHEAD, Prefetch};
+    use super::PREFETCH_AHEAD;
     use crate::layout::{MAX_POSITION, record_size};
+    use crate::ring::{CACHE_LINE, LineCursor};
 
     /// A reader walking records of any one length asks for every line from the one after its
     /// start up to `PREFETCH_AHEAD` bytes past the last record it reads, each once, in order,
@@ -1549,11 +1517,11 @@ mod prefetch_tests {
         for len in (0..=240).step_by(8) {
             let size = record_size(len);
             for start in (0..256).step_by(step) {
-                let mut pf = Prefetch::new(start);
+                let mut pf = LineCursor::after(start);
                 let mut asked = Vec::new();
                 let mut pos = start;
                 for _ in 0..50 {
-                    pf.ahead_of(pos, |line| asked.push(line));
+                    pf.ask_below(pos + PREFETCH_AHEAD, |line| asked.push(line));
                     pos += size;
                 }
                 let last = pos - size;
@@ -1566,12 +1534,12 @@ mod prefetch_tests {
         }
     }
 
-    /// Positions no honest ring reaches ask for nothing and never overflow.
+    /// A cursor made at the far end of the positions (no honest ring gets there) asks for
+    /// nothing and never overflows.
     #[test]
-    fn positions_at_the_limit_ask_for_nothing() {
-        for start in [MAX_POSITION, u64::MAX - 64, u64::MAX] {
-            let mut pf = Prefetch::new(start);
-            pf.ahead_of(start, |line| panic!("asked for {line}"));
+    fn cursors_at_the_end_of_the_positions_ask_for_nothing() {
+        for start in [u64::MAX - 64, u64::MAX] {
+            LineCursor::after(start).ask_below(2 * MAX_POSITION, |line| panic!("asked {line}"));
         }
     }
 }

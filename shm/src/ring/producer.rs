@@ -8,6 +8,8 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+#[cfg(not(loom))]
+use super::LineCursor;
 use super::{ConsumerFactory, Data, RingHandle, is_lossless};
 use crate::config::RingConfig;
 use crate::error::ClaimError;
@@ -774,6 +776,9 @@ pub struct BatchClaim<'a> {
     count: u64,
     /// End of the batch's last record.
     end: u64,
+    /// The lines still to take for writing (see `lines_ahead_of`).
+    #[cfg(not(loom))]
+    lines: LineCursor,
     len: u32,
     msg_type: u32,
     #[cfg(loom)]
@@ -800,18 +805,32 @@ impl<'a> BatchClaim<'a> {
         len: u32,
         msg_type: u32,
     ) -> BatchClaim<'a> {
-        let end = producer.tail + pad + count * size;
+        let first = producer.tail + pad;
+        let end = first + count * size;
         BatchClaim {
             producer,
             pad,
             size,
             count,
             end,
+            #[cfg(not(loom))]
+            lines: LineCursor::at(first),
             len,
             msg_type,
             #[cfg(loom)]
             bufs: vec![vec![0; len as usize]; count as usize],
         }
+    }
+
+    /// The lines to take for writing when the caller is about to write the record at `rec`:
+    /// the caller writes the records in turn, so the producer takes the lines up to
+    /// [`PREFETCH_WRITE_AHEAD`] bytes on from the reader that read them last lap, each line once,
+    /// inside the batch only (beyond it a reader may be at work).
+    #[cfg(not(loom))]
+    #[inline]
+    fn lines_ahead_of(&mut self, rec: u64, ask: impl FnMut(u64)) {
+        let upto = (rec + PREFETCH_WRITE_AHEAD).min(self.end);
+        self.lines.ask_below(upto, ask);
     }
 
     /// Number of records claimed.
@@ -839,16 +858,11 @@ impl<'a> BatchClaim<'a> {
         }
         #[cfg(not(loom))]
         {
-            let data = self.producer.ring.data();
             let rec = self.producer.tail + self.pad + i as u64 * self.size;
+            let data = *self.producer.ring.data();
+            self.lines_ahead_of(rec, |line| data.prefetch_write(line));
+            let data = self.producer.ring.data();
             let off = (rec & self.producer.ring.geo().mask) as usize + RECORD_HEADER_LEN;
-            // The caller writes the records in turn: take the lines a few records on from the
-            // reader that read them last lap, inside the batch only (beyond it a reader may be
-            // at work).
-            let ahead = rec + PREFETCH_WRITE_AHEAD;
-            if ahead < self.end {
-                data.prefetch_write(ahead);
-            }
             // SAFETY: record `i < count` lies inside the batch, which `claim_batch` placed
             // inside the region (`(first & mask) + count * size <= capacity`), at or beyond
             // `tail` (no reader that is not lapped reads it) and below `limit` (writing it is
@@ -872,13 +886,15 @@ impl<'a> BatchClaim<'a> {
             let first = self.producer.tail + self.pad;
             // The batch never crosses the end of the region: offsets grow with positions.
             let mut off = (first & self.producer.ring.geo().mask) as usize;
-            let mut ahead = first + PREFETCH_WRITE_AHEAD;
+            let (end, size) = (self.end, self.size);
+            // As `lines_ahead_of`, with the cursor in a register.
+            let mut lines = self.lines;
+            let mut rec = first;
             for i in 0..self.count as usize {
-                // As in `payload_mut`.
-                if ahead < self.end {
-                    data.prefetch_write(ahead);
-                }
-                ahead += self.size;
+                lines.ask_below((rec + PREFETCH_WRITE_AHEAD).min(end), |line| {
+                    data.prefetch_write(line)
+                });
+                rec += size;
                 // SAFETY: as in `payload_mut`: record `i < count` lies inside the batch, which
                 // lies inside the region, at or beyond `tail` and below `limit`; `&mut self`
                 // makes this the only writer and the slice is dropped before the next one is
@@ -886,8 +902,9 @@ impl<'a> BatchClaim<'a> {
                 f(i, unsafe {
                     data.bytes_mut(off + RECORD_HEADER_LEN, self.len as usize)
                 });
-                off += self.size as usize;
+                off += size as usize;
             }
+            self.lines = lines;
         }
         #[cfg(loom)]
         for (i, buf) in self.bufs.iter_mut().enumerate() {
@@ -1130,6 +1147,32 @@ mod fast_path_tests {
                 assert_eq!(got as u64, n, "batch {i}");
             }
             assert!(short > 10 && padded > 10, "{short} short, {padded} padded");
+        }
+    }
+
+    /// As a batch is written record after record, the producer takes every line of the batch
+    /// for writing, each once, in order, and none beyond it, whatever the record size (a fixed
+    /// distance from each record would skip lines of records longer than a line).
+    #[test]
+    fn every_line_of_a_batch_is_taken_once() {
+        let cfg = RingConfig {
+            capacity: 4096,
+            max_msg_len: 1008,
+            mode: Mode::Broadcast,
+            ..RingConfig::default()
+        };
+        for len in (0..=240).step_by(8) {
+            let (mut p, _f) = crate::ring::in_process(&cfg).unwrap();
+            // The batch starts in the middle of a line.
+            p.publish(1, &[0; 20]).unwrap();
+            let mut b = p.claim_batch(len, 1, 100).unwrap();
+            let (first, end, size) = (b.producer.tail + b.pad, b.end, b.size);
+            let mut asked = Vec::new();
+            for i in 0..b.count {
+                b.lines_ahead_of(first + i * size, |line| asked.push(line));
+            }
+            let want: Vec<u64> = (first & !63..end).step_by(64).collect();
+            assert_eq!(asked, want, "record size {size}");
         }
     }
 
