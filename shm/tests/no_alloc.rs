@@ -39,8 +39,9 @@ fn allocations_in(f: impl FnOnce()) -> usize {
     (info.count_total as i64 + frees) as usize
 }
 
-/// One thread, interleaved: claim/commit, `publish` and `claim_batch`, then `poll_batch`,
-/// `poll` and `poll_copy`. Returns the sum of the first payload bytes (to keep the work observable).
+/// One thread, interleaved: claim/commit, `publish` and `claim_batch` (written through
+/// `payload_mut` and `fill`), then `poll_batch`, `poll` and `poll_copy`. Returns the sum of the
+/// first payload bytes (to keep the work observable).
 fn interleaved(p: &mut Producer, c: &mut Consumer) -> u64 {
     let payload = [7u8; 64];
     let mut copy = [0u8; 1024];
@@ -60,10 +61,14 @@ fn interleaved(p: &mut Producer, c: &mut Consumer) -> u64 {
         let mut batched = 0;
         while batched < 16 {
             let mut batch = p.claim_batch(64, 3, (16 - batched).min(5)).unwrap();
-            for k in 0..batch.len() {
-                if let Some(b) = batch.payload_mut(k) {
-                    b.copy_from_slice(&payload);
+            if batched % 2 == 0 {
+                for k in 0..batch.len() {
+                    if let Some(b) = batch.payload_mut(k) {
+                        b.copy_from_slice(&payload);
+                    }
                 }
+            } else {
+                batch.fill(|_, b| b.copy_from_slice(&payload));
             }
             batched += batch.len();
             seq += batch.len() as u64;
@@ -159,11 +164,7 @@ fn main() {
                 let max = (MESSAGES - sent).min(7) as usize;
                 match p.claim_batch(payload.len(), 9, max) {
                     Ok(mut batch) => {
-                        for k in 0..batch.len() {
-                            if let Some(b) = batch.payload_mut(k) {
-                                b.copy_from_slice(&payload);
-                            }
-                        }
+                        batch.fill(|_, b| b.copy_from_slice(&payload));
                         sent += batch.len() as u64;
                         batch.commit();
                     }

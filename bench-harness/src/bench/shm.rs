@@ -151,24 +151,24 @@ impl<const N: usize> MsgTx for MdbusTx<N> {
         }
     }
 
-    /// `claim_batch`: the records written in place, one commit (one `tail` store).
+    /// `claim_batch`: the records written in place (`BatchClaim::fill`), one commit (one `tail`
+    /// store).
     #[inline]
     fn send_batch(&mut self, first: u64, max: usize) -> Result<usize, XferError> {
         match self.p.claim_batch(N, MSG_TYPE, max) {
             Ok(mut batch) => {
                 let n = batch.len();
-                for k in 0..n {
-                    if let Some(b) = batch.payload_mut(k) {
-                        b.copy_from_slice(&self.buf);
-                        encode(
-                            b,
-                            Msg {
-                                seq: first + k as u64,
-                                stamp: 0,
-                            },
-                        );
-                    }
-                }
+                let buf = &self.buf;
+                batch.fill(|k, b| {
+                    b.copy_from_slice(buf);
+                    encode(
+                        b,
+                        Msg {
+                            seq: first + k as u64,
+                            stamp: 0,
+                        },
+                    );
+                });
                 batch.commit();
                 Ok(n)
             }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::RingHandle;
+use super::{LineCursor, RingHandle};
 use crate::config::{ConsumerOptions, Mode, Resync, StartAt, WaitStrategy};
 use crate::error::{PollError, RingWord, SetupError};
 use crate::layout::{
@@ -811,6 +811,8 @@ impl Consumer {
         let (mut cursor, mut expected, mut slow_next) =
             (self.cursor, self.expected, self.slow_next);
         let mut n = 0;
+        // Every line up to `PREFETCH_AHEAD` bytes past the record being read, each once.
+        let mut pf = LineCursor::after(cursor);
         // The record whose check after its callback failed (position, size).
         let mut after = None;
         while n < max {
@@ -822,14 +824,19 @@ impl Consumer {
             // Pairs with the Release stores of the marker in `Claim::commit` and
             // `BatchClaim::commit`: the header's first word and the payload are visible.
             let marker = data.load_acquire(pos + 8);
-            data.prefetch(pos + PREFETCH_AHEAD);
+            // No honest position gets to `MAX_POSITION`: none past it is asked for.
+            if pos < MAX_POSITION {
+                pf.ask_below(pos + PREFETCH_AHEAD, |line| data.prefetch(line));
+            }
             if marker_seq(marker) != Some(expected) {
                 break;
             }
             let word = data.load(pos);
             let len = word as u32;
             let size = record_size(len);
-            if len & PADDING_FLAG != 0 || len > geo.max_msg_len || off + size > geo.capacity {
+            // `max_msg_len < PADDING_FLAG` (checked at creation and open): padding fails the
+            // first check too.
+            if len > geo.max_msg_len || off + size > geo.capacity {
                 break;
             }
             // As in `poll_inner`: the header must predate any overwrite (for a registered
@@ -1489,6 +1496,50 @@ impl Drop for Consumer {
                 Ordering::Release,
                 Ordering::Relaxed,
             );
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod prefetch_tests {
+    use super::PREFETCH_AHEAD;
+    use crate::layout::{MAX_POSITION, record_size};
+    use crate::ring::{CACHE_LINE, LineCursor};
+
+    /// A reader walking records of any one length asks for every line from the one after its
+    /// start up to `PREFETCH_AHEAD` bytes past the last record it reads, each once, in order,
+    /// whatever the record size and start (a fixed distance from each record would skip a
+    /// line in every few when records are longer than a line, and ask for others twice).
+    #[test]
+    fn every_line_ahead_is_asked_for_once() {
+        // Fewer starts under miri (an interpreter): the sizes are what matters.
+        let step = if cfg!(miri) { 56 } else { 8 };
+        for len in (0..=240).step_by(8) {
+            let size = record_size(len);
+            for start in (0..256).step_by(step) {
+                let mut pf = LineCursor::after(start);
+                let mut asked = Vec::new();
+                let mut pos = start;
+                for _ in 0..50 {
+                    pf.ask_below(pos + PREFETCH_AHEAD, |line| asked.push(line));
+                    pos += size;
+                }
+                let last = pos - size;
+                let first = start / CACHE_LINE * CACHE_LINE + CACHE_LINE;
+                let want: Vec<u64> = (first..last + PREFETCH_AHEAD)
+                    .step_by(CACHE_LINE as usize)
+                    .collect();
+                assert_eq!(asked, want, "record size {size}, start {start}");
+            }
+        }
+    }
+
+    /// A cursor made at the far end of the positions (no honest ring gets there) asks for
+    /// nothing and never overflows.
+    #[test]
+    fn cursors_at_the_end_of_the_positions_ask_for_nothing() {
+        for start in [u64::MAX - 64, u64::MAX] {
+            LineCursor::after(start).ask_below(2 * MAX_POSITION, |line| panic!("asked {line}"));
         }
     }
 }

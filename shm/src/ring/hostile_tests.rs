@@ -410,3 +410,31 @@ fn lapped_during_a_batch_counts_the_loss_exactly() {
     }
     assert_eq!(next, 140);
 }
+
+/// A record in the middle of a batch whose length word says padding, or more than
+/// `max_msg_len`, under the right marker: `poll_batch` hands out the records before it, never
+/// the forged one, and reports it as corrupt.
+#[test]
+fn forged_length_inside_a_batch_is_not_delivered() {
+    for forged in [PADDING_FLAG | 8, 1009, PADDING_FLAG | 1008] {
+        let (mut p, f) = in_process(&cfg(Mode::Broadcast)).unwrap();
+        let mut c = f.consumer(&opts(StartAt::Oldest, false)).unwrap();
+        ten(&mut p);
+        // Record 5 starts at 5 * 56; its marker stays.
+        c.test_store_data(5 * 56, u64::from(forged) | (1 << 32));
+        let (r, saw) = bounded("forged length", move || {
+            let mut saw = Vec::new();
+            let r = c.poll_batch(10, |r| saw.push((r.seq(), r.payload().len())));
+            (r, saw)
+        });
+        assert_eq!(
+            saw,
+            (0..5).map(|s| (s, 40)).collect::<Vec<_>>(),
+            "{forged:#x}"
+        );
+        assert!(
+            matches!(r, Err(PollError::Corrupt { .. })),
+            "{forged:#x}: {r:?}"
+        );
+    }
+}

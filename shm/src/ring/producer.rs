@@ -8,6 +8,8 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+#[cfg(not(loom))]
+use super::LineCursor;
 use super::{ConsumerFactory, Data, RingHandle, is_lossless};
 use crate::config::RingConfig;
 use crate::error::ClaimError;
@@ -33,6 +35,9 @@ const LIVENESS_SCAN_STRIDE: u32 = 32;
 /// (`capacity / HEAD_MARKS` bytes, the mark granularity), and `tail_intent` only ever moves to
 /// a span boundary in broadcast mode.
 const HEAD_MARKS: usize = 32;
+/// How far ahead of the record [`BatchClaim::fill`] or [`BatchClaim::payload_mut`] hands out
+/// the producer asks for lines to write (bytes).
+const PREFETCH_WRITE_AHEAD: u64 = 256;
 
 /// The single writer of a ring. `Send`, not `Sync`.
 ///
@@ -288,8 +293,8 @@ impl Producer {
     /// padding inside a batch), where the bytes this producer may write now end (a lap step
     /// to announce, or a lossless consumer close behind) and beyond `capacity / 4` bytes (the
     /// largest record), so that a batch is never harder on readers than one large record.
-    /// Write the payloads through [`BatchClaim::payload_mut`] (their initial content is
-    /// whatever the ring held there); dropping the claim publishes nothing.
+    /// Write the payloads through [`BatchClaim::fill`] or [`BatchClaim::payload_mut`] (their
+    /// initial content is whatever the ring held there); dropping the claim publishes nothing.
     ///
     /// Errors: those of [`claim`](Self::claim). `max == 0` claims an empty batch.
     pub fn claim_batch(
@@ -758,8 +763,8 @@ impl DerefMut for Claim<'_> {
     }
 }
 
-/// Room for several records of one length, claimed in place by
-/// [`Producer::claim_batch`]: [`payload_mut`](BatchClaim::payload_mut) gives each record's
+/// Room for several records of one length, claimed in place by [`Producer::claim_batch`]:
+/// [`fill`](BatchClaim::fill) or [`payload_mut`](BatchClaim::payload_mut) give each record's
 /// payload, [`commit`](BatchClaim::commit) publishes them all; dropping the claim (or
 /// [`abort`](BatchClaim::abort)) publishes nothing.
 #[must_use = "a claim publishes nothing unless committed"]
@@ -769,6 +774,11 @@ pub struct BatchClaim<'a> {
     /// Bytes of one record, header included.
     size: u64,
     count: u64,
+    /// End of the batch's last record.
+    end: u64,
+    /// The lines still to take for writing (see `lines_ahead_of`).
+    #[cfg(not(loom))]
+    lines: LineCursor,
     len: u32,
     msg_type: u32,
     #[cfg(loom)]
@@ -795,16 +805,32 @@ impl<'a> BatchClaim<'a> {
         len: u32,
         msg_type: u32,
     ) -> BatchClaim<'a> {
+        let first = producer.tail + pad;
+        let end = first + count * size;
         BatchClaim {
             producer,
             pad,
             size,
             count,
+            end,
+            #[cfg(not(loom))]
+            lines: LineCursor::at(first),
             len,
             msg_type,
             #[cfg(loom)]
             bufs: vec![vec![0; len as usize]; count as usize],
         }
+    }
+
+    /// The lines to take for writing when the caller is about to write the record at `rec`:
+    /// the caller writes the records in turn, so the producer takes the lines up to
+    /// [`PREFETCH_WRITE_AHEAD`] bytes on from the reader that read them last lap, each line once,
+    /// inside the batch only (beyond it a reader may be at work).
+    #[cfg(not(loom))]
+    #[inline]
+    fn lines_ahead_of(&mut self, rec: u64, ask: impl FnMut(u64)) {
+        let upto = (rec + PREFETCH_WRITE_AHEAD).min(self.end);
+        self.lines.ask_below(upto, ask);
     }
 
     /// Number of records claimed.
@@ -832,8 +858,10 @@ impl<'a> BatchClaim<'a> {
         }
         #[cfg(not(loom))]
         {
-            let data = self.producer.ring.data();
             let rec = self.producer.tail + self.pad + i as u64 * self.size;
+            let data = *self.producer.ring.data();
+            self.lines_ahead_of(rec, |line| data.prefetch_write(line));
+            let data = self.producer.ring.data();
             let off = (rec & self.producer.ring.geo().mask) as usize + RECORD_HEADER_LEN;
             // SAFETY: record `i < count` lies inside the batch, which `claim_batch` placed
             // inside the region (`(first & mask) + count * size <= capacity`), at or beyond
@@ -845,6 +873,42 @@ impl<'a> BatchClaim<'a> {
         #[cfg(loom)]
         {
             self.bufs.get_mut(i).map(Vec::as_mut_slice)
+        }
+    }
+
+    /// Hands `f` each record's index and payload (exactly the claimed length), in order: what
+    /// a loop over [`payload_mut`](Self::payload_mut) does, without looking each record up.
+    #[inline]
+    pub fn fill(&mut self, mut f: impl FnMut(usize, &mut [u8])) {
+        #[cfg(not(loom))]
+        {
+            let data = *self.producer.ring.data();
+            let first = self.producer.tail + self.pad;
+            // The batch never crosses the end of the region: offsets grow with positions.
+            let mut off = (first & self.producer.ring.geo().mask) as usize;
+            let (end, size) = (self.end, self.size);
+            // As `lines_ahead_of`, with the cursor in a register.
+            let mut lines = self.lines;
+            let mut rec = first;
+            for i in 0..self.count as usize {
+                lines.ask_below((rec + PREFETCH_WRITE_AHEAD).min(end), |line| {
+                    data.prefetch_write(line)
+                });
+                rec += size;
+                // SAFETY: as in `payload_mut`: record `i < count` lies inside the batch, which
+                // lies inside the region, at or beyond `tail` and below `limit`; `&mut self`
+                // makes this the only writer and the slice is dropped before the next one is
+                // made.
+                f(i, unsafe {
+                    data.bytes_mut(off + RECORD_HEADER_LEN, self.len as usize)
+                });
+                off += size as usize;
+            }
+            self.lines = lines;
+        }
+        #[cfg(loom)]
+        for (i, buf) in self.bufs.iter_mut().enumerate() {
+            f(i, buf);
         }
     }
 
@@ -1007,8 +1071,9 @@ mod fast_path_tests {
     }
 
     /// Batches of every size up to 7, of lengths around the copy classes, in both modes, with a
-    /// reader keeping up: the ring holds what single publishes of the same records hold (same
-    /// records, padding, head marks, `tail` and `latest`), and the reader gets every record.
+    /// reader keeping up, written through `payload_mut` and through `fill` in turn: the ring
+    /// holds what single publishes of the same records hold (same records, padding, head marks,
+    /// `tail` and `latest`), and the reader gets every record.
     #[test]
     fn batches_write_what_single_publishes_write() {
         for mode in [Mode::Broadcast, Mode::Lossless] {
@@ -1039,10 +1104,21 @@ mod fast_path_tests {
                 assert!((1..=max).contains(&b.len()), "{} of {max}", b.len());
                 short += usize::from(b.len() < max);
                 padded += usize::from(padding);
-                for k in 0..b.len() {
-                    b.payload_mut(k)
-                        .unwrap()
-                        .copy_from_slice(&pattern(first + k as u64, len));
+                if i % 2 == 0 {
+                    for k in 0..b.len() {
+                        b.payload_mut(k)
+                            .unwrap()
+                            .copy_from_slice(&pattern(first + k as u64, len));
+                    }
+                } else {
+                    // `fill` hands out the same payloads, in order, each exactly once.
+                    let mut next = 0;
+                    b.fill(|k, d| {
+                        assert_eq!((k, d.len()), (next, len));
+                        d.copy_from_slice(&pattern(first + k as u64, len));
+                        next += 1;
+                    });
+                    assert_eq!(next, b.len());
                 }
                 assert!(b.payload_mut(b.len()).is_none());
                 let n = b.len() as u64;
@@ -1071,6 +1147,32 @@ mod fast_path_tests {
                 assert_eq!(got as u64, n, "batch {i}");
             }
             assert!(short > 10 && padded > 10, "{short} short, {padded} padded");
+        }
+    }
+
+    /// As a batch is written record after record, the producer takes every line of the batch
+    /// for writing, each once, in order, and none beyond it, whatever the record size (a fixed
+    /// distance from each record would skip lines of records longer than a line).
+    #[test]
+    fn every_line_of_a_batch_is_taken_once() {
+        let cfg = RingConfig {
+            capacity: 4096,
+            max_msg_len: 1008,
+            mode: Mode::Broadcast,
+            ..RingConfig::default()
+        };
+        for len in (0..=240).step_by(8) {
+            let (mut p, _f) = crate::ring::in_process(&cfg).unwrap();
+            // The batch starts in the middle of a line.
+            p.publish(1, &[0; 20]).unwrap();
+            let mut b = p.claim_batch(len, 1, 100).unwrap();
+            let (first, end, size) = (b.producer.tail + b.pad, b.end, b.size);
+            let mut asked = Vec::new();
+            for i in 0..b.count {
+                b.lines_ahead_of(first + i * size, |line| asked.push(line));
+            }
+            let want: Vec<u64> = (first & !63..end).step_by(64).collect();
+            assert_eq!(asked, want, "record size {size}");
         }
     }
 

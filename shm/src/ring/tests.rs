@@ -619,3 +619,25 @@ fn peek_reports_an_overrun_like_poll() {
     assert_eq!(c.poll(|r| polled = Some(r.seq())), Ok(true));
     assert_eq!(polled, Some(lost));
 }
+
+/// The prefetches are hints: asking for any position (masked into the region, past its end
+/// too) changes no byte of the region.
+#[test]
+fn prefetches_change_nothing() {
+    let config = cfg(Mode::Broadcast, 4096);
+    let seg = crate::segment::Segment::heap(&config, 1).unwrap();
+    let ring = RingHandle::new(Arc::clone(&seg));
+    let mut p = Producer::from_segment(seg, config, None);
+    for i in 0..40u64 {
+        p.publish(1, &[i as u8; 80]).unwrap();
+    }
+    let data = *ring.data();
+    // SAFETY: `0 + 4096 <= capacity`; nothing publishes while the bytes are read.
+    let before = unsafe { data.bytes(0, 4096) }.to_vec();
+    for pos in (0..3 * 4096 + 64).step_by(8) {
+        data.prefetch(pos);
+        data.prefetch_write(pos);
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { data.bytes(0, 4096) }, &before[..]);
+}
