@@ -305,6 +305,27 @@ fn bad_arguments_are_refused_with_a_clear_message() {
         "{err}"
     );
     assert!(!Path::new(root).join("AAPL202001.exchange.stat").exists());
+
+    // An IEX capture plays its segments as captured: the MoldUDP64 play's flags are refused,
+    // each named, rather than silently ignored.
+    let deep = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../codecs/testdata/iex/deepplus-all-message-types.pcap")
+        .display()
+        .to_string();
+    let out = run(&[
+        &deep,
+        "--group",
+        "239.255.118.30:31830",
+        "--heartbeat",
+        "2s",
+        "--session",
+        "X",
+        "--root",
+        root,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("--session, --heartbeat do not apply"), "{err}");
 }
 
 /// SIGTERM ends the session cleanly: what was played so far, the end-of-session packets,

@@ -31,6 +31,14 @@ pub enum ExchangeCmdError {
     Output(#[from] std::io::Error),
 }
 
+// The defaults of the MoldUDP64 play's flags, which an IEX play (its segments re-sent as
+// captured, no re-request server) refuses to be given otherwise.
+const MTU: usize = 1400;
+const FLUSH_WINDOW: &str = "200us";
+const HEARTBEAT: &str = "1s";
+const LINGER: &str = "5s";
+const REPLY_RATE: u64 = 100_000;
+
 /// `mdbus exchange`: play a capture as a live MoldUDP64 feed with a retransmission server.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ExchangeArgs {
@@ -74,19 +82,19 @@ pub struct ExchangeArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Largest datagram, MoldUDP64 header included: the payload budget of a packet.
-    #[arg(long, value_name = "BYTES", default_value_t = 1400)]
+    #[arg(long, value_name = "BYTES", default_value_t = MTU)]
     pub mtu: usize,
     /// Messages due within this long of a packet's first message share its packet.
-    #[arg(long, value_name = "DURATION", default_value = "200us")]
+    #[arg(long, value_name = "DURATION", default_value = FLUSH_WINDOW)]
     pub flush_window: DurationArg,
     /// A heartbeat after this long without a packet.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_positive_duration)]
+    #[arg(long, value_name = "DURATION", default_value = HEARTBEAT, value_parser = parse_positive_duration)]
     pub heartbeat: DurationArg,
     /// How long re-requests are still answered after the end of the session.
-    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    #[arg(long, value_name = "DURATION", default_value = LINGER)]
     pub linger: DurationArg,
     /// Messages per second answered to each requesting host (0: no limit).
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = REPLY_RATE)]
     pub reply_rate: u64,
     /// Inject faults into line A's packets, with the syntax of `mdbus recv --fault`, e.g.
     /// `drop=0.05,seed=7` or `drop=0.01,dup=0.01,reorder=0.02,seed=7` (line B: seed + 1).
@@ -166,6 +174,29 @@ pub fn run_exchange(args: &ExchangeArgs, out: &mut dyn Write) -> Result<(), Exch
     cfg.counters = Some((bus.root().to_owned(), args.name.clone()));
     cfg.protocol = args.protocol;
     let mut ex = Exchange::new(&args.file, cfg)?;
+    if let Some(p) = ex.iex() {
+        let unlike = |d: &DurationArg, default: &str| default.parse().ok() != Some(*d);
+        let given: Vec<&str> = [
+            ("--session", args.session.is_some()),
+            ("--request-port", args.request_port.is_some()),
+            ("--mtu", args.mtu != MTU),
+            ("--flush-window", unlike(&args.flush_window, FLUSH_WINDOW)),
+            ("--heartbeat", unlike(&args.heartbeat, HEARTBEAT)),
+            ("--linger", unlike(&args.linger, LINGER)),
+            ("--reply-rate", args.reply_rate != REPLY_RATE),
+        ]
+        .into_iter()
+        .filter_map(|(flag, set)| set.then_some(flag))
+        .collect();
+        if !given.is_empty() {
+            return Err(ExchangeCmdError::BadArg(format!(
+                "{}: an IEX-TP {p:?} capture plays its segments as captured, with no \
+                 re-request server: {} do not apply",
+                args.file.display(),
+                given.join(", ")
+            )));
+        }
+    }
     let setup_warnings = ex.warnings().len();
     for w in ex.warnings() {
         tracing::warn!("mdbus exchange: {w}");
