@@ -17,9 +17,15 @@
 //!   into the hole (no tombstones), so the table never degrades and never needs an in-place
 //!   rehash: no latency cliff in mid-session, unlike general-purpose maps that rehash when
 //!   tombstones pile up.
-//! * The table has `max_orders * 4 / 3 + 1` slots rounded up to whole blocks, so its load never
-//!   exceeds 3/4 and a probe always ends at an empty slot. An order with 0 shares leaves the
-//!   book, so `shares == 0` marks an empty slot.
+//! * The table has `orders * 4 / 3 + 1` slots rounded up to whole blocks for the `orders` it
+//!   holds now, so its load never exceeds 3/4 and a probe always ends at an empty slot. An
+//!   order with 0 shares leaves the book, so `shares == 0` marks an empty slot.
+//! * Sized in steps: a table for at most [`PREALLOCATED_ORDERS`] orders is allocated whole at
+//!   construction; a larger maximum starts at that many and doubles when full (one allocation
+//!   and a rehash of the live orders per step, counted by the caller), or earlier and off the
+//!   hot path with [`OrderTable::reserve`]. A full day's maximum (10 million) then costs memory
+//!   for the orders a session actually keeps live, not for the maximum: a table 8 times too
+//!   large spreads the live orders over 8 times the cache lines and pages.
 
 use super::Side;
 
@@ -57,14 +63,20 @@ const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 const BLOCK_BITS: u32 = 6;
 const BLOCK: usize = 1 << BLOCK_BITS;
 
+/// Orders a table holds from the start: a maximum up to this is allocated whole at
+/// construction; a larger one is reached in doubling steps (see the module docs).
+pub const PREALLOCATED_ORDERS: usize = 1 << 20;
+
 /// What [`OrderTable::insert`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Insert {
     /// Stored.
     Inserted,
+    /// Stored, after the table grew (one allocation).
+    Grew,
     /// An order with this reference is already live; nothing stored.
     Duplicate,
-    /// `max_orders` orders are live; nothing stored.
+    /// `max_orders` orders are live (or the table could not grow); nothing stored.
     Full,
 }
 
@@ -73,6 +85,9 @@ pub(crate) enum Insert {
 pub(crate) struct OrderTable {
     slots: Box<[Order]>,
     len: usize,
+    /// Orders the slots hold now (at a load of at most 3/4).
+    cap: usize,
+    /// Orders the table may grow to hold.
     max: usize,
 }
 
@@ -83,18 +98,55 @@ impl OrderTable {
         n.div_ceil(BLOCK).saturating_mul(BLOCK)
     }
 
-    /// A table for up to `max` live orders, every slot allocated and written now. `None` when
-    /// the memory cannot be had.
+    /// A table for up to `max` live orders: slots for `min(max, PREALLOCATED_ORDERS)` of them
+    /// allocated and written now, the rest in steps when needed. `None` when the memory cannot
+    /// be had.
     pub(crate) fn new(max: usize) -> Option<Self> {
-        let n = Self::slots_for(max);
-        let mut v = Vec::new();
-        v.try_reserve_exact(n).ok()?;
-        v.resize(n, EMPTY);
+        let cap = max.min(PREALLOCATED_ORDERS);
         Some(Self {
-            slots: v.into_boxed_slice(),
+            slots: empty_slots(Self::slots_for(cap))?,
             len: 0,
+            cap,
             max,
         })
+    }
+
+    /// Orders the slots hold now, before the next growth.
+    pub(crate) fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Grows the table now, off the hot path, so that `orders` live orders (at most the
+    /// maximum) fit without a growth later. False when the memory cannot be had (the table is
+    /// left as it was).
+    pub(crate) fn reserve(&mut self, orders: usize) -> bool {
+        let want = orders.min(self.max);
+        want <= self.cap || self.regrow(want)
+    }
+
+    /// Doubles the room (up to the maximum); false when already at the maximum or the memory
+    /// cannot be had.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self) -> bool {
+        self.cap < self.max && self.regrow(self.cap.saturating_mul(2).min(self.max))
+    }
+
+    /// Moves every live order into a new table sized for `cap` orders.
+    fn regrow(&mut self, cap: usize) -> bool {
+        let Some(slots) = empty_slots(Self::slots_for(cap)) else {
+            return false;
+        };
+        let old = std::mem::replace(&mut self.slots, slots);
+        self.cap = cap;
+        for o in old.iter().filter(|o| o.shares != 0) {
+            let mut i = self.home(o.order_ref);
+            while self.slots[i].shares != 0 {
+                i = self.next(i);
+            }
+            self.slots[i] = *o;
+        }
+        true
     }
 
     /// Live orders.
@@ -171,10 +223,21 @@ impl OrderTable {
         &mut self.slots[i]
     }
 
-    /// Stores `order` (`order.shares` must not be 0).
+    /// Stores `order` (`order.shares` must not be 0), growing the table first when it is full
+    /// and below its maximum.
     #[inline]
     pub(crate) fn insert(&mut self, order: Order) -> Insert {
         debug_assert!(order.shares != 0);
+        let mut grew = false;
+        if self.len == self.cap {
+            if self.find(order.order_ref).is_some() {
+                return Insert::Duplicate;
+            }
+            if !self.grow() {
+                return Insert::Full;
+            }
+            grew = true;
+        }
         let mut i = self.home(order.order_ref);
         loop {
             let s = &self.slots[i];
@@ -186,12 +249,9 @@ impl OrderTable {
             }
             i = self.next(i);
         }
-        if self.len == self.max {
-            return Insert::Full;
-        }
         self.slots[i] = order;
         self.len += 1;
-        Insert::Inserted
+        if grew { Insert::Grew } else { Insert::Inserted }
     }
 
     /// Removes the order in slot `hole`, shifting the rest of its probe run back.
@@ -232,6 +292,14 @@ impl OrderTable {
         self.slots.fill(EMPTY);
         self.len = 0;
     }
+}
+
+/// `n` empty slots, allocated and written now; `None` when the memory cannot be had.
+fn empty_slots(n: usize) -> Option<Box<[Order]>> {
+    let mut v: Vec<Order> = Vec::new();
+    v.try_reserve_exact(n).ok()?;
+    v.resize(n, EMPTY);
+    Some(v.into_boxed_slice())
 }
 
 /// Asks the CPU to bring the cache line holding `p` into all cache levels; returns at once.
