@@ -110,7 +110,7 @@ pub use orders::{ORDER_SLOT_BYTES, Order, PREALLOCATED_ORDERS};
 pub use summary::{BookSummary, BookSummaryEntry, TypeCounts};
 
 use levels::{Ladder, Set, Touched};
-use orders::{Insert, OrderTable};
+use orders::{Insert, OrderTable, prefetch_line};
 use serde::Serialize;
 
 /// Number of distinct stock locates (a `u16`).
@@ -648,12 +648,23 @@ impl BookBuilder {
     }
 
     /// Starts loading the order table slots `ev` will touch (the order it names; both orders
-    /// of a replace) into the cache, and returns at once. Applying `ev` a little later then
-    /// finds them there instead of waiting for memory: with references spread over a whole
-    /// market, that wait is most of the cost of an add. Only a hint (x86_64 prefetch; nothing
-    /// on other targets): it changes no state, and `ev` need not be applied after all.
+    /// of a replace) and its instrument's book into the cache, and returns at once. Applying
+    /// `ev` a little later then finds them there instead of waiting for memory: with
+    /// references spread over a whole market and thousands of books, those waits are most of
+    /// the cost of an event. Only a hint (x86_64 prefetch; nothing on other targets): it
+    /// changes no state, and `ev` need not be applied after all.
     #[inline]
     pub fn prefetch(&self, ev: &OrderEvent) {
+        if let Some(&b) = self.index.get(usize::from(ev.locate()))
+            && let Some(book) = self.books.get(b as usize)
+        {
+            // Every cache line the book spans (it need not start on one).
+            let p: *const u8 = (book as *const Book).cast();
+            for at in (0..size_of::<Book>()).step_by(64) {
+                prefetch_line(p.wrapping_add(at));
+            }
+            prefetch_line(p.wrapping_add(size_of::<Book>() - 1));
+        }
         match *ev {
             OrderEvent::Add { order_ref, .. }
             | OrderEvent::Execute { order_ref, .. }
