@@ -112,6 +112,15 @@ fn input_file_is_played_once_per_round_and_its_count_reported() {
         notes.iter().any(|n| n.contains("cycled to 10000")),
         "{notes:?}"
     );
+    // The feed+book row's own memory, the figure to set beside itch-book's process.
+    let own = notes
+        .iter()
+        .find(|n| n.starts_with("mdbus-feed+book: its own footprint"))
+        .expect("a note on the feed+book row's footprint");
+    assert!(
+        own.contains("the file ") && own.contains("its books hold"),
+        "{own}"
+    );
     // No interpreter: the row is absent and a note says why and what adds it.
     let absent = notes
         .iter()

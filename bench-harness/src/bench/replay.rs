@@ -459,7 +459,9 @@ impl Workload {
         }
     }
 
-    /// Book capacity for the workload.
+    /// Book capacity for the workload: for a file, room for as many orders as it adds (its
+    /// builder makes room for the first 1 Mi and grows in steps to what the session keeps
+    /// live, so the bound costs nothing until reached).
     fn books(&self) -> BookConfig {
         match self {
             Workload::Bundled { .. } => books(),
@@ -595,6 +597,24 @@ struct RateCtx<'a> {
     python: &'a std::path::Path,
     /// The `itch-book` row's last run.
     itch_book: std::cell::RefCell<Option<ItchBookRun>>,
+    /// The `mdbus-feed+book` row's largest footprint over the rounds.
+    feed_book: std::cell::Cell<FeedBookMemory>,
+}
+
+/// What the `mdbus-feed+book` row's own work holds in memory: the like-for-like figure for
+/// the `itch-book` process's peak RSS (which holds the file mapped, its books and a Python
+/// interpreter), where the bench process's peak also holds every other row's buffers.
+#[derive(Clone, Copy, Debug, Default)]
+struct FeedBookMemory {
+    /// Resident bytes gained from before its book service was made to the end of its run
+    /// (the books as far as the session filled them, and the output rings).
+    rss_growth: u64,
+    /// Bytes its book builder holds at the end ([`BookBuilder::memory_bytes`]).
+    ///
+    /// [`BookBuilder::memory_bytes`]: mdbus_feed_handlers::book::BookBuilder::memory_bytes
+    books: u64,
+    /// Times its order table grew during the run.
+    growths: u64,
 }
 
 /// How often a pipeline's threads waited in a throughput run: found the next thread's ring
@@ -667,6 +687,7 @@ impl RateCtx<'_> {
                 // without its hand-offs (the book service publishes into rings nobody reads).
                 let dir = temp_dir()?;
                 let bus = mdbus_bus::Bus::with_root(dir.path()).map_err(|e| internal_err(&e))?;
+                let rss_before = rss_bytes();
                 let config = BookServiceConfig {
                     book: self.workload.books(),
                     output: StreamConfig {
@@ -692,7 +713,19 @@ impl RateCtx<'_> {
                         normalize_into(&mut Normalizer::new(), 0, &f.bytes, handle)
                     }
                 };
-                Ok((seq, t.elapsed().as_secs_f64()))
+                let secs = t.elapsed().as_secs_f64();
+                let grown = rss_bytes()
+                    .zip(rss_before)
+                    .map_or(0, |(after, before)| after.saturating_sub(before));
+                let last = self.feed_book.get();
+                self.feed_book.set(FeedBookMemory {
+                    rss_growth: last.rss_growth.max(grown),
+                    books: last.books.max(svc.builder().memory_bytes() as u64),
+                    growths: last
+                        .growths
+                        .max(svc.builder().counters().order_table_growths),
+                });
+                Ok((seq, secs))
             }
             Rate::ItchBook => {
                 let Workload::File(f) = self.workload else {
@@ -827,6 +860,14 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Resident set size of this process now, bytes (`VmRSS`).
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// Each pipeline's tick-to-strategy histogram, by system name.
 pub type PipelineLatencies = Vec<(&'static str, hdrhistogram::Histogram<u64>)>;
 
@@ -933,6 +974,7 @@ pub fn measure(
         workload: &workload,
         python,
         itch_book: Default::default(),
+        feed_book: Default::default(),
     };
 
     // Throughput: every system once per round, the rounds interleaved.
@@ -986,6 +1028,21 @@ pub fn measure(
         if !matches!(system, Rate::Pipeline(_)) {
             results.push(rate_result(name, workload.msg_bytes(), medians[i])?);
         }
+    }
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let fb = ctx.feed_book.get();
+    if fb.books > 0
+        && let Workload::File(f) = &workload
+    {
+        let file = f.bytes.len() as u64;
+        notes.push(format!(
+            "mdbus-feed+book: its own footprint {:.1} MiB: the file {:.1} MiB (held in memory, as itch-book maps it) + {:.1} MiB of resident memory gained while its book service was made and ran (its books hold {:.1} MiB; the order table grew {} times)",
+            mib(file + fb.rss_growth),
+            mib(file),
+            mib(fb.rss_growth),
+            mib(fb.books),
+            fb.growths
+        ));
     }
     if let Some(run) = ctx.itch_book.borrow().as_ref() {
         let stat = |k: &str| ctx_stat(&run.stats, k);
