@@ -231,16 +231,15 @@ impl OrderTable {
     #[inline]
     pub(crate) fn insert(&mut self, order: Order) -> Insert {
         debug_assert!(order.shares != 0);
-        let mut grew = false;
         if self.len == self.cap {
-            if self.find(order.order_ref).is_some() {
-                return Insert::Duplicate;
-            }
-            if !self.grow() {
-                return Insert::Full;
-            }
-            grew = true;
+            return self.insert_when_full(order);
         }
+        self.place(order)
+    }
+
+    /// [`insert`](Self::insert) into a table with room: `Inserted` or `Duplicate`.
+    #[inline]
+    fn place(&mut self, order: Order) -> Insert {
         let mut i = self.home(order.order_ref);
         loop {
             let s = &self.slots[i];
@@ -254,7 +253,25 @@ impl OrderTable {
         }
         self.slots[i] = order;
         self.len += 1;
-        if grew { Insert::Grew } else { Insert::Inserted }
+        Insert::Inserted
+    }
+
+    /// [`insert`](Self::insert) when the table is full: a duplicate is still a duplicate;
+    /// otherwise the table grows, or the order is refused at the maximum. Out of line: the
+    /// hot path only tests for it.
+    #[cold]
+    #[inline(never)]
+    fn insert_when_full(&mut self, order: Order) -> Insert {
+        if self.find(order.order_ref).is_some() {
+            return Insert::Duplicate;
+        }
+        if !self.grow() {
+            return Insert::Full;
+        }
+        match self.place(order) {
+            Insert::Inserted => Insert::Grew,
+            other => other,
+        }
     }
 
     /// Removes the order in slot `hole`, shifting the rest of its probe run back.
