@@ -25,6 +25,10 @@
 //! * `mdbus-feed+book`: decode, normalize and the book service in one thread (its BBO, level
 //!   and trade envelopes published into rings nobody reads): the pipeline's work without its
 //!   hand-offs between threads;
+//! * `mdbus-decode+book`: the book built on the decoding thread from decoded fields: decode,
+//!   [`OrderEvent::from_itch`], [`BookBuilder::apply`], one thread, no envelopes (its updates
+//!   folded into a checksum): what an application that wants books in its own process, and
+//!   nothing on the bus, can have;
 //! * `mdbus-pipeline`: file bytes to strategy callback: feed handler -> ring -> book builder ->
 //!   two rings -> the example strategy, three pinned threads. Its throughput is messages over
 //!   the time from the first byte read to the last callback; its latency percentiles come from
@@ -63,7 +67,7 @@ use mdbus_bus::StreamConfig;
 use mdbus_codecs::fb::Encoded;
 use mdbus_codecs::nasdaq::itch::{self, Stream};
 use mdbus_codecs::nasdaq::normalize::Normalizer;
-use mdbus_feed_handlers::book::BookConfig;
+use mdbus_feed_handlers::book::{BookBuilder, BookConfig, BookUpdate, OrderEvent};
 use mdbus_feed_handlers::bookstream::{BookService, BookServiceConfig, output_ring};
 use mdbus_feed_handlers::replay::{ReplayOptions, Replayer, Speed, replay_ring};
 
@@ -528,6 +532,7 @@ fn all_systems() -> Vec<(&'static str, Rate)> {
         ("ring-ceiling", Rate::Ceiling),
         ("mdbus-feed", Rate::Feed),
         ("mdbus-feed+book", Rate::FeedBook),
+        ("mdbus-decode+book", Rate::DecodeBook),
         (ITCH_BOOK, Rate::ItchBook),
     ]
     .into_iter()
@@ -576,6 +581,8 @@ enum Rate {
     Feed,
     /// Decode, normalize and the book service on one thread.
     FeedBook,
+    /// Decode and the book builder on one thread, from decoded fields.
+    DecodeBook,
     /// The `itch-book` package's C++ core: parse and book apply, one thread, in a Python
     /// subprocess.
     ItchBook,
@@ -726,6 +733,44 @@ impl RateCtx<'_> {
                         .max(svc.builder().counters().order_table_growths),
                 });
                 Ok((seq, secs))
+            }
+            Rate::DecodeBook => {
+                let mut book =
+                    BookBuilder::new(self.workload.books()).map_err(|e| internal_err(&e))?;
+                let mut acc = 0u64;
+                let mut sink = |u: BookUpdate| {
+                    acc = acc.wrapping_add(match u {
+                        BookUpdate::Level { price, shares, .. } => u64::from(price) ^ shares,
+                        BookUpdate::Bbo(b) => b.bid_size ^ b.ask_size,
+                    });
+                };
+                let mut decoded = 0u64;
+                let mut pass = |bytes: &[u8]| {
+                    for (_, m) in Stream::new(black_box(bytes)) {
+                        let Ok(m) = m else { continue };
+                        decoded += 1;
+                        if let Some(ev) = OrderEvent::from_itch(&m) {
+                            book.apply(&ev, &mut sink);
+                        }
+                    }
+                };
+                let t;
+                match self.workload {
+                    Workload::Bundled { .. } => {
+                        let mut session = RepeatedSession::new(BUNDLED_SESSION, n);
+                        t = Instant::now();
+                        while let Some(bytes) = session.next_pass_bytes() {
+                            pass(bytes);
+                        }
+                    }
+                    Workload::File(f) => {
+                        t = Instant::now();
+                        pass(&f.bytes);
+                    }
+                }
+                let secs = t.elapsed().as_secs_f64();
+                black_box(acc);
+                Ok((decoded, secs))
             }
             Rate::ItchBook => {
                 let Workload::File(f) = self.workload else {
@@ -1133,6 +1178,10 @@ pub fn measure(
             (
                 "mdbus-feed+book",
                 median_of(|s| matches!(s, Rate::FeedBook)),
+            ),
+            (
+                "mdbus-decode+book",
+                median_of(|s| matches!(s, Rate::DecodeBook)),
             ),
             ("best pipeline", (best > 0.0).then_some(best)),
         ];
@@ -1660,15 +1709,16 @@ mod tests {
                 "ring-ceiling",
                 "mdbus-feed",
                 "mdbus-feed+book",
+                "mdbus-decode+book",
                 "mdbus-pipeline",
                 "mdbus-pipeline-shared",
                 "mdbus-pipeline-on-feed"
             ]
         );
-        for r in &v["results"].as_array().unwrap()[..5] {
+        for r in &v["results"].as_array().unwrap()[..6] {
             assert!(r["msgs_per_sec"].as_f64().unwrap() > 0.0, "{r}");
         }
-        for p in &v["results"].as_array().unwrap()[5..] {
+        for p in &v["results"].as_array().unwrap()[6..] {
             assert!(p["count"].as_u64().unwrap() > 0, "{p}");
             assert!(p["msgs_per_sec"].as_f64().unwrap() > 0.0, "{p}");
             assert!(p["p50_ns"].as_u64().unwrap() <= p["max_ns"].as_u64().unwrap());
@@ -1677,7 +1727,7 @@ mod tests {
         let notes = notes_of(&v);
         assert!(!notes.iter().any(|n| n.contains("inconsistent")));
         // Every pipeline says which thread waited for which.
-        for name in &names[5..] {
+        for name in &names[6..] {
             let waits = format!("{name}: in the throughput runs the feed handler found");
             assert_eq!(
                 notes.iter().filter(|n| n.starts_with(&waits)).count(),
