@@ -52,8 +52,8 @@
 //! event allocates afterwards, with two documented exceptions, each counted and neither per
 //! message:
 //! * the order table is made for at most [`PREALLOCATED_ORDERS`] (1 Mi) orders; a larger
-//!   `max_orders` is reached in steps, the table doubling when full (one allocation and a
-//!   rehash of the live orders each time, counted in `order_table_growths`), so that memory
+//!   `max_orders` is reached in steps, the table growing by half when full (one allocation and
+//!   a rehash of the live orders each time, counted in `order_table_growths`), so that memory
 //!   follows the orders a session keeps live rather than the maximum configured. Call
 //!   [`BookBuilder::reserve_orders`] to take those steps at once, off the hot path;
 //! * a side of a book that outgrows `levels_per_side_hint` levels grows its `Vec` (counted in
@@ -61,15 +61,15 @@
 //!
 //! | part | bytes |
 //! |---|---|
-//! | order table | 24 per slot, `orders * 4/3 + 1` slots rounded up to 64 for the `orders` it holds now: 32 per order |
+//! | order table | 24 per slot, `orders * 8/3 + 1` slots rounded up to 64 for the `orders` it holds now: 64 per order |
 //! | locate index | 65,536 x 4 = 256 KiB |
 //! | per instrument | `size_of::<Book>()` (152) + 2 x `levels_per_side_hint` x 16 + 4 (its place in the list of books to flush) |
 //! | staged level updates | [`MAX_STAGED_LEVELS`] x `size_of::<BookUpdate>()` (48): 48 KiB |
 //!
-//! So 1 Mi orders cost 34 MB, and 10,000,000 (reserved in full) 320 MB; 8,000 instruments with
+//! So 1 Mi orders cost 67 MB, and 10,000,000 (reserved in full) 640 MB; 8,000 instruments with
 //! 128 levels a side cost 8,000 x (152 + 4,096 + 4) = 34 MB; [`BookConfig::nasdaq_day`] (10 M
-//! orders, 12,000 instruments, 128 levels) starts at about 85 MB and reaches about 371 MB with
-//! every order slot taken ([`BookConfig::memory_bytes`] and [`BookConfig::max_memory_bytes`]
+//! orders, 12,000 instruments, 128 levels) starts at about 118 MB and reaches about 691 MB
+//! with room for all its orders ([`BookConfig::memory_bytes`] and [`BookConfig::max_memory_bytes`]
 //! compute both for any configuration).
 //!
 //! ```
@@ -321,7 +321,7 @@ pub struct BookCounters {
     pub invalid: u64,
     /// Times a side outgrew `levels_per_side_hint` and allocated.
     pub level_growths: u64,
-    /// Times the order table grew (doubled) to hold more live orders, above
+    /// Times the order table grew (by half) to hold more live orders, above
     /// [`PREALLOCATED_ORDERS`]: one allocation and a rehash each. Serialized only when not 0.
     #[serde(skip_serializing_if = "is_zero")]
     pub order_table_growths: u64,

@@ -579,9 +579,9 @@ fn config_errors() {
         Some(BookConfigError::OutOfMemory { bytes: usize::MAX })
     ));
     let day = BookConfig::nasdaq_day();
-    assert!(day.max_memory_bytes() > 320_000_000 && day.max_memory_bytes() < 400_000_000);
+    assert!(day.max_memory_bytes() > 640_000_000 && day.max_memory_bytes() < 740_000_000);
     // Made for 1 Mi orders; the rest of the table comes in steps.
-    assert!(day.memory_bytes() > 60_000_000 && day.memory_bytes() < 100_000_000);
+    assert!(day.memory_bytes() > 100_000_000 && day.memory_bytes() < 140_000_000);
 }
 
 #[test]
@@ -595,7 +595,7 @@ fn a_full_day_maximum_is_reached_in_steps() {
     // Memory for 1 Mi orders now, not for all 10 million.
     assert!(b.memory_bytes() < config.max_memory_bytes() / 4);
     assert_eq!(b.order_capacity(), PREALLOCATED_ORDERS);
-    // One order more than the first table holds: it doubles once, and every order stays.
+    // One order more than the first table holds: it grows by half once, every order stays.
     let n = PREALLOCATED_ORDERS as u64 + 1;
     let mut sink = |_: BookUpdate| {};
     for r in 1..=n {
@@ -603,7 +603,7 @@ fn a_full_day_maximum_is_reached_in_steps() {
         assert_eq!(b.apply(&ev, &mut sink), Outcome::Applied);
     }
     assert_eq!(b.counters().order_table_growths, 1);
-    assert_eq!(b.order_capacity(), 2 * PREALLOCATED_ORDERS);
+    assert_eq!(b.order_capacity(), PREALLOCATED_ORDERS * 3 / 2);
     assert_eq!(b.live_orders(), n as usize);
     assert_eq!(b.resting_orders(L), n as usize);
     for r in (1..=n).step_by(4_099).chain([n]) {

@@ -191,7 +191,7 @@ pub const REPLAY_MAX_GAP: u64 = 1_000_000_000;
 
 /// Books sized for replays of a file, a whole day's included: up to 10 M live orders (room
 /// for 1 Mi made at once, the rest in steps as the session needs it, counted in
-/// `order_table_growths`), 12,000 instruments, 64 levels reserved per side (about 60 MB at
+/// `order_table_growths`), 12,000 instruments, 64 levels reserved per side (about 95 MB at
 /// first: see [`BookConfig::memory_bytes`] and [`BookConfig::max_memory_bytes`]).
 pub fn replay_book_config() -> BookConfig {
     BookConfig {
