@@ -476,8 +476,10 @@ impl Workload {
                         .unwrap_or(usize::MAX)
                         .clamp(1 << 16, day.max_orders),
                     max_instruments: f.locates.clamp(16, 1 << 16),
+                    // Half a full day's reserve: the rare deeper side grows (counted), and the
+                    // memory goes to a sparse order table instead.
                     levels_per_side_hint: if f.locates > 16 {
-                        day.levels_per_side_hint
+                        day.levels_per_side_hint / 2
                     } else {
                         books().levels_per_side_hint
                     },
