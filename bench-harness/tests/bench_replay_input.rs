@@ -90,6 +90,7 @@ fn input_file_is_played_once_per_round_and_its_count_reported() {
             "ring-ceiling",
             "mdbus-feed",
             "mdbus-feed+book",
+            "mdbus-decode+book",
             "mdbus-pipeline",
             "mdbus-pipeline-shared",
             "mdbus-pipeline-on-feed"
@@ -99,7 +100,7 @@ fn input_file_is_played_once_per_round_and_its_count_reported() {
         assert!(r["msgs_per_sec"].as_f64().unwrap() > 0.0, "{r}");
     }
     // The latency runs play the file's first 2,000 messages.
-    for p in &v["results"].as_array().unwrap()[5..] {
+    for p in &v["results"].as_array().unwrap()[6..] {
         let count = p["count"].as_u64().unwrap();
         assert!(count > 0 && count < 2_000, "{p}");
     }
@@ -111,6 +112,15 @@ fn input_file_is_played_once_per_round_and_its_count_reported() {
     assert!(
         notes.iter().any(|n| n.contains("cycled to 10000")),
         "{notes:?}"
+    );
+    // The feed+book row's own memory, the figure to set beside itch-book's process.
+    let own = notes
+        .iter()
+        .find(|n| n.starts_with("mdbus-feed+book: its own footprint"))
+        .expect("a note on the feed+book row's footprint");
+    assert!(
+        own.contains("the file ") && own.contains("its books hold"),
+        "{own}"
     );
     // No interpreter: the row is absent and a note says why and what adds it.
     let absent = notes

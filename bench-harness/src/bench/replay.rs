@@ -25,6 +25,10 @@
 //! * `mdbus-feed+book`: decode, normalize and the book service in one thread (its BBO, level
 //!   and trade envelopes published into rings nobody reads): the pipeline's work without its
 //!   hand-offs between threads;
+//! * `mdbus-decode+book`: the book built on the decoding thread from decoded fields: decode,
+//!   [`OrderEvent::from_itch`], [`BookBuilder::apply`], one thread, no envelopes (its updates
+//!   folded into a checksum): what an application that wants books in its own process, and
+//!   nothing on the bus, can have;
 //! * `mdbus-pipeline`: file bytes to strategy callback: feed handler -> ring -> book builder ->
 //!   two rings -> the example strategy, three pinned threads. Its throughput is messages over
 //!   the time from the first byte read to the last callback; its latency percentiles come from
@@ -63,7 +67,7 @@ use mdbus_bus::StreamConfig;
 use mdbus_codecs::fb::Encoded;
 use mdbus_codecs::nasdaq::itch::{self, Stream};
 use mdbus_codecs::nasdaq::normalize::Normalizer;
-use mdbus_feed_handlers::book::BookConfig;
+use mdbus_feed_handlers::book::{BookBuilder, BookConfig, BookUpdate, OrderEvent};
 use mdbus_feed_handlers::bookstream::{BookService, BookServiceConfig, output_ring};
 use mdbus_feed_handlers::replay::{ReplayOptions, Replayer, Speed, replay_ring};
 
@@ -459,7 +463,9 @@ impl Workload {
         }
     }
 
-    /// Book capacity for the workload.
+    /// Book capacity for the workload: for a file, room for as many orders as it adds (its
+    /// builder makes room for the first 1 Mi and grows in steps to what the session keeps
+    /// live, so the bound costs nothing until reached).
     fn books(&self) -> BookConfig {
         match self {
             Workload::Bundled { .. } => books(),
@@ -470,8 +476,10 @@ impl Workload {
                         .unwrap_or(usize::MAX)
                         .clamp(1 << 16, day.max_orders),
                     max_instruments: f.locates.clamp(16, 1 << 16),
+                    // Half a full day's reserve: the rare deeper side grows (counted), and the
+                    // memory goes to a sparse order table instead.
                     levels_per_side_hint: if f.locates > 16 {
-                        day.levels_per_side_hint
+                        day.levels_per_side_hint / 2
                     } else {
                         books().levels_per_side_hint
                     },
@@ -526,6 +534,7 @@ fn all_systems() -> Vec<(&'static str, Rate)> {
         ("ring-ceiling", Rate::Ceiling),
         ("mdbus-feed", Rate::Feed),
         ("mdbus-feed+book", Rate::FeedBook),
+        ("mdbus-decode+book", Rate::DecodeBook),
         (ITCH_BOOK, Rate::ItchBook),
     ]
     .into_iter()
@@ -574,6 +583,8 @@ enum Rate {
     Feed,
     /// Decode, normalize and the book service on one thread.
     FeedBook,
+    /// Decode and the book builder on one thread, from decoded fields.
+    DecodeBook,
     /// The `itch-book` package's C++ core: parse and book apply, one thread, in a Python
     /// subprocess.
     ItchBook,
@@ -595,6 +606,24 @@ struct RateCtx<'a> {
     python: &'a std::path::Path,
     /// The `itch-book` row's last run.
     itch_book: std::cell::RefCell<Option<ItchBookRun>>,
+    /// The `mdbus-feed+book` row's largest footprint over the rounds.
+    feed_book: std::cell::Cell<FeedBookMemory>,
+}
+
+/// What the `mdbus-feed+book` row's own work holds in memory: the like-for-like figure for
+/// the `itch-book` process's peak RSS (which holds the file mapped, its books and a Python
+/// interpreter), where the bench process's peak also holds every other row's buffers.
+#[derive(Clone, Copy, Debug, Default)]
+struct FeedBookMemory {
+    /// Resident bytes gained from before its book service was made to the end of its run
+    /// (the books as far as the session filled them, and the output rings).
+    rss_growth: u64,
+    /// Bytes its book builder holds at the end ([`BookBuilder::memory_bytes`]).
+    ///
+    /// [`BookBuilder::memory_bytes`]: mdbus_feed_handlers::book::BookBuilder::memory_bytes
+    books: u64,
+    /// Times its order table grew during the run.
+    growths: u64,
 }
 
 /// How often a pipeline's threads waited in a throughput run: found the next thread's ring
@@ -667,6 +696,7 @@ impl RateCtx<'_> {
                 // without its hand-offs (the book service publishes into rings nobody reads).
                 let dir = temp_dir()?;
                 let bus = mdbus_bus::Bus::with_root(dir.path()).map_err(|e| internal_err(&e))?;
+                let rss_before = rss_bytes();
                 let config = BookServiceConfig {
                     book: self.workload.books(),
                     output: StreamConfig {
@@ -692,7 +722,57 @@ impl RateCtx<'_> {
                         normalize_into(&mut Normalizer::new(), 0, &f.bytes, handle)
                     }
                 };
-                Ok((seq, t.elapsed().as_secs_f64()))
+                let secs = t.elapsed().as_secs_f64();
+                let grown = rss_bytes()
+                    .zip(rss_before)
+                    .map_or(0, |(after, before)| after.saturating_sub(before));
+                let last = self.feed_book.get();
+                self.feed_book.set(FeedBookMemory {
+                    rss_growth: last.rss_growth.max(grown),
+                    books: last.books.max(svc.builder().memory_bytes() as u64),
+                    growths: last
+                        .growths
+                        .max(svc.builder().counters().order_table_growths),
+                });
+                Ok((seq, secs))
+            }
+            Rate::DecodeBook => {
+                let mut book =
+                    BookBuilder::new(self.workload.books()).map_err(|e| internal_err(&e))?;
+                let mut acc = 0u64;
+                let mut sink = |u: BookUpdate| {
+                    acc = acc.wrapping_add(match u {
+                        BookUpdate::Level { price, shares, .. } => u64::from(price) ^ shares,
+                        BookUpdate::Bbo(b) => b.bid_size ^ b.ask_size,
+                    });
+                };
+                let mut decoded = 0u64;
+                let mut pass = |bytes: &[u8]| {
+                    for (_, m) in Stream::new(black_box(bytes)) {
+                        let Ok(m) = m else { continue };
+                        decoded += 1;
+                        if let Some(ev) = OrderEvent::from_itch(&m) {
+                            book.apply(&ev, &mut sink);
+                        }
+                    }
+                };
+                let t;
+                match self.workload {
+                    Workload::Bundled { .. } => {
+                        let mut session = RepeatedSession::new(BUNDLED_SESSION, n);
+                        t = Instant::now();
+                        while let Some(bytes) = session.next_pass_bytes() {
+                            pass(bytes);
+                        }
+                    }
+                    Workload::File(f) => {
+                        t = Instant::now();
+                        pass(&f.bytes);
+                    }
+                }
+                let secs = t.elapsed().as_secs_f64();
+                black_box(acc);
+                Ok((decoded, secs))
             }
             Rate::ItchBook => {
                 let Workload::File(f) = self.workload else {
@@ -827,6 +907,14 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Resident set size of this process now, bytes (`VmRSS`).
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// Each pipeline's tick-to-strategy histogram, by system name.
 pub type PipelineLatencies = Vec<(&'static str, hdrhistogram::Histogram<u64>)>;
 
@@ -933,6 +1021,7 @@ pub fn measure(
         workload: &workload,
         python,
         itch_book: Default::default(),
+        feed_book: Default::default(),
     };
 
     // Throughput: every system once per round, the rounds interleaved.
@@ -986,6 +1075,21 @@ pub fn measure(
         if !matches!(system, Rate::Pipeline(_)) {
             results.push(rate_result(name, workload.msg_bytes(), medians[i])?);
         }
+    }
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let fb = ctx.feed_book.get();
+    if fb.books > 0
+        && let Workload::File(f) = &workload
+    {
+        let file = f.bytes.len() as u64;
+        notes.push(format!(
+            "mdbus-feed+book: its own footprint {:.1} MiB: the file {:.1} MiB (held in memory, as itch-book maps it) + {:.1} MiB of resident memory gained while its book service was made and ran (its books hold {:.1} MiB; the order table grew {} times)",
+            mib(file + fb.rss_growth),
+            mib(file),
+            mib(fb.rss_growth),
+            mib(fb.books),
+            fb.growths
+        ));
     }
     if let Some(run) = ctx.itch_book.borrow().as_ref() {
         let stat = |k: &str| ctx_stat(&run.stats, k);
@@ -1076,6 +1180,10 @@ pub fn measure(
             (
                 "mdbus-feed+book",
                 median_of(|s| matches!(s, Rate::FeedBook)),
+            ),
+            (
+                "mdbus-decode+book",
+                median_of(|s| matches!(s, Rate::DecodeBook)),
             ),
             ("best pipeline", (best > 0.0).then_some(best)),
         ];
@@ -1603,15 +1711,16 @@ mod tests {
                 "ring-ceiling",
                 "mdbus-feed",
                 "mdbus-feed+book",
+                "mdbus-decode+book",
                 "mdbus-pipeline",
                 "mdbus-pipeline-shared",
                 "mdbus-pipeline-on-feed"
             ]
         );
-        for r in &v["results"].as_array().unwrap()[..5] {
+        for r in &v["results"].as_array().unwrap()[..6] {
             assert!(r["msgs_per_sec"].as_f64().unwrap() > 0.0, "{r}");
         }
-        for p in &v["results"].as_array().unwrap()[5..] {
+        for p in &v["results"].as_array().unwrap()[6..] {
             assert!(p["count"].as_u64().unwrap() > 0, "{p}");
             assert!(p["msgs_per_sec"].as_f64().unwrap() > 0.0, "{p}");
             assert!(p["p50_ns"].as_u64().unwrap() <= p["max_ns"].as_u64().unwrap());
@@ -1620,7 +1729,7 @@ mod tests {
         let notes = notes_of(&v);
         assert!(!notes.iter().any(|n| n.contains("inconsistent")));
         // Every pipeline says which thread waited for which.
-        for name in &names[5..] {
+        for name in &names[6..] {
             let waits = format!("{name}: in the throughput runs the feed handler found");
             assert_eq!(
                 notes.iter().filter(|n| n.starts_with(&waits)).count(),

@@ -49,21 +49,28 @@
 //!
 //! # Memory
 //! Everything is allocated and written when the builder is made ([`BookBuilder::new`]); no
-//! event allocates afterwards, with one documented exception: a side of a book that outgrows
-//! `levels_per_side_hint` levels grows its `Vec` (counted in `level_growths`), because dropping
-//! price levels would make the book wrong.
+//! event allocates afterwards, with two documented exceptions, each counted and neither per
+//! message:
+//! * the order table is made for at most [`PREALLOCATED_ORDERS`] (1 Mi) orders; a larger
+//!   `max_orders` is reached in steps, the table growing by half when full (one allocation and
+//!   a rehash of the live orders each time, counted in `order_table_growths`), so that memory
+//!   follows the orders a session keeps live rather than the maximum configured. Call
+//!   [`BookBuilder::reserve_orders`] to take those steps at once, off the hot path;
+//! * a side of a book that outgrows `levels_per_side_hint` levels grows its `Vec` (counted in
+//!   `level_growths`), because dropping price levels would make the book wrong.
 //!
 //! | part | bytes |
 //! |---|---|
-//! | order table | 24 per slot, `max_orders * 4/3 + 1` slots rounded up to 64: 32 per order of capacity |
+//! | order table | 24 per slot, `orders * 8/3 + 1` slots rounded up to 64 for the `orders` it holds now: 64 per order |
 //! | locate index | 65,536 x 4 = 256 KiB |
 //! | per instrument | `size_of::<Book>()` (152) + 2 x `levels_per_side_hint` x 16 + 4 (its place in the list of books to flush) |
 //! | staged level updates | [`MAX_STAGED_LEVELS`] x `size_of::<BookUpdate>()` (48): 48 KiB |
 //!
-//! So 10,000,000 orders cost 320 MB; 8,000 instruments with 128 levels a side cost 8,000 x
-//! (152 + 4,096 + 4) = 34 MB; [`BookConfig::nasdaq_day`] (10 M orders, 12,000 instruments, 128
-//! levels) is about 371 MB in all ([`BookConfig::memory_bytes`] computes it for any
-//! configuration).
+//! So 1 Mi orders cost 67 MB, and 10,000,000 (reserved in full) 640 MB; 8,000 instruments with
+//! 128 levels a side cost 8,000 x (152 + 4,096 + 4) = 34 MB; [`BookConfig::nasdaq_day`] (10 M
+//! orders, 12,000 instruments, 128 levels) starts at about 118 MB and reaches about 691 MB
+//! with room for all its orders ([`BookConfig::memory_bytes`] and [`BookConfig::max_memory_bytes`]
+//! compute both for any configuration).
 //!
 //! ```
 //! use mdbus_feed_handlers::book::{BookBuilder, BookConfig, BookUpdate, OrderEvent, Side};
@@ -99,11 +106,11 @@ pub use from_events::{
 pub(crate) use from_events::{InputRead, book_key, read_input, read_input_generic, read_trade};
 pub use iex::{IexBookEntry, IexBookEvent, IexBooks, IexSummary, iex_print};
 pub use levels::{LEVEL_BYTES, Level};
-pub use orders::{ORDER_SLOT_BYTES, Order};
+pub use orders::{ORDER_SLOT_BYTES, Order, PREALLOCATED_ORDERS};
 pub use summary::{BookSummary, BookSummaryEntry, TypeCounts};
 
 use levels::{Ladder, Set, Touched};
-use orders::{Insert, OrderTable};
+use orders::{Insert, OrderTable, prefetch_line};
 use serde::Serialize;
 
 /// Number of distinct stock locates (a `u16`).
@@ -136,7 +143,8 @@ pub const MAX_STAGED_LEVELS: usize = 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BookConfig {
     /// Live orders held at once, across all instruments; one more is refused and counted
-    /// (`capacity_exhausted`).
+    /// (`capacity_exhausted`). Room for up to [`PREALLOCATED_ORDERS`] of them is made at
+    /// construction, the rest in steps when needed (see the module docs).
     pub max_orders: usize,
     /// Instruments (distinct locates) with a book, 1 to 65,536; books are handed out to
     /// locates in order of first appearance, and an event for a locate beyond them is counted
@@ -158,9 +166,25 @@ impl BookConfig {
         }
     }
 
-    /// Bytes the builder preallocates for this configuration.
+    /// Bytes the builder preallocates for this configuration (its order table for at most
+    /// [`PREALLOCATED_ORDERS`] orders).
     pub const fn memory_bytes(&self) -> usize {
-        let orders = OrderTable::slots_for(self.max_orders).saturating_mul(ORDER_SLOT_BYTES);
+        let preallocated = if self.max_orders < PREALLOCATED_ORDERS {
+            self.max_orders
+        } else {
+            PREALLOCATED_ORDERS
+        };
+        self.bytes_with_orders(preallocated)
+    }
+
+    /// Bytes the builder holds once its order table has room for all `max_orders` (before any
+    /// growth of the level ladders).
+    pub const fn max_memory_bytes(&self) -> usize {
+        self.bytes_with_orders(self.max_orders)
+    }
+
+    const fn bytes_with_orders(&self, orders: usize) -> usize {
+        let orders = OrderTable::slots_for(orders).saturating_mul(ORDER_SLOT_BYTES);
         let per_book = self
             .levels_per_side_hint
             .saturating_mul(2 * LEVEL_BYTES)
@@ -297,6 +321,10 @@ pub struct BookCounters {
     pub invalid: u64,
     /// Times a side outgrew `levels_per_side_hint` and allocated.
     pub level_growths: u64,
+    /// Times the order table grew (by half) to hold more live orders, above
+    /// [`PREALLOCATED_ORDERS`]: one allocation and a rehash each. Serialized only when not 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub order_table_growths: u64,
     /// Order table and ladders disagreed (never expected; a bug if not 0).
     pub inconsistencies: u64,
     /// Events for a book of the other shape (an order event on a level book, a level on an
@@ -461,6 +489,11 @@ impl BookBuilder {
         if config.max_instruments == 0 || config.max_instruments > LOCATES {
             return Err(BookConfigError::Instruments(config.max_instruments));
         }
+        // A maximum beyond any address space is refused now, not at its first growth.
+        let whole = config.max_memory_bytes();
+        if whole > isize::MAX as usize {
+            return Err(BookConfigError::OutOfMemory { bytes: whole });
+        }
         let oom = BookConfigError::OutOfMemory {
             bytes: config.memory_bytes(),
         };
@@ -518,6 +551,27 @@ impl BookBuilder {
     /// Live orders over all instruments.
     pub fn live_orders(&self) -> usize {
         self.orders.len()
+    }
+
+    /// Live orders the order table has room for now, before its next growth.
+    pub fn order_capacity(&self) -> usize {
+        self.orders.capacity()
+    }
+
+    /// Grows the order table now, off the hot path, to hold `orders` live orders (at most
+    /// `max_orders`) without a growth while events are applied; with `max_orders` it makes
+    /// the builder's storage whole. Counted in `order_table_growths` when it grew.
+    pub fn reserve_orders(&mut self, orders: usize) -> Result<(), BookConfigError> {
+        let before = self.orders.capacity();
+        if !self.orders.reserve(orders) {
+            return Err(BookConfigError::OutOfMemory {
+                bytes: self.config.max_memory_bytes(),
+            });
+        }
+        if self.orders.capacity() != before {
+            self.counters.order_table_growths += 1;
+        }
+        Ok(())
     }
 
     /// Deletes every order resting on `locate` (a venue's "clear book" for one instrument),
@@ -594,12 +648,23 @@ impl BookBuilder {
     }
 
     /// Starts loading the order table slots `ev` will touch (the order it names; both orders
-    /// of a replace) into the cache, and returns at once. Applying `ev` a little later then
-    /// finds them there instead of waiting for memory: with references spread over a whole
-    /// market, that wait is most of the cost of an add. Only a hint (x86_64 prefetch; nothing
-    /// on other targets): it changes no state, and `ev` need not be applied after all.
+    /// of a replace) and its instrument's book into the cache, and returns at once. Applying
+    /// `ev` a little later then finds them there instead of waiting for memory: with
+    /// references spread over a whole market and thousands of books, those waits are most of
+    /// the cost of an event. Only a hint (x86_64 prefetch; nothing on other targets): it
+    /// changes no state, and `ev` need not be applied after all.
     #[inline]
     pub fn prefetch(&self, ev: &OrderEvent) {
+        if let Some(&b) = self.index.get(usize::from(ev.locate()))
+            && let Some(book) = self.books.get(b as usize)
+        {
+            // Every cache line the book spans (it need not start on one).
+            let p: *const u8 = (book as *const Book).cast();
+            for at in (0..size_of::<Book>()).step_by(64) {
+                prefetch_line(p.wrapping_add(at));
+            }
+            prefetch_line(p.wrapping_add(size_of::<Book>() - 1));
+        }
         match *ev {
             OrderEvent::Add { order_ref, .. }
             | OrderEvent::Execute { order_ref, .. }
@@ -738,6 +803,7 @@ impl BookBuilder {
         };
         match self.orders.insert(order) {
             Insert::Inserted => {}
+            Insert::Grew => self.counters.order_table_growths += 1,
             Insert::Duplicate => {
                 self.counters.duplicate_adds += 1;
                 return Outcome::DuplicateAdd;
@@ -829,7 +895,7 @@ impl BookBuilder {
                 locate,
                 side,
             });
-            debug_assert_eq!(ins, Insert::Inserted);
+            debug_assert!(matches!(ins, Insert::Inserted | Insert::Grew));
             Outcome::Applied
         };
         let book = &mut self.books[b];

@@ -579,7 +579,54 @@ fn config_errors() {
         Some(BookConfigError::OutOfMemory { bytes: usize::MAX })
     ));
     let day = BookConfig::nasdaq_day();
-    assert!(day.memory_bytes() > 320_000_000 && day.memory_bytes() < 400_000_000);
+    assert!(day.max_memory_bytes() > 640_000_000 && day.max_memory_bytes() < 740_000_000);
+    // Made for 1 Mi orders; the rest of the table comes in steps.
+    assert!(day.memory_bytes() > 100_000_000 && day.memory_bytes() < 140_000_000);
+}
+
+#[test]
+fn a_full_day_maximum_is_reached_in_steps() {
+    let config = BookConfig {
+        max_orders: 10_000_000,
+        max_instruments: 4,
+        levels_per_side_hint: 8,
+    };
+    let mut b = BookBuilder::new(config).expect("config");
+    // Memory for 1 Mi orders now, not for all 10 million.
+    assert!(b.memory_bytes() < config.max_memory_bytes() / 4);
+    assert_eq!(b.order_capacity(), PREALLOCATED_ORDERS);
+    // One order more than the first table holds: it grows by half once, every order stays.
+    let n = PREALLOCATED_ORDERS as u64 + 1;
+    let mut sink = |_: BookUpdate| {};
+    for r in 1..=n {
+        let ev = add(r * 3, Side::Bid, 100 + (r % 64) as u32, 1);
+        assert_eq!(b.apply(&ev, &mut sink), Outcome::Applied);
+    }
+    assert_eq!(b.counters().order_table_growths, 1);
+    assert_eq!(b.order_capacity(), PREALLOCATED_ORDERS * 3 / 2);
+    assert_eq!(b.live_orders(), n as usize);
+    assert_eq!(b.resting_orders(L), n as usize);
+    for r in (1..=n).step_by(4_099).chain([n]) {
+        assert_eq!(b.order(r * 3).map(|o| o.price), Some(100 + (r % 64) as u32));
+        assert!(b.order(r * 3 + 1).is_none());
+    }
+    // A duplicate is still refused, and a delete still finds its order, after the move.
+    assert_eq!(
+        run(&mut b, add(3, Side::Bid, 1, 1)).0,
+        Outcome::DuplicateAdd
+    );
+    let del = OrderEvent::Delete {
+        locate: L,
+        order_ref: n * 3,
+    };
+    assert_eq!(run(&mut b, del).0, Outcome::Applied);
+    assert_eq!(b.live_orders(), n as usize - 1);
+    // The rest of the way at once, off the hot path.
+    b.reserve_orders(usize::MAX).expect("memory");
+    assert_eq!(b.order_capacity(), 10_000_000);
+    assert_eq!(b.counters().order_table_growths, 2);
+    assert!(b.order(3).is_some());
+    assert_eq!(b.counters().inconsistencies, 0);
 }
 
 #[test]

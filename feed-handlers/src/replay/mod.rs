@@ -189,11 +189,13 @@ impl Default for ReplayOptions {
 /// packets are gaps, while a forged sequence number far beyond (10^12, `u64::MAX`) is not.
 pub const REPLAY_MAX_GAP: u64 = 1_000_000_000;
 
-/// Books sized for replays of a file: 1 M live orders, 12,000 instruments, 64 levels reserved
-/// per side (about 60 MB, all preallocated: see [`BookConfig::memory_bytes`]).
+/// Books sized for replays of a file, a whole day's included: up to 10 M live orders (room
+/// for 1 Mi made at once, the rest in steps as the session needs it, counted in
+/// `order_table_growths`), 12,000 instruments, 64 levels reserved per side (about 95 MB at
+/// first: see [`BookConfig::memory_bytes`] and [`BookConfig::max_memory_bytes`]).
 pub fn replay_book_config() -> BookConfig {
     BookConfig {
-        max_orders: 1 << 20,
+        max_orders: 10_000_000,
         max_instruments: 12_000,
         levels_per_side_hint: 64,
     }
