@@ -560,6 +560,14 @@ impl BookService {
         self.books.builder()
     }
 
+    /// Makes the order table whole now, before the session: room for the configuration's
+    /// `max_orders`, so that no growth (an allocation and a rehash) ever lands on the hot path.
+    /// What a live service wants; a replay may leave the table to grow in counted steps.
+    pub fn preallocate(&mut self) -> Result<(), BookServiceError> {
+        let max = self.books.builder().config().max_orders;
+        Ok(self.books.builder_mut().reserve_orders(max)?)
+    }
+
     /// The counters so far.
     pub fn stats(&self) -> BookServiceStats {
         BookServiceStats {
@@ -1246,6 +1254,19 @@ mod tests {
     use crate::test_fixtures::stock_directory;
 
     /// [`small`] with output rings of `capacity` bytes.
+    #[test]
+    fn preallocate_makes_the_order_table_whole_before_the_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(dir.path()).unwrap();
+        let mut config = BookServiceConfig::default();
+        config.book.max_orders = crate::book::PREALLOCATED_ORDERS * 2;
+        let _feed = bus.publisher("pre", &StreamConfig::default()).unwrap();
+        let mut svc = BookService::new(&bus, "pre", &config).unwrap();
+        assert!(svc.builder().order_capacity() < config.book.max_orders);
+        svc.preallocate().unwrap();
+        assert!(svc.builder().order_capacity() >= config.book.max_orders);
+    }
+
     fn small_with_output(capacity: usize) -> BookServiceConfig {
         BookServiceConfig {
             output: StreamConfig {

@@ -351,6 +351,8 @@ pub fn run_feed(args: &FeedArgs, out: &mut dyn Write) -> Result<(), CmdError> {
     // The book service subscribes before anything is published.
     let book = if with_book {
         let mut svc = BookService::new(&bus, &args.feed, &BookServiceConfig::default())?;
+        // Live: the whole day's order table now, never a growth mid-session.
+        svc.preallocate()?;
         svc.publish_counters(&bus)?;
         let input = bus.subscriber(&args.feed, &SubscribeOptions::default())?;
         Some((svc, input))
@@ -563,6 +565,8 @@ fn run_feed_iex(
     // --book-summary: the books in IEX's summary form, kept on the feed thread.
     let book = if args.book {
         let mut svc = BookService::new(&bus, &args.feed, &BookServiceConfig::default())?;
+        // Live: the whole day's order table now, never a growth mid-session.
+        svc.preallocate()?;
         svc.publish_counters(&bus)?;
         let input = bus.subscriber(&args.feed, &SubscribeOptions::default())?;
         Some((svc, input))
