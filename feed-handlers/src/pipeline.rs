@@ -415,7 +415,7 @@ impl<V: Venue> FeedPipeline<V> {
         recv_ts_ns: u64,
     ) -> Result<(), PipelineError<V::DecodeError>> {
         self.out.stats.messages += 1;
-        self.out.last_exchange_ts = V::exchange_ts_ns(decoded);
+        self.out.last_exchange_ts = self.venue.exchange_ts_ns(decoded);
         let target = if self.route.is_empty() {
             Target::One(0)
         } else {
@@ -1358,7 +1358,7 @@ mod venue_tests {
                 _ => None,
             }
         }
-        fn exchange_ts_ns(msg: &ToyMsg<'_>) -> u64 {
+        fn exchange_ts_ns(&mut self, msg: &ToyMsg<'_>) -> u64 {
             u64::from_be_bytes(msg.0[9..17].try_into().unwrap())
         }
         fn instrument(&mut self, msg: &ToyMsg<'_>) -> u32 {
@@ -1373,7 +1373,7 @@ mod venue_tests {
         fn normalize(&mut self, msg: &ToyMsg<'_>, seq: u64, recv_ts_ns: u64) -> Encoded<'_> {
             let header = HeaderFields {
                 seq,
-                exchange_ts_ns: Self::exchange_ts_ns(msg),
+                exchange_ts_ns: self.exchange_ts_ns(msg),
                 recv_ts_ns,
                 flags: self.flags,
                 venue: Self::VENUE,

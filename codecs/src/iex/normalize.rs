@@ -91,6 +91,74 @@ pub fn eastern_time_of_day_ns(unix_ns: i64) -> u64 {
     u64::try_from(local.rem_euclid(i128::from(DAY_S) * NS)).unwrap_or(0)
 }
 
+/// [`eastern_time_of_day_ns`] over a stream of timestamps. It remembers the span of UTC time
+/// that is one US/Eastern day at one offset, so a timestamp inside the last span seen costs
+/// two compares and a subtraction; the calendar is worked out again only when a timestamp
+/// leaves it. Every result equals [`eastern_time_of_day_ns`]'s.
+#[derive(Clone, Copy, Debug)]
+pub struct EasternClock {
+    /// The span, in ns since the Unix epoch: `[from_ns, to_ns)`; `from_ns` is its midnight.
+    from_ns: i64,
+    to_ns: i64,
+}
+
+impl Default for EasternClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EasternClock {
+    /// A clock that has seen no day yet.
+    pub const fn new() -> Self {
+        EasternClock {
+            from_ns: 1,
+            to_ns: 0,
+        }
+    }
+
+    /// The time of day on the US/Eastern clock of `unix_ns`, as [`eastern_time_of_day_ns`].
+    #[inline]
+    pub fn time_of_day_ns(&mut self, unix_ns: i64) -> u64 {
+        if unix_ns >= self.from_ns && unix_ns < self.to_ns {
+            // In the span: its offset is the span's and its midnight is `from_ns`.
+            return unix_ns.abs_diff(self.from_ns);
+        }
+        self.enter_day_of(unix_ns)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn enter_day_of(&mut self, unix_ns: i64) -> u64 {
+        const NS_S: i64 = 1_000_000_000;
+        const DAY_NS: i64 = DAY_S * NS_S;
+        let offset_s = eastern_offset_s(unix_ns.div_euclid(NS_S));
+        let offset_ns = offset_s * NS_S;
+        let span = unix_ns.checked_add(offset_ns).and_then(|local| {
+            let midnight = local
+                .checked_sub(local.rem_euclid(DAY_NS))?
+                .checked_sub(offset_ns)?;
+            Some((midnight, midnight.checked_add(DAY_NS)?))
+        });
+        // A day the clock changes on (a Sunday twice a year) is not one span: it is worked
+        // out per timestamp. Elsewhere the offset, a step twice a year, is the same at both
+        // ends of the day and so all through it.
+        match span {
+            Some((from, to))
+                if eastern_offset_s(from.div_euclid(NS_S)) == offset_s
+                    && eastern_offset_s((to - 1).div_euclid(NS_S)) == offset_s =>
+            {
+                *self = EasternClock {
+                    from_ns: from,
+                    to_ns: to,
+                };
+                unix_ns.abs_diff(from)
+            }
+            _ => eastern_time_of_day_ns(unix_ns),
+        }
+    }
+}
+
 /// The schema's side of an IEX side byte (`8` buy, `5` sell); another byte is kept as is.
 #[inline]
 pub fn side_of(b: u8) -> Side {
@@ -109,6 +177,7 @@ pub struct Normalizer {
     flags: EnvelopeFlags,
     directory: Directory,
     refused: u64,
+    clock: EasternClock,
 }
 
 impl Default for Normalizer {
@@ -130,6 +199,7 @@ impl Normalizer {
             flags: EnvelopeFlags::empty(),
             directory,
             refused: 0,
+            clock: EasternClock::new(),
         }
     }
 
@@ -173,6 +243,13 @@ impl Normalizer {
         }
     }
 
+    /// The message's exchange time as the schema's clock has it: the time of day on the
+    /// US/Eastern clock ([`eastern_time_of_day_ns`], through the normalizer's [`EasternClock`]).
+    #[inline]
+    pub fn exchange_ts_ns(&mut self, msg: &Message<'_>) -> u64 {
+        self.clock.time_of_day_ns(msg.timestamp())
+    }
+
     /// Normalizes one message: `seq` is its IEX-TP sequence number (or capture position),
     /// `recv_ts_ns` when it was received (ns since the Unix epoch). The result borrows the
     /// normalizer until the next call.
@@ -181,7 +258,7 @@ impl Normalizer {
         let timestamp = msg.timestamp();
         let h = &HeaderFields {
             seq,
-            exchange_ts_ns: eastern_time_of_day_ns(timestamp),
+            exchange_ts_ns: self.clock.time_of_day_ns(timestamp),
             recv_ts_ns,
             stock_locate: 0,
             tracking_number: 0,

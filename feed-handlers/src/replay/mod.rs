@@ -888,7 +888,7 @@ impl<V: ReplayVenue> SourceOut<V> {
                 return self.retry(seq, |p| p.on_message(seq, bytes, recv));
             }
         };
-        let exchange_ts = V::exchange_ts_ns(&msg);
+        let exchange_ts = self.pipeline.venue_mut().exchange_ts_ns(&msg);
         let pace_ts = capture_ts.unwrap_or(exchange_ts);
         let verdict = if core.filters() {
             let instrument = self.pipeline.venue_mut().instrument(&msg);

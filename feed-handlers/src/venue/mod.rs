@@ -82,8 +82,9 @@ pub trait Venue: fmt::Debug + Send + 'static {
     fn type_of_event(event: fb::Event) -> Option<u8>;
 
     /// Exchange timestamp of the message, nanoseconds since midnight of the trading day (the
-    /// schema's clock: a venue stamping Unix time converts).
-    fn exchange_ts_ns(msg: &Self::Message<'_>) -> u64;
+    /// schema's clock: a venue stamping Unix time converts, and may keep what it worked out
+    /// for the next message).
+    fn exchange_ts_ns(&mut self, msg: &Self::Message<'_>) -> u64;
 
     /// The instrument id the message is about, in the venue's directory; 0 for market-wide
     /// messages. A venue that keys instruments on symbols assigns ids here (see

@@ -364,3 +364,67 @@ fn only_iex_kinds_have_an_iex_type() {
         assert_eq!(type_of_event(e).is_some(), named, "{e:?}");
     }
 }
+
+mod eastern_clock {
+    use super::super::{EasternClock, eastern_time_of_day_ns};
+    use proptest::prelude::*;
+
+    const S: i64 = 1_000_000_000;
+    /// The clock changes of 2017 (UTC seconds) and a trading day's open.
+    const AROUND: [i64; 3] = [1_489_302_000, 1_509_861_600, 1_493_127_000];
+
+    fn same_as_the_calendar(clock: &mut EasternClock, t: i64) {
+        assert_eq!(clock.time_of_day_ns(t), eastern_time_of_day_ns(t), "at {t}");
+    }
+
+    #[test]
+    fn a_day_s_edges_clock_changes_and_the_extremes_read_as_the_calendar_does() {
+        let mut clock = EasternClock::new();
+        for at in AROUND {
+            for d in [
+                -86_400, -3_601, -3_600, -1, 0, 1, 3_599, 3_600, 86_399, 86_400,
+            ] {
+                for ns in [-1, 0, 1] {
+                    same_as_the_calendar(&mut clock, (at + d) * S + ns);
+                }
+            }
+        }
+        // Midnight EDT on 2017-04-25, its last nanosecond before, and back again.
+        let midnight = 1_493_092_800 * S;
+        for t in [midnight - 1, midnight, midnight - 1, midnight + 1] {
+            same_as_the_calendar(&mut clock, t);
+        }
+        for t in [i64::MIN, i64::MIN + 1, i64::MAX, i64::MAX - 1, 0, -1] {
+            same_as_the_calendar(&mut clock, t);
+            same_as_the_calendar(&mut clock, t);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// A session's timestamps: runs moving forward in small steps from anywhere, and
+        /// jumps across clock changes.
+        #[test]
+        fn every_timestamp_reads_as_the_calendar_does(
+            starts in prop::collection::vec(
+                prop_oneof![
+                    any::<i64>(),
+                    (0usize..AROUND.len(), -200_000i64..200_000)
+                        .prop_map(|(i, d)| (AROUND[i] + d) * S),
+                ],
+                1..8,
+            ),
+            steps in prop::collection::vec(0i64..20 * 60 * S, 1..64),
+        ) {
+            let mut clock = EasternClock::new();
+            for start in starts {
+                let mut t = start;
+                for step in &steps {
+                    same_as_the_calendar(&mut clock, t);
+                    t = t.saturating_add(*step);
+                }
+            }
+        }
+    }
+}

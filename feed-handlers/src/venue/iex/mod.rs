@@ -6,7 +6,7 @@
 
 use mdbus_codecs::fb::{self, Encoded, Encoder, EnvelopeFlags};
 use mdbus_codecs::iex::message::{self, DecodeError, Message};
-use mdbus_codecs::iex::normalize::{self, Normalizer, eastern_time_of_day_ns};
+use mdbus_codecs::iex::normalize::{self, Normalizer};
 use mdbus_codecs::iex::tp::Protocol;
 
 use super::{Framing, Venue};
@@ -85,8 +85,8 @@ impl Venue for Iex {
     }
 
     #[inline]
-    fn exchange_ts_ns(msg: &Message<'_>) -> u64 {
-        eastern_time_of_day_ns(msg.timestamp())
+    fn exchange_ts_ns(&mut self, msg: &Message<'_>) -> u64 {
+        self.normalizer.exchange_ts_ns(msg)
     }
 
     #[inline]
@@ -143,11 +143,8 @@ mod tests {
             for (seq, bytes) in h.messages() {
                 let m = iex.decode(bytes).expect("decodes");
                 let instrument = iex.instrument(&m);
-                let (t, ts, listed) = (
-                    Iex::type_byte(&m),
-                    Iex::exchange_ts_ns(&m),
-                    Iex::listing(&m),
-                );
+                let (t, ts, listed) =
+                    (Iex::type_byte(&m), iex.exchange_ts_ns(&m), Iex::listing(&m));
                 let env = iex.normalize(&m, seq, 9).envelope();
                 assert_eq!(Iex::type_of_event(env.event_type()), Some(t));
                 assert_eq!(

@@ -89,7 +89,7 @@ impl Venue for Nasdaq {
     }
 
     #[inline]
-    fn exchange_ts_ns(msg: &Message<'_>) -> u64 {
+    fn exchange_ts_ns(&mut self, msg: &Message<'_>) -> u64 {
         msg.timestamp()
     }
 
@@ -140,10 +140,7 @@ mod tests {
             let decoded = nasdaq.decode(m.as_bytes()).expect("decodes again");
             let instrument = nasdaq.instrument(&decoded);
             let listed = Nasdaq::listing(&decoded);
-            let (t, ts) = (
-                Nasdaq::type_byte(&decoded),
-                Nasdaq::exchange_ts_ns(&decoded),
-            );
+            let (t, ts) = (Nasdaq::type_byte(&decoded), nasdaq.exchange_ts_ns(&decoded));
             let env = nasdaq.normalize(&decoded, i as u64 + 1, 9).envelope();
             assert_eq!(Nasdaq::type_of_event(env.event_type()), Some(t));
             assert_eq!(env.venue(), fb::Venue::Nasdaq);
