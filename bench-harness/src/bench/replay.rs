@@ -504,8 +504,8 @@ fn passes(messages: u64) -> u64 {
 /// Books for the repeated session: each pass starts from empty books, so the live orders
 /// are those of one session (a few hundred). 32 Ki orders make a 2 MiB order table: at
 /// twice that, the table alone outgrows a 2 MiB L2 and the one-thread feed+book row loses
-/// a third of its rate on such a host while the decode+book row does not move (the rings
-/// and encoder buffers it also touches are what push the table out).
+/// a third of its rate on such a host, while the decode+book row, which touches nothing but
+/// the books, does not move.
 fn books() -> BookConfig {
     BookConfig {
         max_orders: 1 << 15,
