@@ -7,7 +7,9 @@
 //! ```
 //!
 //! The stages are connected by lossless shared-memory streams under a temporary bus root that
-//! is removed at the end. With two cpus, two stages share one ([`Threading`]). The strategy is
+//! is removed at the end. With two cpus, two stages share one ([`Threading`]); with
+//! [`Threading::BookOnFeed`] the feed handler builds the books itself, from the messages it
+//! decodes, and publishes the book service's outputs on the same streams. The strategy is
 //! the example strategy's logic (`bus/examples/strategy/signals.rs`). Each message is stamped
 //! with the TSC when the feed handler decodes it; the strategy stamps its callback with the
 //! same clock, and the difference goes into an HdrHistogram: the tick-to-strategy latency,
@@ -185,7 +187,7 @@ impl std::fmt::Debug for Input {
 pub struct PipelineRun {
     /// The feed handler's report.
     pub feed: ReplayReport,
-    /// The book service's counters.
+    /// The book service's counters (the feed handler's, with [`Threading::BookOnFeed`]).
     pub book: BookServiceStats,
     /// The books at the end.
     pub summary: BookSummary,
@@ -195,6 +197,9 @@ pub struct PipelineRun {
     pub strategy: signals::Strategy,
     /// Its first signals.
     pub first_signals: Vec<signals::Signal>,
+    /// Turns of the strategy's own thread that found both its inputs empty (it then waited);
+    /// 0 when the strategy shares a thread.
+    pub strategy_idle: u64,
     /// Tick-to-strategy latency of every BBO update and trade, ns.
     pub latency: Histogram<u64>,
     /// From the feed handler's first read to the strategy's last callback, ns.
@@ -251,7 +256,7 @@ pub fn run_pipeline(
         },
         publish_levels: true,
     };
-    let mut service = BookService::new(&bus, FEED, &book_config)?;
+    let service = BookService::new(&bus, FEED, &book_config)?;
     // SAFETY: every stream of this bus root is written by this process's feed pipeline and
     // book service, which publish nothing but envelopes built by `schema::Encoder`.
     let trust = unsafe { Trust::publisher() };
@@ -259,8 +264,18 @@ pub fn run_pipeline(
         trust,
         ..SubscribeOptions::default()
     };
-    // Every subscriber joins before anything is published (lossless slots).
-    let mut book_input = bus.subscriber(FEED, &options)?;
+    // Every subscriber joins before anything is published (lossless slots). The book service
+    // reads the feed stream on a thread of its own, or is fed on the feed handler's (then
+    // nothing subscribes to the feed stream, which holds nobody back).
+    let (replayer, mut book_parts) = if threading == Threading::BookOnFeed {
+        let replayer = replayer
+            .with_book_service(service)
+            .map_err(|e| StageError::BadArg(format!("--threading book-on-feed: {e}")))?;
+        (replayer, None)
+    } else {
+        let book_input = bus.subscriber(FEED, &options)?;
+        (replayer, Some((service, book_input)))
+    };
     let book_sub = bus.subscriber(&book_stream_name(FEED), &options)?;
     let trades_sub = bus.subscriber(&trades_stream_name(FEED), &options)?;
 
@@ -294,6 +309,22 @@ pub fn run_pipeline(
         };
         // The strategy's inputs, for whichever thread runs it.
         let mut strategy_inputs = Some((book_sub, trades_sub));
+        let spawn_strategy = |stage: usize, book_sub: Subscriber, trades_sub: Subscriber| {
+            let strategy_clock = clock.clone();
+            std::thread::Builder::new()
+                .name("mdbus-strategy".into())
+                .spawn_scoped(s, move || {
+                    let pinned = pinning.enter(stage);
+                    // Made before the gate: its tables are allocated before the feed
+                    // starts, not while the first messages wait.
+                    let stage =
+                        StrategyStage::new(book_sub, trades_sub, strategy_clock.clone(), show);
+                    ready.arrive_and_wait(threads);
+                    let r = stage.and_then(|stage| run_strategy(stage, wait));
+                    r.map(|r| (r, strategy_clock.raw(), pinned))
+                })
+                .map_err(spawn_err)
+        };
         let spawn_book = |service: BookService, mut book_input: Subscriber| {
             let stop = &stop;
             std::thread::Builder::new()
@@ -310,24 +341,18 @@ pub fn run_pipeline(
         let consumers = match threading {
             Threading::Dedicated => {
                 let (book_sub, trades_sub) = strategy_inputs.take().expect("inputs");
-                let strategy_clock = clock.clone();
-                let strategy = std::thread::Builder::new()
-                    .name("mdbus-strategy".into())
-                    .spawn_scoped(s, move || {
-                        let pinned = pinning.enter(2);
-                        // Made before the gate: its tables are allocated before the feed
-                        // starts, not while the first messages wait.
-                        let stage =
-                            StrategyStage::new(book_sub, trades_sub, strategy_clock.clone(), show);
-                        ready.arrive_and_wait(threads);
-                        let r = stage.and_then(|stage| run_strategy(stage, wait));
-                        r.map(|r| (r, strategy_clock.raw(), pinned))
-                    })
-                    .map_err(spawn_err)?;
+                let (service, book_input) = book_parts.take().expect("a book service");
+                let strategy = spawn_strategy(2, book_sub, trades_sub)?;
                 Either::Two(spawn_book(service, book_input)?, strategy)
+            }
+            Threading::BookOnFeed => {
+                // The strategy on the cpu the book builder's thread would have.
+                let (book_sub, trades_sub) = strategy_inputs.take().expect("inputs");
+                Either::Strategy(spawn_strategy(1, book_sub, trades_sub)?)
             }
             Threading::Shared => {
                 let (book_sub, trades_sub) = strategy_inputs.take().expect("inputs");
+                let (mut service, mut book_input) = book_parts.take().expect("a book service");
                 let strategy_clock = clock.clone();
                 let both = std::thread::Builder::new()
                     .name("mdbus-book+strat".into())
@@ -345,11 +370,16 @@ pub fn run_pipeline(
                     .map_err(spawn_err)?;
                 Either::One(both)
             }
-            Threading::StrategyOnFeed => Either::Book(spawn_book(service, book_input)?),
+            Threading::StrategyOnFeed => {
+                let (service, book_input) = book_parts.take().expect("a book service");
+                Either::Book(spawn_book(service, book_input)?)
+            }
         };
         let feed_clock = clock.clone();
         let feed_name = if strategy_inputs.is_some() {
             "mdbus-feed+strat"
+        } else if threading == Threading::BookOnFeed {
+            "mdbus-feed+book"
         } else {
             "mdbus-feed"
         };
@@ -360,8 +390,16 @@ pub fn run_pipeline(
                 let Some((book_sub, trades_sub)) = strategy_inputs else {
                     ready.arrive_and_wait(threads);
                     let start = feed_clock.raw();
-                    let report = replayer.run(&mut |_| {})?;
-                    return Ok((report, start, pinned, None));
+                    let (report, service) = replayer.run_with_book_service(&mut |_| {})?;
+                    // With book-on-feed, the books this thread built.
+                    let book = match service {
+                        Some(mut svc) => {
+                            svc.take_output_error()?;
+                            Some(book_results(&svc, svc.stats(), pinned))
+                        }
+                        None => None,
+                    };
+                    return Ok((report, start, pinned, None, book));
                 };
                 // The strategy on this thread, in the feed handler's waits.
                 let stage = StrategyStage::new(book_sub, trades_sub, feed_clock.clone(), show);
@@ -371,7 +409,7 @@ pub fn run_pipeline(
                 // The replay ran the stage until its inputs ended: this returns at once.
                 let result = run_strategy(stage, wait)?;
                 let strategy = (result, feed_clock.raw(), pinned);
-                Ok::<_, StageError>((report, start, pinned, Some(strategy)))
+                Ok::<_, StageError>((report, start, pinned, Some(strategy), None))
             })
             .map_err(spawn_err)?;
         let join = |what: &str| StageError::Internal(format!("the {what} thread panicked"));
@@ -380,25 +418,32 @@ pub fn run_pipeline(
             Either::Two(book, strategy) => {
                 let book = book.join().map_err(|_| join("book builder"));
                 let strategy = strategy.join().map_err(|_| join("strategy"));
-                book.and_then(|b| Ok((b?, Some(strategy??))))
+                book.and_then(|b| Ok((Some(b?), Some(strategy??))))
             }
             Either::One(both) => both
                 .join()
                 .map_err(|_| join("book builder and strategy"))
-                .and_then(|r| r.map(|(b, s)| (b, Some(s)))),
+                .and_then(|r| r.map(|(b, s)| (Some(b), Some(s)))),
             Either::Book(book) => book
                 .join()
                 .map_err(|_| join("book builder"))
-                .and_then(|r| r.map(|b| (b, None))),
+                .and_then(|r| r.map(|b| (Some(b), None))),
+            Either::Strategy(strategy) => strategy
+                .join()
+                .map_err(|_| join("strategy"))
+                .and_then(|r| r.map(|s| (None, Some(s)))),
         };
         Ok::<_, StageError>((feed, consumers))
     })?;
-    let (feed, start, feed_pinned, on_feed) = feed??;
-    let ((book_stats, summary, symbols, book_pinned), strategy) = consumers?;
+    let (feed, start, feed_pinned, on_feed, books_on_feed) = feed??;
+    let (book, strategy) = consumers?;
+    let (book_stats, summary, symbols, book_pinned) = book
+        .or(books_on_feed)
+        .ok_or_else(|| StageError::Internal("no thread built the books".into()))?;
     let (strategy, end, strategy_pinned) = strategy
         .or(on_feed)
         .ok_or_else(|| StageError::Internal("no thread ran the strategy".into()))?;
-    let (strategy, first_signals, latency) = strategy;
+    let (strategy, first_signals, latency, strategy_idle) = strategy;
     drop(bus);
     root.close()?;
     Ok(PipelineRun {
@@ -408,6 +453,7 @@ pub fn run_pipeline(
         symbols,
         strategy,
         first_signals,
+        strategy_idle,
         latency,
         elapsed_ns: clock.delta_ns(start, end),
         pinned: feed_pinned && book_pinned && strategy_pinned,
@@ -439,12 +485,14 @@ pub fn share_a_cpu(cpus: &[usize]) -> bool {
         .any(|(i, a)| cpus[i + 1..].contains(a))
 }
 
-/// The consumers' threads: the book builder's and the strategy's, one running both, or the
-/// book builder's alone (the strategy runs on the feed handler's).
+/// The consumers' threads: the book builder's and the strategy's, one running both, the
+/// book builder's alone (the strategy runs on the feed handler's), or the strategy's alone
+/// (the books are built on the feed handler's).
 enum Either<B, S, O> {
     Two(B, S),
     One(O),
     Book(B),
+    Strategy(S),
 }
 
 /// How the book builder and the strategy get their cpu time.
@@ -464,6 +512,13 @@ pub enum Threading {
     /// arrangement: the book builder, the heaviest stage, gets a cpu to itself, and the two
     /// light stages share the other.
     StrategyOnFeed,
+    /// The books built on the feed handler's thread, from the fields of each message it
+    /// decodes (after publishing the message on the feed stream, as always), by the book
+    /// service's code, which publishes the same BBO, level and trade envelopes on the same
+    /// streams; the strategy on a thread of its own, on the book builder's cpu (two threads).
+    /// No envelope is read back between the feed handler and the books. Nasdaq ITCH sources
+    /// only.
+    BookOnFeed,
 }
 
 impl Threading {
@@ -472,7 +527,7 @@ impl Threading {
     pub fn strategy_stage(self) -> usize {
         match self {
             Threading::Dedicated => 2,
-            Threading::Shared => 1,
+            Threading::Shared | Threading::BookOnFeed => 1,
             Threading::StrategyOnFeed => 0,
         }
     }
@@ -490,7 +545,7 @@ impl Threading {
     pub fn threads(self) -> usize {
         match self {
             Threading::Dedicated => 3,
-            Threading::Shared | Threading::StrategyOnFeed => 2,
+            Threading::Shared | Threading::StrategyOnFeed | Threading::BookOnFeed => 2,
         }
     }
 }
@@ -523,8 +578,9 @@ fn symbol_text(s: Option<[u8; 8]>) -> String {
         .unwrap_or_default()
 }
 
-/// What the strategy thread hands back: its state, the first signals, the latency histogram.
-type StrategyResult = (signals::Strategy, Vec<signals::Signal>, Histogram<u64>);
+/// What the strategy thread hands back: its state, the first signals, the latency histogram,
+/// and the turns of its own thread that found its inputs empty.
+type StrategyResult = (signals::Strategy, Vec<signals::Signal>, Histogram<u64>, u64);
 
 /// The strategy stage: reads BBO and trade events zero-copy, in source order, runs the example
 /// strategy's logic, and records each event's tick-to-strategy latency.
@@ -537,6 +593,8 @@ struct StrategyStage {
     /// Book (0) and trades (1), merged in source order: a trade after the quote change its
     /// execution caused, before the next message's quote.
     input: SourceMerge<2>,
+    /// Turns of [`run_strategy`] that found both inputs empty.
+    idle: u64,
 }
 
 impl StrategyStage {
@@ -554,6 +612,7 @@ impl StrategyStage {
             show,
             clock,
             input: SourceMerge::new([book, trades]),
+            idle: 0,
         })
     }
 
@@ -618,7 +677,7 @@ impl StrategyStage {
     }
 
     fn into_result(self) -> StrategyResult {
-        (self.strategy, self.first, self.hist)
+        (self.strategy, self.first, self.hist, self.idle)
     }
 }
 
@@ -630,6 +689,7 @@ fn run_strategy(
 ) -> Result<StrategyResult, StageError> {
     while !stage.finished() {
         if stage.poll(STRATEGY_TURN)? == 0 && !stage.finished() {
+            stage.idle += 1;
             // Short: the wait watches one of the two inputs.
             stage.wait(&wait, Duration::from_micros(20));
         }
@@ -749,6 +809,108 @@ mod tests {
         assert_eq!(plan_cpus(&[0, 1, 2]).unwrap(), [0, 1, 2]);
         assert!(!share_a_cpu(&plan_cpus(&[0, 1, 2]).unwrap()));
         assert!(plan_cpus(&[]).is_ok(), "the affinity mask is never empty");
+    }
+
+    /// Runs the bundled session through `threading`, as fast as it goes, unpinned.
+    fn bundled(threading: Threading) -> PipelineRun {
+        let input = Input::Source(Source::Bytes {
+            name: BUNDLED_NAME.into(),
+            bytes: BUNDLED_SESSION,
+        });
+        let book = BookConfig {
+            max_orders: 1 << 16,
+            max_instruments: 64,
+            levels_per_side_hint: 64,
+        };
+        let pinning = Pinning::unpinned(&STAGES);
+        run_pipeline(input, Speed::Max, book, &pinning, threading, 1_000).unwrap()
+    }
+
+    #[test]
+    fn books_on_the_feed_thread_give_what_the_book_thread_gives() {
+        let dedicated = bundled(Threading::Dedicated);
+        let on_feed = bundled(Threading::BookOnFeed);
+        assert_eq!(on_feed.feed.published, 10_000);
+        // The same books, symbols and book service counters (every envelope published).
+        assert_eq!(on_feed.summary, dedicated.summary);
+        assert_eq!(on_feed.symbols, dedicated.symbols);
+        assert_eq!(on_feed.summary.book(13).map(|e| e.prints), Some(1_089));
+        let (a, b) = (on_feed.book, dedicated.book);
+        assert_eq!(
+            (
+                a.messages,
+                a.book_events,
+                a.bbos_published,
+                a.levels_published
+            ),
+            (
+                b.messages,
+                b.book_events,
+                b.bbos_published,
+                b.levels_published
+            )
+        );
+        assert_eq!(
+            (
+                a.trades_published,
+                a.crosses_forwarded,
+                a.unpriced_prints,
+                a.ended
+            ),
+            (
+                b.trades_published,
+                b.crosses_forwarded,
+                b.unpriced_prints,
+                b.ended
+            )
+        );
+        assert!(a.ended && a.bbos_published > 0 && a.trades_published == 1_089);
+        // No thread read the feed stream back for the books.
+        assert_eq!(a.idle_polls, 0);
+        // The strategy read the same events and gave the same signals, in the same order.
+        assert_eq!(on_feed.strategy.stats(), dedicated.strategy.stats());
+        // (Each carries its receive stamp, which is the run's own.)
+        let unstamped = |r: &PipelineRun| -> Vec<signals::Signal> {
+            let unstamp = |s: &signals::Signal| signals::Signal {
+                recv_ts_ns: 0,
+                ..*s
+            };
+            r.first_signals.iter().map(unstamp).collect()
+        };
+        assert_eq!(unstamped(&on_feed), unstamped(&dedicated));
+        assert!(!on_feed.first_signals.is_empty());
+        let st = on_feed.strategy.stats();
+        assert_eq!(st.bbo_updates, a.bbos_published);
+        assert_eq!(on_feed.latency.len(), a.bbos_published + a.trades_published);
+    }
+
+    #[test]
+    fn books_on_the_feed_thread_refuse_an_iex_capture() {
+        let iex = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../codecs/testdata/iex/deepplus-all-message-types.pcap"
+        );
+        let pinning = Pinning::unpinned(&STAGES);
+        let book = BookConfig {
+            max_orders: 1024,
+            max_instruments: 16,
+            levels_per_side_hint: 16,
+        };
+        let e = run_pipeline(
+            Input::Source(Source::Path(iex.into())),
+            Speed::Max,
+            book,
+            &pinning,
+            Threading::BookOnFeed,
+            0,
+        )
+        .unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("book-on-feed") && m.contains("Nasdaq ITCH messages only"),
+            "{m}"
+        );
+        assert!(m.contains("an IEX capture"), "{m}");
     }
 
     #[test]

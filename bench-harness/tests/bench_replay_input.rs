@@ -93,7 +93,8 @@ fn input_file_is_played_once_per_round_and_its_count_reported() {
             "mdbus-decode+book",
             "mdbus-pipeline",
             "mdbus-pipeline-shared",
-            "mdbus-pipeline-on-feed"
+            "mdbus-pipeline-on-feed",
+            "mdbus-pipeline-book-on-feed"
         ]
     );
     for r in v["results"].as_array().unwrap() {

@@ -97,18 +97,24 @@ fn demo_json_carries_every_stage() {
 }
 
 /// The two-thread arrangements (the book builder and the strategy on one thread in turns;
-/// the strategy on the feed handler's thread in its waits): the same messages, books, prints
-/// and samples as on their own threads, and the strategy placed on the cpu of the thread it
-/// shares.
+/// the strategy on the feed handler's thread in its waits; the books built on the feed
+/// handler's thread): the same messages, books, prints, signals and samples as on their own
+/// threads, and the stage that shares a thread placed on the cpu of the one it shares.
 #[test]
 fn demo_two_thread_arrangements_give_the_same_results() {
     let dedicated = demo_json(&["--threading", "dedicated"]);
-    for (threading, shares_with, says) in [
-        ("shared", "book_cpu", "share one thread"),
+    check_stages(&dedicated);
+    for (threading, (guest, host), says) in [
+        ("shared", ("strategy_cpu", "book_cpu"), "share one thread"),
         (
             "strategy-on-feed",
-            "feed_cpu",
-            "on the feed handler's thread",
+            ("strategy_cpu", "feed_cpu"),
+            "on the feed handler's thread, in its waits",
+        ),
+        (
+            "book-on-feed",
+            ("book_cpu", "feed_cpu"),
+            "books are built on the feed handler's thread",
         ),
     ] {
         for rate in ["0", "500000"] {
@@ -129,10 +135,28 @@ fn demo_two_thread_arrangements_give_the_same_results() {
                 v["strategy"]["first_signals"],
                 dedicated["strategy"]["first_signals"]
             );
-            assert_eq!(
-                v["placement"][shares_with], v["placement"]["strategy_cpu"],
-                "{v}"
-            );
+            assert_eq!(v["placement"][guest], v["placement"][host], "{v}");
+            // The same books and the same envelopes out of them.
+            assert_eq!(v["final_book"], dedicated["final_book"]);
+            for k in [
+                "messages",
+                "book_events",
+                "bbos_published",
+                "levels_published",
+                "trades_published",
+                "crosses_forwarded",
+                "unpriced_prints",
+                "non_printable",
+                "ended",
+            ] {
+                assert_eq!(v["book"][k], dedicated["book"][k], "{threading}: book.{k}");
+            }
+            for k in ["bbo_updates", "trades", "gaps", "microprice", "flow"] {
+                assert_eq!(
+                    v["strategy"][k], dedicated["strategy"][k],
+                    "{threading}: strategy.{k}"
+                );
+            }
             check_stages(&v);
         }
         let text = ok(&["demo", "--threading", threading]);

@@ -61,6 +61,13 @@
 //!   from there on; the notice says which instrument, 0 for all). Records lost on the input
 //!   ring itself (the service was lapped) become a `GapNotice` with `recoverable: false` and
 //!   locate 0. `EndOfSession` is forwarded to every output, and ends [`BookService::run`].
+//! * **Decoded input.** A feed handler that keeps the books on its own thread hands the
+//!   service each decoded ITCH message instead of its envelope ([`BookService::handle_itch`],
+//!   with [`BookService::handle_gap`] and [`BookService::handle_end_of_session`] for the
+//!   notices it publishes): the outputs are the envelopes the service would publish reading
+//!   the feed's stream, byte for byte (the header is the one the normalizer stamps), through
+//!   the same builder, update sink and publishers, without reading the envelope back. A
+//!   replay does so with [`Replayer::with_book_service`](crate::replay::Replayer::with_book_service).
 //!
 //! Nothing here allocates per message: the builder's storage and the encoder are made once,
 //! in [`BookService::new`]; updates are published as the builder makes them.
@@ -79,6 +86,7 @@ use mdbus_bus::{
     WaitStrategy,
 };
 
+use mdbus_codecs::nasdaq::itch::Message;
 use mdbus_shm::counters::{CounterError, CounterFile};
 
 use crate::book::{
@@ -611,6 +619,135 @@ impl BookService {
         }
     }
 
+    /// Applies one decoded ITCH message, source message `seq` received at `recv_ts_ns`, and
+    /// publishes what it changed: what [`handle`](Self::handle) publishes for the message's
+    /// normalized envelope stamped with `flags`, byte for byte, without that envelope being
+    /// read back. For a feed handler that builds the books on its own thread (see the
+    /// [module docs](self)); gap notices and the end of the session come through
+    /// [`handle_gap`](Self::handle_gap) and [`handle_end_of_session`](Self::handle_end_of_session).
+    #[inline]
+    pub fn handle_itch(
+        &mut self,
+        seq: u64,
+        recv_ts_ns: u64,
+        flags: fb::EnvelopeFlags,
+        msg: &Message<'_>,
+    ) {
+        let locate = msg.stock_locate();
+        // The header the normalizer stamps on the message's envelope.
+        let header = HeaderFields {
+            seq,
+            exchange_ts_ns: msg.timestamp(),
+            recv_ts_ns,
+            stock_locate: locate,
+            tracking_number: msg.tracking_number(),
+            flags,
+            venue: fb::Venue::Nasdaq,
+            instrument: u32::from(locate),
+        };
+        self.stats.received += 1;
+        self.books.count_source(msg.msg_type());
+        self.last_seq = seq;
+        match itch_order(msg) {
+            Some((ev, match_number)) => self.apply(&OrderInput {
+                header,
+                ev,
+                match_number,
+            }),
+            None => self.handle_itch_other(&header, msg),
+        }
+    }
+
+    /// Starts loading what applying the decoded ITCH message `msg` will touch (its order
+    /// table slots and its book) into the cache, and returns at once: a feed handler calls it
+    /// before it normalizes and publishes the message, then [`handle_itch`](Self::handle_itch),
+    /// so that the memory access overlaps that work. Only a hint; it changes nothing.
+    #[inline]
+    pub fn prefetch_itch(&self, msg: &Message<'_>) {
+        if let Some((ev, _)) = itch_order(msg) {
+            self.books.builder().prefetch(&ev);
+        }
+    }
+
+    /// A gap notice the feed handler published on its stream, with the header and fields it
+    /// stamped: counted in the books and forwarded on every output, as [`handle`](Self::handle)
+    /// does with its envelope.
+    pub fn handle_gap(&mut self, header: &HeaderFields, fields: &fb::GapNoticeFields) {
+        self.stats.received += 1;
+        self.last_seq = header.seq;
+        self.gap_notice(header, fields);
+    }
+
+    /// The end of the session the feed handler published on its stream, with the header it
+    /// stamped: forwarded on every output, as [`handle`](Self::handle) does with its envelope.
+    pub fn handle_end_of_session(&mut self, header: &HeaderFields) {
+        self.stats.received += 1;
+        self.last_seq = header.seq;
+        self.end_of_session(header);
+    }
+
+    /// [`handle_itch`](Self::handle_itch) for a message that is not an order message:
+    /// forwards what the outputs carry and applies `P` trades, as
+    /// [`handle_other`](Self::handle_other) does for the envelopes of those messages, with
+    /// the fields the normalizer would put in them. Out of line, as that one is.
+    #[inline(never)]
+    fn handle_itch_other(&mut self, header: &HeaderFields, msg: &Message<'_>) {
+        match msg {
+            Message::Trade(m) => {
+                let ev = OrderEvent::Trade {
+                    locate: header.stock_locate,
+                    shares: m.shares(),
+                    price: m.price().0,
+                };
+                let print = fb::TradeFields {
+                    order_reference_number: m.order_reference_number(),
+                    buy_sell_indicator: fb::Side(m.buy_sell_indicator()),
+                    shares: m.shares(),
+                    stock: m.stock(),
+                    price: m.price().0,
+                    match_number: m.match_number(),
+                };
+                self.hidden_print(header, &ev, &print);
+            }
+            Message::StockDirectory(m) => {
+                let fields = fb::StockDirectoryFields {
+                    stock: m.stock(),
+                    market_category: m.market_category(),
+                    financial_status_indicator: m.financial_status_indicator(),
+                    round_lot_size: m.round_lot_size(),
+                    round_lots_only: m.round_lots_only(),
+                    issue_classification: m.issue_classification(),
+                    issue_sub_type: m.issue_sub_type(),
+                    authenticity: m.authenticity(),
+                    short_sale_threshold_indicator: m.short_sale_threshold_indicator(),
+                    ipo_flag: m.ipo_flag(),
+                    luld_reference_price_tier: m.luld_reference_price_tier(),
+                    etp_flag: m.etp_flag(),
+                    etp_leverage_factor: m.etp_leverage_factor(),
+                    inverse_indicator: m.inverse_indicator(),
+                };
+                self.directory(header, &fields);
+            }
+            Message::CrossTrade(m) => {
+                let fields = fb::CrossTradeFields {
+                    shares: m.shares(),
+                    stock: m.stock(),
+                    cross_price: m.cross_price().0,
+                    match_number: m.match_number(),
+                    cross_type: m.cross_type(),
+                };
+                self.cross(header, &fields);
+            }
+            Message::BrokenTrade(m) => {
+                let fields = fb::BrokenTradeFields {
+                    match_number: m.match_number(),
+                };
+                self.broken(header, &fields);
+            }
+            _ => {}
+        }
+    }
+
     /// [`handle`](Self::handle) one record late, for [`poll`](Self::poll): an order message's
     /// order slot is prefetched now, and the message is applied when the next record comes
     /// (the memory access overlapping this one's work) or at [`flush`](Self::flush). Any other
@@ -679,12 +816,7 @@ impl BookService {
         match event {
             fb::Event::Trade => {
                 if let Some((ev, print)) = read_trade(env, instrument_of(&header)) {
-                    self.stats.book_events += 1;
-                    // A print on no displayed order: the book's print statistics, no update.
-                    let _: Outcome = self.books.builder_mut().apply(&ev, &mut |_| {});
-                    let msg = self.encoder.trade(&header, &print);
-                    self.out.publish(To::Trades, &msg);
-                    self.stats.trades_published += 1;
+                    self.hidden_print(&header, &ev, &print);
                 }
             }
             fb::Event::PriceLevelUpdate => {
@@ -706,7 +838,6 @@ impl BookService {
             }
             fb::Event::StockDirectory => {
                 if let Some(d) = env.event_as_stock_directory() {
-                    self.symbols[usize::from(header.stock_locate)] = d.stock().0;
                     let fields = fb::StockDirectoryFields {
                         stock: d.stock().0,
                         market_category: d.market_category(),
@@ -723,9 +854,7 @@ impl BookService {
                         etp_leverage_factor: d.etp_leverage_factor(),
                         inverse_indicator: d.inverse_indicator(),
                     };
-                    let msg = self.encoder.stock_directory(&header, &fields);
-                    self.out.publish(To::Book, &msg);
-                    self.out.publish(To::Levels, &msg);
+                    self.directory(&header, &fields);
                 }
             }
             fb::Event::CrossTrade => {
@@ -738,9 +867,7 @@ impl BookService {
                         match_number: b.match_number(),
                         cross_type: b.cross_type(),
                     };
-                    let msg = self.encoder.cross_trade(&header, &fields);
-                    self.out.publish(To::Trades, &msg);
-                    self.stats.crosses_forwarded += 1;
+                    self.cross(&header, &fields);
                 }
             }
             fb::Event::BrokenTrade => {
@@ -748,9 +875,7 @@ impl BookService {
                     let fields = fb::BrokenTradeFields {
                         match_number: b.body().match_number(),
                     };
-                    let msg = self.encoder.broken_trade(&header, &fields);
-                    self.out.publish(To::Trades, &msg);
-                    self.stats.crosses_forwarded += 1;
+                    self.broken(&header, &fields);
                 }
             }
             fb::Event::GapNotice => {
@@ -761,32 +886,73 @@ impl BookService {
                         recoverable: g.recoverable(),
                         scope: g.scope(),
                     };
-                    self.books.gap(fields.recoverable);
-                    self.forward_gap(&header, &fields);
+                    self.gap_notice(&header, &fields);
                 }
             }
             fb::Event::EndOfSession => {
-                // Levels of an IEX event that never completed: nothing will complete them now.
-                if self.books.builder().staged_levels() > 0 {
-                    let mut sink = Publish {
-                        encoder: &mut self.encoder,
-                        out: &mut self.out,
-                        stats: &mut self.stats,
-                        header: &header,
-                    };
-                    self.books.builder_mut().flush_levels(&mut sink);
-                }
-                let msg = self
-                    .encoder
-                    .end_of_session(&header, &fb::EndOfSessionFields);
-                self.out.publish_everywhere(&msg);
-                self.stats.ended = true;
+                self.end_of_session(&header);
                 return Handled::EndOfSession;
             }
             _ if is_iex_event(event) => self.handle_iex(&header, event, env),
             _ => {}
         }
         Handled::Continue
+    }
+
+    /// Applies a `P` trade (a print on no displayed order: the book's print statistics, no
+    /// update) and publishes its print as it came.
+    fn hidden_print(&mut self, header: &HeaderFields, ev: &OrderEvent, print: &fb::TradeFields) {
+        self.stats.book_events += 1;
+        let _: Outcome = self.books.builder_mut().apply(ev, &mut |_| {});
+        let msg = self.encoder.trade(header, print);
+        self.out.publish(To::Trades, &msg);
+        self.stats.trades_published += 1;
+    }
+
+    /// Learns the symbol of a stock directory message and forwards it on the book and levels
+    /// streams.
+    fn directory(&mut self, header: &HeaderFields, fields: &fb::StockDirectoryFields) {
+        self.symbols[usize::from(header.stock_locate)] = fields.stock;
+        let msg = self.encoder.stock_directory(header, fields);
+        self.out.publish(To::Book, &msg);
+        self.out.publish(To::Levels, &msg);
+    }
+
+    /// Forwards a cross trade on the trade stream.
+    fn cross(&mut self, header: &HeaderFields, fields: &fb::CrossTradeFields) {
+        let msg = self.encoder.cross_trade(header, fields);
+        self.out.publish(To::Trades, &msg);
+        self.stats.crosses_forwarded += 1;
+    }
+
+    /// Forwards a broken trade on the trade stream.
+    fn broken(&mut self, header: &HeaderFields, fields: &fb::BrokenTradeFields) {
+        let msg = self.encoder.broken_trade(header, fields);
+        self.out.publish(To::Trades, &msg);
+        self.stats.crosses_forwarded += 1;
+    }
+
+    /// Counts an input gap notice in the books and forwards it on every output.
+    fn gap_notice(&mut self, header: &HeaderFields, fields: &fb::GapNoticeFields) {
+        self.books.gap(fields.recoverable);
+        self.forward_gap(header, fields);
+    }
+
+    /// Publishes the levels still staged (an IEX event that never completed: nothing will
+    /// complete it now), then the end of the session on every output.
+    fn end_of_session(&mut self, header: &HeaderFields) {
+        if self.books.builder().staged_levels() > 0 {
+            let mut sink = Publish {
+                encoder: &mut self.encoder,
+                out: &mut self.out,
+                stats: &mut self.stats,
+                header,
+            };
+            self.books.builder_mut().flush_levels(&mut sink);
+        }
+        let msg = self.encoder.end_of_session(header, &fb::EndOfSessionFields);
+        self.out.publish_everywhere(&msg);
+        self.stats.ended = true;
     }
 
     /// Handles an IEX envelope: names its instrument on the book and levels streams (see the
@@ -1068,9 +1234,7 @@ impl BookService {
                 });
             }
         };
-        if let Some((stream, source)) = self.out.failed.take() {
-            return Err(BookServiceError::Publish { stream, source });
-        }
+        self.take_output_error()?;
         Ok(if ended {
             Polled::Finished
         } else if handled == 0 {
@@ -1079,6 +1243,16 @@ impl BookService {
         } else {
             Polled::Worked(handled)
         })
+    }
+
+    /// The first message an output refused for good (larger than its `max_msg_len`) since the
+    /// last call, as [`poll`](Self::poll) reports it: for callers of [`handle`](Self::handle)
+    /// and [`handle_itch`](Self::handle_itch), which go on publishing the rest.
+    pub fn take_output_error(&mut self) -> Result<(), BookServiceError> {
+        match self.out.failed.take() {
+            Some((stream, source)) => Err(BookServiceError::Publish { stream, source }),
+            None => Ok(()),
+        }
     }
 
     /// Tells the outputs' subscribers that the service is alive while it has nothing to do
@@ -1221,6 +1395,24 @@ fn warm_encoder() -> Encoder {
         },
     );
     e
+}
+
+/// The book event of a decoded ITCH order message (`A`, `F`, `E`, `C`, `X`, `D`, `U`) and the
+/// match number of an execution (0 otherwise): what [`read_input`] reads from its envelope.
+/// `None` for any other message (`P` trades are prints on no order: `handle_itch_other`).
+#[inline(always)]
+fn itch_order(msg: &Message<'_>) -> Option<(OrderEvent, u64)> {
+    let match_number = match msg {
+        Message::AddOrder(_)
+        | Message::AddOrderMpid(_)
+        | Message::OrderCancel(_)
+        | Message::OrderDelete(_)
+        | Message::OrderReplace(_) => 0,
+        Message::OrderExecuted(m) => m.match_number(),
+        Message::OrderExecutedWithPrice(m) => m.match_number(),
+        _ => return None,
+    };
+    OrderEvent::from_itch(msg).map(|ev| (ev, match_number))
 }
 
 /// `header` about instrument `locate` instead (the ITCH source's stock locate too, for the
@@ -1927,6 +2119,87 @@ mod tests {
                 assert!(g == w, "turns of {turn}, output {k}");
             }
         }
+    }
+
+    #[test]
+    fn decoded_messages_publish_exactly_what_their_envelopes_publish() {
+        const AAPL: &[u8] = include_bytes!("../../codecs/testdata/itch/aapl-2020-01-30-10k.itch");
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(dir.path()).unwrap();
+        let opts = SubscribeOptions::default();
+        let subscribe = |feed: &str| {
+            [
+                book_stream_name(feed),
+                levels_stream_name(feed),
+                trades_stream_name(feed),
+            ]
+            .map(|name| bus.subscriber(&name, &opts).unwrap())
+        };
+        let config = small_with_output(16 << 20);
+        let mut from_envelopes = BookService::new(&bus, "env", &config).unwrap();
+        let mut env_subs = subscribe("env");
+        let mut from_decoded = BookService::new(&bus, "dec", &config).unwrap();
+        let mut dec_subs = subscribe("dec");
+
+        let flags = fb::EnvelopeFlags::Replayed;
+        let mut norm = Normalizer::new();
+        norm.set_flags(flags);
+        let mut enc = Encoder::new();
+        // A lost message in the middle, and the end of the session, as a pipeline stamps them.
+        let gap_header = HeaderFields {
+            seq: 5_001,
+            exchange_ts_ns: 7,
+            recv_ts_ns: 9,
+            flags,
+            venue: fb::Venue::Nasdaq,
+            ..HeaderFields::default()
+        };
+        let gap = fb::GapNoticeFields {
+            first_missing_seq: 5_001,
+            count: 1,
+            recoverable: false,
+            scope: fb::GapScope::Source,
+        };
+        let end_header = HeaderFields {
+            seq: 10_002,
+            ..gap_header
+        };
+        for (i, (_, m)) in itch::Stream::new(AAPL).enumerate() {
+            let m = m.unwrap();
+            let seq = i as u64 + 1 + u64::from(i >= 5_000);
+            if seq == 5_002 {
+                from_envelopes.handle(&enc.gap_notice(&gap_header, &gap).envelope());
+                from_decoded.handle_gap(&gap_header, &gap);
+            }
+            from_envelopes.handle(&norm.normalize(&m, seq, 1_000 + seq).envelope());
+            from_decoded.prefetch_itch(&m);
+            from_decoded.handle_itch(seq, 1_000 + seq, flags, &m);
+        }
+        let end = enc.end_of_session(&end_header, &fb::EndOfSessionFields);
+        assert_eq!(
+            from_envelopes.handle(&end.envelope()),
+            Handled::EndOfSession
+        );
+        from_decoded.handle_end_of_session(&end_header);
+
+        let mut want: [Vec<Vec<u8>>; 3] = Default::default();
+        let mut got: [Vec<Vec<u8>>; 3] = Default::default();
+        collect(&mut env_subs, &mut want);
+        collect(&mut dec_subs, &mut got);
+        assert!(
+            want.iter().all(|o| o.len() > 1_000),
+            "every output has a lot to compare"
+        );
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.len(), w.len(), "output {k}");
+            // Same fields, same headers: the same bytes, in the same order.
+            assert!(g == w, "output {k}");
+        }
+        assert_eq!(from_decoded.stats(), from_envelopes.stats());
+        assert!(from_decoded.stats().ended);
+        assert_eq!(from_decoded.summary(), from_envelopes.summary());
+        assert_eq!(from_decoded.counts(), from_envelopes.counts());
+        assert_eq!(from_decoded.symbol(13), Some(*b"AAPL    "));
     }
 
     #[test]

@@ -548,7 +548,10 @@ impl<V: Venue> FeedPipeline<V> {
             .publish(Target::All, seq, span, recv_ts_ns, encoded.as_bytes())
     }
 
-    fn bus_header(&self, seq: u64, recv_ts_ns: u64) -> HeaderFields {
+    /// The header the pipeline stamps on a feed event of its own (gap notice, end of
+    /// session, heartbeat) for sequence number `seq` received at `recv_ts_ns`: the venue,
+    /// instrument 0, and the exchange timestamp of the latest message seen.
+    pub fn bus_header(&self, seq: u64, recv_ts_ns: u64) -> HeaderFields {
         HeaderFields {
             seq,
             exchange_ts_ns: self.out.last_exchange_ts,

@@ -7,6 +7,10 @@
 //! * A replay of three passes of the session allocates exactly as much as a replay of one:
 //!   whatever it allocates (the report at the end) does not grow with the messages; the same
 //!   with its counters published, which add no allocation.
+//! * The books on the feed handler's thread: the book service fed the session's decoded
+//!   messages allocates nothing at all, and a replay feeding it (its thread decoding,
+//!   publishing, building the books and publishing their outputs) allocates as much for three
+//!   passes as for one.
 
 use std::sync::atomic::AtomicBool;
 
@@ -182,6 +186,76 @@ fn a_replay_publishing_counters_allocates_nothing_per_message() {
     assert_eq!(published, 30_000);
     assert_eq!(one, three, "allocations grew with the messages");
     assert_eq!(one, replay_allocations(1).0, "the counters allocate");
+}
+
+#[test]
+fn the_book_service_fed_decoded_messages_allocates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::with_root(dir.path()).unwrap();
+    let mut svc = BookService::new(&bus, "aapl", &service_config()).unwrap();
+    let _book = bus
+        .subscriber("aapl.book", &SubscribeOptions::default())
+        .unwrap();
+    let _trades = bus
+        .subscriber("aapl.trades", &SubscribeOptions::default())
+        .unwrap();
+    let messages: Vec<_> = Stream::new(AAPL).map(|(_, m)| m.unwrap()).collect();
+    let flags = mdbus_bus::schema::EnvelopeFlags::Replayed;
+    let (n, ()) = allocations_during(|| {
+        for (i, m) in messages.iter().enumerate() {
+            let seq = i as u64 + 1;
+            svc.prefetch_itch(m);
+            svc.handle_itch(seq, 1_000 + seq, flags, m);
+        }
+        let header = mdbus_bus::schema::HeaderFields {
+            seq: 10_001,
+            flags,
+            venue: mdbus_bus::schema::Venue::Nasdaq,
+            ..Default::default()
+        };
+        svc.handle_end_of_session(&header);
+    });
+    assert_eq!(
+        n,
+        0,
+        "allocations while handling 10,000 decoded messages; {:?}",
+        svc.builder().counters()
+    );
+    let st = svc.stats();
+    assert_eq!(st.messages, 10_000);
+    assert_eq!(st.trades_published, 1_089);
+    assert!(st.bbos_published > 0 && st.levels_published > 0 && st.ended);
+}
+
+/// A replay of `passes` passes of the session feeding a book service on its own thread:
+/// (allocations during the run, messages published, the service's messages).
+fn replay_with_books_allocations(passes: usize) -> (u64, u64, u64) {
+    let bytes: &'static [u8] = Box::leak(AAPL.repeat(passes).into_boxed_slice());
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::with_root(dir.path()).unwrap();
+    let source = Source::Bytes {
+        name: "aapl".into(),
+        bytes,
+    };
+    let svc = BookService::new(&bus, "f", &service_config()).unwrap();
+    let r = Replayer::open(&source, &bus, "f", &replay_ring(), ReplayOptions::default())
+        .unwrap()
+        .with_book_service(svc)
+        .unwrap();
+    // Into output rings nobody reads, as a bench row does: nothing holds the replay back.
+    let (n, (report, svc)) = allocations_during(|| r.run_with_book_service(&mut |_| {}).unwrap());
+    let svc = svc.expect("the service comes back");
+    assert!(svc.stats().ended);
+    (n, report.published, svc.stats().messages)
+}
+
+#[test]
+fn a_replay_building_books_on_its_thread_allocates_nothing_per_message() {
+    let (one, published, messages) = replay_with_books_allocations(1);
+    assert_eq!((published, messages), (10_000, 10_000));
+    let (three, published, messages) = replay_with_books_allocations(3);
+    assert_eq!((published, messages), (30_000, 30_000));
+    assert_eq!(one, three, "allocations grew with the messages");
 }
 
 #[test]

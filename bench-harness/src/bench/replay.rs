@@ -41,6 +41,10 @@
 //! * `mdbus-pipeline-on-feed`: the same, with the strategy on the feed handler's thread, run
 //!   in the feed handler's waits (`demo --threading strategy-on-feed`): the other two-thread
 //!   arrangement, in which the book builder, the heaviest stage, has a cpu to itself.
+//! * `mdbus-pipeline-book-on-feed`: the books built on the feed handler's thread from the
+//!   messages it decodes, by the book service's code publishing the same BBO, level and trade
+//!   envelopes, and the strategy on a thread of its own (`demo --threading book-on-feed`):
+//!   two threads, with no envelope read back between the feed handler and the books.
 //! * `itch-book` (with `--input`): the `itch-book` package's C++ core over the file, as above.
 //!
 //! Throughput runs go in interleaved rounds (`--rounds`, 3 by default): each round runs every
@@ -52,7 +56,9 @@
 //! bottleneck. (A thread retries a refused publish after a short spin, so those counts rise
 //! with the time waited; compare them between threads and runs, not as times. The on-feed
 //! arrangement runs the strategy in the feed handler's waits, so it counts fewer. An empty
-//! input is counted once per turn that finds it so, and the turn then waits for more.)
+//! input is counted once per turn that finds it so, and the turn then waits for more.) With
+//! the books on the feed handler's thread, the note says how often the feed handler found the
+//! strategy's inputs (the book service's outputs) full and the strategy found them empty.
 //!
 //! The report is the ring scenario's JSON document (`scenario: "replay"`), plus
 //! `peak_rss_bytes` (VmHWM from `/proc/self/status`).
@@ -640,6 +646,8 @@ struct Waits {
     book: u64,
     /// The book service's turns that found its input empty (it ran dry: it was waiting).
     book_dry: u64,
+    /// The strategy's turns on a thread of its own that found its inputs empty.
+    strategy_dry: u64,
     /// Messages of the runs counted.
     messages: u64,
 }
@@ -1040,6 +1048,7 @@ pub fn measure(
             waits[i].feed += w.feed;
             waits[i].book += w.book;
             waits[i].book_dry += w.book_dry;
+            waits[i].strategy_dry += w.strategy_dry;
             waits[i].messages += w.messages;
         }
     }
@@ -1130,12 +1139,21 @@ pub fn measure(
         }
         let w = waits[i];
         let per_k = |n: u64| n as f64 * 1e3 / w.messages.max(1) as f64;
-        notes.push(format!(
-            "{name}: in the throughput runs the feed handler found the book service's input full {:.2} times per thousand messages, the book service found its outputs full {:.2} times and its input empty {:.2} times (a thread that waits is not the bottleneck)",
-            per_k(w.feed),
-            per_k(w.book),
-            per_k(w.book_dry)
-        ));
+        if threading == Threading::BookOnFeed {
+            // The feed handler publishes the book service's outputs itself.
+            notes.push(format!(
+                "{name}: in the throughput runs the feed handler found the strategy's inputs (the book service's outputs, published on its thread) full {:.2} times per thousand messages, and the strategy found them empty {:.2} times (a thread that waits is not the bottleneck)",
+                per_k(w.feed + w.book),
+                per_k(w.strategy_dry)
+            ));
+        } else {
+            notes.push(format!(
+                "{name}: in the throughput runs the feed handler found the book service's input full {:.2} times per thousand messages, the book service found its outputs full {:.2} times and its input empty {:.2} times (a thread that waits is not the bottleneck)",
+                per_k(w.feed),
+                per_k(w.book),
+                per_k(w.book_dry)
+            ));
+        }
         let cpus = thread_cpus(&pinning, threading);
         if share_a_cpu(&cpus) {
             notes.push(format!(
@@ -1350,11 +1368,13 @@ fn ring_ceiling(
 }
 
 /// The pipelines measured: each stage on its own thread, then the book builder and the
-/// strategy sharing one, then the strategy sharing the feed handler's.
-const PIPELINES: [(&str, Threading); 3] = [
+/// strategy sharing one, then the strategy sharing the feed handler's, then the books built
+/// on the feed handler's.
+const PIPELINES: [(&str, Threading); 4] = [
     ("mdbus-pipeline", Threading::Dedicated),
     ("mdbus-pipeline-shared", Threading::Shared),
     ("mdbus-pipeline-on-feed", Threading::StrategyOnFeed),
+    ("mdbus-pipeline-book-on-feed", Threading::BookOnFeed),
 ];
 
 fn thread_cpus_text(threading: Threading, cpus: &[usize]) -> String {
@@ -1362,6 +1382,9 @@ fn thread_cpus_text(threading: Threading, cpus: &[usize]) -> String {
         (Threading::Dedicated, [f, b, s]) => format!("feed {f}, book {b}, strategy {s}"),
         (Threading::StrategyOnFeed, [f, b, ..]) => {
             format!("feed and strategy on one thread on {f}, book {b}")
+        }
+        (Threading::BookOnFeed, [f, st, ..]) => {
+            format!("feed and book on one thread on {f}, strategy {st}")
         }
         (_, [f, b, ..]) => format!("feed {f}, book and strategy on one thread on {b}"),
         _ => format!("{cpus:?}"),
@@ -1413,6 +1436,7 @@ fn pipeline_throughput(
         feed: run.feed.back_pressured,
         book: run.book.back_pressured,
         book_dry: run.book.idle_polls,
+        strategy_dry: run.strategy_idle,
         messages: run.feed.published,
     };
     Ok((run.feed.published, run.elapsed_ns as f64 / 1e9, waits))
@@ -1717,7 +1741,8 @@ mod tests {
                 "mdbus-decode+book",
                 "mdbus-pipeline",
                 "mdbus-pipeline-shared",
-                "mdbus-pipeline-on-feed"
+                "mdbus-pipeline-on-feed",
+                "mdbus-pipeline-book-on-feed"
             ]
         );
         for r in &v["results"].as_array().unwrap()[..6] {

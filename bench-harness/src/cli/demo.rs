@@ -36,7 +36,8 @@ pub struct DemoArgs {
     /// Cpus for the feed handler, book builder and strategy, comma separated; with two, the
     /// strategy runs on the feed handler's thread (or, with `--threading dedicated` or
     /// `shared`, shares the book builder's cpu); with `--threading strategy-on-feed` it takes
-    /// the feed handler's whatever is given (wins over --layout) [default: with a layout, the
+    /// the feed handler's whatever is given, with `book-on-feed` the book builder's (the books
+    /// then built on the feed handler's) (wins over --layout) [default: with a layout, the
     /// first core of its `feed_handler`, `book_builder` and `strategy` roles; else where
     /// `mdbus tune plan` places those roles among the cpus this process may use].
     #[arg(long, value_delimiter = ',')]
@@ -46,8 +47,10 @@ pub struct DemoArgs {
     pub layout: LayoutArg,
     /// `dedicated`: the book builder and the strategy each on their own thread; `shared`: both
     /// on one thread, in turns, on the book builder's cpu; `strategy-on-feed`: the strategy on
-    /// the feed handler's thread, in its waits, and the book builder alone on its cpu (the
-    /// two-thread arrangements are for two-cpu hosts; strategy-on-feed carries the most)
+    /// the feed handler's thread, in its waits, and the book builder alone on its cpu;
+    /// `book-on-feed`: the books built on the feed handler's thread from the messages it
+    /// decodes (no envelope read back), and the strategy alone on the book builder's cpu
+    /// (Nasdaq ITCH only; the two-thread arrangements are for two-cpu hosts)
     /// [default: dedicated when the three stages have three cpus, else strategy-on-feed].
     #[arg(long, value_enum)]
     pub threading: Option<Threading>,
@@ -216,7 +219,13 @@ pub fn execute(args: &DemoArgs) -> Result<DemoReport, StageError> {
         .threading
         .unwrap_or_else(|| default_threading(&pinning));
     let shared = share_a_cpu(&thread_cpus(&pinning, threading));
-    let (feed_cpu, book_cpu) = (pinning.cpu(0), pinning.cpu(1));
+    let feed_cpu = pinning.cpu(0);
+    // With book-on-feed the books are built on the feed handler's thread.
+    let book_cpu = if threading == Threading::BookOnFeed {
+        feed_cpu
+    } else {
+        pinning.cpu(1)
+    };
     let strategy_cpu = pinning.cpu(threading.strategy_stage());
     let input = match &args.file {
         Some(p) => Input::Source(Source::Path(p.clone())),
@@ -497,6 +506,11 @@ pub fn render(r: &DemoReport, show: usize) -> String {
             s,
             "  (the strategy runs on the feed handler's thread, in its waits: --threading strategy-on-feed)"
         );
+    } else if p.threading == Threading::BookOnFeed {
+        let _ = writeln!(
+            s,
+            "  (the books are built on the feed handler's thread, from the messages it decodes: --threading book-on-feed)"
+        );
     } else if p.book_cpu == p.strategy_cpu {
         let _ = writeln!(
             s,
@@ -607,9 +621,14 @@ pub fn render(r: &DemoReport, show: usize) -> String {
     }
     let _ = writeln!(s);
     let l = &r.latency;
+    let path = if r.placement.threading == Threading::BookOnFeed {
+        "the book on the feed handler's thread, then its rings"
+    } else {
+        "both rings and the book"
+    };
     let _ = writeln!(
         s,
-        "tick-to-strategy latency: ITCH message decoded -> strategy callback, through both rings and the book",
+        "tick-to-strategy latency: ITCH message decoded -> strategy callback, through {path}",
     );
     let _ = writeln!(
         s,

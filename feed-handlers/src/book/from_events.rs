@@ -699,6 +699,15 @@ impl EnvelopeBooks {
         }
     }
 
+    /// Counts one source message of type `msg_type` (its venue's type byte) read before it
+    /// was normalized, whose book event the caller applies itself (the book service fed
+    /// decoded messages).
+    #[inline(always)]
+    pub fn count_source(&mut self, msg_type: u8) {
+        self.messages += 1;
+        self.counts.record(msg_type);
+    }
+
     /// Counts one source message of type `msg_type` read before it was normalized (a replay
     /// of a capture) and applies its book event, if any.
     #[inline]

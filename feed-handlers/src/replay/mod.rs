@@ -52,6 +52,12 @@
 //! pass), and an end-of-replay [`BookSummary`] computed from exactly the
 //! messages published.
 //!
+//! With [`Replayer::with_book_service`] (Nasdaq ITCH sources) the replay's thread also builds
+//! the books: each message, once published, is handed decoded to a
+//! [`BookService`](crate::bookstream::BookService), which publishes on its streams what it
+//! would publish reading the replay's stream (gap notices and the end of the session
+//! included), and [`Replayer::run_with_book_service`] hands it back at the end.
+//!
 //! Bad input never panics: a message that does not decode is published as a lost one-message
 //! gap and counted; a file that ends inside a record is reported with the record's offset
 //! ([`ReplayReport::truncated`]) after everything before it was published. Whatever is not
@@ -97,6 +103,7 @@ use crate::book::{
     BookConfig, BookConfigError, BookEvent, BookSummary, EnvelopeBooks, GapPolicy, IexBooks,
     IexSummary, OrderEvent,
 };
+use crate::bookstream::BookService;
 use crate::pipeline::{
     FeedPipeline, IDLE_WORK_EVERY, Idle, IdleWork, PipelineError, PipelineSetupError,
 };
@@ -616,6 +623,9 @@ struct Core {
     book: Option<EnvelopeBooks>,
     /// The books of an IEX capture's `--book-summary`.
     iex_book: Option<IexBooks>,
+    /// A book service fed on this thread ([`Replayer::with_book_service`]): every message,
+    /// gap notice and end of session published, decoded.
+    service: Option<Box<BookService>>,
     report: ReplayReport,
     stop: bool,
     ended: bool,
@@ -829,25 +839,56 @@ impl Stamps {
 /// What a replay needs of a venue beyond the [`Venue`] seam: its published messages into
 /// the end-of-replay books.
 trait ReplayVenue: Venue {
-    /// Counts a published `msg` in the replay's books and applies it, when they are kept.
-    fn observe_book(core: &mut Core, venue: &mut Self, msg: &Self::Message<'_>);
+    /// Before `msg` is published: starts loading what the book service fed on this thread
+    /// will touch applying it, if there is one (see [`BookService::prefetch_itch`]).
+    fn prefetch_book(core: &Core, msg: &Self::Message<'_>);
+
+    /// Counts a published `msg`, source message `seq` stamped `recv_ts_ns`, in the replay's
+    /// books and applies it, when they are kept; hands it to the book service fed on this
+    /// thread, if there is one.
+    fn observe_book(
+        core: &mut Core,
+        venue: &mut Self,
+        seq: u64,
+        recv_ts_ns: u64,
+        msg: &Self::Message<'_>,
+    );
 }
 
 impl ReplayVenue for Nasdaq {
+    #[inline(always)]
+    fn prefetch_book(core: &Core, msg: &Message<'_>) {
+        if let Some(service) = &core.service {
+            service.prefetch_itch(msg);
+        }
+    }
+
     #[inline]
-    fn observe_book(core: &mut Core, _: &mut Self, msg: &Message<'_>) {
+    fn observe_book(
+        core: &mut Core,
+        venue: &mut Self,
+        seq: u64,
+        recv_ts_ns: u64,
+        msg: &Message<'_>,
+    ) {
         if let Some(books) = &mut core.book {
             books.observe_source(
                 Nasdaq::type_byte(msg),
                 OrderEvent::from_itch(msg).map(BookEvent::Order),
             );
         }
+        if let Some(service) = &mut core.service {
+            service.handle_itch(seq, recv_ts_ns, venue.flags(), msg);
+        }
     }
 }
 
 impl ReplayVenue for Iex {
+    #[inline(always)]
+    fn prefetch_book(_: &Core, _: &Self::Message<'_>) {}
+
     #[inline]
-    fn observe_book(core: &mut Core, venue: &mut Self, msg: &Self::Message<'_>) {
+    fn observe_book(core: &mut Core, venue: &mut Self, _: u64, _: u64, msg: &Self::Message<'_>) {
         if let Some(books) = &mut core.iex_book {
             let instrument = venue.instrument(msg);
             books.observe(msg, instrument);
@@ -885,7 +926,9 @@ impl<V: ReplayVenue> SourceOut<V> {
                 // The pipeline publishes it as a lost one-message gap and counts it.
                 core.report.decode_errors += 1;
                 let recv = core.recv_ts(capture_ts, self.pipeline.pauses());
-                return self.retry(seq, |p| p.on_message(seq, bytes, recv));
+                self.retry(seq, |p| p.on_message(seq, bytes, recv))?;
+                self.gap_to_service(core, seq, 1, recv);
+                return Ok(());
             }
         };
         let exchange_ts = self.pipeline.venue_mut().exchange_ts_ns(&msg);
@@ -916,9 +959,10 @@ impl<V: ReplayVenue> SourceOut<V> {
             Verdict::PublishUnpaced => {}
         }
         let recv = core.recv_ts(capture_ts, self.pipeline.pauses());
+        V::prefetch_book(core, &msg);
         self.retry(seq, |p| p.on_decoded(seq, &msg, recv))?;
         core.report.published += 1;
-        V::observe_book(core, self.pipeline.venue_mut(), &msg);
+        V::observe_book(core, self.pipeline.venue_mut(), seq, recv, &msg);
         Ok(())
     }
 
@@ -932,7 +976,24 @@ impl<V: ReplayVenue> SourceOut<V> {
         core.report.gaps += 1;
         core.report.gap_messages = core.report.gap_messages.saturating_add(count);
         let recv = core.recv_ts(capture_ts, self.pipeline.pauses());
-        self.retry(first, |p| p.on_gap(first, count, false, recv))
+        self.retry(first, |p| p.on_gap(first, count, false, recv))?;
+        self.gap_to_service(core, first, count, recv);
+        Ok(())
+    }
+
+    /// Hands the lost gap notice the pipeline just published (source messages `first ..
+    /// first + count`, stamped `recv_ts_ns`) to the book service fed on this thread, if any.
+    #[cold]
+    fn gap_to_service(&self, core: &mut Core, first: u64, count: u64, recv_ts_ns: u64) {
+        if let Some(service) = &mut core.service {
+            let fields = fb::GapNoticeFields {
+                first_missing_seq: first,
+                count,
+                recoverable: false,
+                scope: fb::GapScope::Source,
+            };
+            service.handle_gap(&self.pipeline.bus_header(first, recv_ts_ns), &fields);
+        }
     }
 
     fn end(&mut self, core: &mut Core, next_seq: u64) -> Result<(), ReplayError> {
@@ -941,7 +1002,11 @@ impl<V: ReplayVenue> SourceOut<V> {
         }
         core.ended = true;
         let recv = core.recv_ts(None, self.pipeline.pauses());
-        self.retry(next_seq, |p| p.on_end_of_session(next_seq, recv))
+        self.retry(next_seq, |p| p.on_end_of_session(next_seq, recv))?;
+        if let Some(service) = &mut core.service {
+            service.handle_end_of_session(&self.pipeline.bus_header(next_seq, recv));
+        }
+        Ok(())
     }
 
     /// Runs one pipeline step. The pipeline retries back-pressured records itself, without a
@@ -1296,6 +1361,7 @@ impl Replayer {
                 options,
                 book,
                 iex_book,
+                service: None,
                 report,
                 stop: false,
                 ended: false,
@@ -1351,6 +1417,29 @@ impl Replayer {
         self
     }
 
+    /// Builds books on the replay's own thread and publishes what they change: each message
+    /// the replay publishes, and each of its gap notices and its end of session, is handed to
+    /// `service` decoded ([`BookService::handle_itch`]) once published, so that the service
+    /// publishes on its streams what it would publish reading the replay's stream, with no
+    /// thread of its own and no envelope read back. Nasdaq ITCH sources only (an ITCH file,
+    /// MoldUDP64 in pcap or pcapng): an IEX capture or a recording is refused.
+    /// [`run_with_book_service`](Self::run_with_book_service) hands the service back.
+    pub fn with_book_service(mut self, service: BookService) -> Result<Replayer, ReplayError> {
+        let what = match self.output {
+            Output::Itch(_) => None,
+            Output::Iex(_) => Some("an IEX capture"),
+            Output::Raw(_) => Some("an mdbus recording"),
+        };
+        if let Some(what) = what {
+            return Err(ReplayError::Option(format!(
+                "books are built on the replay's thread from Nasdaq ITCH messages only; {} is {what}",
+                self.core.report.source
+            )));
+        }
+        self.core.service = Some(Box::new(service));
+        Ok(self)
+    }
+
     /// `itch`, `pcap`, `pcapng` or `recording`.
     pub fn format(&self) -> &'static str {
         self.core.report.format
@@ -1386,6 +1475,17 @@ impl Replayer {
     /// Replays the whole source (or up to the window's end), then publishes the end of the
     /// session and closes the stream. `progress` is called every few thousand records.
     pub fn run(self, progress: &mut dyn FnMut(Progress)) -> Result<ReplayReport, ReplayError> {
+        self.run_with_book_service(progress)
+            .map(|(report, _)| report)
+    }
+
+    /// [`run`](Self::run), handing back the service given to
+    /// [`with_book_service`](Self::with_book_service) (`None` without one), which has
+    /// published the end of the session on its streams.
+    pub fn run_with_book_service(
+        self,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(ReplayReport, Option<BookService>), ReplayError> {
         let Replayer {
             input,
             output,
@@ -1470,7 +1570,8 @@ impl Replayer {
             c.file.publish(&core.report.values());
             c.file.finish();
         }
-        Ok(core.report)
+        let service = core.service.take().map(|s| *s);
+        Ok((core.report, service))
     }
 }
 
