@@ -514,6 +514,25 @@ fn a_restarted_sender_is_a_new_session_and_a_new_local_epoch() {
 }
 
 #[test]
+fn senders_started_back_to_back_are_newer_sessions_each() {
+    // A sender restarted at once (a crash loop, a supervisor's quick restart) must still be
+    // a newer session than the one it replaces: receivers follow newer sessions only, and
+    // one of the same name would have its sequence numbers taken for duplicates.
+    let (_roots, bus_a, _bus_b) = two_hosts();
+    let g = group();
+    let _publisher = bus_a.publisher("b2b", &StreamConfig::default()).unwrap();
+    let mut last = None;
+    for _ in 0..5 {
+        let sender = Sender::new(&bus_a, sender_cfg("b2b", g)).unwrap();
+        let session = sender.session();
+        if let Some(before) = last {
+            assert!(session > before, "{session:?} after {before:?}");
+        }
+        last = Some(session);
+    }
+}
+
+#[test]
 fn a_request_flood_is_bounded() {
     let (a, _b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let bus_a = Bus::with_root(a.path()).unwrap();

@@ -461,7 +461,7 @@ impl Sender {
         }
         let server = socket::server_socket(cfg.request_addr)?;
         let tag = wire::stream_tag(&cfg.stream);
-        let epoch = wire::epoch_token_now();
+        let epoch = wire::fresh_epoch_token();
         let session = wire::session_name(tag, epoch);
         let store = super::reply_store(
             session,

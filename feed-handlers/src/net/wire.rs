@@ -12,7 +12,8 @@
 //! * **tag**: three base-36 characters derived from the stream name (FNV-1a), so a receiver
 //!   ignores, and counts, the packets of another stream sent to the same group and port;
 //! * **epoch**: seven base-36 characters, the sender's start time in 10 ms units since
-//!   2025-01-01 UTC (good until 2049), made strictly larger for each new session of one sender.
+//!   2025-01-01 UTC (good until 2049), made strictly larger for each new session of one sender;
+//!   a sender starts on the next tick after it is made, so one restarted at once is newer too.
 //!   A receiver follows the newest session of its stream and ignores older ones, so a
 //!   restarted sender (or a restarted publisher behind it) is never mixed with the one before.
 //!
@@ -57,6 +58,21 @@ pub fn stream_tag(name: &str) -> [u8; TAG_LEN] {
 pub fn epoch_token_now() -> u64 {
     let ms = mdbus_shm::unix_ns() / 1_000_000;
     (ms.saturating_sub(EPOCH_BASE_MS) / 10).min(EPOCH_LIMIT - 1)
+}
+
+/// An epoch token later than any a sender that started before this call can hold: the
+/// token of the next 10 ms tick, waited for (at most 10 ms). A sender restarted at once
+/// thus still names a newer session than the one it replaces. If the wall clock steps back
+/// meanwhile, its token is taken as it is.
+pub fn fresh_epoch_token() -> u64 {
+    let start = epoch_token_now();
+    loop {
+        let now = epoch_token_now();
+        if now != start || now == EPOCH_LIMIT - 1 {
+            return now;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 /// The session name of a stream tag and an epoch token (taken modulo [`EPOCH_LIMIT`]).
@@ -143,6 +159,16 @@ mod tests {
         let e = epoch_token_now();
         // After 2026-01-01 (365 days of 10 ms units) and below the limit.
         assert!(e > 365 * 8_640_000 && e < EPOCH_LIMIT, "{e}");
+    }
+
+    #[test]
+    fn a_fresh_token_is_later_than_one_taken_before() {
+        for _ in 0..3 {
+            let before = epoch_token_now();
+            let fresh = fresh_epoch_token();
+            assert!(fresh > before, "{fresh} after {before}");
+            assert!(fresh_epoch_token() > fresh);
+        }
     }
 
     #[test]
