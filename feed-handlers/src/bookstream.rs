@@ -87,6 +87,7 @@ use mdbus_bus::{
 };
 
 use mdbus_codecs::nasdaq::itch::Message;
+use mdbus_codecs::nasdaq::normalize;
 use mdbus_shm::counters::{CounterError, CounterFile};
 
 use crate::book::{
@@ -699,51 +700,14 @@ impl BookService {
                     shares: m.shares(),
                     price: m.price().0,
                 };
-                let print = fb::TradeFields {
-                    order_reference_number: m.order_reference_number(),
-                    buy_sell_indicator: fb::Side(m.buy_sell_indicator()),
-                    shares: m.shares(),
-                    stock: m.stock(),
-                    price: m.price().0,
-                    match_number: m.match_number(),
-                };
+                let print = normalize::trade_fields(m);
                 self.hidden_print(header, &ev, &print);
             }
             Message::StockDirectory(m) => {
-                let fields = fb::StockDirectoryFields {
-                    stock: m.stock(),
-                    market_category: m.market_category(),
-                    financial_status_indicator: m.financial_status_indicator(),
-                    round_lot_size: m.round_lot_size(),
-                    round_lots_only: m.round_lots_only(),
-                    issue_classification: m.issue_classification(),
-                    issue_sub_type: m.issue_sub_type(),
-                    authenticity: m.authenticity(),
-                    short_sale_threshold_indicator: m.short_sale_threshold_indicator(),
-                    ipo_flag: m.ipo_flag(),
-                    luld_reference_price_tier: m.luld_reference_price_tier(),
-                    etp_flag: m.etp_flag(),
-                    etp_leverage_factor: m.etp_leverage_factor(),
-                    inverse_indicator: m.inverse_indicator(),
-                };
-                self.directory(header, &fields);
+                self.directory(header, &normalize::stock_directory_fields(m));
             }
-            Message::CrossTrade(m) => {
-                let fields = fb::CrossTradeFields {
-                    shares: m.shares(),
-                    stock: m.stock(),
-                    cross_price: m.cross_price().0,
-                    match_number: m.match_number(),
-                    cross_type: m.cross_type(),
-                };
-                self.cross(header, &fields);
-            }
-            Message::BrokenTrade(m) => {
-                let fields = fb::BrokenTradeFields {
-                    match_number: m.match_number(),
-                };
-                self.broken(header, &fields);
-            }
+            Message::CrossTrade(m) => self.cross(header, &normalize::cross_trade_fields(m)),
+            Message::BrokenTrade(m) => self.broken(header, &normalize::broken_trade_fields(m)),
             _ => {}
         }
     }

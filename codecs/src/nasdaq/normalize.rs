@@ -32,7 +32,62 @@ use crate::fb::{
     self, Encoded, Encoder, EnvelopeFlags, EventFields, HeaderFields, Side, SystemEventCode,
     TradingState, Venue,
 };
-use crate::nasdaq::itch::Message;
+use crate::nasdaq::itch::{self, Message};
+
+/// The fields of an ITCH Stock Directory as the normalizer puts them in its envelope; for a
+/// consumer of decoded messages that publishes what it would read from that envelope.
+#[inline]
+pub fn stock_directory_fields(m: &itch::StockDirectory<'_>) -> fb::StockDirectoryFields {
+    fb::StockDirectoryFields {
+        stock: m.stock(),
+        market_category: m.market_category(),
+        financial_status_indicator: m.financial_status_indicator(),
+        round_lot_size: m.round_lot_size(),
+        round_lots_only: m.round_lots_only(),
+        issue_classification: m.issue_classification(),
+        issue_sub_type: m.issue_sub_type(),
+        authenticity: m.authenticity(),
+        short_sale_threshold_indicator: m.short_sale_threshold_indicator(),
+        ipo_flag: m.ipo_flag(),
+        luld_reference_price_tier: m.luld_reference_price_tier(),
+        etp_flag: m.etp_flag(),
+        etp_leverage_factor: m.etp_leverage_factor(),
+        inverse_indicator: m.inverse_indicator(),
+    }
+}
+
+/// The fields of an ITCH Trade (non-cross) as the normalizer puts them in its envelope.
+#[inline]
+pub fn trade_fields(m: &itch::Trade<'_>) -> fb::TradeFields {
+    fb::TradeFields {
+        order_reference_number: m.order_reference_number(),
+        buy_sell_indicator: Side(m.buy_sell_indicator()),
+        shares: m.shares(),
+        stock: m.stock(),
+        price: m.price().0,
+        match_number: m.match_number(),
+    }
+}
+
+/// The fields of an ITCH Cross Trade as the normalizer puts them in its envelope.
+#[inline]
+pub fn cross_trade_fields(m: &itch::CrossTrade<'_>) -> fb::CrossTradeFields {
+    fb::CrossTradeFields {
+        shares: m.shares(),
+        stock: m.stock(),
+        cross_price: m.cross_price().0,
+        match_number: m.match_number(),
+        cross_type: m.cross_type(),
+    }
+}
+
+/// The fields of an ITCH Broken Trade as the normalizer puts them in its envelope.
+#[inline]
+pub fn broken_trade_fields(m: &itch::BrokenTrade<'_>) -> fb::BrokenTradeFields {
+    fb::BrokenTradeFields {
+        match_number: m.match_number(),
+    }
+}
 
 /// Turns decoded ITCH messages into normalized envelopes with one reused [`Encoder`]: no
 /// allocation per message, nothing can fail (every ITCH 5.0 message has a normalized form).
@@ -118,26 +173,7 @@ impl Normalizer {
                     event_code: SystemEventCode(m.event_code()),
                 },
             ),
-            Message::StockDirectory(m) => P::put(
-                enc,
-                header!(m),
-                fb::StockDirectoryFields {
-                    stock: m.stock(),
-                    market_category: m.market_category(),
-                    financial_status_indicator: m.financial_status_indicator(),
-                    round_lot_size: m.round_lot_size(),
-                    round_lots_only: m.round_lots_only(),
-                    issue_classification: m.issue_classification(),
-                    issue_sub_type: m.issue_sub_type(),
-                    authenticity: m.authenticity(),
-                    short_sale_threshold_indicator: m.short_sale_threshold_indicator(),
-                    ipo_flag: m.ipo_flag(),
-                    luld_reference_price_tier: m.luld_reference_price_tier(),
-                    etp_flag: m.etp_flag(),
-                    etp_leverage_factor: m.etp_leverage_factor(),
-                    inverse_indicator: m.inverse_indicator(),
-                },
-            ),
+            Message::StockDirectory(m) => P::put(enc, header!(m), stock_directory_fields(m)),
             Message::StockTradingAction(m) => P::put(
                 enc,
                 header!(m),
@@ -281,36 +317,9 @@ impl Normalizer {
                     price: m.price().0,
                 },
             ),
-            Message::Trade(m) => P::put(
-                enc,
-                header!(m),
-                fb::TradeFields {
-                    order_reference_number: m.order_reference_number(),
-                    buy_sell_indicator: Side(m.buy_sell_indicator()),
-                    shares: m.shares(),
-                    stock: m.stock(),
-                    price: m.price().0,
-                    match_number: m.match_number(),
-                },
-            ),
-            Message::CrossTrade(m) => P::put(
-                enc,
-                header!(m),
-                fb::CrossTradeFields {
-                    shares: m.shares(),
-                    stock: m.stock(),
-                    cross_price: m.cross_price().0,
-                    match_number: m.match_number(),
-                    cross_type: m.cross_type(),
-                },
-            ),
-            Message::BrokenTrade(m) => P::put(
-                enc,
-                header!(m),
-                fb::BrokenTradeFields {
-                    match_number: m.match_number(),
-                },
-            ),
+            Message::Trade(m) => P::put(enc, header!(m), trade_fields(m)),
+            Message::CrossTrade(m) => P::put(enc, header!(m), cross_trade_fields(m)),
+            Message::BrokenTrade(m) => P::put(enc, header!(m), broken_trade_fields(m)),
             Message::NetOrderImbalanceIndicator(m) => P::put(
                 enc,
                 header!(m),
