@@ -279,8 +279,15 @@ pub fn run_pipeline(
     let book_sub = bus.subscriber(&book_stream_name(FEED), &options)?;
     let trades_sub = bus.subscriber(&trades_stream_name(FEED), &options)?;
 
-    // On a shared cpu, spinning only delays the thread that would produce the data.
-    let wait = if share_a_cpu(&cpus) {
+    // As fast as it goes, consumers that catch up wait a little before they look again, so
+    // they read in batches rather than pull each record across as it is written. On a shared
+    // cpu, spinning only delays the thread that would produce the data.
+    let batching = speed == Speed::Max;
+    let wait = if batching {
+        WaitStrategy::Batching {
+            pause: CATCH_UP_PAUSE,
+        }
+    } else if share_a_cpu(&cpus) {
         WaitStrategy::SpinThenYield { spins: 10 }
     } else {
         WaitStrategy::BusySpin
@@ -405,7 +412,8 @@ pub fn run_pipeline(
                 let stage = StrategyStage::new(book_sub, trades_sub, feed_clock.clone(), show);
                 ready.arrive_and_wait(threads);
                 let start = feed_clock.raw();
-                let (report, stage) = replay_with_strategy(replayer, stage?)?;
+                let pause = batching.then_some(CATCH_UP_PAUSE);
+                let (report, stage) = replay_with_strategy(replayer, stage?, pause)?;
                 // The replay ran the stage until its inputs ended: this returns at once.
                 let result = run_strategy(stage, wait)?;
                 let strategy = (result, feed_clock.raw(), pinned);
@@ -707,11 +715,13 @@ struct OnFeed {
 /// Runs `replayer` with the strategy stage as its idle work ([`Threading::StrategyOnFeed`]):
 /// a turn of the strategy whenever the feed handler waits and after every
 /// [`IDLE_WORK_EVERY`](mdbus_feed_handlers::pipeline::IDLE_WORK_EVERY) messages, and after
-/// the end of the session until the stage's inputs end. Returns the replay's report and the
-/// stage.
+/// the end of the session until the stage's inputs end; with `pause`, a turn that finds
+/// nothing is followed by none until `pause` has passed (see [`CATCH_UP_PAUSE`]). Returns the
+/// replay's report and the stage.
 fn replay_with_strategy(
     replayer: Replayer,
     stage: StrategyStage,
+    pause: Option<Duration>,
 ) -> Result<(ReplayReport, StrategyStage), StageError> {
     // The idle work must be `Send + 'static`: it shares the stage with this function, which
     // takes it back once the replay (and the work with it) is gone. Uncontended: one lock per
@@ -720,14 +730,25 @@ fn replay_with_strategy(
     let shared = Arc::new(Mutex::new(OnFeed { stage, error: None }));
     let work = {
         let shared = Arc::clone(&shared);
+        // When the last turn found nothing.
+        let mut quiet: Option<std::time::Instant> = None;
         Box::new(move || {
+            if let (Some(p), Some(q)) = (pause, quiet)
+                && q.elapsed() < p
+            {
+                return true;
+            }
             let mut on = shared.lock().unwrap_or_else(PoisonError::into_inner);
             if on.error.is_some() || on.stage.finished() {
                 return false;
             }
-            if let Err(e) = on.stage.poll(STRATEGY_TURN) {
-                on.error = Some(e);
-                return false;
+            match on.stage.poll(STRATEGY_TURN) {
+                Ok(0) => quiet = pause.map(|_| std::time::Instant::now()),
+                Ok(_) => quiet = None,
+                Err(e) => {
+                    on.error = Some(e);
+                    return false;
+                }
             }
             true
         })
@@ -746,6 +767,10 @@ fn replay_with_strategy(
 
 /// Events the strategy stage reads per turn.
 const STRATEGY_TURN: usize = 256;
+
+/// How long the consumers of a run as fast as it goes wait, once they have caught up, before
+/// they look at their inputs again ([`WaitStrategy::Batching`]).
+pub const CATCH_UP_PAUSE: Duration = Duration::from_micros(2);
 
 /// Input records the book service handles per turn when it shares its thread with the
 /// strategy: each turn's output (at most `MAX_OUTPUTS_PER_INPUT` envelopes of at most 512

@@ -72,7 +72,12 @@ fn parse_args() -> Result<Args, String> {
                     "spin" => WaitStrategy::BusySpin,
                     "yield" => WaitStrategy::SpinThenYield { spins: 1000 },
                     "block" => WaitStrategy::Blocking,
-                    other => return Err(format!("--wait {other}: use spin, yield or block")),
+                    "batch" => WaitStrategy::Batching {
+                        pause: std::time::Duration::from_micros(2),
+                    },
+                    other => {
+                        return Err(format!("--wait {other}: use spin, yield, block or batch"));
+                    }
                 }
             }
             "--trusted" => args.trusted = true,
@@ -80,7 +85,7 @@ fn parse_args() -> Result<Args, String> {
             "--consolidated" => args.consolidated = Some(value()?),
             "-h" | "--help" => {
                 return Err(
-                    "usage: strategy [--feed NAME | --consolidated STREAM] [--root DIR] [--wait spin|yield|block] [--trusted] [--quiet]"
+                    "usage: strategy [--feed NAME | --consolidated STREAM] [--root DIR] [--wait spin|yield|block|batch] [--trusted] [--quiet]"
                         .into(),
                 );
             }

@@ -854,7 +854,7 @@ impl ConsolidateService {
                     self.out.publisher.heartbeat();
                     match wait {
                         WaitStrategy::BusySpin => std::hint::spin_loop(),
-                        WaitStrategy::Blocking => {
+                        WaitStrategy::Blocking | WaitStrategy::Batching { .. } => {
                             if let Some(i) = self.ended.iter().position(|e| !*e) {
                                 let _ = self.inputs[i].wait(&wait, Some(Duration::from_millis(1)));
                             }

@@ -67,6 +67,16 @@ pub enum WaitStrategy {
     /// The producer issues a `FUTEX_WAKE` only when a waiter is registered, and every sleep is
     /// bounded (a few milliseconds), so a missed wake costs latency, never a hang.
     Blocking,
+    /// After each check that finds nothing, spin for `pause` without touching the ring, then
+    /// check again (the first check comes after a pause, too: call it after a poll found
+    /// nothing). A consumer that reads as fast as its producer writes otherwise pulls every
+    /// line (and the tail) across while the producer is still writing it, one cross-core
+    /// transfer per record on each side; pausing lets records pile up and be read in batches.
+    /// For throughput (a replay, a catch-up): each record waits up to `pause` longer.
+    Batching {
+        /// Time between checks (a few microseconds).
+        pause: std::time::Duration,
+    },
 }
 
 /// Geometry and behaviour of a ring, fixed when the segment is created.

@@ -1271,10 +1271,6 @@ fn ctx_stat(stats: &serde_json::Map<String, serde_json::Value>, key: &str) -> St
 /// No pipeline can carry the stream faster between these two cpus: when the pipeline rows
 /// come close to it, the cost is moving the bytes from one core's cache to the other's, not
 /// the work of the stages. Returns (envelopes carried, seconds).
-/// How long the ring ceiling's consumer leaves the producer to get ahead after finding
-/// nothing new (about 150 envelopes at its rate).
-const CEILING_BACKOFF: std::time::Duration = std::time::Duration::from_micros(2);
-
 fn ring_ceiling(
     pinning: &Pinning,
     envelopes: &[Vec<u8>],
@@ -1336,10 +1332,14 @@ fn ring_ceiling(
         let consumer = s.spawn(move || {
             let mut subscriber = subscriber;
             pinning.enter(1);
+            // Leaves the producer to get a batch ahead (about 150 envelopes at its rate) after
+            // finding nothing new.
             let wait = if shared_cpu {
                 WaitStrategy::SpinThenYield { spins: 10 }
             } else {
-                WaitStrategy::BusySpin
+                WaitStrategy::Batching {
+                    pause: crate::stages::CATCH_UP_PAUSE,
+                }
             };
             barrier.wait();
             let (mut n, mut acc) = (0u64, 0u64);
@@ -1354,11 +1354,6 @@ fn ring_ceiling(
                 match polled {
                     Ok(0) => {
                         let _ = subscriber.wait(&wait, Some(Duration::from_secs(10)));
-                        // Let the producer get a batch ahead before reading on.
-                        let until = Instant::now() + CEILING_BACKOFF;
-                        while Instant::now() < until {
-                            std::hint::spin_loop();
-                        }
                     }
                     Ok(_) => {}
                     Err(e) if n < total => {

@@ -1265,11 +1265,12 @@ impl Consumer {
         strategy: &WaitStrategy,
         timeout: Option<Duration>,
     ) -> Result<bool, PollError> {
-        if self.readable()? {
-            return Ok(true);
-        }
         let start = Instant::now();
         let expired = |start: Instant| timeout.is_some_and(|t| start.elapsed() >= t);
+        // `Batching` pauses before its first check.
+        if !matches!(strategy, WaitStrategy::Batching { .. }) && self.readable()? {
+            return Ok(true);
+        }
         match *strategy {
             WaitStrategy::BusySpin => {
                 let mut i = 0u32;
@@ -1322,6 +1323,18 @@ impl Consumer {
                     None => MAX_BLOCK_SLICE,
                 };
                 os::futex_wait(&self.ring.hdr().notify.futex_word, word, slice);
+                if self.readable()? {
+                    return Ok(true);
+                }
+                if expired(start) {
+                    return Ok(false);
+                }
+            },
+            WaitStrategy::Batching { pause } => loop {
+                let paused = Instant::now();
+                while paused.elapsed() < pause {
+                    spin_loop();
+                }
                 if self.readable()? {
                     return Ok(true);
                 }

@@ -462,6 +462,43 @@ fn threads_lossless_every_record_arrives() {
 }
 
 #[test]
+fn batching_wait_pauses_then_sees_records_and_times_out() {
+    use std::time::{Duration, Instant};
+    let (mut p, f) = in_process(&cfg(Mode::Lossless, 4096)).unwrap();
+    let mut c = f.consumer(&opts(StartAt::Next, Resync::Oldest)).unwrap();
+    let pause = Duration::from_micros(50);
+    let batching = WaitStrategy::Batching { pause };
+    // Nothing to read: times out.
+    assert_eq!(c.wait(&batching, Some(Duration::from_millis(2))), Ok(false));
+    // A record already there is seen after one pause, not before.
+    p.publish(0, &1u64.to_le_bytes()).unwrap();
+    let t = Instant::now();
+    assert_eq!(c.wait(&batching, None), Ok(true));
+    assert!(t.elapsed() >= pause);
+    assert!(c.poll(|_| {}).unwrap());
+    // Records published while it waits are all read after it returns.
+    let reader = std::thread::spawn(move || {
+        let mut got = 0;
+        while got < 3 {
+            assert_eq!(c.wait(&batching, None), Ok(true));
+            while c.poll(|_| {}).unwrap() {
+                got += 1;
+            }
+        }
+        (got, c)
+    });
+    for i in 0..3u64 {
+        std::thread::sleep(Duration::from_millis(1));
+        p.publish(0, &i.to_le_bytes()).unwrap();
+    }
+    let (got, mut c) = reader.join().unwrap();
+    assert_eq!(got, 3);
+    // A closed stream is reported, not waited on.
+    drop(p);
+    assert_eq!(c.wait(&batching, None), Err(PollError::Closed));
+}
+
+#[test]
 fn blocking_wait_wakes_up() {
     let (mut p, f) = in_process(&cfg(Mode::Broadcast, 4096)).unwrap();
     let mut c = f.consumer(&opts(StartAt::Next, Resync::Oldest)).unwrap();
