@@ -67,7 +67,7 @@ pub use plan::{PlanOptions, Role, RoleKind, parse_roles, plan, plan_with};
 pub use runtime::{
     Action, RealtimeOutcome, RoleGuard, RoleReport, Step, StepOutcome, apply_role, apply_role_at,
     current_affinity, lock_memory, name_thread, pin_current_thread, prefault_stack, set_realtime,
-    unlock_memory,
+    spawn_housekeeping, unlock_memory,
 };
 pub use sysroot::{
     FsSpace, HostFacts, Limit, LimitValue, LiveHost, Resource, StaticFacts, SysRoot,

@@ -96,6 +96,51 @@ pub fn pin_current_thread(core: usize) -> Result<(), TuneError> {
     Ok(())
 }
 
+/// Starts a thread for housekeeping a hot thread hands off (preparing memory, say), so that
+/// it neither takes the hot thread's cpu nor outranks it: the new thread runs under the normal
+/// scheduler (SCHED_OTHER) on the cpus the process's main thread may use, less the caller's
+/// own cpu when the caller is pinned to one and others remain. Settings it cannot change are
+/// left as inherited (the work is the same, only placed worse).
+pub fn spawn_housekeeping<T, F>(name: &str, f: F) -> io::Result<std::thread::JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let caller = current_affinity().ok();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            leave_hot_cpu(caller.as_deref());
+            f()
+        })
+}
+
+/// What [`spawn_housekeeping`]'s thread does first: normal scheduling, the main thread's
+/// cpus, not the spawner's pinned one (`caller`: the spawner's cpus).
+fn leave_hot_cpu(caller: Option<&[usize]>) {
+    restore_sched(libc::SCHED_OTHER, 0);
+    // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: getpid has no preconditions and cannot fail.
+    let main = unsafe { libc::getpid() };
+    // SAFETY: `set` is a writable cpu_set_t of the size passed; `main` names the process's
+    // main thread, whose mask is read, not changed.
+    let rc = unsafe { libc::sched_getaffinity(main, size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return;
+    }
+    let mut cpus: Vec<usize> = (0..cpu_setsize())
+        // SAFETY: `cpu` is below CPU_SETSIZE, so CPU_ISSET indexes inside the set.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect();
+    if let Some(&[pinned]) = caller
+        && cpus.len() > 1
+    {
+        cpus.retain(|&c| c != pinned);
+    }
+    let _ = set_affinity(&cpus);
+}
+
 /// What [`set_realtime`] achieved. Missing permission is a warning value, not an error: the
 /// thread keeps running under normal scheduling.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -624,6 +669,27 @@ fn apply_role_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn housekeeping_leaves_the_pinned_caller_s_cpu_and_priority() {
+        let all = current_affinity().expect("affinity");
+        let cpu = all[0];
+        pin_current_thread(cpu).expect("pin");
+        let (cpus, policy) = spawn_housekeeping("mdbus-test-hk", || {
+            (current_affinity().expect("affinity"), current_sched())
+        })
+        .expect("spawn")
+        .join()
+        .expect("join");
+        set_affinity(&all).expect("restore");
+        assert_eq!(policy.map(|p| p.0), Some(libc::SCHED_OTHER));
+        if all.len() > 1 {
+            assert!(!cpus.contains(&cpu), "{cpus:?} holds the caller's {cpu}");
+            assert!(!cpus.is_empty());
+        } else {
+            assert_eq!(cpus, all);
+        }
+    }
 
     #[test]
     fn names_truncate_on_char_boundaries() {
