@@ -279,16 +279,16 @@ pub fn run_pipeline(
     let book_sub = bus.subscriber(&book_stream_name(FEED), &options)?;
     let trades_sub = bus.subscriber(&trades_stream_name(FEED), &options)?;
 
-    // As fast as it goes, consumers that catch up wait a little before they look again, so
-    // they read in batches rather than pull each record across as it is written. On a shared
-    // cpu, spinning only delays the thread that would produce the data.
+    // On a shared cpu, spinning only delays the thread that would produce the data. As fast
+    // as it goes, consumers that catch up wait a little before they look again, so they read
+    // in batches rather than pull each record across as it is written.
     let batching = speed == Speed::Max;
-    let wait = if batching {
+    let wait = if share_a_cpu(&cpus) {
+        WaitStrategy::SpinThenYield { spins: 10 }
+    } else if batching {
         WaitStrategy::Batching {
             pause: CATCH_UP_PAUSE,
         }
-    } else if share_a_cpu(&cpus) {
-        WaitStrategy::SpinThenYield { spins: 10 }
     } else {
         WaitStrategy::BusySpin
     };
