@@ -287,7 +287,7 @@ pub fn run_pipeline(
         WaitStrategy::SpinThenYield { spins: 10 }
     } else if batching {
         WaitStrategy::Batching {
-            pause: CATCH_UP_PAUSE,
+            pause: WaitStrategy::BATCH_PAUSE,
         }
     } else {
         WaitStrategy::BusySpin
@@ -412,7 +412,7 @@ pub fn run_pipeline(
                 let stage = StrategyStage::new(book_sub, trades_sub, feed_clock.clone(), show);
                 ready.arrive_and_wait(threads);
                 let start = feed_clock.raw();
-                let pause = batching.then_some(CATCH_UP_PAUSE);
+                let pause = batching.then_some(WaitStrategy::BATCH_PAUSE);
                 let (report, stage) = replay_with_strategy(replayer, stage?, pause)?;
                 // The replay ran the stage until its inputs ended: this returns at once.
                 let result = run_strategy(stage, wait)?;
@@ -716,7 +716,7 @@ struct OnFeed {
 /// a turn of the strategy whenever the feed handler waits and after every
 /// [`IDLE_WORK_EVERY`](mdbus_feed_handlers::pipeline::IDLE_WORK_EVERY) messages, and after
 /// the end of the session until the stage's inputs end; with `pause`, a turn that finds
-/// nothing is followed by none until `pause` has passed (see [`CATCH_UP_PAUSE`]). Returns the
+/// nothing is followed by none until `pause` has passed (see [`WaitStrategy::Batching`]). Returns the
 /// replay's report and the stage.
 fn replay_with_strategy(
     replayer: Replayer,
@@ -767,10 +767,6 @@ fn replay_with_strategy(
 
 /// Events the strategy stage reads per turn.
 const STRATEGY_TURN: usize = 256;
-
-/// How long the consumers of a run as fast as it goes wait, once they have caught up, before
-/// they look at their inputs again ([`WaitStrategy::Batching`]).
-pub const CATCH_UP_PAUSE: Duration = Duration::from_micros(2);
 
 /// Input records the book service handles per turn when it shares its thread with the
 /// strategy: each turn's output (at most `MAX_OUTPUTS_PER_INPUT` envelopes of at most 512

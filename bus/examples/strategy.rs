@@ -73,7 +73,7 @@ fn parse_args() -> Result<Args, String> {
                     "yield" => WaitStrategy::SpinThenYield { spins: 1000 },
                     "block" => WaitStrategy::Blocking,
                     "batch" => WaitStrategy::Batching {
-                        pause: std::time::Duration::from_micros(2),
+                        pause: WaitStrategy::BATCH_PAUSE,
                     },
                     other => {
                         return Err(format!("--wait {other}: use spin, yield, block or batch"));

@@ -1338,7 +1338,7 @@ fn ring_ceiling(
                 WaitStrategy::SpinThenYield { spins: 10 }
             } else {
                 WaitStrategy::Batching {
-                    pause: crate::stages::CATCH_UP_PAUSE,
+                    pause: WaitStrategy::BATCH_PAUSE,
                 }
             };
             barrier.wait();
