@@ -132,6 +132,7 @@ fn run(stage: Stage, passes: u64) -> Result<(u64, f64), Box<dyn std::error::Erro
         },
         output,
         publish_levels: work != Work::ServiceNoLevels,
+        ..BookServiceConfig::default()
     };
     let mut service = BookService::new(&bus, "stage-work", &config)?;
     let mut builder = BookBuilder::new(config.book)?;

@@ -26,7 +26,7 @@ use mdbus_bus::{
 };
 use mdbus_feed_handlers::book::{BookConfig, BookSummary};
 use mdbus_feed_handlers::bookstream::{
-    BookService, BookServiceConfig, BookServiceStats, Polled, book_stream_name, output_ring,
+    BookService, BookServiceConfig, BookServiceStats, Polled, Share, book_stream_name, output_ring,
     trades_stream_name,
 };
 use mdbus_feed_handlers::replay::{
@@ -221,13 +221,13 @@ impl std::fmt::Debug for PipelineRun {
 
 /// Runs feed handler -> book builder -> strategy, each on its thread placed by `pinning`
 /// ([`STAGES`]; `shared`: two of them share a cpu), over lossless rings under a temporary bus
-/// root.
+/// root. `feed_share` matters to [`Threading::SplitBooks`] alone.
 pub fn run_pipeline(
     input: Input,
     speed: Speed,
     book: BookConfig,
     pinning: &Pinning,
-    threading: Threading,
+    (threading, feed_share): (Threading, FeedShare),
     show: usize,
 ) -> Result<PipelineRun, StageError> {
     let root = temp_root()?;
@@ -255,8 +255,18 @@ pub fn run_pipeline(
             ..output_ring()
         },
         publish_levels: true,
+        share: Share::ALL,
     };
-    let service = BookService::new(&bus, FEED, &book_config)?;
+    let shares = threading.shares(feed_share)?;
+    let mut services = Vec::with_capacity(shares.len());
+    for &share in &shares {
+        let config = BookServiceConfig {
+            share,
+            ..book_config.clone()
+        };
+        services.push(BookService::new(&bus, FEED, &config)?);
+    }
+    let mut services = services.into_iter();
     // SAFETY: every stream of this bus root is written by this process's feed pipeline and
     // book service, which publish nothing but envelopes built by `schema::Encoder`.
     let trust = unsafe { Trust::publisher() };
@@ -264,20 +274,33 @@ pub fn run_pipeline(
         trust,
         ..SubscribeOptions::default()
     };
-    // Every subscriber joins before anything is published (lossless slots). The book service
-    // reads the feed stream on a thread of its own, or is fed on the feed handler's (then
-    // nothing subscribes to the feed stream, which holds nobody back).
-    let (replayer, mut book_parts) = if threading == Threading::BookOnFeed {
+    // Every subscriber joins before anything is published (lossless slots). A book service
+    // reads the feed stream on a thread of its own, or is fed on the feed handler's (then,
+    // unless the books are split, nothing subscribes to the feed stream, which holds nobody
+    // back).
+    let (replayer, mut book_parts) = if threading.books_on_feed() {
+        let on_feed = services.next().expect("one service per share");
         let replayer = replayer
-            .with_book_service(service)
-            .map_err(|e| StageError::BadArg(format!("--threading book-on-feed: {e}")))?;
-        (replayer, None)
+            .with_book_service(on_feed)
+            .map_err(|e| StageError::BadArg(format!("--threading {}: {e}", threading.name())))?;
+        let rest = match services.next() {
+            Some(service) => Some((service, bus.subscriber(FEED, &options)?)),
+            None => None,
+        };
+        (replayer, rest)
     } else {
         let book_input = bus.subscriber(FEED, &options)?;
+        let service = services.next().expect("one service per share");
         (replayer, Some((service, book_input)))
     };
-    let book_sub = bus.subscriber(&book_stream_name(FEED), &options)?;
-    let trades_sub = bus.subscriber(&trades_stream_name(FEED), &options)?;
+    // The strategy's inputs: each share's book and trade streams.
+    let mut outputs = Vec::with_capacity(2 * shares.len());
+    for share in &shares {
+        let base = share.outputs(FEED);
+        outputs.push(bus.subscriber(&book_stream_name(&base), &options)?);
+        outputs.push(bus.subscriber(&trades_stream_name(&base), &options)?);
+    }
+    let inputs = StrategyInputs::new(outputs)?;
 
     // On a shared cpu, spinning only delays the thread that would produce the data. As fast
     // as it goes, consumers that catch up wait a little before they look again, so they read
@@ -305,18 +328,9 @@ pub fn run_pipeline(
             StageError::Internal(format!("cannot start a thread: {e}"))
         };
         let threads = threading.threads();
-        let book_results = |service: &BookService, stats: BookServiceStats, pinned: bool| {
-            let summary = service.summary();
-            let symbols: Vec<(u16, String)> = summary
-                .books
-                .iter()
-                .map(|(l, _)| (*l, symbol_text(service.symbol(*l))))
-                .collect();
-            (stats, summary, symbols, pinned)
-        };
         // The strategy's inputs, for whichever thread runs it.
-        let mut strategy_inputs = Some((book_sub, trades_sub));
-        let spawn_strategy = |stage: usize, book_sub: Subscriber, trades_sub: Subscriber| {
+        let mut strategy_inputs = Some(inputs);
+        let spawn_strategy = |stage: usize, inputs: [Subscriber; 2]| {
             let strategy_clock = clock.clone();
             std::thread::Builder::new()
                 .name("mdbus-strategy".into())
@@ -324,8 +338,7 @@ pub fn run_pipeline(
                     let pinned = pinning.enter(stage);
                     // Made before the gate: its tables are allocated before the feed
                     // starts, not while the first messages wait.
-                    let stage =
-                        StrategyStage::new(book_sub, trades_sub, strategy_clock.clone(), show);
+                    let stage = StrategyStage::new(inputs, strategy_clock.clone(), show);
                     ready.arrive_and_wait(threads);
                     let r = stage.and_then(|stage| run_strategy(stage, wait));
                     r.map(|r| (r, strategy_clock.raw(), pinned))
@@ -347,32 +360,38 @@ pub fn run_pipeline(
         };
         let consumers = match threading {
             Threading::Dedicated => {
-                let (book_sub, trades_sub) = strategy_inputs.take().expect("inputs");
+                let inputs = strategy_inputs.take().expect("inputs").pair()?;
                 let (service, book_input) = book_parts.take().expect("a book service");
-                let strategy = spawn_strategy(2, book_sub, trades_sub)?;
+                let strategy = spawn_strategy(2, inputs)?;
                 Either::Two(spawn_book(service, book_input)?, strategy)
             }
             Threading::BookOnFeed => {
                 // The strategy on the cpu the book builder's thread would have.
-                let (book_sub, trades_sub) = strategy_inputs.take().expect("inputs");
-                Either::Strategy(spawn_strategy(1, book_sub, trades_sub)?)
+                let inputs = strategy_inputs.take().expect("inputs").pair()?;
+                Either::Strategy(spawn_strategy(1, inputs)?)
             }
-            Threading::Shared => {
-                let (book_sub, trades_sub) = strategy_inputs.take().expect("inputs");
+            Threading::Shared | Threading::SplitBooks => {
+                let inputs = strategy_inputs.take().expect("inputs");
                 let (mut service, mut book_input) = book_parts.take().expect("a book service");
                 let strategy_clock = clock.clone();
                 let both = std::thread::Builder::new()
                     .name("mdbus-book+strat".into())
                     .spawn_scoped(s, move || {
                         let pinned = pinning.enter(1);
-                        let stage =
-                            StrategyStage::new(book_sub, trades_sub, strategy_clock.clone(), show);
-                        ready.arrive_and_wait(threads);
-                        let mut stage = stage?;
-                        run_book_and_strategy(&mut service, &mut book_input, &mut stage, wait)?;
+                        let turns = BookAndStrategy {
+                            input: &mut book_input,
+                            clock: &strategy_clock,
+                            show,
+                            wait,
+                            ready: (ready, threads),
+                        };
+                        let strategy = match inputs {
+                            StrategyInputs::One(i) => turns.run(&mut service, i),
+                            StrategyInputs::Split(i) => turns.run(&mut service, i),
+                        }?;
                         let end = strategy_clock.raw();
                         let book = book_results(&service, service.stats(), pinned);
-                        Ok::<_, StageError>((book, (stage.into_result(), end, pinned)))
+                        Ok::<_, StageError>((book, (strategy, end, pinned)))
                     })
                     .map_err(spawn_err)?;
                 Either::One(both)
@@ -385,7 +404,7 @@ pub fn run_pipeline(
         let feed_clock = clock.clone();
         let feed_name = if strategy_inputs.is_some() {
             "mdbus-feed+strat"
-        } else if threading == Threading::BookOnFeed {
+        } else if threading.books_on_feed() {
             "mdbus-feed+book"
         } else {
             "mdbus-feed"
@@ -394,11 +413,11 @@ pub fn run_pipeline(
             .name(feed_name.into())
             .spawn_scoped(s, move || {
                 let pinned = pinning.enter(0);
-                let Some((book_sub, trades_sub)) = strategy_inputs else {
+                let Some(inputs) = strategy_inputs else {
                     ready.arrive_and_wait(threads);
                     let start = feed_clock.raw();
                     let (report, service) = replayer.run_with_book_service(&mut |_| {})?;
-                    // With book-on-feed, the books this thread built.
+                    // With the books (or a share of them) on the feed, those this thread built.
                     let book = match service {
                         Some(mut svc) => {
                             svc.take_output_error()?;
@@ -409,7 +428,7 @@ pub fn run_pipeline(
                     return Ok((report, start, pinned, None, book));
                 };
                 // The strategy on this thread, in the feed handler's waits.
-                let stage = StrategyStage::new(book_sub, trades_sub, feed_clock.clone(), show);
+                let stage = StrategyStage::new(inputs.pair()?, feed_clock.clone(), show);
                 ready.arrive_and_wait(threads);
                 let start = feed_clock.raw();
                 let pause = batching.then_some(WaitStrategy::BATCH_PAUSE);
@@ -445,9 +464,8 @@ pub fn run_pipeline(
     })?;
     let (feed, start, feed_pinned, on_feed, books_on_feed) = feed??;
     let (book, strategy) = consumers?;
-    let (book_stats, summary, symbols, book_pinned) = book
-        .or(books_on_feed)
-        .ok_or_else(|| StageError::Internal("no thread built the books".into()))?;
+    let (book_stats, summary, symbols, book_pinned) =
+        join_shares(books_on_feed.into_iter().chain(book).collect())?;
     let (strategy, end, strategy_pinned) = strategy
         .or(on_feed)
         .ok_or_else(|| StageError::Internal("no thread ran the strategy".into()))?;
@@ -503,6 +521,42 @@ enum Either<B, S, O> {
     Strategy(S),
 }
 
+/// With [`Threading::SplitBooks`], the feed handler's share of the instruments in 64ths: the
+/// instruments whose id modulo 64 is below it (the other thread takes the rest). The default,
+/// 40 (five eighths), measured fastest on a two-cpu host on a synthetic day (BENCHMARKS.md):
+/// the feed handler's own work costs its thread less than reading the feed back and running
+/// the strategy cost the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct FeedShare(u32);
+
+impl FeedShare {
+    /// Five eighths of the instruments to the feed handler's thread.
+    pub const DEFAULT: FeedShare = FeedShare(40);
+
+    /// `n` 64ths, 1 to 63.
+    pub fn new(n: u32) -> Result<FeedShare, StageError> {
+        if (1..Share::RESIDUES).contains(&n) {
+            Ok(FeedShare(n))
+        } else {
+            Err(StageError::BadArg(format!(
+                "--feed-share {n}: the feed handler's share is 1 to {} 64ths (each thread keeps some books)",
+                Share::RESIDUES - 1
+            )))
+        }
+    }
+
+    /// The share in 64ths.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl Default for FeedShare {
+    fn default() -> Self {
+        FeedShare::DEFAULT
+    }
+}
+
 /// How the book builder and the strategy get their cpu time.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -527,6 +581,13 @@ pub enum Threading {
     /// No envelope is read back between the feed handler and the books. Nasdaq ITCH sources
     /// only.
     BookOnFeed,
+    /// The books split in two by instrument ([`Share`]s), one share on each cpu: the feed
+    /// handler's share (see [`FeedShare`]) built on its thread as with `book-on-feed`, the
+    /// rest by a book service reading the feed stream (and skipping the feed handler's
+    /// instruments) on a thread that also runs the strategy in turns, as with `shared` (two
+    /// threads). The strategy merges both shares' book and trade streams. Nasdaq ITCH sources
+    /// only.
+    SplitBooks,
 }
 
 impl Threading {
@@ -535,7 +596,7 @@ impl Threading {
     pub fn strategy_stage(self) -> usize {
         match self {
             Threading::Dedicated => 2,
-            Threading::Shared | Threading::BookOnFeed => 1,
+            Threading::Shared | Threading::BookOnFeed | Threading::SplitBooks => 1,
             Threading::StrategyOnFeed => 0,
         }
     }
@@ -549,11 +610,38 @@ impl Threading {
         }
     }
 
+    /// The name `--threading` takes.
+    pub fn name(self) -> String {
+        use clap::ValueEnum;
+        self.to_possible_value()
+            .map_or_else(|| format!("{self:?}"), |v| v.get_name().to_owned())
+    }
+
+    /// Whether the feed handler's thread builds books (all of them, or a share).
+    pub fn books_on_feed(self) -> bool {
+        matches!(self, Threading::BookOnFeed | Threading::SplitBooks)
+    }
+
+    /// The shares of the instruments the books are split into, the feed handler's first
+    /// when it builds books.
+    fn shares(self, feed_share: FeedShare) -> Result<Vec<Share>, StageError> {
+        match self {
+            Threading::SplitBooks => {
+                let f = feed_share.0;
+                Share::split(&[f, Share::RESIDUES - f]).map_err(StageError::BadArg)
+            }
+            _ => Ok(vec![Share::ALL]),
+        }
+    }
+
     /// Threads run: one per stage of [`STAGES`] up to the last one with a thread of its own.
     pub fn threads(self) -> usize {
         match self {
             Threading::Dedicated => 3,
-            Threading::Shared | Threading::StrategyOnFeed | Threading::BookOnFeed => 2,
+            Threading::Shared
+            | Threading::StrategyOnFeed
+            | Threading::BookOnFeed
+            | Threading::SplitBooks => 2,
         }
     }
 }
@@ -581,6 +669,100 @@ impl StartGate {
     }
 }
 
+/// What a thread that built books hands back: the service's counters, its books, the
+/// symbols of their locates, and whether the thread was pinned.
+type BookResults = (BookServiceStats, BookSummary, Vec<(u16, String)>, bool);
+
+fn book_results(service: &BookService, stats: BookServiceStats, pinned: bool) -> BookResults {
+    let summary = service.summary();
+    let symbols = summary
+        .books
+        .iter()
+        .map(|(l, _)| (*l, symbol_text(service.symbol(*l))))
+        .collect();
+    (stats, summary, symbols, pinned)
+}
+
+/// The books of every thread that built some (each a [`Share`] of the instruments), as one.
+fn join_shares(mut parts: Vec<BookResults>) -> Result<BookResults, StageError> {
+    if parts.len() <= 1 {
+        return parts
+            .pop()
+            .ok_or_else(|| StageError::Internal("no thread built the books".into()));
+    }
+    let stats: Vec<BookServiceStats> = parts.iter().map(|p| p.0).collect();
+    let pinned = parts.iter().all(|p| p.3);
+    let mut symbols: Vec<(u16, String)> = parts.iter_mut().flat_map(|p| p.2.drain(..)).collect();
+    symbols.sort_unstable();
+    let summary = BookSummary::of_shares(parts.into_iter().map(|p| p.1));
+    Ok((
+        BookServiceStats::of_shares(&stats),
+        summary,
+        symbols,
+        pinned,
+    ))
+}
+
+/// The strategy's inputs: the book and trade streams of the books, or of each of their two
+/// shares ([`Threading::SplitBooks`]).
+/// Made once per run and moved into one thread: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum StrategyInputs {
+    One([Subscriber; 2]),
+    Split([Subscriber; 4]),
+}
+
+impl StrategyInputs {
+    /// Book and trade streams in pairs, one pair per share.
+    fn new(streams: Vec<Subscriber>) -> Result<Self, StageError> {
+        let n = streams.len();
+        let bad = |_| StageError::Internal(format!("{n} strategy inputs"));
+        if n == 2 {
+            Ok(StrategyInputs::One(streams.try_into().map_err(bad)?))
+        } else {
+            Ok(StrategyInputs::Split(streams.try_into().map_err(bad)?))
+        }
+    }
+
+    /// The one pair (books not split).
+    fn pair(self) -> Result<[Subscriber; 2], StageError> {
+        match self {
+            StrategyInputs::One(i) => Ok(i),
+            StrategyInputs::Split(_) => Err(StageError::Internal(
+                "a strategy thread of one pair of inputs was given split books".into(),
+            )),
+        }
+    }
+}
+
+/// A thread that runs a book service and the strategy in turns ([`run_book_and_strategy`]):
+/// all it needs besides the service and the strategy's inputs.
+struct BookAndStrategy<'a> {
+    /// The book service's input.
+    input: &'a mut Subscriber,
+    clock: &'a StampClock,
+    show: usize,
+    wait: WaitStrategy,
+    /// The start gate and the number of threads it waits for.
+    ready: (&'a StartGate, usize),
+}
+
+impl BookAndStrategy<'_> {
+    /// Makes the strategy stage on `inputs`, waits at the gate, and runs the turns until the
+    /// strategy's inputs end.
+    fn run<const N: usize>(
+        self,
+        service: &mut BookService,
+        inputs: [Subscriber; N],
+    ) -> Result<StrategyResult, StageError> {
+        let stage = StrategyStage::new(inputs, self.clock.clone(), self.show);
+        self.ready.0.arrive_and_wait(self.ready.1);
+        let mut stage = stage?;
+        run_book_and_strategy(service, self.input, &mut stage, self.wait)?;
+        Ok(stage.into_result())
+    }
+}
+
 fn symbol_text(s: Option<[u8; 8]>) -> String {
     s.map(|s| String::from_utf8_lossy(&s).trim_end().to_owned())
         .unwrap_or_default()
@@ -591,27 +773,23 @@ fn symbol_text(s: Option<[u8; 8]>) -> String {
 type StrategyResult = (signals::Strategy, Vec<signals::Signal>, Histogram<u64>, u64);
 
 /// The strategy stage: reads BBO and trade events zero-copy, in source order, runs the example
-/// strategy's logic, and records each event's tick-to-strategy latency.
-struct StrategyStage {
+/// strategy's logic, and records each event's tick-to-strategy latency. Its `N` inputs are
+/// book and trade streams in pairs: one pair, or one per [`Share`] of the books.
+struct StrategyStage<const N: usize = 2> {
     strategy: signals::Strategy,
     hist: Histogram<u64>,
     first: Vec<signals::Signal>,
     show: usize,
     clock: StampClock,
-    /// Book (0) and trades (1), merged in source order: a trade after the quote change its
-    /// execution caused, before the next message's quote.
-    input: SourceMerge<2>,
+    /// Book (even) and trade (odd) streams, merged in source order: a trade after the quote
+    /// change its execution caused, before the next message's quote.
+    input: SourceMerge<N>,
     /// Turns of [`run_strategy`] that found both inputs empty.
     idle: u64,
 }
 
-impl StrategyStage {
-    fn new(
-        book: Subscriber,
-        trades: Subscriber,
-        clock: StampClock,
-        show: usize,
-    ) -> Result<Self, StageError> {
+impl<const N: usize> StrategyStage<N> {
+    fn new(inputs: [Subscriber; N], clock: StampClock, show: usize) -> Result<Self, StageError> {
         Ok(StrategyStage {
             strategy: signals::Strategy::new(signals::Params::default()),
             hist: Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
@@ -619,7 +797,7 @@ impl StrategyStage {
             first: Vec::with_capacity(show),
             show,
             clock,
-            input: SourceMerge::new([book, trades]),
+            input: SourceMerge::new(inputs),
             idle: 0,
         })
     }
@@ -645,7 +823,7 @@ impl StrategyStage {
                         ended = Some(k);
                         return;
                     }
-                    let signal = if k == 0 {
+                    let signal = if k % 2 == 0 {
                         strategy.on_book_event(&env)
                     } else {
                         strategy.on_trade_event(&env)
@@ -691,8 +869,8 @@ impl StrategyStage {
 
 /// The strategy thread: the strategy stage alone, waiting with `wait` when both inputs are
 /// empty.
-fn run_strategy(
-    mut stage: StrategyStage,
+fn run_strategy<const N: usize>(
+    mut stage: StrategyStage<N>,
     wait: WaitStrategy,
 ) -> Result<StrategyResult, StageError> {
     while !stage.finished() {
@@ -778,10 +956,10 @@ const SHARED_BOOK_TURN: usize = 128;
 /// then the strategy drains everything that turn published. Ends when the strategy's inputs
 /// end (the book service forwards the feed's end of session) or, if the book service stops
 /// first without forwarding one, when its outputs close.
-fn run_book_and_strategy(
+fn run_book_and_strategy<const N: usize>(
     service: &mut BookService,
     input: &mut Subscriber,
-    stage: &mut StrategyStage,
+    stage: &mut StrategyStage<N>,
     wait: WaitStrategy,
 ) -> Result<(), StageError> {
     let mut book_done = false;
@@ -844,6 +1022,7 @@ mod tests {
             levels_per_side_hint: 64,
         };
         let pinning = Pinning::unpinned(&STAGES);
+        let threading = (threading, FeedShare::DEFAULT);
         run_pipeline(input, Speed::Max, book, &pinning, threading, 1_000).unwrap()
     }
 
@@ -905,6 +1084,89 @@ mod tests {
         assert_eq!(on_feed.latency.len(), a.bbos_published + a.trades_published);
     }
 
+    /// A synthetic session of 40 instruments, so that both shares of split books hold some.
+    fn synthetic(threading: Threading, feed_share: u32) -> PipelineRun {
+        use crate::bench::synth::{SynthParams, generate};
+        let params = SynthParams {
+            messages: 60_000,
+            instruments: 40,
+            seed: 7,
+        };
+        let mut bytes = Vec::new();
+        generate(&mut bytes, &params).unwrap();
+        let bytes: &'static [u8] = Vec::leak(bytes);
+        let input = Input::Source(Source::Bytes {
+            name: "synthetic".into(),
+            bytes,
+        });
+        let book = BookConfig {
+            max_orders: 1 << 16,
+            max_instruments: 64,
+            levels_per_side_hint: 64,
+        };
+        let pinning = Pinning::unpinned(&STAGES);
+        let threading = (threading, FeedShare::new(feed_share).unwrap());
+        // Every signal kept (a few thousand).
+        run_pipeline(input, Speed::Max, book, &pinning, threading, 100_000).unwrap()
+    }
+
+    #[test]
+    fn split_books_give_what_one_book_thread_gives() {
+        let one = synthetic(Threading::Dedicated, 40);
+        let signals = one.strategy.stats().signals;
+        assert!(signals > 100 && signals < 100_000, "{signals}");
+        for feed_share in [40, 13] {
+            let split = synthetic(Threading::SplitBooks, feed_share);
+            assert_eq!(split.feed.published, one.feed.published);
+            // The same books, symbols, counts and counters, joined from the two shares.
+            assert_eq!(split.summary, one.summary);
+            assert_eq!(split.symbols, one.symbols);
+            assert_eq!(split.summary.books.len(), 40);
+            let (a, b) = (split.book, one.book);
+            assert_eq!(
+                (a.received, a.messages, a.book_events, a.gaps, a.ended),
+                (b.received, b.messages, b.book_events, b.gaps, b.ended)
+            );
+            assert_eq!(
+                (a.bbos_published, a.levels_published, a.trades_published),
+                (b.bbos_published, b.levels_published, b.trades_published)
+            );
+            assert!(a.bbos_published > 0 && a.trades_published > 0 && a.ended);
+            // Each share skipped the other's instruments (locates 1 to 40; the feed
+            // handler's share holds those below `feed_share`, and 0).
+            assert!(a.other_share > 0 && b.other_share == 0);
+            // The strategy merged four streams: the same events, and per instrument the
+            // same signals in the same order (two threads publish: across the shares the
+            // merge keeps source order only as far as both have published).
+            assert_eq!(split.strategy.stats(), one.strategy.stats());
+            let by_instrument = |r: &PipelineRun| {
+                let mut m = std::collections::BTreeMap::<u16, Vec<signals::Signal>>::new();
+                for s in &r.first_signals {
+                    m.entry(s.locate).or_default().push(signals::Signal {
+                        recv_ts_ns: 0,
+                        ..*s
+                    });
+                }
+                m
+            };
+            assert_eq!(split.first_signals.len() as u64, signals);
+            let split_signals = by_instrument(&split);
+            assert!(split_signals.keys().any(|l| u32::from(*l) < feed_share));
+            assert!(split_signals.keys().any(|l| u32::from(*l) >= feed_share));
+            assert_eq!(split_signals, by_instrument(&one));
+            assert_eq!(split.latency.len(), a.bbos_published + a.trades_published);
+        }
+    }
+
+    #[test]
+    fn a_feed_share_leaves_each_thread_some_books() {
+        for n in [0, 64, 100] {
+            let e = FeedShare::new(n).unwrap_err().to_string();
+            assert!(e.contains("--feed-share") && e.contains("1 to 63"), "{e}");
+        }
+        assert_eq!(FeedShare::new(63).unwrap().get(), 63);
+    }
+
     #[test]
     fn books_on_the_feed_thread_refuse_an_iex_capture() {
         let iex = concat!(
@@ -917,21 +1179,26 @@ mod tests {
             max_instruments: 16,
             levels_per_side_hint: 16,
         };
-        let e = run_pipeline(
-            Input::Source(Source::Path(iex.into())),
-            Speed::Max,
-            book,
-            &pinning,
-            Threading::BookOnFeed,
-            0,
-        )
-        .unwrap_err();
-        let m = e.to_string();
-        assert!(
-            m.contains("book-on-feed") && m.contains("Nasdaq ITCH messages only"),
-            "{m}"
-        );
-        assert!(m.contains("an IEX capture"), "{m}");
+        for (threading, name) in [
+            (Threading::BookOnFeed, "book-on-feed"),
+            (Threading::SplitBooks, "split-books"),
+        ] {
+            let e = run_pipeline(
+                Input::Source(Source::Path(iex.into())),
+                Speed::Max,
+                book,
+                &pinning,
+                (threading, FeedShare::DEFAULT),
+                0,
+            )
+            .unwrap_err();
+            let m = e.to_string();
+            assert!(
+                m.contains(name) && m.contains("Nasdaq ITCH messages only"),
+                "{m}"
+            );
+            assert!(m.contains("an IEX capture"), "{m}");
+        }
     }
 
     #[test]

@@ -94,7 +94,8 @@ fn input_file_is_played_once_per_round_and_its_count_reported() {
             "mdbus-pipeline",
             "mdbus-pipeline-shared",
             "mdbus-pipeline-on-feed",
-            "mdbus-pipeline-book-on-feed"
+            "mdbus-pipeline-book-on-feed",
+            "mdbus-pipeline-split-books"
         ]
     );
     for r in v["results"].as_array().unwrap() {

@@ -116,6 +116,11 @@ fn demo_two_thread_arrangements_give_the_same_results() {
             ("book_cpu", "feed_cpu"),
             "books are built on the feed handler's thread",
         ),
+        (
+            "split-books",
+            ("strategy_cpu", "book_cpu"),
+            "books are split by instrument",
+        ),
     ] {
         for rate in ["0", "500000"] {
             let v: Value = serde_json::from_str(&ok(&[

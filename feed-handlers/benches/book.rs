@@ -549,6 +549,7 @@ fn bench_service(c: &mut Criterion) {
                         ..output_ring()
                     },
                     publish_levels: true,
+                    ..BookServiceConfig::default()
                 };
                 let mut svc = BookService::new(&bus, &feed, &config).expect("service");
                 let mut pass = 0;

@@ -128,6 +128,109 @@ pub fn levels_stream_name(feed: &str) -> String {
     format!("{feed}{LEVELS_SUFFIX}")
 }
 
+/// Which instruments a [`BookService`] keeps books of: all of them ([`Share::ALL`]), or one
+/// share of a split ([`Share::split`]). An instrument belongs by its id modulo 64: a share is
+/// a set of those 64 residues, and the shares of a split partition them. Two services with
+/// the two shares of a split build a feed's books on two cpus, each reading the whole feed
+/// and skipping the other's instruments; each publishes on streams of its own,
+/// `<feed>.<index>of<count>.book` and so on ([`Share::outputs`]). Market-wide messages
+/// (instrument 0: the system events) are counted by the share that holds residue 0; gap
+/// notices for all instruments and the end of the session are forwarded by every share,
+/// each on its own outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Share {
+    /// Which share of the split.
+    index: u8,
+    /// Shares in the split.
+    count: u8,
+    /// Bit `r` set: the instruments whose id is `r` modulo 64 are this share's.
+    residues: u64,
+}
+
+impl Default for Share {
+    fn default() -> Self {
+        Share::ALL
+    }
+}
+
+impl Share {
+    /// Every instrument: the one service of a feed, publishing on `<feed>.book` and so on.
+    pub const ALL: Share = Share {
+        index: 0,
+        count: 1,
+        residues: u64::MAX,
+    };
+    /// The residues an instrument id is taken modulo: the finest a split can be.
+    pub const RESIDUES: u32 = 64;
+
+    /// Splits the instruments into shares of `parts[i]` residues of 64 each (the parts sum
+    /// to 64; a share of 32 holds about half the instruments): share 0 takes residues `0..`
+    /// `parts[0]`, share 1 the next `parts[1]`, and so on.
+    pub fn split(parts: &[u32]) -> Result<Vec<Share>, String> {
+        if parts.is_empty() || parts.len() > Share::RESIDUES as usize {
+            return Err(format!(
+                "book shares: {} shares; 1 to {} can be made",
+                parts.len(),
+                Share::RESIDUES
+            ));
+        }
+        if parts.contains(&0) || parts.iter().sum::<u32>() != Share::RESIDUES {
+            return Err(format!(
+                "book shares: parts {parts:?} of the {} residues must be at least 1 each and sum to {}",
+                Share::RESIDUES,
+                Share::RESIDUES
+            ));
+        }
+        let mut first = 0;
+        Ok(parts
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let residues = (u64::MAX >> (Share::RESIDUES - n)) << first;
+                first += n;
+                Share {
+                    index: i as u8,
+                    count: parts.len() as u8,
+                    residues,
+                }
+            })
+            .collect())
+    }
+
+    /// This share's index in its split.
+    pub fn index(self) -> usize {
+        usize::from(self.index)
+    }
+
+    /// Shares in the split.
+    pub fn count(self) -> usize {
+        usize::from(self.count)
+    }
+
+    /// Residues (of 64) this share holds.
+    pub fn residues(self) -> u32 {
+        self.residues.count_ones()
+    }
+
+    /// Whether this share keeps the books (and counts the messages) of `instrument`; 0, the
+    /// market-wide id, belongs to the share with residue 0.
+    #[inline(always)]
+    pub fn keeps(self, instrument: u32) -> bool {
+        (self.residues >> (instrument % Share::RESIDUES)) & 1 != 0
+    }
+
+    /// The base name of this share's output streams for `feed`: `feed` itself for
+    /// [`ALL`](Self::ALL), `<feed>.<index>of<count>` otherwise (`book_stream_name` and the
+    /// others add their suffixes to it).
+    pub fn outputs(self, feed: &str) -> String {
+        if self.count == 1 {
+            feed.to_owned()
+        } else {
+            format!("{feed}.{}of{}", self.index, self.count)
+        }
+    }
+}
+
 /// An input order message, read out of its envelope: everything applying it and publishing
 /// what it changed needs, as plain values that outlive the envelope's view.
 #[derive(Clone, Copy, Debug)]
@@ -148,6 +251,8 @@ pub struct BookServiceConfig {
     /// Create the `<feed>.levels` stream and publish `PriceLevelUpdate` events on it (set
     /// false when nobody wants depth: the service then encodes none).
     pub publish_levels: bool,
+    /// The instruments kept ([`Share::ALL`] by default).
+    pub share: Share,
 }
 
 impl Default for BookServiceConfig {
@@ -158,6 +263,7 @@ impl Default for BookServiceConfig {
             book: BookConfig::nasdaq_day(),
             output: output_ring(),
             publish_levels: true,
+            share: Share::ALL,
         }
     }
 }
@@ -236,6 +342,8 @@ pub struct BookServiceStats {
     /// Turns of [`BookService::poll`] that found the input empty: how often the service ran
     /// dry, waiting for its input (a service that keeps up counts many).
     pub idle_polls: u64,
+    /// Input messages about instruments of another [`Share`] (skipped).
+    pub other_share: u64,
     /// The input's `EndOfSession` was seen.
     pub ended: bool,
 }
@@ -243,7 +351,7 @@ pub struct BookServiceStats {
 impl BookServiceStats {
     /// Names of the counters a book service publishes (role [`COUNTERS_ROLE`]), in the order
     /// of [`values`](Self::values): the fields of the same names (`ended` 1 when set).
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 16] = [
         "received",
         "messages",
         "book_events",
@@ -258,11 +366,61 @@ impl BookServiceStats {
         "lost",
         "back_pressured",
         "idle_polls",
+        "other_share",
         "ended",
     ];
 
+    /// The counters of services that split a feed's books ([`Share`]s), as one: every
+    /// share reads every input record and meets every market-wide gap notice, so `received`
+    /// and `gaps` are the largest share's; the rest add up (overruns and their losses are
+    /// each share's own); `ended` when every share ended.
+    pub fn of_shares(shares: &[BookServiceStats]) -> BookServiceStats {
+        let mut all = BookServiceStats {
+            ended: !shares.is_empty(),
+            ..BookServiceStats::default()
+        };
+        for s in shares {
+            // Destructured, so that a new counter cannot be left out.
+            let BookServiceStats {
+                received,
+                messages,
+                book_events,
+                levels_published,
+                bbos_published,
+                trades_published,
+                crosses_forwarded,
+                unpriced_prints,
+                non_printable,
+                gaps,
+                overruns,
+                lost,
+                back_pressured,
+                idle_polls,
+                other_share,
+                ended,
+            } = *s;
+            all.received = all.received.max(received);
+            all.gaps = all.gaps.max(gaps);
+            all.overruns += overruns;
+            all.lost += lost;
+            all.messages += messages;
+            all.book_events += book_events;
+            all.levels_published += levels_published;
+            all.bbos_published += bbos_published;
+            all.trades_published += trades_published;
+            all.crosses_forwarded += crosses_forwarded;
+            all.unpriced_prints += unpriced_prints;
+            all.non_printable += non_printable;
+            all.back_pressured += back_pressured;
+            all.idle_polls += idle_polls;
+            all.other_share += other_share;
+            all.ended &= ended;
+        }
+        all
+    }
+
     /// The counters in the order of [`NAMES`](Self::NAMES).
-    pub fn values(&self) -> [u64; 15] {
+    pub fn values(&self) -> [u64; 16] {
         [
             self.received,
             self.messages,
@@ -278,6 +436,7 @@ impl BookServiceStats {
             self.lost,
             self.back_pressured,
             self.idle_polls,
+            self.other_share,
             u64::from(self.ended),
         ]
     }
@@ -479,11 +638,14 @@ pub struct BookService {
     pending: Option<OrderInput>,
     /// Where [`run`](Self::run) publishes the counters, and when it last did.
     counters: Option<(CounterFile, Instant)>,
+    /// The instruments kept.
+    share: Share,
 }
 
 impl BookService {
     /// Creates the book storage and the publishers of `<feed>.book`, `<feed>.trades` and (with
-    /// [`publish_levels`](BookServiceConfig::publish_levels)) `<feed>.levels` on `bus`.
+    /// [`publish_levels`](BookServiceConfig::publish_levels)) `<feed>.levels` on `bus` (with
+    /// a [`Share`] of the instruments, `<feed>.<index>of<of>.book` and so on).
     /// Subscribe to the input (`feed`) yourself and hand it to [`run`](Self::run) or
     /// feed envelopes to [`handle`](Self::handle).
     pub fn new(
@@ -492,10 +654,11 @@ impl BookService {
         config: &BookServiceConfig,
     ) -> Result<BookService, BookServiceError> {
         let books = EnvelopeBooks::new(config.book, GapPolicy::CountLost)?;
-        let book = bus.publisher(&book_stream_name(feed), &config.output)?;
-        let trades = bus.publisher(&trades_stream_name(feed), &config.output)?;
+        let base = config.share.outputs(feed);
+        let book = bus.publisher(&book_stream_name(&base), &config.output)?;
+        let trades = bus.publisher(&trades_stream_name(&base), &config.output)?;
         let levels = if config.publish_levels {
-            Some(bus.publisher(&levels_stream_name(feed), &config.output)?)
+            Some(bus.publisher(&levels_stream_name(&base), &config.output)?)
         } else {
             None
         };
@@ -516,6 +679,7 @@ impl BookService {
             last_seq: 0,
             pending: None,
             counters: None,
+            share: config.share,
         })
     }
 
@@ -540,7 +704,7 @@ impl BookService {
         };
         let file = CounterFile::create(
             bus.root(),
-            &self.input_name,
+            &self.share.outputs(&self.input_name),
             COUNTERS_ROLE,
             &detail,
             &BookServiceStats::NAMES,
@@ -606,7 +770,9 @@ impl BookService {
     /// Applies one input envelope and publishes what it changed.
     #[inline]
     pub fn handle(&mut self, env: &Envelope<'_>) -> Handled {
-        let (header, event, order) = self.receive(env);
+        let Some((header, event, order)) = self.receive(env) else {
+            return Handled::Continue;
+        };
         match order {
             Some((ev, match_number)) => {
                 self.apply(&OrderInput {
@@ -647,8 +813,14 @@ impl BookService {
             instrument: u32::from(locate),
         };
         self.stats.received += 1;
-        self.books.count_source(msg.msg_type());
         self.last_seq = seq;
+        if !self.share.keeps(u32::from(locate)) {
+            // Decoded messages carry no notices: those come through `handle_gap` and
+            // `handle_end_of_session`.
+            self.stats.other_share += 1;
+            return;
+        }
+        self.books.count_source(msg.msg_type());
         match itch_order(msg) {
             Some((ev, match_number)) => self.apply(&OrderInput {
                 header,
@@ -665,6 +837,9 @@ impl BookService {
     /// so that the memory access overlaps that work. Only a hint; it changes nothing.
     #[inline]
     pub fn prefetch_itch(&self, msg: &Message<'_>) {
+        if !self.share.keeps(u32::from(msg.stock_locate())) {
+            return;
+        }
         if let Some((ev, _)) = itch_order(msg) {
             self.books.builder().prefetch(&ev);
         }
@@ -676,6 +851,11 @@ impl BookService {
     pub fn handle_gap(&mut self, header: &HeaderFields, fields: &fb::GapNoticeFields) {
         self.stats.received += 1;
         self.last_seq = header.seq;
+        let instrument = instrument_of(header);
+        if instrument != 0 && !self.share.keeps(instrument) {
+            self.stats.other_share += 1;
+            return;
+        }
         self.gap_notice(header, fields);
     }
 
@@ -718,7 +898,9 @@ impl BookService {
     /// message first applies the pending one: everything stays in input order.
     #[inline]
     fn accept(&mut self, env: &Envelope<'_>) -> Handled {
-        let (header, event, order) = self.receive(env);
+        let Some((header, event, order)) = self.receive(env) else {
+            return Handled::Continue;
+        };
         match order {
             Some((ev, match_number)) => {
                 self.books.builder().prefetch(&ev);
@@ -752,16 +934,33 @@ impl BookService {
     /// Counts one input envelope; its header, its kind and, for an order message, its book
     /// event and match number ([`read_input`]). Hot-path envelopes in the encoder's frame
     /// layout are read in place ([`FrameReader`]); anything else through the accessors.
+    /// `None` for a message this service's [`Share`] leaves to another.
     #[inline(always)]
-    fn receive(&mut self, env: &Envelope<'_>) -> InputRead {
+    fn receive(&mut self, env: &Envelope<'_>) -> Option<InputRead> {
         let (header, event, order) = match self.frames.read_envelope(env) {
             Some(view) => read_input(&view),
             None => read_input_generic(env),
         };
         self.stats.received += 1;
-        self.books.count(header.venue, event);
         self.last_seq = header.seq;
-        (header, event, order)
+        if !self.share.keeps(instrument_of(&header)) {
+            return self.other_share(header, event);
+        }
+        self.books.count(header.venue, event);
+        Some((header, event, order))
+    }
+
+    /// A message about an instrument this service's [`Share`] does not keep: skipped, unless
+    /// it is a market-wide notice every output carries (a gap notice for all instruments, the
+    /// end of the session), which goes on uncounted (share 0 counts it).
+    #[inline(never)]
+    fn other_share(&mut self, header: HeaderFields, event: fb::Event) -> Option<InputRead> {
+        let notice = matches!(event, fb::Event::GapNotice | fb::Event::EndOfSession);
+        if notice && instrument_of(&header) == 0 {
+            return Some((header, event, None));
+        }
+        self.stats.other_share += 1;
+        None
     }
 
     /// Handles an input envelope that is not an order message: forwards what the outputs
@@ -1442,6 +1641,7 @@ mod tests {
             },
             output: output_ring(),
             publish_levels: true,
+            ..BookServiceConfig::default()
         }
     }
 
@@ -1717,6 +1917,121 @@ mod tests {
         let s = svc.summary();
         assert_eq!(s.messages, 4);
         assert_eq!(s.book(13).unwrap().prints, 2);
+    }
+
+    #[test]
+    fn a_split_partitions_the_64_residues() {
+        let [a, b] = <[Share; 2]>::try_from(Share::split(&[40, 24]).unwrap()).unwrap();
+        assert_eq!((a.index(), a.count(), a.residues()), (0, 2, 40));
+        assert_eq!((b.index(), b.count(), b.residues()), (1, 2, 24));
+        for id in [0u32, 1, 39, 40, 63, 64, 103, 104, 65_535, 1 << 20] {
+            assert!(a.keeps(id) != b.keeps(id), "{id}");
+            assert!(Share::ALL.keeps(id));
+        }
+        assert!(a.keeps(0) && a.keeps(39) && b.keeps(40) && a.keeps(64) && b.keeps(104));
+        assert_eq!(a.outputs("f"), "f.0of2");
+        assert_eq!(Share::ALL.outputs("f"), "f");
+        assert_eq!(Share::split(&[64]).unwrap(), [Share::ALL]);
+        for bad in [&[][..], &[32, 31], &[64, 0], &[33, 32]] {
+            assert!(Share::split(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(Share::split(&[1; 64]).unwrap().len(), 64);
+    }
+
+    #[test]
+    fn shares_keep_their_instruments_and_all_hear_market_wide_notices() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::with_root(dir.path()).unwrap();
+        let mut services: Vec<BookService> = Share::split(&[40, 24])
+            .unwrap()
+            .into_iter()
+            .map(|share| {
+                let config = BookServiceConfig { share, ..small() };
+                BookService::new(&bus, "t", &config).unwrap()
+            })
+            .collect();
+        let mut whole = BookService::new(&bus, "w", &small()).unwrap();
+        let opts = SubscribeOptions::default();
+        let mut books: Vec<Subscriber> = ["t.0of2.book", "t.1of2.book"]
+            .iter()
+            .map(|n| bus.subscriber(n, &opts).unwrap())
+            .collect();
+        // Locate 3 is the first share's, 50 and 45 the second's.
+        let msgs = [
+            add(3, 1, b'B', 1_000_000, 100),
+            add(50, 2, b'S', 2_000_000, 200),
+            add(45, 3, b'B', 3_000_000, 300),
+        ];
+        for svc in services.iter_mut().chain([&mut whole]) {
+            feed(svc, &msgs);
+            let mut enc = Encoder::new();
+            let gap = |locate: u16, seq: u64| HeaderFields {
+                seq,
+                stock_locate: locate,
+                venue: fb::Venue::Nasdaq,
+                instrument: u32::from(locate),
+                ..HeaderFields::default()
+            };
+            let fields = fb::GapNoticeFields {
+                first_missing_seq: 4,
+                count: 2,
+                recoverable: false,
+                scope: fb::GapScope::default(),
+            };
+            // A gap for every instrument, one for locate 50 alone, then the end.
+            svc.handle(&enc.encode(&gap(0, 6), &fields).envelope());
+            svc.handle(&enc.encode(&gap(50, 7), &fields).envelope());
+            let end = enc.end_of_session(&gap(0, 8), &fb::EndOfSessionFields);
+            assert_eq!(svc.handle(&end.envelope()), Handled::EndOfSession);
+        }
+        let seen: Vec<Vec<(fb::Event, u16)>> = books
+            .iter_mut()
+            .map(|b| {
+                drain(b)
+                    .into_iter()
+                    .map(|(e, h, _)| (e, h.stock_locate))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            seen[0],
+            [
+                (fb::Event::Bbo, 3),
+                (fb::Event::GapNotice, 0),
+                (fb::Event::EndOfSession, 0)
+            ]
+        );
+        assert_eq!(
+            seen[1],
+            [
+                (fb::Event::Bbo, 50),
+                (fb::Event::Bbo, 45),
+                (fb::Event::GapNotice, 0),
+                (fb::Event::GapNotice, 50),
+                (fb::Event::EndOfSession, 0)
+            ]
+        );
+        let stats: Vec<BookServiceStats> = services.iter().map(|s| s.stats()).collect();
+        // Each read all six records and skipped the other's: two adds and the gap for 50, or
+        // one add.
+        assert_eq!((stats[0].received, stats[0].other_share), (6, 3));
+        assert_eq!((stats[1].received, stats[1].other_share), (6, 1));
+        assert!(stats.iter().all(|s| s.ended));
+        // Joined, the shares are the whole.
+        let joined = BookSummary::of_shares(services.iter().map(|s| s.summary()));
+        assert_eq!(joined, whole.summary());
+        let all = BookServiceStats::of_shares(&stats);
+        let w = whole.stats();
+        assert_eq!(
+            (
+                all.received,
+                all.messages,
+                all.bbos_published,
+                all.gaps,
+                all.ended
+            ),
+            (w.received, w.messages, w.bbos_published, w.gaps, w.ended)
+        );
     }
 
     #[test]

@@ -162,6 +162,7 @@ fn book_service_matches_the_replay(source: Source, min_symbols: usize) {
         },
         output: output_ring(),
         publish_levels: false,
+        ..BookServiceConfig::default()
     };
     let mut svc = BookService::new(&bus, "iex", &config).unwrap();
     let mut book = oldest(&bus, &book_stream_name("iex"));

@@ -49,6 +49,7 @@ fn service_config() -> BookServiceConfig {
         },
         output: output_ring(),
         publish_levels: true,
+        ..BookServiceConfig::default()
     }
 }
 

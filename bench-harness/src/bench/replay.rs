@@ -74,7 +74,7 @@ use mdbus_codecs::fb::Encoded;
 use mdbus_codecs::nasdaq::itch::{self, Stream};
 use mdbus_codecs::nasdaq::normalize::Normalizer;
 use mdbus_feed_handlers::book::{BookBuilder, BookConfig, BookUpdate, OrderEvent};
-use mdbus_feed_handlers::bookstream::{BookService, BookServiceConfig, output_ring};
+use mdbus_feed_handlers::bookstream::{BookService, BookServiceConfig, Share, output_ring};
 use mdbus_feed_handlers::replay::{ReplayOptions, Replayer, Speed, replay_ring};
 
 use crate::bench::report::{RingParams, RingReport, SystemResult};
@@ -82,8 +82,8 @@ use crate::bench::{BenchError, host};
 use crate::pinning::LayoutArg;
 use crate::pinning::Pinning;
 use crate::stages::{
-    BUNDLED_SESSION, Input, PipelineRun, StageError, Threading, run_pipeline, share_a_cpu,
-    stage_pinning, thread_cpus,
+    BUNDLED_SESSION, FeedShare, Input, PipelineRun, StageError, Threading, run_pipeline,
+    share_a_cpu, stage_pinning, thread_cpus,
 };
 
 /// Messages in one pass of the bundled session.
@@ -715,6 +715,7 @@ impl RateCtx<'_> {
                         ..output_ring()
                     },
                     publish_levels: true,
+                    share: Share::ALL,
                 };
                 let mut svc =
                     BookService::new(&bus, "solo", &config).map_err(|e| internal_err(&e))?;
@@ -1146,6 +1147,13 @@ pub fn measure(
                 per_k(w.feed + w.book),
                 per_k(w.strategy_dry)
             ));
+        } else if threading == Threading::SplitBooks {
+            notes.push(format!(
+                "{name}: in the throughput runs the feed handler found its ring full {:.2} times per thousand messages, the two shares' book services found their outputs full {:.2} times, and the second share found its input empty {:.2} times (a thread that waits is not the bottleneck)",
+                per_k(w.feed),
+                per_k(w.book),
+                per_k(w.book_dry)
+            ));
         } else {
             notes.push(format!(
                 "{name}: in the throughput runs the feed handler found the book service's input full {:.2} times per thousand messages, the book service found its outputs full {:.2} times and its input empty {:.2} times (a thread that waits is not the bottleneck)",
@@ -1377,12 +1385,13 @@ fn ring_ceiling(
 
 /// The pipelines measured: each stage on its own thread, then the book builder and the
 /// strategy sharing one, then the strategy sharing the feed handler's, then the books built
-/// on the feed handler's.
-const PIPELINES: [(&str, Threading); 4] = [
+/// on the feed handler's, then the books split between the two threads.
+const PIPELINES: [(&str, Threading); 5] = [
     ("mdbus-pipeline", Threading::Dedicated),
     ("mdbus-pipeline-shared", Threading::Shared),
     ("mdbus-pipeline-on-feed", Threading::StrategyOnFeed),
     ("mdbus-pipeline-book-on-feed", Threading::BookOnFeed),
+    ("mdbus-pipeline-split-books", Threading::SplitBooks),
 ];
 
 fn thread_cpus_text(threading: Threading, cpus: &[usize]) -> String {
@@ -1394,6 +1403,10 @@ fn thread_cpus_text(threading: Threading, cpus: &[usize]) -> String {
         (Threading::BookOnFeed, [f, st, ..]) => {
             format!("feed and book on one thread on {f}, strategy {st}")
         }
+        (Threading::SplitBooks, [f, b, ..]) => format!(
+            "feed and the books of {}/64 of the instruments on one thread on {f}, the other books and strategy on one thread on {b}",
+            FeedShare::DEFAULT.get()
+        ),
         (_, [f, b, ..]) => format!("feed {f}, book and strategy on one thread on {b}"),
         _ => format!("{cpus:?}"),
     }
@@ -1414,7 +1427,7 @@ fn pipeline_throughput(
         Speed::Max,
         workload.books(),
         pinning,
-        threading,
+        (threading, FeedShare::DEFAULT),
         0,
     )
     .map_err(internal)?;
@@ -1471,7 +1484,7 @@ fn pipeline_latency(
         speed,
         workload.books(),
         pinning,
-        threading,
+        (threading, FeedShare::DEFAULT),
         0,
     )
     .map_err(internal)?;
@@ -1750,7 +1763,8 @@ mod tests {
                 "mdbus-pipeline",
                 "mdbus-pipeline-shared",
                 "mdbus-pipeline-on-feed",
-                "mdbus-pipeline-book-on-feed"
+                "mdbus-pipeline-book-on-feed",
+                "mdbus-pipeline-split-books"
             ]
         );
         for r in &v["results"].as_array().unwrap()[..6] {

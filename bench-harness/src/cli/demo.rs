@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 
 use mdbus_bench_harness::pinning::{LayoutArg, Pinning};
 use mdbus_bench_harness::stages::{
-    BUNDLED_NAME, BUNDLED_SESSION, FEED, Input, PipelineRun, StageError, Threading,
+    BUNDLED_NAME, BUNDLED_SESSION, FEED, FeedShare, Input, PipelineRun, StageError, Threading,
     default_threading, run_pipeline, share_a_cpu, signals, stage_pinning, thread_cpus,
 };
 use mdbus_feed_handlers::book::{BookConfig, BookSummary, BookSummaryEntry};
@@ -49,11 +49,18 @@ pub struct DemoArgs {
     /// on one thread, in turns, on the book builder's cpu; `strategy-on-feed`: the strategy on
     /// the feed handler's thread, in its waits, and the book builder alone on its cpu;
     /// `book-on-feed`: the books built on the feed handler's thread from the messages it
-    /// decodes (no envelope read back), and the strategy alone on the book builder's cpu
-    /// (Nasdaq ITCH only; the two-thread arrangements are for two-cpu hosts)
+    /// decodes (no envelope read back), and the strategy alone on the book builder's cpu;
+    /// `split-books`: the books split by instrument, half built on the feed handler's thread
+    /// as with `book-on-feed`, half by a book service on the book builder's cpu that runs the
+    /// strategy in turns (the last two Nasdaq ITCH only; the two-thread arrangements are for
+    /// two-cpu hosts)
     /// [default: dedicated when the three stages have three cpus, else strategy-on-feed].
     #[arg(long, value_enum)]
     pub threading: Option<Threading>,
+    /// With `--threading split-books`: the feed handler's share of the instruments, in 64ths
+    /// (those whose stock locate modulo 64 is below it; the other thread takes the rest).
+    #[arg(long, default_value_t = FeedShare::DEFAULT.get())]
+    pub feed_share: u32,
     /// Signal lines shown.
     #[arg(long, default_value_t = 6)]
     pub show_signals: usize,
@@ -77,6 +84,9 @@ pub struct Placement {
     pub threading: Threading,
     /// Whether `threading` was chosen from the cpus (no `--threading` given).
     pub threading_chosen: bool,
+    /// With `split-books`, the feed handler's share of the instruments in 64ths.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feed_share: Option<u32>,
     /// Whether two threads shared a cpu (waits then spin, then yield).
     pub shared: bool,
     /// The core layout the stages took their cpus and settings from, if any.
@@ -244,7 +254,15 @@ pub fn execute(args: &DemoArgs) -> Result<DemoReport, StageError> {
         max_instruments: 12_000,
         levels_per_side_hint: 64,
     };
-    let run = run_pipeline(input, speed, book, &pinning, threading, args.show_signals)?;
+    let feed_share = FeedShare::new(args.feed_share)?;
+    let run = run_pipeline(
+        input,
+        speed,
+        book,
+        &pinning,
+        (threading, feed_share),
+        args.show_signals,
+    )?;
     let PipelineRun {
         feed,
         book: book_stats,
@@ -289,6 +307,7 @@ pub fn execute(args: &DemoArgs) -> Result<DemoReport, StageError> {
             pinned,
             threading,
             threading_chosen: args.threading.is_none(),
+            feed_share: (threading == Threading::SplitBooks).then_some(feed_share.get()),
             shared,
             layout: pinning.layout_use(),
             planned: planned.is_some(),
@@ -511,6 +530,12 @@ pub fn render(r: &DemoReport, show: usize) -> String {
             s,
             "  (the books are built on the feed handler's thread, from the messages it decodes: --threading book-on-feed)"
         );
+    } else if p.threading == Threading::SplitBooks {
+        let _ = writeln!(
+            s,
+            "  (the books are split by instrument: {}/64 built on the feed handler's thread, the rest on the strategy's, in turns: --threading split-books)",
+            p.feed_share.unwrap_or_default()
+        );
     } else if p.book_cpu == p.strategy_cpu {
         let _ = writeln!(
             s,
@@ -623,6 +648,8 @@ pub fn render(r: &DemoReport, show: usize) -> String {
     let l = &r.latency;
     let path = if r.placement.threading == Threading::BookOnFeed {
         "the book on the feed handler's thread, then its rings"
+    } else if r.placement.threading == Threading::SplitBooks {
+        "the feed ring and the book of either thread (by instrument), then its rings"
     } else {
         "both rings and the book"
     };

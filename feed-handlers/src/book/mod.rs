@@ -341,6 +341,47 @@ pub struct BookCounters {
     pub batch_overflows: u64,
 }
 
+impl std::ops::AddAssign<&BookCounters> for BookCounters {
+    /// Adds the counters of other books (another share of a feed's instruments).
+    fn add_assign(&mut self, o: &BookCounters) {
+        // Destructured, so that a new counter cannot be left out.
+        let BookCounters {
+            events,
+            unknown_refs,
+            duplicate_adds,
+            capacity_exhausted,
+            instruments_exhausted,
+            crossed,
+            locked,
+            overfills,
+            empty_orders,
+            invalid,
+            level_growths,
+            order_table_growths,
+            inconsistencies,
+            mixed,
+            unknown_levels,
+            batch_overflows,
+        } = *o;
+        self.events += events;
+        self.unknown_refs += unknown_refs;
+        self.duplicate_adds += duplicate_adds;
+        self.capacity_exhausted += capacity_exhausted;
+        self.instruments_exhausted += instruments_exhausted;
+        self.crossed += crossed;
+        self.locked += locked;
+        self.overfills += overfills;
+        self.empty_orders += empty_orders;
+        self.invalid += invalid;
+        self.level_growths += level_growths;
+        self.order_table_growths += order_table_growths;
+        self.inconsistencies += inconsistencies;
+        self.mixed += mixed;
+        self.unknown_levels += unknown_levels;
+        self.batch_overflows += batch_overflows;
+    }
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }

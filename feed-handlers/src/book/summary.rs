@@ -53,6 +53,14 @@ impl TypeCounts {
     }
 }
 
+impl std::ops::AddAssign<&TypeCounts> for TypeCounts {
+    fn add_assign(&mut self, other: &TypeCounts) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a += b;
+        }
+    }
+}
+
 impl Default for TypeCounts {
     fn default() -> Self {
         Self::new()
@@ -150,6 +158,31 @@ impl BookSummary {
     pub fn to_json(&self) -> String {
         // Serializing plain integers, strings and maps with string keys cannot fail.
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// One summary of the summaries of books split by instrument (each a
+    /// [`Share`](crate::bookstream::Share) of one feed, each having read every message):
+    /// messages and counters add up, the books are joined, and the gaps are those of the share
+    /// that met the most (every share meets the feed's market-wide gap notices).
+    pub fn of_shares(shares: impl IntoIterator<Item = BookSummary>) -> BookSummary {
+        let mut all = BookSummary {
+            messages: 0,
+            counts: TypeCounts::new(),
+            gaps: 0,
+            unknown_refs: 0,
+            counters: BookCounters::default(),
+            books: Vec::new(),
+        };
+        for s in shares {
+            all.messages += s.messages;
+            all.counts += &s.counts;
+            all.gaps = all.gaps.max(s.gaps);
+            all.unknown_refs += s.unknown_refs;
+            all.counters += &s.counters;
+            all.books.extend(s.books);
+        }
+        all.books.sort_unstable_by_key(|(locate, _)| *locate);
+        all
     }
 
     /// The entry of `locate`.

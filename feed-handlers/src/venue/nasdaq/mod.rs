@@ -210,6 +210,7 @@ mod derived_tests {
             },
             output: output_ring(),
             publish_levels: true,
+            ..BookServiceConfig::default()
         };
         let mut svc = BookService::new(&bus, "aapl", &config).unwrap();
         let opts = SubscribeOptions::default();
