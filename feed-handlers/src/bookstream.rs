@@ -69,6 +69,14 @@
 //!   the same builder, update sink and publishers, without reading the envelope back. A
 //!   replay does so with [`Replayer::with_book_service`](crate::replay::Replayer::with_book_service).
 //!
+//! * **Shares.** With a [`Share`] of a split ([`BookServiceConfig::share`]), a service keeps
+//!   the books of the instruments whose id modulo 64 falls in its share, skips the rest
+//!   (counted, [`BookServiceStats::other_share`]) and publishes on `<feed>.<i>of<n>.book`,
+//!   `.levels` and `.trades`; market-wide gap notices and the end of the session go out on
+//!   every share's outputs. Two shares put a feed's book work on two cpus; a reader of both
+//!   gets each instrument's events in source order, and the two shares' events in source
+//!   order as far as both services have published.
+//!
 //! Nothing here allocates per message: the builder's storage and the encoder are made once,
 //! in [`BookService::new`]; updates are published as the builder makes them.
 //!

@@ -121,6 +121,10 @@ pub struct ReplayBenchArgs {
     /// `itchy-parse,mdbus-pipeline-on-feed`) [default: every row].
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub systems: Vec<String>,
+    /// The feed handler's share of the instruments in the `mdbus-pipeline-split-books` row,
+    /// in 64ths (see `mdbus demo --feed-share`).
+    #[arg(long, default_value_t = FeedShare::DEFAULT.get())]
+    pub feed_share: u32,
     /// Cpus for the feed handler, book builder and strategy (see `mdbus demo --cpus`; wins
     /// over --layout).
     #[arg(long, value_delimiter = ',')]
@@ -617,6 +621,8 @@ struct RateCtx<'a> {
     itch_book: std::cell::RefCell<Option<ItchBookRun>>,
     /// The `mdbus-feed+book` row's largest footprint over the rounds.
     feed_book: std::cell::Cell<FeedBookMemory>,
+    /// The feed handler's share of the split books.
+    feed_share: FeedShare,
 }
 
 /// What the `mdbus-feed+book` row's own work holds in memory: the like-for-like figure for
@@ -803,6 +809,7 @@ impl RateCtx<'_> {
                 Ok(result)
             }
             Rate::Pipeline(threading) => {
+                let threading = (threading, self.feed_share);
                 return pipeline_throughput(self.pinning, threading, name, self.workload);
             }
         }?;
@@ -1001,6 +1008,8 @@ pub fn measure(
     } else {
         &args.python
     };
+    let feed_share =
+        FeedShare::new(args.feed_share).map_err(|e| BenchError::BadArg(e.to_string()))?;
     let mut systems = chosen_systems(&args.systems)?;
     let itch_book_named = args.systems.iter().any(|s| s == ITCH_BOOK);
     if args.input.is_none() {
@@ -1034,6 +1043,7 @@ pub fn measure(
         python,
         itch_book: Default::default(),
         feed_book: Default::default(),
+        feed_share,
     };
 
     // Throughput: every system once per round, the rounds interleaved.
@@ -1129,8 +1139,14 @@ pub fn measure(
         let Rate::Pipeline(threading) = *system else {
             continue;
         };
-        let (mut result, paced) =
-            pipeline_latency(&pinning, threading, name, &workload, latency_messages, rate)?;
+        let (mut result, paced) = pipeline_latency(
+            &pinning,
+            (threading, feed_share),
+            name,
+            &workload,
+            latency_messages,
+            rate,
+        )?;
         result.msgs_per_sec = Some(medians[i]);
         if paced.feed.max_behind_ns > 1_000_000 {
             notes.push(format!(
@@ -1166,10 +1182,13 @@ pub fn measure(
         if share_a_cpu(&cpus) {
             notes.push(format!(
                 "{name}: threads share cpus ({}): waits spin, then yield",
-                thread_cpus_text(threading, &cpus)
+                thread_cpus_text((threading, feed_share), &cpus)
             ));
         } else {
-            notes.push(format!("{name}: {}", thread_cpus_text(threading, &cpus)));
+            notes.push(format!(
+                "{name}: {}",
+                thread_cpus_text((threading, feed_share), &cpus)
+            ));
         }
         pinned &= paced.pinned;
         best = best.max(medians[i]);
@@ -1394,7 +1413,7 @@ const PIPELINES: [(&str, Threading); 5] = [
     ("mdbus-pipeline-split-books", Threading::SplitBooks),
 ];
 
-fn thread_cpus_text(threading: Threading, cpus: &[usize]) -> String {
+fn thread_cpus_text((threading, feed_share): (Threading, FeedShare), cpus: &[usize]) -> String {
     match (threading, cpus) {
         (Threading::Dedicated, [f, b, s]) => format!("feed {f}, book {b}, strategy {s}"),
         (Threading::StrategyOnFeed, [f, b, ..]) => {
@@ -1405,7 +1424,7 @@ fn thread_cpus_text(threading: Threading, cpus: &[usize]) -> String {
         }
         (Threading::SplitBooks, [f, b, ..]) => format!(
             "feed and the books of {}/64 of the instruments on one thread on {f}, the other books and strategy on one thread on {b}",
-            FeedShare::DEFAULT.get()
+            feed_share.get()
         ),
         (_, [f, b, ..]) => format!("feed {f}, book and strategy on one thread on {b}"),
         _ => format!("{cpus:?}"),
@@ -1416,7 +1435,7 @@ fn thread_cpus_text(threading: Threading, cpus: &[usize]) -> String {
 /// (every message reached the book builder, books consistent).
 fn pipeline_throughput(
     pinning: &Pinning,
-    threading: Threading,
+    threading: (Threading, FeedShare),
     name: &str,
     workload: &Workload,
 ) -> Result<(u64, f64, Waits), BenchError> {
@@ -1427,7 +1446,7 @@ fn pipeline_throughput(
         Speed::Max,
         workload.books(),
         pinning,
-        (threading, FeedShare::DEFAULT),
+        threading,
         0,
     )
     .map_err(internal)?;
@@ -1467,7 +1486,7 @@ fn pipeline_throughput(
 /// (without its throughput) and the run.
 fn pipeline_latency(
     pinning: &Pinning,
-    threading: Threading,
+    threading: (Threading, FeedShare),
     name: &str,
     workload: &Workload,
     latency_messages: u64,
@@ -1484,7 +1503,7 @@ fn pipeline_latency(
         speed,
         workload.books(),
         pinning,
-        (threading, FeedShare::DEFAULT),
+        threading,
         0,
     )
     .map_err(internal)?;

@@ -175,7 +175,7 @@ impl OrderEvent {
     /// [`Delete`](Self::Delete), `U` -> [`Replace`](Self::Replace), `P` ->
     /// [`Trade`](Self::Trade). An add with a buy/sell indicator other than `B`/`S` becomes
     /// [`Invalid`](Self::Invalid).
-    #[inline]
+    #[inline(always)]
     pub fn from_itch(msg: &Message<'_>) -> Option<OrderEvent> {
         let ev = match msg {
             Message::AddOrder(m) => add(
