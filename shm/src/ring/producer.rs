@@ -257,6 +257,12 @@ impl Producer {
         }
         let data = *self.ring.data();
         let seq = self.seq;
+        // Takes the line a few records on for writing now, so that its transfer overlaps
+        // the work before that record; only below `limit`, where no reader is left.
+        let ahead = end + PREFETCH_WRITE_AHEAD;
+        if ahead < self.limit {
+            data.prefetch_write(ahead);
+        }
         #[cfg(miri)]
         {
             let room = size as usize - RECORD_HEADER_LEN;
