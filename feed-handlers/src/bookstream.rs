@@ -809,8 +809,10 @@ impl BookService {
         msg: &Message<'_>,
     ) {
         let locate = msg.stock_locate();
-        // The header the normalizer stamps on the message's envelope.
-        let header = HeaderFields {
+        // The header the normalizer stamps on the message's envelope, written straight into
+        // the order input: built apart and copied in, its narrow fields were read back wider
+        // than they were written, which stalls the load until the stores land.
+        let header = || HeaderFields {
             seq,
             exchange_ts_ns: msg.timestamp(),
             recv_ts_ns,
@@ -831,11 +833,11 @@ impl BookService {
         self.books.count_source(msg.msg_type());
         match itch_order(msg) {
             Some((ev, match_number)) => self.apply(&OrderInput {
-                header,
+                header: header(),
                 ev,
                 match_number,
             }),
-            None => self.handle_itch_other(&header, msg),
+            None => self.handle_itch_other(&header(), msg),
         }
     }
 
