@@ -523,15 +523,15 @@ enum Either<B, S, O> {
 
 /// With [`Threading::SplitBooks`], the feed handler's share of the instruments in 64ths: the
 /// instruments whose id modulo 64 is below it (the other thread takes the rest). The default,
-/// 44 (eleven sixteenths), measured fastest on a two-cpu host on a synthetic day
-/// (BENCHMARKS.md): the feed handler's own work costs its thread less than reading the feed
-/// back and running the strategy cost the other.
+/// 40 (five eighths), measured fastest on a two-cpu host on a synthetic day (BENCHMARKS.md):
+/// the feed handler's own work costs its thread less than reading the feed back and running
+/// the strategy cost the other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct FeedShare(u32);
 
 impl FeedShare {
-    /// Eleven sixteenths of the instruments to the feed handler's thread.
-    pub const DEFAULT: FeedShare = FeedShare(44);
+    /// Five eighths of the instruments to the feed handler's thread.
+    pub const DEFAULT: FeedShare = FeedShare(40);
 
     /// `n` 64ths, 1 to 63.
     pub fn new(n: u32) -> Result<FeedShare, StageError> {
@@ -1112,7 +1112,7 @@ mod tests {
 
     #[test]
     fn split_books_give_what_one_book_thread_gives() {
-        let one = synthetic(Threading::Dedicated, 44);
+        let one = synthetic(Threading::Dedicated, 40);
         let signals = one.strategy.stats().signals;
         assert!(signals > 100 && signals < 100_000, "{signals}");
         for feed_share in [24, 13] {

@@ -778,9 +778,28 @@ impl BookService {
     /// Applies one input envelope and publishes what it changed.
     #[inline]
     pub fn handle(&mut self, env: &Envelope<'_>) -> Handled {
-        let Some((header, event, order)) = self.receive(env) else {
-            return Handled::Continue;
-        };
+        match self.frames.read_envelope(env) {
+            Some(view) => {
+                let read = read_input(&view);
+                self.handle_read(read, env)
+            }
+            None => self.handle_generic(env),
+        }
+    }
+
+    /// [`handle`](Self::handle) of an envelope the frame reader does not read.
+    #[inline(never)]
+    fn handle_generic(&mut self, env: &Envelope<'_>) -> Handled {
+        let read = read_input_generic(env);
+        self.handle_read(read, env)
+    }
+
+    /// [`handle`](Self::handle) of what was read of `env`.
+    #[inline(always)]
+    fn handle_read(&mut self, (header, event, order): InputRead, env: &Envelope<'_>) -> Handled {
+        if !self.counted(&header, event) {
+            return self.other_share(&header, event, env);
+        }
         match order {
             Some((ev, match_number)) => {
                 self.apply(&OrderInput {
@@ -908,9 +927,31 @@ impl BookService {
     /// message first applies the pending one: everything stays in input order.
     #[inline]
     fn accept(&mut self, env: &Envelope<'_>) -> Handled {
-        let Some((header, event, order)) = self.receive(env) else {
-            return Handled::Continue;
-        };
+        // Each read goes on inlined into its own path: the two paths' results met in one
+        // place on the stack before, and copying them out read narrow stores back wide (a
+        // failed store forward per record).
+        match self.frames.read_envelope(env) {
+            Some(view) => {
+                let read = read_input(&view);
+                self.accept_read(read, env)
+            }
+            None => self.accept_generic(env),
+        }
+    }
+
+    /// [`accept`](Self::accept) of an envelope the frame reader does not read.
+    #[inline(never)]
+    fn accept_generic(&mut self, env: &Envelope<'_>) -> Handled {
+        let read = read_input_generic(env);
+        self.accept_read(read, env)
+    }
+
+    /// [`accept`](Self::accept) of what was read of `env`.
+    #[inline(always)]
+    fn accept_read(&mut self, (header, event, order): InputRead, env: &Envelope<'_>) -> Handled {
+        if !self.counted(&header, event) {
+            return self.other_share(&header, event, env);
+        }
         match order {
             Some((ev, match_number)) => {
                 self.books.builder().prefetch(&ev);
@@ -941,36 +982,39 @@ impl BookService {
         }
     }
 
-    /// Counts one input envelope; its header, its kind and, for an order message, its book
-    /// event and match number ([`read_input`]). Hot-path envelopes in the encoder's frame
-    /// layout are read in place ([`FrameReader`]); anything else through the accessors.
-    /// `None` for a message this service's [`Share`] leaves to another.
+    /// Counts one input envelope of header `header` and kind `event` (hot-path envelopes in
+    /// the encoder's frame layout are read in place by [`FrameReader`], anything else
+    /// through the accessors: [`read_input`]). `false` for a message this service's
+    /// [`Share`] leaves to another.
     #[inline(always)]
-    fn receive(&mut self, env: &Envelope<'_>) -> Option<InputRead> {
-        let (header, event, order) = match self.frames.read_envelope(env) {
-            Some(view) => read_input(&view),
-            None => read_input_generic(env),
-        };
+    fn counted(&mut self, header: &HeaderFields, event: fb::Event) -> bool {
         self.stats.received += 1;
         self.last_seq = header.seq;
-        if !self.share.keeps(instrument_of(&header)) {
-            return self.other_share(header, event);
+        if !self.share.keeps(instrument_of(header)) {
+            return false;
         }
         self.books.count(header.venue, event);
-        Some((header, event, order))
+        true
     }
 
     /// A message about an instrument this service's [`Share`] does not keep: skipped, unless
     /// it is a market-wide notice every output carries (a gap notice for all instruments, the
-    /// end of the session), which goes on uncounted (share 0 counts it).
+    /// end of the session), which is forwarded uncounted (share 0 counts it).
     #[inline(never)]
-    fn other_share(&mut self, header: HeaderFields, event: fb::Event) -> Option<InputRead> {
+    fn other_share(
+        &mut self,
+        header: &HeaderFields,
+        event: fb::Event,
+        env: &Envelope<'_>,
+    ) -> Handled {
         let notice = matches!(event, fb::Event::GapNotice | fb::Event::EndOfSession);
-        if notice && instrument_of(&header) == 0 {
-            return Some((header, event, None));
+        if notice && instrument_of(header) == 0 {
+            // As for any message that is not an order message: the pending one goes first.
+            self.flush();
+            return self.handle_other(header, event, env);
         }
         self.stats.other_share += 1;
-        None
+        Handled::Continue
     }
 
     /// Handles an input envelope that is not an order message: forwards what the outputs
