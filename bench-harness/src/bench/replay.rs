@@ -122,9 +122,9 @@ pub struct ReplayBenchArgs {
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub systems: Vec<String>,
     /// The feed handler's share of the instruments in the `mdbus-pipeline-split-books` row,
-    /// in 64ths (see `mdbus demo --feed-share`).
-    #[arg(long, default_value_t = FeedShare::DEFAULT.get())]
-    pub feed_share: u32,
+    /// in 64ths (see `mdbus demo --feed-share`) [default: 40].
+    #[arg(long)]
+    pub feed_share: Option<u32>,
     /// Cpus for the feed handler, book builder and strategy (see `mdbus demo --cpus`; wins
     /// over --layout).
     #[arg(long, value_delimiter = ',')]
@@ -1008,8 +1008,10 @@ pub fn measure(
     } else {
         &args.python
     };
-    let feed_share =
-        FeedShare::new(args.feed_share).map_err(|e| BenchError::BadArg(e.to_string()))?;
+    let feed_share = match args.feed_share {
+        Some(n) => FeedShare::new(n).map_err(|e| BenchError::BadArg(e.to_string()))?,
+        None => FeedShare::DEFAULT,
+    };
     let mut systems = chosen_systems(&args.systems)?;
     let itch_book_named = args.systems.iter().any(|s| s == ITCH_BOOK);
     if args.input.is_none() {
