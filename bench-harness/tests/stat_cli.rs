@@ -212,7 +212,7 @@ fn stat_shows_a_replay_and_its_book_service_running_then_finished() {
     assert!(assert_final(r, &report) >= 25, "{r}");
     assert_eq!(r["counters"]["published"], 10_000);
     let b = role(&all, "book", "itch").expect("the book service with --all");
-    assert_eq!(assert_final(b, &report["book_service"]), 15, "{b}");
+    assert_eq!(assert_final(b, &report["book_service"]), 16, "{b}");
     assert_eq!(b["counters"]["messages"], 10_000);
     assert_eq!(b["counters"]["ended"], 1);
     let text = stat_text(&root, &["--all"]);
@@ -369,7 +369,7 @@ fn stat_shows_a_live_feed_and_its_book_service_running_then_finished() {
     assert_eq!(f["counters"]["packets_a"], summary["packets_a"], "{f}");
     assert_eq!(f["counters"]["pipeline.messages"], 10_000, "{f}");
     let b = role(&all, "book", "itch").expect("the book service with --all");
-    assert_eq!(assert_final(b, &summary["book_service"]), 15, "{b}");
+    assert_eq!(assert_final(b, &summary["book_service"]), 16, "{b}");
     assert_eq!(b["counters"]["messages"], 10_000);
 }
 
