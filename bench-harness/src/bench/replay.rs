@@ -23,8 +23,9 @@
 //! * `mdbus-feed`: the feed handler alone: capture reader, decode, normalize, publish into a
 //!   ring nobody reads (one thread);
 //! * `mdbus-feed+book`: decode, normalize and the book service in one thread (its BBO, level
-//!   and trade envelopes published into rings nobody reads): the pipeline's work without its
-//!   hand-offs between threads;
+//!   and trade envelopes published into rings nobody reads; each message's book asked for
+//!   before it is normalized, as the feed handler's thread does with the books on it): the
+//!   pipeline's work without its hand-offs between threads;
 //! * `mdbus-decode+book`: the book built on the decoding thread from decoded fields: decode,
 //!   [`OrderEvent::from_itch`], [`BookBuilder::apply`], one thread, no envelopes (its updates
 //!   folded into a checksum): what an application that wants books in its own process, and
@@ -725,21 +726,32 @@ impl RateCtx<'_> {
                 };
                 let mut svc =
                     BookService::new(&bus, "solo", &config).map_err(|e| internal_err(&e))?;
-                let handle = |env: &Encoded<'_>| {
-                    svc.handle(&env.envelope());
+                // As the feed handler's thread does with the books on it: the message's book
+                // is asked for before it is normalized, then its envelope handled.
+                let mut norm = Normalizer::new();
+                let mut seq = 0u64;
+                let mut pass = |bytes: &[u8]| {
+                    for (_, m) in Stream::new(bytes) {
+                        let Ok(m) = m else { continue };
+                        seq += 1;
+                        svc.prefetch_itch(&m);
+                        svc.handle(&norm.normalize(&m, seq, 0).envelope());
+                    }
                 };
                 let t;
-                let seq = match self.workload {
+                match self.workload {
                     Workload::Bundled { .. } => {
                         let mut session = RepeatedSession::new(BUNDLED_SESSION, n);
                         t = Instant::now();
-                        each_normalized(&mut session, handle)
+                        while let Some(bytes) = session.next_pass_bytes() {
+                            pass(bytes);
+                        }
                     }
                     Workload::File(f) => {
                         t = Instant::now();
-                        normalize_into(&mut Normalizer::new(), 0, &f.bytes, handle)
+                        pass(&f.bytes);
                     }
-                };
+                }
                 let secs = t.elapsed().as_secs_f64();
                 let grown = rss_bytes()
                     .zip(rss_before)
