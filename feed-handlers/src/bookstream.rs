@@ -227,6 +227,14 @@ impl Share {
         (self.residues >> (instrument % Share::RESIDUES)) & 1 != 0
     }
 
+    /// Whether a notice about `instrument` (a gap notice, the end of the session) goes out on
+    /// this share's outputs: one about every instrument (0) on every share's, one about an
+    /// instrument on its own share's.
+    #[inline]
+    pub fn hears(self, instrument: u32) -> bool {
+        instrument == 0 || self.keeps(instrument)
+    }
+
     /// The base name of this share's output streams for `feed`: `feed` itself for
     /// [`ALL`](Self::ALL), `<feed>.<index>of<count>` otherwise (`book_stream_name` and the
     /// others add their suffixes to it).
@@ -238,6 +246,9 @@ impl Share {
         }
     }
 }
+
+/// What [`BookService::read_then`] hands an envelope's read to: `handle`'s or `accept`'s rest.
+type ReadThen = fn(&mut BookService, InputRead, &Envelope<'_>) -> Handled;
 
 /// An input order message, read out of its envelope: everything applying it and publishing
 /// what it changed needs, as plain values that outlive the envelope's view.
@@ -778,20 +789,7 @@ impl BookService {
     /// Applies one input envelope and publishes what it changed.
     #[inline]
     pub fn handle(&mut self, env: &Envelope<'_>) -> Handled {
-        match self.frames.read_envelope(env) {
-            Some(view) => {
-                let read = read_input(&view);
-                self.handle_read(read, env)
-            }
-            None => self.handle_generic(env),
-        }
-    }
-
-    /// [`handle`](Self::handle) of an envelope the frame reader does not read.
-    #[inline(never)]
-    fn handle_generic(&mut self, env: &Envelope<'_>) -> Handled {
-        let read = read_input_generic(env);
-        self.handle_read(read, env)
+        self.read_then(env, Self::handle_read)
     }
 
     /// [`handle`](Self::handle) of what was read of `env`.
@@ -880,8 +878,7 @@ impl BookService {
     pub fn handle_gap(&mut self, header: &HeaderFields, fields: &fb::GapNoticeFields) {
         self.stats.received += 1;
         self.last_seq = header.seq;
-        let instrument = instrument_of(header);
-        if instrument != 0 && !self.share.keeps(instrument) {
+        if !self.share.hears(instrument_of(header)) {
             self.stats.other_share += 1;
             return;
         }
@@ -927,23 +924,30 @@ impl BookService {
     /// message first applies the pending one: everything stays in input order.
     #[inline]
     fn accept(&mut self, env: &Envelope<'_>) -> Handled {
-        // Each read goes on inlined into its own path: the two paths' results met in one
-        // place on the stack before, and copying them out read narrow stores back wide (a
-        // failed store forward per record).
+        self.read_then(env, Self::accept_read)
+    }
+
+    /// Reads `env` ([`read_input`]: hot-path envelopes in the encoder's frame layout in place
+    /// with the [`FrameReader`], anything else through the accessors, out of line) and hands
+    /// what it read to `then`. Each read goes on into `then` in its own path: when the two
+    /// reads' results met in one place on the stack, copying them out read narrow stores
+    /// back wide (a failed store forward per record).
+    #[inline(always)]
+    fn read_then(&mut self, env: &Envelope<'_>, then: ReadThen) -> Handled {
         match self.frames.read_envelope(env) {
             Some(view) => {
                 let read = read_input(&view);
-                self.accept_read(read, env)
+                then(self, read, env)
             }
-            None => self.accept_generic(env),
+            None => self.read_generic_then(env, then),
         }
     }
 
-    /// [`accept`](Self::accept) of an envelope the frame reader does not read.
+    /// [`read_then`](Self::read_then) of an envelope the frame reader does not read.
     #[inline(never)]
-    fn accept_generic(&mut self, env: &Envelope<'_>) -> Handled {
+    fn read_generic_then(&mut self, env: &Envelope<'_>, then: ReadThen) -> Handled {
         let read = read_input_generic(env);
-        self.accept_read(read, env)
+        then(self, read, env)
     }
 
     /// [`accept`](Self::accept) of what was read of `env`.
@@ -982,10 +986,8 @@ impl BookService {
         }
     }
 
-    /// Counts one input envelope of header `header` and kind `event` (hot-path envelopes in
-    /// the encoder's frame layout are read in place by [`FrameReader`], anything else
-    /// through the accessors: [`read_input`]). `false` for a message this service's
-    /// [`Share`] leaves to another.
+    /// Counts one input envelope of header `header` and kind `event` ([`read_then`](Self::read_then)
+    /// read it). `false` for a message this service's [`Share`] leaves to another.
     #[inline(always)]
     fn counted(&mut self, header: &HeaderFields, event: fb::Event) -> bool {
         self.stats.received += 1;
@@ -1008,7 +1010,7 @@ impl BookService {
         env: &Envelope<'_>,
     ) -> Handled {
         let notice = matches!(event, fb::Event::GapNotice | fb::Event::EndOfSession);
-        if notice && instrument_of(header) == 0 {
+        if notice && self.share.hears(instrument_of(header)) {
             // As for any message that is not an order message: the pending one goes first.
             self.flush();
             return self.handle_other(header, event, env);
