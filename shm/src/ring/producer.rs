@@ -169,8 +169,32 @@ impl Producer {
     /// Errors: [`ClaimError::TooLarge`] if `len > max_msg_len`; in lossless mode
     /// [`ClaimError::BackPressured`] while the slowest registered consumer is a full ring
     /// behind (never blocks).
-    #[inline]
+    #[inline(always)]
     pub fn claim(&mut self, len: usize, msg_type: u32) -> Result<Claim<'_>, ClaimError> {
+        #[cfg(not(loom))]
+        if let Some(payload_off) = self.fast_room(len) {
+            // SAFETY: `fast_room` checked that the payload lies inside the region, at or
+            // beyond `tail` (no reader that is not lapped reads it) and below `limit` (writing
+            // it is allowed); the `&mut self` borrow held by the claim makes it the only
+            // writer.
+            let buf = unsafe { self.ring.data().bytes_mut(payload_off, len) }.as_mut_ptr();
+            return Ok(Claim {
+                buf,
+                producer: self,
+                pad: 0,
+                len: len as u32,
+                msg_type,
+                fast: true,
+            });
+        }
+        self.claim_cold(len, msg_type)
+    }
+
+    /// [`claim`](Self::claim) where it cannot take its fast path: a record that pads to the
+    /// end of the region, needs room announced or is refused.
+    #[cold]
+    #[inline(never)]
+    fn claim_cold(&mut self, len: usize, msg_type: u32) -> Result<Claim<'_>, ClaimError> {
         let geo = *self.ring.geo();
         if len > geo.max_msg_len as usize {
             return Err(ClaimError::TooLarge {
@@ -220,6 +244,8 @@ impl Producer {
             pad,
             len: len as u32,
             msg_type,
+            #[cfg(not(loom))]
+            fast: false,
         })
     }
 
@@ -228,23 +254,37 @@ impl Producer {
     /// Errors: those of [`claim`](Self::claim).
     #[inline]
     pub fn publish(&mut self, msg_type: u32, payload: &[u8]) -> Result<u64, ClaimError> {
-        #[cfg(not(loom))]
-        if let Some(seq) = self.publish_fast(msg_type, payload) {
-            return Ok(seq);
-        }
-        self.publish_slow(msg_type, payload)
+        self.publish_with(payload.len(), msg_type, |dst| copy_payload(dst, payload))
     }
 
-    /// [`publish`](Self::publish) in the common case only, as straight-line code: the record
-    /// fits before the end of the region (no padding), and it and the next record's marker
-    /// word lie below `limit` (no room to announce, no consumer to look at, the marker word
-    /// may be cleared). `None`, having written nothing, otherwise. The same writes, in the
-    /// same order, as `claim`, the copy and `commit` make in that case.
+    /// Publishes a record of exactly `len` payload bytes that `write` fills in place (it is
+    /// handed the payload, whose initial content is whatever the ring held there), and
+    /// commits it; returns its sequence number. [`publish`](Self::publish) without the source
+    /// buffer: a message written straight into the ring is never read back before it is
+    /// published. When the record cannot be had, `write` is not called.
+    ///
+    /// Errors: those of [`claim`](Self::claim).
+    #[inline(always)]
+    pub fn publish_with(
+        &mut self,
+        len: usize,
+        msg_type: u32,
+        write: impl FnOnce(&mut [u8]),
+    ) -> Result<u64, ClaimError> {
+        let mut claim = self.claim(len, msg_type)?;
+        write(&mut claim);
+        Ok(claim.commit())
+    }
+
+    /// The offset in the region of the next record's payload (`len` bytes) when the record
+    /// can be claimed and committed as straight-line code: it fits before the end of the
+    /// region (no padding), and it and the next record's marker word lie below `limit` (no
+    /// room to announce, no consumer to look at, the marker word may be cleared). `None`
+    /// otherwise. Takes the line a few records on for writing.
     #[cfg(not(loom))]
     #[inline(always)]
-    fn publish_fast(&mut self, msg_type: u32, payload: &[u8]) -> Option<u64> {
+    fn fast_room(&self, len: usize) -> Option<usize> {
         let geo = self.ring.geo();
-        let len = payload.len();
         if len > geo.max_msg_len as usize {
             return None;
         }
@@ -255,40 +295,39 @@ impl Producer {
         if off + size > geo.capacity || end + RECORD_HEADER_LEN as u64 > self.limit {
             return None;
         }
-        let data = *self.ring.data();
-        let seq = self.seq;
+        let data = self.ring.data();
         // Takes the line a few records on for writing now, so that its transfer overlaps
         // the work before that record; only below `limit`, where no reader is left.
         let ahead = end + PREFETCH_WRITE_AHEAD;
         if ahead < self.limit {
             data.prefetch_write(ahead);
         }
+        let payload_off = off as usize + RECORD_HEADER_LEN;
         #[cfg(miri)]
         {
             let room = size as usize - RECORD_HEADER_LEN;
-            // SAFETY: see `claim`; the payload room lies inside the record, as below.
-            unsafe { data.bytes_mut(off as usize + RECORD_HEADER_LEN, room) }.fill(0);
+            // SAFETY: see `claim`; the payload room lies inside the record: `off + size <=
+            // capacity`, checked above.
+            unsafe { data.bytes_mut(payload_off, room) }.fill(0);
         }
-        // SAFETY: as in `claim` with no padding: `off + size <= capacity`, so the payload
-        // `off + RECORD_HEADER_LEN .. + len` lies inside the region; the bytes lie at or
-        // beyond `tail`, which no reader that is not lapped reads; they end below `limit`, so
-        // writing them is allowed; `&mut self` makes this the only writer.
-        let dst = unsafe { data.bytes_mut(off as usize + RECORD_HEADER_LEN, len) };
-        copy_payload(dst, payload);
-        let word = record_word(len as u32, msg_type);
-        write_header(&data, rec, end, word, seq, true);
-        self.advance(rec, end, seq);
-        Some(seq)
+        Some(payload_off)
     }
 
-    /// [`publish`](Self::publish) when [`publish_fast`](Self::publish_fast) cannot: a record
-    /// that pads to the end of the region, needs room announced or is refused.
-    #[cold]
-    #[inline(never)]
-    fn publish_slow(&mut self, msg_type: u32, payload: &[u8]) -> Result<u64, ClaimError> {
-        let mut claim = self.claim(payload.len(), msg_type)?;
-        copy_payload(&mut claim, payload);
-        Ok(claim.commit())
+    /// Commits the record at `tail` of `len` payload bytes, claimed by the fast path and
+    /// written: the same writes, in the same order, as `Claim::commit_slow` makes for a record
+    /// without padding whose next marker word may be cleared.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    fn commit_fast(&mut self, len: u32, msg_type: u32) -> u64 {
+        // A copy: the payload was written through raw pointers into the region, so a borrowed
+        // `Data` would be reloaded after each store below.
+        let data = *self.ring.data();
+        let seq = self.seq;
+        let rec = self.tail;
+        let end = rec + record_size(len);
+        write_header(&data, rec, end, record_word(len, msg_type), seq, true);
+        self.advance(rec, end, seq);
+        seq
     }
 
     /// Reserves room for up to `max` records of exactly `len` payload bytes each, back to back
@@ -678,6 +717,10 @@ pub struct Claim<'a> {
     buf: *mut u8,
     #[cfg(loom)]
     buf: Vec<u8>,
+    /// The claim took the fast path (no padding, below `limit`): committed as
+    /// straight-line code.
+    #[cfg(not(loom))]
+    fast: bool,
 }
 
 impl fmt::Debug for Claim<'_> {
@@ -694,8 +737,19 @@ impl Claim<'_> {
     /// Publishes the record and returns its sequence number. Clears the next record's marker
     /// word, writes the record header (its marker last, `Release`; then the padding header when
     /// the record wrapped), then stores `tail` with `Release`.
-    #[inline]
+    #[inline(always)]
     pub fn commit(self) -> u64 {
+        #[cfg(not(loom))]
+        if self.fast {
+            return self.producer.commit_fast(self.len, self.msg_type);
+        }
+        self.commit_slow()
+    }
+
+    /// [`commit`](Self::commit) of a claim that did not take the fast path.
+    #[cold]
+    #[inline(never)]
+    fn commit_slow(self) -> u64 {
         let p = self.producer;
         // A copy: the stores below go through raw pointers into the region, so a borrowed
         // `Data` would be reloaded after each of them.
@@ -1014,7 +1068,7 @@ mod fast_path_tests {
     }
 
     #[test]
-    fn publish_writes_what_claim_copy_and_commit_write() {
+    fn the_fast_path_writes_what_the_general_claim_and_commit_write() {
         let cfg = RingConfig {
             capacity: 4096,
             max_msg_len: 1008,
@@ -1040,7 +1094,9 @@ mod fast_path_tests {
                 slow_taken += 1;
             }
             let seq = fast.publish(9, &payload).unwrap();
-            let mut claim = reference.claim(len, 9).unwrap();
+            // The general path, where `claim` would take the fast one.
+            let mut claim = reference.claim_cold(len, 9).unwrap();
+            assert!(!claim.fast);
             claim.copy_from_slice(&payload);
             assert_eq!(claim.commit(), seq);
             assert!(
