@@ -413,6 +413,39 @@ impl Publisher {
         self.publish(ENVELOPE_MSG_TYPE, envelope)
     }
 
+    /// Encodes `event` with `header` and publishes it as one envelope record; returns its
+    /// sequence number. Kinds the encoder writes from a frame (order flow, trades, book
+    /// updates) are written straight into the ring, never built aside and copied in; the
+    /// others are encoded with `encoder`'s builder and copied.
+    #[inline(always)]
+    pub fn publish_event<E: schema::EventFields>(
+        &mut self,
+        encoder: &mut schema::Encoder,
+        header: &schema::HeaderFields,
+        event: &E,
+    ) -> Result<u64, PublishError> {
+        let result = match encoder.fixed_len::<E>() {
+            Some(len) => self.inner.claim(len, ENVELOPE_MSG_TYPE).map(|mut claim| {
+                let written = encoder.encode_into(header, event, &mut claim);
+                debug_assert!(written, "the claimed length is the frame's");
+                claim.commit()
+            }),
+            None => self
+                .inner
+                .publish(ENVELOPE_MSG_TYPE, &encoder.encode(header, event)),
+        };
+        match result {
+            Ok(seq) => {
+                self.stats.published += 1;
+                Ok(seq)
+            }
+            Err(e) => {
+                self.stats.count_error(e);
+                Err(e)
+            }
+        }
+    }
+
     /// Stamps the liveness heartbeat; call it from idle loops (a clock read, no system call).
     #[inline]
     pub fn heartbeat(&self) {
@@ -442,6 +475,22 @@ impl Publisher {
     /// The underlying ring producer, for what the bus does not wrap.
     pub fn ring(&mut self) -> &mut mdbus_shm::Producer {
         &mut self.inner
+    }
+}
+
+/// A publisher as the sink of a venue's normalizer: each event is written straight into the
+/// ring ([`Publisher::publish_event`]).
+impl schema::EventSink for Publisher {
+    type Out<'e> = Result<u64, PublishError>;
+
+    #[inline(always)]
+    fn put<E: schema::EventFields>(
+        &mut self,
+        encoder: &mut schema::Encoder,
+        header: &schema::HeaderFields,
+        event: &E,
+    ) -> Result<u64, PublishError> {
+        self.publish_event(encoder, header, event)
     }
 }
 

@@ -131,6 +131,73 @@ impl Frame {
     }
 }
 
+/// Where a producer of normalized events (a venue's normalizer) sends each one, with the
+/// [`Encoder`] to encode it with: the sink decides what becomes of it. [`Encoder::encode`]'s
+/// bytes for one caller; a bus publisher writes it straight into its ring.
+pub trait EventSink {
+    /// What taking one event comes to (its encoded bytes, a sequence number or an error).
+    type Out<'e>;
+
+    /// Takes `event`, stamped with `header`, encoding it with `encoder`.
+    fn put<'e, E: EventFields>(
+        &mut self,
+        encoder: &'e mut Encoder,
+        header: &HeaderFields,
+        event: &E,
+    ) -> Self::Out<'e>;
+}
+
+/// The [`EventSink`] that returns each event's encoding ([`Encoder::encode`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ToBytes;
+
+impl EventSink for ToBytes {
+    type Out<'e> = Encoded<'e>;
+
+    #[inline(always)]
+    fn put<'e, E: EventFields>(
+        &mut self,
+        encoder: &'e mut Encoder,
+        header: &HeaderFields,
+        event: &E,
+    ) -> Encoded<'e> {
+        encoder.encode(header, event)
+    }
+}
+
+/// The [`EventSink`] that returns each event's encoding by the FlatBuffers builder, hot-path
+/// kinds included ([`Encoder::encode_with_builder`]): the baseline frames are measured
+/// against.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ToBytesWithBuilder;
+
+impl EventSink for ToBytesWithBuilder {
+    type Out<'e> = Encoded<'e>;
+
+    #[inline(always)]
+    fn put<'e, E: EventFields>(
+        &mut self,
+        encoder: &'e mut Encoder,
+        header: &HeaderFields,
+        event: &E,
+    ) -> Encoded<'e> {
+        encoder.encode_with_builder(header, event)
+    }
+}
+
+/// Writes the variable parts of a hot-path message of kind `E` (header struct, flags, venue,
+/// instrument, body) into `buf`, a copy of its fixed frame, `BODY_AT + E::BODY_LEN` bytes
+/// long. Every offset is a constant: once the length is known no bounds check is left.
+#[inline(always)]
+fn write_variable_parts<E: EventFields>(buf: &mut [u8], header: &HeaderFields, event: &E) {
+    let buf = &mut buf[..BODY_AT + E::BODY_LEN];
+    buf[HEADER_AT..HEADER_AT + HEADER_LEN].copy_from_slice(&header.to_struct().0);
+    buf[FLAGS_AT] = header.flags.bits();
+    buf[VENUE_AT..VENUE_AT + 2].copy_from_slice(&header.venue.0.to_le_bytes());
+    buf[INSTRUMENT_AT..INSTRUMENT_AT + 4].copy_from_slice(&header.instrument.to_le_bytes());
+    event.write_body(&mut buf[BODY_AT..]);
+}
+
 /// The FlatBuffers builder, reused from message to message.
 struct Core {
     fbb: FlatBufferBuilder<'static>,
@@ -322,21 +389,52 @@ impl Encoder {
     #[inline(always)]
     pub fn encode<E: EventFields>(&mut self, header: &HeaderFields, event: &E) -> Encoded<'_> {
         match E::FRAME {
-            // Every offset and length is a constant: no bounds check is left.
             Some(i) if self.frames[i].fixed => {
-                let buf = &mut self.frames[i].buf;
-                buf[HEADER_AT..HEADER_AT + HEADER_LEN].copy_from_slice(&header.to_struct().0);
-                buf[FLAGS_AT] = header.flags.bits();
-                buf[VENUE_AT..VENUE_AT + 2].copy_from_slice(&header.venue.0.to_le_bytes());
-                buf[INSTRUMENT_AT..INSTRUMENT_AT + 4]
-                    .copy_from_slice(&header.instrument.to_le_bytes());
-                event.write_body(&mut buf[BODY_AT..BODY_AT + E::BODY_LEN]);
-                Encoded {
-                    bytes: &buf[..BODY_AT + E::BODY_LEN],
-                }
+                let buf = &mut self.frames[i].buf[..BODY_AT + E::BODY_LEN];
+                write_variable_parts(buf, header, event);
+                Encoded { bytes: buf }
             }
             _ => self.encode_with_builder(header, event),
         }
+    }
+
+    /// The length of every message of kind `E` when the encoder writes it from a frame (see
+    /// [`encode_into`](Self::encode_into)); `None` for kinds that go through the builder.
+    #[inline(always)]
+    pub fn fixed_len<E: EventFields>(&self) -> Option<usize> {
+        match E::FRAME {
+            Some(i) if self.frames[i].fixed => Some(BODY_AT + E::BODY_LEN),
+            _ => None,
+        }
+    }
+
+    /// Writes the message [`encode`](Self::encode) would return into `dst`, which must be
+    /// [`fixed_len`](Self::fixed_len) bytes long: the kind's frame, then its variable parts,
+    /// straight into the destination (a ring's record, say). Returns false, having written
+    /// nothing, when `E` has no frame or `dst` has another length.
+    ///
+    /// Building a message and then copying it out reads back bytes just written, in wider
+    /// words than they were written in, and the processor cannot forward such stores to the
+    /// load: each copy waits for the stores to reach the cache. Here the only bytes read are
+    /// the frame's, which no message changes.
+    #[inline(always)]
+    #[must_use]
+    pub fn encode_into<E: EventFields>(
+        &self,
+        header: &HeaderFields,
+        event: &E,
+        dst: &mut [u8],
+    ) -> bool {
+        let Some(i) = E::FRAME else { return false };
+        let frame = &self.frames[i];
+        let len = BODY_AT + E::BODY_LEN;
+        if !frame.fixed || dst.len() != len {
+            return false;
+        }
+        // The frame's variable parts may hold an earlier message's: all are overwritten below.
+        dst.copy_from_slice(&frame.buf[..len]);
+        write_variable_parts(dst, header, event);
+        true
     }
 
     /// Encodes any kind through the FlatBuffers builder, hot-path kinds included: the

@@ -59,7 +59,7 @@ use core::fmt;
 mod generated;
 
 pub use crate::generated::*;
-pub use encode::{Encoded, Encoder, MAX_ENCODED_LEN};
+pub use encode::{Encoded, Encoder, EventSink, MAX_ENCODED_LEN, ToBytes, ToBytesWithBuilder};
 pub use fields::*;
 pub use frame_read::{FrameBody, FrameReader, FrameView, ReadBody};
 

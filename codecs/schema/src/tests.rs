@@ -49,6 +49,44 @@ impl Enc for AllFields {
     }
 }
 
+/// Straight into a destination where the kind has a frame (`Encoder::encode_into`), after
+/// encoding something else of the kind into that frame; the builder otherwise.
+struct Into(Encoder);
+impl Enc for Into {
+    fn enc<E: EventFields>(&mut self, h: &HeaderFields, e: &E) -> Vec<u8> {
+        let Some(len) = self.0.fixed_len::<E>() else {
+            assert!(!self.0.encode_into(h, e, &mut [0u8; 512]), "{:?}", E::EVENT);
+            return self.0.encode(h, e).to_vec();
+        };
+        // The frame holds another message's variable parts: none may leak.
+        let _ = self.0.encode(&HeaderFields::default(), e);
+        for wrong in [len - 1, len + 1] {
+            let mut dst = vec![0x5Au8; wrong];
+            assert!(!self.0.encode_into(h, e, &mut dst), "{:?}", E::EVENT);
+            assert!(
+                dst.iter().all(|&b| b == 0x5A),
+                "wrote into a wrong-sized destination"
+            );
+        }
+        let mut dst = vec![0xA5u8; len];
+        assert!(self.0.encode_into(h, e, &mut dst), "{:?}", E::EVENT);
+        dst
+    }
+}
+
+#[test]
+fn encode_into_writes_what_encode_returns() {
+    let mut reference = Vec::new();
+    each_kind(&mut Encoder::new(), |_, bytes| {
+        reference.push(bytes.to_vec())
+    });
+    let mut written = Vec::new();
+    each_kind(&mut Into(Encoder::new()), |_, bytes| {
+        written.push(bytes.to_vec())
+    });
+    assert_eq!(written, reference);
+}
+
 /// Encodes one event of every kind, every field non-default, and hands each to `check`.
 fn each_kind(enc: &mut impl Enc, mut check: impl FnMut(Event, &[u8])) {
     let h = header();
