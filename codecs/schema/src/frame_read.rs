@@ -7,34 +7,32 @@ use crate::generated as g;
 
 use super::encode::{BODY_AT, FLAGS_AT, HEADER_AT, HEADER_LEN, INSTRUMENT_AT, TAG_AT, VENUE_AT};
 
-/// Where the words compared by [`FrameReader::read`] start: up to the header, and from the
-/// header's end to the body.
-const PREFIX_AT: [usize; 4] = [0, 8, 16, 24];
+/// Where the words compared by [`FrameReader::read`] start: up to the instrument, and from
+/// the header's end to the body.
+const PREFIX_AT: [usize; 3] = [0, 8, 16];
 const BEFORE_BODY_AT: [usize; 2] = [HEADER_AT + HEADER_LEN, BODY_AT - 8];
+/// The one structural byte between the instrument and the header: padding after the venue,
+/// compared on its own. A word load over it would span the instrument, venue and flags, which
+/// an encoder on the same thread has just stored in narrower pieces, and wait for them.
+const PAD_AT: usize = VENUE_AT + 2;
 
-/// The structural bytes of each prefix word: in the last, all but the instrument, the venue
-/// and the flags.
-const PREFIX_MASK: [u64; 4] = [
-    !0,
-    !0,
-    !0,
-    !(mask_of(INSTRUMENT_AT - 24, 4) | mask_of(VENUE_AT - 24, 2) | mask_of(FLAGS_AT - 24, 1)),
-];
-
-/// The mask of bytes `from .. from + len` of a little-endian word.
-const fn mask_of(from: usize, len: usize) -> u64 {
-    (u64::MAX >> (64 - 8 * len)) << (8 * from)
-}
-
-// The words cover every byte up to the body: the variable ones (the instrument, venue and
-// flags in the word before the header) are masked, the union tag (between the header and the
-// body) is compared, which holds because it picked the frame compared with.
+// The words and the padding byte cover every structural byte up to the body: the instrument,
+// venue, padding byte and flags fill the word before the header; the union tag (between the
+// header and the body) is compared, which holds because it picked the frame compared with.
 const _: () = {
-    assert!(INSTRUMENT_AT >= 24 && INSTRUMENT_AT + 4 <= VENUE_AT);
-    assert!(VENUE_AT + 2 <= FLAGS_AT && FLAGS_AT < HEADER_AT && HEADER_AT == 32);
+    assert!(INSTRUMENT_AT == 24 && VENUE_AT == INSTRUMENT_AT + 4 && FLAGS_AT == PAD_AT + 1);
+    assert!(FLAGS_AT + 1 == HEADER_AT && HEADER_AT == 32);
     assert!(TAG_AT >= HEADER_AT + HEADER_LEN && TAG_AT < BODY_AT);
     assert!(BODY_AT == HEADER_AT + HEADER_LEN + 16);
 };
+
+/// Where the fields of the header struct lie in it (the schema's `Header`: three `ulong`s,
+/// two `ushort`s, padding); the tests check each against the generated accessors.
+const HEADER_SEQ_AT: usize = 0;
+const HEADER_EXCHANGE_TS_AT: usize = 8;
+const HEADER_RECV_TS_AT: usize = 16;
+const HEADER_LOCATE_AT: usize = 24;
+const HEADER_TRACKING_AT: usize = 26;
 
 /// Where a hot-path kind differs from the others: its length and the structural words
 /// between the header and its body.
@@ -75,8 +73,10 @@ struct Kind {
 /// ```
 #[derive(Clone, Debug)]
 pub struct FrameReader {
-    /// The words at `PREFIX_AT`, masked: the same in every frame.
-    prefix: [u64; 4],
+    /// The words at `PREFIX_AT`: the same in every frame.
+    prefix: [u64; 3],
+    /// The byte at `PAD_AT`: the same in every frame.
+    pad: u8,
     /// Indexed by union tag; empty when the encoder's layout is not the one this reader knows
     /// (then every message takes the generic path).
     kinds: Box<[Kind]>,
@@ -108,8 +108,7 @@ impl FrameReader {
             let Some(head) = f.bytes().first_chunk::<BODY_AT>() else {
                 return FrameReader::disabled();
             };
-            let this = PREFIX_AT.map(|at| word(head, at));
-            let this = [0, 1, 2, 3].map(|i| this[i] & PREFIX_MASK[i]);
+            let this = (PREFIX_AT.map(|at| word(head, at)), head[PAD_AT]);
             let known = f.fixed && *prefix.get_or_insert(this) == this;
             if !known {
                 return FrameReader::disabled();
@@ -120,8 +119,9 @@ impl FrameReader {
             };
         }
         match prefix {
-            Some(prefix) => FrameReader {
+            Some((prefix, pad)) => FrameReader {
                 prefix,
+                pad,
                 kinds: kinds.into_boxed_slice(),
             },
             None => FrameReader::disabled(),
@@ -131,7 +131,8 @@ impl FrameReader {
     /// A reader that reads nothing (every message takes the generic path).
     fn disabled() -> FrameReader {
         FrameReader {
-            prefix: [0; 4],
+            prefix: [0; 3],
+            pad: 0,
             kinds: Box::new([]),
         }
     }
@@ -155,9 +156,9 @@ impl FrameReader {
             return None;
         }
         // Every structural byte equal to the frame's (the tag picked the frame).
-        let mut diff = 0;
-        for i in 0..PREFIX_AT.len() {
-            diff |= (word(head, PREFIX_AT[i]) ^ self.prefix[i]) & PREFIX_MASK[i];
+        let mut diff = u64::from(head[PAD_AT] ^ self.pad);
+        for (&at, &want) in PREFIX_AT.iter().zip(&self.prefix) {
+            diff |= word(head, at) ^ want;
         }
         for (&at, &want) in BEFORE_BODY_AT.iter().zip(&kind.before_body) {
             diff |= word(head, at) ^ want;
@@ -165,8 +166,7 @@ impl FrameReader {
         if diff != 0 {
             return None;
         }
-        let mut header = [0u8; HEADER_LEN];
-        header.copy_from_slice(&head[HEADER_AT..HEADER_AT + HEADER_LEN]);
+        let header = head[HEADER_AT..].first_chunk::<HEADER_LEN>()?;
         Some(FrameView {
             event: Event(tag),
             header,
@@ -197,7 +197,7 @@ impl FrameReader {
 #[derive(Clone, Copy, Debug)]
 pub struct FrameView<'a> {
     event: Event,
-    header: [u8; HEADER_LEN],
+    header: &'a [u8; HEADER_LEN],
     flags: u8,
     venue: u16,
     instrument: u32,
@@ -214,7 +214,7 @@ impl<'a> FrameView<'a> {
     /// The header struct, as [`Envelope::header`](g::Envelope::header) reads it.
     #[inline]
     pub fn header(&self) -> g::Header {
-        g::Header(self.header)
+        g::Header(*self.header)
     }
 
     /// The delivery flags, as [`Envelope::flags`](g::Envelope::flags) reads them.
@@ -239,7 +239,30 @@ impl<'a> FrameView<'a> {
     /// The header, flags, venue and instrument as plain values.
     #[inline]
     pub fn header_fields(&self) -> HeaderFields {
-        HeaderFields::from_parts(&self.header(), self.flags(), self.venue(), self.instrument)
+        // Each field read on its own, in place, in its own width: an encoder on this thread
+        // has just stored them so, and a wider load spanning several of them would wait for
+        // those stores to reach the cache (a copy of the struct did).
+        let h = self.header;
+        let u64_at = |at: usize| {
+            h[at..]
+                .first_chunk::<8>()
+                .map_or(0, |b| u64::from_le_bytes(*b))
+        };
+        let u16_at = |at: usize| {
+            h[at..]
+                .first_chunk::<2>()
+                .map_or(0, |b| u16::from_le_bytes(*b))
+        };
+        HeaderFields {
+            seq: u64_at(HEADER_SEQ_AT),
+            exchange_ts_ns: u64_at(HEADER_EXCHANGE_TS_AT),
+            recv_ts_ns: u64_at(HEADER_RECV_TS_AT),
+            stock_locate: u16_at(HEADER_LOCATE_AT),
+            tracking_number: u16_at(HEADER_TRACKING_AT),
+            flags: self.flags(),
+            venue: self.venue(),
+            instrument: self.instrument,
+        }
     }
 
     /// The body struct if the message is of `B`'s kind, `None` for any other kind.
