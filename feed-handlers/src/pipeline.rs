@@ -421,10 +421,27 @@ impl<V: Venue> FeedPipeline<V> {
         } else {
             self.route_of(decoded)
         };
-        let encoded = self.venue.normalize(decoded, seq, recv_ts_ns);
-        let result = self
-            .out
-            .publish(target, seq, 1, recv_ts_ns, encoded.as_bytes());
+        let result = match target {
+            // The common case: one stream that owes nothing. The envelope is written straight
+            // into its ring; only a refusal is encoded aside, to be retried.
+            Target::One(i) if self.out.clear(i) => {
+                let publisher = &mut self.out.publishers[i];
+                let outcome = match self.venue.normalize_to(decoded, seq, recv_ts_ns, publisher) {
+                    Ok(_) => Ok(()),
+                    Err(PublishError::BackPressured) => {
+                        let encoded = self.venue.normalize(decoded, seq, recv_ts_ns);
+                        self.out.wait_or_give_up(i, seq, 1, encoded.as_bytes())
+                    }
+                    Err(error) => Err(error),
+                };
+                self.out.count(seq, outcome)
+            }
+            _ => {
+                let encoded = self.venue.normalize(decoded, seq, recv_ts_ns);
+                self.out
+                    .publish(target, seq, 1, recv_ts_ns, encoded.as_bytes())
+            }
+        };
         if let Err(PipelineError::Publish {
             error: PublishError::BackPressured,
             ..
@@ -651,6 +668,14 @@ impl Out {
         }
     }
 
+    /// Whether stream `i` is neither stalled nor owes a drop notice: a record goes straight
+    /// to it.
+    #[inline(always)]
+    fn clear(&self, i: usize) -> bool {
+        let stall = &self.stalls[i];
+        !stall.stalled && stall.pending.is_none()
+    }
+
     /// Publishes on stream `i`. A full lossless ring is waited for (see [`retry`]); a record
     /// it still refuses is given up, and so is every following one until the ring takes the
     /// pending drop notice.
@@ -663,8 +688,7 @@ impl Out {
         recv_ts_ns: u64,
         envelope: &[u8],
     ) -> Result<(), PublishError> {
-        let stall = &self.stalls[i];
-        if stall.stalled || stall.pending.is_some() {
+        if !self.clear(i) {
             return self.publish_after_stall(i, seq, span, recv_ts_ns, envelope);
         }
         match self.publishers[i].publish_envelope(envelope) {
@@ -1307,7 +1331,9 @@ mod tests {
 mod venue_tests {
     use super::*;
     use mdbus_bus::{ENVELOPE_MSG_TYPE, SubscribeOptions, Subscriber};
-    use mdbus_codecs::fb::{AddOrderFields, Encoded, Side, SystemEventCode, SystemEventFields};
+    use mdbus_codecs::fb::{
+        AddOrderFields, Encoded, EventSink, Side, SystemEventCode, SystemEventFields, ToBytes,
+    };
 
     use crate::venue::{Directory, Framing};
 
@@ -1374,6 +1400,15 @@ mod venue_tests {
             None
         }
         fn normalize(&mut self, msg: &ToyMsg<'_>, seq: u64, recv_ts_ns: u64) -> Encoded<'_> {
+            self.normalize_to(msg, seq, recv_ts_ns, &mut ToBytes)
+        }
+        fn normalize_to<S: EventSink>(
+            &mut self,
+            msg: &ToyMsg<'_>,
+            seq: u64,
+            recv_ts_ns: u64,
+            sink: &mut S,
+        ) -> S::Out<'_> {
             let header = HeaderFields {
                 seq,
                 exchange_ts_ns: self.exchange_ts_ns(msg),
@@ -1384,7 +1419,8 @@ mod venue_tests {
                 ..HeaderFields::default()
             };
             match msg.0[0] {
-                b'A' => self.enc.add_order(
+                b'A' => sink.put(
+                    &mut self.enc,
                     &header,
                     &AddOrderFields {
                         order_reference_number: seq,
@@ -1394,7 +1430,8 @@ mod venue_tests {
                         price: 1,
                     },
                 ),
-                _ => self.enc.system_event(
+                _ => sink.put(
+                    &mut self.enc,
                     &header,
                     &SystemEventFields {
                         event_code: SystemEventCode::StartOfMessages,

@@ -28,7 +28,9 @@
 //! ```
 
 use crate::directory::Directory;
-use crate::fb::{self, Encoded, Encoder, EnvelopeFlags, HeaderFields, Side, Venue};
+use crate::fb::{
+    self, Encoded, Encoder, EnvelopeFlags, EventSink, HeaderFields, Side, ToBytes, Venue,
+};
 use crate::iex::message::Message;
 
 /// Instruments an IEX directory holds by default: IEX lists about 10,000 symbols.
@@ -254,6 +256,18 @@ impl Normalizer {
     /// `recv_ts_ns` when it was received (ns since the Unix epoch). The result borrows the
     /// normalizer until the next call.
     pub fn normalize(&mut self, msg: &Message<'_>, seq: u64, recv_ts_ns: u64) -> Encoded<'_> {
+        self.normalize_to(msg, seq, recv_ts_ns, &mut ToBytes)
+    }
+
+    /// [`normalize`](Self::normalize) into `sink`: the event and its header go to the sink
+    /// with this normalizer's encoder (a bus publisher writes it straight into its ring).
+    pub fn normalize_to<S: EventSink>(
+        &mut self,
+        msg: &Message<'_>,
+        seq: u64,
+        recv_ts_ns: u64,
+        sink: &mut S,
+    ) -> S::Out<'_> {
         let instrument = self.instrument(msg);
         let timestamp = msg.timestamp();
         let h = &HeaderFields {
@@ -268,14 +282,16 @@ impl Normalizer {
         };
         let enc = &mut self.encoder;
         match msg {
-            Message::SystemEvent(m) => enc.encode(
+            Message::SystemEvent(m) => sink.put(
+                enc,
                 h,
                 &fb::IexSystemEventFields {
                     timestamp,
                     system_event: m.system_event(),
                 },
             ),
-            Message::SecurityDirectory(m) => enc.encode(
+            Message::SecurityDirectory(m) => sink.put(
+                enc,
                 h,
                 &fb::IexSecurityDirectoryFields {
                     timestamp,
@@ -286,7 +302,8 @@ impl Normalizer {
                     luld_tier: m.luld_tier(),
                 },
             ),
-            Message::TradingStatus(m) => enc.encode(
+            Message::TradingStatus(m) => sink.put(
+                enc,
                 h,
                 &fb::IexTradingStatusFields {
                     timestamp,
@@ -295,7 +312,8 @@ impl Normalizer {
                     reason: m.reason(),
                 },
             ),
-            Message::RetailLiquidityIndicator(m) => enc.encode(
+            Message::RetailLiquidityIndicator(m) => sink.put(
+                enc,
                 h,
                 &fb::IexRetailLiquidityIndicatorFields {
                     timestamp,
@@ -303,7 +321,8 @@ impl Normalizer {
                     retail_liquidity_indicator: m.retail_liquidity_indicator(),
                 },
             ),
-            Message::OperationalHaltStatus(m) => enc.encode(
+            Message::OperationalHaltStatus(m) => sink.put(
+                enc,
                 h,
                 &fb::IexOperationalHaltStatusFields {
                     timestamp,
@@ -311,7 +330,8 @@ impl Normalizer {
                     operational_halt_status: m.operational_halt_status(),
                 },
             ),
-            Message::ShortSalePriceTestStatus(m) => enc.encode(
+            Message::ShortSalePriceTestStatus(m) => sink.put(
+                enc,
                 h,
                 &fb::IexShortSalePriceTestStatusFields {
                     timestamp,
@@ -320,7 +340,8 @@ impl Normalizer {
                     detail: m.detail(),
                 },
             ),
-            Message::SecurityEvent(m) => enc.encode(
+            Message::SecurityEvent(m) => sink.put(
+                enc,
                 h,
                 &fb::IexSecurityEventFields {
                     timestamp,
@@ -328,7 +349,8 @@ impl Normalizer {
                     security_event: m.security_event(),
                 },
             ),
-            Message::QuoteUpdate(m) => enc.encode(
+            Message::QuoteUpdate(m) => sink.put(
+                enc,
                 h,
                 &fb::IexQuoteUpdateFields {
                     timestamp,
@@ -340,7 +362,8 @@ impl Normalizer {
                     ask_size: m.ask_size(),
                 },
             ),
-            Message::PriceLevelUpdateBuy(m) => enc.encode(
+            Message::PriceLevelUpdateBuy(m) => sink.put(
+                enc,
                 h,
                 &fb::IexPriceLevelUpdateBuyFields {
                     timestamp,
@@ -350,7 +373,8 @@ impl Normalizer {
                     price: m.price(),
                 },
             ),
-            Message::PriceLevelUpdateSell(m) => enc.encode(
+            Message::PriceLevelUpdateSell(m) => sink.put(
+                enc,
                 h,
                 &fb::IexPriceLevelUpdateSellFields {
                     timestamp,
@@ -360,7 +384,8 @@ impl Normalizer {
                     price: m.price(),
                 },
             ),
-            Message::TradeReport(m) => enc.encode(
+            Message::TradeReport(m) => sink.put(
+                enc,
                 h,
                 &fb::IexTradeReportFields {
                     timestamp,
@@ -371,7 +396,8 @@ impl Normalizer {
                     trade_id: m.trade_id(),
                 },
             ),
-            Message::TradeBreak(m) => enc.encode(
+            Message::TradeBreak(m) => sink.put(
+                enc,
                 h,
                 &fb::IexTradeBreakFields {
                     timestamp,
@@ -382,7 +408,8 @@ impl Normalizer {
                     trade_id: m.trade_id(),
                 },
             ),
-            Message::OfficialPrice(m) => enc.encode(
+            Message::OfficialPrice(m) => sink.put(
+                enc,
                 h,
                 &fb::IexOfficialPriceFields {
                     timestamp,
@@ -391,7 +418,8 @@ impl Normalizer {
                     official_price: m.official_price(),
                 },
             ),
-            Message::AuctionInformation(m) => enc.encode(
+            Message::AuctionInformation(m) => sink.put(
+                enc,
                 h,
                 &fb::IexAuctionInformationFields {
                     timestamp,
@@ -410,7 +438,8 @@ impl Normalizer {
                     upper_auction_collar: m.upper_auction_collar(),
                 },
             ),
-            Message::AddOrder(m) => enc.encode(
+            Message::AddOrder(m) => sink.put(
+                enc,
                 h,
                 &fb::IexAddOrderFields {
                     timestamp,
@@ -421,7 +450,8 @@ impl Normalizer {
                     price: m.price(),
                 },
             ),
-            Message::OrderModify(m) => enc.encode(
+            Message::OrderModify(m) => sink.put(
+                enc,
                 h,
                 &fb::IexOrderModifyFields {
                     timestamp,
@@ -432,7 +462,8 @@ impl Normalizer {
                     price: m.price(),
                 },
             ),
-            Message::OrderDelete(m) => enc.encode(
+            Message::OrderDelete(m) => sink.put(
+                enc,
                 h,
                 &fb::IexOrderDeleteFields {
                     timestamp,
@@ -441,7 +472,8 @@ impl Normalizer {
                     order_id: m.order_id(),
                 },
             ),
-            Message::OrderExecuted(m) => enc.encode(
+            Message::OrderExecuted(m) => sink.put(
+                enc,
                 h,
                 &fb::IexOrderExecutedFields {
                     timestamp,
@@ -453,7 +485,8 @@ impl Normalizer {
                     trade_id: m.trade_id(),
                 },
             ),
-            Message::ClearBook(m) => enc.encode(
+            Message::ClearBook(m) => sink.put(
+                enc,
                 h,
                 &fb::IexClearBookFields {
                     timestamp,

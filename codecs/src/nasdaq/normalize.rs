@@ -29,8 +29,8 @@
 //! ```
 
 use crate::fb::{
-    self, Encoded, Encoder, EnvelopeFlags, EventFields, HeaderFields, Side, SystemEventCode,
-    TradingState, Venue,
+    self, Encoded, Encoder, EnvelopeFlags, EventSink, HeaderFields, Side, SystemEventCode, ToBytes,
+    ToBytesWithBuilder, TradingState, Venue,
 };
 use crate::nasdaq::itch::{self, Message};
 
@@ -126,7 +126,7 @@ impl Normalizer {
     /// epoch). The result borrows the normalizer until the next call.
     #[inline]
     pub fn normalize(&mut self, msg: &Message<'_>, seq: u64, recv_ts_ns: u64) -> Encoded<'_> {
-        self.normalize_via::<Fastest>(msg, seq, recv_ts_ns)
+        self.normalize_to(msg, seq, recv_ts_ns, &mut ToBytes)
     }
 
     /// [`normalize`](Self::normalize) with every kind encoded through the FlatBuffers builder
@@ -137,16 +137,19 @@ impl Normalizer {
         seq: u64,
         recv_ts_ns: u64,
     ) -> Encoded<'_> {
-        self.normalize_via::<Builder>(msg, seq, recv_ts_ns)
+        self.normalize_to(msg, seq, recv_ts_ns, &mut ToBytesWithBuilder)
     }
 
+    /// [`normalize`](Self::normalize) into `sink`: the event and its header go to the sink
+    /// with this normalizer's encoder (a bus publisher writes it straight into its ring).
     #[inline(always)]
-    fn normalize_via<P: Path>(
+    pub fn normalize_to<S: EventSink>(
         &mut self,
         msg: &Message<'_>,
         seq: u64,
         recv_ts_ns: u64,
-    ) -> Encoded<'_> {
+        sink: &mut S,
+    ) -> S::Out<'_> {
         // The header is read from each arm's own view (fixed offsets), not through
         // `Message`'s accessors, which would dispatch on the type again for every field.
         let flags = self.flags;
@@ -166,36 +169,36 @@ impl Normalizer {
         }
         let enc = &mut self.encoder;
         match msg {
-            Message::SystemEvent(m) => P::put(
+            Message::SystemEvent(m) => sink.put(
                 enc,
                 header!(m),
-                fb::SystemEventFields {
+                &fb::SystemEventFields {
                     event_code: SystemEventCode(m.event_code()),
                 },
             ),
-            Message::StockDirectory(m) => P::put(enc, header!(m), stock_directory_fields(m)),
-            Message::StockTradingAction(m) => P::put(
+            Message::StockDirectory(m) => sink.put(enc, header!(m), &stock_directory_fields(m)),
+            Message::StockTradingAction(m) => sink.put(
                 enc,
                 header!(m),
-                fb::StockTradingActionFields {
+                &fb::StockTradingActionFields {
                     stock: m.stock(),
                     trading_state: TradingState(m.trading_state()),
                     reserved: m.reserved(),
                     reason: m.reason(),
                 },
             ),
-            Message::RegShoRestriction(m) => P::put(
+            Message::RegShoRestriction(m) => sink.put(
                 enc,
                 header!(m),
-                fb::RegShoRestrictionFields {
+                &fb::RegShoRestrictionFields {
                     stock: m.stock(),
                     reg_sho_action: m.reg_sho_action(),
                 },
             ),
-            Message::MarketParticipantPosition(m) => P::put(
+            Message::MarketParticipantPosition(m) => sink.put(
                 enc,
                 header!(m),
-                fb::MarketParticipantPositionFields {
+                &fb::MarketParticipantPositionFields {
                     mpid: m.mpid(),
                     stock: m.stock(),
                     primary_market_maker: m.primary_market_maker(),
@@ -203,36 +206,36 @@ impl Normalizer {
                     market_participant_state: m.market_participant_state(),
                 },
             ),
-            Message::MwcbDeclineLevel(m) => P::put(
+            Message::MwcbDeclineLevel(m) => sink.put(
                 enc,
                 header!(m),
-                fb::MwcbDeclineLevelFields {
+                &fb::MwcbDeclineLevelFields {
                     level1: m.level1().0,
                     level2: m.level2().0,
                     level3: m.level3().0,
                 },
             ),
-            Message::MwcbStatus(m) => P::put(
+            Message::MwcbStatus(m) => sink.put(
                 enc,
                 header!(m),
-                fb::MwcbStatusFields {
+                &fb::MwcbStatusFields {
                     breached_level: m.breached_level(),
                 },
             ),
-            Message::IpoQuotingPeriodUpdate(m) => P::put(
+            Message::IpoQuotingPeriodUpdate(m) => sink.put(
                 enc,
                 header!(m),
-                fb::IpoQuotingPeriodUpdateFields {
+                &fb::IpoQuotingPeriodUpdateFields {
                     stock: m.stock(),
                     ipo_quotation_release_time: m.ipo_quotation_release_time(),
                     ipo_quotation_release_qualifier: m.ipo_quotation_release_qualifier(),
                     ipo_price: m.ipo_price().0,
                 },
             ),
-            Message::LuldAuctionCollar(m) => P::put(
+            Message::LuldAuctionCollar(m) => sink.put(
                 enc,
                 header!(m),
-                fb::LuldAuctionCollarFields {
+                &fb::LuldAuctionCollarFields {
                     stock: m.stock(),
                     auction_collar_reference_price: m.auction_collar_reference_price().0,
                     upper_auction_collar_price: m.upper_auction_collar_price().0,
@@ -240,19 +243,19 @@ impl Normalizer {
                     auction_collar_extension: m.auction_collar_extension(),
                 },
             ),
-            Message::OperationalHalt(m) => P::put(
+            Message::OperationalHalt(m) => sink.put(
                 enc,
                 header!(m),
-                fb::OperationalHaltFields {
+                &fb::OperationalHaltFields {
                     stock: m.stock(),
                     market_code: m.market_code(),
                     operational_halt_action: m.operational_halt_action(),
                 },
             ),
-            Message::AddOrder(m) => P::put(
+            Message::AddOrder(m) => sink.put(
                 enc,
                 header!(m),
-                fb::AddOrderFields {
+                &fb::AddOrderFields {
                     order_reference_number: m.order_reference_number(),
                     buy_sell_indicator: Side(m.buy_sell_indicator()),
                     shares: m.shares(),
@@ -260,10 +263,10 @@ impl Normalizer {
                     price: m.price().0,
                 },
             ),
-            Message::AddOrderMpid(m) => P::put(
+            Message::AddOrderMpid(m) => sink.put(
                 enc,
                 header!(m),
-                fb::AddOrderMpidFields {
+                &fb::AddOrderMpidFields {
                     order_reference_number: m.order_reference_number(),
                     buy_sell_indicator: Side(m.buy_sell_indicator()),
                     shares: m.shares(),
@@ -272,19 +275,19 @@ impl Normalizer {
                     attribution: m.attribution(),
                 },
             ),
-            Message::OrderExecuted(m) => P::put(
+            Message::OrderExecuted(m) => sink.put(
                 enc,
                 header!(m),
-                fb::OrderExecutedFields {
+                &fb::OrderExecutedFields {
                     order_reference_number: m.order_reference_number(),
                     executed_shares: m.executed_shares(),
                     match_number: m.match_number(),
                 },
             ),
-            Message::OrderExecutedWithPrice(m) => P::put(
+            Message::OrderExecutedWithPrice(m) => sink.put(
                 enc,
                 header!(m),
-                fb::OrderExecutedWithPriceFields {
+                &fb::OrderExecutedWithPriceFields {
                     order_reference_number: m.order_reference_number(),
                     executed_shares: m.executed_shares(),
                     match_number: m.match_number(),
@@ -292,38 +295,38 @@ impl Normalizer {
                     execution_price: m.execution_price().0,
                 },
             ),
-            Message::OrderCancel(m) => P::put(
+            Message::OrderCancel(m) => sink.put(
                 enc,
                 header!(m),
-                fb::OrderCancelFields {
+                &fb::OrderCancelFields {
                     order_reference_number: m.order_reference_number(),
                     cancelled_shares: m.cancelled_shares(),
                 },
             ),
-            Message::OrderDelete(m) => P::put(
+            Message::OrderDelete(m) => sink.put(
                 enc,
                 header!(m),
-                fb::OrderDeleteFields {
+                &fb::OrderDeleteFields {
                     order_reference_number: m.order_reference_number(),
                 },
             ),
-            Message::OrderReplace(m) => P::put(
+            Message::OrderReplace(m) => sink.put(
                 enc,
                 header!(m),
-                fb::OrderReplaceFields {
+                &fb::OrderReplaceFields {
                     original_order_reference_number: m.original_order_reference_number(),
                     new_order_reference_number: m.new_order_reference_number(),
                     shares: m.shares(),
                     price: m.price().0,
                 },
             ),
-            Message::Trade(m) => P::put(enc, header!(m), trade_fields(m)),
-            Message::CrossTrade(m) => P::put(enc, header!(m), cross_trade_fields(m)),
-            Message::BrokenTrade(m) => P::put(enc, header!(m), broken_trade_fields(m)),
-            Message::NetOrderImbalanceIndicator(m) => P::put(
+            Message::Trade(m) => sink.put(enc, header!(m), &trade_fields(m)),
+            Message::CrossTrade(m) => sink.put(enc, header!(m), &cross_trade_fields(m)),
+            Message::BrokenTrade(m) => sink.put(enc, header!(m), &broken_trade_fields(m)),
+            Message::NetOrderImbalanceIndicator(m) => sink.put(
                 enc,
                 header!(m),
-                fb::NetOrderImbalanceIndicatorFields {
+                &fb::NetOrderImbalanceIndicatorFields {
                     paired_shares: m.paired_shares(),
                     imbalance_shares: m.imbalance_shares(),
                     imbalance_direction: m.imbalance_direction(),
@@ -335,18 +338,18 @@ impl Normalizer {
                     price_variation_indicator: m.price_variation_indicator(),
                 },
             ),
-            Message::RetailPriceImprovementIndicator(m) => P::put(
+            Message::RetailPriceImprovementIndicator(m) => sink.put(
                 enc,
                 header!(m),
-                fb::RetailPriceImprovementIndicatorFields {
+                &fb::RetailPriceImprovementIndicatorFields {
                     stock: m.stock(),
                     interest_flag: m.interest_flag(),
                 },
             ),
-            Message::DirectListingPriceDiscovery(m) => P::put(
+            Message::DirectListingPriceDiscovery(m) => sink.put(
                 enc,
                 header!(m),
-                fb::DirectListingPriceDiscoveryFields {
+                &fb::DirectListingPriceDiscoveryFields {
                     stock: m.stock(),
                     open_eligibility_status: m.open_eligibility_status(),
                     minimum_allowable_price: m.minimum_allowable_price().0,
@@ -358,40 +361,5 @@ impl Normalizer {
                 },
             ),
         }
-    }
-}
-
-/// How an event reaches the encoder.
-trait Path {
-    fn put<'e, E: EventFields>(
-        enc: &'e mut Encoder,
-        header: &HeaderFields,
-        event: E,
-    ) -> Encoded<'e>;
-}
-
-/// [`Encoder::encode`]: frames for hot-path kinds, the builder for the rest.
-enum Fastest {}
-impl Path for Fastest {
-    #[inline(always)]
-    fn put<'e, E: EventFields>(
-        enc: &'e mut Encoder,
-        header: &HeaderFields,
-        event: E,
-    ) -> Encoded<'e> {
-        enc.encode(header, &event)
-    }
-}
-
-/// [`Encoder::encode_with_builder`] for every kind.
-enum Builder {}
-impl Path for Builder {
-    #[inline(always)]
-    fn put<'e, E: EventFields>(
-        enc: &'e mut Encoder,
-        header: &HeaderFields,
-        event: E,
-    ) -> Encoded<'e> {
-        enc.encode_with_builder(header, &event)
     }
 }

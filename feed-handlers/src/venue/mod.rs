@@ -24,7 +24,7 @@ pub mod nasdaq;
 
 use core::fmt;
 
-use mdbus_codecs::fb::{self, Encoded, Encoder, EnvelopeFlags};
+use mdbus_codecs::fb::{self, Encoded, Encoder, EnvelopeFlags, EventSink};
 
 pub use iex::Iex;
 pub use mdbus_codecs::directory::{Directory, DirectoryFull, MAX_INSTRUMENTS, Symbol};
@@ -101,6 +101,16 @@ pub trait Venue: fmt::Debug + Send + 'static {
     /// carries [`Self::VENUE`], the instrument id and the [flags](Self::set_flags), and
     /// borrows `self` until the next call.
     fn normalize(&mut self, msg: &Self::Message<'_>, seq: u64, recv_ts_ns: u64) -> Encoded<'_>;
+
+    /// [`normalize`](Self::normalize) into `sink` (a bus publisher writes the envelope
+    /// straight into its ring), with this venue's encoder.
+    fn normalize_to<S: EventSink>(
+        &mut self,
+        msg: &Self::Message<'_>,
+        seq: u64,
+        recv_ts_ns: u64,
+        sink: &mut S,
+    ) -> S::Out<'_>;
 
     /// Sets the delivery flags stamped on every following envelope.
     fn set_flags(&mut self, flags: EnvelopeFlags);

@@ -3,7 +3,7 @@
 //! Decoding and normalization are `mdbus_codecs::nasdaq::{itch, normalize}`; instruments are
 //! the stock locate codes of the day, listed by Stock Directory (`R`) messages.
 
-use mdbus_codecs::fb::{self, Encoded, Encoder, EnvelopeFlags};
+use mdbus_codecs::fb::{self, Encoded, Encoder, EnvelopeFlags, EventSink};
 use mdbus_codecs::nasdaq::itch::{self, DecodeError, Message};
 use mdbus_codecs::nasdaq::normalize::Normalizer;
 
@@ -109,6 +109,17 @@ impl Venue for Nasdaq {
     #[inline]
     fn normalize(&mut self, msg: &Message<'_>, seq: u64, recv_ts_ns: u64) -> Encoded<'_> {
         self.normalizer.normalize(msg, seq, recv_ts_ns)
+    }
+
+    #[inline(always)]
+    fn normalize_to<S: EventSink>(
+        &mut self,
+        msg: &Message<'_>,
+        seq: u64,
+        recv_ts_ns: u64,
+        sink: &mut S,
+    ) -> S::Out<'_> {
+        self.normalizer.normalize_to(msg, seq, recv_ts_ns, sink)
     }
 
     fn set_flags(&mut self, flags: EnvelopeFlags) {
