@@ -260,6 +260,55 @@ struct OrderInput {
     match_number: u64,
 }
 
+/// How many order messages [`BookService::accept`] reads ahead of the one it applies: the
+/// order table slots and the book each names are asked for when it is read, this many order
+/// messages before they are needed. With references spread over a whole market most slots
+/// are cold, and one miss costs about what handling a few messages does.
+pub const APPLY_BEHIND: usize = 8;
+
+/// How many order messages before it is applied a message's price levels are asked for. They
+/// hang off its book, which must have arrived by then (asked for `APPLY_BEHIND` messages
+/// before).
+const LEVELS_AHEAD: usize = 4;
+
+/// The order messages read and not yet applied, in a ring of [`APPLY_BEHIND`] slots: the
+/// slot a message is read into is the one the message read `APPLY_BEHIND` before it leaves.
+#[derive(Debug, Default)]
+struct Pending {
+    slots: [Option<OrderInput>; APPLY_BEHIND],
+    /// The slot the next message goes into (which holds the oldest).
+    at: usize,
+}
+
+impl Pending {
+    /// Puts `input` in; returns the message read `APPLY_BEHIND` messages before it, if any.
+    #[inline(always)]
+    fn push(&mut self, input: OrderInput) -> Option<OrderInput> {
+        let at = self.at;
+        self.at = (at + 1) % APPLY_BEHIND;
+        self.slots[at].replace(input)
+    }
+
+    /// The message [`push`](Self::push) returns `LEVELS_AHEAD` pushes from now, if any.
+    #[inline(always)]
+    fn soon(&self) -> Option<&OrderInput> {
+        self.slots[(self.at + LEVELS_AHEAD - 1) % APPLY_BEHIND].as_ref()
+    }
+
+    /// Takes the oldest message out; `None` when none is left.
+    #[inline]
+    fn pop(&mut self) -> Option<OrderInput> {
+        for _ in 0..APPLY_BEHIND {
+            let at = self.at;
+            self.at = (at + 1) % APPLY_BEHIND;
+            if let Some(input) = self.slots[at].take() {
+                return Some(input);
+            }
+        }
+        None
+    }
+}
+
 /// Configuration of a [`BookService`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BookServiceConfig {
@@ -510,6 +559,25 @@ impl Outputs {
         }
     }
 
+    /// Encodes `event` with `header` and publishes it as [`publish`](Self::publish) does; the
+    /// first try writes a hot-path kind straight into the ring
+    /// ([`Publisher::publish_event`]). Retries publish the encoder's copy.
+    #[inline(always)]
+    fn publish_event<E: fb::EventFields>(
+        &mut self,
+        to: To,
+        encoder: &mut Encoder,
+        header: &HeaderFields,
+        event: &E,
+    ) {
+        let Some(p) = pick(&mut self.book, &mut self.trades, &mut self.levels, to) else {
+            return;
+        };
+        if let Err(e) = p.publish_event(encoder, header, event) {
+            self.publish_again(to, &encoder.encode(header, event), e);
+        }
+    }
+
     /// [`publish`](Self::publish) after a first try failed with `first`.
     #[cold]
     #[inline(never)]
@@ -615,8 +683,7 @@ impl UpdateSink for Publish<'_> {
                         LevelAction::Delete => fb::BookAction::Delete,
                     },
                 };
-                let msg = encoder.price_level_update(header, &fields);
-                out.publish(To::Levels, &msg);
+                out.publish_event(To::Levels, encoder, header, &fields);
                 stats.levels_published += 1;
             }
             BookUpdate::Bbo(bbo) => {
@@ -628,8 +695,7 @@ impl UpdateSink for Publish<'_> {
                     ask_size: bbo.ask_size,
                     ask_orders: bbo.ask_orders,
                 };
-                let msg = encoder.bbo(header, &fields);
-                out.publish(To::Book, &msg);
+                out.publish_event(To::Book, encoder, header, &fields);
                 stats.bbos_published += 1;
             }
         }
@@ -652,9 +718,9 @@ pub struct BookService {
     input_name: String,
     /// Source sequence number of the last input message, for overrun gap notices.
     last_seq: u64,
-    /// Within a [`poll`](Self::poll) turn: the last order message read, not applied yet (its
-    /// order slot is being fetched meanwhile). `None` between turns.
-    pending: Option<OrderInput>,
+    /// Order messages [`accept`](Self::accept)ed and not applied yet, their memory being
+    /// fetched meanwhile; empty after [`flush`](Self::flush).
+    pending: Pending,
     /// Where [`run`](Self::run) publishes the counters, and when it last did.
     counters: Option<(CounterFile, Instant)>,
     /// The instruments kept.
@@ -696,7 +762,7 @@ impl BookService {
             stats: BookServiceStats::default(),
             input_name: feed.to_owned(),
             last_seq: 0,
-            pending: None,
+            pending: Pending::default(),
             counters: None,
             share: config.share,
         })
@@ -918,12 +984,16 @@ impl BookService {
         }
     }
 
-    /// [`handle`](Self::handle) one record late, for [`poll`](Self::poll): an order message's
-    /// order slot is prefetched now, and the message is applied when the next record comes
-    /// (the memory access overlapping this one's work) or at [`flush`](Self::flush). Any other
-    /// message first applies the pending one: everything stays in input order.
+    /// [`handle`](Self::handle), applying order messages [`APPLY_BEHIND`] order messages
+    /// late: what an order message will touch (its order table slots, its book, then its
+    /// price levels) is asked for when it is read, and it is applied when that many more
+    /// have come, so that the memory accesses overlap the work on the messages between. Any
+    /// other message, and [`flush`](Self::flush), first applies every pending one: everything
+    /// is applied and published in input order. [`poll`](Self::poll) accepts its input and
+    /// flushes at the end of each turn; a caller that feeds envelopes itself flushes when its
+    /// input pauses (nothing pending is published until then).
     #[inline]
-    fn accept(&mut self, env: &Envelope<'_>) -> Handled {
+    pub fn accept(&mut self, env: &Envelope<'_>) -> Handled {
         self.read_then(env, Self::accept_read)
     }
 
@@ -958,14 +1028,18 @@ impl BookService {
         }
         match order {
             Some((ev, match_number)) => {
-                self.books.builder().prefetch(&ev);
+                let builder = self.books.builder();
+                builder.prefetch(&ev);
+                if let Some(soon) = self.pending.soon() {
+                    builder.prefetch_levels(&soon.ev);
+                }
                 let input = OrderInput {
                     header,
                     ev,
                     match_number,
                 };
-                if let Some(prev) = self.pending.replace(input) {
-                    self.apply(&prev);
+                if let Some(oldest) = self.pending.push(input) {
+                    self.apply(&oldest);
                 }
                 Handled::Continue
             }
@@ -976,13 +1050,13 @@ impl BookService {
         }
     }
 
-    /// Applies the order message [`accept`](Self::accept) left pending, if any. Once per
-    /// turn and before rare messages: out of line, so that `apply` is inlined only where it
-    /// runs per message.
+    /// Applies the order messages [`accept`](Self::accept) left pending, oldest first, and
+    /// publishes what they changed. Once per turn and before rare messages: out of line, so
+    /// that `apply` is inlined only where it runs per message.
     #[inline(never)]
-    fn flush(&mut self) {
-        if let Some(prev) = self.pending.take() {
-            self.apply(&prev);
+    pub fn flush(&mut self) {
+        while let Some(oldest) = self.pending.pop() {
+            self.apply(&oldest);
         }
     }
 
@@ -1397,8 +1471,8 @@ impl BookService {
             }
             _ => return,
         };
-        let msg = self.encoder.trade(&input.header, &fields);
-        self.out.publish(To::Trades, &msg);
+        self.out
+            .publish_event(To::Trades, &mut self.encoder, &input.header, &fields);
         self.stats.trades_published += 1;
     }
 
@@ -2454,6 +2528,72 @@ mod tests {
                 assert!(g == w, "turns of {turn}, output {k}");
             }
         }
+
+        // Accepted by a caller that feeds envelopes itself: order messages lag behind until
+        // a message of another kind or a flush, then everything is out, in order.
+        let mut svc = BookService::new(&bus, "accepted", &config).unwrap();
+        let mut subs = subscribe("accepted");
+        let mut got: [Vec<Vec<u8>>; 3] = Default::default();
+        let mut lagged = 0;
+        for (i, env) in views.iter().enumerate() {
+            svc.accept(env);
+            let now = collect(&mut subs, &mut got);
+            assert!(now.iter().zip(&after[i]).all(|(n, a)| n <= a), "record {i}");
+            lagged += usize::from(now != after[i]);
+        }
+        svc.flush();
+        collect(&mut subs, &mut got);
+        assert!(
+            lagged > 100,
+            "order messages were applied late ({lagged} records)"
+        );
+        assert_eq!(svc.stats(), one.stats());
+        assert_eq!(svc.summary(), one.summary());
+        assert!(
+            got == want,
+            "accept and flush publish what handle publishes"
+        );
+    }
+
+    #[test]
+    fn pending_order_messages_leave_oldest_first() {
+        let input = |seq: u64| OrderInput {
+            header: HeaderFields {
+                seq,
+                ..HeaderFields::default()
+            },
+            ev: OrderEvent::Delete {
+                locate: 1,
+                order_ref: seq,
+            },
+            match_number: 0,
+        };
+        let (behind, ahead) = (APPLY_BEHIND as u64, LEVELS_AHEAD as u64);
+        let mut p = Pending::default();
+        let mut out = Vec::new();
+        for seq in 1..=40u64 {
+            // The message `soon` names is the one the LEVELS_AHEAD-th push from now returns
+            // (this push being the first), pushed APPLY_BEHIND pushes before that one.
+            let soon = p.soon().map(|i| i.header.seq);
+            let expected = (seq + ahead - 1).checked_sub(behind).filter(|&s| s >= 1);
+            assert_eq!(soon, expected, "before pushing {seq}");
+            if let Some(left) = p.push(input(seq)) {
+                assert_eq!(left.header.seq, seq - behind);
+                out.push(left.header.seq);
+            }
+        }
+        // A flush: everything pending leaves, oldest first; then the window starts over.
+        while let Some(left) = p.pop() {
+            out.push(left.header.seq);
+        }
+        assert!(p.soon().is_none());
+        for seq in 41..=45u64 {
+            assert!(p.push(input(seq)).is_none());
+        }
+        while let Some(left) = p.pop() {
+            out.push(left.header.seq);
+        }
+        assert_eq!(out, (1..=45).collect::<Vec<_>>());
     }
 
     #[test]

@@ -726,17 +726,17 @@ impl RateCtx<'_> {
                 };
                 let mut svc =
                     BookService::new(&bus, "solo", &config).map_err(|e| internal_err(&e))?;
-                // As the feed handler's thread does with the books on it: the message's book
-                // is asked for before it is normalized, then its envelope handled.
+                // Order messages are applied `APPLY_BEHIND` order messages after they are
+                // read, as the book service's own loop does (`BookService::accept`).
                 let mut norm = Normalizer::new();
                 let mut seq = 0u64;
                 let mut pass = |bytes: &[u8]| {
                     for (_, m) in Stream::new(bytes) {
                         let Ok(m) = m else { continue };
                         seq += 1;
-                        svc.prefetch_itch(&m);
-                        svc.handle(&norm.normalize(&m, seq, 0).envelope());
+                        svc.accept(&norm.normalize(&m, seq, 0).envelope());
                     }
+                    svc.flush();
                 };
                 let t;
                 match self.workload {

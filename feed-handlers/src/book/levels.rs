@@ -85,6 +85,24 @@ impl Ladder {
         v[..stop].binary_search_by_key(&k, |l| self.key(l.price))
     }
 
+    /// Starts loading the levels nearest the top (those [`search`](Self::search) scans first)
+    /// into the cache; returns at once. Only a hint: changes nothing.
+    #[inline]
+    pub(crate) fn prefetch_top(&self) {
+        let n = self.levels.len().min(SCAN);
+        if n == 0 {
+            return;
+        }
+        let top = self.levels[self.levels.len() - n..].as_ptr().cast::<u8>();
+        let bytes = n * LEVEL_BYTES;
+        let mut at = 0;
+        while at < bytes {
+            super::orders::prefetch_line(top.wrapping_add(at));
+            at += 64;
+        }
+        super::orders::prefetch_line(top.wrapping_add(bytes - 1));
+    }
+
     /// The best level.
     #[inline]
     pub(crate) fn best(&self) -> Option<&Level> {
@@ -117,10 +135,16 @@ impl Ladder {
         match self.search(price) {
             Ok(i) => {
                 let l = &mut self.levels[i];
-                l.orders += 1;
-                l.shares += u64::from(shares);
+                let level = Level {
+                    price: l.price,
+                    orders: l.orders + 1,
+                    shares: l.shares + u64::from(shares),
+                };
+                // Stored, and returned from registers: reading the entry back in one wide
+                // load right after narrower stores to it would wait for them to retire.
+                *l = level;
                 let t = Touched {
-                    level: *l,
+                    level,
                     created: false,
                     removed: false,
                 };
@@ -155,9 +179,12 @@ impl Ladder {
     pub(crate) fn reduce(&mut self, price: u32, shares: u32, orders: u32) -> Option<Touched> {
         let i = self.search(price).ok()?;
         let l = &mut self.levels[i];
-        l.shares = l.shares.saturating_sub(u64::from(shares));
-        l.orders = l.orders.saturating_sub(orders);
-        let level = *l;
+        let level = Level {
+            price: l.price,
+            orders: l.orders.saturating_sub(orders),
+            shares: l.shares.saturating_sub(u64::from(shares)),
+        };
+        *l = level;
         let removed = level.orders == 0;
         if removed {
             self.levels.remove(i);
@@ -175,9 +202,13 @@ impl Ladder {
     pub(crate) fn resize(&mut self, price: u32, old: u32, new: u32) -> Option<Touched> {
         let i = self.search(price).ok()?;
         let l = &mut self.levels[i];
-        l.shares = (l.shares + u64::from(new)).saturating_sub(u64::from(old));
+        let level = Level {
+            shares: (l.shares + u64::from(new)).saturating_sub(u64::from(old)),
+            ..*l
+        };
+        *l = level;
         Some(Touched {
-            level: *l,
+            level,
             created: false,
             removed: false,
         })
@@ -204,10 +235,14 @@ impl Ladder {
                 if l.shares == shares && l.orders == orders {
                     return Set::Same;
                 }
-                l.shares = shares;
-                l.orders = orders;
+                let level = Level {
+                    price: l.price,
+                    orders,
+                    shares,
+                };
+                *l = level;
                 let t = Touched {
-                    level: *l,
+                    level,
                     created: false,
                     removed: false,
                 };

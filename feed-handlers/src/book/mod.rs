@@ -722,6 +722,19 @@ impl BookBuilder {
         }
     }
 
+    /// Starts loading the top levels of both sides of `ev`'s book into the cache; returns at
+    /// once. The ladders hang off the book, so this reads the book: call it after
+    /// [`prefetch`](Self::prefetch) for the same event has had time to bring the book in.
+    #[inline]
+    pub fn prefetch_levels(&self, ev: &OrderEvent) {
+        if let Some(&b) = self.index.get(usize::from(ev.locate()))
+            && let Some(book) = self.books.get(b as usize)
+        {
+            book.bids.prefetch_top();
+            book.asks.prefetch_top();
+        }
+    }
+
     /// Locates that have a book, ascending.
     pub fn locates(&self) -> impl Iterator<Item = u16> + '_ {
         self.index
