@@ -415,8 +415,9 @@ impl Publisher {
 
     /// Encodes `event` with `header` and publishes it as one envelope record; returns its
     /// sequence number. Kinds the encoder writes from a frame (order flow, trades, book
-    /// updates) are written straight into the ring, never built aside and copied in; the
-    /// others are encoded with `encoder`'s builder and copied.
+    /// updates) are written straight into the ring when the record needs nothing but
+    /// writing ([`try_claim_in_place`](mdbus_shm::Producer::try_claim_in_place)). Other kinds,
+    /// and records that pad, announce room or wait, are encoded aside and copied in.
     #[inline(always)]
     pub fn publish_event<E: schema::EventFields>(
         &mut self,
@@ -424,12 +425,17 @@ impl Publisher {
         header: &schema::HeaderFields,
         event: &E,
     ) -> Result<u64, PublishError> {
-        let result = match encoder.fixed_len::<E>() {
-            Some(len) => self.inner.claim(len, ENVELOPE_MSG_TYPE).map(|mut claim| {
-                let written = encoder.encode_into(header, event, &mut claim);
-                debug_assert!(written, "the claimed length is the frame's");
-                claim.commit()
-            }),
+        let in_place = match encoder.fixed_len::<E>() {
+            Some(len) => self.inner.try_claim_in_place(len, ENVELOPE_MSG_TYPE),
+            None => None,
+        };
+        let result = match in_place {
+            Some(mut record) => {
+                let written = encoder.encode_into(header, event, record.payload());
+                debug_assert!(written, "the record's length is the frame's");
+                Ok(record.commit())
+            }
+            // Another kind, or a record that pads, announces room or waits.
             None => self
                 .inner
                 .publish(ENVELOPE_MSG_TYPE, &encoder.encode(header, event)),

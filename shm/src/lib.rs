@@ -89,6 +89,8 @@ pub use config::{
 };
 pub use error::{ClaimError, PollError, RingWord, SetupError};
 pub use host::{MAX_STREAM_NAME, check_stream_name, pid_alive, unix_ns};
+#[cfg(not(loom))]
+pub use ring::InPlace;
 pub use ring::{
     BatchClaim, Claim, Consumer, ConsumerFactory, ConsumerStats, EpochChange, Producer,
     ProducerStatus, Record, RecordInfo, in_process,

@@ -16,6 +16,8 @@ use std::sync::Arc;
 pub use consumer::{
     Consumer, ConsumerFactory, ConsumerStats, EpochChange, ProducerStatus, Record, RecordInfo,
 };
+#[cfg(not(loom))]
+pub use producer::InPlace;
 pub use producer::{BatchClaim, Claim, Producer};
 
 use crate::config::{Geometry, Mode, RingConfig};

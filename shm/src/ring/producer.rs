@@ -169,32 +169,8 @@ impl Producer {
     /// Errors: [`ClaimError::TooLarge`] if `len > max_msg_len`; in lossless mode
     /// [`ClaimError::BackPressured`] while the slowest registered consumer is a full ring
     /// behind (never blocks).
-    #[inline(always)]
+    #[inline]
     pub fn claim(&mut self, len: usize, msg_type: u32) -> Result<Claim<'_>, ClaimError> {
-        #[cfg(not(loom))]
-        if let Some(payload_off) = self.fast_room(len) {
-            // SAFETY: `fast_room` checked that the payload lies inside the region, at or
-            // beyond `tail` (no reader that is not lapped reads it) and below `limit` (writing
-            // it is allowed); the `&mut self` borrow held by the claim makes it the only
-            // writer.
-            let buf = unsafe { self.ring.data().bytes_mut(payload_off, len) }.as_mut_ptr();
-            return Ok(Claim {
-                buf,
-                producer: self,
-                pad: 0,
-                len: len as u32,
-                msg_type,
-                fast: true,
-            });
-        }
-        self.claim_cold(len, msg_type)
-    }
-
-    /// [`claim`](Self::claim) where it cannot take its fast path: a record that pads to the
-    /// end of the region, needs room announced or is refused.
-    #[cold]
-    #[inline(never)]
-    fn claim_cold(&mut self, len: usize, msg_type: u32) -> Result<Claim<'_>, ClaimError> {
         let geo = *self.ring.geo();
         if len > geo.max_msg_len as usize {
             return Err(ClaimError::TooLarge {
@@ -244,46 +220,60 @@ impl Producer {
             pad,
             len: len as u32,
             msg_type,
-            #[cfg(not(loom))]
-            fast: false,
         })
     }
 
     /// Copies `payload` into a new record and commits it; returns its sequence number.
     ///
     /// Errors: those of [`claim`](Self::claim).
-    #[inline]
-    pub fn publish(&mut self, msg_type: u32, payload: &[u8]) -> Result<u64, ClaimError> {
-        self.publish_with(payload.len(), msg_type, |dst| copy_payload(dst, payload))
-    }
-
-    /// Publishes a record of exactly `len` payload bytes that `write` fills in place (it is
-    /// handed the payload, whose initial content is whatever the ring held there), and
-    /// commits it; returns its sequence number. [`publish`](Self::publish) without the source
-    /// buffer: a message written straight into the ring is never read back before it is
-    /// published. When the record cannot be had, `write` is not called.
-    ///
-    /// Errors: those of [`claim`](Self::claim).
     #[inline(always)]
-    pub fn publish_with(
-        &mut self,
-        len: usize,
-        msg_type: u32,
-        write: impl FnOnce(&mut [u8]),
-    ) -> Result<u64, ClaimError> {
-        let mut claim = self.claim(len, msg_type)?;
-        write(&mut claim);
-        Ok(claim.commit())
+    pub fn publish(&mut self, msg_type: u32, payload: &[u8]) -> Result<u64, ClaimError> {
+        #[cfg(not(loom))]
+        if let Some(slot) = self.fast_slot(payload.len()) {
+            let data = *self.ring.data();
+            // SAFETY: `fast_slot` checked the payload room: see `try_claim_in_place`.
+            let dst = unsafe { data.bytes_mut(slot.payload_off, payload.len()) };
+            copy_payload(dst, payload);
+            return Ok(self.commit_fast(&data, &slot, payload.len() as u32, msg_type));
+        }
+        self.publish_slow(msg_type, payload)
     }
 
-    /// The offset in the region of the next record's payload (`len` bytes) when the record
-    /// can be claimed and committed as straight-line code: it fits before the end of the
-    /// region (no padding), and it and the next record's marker word lie below `limit` (no
-    /// room to announce, no consumer to look at, the marker word may be cleared). `None`
-    /// otherwise. Takes the line a few records on for writing.
+    /// Room for a record of exactly `len` payload bytes when claiming and committing it takes
+    /// no more than straight-line code: the record fits before the end of the region (no
+    /// padding), and it and the next record's marker word lie below `limit` (no room to
+    /// announce, no consumer to look at). `None`, having written nothing, otherwise: then
+    /// publish it another way ([`publish`](Self::publish), [`claim`](Self::claim)), which may
+    /// wait or fail.
+    ///
+    /// For a message written straight into the ring: building it aside and copying it in
+    /// reads its fields back in wider loads than they were stored in, which waits for the
+    /// stores. The same writes, in the same order, as `claim`, the payload writes and
+    /// `commit` make in that case.
     #[cfg(not(loom))]
     #[inline(always)]
-    fn fast_room(&self, len: usize) -> Option<usize> {
+    pub fn try_claim_in_place(&mut self, len: usize, msg_type: u32) -> Option<InPlace<'_>> {
+        let slot = self.fast_slot(len)?;
+        // SAFETY: `fast_slot` checked that `off + size <= capacity`, so the payload
+        // `payload_off .. + len` lies inside the region; the bytes lie at or beyond `tail`,
+        // which no reader that is not lapped reads; they end below `limit`, so writing them
+        // is allowed; the `&mut self` borrow the result holds makes this the only writer.
+        let payload = unsafe { self.ring.data().bytes_mut(slot.payload_off, len) };
+        Some(InPlace {
+            payload: payload.as_mut_ptr(),
+            slot,
+            len: len as u32,
+            msg_type,
+            producer: self,
+        })
+    }
+
+    /// Where the next record of `len` payload bytes goes when it can be claimed and
+    /// committed as straight-line code (see [`try_claim_in_place`](Self::try_claim_in_place));
+    /// takes the line a few records on for writing. `None` otherwise.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    fn fast_slot(&self, len: usize) -> Option<FastSlot> {
         let geo = self.ring.geo();
         if len > geo.max_msg_len as usize {
             return None;
@@ -310,24 +300,34 @@ impl Producer {
             // capacity`, checked above.
             unsafe { data.bytes_mut(payload_off, room) }.fill(0);
         }
-        Some(payload_off)
+        Some(FastSlot {
+            rec,
+            end,
+            payload_off,
+        })
     }
 
-    /// Commits the record at `tail` of `len` payload bytes, claimed by the fast path and
-    /// written: the same writes, in the same order, as `Claim::commit_slow` makes for a record
+    /// Commits the record at `slot` (from [`fast_slot`](Self::fast_slot)), its payload
+    /// written: the same writes, in the same order, as [`Claim::commit`] makes for a record
     /// without padding whose next marker word may be cleared.
     #[cfg(not(loom))]
     #[inline(always)]
-    fn commit_fast(&mut self, len: u32, msg_type: u32) -> u64 {
-        // A copy: the payload was written through raw pointers into the region, so a borrowed
-        // `Data` would be reloaded after each store below.
-        let data = *self.ring.data();
+    fn commit_fast(&mut self, data: &Data, slot: &FastSlot, len: u32, msg_type: u32) -> u64 {
         let seq = self.seq;
-        let rec = self.tail;
-        let end = rec + record_size(len);
-        write_header(&data, rec, end, record_word(len, msg_type), seq, true);
-        self.advance(rec, end, seq);
+        let word = record_word(len, msg_type);
+        write_header(data, slot.rec, slot.end, word, seq, true);
+        self.advance(slot.rec, slot.end, seq);
         seq
+    }
+
+    /// [`publish`](Self::publish) when [`try_claim_in_place`](Self::try_claim_in_place) cannot: a
+    /// record that pads to the end of the region, needs room announced or is refused.
+    #[cold]
+    #[inline(never)]
+    fn publish_slow(&mut self, msg_type: u32, payload: &[u8]) -> Result<u64, ClaimError> {
+        let mut claim = self.claim(payload.len(), msg_type)?;
+        copy_payload(&mut claim, payload);
+        Ok(claim.commit())
     }
 
     /// Reserves room for up to `max` records of exactly `len` payload bytes each, back to back
@@ -704,6 +704,65 @@ fn write_header(data: &Data, rec: u64, end: u64, word: u64, seq: u64, cleared: b
     data.store_release(rec + 8, seq_marker(seq, !cleared));
 }
 
+/// A record claimed by [`Producer::try_claim_in_place`]: write its
+/// [`payload`](InPlace::payload), then [`commit`](InPlace::commit) it; dropping it publishes
+/// nothing.
+#[cfg(not(loom))]
+#[must_use = "a claimed record publishes nothing unless committed"]
+pub struct InPlace<'a> {
+    producer: &'a mut Producer,
+    payload: *mut u8,
+    slot: FastSlot,
+    len: u32,
+    msg_type: u32,
+}
+
+/// A record on the straight-line path: no padding, below `limit`.
+#[cfg(not(loom))]
+#[derive(Clone, Copy, Debug)]
+struct FastSlot {
+    /// Position of the record.
+    rec: u64,
+    /// Position just past it.
+    end: u64,
+    /// Offset of its payload in the region.
+    payload_off: usize,
+}
+
+#[cfg(not(loom))]
+impl fmt::Debug for InPlace<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InPlace")
+            .field("len", &self.len)
+            .field("msg_type", &self.msg_type)
+            .field("seq", &self.producer.seq)
+            .finish()
+    }
+}
+
+#[cfg(not(loom))]
+impl InPlace<'_> {
+    /// The payload, `len` bytes in place in the ring (holding whatever the ring held there).
+    #[inline(always)]
+    pub fn payload(&mut self) -> &mut [u8] {
+        // SAFETY: `try_claim_in_place` made `payload` from a slice of exactly `len` bytes of
+        // the region that only this producer writes, and the `&mut Producer` held here keeps
+        // it so (and the mapping alive) while the returned borrow of `self` lives.
+        unsafe { std::slice::from_raw_parts_mut(self.payload, self.len as usize) }
+    }
+
+    /// Publishes the record and returns its sequence number: the header (its marker last,
+    /// `Release`) with the next record's marker word cleared, then `tail` (`Release`).
+    #[inline(always)]
+    pub fn commit(self) -> u64 {
+        // A copy: the payload went through raw pointers into the region, so a borrowed
+        // `Data` would be reloaded after each store of the commit.
+        let data = *self.producer.ring.data();
+        self.producer
+            .commit_fast(&data, &self.slot, self.len, self.msg_type)
+    }
+}
+
 /// Room for one record, claimed in place: `DerefMut<Target = [u8]>` of exactly the claimed
 /// length. [`commit`](Claim::commit) publishes it; dropping it (or [`abort`](Claim::abort))
 /// publishes nothing.
@@ -717,10 +776,6 @@ pub struct Claim<'a> {
     buf: *mut u8,
     #[cfg(loom)]
     buf: Vec<u8>,
-    /// The claim took the fast path (no padding, below `limit`): committed as
-    /// straight-line code.
-    #[cfg(not(loom))]
-    fast: bool,
 }
 
 impl fmt::Debug for Claim<'_> {
@@ -737,19 +792,8 @@ impl Claim<'_> {
     /// Publishes the record and returns its sequence number. Clears the next record's marker
     /// word, writes the record header (its marker last, `Release`; then the padding header when
     /// the record wrapped), then stores `tail` with `Release`.
-    #[inline(always)]
+    #[inline]
     pub fn commit(self) -> u64 {
-        #[cfg(not(loom))]
-        if self.fast {
-            return self.producer.commit_fast(self.len, self.msg_type);
-        }
-        self.commit_slow()
-    }
-
-    /// [`commit`](Self::commit) of a claim that did not take the fast path.
-    #[cold]
-    #[inline(never)]
-    fn commit_slow(self) -> u64 {
         let p = self.producer;
         // A copy: the stores below go through raw pointers into the region, so a borrowed
         // `Data` would be reloaded after each of them.
@@ -1068,7 +1112,7 @@ mod fast_path_tests {
     }
 
     #[test]
-    fn the_fast_path_writes_what_the_general_claim_and_commit_write() {
+    fn publish_writes_what_claim_copy_and_commit_write() {
         let cfg = RingConfig {
             capacity: 4096,
             max_msg_len: 1008,
@@ -1078,6 +1122,7 @@ mod fast_path_tests {
         };
         let (mut fast, _f1) = crate::ring::in_process(&cfg).unwrap();
         let (mut reference, _f2) = crate::ring::in_process(&cfg).unwrap();
+        let (mut in_place, _f3) = crate::ring::in_process(&cfg).unwrap();
         let (mut fast_taken, mut slow_taken) = (0, 0);
         // Many laps of lengths around every copy size class and the 128-byte inline limit,
         // so that records pad at the end of the region and cross `limit`.
@@ -1094,14 +1139,30 @@ mod fast_path_tests {
                 slow_taken += 1;
             }
             let seq = fast.publish(9, &payload).unwrap();
-            // The general path, where `claim` would take the fast one.
-            let mut claim = reference.claim_cold(len, 9).unwrap();
-            assert!(!claim.fast);
+            let mut claim = reference.claim(len, 9).unwrap();
             claim.copy_from_slice(&payload);
             assert_eq!(claim.commit(), seq);
             assert!(
                 state(&fast) == state(&reference),
                 "record {i}, length {len}"
+            );
+            // In place where the fast path applies, by claim otherwise: the same again.
+            let in_place_seq = match in_place.try_claim_in_place(len, 9) {
+                Some(mut record) => {
+                    assert_eq!(record.payload().len(), len);
+                    record.payload().copy_from_slice(&payload);
+                    record.commit()
+                }
+                None => {
+                    let mut claim = in_place.claim(len, 9).unwrap();
+                    claim.copy_from_slice(&payload);
+                    claim.commit()
+                }
+            };
+            assert_eq!(in_place_seq, seq);
+            assert!(
+                state(&in_place) == state(&reference),
+                "in place: record {i}, length {len}"
             );
         }
         assert!(
