@@ -1085,7 +1085,7 @@ impl BookService {
     ) -> Handled {
         let notice = matches!(event, fb::Event::GapNotice | fb::Event::EndOfSession);
         if notice && self.share.hears(instrument_of(header)) {
-            // As for any message that is not an order message: the pending one goes first.
+            // As for any message that is not an order message: the pending ones go first.
             self.flush();
             return self.handle_other(header, event, env);
         }
@@ -1484,11 +1484,11 @@ impl BookService {
     /// notices ([`input_lost`](Self::input_lost)) and a restarted publisher (new epoch) is
     /// followed, as in `run`.
     ///
-    /// Order messages are applied one record late within the turn: when a record is read, the
-    /// order table slot it names is prefetched and the previous order message applied, so that
-    /// the slot's cache miss (with references spread over a whole market, most of the cost of
-    /// an add) overlaps that work. The turn's last one is applied before `poll` returns: a
-    /// turn publishes everything its records changed, in input order, as [`handle`] would.
+    /// Records are [`accept`](Self::accept)ed: order messages are applied up to
+    /// [`APPLY_BEHIND`] order messages late within the turn, so that their cache misses (with
+    /// references spread over a whole market, most of the cost of an add) overlap the work
+    /// on the messages between. The pending ones are applied before `poll` returns: a turn
+    /// publishes everything its records changed, in input order, as [`handle`] would.
     ///
     /// A turn publishes at most [`MAX_OUTPUTS_PER_INPUT`] envelopes per input record. When the
     /// service shares its thread with the subscribers of its lossless outputs, keep

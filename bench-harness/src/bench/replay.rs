@@ -23,9 +23,10 @@
 //! * `mdbus-feed`: the feed handler alone: capture reader, decode, normalize, publish into a
 //!   ring nobody reads (one thread);
 //! * `mdbus-feed+book`: decode, normalize and the book service in one thread (its BBO, level
-//!   and trade envelopes published into rings nobody reads; each message's book asked for
-//!   before it is normalized, as the feed handler's thread does with the books on it): the
-//!   pipeline's work without its hand-offs between threads;
+//!   and trade envelopes published into rings nobody reads; order messages applied
+//!   [`APPLY_BEHIND`](mdbus_feed_handlers::bookstream::APPLY_BEHIND) order messages after they
+//!   are read, as the book service's own loop does): the pipeline's work without its
+//!   hand-offs between threads;
 //! * `mdbus-decode+book`: the book built on the decoding thread from decoded fields: decode,
 //!   [`OrderEvent::from_itch`], [`BookBuilder::apply`], one thread, no envelopes (its updates
 //!   folded into a checksum): what an application that wants books in its own process, and
