@@ -394,16 +394,18 @@ impl Publisher {
     /// Copies `payload` into the ring as one record; returns its sequence number.
     #[inline(always)]
     pub fn publish(&mut self, msg_type: u32, payload: &[u8]) -> Result<u64, PublishError> {
-        match self.inner.publish(msg_type, payload) {
-            Ok(seq) => {
-                self.stats.published += 1;
-                Ok(seq)
-            }
-            Err(e) => {
-                self.stats.count_error(e);
-                Err(e)
-            }
+        let result = self.inner.publish(msg_type, payload);
+        self.counted(result)
+    }
+
+    /// `result` of one publish, counted in the stats.
+    #[inline(always)]
+    fn counted(&mut self, result: Result<u64, PublishError>) -> Result<u64, PublishError> {
+        match result {
+            Ok(_) => self.stats.published += 1,
+            Err(e) => self.stats.count_error(e),
         }
+        result
     }
 
     /// Publishes a normalized envelope (the bytes of a [`schema::Encoded`]) as one record of
@@ -440,16 +442,7 @@ impl Publisher {
                 .inner
                 .publish(ENVELOPE_MSG_TYPE, &encoder.encode(header, event)),
         };
-        match result {
-            Ok(seq) => {
-                self.stats.published += 1;
-                Ok(seq)
-            }
-            Err(e) => {
-                self.stats.count_error(e);
-                Err(e)
-            }
-        }
+        self.counted(result)
     }
 
     /// Stamps the liveness heartbeat; call it from idle loops (a clock read, no system call).
