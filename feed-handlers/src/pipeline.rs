@@ -1331,9 +1331,7 @@ mod tests {
 mod venue_tests {
     use super::*;
     use mdbus_bus::{ENVELOPE_MSG_TYPE, SubscribeOptions, Subscriber};
-    use mdbus_codecs::fb::{
-        AddOrderFields, Encoded, EventSink, Side, SystemEventCode, SystemEventFields, ToBytes,
-    };
+    use mdbus_codecs::fb::{AddOrderFields, EventSink, Side, SystemEventCode, SystemEventFields};
 
     use crate::venue::{Directory, Framing};
 
@@ -1398,9 +1396,6 @@ mod venue_tests {
         }
         fn listing(_: &ToyMsg<'_>) -> Option<[u8; 8]> {
             None
-        }
-        fn normalize(&mut self, msg: &ToyMsg<'_>, seq: u64, recv_ts_ns: u64) -> Encoded<'_> {
-            self.normalize_to(msg, seq, recv_ts_ns, &mut ToBytes)
         }
         fn normalize_to<S: EventSink>(
             &mut self,

@@ -24,7 +24,7 @@ pub mod nasdaq;
 
 use core::fmt;
 
-use mdbus_codecs::fb::{self, Encoded, Encoder, EnvelopeFlags, EventSink};
+use mdbus_codecs::fb::{self, Encoded, Encoder, EnvelopeFlags, EventSink, ToBytes};
 
 pub use iex::Iex;
 pub use mdbus_codecs::directory::{Directory, DirectoryFull, MAX_INSTRUMENTS, Symbol};
@@ -95,15 +95,12 @@ pub trait Venue: fmt::Debug + Send + 'static {
     /// [`instrument`](Self::instrument) gives the same message; `None` for other messages.
     fn listing(msg: &Self::Message<'_>) -> Option<[u8; 8]>;
 
-    /// Normalizes one message: `seq` is its source sequence number, `recv_ts_ns` when it was
-    /// received (ns since the Unix epoch). Every message of the venue has a normalized form
-    /// (the schema grows a kind where one is missing), so this cannot fail. The envelope
-    /// carries [`Self::VENUE`], the instrument id and the [flags](Self::set_flags), and
-    /// borrows `self` until the next call.
-    fn normalize(&mut self, msg: &Self::Message<'_>, seq: u64, recv_ts_ns: u64) -> Encoded<'_>;
-
-    /// [`normalize`](Self::normalize) into `sink` (a bus publisher writes the envelope
-    /// straight into its ring), with this venue's encoder.
+    /// Normalizes one message into `sink`, with this venue's encoder (a bus publisher writes
+    /// the envelope straight into its ring): `seq` is its source sequence number,
+    /// `recv_ts_ns` when it was received (ns since the Unix epoch). Every message of the
+    /// venue has a normalized form (the schema grows a kind where one is missing), so this
+    /// cannot fail. The envelope carries [`Self::VENUE`], the instrument id and the
+    /// [flags](Self::set_flags).
     fn normalize_to<S: EventSink>(
         &mut self,
         msg: &Self::Message<'_>,
@@ -111,6 +108,13 @@ pub trait Venue: fmt::Debug + Send + 'static {
         recv_ts_ns: u64,
         sink: &mut S,
     ) -> S::Out<'_>;
+
+    /// [`normalize_to`](Self::normalize_to) returning the envelope's bytes, borrowed from
+    /// `self` until the next call.
+    #[inline]
+    fn normalize(&mut self, msg: &Self::Message<'_>, seq: u64, recv_ts_ns: u64) -> Encoded<'_> {
+        self.normalize_to(msg, seq, recv_ts_ns, &mut ToBytes)
+    }
 
     /// Sets the delivery flags stamped on every following envelope.
     fn set_flags(&mut self, flags: EnvelopeFlags);

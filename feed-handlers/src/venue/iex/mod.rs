@@ -4,7 +4,7 @@
 //! instruments are symbols, numbered in order of first sight by the normalizer's
 //! [`Directory`](super::Directory) and listed by Security Directory (`D`) messages.
 
-use mdbus_codecs::fb::{self, Encoded, Encoder, EnvelopeFlags, EventSink};
+use mdbus_codecs::fb::{self, Encoder, EnvelopeFlags, EventSink};
 use mdbus_codecs::iex::message::{self, DecodeError, Message};
 use mdbus_codecs::iex::normalize::{self, Normalizer};
 use mdbus_codecs::iex::tp::Protocol;
@@ -100,11 +100,6 @@ impl Venue for Iex {
             Message::SecurityDirectory(d) => Some(d.symbol()),
             _ => None,
         }
-    }
-
-    #[inline]
-    fn normalize(&mut self, msg: &Message<'_>, seq: u64, recv_ts_ns: u64) -> Encoded<'_> {
-        self.normalizer.normalize(msg, seq, recv_ts_ns)
     }
 
     #[inline(always)]

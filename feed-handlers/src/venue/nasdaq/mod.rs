@@ -3,7 +3,7 @@
 //! Decoding and normalization are `mdbus_codecs::nasdaq::{itch, normalize}`; instruments are
 //! the stock locate codes of the day, listed by Stock Directory (`R`) messages.
 
-use mdbus_codecs::fb::{self, Encoded, Encoder, EnvelopeFlags, EventSink};
+use mdbus_codecs::fb::{self, Encoder, EnvelopeFlags, EventSink};
 use mdbus_codecs::nasdaq::itch::{self, DecodeError, Message};
 use mdbus_codecs::nasdaq::normalize::Normalizer;
 
@@ -104,11 +104,6 @@ impl Venue for Nasdaq {
             Message::StockDirectory(d) => Some(d.stock()),
             _ => None,
         }
-    }
-
-    #[inline]
-    fn normalize(&mut self, msg: &Message<'_>, seq: u64, recv_ts_ns: u64) -> Encoded<'_> {
-        self.normalizer.normalize(msg, seq, recv_ts_ns)
     }
 
     #[inline(always)]
