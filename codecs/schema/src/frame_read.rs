@@ -26,14 +26,6 @@ const _: () = {
     assert!(BODY_AT == HEADER_AT + HEADER_LEN + 16);
 };
 
-/// Where the fields of the header struct lie in it (the schema's `Header`: three `ulong`s,
-/// two `ushort`s, padding); the tests check each against the generated accessors.
-const HEADER_SEQ_AT: usize = 0;
-const HEADER_EXCHANGE_TS_AT: usize = 8;
-const HEADER_RECV_TS_AT: usize = 16;
-const HEADER_LOCATE_AT: usize = 24;
-const HEADER_TRACKING_AT: usize = 26;
-
 /// Where a hot-path kind differs from the others: its length and the structural words
 /// between the header and its body.
 #[derive(Clone, Copy, Debug, Default)]
@@ -239,30 +231,7 @@ impl<'a> FrameView<'a> {
     /// The header, flags, venue and instrument as plain values.
     #[inline]
     pub fn header_fields(&self) -> HeaderFields {
-        // Each field read on its own, in place, in its own width: an encoder on this thread
-        // has just stored them so, and a wider load spanning several of them would wait for
-        // those stores to reach the cache (a copy of the struct did).
-        let h = self.header;
-        let u64_at = |at: usize| {
-            h[at..]
-                .first_chunk::<8>()
-                .map_or(0, |b| u64::from_le_bytes(*b))
-        };
-        let u16_at = |at: usize| {
-            h[at..]
-                .first_chunk::<2>()
-                .map_or(0, |b| u16::from_le_bytes(*b))
-        };
-        HeaderFields {
-            seq: u64_at(HEADER_SEQ_AT),
-            exchange_ts_ns: u64_at(HEADER_EXCHANGE_TS_AT),
-            recv_ts_ns: u64_at(HEADER_RECV_TS_AT),
-            stock_locate: u16_at(HEADER_LOCATE_AT),
-            tracking_number: u16_at(HEADER_TRACKING_AT),
-            flags: self.flags(),
-            venue: self.venue(),
-            instrument: self.instrument,
-        }
+        HeaderFields::from_parts(&self.header(), self.flags(), self.venue(), self.instrument)
     }
 
     /// The body struct if the message is of `B`'s kind, `None` for any other kind.
