@@ -92,6 +92,7 @@ fn threads(mut p: mdbus_shm::Producer, mut c: mdbus_shm::Consumer, count: u64) {
     let t0 = std::time::Instant::now();
     let prod = std::thread::spawn(move || {
         let mut sent = 0u64;
+        let mut full = 0u64;
         while sent < count {
             let max = (count - sent).min(BATCH as u64) as usize;
             match p.claim_batch(LEN, 1, max) {
@@ -103,10 +104,13 @@ fn threads(mut p: mdbus_shm::Producer, mut c: mdbus_shm::Consumer, count: u64) {
                     sent += b.len() as u64;
                     b.commit();
                 }
-                Err(_) => std::hint::spin_loop(),
+                Err(_) => {
+                    full += 1;
+                    std::hint::spin_loop();
+                }
             }
         }
-        p
+        (p, full)
     });
     let mut got = 0u64;
     let mut bad = 0u64;
@@ -127,10 +131,10 @@ fn threads(mut p: mdbus_shm::Producer, mut c: mdbus_shm::Consumer, count: u64) {
         }
     }
     let dt = t0.elapsed();
-    let _p = prod.join().unwrap();
+    let (_p, full) = prod.join().unwrap();
     assert_eq!(bad, 0);
     println!(
-        "{:.1} M msgs/s ({calls} batches, {empty} empty polls)",
+        "{:.1} M msgs/s ({calls} batches, {empty} empty polls, {full} claims refused)",
         count as f64 / dt.as_secs_f64() / 1e6
     );
 }

@@ -28,8 +28,11 @@ const MAX_BLOCK_SLICE: Duration = Duration::from_millis(2);
 /// announced during every attempt to exhaust them; then (or when someone else keeps rewriting
 /// the words) the loop gives up with an error instead of spinning on.
 const MAX_RETRIES: u32 = 4096;
-/// How far ahead of its cursor `poll_batch` asks for the next lines (bytes).
-const PREFETCH_AHEAD: u64 = 256;
+/// How far ahead of its cursor `poll_batch` asks for the next lines (bytes), among those
+/// committed: about as many records as a reader gets through while one line comes over from
+/// the producer's core (sixteen lines; four, the earlier distance, left the reader waiting on
+/// each line and halved batched throughput).
+const PREFETCH_AHEAD: u64 = 1024;
 /// Most passes of one poll over the record at its cursor (a padding record skipped, a
 /// resynchronisation that lost nothing, a tail that moved after the close): then the poll
 /// returns `Ok(false)` and the caller polls again, so a poll always returns.
@@ -723,6 +726,18 @@ impl Consumer {
                     break;
                 }
             }
+            if self.cursor >= self.cached_tail {
+                // Caught up (`poll_run` has just read `tail`): the end of the stream, or
+                // nothing new, without a look at the record's line.
+                match self.idle() {
+                    Some(Ok(_)) => break,
+                    Some(Err(e)) => {
+                        result = Err(e);
+                        break;
+                    }
+                    None => continue,
+                }
+            }
             match self.poll_inner(&mut f) {
                 Ok(true) => n += 1,
                 Ok(false) => break,
@@ -815,8 +830,17 @@ impl Consumer {
         let mut pf = LineCursor::after(cursor);
         // The record whose check after its callback failed (position, size).
         let mut after = None;
+        // Lines are asked for only below `tail`: those at and past it are the producer's to
+        // write, and a reader that asks for them takes them from it while it writes. (The
+        // marker at the cursor is read whatever `tail` says, so a new record is seen as soon
+        // as its marker is.)
+        let mut tail = self.cached_tail;
         while n < max {
             let pos = cursor;
+            if pos >= tail {
+                // Pairs with the Release store of `tail` in the commits.
+                tail = self.ring.hdr().tail.tail.load(Ordering::Acquire);
+            }
             let off = pos & geo.mask;
             if slow_next || off + RECORD_HEADER_LEN as u64 > geo.capacity {
                 break;
@@ -826,7 +850,7 @@ impl Consumer {
             let marker = data.load_acquire(pos + 8);
             // No honest position gets to `MAX_POSITION`: none past it is asked for.
             if pos < MAX_POSITION {
-                pf.ask_below(pos + PREFETCH_AHEAD, |line| data.prefetch(line));
+                pf.ask_below((pos + PREFETCH_AHEAD).min(tail), |line| data.prefetch(line));
             }
             if marker_seq(marker) != Some(expected) {
                 break;
@@ -897,6 +921,7 @@ impl Consumer {
         self.cursor = cursor;
         self.expected = expected;
         self.slow_next = slow_next;
+        self.cached_tail = tail;
         self.stats.delivered += n as u64;
         if let Some((pos, size)) = after {
             // A slot found taken goes through `unchanged`, which turns this consumer into a
