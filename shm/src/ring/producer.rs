@@ -420,6 +420,28 @@ impl Producer {
         if end >= self.next_mark {
             self.record_marks(first, stride, end);
         }
+        let geo = self.ring.geo();
+        if end + geo.step / 2 > self.intent
+            && self.slowest.map_or(!is_lossless(geo), |m| {
+                m.saturating_add(geo.capacity) > self.intent + geo.step
+            })
+        {
+            self.announce_ahead();
+        }
+    }
+
+    /// Announces the next `tail_intent` while half a step is left before the last one, after
+    /// a commit rather than in the claim of the record that reaches it: the announcement (a
+    /// fence, the head and intent lines, a look at the consumers, the heartbeat) then delays
+    /// no record on its way to the readers. In lossless mode only while the slowest consumer
+    /// last seen leaves room for a whole step: a producer held back by one (or that has seen
+    /// none yet) looks at the consumers in its claims, where a dead one is found and reaped.
+    #[cold]
+    #[inline(never)]
+    fn announce_ahead(&mut self) {
+        // The claim end one byte past the intent: `make_room` moves the intent a step on
+        // from there, or, with a lossless consumer too close behind, leaves it.
+        let _ = self.make_room(self.intent + 1);
     }
 
     /// Makes sure bytes below `end` may be written: announces a new `tail_intent` (and
@@ -1169,6 +1191,53 @@ mod fast_path_tests {
             fast_taken > total / 2 && slow_taken > 10,
             "{fast_taken} / {slow_taken}"
         );
+    }
+
+    /// A commit that comes within half a step of the announced intent announces the next
+    /// one, so no claim of a record that fits a step waits on an announcement: in broadcast
+    /// mode from the start, in lossless mode once the producer has seen its consumer (a claim
+    /// that reaches the first intent looks at it).
+    #[test]
+    fn commits_announce_the_next_intent_half_a_step_early() {
+        use crate::config::{ConsumerOptions, Resync, StartAt};
+        for mode in [Mode::Broadcast, Mode::Lossless] {
+            let cfg = RingConfig {
+                capacity: 4096,
+                max_msg_len: 1008,
+                mode,
+                max_consumers: 2,
+                ..RingConfig::default()
+            };
+            let (mut p, f) = crate::ring::in_process(&cfg).unwrap();
+            let mut c = f
+                .consumer(&ConsumerOptions {
+                    start: StartAt::Oldest,
+                    resync: Resync::Oldest,
+                    lossless: true,
+                })
+                .unwrap();
+            let step = p.ring.geo().step;
+            let first_lap = match mode {
+                Mode::Broadcast => 0,
+                Mode::Lossless => 64,
+            };
+            let total = if cfg!(miri) { 150 } else { 400 };
+            for i in 0..total {
+                // 64-byte records: 64 to a lap.
+                p.publish(1, &[i as u8; 48]).unwrap();
+                if i >= first_lap {
+                    assert!(
+                        p.tail + step / 2 <= p.intent && p.intent <= p.limit,
+                        "{mode:?}, record {i}: tail {}, intent {}, limit {}",
+                        p.tail,
+                        p.intent,
+                        p.limit
+                    );
+                }
+                while c.poll(|r| assert_eq!(r.payload(), [i as u8; 48])).unwrap() {}
+            }
+            assert!(p.intent > 4 * 4096, "{mode:?}: {}", p.intent);
+        }
     }
 
     fn pattern(seq: u64, len: usize) -> Vec<u8> {
