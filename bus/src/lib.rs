@@ -691,13 +691,25 @@ impl Subscriber {
         self.count(result)
     }
 
-    #[inline]
+    /// Counts an overrun. Takes the result apart and builds it again rather than handing it
+    /// on whole: a poll's result is written a field at a time, and copying it as one block
+    /// reads those fields back in wider loads, which wait for the stores to reach the cache.
+    #[inline(always)]
     fn count<T>(&mut self, result: Result<T, ReceiveError>) -> Result<T, ReceiveError> {
-        if let Err(ReceiveError::Overrun { lost, .. }) = result {
+        match result {
+            Ok(value) => Ok(value),
+            Err(e) => Err(self.count_error(e)),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn count_error(&mut self, e: ReceiveError) -> ReceiveError {
+        if let ReceiveError::Overrun { lost, .. } = e {
             self.stats.overruns += 1;
             self.stats.lost += lost;
         }
-        result
+        e
     }
 
     /// Delivers at most one normalized envelope, as a typed FlatBuffers view, to `f`.
