@@ -200,7 +200,8 @@ pub struct PipelineRun {
     /// Turns of the strategy's own thread that found both its inputs empty (it then waited);
     /// 0 when the strategy shares a thread.
     pub strategy_idle: u64,
-    /// Tick-to-strategy latency of every BBO update and trade, ns.
+    /// Tick-to-strategy latency of every BBO update and trade, ns (empty unless
+    /// [`StrategyOutputs::latency`]).
     pub latency: Histogram<u64>,
     /// From the feed handler's first read to the strategy's last callback, ns.
     pub elapsed_ns: u64,
@@ -219,6 +220,16 @@ impl std::fmt::Debug for PipelineRun {
     }
 }
 
+/// What the strategy stage keeps of its run besides its state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StrategyOutputs {
+    /// How many of the first signals to keep (to show).
+    pub show: usize,
+    /// Whether each BBO and trade's tick-to-strategy latency goes into the run's histogram:
+    /// a clock read and a histogram entry per event, which a throughput run leaves out.
+    pub latency: bool,
+}
+
 /// Runs feed handler -> book builder -> strategy, each on its thread placed by `pinning`
 /// ([`STAGES`]; `shared`: two of them share a cpu), over lossless rings under a temporary bus
 /// root. `feed_share` matters to [`Threading::SplitBooks`] alone.
@@ -228,7 +239,7 @@ pub fn run_pipeline(
     book: BookConfig,
     pinning: &Pinning,
     (threading, feed_share): (Threading, FeedShare),
-    show: usize,
+    strategy_out: StrategyOutputs,
 ) -> Result<PipelineRun, StageError> {
     let root = temp_root()?;
     let bus = Bus::with_root(root.path())?;
@@ -338,7 +349,7 @@ pub fn run_pipeline(
                     let pinned = pinning.enter(stage);
                     // Made before the gate: its tables are allocated before the feed
                     // starts, not while the first messages wait.
-                    let stage = StrategyStage::new(inputs, strategy_clock.clone(), show);
+                    let stage = StrategyStage::new(inputs, strategy_clock.clone(), strategy_out);
                     ready.arrive_and_wait(threads);
                     let r = stage.and_then(|stage| run_strategy(stage, wait));
                     r.map(|r| (r, strategy_clock.raw(), pinned))
@@ -381,7 +392,7 @@ pub fn run_pipeline(
                         let turns = BookAndStrategy {
                             input: &mut book_input,
                             clock: &strategy_clock,
-                            show,
+                            outputs: strategy_out,
                             wait,
                             ready: (ready, threads),
                         };
@@ -428,7 +439,7 @@ pub fn run_pipeline(
                     return Ok((report, start, pinned, None, book));
                 };
                 // The strategy on this thread, in the feed handler's waits.
-                let stage = StrategyStage::new(inputs.pair()?, feed_clock.clone(), show);
+                let stage = StrategyStage::new(inputs.pair()?, feed_clock.clone(), strategy_out);
                 ready.arrive_and_wait(threads);
                 let start = feed_clock.raw();
                 let pause = batching.then_some(WaitStrategy::BATCH_PAUSE);
@@ -525,13 +536,19 @@ enum Either<B, S, O> {
 /// instruments whose id modulo 64 is below it (the other thread takes the rest). The default,
 /// 40 (five eighths), measured fastest on a two-cpu host on a synthetic day (BENCHMARKS.md):
 /// the feed handler's own work costs its thread less than reading the feed back and running
-/// the strategy cost the other.
+/// the strategy cost the other. A strategy that records no latency per event
+/// ([`StrategyOutputs::latency`]) leaves its thread room for more books:
+/// [`THROUGHPUT`](Self::THROUGHPUT).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct FeedShare(u32);
 
 impl FeedShare {
     /// Five eighths of the instruments to the feed handler's thread.
     pub const DEFAULT: FeedShare = FeedShare(40);
+
+    /// Nine sixteenths to the feed handler's thread: the fastest split when the strategy
+    /// records no latency (`mdbus bench replay`'s throughput runs; BENCHMARKS.md).
+    pub const THROUGHPUT: FeedShare = FeedShare(36);
 
     /// `n` 64ths, 1 to 63.
     pub fn new(n: u32) -> Result<FeedShare, StageError> {
@@ -741,7 +758,7 @@ struct BookAndStrategy<'a> {
     /// The book service's input.
     input: &'a mut Subscriber,
     clock: &'a StampClock,
-    show: usize,
+    outputs: StrategyOutputs,
     wait: WaitStrategy,
     /// The start gate and the number of threads it waits for.
     ready: (&'a StartGate, usize),
@@ -755,7 +772,7 @@ impl BookAndStrategy<'_> {
         service: &mut BookService,
         inputs: [Subscriber; N],
     ) -> Result<StrategyResult, StageError> {
-        let stage = StrategyStage::new(inputs, self.clock.clone(), self.show);
+        let stage = StrategyStage::new(inputs, self.clock.clone(), self.outputs);
         self.ready.0.arrive_and_wait(self.ready.1);
         let mut stage = stage?;
         run_book_and_strategy(service, self.input, &mut stage, self.wait)?;
@@ -779,7 +796,7 @@ struct StrategyStage<const N: usize = 2> {
     strategy: signals::Strategy,
     hist: Histogram<u64>,
     first: Vec<signals::Signal>,
-    show: usize,
+    outputs: StrategyOutputs,
     clock: StampClock,
     /// Book (even) and trade (odd) streams, merged in source order: a trade after the quote
     /// change its execution caused, before the next message's quote.
@@ -789,13 +806,17 @@ struct StrategyStage<const N: usize = 2> {
 }
 
 impl<const N: usize> StrategyStage<N> {
-    fn new(inputs: [Subscriber; N], clock: StampClock, show: usize) -> Result<Self, StageError> {
+    fn new(
+        inputs: [Subscriber; N],
+        clock: StampClock,
+        outputs: StrategyOutputs,
+    ) -> Result<Self, StageError> {
         Ok(StrategyStage {
             strategy: signals::Strategy::new(signals::Params::default()),
             hist: Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
                 .map_err(|e| StageError::Internal(format!("histogram: {e}")))?,
-            first: Vec::with_capacity(show),
-            show,
+            first: Vec::with_capacity(outputs.show),
+            outputs,
             clock,
             input: SourceMerge::new(inputs),
             idle: 0,
@@ -812,7 +833,7 @@ impl<const N: usize> StrategyStage<N> {
         let mut n = 0;
         while n < max && !self.finished() {
             let (strategy, hist, first) = (&mut self.strategy, &mut self.hist, &mut self.first);
-            let (clock, show) = (&self.clock, self.show);
+            let (clock, StrategyOutputs { show, latency }) = (&self.clock, self.outputs);
             let mut ended = None;
             let got = self
                 .input
@@ -828,10 +849,12 @@ impl<const N: usize> StrategyStage<N> {
                     } else {
                         strategy.on_trade_event(&env)
                     };
-                    if matches!(
-                        kind,
-                        mdbus_bus::schema::Event::Bbo | mdbus_bus::schema::Event::Trade
-                    ) {
+                    if latency
+                        && matches!(
+                            kind,
+                            mdbus_bus::schema::Event::Bbo | mdbus_bus::schema::Event::Trade
+                        )
+                    {
                         let now = clock.unix_ns_of(clock.raw());
                         let latency = now.saturating_sub(env.header().recv_ts_ns());
                         hist.saturating_record(latency.max(1));
@@ -1012,6 +1035,10 @@ mod tests {
 
     /// Runs the bundled session through `threading`, as fast as it goes, unpinned.
     fn bundled(threading: Threading) -> PipelineRun {
+        bundled_with(threading, true)
+    }
+
+    fn bundled_with(threading: Threading, latency: bool) -> PipelineRun {
         let input = Input::Source(Source::Bytes {
             name: BUNDLED_NAME.into(),
             bytes: BUNDLED_SESSION,
@@ -1023,7 +1050,31 @@ mod tests {
         };
         let pinning = Pinning::unpinned(&STAGES);
         let threading = (threading, FeedShare::DEFAULT);
-        run_pipeline(input, Speed::Max, book, &pinning, threading, 1_000).unwrap()
+        let outputs = StrategyOutputs {
+            show: 1_000,
+            latency,
+        };
+        run_pipeline(input, Speed::Max, book, &pinning, threading, outputs).unwrap()
+    }
+
+    /// A run that records no latency gives the strategy the same events, in the same order
+    /// (the same signals), and an empty histogram; one that does records every BBO and trade.
+    #[test]
+    fn a_run_without_latency_sees_the_same_events_and_records_none() {
+        let with = bundled_with(Threading::Shared, true);
+        let without = bundled_with(Threading::Shared, false);
+        assert_eq!(without.latency.len(), 0);
+        assert!(with.latency.len() > 1_000, "{}", with.latency.len());
+        // The same signals, but for their receive stamps (wall-clock times of each run).
+        let key = |run: &PipelineRun| {
+            run.first_signals
+                .iter()
+                .map(|s| (s.locate, s.exchange_ts_ns, format!("{:?}", s.stance)))
+                .collect::<Vec<_>>()
+        };
+        assert!(key(&with).len() > 10);
+        assert_eq!(key(&without), key(&with));
+        assert_eq!(without.strategy.stats(), with.strategy.stats());
     }
 
     #[test]
@@ -1107,7 +1158,11 @@ mod tests {
         let pinning = Pinning::unpinned(&STAGES);
         let threading = (threading, FeedShare::new(feed_share).unwrap());
         // Every signal kept (a few thousand).
-        run_pipeline(input, Speed::Max, book, &pinning, threading, 100_000).unwrap()
+        let outputs = StrategyOutputs {
+            show: 100_000,
+            latency: true,
+        };
+        run_pipeline(input, Speed::Max, book, &pinning, threading, outputs).unwrap()
     }
 
     #[test]
@@ -1189,7 +1244,10 @@ mod tests {
                 book,
                 &pinning,
                 (threading, FeedShare::DEFAULT),
-                0,
+                StrategyOutputs {
+                    show: 0,
+                    latency: true,
+                },
             )
             .unwrap_err();
             let m = e.to_string();

@@ -10,8 +10,9 @@ use hdrhistogram::Histogram;
 
 use mdbus_bench_harness::pinning::{LayoutArg, Pinning};
 use mdbus_bench_harness::stages::{
-    BUNDLED_NAME, BUNDLED_SESSION, FEED, FeedShare, Input, PipelineRun, StageError, Threading,
-    default_threading, run_pipeline, share_a_cpu, signals, stage_pinning, thread_cpus,
+    BUNDLED_NAME, BUNDLED_SESSION, FEED, FeedShare, Input, PipelineRun, StageError,
+    StrategyOutputs, Threading, default_threading, run_pipeline, share_a_cpu, signals,
+    stage_pinning, thread_cpus,
 };
 use mdbus_feed_handlers::book::{BookConfig, BookSummary, BookSummaryEntry};
 use mdbus_feed_handlers::bookstream::BookServiceStats;
@@ -261,7 +262,10 @@ pub fn execute(args: &DemoArgs) -> Result<DemoReport, StageError> {
         book,
         &pinning,
         (threading, feed_share),
-        args.show_signals,
+        StrategyOutputs {
+            show: args.show_signals,
+            latency: true,
+        },
     )?;
     let PipelineRun {
         feed,
