@@ -1135,13 +1135,7 @@ mod fast_path_tests {
 
     #[test]
     fn publish_writes_what_claim_copy_and_commit_write() {
-        let cfg = RingConfig {
-            capacity: 4096,
-            max_msg_len: 1008,
-            mode: Mode::Broadcast,
-            max_consumers: 2,
-            ..RingConfig::default()
-        };
+        let cfg = small_ring(Mode::Broadcast);
         let (mut fast, _f1) = crate::ring::in_process(&cfg).unwrap();
         let (mut reference, _f2) = crate::ring::in_process(&cfg).unwrap();
         let (mut in_place, _f3) = crate::ring::in_process(&cfg).unwrap();
@@ -1193,29 +1187,36 @@ mod fast_path_tests {
         );
     }
 
+    /// A 4 KiB ring of `mode` for two consumers.
+    fn small_ring(mode: Mode) -> RingConfig {
+        RingConfig {
+            capacity: 4096,
+            max_msg_len: 1008,
+            mode,
+            max_consumers: 2,
+            ..RingConfig::default()
+        }
+    }
+
+    /// A consumer from the oldest record, lossless where the ring is.
+    fn oldest_lossless(f: &crate::ConsumerFactory) -> crate::Consumer {
+        f.consumer(&crate::ConsumerOptions {
+            start: crate::StartAt::Oldest,
+            resync: crate::Resync::Oldest,
+            lossless: true,
+        })
+        .unwrap()
+    }
+
     /// A commit that comes within half a step of the announced intent announces the next
     /// one, so no claim of a record that fits a step waits on an announcement: in broadcast
     /// mode from the start, in lossless mode once the producer has seen its consumer (a claim
     /// that reaches the first intent looks at it).
     #[test]
     fn commits_announce_the_next_intent_half_a_step_early() {
-        use crate::config::{ConsumerOptions, Resync, StartAt};
         for mode in [Mode::Broadcast, Mode::Lossless] {
-            let cfg = RingConfig {
-                capacity: 4096,
-                max_msg_len: 1008,
-                mode,
-                max_consumers: 2,
-                ..RingConfig::default()
-            };
-            let (mut p, f) = crate::ring::in_process(&cfg).unwrap();
-            let mut c = f
-                .consumer(&ConsumerOptions {
-                    start: StartAt::Oldest,
-                    resync: Resync::Oldest,
-                    lossless: true,
-                })
-                .unwrap();
+            let (mut p, f) = crate::ring::in_process(&small_ring(mode)).unwrap();
+            let mut c = oldest_lossless(&f);
             let step = p.ring.geo().step;
             let first_lap = match mode {
                 Mode::Broadcast => 0,
@@ -1269,22 +1270,10 @@ mod fast_path_tests {
     #[test]
     fn batches_write_what_single_publishes_write() {
         for mode in [Mode::Broadcast, Mode::Lossless] {
-            let cfg = RingConfig {
-                capacity: 4096,
-                max_msg_len: 1008,
-                mode,
-                max_consumers: 2,
-                ..RingConfig::default()
-            };
+            let cfg = small_ring(mode);
             let (mut batched, f) = crate::ring::in_process(&cfg).unwrap();
             let (mut single, _f2) = crate::ring::in_process(&cfg).unwrap();
-            let mut reader = f
-                .consumer(&crate::ConsumerOptions {
-                    start: crate::StartAt::Oldest,
-                    resync: crate::Resync::Oldest,
-                    lossless: true,
-                })
-                .unwrap();
+            let mut reader = oldest_lossless(&f);
             let (mut short, mut padded) = (0, 0);
             let total = if cfg!(miri) { 150 } else { 3_000 };
             for i in 0..total {
