@@ -1237,7 +1237,8 @@ mod fast_path_tests {
                 }
                 while c.poll(|r| assert_eq!(r.payload(), [i as u8; 48])).unwrap() {}
             }
-            assert!(p.intent > 4 * 4096, "{mode:?}: {}", p.intent);
+            // Past two laps, under miri too.
+            assert!(p.tail > 2 * 4096, "{mode:?}: {}", p.tail);
         }
     }
 
