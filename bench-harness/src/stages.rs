@@ -856,8 +856,8 @@ impl<const N: usize> StrategyStage<N> {
                         )
                     {
                         let now = clock.unix_ns_of(clock.raw());
-                        let latency = now.saturating_sub(env.header().recv_ts_ns());
-                        hist.saturating_record(latency.max(1));
+                        let tick_to_strategy = now.saturating_sub(env.header().recv_ts_ns());
+                        hist.saturating_record(tick_to_strategy.max(1));
                     }
                     if let Some(s) = signal
                         && first.len() < show
