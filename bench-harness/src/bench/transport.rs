@@ -3,7 +3,10 @@
 //!
 //! A message is `msg_bytes` long (a const generic `N` here); its first 16 bytes carry the
 //! sequence number and a timestamp (little-endian `u64`s), the rest is filler that is copied
-//! like a real payload. The floor is the exception: it carries one `u64` word in a cache line.
+//! like a real payload. Every receiver reads the whole message back and checks the filler, as a
+//! consumer decoding its message reads all of it: a queue whose reader looked at the first 16
+//! bytes only would never move the lines behind them between the cores. The floor is the
+//! exception: it carries one `u64` word in a cache line.
 //!
 //! Nothing here allocates, locks or makes a system call per message.
 
@@ -23,6 +26,32 @@ pub struct Msg {
 
 /// Bytes of a message the harness reads and writes (the rest is filler).
 pub const HEADER_BYTES: usize = 16;
+
+/// The longest message whose filler [`decode`] can check.
+pub const MAX_CHECKED_BYTES: usize = 4096;
+
+/// Byte `i` of the filler pattern of [`filled`].
+const fn filler_byte(i: usize) -> u8 {
+    (i as u8).wrapping_mul(31).wrapping_add(7)
+}
+
+/// `BODY_XOR[w]`: the XOR of the filler's little-endian words from the end of the header up to
+/// word `w` (exclusive), what [`decode`] folds a message of `8 * w` bytes to.
+const BODY_XOR: [u64; MAX_CHECKED_BYTES / 8 + 1] = {
+    let mut t = [0u64; MAX_CHECKED_BYTES / 8 + 1];
+    let mut w = HEADER_BYTES / 8;
+    while w < MAX_CHECKED_BYTES / 8 {
+        let mut word = 0u64;
+        let mut b = 0;
+        while b < 8 {
+            word |= (filler_byte(8 * w + b) as u64) << (8 * b);
+            b += 1;
+        }
+        t[w + 1] = t[w] ^ word;
+        w += 1;
+    }
+    t
+};
 
 /// A failure of a channel operation; small and `Copy` so the hot loops stay cheap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +79,12 @@ pub enum XferError {
         /// Its length.
         len: usize,
     },
+    /// A delivered payload's filler was not what was sent (or it was longer than
+    /// [`MAX_CHECKED_BYTES`]).
+    AlteredBody {
+        /// Its length.
+        len: usize,
+    },
 }
 
 impl std::fmt::Display for XferError {
@@ -64,6 +99,10 @@ impl std::fmt::Display for XferError {
             XferError::ShortPayload { len } => write!(
                 f,
                 "payload of {len} bytes is shorter than the {HEADER_BYTES}-byte harness header"
+            ),
+            XferError::AlteredBody { len } => write!(
+                f,
+                "payload of {len} bytes arrived with its filler altered (or is over {MAX_CHECKED_BYTES} bytes)"
             ),
         }
     }
@@ -113,29 +152,48 @@ pub fn encode(buf: &mut [u8], m: Msg) {
     buf[8..16].copy_from_slice(&m.stamp.to_le_bytes());
 }
 
-/// Reads the harness header of a payload.
+/// Reads the harness header of a payload, and reads the rest to check that it is the filler
+/// of [`filled`] (an XOR fold of its words against a precomputed value, and a byte compare of a
+/// tail shorter than a word).
 #[inline(always)]
 pub fn decode(p: &[u8]) -> Result<Msg, XferError> {
-    match (p.get(0..8), p.get(8..16)) {
-        (Some(a), Some(b)) => {
-            let mut s = [0u8; 8];
-            let mut t = [0u8; 8];
-            s.copy_from_slice(a);
-            t.copy_from_slice(b);
-            Ok(Msg {
-                seq: u64::from_le_bytes(s),
-                stamp: u64::from_le_bytes(t),
-            })
-        }
-        _ => Err(XferError::ShortPayload { len: p.len() }),
+    let (Some(head), Some(body)) = (p.get(..HEADER_BYTES), p.get(HEADER_BYTES..)) else {
+        return Err(XferError::ShortPayload { len: p.len() });
+    };
+    let words = p.len() / 8;
+    let Some(&want) = BODY_XOR.get(words) else {
+        return Err(XferError::AlteredBody { len: p.len() });
+    };
+    let mut chunks = body.chunks_exact(8);
+    let mut got = 0u64;
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        got ^= u64::from_le_bytes(w);
     }
+    let tail_ok = chunks
+        .remainder()
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == filler_byte(8 * words + i));
+    if got != want || !tail_ok {
+        return Err(XferError::AlteredBody { len: p.len() });
+    }
+    let mut s = [0u8; 8];
+    let mut t = [0u8; 8];
+    s.copy_from_slice(&head[0..8]);
+    t.copy_from_slice(&head[8..16]);
+    Ok(Msg {
+        seq: u64::from_le_bytes(s),
+        stamp: u64::from_le_bytes(t),
+    })
 }
 
 /// A message buffer with a recognisable filler pattern after the header.
 pub fn filled<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     for (i, x) in b.iter_mut().enumerate() {
-        *x = (i as u8).wrapping_mul(31).wrapping_add(7);
+        *x = filler_byte(i);
     }
     b
 }
@@ -737,5 +795,27 @@ mod tests {
         let mut b = [0u8; 16];
         encode(&mut b, Msg { seq: 3, stamp: 4 });
         assert_eq!(decode(&b), Ok(Msg { seq: 3, stamp: 4 }));
+    }
+
+    #[test]
+    fn decode_reads_and_checks_every_byte_of_the_filler() {
+        let m = Msg { seq: 5, stamp: 6 };
+        for len in [16, 17, 23, 24, 64, 100, 1024, 4096] {
+            let mut b = filled::<4096>();
+            encode(&mut b, m);
+            assert_eq!(decode(&b[..len]), Ok(m), "{len} bytes as sent");
+            for at in HEADER_BYTES..len {
+                let mut bad = b;
+                bad[at] ^= 0x40;
+                assert_eq!(
+                    decode(&bad[..len]),
+                    Err(XferError::AlteredBody { len }),
+                    "{len} bytes, byte {at} altered"
+                );
+            }
+        }
+        let mut big = vec![0u8; MAX_CHECKED_BYTES + 8];
+        big[..MAX_CHECKED_BYTES].copy_from_slice(&filled::<MAX_CHECKED_BYTES>());
+        assert_eq!(decode(&big), Err(XferError::AlteredBody { len: big.len() }));
     }
 }
