@@ -445,6 +445,15 @@ impl Publisher {
         self.counted(result)
     }
 
+    /// Hands off the records published since the last call, for the subscribers' first look
+    /// at them to be served from the cache the cores share rather than from this core's (see
+    /// [`Producer::hand_off`](mdbus_shm::Producer::hand_off)). Call it when a burst ends and
+    /// the thread is about to wait for input; not after every publish of a busy stream.
+    #[inline]
+    pub fn hand_off(&mut self) {
+        self.inner.hand_off();
+    }
+
     /// Stamps the liveness heartbeat; call it from idle loops (a clock read, no system call).
     #[inline]
     pub fn heartbeat(&self) {

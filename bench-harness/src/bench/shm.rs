@@ -141,11 +141,16 @@ pub struct MdbusRx {
 }
 
 impl<const N: usize> MsgTx for MdbusTx<N> {
+    /// `publish`, then `hand_off`: a single send is followed by a wait (ping-pong, fixed
+    /// rate), which is where a publisher hands its records off.
     #[inline]
     fn try_send(&mut self, m: Msg) -> Result<bool, XferError> {
         encode(&mut self.buf, m);
         match self.p.publish(MSG_TYPE, &self.buf) {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                self.p.hand_off();
+                Ok(true)
+            }
             Err(ClaimError::BackPressured) => Ok(false),
             Err(ClaimError::TooLarge { .. }) => Err(XferError::TooLarge),
         }

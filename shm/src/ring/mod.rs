@@ -40,6 +40,9 @@ pub(crate) struct Data {
     /// Whether the CPU has `prefetchw` (see [`Data::prefetch_write`]).
     #[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
     prefetchw: bool,
+    /// Whether the CPU has `cldemote` (see [`Data::demote`]).
+    #[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
+    cldemote: bool,
 }
 
 impl Data {
@@ -127,6 +130,31 @@ impl Data {
             unsafe {
                 std::arch::asm!(
                     "prefetchw byte ptr [{0}]",
+                    in(reg) p,
+                    options(nostack, preserves_flags, readonly)
+                )
+            };
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(loom), not(miri))))]
+        let _ = pos;
+    }
+
+    /// Moves the line holding position `pos` (masked into the region) from this core's
+    /// private caches towards the cache the cores share (`cldemote`, where the CPU has it), so
+    /// the next reader's miss on it is served there rather than by a snoop into this core. A
+    /// hint that reads and writes nothing and cannot fault.
+    #[inline]
+    pub(crate) fn demote(&self, pos: u64) {
+        #[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
+        if self.cldemote {
+            let p = self.base.as_ptr().wrapping_add((pos & self.wmask) as usize);
+            // SAFETY: the CPU has `cldemote` (CPUID, checked when the handle was made). It is
+            // a hint: it neither reads nor writes memory as far as the program can tell and
+            // never faults, whatever the address (here one inside the region); it changes no
+            // register, no flag and not the stack.
+            unsafe {
+                std::arch::asm!(
+                    "cldemote byte ptr [{0}]",
                     in(reg) p,
                     options(nostack, preserves_flags, readonly)
                 )
@@ -246,6 +274,13 @@ fn has_prefetchw() -> bool {
     __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & (1 << 8) != 0
 }
 
+/// Whether the CPU has `cldemote` (CPUID leaf 7, sub-leaf 0, ECX bit 25).
+#[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
+fn has_cldemote() -> bool {
+    use std::arch::x86_64::{__cpuid, __cpuid_count};
+    __cpuid(0).eax >= 7 && __cpuid_count(7, 0).ecx & (1 << 25) != 0
+}
+
 /// A ring as seen by one party: cached pointers into a segment plus the `Arc` that keeps the
 /// segment alive. The fields are private to this module, so every pointer deref below is
 /// backed by the `Arc` held beside it.
@@ -278,6 +313,8 @@ impl RingHandle {
             capacity: geo.capacity as usize,
             #[cfg(all(target_arch = "x86_64", not(miri)))]
             prefetchw: has_prefetchw(),
+            #[cfg(all(target_arch = "x86_64", not(miri)))]
+            cldemote: has_cldemote(),
         };
         #[cfg(loom)]
         let data = Data {

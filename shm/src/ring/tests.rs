@@ -657,7 +657,7 @@ fn peek_reports_an_overrun_like_poll() {
     assert_eq!(polled, Some(lost));
 }
 
-/// The prefetches are hints: asking for any position (masked into the region, past its end
+/// The prefetches and the demotions are hints: asking for any position (masked into the region, past its end
 /// too) changes no byte of the region.
 #[test]
 fn prefetches_change_nothing() {
@@ -674,7 +674,37 @@ fn prefetches_change_nothing() {
     for pos in (0..3 * 4096 + 64).step_by(8) {
         data.prefetch(pos);
         data.prefetch_write(pos);
+        data.demote(pos);
     }
     // SAFETY: as above.
     assert_eq!(unsafe { data.bytes(0, 4096) }, &before[..]);
+}
+
+/// `hand_off` takes each line written since the last call once (the line a record shares with
+/// the next one again, since the next commit wrote it), and no more than 2 KiB before `tail`.
+#[test]
+fn hand_off_takes_the_lines_written_since_the_last_call() {
+    let config = cfg(Mode::Broadcast, 65536);
+    let seg = crate::segment::Segment::heap(&config, 1).unwrap();
+    let mut p = Producer::from_segment(seg, config, None);
+    let lines = |p: &mut Producer| {
+        let mut v = Vec::new();
+        p.hand_off_lines(|line| v.push(line));
+        v
+    };
+    assert_eq!(lines(&mut p), Vec::<u64>::new());
+    // 64-byte payloads make 80-byte records: [0, 80), then [80, 160).
+    p.publish(1, &[1; 64]).unwrap();
+    assert_eq!(lines(&mut p), vec![0, 64]);
+    assert_eq!(lines(&mut p), Vec::<u64>::new());
+    p.publish(1, &[2; 64]).unwrap();
+    assert_eq!(lines(&mut p), vec![64, 128]);
+    // 100 more end at 8160: only the lines of its last 2048 bytes, from 6112 on.
+    for i in 0..100u8 {
+        p.publish(1, &[i; 64]).unwrap();
+    }
+    let want: Vec<u64> = (6080..8160).step_by(64).collect();
+    assert_eq!(lines(&mut p), want);
+    p.hand_off();
+    assert_eq!(lines(&mut p), Vec::<u64>::new());
 }
