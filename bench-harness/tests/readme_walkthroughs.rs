@@ -406,7 +406,9 @@ fn one_stream_two_hosts() {
     // "At the end of the session the receiver prints its counters and the same book summary
     // JSON as `mdbus replay --book-summary`."
     let out = until_file_holds(&mut recv_p, &net.file("recv.out"), "\"books\"");
-    send_p.assert_running();
+    // The sender ends by itself a second after the session (its linger), which a loaded
+    // host can take to print the books.
+    send_p.assert_running_or_done();
     recv_p.signal(libc::SIGTERM);
     recv_p.wait();
     let got = json_with("the receiver", &out, "books");

@@ -368,6 +368,16 @@ impl Proc {
         fs::read_to_string(&self.err).unwrap_or_default()
     }
 
+    /// Fails the case if the child has exited with a failure (it may have finished its work
+    /// and exited cleanly, as a sender does a linger time after its session ends).
+    pub fn assert_running_or_done(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait()
+            && !status.success()
+        {
+            panic!("{} failed ({status}): {}", self.name, self.stderr().trim());
+        }
+    }
+
     /// Fails the case if the child has exited (it was expected to keep running).
     pub fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
