@@ -1548,6 +1548,16 @@ impl BookService {
         }
     }
 
+    /// Hands off what the outputs published since the last call (see
+    /// [`Publisher::hand_off`]): call it when the input has nothing more for now.
+    pub fn hand_off(&mut self) {
+        self.out.book.hand_off();
+        self.out.trades.hand_off();
+        if let Some(levels) = &mut self.out.levels {
+            levels.hand_off();
+        }
+    }
+
     /// Tells the outputs' subscribers that the service is alive while it has nothing to do
     /// (a cheap store; call it from an idle loop).
     pub fn heartbeat(&mut self) {
@@ -1590,6 +1600,7 @@ impl BookService {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
+                    self.hand_off();
                     self.heartbeat();
                     // A bounded wait, so that `stop` is seen.
                     let _ = input.wait(&wait, Some(Duration::from_millis(10)));

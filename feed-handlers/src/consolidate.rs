@@ -851,6 +851,7 @@ impl ConsolidateService {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
+                    self.out.publisher.hand_off();
                     self.out.publisher.heartbeat();
                     match wait {
                         WaitStrategy::BusySpin => std::hint::spin_loop(),

@@ -338,8 +338,28 @@ impl<V: Venue> FeedPipeline<V> {
         self.out.idle.finish();
     }
 
+    #[cfg(test)]
     pub(crate) fn idle_mut(&mut self) -> &mut Idle {
         &mut self.out.idle
+    }
+
+    /// Hands off what every stream published since the last call (see
+    /// [`Publisher::hand_off`]): call it when a burst of messages ends and the thread is about
+    /// to wait for the next.
+    pub fn hand_off(&mut self) {
+        for p in &mut self.out.publishers {
+            p.hand_off();
+        }
+    }
+
+    /// The idle work, and [`hand_off`](Self::hand_off) to run before a wait, borrowed together.
+    pub(crate) fn wait_parts(&mut self) -> (&mut Idle, impl FnOnce() + '_) {
+        let Out {
+            idle, publishers, ..
+        } = &mut self.out;
+        (idle, move || {
+            publishers.iter_mut().for_each(Publisher::hand_off)
+        })
     }
 
     /// Sets the delivery flags stamped on every following envelope (e.g.

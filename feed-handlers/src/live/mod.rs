@@ -587,6 +587,9 @@ impl<V: Venue, B: FeedBooks<V>> FeedSink for PipelineSink<'_, V, B> {
     }
 
     fn idle(&mut self, now: u64) {
+        // The datagrams received so far are published: their records go to the shared cache
+        // before the wait for the next (nothing to do when idle turns follow each other).
+        self.pipeline.hand_off();
         if now.saturating_sub(self.last_stamp) >= STAMP_EVERY_NS {
             self.last_stamp = now;
             self.pipeline.heartbeat();

@@ -579,7 +579,8 @@ impl FeedSink for RecvSink<'_> {
             // front of the next message.
             self.local.flush_pending(self.observe);
         }
-        if let Some(p) = &self.local.publisher {
+        if let Some(p) = &mut self.local.publisher {
+            p.hand_off();
             p.heartbeat();
         }
     }

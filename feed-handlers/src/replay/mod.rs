@@ -950,7 +950,8 @@ impl<V: ReplayVenue> SourceOut<V> {
                 return Ok(());
             }
             Verdict::Publish => {
-                core.pacer.wait_doing(pace_ts, self.pipeline.idle_mut());
+                let (idle, hand_off) = self.pipeline.wait_parts();
+                core.pacer.wait_doing(pace_ts, idle, hand_off);
                 if core.pacer.interrupted() {
                     core.interrupt();
                     return Ok(());
@@ -2354,7 +2355,8 @@ fn run_recording(
                 break;
             }
             Verdict::Publish => {
-                core.pacer.wait_doing(ts, &mut out.idle);
+                core.pacer
+                    .wait_doing(ts, &mut out.idle, || out.publisher.hand_off());
                 if core.pacer.interrupted() {
                     core.interrupt();
                     break;

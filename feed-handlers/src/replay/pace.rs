@@ -258,23 +258,29 @@ impl Pacer {
     #[inline(always)]
     pub fn wait(&mut self, data_ns: u64) {
         if !matches!(self.speed, Speed::Max) {
-            self.wait_paced(data_ns, &mut Idle::default());
+            self.wait_paced(data_ns, &mut Idle::default(), || {});
         }
     }
 
     /// [`wait`](Self::wait), running `idle`'s work (if any) in every turn of the wait instead
-    /// of spinning, yielding the cpu or sleeping.
+    /// of spinning, yielding the cpu or sleeping, and `before_waiting` once before the first
+    /// turn (not at all when the message is already due).
     #[inline(always)]
-    pub(crate) fn wait_doing(&mut self, data_ns: u64, idle: &mut Idle) {
+    pub(crate) fn wait_doing(
+        &mut self,
+        data_ns: u64,
+        idle: &mut Idle,
+        before_waiting: impl FnOnce(),
+    ) {
         if !matches!(self.speed, Speed::Max) {
-            self.wait_paced(data_ns, idle);
+            self.wait_paced(data_ns, idle, before_waiting);
         }
     }
 
     /// [`wait_doing`](Self::wait_doing) at a paced speed (out of line: full-speed replays only
     /// test the speed).
     #[inline(never)]
-    fn wait_paced(&mut self, data_ns: u64, idle: &mut Idle) {
+    fn wait_paced(&mut self, data_ns: u64, idle: &mut Idle, before_waiting: impl FnOnce()) {
         let offset_ns = match self.speed {
             Speed::Max => return,
             Speed::Factor(f) => {
@@ -290,6 +296,7 @@ impl Pacer {
         self.released += 1;
         let Some((_, t0)) = self.origin else { return };
         let mut spins = 0u32;
+        let mut before_waiting = Some(before_waiting);
         loop {
             if self.interrupted() {
                 return;
@@ -300,6 +307,9 @@ impl Pacer {
                 return;
             }
             let left = offset_ns - elapsed;
+            if let Some(f) = before_waiting.take() {
+                f();
+            }
             // With idle work the thread never sleeps: the stage sharing it is served in
             // every turn of the wait, however long.
             if idle.run() {
@@ -322,6 +332,23 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A paced wait runs its `before_waiting` (the feed's hand-off) once when it has to wait,
+    /// and not at all when the message is already due or the speed is `Max`.
+    #[test]
+    fn before_waiting_runs_once_and_only_before_a_real_wait() {
+        let mut calls = 0;
+        // 1000 messages a second: the first is due at once, the second 1 ms later.
+        let mut pacer = Pacer::new(Speed::Rate(1000), StampClock::new());
+        pacer.wait_doing(0, &mut Idle::default(), || calls += 1);
+        assert_eq!(calls, 0, "the first message was due");
+        pacer.wait_doing(0, &mut Idle::default(), || calls += 1);
+        assert_eq!(calls, 1, "the second waited");
+        let mut max = Pacer::new(Speed::Max, StampClock::new());
+        max.wait_doing(0, &mut Idle::default(), || calls += 1);
+        max.wait_doing(0, &mut Idle::default(), || calls += 1);
+        assert_eq!(calls, 1, "a full-speed replay never waits");
+    }
 
     #[test]
     fn an_interrupt_cuts_a_wait_short() {
