@@ -101,15 +101,7 @@ impl Data {
     #[inline]
     pub(crate) fn prefetch(&self, pos: u64) {
         #[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
-        {
-            let p = self.base.as_ptr().wrapping_add((pos & self.wmask) as usize);
-            // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 target has (baseline). A
-            // prefetch is a hint: it neither reads nor writes memory as far as the program can
-            // tell and never faults, whatever the address (here one inside the region).
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
-            };
-        }
+        prefetch_ptr(self.base.as_ptr().wrapping_add((pos & self.wmask) as usize));
         #[cfg(not(all(target_arch = "x86_64", not(loom), not(miri))))]
         let _ = pos;
     }
@@ -274,6 +266,20 @@ fn has_prefetchw() -> bool {
     __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & (1 << 8) != 0
 }
 
+/// Consumer slots [`RingHandle::prefetch_slots`] asks for.
+const PREFETCH_SLOTS: usize = 4;
+
+/// Asks the cache for the line holding `p`: a hint that reads nothing as far as the program can
+/// tell and cannot fault, whatever the address.
+#[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
+#[inline]
+fn prefetch_ptr(p: *const u8) {
+    // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 target has (baseline). A prefetch
+    // is a hint: it neither reads nor writes memory as far as the program can tell and never
+    // faults, whatever the address.
+    unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast()) };
+}
+
 /// Whether the CPU has `cldemote` (CPUID leaf 7, sub-leaf 0, ECX bit 25).
 #[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
 fn has_cldemote() -> bool {
@@ -300,6 +306,16 @@ pub(crate) struct RingHandle {
 unsafe impl Send for RingHandle {}
 
 impl RingHandle {
+    /// Asks the cache for the lines of the first [`PREFETCH_SLOTS`] consumer slots (those
+    /// consumers take first), ahead of a scan that comes after a fence.
+    #[inline]
+    pub(crate) fn prefetch_slots(&self) {
+        #[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
+        for slot in self.slots().iter().take(PREFETCH_SLOTS) {
+            prefetch_ptr(std::ptr::from_ref(slot).cast());
+        }
+    }
+
     pub(crate) fn new(seg: Arc<Segment>) -> RingHandle {
         let geo = *seg.geometry();
         let hdr = NonNull::from(seg.header());

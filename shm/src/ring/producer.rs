@@ -459,6 +459,11 @@ impl Producer {
         let cap = geo.capacity;
         let lossless = is_lossless(&geo);
         if end > self.intent {
+            if lossless {
+                // The slots are read after the SeqCst fence below; their lines (each written
+                // by its consumer since the last scan) come over while the stores drain.
+                self.ring.prefetch_slots();
+            }
             // A mark boundary in `(end + step - capacity / HEAD_MARKS, end + step]`, so the new
             // head is a mark lookup.
             let mut new_intent = end.saturating_add(geo.step) & !((1u64 << self.mark_shift) - 1);
