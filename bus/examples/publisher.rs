@@ -58,6 +58,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Err(PublishError::BackPressured) => {}
             Err(e) => return Err(format!("publish failed: {e:?}").into()),
         }
+        // The tick is out and the loop is about to wait for the next: hand its lines to the
+        // shared cache, where the subscriber's first look finds them.
+        publisher.hand_off();
         if i % 4096 == 0 {
             publisher.heartbeat();
         }
