@@ -48,10 +48,12 @@ pub struct BenchArgs {
 #[derive(clap::Subcommand, Debug)]
 pub enum Scenario {
     /// One-way latency and throughput of small messages between two pinned threads: the
-    /// floor, mdbus-shm, rtrb and crossbeam-channel, interleaved in rounds.
+    /// floor, mdbus-shm, rtrb, disruptor, iceoryx2 (with the `peers-iceoryx2` feature) and
+    /// crossbeam-channel, interleaved in rounds; each message read whole and checked.
     Ring(RingArgs),
-    /// End-to-end replay of the real AAPL session (decode, normalize, publish, book,
-    /// strategy): throughput and tick-to-strategy latency, beside itchy's parse-only rate.
+    /// End-to-end replay of the real AAPL session or an ITCH file (decode, normalize,
+    /// publish, book, strategy): throughput and tick-to-strategy latency, beside itchy's
+    /// parse-only rate and, where it is installed, itch-book.
     Replay(crate::bench::replay::ReplayBenchArgs),
     /// Write a synthetic full-day ITCH 5.0 session (Zipf activity over a directory of
     /// instruments, the real AAPL sample's message mix, consistent references, uncrossed
