@@ -267,6 +267,7 @@ fn has_prefetchw() -> bool {
 }
 
 /// Consumer slots [`RingHandle::prefetch_slots`] asks for.
+#[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
 const PREFETCH_SLOTS: usize = 4;
 
 /// Asks the cache for the line holding `p`: a hint that reads nothing as far as the program can
