@@ -230,7 +230,6 @@ pub(crate) struct LineCursor {
 
 impl LineCursor {
     /// Starting with the line that holds `pos`.
-    #[cfg(not(loom))]
     #[inline]
     pub(crate) fn at(pos: u64) -> LineCursor {
         LineCursor {

@@ -8,9 +8,7 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-#[cfg(not(loom))]
-use super::LineCursor;
-use super::{ConsumerFactory, Data, RingHandle, is_lossless};
+use super::{ConsumerFactory, Data, LineCursor, RingHandle, is_lossless};
 use crate::config::RingConfig;
 use crate::error::ClaimError;
 #[cfg(not(loom))]
@@ -644,16 +642,12 @@ impl Producer {
     /// The lines [`hand_off`](Self::hand_off) hands off, in order: those holding bytes from
     /// where the last call stopped (or [`HAND_OFF_MAX`] before `tail`, if later) up to `tail`.
     #[inline]
-    pub(super) fn hand_off_lines(&mut self, mut f: impl FnMut(u64)) {
+    pub(super) fn hand_off_lines(&mut self, f: impl FnMut(u64)) {
         if self.handed >= self.tail {
             return;
         }
         let from = self.handed.max(self.tail.saturating_sub(HAND_OFF_MAX));
-        let mut line = from & !(super::CACHE_LINE - 1);
-        while line < self.tail {
-            f(line);
-            line += super::CACHE_LINE;
-        }
+        LineCursor::at(from).ask_below(self.tail, f);
         self.handed = self.tail;
     }
 
