@@ -540,6 +540,13 @@ enum To {
 }
 
 impl Outputs {
+    /// Every output stream's publisher: book, trades and, when published, levels.
+    fn publishers(&mut self) -> impl Iterator<Item = &mut Publisher> {
+        [&mut self.book, &mut self.trades]
+            .into_iter()
+            .chain(self.levels.as_mut())
+    }
+
     /// Publishes `bytes` on every output (the levels stream when it exists).
     fn publish_everywhere(&mut self, bytes: &[u8]) {
         for to in [To::Book, To::Trades, To::Levels] {
@@ -1551,21 +1558,13 @@ impl BookService {
     /// Hands off what the outputs published since the last call (see
     /// [`Publisher::hand_off`]): call it when the input has nothing more for now.
     pub fn hand_off(&mut self) {
-        self.out.book.hand_off();
-        self.out.trades.hand_off();
-        if let Some(levels) = &mut self.out.levels {
-            levels.hand_off();
-        }
+        self.out.publishers().for_each(Publisher::hand_off);
     }
 
     /// Tells the outputs' subscribers that the service is alive while it has nothing to do
     /// (a cheap store; call it from an idle loop).
     pub fn heartbeat(&mut self) {
-        self.out.book.heartbeat();
-        self.out.trades.heartbeat();
-        if let Some(levels) = &mut self.out.levels {
-            levels.heartbeat();
-        }
+        self.out.publishers().for_each(|p| p.heartbeat());
     }
 
     /// Reads `input` until its session ends (`EndOfSession`), its publisher closes the stream,

@@ -182,6 +182,11 @@ pub type IdleWork = Box<dyn FnMut() -> bool + Send>;
 /// wait whatever this is.
 pub const IDLE_WORK_EVERY: u64 = 256;
 
+/// [`Publisher::hand_off`] on each of `publishers`.
+fn hand_off_all(publishers: &mut [Publisher]) {
+    publishers.iter_mut().for_each(Publisher::hand_off);
+}
+
 /// The optional [`IdleWork`] (a `Debug` wrapper).
 #[derive(Default)]
 pub(crate) struct Idle(pub(crate) Option<IdleWork>);
@@ -347,9 +352,7 @@ impl<V: Venue> FeedPipeline<V> {
     /// [`Publisher::hand_off`]): call it when a burst of messages ends and the thread is about
     /// to wait for the next.
     pub fn hand_off(&mut self) {
-        for p in &mut self.out.publishers {
-            p.hand_off();
-        }
+        hand_off_all(&mut self.out.publishers);
     }
 
     /// The idle work, and [`hand_off`](Self::hand_off) to run before a wait, borrowed together.
@@ -357,9 +360,7 @@ impl<V: Venue> FeedPipeline<V> {
         let Out {
             idle, publishers, ..
         } = &mut self.out;
-        (idle, move || {
-            publishers.iter_mut().for_each(Publisher::hand_off)
-        })
+        (idle, move || hand_off_all(publishers))
     }
 
     /// Sets the delivery flags stamped on every following envelope (e.g.
