@@ -62,12 +62,13 @@
 //!   ring itself (the service was lapped) become a `GapNotice` with `recoverable: false` and
 //!   locate 0. `EndOfSession` is forwarded to every output, and ends [`BookService::run`].
 //! * **Decoded input.** A feed handler that keeps the books on its own thread hands the
-//!   service each decoded ITCH message instead of its envelope ([`BookService::handle_itch`],
+//!   service each decoded ITCH message instead of its envelope ([`BookService::accept_itch`],
 //!   with [`BookService::handle_gap`] and [`BookService::handle_end_of_session`] for the
-//!   notices it publishes): the outputs are the envelopes the service would publish reading
-//!   the feed's stream, byte for byte (the header is the one the normalizer stamps), through
-//!   the same builder, update sink and publishers, without reading the envelope back. A
-//!   replay does so with [`Replayer::with_book_service`](crate::replay::Replayer::with_book_service).
+//!   notices it publishes, and [`BookService::flush`] when its input pauses): the outputs are
+//!   the envelopes the service would publish reading the feed's stream, byte for byte (the
+//!   header is the one the normalizer stamps), through the same builder, update sink and
+//!   publishers, without reading the envelope back. A replay does so with
+//!   [`Replayer::with_book_service`](crate::replay::Replayer::with_book_service).
 //!
 //! * **Shares.** With a [`Share`] of a split ([`BookServiceConfig::share`]), a service keeps
 //!   the books of the instruments whose id modulo 64 falls in its share, skips the rest
@@ -885,13 +886,20 @@ impl BookService {
     }
 
     /// Applies one decoded ITCH message, source message `seq` received at `recv_ts_ns`, and
-    /// publishes what it changed: what [`handle`](Self::handle) publishes for the message's
+    /// publishes what it changed: what [`accept`](Self::accept) publishes for the message's
     /// normalized envelope stamped with `flags`, byte for byte, without that envelope being
     /// read back. For a feed handler that builds the books on its own thread (see the
     /// [module docs](self)); gap notices and the end of the session come through
     /// [`handle_gap`](Self::handle_gap) and [`handle_end_of_session`](Self::handle_end_of_session).
+    ///
+    /// As with [`accept`](Self::accept), order messages are applied [`APPLY_BEHIND`] order
+    /// messages late: what one will touch is asked for now and it is applied once that many
+    /// more have come, so that its cache misses overlap the work on the messages between.
+    /// Any other message, a gap notice, the end of the session and [`flush`](Self::flush)
+    /// first apply every pending one, so everything is published in input order; a caller
+    /// flushes when its input pauses (nothing pending is published until then).
     #[inline]
-    pub fn handle_itch(
+    pub fn accept_itch(
         &mut self,
         seq: u64,
         recv_ts_ns: u64,
@@ -915,33 +923,20 @@ impl BookService {
         self.stats.received += 1;
         self.last_seq = seq;
         if !self.share.keeps(u32::from(locate)) {
-            // Decoded messages carry no notices: those come through `handle_gap` and
-            // `handle_end_of_session`.
             self.stats.other_share += 1;
             return;
         }
         self.books.count_source(msg.msg_type());
         match itch_order(msg) {
-            Some((ev, match_number)) => self.apply(&OrderInput {
+            Some((ev, match_number)) => self.defer(OrderInput {
                 header: header(),
                 ev,
                 match_number,
             }),
-            None => self.handle_itch_other(&header(), msg),
-        }
-    }
-
-    /// Starts loading what applying the decoded ITCH message `msg` will touch (its order
-    /// table slots and its book) into the cache, and returns at once: a feed handler calls it
-    /// before it normalizes and publishes the message, then [`handle_itch`](Self::handle_itch),
-    /// so that the memory access overlaps that work. Only a hint; it changes nothing.
-    #[inline]
-    pub fn prefetch_itch(&self, msg: &Message<'_>) {
-        if !self.share.keeps(u32::from(msg.stock_locate())) {
-            return;
-        }
-        if let Some((ev, _)) = itch_order(msg) {
-            self.books.builder().prefetch(&ev);
+            None => {
+                self.flush();
+                self.handle_itch_other(&header(), msg);
+            }
         }
     }
 
@@ -949,6 +944,8 @@ impl BookService {
     /// stamped: counted in the books and forwarded on every output, as [`handle`](Self::handle)
     /// does with its envelope.
     pub fn handle_gap(&mut self, header: &HeaderFields, fields: &fb::GapNoticeFields) {
+        // After the order messages before it.
+        self.flush();
         self.stats.received += 1;
         self.last_seq = header.seq;
         if !self.share.hears(instrument_of(header)) {
@@ -961,12 +958,13 @@ impl BookService {
     /// The end of the session the feed handler published on its stream, with the header it
     /// stamped: forwarded on every output, as [`handle`](Self::handle) does with its envelope.
     pub fn handle_end_of_session(&mut self, header: &HeaderFields) {
+        self.flush();
         self.stats.received += 1;
         self.last_seq = header.seq;
         self.end_of_session(header);
     }
 
-    /// [`handle_itch`](Self::handle_itch) for a message that is not an order message:
+    /// [`accept_itch`](Self::accept_itch) for a message that is not an order message:
     /// forwards what the outputs carry and applies `P` trades, as
     /// [`handle_other`](Self::handle_other) does for the envelopes of those messages, with
     /// the fields the normalizer would put in them. Out of line, as that one is.
@@ -1035,25 +1033,31 @@ impl BookService {
         }
         match order {
             Some((ev, match_number)) => {
-                let builder = self.books.builder();
-                builder.prefetch(&ev);
-                if let Some(soon) = self.pending.soon() {
-                    builder.prefetch_levels(&soon.ev);
-                }
-                let input = OrderInput {
+                self.defer(OrderInput {
                     header,
                     ev,
                     match_number,
-                };
-                if let Some(oldest) = self.pending.push(input) {
-                    self.apply(&oldest);
-                }
+                });
                 Handled::Continue
             }
             None => {
                 self.flush();
                 self.handle_other(&header, event, env)
             }
+        }
+    }
+
+    /// Asks for what `input` will touch and holds it back; applies the order message held
+    /// [`APPLY_BEHIND`] order messages ago, if any.
+    #[inline(always)]
+    fn defer(&mut self, input: OrderInput) {
+        let builder = self.books.builder();
+        builder.prefetch(&input.ev);
+        if let Some(soon) = self.pending.soon() {
+            builder.prefetch_levels(&soon.ev);
+        }
+        if let Some(oldest) = self.pending.push(input) {
+            self.apply(&oldest);
         }
     }
 
@@ -1547,7 +1551,7 @@ impl BookService {
 
     /// The first message an output refused for good (larger than its `max_msg_len`) since the
     /// last call, as [`poll`](Self::poll) reports it: for callers of [`handle`](Self::handle)
-    /// and [`handle_itch`](Self::handle_itch), which go on publishing the rest.
+    /// and [`accept_itch`](Self::accept_itch), which go on publishing the rest.
     pub fn take_output_error(&mut self) -> Result<(), BookServiceError> {
         match self.out.failed.take() {
             Some((stream, source)) => Err(BookServiceError::Publish { stream, source }),
@@ -2657,8 +2661,7 @@ mod tests {
                 from_decoded.handle_gap(&gap_header, &gap);
             }
             from_envelopes.handle(&norm.normalize(&m, seq, 1_000 + seq).envelope());
-            from_decoded.prefetch_itch(&m);
-            from_decoded.handle_itch(seq, 1_000 + seq, flags, &m);
+            from_decoded.accept_itch(seq, 1_000 + seq, flags, &m);
         }
         let end = enc.end_of_session(&end_header, &fb::EndOfSessionFields);
         assert_eq!(

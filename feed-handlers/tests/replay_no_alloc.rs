@@ -205,8 +205,7 @@ fn the_book_service_fed_decoded_messages_allocates_nothing() {
     let (n, ()) = allocations_during(|| {
         for (i, m) in messages.iter().enumerate() {
             let seq = i as u64 + 1;
-            svc.prefetch_itch(m);
-            svc.handle_itch(seq, 1_000 + seq, flags, m);
+            svc.accept_itch(seq, 1_000 + seq, flags, m);
         }
         let header = mdbus_bus::schema::HeaderFields {
             seq: 10_001,

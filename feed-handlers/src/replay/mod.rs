@@ -839,10 +839,6 @@ impl Stamps {
 /// What a replay needs of a venue beyond the [`Venue`] seam: its published messages into
 /// the end-of-replay books.
 trait ReplayVenue: Venue {
-    /// Before `msg` is published: starts loading what the book service fed on this thread
-    /// will touch applying it, if there is one (see [`BookService::prefetch_itch`]).
-    fn prefetch_book(core: &Core, msg: &Self::Message<'_>);
-
     /// Counts a published `msg`, source message `seq` stamped `recv_ts_ns`, in the replay's
     /// books and applies it, when they are kept; hands it to the book service fed on this
     /// thread, if there is one.
@@ -856,13 +852,6 @@ trait ReplayVenue: Venue {
 }
 
 impl ReplayVenue for Nasdaq {
-    #[inline(always)]
-    fn prefetch_book(core: &Core, msg: &Message<'_>) {
-        if let Some(service) = &core.service {
-            service.prefetch_itch(msg);
-        }
-    }
-
     #[inline]
     fn observe_book(
         core: &mut Core,
@@ -878,15 +867,12 @@ impl ReplayVenue for Nasdaq {
             );
         }
         if let Some(service) = &mut core.service {
-            service.handle_itch(seq, recv_ts_ns, venue.flags(), msg);
+            service.accept_itch(seq, recv_ts_ns, venue.flags(), msg);
         }
     }
 }
 
 impl ReplayVenue for Iex {
-    #[inline(always)]
-    fn prefetch_book(_: &Core, _: &Self::Message<'_>) {}
-
     #[inline]
     fn observe_book(core: &mut Core, venue: &mut Self, _: u64, _: u64, msg: &Self::Message<'_>) {
         if let Some(books) = &mut core.iex_book {
@@ -951,7 +937,15 @@ impl<V: ReplayVenue> SourceOut<V> {
             }
             Verdict::Publish => {
                 let (idle, hand_off) = self.pipeline.wait_parts();
-                core.pacer.wait_doing(pace_ts, idle, hand_off);
+                let service = &mut core.service;
+                core.pacer.wait_doing(pace_ts, idle, || {
+                    // The book service's pending order messages go out before the wait.
+                    if let Some(s) = service {
+                        s.flush();
+                        s.hand_off();
+                    }
+                    hand_off();
+                });
                 if core.pacer.interrupted() {
                     core.interrupt();
                     return Ok(());
@@ -960,7 +954,6 @@ impl<V: ReplayVenue> SourceOut<V> {
             Verdict::PublishUnpaced => {}
         }
         let recv = core.recv_ts(capture_ts, self.pipeline.pauses());
-        V::prefetch_book(core, &msg);
         self.retry(seq, |p| p.on_decoded(seq, &msg, recv))?;
         core.report.published += 1;
         V::observe_book(core, self.pipeline.venue_mut(), seq, recv, &msg);
@@ -1420,9 +1413,11 @@ impl Replayer {
 
     /// Builds books on the replay's own thread and publishes what they change: each message
     /// the replay publishes, and each of its gap notices and its end of session, is handed to
-    /// `service` decoded ([`BookService::handle_itch`]) once published, so that the service
+    /// `service` decoded ([`BookService::accept_itch`]) once published, so that the service
     /// publishes on its streams what it would publish reading the replay's stream, with no
-    /// thread of its own and no envelope read back. Nasdaq ITCH sources only (an ITCH file,
+    /// thread of its own and no envelope read back. Order messages are applied a few order
+    /// messages late, so that their cache misses overlap the work between; a paced replay
+    /// applies the pending ones before it waits. Nasdaq ITCH sources only (an ITCH file,
     /// MoldUDP64 in pcap or pcapng): an IEX capture or a recording is refused.
     /// [`run_with_book_service`](Self::run_with_book_service) hands the service back.
     pub fn with_book_service(mut self, service: BookService) -> Result<Replayer, ReplayError> {

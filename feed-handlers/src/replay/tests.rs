@@ -985,3 +985,80 @@ fn a_replay_publishes_its_report_as_counters() {
         );
     }
 }
+
+/// A paced replay that builds books on its own thread applies every order message it has
+/// published before it waits for the next one: book updates are never held back across a
+/// wait. The idle work, which runs in the waits on the replay's thread, checks that the book
+/// stream already carries the last order message the feed stream does.
+#[test]
+fn a_paced_replay_publishes_its_books_before_each_wait() {
+    use crate::bookstream::{BookService, BookServiceConfig, Share, book_stream_name};
+    let mut msgs = vec![stock_directory(1, *b"AAPL    ", 0)];
+    // Each add is a new best bid: one Bbo on the book stream per message.
+    msgs.extend((1..=12u64).map(|i| add(1, i, i * 1_000)));
+    let source = leak(itch_file(&msgs));
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::with_root(dir.path()).unwrap();
+    let config = BookServiceConfig {
+        book: BookConfig {
+            max_orders: 64,
+            max_instruments: 4,
+            levels_per_side_hint: 16,
+        },
+        output: replay_ring(),
+        publish_levels: false,
+        share: Share::ALL,
+    };
+    let svc = BookService::new(&bus, "feed", &config).unwrap();
+    let options = ReplayOptions {
+        speed: Speed::Rate(200),
+        ..ReplayOptions::default()
+    };
+    let (r, mut feed) = open_with_reader(&source, &bus, &replay_ring(), options);
+    let mut book = bus
+        .subscriber(&book_stream_name("feed"), &SubscribeOptions::default())
+        .unwrap();
+    // (waits that saw an order message, the lags seen: feed seq - latest book seq)
+    let seen = Arc::new(std::sync::Mutex::new((0u32, Vec::new())));
+    let work = {
+        let seen = Arc::clone(&seen);
+        let (mut last_order, mut last_book) = (0u64, 0u64);
+        Box::new(move || {
+            let mut ended = false;
+            while let Ok(true) = feed.poll_event(|e| {
+                let env = e.envelope();
+                match env.event_type() {
+                    fb::Event::AddOrder => last_order = env.header().seq(),
+                    fb::Event::EndOfSession => ended = true,
+                    _ => {}
+                }
+            }) {}
+            while let Ok(true) = book.poll_event(|e| {
+                let env = e.envelope();
+                if env.event_type() == fb::Event::Bbo {
+                    last_book = env.header().seq();
+                }
+            }) {}
+            if last_order != 0 && !ended {
+                let mut s = seen.lock().unwrap();
+                s.0 += 1;
+                s.1.push(last_order - last_book);
+            }
+            !ended
+        }) as IdleWork
+    };
+    let (report, svc) = r
+        .with_idle_work(work)
+        .with_book_service(svc)
+        .unwrap()
+        .run_with_book_service(&mut |_| {})
+        .unwrap();
+    assert_eq!(report.published, 13);
+    assert_eq!(svc.unwrap().stats().bbos_published, 12);
+    let (waits, lags) = std::mem::take(&mut *seen.lock().unwrap());
+    assert!(waits >= 1, "the replay waited after an order message");
+    assert!(
+        lags.iter().all(|&l| l == 0),
+        "book updates held back across a wait (feed seq - book seq): {lags:?}"
+    );
+}
