@@ -22,11 +22,13 @@
 //!   either side: the most any two-thread pipeline can carry between those cpus;
 //! * `mdbus-feed`: the feed handler alone: capture reader, decode, normalize, publish into a
 //!   ring nobody reads (one thread);
-//! * `mdbus-feed+book`: decode, normalize and the book service in one thread (its BBO, level
-//!   and trade envelopes published into rings nobody reads; order messages applied
-//!   [`APPLY_BEHIND`](mdbus_feed_handlers::bookstream::APPLY_BEHIND) order messages after they
-//!   are read, as the book service's own loop does): the pipeline's work without its
-//!   hand-offs between threads;
+//! * `mdbus-feed+book`: a feed handler that keeps the books on its own thread, as
+//!   `Replayer::with_book_service` runs it: decode, normalize (the envelope the feed
+//!   would publish), and the book service fed the decoded message
+//!   ([`BookService::accept_itch`]: order messages applied
+//!   [`APPLY_BEHIND`](mdbus_feed_handlers::bookstream::APPLY_BEHIND) order messages late), its
+//!   BBO, level and trade envelopes published into rings nobody reads: the pipeline's work
+//!   without its hand-offs between threads;
 //! * `mdbus-decode+book`: the book built on the decoding thread from decoded fields: decode,
 //!   [`OrderEvent::from_itch`], [`BookBuilder::apply`], one thread, no envelopes (its updates
 //!   folded into a checksum): what an application that wants books in its own process, and
@@ -714,6 +716,8 @@ impl RateCtx<'_> {
             Rate::FeedBook => {
                 // Decode, normalize and the book service in one thread: the pipeline's work
                 // without its hand-offs (the book service publishes into rings nobody reads).
+                // The service takes the decoded message, as a feed handler with the books
+                // on its thread hands it over: the envelope is encoded, not read back.
                 let dir = temp_dir()?;
                 let bus = mdbus_bus::Bus::with_root(dir.path()).map_err(|e| internal_err(&e))?;
                 let rss_before = rss_bytes();
@@ -728,15 +732,15 @@ impl RateCtx<'_> {
                 };
                 let mut svc =
                     BookService::new(&bus, "solo", &config).map_err(|e| internal_err(&e))?;
-                // Order messages are applied `APPLY_BEHIND` order messages after they are
-                // read, as the book service's own loop does (`BookService::accept`).
                 let mut norm = Normalizer::new();
                 let mut seq = 0u64;
+                let flags = norm.flags();
                 let mut pass = |bytes: &[u8]| {
                     for (_, m) in Stream::new(bytes) {
                         let Ok(m) = m else { continue };
                         seq += 1;
-                        svc.accept(&norm.normalize(&m, seq, 0).envelope());
+                        black_box(norm.normalize(&m, seq, 0).as_bytes().len());
+                        svc.accept_itch(seq, 0, flags, &m);
                     }
                     svc.flush();
                 };
