@@ -274,26 +274,68 @@ const LEVELS_AHEAD: usize = 4;
 
 /// The order messages read and not yet applied, in a ring of [`APPLY_BEHIND`] slots: the
 /// slot a message is read into is the one the message read `APPLY_BEHIND` before it leaves.
-#[derive(Debug, Default)]
+///
+/// A message is written into its slot where it is read ([`fill`](Self::fill)), and the
+/// oldest is copied out of its slot once, as a plain `OrderInput`: moved about as an
+/// `Option`, or built apart and copied in at once, their narrow fields were read back in
+/// wide loads before the stores had landed, which stalled every message until they did.
+#[derive(Debug)]
 struct Pending {
-    slots: [Option<OrderInput>; APPLY_BEHIND],
+    slots: [OrderInput; APPLY_BEHIND],
+    /// Which slots hold a message not applied yet.
+    full: [bool; APPLY_BEHIND],
     /// The slot the next message goes into (which holds the oldest).
     at: usize,
 }
 
+impl Default for Pending {
+    fn default() -> Self {
+        let empty = OrderInput {
+            header: HeaderFields::default(),
+            ev: OrderEvent::Delete {
+                locate: 0,
+                order_ref: 0,
+            },
+            match_number: 0,
+        };
+        Self {
+            slots: [empty; APPLY_BEHIND],
+            full: [false; APPLY_BEHIND],
+            at: 0,
+        }
+    }
+}
+
 impl Pending {
-    /// Puts `input` in; returns the message read `APPLY_BEHIND` messages before it, if any.
+    /// Takes the slot the next message goes into: the one that holds the message read
+    /// `APPLY_BEHIND` messages before, if any ([`held`](Self::held)), which must be taken
+    /// out before [`fill`](Self::fill) writes over it.
     #[inline(always)]
-    fn push(&mut self, input: OrderInput) -> Option<OrderInput> {
+    fn advance(&mut self) -> usize {
         let at = self.at;
         self.at = (at + 1) % APPLY_BEHIND;
-        self.slots[at].replace(input)
+        at
     }
 
-    /// The message [`push`](Self::push) returns `LEVELS_AHEAD` pushes from now, if any.
+    /// The message slot `at` holds, if any.
+    #[inline(always)]
+    fn held(&self, at: usize) -> Option<&OrderInput> {
+        self.full[at].then(|| &self.slots[at])
+    }
+
+    /// Writes a message into slot `at` with `write`.
+    #[inline(always)]
+    fn fill(&mut self, at: usize, write: impl FnOnce(&mut OrderInput)) {
+        write(&mut self.slots[at]);
+        self.full[at] = true;
+    }
+
+    /// The message held in the slot [`advance`](Self::advance) returns `LEVELS_AHEAD` calls
+    /// from now, if any.
     #[inline(always)]
     fn soon(&self) -> Option<&OrderInput> {
-        self.slots[(self.at + LEVELS_AHEAD - 1) % APPLY_BEHIND].as_ref()
+        let i = (self.at + LEVELS_AHEAD - 1) % APPLY_BEHIND;
+        self.full[i].then(|| &self.slots[i])
     }
 
     /// Takes the oldest message out; `None` when none is left.
@@ -302,8 +344,8 @@ impl Pending {
         for _ in 0..APPLY_BEHIND {
             let at = self.at;
             self.at = (at + 1) % APPLY_BEHIND;
-            if let Some(input) = self.slots[at].take() {
-                return Some(input);
+            if std::mem::take(&mut self.full[at]) {
+                return Some(self.slots[at]);
             }
         }
         None
@@ -907,9 +949,7 @@ impl BookService {
         msg: &Message<'_>,
     ) {
         let locate = msg.stock_locate();
-        // The header the normalizer stamps on the message's envelope, written straight into
-        // the order input: built apart and copied in, its narrow fields were read back wider
-        // than they were written, which stalls the load until the stores land.
+        // The header the normalizer stamps on the message's envelope.
         let header = || HeaderFields {
             seq,
             exchange_ts_ns: msg.timestamp(),
@@ -928,10 +968,11 @@ impl BookService {
         }
         self.books.count_source(msg.msg_type());
         match itch_order(msg) {
-            Some((ev, match_number)) => self.defer(OrderInput {
-                header: header(),
-                ev,
-                match_number,
+            // Written field by field into its pending slot (see `Pending`).
+            Some((ev, match_number)) => self.defer(&ev, |slot| {
+                slot.header = header();
+                slot.ev = ev;
+                slot.match_number = match_number;
             }),
             None => {
                 self.flush();
@@ -1033,10 +1074,10 @@ impl BookService {
         }
         match order {
             Some((ev, match_number)) => {
-                self.defer(OrderInput {
-                    header,
-                    ev,
-                    match_number,
+                self.defer(&ev, |slot| {
+                    slot.header = header;
+                    slot.ev = ev;
+                    slot.match_number = match_number;
                 });
                 Handled::Continue
             }
@@ -1047,18 +1088,21 @@ impl BookService {
         }
     }
 
-    /// Asks for what `input` will touch and holds it back; applies the order message held
-    /// [`APPLY_BEHIND`] order messages ago, if any.
+    /// Asks for what order event `ev` will touch and holds its message back (`write` writes
+    /// it into its pending slot); applies the order message held [`APPLY_BEHIND`] order
+    /// messages ago, if any.
     #[inline(always)]
-    fn defer(&mut self, input: OrderInput) {
+    fn defer(&mut self, ev: &OrderEvent, write: impl FnOnce(&mut OrderInput)) {
         let builder = self.books.builder();
-        builder.prefetch(&input.ev);
+        builder.prefetch(ev);
         if let Some(soon) = self.pending.soon() {
             builder.prefetch_levels(&soon.ev);
         }
-        if let Some(oldest) = self.pending.push(input) {
+        let at = self.pending.advance();
+        if let Some(&oldest) = self.pending.held(at) {
             self.apply(&oldest);
         }
+        self.pending.fill(at, write);
     }
 
     /// Applies the order messages [`accept`](Self::accept) left pending, oldest first, and
@@ -2591,10 +2635,12 @@ mod tests {
             let soon = p.soon().map(|i| i.header.seq);
             let expected = (seq + ahead - 1).checked_sub(behind).filter(|&s| s >= 1);
             assert_eq!(soon, expected, "before pushing {seq}");
-            if let Some(left) = p.push(input(seq)) {
+            let at = p.advance();
+            if let Some(left) = p.held(at) {
                 assert_eq!(left.header.seq, seq - behind);
                 out.push(left.header.seq);
             }
+            p.fill(at, |s| *s = input(seq));
         }
         // A flush: everything pending leaves, oldest first; then the window starts over.
         while let Some(left) = p.pop() {
@@ -2602,7 +2648,9 @@ mod tests {
         }
         assert!(p.soon().is_none());
         for seq in 41..=45u64 {
-            assert!(p.push(input(seq)).is_none());
+            let at = p.advance();
+            assert!(p.held(at).is_none());
+            p.fill(at, |s| *s = input(seq));
         }
         while let Some(left) = p.pop() {
             out.push(left.header.seq);
