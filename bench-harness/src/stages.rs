@@ -536,19 +536,13 @@ enum Either<B, S, O> {
 /// instruments whose id modulo 64 is below it (the other thread takes the rest). The default,
 /// 40 (five eighths), measured fastest on a two-cpu host on a synthetic day (BENCHMARKS.md):
 /// the feed handler's own work costs its thread less than reading the feed back and running
-/// the strategy cost the other. A strategy that records no latency per event
-/// ([`StrategyOutputs::latency`]) leaves its thread room for more books:
-/// [`THROUGHPUT`](Self::THROUGHPUT).
+/// the strategy cost the other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct FeedShare(u32);
 
 impl FeedShare {
     /// Five eighths of the instruments to the feed handler's thread.
     pub const DEFAULT: FeedShare = FeedShare(40);
-
-    /// Nine sixteenths to the feed handler's thread: the fastest split when the strategy
-    /// records no latency (`mdbus bench replay`'s throughput runs; BENCHMARKS.md).
-    pub const THROUGHPUT: FeedShare = FeedShare(36);
 
     /// `n` 64ths, 1 to 63.
     pub fn new(n: u32) -> Result<FeedShare, StageError> {

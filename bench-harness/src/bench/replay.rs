@@ -126,8 +126,7 @@ pub struct ReplayBenchArgs {
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub systems: Vec<String>,
     /// The feed handler's share of the instruments in the `mdbus-pipeline-split-books` row,
-    /// in 64ths (see `mdbus demo --feed-share`) [default: 36: in the throughput runs the
-    /// strategy records no latency, and its thread takes more books than in the demo's 40].
+    /// in 64ths (see `mdbus demo --feed-share`) [default: 40, as in the demo].
     #[arg(long)]
     pub feed_share: Option<u32>,
     /// Cpus for the feed handler, book builder and strategy (see `mdbus demo --cpus`; wins
@@ -1028,7 +1027,7 @@ pub fn measure(
     };
     let feed_share = match args.feed_share {
         Some(n) => FeedShare::new(n).map_err(|e| BenchError::BadArg(e.to_string()))?,
-        None => FeedShare::THROUGHPUT,
+        None => FeedShare::DEFAULT,
     };
     let mut systems = chosen_systems(&args.systems)?;
     let itch_book_named = args.systems.iter().any(|s| s == ITCH_BOOK);
