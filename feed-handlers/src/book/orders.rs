@@ -34,9 +34,13 @@
 //!   large spreads the live orders over 8 times the cache lines and pages.
 //! * The next step's slots are allocated and written on a housekeeping thread (off the hot
 //!   thread's cpu, see [`mdbus_tuning::spawn_housekeeping`]) once the table is 3/4 full, so
-//!   that growing only moves the live orders (and waits for the rest of the writing, if any):
-//!   writing fresh memory costs far more than the move (some 15 ms per 100 MiB on bare metal,
-//!   up to 100 times that on a virtual machine whose host reclaims freed guest memory).
+//!   that growing only moves the live orders: writing fresh memory costs far more than the
+//!   move (some 15 ms per 100 MiB on bare metal, up to 100 times that on a virtual machine
+//!   whose host reclaims freed guest memory). While that writing goes on, a full table takes
+//!   more orders past its bound load, up to the next step's capacity (its probes lengthen
+//!   for a while), and looks again every [`STRETCH_CHECK`] orders: on the synthetic day the
+//!   hot thread had waited up to 0.74 s for the new slots at the growth, a stall in the middle
+//!   of the session. Only at the next step's capacity does it wait for them.
 //!   Started earlier, at half full, the next step was made on the synthetic day for a growth
 //!   that never came (peak 1.08 M live orders, the step after 1.5 Mi made from 768 Ki),
 //!   holding 144 MiB more.
@@ -79,6 +83,10 @@ const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 /// References per block: consecutive references share a block of slots.
 const BLOCK_BITS: u32 = 6;
 const BLOCK: usize = 1 << BLOCK_BITS;
+
+/// While the next step's slots are being made, a table full at its bound load looks again
+/// whether they are ready every this many orders past it (see the module docs).
+pub(crate) const STRETCH_CHECK: usize = 1024;
 
 /// Orders a table holds from the start: a maximum up to this is allocated whole at
 /// construction; a larger one is reached in doubling steps (see the module docs).
@@ -185,6 +193,14 @@ impl OrderTable {
     #[cfg(test)]
     pub(crate) fn preparing(&self) -> bool {
         self.next.is_some()
+    }
+
+    /// Waits until the next step's slots, if they are being made, are ready.
+    #[cfg(test)]
+    pub(crate) fn wait_prepared(&self) {
+        while self.next.as_ref().is_some_and(|(_, t)| !t.is_finished()) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// `n` empty slots: those prepared, when they are that many, else new ones.
@@ -297,7 +313,7 @@ impl OrderTable {
     pub(crate) fn insert(&mut self, order: Order) -> Insert {
         debug_assert!(order.shares != 0);
         if self.len >= self.watch {
-            if self.len == self.cap {
+            if self.len >= self.cap {
                 return self.insert_when_full(order);
             }
             self.prepare_next();
@@ -324,14 +340,22 @@ impl OrderTable {
         Insert::Inserted
     }
 
-    /// [`insert`](Self::insert) when the table is full: a duplicate is still a duplicate;
-    /// otherwise the table grows, or the order is refused at the maximum. Out of line: the
-    /// hot path only tests for it.
+    /// [`insert`](Self::insert) when the table is full at its bound load: a duplicate is still
+    /// a duplicate; while the next step's slots are still being made the order goes in past
+    /// the bound, up to the next step's capacity (see the module docs); otherwise the table
+    /// grows, or the order is refused at the maximum. Out of line: the hot path only tests
+    /// for it.
     #[cold]
     #[inline(never)]
     fn insert_when_full(&mut self, order: Order) -> Insert {
         if self.find(order.order_ref).is_some() {
             return Insert::Duplicate;
+        }
+        let limit = self.next_cap();
+        let making = self.next.as_ref().is_some_and(|(_, t)| !t.is_finished());
+        if making && self.len < limit {
+            self.watch = (self.len + STRETCH_CHECK).min(limit);
+            return self.place(order);
         }
         if !self.grow() {
             return Insert::Full;
@@ -524,7 +548,8 @@ mod tests {
         for r in three_quarters as u64 + 1..PREALLOCATED_ORDERS as u64 {
             assert_eq!(t.insert(order(r, 1)), Insert::Inserted);
         }
-        // Full: the next insert grows into the prepared slots, every order kept.
+        // Full, the next step made: the next insert grows into it, every order kept.
+        t.wait_prepared();
         assert_eq!(t.insert(order(u64::MAX, 1)), Insert::Grew);
         assert!(!t.preparing());
         assert_eq!(t.capacity(), PREALLOCATED_ORDERS * 3 / 2);
@@ -540,6 +565,56 @@ mod tests {
             t.insert(order(r + (1 << 40), 1));
         }
         assert!(!t.preparing());
+    }
+
+    #[test]
+    fn a_full_table_takes_orders_past_its_bound_while_the_next_step_is_made() {
+        let (cap, next_cap) = (64, 96);
+        let n = OrderTable::slots_for(next_cap);
+        // The next step's slots, made when `release` says so.
+        let (release, made) = std::sync::mpsc::channel::<()>();
+        let maker = std::thread::spawn(move || {
+            let _ = made.recv();
+            empty_slots(n)
+        });
+        let mut t = OrderTable {
+            slots: empty_slots(OrderTable::slots_for(cap)).expect("alloc"),
+            len: 0,
+            cap,
+            max: 1_000,
+            watch: cap,
+            next: Some((n, maker)),
+        };
+        for r in 1..=cap as u64 {
+            assert_eq!(t.insert(order(r, 1)), Insert::Inserted);
+        }
+        // A table that waits for the next step is released after a while, and fails below
+        // instead of hanging.
+        let late = release.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            let _ = late.send(());
+        });
+        // Full at its bound load, the next step not made: the orders go in past the bound.
+        for r in cap as u64 + 1..=next_cap as u64 {
+            assert_eq!(
+                t.insert(order(r, 1)),
+                Insert::Inserted,
+                "order {r} waited for the next step"
+            );
+        }
+        assert_eq!((t.capacity(), t.len()), (cap, next_cap));
+        assert!(t.preparing());
+        // At the next step's capacity it waits for the step, and grows.
+        let _ = release.send(());
+        assert_eq!(t.insert(order(1_000, 1)), Insert::Grew);
+        assert_eq!((t.capacity(), t.len()), (next_cap, next_cap + 1));
+        for r in (1..=next_cap as u64).chain([1_000]) {
+            assert_eq!(t.get(r).map(|o| o.order_ref), Some(r));
+        }
+        // Removals work on a table past its bound as on any other.
+        t.remove_at(t.find(70).expect("live"));
+        assert!(t.get(70).is_none() && t.get(71).is_some());
     }
 
     #[test]
