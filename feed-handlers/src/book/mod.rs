@@ -52,8 +52,9 @@
 //! event allocates afterwards, with two documented exceptions, each counted and neither per
 //! message:
 //! * the order table is made for at most [`PREALLOCATED_ORDERS`] (1 Mi) orders; a larger
-//!   `max_orders` is reached in steps, the table growing by half when full (one allocation and
-//!   a rehash of the live orders each time, counted in `order_table_growths`), so that memory
+//!   `max_orders` is reached in steps, the table growing by half when full (one allocation,
+//!   written on a housekeeping thread while the table goes on, and a rehash of the live
+//!   orders each time, counted in `order_table_growths`), so that memory
 //!   follows the orders a session keeps live rather than the maximum configured. Call
 //!   [`BookBuilder::reserve_orders`] to take those steps at once, off the hot path;
 //! * a side of a book that outgrows `levels_per_side_hint` levels grows its `Vec` (counted in

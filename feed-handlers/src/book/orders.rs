@@ -38,9 +38,10 @@
 //!   move (some 15 ms per 100 MiB on bare metal, up to 100 times that on a virtual machine
 //!   whose host reclaims freed guest memory). While that writing goes on, a full table takes
 //!   more orders past its bound load, up to the next step's capacity (its probes lengthen
-//!   for a while), and looks again every [`STRETCH_CHECK`] orders: on the synthetic day the
-//!   hot thread had waited up to 0.74 s for the new slots at the growth, a stall in the middle
-//!   of the session. Only at the next step's capacity does it wait for them.
+//!   for a while), and grows at the first insert that finds the step made, even if the
+//!   table is back under its bound by then (so that it does not hold both tables): on the
+//!   synthetic day the hot thread had waited up to 0.74 s for the new slots at the growth, a
+//!   stall in the middle of the session. Only at the next step's capacity does it wait.
 //!   Started earlier, at half full, the next step was made on the synthetic day for a growth
 //!   that never came (peak 1.08 M live orders, the step after 1.5 Mi made from 768 Ki),
 //!   holding 144 MiB more.
@@ -84,10 +85,6 @@ const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 const BLOCK_BITS: u32 = 6;
 const BLOCK: usize = 1 << BLOCK_BITS;
 
-/// While the next step's slots are being made, a table full at its bound load looks again
-/// whether they are ready every this many orders past it (see the module docs).
-pub(crate) const STRETCH_CHECK: usize = 1024;
-
 /// Orders a table holds from the start: a maximum up to this is allocated whole at
 /// construction; a larger one is reached in doubling steps (see the module docs).
 pub const PREALLOCATED_ORDERS: usize = 1 << 20;
@@ -118,10 +115,13 @@ pub(crate) struct OrderTable {
     /// Orders the table may grow to hold.
     max: usize,
     /// `len` at which [`insert`](Self::insert) leaves its fast path: `cap`, or earlier, to start
-    /// preparing the next step's slots.
+    /// preparing the next step's slots; 0 while `overdue`.
     watch: usize,
     /// The next step's slots (their number, and the thread making them).
     next: Option<(usize, Making)>,
+    /// The table went past its bound load while its next step was being made: it grows at
+    /// the first insert that finds the step made (every insert looks).
+    overdue: bool,
 }
 
 impl OrderTable {
@@ -144,6 +144,7 @@ impl OrderTable {
             max,
             watch: watch_for(cap, max),
             next: None,
+            overdue: false,
         })
     }
 
@@ -222,6 +223,7 @@ impl OrderTable {
         let old = std::mem::replace(&mut self.slots, slots);
         self.cap = cap;
         self.watch = watch_for(cap, self.max);
+        self.overdue = false;
         for o in old.iter().filter(|o| o.shares != 0) {
             let mut i = self.home(o.order_ref);
             while self.slots[i].shares != 0 {
@@ -313,7 +315,7 @@ impl OrderTable {
     pub(crate) fn insert(&mut self, order: Order) -> Insert {
         debug_assert!(order.shares != 0);
         if self.len >= self.watch {
-            if self.len >= self.cap {
+            if self.len >= self.cap || self.overdue {
                 return self.insert_when_full(order);
             }
             self.prepare_next();
@@ -340,28 +342,32 @@ impl OrderTable {
         Insert::Inserted
     }
 
-    /// [`insert`](Self::insert) when the table is full at its bound load: a duplicate is still
-    /// a duplicate; while the next step's slots are still being made the order goes in past
-    /// the bound, up to the next step's capacity (see the module docs); otherwise the table
-    /// grows, or the order is refused at the maximum. Out of line: the hot path only tests
-    /// for it.
+    /// [`insert`](Self::insert) when the table is full at its bound load, or `overdue`: while
+    /// the next step's slots are still being made the order goes in past the bound, up to
+    /// the next step's capacity (see the module docs); otherwise the table grows (a duplicate
+    /// of a full table is still a duplicate), or a full one refuses the order at the maximum.
+    /// Out of line: the hot path only tests for it.
     #[cold]
     #[inline(never)]
     fn insert_when_full(&mut self, order: Order) -> Insert {
-        if self.find(order.order_ref).is_some() {
-            return Insert::Duplicate;
-        }
-        let limit = self.next_cap();
         let making = self.next.as_ref().is_some_and(|(_, t)| !t.is_finished());
-        if making && self.len < limit {
-            self.watch = (self.len + STRETCH_CHECK).min(limit);
+        if making && self.len < self.next_cap() {
+            self.overdue = true;
+            self.watch = 0;
             return self.place(order);
         }
-        if !self.grow() {
+        let full = self.len >= self.cap;
+        if full && self.find(order.order_ref).is_some() {
+            return Insert::Duplicate;
+        }
+        self.overdue = false;
+        self.watch = watch_for(self.cap, self.max);
+        let grew = self.grow();
+        if full && !grew {
             return Insert::Full;
         }
         match self.place(order) {
-            Insert::Inserted => Insert::Grew,
+            Insert::Inserted if grew => Insert::Grew,
             other => other,
         }
     }
@@ -567,24 +573,31 @@ mod tests {
         assert!(!t.preparing());
     }
 
-    #[test]
-    fn a_full_table_takes_orders_past_its_bound_while_the_next_step_is_made() {
-        let (cap, next_cap) = (64, 96);
-        let n = OrderTable::slots_for(next_cap);
-        // The next step's slots, made when `release` says so.
+    /// A table for `cap` orders, empty, whose next step (for half more) is made when the
+    /// sender returned is sent to (or dropped).
+    fn table_with_held_step(cap: usize) -> (OrderTable, std::sync::mpsc::Sender<()>) {
+        let n = OrderTable::slots_for(cap + cap / 2);
         let (release, made) = std::sync::mpsc::channel::<()>();
         let maker = std::thread::spawn(move || {
             let _ = made.recv();
             empty_slots(n)
         });
-        let mut t = OrderTable {
+        let t = OrderTable {
             slots: empty_slots(OrderTable::slots_for(cap)).expect("alloc"),
             len: 0,
             cap,
             max: 1_000,
             watch: cap,
             next: Some((n, maker)),
+            overdue: false,
         };
+        (t, release)
+    }
+
+    #[test]
+    fn a_full_table_takes_orders_past_its_bound_while_the_next_step_is_made() {
+        let (cap, next_cap) = (64, 96);
+        let (mut t, release) = table_with_held_step(cap);
         for r in 1..=cap as u64 {
             assert_eq!(t.insert(order(r, 1)), Insert::Inserted);
         }
@@ -595,13 +608,15 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_secs(5));
             let _ = late.send(());
         });
-        // Full at its bound load, the next step not made: the orders go in past the bound.
+        // Full at its bound load, the next step not made: the orders go in past the bound,
+        // duplicates still refused.
         for r in cap as u64 + 1..=next_cap as u64 {
             assert_eq!(
                 t.insert(order(r, 1)),
                 Insert::Inserted,
                 "order {r} waited for the next step"
             );
+            assert_eq!(t.insert(order(r, 1)), Insert::Duplicate);
         }
         assert_eq!((t.capacity(), t.len()), (cap, next_cap));
         assert!(t.preparing());
@@ -615,6 +630,34 @@ mod tests {
         // Removals work on a table past its bound as on any other.
         t.remove_at(t.find(70).expect("live"));
         assert!(t.get(70).is_none() && t.get(71).is_some());
+    }
+
+    #[test]
+    fn a_table_that_went_past_its_bound_grows_once_the_step_is_made_even_back_under_it() {
+        let cap = 64;
+        let (mut t, release) = table_with_held_step(cap);
+        for r in 1..=cap as u64 + 8 {
+            assert_eq!(t.insert(order(r, 1)), Insert::Inserted);
+        }
+        // Back under the bound while the step is still being made: no growth yet.
+        for r in 1..=16 {
+            t.remove_at(t.find(r).expect("live"));
+        }
+        assert_eq!(t.insert(order(500, 1)), Insert::Inserted);
+        assert_eq!(t.capacity(), cap);
+        // Made: the next insert grows, so that the table does not hold both sets of slots.
+        drop(release);
+        t.wait_prepared();
+        let held = t.bytes();
+        assert_eq!(t.insert(order(501, 1)), Insert::Grew);
+        assert_eq!(t.capacity(), cap + cap / 2);
+        assert!(!t.preparing() && t.bytes() < held);
+        assert_eq!(t.len(), cap + 8 - 16 + 2);
+        for r in (17..=cap as u64 + 8).chain([500, 501]) {
+            assert_eq!(t.get(r).map(|o| o.order_ref), Some(r));
+        }
+        // And back to its ordinary bounds: the next full insert at the new capacity grows.
+        assert_eq!(t.insert(order(502, 1)), Insert::Inserted);
     }
 
     #[test]
