@@ -634,9 +634,13 @@ struct RateCtx<'a> {
 /// interpreter), where the bench process's peak also holds every other row's buffers.
 #[derive(Clone, Copy, Debug, Default)]
 struct FeedBookMemory {
-    /// Resident bytes gained from before its book service was made to the end of its run
-    /// (the books as far as the session filled them, and the output rings).
+    /// Resident bytes gained from before its book service was made to the peak of its run
+    /// (the books as far as the session filled them, both sets of order table slots while
+    /// the table grows, and the output rings); to the end of its run where the peak could
+    /// not be reset (`peak` false).
     rss_growth: u64,
+    /// Whether `rss_growth` is the peak.
+    peak: bool,
     /// Bytes its book builder holds at the end ([`BookBuilder::memory_bytes`]).
     ///
     /// [`BookBuilder::memory_bytes`]: mdbus_feed_handlers::book::BookBuilder::memory_bytes
@@ -720,6 +724,9 @@ impl RateCtx<'_> {
                 let dir = temp_dir()?;
                 let bus = mdbus_bus::Bus::with_root(dir.path()).map_err(|e| internal_err(&e))?;
                 let rss_before = rss_bytes();
+                // From here the process's peak is the row's: its book service's storage,
+                // the order table's growth (the old and the new slots at once) included.
+                let peak_reset = reset_peak_rss();
                 let config = BookServiceConfig {
                     book: self.workload.books(),
                     output: StreamConfig {
@@ -758,12 +765,18 @@ impl RateCtx<'_> {
                     }
                 }
                 let secs = t.elapsed().as_secs_f64();
-                let grown = rss_bytes()
+                let after = if peak_reset {
+                    peak_rss_bytes()
+                } else {
+                    rss_bytes()
+                };
+                let grown = after
                     .zip(rss_before)
                     .map_or(0, |(after, before)| after.saturating_sub(before));
                 let last = self.feed_book.get();
                 self.feed_book.set(FeedBookMemory {
                     rss_growth: last.rss_growth.max(grown),
+                    peak: last.peak || peak_reset,
                     books: last.books.max(svc.builder().memory_bytes() as u64),
                     growths: last
                         .growths
@@ -933,6 +946,13 @@ fn temp_dir() -> Result<tempfile::TempDir, BenchError> {
 
 fn internal(e: StageError) -> BenchError {
     BenchError::Internal(e.to_string())
+}
+
+/// Sets this process's peak resident set size (`VmHWM`) to its current one, so that
+/// [`peak_rss_bytes`] then reads the peak from now on; false where that cannot be done
+/// (not Linux, or a kernel before 4.0).
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 /// Peak resident set size of this process, bytes (`VmHWM`).
@@ -1125,10 +1145,12 @@ pub fn measure(
     {
         let file = f.bytes.len() as u64;
         notes.push(format!(
-            "mdbus-feed+book: its own footprint {:.1} MiB: the file {:.1} MiB (held in memory, as itch-book maps it) + {:.1} MiB of resident memory gained while its book service was made and ran (its books hold {:.1} MiB; the order table grew {} times)",
+            "mdbus-feed+book: its own {} {:.1} MiB: the file {:.1} MiB (held in memory, as itch-book maps it) + {:.1} MiB of resident memory gained {} its book service was made and ran (its books hold {:.1} MiB at the end; the order table grew {} times)",
+            if fb.peak { "peak footprint" } else { "footprint" },
             mib(file + fb.rss_growth),
             mib(file),
             mib(fb.rss_growth),
+            if fb.peak { "at most while" } else { "while" },
             mib(fb.books),
             fb.growths
         ));
