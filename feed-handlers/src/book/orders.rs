@@ -409,6 +409,9 @@ impl OrderTable {
     pub(crate) fn clear(&mut self) {
         self.slots.fill(EMPTY);
         self.len = 0;
+        // Empty, it is no longer past its bound: a step being made is taken when it fills.
+        self.overdue = false;
+        self.watch = watch_for(self.cap, self.max);
     }
 }
 
