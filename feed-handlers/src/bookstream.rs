@@ -334,16 +334,14 @@ impl Pending {
     /// from now, if any.
     #[inline(always)]
     fn soon(&self) -> Option<&OrderInput> {
-        let i = (self.at + LEVELS_AHEAD - 1) % APPLY_BEHIND;
-        self.full[i].then(|| &self.slots[i])
+        self.held((self.at + LEVELS_AHEAD - 1) % APPLY_BEHIND)
     }
 
     /// Takes the oldest message out; `None` when none is left.
     #[inline]
     fn pop(&mut self) -> Option<OrderInput> {
         for _ in 0..APPLY_BEHIND {
-            let at = self.at;
-            self.at = (at + 1) % APPLY_BEHIND;
+            let at = self.advance();
             if std::mem::take(&mut self.full[at]) {
                 return Some(self.slots[at]);
             }

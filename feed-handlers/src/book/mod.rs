@@ -189,7 +189,7 @@ impl BookConfig {
         let per_book = self
             .levels_per_side_hint
             .saturating_mul(2 * LEVEL_BYTES)
-            .saturating_add(size_of::<Book>() + size_of::<RareStats>());
+            .saturating_add(BOOK_BYTES);
         let per_book = per_book.saturating_add(size_of::<u32>());
         orders
             .saturating_add(LOCATES * size_of::<u32>())
@@ -429,6 +429,9 @@ struct Book {
 }
 const _: () = assert!(size_of::<Book>() == 128);
 
+/// Bytes of one book and its rare counters, before its levels.
+const BOOK_BYTES: usize = size_of::<Book>() + size_of::<RareStats>();
+
 /// The counters of one book that only rare events touch (an unknown reference, a crossed or
 /// locked book), beside the books so that they do not take room in the books' cache lines.
 #[derive(Clone, Copy, Debug, Default)]
@@ -604,11 +607,7 @@ impl BookBuilder {
             + self
                 .books
                 .iter()
-                .map(|b| {
-                    size_of::<Book>()
-                        + size_of::<RareStats>()
-                        + (b.bids.capacity() + b.asks.capacity()) * LEVEL_BYTES
-                })
+                .map(|b| BOOK_BYTES + (b.bids.capacity() + b.asks.capacity()) * LEVEL_BYTES)
                 .sum::<usize>()
             + self.staged.capacity() * size_of::<BookUpdate>()
             + self.dirty.capacity() * size_of::<u32>()
@@ -710,9 +709,11 @@ impl BookBuilder {
 
     /// Statistics of `locate`'s book; `None` if no event has named it.
     pub fn stats(&self, locate: u16) -> Option<BookStats> {
-        let i = self.index[usize::from(locate)];
-        let book = self.book(locate)?;
-        let rare = self.rare[i as usize];
+        let i = match self.index[usize::from(locate)] {
+            NO_BOOK => return None,
+            i => i as usize,
+        };
+        let (book, rare) = (&self.books[i], self.rare[i]);
         Some(BookStats {
             resting_orders: book.resting_orders,
             executed_shares: book.executed_shares,

@@ -196,10 +196,15 @@ impl OrderTable {
         self.next.is_some()
     }
 
+    /// Whether the next step's slots are being made and not ready yet.
+    fn making(&self) -> bool {
+        self.next.as_ref().is_some_and(|(_, t)| !t.is_finished())
+    }
+
     /// Waits until the next step's slots, if they are being made, are ready.
     #[cfg(test)]
     pub(crate) fn wait_prepared(&self) {
-        while self.next.as_ref().is_some_and(|(_, t)| !t.is_finished()) {
+        while self.making() {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
@@ -350,8 +355,7 @@ impl OrderTable {
     #[cold]
     #[inline(never)]
     fn insert_when_full(&mut self, order: Order) -> Insert {
-        let making = self.next.as_ref().is_some_and(|(_, t)| !t.is_finished());
-        if making && self.len < self.next_cap() {
+        if self.making() && self.len < self.next_cap() {
             self.overdue = true;
             self.watch = 0;
             return self.place(order);
