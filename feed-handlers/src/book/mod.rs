@@ -52,9 +52,9 @@
 //! event allocates afterwards, with two documented exceptions, each counted and neither per
 //! message:
 //! * the order table is made for at most [`PREALLOCATED_ORDERS`] (1 Mi) orders; a larger
-//!   `max_orders` is reached in steps, the table growing by half when full (one allocation,
-//!   written on a housekeeping thread while the table goes on, and a rehash of the live
-//!   orders each time, counted in `order_table_growths`), so that memory
+//!   `max_orders` is reached in steps, the table growing by half, in place, when full (the
+//!   step's memory committed on a housekeeping thread while the table goes on, and a rehash
+//!   of the live orders each time, counted in `order_table_growths`), so that memory
 //!   follows the orders a session keeps live rather than the maximum configured. Call
 //!   [`BookBuilder::reserve_orders`] to take those steps at once, off the hot path;
 //! * a side of a book that outgrows `levels_per_side_hint` levels grows its `Vec` (counted in
@@ -92,6 +92,7 @@ mod from_events;
 mod iex;
 mod levels;
 mod orders;
+mod slots;
 mod summary;
 
 #[cfg(test)]
@@ -185,7 +186,7 @@ impl BookConfig {
     }
 
     const fn bytes_with_orders(&self, orders: usize) -> usize {
-        let orders = OrderTable::slots_for(orders).saturating_mul(ORDER_SLOT_BYTES);
+        let orders = OrderTable::bytes_for(orders);
         let per_book = self
             .levels_per_side_hint
             .saturating_mul(2 * LEVEL_BYTES)
@@ -323,7 +324,7 @@ pub struct BookCounters {
     /// Times a side outgrew `levels_per_side_hint` and allocated.
     pub level_growths: u64,
     /// Times the order table grew (by half) to hold more live orders, above
-    /// [`PREALLOCATED_ORDERS`]: one allocation and a rehash each. Serialized only when not 0.
+    /// [`PREALLOCATED_ORDERS`]: a rehash each. Serialized only when not 0.
     #[serde(skip_serializing_if = "is_zero")]
     pub order_table_growths: u64,
     /// Order table and ladders disagreed (never expected; a bug if not 0).

@@ -26,30 +26,28 @@
 //!   before it grew, 10 to 11.4 M/s with this bound, and 12.2 to 12.4 M/s with a table
 //!   reserved for all 9.5 M adds (load under 1/10, at 4 times the memory). An order with 0
 //!   shares leaves the book, so `shares == 0` marks an empty slot.
-//! * Sized in steps: a table for at most [`PREALLOCATED_ORDERS`] orders is allocated whole at
-//!   construction; a larger maximum starts at that many and grows by half when full (one
-//!   allocation and a rehash of the live orders per step, counted by the caller), or earlier
-//!   and off the hot path with [`OrderTable::reserve`]. A full day's maximum (10 million) then costs memory
+//! * Sized in steps: a table for at most [`PREALLOCATED_ORDERS`] orders is committed whole at
+//!   construction; a larger maximum starts at that many and grows by half when full (a
+//!   rehash of the live orders per step, counted by the caller), or earlier and off the hot
+//!   path with [`OrderTable::reserve`]. A full day's maximum (10 million) then costs memory
 //!   for the orders a session actually keeps live, not for the maximum: a table 8 times too
 //!   large spreads the live orders over 8 times the cache lines and pages.
-//! * The next step's slots are allocated and written on a housekeeping thread (off the hot
-//!   thread's cpu, see [`mdbus_tuning::spawn_housekeeping`]) once the table is 3/4 full, so
-//!   that growing only moves the live orders: writing fresh memory costs far more than the
-//!   move (some 15 ms per 100 MiB on bare metal, up to 100 times that on a virtual machine
-//!   whose host reclaims freed guest memory). While that writing goes on, a full table takes
-//!   more orders past its bound load, up to the next step's capacity (its probes lengthen
-//!   for a while), and grows at the first insert that finds the step made, even if the
-//!   table is back under its bound by then (so that it does not hold both tables): on the
-//!   synthetic day the hot thread had waited up to 0.74 s for the new slots at the growth, a
-//!   stall in the middle of the session. Only at the next step's capacity does it wait.
-//!   Started earlier, at half full, the next step was made on the synthetic day for a growth
-//!   that never came (peak 1.08 M live orders, the step after 1.5 Mi made from 768 Ki),
-//!   holding 144 MiB more.
-//! * On Linux the slots are asked for transparent huge pages (`MADV_HUGEPAGE`) before they are
-//!   first written: with a million live orders nearly every lookup lands on another 4 KiB
-//!   page, and a 2 MiB page spares most of the page-table walks.
+//! * The slots grow in place ([`Slots`]: address space reserved for the maximum), and the
+//!   rehash moves the live orders within them, so a growth holds only the larger step's
+//!   memory, never both steps'.
+//! * The next step's memory is committed on a housekeeping thread (off the hot thread's cpu,
+//!   see [`mdbus_tuning::spawn_housekeeping`]) once the table is 3/4 full, so that growing
+//!   only moves the live orders: backing fresh memory costs far more than the move (some
+//!   15 ms per 100 MiB on bare metal, up to 100 times that on a virtual machine whose host
+//!   reclaims freed guest memory). While that goes on, a full table takes more orders past
+//!   its bound load, up to the next step's capacity (its probes lengthen for a while), and
+//!   grows at the first insert that finds the step ready, even if the table is back under
+//!   its bound by then (so that it does not hold the memory unused): on the synthetic day
+//!   the hot thread had waited up to 0.74 s for the new slots at the growth, a stall in the
+//!   middle of the session. Only at the next step's capacity does it wait.
 
 use super::Side;
+use super::slots::Slots;
 
 /// A resting order as the book keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -102,13 +100,10 @@ pub(crate) enum Insert {
     Full,
 }
 
-/// The thread making a table's next slots (`None`: the memory could not be had).
-type Making = std::thread::JoinHandle<Option<Box<[Order]>>>;
-
 /// Preallocated open-addressing map from order reference to [`Order`].
 #[derive(Debug)]
 pub(crate) struct OrderTable {
-    slots: Box<[Order]>,
+    slots: Slots,
     len: usize,
     /// Orders the slots hold now (at a load of at most 3/8).
     cap: usize,
@@ -117,14 +112,17 @@ pub(crate) struct OrderTable {
     /// `len` at which [`insert`](Self::insert) leaves its fast path: `cap`, or earlier, to start
     /// preparing the next step's slots; 0 while `overdue`.
     watch: usize,
-    /// The next step's slots (their number, and the thread making them).
-    next: Option<(usize, Making)>,
     /// The table went past its bound load while its next step was being made: it grows at
     /// the first insert that finds the step made (every insert looks).
     overdue: bool,
 }
 
 impl OrderTable {
+    /// Bytes of memory a table with room for `orders` holds (on a host with 4 KiB pages).
+    pub(crate) const fn bytes_for(orders: usize) -> usize {
+        super::slots::committed_bytes(Self::slots_for(orders))
+    }
+
     /// Slots needed to hold `max` orders at a load of at most 3/8, in whole blocks.
     pub(crate) const fn slots_for(max: usize) -> usize {
         let two = max.saturating_mul(2);
@@ -133,17 +131,20 @@ impl OrderTable {
     }
 
     /// A table for up to `max` live orders: slots for `min(max, PREALLOCATED_ORDERS)` of them
-    /// allocated and written now, the rest in steps when needed. `None` when the memory cannot
-    /// be had.
+    /// committed now, the rest in steps when needed. `None` when the memory (or the address
+    /// space for `max`) cannot be had.
     pub(crate) fn new(max: usize) -> Option<Self> {
-        let cap = max.min(PREALLOCATED_ORDERS);
+        Self::starting_at(max.min(PREALLOCATED_ORDERS), max)
+    }
+
+    /// A table for up to `max` live orders, starting with room for `cap`.
+    fn starting_at(cap: usize, max: usize) -> Option<Self> {
         Some(Self {
-            slots: empty_slots(Self::slots_for(cap))?,
+            slots: Slots::new(Self::slots_for(cap), Self::slots_for(max))?,
             len: 0,
             cap,
             max,
             watch: watch_for(cap, max),
-            next: None,
             overdue: false,
         })
     }
@@ -174,31 +175,27 @@ impl OrderTable {
         self.cap.saturating_add(self.cap.div_ceil(2)).min(self.max)
     }
 
-    /// Starts making the next step's slots on a housekeeping thread (see the module docs);
-    /// if no thread can be had, growing makes them itself.
+    /// Starts committing the next step's slots on a housekeeping thread (see the module
+    /// docs); if no thread can be had, growing commits them itself.
     #[cold]
     #[inline(never)]
     fn prepare_next(&mut self) {
         self.watch = self.cap;
-        if self.next.is_some() || self.cap >= self.max {
-            return;
-        }
-        let n = Self::slots_for(self.next_cap());
-        if let Ok(thread) = mdbus_tuning::spawn_housekeeping("mdbus-orders", move || empty_slots(n))
-        {
-            self.next = Some((n, thread));
+        if self.cap < self.max {
+            let n = Self::slots_for(self.next_cap());
+            self.slots.prepare(n, "mdbus-orders");
         }
     }
 
     /// Whether the next step's slots are being made (or are ready).
     #[cfg(test)]
     pub(crate) fn preparing(&self) -> bool {
-        self.next.is_some()
+        self.slots.prepared()
     }
 
     /// Whether the next step's slots are being made and not ready yet.
     fn making(&self) -> bool {
-        self.next.as_ref().is_some_and(|(_, t)| !t.is_finished())
+        self.slots.committing()
     }
 
     /// Waits until the next step's slots, if they are being made, are ready.
@@ -209,34 +206,52 @@ impl OrderTable {
         }
     }
 
-    /// `n` empty slots: those prepared, when they are that many, else new ones.
-    fn slots(&mut self, n: usize) -> Option<Box<[Order]>> {
-        if let Some((m, thread)) = self.next.take()
-            && m == n
-            && let Ok(Some(slots)) = thread.join()
-        {
-            return Some(slots);
-        }
-        empty_slots(n)
-    }
-
-    /// Moves every live order into a new table sized for `cap` orders.
+    /// Extends the slots to hold `cap` orders and moves every live order to its place in them.
     fn regrow(&mut self, cap: usize) -> bool {
-        let Some(slots) = self.slots(Self::slots_for(cap)) else {
+        let n = Self::slots_for(cap);
+        let mut moved = Vec::new();
+        if moved.try_reserve_exact(n.div_ceil(64)).is_err() {
             return false;
-        };
-        let old = std::mem::replace(&mut self.slots, slots);
+        }
+        moved.resize(n.div_ceil(64), 0u64);
+        let old = self.slots.len();
+        if !self.slots.grow(n) {
+            return false;
+        }
         self.cap = cap;
         self.watch = watch_for(cap, self.max);
         self.overdue = false;
-        for o in old.iter().filter(|o| o.shares != 0) {
-            let mut i = self.home(o.order_ref);
-            while self.slots[i].shares != 0 {
-                i = self.next(i);
-            }
-            self.slots[i] = *o;
-        }
+        self.rehash(old, &mut moved);
         true
+    }
+
+    /// Moves every order of the first `old` slots to where the table's present size places
+    /// it, within the slots (`moved`: one zero bit per slot).
+    ///
+    /// Each order not yet moved is picked up and placed by linear probing from its new home,
+    /// passing over orders already moved; when the probe meets an order not yet moved, the
+    /// two swap and the displaced one is placed next. A moved order never moves again, so
+    /// every slot between a moved order's home and its place holds a moved order at the end:
+    /// the probe runs are whole, as if each order had been inserted anew.
+    fn rehash(&mut self, old: usize, moved: &mut [u64]) {
+        let is_moved = |moved: &[u64], i: usize| moved[i / 64] & (1 << (i % 64)) != 0;
+        for i in 0..old {
+            if self.slots[i].shares == 0 || is_moved(moved, i) {
+                continue;
+            }
+            let mut held = std::mem::replace(&mut self.slots[i], EMPTY);
+            loop {
+                let mut j = self.home(held.order_ref);
+                while is_moved(moved, j) {
+                    j = self.next(j);
+                }
+                moved[j / 64] |= 1 << (j % 64);
+                held = std::mem::replace(&mut self.slots[j], held);
+                if held.shares == 0 {
+                    break;
+                }
+            }
+        }
     }
 
     /// Live orders.
@@ -245,10 +260,9 @@ impl OrderTable {
         self.len
     }
 
-    /// Bytes held by the slots (and by the next step's, while they are prepared).
+    /// Bytes held by the slots (with the next step's, while they are prepared).
     pub(crate) fn bytes(&self) -> usize {
-        let next = self.next.as_ref().map_or(0, |(n, _)| *n);
-        (self.slots.len() + next) * ORDER_SLOT_BYTES
+        self.slots.bytes()
     }
 
     /// Home slot: the block's place (hash of the block number scaled onto the number of
@@ -425,47 +439,6 @@ fn watch_for(cap: usize, max: usize) -> usize {
     if cap < max { cap - cap / 4 } else { cap }
 }
 
-/// `n` empty slots, allocated and written now (on Linux, asked for huge pages first); `None`
-/// when the memory cannot be had.
-fn empty_slots(n: usize) -> Option<Box<[Order]>> {
-    let mut v: Vec<Order> = Vec::new();
-    v.try_reserve_exact(n).ok()?;
-    advise_huge_pages(v.spare_capacity_mut());
-    v.resize(n, EMPTY);
-    Some(v.into_boxed_slice())
-}
-
-/// Asks Linux to back `mem` with transparent huge pages where it can (whole 2 MiB pages
-/// inside it); only advice: a refusal (no THP in this kernel, `never` in its settings)
-/// changes nothing but speed, and is ignored.
-fn advise_huge_pages<T>(mem: &mut [std::mem::MaybeUninit<T>]) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let start = mem.as_mut_ptr() as usize;
-        let end = start.saturating_add(size_of_val(mem));
-        // The whole huge pages inside the allocation: madvise wants a page-aligned start.
-        let first = start.next_multiple_of(HUGE);
-        let last = end - end % HUGE;
-        if last > first {
-            // SAFETY: `first..last` lies inside `mem`, memory this thread holds exclusively
-            // (`&mut`) and has not initialised yet. MADV_HUGEPAGE only changes how the kernel
-            // backs those pages, never their contents or mapping (they read the same bytes,
-            // here not yet written), so no Rust-visible state changes. On error it returns -1
-            // and does nothing.
-            let _ = unsafe {
-                libc::madvise(
-                    first as *mut libc::c_void,
-                    last - first,
-                    libc::MADV_HUGEPAGE,
-                )
-            };
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = mem;
-}
-
 /// Asks the CPU to bring the cache line holding `p` into all cache levels; returns at once.
 /// A no-op on targets other than x86_64.
 #[inline(always)]
@@ -555,9 +528,11 @@ mod tests {
         assert!(!t.preparing());
         assert_eq!(t.insert(order(0x1_0000_0000, 1)), Insert::Inserted);
         assert!(t.preparing(), "the next step's slots are on their way");
-        // Counted while they are made: the memory is held.
+        // Counted while they are made: the larger step's memory is held, never both steps'.
         let next = OrderTable::slots_for(PREALLOCATED_ORDERS * 3 / 2);
-        assert_eq!(t.bytes(), before + next * ORDER_SLOT_BYTES);
+        let held = t.bytes();
+        assert!(held >= next * ORDER_SLOT_BYTES && held < before + next * ORDER_SLOT_BYTES);
+        let at = t.slots.as_ptr();
         for r in three_quarters as u64 + 1..PREALLOCATED_ORDERS as u64 {
             assert_eq!(t.insert(order(r, 1)), Insert::Inserted);
         }
@@ -567,6 +542,7 @@ mod tests {
         assert!(!t.preparing());
         assert_eq!(t.capacity(), PREALLOCATED_ORDERS * 3 / 2);
         assert_eq!(t.slots.len(), next);
+        assert_eq!((t.slots.as_ptr(), t.bytes()), (at, held), "grown in place");
         assert_eq!(t.len(), PREALLOCATED_ORDERS + 1);
         for r in (1..PREALLOCATED_ORDERS as u64).step_by(997) {
             assert!(t.get(r).is_some());
@@ -585,25 +561,17 @@ mod tests {
     fn table_with_held_step(cap: usize) -> (OrderTable, std::sync::mpsc::Sender<()>) {
         let n = OrderTable::slots_for(cap + cap / 2);
         let (release, made) = std::sync::mpsc::channel::<()>();
-        let maker = std::thread::spawn(move || {
+        let mut t = OrderTable::starting_at(cap, 100_000).expect("alloc");
+        assert!(t.slots.spawn_commit(n, "mdbus-test-orders", move || {
             let _ = made.recv();
-            empty_slots(n)
-        });
-        let t = OrderTable {
-            slots: empty_slots(OrderTable::slots_for(cap)).expect("alloc"),
-            len: 0,
-            cap,
-            max: 1_000,
-            watch: cap,
-            next: Some((n, maker)),
-            overdue: false,
-        };
+        }));
+        t.watch = cap;
         (t, release)
     }
 
     #[test]
     fn a_full_table_takes_orders_past_its_bound_while_the_next_step_is_made() {
-        let (cap, next_cap) = (64, 96);
+        let (cap, next_cap) = (4_096, 6_144);
         let (mut t, release) = table_with_held_step(cap);
         for r in 1..=cap as u64 {
             assert_eq!(t.insert(order(r, 1)), Insert::Inserted);
@@ -629,9 +597,10 @@ mod tests {
         assert!(t.preparing());
         // At the next step's capacity it waits for the step, and grows.
         let _ = release.send(());
-        assert_eq!(t.insert(order(1_000, 1)), Insert::Grew);
+        let far = 1 << 40;
+        assert_eq!(t.insert(order(far, 1)), Insert::Grew);
         assert_eq!((t.capacity(), t.len()), (next_cap, next_cap + 1));
-        for r in (1..=next_cap as u64).chain([1_000]) {
+        for r in (1..=next_cap as u64).chain([far]) {
             assert_eq!(t.get(r).map(|o| o.order_ref), Some(r));
         }
         // Removals work on a table past its bound as on any other.
@@ -641,7 +610,8 @@ mod tests {
 
     #[test]
     fn a_table_that_went_past_its_bound_grows_once_the_step_is_made_even_back_under_it() {
-        let cap = 64;
+        let cap = 4_096;
+        let far = 1 << 40;
         let (mut t, release) = table_with_held_step(cap);
         for r in 1..=cap as u64 + 8 {
             assert_eq!(t.insert(order(r, 1)), Insert::Inserted);
@@ -650,21 +620,74 @@ mod tests {
         for r in 1..=16 {
             t.remove_at(t.find(r).expect("live"));
         }
-        assert_eq!(t.insert(order(500, 1)), Insert::Inserted);
+        assert_eq!(t.insert(order(far, 1)), Insert::Inserted);
         assert_eq!(t.capacity(), cap);
-        // Made: the next insert grows, so that the table does not hold both sets of slots.
+        // Made: the next insert grows into the memory the step holds anyway.
         drop(release);
         t.wait_prepared();
         let held = t.bytes();
-        assert_eq!(t.insert(order(501, 1)), Insert::Grew);
+        assert_eq!(t.insert(order(far + 1, 1)), Insert::Grew);
         assert_eq!(t.capacity(), cap + cap / 2);
-        assert!(!t.preparing() && t.bytes() < held);
+        assert!(!t.preparing() && t.bytes() == held);
         assert_eq!(t.len(), cap + 8 - 16 + 2);
-        for r in (17..=cap as u64 + 8).chain([500, 501]) {
+        for r in (17..=cap as u64 + 8).chain([far, far + 1]) {
             assert_eq!(t.get(r).map(|o| o.order_ref), Some(r));
         }
         // And back to its ordinary bounds: the next full insert at the new capacity grows.
-        assert_eq!(t.insert(order(502, 1)), Insert::Inserted);
+        assert_eq!(t.insert(order(far + 2, 1)), Insert::Inserted);
+    }
+
+    #[test]
+    fn growing_in_place_keeps_every_order_reachable() {
+        use std::collections::HashMap;
+        let mut t = OrderTable::starting_at(64, 20_000).expect("alloc");
+        let at = t.slots.as_ptr();
+        let mut m: HashMap<u64, u32> = HashMap::new();
+        let mut live: Vec<u64> = Vec::new();
+        let (mut x, mut next_ref, mut growths) = (0x9E37_79B9_u64, 1_u64, 0);
+        let check = |t: &OrderTable, m: &HashMap<u64, u32>| {
+            for (r, shares) in m {
+                assert_eq!(t.get(*r).map(|o| o.shares), Some(*shares), "order {r}");
+            }
+        };
+        for step in 0..60_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Mostly rising references (a venue's), some far apart; more adds than removals
+            // while the table fills, so that it grows several times, then fewer.
+            let add = x % 8 < if step < 40_000 { 5 } else { 3 };
+            let cap = t.capacity();
+            if add || live.is_empty() {
+                next_ref += 1 + x % 3;
+                let r = if x & (1 << 30) == 0 {
+                    next_ref
+                } else {
+                    x >> 20
+                };
+                let shares = 1 + (x % 1_000) as u32;
+                match t.insert(order(r, shares)) {
+                    Insert::Inserted | Insert::Grew if !m.contains_key(&r) => {
+                        m.insert(r, shares);
+                        live.push(r);
+                    }
+                    Insert::Duplicate if m.contains_key(&r) => {}
+                    other => panic!("insert {r}: {other:?} with {} live", m.len()),
+                }
+            } else {
+                let r = live.swap_remove((x >> 8) as usize % live.len());
+                t.remove_at(t.find(r).expect("live"));
+                m.remove(&r);
+            }
+            assert_eq!(t.len(), m.len());
+            if t.capacity() != cap {
+                growths += 1;
+                check(&t, &m);
+            }
+        }
+        check(&t, &m);
+        assert!(growths >= 4, "grew {growths} times, to {}", t.capacity());
+        assert_eq!(t.slots.as_ptr(), at, "in place");
     }
 
     #[test]
