@@ -725,7 +725,7 @@ impl RateCtx<'_> {
                 let bus = mdbus_bus::Bus::with_root(dir.path()).map_err(|e| internal_err(&e))?;
                 let rss_before = rss_bytes();
                 // From here the process's peak is the row's: its book service's storage,
-                // the order table's growth (the old and the new slots at once) included.
+                // the order table's growth included.
                 let peak_reset = reset_peak_rss();
                 let config = BookServiceConfig {
                     book: self.workload.books(),
