@@ -12,6 +12,8 @@
 //! * Fresh anonymous memory reads as zeroes, and an all-zero [`Order`] is the empty slot.
 //! * On Linux the reservation is asked for transparent huge pages: with a million live
 //!   orders nearly every lookup lands on another 4 KiB page.
+//! * In a process that locked its future memory (`mlockall(MCL_FUTURE)`), the whole
+//!   reservation counts toward `RLIMIT_MEMLOCK`, and each step is locked as it is committed.
 
 use super::orders::Order;
 use std::ptr::NonNull;
