@@ -114,6 +114,7 @@ pub use summary::{BookSummary, BookSummaryEntry, TypeCounts};
 use levels::{Ladder, Set, Touched};
 use orders::{Insert, OrderTable, prefetch_line};
 use serde::Serialize;
+use slots::NoRoom;
 
 /// Number of distinct stock locates (a `u16`).
 pub const LOCATES: usize = 1 << 16;
@@ -218,6 +219,16 @@ pub enum BookConfigError {
     #[error("book config: cannot allocate {bytes} bytes of book storage")]
     OutOfMemory {
         /// Bytes the configuration needs ([`BookConfig::memory_bytes`]).
+        bytes: usize,
+    },
+    /// The address space for the order table's largest size (for `max_orders`) could not be
+    /// reserved; it costs no memory until used, but counts toward a limit on virtual memory.
+    #[error(
+        "book config: cannot reserve {bytes} bytes of address space for max_orders (lower \
+         max_orders, or raise the process's virtual memory limit, ulimit -v)"
+    )]
+    AddressSpace {
+        /// Bytes of address space asked for.
         bytes: usize,
     },
 }
@@ -567,7 +578,12 @@ impl BookBuilder {
         let oom = BookConfigError::OutOfMemory {
             bytes: config.memory_bytes(),
         };
-        let orders = OrderTable::new(config.max_orders).ok_or(oom)?;
+        let orders = OrderTable::new(config.max_orders).map_err(|e| match e {
+            NoRoom::AddressSpace => BookConfigError::AddressSpace {
+                bytes: OrderTable::reserved_bytes(config.max_orders),
+            },
+            NoRoom::Memory => oom,
+        })?;
         let mut books = Vec::new();
         books
             .try_reserve_exact(config.max_instruments)

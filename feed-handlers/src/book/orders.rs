@@ -49,7 +49,7 @@
 //!   middle of the session. Only at the next step's capacity does it wait.
 
 use super::Side;
-use super::slots::Slots;
+use super::slots::{NoRoom, Slots};
 
 /// A resting order as the book keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -120,6 +120,11 @@ pub(crate) struct OrderTable {
 }
 
 impl OrderTable {
+    /// Bytes of address space a table for at most `max` orders reserves.
+    pub(crate) const fn reserved_bytes(max: usize) -> usize {
+        Self::slots_for(max).saturating_mul(ORDER_SLOT_BYTES)
+    }
+
     /// Bytes of memory a table with room for `orders` holds (on a host with 4 KiB pages).
     pub(crate) const fn bytes_for(orders: usize) -> usize {
         super::slots::committed_bytes(Self::slots_for(orders))
@@ -133,15 +138,14 @@ impl OrderTable {
     }
 
     /// A table for up to `max` live orders: slots for `min(max, PREALLOCATED_ORDERS)` of them
-    /// committed now, the rest in steps when needed. `None` when the memory (or the address
-    /// space for `max`) cannot be had.
-    pub(crate) fn new(max: usize) -> Option<Self> {
+    /// committed now, the rest in steps when needed; address space for `max` reserved now.
+    pub(crate) fn new(max: usize) -> Result<Self, NoRoom> {
         Self::starting_at(max.min(PREALLOCATED_ORDERS), max)
     }
 
     /// A table for up to `max` live orders, starting with room for `cap`.
-    fn starting_at(cap: usize, max: usize) -> Option<Self> {
-        Some(Self {
+    fn starting_at(cap: usize, max: usize) -> Result<Self, NoRoom> {
+        Ok(Self {
             slots: Slots::new(Self::slots_for(cap), Self::slots_for(max))?,
             len: 0,
             cap,

@@ -18,6 +18,15 @@
 use super::orders::Order;
 use std::ptr::NonNull;
 
+/// Why slots could not be had.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NoRoom {
+    /// The address space for the largest size could not be reserved.
+    AddressSpace,
+    /// The memory for the first size could not be committed.
+    Memory,
+}
+
 /// Huge page: commits of at least this much are made in whole huge pages, from an aligned start.
 const HUGE: usize = 2 << 20;
 
@@ -51,20 +60,21 @@ unsafe impl Send for Slots {}
 unsafe impl Sync for Slots {}
 
 impl Slots {
-    /// `len` empty slots, committed now, in a reservation for `max_len`; `None` when the address
-    /// space or the memory cannot be had.
-    pub(super) fn new(len: usize, max_len: usize) -> Option<Self> {
+    /// `len` empty slots, committed now, in a reservation for `max_len`.
+    pub(super) fn new(len: usize, max_len: usize) -> Result<Self, NoRoom> {
         let max_len = max_len.max(len);
         let size = size_of::<Order>();
-        let reserved = max_len.checked_mul(size)?;
         // SAFETY: sysconf has no preconditions; it returns -1 for an unknown name.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
             .ok()
-            .filter(|p| p.is_power_of_two())?;
+            .filter(|p| p.is_power_of_two())
+            .unwrap_or(4096);
+        let reserved = max_len.checked_mul(size).ok_or(NoRoom::AddressSpace)?;
         let align = if reserved >= HUGE { HUGE } else { page };
         let map_len = reserved
-            .checked_next_multiple_of(page)?
-            .checked_add(align)?;
+            .checked_next_multiple_of(page)
+            .and_then(|r| r.checked_add(align))
+            .ok_or(NoRoom::AddressSpace)?;
         // SAFETY: a fresh private anonymous mapping at an address of the kernel's choice: it
         // cannot overlap memory Rust knows about. PROT_NONE: nothing is readable until
         // committed. The result is checked for MAP_FAILED before use.
@@ -79,10 +89,11 @@ impl Slots {
             )
         };
         if map == libc::MAP_FAILED {
-            return None;
+            return Err(NoRoom::AddressSpace);
         }
         let start = (map as usize).next_multiple_of(align);
-        let base = NonNull::new(start as *mut Order)?;
+        // A successful mmap never returns address 0 for a non-fixed mapping.
+        let base = NonNull::new(start as *mut Order).ok_or(NoRoom::AddressSpace)?;
         advise_huge_pages(start, reserved);
         let mut slots = Self {
             base,
@@ -93,7 +104,11 @@ impl Slots {
             page,
             next: None,
         };
-        slots.grow(len).then_some(slots)
+        if slots.grow(len) {
+            Ok(slots)
+        } else {
+            Err(NoRoom::Memory)
+        }
     }
 
     /// Slots in use.
@@ -340,8 +355,14 @@ mod tests {
 
     #[test]
     fn a_reservation_beyond_the_address_space_is_refused() {
-        assert!(Slots::new(1, usize::MAX / size_of::<Order>()).is_none());
-        assert!(Slots::new(1, usize::MAX).is_none());
+        let no_room = Err(NoRoom::AddressSpace);
+        assert_eq!(
+            Slots::new(1, usize::MAX / size_of::<Order>()).map(|_| ()),
+            no_room
+        );
+        assert_eq!(Slots::new(1, usize::MAX).map(|_| ()), no_room);
+        // Beyond any machine's address space (2^52 bytes), though a valid size.
+        assert_eq!(Slots::new(1, 1 << 48).map(|_| ()), no_room);
     }
 
     #[test]

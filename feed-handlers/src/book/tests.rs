@@ -578,6 +578,18 @@ fn config_errors() {
         BookBuilder::new(c(usize::MAX, 1)).err(),
         Some(BookConfigError::OutOfMemory { bytes: usize::MAX })
     ));
+    // A maximum that fits no address space is refused when the builder is made, saying so,
+    // not at the table's first growth.
+    let err = BookBuilder::new(c(1 << 44, 1)).err();
+    assert!(
+        matches!(err, Some(BookConfigError::AddressSpace { bytes }) if bytes > 1 << 48),
+        "{err:?}"
+    );
+    assert!(
+        err.expect("refused")
+            .to_string()
+            .contains("address space for max_orders")
+    );
     let day = BookConfig::nasdaq_day();
     assert!(day.max_memory_bytes() > 640_000_000 && day.max_memory_bytes() < 740_000_000);
     // Made for 1 Mi orders; the rest of the table comes in steps.
