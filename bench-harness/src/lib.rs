@@ -1,7 +1,7 @@
 //! The mdbus benchmark harness: latency and throughput scenarios, each beside its floor and the
 //! peers measured in the same run.
 //!
-//! - [`bench`]: the scenarios behind `mdbus bench` (ring, udp, replay, synth, all, compare),
+//! - [`bench`](mod@bench): the scenarios behind `mdbus bench` (ring, udp, replay, synth, all, compare),
 //!   their reports and plots.
 //! - [`stages`]: the three-stage pipeline (feed handler, book service, strategy, each pinned)
 //!   that `mdbus demo` shows and `mdbus bench replay` measures.

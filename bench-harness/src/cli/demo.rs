@@ -1,6 +1,6 @@
-//! `mdbus demo`: a real Nasdaq session through the whole pipeline ([`stages`]), in one
-//! command, rendered for a person (or as JSON), beside the cache-line floor between the same
-//! cpus.
+//! `mdbus demo`: a real Nasdaq session through the whole pipeline
+//! ([`stages`](mdbus_bench_harness::stages)), in one command, rendered for a person (or as
+//! JSON), beside the cache-line floor between the same cpus.
 
 use std::io::Write;
 use std::path::PathBuf;

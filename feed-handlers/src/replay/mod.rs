@@ -54,7 +54,7 @@
 //!
 //! With [`Replayer::with_book_service`] (Nasdaq ITCH sources) the replay's thread also builds
 //! the books: each message, once published, is handed decoded to a
-//! [`BookService`](crate::bookstream::BookService), which publishes on its streams what it
+//! [`BookService`], which publishes on its streams what it
 //! would publish reading the replay's stream (gap notices and the end of the session
 //! included), and [`Replayer::run_with_book_service`] hands it back at the end.
 //!
