@@ -635,9 +635,8 @@ struct RateCtx<'a> {
 #[derive(Clone, Copy, Debug, Default)]
 struct FeedBookMemory {
     /// Resident bytes gained from before its book service was made to the peak of its run
-    /// (the books as far as the session filled them, both sets of order table slots while
-    /// the table grows, and the output rings); to the end of its run where the peak could
-    /// not be reset (`peak` false).
+    /// (the books as far as the session filled them, the order table's growth, and the output
+    /// rings); to the end of its run where the peak could not be reset (`peak` false).
     rss_growth: u64,
     /// Whether `rss_growth` is the peak.
     peak: bool,
@@ -647,6 +646,8 @@ struct FeedBookMemory {
     books: u64,
     /// Times its order table grew during the run.
     growths: u64,
+    /// The longest a growth held up its thread, in nanoseconds.
+    growth_max_ns: u64,
 }
 
 /// How often a pipeline's threads waited in a throughput run: found the next thread's ring
@@ -781,6 +782,9 @@ impl RateCtx<'_> {
                     growths: last
                         .growths
                         .max(svc.builder().counters().order_table_growths),
+                    growth_max_ns: last
+                        .growth_max_ns
+                        .max(svc.builder().counters().order_table_growth_max_ns),
                 });
                 Ok((seq, secs))
             }
@@ -1145,14 +1149,22 @@ pub fn measure(
     {
         let file = f.bytes.len() as u64;
         notes.push(format!(
-            "mdbus-feed+book: its own {} {:.1} MiB: the file {:.1} MiB (held in memory, as itch-book maps it) + {:.1} MiB of resident memory gained {} its book service was made and ran (its books hold {:.1} MiB at the end; the order table grew {} times)",
+            "mdbus-feed+book: its own {} {:.1} MiB: the file {:.1} MiB (held in memory, as itch-book maps it) + {:.1} MiB of resident memory gained {} its book service was made and ran (its books hold {:.1} MiB at the end; the order table grew {} times{})",
             if fb.peak { "peak footprint" } else { "footprint" },
             mib(file + fb.rss_growth),
             mib(file),
             mib(fb.rss_growth),
             if fb.peak { "at most while" } else { "while" },
             mib(fb.books),
-            fb.growths
+            fb.growths,
+            if fb.growths > 0 {
+                format!(
+                    ", each holding up the thread at most {:.1} ms",
+                    fb.growth_max_ns as f64 / 1e6
+                )
+            } else {
+                String::new()
+            }
         ));
     }
     if let Some(run) = ctx.itch_book.borrow().as_ref() {

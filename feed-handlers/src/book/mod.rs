@@ -338,6 +338,11 @@ pub struct BookCounters {
     /// [`PREALLOCATED_ORDERS`]: a rehash each. Serialized only when not 0.
     #[serde(skip_serializing_if = "is_zero")]
     pub order_table_growths: u64,
+    /// The longest one of those growths held up the thread applying events (the rehash of
+    /// the live orders, and any wait for the step's memory), in nanoseconds; the largest
+    /// over added counters. Serialized only when not 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub order_table_growth_max_ns: u64,
     /// Order table and ladders disagreed (never expected; a bug if not 0).
     pub inconsistencies: u64,
     /// Events for a book of the other shape (an order event on a level book, a level on an
@@ -371,6 +376,7 @@ impl std::ops::AddAssign<&BookCounters> for BookCounters {
             invalid,
             level_growths,
             order_table_growths,
+            order_table_growth_max_ns,
             inconsistencies,
             mixed,
             unknown_levels,
@@ -388,6 +394,9 @@ impl std::ops::AddAssign<&BookCounters> for BookCounters {
         self.invalid += invalid;
         self.level_growths += level_growths;
         self.order_table_growths += order_table_growths;
+        self.order_table_growth_max_ns = self
+            .order_table_growth_max_ns
+            .max(order_table_growth_max_ns);
         self.inconsistencies += inconsistencies;
         self.mixed += mixed;
         self.unknown_levels += unknown_levels;
@@ -656,9 +665,19 @@ impl BookBuilder {
             });
         }
         if self.orders.capacity() != before {
-            self.counters.order_table_growths += 1;
+            self.count_growth();
         }
         Ok(())
+    }
+
+    /// Counts an order table growth and how long it took.
+    #[cold]
+    fn count_growth(&mut self) {
+        let c = &mut self.counters;
+        c.order_table_growths += 1;
+        c.order_table_growth_max_ns = c
+            .order_table_growth_max_ns
+            .max(self.orders.last_growth_ns());
     }
 
     /// Deletes every order resting on `locate` (a venue's "clear book" for one instrument),
@@ -915,7 +934,7 @@ impl BookBuilder {
         };
         match self.orders.insert(order) {
             Insert::Inserted => {}
-            Insert::Grew => self.counters.order_table_growths += 1,
+            Insert::Grew => self.count_growth(),
             Insert::Duplicate => {
                 self.counters.duplicate_adds += 1;
                 return Outcome::DuplicateAdd;

@@ -117,6 +117,8 @@ pub(crate) struct OrderTable {
     /// The table went past its bound load while its next step was being made: it grows at
     /// the first insert that finds the step made (every insert looks).
     overdue: bool,
+    /// How long the last growth took (its rehash, and any wait for its memory), in ns.
+    last_growth_ns: u64,
 }
 
 impl OrderTable {
@@ -152,6 +154,7 @@ impl OrderTable {
             max,
             watch: watch_for(cap, max),
             overdue: false,
+            last_growth_ns: 0,
         })
     }
 
@@ -212,8 +215,15 @@ impl OrderTable {
         }
     }
 
+    /// How long the last growth held up the thread that made it (its rehash, and any wait for
+    /// its memory), in nanoseconds; 0 before the first.
+    pub(crate) fn last_growth_ns(&self) -> u64 {
+        self.last_growth_ns
+    }
+
     /// Extends the slots to hold `cap` orders and moves every live order to its place in them.
     fn regrow(&mut self, cap: usize) -> bool {
+        let started = std::time::Instant::now();
         let n = Self::slots_for(cap);
         let mut moved = Vec::new();
         if moved.try_reserve_exact(n.div_ceil(64)).is_err() {
@@ -228,6 +238,7 @@ impl OrderTable {
         self.watch = watch_for(cap, self.max);
         self.overdue = false;
         self.rehash(old, &mut moved);
+        self.last_growth_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         true
     }
 
