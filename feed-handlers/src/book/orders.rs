@@ -225,11 +225,12 @@ impl OrderTable {
     fn regrow(&mut self, cap: usize) -> bool {
         let started = std::time::Instant::now();
         let n = Self::slots_for(cap);
+        let words = n.div_ceil(64);
         let mut moved = Vec::new();
-        if moved.try_reserve_exact(n.div_ceil(64)).is_err() {
+        if moved.try_reserve_exact(words).is_err() {
             return false;
         }
-        moved.resize(n.div_ceil(64), 0u64);
+        moved.resize(words, 0u64);
         let old = self.slots.len();
         if !self.slots.grow(n) {
             return false;

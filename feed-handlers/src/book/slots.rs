@@ -122,6 +122,16 @@ impl Slots {
         self.next.as_ref().map_or(self.committed, |(end, _)| *end)
     }
 
+    /// Slots the reservation holds.
+    fn max_len(&self) -> usize {
+        self.reserved / size_of::<Order>()
+    }
+
+    /// The address `offset` bytes from `base`.
+    fn address(&self, offset: usize) -> usize {
+        self.base.as_ptr() as usize + offset
+    }
+
     /// Bytes from `base` to commit for `len` slots: [`committed_bytes`] in whole pages, never
     /// past the reservation.
     fn commit_end(&self, len: usize) -> usize {
@@ -145,22 +155,21 @@ impl Slots {
         name: &str,
         first: impl FnOnce() + Send + 'static,
     ) -> bool {
-        if self.next.is_some() || len > self.reserved / size_of::<Order>() {
+        if self.next.is_some() || len > self.max_len() {
             return false;
         }
         let (from, end) = (self.committed, self.commit_end(len));
         if end <= from {
             return false;
         }
-        let start = self.base.as_ptr() as usize + from;
-        let bytes = end - from;
+        let (start, bytes, page) = (self.address(from), end - from, self.page);
         // The thread commits `start..start + bytes`: inside the reservation (`end` is capped by
         // it), past every committed byte, so past the slots in use and any reference to them.
         // It cannot outlive the mapping: `grow` and `drop` join it before anything else
         // touches these bytes or unmaps them.
         let thread = mdbus_tuning::spawn_housekeeping(name, move || {
             first();
-            commit(start, bytes)
+            commit(start, bytes, page)
         });
         match thread {
             Ok(thread) => {
@@ -194,13 +203,16 @@ impl Slots {
         if len <= self.len {
             return true;
         }
-        if len > self.reserved / size_of::<Order>() {
+        if len > self.max_len() {
             return false;
         }
         let end = self.commit_end(len);
         if end > self.committed {
-            let start = self.base.as_ptr() as usize + self.committed;
-            if !commit(start, end - self.committed) {
+            if !commit(
+                self.address(self.committed),
+                end - self.committed,
+                self.page,
+            ) {
                 return false;
             }
             self.committed = end;
@@ -269,9 +281,10 @@ pub(super) const fn committed_bytes(len: usize) -> usize {
     }
 }
 
-/// Makes `start..start + bytes` (page-aligned, inside a reservation of [`Slots`], past every
-/// committed byte) writable and backs it with memory now; false when the host refuses.
-fn commit(start: usize, bytes: usize) -> bool {
+/// Makes `start..start + bytes` (aligned to pages of `page` bytes, inside a reservation of
+/// [`Slots`], past every committed byte) writable and backs it with memory now; false when
+/// the host refuses.
+fn commit(start: usize, bytes: usize, page: usize) -> bool {
     if bytes == 0 {
         return true;
     }
@@ -282,12 +295,13 @@ fn commit(start: usize, bytes: usize) -> bool {
     if unsafe { libc::mprotect(p, bytes, libc::PROT_READ | libc::PROT_WRITE) } != 0 {
         return false;
     }
-    populate(start, bytes)
+    populate(start, bytes, page)
 }
 
-/// Backs `start..start + bytes` (writable, page-aligned, referenced by no one) with memory
-/// now, so that first writes do not fault; false when the memory cannot be had.
-fn populate(start: usize, bytes: usize) -> bool {
+/// Backs `start..start + bytes` (writable, aligned to pages of `page` bytes, referenced by no
+/// one) with memory now, so that first writes do not fault; false when the memory cannot be
+/// had.
+fn populate(start: usize, bytes: usize, page: usize) -> bool {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: MADV_POPULATE_WRITE only faults the range's pages in as if written, without
@@ -302,8 +316,6 @@ fn populate(start: usize, bytes: usize) -> bool {
             return false;
         }
     }
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
     for offset in (0..bytes).step_by(page) {
         // SAFETY: `start + offset` lies inside the writable range no one else references (the
         // caller's contract); writing the zero it already holds changes nothing but
