@@ -707,9 +707,15 @@ impl BookBuilder {
 
     #[inline]
     fn book(&self, locate: u16) -> Option<&Book> {
+        self.index_of(locate).map(|i| &self.books[i])
+    }
+
+    /// Index of `locate`'s book in `books` (and `rare`); `None` if no event has named it
+    /// ([`book_index`](Self::book_index) hands one out).
+    fn index_of(&self, locate: u16) -> Option<usize> {
         match self.index[usize::from(locate)] {
             NO_BOOK => None,
-            i => Some(&self.books[i as usize]),
+            i => Some(i as usize),
         }
     }
 
@@ -745,10 +751,7 @@ impl BookBuilder {
 
     /// Statistics of `locate`'s book; `None` if no event has named it.
     pub fn stats(&self, locate: u16) -> Option<BookStats> {
-        let i = match self.index[usize::from(locate)] {
-            NO_BOOK => return None,
-            i => i as usize,
-        };
+        let i = self.index_of(locate)?;
         let (book, rare) = (&self.books[i], self.rare[i]);
         Some(BookStats {
             resting_orders: book.resting_orders,
